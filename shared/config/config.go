@@ -1,0 +1,315 @@
+// Package config loads Cirrus's settings: a YAML file locally, environment
+// variables in Lambda, both with the keys a Synapse operator already knows
+// where they mean the same thing.
+//
+// Every key can be set by an environment variable named CIRRUS_ followed by the
+// key in upper case; nested keys join with an underscore (CIRRUS_EMAIL_NOTIF_FROM).
+// The environment wins over the file, so a deployment can override one value
+// without editing the file.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/mail"
+	"net/url"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/cirrus-matrix/cirrus/shared/protocol"
+)
+
+// Config is the whole of Cirrus's configuration. Field tags name the YAML key;
+// the environment variable is derived from it.
+type Config struct {
+	// ServerName is the Matrix server name: the part after the colon in user IDs.
+	ServerName string `yaml:"server_name"`
+	// PublicBaseURL is where clients reach the client-server API.
+	PublicBaseURL string `yaml:"public_baseurl"`
+	// EnableRegistration opens POST /register to anyone; off, as in Synapse.
+	EnableRegistration bool `yaml:"enable_registration"`
+	// RegistrationSharedSecret lets an operator create users (cirrus register,
+	// Synapse's register_new_matrix_user) while registration is closed.
+	RegistrationSharedSecret string `yaml:"registration_shared_secret"`
+	// SigningKeyPath is a Synapse-format signing key file, created on first start.
+	SigningKeyPath string `yaml:"signing_key_path"`
+	// SigningKey is the key file's content itself, for Lambda, where it comes
+	// from a secret rather than a file.
+	SigningKey string `yaml:"signing_key"`
+	// ServeServerWellknown makes /.well-known/matrix/server delegate
+	// federation to the host of public_baseurl.
+	ServeServerWellknown bool `yaml:"serve_server_wellknown"`
+	// MaxRequestSize bounds request bodies, in bytes.
+	MaxRequestSize int64 `yaml:"max_request_size"`
+	// Email is the email block; nil when mail is not configured.
+	Email *Email `yaml:"email"`
+
+	// DynamoDBTable is the one table all state lives in.
+	DynamoDBTable string `yaml:"dynamodb_table"`
+	// DynamoDBEndpoint points at a DynamoDB other than AWS's; locally, empty
+	// means the embedded one. DYNAMODB_ENDPOINT sets it too.
+	DynamoDBEndpoint string `yaml:"dynamodb_endpoint"`
+	// QueueURL is the SQS queue of outbound federation work; empty locally,
+	// where an in-process queue stands in.
+	QueueURL string `yaml:"queue_url"`
+
+	// ClientListen and FederationListen are the local listeners of cirrus serve.
+	ClientListen     string `yaml:"client_listen"`
+	FederationListen string `yaml:"federation_listen"`
+	// DataDir holds the local table snapshot, the signing key and mail.
+	DataDir string `yaml:"data_dir"`
+	// TLSCertificatePath and TLSPrivateKeyPath are the federation listener's
+	// certificate; when empty, one is minted from the CA below or self-signed.
+	TLSCertificatePath string `yaml:"tls_certificate_path"`
+	TLSPrivateKeyPath  string `yaml:"tls_private_key_path"`
+	// TLSCACertificatePath and TLSCAKeyPath are a CA that mints the federation
+	// certificate, as test suites that run several servers provide.
+	TLSCACertificatePath string `yaml:"tls_ca_certificate_path"`
+	TLSCAKeyPath         string `yaml:"tls_ca_key_path"`
+
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+}
+
+// Email is the email block: Synapse's keys where they exist.
+type Email struct {
+	// NotifFrom is the sender address, such as "Cirrus <noreply@example.org>".
+	NotifFrom string `yaml:"notif_from"`
+	// AppName names the service in mail text.
+	AppName string `yaml:"app_name"`
+	// SESConfigurationSet is the SES configuration set mail is sent with.
+	SESConfigurationSet string `yaml:"ses_configuration_set"`
+}
+
+// LookupFunc reads one environment variable; os.LookupEnv is one.
+type LookupFunc func(key string) (string, bool)
+
+// Defaults are the settings of `cirrus serve` with no config file: everything
+// on loopback, registration closed, data under ./data.
+func Defaults() Config {
+	return Config{
+		ServerName:           "localhost:8008",
+		ServeServerWellknown: true,
+		MaxRequestSize:       1 << 20,
+		DynamoDBTable:        "cirrus",
+		ClientListen:         "127.0.0.1:8008",
+		FederationListen:     "127.0.0.1:8448",
+		DataDir:              "data",
+		LogLevel:             "info",
+	}
+}
+
+// Load reads the optional YAML file at path (empty for none) over the local
+// defaults, then the environment, then fills derived values and validates.
+func Load(path string, lookup LookupFunc) (*Config, error) {
+	c := Defaults()
+	if path != "" {
+		if err := c.readFile(path); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.applyEnv(lookup); err != nil {
+		return nil, err
+	}
+	c.fillLocal()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// LoadLambda reads the configuration of a Lambda function from the
+// environment alone. There are no local defaults: a server name must be
+// given, and nothing listens or writes to disk.
+func LoadLambda(lookup LookupFunc) (*Config, error) {
+	c := Config{
+		ServeServerWellknown: true,
+		MaxRequestSize:       1 << 20,
+		DynamoDBTable:        "cirrus",
+		LogLevel:             "info",
+	}
+	if err := c.applyEnv(lookup); err != nil {
+		return nil, err
+	}
+	if c.ServerName == "" {
+		return nil, errors.New("config: server_name is missing: set CIRRUS_SERVER_NAME to the Matrix server name, such as example.org")
+	}
+	if c.PublicBaseURL == "" && protocol.ValidServerName(c.ServerName) {
+		c.PublicBaseURL = "https://" + c.ServerName + "/"
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) readFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true) // a misspelt key must not be silently ignored
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config: %s: %w", path, err)
+	}
+	return nil
+}
+
+// fillLocal derives what a local operator need not say: where clients and
+// other servers reach this one, and where the signing key lives.
+func (c *Config) fillLocal() {
+	if c.PublicBaseURL == "" {
+		c.PublicBaseURL = "http://" + c.ClientListen + "/"
+		if host, port, err := net.SplitHostPort(c.ClientListen); err == nil && (host == "" || host == "0.0.0.0" || host == "::") {
+			c.PublicBaseURL = "http://" + net.JoinHostPort("localhost", port) + "/"
+		}
+	}
+	if c.SigningKeyPath == "" && c.SigningKey == "" {
+		c.SigningKeyPath = c.DataDir + "/signing.key"
+	}
+}
+
+// Validate checks every key and names the wrong one with what to do about it.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("config: "+format, args...)) }
+
+	if !protocol.ValidServerName(c.ServerName) {
+		bad("server_name %q is not a valid Matrix server name: use a host name or IP literal with an optional port, such as example.org or localhost:8008", c.ServerName)
+	}
+	if c.PublicBaseURL != "" {
+		u, err := url.Parse(c.PublicBaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("public_baseurl %q is not an absolute http(s) URL: use the address clients reach, such as https://matrix.example.org/", c.PublicBaseURL)
+		} else if !strings.HasSuffix(c.PublicBaseURL, "/") {
+			c.PublicBaseURL += "/"
+		}
+	}
+	if c.Email != nil {
+		if c.PublicBaseURL == "" {
+			bad("the email block needs public_baseurl: links in mail point there")
+		}
+		if _, err := mail.ParseAddress(c.Email.NotifFrom); err != nil {
+			bad("email.notif_from %q is not a mail address: use one such as \"Cirrus <noreply@example.org>\"", c.Email.NotifFrom)
+		}
+	}
+	if c.MaxRequestSize <= 0 {
+		bad("max_request_size must be a positive number of bytes, got %d", c.MaxRequestSize)
+	}
+	if c.DynamoDBTable == "" {
+		bad("dynamodb_table must not be empty")
+	}
+	if c.DynamoDBEndpoint != "" {
+		if u, err := url.Parse(c.DynamoDBEndpoint); err != nil || u.Scheme == "" || u.Host == "" {
+			bad("dynamodb_endpoint %q is not a URL such as http://127.0.0.1:8000", c.DynamoDBEndpoint)
+		}
+	}
+	for key, addr := range map[string]string{"client_listen": c.ClientListen, "federation_listen": c.FederationListen} {
+		if addr == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			bad("%s %q is not a host:port address such as 127.0.0.1:8008", key, addr)
+		}
+	}
+	if (c.TLSCertificatePath == "") != (c.TLSPrivateKeyPath == "") {
+		bad("tls_certificate_path and tls_private_key_path go together: set both or neither")
+	}
+	if (c.TLSCACertificatePath == "") != (c.TLSCAKeyPath == "") {
+		bad("tls_ca_certificate_path and tls_ca_key_path go together: set both or neither")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+// applyEnv sets each field whose CIRRUS_ variable is present. DYNAMODB_ENDPOINT
+// is honoured as well because that is the name the AWS tooling uses.
+func (c *Config) applyEnv(lookup LookupFunc) error {
+	if v, ok := lookup("DYNAMODB_ENDPOINT"); ok && v != "" {
+		c.DynamoDBEndpoint = v
+	}
+	return applyEnvStruct(reflect.ValueOf(c).Elem(), "CIRRUS_", lookup)
+}
+
+func applyEnvStruct(v reflect.Value, prefix string, lookup LookupFunc) error {
+	t := v.Type()
+	for i := range t.NumField() {
+		field, value := t.Field(i), v.Field(i)
+		name := prefix + strings.ToUpper(strings.Split(field.Tag.Get("yaml"), ",")[0])
+		if field.Type.Kind() == reflect.Pointer && field.Type.Elem().Kind() == reflect.Struct {
+			// A nested block exists as soon as one of its variables is set.
+			block := reflect.New(field.Type.Elem())
+			if !value.IsNil() {
+				block.Elem().Set(value.Elem())
+			}
+			before := block.Elem().Interface()
+			if err := applyEnvStruct(block.Elem(), name+"_", lookup); err != nil {
+				return err
+			}
+			if !value.IsNil() || !reflect.DeepEqual(before, block.Elem().Interface()) {
+				value.Set(block)
+			}
+			continue
+		}
+		raw, ok := lookup(name)
+		if !ok {
+			continue
+		}
+		switch value.Kind() {
+		case reflect.String:
+			value.SetString(raw)
+		case reflect.Bool:
+			b, err := strconv.ParseBool(raw)
+			if err != nil {
+				return fmt.Errorf("config: %s=%q is not a boolean: use true or false", name, raw)
+			}
+			value.SetBool(b)
+		case reflect.Int64:
+			n, err := strconv.ParseInt(raw, 10, 64)
+			if err != nil {
+				return fmt.Errorf("config: %s=%q is not a whole number", name, raw)
+			}
+			value.SetInt(n)
+		default:
+			return fmt.Errorf("config: %s: unsupported kind %s", name, value.Kind())
+		}
+	}
+	return nil
+}
+
+// WellKnownServer is the value of m.server in /.well-known/matrix/server: where
+// other servers reach this one's federation API. Behind public_baseurl over
+// HTTPS (API Gateway) that is its host on port 443; locally it is the
+// federation listener's port on the server name's host.
+func (c *Config) WellKnownServer() string {
+	u, err := url.Parse(c.PublicBaseURL)
+	if err == nil && u.Scheme == "https" {
+		port := u.Port()
+		if port == "" {
+			port = "443"
+		}
+		return net.JoinHostPort(u.Hostname(), port)
+	}
+	host := c.ServerName
+	if h, _, err := net.SplitHostPort(c.ServerName); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	_, port, err := net.SplitHostPort(c.FederationListen)
+	if err != nil {
+		port = "8448"
+	}
+	return net.JoinHostPort(host, port)
+}

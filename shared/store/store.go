@@ -1,0 +1,351 @@
+// Package store keeps all of Cirrus's state in one DynamoDB table. It alone
+// imports the DynamoDB SDK: the rest of the homeserver calls its methods.
+//
+// The table and its access patterns are documented in docs/storage.md. The
+// package enforces DynamoDB's limits itself, before a request is sent, so that
+// a local stand-in that lacks them behaves as AWS would, and so that callers get
+// an error that says which limit was hit.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// DynamoDB's limits, enforced here.
+const (
+	MaxItemSize          = 400 * 1024
+	MaxTransactActions   = 100
+	MaxQueryPageSize     = 1 << 20
+	attrPK, attrSK       = "pk", "sk"
+	attrExpires          = "expires_at"
+	gsi1, gsi1PK, gsi1SK = "gsi1", "gsi1pk", "gsi1sk"
+)
+
+// Errors callers can test for with errors.Is.
+var (
+	ErrNotFound       = errors.New("item not found")
+	ErrExists         = errors.New("item already exists")
+	ErrConflict       = errors.New("conditional write failed")
+	ErrItemTooLarge   = errors.New("item exceeds DynamoDB's 400 KB limit")
+	ErrTooManyActions = errors.New("transaction exceeds DynamoDB's 100 actions")
+	ErrEmptyKey       = errors.New("key attribute is empty")
+)
+
+// Key addresses one item.
+type Key struct {
+	PK string `dynamodbav:"pk"`
+	SK string `dynamodbav:"sk"`
+}
+
+// Schema describes the table without SDK types, so that the CDK stack and the
+// docs can be checked against the one definition that `cirrus serve` creates.
+type Schema struct {
+	PartitionKey, SortKey string
+	// Indexes are global secondary indexes with string keys and all attributes projected.
+	Indexes []Index
+	// TTLAttribute holds an expiry time in Unix seconds.
+	TTLAttribute string
+}
+
+// Index is one global secondary index.
+type Index struct {
+	Name, PartitionKey, SortKey string
+}
+
+// TableSchema is the table's definition.
+func TableSchema() Schema {
+	return Schema{
+		PartitionKey: attrPK,
+		SortKey:      attrSK,
+		Indexes:      []Index{{Name: gsi1, PartitionKey: gsi1PK, SortKey: gsi1SK}},
+		TTLAttribute: attrExpires,
+	}
+}
+
+// Options say which DynamoDB to use.
+type Options struct {
+	Table string
+	// Endpoint is a DynamoDB API other than AWS's; empty means AWS.
+	Endpoint string
+}
+
+// Store is a handle on the table. It is safe for concurrent use.
+type Store struct {
+	db    *dynamodb.Client
+	table string
+	now   func() time.Time
+}
+
+// Open connects to the table. With an Endpoint, credentials and region fall
+// back to dummies when the environment has none, as local stand-ins need them
+// only to sign requests.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	var opts []func(*config.LoadOptions) error
+	if o.Endpoint != "" {
+		opts = append(opts, config.WithRegion("us-east-1"))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open store: aws config: %w", err)
+	}
+	if o.Endpoint != "" {
+		if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
+			cfg.Credentials = credentials.NewStaticCredentialsProvider("local", "local", "")
+		}
+	}
+	db := dynamodb.NewFromConfig(cfg, func(opt *dynamodb.Options) {
+		if o.Endpoint != "" {
+			opt.BaseEndpoint = aws.String(o.Endpoint)
+			// Local DynamoDB APIs send no CRC32 header.
+			opt.DisableValidateResponseChecksum = true
+		}
+	})
+	return &Store{db: db, table: o.Table, now: time.Now}, nil
+}
+
+// CreateTable creates the table as TableSchema describes it, unless it exists.
+func (s *Store) CreateTable(ctx context.Context) error {
+	_, err := s.db.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: &s.table})
+	record(ctx, 0, 0)
+	if err == nil {
+		return nil
+	}
+	var missing *types.ResourceNotFoundException
+	if !errors.As(err, &missing) {
+		return fmt.Errorf("describe table %s: %w", s.table, err)
+	}
+	sc := TableSchema()
+	attrs := []types.AttributeDefinition{
+		{AttributeName: aws.String(sc.PartitionKey), AttributeType: types.ScalarAttributeTypeS},
+		{AttributeName: aws.String(sc.SortKey), AttributeType: types.ScalarAttributeTypeS},
+	}
+	var indexes []types.GlobalSecondaryIndex
+	for _, ix := range sc.Indexes {
+		attrs = append(attrs,
+			types.AttributeDefinition{AttributeName: aws.String(ix.PartitionKey), AttributeType: types.ScalarAttributeTypeS},
+			types.AttributeDefinition{AttributeName: aws.String(ix.SortKey), AttributeType: types.ScalarAttributeTypeS})
+		indexes = append(indexes, types.GlobalSecondaryIndex{
+			IndexName: aws.String(ix.Name),
+			KeySchema: []types.KeySchemaElement{
+				{AttributeName: aws.String(ix.PartitionKey), KeyType: types.KeyTypeHash},
+				{AttributeName: aws.String(ix.SortKey), KeyType: types.KeyTypeRange},
+			},
+			Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
+		})
+	}
+	_, err = s.db.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName:            &s.table,
+		BillingMode:          types.BillingModePayPerRequest,
+		AttributeDefinitions: attrs,
+		KeySchema: []types.KeySchemaElement{
+			{AttributeName: aws.String(sc.PartitionKey), KeyType: types.KeyTypeHash},
+			{AttributeName: aws.String(sc.SortKey), KeyType: types.KeyTypeRange},
+		},
+		GlobalSecondaryIndexes: indexes,
+	})
+	record(ctx, 0, 0)
+	if err != nil {
+		return fmt.Errorf("create table %s: %w", s.table, err)
+	}
+	return nil
+}
+
+// Put writes item, a struct with dynamodbav tags that include pk and sk,
+// replacing any item with the same key.
+func (s *Store) Put(ctx context.Context, item any) error {
+	av, size, err := s.marshalItem(item)
+	if err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	out, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:              &s.table,
+		Item:                   av,
+		ReturnConsumedCapacity: types.ReturnConsumedCapacityTotal,
+	})
+	if err != nil {
+		record(ctx, 0, 0)
+		return fmt.Errorf("put %s: %w", describeKey(av), err)
+	}
+	recordCapacity(ctx, out.ConsumedCapacity, 0, writeUnits(size))
+	return nil
+}
+
+// Create writes item only if no live item has its key; otherwise it returns
+// ErrExists. An item past its expiry counts as absent.
+func (s *Store) Create(ctx context.Context, item any) error {
+	av, size, err := s.marshalItem(item)
+	if err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	cond, names, values := s.absentCondition()
+	out, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                 &s.table,
+		Item:                      av,
+		ConditionExpression:       &cond,
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
+		ReturnConsumedCapacity:    types.ReturnConsumedCapacityTotal,
+	})
+	var failed *types.ConditionalCheckFailedException
+	if errors.As(err, &failed) {
+		record(ctx, 0, writeUnits(size))
+		return fmt.Errorf("create %s: %w", describeKey(av), ErrExists)
+	}
+	if err != nil {
+		record(ctx, 0, 0)
+		return fmt.Errorf("create %s: %w", describeKey(av), err)
+	}
+	recordCapacity(ctx, out.ConsumedCapacity, 0, writeUnits(size))
+	return nil
+}
+
+// Get reads the item at k into out, a pointer to a struct with dynamodbav
+// tags. It returns ErrNotFound for a missing or expired item. Reads are
+// strongly consistent: a homeserver reads its own writes.
+func (s *Store) Get(ctx context.Context, k Key, out any) error {
+	key, err := keyAV(k)
+	if err != nil {
+		return fmt.Errorf("get: %w", err)
+	}
+	res, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:              &s.table,
+		Key:                    key,
+		ConsistentRead:         aws.Bool(true),
+		ReturnConsumedCapacity: types.ReturnConsumedCapacityTotal,
+	})
+	if err != nil {
+		record(ctx, 0, 0)
+		return fmt.Errorf("get %s: %w", describeKey(key), err)
+	}
+	recordCapacity(ctx, res.ConsumedCapacity, readUnits(itemSize(res.Item), true), 0)
+	if res.Item == nil || s.expired(res.Item) {
+		return fmt.Errorf("get %s: %w", describeKey(key), ErrNotFound)
+	}
+	if err := attributevalue.UnmarshalMap(res.Item, out); err != nil {
+		return fmt.Errorf("get %s: decode: %w", describeKey(key), err)
+	}
+	return nil
+}
+
+// Delete removes the item at k; deleting a missing item is not an error.
+func (s *Store) Delete(ctx context.Context, k Key) error {
+	key, err := keyAV(k)
+	if err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	out, err := s.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+		TableName:              &s.table,
+		Key:                    key,
+		ReturnValues:           types.ReturnValueAllOld,
+		ReturnConsumedCapacity: types.ReturnConsumedCapacityTotal,
+	})
+	if err != nil {
+		record(ctx, 0, 0)
+		return fmt.Errorf("delete %s: %w", describeKey(key), err)
+	}
+	recordCapacity(ctx, out.ConsumedCapacity, 0, writeUnits(itemSize(out.Attributes)))
+	return nil
+}
+
+// marshalItem encodes item and checks it against DynamoDB's limits.
+func (s *Store) marshalItem(item any) (map[string]types.AttributeValue, int, error) {
+	av, err := attributevalue.MarshalMap(item)
+	if err != nil {
+		return nil, 0, fmt.Errorf("encode item: %w", err)
+	}
+	if err := checkKeys(av); err != nil {
+		return nil, 0, err
+	}
+	size := itemSize(av)
+	if size > MaxItemSize {
+		return nil, 0, fmt.Errorf("%w: %s is %d bytes", ErrItemTooLarge, describeKey(av), size)
+	}
+	return av, size, nil
+}
+
+// absentCondition is true when no item has the key, or the one there expired.
+func (s *Store) absentCondition() (string, map[string]string, map[string]types.AttributeValue) {
+	return "attribute_not_exists(#pk) OR #exp < :now",
+		map[string]string{"#pk": attrPK, "#exp": attrExpires},
+		map[string]types.AttributeValue{":now": &types.AttributeValueMemberN{Value: fmt.Sprint(s.now().Unix())}}
+}
+
+// expired reports whether item carries an expiry in the past. DynamoDB deletes
+// expired items only eventually (and the local stand-in never), so every read
+// filters them.
+func (s *Store) expired(item map[string]types.AttributeValue) bool {
+	n, ok := item[attrExpires].(*types.AttributeValueMemberN)
+	if !ok {
+		return false
+	}
+	var ts int64
+	if _, err := fmt.Sscan(n.Value, &ts); err != nil {
+		return false
+	}
+	return ts > 0 && ts <= s.now().Unix()
+}
+
+// checkKeys refuses items DynamoDB would refuse for their keys, with a message
+// that names the attribute.
+func checkKeys(av map[string]types.AttributeValue) error {
+	for _, name := range []string{attrPK, attrSK} {
+		v, ok := av[name].(*types.AttributeValueMemberS)
+		if !ok || v.Value == "" {
+			return fmt.Errorf("%w: %q must be a non-empty string", ErrEmptyKey, name)
+		}
+	}
+	for _, name := range []string{gsi1PK, gsi1SK} {
+		if v, ok := av[name].(*types.AttributeValueMemberS); ok && v.Value == "" {
+			return fmt.Errorf("%w: index key %q is an empty string; omit it instead", ErrEmptyKey, name)
+		}
+	}
+	return nil
+}
+
+func keyAV(k Key) (map[string]types.AttributeValue, error) {
+	if k.PK == "" || k.SK == "" {
+		return nil, fmt.Errorf("%w: pk %q, sk %q", ErrEmptyKey, k.PK, k.SK)
+	}
+	return map[string]types.AttributeValue{
+		attrPK: &types.AttributeValueMemberS{Value: k.PK},
+		attrSK: &types.AttributeValueMemberS{Value: k.SK},
+	}, nil
+}
+
+func describeKey(av map[string]types.AttributeValue) string {
+	str := func(name string) string {
+		if v, ok := av[name].(*types.AttributeValueMemberS); ok {
+			return v.Value
+		}
+		return ""
+	}
+	return fmt.Sprintf("(%s, %s)", str(attrPK), str(attrSK))
+}
+
+// recordCapacity records what DynamoDB reported it consumed, or the estimate
+// computed from item sizes when the endpoint reports nothing.
+func recordCapacity(ctx context.Context, cc *types.ConsumedCapacity, read, write float64) {
+	if cc != nil && cc.CapacityUnits != nil {
+		r, w := aws.ToFloat64(cc.ReadCapacityUnits), aws.ToFloat64(cc.WriteCapacityUnits)
+		if r == 0 && w == 0 {
+			// Only the total was given: attribute it to the kind of call.
+			if read > 0 {
+				r = *cc.CapacityUnits
+			} else {
+				w = *cc.CapacityUnits
+			}
+		}
+		read, write = r, w
+	}
+	record(ctx, read, write)
+}

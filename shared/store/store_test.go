@@ -1,0 +1,210 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/store"
+	"github.com/cirrus-matrix/cirrus/shared/store/embedded"
+)
+
+type thing struct {
+	PK      string `dynamodbav:"pk"`
+	SK      string `dynamodbav:"sk"`
+	Name    string `dynamodbav:"name"`
+	Count   int    `dynamodbav:"count"`
+	Blob    []byte `dynamodbav:"blob,omitempty"`
+	Expires int64  `dynamodbav:"expires_at,omitempty"`
+}
+
+// open starts an embedded DynamoDB API server and opens a fresh table on it
+// through the real SDK over HTTP.
+func open(t *testing.T) (*store.Store, context.Context) {
+	t.Helper()
+	srv, err := embedded.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	ctx := context.Background()
+	s, err := store.Open(ctx, store.Options{Table: "test", Endpoint: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateTable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateTable(ctx); err != nil {
+		t.Fatalf("second CreateTable: %v", err)
+	}
+	return s, ctx
+}
+
+func TestStore_PutGetDelete(t *testing.T) {
+	s, ctx := open(t)
+	ctx, meter := store.WithMeter(ctx)
+	in := thing{PK: "room|!a:x", SK: "event|1", Name: "hello", Count: 3, Blob: []byte{0, 1, 2}}
+	if err := s.Put(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	var got thing
+	if err := s.Get(ctx, store.Key{PK: in.PK, SK: in.SK}, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != in.Name || got.Count != in.Count || !bytes.Equal(got.Blob, in.Blob) {
+		t.Fatalf("got %+v, want %+v", got, in)
+	}
+	u := meter.Usage()
+	if u.Calls != 2 || u.WriteUnits != 1 || u.ReadUnits != 1 {
+		t.Fatalf("meter after put+get = %+v, want 2 calls, 1 WCU, 1 RCU", u)
+	}
+	if err := s.Delete(ctx, store.Key{PK: in.PK, SK: in.SK}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Get(ctx, store.Key{PK: in.PK, SK: in.SK}, &got); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get after delete: %v, want ErrNotFound", err)
+	}
+}
+
+func TestStore_CreateAndExpiry(t *testing.T) {
+	s, ctx := open(t)
+	k := store.Key{PK: "user|@a:x", SK: "profile"}
+	if err := s.Create(ctx, thing{PK: k.PK, SK: k.SK, Name: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, thing{PK: k.PK, SK: k.SK, Name: "second"}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("second create: %v, want ErrExists", err)
+	}
+	// An expired item reads as absent and may be created over.
+	past := time.Now().Add(-time.Minute).Unix()
+	e := store.Key{PK: "uia|s1", SK: "session"}
+	if err := s.Put(ctx, thing{PK: e.PK, SK: e.SK, Name: "old", Expires: past}); err != nil {
+		t.Fatal(err)
+	}
+	var got thing
+	if err := s.Get(ctx, e, &got); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get expired: %v, want ErrNotFound", err)
+	}
+	if err := s.Create(ctx, thing{PK: e.PK, SK: e.SK, Name: "new"}); err != nil {
+		t.Fatalf("create over expired: %v", err)
+	}
+}
+
+func TestStore_Limits(t *testing.T) {
+	s, ctx := open(t)
+	big := thing{PK: "p", SK: "s", Blob: make([]byte, store.MaxItemSize)}
+	if err := s.Put(ctx, big); !errors.Is(err, store.ErrItemTooLarge) {
+		t.Fatalf("put 400 KB item: %v, want ErrItemTooLarge", err)
+	}
+	if err := s.Put(ctx, thing{PK: "p", SK: ""}); !errors.Is(err, store.ErrEmptyKey) {
+		t.Fatalf("put empty sk: %v, want ErrEmptyKey", err)
+	}
+	if err := s.Get(ctx, store.Key{PK: "", SK: "x"}, &thing{}); !errors.Is(err, store.ErrEmptyKey) {
+		t.Fatalf("get empty pk: %v, want ErrEmptyKey", err)
+	}
+	ops := make([]store.Op, store.MaxTransactActions+1)
+	for i := range ops {
+		ops[i] = store.PutOp(thing{PK: "p", SK: fmt.Sprint(i)})
+	}
+	if err := s.Transact(ctx, ops...); !errors.Is(err, store.ErrTooManyActions) {
+		t.Fatalf("101 actions: %v, want ErrTooManyActions", err)
+	}
+	if err := s.Transact(ctx, ops[:store.MaxTransactActions]...); err != nil {
+		t.Fatalf("100 actions: %v", err)
+	}
+}
+
+func TestStore_TransactConflict(t *testing.T) {
+	s, ctx := open(t)
+	if err := s.Put(ctx, thing{PK: "room|r", SK: "head", Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Transact(ctx,
+		store.PutOp(thing{PK: "room|r", SK: "event|2"}),
+		store.CreateOp(thing{PK: "room|r", SK: "head", Count: 2}))
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("transact over taken key: %v, want ErrConflict", err)
+	}
+	var got thing
+	if err := s.Get(ctx, store.Key{PK: "room|r", SK: "event|2"}, &got); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("failed transaction wrote its put: %v", err)
+	}
+}
+
+func TestStore_QueryPages(t *testing.T) {
+	s, ctx := open(t)
+	// 30 items of ~60 KB: two 1 MB pages at most 16 items each.
+	for i := range 30 {
+		it := thing{PK: "room|q", SK: fmt.Sprintf("event|%03d", i), Blob: make([]byte, 60*1024)}
+		if err := s.Put(ctx, it); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Put(ctx, thing{PK: "room|q", SK: "state|x"}); err != nil {
+		t.Fatal(err)
+	}
+	var all []thing
+	cursor, pages := "", 0
+	for {
+		var page []thing
+		next, err := s.QueryPage(ctx, store.Query{PK: "room|q", Prefix: "event|", Cursor: cursor}, &page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		size := 0
+		for _, p := range page {
+			size += len(p.Blob)
+		}
+		if size > store.MaxQueryPageSize {
+			t.Fatalf("page %d holds %d bytes, over 1 MB", pages, size)
+		}
+		all = append(all, page...)
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if len(all) != 30 || pages < 2 {
+		t.Fatalf("read %d items in %d pages, want 30 items in 2 or more", len(all), pages)
+	}
+	for i, it := range all {
+		if want := fmt.Sprintf("event|%03d", i); it.SK != want {
+			t.Fatalf("item %d is %s, want %s", i, it.SK, want)
+		}
+	}
+	var desc []thing
+	if _, err := s.QueryPage(ctx, store.Query{PK: "room|q", Prefix: "event|", Descending: true, Limit: 2}, &desc); err != nil {
+		t.Fatal(err)
+	}
+	if len(desc) != 2 || desc[0].SK != "event|029" {
+		t.Fatalf("descending limit 2 = %d items starting %q", len(desc), desc[0].SK)
+	}
+}
+
+func TestStore_SnapshotRestore(t *testing.T) {
+	s, ctx := open(t)
+	for i := range 60 {
+		if err := s.Put(ctx, thing{PK: "p", SK: fmt.Sprint(i), Name: strings.Repeat("x", i), Count: i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	n, err := s.Snapshot(ctx, &buf)
+	if err != nil || n != 60 {
+		t.Fatalf("snapshot: %d items, %v", n, err)
+	}
+	fresh, ctx2 := open(t)
+	if n, err := fresh.Restore(ctx2, &buf); err != nil || n != 60 {
+		t.Fatalf("restore: %d items, %v", n, err)
+	}
+	var got thing
+	if err := fresh.Get(ctx2, store.Key{PK: "p", SK: "42"}, &got); err != nil || got.Count != 42 || len(got.Name) != 42 {
+		t.Fatalf("restored item = %+v, %v", got, err)
+	}
+}

@@ -1,0 +1,83 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// Op is one action of a transaction.
+type Op struct {
+	item   any  // put or create
+	create bool // put only if absent
+	del    *Key
+}
+
+// PutOp writes item, replacing what is there.
+func PutOp(item any) Op { return Op{item: item} }
+
+// CreateOp writes item only if its key is free (or its item expired).
+func CreateOp(item any) Op { return Op{item: item, create: true} }
+
+// DeleteOp removes the item at k.
+func DeleteOp(k Key) Op { return Op{del: &k} }
+
+// Transact applies ops atomically: all or none. If a CreateOp finds its key
+// taken, nothing is written and the error wraps ErrConflict.
+func (s *Store) Transact(ctx context.Context, ops ...Op) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	if len(ops) > MaxTransactActions {
+		return fmt.Errorf("transact: %w: %d actions", ErrTooManyActions, len(ops))
+	}
+	items := make([]types.TransactWriteItem, 0, len(ops))
+	var units float64
+	for i, op := range ops {
+		if op.del != nil {
+			key, err := keyAV(*op.del)
+			if err != nil {
+				return fmt.Errorf("transact: action %d: %w", i, err)
+			}
+			items = append(items, types.TransactWriteItem{Delete: &types.Delete{TableName: &s.table, Key: key}})
+			units += 2
+			continue
+		}
+		av, size, err := s.marshalItem(op.item)
+		if err != nil {
+			return fmt.Errorf("transact: action %d: %w", i, err)
+		}
+		put := &types.Put{TableName: &s.table, Item: av}
+		if op.create {
+			cond, names, values := s.absentCondition()
+			put.ConditionExpression = aws.String(cond)
+			put.ExpressionAttributeNames = names
+			put.ExpressionAttributeValues = values
+		}
+		items = append(items, types.TransactWriteItem{Put: put})
+		units += 2 * writeUnits(size)
+	}
+	out, err := s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{
+		TransactItems:          items,
+		ReturnConsumedCapacity: types.ReturnConsumedCapacityTotal,
+	})
+	var canceled *types.TransactionCanceledException
+	if errors.As(err, &canceled) {
+		record(ctx, 0, units)
+		return fmt.Errorf("transact: %w: %v", ErrConflict, err)
+	}
+	if err != nil {
+		record(ctx, 0, 0)
+		return fmt.Errorf("transact: %w", err)
+	}
+	var cc *types.ConsumedCapacity
+	if len(out.ConsumedCapacity) > 0 {
+		cc = &out.ConsumedCapacity[0]
+	}
+	recordCapacity(ctx, cc, 0, units)
+	return nil
+}
