@@ -1,0 +1,85 @@
+// Package discovery serves what clients and servers ask before anything else:
+// which spec versions this server speaks, where it is (.well-known), what
+// software it runs, and its signing keys.
+package discovery
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/config"
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/keys"
+)
+
+// Version is Cirrus's version, set at build time with -ldflags -X.
+var Version = "0.1.0-dev"
+
+// SpecVersions are the client-server spec versions advertised by
+// /versions. A version is listed only once every endpoint it requires is
+// served; a client that finds no version it speaks stops there rather than
+// failing later on a missing endpoint. The packages that complete the
+// accounts, rooms and sync APIs add their versions here.
+var SpecVersions = []string{}
+
+// Handlers serve the discovery endpoints.
+type Handlers struct {
+	Config *config.Config
+	Key    keys.Key
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Versions serves GET /_matrix/client/versions.
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientversions
+func (h *Handlers) Versions(w http.ResponseWriter, r *http.Request) {
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
+		"versions":          SpecVersions,
+		"unstable_features": map[string]bool{},
+	})
+}
+
+// WellKnownClient serves GET /.well-known/matrix/client: where clients find
+// the client-server API of this server name.
+// https://spec.matrix.org/v1.19/client-server-api/#getwell-knownmatrixclient
+func (h *Handlers) WellKnownClient(w http.ResponseWriter, r *http.Request) {
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
+		"m.homeserver": map[string]string{"base_url": h.Config.PublicBaseURL},
+	})
+}
+
+// WellKnownServer serves GET /.well-known/matrix/server: the delegation that
+// sends other servers to the federation API (port 443 behind API Gateway).
+// https://spec.matrix.org/v1.19/server-server-api/#getwell-knownmatrixserver
+func (h *Handlers) WellKnownServer(w http.ResponseWriter, r *http.Request) {
+	if !h.Config.ServeServerWellknown {
+		httpapi.WriteError(w, r, httpapi.NotFound("this server does not delegate federation through .well-known"))
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"m.server": h.Config.WellKnownServer()})
+}
+
+// FederationVersion serves GET /_matrix/federation/v1/version.
+// https://spec.matrix.org/v1.19/server-server-api/#get_matrixfederationv1version
+func (h *Handlers) FederationVersion(w http.ResponseWriter, r *http.Request) {
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
+		"server": map[string]string{"name": "Cirrus", "version": Version},
+	})
+}
+
+// ServerKeys serves GET /_matrix/key/v2/server: the signing key, signed by
+// itself, with how long it may be cached.
+// https://spec.matrix.org/v1.19/server-server-api/#get_matrixkeyv2server
+func (h *Handlers) ServerKeys(w http.ResponseWriter, r *http.Request) {
+	now := time.Now
+	if h.Now != nil {
+		now = h.Now
+	}
+	doc, err := keys.ServerKeys(h.Config.ServerName, h.Key, now())
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(doc)
+}

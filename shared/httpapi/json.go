@@ -1,0 +1,43 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"unicode/utf8"
+)
+
+// DecodeJSON reads the request body into v. It answers the spec's way:
+// M_TOO_LARGE past the body limit, M_NOT_JSON for a body that is not a JSON
+// object in UTF-8, M_BAD_JSON for JSON of the wrong shape. Unknown keys are
+// allowed, as the spec lets clients send extra fields.
+func DecodeJSON(r *http.Request, v any) error {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return TooLarge("request body is over the %d byte limit", tooBig.Limit)
+		}
+		return BadJSON("could not read the request body: %v", err)
+	}
+	body = bytes.TrimSpace(body)
+	if !utf8.Valid(body) {
+		return NotJSON("request body is not valid UTF-8")
+	}
+	if !json.Valid(body) {
+		return NotJSON("request body is not valid JSON")
+	}
+	if len(body) == 0 || body[0] != '{' {
+		return NotJSON("request body must be a JSON object")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			return BadJSON("field %q must be %s, not %s", typeErr.Field, typeErr.Type, typeErr.Value)
+		}
+		return BadJSON("request body has the wrong shape: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,88 @@
+// Package server assembles Cirrus: the client and federation handler trees
+// over the shared dependencies. A Lambda entry point serves one tree; `cirrus
+// serve` mounts both on local listeners. The same code runs in both.
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/cirrus-matrix/cirrus/shared/config"
+	"github.com/cirrus-matrix/cirrus/shared/discovery"
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/keys"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// Server holds what the handlers share.
+type Server struct {
+	Config *config.Config
+	Store  *store.Store
+	Key    keys.Key
+	Logger *slog.Logger
+}
+
+// Open connects to the table named in cfg and loads the signing key: from
+// the config itself (Lambda) or from its file, created on first start.
+func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server, error) {
+	key, err := loadKey(cfg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, store.Options{Table: cfg.DynamoDBTable, Endpoint: cfg.DynamoDBEndpoint})
+	if err != nil {
+		return nil, err
+	}
+	return &Server{Config: cfg, Store: st, Key: key, Logger: logger}, nil
+}
+
+func loadKey(cfg *config.Config) (keys.Key, error) {
+	if cfg.SigningKey != "" {
+		k, err := keys.Parse(cfg.SigningKey)
+		if err != nil {
+			return keys.Key{}, fmt.Errorf("config: signing_key: %w", err)
+		}
+		return k, nil
+	}
+	if cfg.SigningKeyPath == "" {
+		return keys.Key{}, fmt.Errorf("config: no signing key: set signing_key (CIRRUS_SIGNING_KEY) or signing_key_path")
+	}
+	return keys.LoadOrCreate(cfg.SigningKeyPath)
+}
+
+// ClientHandler is the tree API Gateway routes /_matrix/client, /_matrix/media,
+// /_synapse/admin and /.well-known/matrix to.
+func (s *Server) ClientHandler() http.Handler {
+	d := s.discovery()
+	rt := httpapi.NewRouter()
+	rt.HandleFunc("GET /_matrix/client/versions", d.Versions)
+	rt.HandleFunc("GET /.well-known/matrix/client", d.WellKnownClient)
+	rt.HandleFunc("GET /.well-known/matrix/server", d.WellKnownServer)
+	return httpapi.Logging(s.Logger, httpapi.CORS(httpapi.LimitBody(s.Config.MaxRequestSize, rt)))
+}
+
+// FederationHandler is the tree API Gateway routes /_matrix/federation and
+// /_matrix/key to.
+func (s *Server) FederationHandler() http.Handler {
+	d := s.discovery()
+	rt := httpapi.NewRouter()
+	rt.HandleFunc("GET /_matrix/federation/v1/version", d.FederationVersion)
+	rt.HandleFunc("GET /_matrix/key/v2/server", d.ServerKeys)
+	// The key ID path segment is deprecated but still asked for by older servers.
+	rt.HandleFunc("GET /_matrix/key/v2/server/{keyID}", d.ServerKeys)
+	return httpapi.Logging(s.Logger, httpapi.LimitBody(s.Config.MaxRequestSize, rt))
+}
+
+func (s *Server) discovery() *discovery.Handlers {
+	return &discovery.Handlers{Config: s.Config, Key: s.Key}
+}
+
+// NewLogger makes the JSON logger of cfg's level, the format CloudWatch
+// indexes and a terminal can still read.
+func NewLogger(cfg *config.Config, w interface{ Write([]byte) (int, error) }) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
