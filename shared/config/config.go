@@ -76,6 +76,9 @@ type Config struct {
 
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
+
+	// baseURLDerived says PublicBaseURL came from ClientListen, not the operator.
+	baseURLDerived bool
 }
 
 // Email is the email block: Synapse's keys where they exist.
@@ -166,7 +169,8 @@ func (c *Config) readFile(path string) error {
 // fillLocal derives what a local operator need not say: where clients and
 // other servers reach this one, and where the signing key lives.
 func (c *Config) fillLocal() {
-	if c.PublicBaseURL == "" {
+	if c.PublicBaseURL == "" || c.baseURLDerived {
+		c.baseURLDerived = true
 		c.PublicBaseURL = "http://" + c.ClientListen + "/"
 		if host, port, err := net.SplitHostPort(c.ClientListen); err == nil && (host == "" || host == "0.0.0.0" || host == "::") {
 			c.PublicBaseURL = "http://" + net.JoinHostPort("localhost", port) + "/"
@@ -175,6 +179,13 @@ func (c *Config) fillLocal() {
 	if c.SigningKeyPath == "" && c.SigningKey == "" {
 		c.SigningKeyPath = c.DataDir + "/signing.key"
 	}
+}
+
+// Listening records the addresses the local listeners got (a port of 0 in
+// the config is chosen by the system) and updates what derives from them.
+func (c *Config) Listening(client, federation string) {
+	c.ClientListen, c.FederationListen = client, federation
+	c.fillLocal()
 }
 
 // Validate checks every key and names the wrong one with what to do about it.

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -92,16 +93,18 @@ type Store struct {
 func Open(ctx context.Context, o Options) (*Store, error) {
 	var opts []func(*config.LoadOptions) error
 	if o.Endpoint != "" {
-		opts = append(opts, config.WithRegion("us-east-1"))
+		if os.Getenv("AWS_REGION") == "" && os.Getenv("AWS_DEFAULT_REGION") == "" {
+			opts = append(opts, config.WithRegion("us-east-1"))
+		}
+		// Without keys in the environment, the default chain would end up
+		// asking the EC2 metadata service, which is slow and absent here.
+		if os.Getenv("AWS_ACCESS_KEY_ID") == "" && os.Getenv("AWS_PROFILE") == "" {
+			opts = append(opts, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("local", "local", "")))
+		}
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("open store: aws config: %w", err)
-	}
-	if o.Endpoint != "" {
-		if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
-			cfg.Credentials = credentials.NewStaticCredentialsProvider("local", "local", "")
-		}
 	}
 	db := dynamodb.NewFromConfig(cfg, func(opt *dynamodb.Options) {
 		if o.Endpoint != "" {

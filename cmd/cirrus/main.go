@@ -1,0 +1,56 @@
+// Command cirrus is the operator's tool: `cirrus serve` runs the whole
+// homeserver in one local process, on the embedded defaults or against a
+// real DynamoDB.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `cirrus: a serverless Matrix homeserver
+
+Usage:
+  cirrus serve [-config FILE]   run the homeserver locally (client API, federation, queue)
+  cirrus help                   show this text
+
+With no config file, serve runs on the embedded defaults: server name
+localhost:8008, client API on http://127.0.0.1:8008, federation on
+https://127.0.0.1:8448, the table kept in ./data. Every config key can be
+set as CIRRUS_<KEY> in the environment (CIRRUS_SERVER_NAME, ...).
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cirrus:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return flag.ErrHelp
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stderr, nil)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stderr, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/config"
+	"github.com/cirrus-matrix/cirrus/shared/server"
+	"github.com/cirrus-matrix/cirrus/shared/store/embedded"
+)
+
+// snapshotInterval bounds what a crash of the local server can lose; a clean
+// stop always snapshots.
+const snapshotInterval = 30 * time.Second
+
+// listening tells tests where a serve run ended up (ports may be 0 in config).
+type listening struct {
+	ClientURL, FederationURL, DynamoDBURL string
+}
+
+// serve runs the homeserver until ctx ends. ready, when not nil, receives
+// the addresses once everything listens.
+func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- listening) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "YAML config `file` (optional: the embedded defaults need none)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: cirrus serve [-config FILE]\n\nExamples:\n  cirrus serve\n  CIRRUS_SERVER_NAME=example.org cirrus serve -config cirrus.yaml\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*configPath, os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	logger := server.NewLogger(cfg, stderr)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data folder: %w", err)
+	}
+
+	var local *localTable
+	if cfg.DynamoDBEndpoint == "" {
+		db, err := embedded.Start("127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		cfg.DynamoDBEndpoint = db.URL()
+		local = &localTable{path: filepath.Join(cfg.DataDir, "dynamodb.jsonl"), logger: logger}
+	}
+	srv, err := server.Open(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	if err := srv.Store.CreateTable(ctx); err != nil {
+		return err
+	}
+	if local != nil {
+		local.store = srv.Store
+		if err := local.restore(ctx); err != nil {
+			return err
+		}
+	}
+
+	tlsConfig, err := federationTLS(cfg)
+	if err != nil {
+		return err
+	}
+	clientLn, err := net.Listen("tcp", cfg.ClientListen)
+	if err != nil {
+		return fmt.Errorf("client listener: %w", err)
+	}
+	fedLn, err := net.Listen("tcp", cfg.FederationListen)
+	if err != nil {
+		clientLn.Close()
+		return fmt.Errorf("federation listener: %w", err)
+	}
+	cfg.Listening(clientLn.Addr().String(), fedLn.Addr().String())
+	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
+	clientSrv := &http.Server{Handler: srv.ClientHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+	fedSrv := &http.Server{Handler: srv.FederationHandler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig, ErrorLog: errLog}
+	errs := make(chan error, 2)
+	go func() { errs <- clientSrv.Serve(clientLn) }()
+	go func() { errs <- fedSrv.ServeTLS(fedLn, "", "") }()
+
+	at := listening{
+		ClientURL:     "http://" + clientLn.Addr().String(),
+		FederationURL: "https://" + fedLn.Addr().String(),
+		DynamoDBURL:   cfg.DynamoDBEndpoint,
+	}
+	printBanner(stderr, cfg, at, local != nil)
+	if ready != nil {
+		ready <- at
+	}
+
+	var serveErr error
+	ticker := time.NewTicker(snapshotInterval)
+	defer ticker.Stop()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-errs:
+			serveErr = err
+			break loop
+		case <-ticker.C:
+			if local != nil {
+				local.save(context.Background())
+			}
+		}
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = errors.Join(serveErr, clientSrv.Shutdown(shutCtx), fedSrv.Shutdown(shutCtx))
+	if local != nil {
+		err = errors.Join(err, local.save(shutCtx))
+	}
+	logger.Info("stopped")
+	return err
+}
+
+func printBanner(w io.Writer, cfg *config.Config, at listening, embeddedDB bool) {
+	db := cfg.DynamoDBEndpoint + " (table " + cfg.DynamoDBTable + ")"
+	if embeddedDB {
+		db = "embedded, kept in " + filepath.Join(cfg.DataDir, "dynamodb.jsonl")
+	}
+	fmt.Fprintf(w, `
+Cirrus is running.
+  server name     %s
+  client API      %s   (clients use %s)
+  federation API  %s
+  DynamoDB        %s
+  registration    %s
+
+Create the first user (an admin) with:
+  cirrus register -admin <name>
+or, from another machine, with Synapse's register_new_matrix_user and the
+registration_shared_secret of the config. Stop with Ctrl-C; data is kept.
+
+`, cfg.ServerName, at.ClientURL, cfg.PublicBaseURL, at.FederationURL, db, registration(cfg))
+}
+
+func registration(cfg *config.Config) string {
+	if cfg.EnableRegistration {
+		return "open"
+	}
+	return "closed (enable_registration: false)"
+}
