@@ -146,6 +146,7 @@ func LoadLambda(lookup LookupFunc) (*Config, error) {
 	}
 	if c.PublicBaseURL == "" && protocol.ValidServerName(c.ServerName) {
 		c.PublicBaseURL = "https://" + c.ServerName + "/"
+		c.baseURLDerived = true
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -205,8 +206,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.Email != nil {
-		if c.PublicBaseURL == "" {
-			bad("the email block needs public_baseurl: links in mail point there")
+		if c.PublicBaseURL == "" || c.baseURLDerived {
+			bad("the email block needs public_baseurl: set it to the address users reach, such as https://matrix.example.org/, since links in mail point there")
 		}
 		if _, err := mail.ParseAddress(c.Email.NotifFrom); err != nil {
 			bad("email.notif_from %q is not a mail address: use one such as \"Cirrus <noreply@example.org>\"", c.Email.NotifFrom)

@@ -1,0 +1,115 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cirrus-matrix/cirrus/shared/config"
+)
+
+func env(m map[string]string) config.LookupFunc {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func writeFile(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "cirrus.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoad_Defaults(t *testing.T) {
+	c, err := config.Load("", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ServerName != "localhost:8008" || c.EnableRegistration || c.ClientListen != "127.0.0.1:8008" ||
+		c.FederationListen != "127.0.0.1:8448" || c.PublicBaseURL != "http://127.0.0.1:8008/" || c.SigningKeyPath != "data/signing.key" {
+		t.Fatalf("defaults = %+v", c)
+	}
+	if got := c.WellKnownServer(); got != "localhost:8448" {
+		t.Fatalf("WellKnownServer() = %q, want localhost:8448", got)
+	}
+}
+
+func TestLoad_FileThenEnvironment(t *testing.T) {
+	path := writeFile(t, `
+server_name: example.org
+public_baseurl: https://matrix.example.org
+enable_registration: true
+registration_shared_secret: from-file
+email:
+  notif_from: "Cirrus <noreply@example.org>"
+`)
+	c, err := config.Load(path, env(map[string]string{
+		"CIRRUS_REGISTRATION_SHARED_SECRET": "from-env",
+		"CIRRUS_ENABLE_REGISTRATION":        "false",
+		"CIRRUS_EMAIL_APP_NAME":             "Example Chat",
+		"DYNAMODB_ENDPOINT":                 "http://127.0.0.1:8000",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ServerName != "example.org" || c.RegistrationSharedSecret != "from-env" || c.EnableRegistration ||
+		c.Email == nil || c.Email.NotifFrom == "" || c.Email.AppName != "Example Chat" || c.DynamoDBEndpoint != "http://127.0.0.1:8000" {
+		t.Fatalf("loaded %+v (email %+v)", c, c.Email)
+	}
+	if c.PublicBaseURL != "https://matrix.example.org/" {
+		t.Fatalf("public_baseurl = %q, want a trailing slash added", c.PublicBaseURL)
+	}
+	if got := c.WellKnownServer(); got != "matrix.example.org:443" {
+		t.Fatalf("WellKnownServer() = %q, want matrix.example.org:443", got)
+	}
+}
+
+func TestLoad_ErrorsNameTheKey(t *testing.T) {
+	for _, tc := range []struct {
+		name, file string
+		env        map[string]string
+		want       string
+	}{
+		{"bad server name", "server_name: 'exa mple.org'\n", nil, "server_name"},
+		{"server name from env", "", map[string]string{"CIRRUS_SERVER_NAME": "bad_name!"}, "server_name"},
+		{"email without public_baseurl", "", map[string]string{"CIRRUS_EMAIL_NOTIF_FROM": "a@b.org"}, "public_baseurl"},
+		{"bad notif_from", "email:\n  notif_from: nobody\n", nil, "email.notif_from"},
+		{"misspelt key", "server_nme: example.org\n", nil, "server_nme"},
+		{"bad boolean", "", map[string]string{"CIRRUS_ENABLE_REGISTRATION": "maybe"}, "CIRRUS_ENABLE_REGISTRATION"},
+		{"bad public_baseurl", "public_baseurl: matrix.example.org\n", nil, "public_baseurl"},
+		{"half a certificate", "tls_certificate_path: /x.crt\n", nil, "tls_private_key_path"},
+		{"bad listen", "client_listen: 8008\n", nil, "client_listen"},
+		{"bad log level", "log_level: loud\n", nil, "log_level"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := ""
+			if tc.file != "" {
+				path = writeFile(t, tc.file)
+			}
+			_, err := config.Load(path, env(tc.env))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load error = %v, want one naming %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadLambda(t *testing.T) {
+	if _, err := config.LoadLambda(env(nil)); err == nil || !strings.Contains(err.Error(), "CIRRUS_SERVER_NAME") {
+		t.Fatalf("LoadLambda with no server name: %v", err)
+	}
+	c, err := config.LoadLambda(env(map[string]string{"CIRRUS_SERVER_NAME": "example.org"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PublicBaseURL != "https://example.org/" || c.ClientListen != "" || c.SigningKeyPath != "" {
+		t.Fatalf("lambda config = %+v", c)
+	}
+	_, err = config.LoadLambda(env(map[string]string{"CIRRUS_SERVER_NAME": "example.org",
+		"CIRRUS_EMAIL_NOTIF_FROM": "Cirrus <noreply@example.org>"}))
+	if err == nil || !strings.Contains(err.Error(), "public_baseurl") {
+		t.Fatalf("email block with a guessed public_baseurl: %v", err)
+	}
+}
