@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 
 	"github.com/cirrus-matrix/cirrus/shared/config"
 	"github.com/cirrus-matrix/cirrus/shared/discovery"
@@ -36,6 +37,16 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		return nil, err
 	}
 	return &Server{Config: cfg, Store: st, Key: key, Logger: logger}, nil
+}
+
+// OpenLambda is Open for a Lambda function: configuration from the
+// environment alone, logs to standard output where CloudWatch collects them.
+func OpenLambda(ctx context.Context) (*Server, error) {
+	cfg, err := config.LoadLambda(os.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	return Open(ctx, cfg, NewLogger(cfg, os.Stdout))
 }
 
 func loadKey(cfg *config.Config) (keys.Key, error) {
