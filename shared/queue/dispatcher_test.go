@@ -1,0 +1,206 @@
+package queue_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/cirrus-matrix/cirrus/shared/queue"
+)
+
+// sqsBatch is a batch as Lambda delivers it from SQS, in its JSON form, so
+// that the test also covers how the kind attribute is decoded.
+const sqsBatch = `{"Records": [
+  {"messageId": "m-ok", "receiptHandle": "r1", "body": "ok body",
+   "attributes": {"ApproximateReceiveCount": "1"},
+   "messageAttributes": {"kind": {"stringValue": "ok", "stringListValues": [], "binaryListValues": [], "dataType": "String"}},
+   "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:fed", "awsRegion": "us-east-1"},
+  {"messageId": "m-fail", "receiptHandle": "r2", "body": "secret-token-1",
+   "messageAttributes": {"kind": {"stringValue": "fail", "dataType": "String"}}},
+  {"messageId": "m-unknown", "receiptHandle": "r3", "body": "secret-token-2",
+   "messageAttributes": {"kind": {"stringValue": "from.the.future", "dataType": "String"}}},
+  {"messageId": "m-nokind", "receiptHandle": "r4", "body": "secret-token-3"},
+  {"messageId": "m-panic", "receiptHandle": "r5", "body": "secret-token-4",
+   "messageAttributes": {"kind": {"stringValue": "panic", "dataType": "String"}}},
+  {"messageId": "m-ok2", "receiptHandle": "r6", "body": "ok body 2",
+   "messageAttributes": {"kind": {"stringValue": "ok", "dataType": "String"}}}
+]}`
+
+func newDispatcher(t *testing.T, logs *bytes.Buffer) (*queue.Dispatcher, *[]string) {
+	t.Helper()
+	var handled []string
+	d := &queue.Dispatcher{Logger: slog.New(slog.NewJSONHandler(logs, nil))}
+	d.Handle("ok", func(ctx context.Context, body []byte) error {
+		handled = append(handled, string(body))
+		return nil
+	})
+	d.Handle("fail", func(ctx context.Context, body []byte) error {
+		handled = append(handled, "fail")
+		return errors.New("remote server said 502")
+	})
+	d.Handle("panic", func(ctx context.Context, body []byte) error {
+		handled = append(handled, "panic")
+		var m map[string]int
+		m["boom"]++
+		return nil
+	})
+	return d, &handled
+}
+
+func decodeBatch(t *testing.T) events.SQSEvent {
+	t.Helper()
+	var ev events.SQSEvent
+	if err := json.Unmarshal([]byte(sqsBatch), &ev); err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func TestDispatcher_HandleSQSEvent(t *testing.T) {
+	var logs bytes.Buffer
+	d, handled := newDispatcher(t, &logs)
+	resp, err := d.HandleSQSEvent(context.Background(), decodeBatch(t))
+	if err != nil {
+		t.Fatalf("got error %v, want nil: failures go in the response", err)
+	}
+	var failed []string
+	for _, f := range resp.BatchItemFailures {
+		failed = append(failed, f.ItemIdentifier)
+	}
+	if got, want := strings.Join(failed, " "), "m-fail m-unknown m-nokind m-panic"; got != want {
+		t.Errorf("batch item failures: got %q, want %q", got, want)
+	}
+	if got, want := strings.Join(*handled, "|"), "ok body|fail|panic|ok body 2"; got != want {
+		t.Errorf("handlers ran: got %q, want %q", got, want)
+	}
+
+	out, _ := json.Marshal(resp)
+	if !strings.Contains(string(out), `"batchItemFailures":[{"itemIdentifier":"m-fail"}`) {
+		t.Errorf("response JSON %s is not in the shape Lambda reads", out)
+	}
+
+	text := logs.String()
+	for _, want := range []string{`"kind":"from.the.future"`, `"message_id":"m-unknown"`, `"message_id":"m-nokind"`, `"message_id":"m-fail"`, `"message_id":"m-panic"`, "remote server said 502"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("logs lack %s:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "secret-token") {
+		t.Errorf("logs contain a message body:\n%s", text)
+	}
+}
+
+func TestDispatcher_HandleSQSEvent_AllSucceed(t *testing.T) {
+	var logs bytes.Buffer
+	d, _ := newDispatcher(t, &logs)
+	ev := events.SQSEvent{Records: []events.SQSMessage{{
+		MessageId:         "a",
+		Body:              "x",
+		MessageAttributes: map[string]events.SQSMessageAttribute{"kind": {StringValue: aws.String("ok"), DataType: "String"}},
+	}}}
+	resp, err := d.HandleSQSEvent(context.Background(), ev)
+	if err != nil || len(resp.BatchItemFailures) != 0 {
+		t.Fatalf("got %+v, %v; want no failures", resp, err)
+	}
+	if logs.Len() != 0 {
+		t.Errorf("logged on success: %s", logs.String())
+	}
+}
+
+// TestDispatcher_HandleSQSEvent_Deadline checks that once the invocation's
+// context ends, the remaining records are failed without being run.
+func TestDispatcher_HandleSQSEvent_Deadline(t *testing.T) {
+	var logs bytes.Buffer
+	d, handled := newDispatcher(t, &logs)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	resp, err := d.HandleSQSEvent(ctx, decodeBatch(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.BatchItemFailures) != 6 || len(*handled) != 0 {
+		t.Errorf("got %d failures and handlers %v, want all 6 failed and none run", len(resp.BatchItemFailures), *handled)
+	}
+}
+
+func TestDispatcher_HandlePanics(t *testing.T) {
+	ok := func(context.Context, []byte) error { return nil }
+	cases := []struct {
+		name string
+		do   func(d *queue.Dispatcher)
+	}{
+		{"EmptyKind", func(d *queue.Dispatcher) { d.Handle("", ok) }},
+		{"NilHandler", func(d *queue.Dispatcher) { d.Handle("k", nil) }},
+		{"Duplicate", func(d *queue.Dispatcher) { d.Handle("k", ok); d.Handle("k", ok) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Error("got no panic")
+				}
+			}()
+			tc.do(&queue.Dispatcher{})
+		})
+	}
+}
+
+// failingReceiver is an API whose receives fail until ctx ends.
+type failingReceiver struct {
+	queue.API
+	calls int
+}
+
+func (f *failingReceiver) ReceiveMessage(ctx context.Context, _ *sqs.ReceiveMessageInput, _ ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
+	f.calls++
+	return nil, errors.New("connection refused")
+}
+
+// TestDispatcher_PollRetriesReceive checks that Poll survives receive errors,
+// pausing between tries, and still returns when ctx ends.
+func TestDispatcher_PollRetriesReceive(t *testing.T) {
+	var logs bytes.Buffer
+	d := &queue.Dispatcher{Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	f := &failingReceiver{}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	d.Poll(ctx, f, "memory://q")
+	if elapsed := time.Since(began); elapsed > 2*time.Second {
+		t.Errorf("Poll returned %v after start, want soon after its 500ms context", elapsed)
+	}
+	// Pauses of 100, 200 ms: a few tries, not a busy loop.
+	if f.calls < 2 || f.calls > 5 {
+		t.Errorf("got %d receive calls in 500ms, want 2 to 5", f.calls)
+	}
+	if !strings.Contains(logs.String(), "connection refused") {
+		t.Errorf("receive error not logged: %s", logs.String())
+	}
+}
+
+func TestDispatcher_PollStopsPromptly(t *testing.T) {
+	m := &queue.Memory{}
+	var d queue.Dispatcher
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		d.Poll(ctx, m, "memory://idle")
+		close(stopped)
+	}()
+	time.Sleep(100 * time.Millisecond) // in its 20 s long poll by now
+	cancel()
+	select {
+	case <-stopped:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Poll still running 2s after its context ended")
+	}
+}
