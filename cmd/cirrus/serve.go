@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/config"
+	"github.com/cirrus-matrix/cirrus/shared/mail"
+	"github.com/cirrus-matrix/cirrus/shared/queue"
 	"github.com/cirrus-matrix/cirrus/shared/server"
 	"github.com/cirrus-matrix/cirrus/shared/store/embedded"
 )
@@ -72,6 +74,22 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 			return err
 		}
 	}
+
+	// Locally the queue lives in the process and the mail in a folder; the
+	// same dispatcher the sender function runs drains the queue.
+	mem := &queue.Memory{}
+	const queueURL = "local://cirrus/federation"
+	srv.Queue = queue.New(mem, queueURL)
+	folder := mail.NewFolder(filepath.Join(cfg.DataDir, "mail"))
+	folder.Logger = logger
+	if cfg.Email != nil {
+		folder.From = cfg.Email.NotifFrom
+	}
+	srv.Mail = folder
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	polled := make(chan struct{})
+	go func() { srv.Jobs.Poll(pollCtx, mem, queueURL); close(polled) }()
+	defer func() { stopPoll(); <-polled }()
 
 	tlsConfig, err := federationTLS(cfg)
 	if err != nil {

@@ -10,10 +10,16 @@ import (
 	"net/http"
 	"os"
 
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sesv2"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
 	"github.com/cirrus-matrix/cirrus/shared/config"
 	"github.com/cirrus-matrix/cirrus/shared/discovery"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/keys"
+	"github.com/cirrus-matrix/cirrus/shared/mail"
+	"github.com/cirrus-matrix/cirrus/shared/queue"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
@@ -23,6 +29,14 @@ type Server struct {
 	Store  *store.Store
 	Key    keys.Key
 	Logger *slog.Logger
+	// Queue carries work for the sender (outbound federation); nil in a
+	// Lambda function without queue_url.
+	Queue *queue.Queue
+	// Jobs runs queued work by its kind: the sender function and `cirrus
+	// serve` drain the queue through it. Packages register their kinds here.
+	Jobs *queue.Dispatcher
+	// Mail sends verification and reset mail; nil when no email block is set.
+	Mail mail.Sender
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -36,7 +50,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	if err != nil {
 		return nil, err
 	}
-	return &Server{Config: cfg, Store: st, Key: key, Logger: logger}, nil
+	return &Server{Config: cfg, Store: st, Key: key, Logger: logger, Jobs: &queue.Dispatcher{Logger: logger}}, nil
 }
 
 // OpenLambda is Open for a Lambda function: configuration from the
@@ -46,7 +60,26 @@ func OpenLambda(ctx context.Context) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Open(ctx, cfg, NewLogger(cfg, os.Stdout))
+	srv, err := Open(ctx, cfg, NewLogger(cfg, os.Stdout))
+	if err != nil {
+		return nil, err
+	}
+	if cfg.QueueURL == "" && cfg.Email == nil {
+		return srv, nil
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("aws config: %w", err)
+	}
+	if cfg.QueueURL != "" {
+		srv.Queue = queue.New(sqs.NewFromConfig(awsCfg), cfg.QueueURL)
+	}
+	if cfg.Email != nil {
+		ses := mail.NewSES(sesv2.NewFromConfig(awsCfg), cfg.Email.NotifFrom)
+		ses.ConfigurationSet = cfg.Email.SESConfigurationSet
+		srv.Mail = ses
+	}
+	return srv, nil
 }
 
 func loadKey(cfg *config.Config) (keys.Key, error) {
