@@ -5,8 +5,12 @@
 // that one splits header values on commas, which breaks the Matrix
 // "Authorization: X-Matrix origin=...,key=...,sig=..." header, and because
 // X-Matrix signatures cover the request URI exactly as sent: the raw path and
-// raw query string must reach handlers untouched, never decoded and encoded
-// again.
+// raw query string reach handlers untouched, never decoded and encoded again.
+//
+// The handler sees what net/http's server would give it for the same request:
+// r.URL.Path decoded for routing, r.URL.EscapedPath() and r.RequestURI as
+// sent, the Host header moved to r.Host, a sniffed Content-Type when the
+// handler sets none, and no response body for HEAD, 204 and 304.
 package lambdahttp
 
 import (
@@ -23,30 +27,45 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 )
 
-// Start serves h as the function's handler; it does not return.
+// Start serves h as the function's handler with lambda.Start; it does not
+// return.
 func Start(h http.Handler) { lambda.Start(Handler(h)) }
 
-// Handler adapts h to the Lambda handler signature of an HTTP API.
+// Handler adapts h to the Lambda handler signature of an HTTP API with
+// payload format 2.0. The returned error is always nil: an event that is not
+// a valid request (a malformed percent-encoding, a body that is not base64
+// though flagged so) gets a 400 with a Matrix error body, as net/http's
+// server answers 400 to a request it cannot parse.
 func Handler(h http.Handler) func(context.Context, events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
 	return func(ctx context.Context, ev events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
 		r, err := Request(ctx, ev)
 		if err != nil {
-			// A payload API Gateway would never send: answer, don't crash.
 			return events.APIGatewayV2HTTPResponse{
 				StatusCode: http.StatusBadRequest,
 				Headers:    map[string]string{"Content-Type": "application/json"},
 				Body:       `{"errcode":"M_UNRECOGNIZED","error":"malformed request"}`,
 			}, nil
 		}
-		w := newResponseWriter()
+		w := &responseWriter{header: http.Header{}}
 		h.ServeHTTP(w, r)
-		return w.response(), nil
+		return w.response(r.Method), nil
 	}
 }
 
-// Request builds the http.Request of an API Gateway event. r.URL.Path is the
-// decoded path for routing; r.URL.RawPath, r.URL.EscapedPath() and
-// r.RequestURI keep the path as the client sent it.
+// Request builds the http.Request of an API Gateway event, with ctx as its
+// context:
+//
+//   - r.URL.Path is the decoded path, for routing; r.URL.RawPath,
+//     r.URL.EscapedPath() and r.RequestURI keep the event's rawPath exactly,
+//     and r.URL.RawQuery its rawQueryString;
+//   - headers are copied whole: API Gateway has already joined repeated
+//     headers with commas, and a value is never split on them;
+//   - the event's cookies become one Cookie header;
+//   - r.Host is the requestContext's domainName, or the Host header without
+//     one; r.RemoteAddr is the requestContext's sourceIp (an address without
+//     a port);
+//   - the X-Request-Id header is API Gateway's requestId unless the client
+//     sent one.
 func Request(ctx context.Context, ev events.APIGatewayV2HTTPRequest) (*http.Request, error) {
 	rawPath := ev.RawPath
 	if rawPath == "" {
@@ -59,7 +78,6 @@ func Request(ctx context.Context, ev events.APIGatewayV2HTTPRequest) (*http.Requ
 	if err != nil {
 		return nil, fmt.Errorf("path %q: %w", rawPath, err)
 	}
-	u := &url.URL{Path: path, RawPath: rawPath, RawQuery: ev.RawQueryString}
 	body := []byte(ev.Body)
 	if ev.IsBase64Encoded {
 		if body, err = base64.StdEncoding.DecodeString(ev.Body); err != nil {
@@ -72,24 +90,31 @@ func Request(ctx context.Context, ev events.APIGatewayV2HTTPRequest) (*http.Requ
 	}
 	r, err := http.NewRequestWithContext(ctx, method, "/", bytes.NewReader(body))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("method %q: %w", method, err)
 	}
-	r.URL = u
-	r.RequestURI = u.RequestURI()
+	r.URL = &url.URL{Path: path, RawPath: rawPath, RawQuery: ev.RawQueryString}
+	r.RequestURI = rawPath
+	if ev.RawQueryString != "" {
+		r.RequestURI += "?" + ev.RawQueryString
+	}
 	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.1", 1, 1
+	if major, minor, ok := http.ParseHTTPVersion(ev.RequestContext.HTTP.Protocol); ok {
+		r.Proto, r.ProtoMajor, r.ProtoMinor = ev.RequestContext.HTTP.Protocol, major, minor
+	}
 	r.ContentLength = int64(len(body))
 	r.RemoteAddr = ev.RequestContext.HTTP.SourceIP
-	// API Gateway already joined repeated headers with commas; keep each value whole.
 	for k, v := range ev.Headers {
-		r.Header.Set(k, v)
+		r.Header[http.CanonicalHeaderKey(k)] = []string{v}
 	}
 	if len(ev.Cookies) > 0 {
 		r.Header.Set("Cookie", strings.Join(ev.Cookies, "; "))
 	}
 	r.Host = ev.RequestContext.DomainName
-	if host := r.Header.Get("Host"); host != "" {
-		r.Host = host
+	if r.Host == "" {
+		r.Host = r.Header.Get("Host")
 	}
+	// net/http's server moves Host out of the header map; so do we.
+	r.Header.Del("Host")
 	if r.Header.Get("X-Request-Id") == "" && ev.RequestContext.RequestID != "" {
 		r.Header.Set("X-Request-Id", ev.RequestContext.RequestID)
 	}
@@ -101,53 +126,80 @@ type responseWriter struct {
 	header http.Header
 	status int
 	body   bytes.Buffer
+	// sniff says the Content-Type is to be sniffed from the body.
+	sniff bool
 }
-
-func newResponseWriter() *responseWriter { return &responseWriter{header: http.Header{}} }
 
 func (w *responseWriter) Header() http.Header { return w.header }
 
 func (w *responseWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
 	return w.body.Write(b)
 }
 
 func (w *responseWriter) WriteHeader(status int) {
-	if w.status == 0 {
-		w.status = status
+	if w.status != 0 {
+		return
+	}
+	w.status = status
+	// As net/http does: a body without a declared type gets a sniffed one.
+	// The header must be absent, not merely empty, for this to apply.
+	if _, declared := w.header["Content-Type"]; !declared && bodyAllowed(status) {
+		w.sniff = true
 	}
 }
 
-func (w *responseWriter) response() events.APIGatewayV2HTTPResponse {
-	res := events.APIGatewayV2HTTPResponse{StatusCode: w.status, Headers: map[string]string{}}
-	if res.StatusCode == 0 {
-		res.StatusCode = http.StatusOK
+func (w *responseWriter) response(method string) events.APIGatewayV2HTTPResponse {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
 	}
+	body := w.body.Bytes()
+	if method == http.MethodHead || !bodyAllowed(w.status) {
+		body = nil
+	}
+	if w.sniff && len(body) > 0 {
+		w.header.Set("Content-Type", http.DetectContentType(body))
+	}
+	res := events.APIGatewayV2HTTPResponse{StatusCode: w.status, Headers: map[string]string{}}
 	for k, vs := range w.header {
+		if len(vs) == 0 {
+			continue
+		}
 		if http.CanonicalHeaderKey(k) == "Set-Cookie" {
 			res.Cookies = append(res.Cookies, vs...)
 			continue
 		}
 		res.Headers[k] = strings.Join(vs, ", ")
 	}
-	if textual(w.header.Get("Content-Type")) {
-		res.Body = w.body.String()
-	} else if w.body.Len() > 0 {
-		res.Body = base64.StdEncoding.EncodeToString(w.body.Bytes())
+	switch {
+	case len(body) == 0:
+	case textual(w.header.Get("Content-Type")):
+		res.Body = string(body)
+	default:
+		res.Body = base64.StdEncoding.EncodeToString(body)
 		res.IsBase64Encoded = true
 	}
 	return res
 }
 
-// textual reports whether a body of this type can go out as a plain string;
-// anything else (media, unknown) is base64-encoded so no byte is lost.
+// bodyAllowed reports whether a response of this status may have a body.
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// textual reports whether a response body of this Content-Type goes to API
+// Gateway as a plain string: text/*, JSON (application/json and any +json),
+// JavaScript and XML. Any other body (media, unknown types) is
+// base64-encoded, so that no byte is lost.
 func textual(contentType string) bool {
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		return false
 	}
-	return strings.HasPrefix(mt, "text/") || mt == "application/json" || mt == "application/javascript" ||
-		strings.HasSuffix(mt, "+json") || strings.HasSuffix(mt, "xml")
+	return strings.HasPrefix(mt, "text/") ||
+		mt == "application/json" || strings.HasSuffix(mt, "+json") ||
+		mt == "application/javascript" ||
+		mt == "application/xml" || strings.HasSuffix(mt, "+xml")
 }
