@@ -12,12 +12,16 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"golang.org/x/term"
 )
 
 const usage = `cirrus: a serverless Matrix homeserver
 
 Usage:
   cirrus serve [-config FILE]   run the homeserver locally (client API, federation, queue)
+  cirrus register [-c FILE] [-u NAME] [-admin] [URL]
+                                create a user on a running server (shared secret)
   cirrus help                   show this text
 
 With no config file, serve runs on the embedded defaults: server name
@@ -47,6 +51,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stderr, nil)
+	case "register":
+		return register(ctx, args[1:], registerIO{in: os.Stdin, out: stderr, interactive: term.IsTerminal(int(os.Stdin.Fd()))})
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stderr, usage)
 		return nil

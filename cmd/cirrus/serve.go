@@ -51,6 +51,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 		return fmt.Errorf("data folder: %w", err)
 	}
 
+	// Made on first start, so that `cirrus register` works at once.
+	if err := cfg.LoadSharedSecret(true); err != nil {
+		return err
+	}
 	var local *localTable
 	if cfg.DynamoDBEndpoint == "" {
 		db, err := embedded.Start("127.0.0.1:0")
@@ -117,7 +121,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 		FederationURL: "https://" + fedLn.Addr().String(),
 		DynamoDBURL:   cfg.DynamoDBEndpoint,
 	}
-	printBanner(stderr, cfg, at, local != nil)
+	configFlag := ""
+	if *configPath != "" {
+		configFlag = " -c " + *configPath
+	}
+	printBanner(stderr, cfg, at, local != nil, configFlag)
 	if ready != nil {
 		ready <- at
 	}
@@ -149,7 +157,7 @@ loop:
 	return err
 }
 
-func printBanner(w io.Writer, cfg *config.Config, at listening, embeddedDB bool) {
+func printBanner(w io.Writer, cfg *config.Config, at listening, embeddedDB bool, configFlag string) {
 	db := cfg.DynamoDBEndpoint + " (table " + cfg.DynamoDBTable + ")"
 	if embeddedDB {
 		db = "embedded, kept in " + filepath.Join(cfg.DataDir, "dynamodb.jsonl")
@@ -162,12 +170,12 @@ Cirrus is running.
   DynamoDB        %s
   registration    %s
 
-Create the first user (an admin) with:
-  cirrus register -admin <name>
-or, from another machine, with Synapse's register_new_matrix_user and the
-registration_shared_secret of the config. Stop with Ctrl-C; data is kept.
+Create the first user (an admin), in another terminal:
+  ./bin/cirrus register -admin -u <name>%s
+(Synapse's register_new_matrix_user works too, with the same shared secret.)
+Stop with Ctrl-C; data is kept.
 
-`, cfg.ServerName, at.ClientURL, cfg.PublicBaseURL, at.FederationURL, db, registration(cfg))
+`, cfg.ServerName, at.ClientURL, cfg.PublicBaseURL, at.FederationURL, db, registration(cfg), configFlag)
 }
 
 func registration(cfg *config.Config) string {

@@ -10,6 +10,8 @@ package config
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +19,7 @@ import (
 	"net/mail"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -38,6 +41,9 @@ type Config struct {
 	// RegistrationSharedSecret lets an operator create users (cirrus register,
 	// Synapse's register_new_matrix_user) while registration is closed.
 	RegistrationSharedSecret string `yaml:"registration_shared_secret"`
+	// RegistrationSharedSecretPath is a file holding the shared secret instead;
+	// locally it is made on first start when no secret is configured.
+	RegistrationSharedSecretPath string `yaml:"registration_shared_secret_path"`
 	// SigningKeyPath is a Synapse-format signing key file, created on first start.
 	SigningKeyPath string `yaml:"signing_key_path"`
 	// SigningKey is the key file's content itself, for Lambda, where it comes
@@ -180,6 +186,37 @@ func (c *Config) fillLocal() {
 	if c.SigningKeyPath == "" && c.SigningKey == "" {
 		c.SigningKeyPath = c.DataDir + "/signing.key"
 	}
+	if c.RegistrationSharedSecret == "" && c.RegistrationSharedSecretPath == "" {
+		c.RegistrationSharedSecretPath = c.DataDir + "/registration_shared_secret"
+	}
+}
+
+// LoadSharedSecret fills registration_shared_secret from
+// registration_shared_secret_path when only the path is set. With create, a
+// missing file is made with a new random secret (mode 0600), as `cirrus
+// serve` does on first start so that `cirrus register` works at once.
+func (c *Config) LoadSharedSecret(create bool) error {
+	if c.RegistrationSharedSecret != "" || c.RegistrationSharedSecretPath == "" {
+		return nil
+	}
+	data, err := os.ReadFile(c.RegistrationSharedSecretPath)
+	if errors.Is(err, os.ErrNotExist) && create {
+		var b [32]byte
+		rand.Read(b[:])
+		data = []byte(hex.EncodeToString(b[:]) + "\n")
+		if err := os.MkdirAll(filepath.Dir(c.RegistrationSharedSecretPath), 0o700); err != nil {
+			return fmt.Errorf("config: registration_shared_secret_path: %w", err)
+		}
+		err = os.WriteFile(c.RegistrationSharedSecretPath, data, 0o600)
+	}
+	if err != nil {
+		return fmt.Errorf("config: registration_shared_secret_path: %w", err)
+	}
+	c.RegistrationSharedSecret = strings.TrimSpace(string(data))
+	if c.RegistrationSharedSecret == "" {
+		return fmt.Errorf("config: registration_shared_secret_path %s is empty", c.RegistrationSharedSecretPath)
+	}
+	return nil
 }
 
 // Listening records the addresses the local listeners got (a port of 0 in

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sesv2"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/cirrus-matrix/cirrus/shared/accounts"
 	"github.com/cirrus-matrix/cirrus/shared/config"
 	"github.com/cirrus-matrix/cirrus/shared/discovery"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
@@ -37,6 +38,8 @@ type Server struct {
 	Jobs *queue.Dispatcher
 	// Mail sends verification and reset mail; nil when no email block is set.
 	Mail mail.Sender
+	// Accounts holds users, devices and access tokens.
+	Accounts *accounts.Service
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -50,7 +53,17 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	if err != nil {
 		return nil, err
 	}
-	return &Server{Config: cfg, Store: st, Key: key, Logger: logger, Jobs: &queue.Dispatcher{Logger: logger}}, nil
+	if err := cfg.LoadSharedSecret(false); err != nil {
+		return nil, err
+	}
+	return &Server{
+		Config:   cfg,
+		Store:    st,
+		Key:      key,
+		Logger:   logger,
+		Jobs:     &queue.Dispatcher{Logger: logger},
+		Accounts: &accounts.Service{Store: st, ServerName: cfg.ServerName},
+	}, nil
 }
 
 // OpenLambda is Open for a Lambda function: configuration from the
@@ -104,6 +117,10 @@ func (s *Server) ClientHandler() http.Handler {
 	rt.HandleFunc("GET /_matrix/client/versions", d.Versions)
 	rt.HandleFunc("GET /.well-known/matrix/client", d.WellKnownClient)
 	rt.HandleFunc("GET /.well-known/matrix/server", d.WellKnownServer)
+	rt.HandleFunc("GET /_matrix/client/v3/account/whoami", s.Accounts.RequireAuth(s.Accounts.Whoami))
+	shared := &accounts.SharedSecret{Accounts: s.Accounts, Secret: s.Config.RegistrationSharedSecret}
+	rt.HandleFunc("GET /_synapse/admin/v1/register", shared.Nonce)
+	rt.HandleFunc("POST /_synapse/admin/v1/register", shared.Register)
 	return httpapi.Logging(s.Logger, httpapi.CORS(httpapi.LimitBody(s.Config.MaxRequestSize, rt)))
 }
 

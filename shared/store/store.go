@@ -352,3 +352,38 @@ func recordCapacity(ctx context.Context, cc *types.ConsumedCapacity, read, write
 	}
 	record(ctx, read, write)
 }
+
+// Consume deletes the live item at k and reads it into out, in one call, so
+// that two requests can never both use a single-use item (a nonce, a login
+// token). A missing or expired item gives ErrNotFound.
+func (s *Store) Consume(ctx context.Context, k Key, out any) error {
+	key, err := keyAV(k)
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	res, err := s.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+		TableName:                &s.table,
+		Key:                      key,
+		ConditionExpression:      aws.String("attribute_exists(#pk) AND (attribute_not_exists(#exp) OR #exp > :now)"),
+		ExpressionAttributeNames: map[string]string{"#pk": attrPK, "#exp": attrExpires},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":now": &types.AttributeValueMemberN{Value: fmt.Sprint(s.now().Unix())},
+		},
+		ReturnValues:           types.ReturnValueAllOld,
+		ReturnConsumedCapacity: types.ReturnConsumedCapacityTotal,
+	})
+	var failed *types.ConditionalCheckFailedException
+	if errors.As(err, &failed) {
+		record(ctx, 0, 1)
+		return fmt.Errorf("consume %s: %w", describeKey(key), ErrNotFound)
+	}
+	if err != nil {
+		record(ctx, 0, 0)
+		return fmt.Errorf("consume %s: %w", describeKey(key), err)
+	}
+	recordCapacity(ctx, res.ConsumedCapacity, 0, writeUnits(itemSize(res.Attributes)))
+	if err := attributevalue.UnmarshalMap(res.Attributes, out); err != nil {
+		return fmt.Errorf("consume %s: decode: %w", describeKey(key), err)
+	}
+	return nil
+}

@@ -208,3 +208,25 @@ func TestStore_SnapshotRestore(t *testing.T) {
 		t.Fatalf("restored item = %+v, %v", got, err)
 	}
 }
+
+func TestStore_ConsumeOnce(t *testing.T) {
+	s, ctx := open(t)
+	k := store.Key{PK: "nonce|abc", SK: "nonce"}
+	if err := s.Put(ctx, thing{PK: k.PK, SK: k.SK, Name: "n", Expires: time.Now().Add(time.Minute).Unix()}); err != nil {
+		t.Fatal(err)
+	}
+	var got thing
+	if err := s.Consume(ctx, k, &got); err != nil || got.Name != "n" {
+		t.Fatalf("first consume: %+v, %v", got, err)
+	}
+	if err := s.Consume(ctx, k, &got); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("second consume: %v, want ErrNotFound", err)
+	}
+	old := store.Key{PK: "nonce|old", SK: "nonce"}
+	if err := s.Put(ctx, thing{PK: old.PK, SK: old.SK, Expires: time.Now().Add(-time.Second).Unix()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Consume(ctx, old, &got); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("consume expired: %v, want ErrNotFound", err)
+	}
+}

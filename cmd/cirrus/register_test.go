@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cirrus-matrix/cirrus/shared/accounts"
+)
+
+// TestRegister_CLIThenAPI creates the first admin with `cirrus register`
+// against a running `cirrus serve`, as the banner says, then drives the
+// shared-secret API by hand through every error it names.
+func TestRegister_CLIThenAPI(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("CIRRUS_SERVER_NAME", "localhost:8008")
+	at, _ := startServe(t, dir)
+	ctx := context.Background()
+
+	var out bytes.Buffer
+	err := register(ctx, []string{"-admin", "-u", "Alice", at.ClientURL}, registerIO{in: strings.NewReader("s3cret pass\n"), out: &out})
+	if err != nil {
+		t.Fatalf("cirrus register: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "Success! Created @alice:localhost:8008 (admin)") {
+		t.Fatalf("cirrus register said %q", out.String())
+	}
+	if strings.Contains(out.String(), "s3cret") {
+		t.Fatal("the password was echoed")
+	}
+	err = register(ctx, []string{"-u", "alice", at.ClientURL}, registerIO{in: strings.NewReader("other\n"), out: &out})
+	if err == nil || !strings.Contains(err.Error(), "M_USER_IN_USE") {
+		t.Fatalf("registering alice twice: %v", err)
+	}
+
+	secret, err := os.ReadFile(filepath.Join(dir, "registration_shared_secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.TrimSpace(string(secret))
+	api := at.ClientURL + "/_synapse/admin/v1/register"
+	nonce := func() string {
+		r := do(t, http.DefaultClient, "GET", api, nil, nil)
+		if r.status != 200 || r.body["nonce"] == "" {
+			t.Fatalf("nonce: %d %s", r.status, r.raw)
+		}
+		return r.body["nonce"].(string)
+	}
+	post := func(body map[string]any) reply {
+		b, _ := json.Marshal(body)
+		return do(t, http.DefaultClient, "POST", api, bytes.NewReader(b), nil)
+	}
+	user := func(n, name, password string, admin bool, mac string) map[string]any {
+		if mac == "" {
+			mac = accounts.RegistrationMAC(key, n, name, password, admin)
+		}
+		return map[string]any{"nonce": n, "username": name, "password": password, "admin": admin, "mac": mac}
+	}
+
+	n := nonce()
+	if r := post(user(n, "bob", "pw", false, "00ff")); r.status != 403 || r.body["errcode"] != "M_FORBIDDEN" {
+		t.Fatalf("wrong HMAC: %d %s", r.status, r.raw)
+	}
+	if r := post(user(n, "bob", "pw", false, "")); r.status != 400 || r.body["errcode"] != "M_UNKNOWN" {
+		t.Fatalf("nonce used twice: %d %s", r.status, r.raw)
+	}
+	if r := post(user("never-issued", "bob", "pw", false, "")); r.status != 400 || !strings.Contains(r.body["error"].(string), "nonce") {
+		t.Fatalf("unknown nonce: %d %s", r.status, r.raw)
+	}
+	if r := post(user(nonce(), "bad name!", "pw", false, "")); r.status != 400 || r.body["errcode"] != "M_INVALID_USERNAME" {
+		t.Fatalf("invalid username: %d %s", r.status, r.raw)
+	}
+	if r := do(t, http.DefaultClient, "POST", api, strings.NewReader(`{"nonce":`), nil); r.status != 400 || r.body["errcode"] != "M_NOT_JSON" {
+		t.Fatalf("broken JSON: %d %s", r.status, r.raw)
+	}
+	if r := do(t, http.DefaultClient, "POST", api, strings.NewReader(`{"nonce":1}`), nil); r.status != 400 || r.body["errcode"] != "M_BAD_JSON" {
+		t.Fatalf("nonce of the wrong type: %d %s", r.status, r.raw)
+	}
+	r := post(user(nonce(), "bob", "pw", false, ""))
+	if r.status != 200 || r.body["user_id"] != "@bob:localhost:8008" || r.body["device_id"] == "" || r.body["home_server"] != "localhost:8008" {
+		t.Fatalf("register bob: %d %s", r.status, r.raw)
+	}
+	token := r.body["access_token"].(string)
+
+	whoami := at.ClientURL + "/_matrix/client/v3/account/whoami"
+	if r := do(t, http.DefaultClient, "GET", whoami, nil, map[string]string{"Authorization": "Bearer " + token}); r.status != 200 ||
+		r.body["user_id"] != "@bob:localhost:8008" || r.body["device_id"] == "" || r.body["is_guest"] != false {
+		t.Fatalf("whoami: %d %s", r.status, r.raw)
+	}
+	if r := do(t, http.DefaultClient, "GET", whoami+"?access_token="+token, nil, nil); r.status != 200 {
+		t.Fatalf("whoami with the query parameter: %d %s", r.status, r.raw)
+	}
+	if r := do(t, http.DefaultClient, "GET", whoami, nil, nil); r.status != 401 || r.body["errcode"] != "M_MISSING_TOKEN" {
+		t.Fatalf("whoami without a token: %d %s", r.status, r.raw)
+	}
+	if r := do(t, http.DefaultClient, "GET", whoami, nil, map[string]string{"Authorization": "Bearer cirrus_nope"}); r.status != 401 ||
+		r.body["errcode"] != "M_UNKNOWN_TOKEN" || r.body["soft_logout"] != false {
+		t.Fatalf("whoami with an unknown token: %d %s", r.status, r.raw)
+	}
+}
+
+func TestRegister_NeedsTheSecret(t *testing.T) {
+	t.Setenv("CIRRUS_DATA_DIR", t.TempDir())
+	err := register(context.Background(), []string{"-u", "alice", "http://127.0.0.1:1"}, registerIO{in: strings.NewReader("pw\n"), out: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "registration_shared_secret") {
+		t.Fatalf("register with no secret anywhere: %v", err)
+	}
+}

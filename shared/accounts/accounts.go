@@ -1,0 +1,228 @@
+// Package accounts holds users, their devices and their access tokens, and
+// the endpoints that create and authenticate them.
+//
+// Storage (docs/storage.md): an account is the item (user|<user ID>,
+// account), its profile (user|<user ID>, profile), each device (user|<user
+// ID>, device|<device ID>); an access token is stored only as its SHA-256,
+// in the item (token|<hash>, token), so that authenticating a request is one
+// GetItem.
+package accounts
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// BcryptCost is Synapse's default bcrypt_rounds, so hashes move both ways.
+const BcryptCost = 12
+
+// Errors callers can test for with errors.Is.
+var (
+	ErrUserInUse       = errors.New("user ID already taken")
+	ErrInvalidUsername = errors.New("invalid username")
+	ErrUnknownToken    = errors.New("unknown access token")
+)
+
+// Service manages the accounts of one server.
+type Service struct {
+	Store      *store.Store
+	ServerName string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Session is an authenticated device of a user.
+type Session struct {
+	UserID      string
+	DeviceID    string
+	AccessToken string // only when just created
+}
+
+type accountItem struct {
+	PK           string `dynamodbav:"pk"`
+	SK           string `dynamodbav:"sk"`
+	UserID       string `dynamodbav:"user_id"`
+	PasswordHash string `dynamodbav:"password_hash"`
+	Admin        bool   `dynamodbav:"admin"`
+	Deactivated  bool   `dynamodbav:"deactivated"`
+	CreatedTS    int64  `dynamodbav:"created_ts"`
+}
+
+type profileItem struct {
+	PK          string `dynamodbav:"pk"`
+	SK          string `dynamodbav:"sk"`
+	DisplayName string `dynamodbav:"displayname,omitempty"`
+	AvatarURL   string `dynamodbav:"avatar_url,omitempty"`
+}
+
+type deviceItem struct {
+	PK          string `dynamodbav:"pk"`
+	SK          string `dynamodbav:"sk"`
+	DeviceID    string `dynamodbav:"device_id"`
+	DisplayName string `dynamodbav:"display_name,omitempty"`
+	TokenHash   string `dynamodbav:"token_hash"`
+	CreatedTS   int64  `dynamodbav:"created_ts"`
+}
+
+type tokenItem struct {
+	PK       string `dynamodbav:"pk"`
+	SK       string `dynamodbav:"sk"`
+	UserID   string `dynamodbav:"user_id"`
+	DeviceID string `dynamodbav:"device_id"`
+	Expires  int64  `dynamodbav:"expires_at,omitempty"`
+}
+
+func userPK(userID string) string     { return "user|" + userID }
+func tokenPK(tokenHash string) string { return "token|" + tokenHash }
+
+// NewUser says what Register creates.
+type NewUser struct {
+	Localpart, Password string
+	Admin               bool
+	DisplayName         string
+	// DeviceID and DeviceDisplayName name the first device; an empty
+	// DeviceID gets a generated one.
+	DeviceID, DeviceDisplayName string
+	// InhibitLogin creates no device and no token.
+	InhibitLogin bool
+}
+
+// Register creates an account, its profile and, unless InhibitLogin, a first
+// device with an access token, all in one transaction: a taken user ID
+// leaves nothing behind and gives ErrUserInUse.
+func (s *Service) Register(ctx context.Context, u NewUser) (Session, error) {
+	localpart := strings.ToLower(u.Localpart)
+	if err := ValidLocalpart(localpart, s.ServerName); err != nil {
+		return Session{}, err
+	}
+	hash, err := HashPassword(u.Password)
+	if err != nil {
+		return Session{}, err
+	}
+	userID := "@" + localpart + ":" + s.ServerName
+	now := s.now()
+	display := u.DisplayName
+	if display == "" {
+		display = localpart
+	}
+	ops := []store.Op{
+		store.CreateOp(accountItem{PK: userPK(userID), SK: "account", UserID: userID, PasswordHash: hash, Admin: u.Admin, CreatedTS: now.UnixMilli()}),
+		store.PutOp(profileItem{PK: userPK(userID), SK: "profile", DisplayName: display}),
+	}
+	sess := Session{UserID: userID}
+	if !u.InhibitLogin {
+		sess.DeviceID = u.DeviceID
+		if sess.DeviceID == "" {
+			sess.DeviceID = newDeviceID()
+		}
+		sess.AccessToken = newToken()
+		ops = append(ops, s.deviceOps(userID, sess.DeviceID, u.DeviceDisplayName, sess.AccessToken, now)...)
+	}
+	if err := s.Store.Transact(ctx, ops...); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return Session{}, fmt.Errorf("register %s: %w", userID, ErrUserInUse)
+		}
+		return Session{}, fmt.Errorf("register %s: %w", userID, err)
+	}
+	return sess, nil
+}
+
+// deviceOps writes a device and its access token.
+func (s *Service) deviceOps(userID, deviceID, displayName, token string, now time.Time) []store.Op {
+	h := hashToken(token)
+	return []store.Op{
+		store.PutOp(deviceItem{PK: userPK(userID), SK: "device|" + deviceID, DeviceID: deviceID, DisplayName: displayName, TokenHash: h, CreatedTS: now.UnixMilli()}),
+		store.CreateOp(tokenItem{PK: tokenPK(h), SK: "token", UserID: userID, DeviceID: deviceID}),
+	}
+}
+
+// Authenticate finds the session of an access token: one read.
+func (s *Service) Authenticate(ctx context.Context, token string) (Session, error) {
+	var t tokenItem
+	err := s.Store.Get(ctx, store.Key{PK: tokenPK(hashToken(token)), SK: "token"}, &t)
+	if errors.Is(err, store.ErrNotFound) {
+		return Session{}, ErrUnknownToken
+	}
+	if err != nil {
+		return Session{}, fmt.Errorf("authenticate: %w", err)
+	}
+	return Session{UserID: t.UserID, DeviceID: t.DeviceID}, nil
+}
+
+// ValidLocalpart checks a localpart for registration: the spec's user ID
+// grammar (lower case a-z, digits, ._=-/+), not all digits (Synapse keeps
+// those for guests), not starting with "_" (kept for application services),
+// and a user ID of at most 255 bytes.
+func ValidLocalpart(localpart, serverName string) error {
+	if localpart == "" {
+		return fmt.Errorf("%w: the username is empty", ErrInvalidUsername)
+	}
+	for _, r := range localpart {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune("._=-/+", r)) {
+			return fmt.Errorf("%w: user ID can only contain characters a-z, 0-9, or '=_-./+'", ErrInvalidUsername)
+		}
+	}
+	if strings.Trim(localpart, "0123456789") == "" {
+		return fmt.Errorf("%w: numeric user IDs are reserved for guest users", ErrInvalidUsername)
+	}
+	if strings.HasPrefix(localpart, "_") {
+		return fmt.Errorf("%w: user ID may not begin with '_'", ErrInvalidUsername)
+	}
+	if len("@"+localpart+":"+serverName) > 255 {
+		return fmt.Errorf("%w: user ID is longer than 255 bytes", ErrInvalidUsername)
+	}
+	return nil
+}
+
+// HashPassword makes a bcrypt hash of Synapse's cost.
+func HashPassword(password string) (string, error) {
+	if password == "" {
+		return "", errors.New("hash password: the password is empty")
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(password), BcryptCost)
+	if err != nil {
+		return "", fmt.Errorf("hash password: %w", err)
+	}
+	return string(h), nil
+}
+
+// newToken is 256 random bits; only its hash is stored.
+func newToken() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return "cirrus_" + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func hashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// newDeviceID is ten capital letters, as Synapse makes them.
+func newDeviceID() string {
+	const letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	var b [10]byte
+	rand.Read(b[:])
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return string(b[:])
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
