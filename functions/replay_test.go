@@ -1,6 +1,8 @@
 package functions_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"os"
@@ -13,56 +15,123 @@ import (
 
 	"github.com/cirrus-matrix/cirrus/shared/keys"
 	"github.com/cirrus-matrix/cirrus/shared/protocol"
+	"github.com/cirrus-matrix/cirrus/shared/store"
 	"github.com/cirrus-matrix/cirrus/shared/store/embedded"
 	"github.com/cirrus-matrix/cirrus/shared/testenv"
 )
 
+// serverName is the Matrix server name the functions are configured with;
+// the expectations in events/ are written for it.
+const serverName = "example.org"
+
 // expectation is what events/<function>/<name>.expect.json says the
-// function answers to <name>.json.
+// function answers to <name>.json. Every field is optional.
 type expectation struct {
-	Status            int               `json:"status"`
-	BodyContains      []string          `json:"bodyContains"`
-	Headers           map[string]string `json:"headers"`
-	BatchItemFailures []string          `json:"batchItemFailures"`
+	// Status, BodyContains and Headers check an HTTP response.
+	Status       int               `json:"status"`
+	BodyContains []string          `json:"bodyContains"`
+	Headers      map[string]string `json:"headers"`
+	// BatchItemFailures lists the message IDs an SQS batch reports failed.
+	BatchItemFailures []string `json:"batchItemFailures"`
+}
+
+// eventTypes is the Lambda event type of each folder of events/: a new
+// function or schedule adds its folder here, and its samples are then
+// checked to decode into that type.
+var eventTypes = map[string]func() any{
+	"client":     func() any { return new(events.APIGatewayV2HTTPRequest) },
+	"federation": func() any { return new(events.APIGatewayV2HTTPRequest) },
+	"sender":     func() any { return new(events.SQSEvent) },
+	"schedule":   func() any { return new(events.EventBridgeEvent) },
+}
+
+// TestSampleEvents_Decode decodes every sample in events/ into the event
+// type of the function that gets it, refusing unknown fields, so that a
+// sample never drifts from what the function is given. Expectations decode
+// the same way, so that a misspelt check cannot pass by being ignored.
+func TestSampleEvents_Decode(t *testing.T) {
+	dirs, err := os.ReadDir(filepath.Join("..", "events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dirs {
+		if !d.IsDir() {
+			continue
+		}
+		newEvent, ok := eventTypes[d.Name()]
+		if !ok {
+			t.Errorf("events/%s: no event type for this folder in eventTypes", d.Name())
+			continue
+		}
+		files, _ := filepath.Glob(filepath.Join("..", "events", d.Name(), "*.json"))
+		for _, f := range files {
+			name := d.Name() + "/" + filepath.Base(f)
+			if strings.HasSuffix(f, ".expect.json") {
+				if _, err := os.Stat(strings.TrimSuffix(f, ".expect.json") + ".json"); err != nil {
+					t.Errorf("%s: no sample for this expectation", name)
+				}
+				var want expectation
+				decodeStrict(t, f, &want)
+				continue
+			}
+			decodeStrict(t, f, newEvent())
+		}
+	}
 }
 
 // TestReplayEvents builds each function as Lambda runs it, starts it under
 // the Lambda runtime interface emulator with the configuration a deployment
-// gives it, and replays every sample payload in events/ through it.
+// gives it and the embedded DynamoDB as its table, and replays every sample
+// in events/<function>/ that has an expectation through it.
 func TestReplayEvents(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds three functions and the emulator")
+		t.Skip("builds three functions and the Lambda runtime interface emulator")
 	}
 	db, err := embedded.Start("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	const table = "cirrus-replay"
+	// In AWS the stack creates the table; the functions never do.
+	st, err := store.Open(context.Background(), store.Options{Table: table, Endpoint: db.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateTable(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	key, err := keys.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
 	env := []string{
-		"CIRRUS_SERVER_NAME=example.org",
+		"CIRRUS_SERVER_NAME=" + serverName,
 		"CIRRUS_PUBLIC_BASEURL=https://matrix.example.org/",
 		"CIRRUS_SIGNING_KEY=" + key.Format(),
 		"CIRRUS_MAX_REQUEST_SIZE=1024", // events/client/too-large.json sends 2 KB
-		"CIRRUS_DYNAMODB_TABLE=cirrus",
+		"CIRRUS_DYNAMODB_TABLE=" + table,
 		"DYNAMODB_ENDPOINT=" + db.URL(),
 		"AWS_REGION=eu-west-1",
 	}
+
 	for _, fn := range []string{"client", "federation", "sender"} {
 		t.Run(fn, func(t *testing.T) {
-			samples, _ := filepath.Glob(filepath.Join("..", "events", fn, "*.expect.json"))
-			if len(samples) == 0 {
-				t.Fatalf("no samples in events/%s", fn)
+			t.Parallel()
+			expects, _ := filepath.Glob(filepath.Join("..", "events", fn, "*.expect.json"))
+			samples, _ := filepath.Glob(filepath.Join("..", "events", fn, "*.json"))
+			if len(expects) == 0 {
+				t.Fatalf("no samples with expectations in events/%s", fn)
+			}
+			if n := len(samples) - len(expects); n != len(expects) {
+				t.Errorf("events/%s has %d samples and %d expectations: give every sample a <name>.expect.json", fn, n, len(expects))
 			}
 			url := testenv.StartRIE(t, testenv.BuildBootstrap(t, "./functions/"+fn), env)
-			for _, expectPath := range samples {
+			for _, expectPath := range expects {
 				name := strings.TrimSuffix(filepath.Base(expectPath), ".expect.json")
 				t.Run(name, func(t *testing.T) {
 					var want expectation
-					readJSON(t, expectPath, &want)
+					decodeStrict(t, expectPath, &want)
 					payload, err := os.ReadFile(strings.TrimSuffix(expectPath, ".expect.json") + ".json")
 					if err != nil {
 						t.Fatal(err)
@@ -72,9 +141,9 @@ func TestReplayEvents(t *testing.T) {
 						checkBatch(t, got, want)
 						return
 					}
-					checkHTTP(t, got, want)
+					body := checkHTTP(t, got, want)
 					if name == "key-server" {
-						checkSignature(t, got, key)
+						checkSignature(t, body, key)
 					}
 				})
 			}
@@ -82,68 +151,95 @@ func TestReplayEvents(t *testing.T) {
 	}
 }
 
-func checkHTTP(t *testing.T, payload []byte, want expectation) {
+// checkHTTP checks an API Gateway response against want and returns its
+// body, decoded if base64.
+func checkHTTP(t *testing.T, payload []byte, want expectation) []byte {
 	t.Helper()
 	var res events.APIGatewayV2HTTPResponse
 	if err := json.Unmarshal(payload, &res); err != nil {
 		t.Fatalf("response %s: %v", payload, err)
 	}
-	if res.StatusCode != want.Status {
-		t.Fatalf("status %d, want %d: %s", res.StatusCode, want.Status, res.Body)
+	body := []byte(res.Body)
+	if res.IsBase64Encoded {
+		var err error
+		if body, err = base64.StdEncoding.DecodeString(res.Body); err != nil {
+			t.Fatalf("base64 body %q: %v", res.Body, err)
+		}
+	}
+	if want.Status != 0 && res.StatusCode != want.Status {
+		t.Errorf("status: got %d, want %d; body %s", res.StatusCode, want.Status, body)
 	}
 	for _, s := range want.BodyContains {
-		if !strings.Contains(res.Body, s) {
-			t.Errorf("body %s lacks %s", res.Body, s)
+		if !bytes.Contains(body, []byte(s)) {
+			t.Errorf("body %s: lacks %s", body, s)
 		}
 	}
 	for k, v := range want.Headers {
 		if res.Headers[k] != v {
-			t.Errorf("header %s = %q, want %q (all: %v)", k, res.Headers[k], v, res.Headers)
+			t.Errorf("header %s: got %q, want %q (all: %v)", k, res.Headers[k], v, res.Headers)
 		}
 	}
+	return body
 }
 
+// checkBatch checks an SQS batch response: exactly the expected messages
+// reported failed, so that only they come back.
 func checkBatch(t *testing.T, payload []byte, want expectation) {
 	t.Helper()
 	var res events.SQSEventResponse
 	if err := json.Unmarshal(payload, &res); err != nil {
 		t.Fatalf("response %s: %v", payload, err)
 	}
-	var failed []string
+	if !bytes.Contains(payload, []byte(`"batchItemFailures"`)) {
+		t.Errorf("response %s: no batchItemFailures", payload)
+	}
+	failed := []string{}
 	for _, f := range res.BatchItemFailures {
 		failed = append(failed, f.ItemIdentifier)
 	}
 	slices.Sort(failed)
-	if !slices.Equal(failed, want.BatchItemFailures) {
-		t.Fatalf("batch item failures %v, want %v", failed, want.BatchItemFailures)
+	wantFailed := slices.Sorted(slices.Values(want.BatchItemFailures))
+	if wantFailed == nil {
+		wantFailed = []string{}
+	}
+	if !slices.Equal(failed, wantFailed) {
+		t.Errorf("batch item failures: got %v, want %v", failed, wantFailed)
 	}
 }
 
 // checkSignature verifies the key document with the key the function was
-// configured with: the function published and signed with the right key.
-func checkSignature(t *testing.T, payload []byte, key keys.Key) {
+// configured with: it published that key and signed with it.
+func checkSignature(t *testing.T, body []byte, key keys.Key) {
 	t.Helper()
-	var res events.APIGatewayV2HTTPResponse
-	json.Unmarshal(payload, &res)
-	if err := protocol.VerifyJSON("example.org", key.ID, key.Public(), []byte(res.Body)); err != nil {
-		t.Fatalf("key document does not verify: %v", err)
+	if err := protocol.VerifyJSON(serverName, key.ID, key.Public(), body); err != nil {
+		t.Fatalf("key document %s does not verify with the configured key: %v", body, err)
 	}
 	var doc struct {
 		VerifyKeys map[string]map[string]string `json:"verify_keys"`
 	}
-	json.Unmarshal([]byte(res.Body), &doc)
-	if doc.VerifyKeys[key.ID]["key"] != base64.RawStdEncoding.EncodeToString(key.Public()) {
-		t.Fatalf("published %v, configured %s", doc.VerifyKeys, key.ID)
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := doc.VerifyKeys[key.ID]["key"], base64.RawStdEncoding.EncodeToString(key.Public()); got != want {
+		t.Fatalf("verify_keys %v: got %q for %s, want %q", doc.VerifyKeys, got, key.ID, want)
 	}
 }
 
-func readJSON(t *testing.T, path string, v any) {
+// decodeStrict decodes the JSON file at path into v, refusing unknown
+// fields and trailing data.
+func decodeStrict(t *testing.T, path string, v any) {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(data, v); err != nil {
-		t.Fatalf("%s: %v", path, err)
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Errorf("%s does not decode into %T: %v", path, v, err)
+		return
+	}
+	if dec.More() {
+		t.Errorf("%s: data after the JSON value", path)
 	}
 }
