@@ -109,6 +109,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 		return fmt.Errorf("federation listener: %w", err)
 	}
 	cfg.Listening(clientLn.Addr().String(), fedLn.Addr().String())
+	srv.Accounts.BaseURL = cfg.PublicBaseURL
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	clientSrv := &http.Server{Handler: srv.ClientHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	fedSrv := &http.Server{Handler: srv.FederationHandler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig, ErrorLog: errLog}

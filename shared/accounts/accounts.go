@@ -38,15 +38,19 @@ var (
 type Service struct {
 	Store      *store.Store
 	ServerName string
+	// BaseURL is public_baseurl, returned as well_known at login.
+	BaseURL string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
 // Session is an authenticated device of a user.
 type Session struct {
-	UserID      string
-	DeviceID    string
-	AccessToken string // only when just created
+	UserID   string
+	DeviceID string
+	// Set only when the session was just created.
+	AccessToken, RefreshToken string
+	ExpiresIn                 time.Duration
 }
 
 type accountItem struct {
@@ -71,8 +75,12 @@ type deviceItem struct {
 	SK          string `dynamodbav:"sk"`
 	DeviceID    string `dynamodbav:"device_id"`
 	DisplayName string `dynamodbav:"display_name,omitempty"`
-	TokenHash   string `dynamodbav:"token_hash"`
+	// TokenHash and RefreshHash name the device's current tokens, so that
+	// deleting the device revokes them at once.
+	TokenHash   string `dynamodbav:"token_hash,omitempty"`
+	RefreshHash string `dynamodbav:"refresh_hash,omitempty"`
 	CreatedTS   int64  `dynamodbav:"created_ts"`
+	LastSeenTS  int64  `dynamodbav:"last_seen_ts,omitempty"`
 }
 
 type tokenItem struct {
@@ -80,7 +88,9 @@ type tokenItem struct {
 	SK       string `dynamodbav:"sk"`
 	UserID   string `dynamodbav:"user_id"`
 	DeviceID string `dynamodbav:"device_id"`
-	Expires  int64  `dynamodbav:"expires_at,omitempty"`
+	// ValidUntil (Unix ms) ends a refreshable token; zero means never.
+	ValidUntil int64 `dynamodbav:"valid_until_ms,omitempty"`
+	Expires    int64 `dynamodbav:"expires_at,omitempty"`
 }
 
 func userPK(userID string) string     { return "user|" + userID }
@@ -96,6 +106,8 @@ type NewUser struct {
 	DeviceID, DeviceDisplayName string
 	// InhibitLogin creates no device and no token.
 	InhibitLogin bool
+	// Refreshable asks for an expiring access token and a refresh token.
+	Refreshable bool
 }
 
 // Register creates an account, its profile and, unless InhibitLogin, a first
@@ -126,8 +138,9 @@ func (s *Service) Register(ctx context.Context, u NewUser) (Session, error) {
 		if sess.DeviceID == "" {
 			sess.DeviceID = newDeviceID()
 		}
-		sess.AccessToken = newToken()
-		ops = append(ops, s.deviceOps(userID, sess.DeviceID, u.DeviceDisplayName, sess.AccessToken, now)...)
+		tokens, more := s.tokenOps(userID, deviceItem{DeviceID: sess.DeviceID, DisplayName: u.DeviceDisplayName}, u.Refreshable, "")
+		sess.AccessToken, sess.RefreshToken, sess.ExpiresIn = tokens.AccessToken, tokens.RefreshToken, tokens.ExpiresIn
+		ops = append(ops, more...)
 	}
 	if err := s.Store.Transact(ctx, ops...); err != nil {
 		if errors.Is(err, store.ErrConflict) {
@@ -136,15 +149,6 @@ func (s *Service) Register(ctx context.Context, u NewUser) (Session, error) {
 		return Session{}, fmt.Errorf("register %s: %w", userID, err)
 	}
 	return sess, nil
-}
-
-// deviceOps writes a device and its access token.
-func (s *Service) deviceOps(userID, deviceID, displayName, token string, now time.Time) []store.Op {
-	h := hashToken(token)
-	return []store.Op{
-		store.PutOp(deviceItem{PK: userPK(userID), SK: "device|" + deviceID, DeviceID: deviceID, DisplayName: displayName, TokenHash: h, CreatedTS: now.UnixMilli()}),
-		store.CreateOp(tokenItem{PK: tokenPK(h), SK: "token", UserID: userID, DeviceID: deviceID}),
-	}
 }
 
 // Authenticate finds the session of an access token: one read.
@@ -156,6 +160,9 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Session, erro
 	}
 	if err != nil {
 		return Session{}, fmt.Errorf("authenticate: %w", err)
+	}
+	if t.ValidUntil > 0 && s.now().UnixMilli() >= t.ValidUntil {
+		return Session{}, ErrExpiredToken
 	}
 	return Session{UserID: t.UserID, DeviceID: t.DeviceID}, nil
 }

@@ -29,9 +29,8 @@ func (s *Service) RequireAuth(next http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		sess, err := s.Authenticate(r.Context(), token)
-		if errors.Is(err, ErrUnknownToken) {
-			httpapi.WriteError(w, r, &httpapi.Error{Status: http.StatusUnauthorized, Code: "M_UNKNOWN_TOKEN",
-				Message: "unknown or revoked access token", Extra: map[string]any{"soft_logout": false}})
+		if errors.Is(err, ErrUnknownToken) || errors.Is(err, ErrExpiredToken) {
+			writeUnknownToken(w, r, errors.Is(err, ErrExpiredToken))
 			return
 		}
 		if err != nil {
@@ -57,4 +56,15 @@ func accessToken(r *http.Request) string {
 func (s *Service) Whoami(w http.ResponseWriter, r *http.Request) {
 	sess := Caller(r.Context())
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"user_id": sess.UserID, "device_id": sess.DeviceID, "is_guest": false})
+}
+
+// writeUnknownToken answers 401 M_UNKNOWN_TOKEN; soft says the client may
+// refresh instead of logging in again.
+func writeUnknownToken(w http.ResponseWriter, r *http.Request, soft bool) {
+	msg := "unknown or revoked access token"
+	if soft {
+		msg = "access token expired: refresh it"
+	}
+	httpapi.WriteError(w, r, &httpapi.Error{Status: http.StatusUnauthorized, Code: "M_UNKNOWN_TOKEN",
+		Message: msg, Extra: map[string]any{"soft_logout": soft}})
 }

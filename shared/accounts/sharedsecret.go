@@ -104,14 +104,7 @@ func (h *SharedSecret) Register(w http.ResponseWriter, r *http.Request) {
 	sess, err := h.Accounts.Register(r.Context(), NewUser{
 		Localpart: req.Username, Password: req.Password, Admin: req.Admin, DisplayName: req.DisplayName,
 	})
-	switch {
-	case errors.Is(err, ErrInvalidUsername):
-		httpapi.WriteError(w, r, httpapi.Errorf(http.StatusBadRequest, "M_INVALID_USERNAME", "%v", err))
-		return
-	case errors.Is(err, ErrUserInUse):
-		httpapi.WriteError(w, r, httpapi.Errorf(http.StatusBadRequest, "M_USER_IN_USE", "user ID already taken"))
-		return
-	case err != nil:
+	if err := registrationError(err); err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}

@@ -62,7 +62,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		Key:      key,
 		Logger:   logger,
 		Jobs:     &queue.Dispatcher{Logger: logger},
-		Accounts: &accounts.Service{Store: st, ServerName: cfg.ServerName},
+		Accounts: &accounts.Service{Store: st, ServerName: cfg.ServerName, BaseURL: cfg.PublicBaseURL},
 	}, nil
 }
 
@@ -117,10 +117,7 @@ func (s *Server) ClientHandler() http.Handler {
 	rt.HandleFunc("GET /_matrix/client/versions", d.Versions)
 	rt.HandleFunc("GET /.well-known/matrix/client", d.WellKnownClient)
 	rt.HandleFunc("GET /.well-known/matrix/server", d.WellKnownServer)
-	rt.HandleFunc("GET /_matrix/client/v3/account/whoami", s.Accounts.RequireAuth(s.Accounts.Whoami))
-	shared := &accounts.SharedSecret{Accounts: s.Accounts, Secret: s.Config.RegistrationSharedSecret}
-	rt.HandleFunc("GET /_synapse/admin/v1/register", shared.Nonce)
-	rt.HandleFunc("POST /_synapse/admin/v1/register", shared.Register)
+	s.Accounts.Routes(rt, s.Config.EnableRegistration, s.Config.RegistrationSharedSecret)
 	return httpapi.Logging(s.Logger, httpapi.CORS(httpapi.LimitBody(s.Config.MaxRequestSize, rt)))
 }
 

@@ -1,0 +1,235 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// devices lists a user's devices with one Query of their partition.
+func (s *Service) devices(ctx context.Context, userID string) ([]deviceItem, error) {
+	var all []deviceItem
+	cursor := ""
+	for {
+		var page []deviceItem
+		next, err := s.Store.QueryPage(ctx, store.Query{PK: userPK(userID), Prefix: "device|", Cursor: cursor}, &page)
+		if err != nil {
+			return nil, fmt.Errorf("list devices: %w", err)
+		}
+		all = append(all, page...)
+		if next == "" {
+			return all, nil
+		}
+		cursor = next
+	}
+}
+
+// deleteDevices removes devices and revokes their tokens at once, in
+// transactions of at most 100 actions.
+func (s *Service) deleteDevices(ctx context.Context, userID string, devs []deviceItem) error {
+	var ops []store.Op
+	flush := func() error {
+		err := s.Store.Transact(ctx, ops...)
+		ops = ops[:0]
+		return err
+	}
+	for _, d := range devs {
+		batch := append(revokeOps(d), store.DeleteOp(store.Key{PK: userPK(userID), SK: "device|" + d.DeviceID}))
+		if len(ops)+len(batch) > store.MaxTransactActions {
+			if err := flush(); err != nil {
+				return fmt.Errorf("delete devices: %w", err)
+			}
+		}
+		ops = append(ops, batch...)
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("delete devices: %w", err)
+	}
+	return nil
+}
+
+func deviceJSON(d deviceItem) map[string]any {
+	out := map[string]any{"device_id": d.DeviceID, "display_name": d.DisplayName, "last_seen_ts": d.LastSeenTS}
+	if d.DisplayName == "" {
+		delete(out, "display_name")
+	}
+	return out
+}
+
+// ListDevices serves GET /_matrix/client/v3/devices.
+func (s *Service) ListDevices(w http.ResponseWriter, r *http.Request) {
+	devs, err := s.devices(r.Context(), Caller(r.Context()).UserID)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	list := make([]map[string]any, 0, len(devs))
+	for _, d := range devs {
+		list = append(list, deviceJSON(d))
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"devices": list})
+}
+
+func (s *Service) device(ctx context.Context, userID, deviceID string) (deviceItem, error) {
+	var d deviceItem
+	if err := checkDeviceID(deviceID); err != nil {
+		return d, err
+	}
+	err := s.Store.Get(ctx, store.Key{PK: userPK(userID), SK: "device|" + deviceID}, &d)
+	if errors.Is(err, store.ErrNotFound) {
+		return d, httpapi.NotFound("unknown device %s", deviceID)
+	}
+	return d, err
+}
+
+// GetDevice serves GET /_matrix/client/v3/devices/{deviceId}.
+func (s *Service) GetDevice(w http.ResponseWriter, r *http.Request) {
+	d, err := s.device(r.Context(), Caller(r.Context()).UserID, r.PathValue("deviceId"))
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, deviceJSON(d))
+}
+
+// UpdateDevice serves PUT /_matrix/client/v3/devices/{deviceId}: the display
+// name only.
+func (s *Service) UpdateDevice(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		DisplayName *string `json:"display_name"`
+	}
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	d, err := s.device(r.Context(), Caller(r.Context()).UserID, r.PathValue("deviceId"))
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if req.DisplayName != nil {
+		if len(*req.DisplayName) > 100 {
+			httpapi.WriteError(w, r, httpapi.InvalidParam("display_name is longer than 100 characters"))
+			return
+		}
+		d.DisplayName = *req.DisplayName
+		if err := s.Store.Put(r.Context(), d); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
+}
+
+// DeleteDevice serves DELETE /_matrix/client/v3/devices/{deviceId}, behind
+// user-interactive auth; the device's tokens stop working at once.
+func (s *Service) DeleteDevice(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Auth authData `json:"auth"`
+	}
+	if err := decodeOptionalJSON(r, &req); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	caller := Caller(r.Context())
+	d, err := s.device(r.Context(), caller.UserID, r.PathValue("deviceId"))
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if !s.passwordUIA(w, r, req.Auth) {
+		return
+	}
+	if err := s.deleteDevices(r.Context(), caller.UserID, []deviceItem{d}); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
+}
+
+// DeleteDevices serves POST /_matrix/client/v3/delete_devices, behind
+// user-interactive auth. Unknown device IDs are ignored, as the spec says.
+func (s *Service) DeleteDevices(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Devices *[]string `json:"devices"`
+		Auth    authData  `json:"auth"`
+	}
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if req.Devices == nil {
+		httpapi.WriteError(w, r, httpapi.MissingParam("devices is required"))
+		return
+	}
+	if !s.passwordUIA(w, r, req.Auth) {
+		return
+	}
+	caller := Caller(r.Context())
+	all, err := s.devices(r.Context(), caller.UserID)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	wanted := map[string]bool{}
+	for _, id := range *req.Devices {
+		wanted[id] = true
+	}
+	var doomed []deviceItem
+	for _, d := range all {
+		if wanted[d.DeviceID] {
+			doomed = append(doomed, d)
+		}
+	}
+	if err := s.deleteDevices(r.Context(), caller.UserID, doomed); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
+}
+
+// Logout serves POST /_matrix/client/v3/logout: the caller's device and its
+// tokens go.
+func (s *Service) Logout(w http.ResponseWriter, r *http.Request) {
+	caller := Caller(r.Context())
+	d, err := s.device(r.Context(), caller.UserID, caller.DeviceID)
+	if err != nil {
+		// A token whose device is gone: revoke the token alone.
+		d = deviceItem{DeviceID: caller.DeviceID, TokenHash: hashToken(accessToken(r))}
+	}
+	if err := s.deleteDevices(r.Context(), caller.UserID, []deviceItem{d}); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
+}
+
+// LogoutAll serves POST /_matrix/client/v3/logout/all: every device of the
+// user and every token.
+func (s *Service) LogoutAll(w http.ResponseWriter, r *http.Request) {
+	caller := Caller(r.Context())
+	if err := s.logoutAll(r.Context(), caller.UserID, ""); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
+}
+
+// logoutAll deletes every device of the user but keep.
+func (s *Service) logoutAll(ctx context.Context, userID, keep string) error {
+	all, err := s.devices(ctx, userID)
+	if err != nil {
+		return err
+	}
+	doomed := all[:0]
+	for _, d := range all {
+		if d.DeviceID != keep {
+			doomed = append(doomed, d)
+		}
+	}
+	return s.deleteDevices(ctx, userID, doomed)
+}

@@ -1,0 +1,211 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// dummyHash is compared against when a user does not exist, so that a
+// failed login takes as long for a missing user as for a wrong password.
+// It is made on first use, not at cold start.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("not a password"), BcryptCost)
+	return h
+})
+
+// errBadLogin is the one answer to unknown users and wrong passwords: the
+// spec lets a server say no more.
+var errBadLogin = httpapi.Forbidden("invalid username or password")
+
+type identifier struct {
+	Type string `json:"type"`
+	User string `json:"user"`
+}
+
+type loginRequest struct {
+	Type                     string     `json:"type"`
+	Identifier               identifier `json:"identifier"`
+	User                     string     `json:"user"` // deprecated, still sent by old clients
+	Password                 string     `json:"password"`
+	DeviceID                 string     `json:"device_id"`
+	InitialDeviceDisplayName string     `json:"initial_device_display_name"`
+	RefreshToken             bool       `json:"refresh_token"`
+}
+
+// LoginFlows serves GET /_matrix/client/v3/login.
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3login
+func (s *Service) LoginFlows(w http.ResponseWriter, r *http.Request) {
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"flows": []map[string]string{{"type": "m.login.password"}}})
+}
+
+// Login serves POST /_matrix/client/v3/login with m.login.password.
+// https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3login
+func (s *Service) Login(w http.ResponseWriter, r *http.Request) {
+	var req loginRequest
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if req.Type != "m.login.password" {
+		httpapi.WriteError(w, r, httpapi.Errorf(http.StatusBadRequest, "M_UNKNOWN", "unknown login type %q: this server offers m.login.password", req.Type))
+		return
+	}
+	user := req.User
+	if req.Identifier.Type != "" {
+		if req.Identifier.Type != "m.id.user" {
+			httpapi.WriteError(w, r, httpapi.Errorf(http.StatusBadRequest, "M_UNKNOWN", "identifier type %q is not supported: use m.id.user", req.Identifier.Type))
+			return
+		}
+		user = req.Identifier.User
+	}
+	if user == "" || req.Password == "" {
+		httpapi.WriteError(w, r, httpapi.MissingParam("a user identifier and a password are required"))
+		return
+	}
+	if err := checkDeviceID(req.DeviceID); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	acct, err := s.checkPassword(r.Context(), user, req.Password)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	sess, err := s.login(r.Context(), acct.UserID, req.DeviceID, req.InitialDeviceDisplayName, req.RefreshToken)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	s.writeSession(w, sess, true)
+}
+
+// writeSession answers a login or registration.
+func (s *Service) writeSession(w http.ResponseWriter, sess Session, wellKnown bool) {
+	body := map[string]any{
+		"user_id": sess.UserID, "access_token": sess.AccessToken, "device_id": sess.DeviceID, "home_server": s.ServerName,
+	}
+	if sess.RefreshToken != "" {
+		body["refresh_token"] = sess.RefreshToken
+		body["expires_in_ms"] = sess.ExpiresIn.Milliseconds()
+	}
+	if wellKnown && s.BaseURL != "" {
+		body["well_known"] = map[string]any{"m.homeserver": map[string]string{"base_url": s.BaseURL}}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, body)
+}
+
+// checkPassword finds the account of a user identifier (a localpart or a
+// full user ID, the localpart in any case as Synapse allows) and checks its
+// password. Unknown users and wrong passwords get the same answer.
+func (s *Service) checkPassword(ctx context.Context, user, password string) (accountItem, error) {
+	localpart := strings.TrimPrefix(user, "@")
+	server := s.ServerName
+	if strings.HasPrefix(user, "@") {
+		var ok bool
+		if localpart, server, ok = strings.Cut(localpart, ":"); !ok {
+			return accountItem{}, errBadLogin
+		}
+	}
+	var acct accountItem
+	err := s.Store.Get(ctx, store.Key{PK: userPK("@" + strings.ToLower(localpart) + ":" + s.ServerName), SK: "account"}, &acct)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return accountItem{}, fmt.Errorf("login: %w", err)
+	}
+	if err != nil || server != s.ServerName || acct.PasswordHash == "" {
+		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+		return accountItem{}, errBadLogin
+	}
+	if bcrypt.CompareHashAndPassword([]byte(acct.PasswordHash), []byte(password)) != nil {
+		return accountItem{}, errBadLogin
+	}
+	if acct.Deactivated {
+		return accountItem{}, httpapi.Errorf(http.StatusForbidden, "M_USER_DEACTIVATED", "this account has been deactivated")
+	}
+	return acct, nil
+}
+
+// login makes a session on a new device, or on an existing one of the user
+// (whose old tokens are revoked, as the spec asks of a reused device_id).
+func (s *Service) login(ctx context.Context, userID, deviceID, displayName string, refreshable bool) (Session, error) {
+	dev := deviceItem{DeviceID: deviceID, DisplayName: displayName}
+	var ops []store.Op
+	if deviceID == "" {
+		dev.DeviceID = newDeviceID()
+	} else {
+		var old deviceItem
+		err := s.Store.Get(ctx, store.Key{PK: userPK(userID), SK: "device|" + deviceID}, &old)
+		switch {
+		case err == nil:
+			ops = append(ops, revokeOps(old)...)
+			if displayName == "" {
+				dev.DisplayName = old.DisplayName
+			}
+			dev.CreatedTS = old.CreatedTS
+		case !errors.Is(err, store.ErrNotFound):
+			return Session{}, fmt.Errorf("login: %w", err)
+		}
+	}
+	tokens, more := s.tokenOps(userID, dev, refreshable, "")
+	if err := s.Store.Transact(ctx, append(ops, more...)...); err != nil {
+		return Session{}, fmt.Errorf("login: %w", err)
+	}
+	return Session{UserID: userID, DeviceID: dev.DeviceID, AccessToken: tokens.AccessToken,
+		RefreshToken: tokens.RefreshToken, ExpiresIn: tokens.ExpiresIn}, nil
+}
+
+// revokeOps delete a device's tokens.
+func revokeOps(d deviceItem) []store.Op {
+	var ops []store.Op
+	if d.TokenHash != "" {
+		ops = append(ops, store.DeleteOp(store.Key{PK: tokenPK(d.TokenHash), SK: "token"}))
+	}
+	if d.RefreshHash != "" {
+		ops = append(ops, store.DeleteOp(store.Key{PK: refreshPK(d.RefreshHash), SK: "refresh"}))
+	}
+	return ops
+}
+
+// checkDeviceID keeps client-chosen device IDs to what fits in a key.
+func checkDeviceID(id string) error {
+	if len(id) > 255 || strings.ContainsAny(id, "|\x00") {
+		return httpapi.InvalidParam("device_id must be at most 255 characters and contain no '|'")
+	}
+	return nil
+}
+
+// RefreshHandler serves POST /_matrix/client/v3/refresh.
+// https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3refresh
+func (s *Service) RefreshHandler(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if req.RefreshToken == "" {
+		httpapi.WriteError(w, r, httpapi.MissingParam("refresh_token is required"))
+		return
+	}
+	out, err := s.Refresh(r.Context(), req.RefreshToken)
+	if errors.Is(err, ErrUnknownToken) {
+		writeUnknownToken(w, r, false)
+		return
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
+		"access_token": out.AccessToken, "refresh_token": out.RefreshToken, "expires_in_ms": out.ExpiresIn.Milliseconds(),
+	})
+}

@@ -1,0 +1,144 @@
+package accounts
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// uiaLifetime bounds a user-interactive auth session; the item carries it as
+// its TTL, so abandoned sessions disappear.
+const uiaLifetime = 15 * time.Minute
+
+// authData is the `auth` object of a request behind user-interactive auth.
+type authData struct {
+	Type       string     `json:"type"`
+	Session    string     `json:"session"`
+	Identifier identifier `json:"identifier"`
+	User       string     `json:"user"`
+	Password   string     `json:"password"`
+	Token      string     `json:"token"` // m.login.registration_token
+}
+
+type uiaItem struct {
+	PK string `dynamodbav:"pk"`
+	SK string `dynamodbav:"sk"`
+	// Request is the method and path the session was started for: a session
+	// cannot authorise another operation.
+	Request string `dynamodbav:"request"`
+	UserID  string `dynamodbav:"user_id,omitempty"`
+	Expires int64  `dynamodbav:"expires_at"`
+}
+
+func uiaKey(session string) store.Key { return store.Key{PK: "uia|" + session, SK: "uia"} }
+
+// uiaFlow is one set of stages the client may complete.
+type uiaFlow struct {
+	Stages []string `json:"stages"`
+}
+
+// challenge answers 401 with the flows and a session, starting one if
+// needed; with a failed stage, errcode and error say why.
+func (s *Service) challenge(w http.ResponseWriter, r *http.Request, flows []uiaFlow, session, userID string, failure *httpapi.Error) {
+	if session == "" {
+		var b [18]byte
+		rand.Read(b[:])
+		session = base64.RawURLEncoding.EncodeToString(b[:])
+		item := uiaItem{PK: uiaKey(session).PK, SK: "uia", Request: r.Method + " " + r.URL.Path, UserID: userID,
+			Expires: s.now().Add(uiaLifetime).Unix()}
+		if err := s.Store.Put(r.Context(), item); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	body := map[string]any{"flows": flows, "params": map[string]any{}, "session": session}
+	if failure != nil {
+		body["errcode"], body["error"] = failure.Code, failure.Message
+		body["completed"] = []string{}
+	}
+	httpapi.WriteJSON(w, http.StatusUnauthorized, body)
+}
+
+// session loads a UIA session and checks it is for this request.
+func (s *Service) session(ctx context.Context, r *http.Request, id string) (uiaItem, error) {
+	var it uiaItem
+	err := s.Store.Get(ctx, uiaKey(id), &it)
+	if errors.Is(err, store.ErrNotFound) {
+		return it, httpapi.Errorf(http.StatusBadRequest, "M_UNKNOWN", "unknown or expired auth session %q", id)
+	}
+	if err != nil {
+		return it, err
+	}
+	if it.Request != r.Method+" "+r.URL.Path {
+		return it, httpapi.Forbidden("the auth session was started for another request")
+	}
+	return it, nil
+}
+
+// passwordUIA runs user-interactive auth with m.login.password for the
+// caller. It returns true when the request may go on; otherwise it has
+// answered.
+func (s *Service) passwordUIA(w http.ResponseWriter, r *http.Request, auth authData) bool {
+	caller := Caller(r.Context())
+	flows := []uiaFlow{{Stages: []string{"m.login.password"}}}
+	if auth.Session != "" {
+		if _, err := s.session(r.Context(), r, auth.Session); err != nil {
+			httpapi.WriteError(w, r, err)
+			return false
+		}
+	}
+	if auth.Type == "" {
+		s.challenge(w, r, flows, auth.Session, caller.UserID, nil)
+		return false
+	}
+	if auth.Type != "m.login.password" {
+		s.challenge(w, r, flows, auth.Session, caller.UserID,
+			httpapi.Errorf(http.StatusUnauthorized, "M_UNRECOGNIZED", "auth type %q is not offered here", auth.Type))
+		return false
+	}
+	user := auth.User
+	if auth.Identifier.User != "" {
+		user = auth.Identifier.User
+	}
+	if user == "" {
+		user = caller.UserID
+	}
+	acct, err := s.checkPassword(r.Context(), user, auth.Password)
+	if err == nil && acct.UserID != caller.UserID {
+		err = errBadLogin
+	}
+	var me *httpapi.Error
+	if errors.As(err, &me) {
+		s.challenge(w, r, flows, auth.Session, caller.UserID, me)
+		return false
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return false
+	}
+	if auth.Session != "" {
+		// Done: the session cannot authorise a second request.
+		s.Store.Delete(r.Context(), uiaKey(auth.Session))
+	}
+	return true
+}
+
+// decodeOptionalJSON reads a JSON body that may be absent entirely (DELETE).
+func decodeOptionalJSON(r *http.Request, v any) error {
+	if r.ContentLength == 0 {
+		peek := make([]byte, 1)
+		n, _ := io.ReadFull(r.Body, peek)
+		if n == 0 {
+			return nil
+		}
+		r.Body = io.NopCloser(io.MultiReader(bytesReader(peek[:n]), r.Body))
+	}
+	return httpapi.DecodeJSON(r, v)
+}
