@@ -1,86 +1,195 @@
-// Command bench runs the same workload against Cirrus (`cirrus serve`) and
-// against the baseline, Dendrite v0.13.8, in one run, and prints latency
+// Command bench measures the endpoints of `cirrus serve` and of the baseline,
+// Dendrite v0.13.8 on SQLite, with the same workload: client-side latency
 // percentiles, throughput, peak memory and, for Cirrus, the DynamoDB calls
-// and capacity units each request cost (read from the server's request log).
+// and capacity units per request, read from its request log by X-Request-Id.
 //
-// Usage: go run ./scripts/bench [-n 500] [-c 4] [-json out.json] [-require-baseline]
+// Both servers run at once on loopback ports in temp folders; each endpoint
+// is measured in rounds that alternate between them, so that the background
+// load of a shared machine weighs on both alike. They are stopped (SIGTERM,
+// SIGKILL after 10 s) and their folders removed before the bench exits.
+// Dendrite is built once with `go build` in a throwaway module under the
+// user cache folder and reused by later runs.
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
 	"time"
 )
 
-// endpoint is one request of the workload. Federation endpoints go to the
-// federation listener (HTTPS) of Cirrus.
-type endpoint struct {
-	Name       string
-	Path       string
-	Federation bool
-}
+const usageText = `Usage: go run ./scripts/bench [flags]    (or: make bench ARGS="...")
 
-// workload is what every server is measured on. Later issues add to it.
-var workload = []endpoint{
-	{Name: "client versions", Path: "/_matrix/client/versions"},
-	{Name: "well-known client", Path: "/.well-known/matrix/client"},
-	{Name: "well-known server", Path: "/.well-known/matrix/server"},
-	{Name: "federation version", Path: "/_matrix/federation/v1/version", Federation: true},
-	{Name: "server keys", Path: "/_matrix/key/v2/server", Federation: true},
-}
+Measures Cirrus (cirrus serve, embedded DynamoDB) and Dendrite %s on the
+same endpoints, and prints latency, req/s, DynamoDB cost per request and peak
+memory. Without a Dendrite build, Cirrus is measured alone.
+
+Examples:
+  make bench
+  make bench ARGS="-n 200 -c 8 -json bench.json"
+  go run ./scripts/bench -baseline=false
+
+Flags:
+`
 
 func main() {
-	n := flag.Int("n", 500, "measured requests per endpoint and server")
-	c := flag.Int("c", 4, "concurrent requests")
-	jsonOut := flag.String("json", "", "also write the results to this `file`")
-	requireBaseline := flag.Bool("require-baseline", false, "fail when Dendrite cannot be built or run")
-	flag.Parse()
-	if err := run(*n, *c, *jsonOut, *requireBaseline); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(2)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n, c int, jsonOut string, requireBaseline bool) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	n := fs.Int("n", 500, "measured requests per endpoint and server")
+	c := fs.Int("c", 4, "concurrent requests")
+	warmup := fs.Int("warmup", 50, "unmeasured requests per endpoint and server before the measured ones")
+	rounds := fs.Int("rounds", 5, "split the measured requests into this many rounds, alternating between the servers")
+	jsonOut := fs.String("json", "", "also write the results to this `file`")
+	baseline := fs.Bool("baseline", true, "measure Dendrite too")
+	requireBaseline := fs.Bool("require-baseline", false, "exit non-zero when Dendrite cannot be built or run")
+	cacheDir := fs.String("cache", defaultCacheDir(), "`folder` for the Dendrite build, kept between runs")
+	timeout := fs.Duration("timeout", 20*time.Minute, "give up after this long (the first Dendrite build takes minutes)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, usageText, dendriteVersion)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *n < 1 || *c < 1 || *rounds < 1 || *warmup < 0 {
+		return errors.New("-n, -c and -rounds must be at least 1, -warmup at least 0")
+	}
+	if *requireBaseline && !*baseline {
+		return errors.New("-require-baseline and -baseline=false contradict each other")
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	var results []result
 
-	cirrus, err := startCirrus(ctx)
+	rep := &report{
+		Started: time.Now().UTC(), Requests: *n, Warmup: *warmup, Concurrency: *c, Rounds: max(1, min(*rounds, *n)),
+		Go: runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH, CPUs: runtime.NumCPU(),
+		Baseline: baselineState{Module: dendriteModule + "@" + dendriteVersion},
+	}
+
+	tmp, err := os.MkdirTemp("", "cirrus-bench-bin-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	cirrusBin, err := buildCirrus(ctx, tmp)
+	if err != nil {
+		return err
+	}
+
+	// Build the baseline before measuring anything, so the build does not
+	// compete with the servers for the CPUs.
+	var dendrite dendriteBuild
+	if !*baseline {
+		rep.Baseline.Missing = "-baseline=false"
+	} else {
+		dendrite, err = buildDendrite(ctx, *cacheDir)
+		rep.Baseline.CacheDir, rep.Baseline.Cached = dendrite.Dir, dendrite.Cached
+		rep.Baseline.BuildSeconds = dendrite.Took.Seconds()
+		if err != nil {
+			if *requireBaseline || ctx.Err() != nil {
+				return fmt.Errorf("baseline: building Dendrite: %w", err)
+			}
+			rep.Baseline.Missing = "building it failed: " + err.Error()
+			fmt.Fprintf(stderr, "bench: NO BASELINE, measuring Cirrus alone: %s\n", rep.Baseline.Missing)
+		} else if dendrite.Cached {
+			fmt.Fprintf(stderr, "bench: Dendrite %s cached in %s\n", dendriteVersion, dendrite.Dir)
+		} else {
+			fmt.Fprintf(stderr, "bench: Dendrite %s built in %s\n", dendriteVersion, dendrite.Took.Round(time.Second))
+		}
+	}
+
+	// Both servers run at once and are measured in alternating rounds; the
+	// deferred stops also run on an error, a timeout or Ctrl-C.
+	var servers []*server
+	defer func() {
+		for _, s := range servers {
+			s.stop()
+		}
+	}()
+	cirrus, err := startRetrying(func() (*server, error) { return startCirrus(ctx, cirrusBin) })
 	if err != nil {
 		return fmt.Errorf("cirrus: %w", err)
 	}
+	servers = append(servers, cirrus)
+	if rep.Baseline.Missing == "" {
+		d, err := startRetrying(func() (*server, error) { return startDendrite(ctx, dendrite) })
+		if err != nil {
+			if *requireBaseline || ctx.Err() != nil {
+				return fmt.Errorf("baseline: %w", err)
+			}
+			rep.Baseline.Missing = "running it failed: " + err.Error()
+			fmt.Fprintf(stderr, "bench: NO BASELINE: %s\n", rep.Baseline.Missing)
+		} else {
+			servers = append(servers, d)
+		}
+	}
+	for _, s := range servers {
+		rep.Servers = append(rep.Servers, serverInfo{Name: s.Name, Version: serverVersion(ctx, s)})
+		fmt.Fprintf(stderr, "bench: %s %s (pid %d) on %s and %s\n", s.Name, rep.Servers[len(rep.Servers)-1].Version, s.cmd.Process.Pid, s.ClientURL, s.FederationURL)
+	}
+
 	for _, ep := range workload {
-		results = append(results, measure(ctx, cirrus, ep, n, c))
-	}
-	cirrusRSS := cirrus.stop()
-
-	var dendriteRSS int64
-	dendrite, err := startDendrite(ctx)
-	if err != nil {
-		if requireBaseline {
-			return fmt.Errorf("baseline: %w", err)
+		rs := measure(ctx, servers, ep, rep.Requests, rep.Concurrency, rep.Warmup, rep.Rounds)
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-		fmt.Fprintf(os.Stderr, "bench: no baseline, Cirrus alone: %v\n", err)
-	} else {
-		for _, ep := range workload {
-			results = append(results, measure(ctx, dendrite, ep, n, c))
+		for _, r := range rs {
+			fmt.Fprintf(stderr, "bench: %-8s %-31s p50 %.3f ms, p99 %.3f ms, %.0f req/s, %d errors\n",
+				r.Server, r.Endpoint, r.P50MS, r.P99MS, r.PerSecond, r.Errors)
 		}
-		dendriteRSS = dendrite.stop()
+		rep.Results = append(rep.Results, rs...)
 	}
+	for i, s := range servers {
+		s.stop()
+		rep.Servers[i].PeakRSSBytes = s.peakRSS
+	}
+	rep.Ratios = ratios(rep.Results)
 
-	printTable(os.Stdout, results, n, c, cirrusRSS, dendriteRSS)
-	if jsonOut != "" {
-		data, _ := json.MarshalIndent(map[string]any{
-			"requests": n, "concurrency": c, "results": results,
-			"peak_rss_bytes": map[string]int64{"cirrus": cirrusRSS, "dendrite": dendriteRSS},
-		}, "", "  ")
-		if err := os.WriteFile(jsonOut, data, 0o644); err != nil {
+	printTable(stdout, rep)
+	if *jsonOut != "" {
+		data, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*jsonOut, append(data, '\n'), 0o644); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// serverVersion reads server.name and server.version from the federation
+// version endpoint.
+func serverVersion(ctx context.Context, s *server) string {
+	res, err := probe(ctx, s.client, s.FederationURL+"/_matrix/federation/v1/version", "")
+	if err != nil {
+		return ""
+	}
+	var v struct {
+		Server struct{ Name, Version string } `json:"server"`
+	}
+	if json.Unmarshal(res.body, &v) != nil {
+		return ""
+	}
+	return v.Server.Version
 }

@@ -2,128 +2,190 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
+// endpoint is one request of the workload. Federation endpoints go to the
+// server's HTTPS listener, the others to its plain HTTP one.
+type endpoint struct {
+	Path       string
+	Federation bool
+}
+
+// workload is what every server is measured on.
+var workload = []endpoint{
+	{Path: "/_matrix/client/versions"},
+	{Path: "/.well-known/matrix/client"},
+	{Path: "/.well-known/matrix/server"},
+	{Path: "/_matrix/federation/v1/version", Federation: true},
+	{Path: "/_matrix/key/v2/server", Federation: true},
+}
+
 // result is one endpoint measured on one server.
 type result struct {
-	Endpoint string  `json:"endpoint"`
-	Server   string  `json:"server"`
-	Requests int     `json:"requests"`
-	Errors   int     `json:"errors"`
-	P50ms    float64 `json:"p50_ms"`
-	P99ms    float64 `json:"p99_ms"`
-	PerSec   float64 `json:"req_per_s"`
-	// DynamoDB figures per request; negative when the server has none to report.
-	Calls float64 `json:"dynamodb_calls"`
-	RCU   float64 `json:"rcu"`
-	WCU   float64 `json:"wcu"`
+	Endpoint string `json:"endpoint"`
+	Server   string `json:"server"`
+	URL      string `json:"url"`
+	Requests int    `json:"requests"`
+	// Errors are failed requests and answers other than 200; latency
+	// percentiles and DynamoDB figures cover the successful requests only.
+	Errors     int     `json:"errors"`
+	FirstError string  `json:"first_error,omitempty"`
+	P50MS      float64 `json:"p50_ms"`
+	P99MS      float64 `json:"p99_ms"`
+	PerSecond  float64 `json:"req_per_s"`
+	// From the server's request log, matched by X-Request-Id; null for a
+	// server that logs no DynamoDB usage (Dendrite).
+	LogMatched  *int     `json:"log_lines_matched,omitempty"`
+	ServerP50MS *float64 `json:"server_p50_ms,omitempty"`
+	Calls       *float64 `json:"dynamodb_calls_per_request"`
+	RCU         *float64 `json:"rcu_per_request"`
+	WCU         *float64 `json:"wcu_per_request"`
 }
 
-// target is a running server under measurement.
-type target interface {
-	name() string
-	url(ep endpoint) string
-	// metered says whether the server logs DynamoDB usage per request.
-	metered() bool
-	// usage returns the DynamoDB usage logged for a request ID, if any.
-	usage(requestID string) (u usage, ok bool)
-	stop() (peakRSS int64)
-}
-
-type usage struct {
-	Calls float64 `json:"calls"`
-	RCU   float64 `json:"rcu"`
-	WCU   float64 `json:"wcu"`
-}
-
-var client = &http.Client{
-	Timeout: 30 * time.Second,
-	Transport: &http.Transport{
-		MaxIdleConnsPerHost: 64,
-		// The local federation listener has a self-signed certificate.
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
-	},
-}
-
-// measure warms up, then sends n GETs with c workers and summarises them.
-func measure(ctx context.Context, t target, ep endpoint, n, c int) result {
-	url := t.url(ep)
-	for range 20 {
-		get(ctx, url)
+// measure sends each server warmup requests to the endpoint, then n
+// requests with c workers, in rounds that alternate between the servers so
+// that a change in the machine's background load hits them alike; and
+// summarises the successful requests.
+func measure(ctx context.Context, servers []*server, ep endpoint, n, c, warmup, rounds int) []result {
+	urls := make([]string, len(servers))
+	for i, s := range servers {
+		urls[i] = s.ClientURL + ep.Path
+		if ep.Federation {
+			urls[i] = s.FederationURL + ep.Path
+		}
+		if warmup > 0 {
+			load(ctx, s.client, urls[i], warmup, c)
+		}
 	}
+	rounds = max(1, min(rounds, n))
+	total := make([]loadResult, len(servers))
+	for round := range rounds {
+		size := n / rounds
+		if round == 0 {
+			size += n % rounds
+		}
+		for k := range servers {
+			i := k
+			if round%2 == 1 {
+				i = len(servers) - 1 - k // the other one first
+			}
+			total[i].add(load(ctx, servers[i].client, urls[i], size, c))
+		}
+	}
+
+	results := make([]result, len(servers))
+	for i, s := range servers {
+		l := total[i]
+		r := result{
+			Endpoint: ep.Path, Server: s.Name, URL: urls[i], Requests: n, Errors: l.errors,
+			P50MS:     ms(percentile(l.latencies, 0.50)),
+			P99MS:     ms(percentile(l.latencies, 0.99)),
+			PerSecond: float64(n) / l.elapsed.Seconds(),
+		}
+		if l.firstErr != nil {
+			r.FirstError = l.firstErr.Error()
+		}
+		if s.Log != nil {
+			entries, _ := s.Log.match(l.ids, 2*time.Second)
+			sum, serverP50 := summarise(entries)
+			matched := len(entries)
+			r.LogMatched, r.ServerP50MS = &matched, serverP50
+			if matched > 0 {
+				per := func(v float64) *float64 { x := v / float64(matched); return &x }
+				r.Calls, r.RCU, r.WCU = per(sum.Calls), per(sum.RCU), per(sum.WCU)
+			}
+		}
+		results[i] = r
+	}
+	return results
+}
+
+// summarise adds up the DynamoDB usage of log entries and takes the median
+// of the durations the server measured itself (nil for no entries).
+func summarise(entries []logEntry) (usage, *float64) {
+	var sum usage
+	durations := make([]time.Duration, 0, len(entries))
+	for _, e := range entries {
+		sum.Calls += e.DynamoDB.Calls
+		sum.RCU += e.DynamoDB.RCU
+		sum.WCU += e.DynamoDB.WCU
+		durations = append(durations, time.Duration(e.DurationMS*float64(time.Millisecond)))
+	}
+	if len(durations) == 0 {
+		return sum, nil
+	}
+	p50 := ms(percentile(durations, 0.50))
+	return sum, &p50
+}
+
+type loadResult struct {
+	latencies []time.Duration // of the successful requests
+	ids       []string        // X-Request-Id of the successful requests that had one
+	errors    int
+	firstErr  error
+	elapsed   time.Duration
+}
+
+// add appends another load's figures to l.
+func (l *loadResult) add(o loadResult) {
+	l.latencies = append(l.latencies, o.latencies...)
+	l.ids = append(l.ids, o.ids...)
+	l.errors += o.errors
+	if l.firstErr == nil {
+		l.firstErr = o.firstErr
+	}
+	l.elapsed += o.elapsed
+}
+
+// load sends n GETs to url from c workers.
+func load(ctx context.Context, client *http.Client, url string, n, c int) loadResult {
 	lat := make([]time.Duration, n)
 	ids := make([]string, n)
-	errs := make([]bool, n)
-	var next sync.Mutex
-	i := 0
-	start := time.Now()
+	errs := make([]error, n)
+	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	start := time.Now()
+	for range min(c, n) {
+		wg.Go(func() {
 			for {
-				next.Lock()
-				k := i
-				i++
-				next.Unlock()
+				k := int(next.Add(1)) - 1
 				if k >= n {
 					return
 				}
 				t0 := time.Now()
-				id, err := get(ctx, url)
-				lat[k], ids[k], errs[k] = time.Since(t0), id, err != nil
+				ids[k], errs[k] = get(ctx, client, url)
+				lat[k] = time.Since(t0)
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-
-	r := result{Endpoint: ep.Name, Server: t.name(), Requests: n, PerSec: float64(n) / elapsed.Seconds(),
-		P50ms: ms(percentile(lat, 0.50)), P99ms: ms(percentile(lat, 0.99)), Calls: -1, RCU: -1, WCU: -1}
-	for _, e := range errs {
-		if e {
-			r.Errors++
-		}
-	}
-	if sum, found := sumUsage(t, ids); found > 0 {
-		r.Calls, r.RCU, r.WCU = sum.Calls/float64(found), sum.RCU/float64(found), sum.WCU/float64(found)
-	}
-	return r
-}
-
-// sumUsage adds up the logged usage of the request IDs. The server logs a
-// request just after answering it, so it waits a moment for the last lines.
-func sumUsage(t target, ids []string) (usage, int) {
-	if !t.metered() {
-		return usage{}, 0
-	}
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		var sum usage
-		found := 0
-		for _, id := range ids {
-			if u, ok := t.usage(id); ok {
-				sum.Calls, sum.RCU, sum.WCU = sum.Calls+u.Calls, sum.RCU+u.RCU, sum.WCU+u.WCU
-				found++
+	l := loadResult{elapsed: time.Since(start)}
+	for k := range n {
+		if errs[k] != nil {
+			l.errors++
+			if l.firstErr == nil {
+				l.firstErr = errs[k]
 			}
+			continue
 		}
-		if found == len(ids) || time.Now().After(deadline) {
-			return sum, found
+		l.latencies = append(l.latencies, lat[k])
+		if ids[k] != "" {
+			l.ids = append(l.ids, ids[k])
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	return l
 }
 
-func get(ctx context.Context, url string) (string, error) {
+// get sends one GET, reads the body, and returns the response's request ID.
+func get(ctx context.Context, client *http.Client, url string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return "", err
@@ -132,22 +194,28 @@ func get(ctx context.Context, url string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	io.Copy(io.Discard, res.Body)
+	_, err = io.Copy(io.Discard, res.Body)
 	res.Body.Close()
+	if err != nil {
+		return "", err
+	}
 	if res.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: status %d", url, res.StatusCode)
+		return "", fmt.Errorf("GET %s: status %d", url, res.StatusCode)
 	}
 	return res.Header.Get("X-Request-Id"), nil
 }
 
-// percentile is the nearest-rank percentile of d (which it sorts).
+// percentile returns the nearest-rank percentile (0 < p <= 1) of d, without
+// changing d; 0 for no samples.
 func percentile(d []time.Duration, p float64) time.Duration {
 	if len(d) == 0 {
 		return 0
 	}
-	slices.Sort(d)
-	k := int(math.Ceil(p*float64(len(d)))) - 1
-	return d[max(0, min(k, len(d)-1))]
+	s := slices.Clone(d)
+	slices.Sort(s)
+	// The rank is ceil(p·n); the epsilon keeps 0.99·200 from becoming 199.
+	k := int(math.Ceil(p*float64(len(s))-1e-9)) - 1
+	return s[max(0, min(k, len(s)-1))]
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }

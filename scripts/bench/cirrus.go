@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// logEntry is the part of Cirrus's per-request log line the bench reads
+// (shared/httpapi.Logging writes it).
+type logEntry struct {
+	RequestID  string  `json:"request_id"`
+	Route      string  `json:"route"`
+	Status     int     `json:"status"`
+	DurationMS float64 `json:"duration_ms"`
+	DynamoDB   usage   `json:"dynamodb"`
+}
+
+// usage is what one request cost in DynamoDB.
+type usage struct {
+	Calls float64 `json:"calls"`
+	RCU   float64 `json:"rcu"`
+	WCU   float64 `json:"wcu"`
+}
+
+// parseRequestLine reads one JSON log line; ok is false for lines that are
+// not a request's line (the banner, other messages).
+func parseRequestLine(line []byte) (e logEntry, ok bool) {
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 || line[0] != '{' {
+		return logEntry{}, false
+	}
+	var l struct {
+		Msg string `json:"msg"`
+		logEntry
+	}
+	if err := json.Unmarshal(line, &l); err != nil || l.Msg != "request" || l.RequestID == "" {
+		return logEntry{}, false
+	}
+	return l.logEntry, true
+}
+
+// requestLog indexes a server's request lines by request ID and keeps the
+// last other lines for error messages. The server writes its stderr to a
+// file, read only between measurements: parsing as it is written would take
+// CPU from the measured server and make it wait on a pipe.
+type requestLog struct {
+	path   string // the log file; empty when lines come through Write only
+	fileMu sync.Mutex
+	offset int64
+
+	mu      sync.Mutex
+	partial []byte
+	byID    map[string]logEntry
+	tail    []string
+}
+
+const tailLines = 40
+
+func newRequestLog(path string) *requestLog {
+	return &requestLog{path: path, byID: make(map[string]logEntry)}
+}
+
+// refresh reads what the server wrote to the file since the last refresh.
+func (l *requestLog) refresh() {
+	if l.path == "" {
+		return
+	}
+	l.fileMu.Lock()
+	defer l.fileMu.Unlock()
+	f, err := os.Open(l.path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.NewSectionReader(f, l.offset, 1<<62))
+	if err != nil {
+		return
+	}
+	l.offset += int64(len(data))
+	l.Write(data)
+}
+
+func (l *requestLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := l.partial[:i]
+		if e, ok := parseRequestLine(line); ok {
+			l.byID[e.RequestID] = e
+		} else {
+			l.tail = append(l.tail, string(line))
+			if len(l.tail) > tailLines {
+				l.tail = l.tail[len(l.tail)-tailLines:]
+			}
+		}
+		l.partial = l.partial[i+1:]
+	}
+	return len(p), nil
+}
+
+func (l *requestLog) lookup(id string) (logEntry, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.byID[id]
+	return e, ok
+}
+
+func (l *requestLog) recent() string {
+	l.refresh()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.tail, "\n")
+}
+
+// match looks up the log lines of request IDs. The server writes a line
+// just after answering, so it waits up to wait for the last ones.
+func (l *requestLog) match(ids []string, wait time.Duration) (found []logEntry, missing int) {
+	deadline := time.Now().Add(wait)
+	for {
+		l.refresh()
+		found, missing = found[:0], 0
+		for _, id := range ids {
+			if e, ok := l.lookup(id); ok {
+				found = append(found, e)
+			} else {
+				missing++
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			return found, missing
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// buildCirrus builds ./cmd/cirrus of the module the bench runs in.
+func buildCirrus(ctx context.Context, dir string) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	bin := filepath.Join(dir, "cirrus")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/cirrus")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/cirrus: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// startCirrus runs `cirrus serve` on the embedded DynamoDB, in a fresh data
+// folder, on free loopback ports, and waits until it answers.
+func startCirrus(ctx context.Context, bin string) (*server, error) {
+	dir, err := os.MkdirTemp("", "cirrus-bench-cirrus-")
+	if err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(dir, "cirrus.log")
+	s := &server{Name: "cirrus", dir: dir, Log: newRequestLog(logPath)}
+	s.output = s.Log.recent
+	clientAddr, err1 := freeAddr()
+	fedAddr, err2 := freeAddr()
+	if err1 != nil || err2 != nil {
+		s.stop()
+		return nil, fmt.Errorf("free ports: %v %v", err1, err2)
+	}
+	s.ClientURL, s.FederationURL = "http://"+clientAddr, "https://"+fedAddr
+
+	// Only the bench's settings: no CIRRUS_* or DYNAMODB_ENDPOINT from the
+	// caller's environment, so the run is the embedded default everywhere.
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CIRRUS_") && !strings.HasPrefix(kv, "DYNAMODB_ENDPOINT=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env,
+		"CIRRUS_DATA_DIR="+filepath.Join(dir, "data"),
+		"CIRRUS_CLIENT_LISTEN="+clientAddr,
+		"CIRRUS_FEDERATION_LISTEN="+fedAddr,
+		"CIRRUS_LOG_LEVEL=info",
+	)
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		s.stop()
+		return nil, err
+	}
+	defer logFile.Close() // the child has its own descriptor
+	if err := startProcess(s, bin, []string{"serve"}, env, logFile, logFile); err != nil {
+		s.stop()
+		return nil, err
+	}
+	if err := s.waitReady(ctx, s.ClientURL+"/_matrix/client/versions", 30*time.Second); err != nil {
+		s.stop()
+		return nil, err
+	}
+	// The listeners that answered must be this process's: its log must have
+	// the request IDs sent to them.
+	for _, url := range []string{s.ClientURL + "/_matrix/client/versions", s.FederationURL + "/_matrix/federation/v1/version"} {
+		id := "bench-ready-" + randomHex(6)
+		if _, err := probe(ctx, s.client, url, id); err != nil {
+			s.stop()
+			return nil, fmt.Errorf("cirrus: %w", err)
+		}
+		if _, missing := s.Log.match([]string{id}, 2*time.Second); missing > 0 {
+			s.stop()
+			return nil, errPortTaken
+		}
+	}
+	return s, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
