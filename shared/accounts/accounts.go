@@ -61,7 +61,14 @@ type accountItem struct {
 	Admin        bool   `dynamodbav:"admin"`
 	Deactivated  bool   `dynamodbav:"deactivated"`
 	CreatedTS    int64  `dynamodbav:"created_ts"`
+	// Every account is in the index partition "accounts", sorted by user ID,
+	// so that the admin API lists users with a Query, not a Scan.
+	GSI1PK string `dynamodbav:"gsi1pk,omitempty"`
+	GSI1SK string `dynamodbav:"gsi1sk,omitempty"`
 }
+
+// accountsIndexPK is the index partition that lists all accounts.
+const accountsIndexPK = "accounts"
 
 type profileItem struct {
 	PK          string `dynamodbav:"pk"`
@@ -129,7 +136,8 @@ func (s *Service) Register(ctx context.Context, u NewUser) (Session, error) {
 		display = localpart
 	}
 	ops := []store.Op{
-		store.CreateOp(accountItem{PK: userPK(userID), SK: "account", UserID: userID, PasswordHash: hash, Admin: u.Admin, CreatedTS: now.UnixMilli()}),
+		store.CreateOp(accountItem{PK: userPK(userID), SK: "account", UserID: userID, PasswordHash: hash, Admin: u.Admin,
+			CreatedTS: now.UnixMilli(), GSI1PK: accountsIndexPK, GSI1SK: userID}),
 		store.PutOp(profileItem{PK: userPK(userID), SK: "profile", DisplayName: display}),
 	}
 	sess := Session{UserID: userID}

@@ -395,3 +395,61 @@ func TestRegistration(t *testing.T) {
 		t.Fatalf("username of the wrong type: %d %v", code, body)
 	}
 }
+
+func TestAdminAPI(t *testing.T) {
+	hs := startHomeserver(t, false)
+	ctx := context.Background()
+	if _, err := hs.srv.Accounts.Register(ctx, accounts.NewUser{Localpart: "root", Password: "pw", Admin: true, InhibitLogin: true}); err != nil {
+		t.Fatal(err)
+	}
+	admin, _ := mautrix.NewClient(hs.URL, "", "")
+	tok := login(t, admin, "root", "pw", mautrix.ReqLogin{}).AccessToken
+	user := hs.user(t, "mallory", "pw")
+	userTok := login(t, user, "mallory", "pw", mautrix.ReqLogin{}).AccessToken
+	base := hs.URL + "/_synapse/admin"
+
+	if code, body := raw(t, "GET", base+"/v2/users", userTok, ""); code != 403 || body["errcode"] != "M_FORBIDDEN" {
+		t.Fatalf("non-admin lists users: %d %v", code, body)
+	}
+	if code, body := raw(t, "GET", base+"/v2/users", "", ""); code != 401 || body["errcode"] != "M_MISSING_TOKEN" {
+		t.Fatalf("no token: %d %v", code, body)
+	}
+	code, body := raw(t, "PUT", base+"/v2/users/@new:example.org", tok, `{"password":"np","displayname":"New Person","admin":false}`)
+	if code != 201 || body["name"] != "@new:example.org" || body["displayname"] != "New Person" {
+		t.Fatalf("admin creates a user: %d %v", code, body)
+	}
+	code, body = raw(t, "GET", base+"/v2/users?limit=2", tok, "")
+	if code != 200 || len(body["users"].([]any)) != 2 || body["next_token"] == nil {
+		t.Fatalf("first page of users: %d %v", code, body)
+	}
+	code, body = raw(t, "GET", base+"/v2/users?limit=2&from="+body["next_token"].(string), tok, "")
+	if code != 200 || len(body["users"].([]any)) != 1 {
+		t.Fatalf("second page of users: %d %v", code, body)
+	}
+	if code, body := raw(t, "GET", base+"/v2/users/@mallory:example.org", tok, ""); code != 200 || body["admin"] != false || body["deactivated"] != false {
+		t.Fatalf("get user: %d %v", code, body)
+	}
+	if code, body := raw(t, "GET", base+"/v2/users/@nobody:example.org", tok, ""); code != 404 || body["errcode"] != "M_NOT_FOUND" {
+		t.Fatalf("get unknown user: %d %v", code, body)
+	}
+	if code, body := raw(t, "POST", base+"/v1/reset_password/@mallory:example.org", tok, `{"new_password":"reset"}`); code != 200 {
+		t.Fatalf("reset password: %d %v", code, body)
+	}
+	_, err := user.Whoami(ctx)
+	wantErr(t, err, mautrix.MUnknownToken)
+	login(t, user, "mallory", "reset", mautrix.ReqLogin{})
+	if code, body := raw(t, "POST", base+"/v1/reset_password/@mallory:example.org", tok, `{}`); code != 400 || body["errcode"] != "M_MISSING_PARAM" {
+		t.Fatalf("reset without a password: %d %v", code, body)
+	}
+	if code, body := raw(t, "PUT", base+"/v2/users/@mallory:example.org", tok, `{"admin":true}`); code != 200 || body["admin"] != true {
+		t.Fatalf("make admin: %d %v", code, body)
+	}
+	if code, body := raw(t, "POST", base+"/v1/deactivate/@new:example.org", tok, `{"erase":false}`); code != 200 {
+		t.Fatalf("deactivate: %d %v", code, body)
+	}
+	_, err = admin.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "new"}, Password: "np"})
+	wantErr(t, err, mautrix.MUserDeactivated)
+	if code, body := raw(t, "GET", base+"/v2/users/@x:other.org", tok, ""); code != 400 || body["errcode"] != "M_INVALID_PARAM" {
+		t.Fatalf("remote user: %d %v", code, body)
+	}
+}

@@ -26,6 +26,11 @@ func (s *Service) Routes(rt *httpapi.Router, registrationOpen bool, sharedSecret
 	rt.HandleFunc("PUT "+v3+"/devices/{deviceId}", auth(s.UpdateDevice))
 	rt.HandleFunc("DELETE "+v3+"/devices/{deviceId}", auth(s.DeleteDevice))
 	rt.HandleFunc("POST "+v3+"/delete_devices", auth(s.DeleteDevices))
+	rt.HandleFunc("GET /_synapse/admin/v2/users", s.RequireAdmin(s.AdminListUsers))
+	rt.HandleFunc("GET /_synapse/admin/v2/users/{userId}", s.RequireAdmin(s.AdminGetUser))
+	rt.HandleFunc("PUT /_synapse/admin/v2/users/{userId}", s.RequireAdmin(s.AdminPutUser))
+	rt.HandleFunc("POST /_synapse/admin/v1/reset_password/{userId}", s.RequireAdmin(s.AdminResetPassword))
+	rt.HandleFunc("POST /_synapse/admin/v1/deactivate/{userId}", s.RequireAdmin(s.AdminDeactivate))
 	rt.HandleFunc("GET /_synapse/admin/v1/register", shared.Nonce)
 	rt.HandleFunc("POST /_synapse/admin/v1/register", shared.Register)
 }
