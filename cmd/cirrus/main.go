@@ -22,6 +22,9 @@ Usage:
   cirrus serve [-config FILE]   run the homeserver locally (client API, federation, queue)
   cirrus register [-c FILE] [-u NAME] [-admin] [URL]
                                 create a user on a running server (shared secret)
+  cirrus reset-password -u NAME [URL]
+                                set a user's password (admin token in CIRRUS_ADMIN_TOKEN)
+  cirrus hash-password          print a bcrypt hash, as Synapse's hash_password
   cirrus help                   show this text
 
 With no config file, serve runs on the embedded defaults: server name
@@ -52,11 +55,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	case "serve":
 		return serve(ctx, args[1:], stderr, nil)
 	case "register":
-		return register(ctx, args[1:], registerIO{in: os.Stdin, out: stderr, interactive: term.IsTerminal(int(os.Stdin.Fd()))})
+		return register(ctx, args[1:], terminalIO(stderr))
+	case "reset-password":
+		return resetPassword(ctx, args[1:], terminalIO(stderr))
+	case "hash-password":
+		return hashPassword(args[1:], terminalIO(stderr), os.Stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stderr, usage)
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func terminalIO(out io.Writer) registerIO {
+	return registerIO{in: os.Stdin, out: out, interactive: term.IsTerminal(int(os.Stdin.Fd()))}
 }

@@ -173,17 +173,23 @@ func call(ctx context.Context, client *http.Client, method, url string, body []b
 	if err != nil {
 		return err
 	}
+	return doJSON(client, req, out)
+}
+
+// doJSON sends a JSON request and decodes the answer, or turns a Matrix error
+// into a Go one.
+func doJSON(client *http.Client, req *http.Request, out any) error {
 	req.Header.Set("Content-Type", "application/json")
 	res, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, url, err)
+		return fmt.Errorf("%s %s: %w", req.Method, req.URL.Redacted(), err)
 	}
 	defer res.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
 	if res.StatusCode != http.StatusOK {
 		var e struct{ Errcode, Error string }
 		json.Unmarshal(data, &e)
-		return fmt.Errorf("%s: %d %s: %s", url, res.StatusCode, e.Errcode, e.Error)
+		return fmt.Errorf("%s: %d %s: %s", req.URL.Path, res.StatusCode, e.Errcode, e.Error)
 	}
 	return json.Unmarshal(data, out)
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
 )
 
@@ -102,6 +104,48 @@ func TestRegister_CLIThenAPI(t *testing.T) {
 	if r := do(t, http.DefaultClient, "GET", whoami, nil, map[string]string{"Authorization": "Bearer cirrus_nope"}); r.status != 401 ||
 		r.body["errcode"] != "M_UNKNOWN_TOKEN" || r.body["soft_logout"] != false {
 		t.Fatalf("whoami with an unknown token: %d %s", r.status, r.raw)
+	}
+}
+
+func TestResetPasswordAndHash(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("CIRRUS_SERVER_NAME", "localhost:8008")
+	at, _ := startServe(t, dir)
+	ctx := context.Background()
+	for _, u := range []string{"-admin -u root", "-no-admin -u jo"} {
+		if err := register(ctx, append(strings.Fields(u), at.ClientURL), registerIO{in: strings.NewReader("first\n"), out: io.Discard}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	loginAs := func(user, password string) reply {
+		return do(t, http.DefaultClient, "POST", at.ClientURL+"/_matrix/client/v3/login",
+			strings.NewReader(`{"type":"m.login.password","identifier":{"type":"m.id.user","user":"`+user+`"},"password":"`+password+`"}`), nil)
+	}
+	admin := loginAs("root", "first").body["access_token"].(string)
+	jo := loginAs("jo", "first").body["access_token"].(string)
+
+	var out bytes.Buffer
+	err := resetPassword(ctx, []string{"-u", "jo", "-token", jo, at.ClientURL}, registerIO{in: strings.NewReader("second\n"), out: &out})
+	if err == nil || !strings.Contains(err.Error(), "M_FORBIDDEN") {
+		t.Fatalf("reset-password with a non-admin token: %v", err)
+	}
+	if err := resetPassword(ctx, []string{"-u", "jo", "-token", admin, at.ClientURL}, registerIO{in: strings.NewReader("second\n"), out: &out}); err != nil {
+		t.Fatalf("reset-password: %v", err)
+	}
+	if r := loginAs("jo", "first"); r.status != 403 {
+		t.Fatalf("old password after reset: %d %s", r.status, r.raw)
+	}
+	if r := loginAs("jo", "second"); r.status != 200 {
+		t.Fatalf("new password after reset: %d %s", r.status, r.raw)
+	}
+
+	var hash bytes.Buffer
+	if err := hashPassword(nil, registerIO{in: strings.NewReader("hunter2\n"), out: io.Discard}, &hash); err != nil {
+		t.Fatal(err)
+	}
+	h := strings.TrimSpace(hash.String())
+	if !strings.HasPrefix(h, "$2b$12$") || bcrypt.CompareHashAndPassword([]byte(h), []byte("hunter2")) != nil {
+		t.Fatalf("hash-password printed %q", h)
 	}
 }
 
