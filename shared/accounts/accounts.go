@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/cirrus-matrix/cirrus/shared/ratelimit"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
@@ -40,6 +41,10 @@ type Service struct {
 	ServerName string
 	// BaseURL is public_baseurl, returned as well_known at login.
 	BaseURL string
+	// Limiter and Limits rate-limit login and registration; a nil Limiter
+	// limits nothing.
+	Limiter *ratelimit.Limiter
+	Limits  Limits
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

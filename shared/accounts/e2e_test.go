@@ -453,3 +453,29 @@ func TestAdminAPI(t *testing.T) {
 		t.Fatalf("remote user: %d %v", code, body)
 	}
 }
+
+func TestRateLimits(t *testing.T) {
+	hs := startHomeserver(t, true)
+	hs.srv.Accounts.Limits.LoginAddress.Burst = 3
+	hs.srv.Accounts.Limits.RegisterAddress.Burst = 1
+	hs.user(t, "gina", "pw")
+	attempt := func(pw string) (int, map[string]any) {
+		return raw(t, "POST", hs.URL+"/_matrix/client/v3/login", "", `{"type":"m.login.password","identifier":{"type":"m.id.user","user":"gina"},"password":"`+pw+`"}`)
+	}
+	for i, pw := range []string{"wrong", "wrong", "pw"} {
+		if code, body := attempt(pw); code == 429 {
+			t.Fatalf("attempt %d limited early: %v", i+1, body)
+		}
+	}
+	code, body := attempt("pw")
+	if code != 429 || body["errcode"] != "M_LIMIT_EXCEEDED" || body["retry_after_ms"] == nil {
+		t.Fatalf("fourth login in a minute: %d %v", code, body)
+	}
+	code, _ = raw(t, "POST", hs.URL+"/_matrix/client/v3/register", "", `{"username":"h1","password":"pw"}`)
+	if code != 401 {
+		t.Fatalf("first registration attempt: %d", code)
+	}
+	if code, body := raw(t, "POST", hs.URL+"/_matrix/client/v3/register", "", `{"username":"h2","password":"pw"}`); code != 429 || body["errcode"] != "M_LIMIT_EXCEEDED" {
+		t.Fatalf("second registration attempt: %d %v", code, body)
+	}
+}

@@ -75,6 +75,14 @@ func (s *Service) Login(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
+	if err := s.allow(r, s.Limits.LoginAddress, clientAddress(r)); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if err := s.allow(r, s.Limits.LoginAccount, strings.ToLower(strings.TrimPrefix(user, "@"))); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
 	acct, err := s.checkPassword(r.Context(), user, req.Password)
 	if err != nil {
 		httpapi.WriteError(w, r, err)

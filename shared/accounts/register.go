@@ -44,6 +44,10 @@ func (h *Registration) Register(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, httpapi.Forbidden("registration is disabled on this server: ask its operator for an account"))
 		return
 	}
+	if err := h.Accounts.allow(r, h.Accounts.Limits.RegisterAddress, clientAddress(r)); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
 	var req registerRequest
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		httpapi.WriteError(w, r, err)

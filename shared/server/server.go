@@ -21,6 +21,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/keys"
 	"github.com/cirrus-matrix/cirrus/shared/mail"
 	"github.com/cirrus-matrix/cirrus/shared/queue"
+	"github.com/cirrus-matrix/cirrus/shared/ratelimit"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
@@ -62,7 +63,8 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		Key:      key,
 		Logger:   logger,
 		Jobs:     &queue.Dispatcher{Logger: logger},
-		Accounts: &accounts.Service{Store: st, ServerName: cfg.ServerName, BaseURL: cfg.PublicBaseURL},
+		Accounts: &accounts.Service{Store: st, ServerName: cfg.ServerName, BaseURL: cfg.PublicBaseURL,
+			Limiter: &ratelimit.Limiter{Store: st}, Limits: accounts.DefaultLimits()},
 	}, nil
 }
 

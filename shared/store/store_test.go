@@ -230,3 +230,22 @@ func TestStore_ConsumeOnce(t *testing.T) {
 		t.Fatalf("consume expired: %v, want ErrNotFound", err)
 	}
 }
+
+func TestStore_Increment(t *testing.T) {
+	s, ctx := open(t)
+	k := store.Key{PK: "rl|login|1.2.3.4|100", SK: "rl"}
+	exp := time.Now().Add(time.Minute)
+	for want := int64(1); want <= 3; want++ {
+		n, err := s.Increment(ctx, k, exp)
+		if err != nil || n != want {
+			t.Fatalf("increment %d: %d, %v", want, n, err)
+		}
+	}
+	var got struct {
+		Count   int64 `dynamodbav:"count"`
+		Expires int64 `dynamodbav:"expires_at"`
+	}
+	if err := s.Get(ctx, k, &got); err != nil || got.Count != 3 || got.Expires != exp.Unix() {
+		t.Fatalf("counter item %+v, %v", got, err)
+	}
+}

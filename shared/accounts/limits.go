@@ -1,0 +1,44 @@
+package accounts
+
+import (
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/ratelimit"
+)
+
+// Limits are the rate limits on logging in and registering, counted per
+// client address and per account as Synapse's rc_login and rc_registration
+// are.
+type Limits struct {
+	LoginAddress, LoginAccount, RegisterAddress ratelimit.Limit
+}
+
+// DefaultLimits let a person retry a mistyped password a few times a minute
+// and stop a password-guessing loop.
+func DefaultLimits() Limits {
+	return Limits{
+		LoginAddress:    ratelimit.Limit{Name: "login.address", Burst: 20, Window: time.Minute},
+		LoginAccount:    ratelimit.Limit{Name: "login.account", Burst: 10, Window: time.Minute},
+		RegisterAddress: ratelimit.Limit{Name: "register.address", Burst: 10, Window: time.Minute},
+	}
+}
+
+// allow counts a request under l; with no limiter configured, all pass.
+func (s *Service) allow(r *http.Request, l ratelimit.Limit, key string) error {
+	if s.Limiter == nil {
+		return nil
+	}
+	return s.Limiter.Allow(r.Context(), l, key)
+}
+
+// clientAddress is the caller's IP: API Gateway's source IP in Lambda, the
+// peer locally.
+func clientAddress(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return strings.Trim(r.RemoteAddr, "[]")
+}
