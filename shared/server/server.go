@@ -58,11 +58,11 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		return nil, err
 	}
 	return &Server{
-		Config:   cfg,
-		Store:    st,
-		Key:      key,
-		Logger:   logger,
-		Jobs:     &queue.Dispatcher{Logger: logger},
+		Config: cfg,
+		Store:  st,
+		Key:    key,
+		Logger: logger,
+		Jobs:   &queue.Dispatcher{Logger: logger},
 		Accounts: &accounts.Service{Store: st, ServerName: cfg.ServerName, BaseURL: cfg.PublicBaseURL,
 			Limiter: &ratelimit.Limiter{Store: st}, Limits: accounts.DefaultLimits()},
 	}, nil
