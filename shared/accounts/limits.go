@@ -16,19 +16,18 @@ type Limits struct {
 	LoginAddress, LoginAccount, RegisterAddress ratelimit.Limit
 }
 
-// DefaultLimits let a person retry a mistyped password a few times a minute
-// and stop a password-guessing loop.
-func DefaultLimits() Limits {
+// PerMinute makes Limits of attempts per minute; 0 turns a limit off.
+func PerMinute(loginAddress, loginAccount, registerAddress int64) Limits {
 	return Limits{
-		LoginAddress:    ratelimit.Limit{Name: "login.address", Burst: 20, Window: time.Minute},
-		LoginAccount:    ratelimit.Limit{Name: "login.account", Burst: 10, Window: time.Minute},
-		RegisterAddress: ratelimit.Limit{Name: "register.address", Burst: 10, Window: time.Minute},
+		LoginAddress:    ratelimit.Limit{Name: "login.address", Burst: loginAddress, Window: time.Minute},
+		LoginAccount:    ratelimit.Limit{Name: "login.account", Burst: loginAccount, Window: time.Minute},
+		RegisterAddress: ratelimit.Limit{Name: "register.address", Burst: registerAddress, Window: time.Minute},
 	}
 }
 
-// allow counts a request under l; with no limiter configured, all pass.
+// allow counts a request under l; with no limiter or a limit of 0, all pass.
 func (s *Service) allow(r *http.Request, l ratelimit.Limit, key string) error {
-	if s.Limiter == nil {
+	if s.Limiter == nil || l.Burst == 0 {
 		return nil
 	}
 	return s.Limiter.Allow(r.Context(), l, key)

@@ -80,6 +80,9 @@ type Config struct {
 	TLSCACertificatePath string `yaml:"tls_ca_certificate_path"`
 	TLSCAKeyPath         string `yaml:"tls_ca_key_path"`
 
+	// RateLimits bound login and registration attempts per minute.
+	RateLimits RateLimits `yaml:"rate_limits"`
+
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 
@@ -97,6 +100,18 @@ type Email struct {
 	SESConfigurationSet string `yaml:"ses_configuration_set"`
 }
 
+// RateLimits are attempts allowed per minute; 0 turns a limit off (for
+// benchmarks and test suites, never for a public server).
+type RateLimits struct {
+	LoginPerAddress    int64 `yaml:"login_per_address"`
+	LoginPerAccount    int64 `yaml:"login_per_account"`
+	RegisterPerAddress int64 `yaml:"register_per_address"`
+}
+
+// defaultRateLimits let a person retry a mistyped password a few times a
+// minute and stop a password-guessing loop.
+var defaultRateLimits = RateLimits{LoginPerAddress: 20, LoginPerAccount: 10, RegisterPerAddress: 10}
+
 // LookupFunc reads one environment variable; os.LookupEnv is one.
 type LookupFunc func(key string) (string, bool)
 
@@ -111,6 +126,7 @@ func Defaults() Config {
 		ClientListen:         "127.0.0.1:8008",
 		FederationListen:     "127.0.0.1:8448",
 		DataDir:              "data",
+		RateLimits:           defaultRateLimits,
 		LogLevel:             "info",
 	}
 }
@@ -142,6 +158,7 @@ func LoadLambda(lookup LookupFunc) (*Config, error) {
 		ServeServerWellknown: true,
 		MaxRequestSize:       1 << 20,
 		DynamoDBTable:        "cirrus",
+		RateLimits:           defaultRateLimits,
 		LogLevel:             "info",
 	}
 	if err := c.applyEnv(lookup); err != nil {
@@ -275,6 +292,12 @@ func (c *Config) Validate() error {
 	if (c.TLSCACertificatePath == "") != (c.TLSCAKeyPath == "") {
 		bad("tls_ca_certificate_path and tls_ca_key_path go together: set both or neither")
 	}
+	for key, n := range map[string]int64{"login_per_address": c.RateLimits.LoginPerAddress,
+		"login_per_account": c.RateLimits.LoginPerAccount, "register_per_address": c.RateLimits.RegisterPerAddress} {
+		if n < 0 {
+			bad("rate_limits.%s must be 0 (off) or a number of attempts per minute, got %d", key, n)
+		}
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -297,6 +320,12 @@ func applyEnvStruct(v reflect.Value, prefix string, lookup LookupFunc) error {
 	for i := range t.NumField() {
 		field, value := t.Field(i), v.Field(i)
 		name := prefix + strings.ToUpper(strings.Split(field.Tag.Get("yaml"), ",")[0])
+		if field.Type.Kind() == reflect.Struct {
+			if err := applyEnvStruct(value, name+"_", lookup); err != nil {
+				return err
+			}
+			continue
+		}
 		if field.Type.Kind() == reflect.Pointer && field.Type.Elem().Kind() == reflect.Struct {
 			// A nested block exists as soon as one of its variables is set.
 			block := reflect.New(field.Type.Elem())

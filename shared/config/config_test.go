@@ -46,10 +46,11 @@ email:
   notif_from: "Cirrus <noreply@example.org>"
 `)
 	c, err := config.Load(path, env(map[string]string{
-		"CIRRUS_REGISTRATION_SHARED_SECRET": "from-env",
-		"CIRRUS_ENABLE_REGISTRATION":        "false",
-		"CIRRUS_EMAIL_APP_NAME":             "Example Chat",
-		"DYNAMODB_ENDPOINT":                 "http://127.0.0.1:8000",
+		"CIRRUS_REGISTRATION_SHARED_SECRET":    "from-env",
+		"CIRRUS_ENABLE_REGISTRATION":           "false",
+		"CIRRUS_EMAIL_APP_NAME":                "Example Chat",
+		"DYNAMODB_ENDPOINT":                    "http://127.0.0.1:8000",
+		"CIRRUS_RATE_LIMITS_LOGIN_PER_ADDRESS": "0",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -57,6 +58,9 @@ email:
 	if c.ServerName != "example.org" || c.RegistrationSharedSecret != "from-env" || c.EnableRegistration ||
 		c.Email == nil || c.Email.NotifFrom == "" || c.Email.AppName != "Example Chat" || c.DynamoDBEndpoint != "http://127.0.0.1:8000" {
 		t.Fatalf("loaded %+v (email %+v)", c, c.Email)
+	}
+	if c.RateLimits.LoginPerAddress != 0 || c.RateLimits.LoginPerAccount != 10 {
+		t.Fatalf("rate limits %+v: want login_per_address off from the environment, the rest default", c.RateLimits)
 	}
 	if c.PublicBaseURL != "https://matrix.example.org/" {
 		t.Fatalf("public_baseurl = %q, want a trailing slash added", c.PublicBaseURL)
@@ -82,6 +86,8 @@ func TestLoad_ErrorsNameTheKey(t *testing.T) {
 		{"half a certificate", "tls_certificate_path: /x.crt\n", nil, "tls_private_key_path"},
 		{"bad listen", "client_listen: 8008\n", nil, "client_listen"},
 		{"bad log level", "log_level: loud\n", nil, "log_level"},
+		{"negative rate limit", "rate_limits:\n  login_per_address: -1\n", nil, "rate_limits.login_per_address"},
+		{"rate limit from env", "", map[string]string{"CIRRUS_RATE_LIMITS_LOGIN_PER_ACCOUNT": "ten"}, "CIRRUS_RATE_LIMITS_LOGIN_PER_ACCOUNT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := ""

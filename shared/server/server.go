@@ -64,7 +64,8 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		Logger: logger,
 		Jobs:   &queue.Dispatcher{Logger: logger},
 		Accounts: &accounts.Service{Store: st, ServerName: cfg.ServerName, BaseURL: cfg.PublicBaseURL,
-			Limiter: &ratelimit.Limiter{Store: st}, Limits: accounts.DefaultLimits()},
+			Limiter: &ratelimit.Limiter{Store: st}, Limits: accounts.PerMinute(cfg.RateLimits.LoginPerAddress,
+				cfg.RateLimits.LoginPerAccount, cfg.RateLimits.RegisterPerAddress)},
 	}, nil
 }
 
