@@ -14,12 +14,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sesv2"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/cirrus-matrix/cirrus/shared/accountdata"
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
+	"github.com/cirrus-matrix/cirrus/shared/capabilities"
 	"github.com/cirrus-matrix/cirrus/shared/config"
 	"github.com/cirrus-matrix/cirrus/shared/discovery"
+	"github.com/cirrus-matrix/cirrus/shared/filters"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/keys"
 	"github.com/cirrus-matrix/cirrus/shared/mail"
+	"github.com/cirrus-matrix/cirrus/shared/profile"
 	"github.com/cirrus-matrix/cirrus/shared/queue"
 	"github.com/cirrus-matrix/cirrus/shared/ratelimit"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -121,6 +125,10 @@ func (s *Server) ClientHandler() http.Handler {
 	rt.HandleFunc("GET /.well-known/matrix/client", d.WellKnownClient)
 	rt.HandleFunc("GET /.well-known/matrix/server", d.WellKnownServer)
 	s.Accounts.Routes(rt, s.Config.EnableRegistration, s.Config.RegistrationSharedSecret)
+	(&profile.Service{Store: s.Store, ServerName: s.Config.ServerName}).Register(rt, s.Accounts.RequireAuth)
+	(&accountdata.Service{Store: s.Store}).Register(rt, s.Accounts.RequireAuth)
+	(&filters.Service{Store: s.Store}).Register(rt, s.Accounts.RequireAuth)
+	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handle))
 	return httpapi.Logging(s.Logger, httpapi.CORS(httpapi.LimitBody(s.Config.MaxRequestSize, rt)))
 }
 

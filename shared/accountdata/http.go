@@ -1,0 +1,102 @@
+package accountdata
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/cirrus-matrix/cirrus/shared/accounts"
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+)
+
+// Register adds the account data endpoints to rt, each behind requireAuth
+// (accounts.Service.RequireAuth).
+func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc) http.HandlerFunc) {
+	const global = "/_matrix/client/v3/user/{userId}/account_data/{type}"
+	const room = "/_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}"
+	rt.HandleFunc("GET "+global, requireAuth(handle(s.handleGet)))
+	rt.HandleFunc("PUT "+global, requireAuth(handle(s.handlePut)))
+	rt.HandleFunc("GET "+room, requireAuth(handle(s.handleGet)))
+	rt.HandleFunc("PUT "+room, requireAuth(handle(s.handlePut)))
+}
+
+// handle adapts a handler that returns its error to net/http, the error
+// going out through httpapi.WriteError.
+func handle(f func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := f(w, r); err != nil {
+			httpapi.WriteError(w, r, err)
+		}
+	}
+}
+
+// handleGet serves GET /_matrix/client/v3/user/{userId}/account_data/{type}
+// and GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}:
+// the content, or 404 M_NOT_FOUND.
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3useruseridaccount_datatype
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3useruseridroomsroomidaccount_datatype
+func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) error {
+	userID, roomID, typ := r.PathValue("userId"), r.PathValue("roomId"), r.PathValue("type")
+	if err := checkKey(roomID, typ); err != nil {
+		return httpError(err)
+	}
+	if err := checkOwn(r, userID); err != nil {
+		return err
+	}
+	content, err := s.Get(r.Context(), userID, roomID, typ)
+	if err != nil {
+		return httpError(err)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, content)
+	return nil
+}
+
+// handlePut serves PUT /_matrix/client/v3/user/{userId}/account_data/{type}
+// and PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}.
+// https://spec.matrix.org/v1.19/client-server-api/#put_matrixclientv3useruseridaccount_datatype
+// https://spec.matrix.org/v1.19/client-server-api/#put_matrixclientv3useruseridroomsroomidaccount_datatype
+func (s *Service) handlePut(w http.ResponseWriter, r *http.Request) error {
+	userID, roomID, typ := r.PathValue("userId"), r.PathValue("roomId"), r.PathValue("type")
+	if err := checkKey(roomID, typ); err != nil {
+		return httpError(err)
+	}
+	var content json.RawMessage
+	if err := httpapi.DecodeJSON(r, &content); err != nil {
+		return err
+	}
+	if err := checkOwn(r, userID); err != nil {
+		return err
+	}
+	if err := s.Put(r.Context(), userID, roomID, typ, content); err != nil {
+		return httpError(err)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// checkOwn lets callers touch only their own account data.
+func checkOwn(r *http.Request, userID string) error {
+	if caller := accounts.Caller(r.Context()).UserID; caller != userID {
+		return httpapi.Forbidden("you may only access your own account data, not that of %s", userID)
+	}
+	return nil
+}
+
+// httpError turns the package's errors into Matrix errors; others stay as
+// they are and become a 500.
+func httpError(err error) error {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return httpapi.NotFound("account data not found")
+	case errors.Is(err, ErrServerManaged):
+		// The spec's answer: 405, with M_BAD_JSON.
+		return httpapi.Errorf(http.StatusMethodNotAllowed, "M_BAD_JSON", "%v: clients cannot set it through this API", err)
+	case errors.Is(err, ErrInvalidRoomID), errors.Is(err, ErrInvalidType):
+		return httpapi.InvalidParam("%v", err)
+	case errors.Is(err, ErrNotObject):
+		return httpapi.BadJSON("%v", err)
+	case errors.Is(err, ErrTooLarge):
+		return httpapi.TooLarge("%v", err)
+	}
+	return err
+}

@@ -1,0 +1,52 @@
+// Package capabilities serves GET /_matrix/client/v3/capabilities: what a
+// user of this server may do, in the spec's "Capabilities negotiation".
+package capabilities
+
+import (
+	"net/http"
+
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+)
+
+// DefaultRoomVersion is the version of new rooms: 12, the spec's default
+// since v1.16 (DESIGN.md).
+const DefaultRoomVersion = "12"
+
+// StableRoomVersions are the room versions this server joins: every stable
+// one, 1 to 12.
+var StableRoomVersions = []string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}
+
+// ProfileFields are the profile fields users may set (shared/profile).
+var ProfileFields = []string{"displayname", "avatar_url"}
+
+type enabled struct {
+	Enabled bool `json:"enabled"`
+}
+
+// Current is the capabilities object of this server.
+func Current() map[string]any {
+	available := make(map[string]string, len(StableRoomVersions))
+	for _, v := range StableRoomVersions {
+		available[v] = "stable"
+	}
+	return map[string]any{
+		"m.change_password": enabled{true},
+		"m.room_versions":   map[string]any{"default": DefaultRoomVersion, "available": available},
+		// Deprecated since v1.16 in favour of m.profile_fields, which a
+		// server offering displayname and avatar_url there must mirror.
+		"m.set_displayname": enabled{true},
+		"m.set_avatar_url":  enabled{true},
+		"m.profile_fields":  map[string]any{"enabled": true, "allowed": ProfileFields},
+		// No third-party identifiers (email, phone) are bound to accounts.
+		"m.3pid_changes": enabled{false},
+		// No POST /login/get_token.
+		"m.get_login_token": enabled{false},
+	}
+}
+
+// Handle serves GET /_matrix/client/v3/capabilities; it needs an access
+// token (wrap it in accounts.Service.RequireAuth) but reads nothing more.
+// https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3capabilities
+func Handle(w http.ResponseWriter, r *http.Request) {
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"capabilities": Current()})
+}

@@ -1,0 +1,228 @@
+// Package servertest starts the real client handler tree for end-to-end
+// tests: the embedded DynamoDB API server on loopback, the table created
+// through the real SDK, server.Open and ClientHandler behind an
+// httptest.Server. Requests go over real HTTP, through every middleware, to
+// the real store; users are made with the shared-secret registration API,
+// as an operator would.
+//
+// Only tests import this package: Lambda binaries never link it.
+package servertest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cirrus-matrix/cirrus/shared/accounts"
+	"github.com/cirrus-matrix/cirrus/shared/config"
+	"github.com/cirrus-matrix/cirrus/shared/server"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+	"github.com/cirrus-matrix/cirrus/shared/store/embedded"
+)
+
+// ServerName is the server name of every Stack.
+const ServerName = "example.org"
+
+// Stack is a running client API.
+type Stack struct {
+	// URL is the base URL of the client API, without a trailing slash.
+	URL    string
+	Server *server.Server
+	secret string
+	logs   *lockedBuffer
+}
+
+// Start runs a Stack until the test ends.
+func Start(t testing.TB) *Stack {
+	t.Helper()
+	ctx := context.Background()
+	db, err := embedded.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	var b [16]byte
+	rand.Read(b[:])
+	secret := hex.EncodeToString(b[:])
+	dir := t.TempDir()
+	env := map[string]string{
+		"CIRRUS_SERVER_NAME":                "example.org",
+		"CIRRUS_DYNAMODB_ENDPOINT":          db.URL(),
+		"CIRRUS_DATA_DIR":                   dir,
+		"CIRRUS_SIGNING_KEY_PATH":           filepath.Join(dir, "signing.key"),
+		"CIRRUS_REGISTRATION_SHARED_SECRET": secret,
+		"CIRRUS_CLIENT_LISTEN":              "127.0.0.1:0",
+		"CIRRUS_FEDERATION_LISTEN":          "127.0.0.1:0",
+	}
+	cfg, err := config.Load("", func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	srv, err := server.Open(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Store.CreateTable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.ClientHandler())
+	t.Cleanup(hs.Close)
+	return &Stack{URL: hs.URL, Server: srv, secret: secret, logs: logs}
+}
+
+// User is a registered user with a logged-in device.
+type User struct {
+	ID, DeviceID, AccessToken string
+}
+
+// Register creates the user localpart through POST /_synapse/admin/v1/register.
+func (s *Stack) Register(t testing.TB, localpart string) User {
+	t.Helper()
+	r := s.Do(t, "GET", "/_synapse/admin/v1/register", "", nil)
+	nonce, _ := r.Body["nonce"].(string)
+	if r.Status != http.StatusOK || nonce == "" {
+		t.Fatalf("registration nonce: %d %s", r.Status, r.Raw)
+	}
+	const password = "correct horse battery staple"
+	r = s.Do(t, "POST", "/_synapse/admin/v1/register", "", map[string]any{
+		"nonce": nonce, "username": localpart, "password": password,
+		"mac": accounts.RegistrationMAC(s.secret, nonce, localpart, password, false),
+	})
+	if r.Status != http.StatusOK {
+		t.Fatalf("register %s: %d %s", localpart, r.Status, r.Raw)
+	}
+	u := User{}
+	u.ID, _ = r.Body["user_id"].(string)
+	u.DeviceID, _ = r.Body["device_id"].(string)
+	u.AccessToken, _ = r.Body["access_token"].(string)
+	if u.ID == "" || u.AccessToken == "" {
+		t.Fatalf("register %s: %s", localpart, r.Raw)
+	}
+	return u
+}
+
+// Reply is a response with its JSON object body decoded.
+type Reply struct {
+	Status int
+	Header http.Header
+	Body   map[string]any
+	Raw    []byte
+}
+
+// Do sends a request to path (escaped as it goes on the wire) with token as
+// the bearer token when not empty. body is sent as it is when it is a string
+// or []byte, and as JSON otherwise. A body that is not a JSON object fails
+// the test: every Matrix answer is one.
+func (s *Stack) Do(t testing.TB, method, path, token string, body any) Reply {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		doc, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(doc)
+	}
+	req, err := http.NewRequest(method, s.URL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Reply{Status: res.StatusCode, Header: res.Header, Raw: raw}
+	if err := json.Unmarshal(raw, &r.Body); err != nil {
+		t.Fatalf("%s %s: body is not a JSON object: %q", method, path, raw)
+	}
+	return r
+}
+
+// Request is the log line of one request, as httpapi.Logging writes it.
+type Request struct {
+	Method   string      `json:"method"`
+	Route    string      `json:"route"`
+	Path     string      `json:"path"`
+	Status   int         `json:"status"`
+	DynamoDB store.Usage `json:"dynamodb"`
+}
+
+// Requests returns the log lines of the requests served so far, oldest first.
+func (s *Stack) Requests(t testing.TB) []Request {
+	t.Helper()
+	var out []Request
+	sc := bufio.NewScanner(strings.NewReader(s.logs.String()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var line struct {
+			Msg string `json:"msg"`
+			Request
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("log line is not JSON: %q", sc.Text())
+		}
+		if line.Msg == "request" {
+			out = append(out, line.Request)
+		}
+	}
+	return out
+}
+
+// LastRequest returns the log line of the last request served.
+func (s *Stack) LastRequest(t testing.TB) Request {
+	t.Helper()
+	reqs := s.Requests(t)
+	if len(reqs) == 0 {
+		t.Fatal("no request logged")
+	}
+	return reqs[len(reqs)-1]
+}
+
+// Logs is everything the server logged.
+func (s *Stack) Logs() string { return s.logs.String() }
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
