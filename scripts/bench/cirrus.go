@@ -196,6 +196,10 @@ func startCirrus(ctx context.Context, bin string) (*server, error) {
 		"CIRRUS_CLIENT_LISTEN="+clientAddr,
 		"CIRRUS_FEDERATION_LISTEN="+fedAddr,
 		"CIRRUS_LOG_LEVEL=info",
+		"CIRRUS_REGISTRATION_SHARED_SECRET="+benchSecret,
+		// The login workload logs in hundreds of times a minute from one address.
+		"CIRRUS_RATE_LIMITS_LOGIN_PER_ADDRESS=0",
+		"CIRRUS_RATE_LIMITS_LOGIN_PER_ACCOUNT=0",
 	)
 	logFile, err := os.Create(logPath)
 	if err != nil {

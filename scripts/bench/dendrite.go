@@ -202,6 +202,11 @@ func writeDendriteConfig(ctx context.Context, b dendriteBuild, dir, httpAddr, ht
 		"global.well_known_server_name": "localhost:" + httpsPort,
 		// Nothing leaves loopback: no notary servers to ask.
 		"federation_api.key_perspectives": []any{},
+		// The same users and costs as Cirrus: shared-secret registration, no
+		// rate limits, bcrypt at Synapse's (and Cirrus's) cost of 12.
+		"client_api.registration_shared_secret": benchSecret,
+		"client_api.rate_limiting.enabled":      false,
+		"user_api.bcrypt_cost":                  12,
 	}); err != nil {
 		return "", err
 	}

@@ -144,6 +144,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	for _, s := range servers {
+		if err := setupUser(ctx, s); err != nil {
+			return fmt.Errorf("%s: %w", s.Name, err)
+		}
 		rep.Servers = append(rep.Servers, serverInfo{Name: s.Name, Version: serverVersion(ctx, s)})
 		fmt.Fprintf(stderr, "bench: %s %s (pid %d) on %s and %s\n", s.Name, rep.Servers[len(rep.Servers)-1].Version, s.cmd.Process.Pid, s.ClientURL, s.FederationURL)
 	}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,20 @@ import (
 type endpoint struct {
 	Path       string
 	Federation bool
+	// Method is GET unless set; Body is sent as JSON.
+	Method, Body string
+	// Auth sends the bench user's access token.
+	Auth bool
+	// MaxRequests caps -n for expensive endpoints (a login hashes a password).
+	MaxRequests int
+}
+
+// name labels an endpoint in the report.
+func (ep endpoint) name() string {
+	if ep.Method != "" && ep.Method != http.MethodGet {
+		return ep.Method + " " + ep.Path
+	}
+	return ep.Path
 }
 
 // workload is what every server is measured on.
@@ -26,6 +41,9 @@ var workload = []endpoint{
 	{Path: "/.well-known/matrix/server"},
 	{Path: "/_matrix/federation/v1/version", Federation: true},
 	{Path: "/_matrix/key/v2/server", Federation: true},
+	{Path: "/_matrix/client/v3/login", Method: http.MethodPost, MaxRequests: 40,
+		Body: `{"type":"m.login.password","identifier":{"type":"m.id.user","user":"` + benchUser + `"},"password":"` + benchPassword + `"}`},
+	{Path: "/_matrix/client/v3/account/whoami", Auth: true},
 }
 
 // result is one endpoint measured on one server.
@@ -55,6 +73,9 @@ type result struct {
 // that a change in the machine's background load hits them alike; and
 // summarises the successful requests.
 func measure(ctx context.Context, servers []*server, ep endpoint, n, c, warmup, rounds int) []result {
+	if ep.MaxRequests > 0 && n > ep.MaxRequests {
+		n, warmup = ep.MaxRequests, min(warmup, ep.MaxRequests/4)
+	}
 	urls := make([]string, len(servers))
 	for i, s := range servers {
 		urls[i] = s.ClientURL + ep.Path
@@ -62,7 +83,7 @@ func measure(ctx context.Context, servers []*server, ep endpoint, n, c, warmup, 
 			urls[i] = s.FederationURL + ep.Path
 		}
 		if warmup > 0 {
-			load(ctx, s.client, urls[i], warmup, c)
+			load(ctx, s, ep, urls[i], warmup, c)
 		}
 	}
 	rounds = max(1, min(rounds, n))
@@ -77,7 +98,7 @@ func measure(ctx context.Context, servers []*server, ep endpoint, n, c, warmup, 
 			if round%2 == 1 {
 				i = len(servers) - 1 - k // the other one first
 			}
-			total[i].add(load(ctx, servers[i].client, urls[i], size, c))
+			total[i].add(load(ctx, servers[i], ep, urls[i], size, c))
 		}
 	}
 
@@ -85,7 +106,7 @@ func measure(ctx context.Context, servers []*server, ep endpoint, n, c, warmup, 
 	for i, s := range servers {
 		l := total[i]
 		r := result{
-			Endpoint: ep.Path, Server: s.Name, URL: urls[i], Requests: n, Errors: l.errors,
+			Endpoint: ep.name(), Server: s.Name, URL: urls[i], Requests: n, Errors: l.errors,
 			P50MS:     ms(percentile(l.latencies, 0.50)),
 			P99MS:     ms(percentile(l.latencies, 0.99)),
 			PerSecond: float64(n) / l.elapsed.Seconds(),
@@ -145,8 +166,8 @@ func (l *loadResult) add(o loadResult) {
 	l.elapsed += o.elapsed
 }
 
-// load sends n GETs to url from c workers.
-func load(ctx context.Context, client *http.Client, url string, n, c int) loadResult {
+// load sends n requests for ep to s at url from c workers.
+func load(ctx context.Context, s *server, ep endpoint, url string, n, c int) loadResult {
 	lat := make([]time.Duration, n)
 	ids := make([]string, n)
 	errs := make([]error, n)
@@ -161,7 +182,7 @@ func load(ctx context.Context, client *http.Client, url string, n, c int) loadRe
 					return
 				}
 				t0 := time.Now()
-				ids[k], errs[k] = get(ctx, client, url)
+				ids[k], errs[k] = send(ctx, s, ep, url)
 				lat[k] = time.Since(t0)
 			}
 		})
@@ -184,13 +205,24 @@ func load(ctx context.Context, client *http.Client, url string, n, c int) loadRe
 	return l
 }
 
-// get sends one GET, reads the body, and returns the response's request ID.
-func get(ctx context.Context, client *http.Client, url string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+// send sends one request, reads the body, and returns the response's
+// request ID.
+func send(ctx context.Context, s *server, ep endpoint, url string) (string, error) {
+	method := ep.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(ep.Body))
 	if err != nil {
 		return "", err
 	}
-	res, err := client.Do(req)
+	if ep.Body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if ep.Auth {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
+	res, err := s.client.Do(req)
 	if err != nil {
 		return "", err
 	}
@@ -200,7 +232,7 @@ func get(ctx context.Context, client *http.Client, url string) (string, error) {
 		return "", err
 	}
 	if res.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: status %d", url, res.StatusCode)
+		return "", fmt.Errorf("%s %s: status %d", method, url, res.StatusCode)
 	}
 	return res.Header.Get("X-Request-Id"), nil
 }

@@ -42,6 +42,7 @@ type server struct {
 	dir     string        // temp folder, removed by stop
 	client  *http.Client
 	peakRSS int64
+	token   string // the bench user's access token, for authenticated endpoints
 }
 
 // startProcess starts bin and returns at once; s.done closes when it exits.

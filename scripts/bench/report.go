@@ -65,7 +65,7 @@ func printTable(w io.Writer, r *report) {
 	fmt.Fprintf(w, "\n%d requests per endpoint and server after %d warm-up, %d concurrent, in %d rounds alternating between the servers; %s, %d CPUs\n",
 		r.Requests, r.Warmup, r.Concurrency, r.Rounds, r.Go, r.CPUs)
 	fmt.Fprintf(w, "client endpoints over HTTP/1.1, federation endpoints over HTTPS (h2, self-signed); latency measured by the client\n\n")
-	header := fmt.Sprintf("%-31s %-9s %8s %6s %8s %8s %9s %10s %8s %8s %8s %8s",
+	header := fmt.Sprintf("%-40s %-9s %8s %6s %8s %8s %9s %10s %8s %8s %8s %8s",
 		"endpoint", "server", "requests", "errors", "p50 ms", "p99 ms", "req/s", "DDB calls", "RCU", "WCU", "p50 C/D", "p99 C/D")
 	fmt.Fprintln(w, header)
 	fmt.Fprintln(w, strings.Repeat("-", len(header)))
@@ -73,16 +73,16 @@ func printTable(w io.Writer, r *report) {
 	for _, ep := range workload {
 		for _, server := range []string{"cirrus", "dendrite"} {
 			for _, x := range r.Results {
-				if x.Endpoint != ep.Path || x.Server != server {
+				if x.Endpoint != ep.name() || x.Server != server {
 					continue
 				}
 				p50r, p99r := "", ""
 				for _, q := range rs {
-					if q.Endpoint == ep.Path && server == "cirrus" {
+					if q.Endpoint == ep.name() && server == "cirrus" {
 						p50r, p99r = fmt.Sprintf("%.2fx", q.P50), fmt.Sprintf("%.2fx", q.P99)
 					}
 				}
-				fmt.Fprintf(w, "%-31s %-9s %8d %6d %8.3f %8.3f %9.0f %10s %8s %8s %8s %8s\n",
+				fmt.Fprintf(w, "%-40s %-9s %8d %6d %8.3f %8.3f %9.0f %10s %8s %8s %8s %8s\n",
 					x.Endpoint, x.Server, x.Requests, x.Errors, x.P50MS, x.P99MS, x.PerSecond,
 					perRequest(x.Calls), perRequest(x.RCU), perRequest(x.WCU), p50r, p99r)
 			}
