@@ -29,7 +29,7 @@ type homeserver struct {
 	clock time.Time // zero: real time
 }
 
-func startHomeserver(t *testing.T, openRegistration bool) *homeserver {
+func startHomeserver(t *testing.T, openRegistration bool, env ...string) *homeserver {
 	t.Helper()
 	db, err := embedded.Start("127.0.0.1:0")
 	if err != nil {
@@ -37,6 +37,11 @@ func startHomeserver(t *testing.T, openRegistration bool) *homeserver {
 	}
 	t.Cleanup(func() { db.Close() })
 	cfg, err := config.Load("", func(k string) (string, bool) {
+		for _, kv := range env {
+			if name, v, _ := strings.Cut(kv, "="); name == k {
+				return v, true
+			}
+		}
 		v, ok := map[string]string{
 			"CIRRUS_SERVER_NAME":                "example.org",
 			"CIRRUS_DATA_DIR":                   t.TempDir(),
@@ -477,5 +482,73 @@ func TestRateLimits(t *testing.T) {
 	}
 	if code, body := raw(t, "POST", hs.URL+"/_matrix/client/v3/register", "", `{"username":"h2","password":"pw"}`); code != 429 || body["errcode"] != "M_LIMIT_EXCEEDED" {
 		t.Fatalf("second registration attempt: %d %v", code, body)
+	}
+}
+
+func TestRegistrationTokens(t *testing.T) {
+	hs := startHomeserver(t, true, "CIRRUS_REGISTRATION_REQUIRES_TOKEN=true")
+	ctx := context.Background()
+	if _, err := hs.srv.Accounts.Register(ctx, accounts.NewUser{Localpart: "root", Password: "pw", Admin: true, InhibitLogin: true}); err != nil {
+		t.Fatal(err)
+	}
+	admin, _ := mautrix.NewClient(hs.URL, "", "")
+	tok := login(t, admin, "root", "pw", mautrix.ReqLogin{}).AccessToken
+	base := hs.URL + "/_synapse/admin/v1/registration_tokens"
+
+	code, body := raw(t, "POST", base+"/new", tok, `{"token":"invite-1","uses_allowed":1}`)
+	if code != 200 || body["token"] != "invite-1" || body["uses_allowed"] != float64(1) || body["completed"] != float64(0) {
+		t.Fatalf("new token: %d %v", code, body)
+	}
+	if code, body := raw(t, "POST", base+"/new", tok, `{"token":"invite-1"}`); code != 400 || body["errcode"] != "M_INVALID_PARAM" {
+		t.Fatalf("token twice: %d %v", code, body)
+	}
+	if code, body := raw(t, "POST", base+"/new", tok, `{"length":8}`); code != 200 || len(body["token"].(string)) != 8 {
+		t.Fatalf("generated token: %d %v", code, body)
+	}
+	validity := hs.URL + "/_matrix/client/v1/register/m.login.registration_token/validity?token="
+	if code, body := raw(t, "GET", validity+"invite-1", "", ""); code != 200 || body["valid"] != true {
+		t.Fatalf("validity: %d %v", code, body)
+	}
+	if code, body := raw(t, "GET", validity+"nope", "", ""); code != 200 || body["valid"] != false {
+		t.Fatalf("validity of an unknown token: %d %v", code, body)
+	}
+
+	code, body = raw(t, "POST", hs.URL+"/_matrix/client/v3/register", "", `{"username":"ivy","password":"pw"}`)
+	flows, _ := json.Marshal(body["flows"])
+	if code != 401 || !strings.Contains(string(flows), "m.login.registration_token") {
+		t.Fatalf("challenge: %d %v", code, body)
+	}
+	session := body["session"].(string)
+	try := func(user, token string) (int, map[string]any) {
+		return raw(t, "POST", hs.URL+"/_matrix/client/v3/register", "",
+			`{"username":"`+user+`","password":"pw","auth":{"type":"m.login.registration_token","token":"`+token+`","session":"`+session+`"}}`)
+	}
+	if code, body := try("ivy", "wrong"); code != 401 || body["errcode"] != "M_UNAUTHORIZED" {
+		t.Fatalf("wrong token: %d %v", code, body)
+	}
+	if code, body := try("ivy", "invite-1"); code != 200 || body["user_id"] != "@ivy:example.org" {
+		t.Fatalf("register with the token: %d %v", code, body)
+	}
+	if code, body := raw(t, "GET", base+"/invite-1", tok, ""); code != 200 || body["completed"] != float64(1) {
+		t.Fatalf("token after one use: %d %v", code, body)
+	}
+	session = "" // the first session ended with ivy's registration
+	if code, body := try("jim", "invite-1"); code != 401 || body["errcode"] != "M_UNAUTHORIZED" {
+		t.Fatalf("a used-up token: %d %v", code, body)
+	}
+	if code, body := raw(t, "PUT", base+"/invite-1", tok, `{"uses_allowed":null}`); code != 200 || body["uses_allowed"] != nil {
+		t.Fatalf("unlimited uses: %d %v", code, body)
+	}
+	if code, body := raw(t, "GET", base+"?valid=true", tok, ""); code != 200 || len(body["registration_tokens"].([]any)) != 2 {
+		t.Fatalf("list valid tokens: %d %v", code, body)
+	}
+	if code, _ := raw(t, "DELETE", base+"/invite-1", tok, ""); code != 200 {
+		t.Fatal("delete token")
+	}
+	if code, body := raw(t, "GET", base+"/invite-1", tok, ""); code != 404 || body["errcode"] != "M_NOT_FOUND" {
+		t.Fatalf("deleted token: %d %v", code, body)
+	}
+	if code, body := raw(t, "POST", base+"/new", tok, `{"expiry_time":1}`); code != 400 || body["errcode"] != "M_INVALID_PARAM" {
+		t.Fatalf("expiry in the past: %d %v", code, body)
 	}
 }

@@ -27,6 +27,9 @@ type Registration struct {
 	Accounts *Service
 	// Open is enable_registration: closed, only operators create users.
 	Open bool
+	// RequireToken is registration_requires_token: the stage is then
+	// m.login.registration_token instead of m.login.dummy.
+	RequireToken bool
 }
 
 // Register serves POST /_matrix/client/v3/register with user-interactive
@@ -66,20 +69,36 @@ func (h *Registration) Register(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	flows := []uiaFlow{{Stages: []string{"m.login.dummy"}}}
+	stage := "m.login.dummy"
+	if h.RequireToken {
+		stage = "m.login.registration_token"
+	}
+	flows := []uiaFlow{{Stages: []string{stage}}}
 	if req.Auth.Session != "" {
 		if _, err := h.Accounts.session(r.Context(), r, req.Auth.Session); err != nil {
 			httpapi.WriteError(w, r, err)
 			return
 		}
 	}
-	if req.Auth.Type != "m.login.dummy" {
+	if req.Auth.Type != stage {
 		var failure *httpapi.Error
 		if req.Auth.Type != "" {
-			failure = httpapi.Errorf(http.StatusUnauthorized, "M_UNRECOGNIZED", "auth type %q is not offered here", req.Auth.Type)
+			failure = httpapi.Errorf(http.StatusUnauthorized, "M_UNRECOGNIZED", "auth type %q is not offered here: use %s", req.Auth.Type, stage)
 		}
 		h.Accounts.challenge(w, r, flows, req.Auth.Session, "", failure)
 		return
+	}
+	if h.RequireToken {
+		ok, err := h.Accounts.validToken(r.Context(), req.Auth.Token)
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		if !ok {
+			h.Accounts.challenge(w, r, flows, req.Auth.Session, "",
+				httpapi.Errorf(http.StatusUnauthorized, "M_UNAUTHORIZED", "invalid registration token"))
+			return
+		}
 	}
 	if req.Password == "" {
 		httpapi.WriteError(w, r, httpapi.MissingParam("password is required"))
@@ -92,6 +111,12 @@ func (h *Registration) Register(w http.ResponseWriter, r *http.Request) {
 	if err := registrationError(err); err != nil {
 		httpapi.WriteError(w, r, err)
 		return
+	}
+	if h.RequireToken {
+		if err := h.Accounts.useToken(r.Context(), req.Auth.Token); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
 	}
 	if req.Auth.Session != "" {
 		h.Accounts.Store.Delete(r.Context(), uiaKey(req.Auth.Session))

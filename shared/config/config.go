@@ -38,6 +38,9 @@ type Config struct {
 	PublicBaseURL string `yaml:"public_baseurl"`
 	// EnableRegistration opens POST /register to anyone; off, as in Synapse.
 	EnableRegistration bool `yaml:"enable_registration"`
+	// RegistrationRequiresToken limits open registration to holders of a
+	// registration token (made with the admin API).
+	RegistrationRequiresToken bool `yaml:"registration_requires_token"`
 	// RegistrationSharedSecret lets an operator create users (cirrus register,
 	// Synapse's register_new_matrix_user) while registration is closed.
 	RegistrationSharedSecret string `yaml:"registration_shared_secret"`

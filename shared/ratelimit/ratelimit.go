@@ -39,7 +39,7 @@ func (lim *Limiter) Allow(ctx context.Context, l Limit, key string) error {
 	end := start.Add(l.Window)
 	k := store.Key{PK: fmt.Sprintf("rl|%s|%s|%d", l.Name, key, start.Unix()), SK: "rl"}
 	// The item outlives its window a little, for the TTL sweeper's slack.
-	n, err := lim.Store.Increment(ctx, k, end.Add(time.Minute))
+	n, err := lim.Store.Increment(ctx, k, "count", end.Add(time.Minute))
 	if err != nil {
 		return fmt.Errorf("rate limit %s: %w", l.Name, err)
 	}

@@ -124,7 +124,7 @@ func (s *Server) ClientHandler() http.Handler {
 	rt.HandleFunc("GET /_matrix/client/versions", d.Versions)
 	rt.HandleFunc("GET /.well-known/matrix/client", d.WellKnownClient)
 	rt.HandleFunc("GET /.well-known/matrix/server", d.WellKnownServer)
-	s.Accounts.Routes(rt, s.Config.EnableRegistration, s.Config.RegistrationSharedSecret)
+	s.Accounts.Routes(rt, s.Config.EnableRegistration, s.Config.RegistrationRequiresToken, s.Config.RegistrationSharedSecret)
 	(&profile.Service{Store: s.Store, ServerName: s.Config.ServerName}).Register(rt, s.Accounts.RequireAuth)
 	(&accountdata.Service{Store: s.Store}).Register(rt, s.Accounts.RequireAuth)
 	(&filters.Service{Store: s.Store}).Register(rt, s.Accounts.RequireAuth)

@@ -388,36 +388,40 @@ func (s *Store) Consume(ctx context.Context, k Key, out any) error {
 	return nil
 }
 
-// Increment adds one to the counter item at k, creating it with the given
-// expiry when absent, and returns the new count: one UpdateItem, no read,
-// so concurrent increments never lose a count. Rate limits use it.
-func (s *Store) Increment(ctx context.Context, k Key, expires time.Time) (int64, error) {
+// Increment adds one to the number attribute attr of the item at k,
+// creating the item when absent (with the given expiry, unless it is zero),
+// and returns the new value: one UpdateItem, no read, so concurrent
+// increments never lose a count. Rate limits and registration tokens use it.
+func (s *Store) Increment(ctx context.Context, k Key, attr string, expires time.Time) (int64, error) {
 	key, err := keyAV(k)
 	if err != nil {
 		return 0, fmt.Errorf("increment: %w", err)
 	}
+	update := "ADD #n :one"
+	names := map[string]string{"#n": attr}
+	values := map[string]types.AttributeValue{":one": &types.AttributeValueMemberN{Value: "1"}}
+	if !expires.IsZero() {
+		update += " SET #exp = if_not_exists(#exp, :exp)"
+		names["#exp"] = attrExpires
+		values[":exp"] = &types.AttributeValueMemberN{Value: fmt.Sprint(expires.Unix())}
+	}
 	res, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                &s.table,
-		Key:                      key,
-		UpdateExpression:         aws.String("ADD #n :one SET #exp = if_not_exists(#exp, :exp)"),
-		ExpressionAttributeNames: map[string]string{"#n": "count", "#exp": attrExpires},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":one": &types.AttributeValueMemberN{Value: "1"},
-			":exp": &types.AttributeValueMemberN{Value: fmt.Sprint(expires.Unix())},
-		},
-		ReturnValues:           types.ReturnValueUpdatedNew,
-		ReturnConsumedCapacity: types.ReturnConsumedCapacityTotal,
+		TableName:                 &s.table,
+		Key:                       key,
+		UpdateExpression:          aws.String(update),
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
+		ReturnValues:              types.ReturnValueUpdatedNew,
+		ReturnConsumedCapacity:    types.ReturnConsumedCapacityTotal,
 	})
 	if err != nil {
 		record(ctx, 0, 0)
 		return 0, fmt.Errorf("increment %s: %w", describeKey(key), err)
 	}
 	recordCapacity(ctx, res.ConsumedCapacity, 0, 1)
-	var out struct {
-		Count int64 `dynamodbav:"count"`
-	}
+	var out map[string]int64
 	if err := attributevalue.UnmarshalMap(res.Attributes, &out); err != nil {
 		return 0, fmt.Errorf("increment %s: decode: %w", describeKey(key), err)
 	}
-	return out.Count, nil
+	return out[attr], nil
 }

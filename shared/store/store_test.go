@@ -236,7 +236,7 @@ func TestStore_Increment(t *testing.T) {
 	k := store.Key{PK: "rl|login|1.2.3.4|100", SK: "rl"}
 	exp := time.Now().Add(time.Minute)
 	for want := int64(1); want <= 3; want++ {
-		n, err := s.Increment(ctx, k, exp)
+		n, err := s.Increment(ctx, k, "count", exp)
 		if err != nil || n != want {
 			t.Fatalf("increment %d: %d, %v", want, n, err)
 		}
