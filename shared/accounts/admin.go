@@ -127,15 +127,9 @@ func (s *Service) AdminPutUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Password != nil {
-		if err := s.SetPassword(r, userID, *req.Password); err != nil {
+		if err := s.SetPassword(r.Context(), userID, *req.Password, req.LogoutDevices == nil || *req.LogoutDevices, ""); err != nil {
 			httpapi.WriteError(w, r, err)
 			return
-		}
-		if req.LogoutDevices == nil || *req.LogoutDevices {
-			if err := s.logoutAll(r.Context(), userID, ""); err != nil {
-				httpapi.WriteError(w, r, err)
-				return
-			}
 		}
 		acct, _ = s.account(r, userID)
 	}
@@ -143,18 +137,20 @@ func (s *Service) AdminPutUser(w http.ResponseWriter, r *http.Request) {
 		if req.Admin != nil {
 			acct.Admin = *req.Admin
 		}
-		if req.Deactivated != nil {
-			acct.Deactivated = *req.Deactivated
+		deactivating := req.Deactivated != nil && *req.Deactivated && !acct.Deactivated
+		if req.Deactivated != nil && !*req.Deactivated {
+			acct.Deactivated = false
 		}
-		if err := s.Store.Put(r.Context(), acct); err != nil {
+		var err error
+		if deactivating {
+			err = s.deactivate(r.Context(), acct)
+			acct.Deactivated = true
+		} else {
+			err = s.Store.Put(r.Context(), acct)
+		}
+		if err != nil {
 			httpapi.WriteError(w, r, err)
 			return
-		}
-		if acct.Deactivated {
-			if err := s.logoutAll(r.Context(), userID, ""); err != nil {
-				httpapi.WriteError(w, r, err)
-				return
-			}
 		}
 	}
 	if req.DisplayName != nil {
@@ -225,15 +221,9 @@ func (s *Service) AdminResetPassword(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	if err := s.SetPassword(r, userID, req.NewPassword); err != nil {
+	if err := s.SetPassword(r.Context(), userID, req.NewPassword, req.LogoutDevices == nil || *req.LogoutDevices, ""); err != nil {
 		httpapi.WriteError(w, r, err)
 		return
-	}
-	if req.LogoutDevices == nil || *req.LogoutDevices {
-		if err := s.logoutAll(r.Context(), userID, ""); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
 }
@@ -253,16 +243,10 @@ func (s *Service) AdminDeactivate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	acct, err := s.account(r, userID)
+	if err == nil {
+		err = s.deactivate(r.Context(), acct)
+	}
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	acct.Deactivated = true
-	if err := s.Store.Put(r.Context(), acct); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	if err := s.logoutAll(r.Context(), userID, ""); err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}

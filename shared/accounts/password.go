@@ -2,6 +2,8 @@ package accounts
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"io"
 	"net/http"
 
@@ -33,31 +35,43 @@ func (s *Service) ChangePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	caller := Caller(r.Context())
-	if err := s.SetPassword(r, caller.UserID, req.NewPassword); err != nil {
+	logout := req.LogoutDevices == nil || *req.LogoutDevices
+	if err := s.SetPassword(r.Context(), caller.UserID, req.NewPassword, logout, caller.DeviceID); err != nil {
 		httpapi.WriteError(w, r, err)
 		return
-	}
-	if req.LogoutDevices == nil || *req.LogoutDevices {
-		if err := s.logoutAll(r.Context(), caller.UserID, caller.DeviceID); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
 }
 
-// SetPassword replaces a user's password hash.
-func (s *Service) SetPassword(r *http.Request, userID, password string) error {
+// SetPassword replaces a user's password hash and, with logout, logs out
+// every device but keep (empty: all of them).
+func (s *Service) SetPassword(ctx context.Context, userID, password string, logout bool, keep string) error {
 	var acct accountItem
-	if err := s.Store.Get(r.Context(), store.Key{PK: userPK(userID), SK: "account"}, &acct); err != nil {
-		return err
+	if err := s.Store.Get(ctx, store.Key{PK: userPK(userID), SK: "account"}, &acct); err != nil {
+		return fmt.Errorf("set password: %w", err)
 	}
 	hash, err := HashPassword(password)
 	if err != nil {
 		return err
 	}
 	acct.PasswordHash = hash
-	return s.Store.Put(r.Context(), acct)
+	if err := s.Store.Put(ctx, acct); err != nil {
+		return fmt.Errorf("set password: %w", err)
+	}
+	if logout {
+		return s.logoutAll(ctx, userID, keep)
+	}
+	return nil
+}
+
+// deactivate marks an account deactivated (its ID is never given out again)
+// and logs it out everywhere.
+func (s *Service) deactivate(ctx context.Context, acct accountItem) error {
+	acct.Deactivated = true
+	if err := s.Store.Put(ctx, acct); err != nil {
+		return fmt.Errorf("deactivate: %w", err)
+	}
+	return s.logoutAll(ctx, acct.UserID, "")
 }
 
 // Deactivate serves POST /_matrix/client/v3/account/deactivate, behind
@@ -75,18 +89,11 @@ func (s *Service) Deactivate(w http.ResponseWriter, r *http.Request) {
 	if !s.passwordUIA(w, r, req.Auth) {
 		return
 	}
-	caller := Caller(r.Context())
-	var acct accountItem
-	if err := s.Store.Get(r.Context(), store.Key{PK: userPK(caller.UserID), SK: "account"}, &acct); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+	acct, err := s.account(r, Caller(r.Context()).UserID)
+	if err == nil {
+		err = s.deactivate(r.Context(), acct)
 	}
-	acct.Deactivated = true
-	if err := s.Store.Put(r.Context(), acct); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	if err := s.logoutAll(r.Context(), caller.UserID, ""); err != nil {
+	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
