@@ -24,6 +24,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/keys"
 	"github.com/cirrus-matrix/cirrus/shared/mail"
 	"github.com/cirrus-matrix/cirrus/shared/profile"
+	"github.com/cirrus-matrix/cirrus/shared/push"
 	"github.com/cirrus-matrix/cirrus/shared/queue"
 	"github.com/cirrus-matrix/cirrus/shared/ratelimit"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -129,6 +130,7 @@ func (s *Server) ClientHandler() http.Handler {
 	(&accountdata.Service{Store: s.Store}).Register(rt, s.Accounts.RequireAuth)
 	(&filters.Service{Store: s.Store}).Register(rt, s.Accounts.RequireAuth)
 	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handle))
+	(&push.Service{Store: s.Store}).Register(rt, s.Accounts.RequireAuth)
 	return httpapi.Logging(s.Logger, httpapi.CORS(httpapi.LimitBody(s.Config.MaxRequestSize, rt)))
 }
 
