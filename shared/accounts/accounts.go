@@ -45,6 +45,9 @@ type Service struct {
 	// limits nothing.
 	Limiter *ratelimit.Limiter
 	Limits  Limits
+	// DeviceDeleted, when set, runs after a device is deleted or logged out,
+	// for what other packages keep per device (pushers).
+	DeviceDeleted func(ctx context.Context, userID, deviceID string) error
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

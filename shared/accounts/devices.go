@@ -49,6 +49,13 @@ func (s *Service) deleteDevices(ctx context.Context, userID string, devs []devic
 	if err := flush(); err != nil {
 		return fmt.Errorf("delete devices: %w", err)
 	}
+	if s.DeviceDeleted != nil {
+		for _, d := range devs {
+			if err := s.DeviceDeleted(ctx, userID, d.DeviceID); err != nil {
+				return fmt.Errorf("delete devices: %w", err)
+			}
+		}
+	}
 	return nil
 }
 

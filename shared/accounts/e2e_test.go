@@ -552,3 +552,24 @@ func TestRegistrationTokens(t *testing.T) {
 		t.Fatalf("expiry in the past: %d %v", code, body)
 	}
 }
+
+func TestLogoutRemovesPushers(t *testing.T) {
+	hs := startHomeserver(t, false)
+	c := hs.user(t, "pam", "pw")
+	tok := login(t, c, "pam", "pw", mautrix.ReqLogin{}).AccessToken
+	pusher := `{"kind":"http","app_id":"im.example.app","pushkey":"pk1","app_display_name":"App","device_display_name":"Phone","lang":"en","data":{"url":"https://push.example.org/_matrix/push/v1/notify"}}`
+	if code, body := raw(t, "POST", hs.URL+"/_matrix/client/v3/pushers/set", tok, pusher); code != 200 {
+		t.Fatalf("set pusher: %d %v", code, body)
+	}
+	other, _ := mautrix.NewClient(hs.URL, "", "")
+	otherTok := login(t, other, "pam", "pw", mautrix.ReqLogin{}).AccessToken
+	if code, body := raw(t, "GET", hs.URL+"/_matrix/client/v3/pushers", otherTok, ""); code != 200 || len(body["pushers"].([]any)) != 1 {
+		t.Fatalf("pushers before logout: %d %v", code, body)
+	}
+	if code, _ := raw(t, "POST", hs.URL+"/_matrix/client/v3/logout", tok, ""); code != 200 {
+		t.Fatal("logout")
+	}
+	if code, body := raw(t, "GET", hs.URL+"/_matrix/client/v3/pushers", otherTok, ""); code != 200 || len(body["pushers"].([]any)) != 0 {
+		t.Fatalf("pushers after their device logged out: %d %v", code, body)
+	}
+}

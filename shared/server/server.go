@@ -46,6 +46,8 @@ type Server struct {
 	Mail mail.Sender
 	// Accounts holds users, devices and access tokens.
 	Accounts *accounts.Service
+	// Push holds push rules and pushers.
+	Push *push.Service
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -62,15 +64,25 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	if err := cfg.LoadSharedSecret(false); err != nil {
 		return nil, err
 	}
+	pushes := &push.Service{Store: st}
+	accts := &accounts.Service{
+		Store:      st,
+		ServerName: cfg.ServerName,
+		BaseURL:    cfg.PublicBaseURL,
+		Limiter:    &ratelimit.Limiter{Store: st},
+		Limits: accounts.PerMinute(cfg.RateLimits.LoginPerAddress,
+			cfg.RateLimits.LoginPerAccount, cfg.RateLimits.RegisterPerAddress),
+		// A device's pushers go with it, as Synapse's do with its token.
+		DeviceDeleted: pushes.DeleteDevicePushers,
+	}
 	return &Server{
-		Config: cfg,
-		Store:  st,
-		Key:    key,
-		Logger: logger,
-		Jobs:   &queue.Dispatcher{Logger: logger},
-		Accounts: &accounts.Service{Store: st, ServerName: cfg.ServerName, BaseURL: cfg.PublicBaseURL,
-			Limiter: &ratelimit.Limiter{Store: st}, Limits: accounts.PerMinute(cfg.RateLimits.LoginPerAddress,
-				cfg.RateLimits.LoginPerAccount, cfg.RateLimits.RegisterPerAddress)},
+		Config:   cfg,
+		Store:    st,
+		Key:      key,
+		Logger:   logger,
+		Jobs:     &queue.Dispatcher{Logger: logger},
+		Accounts: accts,
+		Push:     pushes,
 	}, nil
 }
 
@@ -130,7 +142,7 @@ func (s *Server) ClientHandler() http.Handler {
 	(&accountdata.Service{Store: s.Store}).Register(rt, s.Accounts.RequireAuth)
 	(&filters.Service{Store: s.Store}).Register(rt, s.Accounts.RequireAuth)
 	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handle))
-	(&push.Service{Store: s.Store}).Register(rt, s.Accounts.RequireAuth)
+	s.Push.Register(rt, s.Accounts.RequireAuth)
 	return httpapi.Logging(s.Logger, httpapi.CORS(httpapi.LimitBody(s.Config.MaxRequestSize, rt)))
 }
 
