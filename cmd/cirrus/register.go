@@ -18,7 +18,12 @@ import (
 
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
 	"github.com/cirrus-matrix/cirrus/shared/config"
+	"github.com/cirrus-matrix/cirrus/shared/secrets"
 )
+
+// newSecretGetter makes the Secrets Manager client of -secret-arn; tests
+// replace it.
+var newSecretGetter = secrets.NewClient
 
 // registerIO is where register talks to the operator; tests replace it.
 type registerIO struct {
@@ -39,18 +44,22 @@ func register(ctx context.Context, args []string, rio registerIO) error {
 	admin := fs.Bool("admin", false, "make the user a server admin")
 	noAdmin := fs.Bool("no-admin", false, "make the user a regular user (the default when not asked)")
 	fs.BoolVar(admin, "a", false, "short for -admin")
+	secretARN := fs.String("secret-arn", "", "read the shared secret from this Secrets Manager secret `ARN` (a deployed stack's output; "+secrets.RegistrationSharedSecretARNEnv+" too)")
 	fs.Usage = func() {
-		fmt.Fprintf(rio.out, `Usage: cirrus register [-c FILE] [-u LOCALPART] [-admin | -no-admin] [SERVER_URL]
+		fmt.Fprintf(rio.out, `Usage: cirrus register [-c FILE | -secret-arn ARN] [-u LOCALPART] [-admin | -no-admin] [SERVER_URL]
 
 Creates a user on a running server through its shared-secret registration
 API (/_synapse/admin/v1/register). The secret comes from the config
 (registration_shared_secret or its _path; with no config, the one cirrus
-serve made in ./data). SERVER_URL defaults to public_baseurl. The password
+serve made in ./data), or, on a deployed stack, from Secrets Manager with
+-secret-arn and the AWS credentials of the environment. SERVER_URL defaults
+to public_baseurl. The password
 is asked twice on a terminal, or read from the first line of standard input.
 
 Examples:
   cirrus register -admin -u alice
   echo "$PASSWORD" | cirrus register -c cirrus.yaml -u bob https://matrix.example.org
+  cirrus register -secret-arn arn:aws:secretsmanager:... -admin -u alice https://matrix.example.org
 
 `)
 		fs.PrintDefaults()
@@ -60,6 +69,12 @@ Examples:
 	}
 	cfg, err := config.Load(*configPath, os.LookupEnv)
 	if err != nil {
+		return err
+	}
+	switch secret, err := secrets.SharedSecret(ctx, *secretARN, os.LookupEnv, newSecretGetter); {
+	case err == nil:
+		cfg.RegistrationSharedSecret = secret
+	case !errors.Is(err, secrets.ErrNoSecret):
 		return err
 	}
 	if err := cfg.LoadSharedSecret(false); err != nil {

@@ -52,6 +52,10 @@ type Config struct {
 	// SigningKey is the key file's content itself, for Lambda, where it comes
 	// from a secret rather than a file.
 	SigningKey string `yaml:"signing_key"`
+	// SigningKeySeed is any secret string the key derives from (keys.FromSeed),
+	// used when neither signing_key nor signing_key_path is set: the CDK stack
+	// generates it into Secrets Manager.
+	SigningKeySeed string `yaml:"signing_key_seed"`
 	// ServeServerWellknown makes /.well-known/matrix/server delegate
 	// federation to the host of public_baseurl.
 	ServeServerWellknown bool `yaml:"serve_server_wellknown"`
@@ -203,7 +207,7 @@ func (c *Config) fillLocal() {
 			c.PublicBaseURL = "http://" + net.JoinHostPort("localhost", port) + "/"
 		}
 	}
-	if c.SigningKeyPath == "" && c.SigningKey == "" {
+	if c.SigningKeyPath == "" && c.SigningKey == "" && c.SigningKeySeed == "" {
 		c.SigningKeyPath = c.DataDir + "/signing.key"
 	}
 	if c.RegistrationSharedSecret == "" && c.RegistrationSharedSecretPath == "" {

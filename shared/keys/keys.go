@@ -6,6 +6,7 @@ package keys
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -122,4 +123,21 @@ func ServerKeys(serverName string, k Key, now time.Time) ([]byte, error) {
 		return nil, fmt.Errorf("server keys: %w", err)
 	}
 	return protocol.SignJSON(serverName, k.ID, k.Private, unsigned)
+}
+
+// FromSeed derives a key from any secret string, so that a deployment can
+// keep the key as one generated secret (Secrets Manager) rather than a key
+// file: the ed25519 seed is SHA-256 of the string, and the key ID is
+// "ed25519:a_" followed by the first four characters of the unpadded
+// base64url SHA-256 of "keyid" and the string. The same string always gives
+// the same key and ID; another string gives another key and, almost surely,
+// another ID.
+func FromSeed(secret string) (Key, error) {
+	if secret == "" {
+		return Key{}, errors.New("signing key seed is empty")
+	}
+	seed := sha256.Sum256([]byte(secret))
+	id := sha256.Sum256([]byte("keyid" + secret))
+	version := "a_" + base64.RawURLEncoding.EncodeToString(id[:])[:4]
+	return Key{ID: "ed25519:" + version, Private: ed25519.NewKeyFromSeed(seed[:])}, nil
 }

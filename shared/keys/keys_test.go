@@ -1,7 +1,9 @@
 package keys_test
 
 import (
+	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"os"
@@ -88,5 +90,36 @@ func TestServerKeys_SignedAndValid(t *testing.T) {
 	tampered := []byte(string(doc[:len(doc)-1]) + `,"x":1}`)
 	if err := protocol.VerifyJSON("example.org", k.ID, k.Public(), tampered); err == nil {
 		t.Fatal("tampered document verified")
+	}
+}
+
+func TestFromSeed_Derivation(t *testing.T) {
+	k, err := keys.FromSeed("correct horse battery staple")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := sha256.Sum256([]byte("correct horse battery staple"))
+	if !bytes.Equal(k.Private.Seed(), seed[:]) {
+		t.Fatal("the seed is not SHA-256 of the secret")
+	}
+	id := sha256.Sum256([]byte("keyidcorrect horse battery staple"))
+	if want := "ed25519:a_" + base64.RawURLEncoding.EncodeToString(id[:])[:4]; k.ID != want {
+		t.Fatalf("key ID = %q, want %q", k.ID, want)
+	}
+	again, _ := keys.FromSeed("correct horse battery staple")
+	if again.ID != k.ID || !bytes.Equal(again.Private, k.Private) {
+		t.Fatal("the same secret gave another key")
+	}
+	other, _ := keys.FromSeed("another secret")
+	if bytes.Equal(other.Private, k.Private) {
+		t.Fatal("another secret gave the same key")
+	}
+	// The derived key survives the file format, as any other key does.
+	parsed, err := keys.Parse(k.Format())
+	if err != nil || parsed.ID != k.ID || !bytes.Equal(parsed.Private, k.Private) {
+		t.Fatalf("round trip through the file format: %v", err)
+	}
+	if _, err := keys.FromSeed(""); err == nil {
+		t.Fatal("an empty seed was accepted")
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/push"
 	"github.com/cirrus-matrix/cirrus/shared/queue"
 	"github.com/cirrus-matrix/cirrus/shared/ratelimit"
+	"github.com/cirrus-matrix/cirrus/shared/secrets"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
@@ -88,9 +89,14 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 
 // OpenLambda is Open for a Lambda function: configuration from the
 // environment alone, logs to standard output where CloudWatch collects them.
+// The signing key seed and the registration shared secret are read from
+// Secrets Manager when the environment names them by ARN (shared/secrets).
 func OpenLambda(ctx context.Context) (*Server, error) {
 	cfg, err := config.LoadLambda(os.LookupEnv)
 	if err != nil {
+		return nil, err
+	}
+	if err := secrets.FillFromEnv(ctx, cfg, os.LookupEnv); err != nil {
 		return nil, err
 	}
 	srv, err := Open(ctx, cfg, NewLogger(cfg, os.Stdout))
@@ -123,8 +129,11 @@ func loadKey(cfg *config.Config) (keys.Key, error) {
 		}
 		return k, nil
 	}
+	if cfg.SigningKeyPath == "" && cfg.SigningKeySeed != "" {
+		return keys.FromSeed(cfg.SigningKeySeed)
+	}
 	if cfg.SigningKeyPath == "" {
-		return keys.Key{}, fmt.Errorf("config: no signing key: set signing_key (CIRRUS_SIGNING_KEY) or signing_key_path")
+		return keys.Key{}, fmt.Errorf("config: no signing key: set signing_key (CIRRUS_SIGNING_KEY), signing_key_seed (CIRRUS_SIGNING_KEY_SEED) or signing_key_path")
 	}
 	return keys.LoadOrCreate(cfg.SigningKeyPath)
 }
