@@ -62,6 +62,10 @@ type Service struct {
 	Store *store.Store
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Computed serves global types another package keeps in its own items
+	// (m.push_rules from the push rules), so that GET reads them as clients
+	// expect.
+	Computed map[string]func(ctx context.Context, userID string) (any, error)
 }
 
 // Event is one account data event as /sync delivers it.

@@ -43,6 +43,14 @@ func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) error {
 	if err := checkOwn(r, userID); err != nil {
 		return err
 	}
+	if compute := s.Computed[typ]; compute != nil && roomID == "" {
+		content, err := compute(r.Context(), userID)
+		if err != nil {
+			return err
+		}
+		httpapi.WriteJSON(w, http.StatusOK, content)
+		return nil
+	}
 	content, err := s.Get(r.Context(), userID, roomID, typ)
 	if err != nil {
 		return httpError(err)

@@ -308,3 +308,14 @@ func checkRuleID(k Kind, ruleID string) error {
 	}
 	return nil
 }
+
+// AccountData is the m.push_rules account data event's content: the merged
+// ruleset under "global", as GET .../account_data/m.push_rules and /sync
+// give it.
+func (s *Service) AccountData(ctx context.Context, userID string) (any, error) {
+	rs, err := s.Rules(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"global": rs}, nil
+}

@@ -148,7 +148,9 @@ func (s *Server) ClientHandler() http.Handler {
 	rt.HandleFunc("GET /.well-known/matrix/server", d.WellKnownServer)
 	s.Accounts.Routes(rt, s.Config.EnableRegistration, s.Config.RegistrationRequiresToken, s.Config.RegistrationSharedSecret)
 	(&profile.Service{Store: s.Store, ServerName: s.Config.ServerName}).Register(rt, s.Accounts.RequireAuth)
-	(&accountdata.Service{Store: s.Store}).Register(rt, s.Accounts.RequireAuth)
+	(&accountdata.Service{Store: s.Store, Computed: map[string]func(context.Context, string) (any, error){
+		"m.push_rules": s.Push.AccountData,
+	}}).Register(rt, s.Accounts.RequireAuth)
 	(&filters.Service{Store: s.Store}).Register(rt, s.Accounts.RequireAuth)
 	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handle))
 	s.Push.Register(rt, s.Accounts.RequireAuth)
