@@ -1,17 +1,13 @@
 package accounts
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // ChangePassword serves POST /_matrix/client/v3/account/password, behind
 // user-interactive auth with the current password. Unless logout_devices is

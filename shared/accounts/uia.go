@@ -1,6 +1,7 @@
 package accounts
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -138,7 +139,7 @@ func decodeOptionalJSON(r *http.Request, v any) error {
 		if n == 0 {
 			return nil
 		}
-		r.Body = io.NopCloser(io.MultiReader(bytesReader(peek[:n]), r.Body))
+		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(peek[:n]), r.Body))
 	}
 	return httpapi.DecodeJSON(r, v)
 }
