@@ -121,3 +121,21 @@ func TestWhoami_OneRead(t *testing.T) {
 		t.Fatal("the access token was logged")
 	}
 }
+
+// TestRegistrationMAC checks the HMAC against values computed the way
+// Synapse's register_new_matrix_user does (Python's hmac over the NUL-joined
+// fields), so that the script works against Cirrus unchanged.
+func TestRegistrationMAC(t *testing.T) {
+	for _, tc := range []struct {
+		user, password string
+		admin          bool
+		want           string
+	}{
+		{"alice", "p@ss w0rd", true, "cdd541849942468304de6e827bec508c62915fd1"},
+		{"bob", "pw", false, "689314bef59d09e67bd409952b90712f99325f36"},
+	} {
+		if got := accounts.RegistrationMAC("shared secret", "abc123nonce", tc.user, tc.password, tc.admin); got != tc.want {
+			t.Errorf("RegistrationMAC(%s) = %s, want %s", tc.user, got, tc.want)
+		}
+	}
+}
