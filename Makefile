@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 FUNCTIONS := client federation sender
 LDFLAGS   := -s -w -X github.com/cirrus-matrix/cirrus/shared/discovery.Version=$(VERSION)
 
-.PHONY: run test build bench cirrus clean
+.PHONY: run test build bench cirrus clean synth deploy
 
 ## run: the homeserver locally on the embedded defaults (ARGS="-config cirrus.yaml" to add a config)
 run: cirrus
@@ -27,6 +27,23 @@ build:
 		$(GO) run ./scripts/lambdazip dist/$$fn/bootstrap dist/$$fn.zip || exit 1; \
 	done
 	@ls -l dist/*.zip | awk '{ printf "%-24s %6.1f MB\n", $$NF, $$5 / 1048576 }'
+
+## synth: the CloudFormation template in cdk.out/, offline and without AWS credentials
+##        (CONTEXT="-c domainName=matrix.example.org -c serverName=example.org ..."; an example by default)
+CDK       := infra/node_modules/.bin/cdk
+CDK_ENV   := AWS_EC2_METADATA_DISABLED=true CDK_DISABLE_CLI_TELEMETRY=true JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20
+synth: build $(CDK)
+	$(CDK_ENV) $(CDK) synth --no-notices -q $(or $(CONTEXT),-c domainName=matrix.example.org -c serverName=example.org)
+	@echo "cdk.out/Cirrus.template.json"
+
+## deploy: build the functions and deploy the stack (CONTEXT="-c domainName=... ..."; AWS credentials needed)
+deploy: build $(CDK)
+	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 $(CDK) deploy $(CONTEXT) $(ARGS)
+
+# The CDK CLI, pinned in infra/package-lock.json.
+$(CDK): infra/package.json infra/package-lock.json
+	npm ci --prefix infra --no-audit --no-fund
+	@touch $@
 
 ## bench: latency and DynamoDB cost per request of the endpoints, against cirrus serve
 bench:

@@ -1,8 +1,12 @@
 // Command infra is the CDK app that deploys Cirrus. Run it through the CDK
-// CLI from the repository root (cdk.json): `npx aws-cdk synth`, `cdk deploy`.
+// CLI from the repository root (cdk.json): `make synth`, `make deploy`, or
+// `npx --prefix infra cdk synth -c domainName=matrix.example.org`.
 package main
 
 import (
+	"fmt"
+	"os"
+
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/jsii-runtime-go"
 )
@@ -10,6 +14,14 @@ import (
 func main() {
 	defer jsii.Close()
 	app := awscdk.NewApp(nil)
-	NewCirrusStack(app, "Cirrus", PropsFromContext(app))
+	props, err := PropsFromContext(app)
+	if err == nil {
+		_, err = NewCirrusStack(app, "Cirrus", props)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cirrus stack:\n%v\n", err)
+		jsii.Close()
+		os.Exit(1)
+	}
 	app.Synth(nil)
 }

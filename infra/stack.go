@@ -1,41 +1,614 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
 	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsapigatewayv2integrations"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscertificatemanager"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatchactions"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambdaeventsources"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsroute53"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsroute53targets"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsses"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssns"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssnssubscriptions"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 )
 
+// The table as docs/storage.md and shared/store.TableSchema define it; a test
+// reads shared/store/store.go and fails if the two drift apart.
+const (
+	tablePartitionKey = "pk"
+	tableSortKey      = "sk"
+	tableIndexName    = "gsi1"
+	tableIndexPK      = "gsi1pk"
+	tableIndexSK      = "gsi1sk"
+	tableTTLAttribute = "expires_at"
+)
+
+// Function sizing. API Gateway's HTTP API ends an integration after 30 s, so
+// the client function's timeout is 30 s and the /sync long-poll must be capped
+// below it: SyncLongPollCap (25 s) leaves 5 s for the rest of the request.
+const (
+	SyncLongPollCap       = 25 // seconds; the most a /sync waits for news
+	clientTimeoutSeconds  = 30 // above SyncLongPollCap, at API Gateway's limit
+	federationTimeout     = 29 // seconds; under API Gateway's 30 s
+	senderTimeoutSeconds  = 60 // one batch of outbound federation sends
+	queueVisibilityFactor = 6  // AWS's advice for SQS event sources: 6x the function timeout
+	queueMaxReceiveCount  = 5  // tries before a message goes to the dead-letter queue
+	clientMemoryMB        = 256
+	federationMemoryMB    = 256
+	senderMemoryMB        = 256
+	logRetention          = awslogs.RetentionDays_ONE_MONTH
+	apiRateLimit          = 200 // requests per second across the API (stage default)
+	apiBurstLimit         = 400
+)
+
+// Functions are the Lambda functions of the stack, each built by `make build`
+// into dist/<name>.zip.
+var Functions = []string{"client", "federation", "sender"}
+
 // CirrusStackProps are the operator's choices, read from CDK context values
-// so that a deployment is `cdk deploy -c serverName=example.org ...`.
+// so that a deployment is `cdk deploy -c domainName=matrix.example.org ...`.
 type CirrusStackProps struct {
 	awscdk.StackProps
-	// ServerName is the Matrix server name (the part after ":" in user IDs).
+	// ServerName is the Matrix server name (the part after ":" in user IDs);
+	// DomainName when not given.
 	ServerName string
 	// DomainName is where the API answers; it may differ from ServerName,
-	// which then delegates through .well-known.
+	// which then delegates through .well-known and the _matrix-fed._tcp SRV.
 	DomainName string
+	// HostedZoneID and HostedZoneName are a Route 53 public zone holding
+	// DomainName: DNS records and certificate validation go there. Both or neither.
+	HostedZoneID, HostedZoneName string
+	// CertificateArn is an ACM certificate for DomainName in the stack's
+	// region; without one, the stack requests a DNS-validated certificate.
+	CertificateArn string
+	// MailFrom is the sender of verification and reset mail; the SES identity
+	// is its domain. Default noreply@<ServerName>.
+	MailFrom string
+	// EnableRegistration opens POST /register to anyone.
+	EnableRegistration bool
+	// AlarmEmail is subscribed to the alarm topic when given.
+	AlarmEmail string
+	// DistDir holds the function zips (context value distDir); when empty,
+	// the dist/ folder of the repository.
+	DistDir string
 }
 
-// PropsFromContext reads the stack's context values. Empty values are
-// allowed here; the stack that uses them checks them.
-func PropsFromContext(app awscdk.App) *CirrusStackProps {
+// contextKeys are the context values the stack reads.
+var contextKeys = []string{"domainName", "serverName", "hostedZoneId", "hostedZoneName", "certificateArn", "mailFrom", "enableRegistration", "alarmEmail", "distDir"}
+
+// PropsFromContext reads the stack's context values (from -c key=value or
+// cdk.json). A value of the wrong type is an error; missing ones are left to
+// Validate.
+func PropsFromContext(app awscdk.App) (*CirrusStackProps, error) {
+	var errs []error
 	str := func(key string) string {
-		if v, ok := app.Node().TryGetContext(jsii.String(key)).(string); ok {
-			return v
+		switch v := app.Node().TryGetContext(jsii.String(key)).(type) {
+		case nil:
+			return ""
+		case string:
+			return strings.TrimSpace(v)
+		default:
+			errs = append(errs, fmt.Errorf("context value %s must be a string, got %v", key, v))
+			return ""
 		}
-		return ""
 	}
-	return &CirrusStackProps{ServerName: str("serverName"), DomainName: str("domainName")}
+	p := &CirrusStackProps{
+		DomainName:     str("domainName"),
+		ServerName:     str("serverName"),
+		HostedZoneID:   str("hostedZoneId"),
+		HostedZoneName: str("hostedZoneName"),
+		CertificateArn: str("certificateArn"),
+		MailFrom:       str("mailFrom"),
+		AlarmEmail:     str("alarmEmail"),
+		DistDir:        str("distDir"),
+	}
+	switch v := app.Node().TryGetContext(jsii.String("enableRegistration")).(type) {
+	case nil:
+	case bool:
+		p.EnableRegistration = v
+	case string:
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("context value enableRegistration=%q is not true or false", v))
+		}
+		p.EnableRegistration = b
+	default:
+		errs = append(errs, fmt.Errorf("context value enableRegistration must be true or false, got %v", v))
+	}
+	if account, region := os.Getenv("CDK_DEFAULT_ACCOUNT"), os.Getenv("CDK_DEFAULT_REGION"); account != "" || region != "" {
+		p.Env = &awscdk.Environment{}
+		if account != "" {
+			p.Env.Account = jsii.String(account)
+		}
+		if region != "" {
+			p.Env.Region = jsii.String(region)
+		}
+	}
+	return p, errors.Join(errs...)
+}
+
+var (
+	hostnameRE       = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
+	hostedZoneIDRE   = regexp.MustCompile(`^Z[A-Z0-9]{1,31}$`)
+	certificateArnRE = regexp.MustCompile(`^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$`)
+)
+
+// Validate fills defaults and checks every value, naming each wrong one and
+// what to pass instead; all problems are reported at once.
+func (p *CirrusStackProps) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	p.DomainName = strings.ToLower(strings.TrimSuffix(p.DomainName, "."))
+	p.ServerName = strings.ToLower(strings.TrimSuffix(p.ServerName, "."))
+	p.HostedZoneName = strings.ToLower(strings.TrimSuffix(p.HostedZoneName, "."))
+	switch {
+	case p.DomainName == "":
+		bad("context value domainName is missing: pass -c domainName=matrix.example.org, the host name the API answers on")
+	case !hostnameRE.MatchString(p.DomainName):
+		bad("context value domainName=%q is not a DNS host name such as matrix.example.org", p.DomainName)
+	}
+	if p.ServerName == "" {
+		p.ServerName = p.DomainName
+	} else if !hostnameRE.MatchString(p.ServerName) {
+		bad("context value serverName=%q is not a DNS host name such as example.org (the part after the colon in user IDs; without a port, since federation goes to %s:443)", p.ServerName, p.DomainName)
+	}
+	if (p.HostedZoneID == "") != (p.HostedZoneName == "") {
+		bad("context values hostedZoneId and hostedZoneName go together: pass both (the Route 53 public zone holding %s) or neither", p.DomainName)
+	}
+	if p.HostedZoneID != "" && !hostedZoneIDRE.MatchString(p.HostedZoneID) {
+		bad("context value hostedZoneId=%q is not a Route 53 zone ID such as Z0123456789ABCDEFGHIJ", p.HostedZoneID)
+	}
+	if p.HostedZoneName != "" && p.DomainName != "" && !inZone(p.DomainName, p.HostedZoneName) {
+		bad("context value domainName=%q is not in the hosted zone %q", p.DomainName, p.HostedZoneName)
+	}
+	if p.CertificateArn != "" && !certificateArnRE.MatchString(p.CertificateArn) {
+		bad("context value certificateArn=%q is not an ACM certificate ARN such as arn:aws:acm:eu-west-1:123456789012:certificate/...", p.CertificateArn)
+	}
+	if p.MailFrom == "" && p.ServerName != "" {
+		p.MailFrom = "noreply@" + p.ServerName
+	}
+	if p.MailFrom != "" {
+		if a, err := mail.ParseAddress(p.MailFrom); err != nil || !hostnameRE.MatchString(mailDomain(a.Address)) {
+			bad("context value mailFrom=%q is not a mail address such as \"Cirrus <noreply@example.org>\"", p.MailFrom)
+		}
+	}
+	if p.AlarmEmail != "" {
+		if _, err := mail.ParseAddress(p.AlarmEmail); err != nil {
+			bad("context value alarmEmail=%q is not a mail address such as ops@example.org", p.AlarmEmail)
+		}
+	}
+	if p.DistDir == "" {
+		p.DistDir = defaultDistDir()
+	}
+	for _, fn := range Functions {
+		zip := filepath.Join(p.DistDir, fn+".zip")
+		if _, err := os.Stat(zip); err != nil {
+			bad("function code %s is missing: run `make build` first (context value distDir names another folder)", zip)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// defaultDistDir is where `make build` writes: dist/ from the repository
+// root, where the CDK CLI runs the app (cdk.json), or ../dist from infra/,
+// where `go test` and `go run .` run.
+func defaultDistDir() string {
+	if _, err := os.Stat(filepath.Join("infra", "go.mod")); err == nil {
+		return "dist"
+	}
+	return filepath.Join("..", "dist")
+}
+
+func inZone(host, zone string) bool { return host == zone || strings.HasSuffix(host, "."+zone) }
+
+func mailDomain(address string) string {
+	return strings.ToLower(address[strings.LastIndex(address, "@")+1:])
 }
 
 // NewCirrusStack defines the deployment: one stack, so that `cdk deploy`
-// creates or updates the whole homeserver at once.
-func NewCirrusStack(scope constructs.Construct, id string, props *CirrusStackProps) awscdk.Stack {
-	var sprops awscdk.StackProps
-	if props != nil {
-		sprops = props.StackProps
+// creates or updates the whole homeserver at once. It checks props first
+// and returns their errors without defining anything.
+func NewCirrusStack(scope constructs.Construct, id string, props *CirrusStackProps) (awscdk.Stack, error) {
+	if props == nil {
+		props = &CirrusStackProps{}
 	}
+	if err := props.Validate(); err != nil {
+		return nil, err
+	}
+	sprops := props.StackProps
 	sprops.Description = jsii.String("Cirrus: a serverless Matrix homeserver")
-	return awscdk.NewStack(scope, &id, &sprops)
+	stack := awscdk.NewStack(scope, &id, &sprops)
+	p := *props
+	s := &builder{stack: stack, p: &p}
+	s.data()
+	s.federationQueue()
+	s.mail()
+	s.functions()
+	s.httpAPI()
+	s.dns()
+	s.alarms()
+	s.outputs()
+	return stack, nil
+}
+
+// builder keeps the constructs that later parts refer to.
+type builder struct {
+	stack awscdk.Stack
+	p     *CirrusStackProps
+
+	zone                   awsroute53.IPublicHostedZone
+	table                  awsdynamodb.Table
+	seed, sharedSecret     awssecretsmanager.Secret
+	queue, dlq             awssqs.Queue
+	identity               awsses.EmailIdentity
+	configSet              awsses.ConfigurationSet
+	client, federation     awslambda.Function
+	sender                 awslambda.Function
+	api                    awsapigatewayv2.HttpApi
+	domain                 awsapigatewayv2.DomainName
+	alarmTopic             awssns.Topic
+	configurationSetArnStr *string
+}
+
+func (s *builder) data() {
+	if s.p.HostedZoneID != "" {
+		s.zone = awsroute53.PublicHostedZone_FromPublicHostedZoneAttributes(s.stack, jsii.String("Zone"), &awsroute53.PublicHostedZoneAttributes{
+			HostedZoneId: jsii.String(s.p.HostedZoneID),
+			ZoneName:     jsii.String(s.p.HostedZoneName),
+		})
+	}
+	s.table = awsdynamodb.NewTable(s.stack, jsii.String("Table"), &awsdynamodb.TableProps{
+		PartitionKey:        &awsdynamodb.Attribute{Name: jsii.String(tablePartitionKey), Type: awsdynamodb.AttributeType_STRING},
+		SortKey:             &awsdynamodb.Attribute{Name: jsii.String(tableSortKey), Type: awsdynamodb.AttributeType_STRING},
+		BillingMode:         awsdynamodb.BillingMode_PAY_PER_REQUEST,
+		TimeToLiveAttribute: jsii.String(tableTTLAttribute),
+		PointInTimeRecoverySpecification: &awsdynamodb.PointInTimeRecoverySpecification{
+			PointInTimeRecoveryEnabled: jsii.Bool(true),
+		},
+		DeletionProtection: jsii.Bool(true),
+		// The table outlives the stack: deleting the stack never deletes data.
+		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
+	})
+	s.table.AddGlobalSecondaryIndex(&awsdynamodb.GlobalSecondaryIndexProps{
+		IndexName:      jsii.String(tableIndexName),
+		PartitionKey:   &awsdynamodb.Attribute{Name: jsii.String(tableIndexPK), Type: awsdynamodb.AttributeType_STRING},
+		SortKey:        &awsdynamodb.Attribute{Name: jsii.String(tableIndexSK), Type: awsdynamodb.AttributeType_STRING},
+		ProjectionType: awsdynamodb.ProjectionType_ALL,
+	})
+	// Secrets are generated by Secrets Manager at deploy time: their values
+	// are never in the template, nor in a function's environment (which names
+	// them by ARN; shared/secrets reads them at start).
+	gen := &awssecretsmanager.SecretStringGenerator{PasswordLength: jsii.Number(64), ExcludePunctuation: jsii.Bool(true)}
+	s.seed = awssecretsmanager.NewSecret(s.stack, jsii.String("SigningKeySeed"), &awssecretsmanager.SecretProps{
+		Description:          jsii.String("Cirrus: the seed the server's ed25519 signing key derives from (keys.FromSeed). Keep it: other servers cache the key."),
+		GenerateSecretString: gen,
+		// A new seed is a new server key: other servers would reject what
+		// the old one signed until their caches expire.
+		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
+	})
+	s.sharedSecret = awssecretsmanager.NewSecret(s.stack, jsii.String("RegistrationSharedSecret"), &awssecretsmanager.SecretProps{
+		Description:          jsii.String("Cirrus: the registration shared secret of cirrus register and register_new_matrix_user"),
+		GenerateSecretString: gen,
+	})
+}
+
+func (s *builder) federationQueue() {
+	s.dlq = awssqs.NewQueue(s.stack, jsii.String("FederationDeadLetterQueue"), &awssqs.QueueProps{
+		RetentionPeriod: awscdk.Duration_Days(jsii.Number(14)),
+		Encryption:      awssqs.QueueEncryption_SQS_MANAGED,
+		EnforceSSL:      jsii.Bool(true),
+	})
+	s.queue = awssqs.NewQueue(s.stack, jsii.String("FederationQueue"), &awssqs.QueueProps{
+		VisibilityTimeout: awscdk.Duration_Seconds(jsii.Number(queueVisibilityFactor * senderTimeoutSeconds)),
+		RetentionPeriod:   awscdk.Duration_Days(jsii.Number(4)),
+		Encryption:        awssqs.QueueEncryption_SQS_MANAGED,
+		EnforceSSL:        jsii.Bool(true),
+		DeadLetterQueue:   &awssqs.DeadLetterQueue{Queue: s.dlq, MaxReceiveCount: jsii.Number(queueMaxReceiveCount)},
+	})
+}
+
+func (s *builder) mail() {
+	s.configSet = awsses.NewConfigurationSet(s.stack, jsii.String("MailConfigurationSet"), &awsses.ConfigurationSetProps{
+		ReputationMetrics: jsii.Bool(true),
+		SendingEnabled:    jsii.Bool(true),
+	})
+	addr, _ := mail.ParseAddress(s.p.MailFrom)
+	domain := mailDomain(addr.Address)
+	identity := awsses.Identity_Domain(jsii.String(domain))
+	if s.zone != nil && domain == s.p.HostedZoneName {
+		// The zone is the mail domain: CDK adds the three DKIM CNAMEs to it.
+		identity = awsses.Identity_PublicHostedZone(s.zone)
+	}
+	s.identity = awsses.NewEmailIdentity(s.stack, jsii.String("MailIdentity"), &awsses.EmailIdentityProps{
+		Identity:         identity,
+		ConfigurationSet: s.configSet,
+	})
+	s.configurationSetArnStr = s.stack.FormatArn(&awscdk.ArnComponents{
+		Service:      jsii.String("ses"),
+		Resource:     jsii.String("configuration-set"),
+		ResourceName: s.configSet.ConfigurationSetName(),
+	})
+}
+
+func (s *builder) function(name string, memory, timeout float64, env map[string]*string) awslambda.Function {
+	title := strings.ToUpper(name[:1]) + name[1:]
+	logs := awslogs.NewLogGroup(s.stack, jsii.String(title+"Logs"), &awslogs.LogGroupProps{
+		Retention:     logRetention,
+		RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
+	})
+	// A role of its own, without AWSLambdaBasicExecutionRole (which may write
+	// to any log group): it writes to its own log group only.
+	role := awsiam.NewRole(s.stack, jsii.String(title+"Role"), &awsiam.RoleProps{
+		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("lambda.amazonaws.com"), nil),
+		Description: jsii.String("Cirrus " + name + " function"),
+	})
+	logs.GrantWrite(role)
+	return awslambda.NewFunction(s.stack, jsii.String(title+"Function"), &awslambda.FunctionProps{
+		Description:  jsii.String("Cirrus " + name + " (functions/" + name + ")"),
+		Runtime:      awslambda.Runtime_PROVIDED_AL2023(),
+		Architecture: awslambda.Architecture_ARM_64(),
+		Handler:      jsii.String("bootstrap"),
+		Code:         awslambda.Code_FromAsset(jsii.String(filepath.Join(s.p.DistDir, name+".zip")), nil),
+		MemorySize:   jsii.Number(memory),
+		Timeout:      awscdk.Duration_Seconds(jsii.Number(timeout)),
+		Environment:  &env,
+		LogGroup:     logs,
+		Role:         role,
+	})
+}
+
+// Table actions the functions use: item reads and writes (transactions need
+// the per-item actions) and Query, also on the index. No Scan, no table or
+// stream administration.
+var (
+	tableItemActions  = []string{"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem"}
+	tableQueryActions = []string{"dynamodb:Query"}
+)
+
+func allow(sid string, actions []string, resources ...*string) awsiam.PolicyStatement {
+	return awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:       jsii.String(sid),
+		Actions:   jsii.Strings(actions...),
+		Resources: &resources,
+	})
+}
+
+func (s *builder) functions() {
+	common := func() map[string]*string {
+		return map[string]*string{
+			"CIRRUS_SERVER_NAME":                 jsii.String(s.p.ServerName),
+			"CIRRUS_PUBLIC_BASEURL":              jsii.String("https://" + s.p.DomainName + "/"),
+			"CIRRUS_DYNAMODB_TABLE":              s.table.TableName(),
+			"CIRRUS_SIGNING_KEY_SEED_SECRET_ARN": s.seed.SecretArn(),
+		}
+	}
+	clientEnv := common()
+	clientEnv["CIRRUS_QUEUE_URL"] = s.queue.QueueUrl()
+	clientEnv["CIRRUS_ENABLE_REGISTRATION"] = jsii.String(strconv.FormatBool(s.p.EnableRegistration))
+	clientEnv["CIRRUS_EMAIL_NOTIF_FROM"] = jsii.String(s.p.MailFrom)
+	clientEnv["CIRRUS_EMAIL_SES_CONFIGURATION_SET"] = s.configSet.ConfigurationSetName()
+	clientEnv["CIRRUS_REGISTRATION_SHARED_SECRET_SECRET_ARN"] = s.sharedSecret.SecretArn()
+	// The client function's timeout is at API Gateway's 30 s; /sync
+	// long-polls are capped at SyncLongPollCap (25 s) to end before it.
+	s.client = s.function("client", clientMemoryMB, clientTimeoutSeconds, clientEnv)
+
+	fedEnv := common()
+	fedEnv["CIRRUS_QUEUE_URL"] = s.queue.QueueUrl()
+	s.federation = s.function("federation", federationMemoryMB, federationTimeout, fedEnv)
+
+	s.sender = s.function("sender", senderMemoryMB, senderTimeoutSeconds, common())
+
+	// Least privilege: each function gets the table and its index, the
+	// secrets it reads, and its side of the queue; only the client sends mail
+	// and reads the registration shared secret.
+	indexArn := awscdk.Fn_Join(jsii.String(""), &[]*string{s.table.TableArn(), jsii.String("/index/*")})
+	for _, fn := range []awslambda.Function{s.client, s.federation, s.sender} {
+		fn.AddToRolePolicy(allow("TableItems", tableItemActions, s.table.TableArn()))
+		fn.AddToRolePolicy(allow("TableQueries", tableQueryActions, s.table.TableArn(), indexArn))
+		fn.AddToRolePolicy(allow("SigningKeySeed", []string{"secretsmanager:GetSecretValue"}, s.seed.SecretArn()))
+	}
+	s.client.AddToRolePolicy(allow("RegistrationSharedSecret", []string{"secretsmanager:GetSecretValue"}, s.sharedSecret.SecretArn()))
+	for _, fn := range []awslambda.Function{s.client, s.federation} {
+		fn.AddToRolePolicy(allow("FederationQueueSend", []string{"sqs:SendMessage"}, s.queue.QueueArn()))
+	}
+	s.client.AddToRolePolicy(allow("MailFromTheIdentity", []string{"ses:SendEmail"}, s.identity.EmailIdentityArn(), s.configurationSetArnStr))
+	// The event source mapping grants the sender what consuming takes:
+	// sqs:ReceiveMessage, DeleteMessage, ChangeMessageVisibility, GetQueueAttributes, GetQueueUrl.
+	s.sender.AddEventSource(awslambdaeventsources.NewSqsEventSource(s.queue, &awslambdaeventsources.SqsEventSourceProps{
+		BatchSize:               jsii.Number(10),
+		MaxBatchingWindow:       awscdk.Duration_Seconds(jsii.Number(1)),
+		ReportBatchItemFailures: jsii.Bool(true),
+	}))
+}
+
+// Routes of the HTTP API, by function.
+var (
+	ClientRoutes     = []string{"/_matrix/client/{proxy+}", "/_matrix/media/{proxy+}", "/_synapse/admin/{proxy+}", "/.well-known/matrix/{proxy+}"}
+	FederationRoutes = []string{"/_matrix/federation/{proxy+}", "/_matrix/key/{proxy+}"}
+)
+
+func (s *builder) httpAPI() {
+	var cert awscertificatemanager.ICertificate
+	if s.p.CertificateArn != "" {
+		cert = awscertificatemanager.Certificate_FromCertificateArn(s.stack, jsii.String("Certificate"), jsii.String(s.p.CertificateArn))
+	} else {
+		var validation awscertificatemanager.CertificateValidation
+		if s.zone != nil {
+			validation = awscertificatemanager.CertificateValidation_FromDns(s.zone)
+		} else {
+			// Without a zone, the deploy waits until the operator adds the
+			// validation CNAME that the ACM console shows.
+			validation = awscertificatemanager.CertificateValidation_FromDns(nil)
+		}
+		cert = awscertificatemanager.NewCertificate(s.stack, jsii.String("Certificate"), &awscertificatemanager.CertificateProps{
+			DomainName: jsii.String(s.p.DomainName),
+			Validation: validation,
+		})
+	}
+	s.domain = awsapigatewayv2.NewDomainName(s.stack, jsii.String("ApiDomain"), &awsapigatewayv2.DomainNameProps{
+		DomainName:     jsii.String(s.p.DomainName),
+		Certificate:    cert,
+		SecurityPolicy: awsapigatewayv2.SecurityPolicy_TLS_1_2,
+	})
+	s.api = awsapigatewayv2.NewHttpApi(s.stack, jsii.String("Api"), &awsapigatewayv2.HttpApiProps{
+		ApiName:            jsii.String("cirrus-" + strings.ReplaceAll(s.p.DomainName, ".", "-")),
+		Description:        jsii.String("Cirrus Matrix homeserver for " + s.p.ServerName),
+		CreateDefaultStage: jsii.Bool(false),
+	})
+	accessLogs := awslogs.NewLogGroup(s.stack, jsii.String("ApiAccessLogs"), &awslogs.LogGroupProps{
+		Retention:     logRetention,
+		RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
+	})
+	stage := awsapigatewayv2.NewHttpStage(s.stack, jsii.String("DefaultStage"), &awsapigatewayv2.HttpStageProps{
+		HttpApi:    s.api,
+		StageName:  jsii.String("$default"),
+		AutoDeploy: jsii.Bool(true),
+		Throttle:   &awsapigatewayv2.ThrottleSettings{RateLimit: jsii.Number(apiRateLimit), BurstLimit: jsii.Number(apiBurstLimit)},
+	})
+	mapping := awsapigatewayv2.NewApiMapping(s.stack, jsii.String("ApiMapping"), &awsapigatewayv2.ApiMappingProps{
+		Api: s.api, DomainName: s.domain, Stage: stage,
+	})
+	// The mapping names the stage "$default" literally: make it wait for it.
+	mapping.Node().AddDependency(stage)
+	// Access logs: one JSON line per request. The query string is left out,
+	// as clients may put access tokens there ($context.path has no query).
+	cfn := stage.Node().DefaultChild().(awsapigatewayv2.CfnStage)
+	cfn.SetAccessLogSettings(&awsapigatewayv2.CfnStage_AccessLogSettingsProperty{
+		DestinationArn: accessLogs.LogGroupArn(),
+		Format:         jsii.String(accessLogFormat),
+	})
+	add := func(fn awslambda.Function, name string, paths []string) {
+		integration := awsapigatewayv2integrations.NewHttpLambdaIntegration(jsii.String(name+"Integration"), fn, &awsapigatewayv2integrations.HttpLambdaIntegrationProps{
+			PayloadFormatVersion: awsapigatewayv2.PayloadFormatVersion_VERSION_2_0(),
+		})
+		for _, path := range paths {
+			s.api.AddRoutes(&awsapigatewayv2.AddRoutesOptions{
+				Path:        jsii.String(path),
+				Methods:     &[]awsapigatewayv2.HttpMethod{awsapigatewayv2.HttpMethod_ANY},
+				Integration: integration,
+			})
+		}
+	}
+	add(s.client, "Client", ClientRoutes)
+	add(s.federation, "Federation", FederationRoutes)
+}
+
+const accessLogFormat = `{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","time":"$context.requestTime",` +
+	`"method":"$context.httpMethod","path":"$context.path","routeKey":"$context.routeKey","status":"$context.status",` +
+	`"bytes":"$context.responseLength","latencyMs":"$context.responseLatency","integrationMs":"$context.integrationLatency",` +
+	`"integrationError":"$context.integrationErrorMessage","userAgent":"$context.identity.userAgent"}`
+
+func (s *builder) dns() {
+	if s.zone == nil {
+		return
+	}
+	target := awsroute53.RecordTarget_FromAlias(awsroute53targets.NewApiGatewayv2DomainProperties(
+		s.domain.RegionalDomainName(), s.domain.RegionalHostedZoneId()))
+	awsroute53.NewARecord(s.stack, jsii.String("ApiAliasA"), &awsroute53.ARecordProps{
+		Zone: s.zone, RecordName: jsii.String(s.p.DomainName + "."), Target: target,
+	})
+	awsroute53.NewAaaaRecord(s.stack, jsii.String("ApiAliasAAAA"), &awsroute53.AaaaRecordProps{
+		Zone: s.zone, RecordName: jsii.String(s.p.DomainName + "."), Target: target,
+	})
+	if inZone(s.p.ServerName, s.p.HostedZoneName) {
+		// Federation delegation: other servers look up _matrix-fed._tcp.<server name>.
+		awsroute53.NewSrvRecord(s.stack, jsii.String("FederationSrv"), &awsroute53.SrvRecordProps{
+			Zone:       s.zone,
+			RecordName: jsii.String("_matrix-fed._tcp." + s.p.ServerName + "."),
+			Values:     &[]*awsroute53.SrvRecordValue{{Priority: jsii.Number(10), Weight: jsii.Number(0), Port: jsii.Number(443), HostName: jsii.String(s.p.DomainName)}},
+			Ttl:        awscdk.Duration_Hours(jsii.Number(1)),
+		})
+	}
+}
+
+func (s *builder) alarms() {
+	s.alarmTopic = awssns.NewTopic(s.stack, jsii.String("AlarmTopic"), &awssns.TopicProps{
+		DisplayName: jsii.String("Cirrus alarms for " + s.p.ServerName),
+	})
+	if s.p.AlarmEmail != "" {
+		s.alarmTopic.AddSubscription(awssnssubscriptions.NewEmailSubscription(jsii.String(s.p.AlarmEmail), nil))
+	}
+	action := awscloudwatchactions.NewSnsAction(s.alarmTopic)
+	five := awscdk.Duration_Minutes(jsii.Number(5))
+	alarm := func(id, description string, metric awscloudwatch.IMetric, threshold float64, op awscloudwatch.ComparisonOperator) {
+		a := awscloudwatch.NewAlarm(s.stack, jsii.String(id), &awscloudwatch.AlarmProps{
+			AlarmDescription:   jsii.String(description),
+			Metric:             metric,
+			Threshold:          jsii.Number(threshold),
+			ComparisonOperator: op,
+			EvaluationPeriods:  jsii.Number(1),
+			TreatMissingData:   awscloudwatch.TreatMissingData_NOT_BREACHING,
+		})
+		a.AddAlarmAction(action)
+		a.AddOkAction(action)
+	}
+	for _, f := range []struct {
+		name string
+		fn   awslambda.Function
+	}{{"Client", s.client}, {"Federation", s.federation}, {"Sender", s.sender}} {
+		alarm(f.name+"ErrorsAlarm", "The "+strings.ToLower(f.name)+" function failed (errors, crashes or timeouts) in the last 5 minutes",
+			f.fn.MetricErrors(&awscloudwatch.MetricOptions{Period: five, Statistic: jsii.String("Sum")}),
+			1, awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD)
+	}
+	alarm("DeadLetterQueueAlarm", "Federation work failed "+strconv.Itoa(queueMaxReceiveCount)+" times and is in the dead-letter queue",
+		s.dlq.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{Period: five, Statistic: jsii.String("Maximum")}),
+		0, awscloudwatch.ComparisonOperator_GREATER_THAN_THRESHOLD)
+	alarm("TableThrottleAlarm", "DynamoDB throttled reads or writes on the table or its index",
+		awscloudwatch.NewMathExpression(&awscloudwatch.MathExpressionProps{
+			Expression: jsii.String("r + w"),
+			Label:      jsii.String("throttle events"),
+			Period:     five,
+			UsingMetrics: &map[string]awscloudwatch.IMetric{
+				"r": s.table.Metric(jsii.String("ReadThrottleEvents"), &awscloudwatch.MetricOptions{Period: five, Statistic: jsii.String("Sum")}),
+				"w": s.table.Metric(jsii.String("WriteThrottleEvents"), &awscloudwatch.MetricOptions{Period: five, Statistic: jsii.String("Sum")}),
+			},
+		}), 1, awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD)
+	alarm("Api5xxRateAlarm", "More than 5% of API requests answered 5xx over 5 minutes",
+		awscloudwatch.NewMathExpression(&awscloudwatch.MathExpressionProps{
+			Expression: jsii.String("100 * errors / MAX([requests, 1])"),
+			Label:      jsii.String("5xx rate (%)"),
+			Period:     five,
+			UsingMetrics: &map[string]awscloudwatch.IMetric{
+				"errors":   s.api.MetricServerError(&awscloudwatch.MetricOptions{Period: five, Statistic: jsii.String("Sum")}),
+				"requests": s.api.MetricCount(&awscloudwatch.MetricOptions{Period: five, Statistic: jsii.String("Sum")}),
+			},
+		}), 5, awscloudwatch.ComparisonOperator_GREATER_THAN_THRESHOLD)
+}
+
+func (s *builder) outputs() {
+	out := func(id, description string, value *string) {
+		awscdk.NewCfnOutput(s.stack, jsii.String(id), &awscdk.CfnOutputProps{Description: jsii.String(description), Value: value})
+	}
+	out("ApiDomainTarget", "Point "+s.p.DomainName+" here (CNAME, or an alias with the zone ID of ApiDomainTargetZoneId) when Route 53 does not hold it",
+		s.domain.RegionalDomainName())
+	out("ApiDomainTargetZoneId", "The hosted zone ID of ApiDomainTarget, for an alias record", s.domain.RegionalHostedZoneId())
+	out("TableName", "The DynamoDB table", s.table.TableName())
+	out("FederationDeadLetterQueueUrl", "Federation work that failed every try", s.dlq.QueueUrl())
+	out("RegistrationSharedSecretArn", "The registration shared secret in Secrets Manager", s.sharedSecret.SecretArn())
+	out("AlarmTopicArn", "The SNS topic alarms go to", s.alarmTopic.TopicArn())
+	out("FirstAdminCommand", "Creates the first admin user (AWS credentials that may read the secret)",
+		awscdk.Fn_Join(jsii.String(""), &[]*string{
+			jsii.String("cirrus register -secret-arn "), s.sharedSecret.SecretArn(),
+			jsii.String(" -admin -u admin https://" + s.p.DomainName),
+		}))
 }

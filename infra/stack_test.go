@@ -1,13 +1,29 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
 	"github.com/aws/jsii-runtime-go"
+	"github.com/awslabs/goformation/v7"
 )
+
+// distDir holds stand-in function zips: the tests need no `make build`.
+var distDir string
 
 // TestMain quiets jsii's end-of-life banner for the Node 20 that runs the
 // CDK here, also when the tests run without scripts/test-infra.sh; the
@@ -16,24 +32,768 @@ func TestMain(m *testing.M) {
 	if os.Getenv("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION") == "" {
 		os.Setenv("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 	}
+	// The stack's environment must not depend on the machine's AWS profile.
+	os.Unsetenv("CDK_DEFAULT_ACCOUNT")
+	os.Unsetenv("CDK_DEFAULT_REGION")
+	dir, err := os.MkdirTemp("", "cirrus-dist")
+	if err != nil {
+		panic(err)
+	}
+	for _, fn := range Functions {
+		if err := os.WriteFile(filepath.Join(dir, fn+".zip"), []byte("PK\x05\x06"+strings.Repeat("\x00", 18)), 0o644); err != nil {
+			panic(err)
+		}
+	}
+	distDir = dir
 	code := m.Run()
 	jsii.Close()
+	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-func TestCirrusStack_Synthesizes(t *testing.T) {
-	app := awscdk.NewApp(&awscdk.AppProps{Context: &map[string]any{
-		"serverName": "example.org",
-		"domainName": "matrix.example.org",
-	}})
-	props := PropsFromContext(app)
-	if props.ServerName != "example.org" || props.DomainName != "matrix.example.org" {
-		t.Fatalf("props from context = %q, %q", props.ServerName, props.DomainName)
+// The three deployments the tests synthesise: with a Route 53 zone (server
+// name delegating to a subdomain), with nothing but a domain name, and with
+// an existing certificate.
+var (
+	fullContext = map[string]any{
+		"domainName":         "matrix.example.org",
+		"serverName":         "example.org",
+		"hostedZoneId":       "Z0123456789ABCDEFGHIJ",
+		"hostedZoneName":     "example.org",
+		"mailFrom":           "Cirrus <noreply@example.org>",
+		"enableRegistration": "true",
+		"alarmEmail":         "ops@example.org",
 	}
-	stack := NewCirrusStack(app, "Test", props)
-	template := assertions.Template_FromStack(stack, nil)
-	got := template.ToJSON()
-	if desc, _ := (*got)["Description"].(string); desc != "Cirrus: a serverless Matrix homeserver" {
-		t.Fatalf("template description = %q", desc)
+	bareContext = map[string]any{"domainName": "chat.example.net"}
+	certContext = map[string]any{
+		"domainName":     "matrix.example.com",
+		"certificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d-1111-2222-3333-444455556666",
+		// cdk.json gives booleans as booleans.
+		"enableRegistration": false,
+	}
+)
+
+type synthesized struct {
+	template assertions.Template
+	json     map[string]any
+}
+
+var (
+	synthMu    sync.Mutex
+	synthCache = map[string]*synthesized{}
+)
+
+// synth synthesises the stack for a context once and keeps it for every test.
+func synth(t *testing.T, name string, ctx map[string]any) *synthesized {
+	t.Helper()
+	synthMu.Lock()
+	defer synthMu.Unlock()
+	if s := synthCache[name]; s != nil {
+		return s
+	}
+	c := map[string]any{"distDir": distDir}
+	for k, v := range ctx {
+		c[k] = v
+	}
+	app := awscdk.NewApp(&awscdk.AppProps{Context: &c})
+	props, err := PropsFromContext(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stack, err := NewCirrusStack(app, "Test", props)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := assertions.Template_FromStack(stack, nil)
+	raw, err := json.Marshal(tpl.ToJSON())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	s := &synthesized{template: tpl, json: m}
+	synthCache[name] = s
+	return s
+}
+
+func full(t *testing.T) *synthesized { return synth(t, "full", fullContext) }
+
+// resources returns the template's resources of a type by logical ID.
+func (s *synthesized) resources(typ string) map[string]map[string]any {
+	out := map[string]map[string]any{}
+	for id, r := range s.json["Resources"].(map[string]any) {
+		if r := r.(map[string]any); r["Type"] == typ {
+			out[id] = r
+		}
+	}
+	return out
+}
+
+// one returns the only resource of a type whose logical ID starts with prefix.
+func (s *synthesized) one(t *testing.T, typ, prefix string) (string, map[string]any) {
+	t.Helper()
+	var found []string
+	for id := range s.resources(typ) {
+		if strings.HasPrefix(id, prefix) {
+			found = append(found, id)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%d resources of type %s named %s*, want 1: %v", len(found), typ, prefix, found)
+	}
+	r := s.resources(typ)[found[0]]
+	props, _ := r["Properties"].(map[string]any)
+	return found[0], props
+}
+
+func ref(id string) map[string]any          { return map[string]any{"Ref": id} }
+func getAtt(id, attr string) []any          { return []any{id, attr} }
+func js(v any) string                       { b, _ := json.Marshal(v); return string(b) }
+func obj(v any) map[string]any              { m, _ := v.(map[string]any); return m }
+func num(v any) float64                     { f, _ := v.(float64); return f }
+func props(r map[string]any) map[string]any { return obj(r["Properties"]) }
+
+// --- data ---
+
+func TestTable(t *testing.T) {
+	s := full(t)
+	s.template.ResourceCountIs(jsii.String("AWS::DynamoDB::Table"), jsii.Number(1))
+	s.template.HasResourceProperties(jsii.String("AWS::DynamoDB::Table"), map[string]any{
+		"KeySchema": []any{
+			map[string]any{"AttributeName": "pk", "KeyType": "HASH"},
+			map[string]any{"AttributeName": "sk", "KeyType": "RANGE"},
+		},
+		"AttributeDefinitions": assertions.Match_ArrayWith(&[]any{
+			map[string]any{"AttributeName": "pk", "AttributeType": "S"},
+			map[string]any{"AttributeName": "sk", "AttributeType": "S"},
+			map[string]any{"AttributeName": "gsi1pk", "AttributeType": "S"},
+			map[string]any{"AttributeName": "gsi1sk", "AttributeType": "S"},
+		}),
+		"BillingMode": "PAY_PER_REQUEST",
+		"GlobalSecondaryIndexes": []any{map[string]any{
+			"IndexName": "gsi1",
+			"KeySchema": []any{
+				map[string]any{"AttributeName": "gsi1pk", "KeyType": "HASH"},
+				map[string]any{"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+			},
+			"Projection": map[string]any{"ProjectionType": "ALL"},
+		}},
+		"TimeToLiveSpecification":          map[string]any{"AttributeName": "expires_at", "Enabled": true},
+		"PointInTimeRecoverySpecification": map[string]any{"PointInTimeRecoveryEnabled": true},
+		"DeletionProtectionEnabled":        true,
+	})
+	s.template.HasResource(jsii.String("AWS::DynamoDB::Table"), map[string]any{
+		"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
+	})
+	_, p := s.one(t, "AWS::DynamoDB::Table", "Table")
+	if _, named := p["TableName"]; named {
+		t.Error("the table has a fixed name: two stacks in one account would collide")
+	}
+}
+
+// TestTable_MatchesStore reads shared/store.TableSchema's constants from the
+// source (the infra module does not compile the homeserver) and checks that
+// the stack's table is the one `cirrus serve` creates.
+func TestTable_MatchesStore(t *testing.T) {
+	file, err := parser.ParseFile(token.NewFileSet(), filepath.Join("..", "shared", "store", "store.go"), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	consts := map[string]string{}
+	ast.Inspect(file, func(n ast.Node) bool {
+		if vs, ok := n.(*ast.ValueSpec); ok {
+			for i, name := range vs.Names {
+				if i < len(vs.Values) {
+					if lit, ok := vs.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+						consts[name.Name], _ = strconv.Unquote(lit.Value)
+					}
+				}
+			}
+		}
+		return true
+	})
+	for store, infra := range map[string]string{
+		"attrPK": tablePartitionKey, "attrSK": tableSortKey, "attrExpires": tableTTLAttribute,
+		"gsi1": tableIndexName, "gsi1PK": tableIndexPK, "gsi1SK": tableIndexSK,
+	} {
+		if consts[store] != infra {
+			t.Errorf("shared/store %s = %q, the stack has %q", store, consts[store], infra)
+		}
+	}
+	// TableSchema must still be built from those constants, with one index.
+	src, _ := os.ReadFile(filepath.Join("..", "shared", "store", "store.go"))
+	if !strings.Contains(string(src), "Indexes:      []Index{{Name: gsi1, PartitionKey: gsi1PK, SortKey: gsi1SK}}") {
+		t.Error("shared/store.TableSchema changed its indexes: update the stack and this test")
+	}
+}
+
+func TestSecrets_NeverInTheTemplate(t *testing.T) {
+	for name, ctx := range map[string]map[string]any{"full": fullContext, "bare": bareContext, "cert": certContext} {
+		s := synth(t, name, ctx)
+		secrets := s.resources("AWS::SecretsManager::Secret")
+		if len(secrets) != 2 {
+			t.Fatalf("%s: %d secrets, want the signing key seed and the registration shared secret", name, len(secrets))
+		}
+		for id, r := range secrets {
+			p := props(r)
+			if _, ok := p["SecretString"]; ok {
+				t.Errorf("%s: secret %s has its value in the template", name, id)
+			}
+			gen := obj(p["GenerateSecretString"])
+			if num(gen["PasswordLength"]) < 32 || gen["ExcludePunctuation"] != true {
+				t.Errorf("%s: secret %s is not generated long enough: %v", name, id, gen)
+			}
+		}
+		raw := js(s.json)
+		for _, leak := range []string{"resolve:secretsmanager", "resolve:ssm-secure", `"SecretString"`, `"SecretStringTemplate"`} {
+			if strings.Contains(raw, leak) {
+				t.Errorf("%s: the template contains %q", name, leak)
+			}
+		}
+		for id, fn := range s.resources("AWS::Lambda::Function") {
+			for k := range obj(obj(props(fn)["Environment"])["Variables"]) {
+				if k == "CIRRUS_SIGNING_KEY" || k == "CIRRUS_SIGNING_KEY_SEED" || k == "CIRRUS_REGISTRATION_SHARED_SECRET" {
+					t.Errorf("%s: function %s has the secret %s in its environment", name, id, k)
+				}
+			}
+		}
+	}
+	s := full(t)
+	id, _ := s.one(t, "AWS::SecretsManager::Secret", "SigningKeySeed")
+	if r := s.resources("AWS::SecretsManager::Secret")[id]; r["DeletionPolicy"] != "Retain" {
+		t.Errorf("the signing key seed is not retained: %v", r["DeletionPolicy"])
+	}
+}
+
+// --- functions ---
+
+func TestFunctions(t *testing.T) {
+	s := full(t)
+	s.template.ResourceCountIs(jsii.String("AWS::Lambda::Function"), jsii.Number(3))
+	table, _ := s.one(t, "AWS::DynamoDB::Table", "Table")
+	queue, _ := s.one(t, "AWS::SQS::Queue", "FederationQueue")
+	seed, _ := s.one(t, "AWS::SecretsManager::Secret", "SigningKeySeed")
+	shared, _ := s.one(t, "AWS::SecretsManager::Secret", "RegistrationSharedSecret")
+	configSet, _ := s.one(t, "AWS::SES::ConfigurationSet", "MailConfigurationSet")
+	common := map[string]any{
+		"CIRRUS_SERVER_NAME":                 "example.org",
+		"CIRRUS_PUBLIC_BASEURL":              "https://matrix.example.org/",
+		"CIRRUS_DYNAMODB_TABLE":              ref(table),
+		"CIRRUS_SIGNING_KEY_SEED_SECRET_ARN": ref(seed),
+	}
+	with := func(extra map[string]any) map[string]any {
+		m := map[string]any{}
+		for k, v := range common {
+			m[k] = v
+		}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	for _, want := range []struct {
+		name            string
+		memory, timeout float64
+		env             map[string]any
+	}{
+		{"Client", clientMemoryMB, 30, with(map[string]any{
+			"CIRRUS_QUEUE_URL":                             ref(queue),
+			"CIRRUS_ENABLE_REGISTRATION":                   "true",
+			"CIRRUS_EMAIL_NOTIF_FROM":                      "Cirrus <noreply@example.org>",
+			"CIRRUS_EMAIL_SES_CONFIGURATION_SET":           ref(configSet),
+			"CIRRUS_REGISTRATION_SHARED_SECRET_SECRET_ARN": ref(shared),
+		})},
+		{"Federation", federationMemoryMB, federationTimeout, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue)})},
+		{"Sender", senderMemoryMB, senderTimeoutSeconds, with(nil)},
+	} {
+		_, p := s.one(t, "AWS::Lambda::Function", want.name+"Function")
+		if js(p["Architectures"]) != `["arm64"]` || p["Runtime"] != "provided.al2023" || p["Handler"] != "bootstrap" {
+			t.Errorf("%s: architectures %v, runtime %v, handler %v", want.name, p["Architectures"], p["Runtime"], p["Handler"])
+		}
+		if num(p["MemorySize"]) != want.memory || num(p["Timeout"]) != want.timeout {
+			t.Errorf("%s: memory %v, timeout %v; want %v, %v", want.name, p["MemorySize"], p["Timeout"], want.memory, want.timeout)
+		}
+		if got := obj(obj(p["Environment"])["Variables"]); !reflect.DeepEqual(got, want.env) {
+			t.Errorf("%s: environment\n got %s\nwant %s", want.name, js(got), js(want.env))
+		}
+		code := obj(p["Code"])
+		if key, _ := code["S3Key"].(string); !strings.HasSuffix(key, ".zip") {
+			t.Errorf("%s: code %v is not the zip asset", want.name, code)
+		}
+		logGroup, _ := s.one(t, "AWS::Logs::LogGroup", want.name+"Logs")
+		if !reflect.DeepEqual(obj(p["LoggingConfig"])["LogGroup"], ref(logGroup)) {
+			t.Errorf("%s: logs go to %v, not its own log group", want.name, p["LoggingConfig"])
+		}
+		_, lg := s.one(t, "AWS::Logs::LogGroup", want.name+"Logs")
+		if num(lg["RetentionInDays"]) != 30 {
+			t.Errorf("%s: log retention %v days, want 30", want.name, lg["RetentionInDays"])
+		}
+	}
+	if clientTimeoutSeconds <= SyncLongPollCap || clientTimeoutSeconds > 30 {
+		t.Errorf("client timeout %d s must be above the /sync cap (%d s) and at most API Gateway's 30 s", clientTimeoutSeconds, SyncLongPollCap)
+	}
+}
+
+// statements returns the IAM statements of the role a function runs as,
+// with the role's managed policies.
+func (s *synthesized) statements(t *testing.T, fnPrefix string) ([]map[string]any, any) {
+	t.Helper()
+	_, fn := s.one(t, "AWS::Lambda::Function", fnPrefix+"Function")
+	roleID := obj(fn["Role"])["Fn::GetAtt"].([]any)[0].(string)
+	role := props(s.resources("AWS::IAM::Role")[roleID])
+	var out []map[string]any
+	for _, p := range s.resources("AWS::IAM::Policy") {
+		pp := props(p)
+		if !slices.ContainsFunc(pp["Roles"].([]any), func(r any) bool { return reflect.DeepEqual(r, ref(roleID)) }) {
+			continue
+		}
+		for _, st := range obj(pp["PolicyDocument"])["Statement"].([]any) {
+			out = append(out, st.(map[string]any))
+		}
+	}
+	return out, role["ManagedPolicyArns"]
+}
+
+// grant is what a statement allows, in a form tests compare: sorted actions
+// on sorted resources, resources written as the JSON of their CFN value.
+func grant(st map[string]any) string {
+	var actions, resources []string
+	switch a := st["Action"].(type) {
+	case string:
+		actions = []string{a}
+	case []any:
+		for _, x := range a {
+			actions = append(actions, x.(string))
+		}
+	}
+	switch r := st["Resource"].(type) {
+	case []any:
+		for _, x := range r {
+			resources = append(resources, js(x))
+		}
+	default:
+		resources = []string{js(r)}
+	}
+	sort.Strings(actions)
+	sort.Strings(resources)
+	return strings.Join(actions, ",") + " on " + strings.Join(resources, " ")
+}
+
+func TestIAM_LeastPrivilege(t *testing.T) {
+	s := full(t)
+	table, _ := s.one(t, "AWS::DynamoDB::Table", "Table")
+	queue, _ := s.one(t, "AWS::SQS::Queue", "FederationQueue")
+	seed, _ := s.one(t, "AWS::SecretsManager::Secret", "SigningKeySeed")
+	shared, _ := s.one(t, "AWS::SecretsManager::Secret", "RegistrationSharedSecret")
+	identity, _ := s.one(t, "AWS::SES::EmailIdentity", "MailIdentity")
+	configSet, _ := s.one(t, "AWS::SES::ConfigurationSet", "MailConfigurationSet")
+	tableArn := map[string]any{"Fn::GetAtt": getAtt(table, "Arn")}
+	indexArn := map[string]any{"Fn::Join": []any{"", []any{tableArn, "/index/*"}}}
+	sesArn := func(kind, id string) map[string]any {
+		return map[string]any{"Fn::Join": []any{"", []any{"arn:", ref("AWS::Partition"), ":ses:", ref("AWS::Region"), ":", ref("AWS::AccountId"), ":" + kind + "/", ref(id)}}}
+	}
+	g := func(actions []string, resources ...any) string {
+		st := map[string]any{"Action": func() []any {
+			var a []any
+			for _, x := range actions {
+				a = append(a, x)
+			}
+			return a
+		}(), "Resource": resources}
+		return grant(st)
+	}
+	logs := func(fn string) string {
+		id, _ := s.one(t, "AWS::Logs::LogGroup", fn+"Logs")
+		return g([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, map[string]any{"Fn::GetAtt": getAtt(id, "Arn")})
+	}
+	items := g(tableItemActions, tableArn)
+	queries := g(tableQueryActions, tableArn, indexArn)
+	seedRead := g([]string{"secretsmanager:GetSecretValue"}, ref(seed))
+	send := g([]string{"sqs:SendMessage"}, map[string]any{"Fn::GetAtt": getAtt(queue, "Arn")})
+	want := map[string][]string{
+		"Client": {logs("Client"), items, queries, seedRead, send,
+			g([]string{"secretsmanager:GetSecretValue"}, ref(shared)),
+			g([]string{"ses:SendEmail"}, sesArn("identity", identity), sesArn("configuration-set", configSet))},
+		"Federation": {logs("Federation"), items, queries, seedRead, send},
+		"Sender": {logs("Sender"), items, queries, seedRead,
+			g([]string{"sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}, map[string]any{"Fn::GetAtt": getAtt(queue, "Arn")})},
+	}
+	for fn, wantGrants := range want {
+		statements, managed := s.statements(t, fn)
+		if managed != nil {
+			t.Errorf("%s: role has managed policies %v", fn, managed)
+		}
+		var got []string
+		for _, st := range statements {
+			if st["Effect"] != "Allow" {
+				t.Errorf("%s: statement %v", fn, st)
+			}
+			got = append(got, grant(st))
+		}
+		sort.Strings(got)
+		sort.Strings(wantGrants)
+		if !reflect.DeepEqual(got, wantGrants) {
+			t.Errorf("%s: IAM statements\n got %s\nwant %s", fn, strings.Join(got, "\n     "), strings.Join(wantGrants, "\n     "))
+		}
+		for _, a := range tableItemActions {
+			if strings.Contains(a, "Scan") || strings.Contains(a, "*") {
+				t.Errorf("table action %s is broader than needed", a)
+			}
+		}
+	}
+	if raw := js(s.resources("AWS::IAM::Policy")); strings.Contains(raw, `"Resource":"*"`) || strings.Contains(raw, `"Action":"*"`) {
+		t.Error("a policy allows everything on something or something on everything")
+	}
+}
+
+// --- API ---
+
+func TestAPI(t *testing.T) {
+	s := full(t)
+	s.template.ResourceCountIs(jsii.String("AWS::ApiGatewayV2::Api"), jsii.Number(1))
+	s.template.HasResourceProperties(jsii.String("AWS::ApiGatewayV2::Api"), map[string]any{"ProtocolType": "HTTP"})
+	apiID, _ := s.one(t, "AWS::ApiGatewayV2::Api", "Api")
+	integrationOf := map[string]string{} // integration ID -> function ID
+	for id, r := range s.resources("AWS::ApiGatewayV2::Integration") {
+		p := props(r)
+		if p["IntegrationType"] != "AWS_PROXY" || p["PayloadFormatVersion"] != "2.0" {
+			t.Errorf("integration %s: %v", id, js(p))
+		}
+		integrationOf[id] = obj(p["IntegrationUri"])["Fn::GetAtt"].([]any)[0].(string)
+	}
+	client, _ := s.one(t, "AWS::Lambda::Function", "ClientFunction")
+	federation, _ := s.one(t, "AWS::Lambda::Function", "FederationFunction")
+	want := map[string]string{}
+	for _, r := range ClientRoutes {
+		want["ANY "+r] = client
+	}
+	for _, r := range FederationRoutes {
+		want["ANY "+r] = federation
+	}
+	got := map[string]string{}
+	for _, r := range s.resources("AWS::ApiGatewayV2::Route") {
+		p := props(r)
+		target := js(p["Target"])
+		for integ, fn := range integrationOf {
+			if strings.Contains(target, `"`+integ+`"`) {
+				got[p["RouteKey"].(string)] = fn
+			}
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("routes\n got %v\nwant %v", got, want)
+	}
+	for _, r := range []string{"ANY /_matrix/client/{proxy+}", "ANY /_matrix/media/{proxy+}", "ANY /_synapse/admin/{proxy+}",
+		"ANY /.well-known/matrix/{proxy+}", "ANY /_matrix/federation/{proxy+}", "ANY /_matrix/key/{proxy+}"} {
+		if _, ok := got[r]; !ok {
+			t.Errorf("route %s is missing", r)
+		}
+	}
+	// API Gateway may invoke each function, from this API only.
+	for id, r := range s.resources("AWS::Lambda::Permission") {
+		p := props(r)
+		if p["Principal"] != "apigateway.amazonaws.com" || !strings.Contains(js(p["SourceArn"]), `"Ref":"`+apiID+`"`) {
+			t.Errorf("permission %s: %s", id, js(p))
+		}
+	}
+
+	cert, _ := s.one(t, "AWS::CertificateManager::Certificate", "Certificate")
+	s.template.HasResourceProperties(jsii.String("AWS::CertificateManager::Certificate"), map[string]any{
+		"DomainName": "matrix.example.org", "ValidationMethod": "DNS",
+		"DomainValidationOptions": []any{map[string]any{"DomainName": "matrix.example.org", "HostedZoneId": "Z0123456789ABCDEFGHIJ"}},
+	})
+	domainID, domain := s.one(t, "AWS::ApiGatewayV2::DomainName", "ApiDomain")
+	if domain["DomainName"] != "matrix.example.org" {
+		t.Errorf("custom domain %v", domain["DomainName"])
+	}
+	cfg := domain["DomainNameConfigurations"].([]any)[0].(map[string]any)
+	if !reflect.DeepEqual(cfg["CertificateArn"], ref(cert)) || cfg["EndpointType"] != "REGIONAL" || cfg["SecurityPolicy"] != "TLS_1_2" {
+		t.Errorf("custom domain configuration %s", js(cfg))
+	}
+	stageID, stage := s.one(t, "AWS::ApiGatewayV2::Stage", "DefaultStage")
+	if stage["StageName"] != "$default" || stage["AutoDeploy"] != true {
+		t.Errorf("stage %s", js(stage))
+	}
+	throttle := obj(stage["DefaultRouteSettings"])
+	if num(throttle["ThrottlingRateLimit"]) != apiRateLimit || num(throttle["ThrottlingBurstLimit"]) != apiBurstLimit {
+		t.Errorf("throttling %v", throttle)
+	}
+	accessLogs, _ := s.one(t, "AWS::Logs::LogGroup", "ApiAccessLogs")
+	als := obj(stage["AccessLogSettings"])
+	if !reflect.DeepEqual(als["DestinationArn"], map[string]any{"Fn::GetAtt": getAtt(accessLogs, "Arn")}) {
+		t.Errorf("access logs go to %v", als["DestinationArn"])
+	}
+	var line map[string]string
+	if err := json.Unmarshal([]byte(als["Format"].(string)), &line); err != nil || line["status"] != "$context.status" || line["path"] != "$context.path" {
+		t.Errorf("access log format is not a JSON line with status and path: %v %v", err, als["Format"])
+	}
+	if strings.Contains(als["Format"].(string), "querystring") || strings.Contains(als["Format"].(string), "requestOverride") {
+		t.Error("access logs may record query strings, which can hold access tokens")
+	}
+	mappingID, mapping := s.one(t, "AWS::ApiGatewayV2::ApiMapping", "ApiMapping")
+	if deps := js(s.resources("AWS::ApiGatewayV2::ApiMapping")[mappingID]["DependsOn"]); !strings.Contains(deps, stageID) {
+		t.Errorf("the API mapping does not wait for the stage: DependsOn %s", deps)
+	}
+	if !reflect.DeepEqual(mapping["ApiId"], ref(apiID)) || !reflect.DeepEqual(mapping["DomainName"], ref(domainID)) || mapping["Stage"] != "$default" {
+		t.Errorf("API mapping %s", js(mapping))
+	}
+}
+
+// --- federation queue ---
+
+func TestQueue(t *testing.T) {
+	s := full(t)
+	s.template.ResourceCountIs(jsii.String("AWS::SQS::Queue"), jsii.Number(2))
+	dlq, _ := s.one(t, "AWS::SQS::Queue", "FederationDeadLetterQueue")
+	queue, q := s.one(t, "AWS::SQS::Queue", "FederationQueue5")
+	redrive := obj(q["RedrivePolicy"])
+	if num(redrive["maxReceiveCount"]) != queueMaxReceiveCount || !reflect.DeepEqual(redrive["deadLetterTargetArn"], map[string]any{"Fn::GetAtt": getAtt(dlq, "Arn")}) {
+		t.Errorf("redrive policy %s", js(redrive))
+	}
+	_, sender := s.one(t, "AWS::Lambda::Function", "SenderFunction")
+	if num(q["VisibilityTimeout"]) < 6*num(sender["Timeout"]) {
+		t.Errorf("visibility timeout %v s is under six times the sender's timeout %v s", q["VisibilityTimeout"], sender["Timeout"])
+	}
+	senderID, _ := s.one(t, "AWS::Lambda::Function", "SenderFunction")
+	_, esm := s.one(t, "AWS::Lambda::EventSourceMapping", "Sender")
+	if !reflect.DeepEqual(esm["EventSourceArn"], map[string]any{"Fn::GetAtt": getAtt(queue, "Arn")}) ||
+		!reflect.DeepEqual(esm["FunctionName"], ref(senderID)) ||
+		js(esm["FunctionResponseTypes"]) != `["ReportBatchItemFailures"]` {
+		t.Errorf("event source mapping %s", js(esm))
+	}
+	s.template.ResourceCountIs(jsii.String("AWS::Lambda::EventSourceMapping"), jsii.Number(1))
+}
+
+// --- mail ---
+
+func TestMail(t *testing.T) {
+	s := full(t)
+	configSet, _ := s.one(t, "AWS::SES::ConfigurationSet", "MailConfigurationSet")
+	_, identity := s.one(t, "AWS::SES::EmailIdentity", "MailIdentity")
+	if identity["EmailIdentity"] != "example.org" || !reflect.DeepEqual(obj(identity["ConfigurationSetAttributes"])["ConfigurationSetName"], ref(configSet)) {
+		t.Errorf("email identity %s", js(identity))
+	}
+	dkim := 0
+	for _, r := range s.resources("AWS::Route53::RecordSet") {
+		if p := props(r); p["Type"] == "CNAME" && strings.Contains(js(p["Name"]), "DkimDNSTokenName") {
+			dkim++
+		}
+	}
+	if dkim != 3 {
+		t.Errorf("%d DKIM records in the zone, want 3", dkim)
+	}
+	bare := synth(t, "bare", bareContext)
+	_, identity = bare.one(t, "AWS::SES::EmailIdentity", "MailIdentity")
+	if identity["EmailIdentity"] != "chat.example.net" {
+		t.Errorf("without mailFrom, the identity is %v, want the server name's domain", identity["EmailIdentity"])
+	}
+	if n := len(bare.resources("AWS::Route53::RecordSet")); n != 0 {
+		t.Errorf("%d DNS records without a hosted zone", n)
+	}
+}
+
+// --- DNS ---
+
+func TestDNS(t *testing.T) {
+	s := full(t)
+	domainID, _ := s.one(t, "AWS::ApiGatewayV2::DomainName", "ApiDomain")
+	alias := map[string]any{
+		"DNSName":      map[string]any{"Fn::GetAtt": getAtt(domainID, "RegionalDomainName")},
+		"HostedZoneId": map[string]any{"Fn::GetAtt": getAtt(domainID, "RegionalHostedZoneId")},
+	}
+	for _, typ := range []string{"A", "AAAA"} {
+		s.template.HasResourceProperties(jsii.String("AWS::Route53::RecordSet"), map[string]any{
+			"Name": "matrix.example.org.", "Type": typ, "HostedZoneId": "Z0123456789ABCDEFGHIJ", "AliasTarget": alias,
+		})
+	}
+	s.template.HasResourceProperties(jsii.String("AWS::Route53::RecordSet"), map[string]any{
+		"Name": "_matrix-fed._tcp.example.org.", "Type": "SRV", "HostedZoneId": "Z0123456789ABCDEFGHIJ",
+		"ResourceRecords": []any{"10 0 443 matrix.example.org"},
+	})
+}
+
+func TestBareAndImportedCertificate(t *testing.T) {
+	bare := synth(t, "bare", bareContext)
+	bare.template.HasResourceProperties(jsii.String("AWS::CertificateManager::Certificate"), map[string]any{
+		"DomainName": "chat.example.net", "ValidationMethod": "DNS",
+		"DomainValidationOptions": assertions.Match_Absent(),
+	})
+	_, fn := bare.one(t, "AWS::Lambda::Function", "ClientFunction")
+	env := obj(obj(fn["Environment"])["Variables"])
+	if env["CIRRUS_SERVER_NAME"] != "chat.example.net" || env["CIRRUS_ENABLE_REGISTRATION"] != "false" || env["CIRRUS_EMAIL_NOTIF_FROM"] != "noreply@chat.example.net" {
+		t.Errorf("defaults in the environment: %s", js(env))
+	}
+	bare.template.ResourceCountIs(jsii.String("AWS::SNS::Subscription"), jsii.Number(0))
+
+	cert := synth(t, "cert", certContext)
+	cert.template.ResourceCountIs(jsii.String("AWS::CertificateManager::Certificate"), jsii.Number(0))
+	_, domain := cert.one(t, "AWS::ApiGatewayV2::DomainName", "ApiDomain")
+	if got := domain["DomainNameConfigurations"].([]any)[0].(map[string]any)["CertificateArn"]; got != certContext["certificateArn"] {
+		t.Errorf("custom domain certificate %v, want the given ARN", got)
+	}
+}
+
+// --- operations ---
+
+func TestAlarms(t *testing.T) {
+	s := full(t)
+	topic, _ := s.one(t, "AWS::SNS::Topic", "AlarmTopic")
+	s.template.HasResourceProperties(jsii.String("AWS::SNS::Subscription"), map[string]any{
+		"Protocol": "email", "Endpoint": "ops@example.org", "TopicArn": ref(topic),
+	})
+	alarms := s.resources("AWS::CloudWatch::Alarm")
+	metrics := map[string]bool{}
+	for id, r := range alarms {
+		p := props(r)
+		if !reflect.DeepEqual(p["AlarmActions"], []any{ref(topic)}) {
+			t.Errorf("alarm %s does not notify the topic: %v", id, p["AlarmActions"])
+		}
+		if p["TreatMissingData"] != "notBreaching" {
+			t.Errorf("alarm %s treats missing data as %v", id, p["TreatMissingData"])
+		}
+		raw := js(p)
+		for _, m := range []string{"Errors", "ApproximateNumberOfMessagesVisible", "ReadThrottleEvents", "WriteThrottleEvents", "5xx"} {
+			if strings.Contains(raw, `"MetricName":"`+m+`"`) {
+				metrics[m] = true
+			}
+		}
+	}
+	if len(alarms) != 6 {
+		t.Errorf("%d alarms, want 6 (three functions, dead letters, throttling, 5xx rate)", len(alarms))
+	}
+	for _, m := range []string{"Errors", "ApproximateNumberOfMessagesVisible", "ReadThrottleEvents", "WriteThrottleEvents", "5xx"} {
+		if !metrics[m] {
+			t.Errorf("no alarm on %s", m)
+		}
+	}
+	dlq, _ := s.one(t, "AWS::SQS::Queue", "FederationDeadLetterQueue")
+	s.template.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), map[string]any{
+		"MetricName": "ApproximateNumberOfMessagesVisible", "Threshold": 0, "ComparisonOperator": "GreaterThanThreshold",
+		"Dimensions": []any{map[string]any{"Name": "QueueName", "Value": map[string]any{"Fn::GetAtt": getAtt(dlq, "QueueName")}}},
+	})
+	for _, fn := range []string{"Client", "Federation", "Sender"} {
+		id, _ := s.one(t, "AWS::Lambda::Function", fn+"Function")
+		s.template.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), map[string]any{
+			"MetricName": "Errors", "Namespace": "AWS/Lambda", "Threshold": 1,
+			"Dimensions": []any{map[string]any{"Name": "FunctionName", "Value": ref(id)}},
+		})
+	}
+}
+
+func TestOutputs(t *testing.T) {
+	s := full(t)
+	outputs := obj(s.json["Outputs"])
+	domainID, _ := s.one(t, "AWS::ApiGatewayV2::DomainName", "ApiDomain")
+	table, _ := s.one(t, "AWS::DynamoDB::Table", "Table")
+	shared, _ := s.one(t, "AWS::SecretsManager::Secret", "RegistrationSharedSecret")
+	for name, want := range map[string]any{
+		"ApiDomainTarget": map[string]any{"Fn::GetAtt": getAtt(domainID, "RegionalDomainName")},
+		"TableName":       ref(table),
+		"FirstAdminCommand": map[string]any{"Fn::Join": []any{"", []any{
+			"cirrus register -secret-arn ", ref(shared), " -admin -u admin https://matrix.example.org"}}},
+	} {
+		if got := obj(outputs[name])["Value"]; !reflect.DeepEqual(got, want) {
+			t.Errorf("output %s = %s, want %s", name, js(got), js(want))
+		}
+	}
+}
+
+// TestGoformation parses each synthesised template with goformation, as a
+// CloudFormation consumer other than the CDK would.
+func TestGoformation(t *testing.T) {
+	for name, ctx := range map[string]map[string]any{"full": fullContext, "bare": bareContext, "cert": certContext} {
+		s := synth(t, name, ctx)
+		raw, _ := json.Marshal(s.json)
+		tpl, err := goformation.ParseJSON(raw)
+		if err != nil {
+			t.Fatalf("%s: goformation: %v", name, err)
+		}
+		if n := len(tpl.GetAllLambdaFunctionResources()); n != 3 {
+			t.Errorf("%s: goformation sees %d functions", name, n)
+		}
+		if n := len(tpl.GetAllDynamoDBTableResources()); n != 1 {
+			t.Errorf("%s: goformation sees %d tables", name, n)
+		}
+		if len(tpl.Resources) != len(obj(s.json["Resources"])) {
+			t.Errorf("%s: goformation read %d resources of %d", name, len(tpl.Resources), len(obj(s.json["Resources"])))
+		}
+		for id, fn := range tpl.GetAllLambdaFunctionResources() {
+			if fn.Runtime == nil || *fn.Runtime != "provided.al2023" {
+				t.Errorf("%s: goformation reads %s's runtime as %v", name, id, fn.Runtime)
+			}
+		}
+	}
+}
+
+// --- context values ---
+
+func TestContext_Errors(t *testing.T) {
+	ok := map[string]any{"domainName": "matrix.example.org", "distDir": "<dist>"}
+	with := func(kv ...any) map[string]any {
+		m := map[string]any{}
+		for k, v := range ok {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			if kv[i+1] == nil {
+				delete(m, kv[i].(string))
+			} else {
+				m[kv[i].(string)] = kv[i+1]
+			}
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		ctx  map[string]any
+		want []string
+	}{
+		{"no domain", with("domainName", nil), []string{"domainName is missing", "-c domainName="}},
+		{"bad domain", with("domainName", "https://matrix.example.org/"), []string{`domainName="https://matrix.example.org/" is not a DNS host name`}},
+		{"server name with port", with("serverName", "example.org:8448"), []string{`serverName="example.org:8448"`, "without a port"}},
+		{"zone id alone", with("hostedZoneId", "Z0123456789ABCDEFGHIJ"), []string{"hostedZoneId and hostedZoneName go together"}},
+		{"bad zone id", with("hostedZoneId", "example.org", "hostedZoneName", "example.org"), []string{`hostedZoneId="example.org" is not a Route 53 zone ID`}},
+		{"domain outside zone", with("hostedZoneId", "Z0123456789ABCDEFGHIJ", "hostedZoneName", "example.com"), []string{`domainName="matrix.example.org" is not in the hosted zone "example.com"`}},
+		{"bad certificate", with("certificateArn", "arn:aws:iam::123456789012:server-certificate/x"), []string{"certificateArn", "is not an ACM certificate ARN"}},
+		{"bad mail", with("mailFrom", "noreply"), []string{`mailFrom="noreply" is not a mail address`}},
+		{"bad alarm mail", with("alarmEmail", "ops at example.org"), []string{`alarmEmail="ops at example.org" is not a mail address`}},
+		{"bad registration", with("enableRegistration", "yes please"), []string{`enableRegistration="yes please" is not true or false`}},
+		{"number as string", with("domainName", 42.0), []string{"domainName must be a string"}},
+		{"no build", with("distDir", filepath.Join(t.TempDir(), "nothing")), []string{"client.zip is missing: run `make build` first"}},
+		{"several at once", with("domainName", nil, "alarmEmail", "x"), []string{"domainName is missing", "alarmEmail"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.ctx["distDir"] == "<dist>" {
+				tc.ctx["distDir"] = distDir
+			}
+			app := awscdk.NewApp(&awscdk.AppProps{Context: &tc.ctx})
+			props, err := PropsFromContext(app)
+			if err == nil {
+				_, err = NewCirrusStack(app, "Bad", props)
+			}
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestContext_Defaults(t *testing.T) {
+	p := &CirrusStackProps{DomainName: "Matrix.Example.org.", DistDir: distDir}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if p.DomainName != "matrix.example.org" || p.ServerName != "matrix.example.org" || p.MailFrom != "noreply@matrix.example.org" {
+		t.Errorf("defaults: %+v", p)
+	}
+	if got := fmt.Sprint(contextKeys); !strings.Contains(got, "domainName") {
+		t.Error(got)
 	}
 }
