@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"net/http"
-	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,9 +14,8 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
-	"github.com/cirrus-matrix/cirrus/shared/config"
 	"github.com/cirrus-matrix/cirrus/shared/server"
-	"github.com/cirrus-matrix/cirrus/shared/store/embedded"
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
 )
 
 // homeserver is the client tree over the embedded DynamoDB API, served on
@@ -31,46 +28,14 @@ type homeserver struct {
 
 func startHomeserver(t *testing.T, openRegistration bool, env ...string) *homeserver {
 	t.Helper()
-	db, err := embedded.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	cfg, err := config.Load("", func(k string) (string, bool) {
-		for _, kv := range env {
-			if name, v, _ := strings.Cut(kv, "="); name == k {
-				return v, true
-			}
-		}
-		v, ok := map[string]string{
-			"CIRRUS_SERVER_NAME":                "example.org",
-			"CIRRUS_DATA_DIR":                   t.TempDir(),
-			"CIRRUS_ENABLE_REGISTRATION":        map[bool]string{true: "true", false: "false"}[openRegistration],
-			"CIRRUS_REGISTRATION_SHARED_SECRET": "s3cret",
-			"DYNAMODB_ENDPOINT":                 db.URL(),
-		}[k]
-		return v, ok
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.Open(context.Background(), cfg, server.NewLogger(cfg, io.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Store.CreateTable(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	hs := &homeserver{srv: srv}
-	srv.Accounts.Now = func() time.Time {
+	st := servertest.Start(t, append(env, "CIRRUS_ENABLE_REGISTRATION="+strconv.FormatBool(openRegistration))...)
+	hs := &homeserver{URL: st.URL, srv: st.Server}
+	st.Server.Accounts.Now = func() time.Time {
 		if hs.clock.IsZero() {
 			return time.Now()
 		}
 		return hs.clock
 	}
-	ts := httptest.NewServer(srv.ClientHandler())
-	t.Cleanup(ts.Close)
-	hs.URL = ts.URL
 	return hs
 }
 
@@ -103,18 +68,8 @@ func login(t *testing.T, c *mautrix.Client, user, password string, req mautrix.R
 // raw sends a request the client library does not make.
 func raw(t *testing.T, method, url, token, body string) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest(method, url, strings.NewReader(body))
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var m map[string]any
-	json.NewDecoder(res.Body).Decode(&m)
-	return res.StatusCode, m
+	r := servertest.Call(t, method, url, token, body)
+	return r.Status, r.Body
 }
 
 func wantErr(t *testing.T, err error, code mautrix.RespError) {

@@ -37,7 +37,7 @@ func ids(rules pushrules.PushRuleArray) []string {
 }
 
 func msg(sender string, content map[string]any) *event.Event {
-	return &event.Event{Type: event.EventMessage, Sender: id.UserID(sender), RoomID: "!room:localhost:8008", Content: event.Content{Raw: content}}
+	return &event.Event{Type: event.EventMessage, Sender: id.UserID(sender), RoomID: "!room:example.org", Content: event.Content{Raw: content}}
 }
 
 // TestMautrix_PushRules drives the push rule endpoints with mautrix-go, the
@@ -61,7 +61,7 @@ func TestMautrix_PushRules(t *testing.T) {
 	}
 
 	// What the defaults do to events, by mautrix's reading of them.
-	bob := "@bob:localhost:8008"
+	bob := "@bob:example.org"
 	for _, c := range []struct {
 		name    string
 		members int
@@ -97,7 +97,7 @@ func TestMautrix_PushRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = c.PutPushRule(ctx, "global", pushrules.RoomRule, "!quiet:localhost:8008", &mautrix.ReqPutPushRule{Actions: []*pushrules.PushAction{}})
+	err = c.PutPushRule(ctx, "global", pushrules.RoomRule, "!quiet:example.org", &mautrix.ReqPutPushRule{Actions: []*pushrules.PushAction{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestMautrix_PushRules(t *testing.T) {
 	if got := ids(rs.Override)[:2]; !reflect.DeepEqual(got, []string{".m.rule.master", "no-bots"}) {
 		t.Errorf("override rules %q", got)
 	}
-	if _, ok := rs.Room.Map["!quiet:localhost:8008"]; !ok {
+	if _, ok := rs.Room.Map["!quiet:example.org"]; !ok {
 		t.Errorf("room rules %v", rs.Room.Map)
 	}
 	for _, c := range []struct {
@@ -129,15 +129,15 @@ func TestMautrix_PushRules(t *testing.T) {
 		rule string
 	}{
 		{"cake in a group", msg(bob, map[string]any{"msgtype": "m.text", "body": "The cake is a lie"}), "cake"},
-		{"a bot", msg("@newsbot:localhost:8008", map[string]any{"msgtype": "m.text", "body": "cake"}), "no-bots"},
+		{"a bot", msg("@newsbot:example.org", map[string]any{"msgtype": "m.text", "body": "cake"}), "no-bots"},
 	} {
 		if r := rs.GetMatchingRule(room{5}, c.evt); r == nil || r.RuleID != c.rule {
 			t.Errorf("%s: matched %+v, want %s", c.name, r, c.rule)
 		}
 	}
 	quiet := msg(bob, map[string]any{"msgtype": "m.text", "body": "hi"})
-	quiet.RoomID = "!quiet:localhost:8008"
-	if r := rs.GetMatchingRule(room{5}, quiet); r == nil || r.RuleID != "!quiet:localhost:8008" || r.GetActions().Should().Notify {
+	quiet.RoomID = "!quiet:example.org"
+	if r := rs.GetMatchingRule(room{5}, quiet); r == nil || r.RuleID != "!quiet:example.org" || r.GetActions().Should().Notify {
 		t.Errorf("a message in the quiet room matched %+v", r)
 	}
 
@@ -184,7 +184,7 @@ func TestMautrix_PushRules(t *testing.T) {
 	for _, d := range []struct {
 		kind pushrules.PushRuleType
 		id   string
-	}{{pushrules.ContentRule, "cake"}, {pushrules.ContentRule, "cakelie"}, {pushrules.RoomRule, "!quiet:localhost:8008"}, {pushrules.OverrideRule, "no-bots"}} {
+	}{{pushrules.ContentRule, "cake"}, {pushrules.ContentRule, "cakelie"}, {pushrules.RoomRule, "!quiet:example.org"}, {pushrules.OverrideRule, "no-bots"}} {
 		if err := c.DeletePushRule(ctx, "global", d.kind, d.id); err != nil {
 			t.Errorf("delete %s %s: %v", d.kind, d.id, err)
 		}

@@ -117,10 +117,10 @@ func TestDefaultRules_SpecOrderAndContent(t *testing.T) {
 		{"override", ".m.rule.master", `{"rule_id":".m.rule.master","default":true,"enabled":false,"conditions":[],"actions":[]}`},
 		{"override", ".m.rule.invite_for_me", `{"rule_id":".m.rule.invite_for_me","default":true,"enabled":true,
 			"conditions":[{"key":"type","kind":"event_match","pattern":"m.room.member"},{"key":"content.membership","kind":"event_match","pattern":"invite"},
-			{"key":"state_key","kind":"event_match","pattern":"@alice:localhost:8008"}],
+			{"key":"state_key","kind":"event_match","pattern":"@alice:example.org"}],
 			"actions":["notify",{"set_tweak":"sound","value":"default"}]}`},
 		{"override", ".m.rule.is_user_mention", `{"rule_id":".m.rule.is_user_mention","default":true,"enabled":true,
-			"conditions":[{"kind":"event_property_contains","key":"content.m\\.mentions.user_ids","value":"@alice:localhost:8008"}],
+			"conditions":[{"kind":"event_property_contains","key":"content.m\\.mentions.user_ids","value":"@alice:example.org"}],
 			"actions":["notify",{"set_tweak":"sound","value":"default"},{"set_tweak":"highlight"}]}`},
 		{"override", ".m.rule.is_room_mention", `{"rule_id":".m.rule.is_room_mention","default":true,"enabled":true,
 			"conditions":[{"kind":"event_property_is","key":"content.m\\.mentions.room","value":true},{"kind":"sender_notification_permission","key":"room"}],
@@ -482,7 +482,7 @@ func TestPushRules_ReadCost(t *testing.T) {
 	wantOK(t, "PUT", call(t, "PUT", h.URL+rulesAPI+"global/override/x", alice.Token, map[string]any{"actions": []any{}}))
 	wantOK(t, "GET", call(t, "GET", h.URL+rulesAPI+"global/", alice.Token, nil))
 	var found bool
-	for _, line := range strings.Split(h.logs.String(), "\n") {
+	for _, line := range strings.Split(h.st.Logs(), "\n") {
 		var entry struct {
 			Route    string `json:"route"`
 			DynamoDB struct {
@@ -499,9 +499,9 @@ func TestPushRules_ReadCost(t *testing.T) {
 		}
 	}
 	if !found {
-		t.Fatalf("no log line for GET /pushrules/global/ in\n%s", h.logs.String())
+		t.Fatalf("no log line for GET /pushrules/global/ in\n%s", h.st.Logs())
 	}
-	if strings.Contains(h.logs.String(), alice.Token) {
+	if strings.Contains(h.st.Logs(), alice.Token) {
 		t.Error("the access token is in the log")
 	}
 }

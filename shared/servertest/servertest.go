@@ -43,8 +43,10 @@ type Stack struct {
 	logs   *lockedBuffer
 }
 
-// Start runs a Stack until the test ends.
-func Start(t testing.TB) *Stack {
+// Start runs a Stack until the test ends. env adds or overrides
+// configuration as KEY=VALUE environment entries, such as
+// "CIRRUS_ENABLE_REGISTRATION=true".
+func Start(t testing.TB, env ...string) *Stack {
 	t.Helper()
 	ctx := context.Background()
 	db, err := embedded.Start("127.0.0.1:0")
@@ -56,7 +58,7 @@ func Start(t testing.TB) *Stack {
 	rand.Read(b[:])
 	secret := hex.EncodeToString(b[:])
 	dir := t.TempDir()
-	env := map[string]string{
+	vars := map[string]string{
 		"CIRRUS_SERVER_NAME":                "example.org",
 		"CIRRUS_DYNAMODB_ENDPOINT":          db.URL(),
 		"CIRRUS_DATA_DIR":                   dir,
@@ -65,7 +67,11 @@ func Start(t testing.TB) *Stack {
 		"CIRRUS_CLIENT_LISTEN":              "127.0.0.1:0",
 		"CIRRUS_FEDERATION_LISTEN":          "127.0.0.1:0",
 	}
-	cfg, err := config.Load("", func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	cfg, err := config.Load("", func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,10 +128,17 @@ type Reply struct {
 }
 
 // Do sends a request to path (escaped as it goes on the wire) with token as
-// the bearer token when not empty. body is sent as it is when it is a string
-// or []byte, and as JSON otherwise. A body that is not a JSON object fails
-// the test: every Matrix answer is one.
+// the bearer token when not empty; see Call.
 func (s *Stack) Do(t testing.TB, method, path, token string, body any) Reply {
+	t.Helper()
+	return Call(t, method, s.URL+path, token, body)
+}
+
+// Call sends a request to url with token as the bearer token when not
+// empty. body is sent as it is when it is a string or []byte, and as JSON
+// otherwise. A body that is not a JSON object fails the test: every Matrix
+// answer is one.
+func Call(t testing.TB, method, url, token string, body any) Reply {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -141,7 +154,7 @@ func (s *Stack) Do(t testing.TB, method, path, token string, body any) Reply {
 		}
 		rd = bytes.NewReader(doc)
 	}
-	req, err := http.NewRequest(method, s.URL+path, rd)
+	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +175,7 @@ func (s *Stack) Do(t testing.TB, method, path, token string, body any) Reply {
 	}
 	r := Reply{Status: res.StatusCode, Header: res.Header, Raw: raw}
 	if err := json.Unmarshal(raw, &r.Body); err != nil {
-		t.Fatalf("%s %s: body is not a JSON object: %q", method, path, raw)
+		t.Fatalf("%s %s: body is not a JSON object: %q", method, url, raw)
 	}
 	return r
 }
