@@ -4,6 +4,8 @@ import (
 	"context"
 	"math"
 	"sync/atomic"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
 // Meter counts the DynamoDB calls and capacity units of one request. Cost per
@@ -74,4 +76,15 @@ func readUnits(size int, consistent bool) float64 {
 // unit per 1 KB started; transactions cost double.
 func writeUnits(size int) float64 {
 	return math.Max(1, math.Ceil(float64(size)/1024))
+}
+
+// putUnits is what writing the item av costs: its own units, plus as many
+// again when it carries gsi1 keys, since the index projects every attribute
+// and DynamoDB bills index writes like table writes.
+func putUnits(av map[string]types.AttributeValue, size int) float64 {
+	units := writeUnits(size)
+	if _, ok := av[gsi1PK]; ok {
+		units *= 2
+	}
+	return units
 }

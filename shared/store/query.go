@@ -22,6 +22,9 @@ type Query struct {
 	Index string
 	// Descending reverses the order.
 	Descending bool
+	// From, when set, starts the page at this sort key (inclusive): the
+	// smallest key read when ascending, the largest when descending.
+	From string
 	// Limit caps the items of one page; 0 means as many as fit in 1 MB.
 	Limit int
 	// Cursor continues after the page that returned it.
@@ -44,7 +47,19 @@ func (s *Store) QueryPage(ctx context.Context, q Query, out any) (string, error)
 	cond := "#pk = :pk"
 	names := map[string]string{"#pk": pkName}
 	values := map[string]types.AttributeValue{":pk": &types.AttributeValueMemberS{Value: q.PK}}
-	if q.Prefix != "" {
+	switch {
+	case q.From != "":
+		// One key condition per query: a range between From and the end of
+		// the prefix replaces begins_with.
+		lo, hi := q.From, q.Prefix+"\U0010FFFF"
+		if q.Descending {
+			lo, hi = q.Prefix, q.From
+		}
+		cond += " AND #sk BETWEEN :lo AND :hi"
+		names["#sk"] = skName
+		values[":lo"] = &types.AttributeValueMemberS{Value: lo}
+		values[":hi"] = &types.AttributeValueMemberS{Value: hi}
+	case q.Prefix != "":
 		cond += " AND begins_with(#sk, :prefix)"
 		names["#sk"] = skName
 		values[":prefix"] = &types.AttributeValueMemberS{Value: q.Prefix}

@@ -179,7 +179,7 @@ func (s *Store) Put(ctx context.Context, item any) error {
 		record(ctx, 0, 0)
 		return fmt.Errorf("put %s: %w", describeKey(av), err)
 	}
-	recordCapacity(ctx, out.ConsumedCapacity, 0, writeUnits(size))
+	recordCapacity(ctx, out.ConsumedCapacity, 0, putUnits(av, size))
 	return nil
 }
 
@@ -208,7 +208,7 @@ func (s *Store) Create(ctx context.Context, item any) error {
 		record(ctx, 0, 0)
 		return fmt.Errorf("create %s: %w", describeKey(av), err)
 	}
-	recordCapacity(ctx, out.ConsumedCapacity, 0, writeUnits(size))
+	recordCapacity(ctx, out.ConsumedCapacity, 0, putUnits(av, size))
 	return nil
 }
 

@@ -249,3 +249,97 @@ func TestStore_Increment(t *testing.T) {
 		t.Fatalf("counter item %+v, %v", got, err)
 	}
 }
+
+func TestStore_QueryFrom(t *testing.T) {
+	s, ctx := open(t)
+	for i := range 10 {
+		if err := s.Put(ctx, thing{PK: "room|f", SK: fmt.Sprintf("ev|%02d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Put(ctx, thing{PK: "room|f", SK: "head"}); err != nil {
+		t.Fatal(err)
+	}
+	sks := func(q store.Query) string {
+		t.Helper()
+		var page []thing
+		if _, err := s.QueryPage(ctx, q, &page); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, p := range page {
+			out = append(out, strings.TrimPrefix(p.SK, "ev|"))
+		}
+		return strings.Join(out, ",")
+	}
+	if got := sks(store.Query{PK: "room|f", Prefix: "ev|", From: "ev|07"}); got != "07,08,09" {
+		t.Errorf("ascending from 07 = %s", got)
+	}
+	if got := sks(store.Query{PK: "room|f", Prefix: "ev|", From: "ev|02", Descending: true}); got != "02,01,00" {
+		t.Errorf("descending from 02 = %s", got)
+	}
+	if got := sks(store.Query{PK: "room|f", Prefix: "ev|", From: "ev|05", Descending: true, Limit: 2}); got != "05,04" {
+		t.Errorf("descending from 05 limit 2 = %s", got)
+	}
+}
+
+func TestStore_GetMany(t *testing.T) {
+	s, ctx := open(t)
+	var keys []store.Key
+	for i := range 150 {
+		it := thing{PK: "user|m", SK: fmt.Sprintf("k|%03d", i), Count: i}
+		if i%3 == 0 {
+			it.Expires = time.Now().Add(-time.Minute).Unix()
+		}
+		if err := s.Put(ctx, it); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, store.Key{PK: it.PK, SK: it.SK})
+	}
+	keys = append(keys, store.Key{PK: "user|m", SK: "missing"}, keys[1])
+	ctx, meter := store.WithMeter(ctx)
+	got := map[string]int{}
+	err := s.GetMany(ctx, keys, func(k store.Key, decode func(any) error) error {
+		var it thing
+		if err := decode(&it); err != nil {
+			return err
+		}
+		got[k.SK] = it.Count
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 100 {
+		t.Fatalf("read %d live items, want 100 (150 less 50 expired)", len(got))
+	}
+	if got["k|001"] != 1 || got["k|149"] != 149 {
+		t.Fatalf("wrong values: %v", got)
+	}
+	if _, ok := got["k|000"]; ok {
+		t.Fatal("expired item returned")
+	}
+	if u := meter.Usage(); u.Calls != 2 {
+		t.Fatalf("151 distinct keys took %d calls, want 2 batches", u.Calls)
+	}
+}
+
+func TestStore_IndexedWriteCostsDouble(t *testing.T) {
+	s, ctx := open(t)
+	type indexed struct {
+		PK     string `dynamodbav:"pk"`
+		SK     string `dynamodbav:"sk"`
+		GSI1PK string `dynamodbav:"gsi1pk"`
+		GSI1SK string `dynamodbav:"gsi1sk"`
+	}
+	ctx, meter := store.WithMeter(ctx)
+	if err := s.Put(ctx, indexed{PK: "a", SK: "b", GSI1PK: "c", GSI1SK: "d"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, thing{PK: "a", SK: "e"}); err != nil {
+		t.Fatal(err)
+	}
+	if u := meter.Usage(); u.WriteUnits != 3 {
+		t.Fatalf("indexed + plain put = %v WCU, want 3 (2 for the item in table and index, 1 plain)", u.WriteUnits)
+	}
+}

@@ -59,7 +59,7 @@ func (s *Store) Transact(ctx context.Context, ops ...Op) error {
 			put.ExpressionAttributeValues = values
 		}
 		items = append(items, types.TransactWriteItem{Put: put})
-		units += 2 * writeUnits(size)
+		units += 2 * putUnits(av, size)
 	}
 	out, err := s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{
 		TransactItems:          items,
