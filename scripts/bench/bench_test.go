@@ -1,10 +1,16 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -88,12 +94,214 @@ func TestParseVmHWM(t *testing.T) {
 
 func TestRatios(t *testing.T) {
 	rs := ratios([]result{
-		{Endpoint: "/a", Server: "cirrus", P50MS: 1, P99MS: 3},
-		{Endpoint: "/a", Server: "dendrite", P50MS: 2, P99MS: 2},
-		{Endpoint: "/b", Server: "cirrus", P50MS: 1, P99MS: 1}, // no baseline: no ratio
+		{Endpoint: "/a", Server: "cirrus", P50MS: 1, P99MS: 3, PerSecond: 300},
+		{Endpoint: "/a", Server: "dendrite", P50MS: 2, P99MS: 2, PerSecond: 100},
+		{Endpoint: "/b", Server: "cirrus", P50MS: 1, P99MS: 1, PerSecond: 1}, // no baseline: no ratio
+		{Endpoint: "/c", Server: "cirrus", Failed: "no bench room"},          // failed: no ratio
+		{Endpoint: "/c", Server: "dendrite", P50MS: 2, P99MS: 2, PerSecond: 100},
+		{Endpoint: "/d", Server: "cirrus", P50MS: 2, P99MS: 2, PerSecond: 100},
+		{Endpoint: "/d", Server: "dendrite", Failed: "all 5 requests failed"},
 	})
-	if len(rs) != 1 || rs[0] != (ratio{Endpoint: "/a", P50: 0.5, P99: 1.5}) {
+	if len(rs) != 1 || rs[0] != (ratio{Endpoint: "/a", P50: 0.5, P99: 1.5, PerSecond: 3}) {
 		t.Errorf("ratios = %+v", rs)
+	}
+}
+
+func TestGoals(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	measured := func(endpoint, server string, perSecond float64, wcu *float64) result {
+		return result{Endpoint: endpoint, Server: server, P50MS: 1, P99MS: 2, PerSecond: perSecond, WCU: wcu}
+	}
+	for _, tt := range []struct {
+		name    string
+		results []result
+		want    []goal
+	}{
+		{
+			name: "Met",
+			results: []result{
+				measured("send c=1", "cirrus", 500, f(2)),
+				measured("send c=8", "cirrus", 1000, f(3)),
+				measured("send c=8", "dendrite", 200, nil),
+			},
+			want: []goal{
+				{Name: "send c=1: WCU per message sent (cirrus)", Target: "<= 3", Value: f(2), Met: true},
+				{Name: "send c=8: WCU per message sent (cirrus)", Target: "<= 3", Value: f(3), Met: true},
+				{Name: "send c=8: req/s cirrus / dendrite", Target: ">= 5x", Value: f(5), Met: true},
+			},
+		},
+		{
+			name: "NotMet",
+			results: []result{
+				measured("send c=1", "cirrus", 500, f(3.5)),
+				measured("send c=8", "cirrus", 900, f(4)),
+				measured("send c=8", "dendrite", 200, nil),
+			},
+			want: []goal{
+				{Name: "send c=1: WCU per message sent (cirrus)", Target: "<= 3", Value: f(3.5)},
+				{Name: "send c=8: WCU per message sent (cirrus)", Target: "<= 3", Value: f(4)},
+				{Name: "send c=8: req/s cirrus / dendrite", Target: ">= 5x", Value: f(4.5)},
+			},
+		},
+		{
+			name: "CirrusFailed",
+			results: []result{
+				{Endpoint: "send c=1", Server: "cirrus", Failed: "no bench room"},
+				{Endpoint: "send c=8", Server: "cirrus", Failed: "no bench room"},
+				measured("send c=8", "dendrite", 200, nil),
+			},
+			want: []goal{
+				{Name: "send c=1: WCU per message sent (cirrus)", Target: "<= 3", Missing: "cirrus failed"},
+				{Name: "send c=8: WCU per message sent (cirrus)", Target: "<= 3", Missing: "cirrus failed"},
+				{Name: "send c=8: req/s cirrus / dendrite", Target: ">= 5x", Missing: "cirrus failed"},
+			},
+		},
+		{
+			name: "NoBaselineNoLog",
+			results: []result{
+				measured("send c=1", "cirrus", 500, nil),
+				measured("send c=8", "cirrus", 900, f(2)),
+			},
+			want: []goal{
+				{Name: "send c=1: WCU per message sent (cirrus)", Target: "<= 3", Missing: "no request log line matched"},
+				{Name: "send c=8: WCU per message sent (cirrus)", Target: "<= 3", Value: f(2), Met: true},
+				{Name: "send c=8: req/s cirrus / dendrite", Target: ">= 5x", Missing: "dendrite not measured"},
+			},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := goals(tt.results)
+			if len(got) != len(tt.want) {
+				t.Fatalf("goals = %d goals, want %d: %+v", len(got), len(tt.want), got)
+			}
+			for i := range got {
+				g, w := got[i], tt.want[i]
+				if g.Name != w.Name || g.Target != w.Target || g.Met != w.Met || g.Missing != w.Missing ||
+					(g.Value == nil) != (w.Value == nil) || (g.Value != nil && math.Abs(*g.Value-*w.Value) > 1e-9) {
+					t.Errorf("goal %d = %s, want %s", i, goalString(g), goalString(w))
+				}
+			}
+		})
+	}
+}
+
+func goalString(g goal) string {
+	v := "nil"
+	if g.Value != nil {
+		v = fmt.Sprint(*g.Value)
+	}
+	return fmt.Sprintf("{%q %q value %s met %v missing %q}", g.Name, g.Target, v, g.Met, g.Missing)
+}
+
+func TestPrintTable_RoomWorkloads(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	rep := &report{Requests: 50, Concurrency: 4, Rounds: 5, Results: []result{
+		{Endpoint: "send c=8", Server: "cirrus", Concurrency: 8, Failed: "no bench room: create the room: POST http://x/_matrix/client/v3/createRoom: status 404 M_UNRECOGNIZED: Unrecognized request"},
+		{Endpoint: "send c=8", Server: "dendrite", Concurrency: 8, Requests: 50, P50MS: 20, P99MS: 40, PerSecond: 390.4},
+		{Endpoint: "messages 100", Server: "cirrus", Concurrency: 4, Requests: 50, Errors: 50, Failed: "all 50 requests failed", FirstError: "GET x: status 500"},
+		{Endpoint: "send c=1", Server: "cirrus", Concurrency: 1, Requests: 50, P50MS: 1, P99MS: 2, PerSecond: 900, WCU: f(2.5)},
+		{Endpoint: "send c=1", Server: "dendrite", Concurrency: 1, Requests: 50, P50MS: 4, P99MS: 4, PerSecond: 300},
+	}}
+	rep.Goals = goals(rep.Results)
+	var b strings.Builder
+	printTable(&b, rep)
+	out := b.String()
+	for _, want := range []string{
+		"send c=8                                 cirrus      8 FAILED (see below)",
+		"send c=8                                 dendrite    8       50      0   20.000   40.000       390",
+		"send c=1                                 cirrus      1       50      0    1.000    2.000       900        n/a      n/a     2.50    0.25x    0.50x      3.00x",
+		"FAILED on cirrus send c=8: no bench room: create the room: POST http://x/_matrix/client/v3/createRoom: status 404 M_UNRECOGNIZED: Unrecognized request",
+		"FAILED on cirrus messages 100: all 50 requests failed, the first: GET x: status 500",
+		"send c=1: PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId} in a private room of two members",
+		"messages 100: GET /_matrix/client/v3/rooms/{roomId}/messages?dir=b&limit=100 in a private room of two members, with the bench user's token, after 100 more messages",
+		"send c=1: WCU per message sent (cirrus)          2.50   target <= 3   met",
+		"send c=8: WCU per message sent (cirrus)           n/a   target <= 3   NOT MEASURED: cirrus failed",
+		"send c=8: req/s cirrus / dendrite                 n/a   target >= 5x  NOT MEASURED: cirrus failed",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("printTable output lacks %q; it is:\n%s", want, out)
+		}
+	}
+}
+
+func TestEndpointURL(t *testing.T) {
+	s := &server{ClientURL: "http://c", FederationURL: "https://f", room: benchRoom{ID: "!abc/def:localhost"}}
+	for _, tt := range []struct {
+		ep   endpoint
+		want string
+	}{
+		{endpoint{Path: "/_matrix/client/versions"}, "http://c/_matrix/client/versions"},
+		{endpoint{Path: "/_matrix/key/v2/server", Federation: true}, "https://f/_matrix/key/v2/server"},
+		{sendMessage(8), "http://c/_matrix/client/v3/rooms/%21abc%2Fdef:localhost/send/m.room.message/{txnId}"},
+		{roomMessages(), "http://c/_matrix/client/v3/rooms/%21abc%2Fdef:localhost/messages?dir=b&limit=100"},
+	} {
+		if got := endpointURL(s, tt.ep); got != tt.want {
+			t.Errorf("endpointURL(%s) = %q, want %q", tt.ep.Path, got, tt.want)
+		}
+	}
+}
+
+func TestSend_TxnIDs(t *testing.T) {
+	var mu sync.Mutex
+	seen := make(map[string]bool)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok" || r.Method != http.MethodPut {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if seen[r.URL.Path] {
+			w.WriteHeader(http.StatusConflict)
+			return
+		}
+		seen[r.URL.Path] = true
+		w.Header().Set("X-Request-Id", "id-"+r.URL.Path)
+		fmt.Fprint(w, `{"event_id":"$e"}`)
+	}))
+	defer srv.Close()
+	s := &server{ClientURL: srv.URL, client: srv.Client(), token: "tok", room: benchRoom{ID: "!r:x"}}
+	ep := sendMessage(8)
+	l := load(context.Background(), s, ep, endpointURL(s, ep), 40, ep.Concurrency)
+	if l.errors != 0 || len(l.ids) != 40 || len(seen) != 40 {
+		t.Errorf("40 sends: %d errors (first %v), %d request IDs, %d distinct paths; want 0, 40, 40", l.errors, l.firstErr, len(l.ids), len(seen))
+	}
+	for path := range seen {
+		if strings.Contains(path, "{txnId}") || !strings.HasPrefix(path, "/_matrix/client/v3/rooms/!r:x/send/m.room.message/bench-") {
+			t.Errorf("sent to %q", path)
+		}
+	}
+}
+
+func TestMeasureEndpoint_Failures(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/missing") {
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}`)
+			return
+		}
+		fmt.Fprint(w, `{}`)
+	}))
+	defer srv.Close()
+	roomless := &server{Name: "cirrus", ClientURL: srv.URL, client: srv.Client(), room: benchRoom{Err: errors.New("create the room: 404")}}
+	ready := &server{Name: "dendrite", ClientURL: srv.URL, client: srv.Client(), room: benchRoom{ID: "!r:x"}}
+	servers := []*server{roomless, ready}
+	ctx := context.Background()
+
+	rs := measureEndpoint(ctx, servers, endpoint{Label: "room", Path: "/rooms/{roomId}/x", Concurrency: 2}, 10, 4, 2, 3)
+	if len(rs) != 2 || rs[0].Server != "cirrus" || rs[0].Failed != "no bench room: create the room: 404" || rs[0].Concurrency != 2 {
+		t.Errorf("room endpoint on the roomless server = %+v", rs[0])
+	}
+	if rs[1].Server != "dendrite" || rs[1].Failed != "" || rs[1].Requests != 10 || rs[1].Errors != 0 || rs[1].Concurrency != 2 {
+		t.Errorf("room endpoint on the ready server = %+v", rs[1])
+	}
+
+	rs = measureEndpoint(ctx, servers, endpoint{Path: "/missing"}, 10, 4, 2, 3)
+	want := "first request: GET " + srv.URL + "/missing: status 404 M_UNRECOGNIZED: Unrecognized request"
+	for _, r := range rs {
+		if r.Failed != want || r.Requests != 0 {
+			t.Errorf("missing endpoint on %s: failed %q, want %q", r.Server, r.Failed, want)
+		}
 	}
 }
 
@@ -116,5 +324,37 @@ func TestRequestLog_File(t *testing.T) {
 	found, missing := l.match([]string{"x", "y"}, 0)
 	if missing != 0 || found[1].DynamoDB.Calls != 2 {
 		t.Fatalf("second read: found %+v, missing %d", found, missing)
+	}
+}
+
+func TestCheckMessages(t *testing.T) {
+	chunk := func(n int, last string) string {
+		events := make([]string, n)
+		for i := range events {
+			events[i] = `{"type":"m.room.message","content":{"msgtype":"m.text","body":"` + sentBody + `"}}`
+		}
+		if n > 0 && last != "" {
+			events[n-1] = last
+		}
+		return `{"chunk":[` + strings.Join(events, ",") + `],"start":"s","end":"e"}`
+	}
+	for _, tt := range []struct {
+		name, body, wantErr string
+	}{
+		{"Full", chunk(100, ""), ""},
+		{"Short", chunk(99, ""), "the chunk holds 99 events, want 100"},
+		{"Empty", `{"chunk":[]}`, "the chunk holds 0 events, want 100"},
+		{"StateEvent", chunk(100, `{"type":"m.room.member","content":{"membership":"join"}}`), `event 99 of the chunk is m.room.member ""`},
+		{"NotJSON", "<html>", "decode the answer"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkMessages([]byte(tt.body))
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("checkMessages = %v, want nil", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("checkMessages = %v, want an error with %q", err, tt.wantErr)
+			}
+		})
 	}
 }

@@ -3,6 +3,12 @@
 // percentiles, throughput, peak memory and, for Cirrus, the DynamoDB calls
 // and capacity units per request, read from its request log by X-Request-Id.
 //
+// The room workloads send plain messages into a two-member room, from one
+// client and from eight at once, and read the last 100 of them back; the
+// report checks them against the project's goals for sending. A workload
+// that a server cannot run (an endpoint it lacks) is reported as failed on
+// that server, with the error, and the bench goes on.
+//
 // Both servers run at once on loopback ports in temp folders; each endpoint
 // is measured in rounds that alternate between them, so that the background
 // load of a shared machine weighs on both alike. They are stopped (SIGTERM,
@@ -28,8 +34,9 @@ import (
 const usageText = `Usage: go run ./scripts/bench [flags]    (or: make bench ARGS="...")
 
 Measures Cirrus (cirrus serve, embedded DynamoDB) and Dendrite %s on the
-same endpoints, and prints latency, req/s, DynamoDB cost per request and peak
-memory. Without a Dendrite build, Cirrus is measured alone.
+same endpoints and room workloads (send c=1, send c=8, messages 100), and
+prints latency, req/s, DynamoDB cost per request, peak memory and the send
+goals. Without a Dendrite build, Cirrus is measured alone.
 
 Examples:
   make bench
@@ -56,7 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	n := fs.Int("n", 500, "measured requests per endpoint and server")
-	c := fs.Int("c", 4, "concurrent requests")
+	c := fs.Int("c", 4, "concurrent requests, for the endpoints that do not set their own (send c=1, send c=8)")
 	warmup := fs.Int("warmup", 50, "unmeasured requests per endpoint and server before the measured ones")
 	rounds := fs.Int("rounds", 5, "split the measured requests into this many rounds, alternating between the servers")
 	jsonOut := fs.String("json", "", "also write the results to this `file`")
@@ -149,16 +156,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		rep.Servers = append(rep.Servers, serverInfo{Name: s.Name, Version: serverVersion(ctx, s)})
 		fmt.Fprintf(stderr, "bench: %s %s (pid %d) on %s and %s\n", s.Name, rep.Servers[len(rep.Servers)-1].Version, s.cmd.Process.Pid, s.ClientURL, s.FederationURL)
+		s.room.ID, s.room.Err = setupRoom(ctx, s)
+		if s.room.Err != nil {
+			fmt.Fprintf(stderr, "bench: %s: no bench room, its room workloads will fail: %v\n", s.Name, s.room.Err)
+		}
 	}
 
 	for _, ep := range workload {
-		rs := measure(ctx, servers, ep, rep.Requests, rep.Concurrency, rep.Warmup, rep.Rounds)
+		rs := measureEndpoint(ctx, servers, ep, rep.Requests, rep.Concurrency, rep.Warmup, rep.Rounds)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		for _, r := range rs {
-			fmt.Fprintf(stderr, "bench: %-8s %-31s p50 %.3f ms, p99 %.3f ms, %.0f req/s, %d errors\n",
-				r.Server, r.Endpoint, r.P50MS, r.P99MS, r.PerSecond, r.Errors)
+			fmt.Fprintln(stderr, "bench:", progressLine(r))
 		}
 		rep.Results = append(rep.Results, rs...)
 	}
@@ -167,6 +177,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rep.Servers[i].PeakRSSBytes = s.peakRSS
 	}
 	rep.Ratios = ratios(rep.Results)
+	rep.Goals = goals(rep.Results)
 
 	printTable(stdout, rep)
 	if *jsonOut != "" {

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +19,10 @@ import (
 // endpoint is one request of the workload. Federation endpoints go to the
 // server's HTTPS listener, the others to its plain HTTP one.
 type endpoint struct {
+	// Label names the endpoint in the report instead of its method and path.
+	Label string
+	// Path may hold {roomId}, replaced by the server's bench room, and
+	// {txnId}, replaced by a new transaction ID in every request.
 	Path       string
 	Federation bool
 	// Method is GET unless set; Body is sent as JSON.
@@ -24,17 +31,51 @@ type endpoint struct {
 	Auth bool
 	// MaxRequests caps -n for expensive endpoints (a login hashes a password).
 	MaxRequests int
+	// Concurrency, when set, is used instead of -c.
+	Concurrency int
+	// Fill is how many messages the bench room is sent, unmeasured, before
+	// the endpoint is measured.
+	Fill int
+	// Check, when set, checks the body of a first answer before the
+	// endpoint is measured, so that an answer too short to compare is not
+	// measured as a fast one.
+	Check func(body []byte) error
+}
+
+// method is the endpoint's HTTP method, GET unless set.
+func (ep endpoint) method() string {
+	if ep.Method == "" {
+		return http.MethodGet
+	}
+	return ep.Method
 }
 
 // name labels an endpoint in the report.
 func (ep endpoint) name() string {
-	if ep.Method != "" && ep.Method != http.MethodGet {
+	if ep.Label != "" {
+		return ep.Label
+	}
+	if ep.method() != http.MethodGet {
 		return ep.Method + " " + ep.Path
 	}
 	return ep.Path
 }
 
-// workload is what every server is measured on.
+// usesRoom reports whether the endpoint's path names the bench room.
+func (ep endpoint) usesRoom() bool { return strings.Contains(ep.Path, "{roomId}") }
+
+// endpointURL is the URL of ep on s, with the bench room in place of
+// {roomId}; {txnId} is left for send.
+func endpointURL(s *server, ep endpoint) string {
+	base := s.ClientURL
+	if ep.Federation {
+		base = s.FederationURL
+	}
+	return base + strings.ReplaceAll(ep.Path, "{roomId}", url.PathEscape(s.room.ID))
+}
+
+// workload is what every server is measured on, in this order: the room
+// workloads last, as they grow the servers' databases.
 var workload = []endpoint{
 	{Path: "/_matrix/client/versions"},
 	{Path: "/.well-known/matrix/client"},
@@ -44,6 +85,9 @@ var workload = []endpoint{
 	{Path: "/_matrix/client/v3/login", Method: http.MethodPost, MaxRequests: 40,
 		Body: `{"type":"m.login.password","identifier":{"type":"m.id.user","user":"` + benchUser + `"},"password":"` + benchPassword + `"}`},
 	{Path: "/_matrix/client/v3/account/whoami", Auth: true},
+	sendMessage(1),
+	sendMessage(goalConcurrency),
+	roomMessages(),
 }
 
 // result is one endpoint measured on one server.
@@ -51,9 +95,15 @@ type result struct {
 	Endpoint string `json:"endpoint"`
 	Server   string `json:"server"`
 	URL      string `json:"url"`
-	Requests int    `json:"requests"`
+	// Failed says why the endpoint could not be measured on the server (no
+	// bench room, its first request or all requests failed); the figures
+	// are then zero.
+	Failed      string `json:"failed,omitempty"`
+	Requests    int    `json:"requests"`
+	Concurrency int    `json:"concurrency"`
 	// Errors are failed requests and answers other than 200; latency
-	// percentiles and DynamoDB figures cover the successful requests only.
+	// percentiles, throughput and DynamoDB figures cover the successful
+	// requests only.
 	Errors     int     `json:"errors"`
 	FirstError string  `json:"first_error,omitempty"`
 	P50MS      float64 `json:"p50_ms"`
@@ -68,6 +118,66 @@ type result struct {
 	WCU         *float64 `json:"wcu_per_request"`
 }
 
+// measureEndpoint measures ep on the servers ready for it, and reports it
+// as failed, with the reason, on the others; -c is c unless ep sets it.
+func measureEndpoint(ctx context.Context, servers []*server, ep endpoint, n, c, warmup, rounds int) []result {
+	if ep.Concurrency > 0 {
+		c = ep.Concurrency
+	}
+	var ready []*server
+	failed := make(map[*server]error)
+	for _, s := range servers {
+		if err := prepare(ctx, s, ep); err != nil {
+			failed[s] = err
+		} else {
+			ready = append(ready, s)
+		}
+	}
+	measured := measure(ctx, ready, ep, n, c, warmup, rounds)
+	results := make([]result, 0, len(servers))
+	for _, s := range servers {
+		if err, ok := failed[s]; ok {
+			results = append(results, result{Endpoint: ep.name(), Server: s.Name, Concurrency: c, Failed: err.Error()})
+			continue
+		}
+		results, measured = append(results, measured[0]), measured[1:]
+	}
+	return results
+}
+
+// prepare readies s for ep: it needs the bench room if ep names it, fills
+// the room if ep asks, and checks that one request succeeds, so that an
+// endpoint the server lacks is reported at once with its error.
+func prepare(ctx context.Context, s *server, ep endpoint) error {
+	if ep.usesRoom() && s.room.ID == "" {
+		return fmt.Errorf("no bench room: %w", s.room.Err)
+	}
+	if ep.Fill > 0 {
+		if err := fillRoom(ctx, s, ep.Fill); err != nil {
+			return err
+		}
+	}
+	url := endpointURL(s, ep)
+	if _, err := send(ctx, s, ep, url); err != nil {
+		return fmt.Errorf("first request: %w", err)
+	}
+	if ep.Check == nil {
+		return nil
+	}
+	token := ""
+	if ep.Auth {
+		token = s.token
+	}
+	var body json.RawMessage
+	if err := requestJSON(ctx, s, ep.method(), url, token, nil, &body); err != nil {
+		return fmt.Errorf("request to check: %w", err)
+	}
+	if err := ep.Check(body); err != nil {
+		return fmt.Errorf("%s %s: %w", ep.method(), url, err)
+	}
+	return nil
+}
+
 // measure sends each server warmup requests to the endpoint, then n
 // requests with c workers, in rounds that alternate between the servers so
 // that a change in the machine's background load hits them alike; and
@@ -78,10 +188,7 @@ func measure(ctx context.Context, servers []*server, ep endpoint, n, c, warmup, 
 	}
 	urls := make([]string, len(servers))
 	for i, s := range servers {
-		urls[i] = s.ClientURL + ep.Path
-		if ep.Federation {
-			urls[i] = s.FederationURL + ep.Path
-		}
+		urls[i] = endpointURL(s, ep)
 		if warmup > 0 {
 			load(ctx, s, ep, urls[i], warmup, c)
 		}
@@ -106,13 +213,16 @@ func measure(ctx context.Context, servers []*server, ep endpoint, n, c, warmup, 
 	for i, s := range servers {
 		l := total[i]
 		r := result{
-			Endpoint: ep.name(), Server: s.Name, URL: urls[i], Requests: n, Errors: l.errors,
+			Endpoint: ep.name(), Server: s.Name, URL: urls[i], Requests: n, Concurrency: c, Errors: l.errors,
 			P50MS:     ms(percentile(l.latencies, 0.50)),
 			P99MS:     ms(percentile(l.latencies, 0.99)),
-			PerSecond: float64(n) / l.elapsed.Seconds(),
+			PerSecond: float64(len(l.latencies)) / l.elapsed.Seconds(),
 		}
 		if l.firstErr != nil {
 			r.FirstError = l.firstErr.Error()
+		}
+		if len(l.latencies) == 0 {
+			r.Failed = fmt.Sprintf("all %d requests failed", n)
 		}
 		if s.Log != nil {
 			entries, _ := s.Log.match(l.ids, 2*time.Second)
@@ -205,13 +315,11 @@ func load(ctx context.Context, s *server, ep endpoint, url string, n, c int) loa
 	return l
 }
 
-// send sends one request, reads the body, and returns the response's
-// request ID.
+// send sends one request, with a new transaction ID in place of {txnId},
+// reads the body, and returns the response's request ID.
 func send(ctx context.Context, s *server, ep endpoint, url string) (string, error) {
-	method := ep.Method
-	if method == "" {
-		method = http.MethodGet
-	}
+	method := ep.method()
+	url = strings.Replace(url, "{txnId}", "bench-"+strconv.FormatInt(s.txns.Add(1), 10), 1)
 	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(ep.Body))
 	if err != nil {
 		return "", err
@@ -226,13 +334,12 @@ func send(ctx context.Context, s *server, ep endpoint, url string) (string, erro
 	if err != nil {
 		return "", err
 	}
-	_, err = io.Copy(io.Discard, res.Body)
-	res.Body.Close()
-	if err != nil {
-		return "", err
-	}
+	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s %s: status %d", method, url, res.StatusCode)
+		return "", statusError(method, url, res.StatusCode, readSome(res.Body))
+	}
+	if _, err := io.Copy(io.Discard, res.Body); err != nil {
+		return "", fmt.Errorf("%s %s: read the answer: %w", method, url, err)
 	}
 	return res.Header.Get("X-Request-Id"), nil
 }

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -42,7 +43,9 @@ type server struct {
 	dir     string        // temp folder, removed by stop
 	client  *http.Client
 	peakRSS int64
-	token   string // the bench user's access token, for authenticated endpoints
+	token   string       // the bench user's access token, for authenticated endpoints
+	room    benchRoom    // the room of the room workloads
+	txns    atomic.Int64 // transaction IDs used, for a new one in every request
 }
 
 // startProcess starts bin and returns at once; s.done closes when it exits.

@@ -19,6 +19,7 @@ type report struct {
 	Servers     []serverInfo  `json:"servers"`
 	Results     []result      `json:"results"`
 	Ratios      []ratio       `json:"ratios,omitempty"`
+	Goals       []goal        `json:"goals"`
 	Baseline    baselineState `json:"baseline"`
 }
 
@@ -36,60 +37,77 @@ type baselineState struct {
 	BuildSeconds float64 `json:"build_seconds,omitempty"`
 }
 
-// ratio is Cirrus's latency over Dendrite's for one endpoint: below 1 means
-// Cirrus is faster.
+// ratio is Cirrus's figure over Dendrite's for one endpoint: latencies
+// below 1 and throughput above 1 mean Cirrus is faster.
 type ratio struct {
-	Endpoint string  `json:"endpoint"`
-	P50      float64 `json:"p50"`
-	P99      float64 `json:"p99"`
+	Endpoint  string  `json:"endpoint"`
+	P50       float64 `json:"p50"`
+	P99       float64 `json:"p99"`
+	PerSecond float64 `json:"req_per_s"`
 }
 
-// ratios pairs the cirrus and dendrite results of each endpoint.
+// ratios pairs the cirrus and dendrite results of each endpoint that both
+// measured.
 func ratios(results []result) []ratio {
 	var out []ratio
 	for _, c := range results {
-		if c.Server != "cirrus" {
+		if c.Server != "cirrus" || !hasFigures(c) {
 			continue
 		}
-		for _, d := range results {
-			if d.Server == "dendrite" && d.Endpoint == c.Endpoint && d.P50MS > 0 && d.P99MS > 0 {
-				out = append(out, ratio{Endpoint: c.Endpoint, P50: c.P50MS / d.P50MS, P99: c.P99MS / d.P99MS})
-			}
+		if d, ok := findResult(results, c.Endpoint, "dendrite"); ok && hasFigures(d) {
+			out = append(out, ratio{Endpoint: c.Endpoint, P50: c.P50MS / d.P50MS, P99: c.P99MS / d.P99MS, PerSecond: c.PerSecond / d.PerSecond})
 		}
 	}
 	return out
 }
 
-// printTable writes the results grouped by endpoint, Cirrus first.
+// hasFigures reports whether r measured successful requests.
+func hasFigures(r result) bool {
+	return r.Failed == "" && r.P50MS > 0 && r.P99MS > 0 && r.PerSecond > 0
+}
+
+// progressLine is the line bench writes to stderr for a result.
+func progressLine(r result) string {
+	if r.Failed != "" {
+		return fmt.Sprintf("%-8s %-31s FAILED: %s", r.Server, r.Endpoint, failure(r))
+	}
+	return fmt.Sprintf("%-8s %-31s p50 %.3f ms, p99 %.3f ms, %.0f req/s, %d errors",
+		r.Server, r.Endpoint, r.P50MS, r.P99MS, r.PerSecond, r.Errors)
+}
+
+// failure is why r failed, with the first error when requests were sent.
+func failure(r result) string {
+	if r.FirstError != "" {
+		return r.Failed + ", the first: " + r.FirstError
+	}
+	return r.Failed
+}
+
+// printTable writes the results grouped by endpoint, Cirrus first, then
+// the goals.
 func printTable(w io.Writer, r *report) {
-	fmt.Fprintf(w, "\n%d requests per endpoint and server after %d warm-up, %d concurrent, in %d rounds alternating between the servers; %s, %d CPUs\n",
+	fmt.Fprintf(w, "\n%d requests per endpoint and server after %d warm-up, %d concurrent unless column c says otherwise, in %d rounds alternating between the servers; %s, %d CPUs\n",
 		r.Requests, r.Warmup, r.Concurrency, r.Rounds, r.Go, r.CPUs)
 	fmt.Fprintf(w, "client endpoints over HTTP/1.1, federation endpoints over HTTPS (h2, self-signed); latency measured by the client\n\n")
-	header := fmt.Sprintf("%-40s %-9s %8s %6s %8s %8s %9s %10s %8s %8s %8s %8s",
-		"endpoint", "server", "requests", "errors", "p50 ms", "p99 ms", "req/s", "DDB calls", "RCU", "WCU", "p50 C/D", "p99 C/D")
+	header := fmt.Sprintf("%-40s %-9s %3s %8s %6s %8s %8s %9s %10s %8s %8s %8s %8s %10s",
+		"endpoint", "server", "c", "requests", "errors", "p50 ms", "p99 ms", "req/s", "DDB calls", "RCU", "WCU", "p50 C/D", "p99 C/D", "req/s C/D")
 	fmt.Fprintln(w, header)
 	fmt.Fprintln(w, strings.Repeat("-", len(header)))
 	rs := ratios(r.Results)
 	for _, ep := range workload {
 		for _, server := range []string{"cirrus", "dendrite"} {
-			for _, x := range r.Results {
-				if x.Endpoint != ep.name() || x.Server != server {
-					continue
-				}
-				p50r, p99r := "", ""
-				for _, q := range rs {
-					if q.Endpoint == ep.name() && server == "cirrus" {
-						p50r, p99r = fmt.Sprintf("%.2fx", q.P50), fmt.Sprintf("%.2fx", q.P99)
-					}
-				}
-				fmt.Fprintf(w, "%-40s %-9s %8d %6d %8.3f %8.3f %9.0f %10s %8s %8s %8s %8s\n",
-					x.Endpoint, x.Server, x.Requests, x.Errors, x.P50MS, x.P99MS, x.PerSecond,
-					perRequest(x.Calls), perRequest(x.RCU), perRequest(x.WCU), p50r, p99r)
+			if x, ok := findResult(r.Results, ep.name(), server); ok {
+				fmt.Fprintln(w, tableRow(x, rs))
 			}
 		}
 	}
 	fmt.Fprintln(w, "DDB calls, RCU, WCU: DynamoDB calls and capacity units per request, from Cirrus's request log")
-	fmt.Fprintln(w, "p50 C/D, p99 C/D: Cirrus latency / Dendrite latency (below 1: Cirrus faster)")
+	fmt.Fprintln(w, "p50 C/D, p99 C/D: Cirrus latency / Dendrite latency (below 1: Cirrus faster); req/s C/D: Cirrus throughput / Dendrite throughput (above 1: Cirrus faster)")
+	for _, ep := range workload {
+		if ep.Label != "" {
+			fmt.Fprintf(w, "%s: %s\n", ep.Label, describe(ep))
+		}
+	}
 
 	fmt.Fprintln(w)
 	for _, s := range r.Servers {
@@ -100,7 +118,10 @@ func printTable(w io.Writer, r *report) {
 		fmt.Fprintf(w, "peak RSS (VmHWM) %-9s %-16s %7.1f MiB%s\n", s.Name, s.Version, float64(s.PeakRSSBytes)/(1<<20), note)
 	}
 	for _, x := range r.Results {
-		if x.FirstError != "" {
+		switch {
+		case x.Failed != "":
+			fmt.Fprintf(w, "FAILED on %s %s: %s\n", x.Server, x.Endpoint, failure(x))
+		case x.FirstError != "":
 			fmt.Fprintf(w, "errors on %s %s, first: %s\n", x.Server, x.Endpoint, x.FirstError)
 		}
 		if x.LogMatched != nil && *x.LogMatched < x.Requests-x.Errors {
@@ -115,6 +136,54 @@ func printTable(w io.Writer, r *report) {
 		fmt.Fprintf(w, "baseline %s: cached build in %s\n", b.Module, b.CacheDir)
 	default:
 		fmt.Fprintf(w, "baseline %s: built in %.0fs, cached in %s\n", b.Module, b.BuildSeconds, b.CacheDir)
+	}
+	printGoals(w, r.Goals)
+}
+
+// tableRow is the row of one result, with its ratios when it is Cirrus's.
+func tableRow(x result, rs []ratio) string {
+	if x.Failed != "" {
+		return fmt.Sprintf("%-40s %-9s %3d %8s", x.Endpoint, x.Server, x.Concurrency, "FAILED (see below)")
+	}
+	p50r, p99r, rater := "", "", ""
+	for _, q := range rs {
+		if q.Endpoint == x.Endpoint && x.Server == "cirrus" {
+			p50r, p99r, rater = fmt.Sprintf("%.2fx", q.P50), fmt.Sprintf("%.2fx", q.P99), fmt.Sprintf("%.2fx", q.PerSecond)
+		}
+	}
+	return fmt.Sprintf("%-40s %-9s %3d %8d %6d %8.3f %8.3f %9.0f %10s %8s %8s %8s %8s %10s",
+		x.Endpoint, x.Server, x.Concurrency, x.Requests, x.Errors, x.P50MS, x.P99MS, x.PerSecond,
+		perRequest(x.Calls), perRequest(x.RCU), perRequest(x.WCU), p50r, p99r, rater)
+}
+
+// describe says what a labelled endpoint sends.
+func describe(ep endpoint) string {
+	d := ep.method() + " " + ep.Path
+	if ep.usesRoom() {
+		d += " in a private room of two members, with the bench user's token"
+	}
+	if ep.Fill > 0 {
+		d += fmt.Sprintf(", after %d more messages are sent into it", ep.Fill)
+	}
+	return d
+}
+
+// printGoals writes the project's goals for sending and whether this run
+// met them.
+func printGoals(w io.Writer, gs []goal) {
+	if len(gs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\ngoals, a plain message sent into a two-member room:")
+	for _, g := range gs {
+		value, verdict := "n/a", "NOT MEASURED: "+g.Missing
+		if g.Value != nil {
+			value, verdict = fmt.Sprintf("%.2f", *g.Value), "NOT MET"
+			if g.Met {
+				verdict = "met"
+			}
+		}
+		fmt.Fprintf(w, "  %-44s %8s   target %-6s %s\n", g.Name, value, g.Target, verdict)
 	}
 }
 

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+)
+
+// The bench room: the bench user creates it and a second user joins it, so
+// that messages are sent into a two-member room, the case the project's
+// cost goal is set for.
+const (
+	benchMember = "bench2"
+	// messageBody is a plain text message of a typical length.
+	messageBody = `{"msgtype":"m.text","body":"` + sentBody + `"}`
+	sentBody    = "A plain text message from the bench, about as long as a chat line."
+	// messagesLimit is how many events the messages workload asks for; the
+	// room is given that many messages before it is measured.
+	messagesLimit = 100
+)
+
+// The project's goals for sending a plain message into a two-member room.
+const (
+	maxWCUPerMessage = 3.0 // Cirrus's write capacity units per message sent
+	minSendSpeedup   = 5.0 // Cirrus's send throughput at c=8 over Dendrite's
+	goalConcurrency  = 8   // the send workload the throughput goal is for
+)
+
+// benchRoom is a server's bench room: its ID, or why there is none.
+type benchRoom struct {
+	ID  string
+	Err error
+}
+
+// sendMessage is PUT /rooms/{roomId}/send/m.room.message/{txnId} into the
+// bench room from c concurrent clients, all with the bench user's token and
+// a new transaction ID every request.
+func sendMessage(c int) endpoint {
+	return endpoint{
+		Label: fmt.Sprintf("send c=%d", c), Method: http.MethodPut, Auth: true, Concurrency: c,
+		Path: "/_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId}", Body: messageBody,
+	}
+}
+
+// roomMessages is GET /rooms/{roomId}/messages backwards from the end of the
+// bench room, once it holds at least messagesLimit messages.
+func roomMessages() endpoint {
+	return endpoint{
+		Label: fmt.Sprintf("messages %d", messagesLimit), Auth: true, Fill: messagesLimit, Check: checkMessages,
+		Path: fmt.Sprintf("/_matrix/client/v3/rooms/{roomId}/messages?dir=b&limit=%d", messagesLimit),
+	}
+}
+
+// checkMessages checks that a /messages answer holds the last messagesLimit
+// events of the room, all of them messages the bench has just sent.
+func checkMessages(body []byte) error {
+	var page struct {
+		Chunk []struct {
+			Type    string `json:"type"`
+			Content struct {
+				Body string `json:"body"`
+			} `json:"content"`
+		} `json:"chunk"`
+	}
+	if err := json.Unmarshal(body, &page); err != nil {
+		return fmt.Errorf("decode the answer: %w", err)
+	}
+	if len(page.Chunk) != messagesLimit {
+		return fmt.Errorf("the chunk holds %d events, want %d", len(page.Chunk), messagesLimit)
+	}
+	for i, e := range page.Chunk {
+		if e.Type != "m.room.message" || e.Content.Body != sentBody {
+			return fmt.Errorf("event %d of the chunk is %s %q, want one of the messages sent", i, e.Type, e.Content.Body)
+		}
+	}
+	return nil
+}
+
+// setupRoom registers the second bench user on s, has the bench user create
+// a private room and invite it, has it join, and returns the room's ID.
+func setupRoom(ctx context.Context, s *server) (string, error) {
+	memberID, memberToken, err := register(ctx, s, benchMember, benchPassword)
+	if err != nil {
+		return "", err
+	}
+	var created struct {
+		RoomID string `json:"room_id"`
+	}
+	err = requestJSON(ctx, s, http.MethodPost, s.ClientURL+"/_matrix/client/v3/createRoom", s.token,
+		map[string]any{"preset": "private_chat"}, &created)
+	if err != nil {
+		return "", fmt.Errorf("create the room: %w", err)
+	}
+	if created.RoomID == "" {
+		return "", errors.New("create the room: no room_id in the answer")
+	}
+	room := url.PathEscape(created.RoomID)
+	err = requestJSON(ctx, s, http.MethodPost, s.ClientURL+"/_matrix/client/v3/rooms/"+room+"/invite", s.token,
+		map[string]any{"user_id": memberID}, nil)
+	if err != nil {
+		return "", fmt.Errorf("invite %s: %w", memberID, err)
+	}
+	err = requestJSON(ctx, s, http.MethodPost, s.ClientURL+"/_matrix/client/v3/join/"+room, memberToken,
+		map[string]any{}, nil)
+	if err != nil {
+		return "", fmt.Errorf("join as %s: %w", memberID, err)
+	}
+	return created.RoomID, nil
+}
+
+// fillRoom sends n messages, unmeasured, into the bench room of s.
+func fillRoom(ctx context.Context, s *server, n int) error {
+	ep := sendMessage(goalConcurrency)
+	l := load(ctx, s, ep, endpointURL(s, ep), n, ep.Concurrency)
+	if l.errors > 0 {
+		return fmt.Errorf("send %d messages into the room: %d failed, the first: %w", n, l.errors, l.firstErr)
+	}
+	return nil
+}
+
+// goal is one of the project's targets, checked against a run.
+type goal struct {
+	Name   string   `json:"name"`
+	Target string   `json:"target"`
+	Value  *float64 `json:"value,omitempty"`
+	Met    bool     `json:"met"`
+	// Missing says why the value could not be measured.
+	Missing string `json:"missing,omitempty"`
+}
+
+// goals checks the results against the project's goals for sending: the
+// WCU per message of every send workload, and the send throughput at
+// goalConcurrency over Dendrite's.
+func goals(results []result) []goal {
+	var out []goal
+	for _, c := range []int{1, goalConcurrency} {
+		name := sendMessage(c).name()
+		g := goal{Name: name + ": WCU per message sent (cirrus)", Target: fmt.Sprintf("<= %g", maxWCUPerMessage)}
+		r, ok := findResult(results, name, "cirrus")
+		if g.Missing = unmeasured(r, ok, "cirrus"); g.Missing == "" && r.WCU == nil {
+			g.Missing = "no request log line matched"
+		}
+		if g.Missing == "" {
+			g.Value, g.Met = r.WCU, *r.WCU <= maxWCUPerMessage
+		}
+		out = append(out, g)
+	}
+
+	name := sendMessage(goalConcurrency).name()
+	g := goal{Name: name + ": req/s cirrus / dendrite", Target: fmt.Sprintf(">= %gx", minSendSpeedup)}
+	c, okC := findResult(results, name, "cirrus")
+	d, okD := findResult(results, name, "dendrite")
+	if g.Missing = unmeasured(c, okC, "cirrus"); g.Missing == "" {
+		g.Missing = unmeasured(d, okD, "dendrite")
+	}
+	if g.Missing == "" {
+		v := c.PerSecond / d.PerSecond
+		g.Value, g.Met = &v, v >= minSendSpeedup
+	}
+	return append(out, g)
+}
+
+// findResult returns the result of an endpoint on a server.
+func findResult(results []result, endpoint, server string) (result, bool) {
+	for _, r := range results {
+		if r.Endpoint == endpoint && r.Server == server {
+			return r, true
+		}
+	}
+	return result{}, false
+}
+
+// unmeasured says why the result of a server, found or not, has no
+// figures, or "" when it has them.
+func unmeasured(r result, found bool, server string) string {
+	switch {
+	case !found:
+		return server + " not measured"
+	case r.Failed != "":
+		return server + " failed"
+	case r.PerSecond <= 0:
+		return server + ": no successful request"
+	}
+	return ""
+}
