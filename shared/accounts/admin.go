@@ -252,3 +252,12 @@ func (s *Service) AdminDeactivate(w http.ResponseWriter, r *http.Request) {
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"id_server_unbind_result": "success"})
 }
+
+// IsAdmin reports whether the request's caller is a server admin.
+func (s *Service) IsAdmin(r *http.Request) (bool, error) {
+	acct, err := s.account(r, Caller(r.Context()).UserID)
+	if err != nil {
+		return false, err
+	}
+	return acct.Admin, nil
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/capabilities"
 	"github.com/cirrus-matrix/cirrus/shared/config"
 	"github.com/cirrus-matrix/cirrus/shared/discovery"
+	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/filters"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/keys"
@@ -27,6 +28,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/push"
 	"github.com/cirrus-matrix/cirrus/shared/queue"
 	"github.com/cirrus-matrix/cirrus/shared/ratelimit"
+	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/secrets"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
@@ -49,6 +51,10 @@ type Server struct {
 	Accounts *accounts.Service
 	// Push holds push rules and pushers.
 	Push *push.Service
+	// Rooms holds rooms and their events.
+	Rooms *rooms.Service
+	// Profiles holds display names and avatars.
+	Profiles *profile.Service
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -76,6 +82,18 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		// A device's pushers go with it, as Synapse's do with its token.
 		DeviceDeleted: pushes.DeleteDevicePushers,
 	}
+	profiles := &profile.Service{Store: st, ServerName: cfg.ServerName}
+	rms := &rooms.Service{
+		Store:  st,
+		Signer: events.Signer{ServerName: cfg.ServerName, Key: key},
+		Profile: func(ctx context.Context, userID string) (string, string) {
+			p, err := profiles.Get(ctx, userID)
+			if err != nil {
+				return "", ""
+			}
+			return p.DisplayName, p.AvatarURL
+		},
+	}
 	return &Server{
 		Config:   cfg,
 		Store:    st,
@@ -84,6 +102,8 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		Jobs:     &queue.Dispatcher{Logger: logger},
 		Accounts: accts,
 		Push:     pushes,
+		Rooms:    rms,
+		Profiles: profiles,
 	}, nil
 }
 
@@ -147,7 +167,8 @@ func (s *Server) ClientHandler() http.Handler {
 	rt.HandleFunc("GET /.well-known/matrix/client", d.WellKnownClient)
 	rt.HandleFunc("GET /.well-known/matrix/server", d.WellKnownServer)
 	s.Accounts.Routes(rt, s.Config.EnableRegistration, s.Config.RegistrationRequiresToken, s.Config.RegistrationSharedSecret)
-	(&profile.Service{Store: s.Store, ServerName: s.Config.ServerName}).Register(rt, s.Accounts.RequireAuth)
+	s.Profiles.Register(rt, s.Accounts.RequireAuth)
+	s.Rooms.Routes(rt, s.Accounts.RequireAuth, s.Accounts.IsAdmin)
 	(&accountdata.Service{Store: s.Store, Computed: map[string]func(context.Context, string) (any, error){
 		"m.push_rules": s.Push.AccountData,
 	}}).Register(rt, s.Accounts.RequireAuth)

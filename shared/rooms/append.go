@@ -1,0 +1,184 @@
+package rooms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// ErrUnknownRoom is a room this server holds nothing of.
+var ErrUnknownRoom = errors.New("unknown room")
+
+// errMoved means the head changed while an event was being built.
+var errMoved = errors.New("room head moved")
+
+// maxAttempts bounds the retries of an append that keeps losing the race for
+// the next slot; 8 senders at once settle in a handful.
+const maxAttempts = 100
+
+// head is the last slot of a room: where the next event goes.
+type head struct {
+	slot
+	Seq int64
+	ev  events.PDU
+}
+
+// graph places the next event after the head.
+func (h *head) graph() events.Graph {
+	if len(h.Ext) > 0 {
+		return events.Graph{PrevEvents: h.Ext, Depth: h.Depth + 1}
+	}
+	return events.Graph{PrevEvents: []string{h.EventID}, Depth: h.ev.Depth() + 1}
+}
+
+// readHead reads the last slot of the room: one strongly consistent query of
+// one item.
+func (s *Service) readHead(ctx context.Context, roomID string) (*head, error) {
+	var page []slot
+	q := store.Query{PK: roomPK(roomID), Prefix: slotPrefix, Descending: true, Limit: 1}
+	if _, err := s.Store.QueryPage(ctx, q, &page); err != nil {
+		return nil, fmt.Errorf("read head of %s: %w", roomID, err)
+	}
+	if len(page) == 0 {
+		return nil, fmt.Errorf("%w %s", ErrUnknownRoom, roomID)
+	}
+	h := &head{slot: page[0]}
+	var err error
+	if h.Seq, err = seqOf(h.SK); err != nil {
+		return nil, fmt.Errorf("read head of %s: %w", roomID, err)
+	}
+	if h.ev, err = events.Parse(h.Version, h.EventID, []byte(h.PDU)); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// stateFor reads the current state items for tuples. It fails with errMoved
+// when one of them is newer than h: state and slot are written together, so
+// the head read earlier is stale.
+func (s *Service) stateFor(ctx context.Context, roomID string, h *head, tuples []events.StateKeyTuple) (map[events.StateKeyTuple]events.PDU, error) {
+	keys := make([]store.Key, 0, len(tuples))
+	for _, t := range tuples {
+		keys = append(keys, store.Key{PK: roomPK(roomID), SK: stateSK(t.Type, t.StateKey)})
+	}
+	out := make(map[events.StateKeyTuple]events.PDU, len(tuples))
+	var moved bool
+	err := s.Store.GetMany(ctx, keys, func(k store.Key, decode func(any) error) error {
+		var c current
+		if err := decode(&c); err != nil {
+			return err
+		}
+		if h != nil && c.Seq > h.Seq {
+			moved = true
+		}
+		ev, err := events.Parse(c.Version, c.EventID, []byte(c.PDU))
+		if err != nil {
+			return err
+		}
+		typ, key := tupleOf(c.SK)
+		out[events.StateKeyTuple{Type: typ, StateKey: key}] = ev
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read state of %s: %w", roomID, err)
+	}
+	if moved {
+		return nil, errMoved
+	}
+	return out, nil
+}
+
+// sendRequest is one event a local user sends, with the extra checks of the
+// endpoint it came through.
+type sendRequest struct {
+	proto events.Proto
+	// also lists state the check needs beyond the auth events.
+	also []events.StateKeyTuple
+	// check refuses the event for reasons beyond the auth rules (an
+	// endpoint's own rules); it sees the state read for the event.
+	check func(version string, state map[events.StateKeyTuple]events.PDU) error
+	// txn records the client's transaction, when there is one.
+	txn *txn
+}
+
+// send builds, checks and appends one event to the end of the room, trying
+// again from a fresh head while other events win the race.
+func (s *Service) send(ctx context.Context, roomID string, req sendRequest) (events.PDU, error) {
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		ev, err := s.trySend(ctx, roomID, req)
+		if errors.Is(err, errMoved) {
+			backoff(attempt)
+			continue
+		}
+		return ev, err
+	}
+	return nil, fmt.Errorf("send to %s: gave up after %d attempts", roomID, maxAttempts)
+}
+
+// backoff waits a little, more after each lost race, with jitter so that
+// racing senders spread out.
+func backoff(attempt int) {
+	d := time.Duration(1+min(attempt, 10)) * time.Millisecond
+	time.Sleep(d/2 + rand.N(d))
+}
+
+func (s *Service) trySend(ctx context.Context, roomID string, req sendRequest) (events.PDU, error) {
+	h, err := s.readHead(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	req.proto.RoomID = roomID
+	tuples, err := events.AuthStateNeeded(h.Version, req.proto)
+	if err != nil {
+		return nil, err
+	}
+	state, err := s.stateFor(ctx, roomID, h, append(tuples, req.also...))
+	if err != nil {
+		return nil, err
+	}
+	if req.check != nil {
+		if err := req.check(h.Version, state); err != nil {
+			return nil, err
+		}
+	}
+	auth, err := events.NewState(authOnly(state, tuples))
+	if err != nil {
+		return nil, err
+	}
+	ev, err := s.Signer.Build(h.Version, req.proto, h.graph(), auth, s.now())
+	if err != nil {
+		return nil, err
+	}
+	if err := events.CheckSize(ev.JSON()); err != nil {
+		return nil, err
+	}
+	if err := events.Allowed(ev, auth); err != nil {
+		return nil, err
+	}
+	if err := s.commit(ctx, roomID, h, []events.PDU{ev}, state, req.txn); err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
+
+func authOnly(state map[events.StateKeyTuple]events.PDU, tuples []events.StateKeyTuple) []events.PDU {
+	out := make([]events.PDU, 0, len(tuples))
+	for _, t := range tuples {
+		if ev, ok := state[t]; ok {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}

@@ -1,0 +1,357 @@
+package rooms
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sort"
+	"strings"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// stateBuckets is how many blocks a snapshot splits the state into. A state
+// change rewrites one block: with 16, a room of 1,000 members writes about
+// 4 KB per membership change instead of 60 KB.
+const stateBuckets = 16
+
+// maxBatch is how many events one transaction appends; each takes up to six
+// actions and DynamoDB allows 100.
+const maxBatch = 12
+
+// commit appends evs after h (nil for a new room). A lone message event takes
+// one conditional write of its slot plus the pointer and the transaction
+// record; anything that changes state goes in one transaction, so that the
+// current state, the snapshot and the slot never disagree.
+func (s *Service) commit(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, t *txn) error {
+	if len(evs) == 1 && evs[0].StateKey() == nil {
+		return s.commitMessage(ctx, roomID, h, evs[0], t)
+	}
+	for len(evs) > 0 {
+		n := min(len(evs), maxBatch)
+		if err := s.commitBatch(ctx, roomID, h, evs[:n], state, t); err != nil {
+			return err
+		}
+		evs = evs[n:]
+		if len(evs) == 0 {
+			return nil
+		}
+		var err error
+		if h, err = s.readHead(ctx, roomID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) newSlot(roomID string, seq int64, ev events.PDU, stateSeq int64) slot {
+	pk, sk := slotKey(roomID, seq)
+	return slot{PK: pk, SK: sk, EventID: ev.EventID(), PDU: string(ev.JSON()), Version: string(ev.Version()), StateSeq: stateSeq}
+}
+
+func newPointer(roomID string, seq int64, ev events.PDU) pointer {
+	return pointer{PK: pointerPK(ev.EventID()), SK: "event", RoomID: roomID, Seq: seq}
+}
+
+// commitMessage claims the slot after h; losing the race is errMoved.
+func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev events.PDU, t *txn) error {
+	seq := h.Seq + 1
+	if err := s.Store.Create(ctx, s.newSlot(roomID, seq, ev, h.StateSeq)); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return errMoved
+		}
+		return err
+	}
+	if err := s.Store.Put(ctx, newPointer(roomID, seq, ev)); err != nil {
+		return err
+	}
+	if rel := relationOf(roomID, seq, ev); rel != nil {
+		if err := s.Store.Put(ctx, *rel); err != nil {
+			return err
+		}
+	}
+	if t != nil {
+		t.EventID = ev.EventID()
+		if err := s.Store.Put(ctx, *t); err != nil {
+			return err
+		}
+	}
+	if ev.Type() == events.Redaction {
+		return s.markRedacted(ctx, roomID, ev)
+	}
+	return nil
+}
+
+// batch accumulates the writes of events appended together.
+type batch struct {
+	s       *Service
+	roomID  string
+	seq     int64
+	blocks  []string
+	loaded  map[string]map[string]string
+	info    *info
+	members map[string]*membership
+	ops     []store.Op
+}
+
+func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, t *txn) error {
+	b := &batch{s: s, roomID: roomID, blocks: make([]string, stateBuckets), loaded: map[string]map[string]string{}, members: map[string]*membership{}}
+	if h != nil {
+		if err := b.load(ctx, h); err != nil {
+			return err
+		}
+	}
+	stateSeq := int64(0)
+	if h != nil {
+		stateSeq = h.StateSeq
+	}
+	var redactions []events.PDU
+	for _, ev := range evs {
+		b.seq++
+		if ev.StateKey() != nil {
+			stateSeq = b.seq
+			if err := b.applyState(ctx, ev, state); err != nil {
+				return err
+			}
+		}
+		if ev.Type() == events.Redaction {
+			redactions = append(redactions, ev)
+		}
+		op := store.CreateOp(s.newSlot(roomID, b.seq, ev, stateSeq))
+		b.ops = append(b.ops, op, store.PutOp(newPointer(roomID, b.seq, ev)))
+		if rel := relationOf(roomID, b.seq, ev); rel != nil {
+			b.ops = append(b.ops, store.PutOp(*rel))
+		}
+	}
+	b.finish(t, evs)
+	if err := s.Store.Transact(ctx, b.ops...); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return errMoved
+		}
+		return err
+	}
+	for _, ev := range redactions {
+		if err := s.markRedacted(ctx, roomID, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// load reads what the batch modifies: the snapshot after h, the room info.
+func (b *batch) load(ctx context.Context, h *head) error {
+	b.seq = h.Seq
+	var snap snapshot
+	if err := b.s.Store.Get(ctx, store.Key{PK: roomPK(b.roomID), SK: snapSK(h.StateSeq)}, &snap); err != nil {
+		return fmt.Errorf("read state snapshot %d of %s: %w", h.StateSeq, b.roomID, err)
+	}
+	copy(b.blocks, snap.Blocks)
+	b.info = &info{}
+	if err := b.s.Store.Get(ctx, store.Key{PK: roomPK(b.roomID), SK: infoSK}, b.info); err != nil {
+		return fmt.Errorf("read info of %s: %w", b.roomID, err)
+	}
+	return nil
+}
+
+func bucketOf(key string) int {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return int(h.Sum32() % stateBuckets)
+}
+
+// entries returns the block of bucket i, loading it on first use.
+func (b *batch) entries(ctx context.Context, i int) (map[string]string, error) {
+	hash := b.blocks[i]
+	if hash == "" {
+		return map[string]string{}, nil
+	}
+	if e, ok := b.loaded[hash]; ok {
+		return e, nil
+	}
+	var blk block
+	if err := b.s.Store.Get(ctx, store.Key{PK: roomPK(b.roomID), SK: "blk|" + hash}, &blk); err != nil {
+		return nil, fmt.Errorf("read state block %s of %s: %w", hash, b.roomID, err)
+	}
+	b.loaded[hash] = blk.Entries
+	return blk.Entries, nil
+}
+
+// applyState records the state event ev at the batch's position: current
+// state, a new block and snapshot, and what the room summary and the
+// member's own index keep of it.
+func (b *batch) applyState(ctx context.Context, ev events.PDU, state map[events.StateKeyTuple]events.PDU) error {
+	key := ev.Type() + "\x00" + *ev.StateKey()
+	i := bucketOf(key)
+	old, err := b.entries(ctx, i)
+	if err != nil {
+		return err
+	}
+	next := make(map[string]string, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[key] = ev.EventID()
+	hash := blockHash(next)
+	b.blocks[i] = hash
+	if _, ok := b.loaded[hash]; !ok {
+		b.loaded[hash] = next
+		b.ops = append(b.ops, store.PutOp(block{PK: roomPK(b.roomID), SK: "blk|" + hash, Entries: next}))
+	}
+	b.ops = append(b.ops, store.PutOp(snapshot{PK: roomPK(b.roomID), SK: snapSK(b.seq), Blocks: append([]string(nil), b.blocks...)}))
+	cur := current{PK: roomPK(b.roomID), SK: stateSK(ev.Type(), *ev.StateKey()), EventID: ev.EventID(), Seq: b.seq, PDU: string(ev.JSON()), Version: string(ev.Version())}
+	if ev.Type() == events.Member {
+		cur.Membership, _ = ev.Membership()
+		if err := b.member(ctx, ev, cur.Membership, state); err != nil {
+			return err
+		}
+	}
+	b.ops = append(b.ops, store.PutOp(cur))
+	b.summarize(ev)
+	if state != nil {
+		state[events.StateKeyTuple{Type: ev.Type(), StateKey: *ev.StateKey()}] = ev
+	}
+	return nil
+}
+
+// blockHash names a block by its content, so equal blocks are stored once.
+func blockHash(entries map[string]string) string {
+	keys := make([]string, 0, len(entries))
+	for k := range entries {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s\x01%s\x02", k, entries[k])
+	}
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:18])
+}
+
+// member updates the joined count and, for a local user, their own index of
+// rooms with the history of their membership.
+func (b *batch) member(ctx context.Context, ev events.PDU, m string, state map[events.StateKeyTuple]events.PDU) error {
+	target := *ev.StateKey()
+	prev := ""
+	if old, ok := state[events.StateKeyTuple{Type: events.Member, StateKey: target}]; ok {
+		prev, _ = old.Membership()
+	}
+	if b.info != nil {
+		if prev == "join" {
+			b.info.Joined--
+		}
+		if m == "join" {
+			b.info.Joined++
+		}
+	}
+	if !b.s.isLocal(target) {
+		return nil
+	}
+	mem, ok := b.members[target]
+	if !ok {
+		mem = &membership{PK: userPK(target), SK: membershipPrefix + b.roomID}
+		err := b.s.Store.Get(ctx, store.Key{PK: mem.PK, SK: mem.SK}, mem)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		b.members[target] = mem
+	}
+	mem.Membership, mem.EventID, mem.Seq = m, ev.EventID(), b.seq
+	mem.History = append(mem.History, transition(b.seq, m))
+	if m == "join" || m == "invite" || m == "knock" {
+		mem.Forgotten = false
+	}
+	return nil
+}
+
+// summarize keeps the room info in step with the state events it lists.
+func (b *batch) summarize(ev events.PDU) {
+	if ev.Type() == events.Create {
+		b.info = &info{PK: roomPK(b.roomID), SK: infoSK, Version: string(ev.Version()), Creator: events.Sender(ev), Created: int64(ev.OriginServerTS())}
+		var c struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(ev.Content(), &c)
+		b.info.RoomType = c.Type
+		return
+	}
+	if b.info == nil || *ev.StateKey() != "" {
+		return
+	}
+	var c map[string]any
+	_ = json.Unmarshal(ev.Content(), &c)
+	str := func(k string) string { v, _ := c[k].(string); return v }
+	switch ev.Type() {
+	case events.Name:
+		b.info.Name = str("name")
+	case events.Topic:
+		b.info.Topic = str("topic")
+	case events.Avatar:
+		b.info.Avatar = str("url")
+	case events.CanonicalAlias:
+		b.info.Alias = str("alias")
+	case events.JoinRules:
+		b.info.JoinRule = str("join_rule")
+	case events.GuestAccess:
+		b.info.Guests = str("guest_access") == "can_join"
+	case events.HistoryVisibility:
+		b.info.Visibility = append(b.info.Visibility, transition(b.seq, str("history_visibility")))
+	case events.Tombstone:
+		b.info.Tombstoned = str("replacement_room")
+	}
+}
+
+// finish adds the writes gathered over the batch.
+func (b *batch) finish(t *txn, evs []events.PDU) {
+	if b.info != nil {
+		b.info.listing()
+		b.ops = append(b.ops, store.PutOp(*b.info))
+	}
+	for _, m := range b.members {
+		b.ops = append(b.ops, store.PutOp(*m))
+	}
+	if t != nil {
+		t.EventID = evs[len(evs)-1].EventID()
+		b.ops = append(b.ops, store.PutOp(*t))
+	}
+}
+
+// listing sets the index keys of a public room, most members first.
+func (i *info) listing() {
+	if i.GSI1PK == "" {
+		i.GSI1SK = ""
+		return
+	}
+	i.GSI1SK = fmt.Sprintf("%012d|%s", 1_000_000_000_000-i.Joined, strings.TrimPrefix(i.PK, "room|"))
+}
+
+// markRedacted points the redacted event's slot at its redaction, so that
+// it is served redacted. A redaction of an event this server does not hold
+// is kept and applies nowhere.
+func (s *Service) markRedacted(ctx context.Context, roomID string, redaction events.PDU) error {
+	target := redaction.Redacts()
+	var p pointer
+	if err := s.Store.Get(ctx, store.Key{PK: pointerPK(target), SK: "event"}, &p); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	if p.RoomID != roomID {
+		return nil
+	}
+	var sl slot
+	pk, sk := slotKey(roomID, p.Seq)
+	if err := s.Store.Get(ctx, store.Key{PK: pk, SK: sk}, &sl); err != nil {
+		return err
+	}
+	if sl.EventID != target || sl.RedactedBy != "" {
+		return nil
+	}
+	sl.RedactedBy = redaction.EventID()
+	return s.Store.Put(ctx, sl)
+}

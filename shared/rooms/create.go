@@ -1,0 +1,385 @@
+package rooms
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+)
+
+// CreateRequest is the body of POST /createRoom.
+type CreateRequest struct {
+	Visibility                string            `json:"visibility"`
+	RoomAliasName             string            `json:"room_alias_name"`
+	Name                      *string           `json:"name"`
+	Topic                     *string           `json:"topic"`
+	Invite                    []string          `json:"invite"`
+	Invite3PID                []json.RawMessage `json:"invite_3pid"`
+	RoomVersion               string            `json:"room_version"`
+	CreationContent           map[string]any    `json:"creation_content"`
+	InitialState              []InitialState    `json:"initial_state"`
+	Preset                    string            `json:"preset"`
+	IsDirect                  bool              `json:"is_direct"`
+	PowerLevelContentOverride map[string]any    `json:"power_level_content_override"`
+}
+
+// InitialState is one state event of createRoom's initial_state.
+type InitialState struct {
+	Type     string          `json:"type"`
+	StateKey string          `json:"state_key"`
+	Content  json.RawMessage `json:"content"`
+}
+
+// ErrUnsupportedVersion is a room version this server cannot create.
+var errUnsupportedVersion = &httpapi.Error{Status: 400, Code: "M_UNSUPPORTED_ROOM_VERSION", Message: "unsupported room version"}
+
+func (req *CreateRequest) validate(server string) error {
+	switch req.Visibility {
+	case "", "private", "public":
+	default:
+		return httpapi.InvalidParam(`visibility must be "public" or "private"`)
+	}
+	switch req.Preset {
+	case "", "private_chat", "public_chat", "trusted_private_chat":
+	default:
+		return httpapi.InvalidParam("unknown preset %q", req.Preset)
+	}
+	if req.RoomVersion == "" {
+		req.RoomVersion = events.DefaultVersion
+	}
+	if !events.Supported(req.RoomVersion) {
+		e := *errUnsupportedVersion
+		e.Message = fmt.Sprintf("room version %q is not supported; supported: %s", req.RoomVersion, strings.Join(events.Versions(), ", "))
+		return &e
+	}
+	if req.RoomAliasName != "" {
+		if err := ValidAlias("#" + req.RoomAliasName + ":" + server); err != nil || strings.Contains(req.RoomAliasName, ":") {
+			return httpapi.InvalidParam("room_alias_name must be a valid alias localpart without ':'")
+		}
+	}
+	for _, u := range req.Invite {
+		if !ValidUserID(u) {
+			return httpapi.InvalidParam("invite holds an invalid user ID: %s", u)
+		}
+	}
+	if len(req.Invite3PID) > 0 {
+		return &httpapi.Error{Status: 400, Code: "M_UNRECOGNIZED", Message: "invite_3pid is not supported by this server: there is no identity server"}
+	}
+	for _, st := range req.InitialState {
+		if st.Type == "" {
+			return httpapi.BadJSON("initial_state entries need a type")
+		}
+		if st.Type == events.Create {
+			return httpapi.BadJSON("m.room.create cannot be in initial_state; use creation_content")
+		}
+	}
+	return nil
+}
+
+// CreateRoom makes a new room for creator as createRoom asks, and returns
+// its ID. The initial events are appended together, so the room appears
+// whole or not at all.
+func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRequest) (string, error) {
+	if err := req.validate(s.Signer.ServerName); err != nil {
+		return "", err
+	}
+	alias := ""
+	if req.RoomAliasName != "" {
+		alias = "#" + req.RoomAliasName + ":" + s.Signer.ServerName
+	}
+	protos, err := s.initialEvents(ctx, creator, &req, alias)
+	if err != nil {
+		return "", err
+	}
+	roomID, evs, err := s.buildChain(req.RoomVersion, protos)
+	if err != nil {
+		return "", err
+	}
+	if alias != "" {
+		if err := s.createAlias(ctx, alias, roomID, creator); err != nil {
+			return "", err
+		}
+	}
+	if err := s.commit(ctx, roomID, nil, evs, map[events.StateKeyTuple]events.PDU{}, nil); err != nil {
+		if alias != "" {
+			_ = s.deleteAlias(ctx, alias)
+		}
+		return "", err
+	}
+	if req.Visibility == "public" {
+		if err := s.SetPublished(ctx, roomID, true); err != nil {
+			return "", err
+		}
+	}
+	for _, u := range req.Invite {
+		if err := s.Invite(ctx, creator, roomID, u, "", req.IsDirect); err != nil {
+			return "", fmt.Errorf("invite %s: %w", u, err)
+		}
+	}
+	return roomID, nil
+}
+
+// buildChain builds and auth-checks the initial events one after another.
+func (s *Service) buildChain(v string, protos []events.Proto) (string, []events.PDU, error) {
+	var (
+		roomID string
+		evs    []events.PDU
+		prev   []string
+	)
+	state, err := events.NewState(nil)
+	if err != nil {
+		return "", nil, err
+	}
+	if !events.DomainlessRoomIDs(v) {
+		roomID = "!" + randomString(18) + ":" + s.Signer.ServerName
+	}
+	now := s.now()
+	for i, p := range protos {
+		p.RoomID = roomID
+		var st *events.State
+		if i > 0 {
+			st = state
+		}
+		ev, err := s.Signer.Build(v, p, events.Graph{PrevEvents: prev, Depth: int64(i + 1)}, st, now)
+		if err != nil {
+			return "", nil, badState(p.Type, err)
+		}
+		if err := events.Allowed(ev, state); err != nil {
+			return "", nil, forbidden(err)
+		}
+		if i == 0 {
+			roomID = events.RoomID(ev)
+		}
+		if err := state.Add(ev); err != nil {
+			return "", nil, err
+		}
+		evs = append(evs, ev)
+		prev = []string{ev.EventID()}
+	}
+	return roomID, evs, nil
+}
+
+// initialEvents lists the events createRoom sends, in the spec's order.
+func (s *Service) initialEvents(ctx context.Context, creator string, req *CreateRequest, alias string) ([]events.Proto, error) {
+	trusted := req.Preset == "trusted_private_chat"
+	privileged := events.PrivilegedCreators(req.RoomVersion)
+	create := map[string]any{}
+	for k, v := range req.CreationContent {
+		create[k] = v
+	}
+	create["room_version"] = req.RoomVersion
+	if !privileged {
+		create["creator"] = creator
+	} else if trusted && len(req.Invite) > 0 {
+		create["additional_creators"] = appendUnique(create["additional_creators"], req.Invite)
+	}
+	var out []events.Proto
+	add := func(typ string, key *string, content any) error {
+		raw, err := json.Marshal(content)
+		if err != nil {
+			return err
+		}
+		if err := events.ValidateContent(typ, key, raw); err != nil {
+			return httpapi.BadJSON("%s", err.Error())
+		}
+		out = append(out, events.Proto{Sender: creator, Type: typ, StateKey: key, Content: raw})
+		return nil
+	}
+	empty := ""
+	if err := add(events.Create, &empty, create); err != nil {
+		return nil, err
+	}
+	if err := add(events.Member, &creator, s.memberContent(ctx, creator, "join", "", false)); err != nil {
+		return nil, err
+	}
+	if err := add(events.PowerLevels, &empty, powerLevels(creator, req, privileged, trusted)); err != nil {
+		return nil, err
+	}
+	if alias != "" {
+		if err := add(events.CanonicalAlias, &empty, map[string]any{"alias": alias}); err != nil {
+			return nil, err
+		}
+	}
+	preset := req.Preset
+	if preset == "" {
+		preset = "private_chat"
+		if req.Visibility == "public" {
+			preset = "public_chat"
+		}
+	}
+	joinRule, guests := "invite", "can_join"
+	if preset == "public_chat" {
+		joinRule, guests = "public", "forbidden"
+	}
+	for _, e := range []struct {
+		typ     string
+		content map[string]any
+	}{
+		{events.JoinRules, map[string]any{"join_rule": joinRule}},
+		{events.HistoryVisibility, map[string]any{"history_visibility": "shared"}},
+		{events.GuestAccess, map[string]any{"guest_access": guests}},
+	} {
+		if err := add(e.typ, &empty, e.content); err != nil {
+			return nil, err
+		}
+	}
+	for _, st := range req.InitialState {
+		key := st.StateKey
+		out = append(out, events.Proto{Sender: creator, Type: st.Type, StateKey: &key, Content: st.Content})
+		if err := events.ValidateContent(st.Type, &key, st.Content); err != nil {
+			return nil, httpapi.BadJSON("initial_state %s: %v", st.Type, err)
+		}
+	}
+	if req.Name != nil {
+		if err := add(events.Name, &empty, map[string]any{"name": *req.Name}); err != nil {
+			return nil, err
+		}
+	}
+	if req.Topic != nil {
+		if err := add(events.Topic, &empty, map[string]any{"topic": *req.Topic}); err != nil {
+			return nil, err
+		}
+	}
+	return dedupeState(out), nil
+}
+
+// dedupeState keeps the last of events with the same type and state key
+// after the first three (create, creator's join, power levels), as Synapse
+// lets initial_state override the preset's events.
+func dedupeState(in []events.Proto) []events.Proto {
+	last := map[string]int{}
+	for i, p := range in {
+		last[p.Type+"\x00"+*p.StateKey] = i
+	}
+	var out []events.Proto
+	for i, p := range in {
+		if i < 3 || last[p.Type+"\x00"+*p.StateKey] == i {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func appendUnique(existing any, add []string) []any {
+	var out []any
+	seen := map[string]bool{}
+	if list, ok := existing.([]any); ok {
+		for _, v := range list {
+			if s, ok := v.(string); ok && !seen[s] {
+				seen[s] = true
+				out = append(out, s)
+			}
+		}
+	}
+	for _, s := range add {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// powerLevels is the default power levels of a new room, as Synapse makes
+// them, with the request's override on top.
+func powerLevels(creator string, req *CreateRequest, privileged, trusted bool) map[string]any {
+	tombstone := 100
+	if privileged {
+		tombstone = 150 // the spec: above state_default's 100 for creators' successors
+	}
+	users := map[string]any{}
+	if !privileged {
+		users[creator] = 100
+		if trusted {
+			for _, u := range req.Invite {
+				users[u] = 100
+			}
+		}
+	}
+	invite := 50
+	if req.Preset != "public_chat" && !(req.Preset == "" && req.Visibility == "public") {
+		invite = 0
+	}
+	pl := map[string]any{
+		"users":          users,
+		"users_default":  0,
+		"events_default": 0,
+		"state_default":  50,
+		"ban":            50,
+		"kick":           50,
+		"redact":         50,
+		"invite":         invite,
+		"events": map[string]any{
+			events.Name:              50,
+			events.PowerLevels:       100,
+			events.HistoryVisibility: 100,
+			events.CanonicalAlias:    50,
+			events.Avatar:            50,
+			events.Tombstone:         tombstone,
+			events.ServerACL:         100,
+			events.Encryption:        100,
+		},
+		"notifications": map[string]any{"room": 50},
+	}
+	for k, v := range req.PowerLevelContentOverride {
+		pl[k] = v
+	}
+	return pl
+}
+
+// memberContent is the content of a member event for a local user, with
+// their profile when joining.
+func (s *Service) memberContent(ctx context.Context, userID, m, reason string, direct bool) map[string]any {
+	c := map[string]any{"membership": m}
+	if m == "join" && s.Profile != nil {
+		name, avatar := s.Profile(ctx, userID)
+		if name != "" {
+			c["displayname"] = name
+		}
+		if avatar != "" {
+			c["avatar_url"] = avatar
+		}
+	}
+	if reason != "" {
+		c["reason"] = reason
+	}
+	if direct {
+		c["is_direct"] = true
+	}
+	return c
+}
+
+func randomString(n int) string {
+	const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return string(b)
+}
+
+// badState maps a build failure of an initial event to the client's error.
+func badState(typ string, err error) error {
+	var he *httpapi.Error
+	if errors.As(err, &he) {
+		return err
+	}
+	return httpapi.BadJSON("cannot build %s event: %v", typ, err)
+}
+
+// forbidden maps an auth rule refusal to M_FORBIDDEN with its reason.
+func forbidden(err error) error {
+	var na *events.NotAllowedError
+	if errors.As(err, &na) {
+		return httpapi.Forbidden("%s", na.Reason)
+	}
+	return err
+}

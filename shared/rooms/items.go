@@ -1,0 +1,174 @@
+package rooms
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// The items of a room. docs/storage.md describes each with what it costs.
+//
+// A room's partition is room|<room ID>. Its timeline is one slot item per
+// event, ev|<position>, in the order the server accepted them; the last slot
+// is the room's head and holds the forward extremities. Appending claims the
+// next slot with a conditional write, so two senders can never both extend
+// the same head: the loser reads the new head and builds again.
+
+// slot is an event at its position in the room, stored as the complete signed
+// PDU so that federation can serve it unchanged.
+type slot struct {
+	PK      string `dynamodbav:"pk"`
+	SK      string `dynamodbav:"sk"`
+	EventID string `dynamodbav:"id"`
+	PDU     string `dynamodbav:"pdu"`
+	// Version is the room version, needed to parse the PDU.
+	Version string `dynamodbav:"v"`
+	// Ext are the forward extremities after this event, when they are not
+	// just this event (a linear append, the usual case, stores nothing).
+	Ext []string `dynamodbav:"ext,omitempty"`
+	// Depth is the greatest depth among Ext.
+	Depth int64 `dynamodbav:"d,omitempty"`
+	// StateSeq is the position of the snapshot of the room state after this
+	// event: its own position for a state event, else the last state event's.
+	StateSeq int64 `dynamodbav:"ss"`
+	// RedactedBy is the redaction that applies to this event.
+	RedactedBy string `dynamodbav:"rb,omitempty"`
+}
+
+func slotKey(roomID string, seq int64) (string, string) {
+	return roomPK(roomID), slotSK(seq)
+}
+
+func roomPK(roomID string) string { return "room|" + roomID }
+
+// Positions are zero-padded so that sort keys order like numbers.
+func slotSK(seq int64) string { return fmt.Sprintf("ev|%012d", seq) }
+
+const slotPrefix = "ev|"
+
+func seqOf(sk string) (int64, error) {
+	return strconv.ParseInt(strings.TrimPrefix(sk, slotPrefix), 10, 64)
+}
+
+// pointer finds an event by its ID alone, as federation asks for it.
+type pointer struct {
+	PK     string `dynamodbav:"pk"` // event|<event ID>
+	SK     string `dynamodbav:"sk"` // event
+	RoomID string `dynamodbav:"room"`
+	Seq    int64  `dynamodbav:"seq"`
+}
+
+func pointerPK(eventID string) string { return "event|" + eventID }
+
+// current is one piece of the room's current state.
+type current struct {
+	PK      string `dynamodbav:"pk"`
+	SK      string `dynamodbav:"sk"` // state|<type>␀<state key>
+	EventID string `dynamodbav:"id"`
+	Seq     int64  `dynamodbav:"seq"`
+	PDU     string `dynamodbav:"pdu"`
+	Version string `dynamodbav:"v"`
+	// Membership is set on member events, so member lists filter cheaply.
+	Membership string `dynamodbav:"m,omitempty"`
+}
+
+const statePrefix = "state|"
+
+// State keys may hold any character, so a NUL separates type from key.
+func stateSK(evType, stateKey string) string { return statePrefix + evType + "\x00" + stateKey }
+
+func tupleOf(sk string) (string, string) {
+	t, k, _ := strings.Cut(strings.TrimPrefix(sk, statePrefix), "\x00")
+	return t, k
+}
+
+// snapshot is the room state after the state event at its position, as the
+// hashes of stateBuckets blocks. Blocks are content-addressed, so a state
+// change writes one new block and shares the others with earlier snapshots.
+type snapshot struct {
+	PK     string   `dynamodbav:"pk"`
+	SK     string   `dynamodbav:"sk"` // snap|<position>
+	Blocks []string `dynamodbav:"b"`
+}
+
+func snapSK(seq int64) string { return fmt.Sprintf("snap|%012d", seq) }
+
+// block maps "type␀state key" to event ID for the state in one bucket.
+type block struct {
+	PK      string            `dynamodbav:"pk"`
+	SK      string            `dynamodbav:"sk"` // blk|<hash>
+	Entries map[string]string `dynamodbav:"e"`
+}
+
+// info is the room's summary: what the directory lists and the history of
+// its history visibility, kept in step with state events.
+type info struct {
+	PK       string `dynamodbav:"pk"`
+	SK       string `dynamodbav:"sk"` // info
+	Version  string `dynamodbav:"v"`
+	Creator  string `dynamodbav:"creator"`
+	Created  int64  `dynamodbav:"created"`
+	Name     string `dynamodbav:"name,omitempty"`
+	Topic    string `dynamodbav:"topic,omitempty"`
+	Avatar   string `dynamodbav:"avatar,omitempty"`
+	Alias    string `dynamodbav:"alias,omitempty"`
+	JoinRule string `dynamodbav:"join_rule,omitempty"`
+	Guests   bool   `dynamodbav:"guests,omitempty"`
+	RoomType string `dynamodbav:"room_type,omitempty"`
+	Joined   int64  `dynamodbav:"joined"`
+	// Visibility lists "<position>:<history visibility>" as it changed.
+	Visibility []string `dynamodbav:"hv,omitempty"`
+	// Public rooms carry gsi1 keys: the directory lists them with one index
+	// query, ordered by member count.
+	GSI1PK string `dynamodbav:"gsi1pk,omitempty"`
+	GSI1SK string `dynamodbav:"gsi1sk,omitempty"`
+	// Tombstoned holds the replacement room after an upgrade.
+	Tombstoned string `dynamodbav:"tombstone,omitempty"`
+}
+
+const infoSK = "info"
+
+// membership is a local user's relation to a room, in the user's partition:
+// joined rooms are one query of it.
+type membership struct {
+	PK         string `dynamodbav:"pk"` // user|<user ID>
+	SK         string `dynamodbav:"sk"` // room|<room ID>
+	Membership string `dynamodbav:"m"`
+	EventID    string `dynamodbav:"id"`
+	Seq        int64  `dynamodbav:"seq"`
+	// History lists "<position>:<membership>" as it changed, for history
+	// visibility.
+	History []string `dynamodbav:"h"`
+	// Forgotten hides a left room from the user.
+	Forgotten bool `dynamodbav:"forgotten,omitempty"`
+}
+
+func userPK(userID string) string { return "user|" + userID }
+
+const membershipPrefix = "room|"
+
+// txn records the event a client's transaction ID produced, so that a retry
+// gets the same event back.
+type txn struct {
+	PK      string `dynamodbav:"pk"` // txn|<user>|<device>
+	SK      string `dynamodbav:"sk"` // <room>|<txn ID>
+	EventID string `dynamodbav:"id"`
+	Expires int64  `dynamodbav:"expires_at"`
+}
+
+// transitions are "<position>:<value>" entries in ascending position order;
+// at returns the value in force at position seq.
+func at(transitions []string, seq int64) string {
+	val := ""
+	for _, t := range transitions {
+		p, v, _ := strings.Cut(t, ":")
+		n, err := strconv.ParseInt(p, 10, 64)
+		if err != nil || n > seq {
+			break
+		}
+		val = v
+	}
+	return val
+}
+
+func transition(seq int64, v string) string { return strconv.FormatInt(seq, 10) + ":" + v }

@@ -1,0 +1,174 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// errUnchanged ends a membership change that is already in effect.
+var errUnchanged = errors.New("membership unchanged")
+
+// change is one membership change asked for by sender.
+type change struct {
+	sender, roomID, target string
+	membership, reason     string
+	direct                 bool
+	// want refuses the change unless the target's current membership is
+	// one of these ("" means none), with the message given.
+	want    []string
+	refusal string
+}
+
+func (s *Service) changeMembership(ctx context.Context, c change) (events.PDU, error) {
+	if !ValidUserID(c.target) {
+		return nil, httpapi.InvalidParam("invalid user ID %q", c.target)
+	}
+	if !s.isLocal(c.target) && c.target != c.sender {
+		return nil, httpapi.Errorf(400, "M_UNRECOGNIZED", "%s is on another server; inviting, kicking and banning remote users needs federation, which this server does not support yet", c.target)
+	}
+	content := s.memberContent(ctx, c.target, c.membership, c.reason, c.direct)
+	if c.target != c.sender {
+		delete(content, "displayname")
+		delete(content, "avatar_url")
+	}
+	raw, err := json.Marshal(content)
+	if err != nil {
+		return nil, err
+	}
+	target := events.StateKeyTuple{Type: events.Member, StateKey: c.target}
+	ev, err := s.send(ctx, c.roomID, sendRequest{
+		proto: events.Proto{Sender: c.sender, Type: events.Member, StateKey: &c.target, Content: raw},
+		also:  []events.StateKeyTuple{target},
+		check: func(_ string, state map[events.StateKeyTuple]events.PDU) error {
+			now := ""
+			if ev, ok := state[target]; ok {
+				now, _ = ev.Membership()
+			}
+			if now == c.membership && now == "join" && c.target == c.sender {
+				return errUnchanged
+			}
+			if c.want == nil {
+				return nil
+			}
+			for _, w := range c.want {
+				if now == w {
+					return nil
+				}
+			}
+			return httpapi.Forbidden("%s", c.refusal)
+		},
+	})
+	if errors.Is(err, errUnchanged) {
+		return nil, nil
+	}
+	return ev, s.sendError(err)
+}
+
+// sendError maps what an append can fail with to the client's error.
+func (s *Service) sendError(err error) error {
+	var na *events.NotAllowedError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &na):
+		return httpapi.Forbidden("%s", na.Reason)
+	case errors.Is(err, ErrUnknownRoom):
+		return httpapi.Forbidden("you are not in this room, or it does not exist on this server")
+	case errors.Is(err, events.ErrTooLarge):
+		return httpapi.TooLarge("%s", err.Error())
+	case errors.Is(err, store.ErrItemTooLarge):
+		return httpapi.TooLarge("event too large to store")
+	}
+	return err
+}
+
+// Join makes userID join roomID, by the room's join rules.
+func (s *Service) Join(ctx context.Context, userID, roomID, reason string) error {
+	_, err := s.changeMembership(ctx, change{sender: userID, roomID: roomID, target: userID, membership: "join", reason: reason})
+	var he *httpapi.Error
+	if errors.As(err, &he) && he.Code == "M_FORBIDDEN" {
+		if _, ierr := s.Info(ctx, roomID); errors.Is(ierr, ErrUnknownRoom) {
+			return httpapi.NotFound("room %s is not known to this server; joining rooms on other servers needs federation, which this server does not support yet", roomID)
+		}
+	}
+	return err
+}
+
+// Invite sends an invite of target from sender.
+func (s *Service) Invite(ctx context.Context, sender, roomID, target, reason string, direct bool) error {
+	_, err := s.changeMembership(ctx, change{
+		sender: sender, roomID: roomID, target: target, membership: "invite", reason: reason, direct: direct,
+		want: []string{"", "leave", "invite", "knock"}, refusal: target + " is already in the room or banned from it",
+	})
+	return err
+}
+
+// Leave makes userID leave roomID, or rejects an invite or knock.
+func (s *Service) Leave(ctx context.Context, userID, roomID, reason string) error {
+	_, err := s.changeMembership(ctx, change{
+		sender: userID, roomID: roomID, target: userID, membership: "leave", reason: reason,
+		want: []string{"join", "invite", "knock"}, refusal: "you are not in this room",
+	})
+	return err
+}
+
+// Kick removes target from the room.
+func (s *Service) Kick(ctx context.Context, sender, roomID, target, reason string) error {
+	_, err := s.changeMembership(ctx, change{
+		sender: sender, roomID: roomID, target: target, membership: "leave", reason: reason,
+		want: []string{"join", "invite", "knock"}, refusal: target + " is not in the room",
+	})
+	return err
+}
+
+// Ban bans target from the room.
+func (s *Service) Ban(ctx context.Context, sender, roomID, target, reason string) error {
+	_, err := s.changeMembership(ctx, change{sender: sender, roomID: roomID, target: target, membership: "ban", reason: reason})
+	return err
+}
+
+// Unban lifts target's ban.
+func (s *Service) Unban(ctx context.Context, sender, roomID, target, reason string) error {
+	_, err := s.changeMembership(ctx, change{
+		sender: sender, roomID: roomID, target: target, membership: "leave", reason: reason,
+		want: []string{"ban"}, refusal: target + " is not banned",
+	})
+	return err
+}
+
+// Knock asks to join a room whose join rule is knock.
+func (s *Service) Knock(ctx context.Context, userID, roomID, reason string) error {
+	_, err := s.changeMembership(ctx, change{
+		sender: userID, roomID: roomID, target: userID, membership: "knock", reason: reason,
+		want: []string{"", "leave"}, refusal: "you are already in the room, invited or banned",
+	})
+	if errors.Is(err, ErrUnknownRoom) {
+		return httpapi.NotFound("room %s is not known to this server", roomID)
+	}
+	return err
+}
+
+// Forget hides a room the user has left from them.
+func (s *Service) Forget(ctx context.Context, userID, roomID string) error {
+	m, err := s.membership(ctx, userID, roomID)
+	if err != nil {
+		return err
+	}
+	switch m.Membership {
+	case "join", "invite", "knock":
+		return httpapi.Errorf(400, "M_UNKNOWN", "you are still in room %s (%s); leave it first", roomID, m.Membership)
+	case "":
+		return httpapi.NotFound("you were never in room %s", roomID)
+	}
+	m.Forgotten = true
+	if err := s.Store.Put(ctx, m); err != nil {
+		return fmt.Errorf("forget %s: %w", roomID, err)
+	}
+	return nil
+}

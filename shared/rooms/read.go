@@ -1,0 +1,443 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// A token names a place in a room's timeline: "t<n>" is just after the
+// event at position n, so paging backwards from it starts with that event
+// and paging forwards with the next one.
+func token(seq int64) string { return "t" + strconv.FormatInt(seq, 10) }
+
+func parseToken(t string) (int64, error) {
+	n, err := strconv.ParseInt(strings.TrimPrefix(t, "t"), 10, 64)
+	if err != nil || !strings.HasPrefix(t, "t") || n < 0 {
+		return 0, httpapi.InvalidParam("invalid pagination token %q", t)
+	}
+	return n, nil
+}
+
+// render turns stored events into the client format, redacted as their
+// redactions say.
+func (s *Service) render(ctx context.Context, evs []Event, opts ...events.Option) ([]json.RawMessage, error) {
+	out := make([]json.RawMessage, 0, len(evs))
+	now := s.now()
+	for _, e := range evs {
+		pdu := e.PDU
+		o := opts
+		if e.RedactedBy != "" {
+			var err error
+			if pdu, err = events.Redact(pdu); err != nil {
+				return nil, err
+			}
+			if r, err := s.Event(ctx, "", e.RedactedBy); err == nil {
+				because, err := events.ClientEvent(r.PDU, events.FormatClient, now)
+				if err != nil {
+					return nil, err
+				}
+				o = append(append([]events.Option(nil), opts...), events.WithRedactedBecause(because))
+			}
+		}
+		raw, err := events.ClientEvent(pdu, events.FormatClient, now, o...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, raw)
+	}
+	return out, nil
+}
+
+// MessagesQuery is GET /rooms/{roomId}/messages.
+type MessagesQuery struct {
+	From, To string
+	Backward bool
+	Limit    int
+	Filter   *events.RoomEventFilter
+}
+
+// Page is a page of a room's timeline.
+type Page struct {
+	Chunk []json.RawMessage `json:"chunk"`
+	Start string            `json:"start"`
+	End   string            `json:"end,omitempty"`
+	State []json.RawMessage `json:"state,omitempty"`
+}
+
+// Messages pages through the room's timeline as userID may see it.
+func (s *Service) Messages(ctx context.Context, userID, roomID string, q MessagesQuery) (Page, error) {
+	v, err := s.viewerOf(ctx, userID, roomID)
+	if err != nil {
+		return Page{}, err
+	}
+	if q.Limit <= 0 {
+		q.Limit = 10
+	}
+	q.Limit = min(q.Limit, 1000)
+	from, err := s.startOf(ctx, roomID, q.From, q.Backward)
+	if err != nil {
+		return Page{}, err
+	}
+	stop := int64(-1)
+	if q.To != "" {
+		if stop, err = parseToken(q.To); err != nil {
+			return Page{}, err
+		}
+	}
+	evs, end, err := s.scan(ctx, roomID, v, from, stop, q)
+	if err != nil {
+		return Page{}, err
+	}
+	page := Page{Start: token(from)}
+	if page.Chunk, err = s.render(ctx, evs); err != nil {
+		return Page{}, err
+	}
+	if end >= 0 {
+		page.End = token(end)
+	}
+	if q.Filter != nil && q.Filter.LazyLoadMembers {
+		if page.State, err = s.senderMembers(ctx, roomID, evs); err != nil {
+			return Page{}, err
+		}
+	}
+	return page, nil
+}
+
+// startOf is where a page starts: the given token, or the room's head going
+// backwards and its beginning going forwards.
+func (s *Service) startOf(ctx context.Context, roomID, from string, backward bool) (int64, error) {
+	if from != "" {
+		return parseToken(from)
+	}
+	if !backward {
+		return 0, nil
+	}
+	h, err := s.readHead(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	return h.Seq, nil
+}
+
+// scan reads slots from the position after token from, in the direction
+// asked, keeping the events v may see that match the filter, until the page
+// is full, the room ends or stop is reached. It returns the token to
+// continue from, or -1 at the end of the room.
+func (s *Service) scan(ctx context.Context, roomID string, v *viewer, from, stop int64, q MessagesQuery) ([]Event, int64, error) {
+	var out []Event
+	pos := from
+	if !q.Backward {
+		pos = from + 1
+	} else {
+		pos = min(pos, v.limit())
+	}
+	for len(out) < q.Limit {
+		if (q.Backward && pos < 1) || (stop >= 0 && ((q.Backward && pos <= stop) || (!q.Backward && pos > stop))) {
+			return out, -1, nil
+		}
+		want := q.Limit - len(out)
+		page, err := s.slots(ctx, roomID, pos, q.Backward, max(want, 20))
+		if err != nil {
+			return nil, 0, err
+		}
+		if len(page) == 0 {
+			return out, -1, nil
+		}
+		for _, e := range page {
+			if stop >= 0 && ((q.Backward && e.Seq <= stop) || (!q.Backward && e.Seq > stop)) {
+				return out, -1, nil
+			}
+			if !q.Backward && e.Seq > v.limit() {
+				return out, -1, nil
+			}
+			if v.sees(e.Seq) && (q.Filter == nil || q.Filter.Match(e.PDU)) {
+				out = append(out, e)
+			}
+			pos = e.Seq
+			if len(out) == q.Limit {
+				break
+			}
+		}
+		if q.Backward {
+			pos--
+		}
+		if !q.Backward {
+			pos++
+		}
+	}
+	if q.Backward {
+		return out, pos, nil
+	}
+	return out, pos - 1, nil
+}
+
+// slots reads up to n events starting at position pos in either direction.
+func (s *Service) slots(ctx context.Context, roomID string, pos int64, backward bool, n int) ([]Event, error) {
+	var page []slot
+	q := store.Query{PK: roomPK(roomID), Prefix: slotPrefix, From: slotSK(pos), Descending: backward, Limit: n}
+	if _, err := s.Store.QueryPage(ctx, q, &page); err != nil {
+		return nil, err
+	}
+	out := make([]Event, 0, len(page))
+	for _, sl := range page {
+		e, err := sl.event()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// senderMembers is the current member events of the senders of evs, for
+// lazy-loading clients.
+func (s *Service) senderMembers(ctx context.Context, roomID string, evs []Event) ([]json.RawMessage, error) {
+	var tuples []events.StateKeyTuple
+	seen := map[string]bool{}
+	for _, e := range evs {
+		if u := events.Sender(e.PDU); !seen[u] {
+			seen[u] = true
+			tuples = append(tuples, events.StateKeyTuple{Type: events.Member, StateKey: u})
+		}
+	}
+	state, err := s.stateFor(ctx, roomID, nil, tuples)
+	if err != nil {
+		return nil, err
+	}
+	var members []Event
+	for _, t := range tuples {
+		if ev, ok := state[t]; ok {
+			members = append(members, Event{PDU: ev})
+		}
+	}
+	return s.render(ctx, members)
+}
+
+// VisibleEvent reads one event of the room if userID may see it.
+func (s *Service) VisibleEvent(ctx context.Context, userID, roomID, eventID string) (json.RawMessage, error) {
+	v, err := s.viewerOf(ctx, userID, roomID)
+	if err != nil {
+		return nil, err
+	}
+	e, err := s.visible(ctx, v, roomID, eventID)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.render(ctx, []Event{e})
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+func (s *Service) visible(ctx context.Context, v *viewer, roomID, eventID string) (Event, error) {
+	e, err := s.Event(ctx, roomID, eventID)
+	if errors.Is(err, ErrUnknownEvent) || (err == nil && !v.sees(e.Seq)) {
+		return Event{}, httpapi.NotFound("event %s not found", eventID)
+	}
+	return e, err
+}
+
+// Context is the response of /context/{eventId}.
+type Context struct {
+	Event  json.RawMessage   `json:"event"`
+	Before []json.RawMessage `json:"events_before"`
+	After  []json.RawMessage `json:"events_after"`
+	Start  string            `json:"start"`
+	End    string            `json:"end"`
+	State  []json.RawMessage `json:"state"`
+}
+
+// ContextOf reads an event with the events around it, limit in all, and the
+// state at the event.
+func (s *Service) ContextOf(ctx context.Context, userID, roomID, eventID string, limit int, filter *events.RoomEventFilter) (Context, error) {
+	v, err := s.viewerOf(ctx, userID, roomID)
+	if err != nil {
+		return Context{}, err
+	}
+	e, err := s.visible(ctx, v, roomID, eventID)
+	if err != nil {
+		return Context{}, err
+	}
+	limit = min(max(limit, 0), 100)
+	before, start, err := s.scan(ctx, roomID, v, e.Seq-1, -1, MessagesQuery{Backward: true, Limit: max(limit/2, 1), Filter: filter})
+	if err != nil {
+		return Context{}, err
+	}
+	after, end, err := s.scan(ctx, roomID, v, e.Seq, -1, MessagesQuery{Limit: max(limit-limit/2, 1), Filter: filter})
+	if err != nil {
+		return Context{}, err
+	}
+	if limit == 0 {
+		before, after = nil, nil
+	}
+	var c Context
+	if start < 0 {
+		start = 0
+	}
+	if end < 0 {
+		end = e.Seq + int64(len(after))
+		if len(after) > 0 {
+			if last := after[len(after)-1].Seq; last > end {
+				end = last
+			}
+		}
+	}
+	c.Start, c.End = token(start), token(end)
+	rendered, err := s.render(ctx, []Event{e})
+	if err != nil {
+		return Context{}, err
+	}
+	c.Event = rendered[0]
+	if c.Before, err = s.render(ctx, before); err != nil {
+		return Context{}, err
+	}
+	if c.After, err = s.render(ctx, after); err != nil {
+		return Context{}, err
+	}
+	state, err := s.StateAt(ctx, roomID, e)
+	if err != nil {
+		return Context{}, err
+	}
+	if filter != nil && filter.LazyLoadMembers {
+		state = lazyMembers(state, append(append(before, e), after...))
+	}
+	c.State, err = s.renderPDUs(ctx, state)
+	return c, err
+}
+
+func lazyMembers(state []events.PDU, timeline []Event) []events.PDU {
+	senders := map[string]bool{}
+	for _, e := range timeline {
+		senders[events.Sender(e.PDU)] = true
+	}
+	var out []events.PDU
+	for _, ev := range state {
+		if ev.Type() != events.Member || senders[*ev.StateKey()] {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func (s *Service) renderPDUs(ctx context.Context, pdus []events.PDU) ([]json.RawMessage, error) {
+	evs := make([]Event, len(pdus))
+	for i, p := range pdus {
+		evs[i] = Event{PDU: p}
+	}
+	return s.render(ctx, evs)
+}
+
+// VisibleState is the room state userID may see: current for members and
+// readers of world-readable rooms, else as it was when they left.
+func (s *Service) VisibleState(ctx context.Context, userID, roomID string) ([]events.PDU, error) {
+	v, err := s.viewerOf(ctx, userID, roomID)
+	if err != nil {
+		return nil, err
+	}
+	if v.limit() == 1<<62 {
+		if !v.joined() && !v.worldReadableNow() {
+			return nil, httpapi.Forbidden("you are not in room %s", roomID)
+		}
+		return s.CurrentState(ctx, roomID)
+	}
+	e, err := s.Event(ctx, roomID, v.membership.EventID)
+	if err != nil {
+		return nil, err
+	}
+	return s.StateAt(ctx, roomID, e)
+}
+
+// StateAtToken is the state after the event at a pagination token.
+func (s *Service) stateAtToken(ctx context.Context, roomID string, seq int64) ([]events.PDU, error) {
+	evs, err := s.slots(ctx, roomID, seq, true, 1)
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, httpapi.InvalidParam("token %s is before the room began", token(seq))
+	}
+	return s.StateAt(ctx, roomID, evs[0])
+}
+
+// MembersQuery is GET /rooms/{roomId}/members.
+type MembersQuery struct {
+	At                        string
+	Membership, NotMembership string
+}
+
+// MemberEvents lists the room's member events userID may see.
+func (s *Service) MemberEvents(ctx context.Context, userID, roomID string, q MembersQuery) ([]json.RawMessage, error) {
+	var state []events.PDU
+	var err error
+	if q.At != "" {
+		seq, perr := parseToken(q.At)
+		if perr != nil {
+			return nil, perr
+		}
+		v, verr := s.viewerOf(ctx, userID, roomID)
+		if verr != nil {
+			return nil, verr
+		}
+		state, err = s.stateAtToken(ctx, roomID, min(seq, v.limit()))
+	} else {
+		state, err = s.VisibleState(ctx, userID, roomID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []events.PDU
+	for _, ev := range state {
+		if ev.Type() != events.Member {
+			continue
+		}
+		m, _ := ev.Membership()
+		if (q.Membership != "" && m != q.Membership) || (q.NotMembership != "" && m == q.NotMembership) {
+			continue
+		}
+		out = append(out, ev)
+	}
+	return s.renderPDUs(ctx, out)
+}
+
+// JoinedMember is an entry of /joined_members.
+type JoinedMember struct {
+	DisplayName *string `json:"display_name"`
+	AvatarURL   *string `json:"avatar_url"`
+}
+
+// JoinedMembers maps the room's joined users to their profile in the room;
+// only members may ask.
+func (s *Service) JoinedMembers(ctx context.Context, userID, roomID string) (map[string]JoinedMember, error) {
+	m, err := s.Membership(ctx, userID, roomID)
+	if err != nil {
+		return nil, err
+	}
+	if m != "join" {
+		return nil, httpapi.Forbidden("you are not in room %s", roomID)
+	}
+	members, err := s.Members(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]JoinedMember{}
+	for _, ev := range members {
+		if m, _ := ev.Membership(); m != "join" {
+			continue
+		}
+		var c struct {
+			DisplayName *string `json:"displayname"`
+			AvatarURL   *string `json:"avatar_url"`
+		}
+		_ = json.Unmarshal(ev.Content(), &c)
+		out[*ev.StateKey()] = JoinedMember{DisplayName: c.DisplayName, AvatarURL: c.AvatarURL}
+	}
+	return out, nil
+}

@@ -1,0 +1,136 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// relation indexes an event that relates to another (a thread reply, an
+// edit, a reaction) under its parent, in the parent's room partition.
+type relation struct {
+	PK      string `dynamodbav:"pk"` // room|<room ID>
+	SK      string `dynamodbav:"sk"` // rel|<parent ID>|<position>
+	RelType string `dynamodbav:"rt"`
+	Type    string `dynamodbav:"t"`
+	Seq     int64  `dynamodbav:"seq"`
+}
+
+func relPrefix(parent string) string { return "rel|" + parent + "|" }
+
+// relationOf reads m.relates_to of ev, if it has one.
+func relationOf(roomID string, seq int64, ev events.PDU) *relation {
+	var c struct {
+		RelatesTo *struct {
+			RelType string `json:"rel_type"`
+			EventID string `json:"event_id"`
+		} `json:"m.relates_to"`
+	}
+	if json.Unmarshal(ev.Content(), &c) != nil || c.RelatesTo == nil || c.RelatesTo.EventID == "" || c.RelatesTo.RelType == "" {
+		return nil
+	}
+	return &relation{
+		PK: roomPK(roomID), SK: fmt.Sprintf("%s%012d", relPrefix(c.RelatesTo.EventID), seq),
+		RelType: c.RelatesTo.RelType, Type: ev.Type(), Seq: seq,
+	}
+}
+
+// RelationsQuery is GET /rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]].
+type RelationsQuery struct {
+	RelType, EventType string
+	From, To           string
+	Backward           bool
+	Limit              int
+}
+
+// Relations is a page of events relating to one event.
+type Relations struct {
+	Chunk     []json.RawMessage `json:"chunk"`
+	NextBatch string            `json:"next_batch,omitempty"`
+	PrevBatch string            `json:"prev_batch,omitempty"`
+}
+
+// RelationsOf pages through the events relating to eventID that userID may
+// see, newest first unless dir=f.
+func (s *Service) RelationsOf(ctx context.Context, userID, roomID, eventID string, q RelationsQuery) (Relations, error) {
+	v, err := s.viewerOf(ctx, userID, roomID)
+	if err != nil {
+		return Relations{}, err
+	}
+	if _, err := s.visible(ctx, v, roomID, eventID); err != nil {
+		return Relations{}, err
+	}
+	if q.Limit <= 0 {
+		q.Limit = 50
+	}
+	q.Limit = min(q.Limit, 1000)
+	query := store.Query{PK: roomPK(roomID), Prefix: relPrefix(eventID), Descending: q.Backward}
+	if q.From != "" {
+		seq, err := parseToken(q.From)
+		if err != nil {
+			return Relations{}, err
+		}
+		query.From = fmt.Sprintf("%s%012d", relPrefix(eventID), seq)
+	}
+	stop := int64(-1)
+	if q.To != "" {
+		if stop, err = parseToken(q.To); err != nil {
+			return Relations{}, err
+		}
+	}
+	var rels []relation
+	if _, err := s.Store.QueryPage(ctx, query, &rels); err != nil {
+		return Relations{}, err
+	}
+	var keys []store.Key
+	next := int64(-1)
+	for _, r := range rels {
+		if stop >= 0 && ((q.Backward && r.Seq <= stop) || (!q.Backward && r.Seq >= stop)) {
+			break
+		}
+		if (q.RelType != "" && r.RelType != q.RelType) || (q.EventType != "" && r.Type != q.EventType) || !v.sees(r.Seq) {
+			continue
+		}
+		if len(keys) == q.Limit {
+			next = r.Seq
+			break
+		}
+		pk, sk := slotKey(roomID, r.Seq)
+		keys = append(keys, store.Key{PK: pk, SK: sk})
+	}
+	found := map[int64]Event{}
+	err = s.Store.GetMany(ctx, keys, func(_ store.Key, decode func(any) error) error {
+		var sl slot
+		if err := decode(&sl); err != nil {
+			return err
+		}
+		e, err := sl.event()
+		found[e.Seq] = e
+		return err
+	})
+	if err != nil {
+		return Relations{}, err
+	}
+	var evs []Event
+	for _, k := range keys {
+		seq, _ := seqOf(k.SK)
+		if e, ok := found[seq]; ok {
+			evs = append(evs, e)
+		}
+	}
+	out := Relations{}
+	if out.Chunk, err = s.render(ctx, evs); err != nil {
+		return Relations{}, err
+	}
+	if next >= 0 {
+		out.NextBatch = token(next)
+	}
+	if q.From != "" {
+		out.PrevBatch = q.From
+	}
+	return out, nil
+}

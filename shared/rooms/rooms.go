@@ -1,0 +1,261 @@
+// Package rooms holds rooms and their events: the event graph stored in the
+// table, current and historical state, creating and joining rooms, sending
+// and reading events, with the auth rules of every room version.
+package rooms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// Service is the rooms of this server.
+type Service struct {
+	Store  *store.Store
+	Signer events.Signer
+	// Profile gives a local user's display name and avatar for their member
+	// events; nil leaves them out.
+	Profile func(ctx context.Context, userID string) (displayName, avatarURL string)
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+func (s *Service) isLocal(userID string) bool {
+	_, server, ok := strings.Cut(userID, ":")
+	return ok && server == s.Signer.ServerName
+}
+
+// Event is an event as stored: the PDU, where it sits and what redacted it.
+type Event struct {
+	PDU        events.PDU
+	Seq        int64
+	StateSeq   int64
+	RedactedBy string
+}
+
+func (sl slot) event() (Event, error) {
+	ev, err := events.Parse(sl.Version, sl.EventID, []byte(sl.PDU))
+	if err != nil {
+		return Event{}, err
+	}
+	seq, err := seqOf(sl.SK)
+	if err != nil {
+		return Event{}, err
+	}
+	return Event{PDU: ev, Seq: seq, StateSeq: sl.StateSeq, RedactedBy: sl.RedactedBy}, nil
+}
+
+// ErrUnknownEvent is an event this server does not hold in that room.
+var ErrUnknownEvent = errors.New("unknown event")
+
+// Event reads the event eventID of roomID ("" for any room): two reads, the
+// pointer then the slot.
+func (s *Service) Event(ctx context.Context, roomID, eventID string) (Event, error) {
+	var p pointer
+	if err := s.Store.Get(ctx, store.Key{PK: pointerPK(eventID), SK: "event"}, &p); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Event{}, fmt.Errorf("%w %s", ErrUnknownEvent, eventID)
+		}
+		return Event{}, err
+	}
+	if roomID != "" && p.RoomID != roomID {
+		return Event{}, fmt.Errorf("%w %s in %s", ErrUnknownEvent, eventID, roomID)
+	}
+	pk, sk := slotKey(p.RoomID, p.Seq)
+	var sl slot
+	if err := s.Store.Get(ctx, store.Key{PK: pk, SK: sk}, &sl); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Event{}, fmt.Errorf("%w %s", ErrUnknownEvent, eventID)
+		}
+		return Event{}, err
+	}
+	// A pointer written before its slot was claimed by another event.
+	if sl.EventID != eventID {
+		return Event{}, fmt.Errorf("%w %s", ErrUnknownEvent, eventID)
+	}
+	return sl.event()
+}
+
+// Info is what the directory and clients learn of a room without its state.
+type Info struct {
+	RoomID, Version, Creator, Name, Topic, Avatar, Alias, JoinRule, RoomType, Tombstoned string
+	Guests, Public                                                                       bool
+	Joined                                                                               int64
+}
+
+// Info reads the room's summary.
+func (s *Service) Info(ctx context.Context, roomID string) (Info, error) {
+	var i info
+	if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: infoSK}, &i); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Info{}, fmt.Errorf("%w %s", ErrUnknownRoom, roomID)
+		}
+		return Info{}, err
+	}
+	return i.public(roomID), nil
+}
+
+func (i info) public(roomID string) Info {
+	return Info{
+		RoomID: roomID, Version: i.Version, Creator: i.Creator, Name: i.Name, Topic: i.Topic,
+		Avatar: i.Avatar, Alias: i.Alias, JoinRule: i.JoinRule, RoomType: i.RoomType,
+		Tombstoned: i.Tombstoned, Guests: i.Guests, Public: i.GSI1PK != "", Joined: i.Joined,
+	}
+}
+
+// CurrentState reads the whole current state of the room: one query of its
+// state items.
+func (s *Service) CurrentState(ctx context.Context, roomID string) ([]events.PDU, error) {
+	return s.currentWithPrefix(ctx, roomID, statePrefix)
+}
+
+// Members reads the current member events of the room.
+func (s *Service) Members(ctx context.Context, roomID string) ([]events.PDU, error) {
+	return s.currentWithPrefix(ctx, roomID, stateSK(events.Member, ""))
+}
+
+func (s *Service) currentWithPrefix(ctx context.Context, roomID, prefix string) ([]events.PDU, error) {
+	var out []events.PDU
+	cursor := ""
+	for {
+		var page []current
+		next, err := s.Store.QueryPage(ctx, store.Query{PK: roomPK(roomID), Prefix: prefix, Cursor: cursor}, &page)
+		if err != nil {
+			return nil, fmt.Errorf("read state of %s: %w", roomID, err)
+		}
+		for _, c := range page {
+			ev, err := events.Parse(c.Version, c.EventID, []byte(c.PDU))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, ev)
+		}
+		if next == "" {
+			return out, nil
+		}
+		cursor = next
+	}
+}
+
+// StateEvent reads one piece of current state; ErrUnknownEvent when unset.
+func (s *Service) StateEvent(ctx context.Context, roomID, evType, stateKey string) (events.PDU, error) {
+	var c current
+	if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: stateSK(evType, stateKey)}, &c); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("%w: no %s state with key %q in %s", ErrUnknownEvent, evType, stateKey, roomID)
+		}
+		return nil, err
+	}
+	return events.Parse(c.Version, c.EventID, []byte(c.PDU))
+}
+
+// StateAt reads the state of the room after the event at position seq,
+// without replaying the room: the snapshot named by the event's slot, its
+// blocks, then the events they list.
+func (s *Service) StateAt(ctx context.Context, roomID string, ev Event) ([]events.PDU, error) {
+	var snap snapshot
+	if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: snapSK(ev.StateSeq)}, &snap); err != nil {
+		return nil, fmt.Errorf("read snapshot %d of %s: %w", ev.StateSeq, roomID, err)
+	}
+	var keys []store.Key
+	for _, h := range snap.Blocks {
+		if h != "" {
+			keys = append(keys, store.Key{PK: roomPK(roomID), SK: "blk|" + h})
+		}
+	}
+	ids := map[string]bool{}
+	err := s.Store.GetMany(ctx, keys, func(_ store.Key, decode func(any) error) error {
+		var b block
+		if err := decode(&b); err != nil {
+			return err
+		}
+		for _, id := range b.Entries {
+			ids[id] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.eventsByID(ctx, roomID, ids)
+}
+
+// eventsByID loads state events: most are still current state, read in one
+// query; the others through their pointers.
+func (s *Service) eventsByID(ctx context.Context, roomID string, ids map[string]bool) ([]events.PDU, error) {
+	cur, err := s.CurrentState(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	var out []events.PDU
+	for _, ev := range cur {
+		if ids[ev.EventID()] {
+			out = append(out, ev)
+			delete(ids, ev.EventID())
+		}
+	}
+	for id := range ids {
+		e, err := s.Event(ctx, roomID, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e.PDU)
+	}
+	return out, nil
+}
+
+// Membership is a local user's current membership of a room ("" if none).
+func (s *Service) Membership(ctx context.Context, userID, roomID string) (string, error) {
+	m, err := s.membership(ctx, userID, roomID)
+	if err != nil {
+		return "", err
+	}
+	return m.Membership, nil
+}
+
+func (s *Service) membership(ctx context.Context, userID, roomID string) (membership, error) {
+	var m membership
+	err := s.Store.Get(ctx, store.Key{PK: userPK(userID), SK: membershipPrefix + roomID}, &m)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return m, err
+	}
+	return m, nil
+}
+
+// JoinedRooms lists the rooms a local user is joined to: one query of the
+// user's partition.
+func (s *Service) JoinedRooms(ctx context.Context, userID string) ([]string, error) {
+	ms, err := s.memberships(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range ms {
+		if m.Membership == "join" {
+			out = append(out, strings.TrimPrefix(m.SK, membershipPrefix))
+		}
+	}
+	return out, nil
+}
+
+func (s *Service) memberships(ctx context.Context, userID string) ([]membership, error) {
+	var out []membership
+	cursor := ""
+	for {
+		var page []membership
+		next, err := s.Store.QueryPage(ctx, store.Query{PK: userPK(userID), Prefix: membershipPrefix, Cursor: cursor}, &page)
+		if err != nil {
+			return nil, fmt.Errorf("read rooms of %s: %w", userID, err)
+		}
+		out = append(out, page...)
+		if next == "" {
+			return out, nil
+		}
+		cursor = next
+	}
+}

@@ -1,0 +1,159 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+)
+
+// copiedOnUpgrade is the state an upgrade carries to the new room, as the
+// spec lists it.
+var copiedOnUpgrade = []string{
+	events.JoinRules, events.HistoryVisibility, events.GuestAccess, events.Name, events.Topic,
+	events.Avatar, events.Encryption, events.ServerACL, events.CanonicalAlias, "m.room.pinned_events",
+}
+
+// Upgrade replaces roomID by a new room of version v: the new room gets the
+// old one's state, the old one a tombstone and power levels that stop
+// ordinary members from talking there.
+func (s *Service) Upgrade(ctx context.Context, userID, roomID, v string) (string, error) {
+	if !events.Supported(v) {
+		e := *errUnsupportedVersion
+		e.Message = "room version " + v + " is not supported"
+		return "", &e
+	}
+	ok, err := s.canSendState(ctx, userID, roomID, events.Tombstone)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", httpapi.Forbidden("you need the power to send m.room.tombstone to upgrade this room")
+	}
+	state, err := s.CurrentState(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	req := CreateRequest{RoomVersion: v, CreationContent: map[string]any{"predecessor": map[string]any{"room_id": roomID}}}
+	var oldPL map[string]any
+	for _, ev := range state {
+		switch {
+		case ev.Type() == events.Create:
+			var c map[string]any
+			_ = json.Unmarshal(ev.Content(), &c)
+			if t, ok := c["type"]; ok {
+				req.CreationContent["type"] = t
+			}
+		case ev.Type() == events.PowerLevels:
+			_ = json.Unmarshal(ev.Content(), &oldPL)
+		case slices.Contains(copiedOnUpgrade, ev.Type()) && *ev.StateKey() == "":
+			req.InitialState = append(req.InitialState, InitialState{Type: ev.Type(), Content: ev.Content()})
+		}
+	}
+	req.PowerLevelContentOverride = s.upgradedPowerLevels(oldPL, userID, v)
+	newID, err := s.CreateRoom(ctx, userID, req)
+	if err != nil {
+		return "", err
+	}
+	tomb, _ := json.Marshal(map[string]string{"body": "This room has been replaced", "replacement_room": newID})
+	empty := ""
+	if _, err := s.Send(ctx, Sent{Sender: userID}, roomID, events.Tombstone, &empty, tomb); err != nil {
+		return "", err
+	}
+	if err := s.moveAliases(ctx, roomID, newID); err != nil {
+		return "", err
+	}
+	if err := s.restrictOld(ctx, userID, roomID, oldPL); err != nil {
+		return "", err
+	}
+	return newID, nil
+}
+
+// upgradedPowerLevels copies the old levels; in a version 12 room the new
+// creator has unlimited power and must not be listed.
+func (s *Service) upgradedPowerLevels(old map[string]any, userID, v string) map[string]any {
+	pl := map[string]any{}
+	for k, val := range old {
+		pl[k] = val
+	}
+	users := map[string]any{}
+	if u, ok := old["users"].(map[string]any); ok {
+		for k, val := range u {
+			users[k] = val
+		}
+	}
+	if events.PrivilegedCreators(v) {
+		delete(users, userID)
+	} else {
+		users[userID] = 100
+	}
+	pl["users"] = users
+	return pl
+}
+
+// restrictOld raises the levels to talk and invite in the old room, as the
+// spec asks, so conversation moves to the new one.
+func (s *Service) restrictOld(ctx context.Context, userID, roomID string, old map[string]any) error {
+	pl := map[string]any{}
+	for k, v := range old {
+		pl[k] = v
+	}
+	level := int64(50)
+	if d, ok := old["users_default"].(float64); ok && int64(d)+1 > level {
+		level = int64(d) + 1
+	}
+	pl["events_default"], pl["invite"] = level, level
+	raw, err := json.Marshal(pl)
+	if err != nil {
+		return err
+	}
+	empty := ""
+	_, err = s.Send(ctx, Sent{Sender: userID}, roomID, events.PowerLevels, &empty, raw)
+	return err
+}
+
+// moveAliases points the old room's local aliases at the new one.
+func (s *Service) moveAliases(ctx context.Context, oldID, newID string) error {
+	aliases, err := s.Aliases(ctx, oldID)
+	if err != nil {
+		return err
+	}
+	for _, a := range aliases {
+		var item aliasItem
+		if err := s.Store.Get(ctx, aliasKey(a), &item); err != nil {
+			return err
+		}
+		if err := s.deleteAlias(ctx, a); err != nil {
+			return err
+		}
+		if err := s.createAlias(ctx, a, newID, item.Creator); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) handleUpgrade(w http.ResponseWriter, r *http.Request) error {
+	id, err := roomID(r)
+	if err != nil {
+		return err
+	}
+	var body struct {
+		NewVersion string `json:"new_version"`
+	}
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
+		return err
+	}
+	if body.NewVersion == "" {
+		return httpapi.MissingParam("new_version is required")
+	}
+	newID, err := s.Upgrade(r.Context(), caller(r).UserID, id, body.NewVersion)
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"replacement_room": newID})
+	return nil
+}

@@ -1,0 +1,104 @@
+package rooms
+
+import (
+	"context"
+	"errors"
+
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// viewer is what decides which events of a room a user may see: their
+// membership over time and the room's history visibility over time.
+type viewer struct {
+	userID     string
+	membership membership
+	visibility []string
+	info       info
+}
+
+// viewerOf reads the two items history visibility needs. A user who was
+// never in the room may still read a world-readable one.
+func (s *Service) viewerOf(ctx context.Context, userID, roomID string) (*viewer, error) {
+	v := &viewer{userID: userID}
+	if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: infoSK}, &v.info); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, httpapi.Forbidden("you are not in room %s, or it does not exist on this server", roomID)
+		}
+		return nil, err
+	}
+	v.visibility = v.info.Visibility
+	m, err := s.membership(ctx, userID, roomID)
+	if err != nil {
+		return nil, err
+	}
+	v.membership = m
+	if len(m.History) == 0 && !v.worldReadableNow() {
+		return nil, httpapi.Forbidden("you are not in room %s, and its history is not world readable", roomID)
+	}
+	return v, nil
+}
+
+func (v *viewer) worldReadableNow() bool {
+	return at(v.visibility, 1<<62) == "world_readable"
+}
+
+func (v *viewer) joined() bool { return v.membership.Membership == "join" }
+
+// permissive ranks history visibilities, most open first.
+var permissive = map[string]int{"world_readable": 4, "shared": 3, "invited": 2, "joined": 1}
+
+// visibilityAt is the history visibility that governs the event at seq: the
+// more open of the setting before it and after it, so that the event that
+// changes the setting is seen by those either setting allows.
+func (v *viewer) visibilityAt(seq int64) string {
+	before, after := at(v.visibility, seq-1), at(v.visibility, seq)
+	if before == "" {
+		before = "shared"
+	}
+	if after == "" {
+		after = "shared"
+	}
+	if permissive[before] > permissive[after] {
+		return before
+	}
+	return after
+}
+
+// sees applies the spec's rules for the history visibility of an event.
+func (v *viewer) sees(seq int64) bool {
+	vis := v.visibilityAt(seq)
+	if vis == "world_readable" {
+		return true
+	}
+	m := at(v.membership.History, seq)
+	switch {
+	case m == "join":
+		return true
+	case vis == "invited" && m == "invite":
+		return true
+	case vis == "shared":
+		return v.joinedAfter(seq)
+	}
+	return false
+}
+
+// joinedAfter reports whether the user joined at some point after seq.
+func (v *viewer) joinedAfter(seq int64) bool {
+	for i := len(v.membership.History) - 1; i >= 0; i-- {
+		h := v.membership.History[i]
+		if at([]string{h}, 1<<62) == "join" && at([]string{h}, seq) == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// limit is the last position the user may see: where they left, or the
+// head for members and readers of world-readable rooms.
+func (v *viewer) limit() int64 {
+	if v.joined() || v.worldReadableNow() || v.membership.Membership == "invite" || v.membership.Membership == "knock" {
+		return 1 << 62
+	}
+	return v.membership.Seq
+}
