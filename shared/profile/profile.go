@@ -40,6 +40,9 @@ var (
 type Service struct {
 	Store      *store.Store
 	ServerName string
+	// Changed is told of each change, so that the user's member events in
+	// their rooms follow their profile; nil does nothing.
+	Changed func(ctx context.Context, userID string, p Profile) error
 }
 
 // Profile is what a user shows of themselves; an empty field is unset.
@@ -110,6 +113,11 @@ func (s *Service) Set(ctx context.Context, userID string, field Field, value str
 	}
 	if err := s.Store.Put(ctx, it); err != nil {
 		return fmt.Errorf("set %s of %s: %w", field, userID, err)
+	}
+	if s.Changed != nil {
+		if err := s.Changed(ctx, userID, Profile{DisplayName: it.DisplayName, AvatarURL: it.AvatarURL}); err != nil {
+			return fmt.Errorf("set %s of %s: update rooms: %w", field, userID, err)
+		}
 	}
 	return nil
 }

@@ -1,9 +1,11 @@
 package rooms_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
+	"sync"
 	"testing"
 
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
@@ -19,29 +21,158 @@ func createRoom(t *testing.T, st *servertest.Stack, u servertest.User, body map[
 	return id
 }
 
-func send(t *testing.T, st *servertest.Stack, u servertest.User, room, txn, body string) string {
-	t.Helper()
-	r := st.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/send/m.room.message/"+txn, u.AccessToken,
+func roomPath(room string) string { return "/_matrix/client/v3/rooms/" + url.PathEscape(room) }
+
+func send(t testing.TB, st *servertest.Stack, u servertest.User, room, txn, body string) (string, error) {
+	r := servertest.Call(t, "PUT", st.URL+roomPath(room)+"/send/m.room.message/"+txn, u.AccessToken,
 		map[string]any{"msgtype": "m.text", "body": body})
 	id, _ := r.Body["event_id"].(string)
 	if r.Status != http.StatusOK || id == "" {
-		t.Fatalf("send: %d %s", r.Status, r.Raw)
+		return "", fmt.Errorf("send %s: %d %s", txn, r.Status, r.Raw)
 	}
-	return id
+	return id, nil
 }
 
-func TestSmoke(t *testing.T) {
+func join(t *testing.T, st *servertest.Stack, u servertest.User, room string) {
+	t.Helper()
+	if r := st.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room), u.AccessToken, map[string]any{}); r.Status != 200 {
+		t.Fatalf("join %s: %d %s", u.ID, r.Status, r.Raw)
+	}
+}
+
+// page reads the whole timeline in one direction, limit events at a time.
+func page(t *testing.T, st *servertest.Stack, u servertest.User, room, dir string, limit int) []map[string]any {
+	t.Helper()
+	var all []map[string]any
+	from := ""
+	for range 1000 {
+		q := fmt.Sprintf("?dir=%s&limit=%d", dir, limit)
+		if from != "" {
+			q += "&from=" + url.QueryEscape(from)
+		}
+		r := st.Do(t, "GET", roomPath(room)+"/messages"+q, u.AccessToken, nil)
+		if r.Status != 200 {
+			t.Fatalf("messages: %d %s", r.Status, r.Raw)
+		}
+		chunk, _ := r.Body["chunk"].([]any)
+		for _, c := range chunk {
+			all = append(all, c.(map[string]any))
+		}
+		end, _ := r.Body["end"].(string)
+		if end == "" {
+			return all
+		}
+		from = end
+	}
+	t.Fatal("pagination did not end")
+	return nil
+}
+
+// TestConcurrentSenders: 8 clients send 100 messages each into one room at
+// once. Every message is stored exactly once, each event's prev_events is
+// the event before it, and /messages gives one order both ways.
+func TestConcurrentSenders(t *testing.T) {
+	const clients, each = 8, 100
+	st := servertest.Start(t)
+	owner := st.Register(t, "owner")
+	room := createRoom(t, st, owner, map[string]any{"preset": "public_chat"})
+	users := make([]servertest.User, clients)
+	for i := range users {
+		users[i] = st.Register(t, fmt.Sprintf("sender%d", i))
+		join(t, st, users[i], room)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, clients*each)
+	for i, u := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range each {
+				if _, err := send(t, st, u, room, fmt.Sprintf("c%d-%d", i, n), fmt.Sprintf("%d/%d", i, n)); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	forward := page(t, st, owner, room, "f", 100)
+	backward := page(t, st, owner, room, "b", 37)
+	if len(forward) != len(backward) {
+		t.Fatalf("forward paging read %d events, backward %d", len(forward), len(backward))
+	}
+	seen := map[string]bool{}
+	bodies := map[string]bool{}
+	for i, ev := range forward {
+		id := ev["event_id"].(string)
+		if back := backward[len(backward)-1-i]["event_id"]; back != id {
+			t.Fatalf("event %d is %s forwards but %s backwards", i, id, back)
+		}
+		if seen[id] {
+			t.Fatalf("event %s twice", id)
+		}
+		seen[id] = true
+		if ev["type"] == "m.room.message" {
+			body := ev["content"].(map[string]any)["body"].(string)
+			if bodies[body] {
+				t.Fatalf("message %s stored twice", body)
+			}
+			bodies[body] = true
+		}
+	}
+	if len(bodies) != clients*each {
+		t.Fatalf("%d messages stored, want %d", len(bodies), clients*each)
+	}
+	// The graph is one line: each event's only parent is the one before.
+	ctx := context.Background()
+	prev := ""
+	for i, ev := range forward {
+		e, err := st.Server.Rooms.Event(ctx, room, ev["event_id"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Seq != int64(i+1) {
+			t.Fatalf("event %d sits at position %d", i, e.Seq)
+		}
+		parents := e.PDU.PrevEventIDs()
+		if i > 0 && (len(parents) != 1 || parents[0] != prev) {
+			t.Fatalf("event %d has prev_events %v, want [%s]", i, parents, prev)
+		}
+		prev = e.PDU.EventID()
+	}
+}
+
+// TestProfilePropagates: a new display name reaches the member event of
+// every room the user is in.
+func TestProfilePropagates(t *testing.T) {
 	st := servertest.Start(t)
 	alice := st.Register(t, "alice")
-	room := createRoom(t, st, alice, map[string]any{"preset": "private_chat", "name": "Hello"})
-	id := send(t, st, alice, room, "t1", "hi")
-	if again := send(t, st, alice, room, "t1", "hi"); again != id {
-		t.Fatalf("same txn gave %s then %s", id, again)
+	rooms := []string{
+		createRoom(t, st, alice, map[string]any{"preset": "private_chat"}),
+		createRoom(t, st, alice, map[string]any{"preset": "public_chat"}),
 	}
-	r := st.Do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/messages?dir=b&limit=100", alice.AccessToken, nil)
-	chunk, _ := r.Body["chunk"].([]any)
-	if r.Status != 200 || len(chunk) < 8 {
-		t.Fatalf("messages: %d %s", r.Status, r.Raw)
+	if r := st.Do(t, "PUT", "/_matrix/client/v3/profile/"+url.PathEscape(alice.ID)+"/displayname", alice.AccessToken,
+		map[string]any{"displayname": "Alice A."}); r.Status != 200 {
+		t.Fatalf("set displayname: %d %s", r.Status, r.Raw)
 	}
-	fmt.Println(string(r.Raw)[:400])
+	if r := st.Do(t, "PUT", "/_matrix/client/v3/profile/"+url.PathEscape(alice.ID)+"/avatar_url", alice.AccessToken,
+		map[string]any{"avatar_url": "mxc://example.org/abc"}); r.Status != 200 {
+		t.Fatalf("set avatar: %d %s", r.Status, r.Raw)
+	}
+	for _, room := range rooms {
+		r := st.Do(t, "GET", roomPath(room)+"/state/m.room.member/"+url.PathEscape(alice.ID), alice.AccessToken, nil)
+		if r.Status != 200 || r.Body["displayname"] != "Alice A." || r.Body["avatar_url"] != "mxc://example.org/abc" || r.Body["membership"] != "join" {
+			t.Fatalf("member event in %s: %d %s", room, r.Status, r.Raw)
+		}
+	}
+	// A room created after the change starts with the new profile.
+	later := createRoom(t, st, alice, map[string]any{})
+	r := st.Do(t, "GET", roomPath(later)+"/state/m.room.member/"+url.PathEscape(alice.ID), alice.AccessToken, nil)
+	if r.Body["displayname"] != "Alice A." {
+		t.Fatalf("new room member event: %s", r.Raw)
+	}
 }

@@ -94,6 +94,9 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 			return p.DisplayName, p.AvatarURL
 		},
 	}
+	profiles.Changed = func(ctx context.Context, userID string, p profile.Profile) error {
+		return rms.ProfileChanged(ctx, userID, p.DisplayName, p.AvatarURL)
+	}
 	return &Server{
 		Config:   cfg,
 		Store:    st,
