@@ -110,10 +110,13 @@ type sendRequest struct {
 // again from a fresh head while other events win the race.
 func (s *Service) send(ctx context.Context, roomID string, req sendRequest) (events.PDU, error) {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		ev, err := s.trySend(ctx, roomID, req)
+		ev, finish, err := s.trySend(ctx, roomID, req)
 		if errors.Is(err, errMoved) {
 			backoff(attempt)
 			continue
+		}
+		if err == nil && finish != nil {
+			err = finish(ctx)
 		}
 		return ev, err
 	}
@@ -127,49 +130,92 @@ func backoff(attempt int) {
 	time.Sleep(d/2 + rand.N(d))
 }
 
-func (s *Service) trySend(ctx context.Context, roomID string, req sendRequest) (events.PDU, error) {
-	h, err := s.readHead(ctx, roomID)
-	if err != nil {
-		return nil, err
+// trySend appends one event with the room's entry in the cache locked: the
+// senders of one process queue for the room instead of racing for its next
+// slot, and build on the head and state they left. Senders in other
+// processes still race; the conditional write of the slot decides, and the
+// loser drops its cached entry and reads the room again.
+func (s *Service) trySend(ctx context.Context, roomID string, req sendRequest) (events.PDU, func(context.Context) error, error) {
+	e := s.cache.entry(roomID)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ev, finish, err := s.appendLocked(ctx, e, roomID, req)
+	if errors.Is(err, errMoved) {
+		e.reset()
 	}
+	return ev, finish, err
+}
+
+func (s *Service) appendLocked(ctx context.Context, e *roomEntry, roomID string, req sendRequest) (events.PDU, func(context.Context) error, error) {
+	if e.head == nil {
+		h, err := s.readHead(ctx, roomID)
+		if err != nil {
+			return nil, nil, err
+		}
+		e.head, e.state = h, map[events.StateKeyTuple]events.PDU{}
+	}
+	h := e.head
 	req.proto.RoomID = roomID
 	tuples, err := events.AuthStateNeeded(h.Version, req.proto)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	state, err := s.stateFor(ctx, roomID, h, append(tuples, req.also...))
-	if err != nil {
-		return nil, err
+	if err := s.fill(ctx, roomID, e, append(tuples, req.also...)); err != nil {
+		return nil, nil, err
 	}
 	if req.check != nil {
-		if err := req.check(h.Version, state); err != nil {
-			return nil, err
+		if err := req.check(h.Version, e.state); err != nil {
+			return nil, nil, err
 		}
 	}
-	auth, err := events.NewState(authOnly(state, tuples))
+	auth, err := events.NewState(authOnly(e.state, tuples))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ev, err := s.Signer.Build(h.Version, req.proto, h.graph(), auth, s.now())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := events.CheckSize(ev.JSON()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := events.Allowed(ev, auth); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := s.commit(ctx, roomID, h, []events.PDU{ev}, state, req.txn); err != nil {
-		return nil, err
+	next, finish, err := s.commit(ctx, roomID, h, []events.PDU{ev}, e.state, req.txn)
+	if err != nil {
+		return nil, nil, err
 	}
-	return ev, nil
+	e.head = next
+	return ev, finish, nil
+}
+
+// fill reads the state tuples the entry does not hold yet; absent state is
+// remembered as nil.
+func (s *Service) fill(ctx context.Context, roomID string, e *roomEntry, tuples []events.StateKeyTuple) error {
+	var missing []events.StateKeyTuple
+	for _, t := range tuples {
+		if _, ok := e.state[t]; !ok {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	found, err := s.stateFor(ctx, roomID, e.head, missing)
+	if err != nil {
+		return err
+	}
+	for _, t := range missing {
+		e.state[t] = found[t]
+	}
+	return nil
 }
 
 func authOnly(state map[events.StateKeyTuple]events.PDU, tuples []events.StateKeyTuple) []events.PDU {
 	out := make([]events.PDU, 0, len(tuples))
 	for _, t := range tuples {
-		if ev, ok := state[t]; ok {
+		if ev := state[t]; ev != nil {
 			out = append(out, ev)
 		}
 	}

@@ -24,29 +24,29 @@ const stateBuckets = 16
 // actions and DynamoDB allows 100.
 const maxBatch = 12
 
-// commit appends evs after h (nil for a new room). A lone message event takes
-// one conditional write of its slot plus the pointer and the transaction
-// record; anything that changes state goes in one transaction, so that the
-// current state, the snapshot and the slot never disagree.
-func (s *Service) commit(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, t *txn) error {
-	if len(evs) == 1 && evs[0].StateKey() == nil {
+// commit appends evs after h (nil for a new room) and returns the new head.
+// A lone message event takes one conditional write of its slot; finish,
+// when not nil, then writes its pointer and transaction record, which need
+// not hold up the next sender. Anything that changes state goes in one
+// transaction, so that the current state, the snapshot and the slot never
+// disagree.
+func (s *Service) commit(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, t *txn) (next *head, finish func(context.Context) error, err error) {
+	if h != nil && len(evs) == 1 && evs[0].StateKey() == nil {
 		return s.commitMessage(ctx, roomID, h, evs[0], t)
 	}
 	for len(evs) > 0 {
 		n := min(len(evs), maxBatch)
-		if err := s.commitBatch(ctx, roomID, h, evs[:n], state, t); err != nil {
-			return err
+		if h, err = s.commitBatch(ctx, roomID, h, evs[:n], state, t); err != nil {
+			return nil, nil, err
 		}
 		evs = evs[n:]
-		if len(evs) == 0 {
-			return nil
-		}
-		var err error
-		if h, err = s.readHead(ctx, roomID); err != nil {
-			return err
-		}
 	}
-	return nil
+	return h, nil, nil
+}
+
+// headAfter is the head once ev is appended at seq.
+func (s *Service) headAfter(roomID string, seq int64, ev events.PDU, stateSeq int64) *head {
+	return &head{slot: s.newSlot(roomID, seq, ev, stateSeq), Seq: seq, ev: ev}
 }
 
 func (s *Service) newSlot(roomID string, seq int64, ev events.PDU, stateSeq int64) slot {
@@ -59,32 +59,35 @@ func newPointer(roomID string, seq int64, ev events.PDU) pointer {
 }
 
 // commitMessage claims the slot after h; losing the race is errMoved.
-func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev events.PDU, t *txn) error {
+func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev events.PDU, t *txn) (*head, func(context.Context) error, error) {
 	seq := h.Seq + 1
 	if err := s.Store.Create(ctx, s.newSlot(roomID, seq, ev, h.StateSeq)); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			return errMoved
+			return nil, nil, errMoved
 		}
-		return err
+		return nil, nil, err
 	}
-	if err := s.Store.Put(ctx, newPointer(roomID, seq, ev)); err != nil {
-		return err
-	}
-	if rel := relationOf(roomID, seq, ev); rel != nil {
-		if err := s.Store.Put(ctx, *rel); err != nil {
+	finish := func(ctx context.Context) error {
+		if err := s.Store.Put(ctx, newPointer(roomID, seq, ev)); err != nil {
 			return err
 		}
-	}
-	if t != nil {
-		t.EventID = ev.EventID()
-		if err := s.Store.Put(ctx, *t); err != nil {
-			return err
+		if rel := relationOf(roomID, seq, ev); rel != nil {
+			if err := s.Store.Put(ctx, *rel); err != nil {
+				return err
+			}
 		}
+		if t != nil {
+			t.EventID = ev.EventID()
+			if err := s.Store.Put(ctx, *t); err != nil {
+				return err
+			}
+		}
+		if ev.Type() == events.Redaction {
+			return s.markRedacted(ctx, roomID, ev)
+		}
+		return nil
 	}
-	if ev.Type() == events.Redaction {
-		return s.markRedacted(ctx, roomID, ev)
-	}
-	return nil
+	return s.headAfter(roomID, seq, ev, h.StateSeq), finish, nil
 }
 
 // batch accumulates the writes of events appended together.
@@ -99,11 +102,11 @@ type batch struct {
 	ops     []store.Op
 }
 
-func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, t *txn) error {
+func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, t *txn) (*head, error) {
 	b := &batch{s: s, roomID: roomID, blocks: make([]string, stateBuckets), loaded: map[string]map[string]string{}, members: map[string]*membership{}}
 	if h != nil {
 		if err := b.load(ctx, h); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	stateSeq := int64(0)
@@ -116,7 +119,7 @@ func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs [
 		if ev.StateKey() != nil {
 			stateSeq = b.seq
 			if err := b.applyState(ctx, ev, state); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if ev.Type() == events.Redaction {
@@ -131,16 +134,16 @@ func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs [
 	b.finish(t, evs)
 	if err := s.Store.Transact(ctx, b.ops...); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			return errMoved
+			return nil, errMoved
 		}
-		return err
+		return nil, err
 	}
 	for _, ev := range redactions {
 		if err := s.markRedacted(ctx, roomID, ev); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return s.headAfter(roomID, b.seq, evs[len(evs)-1], stateSeq), nil
 }
 
 // load reads what the batch modifies: the snapshot after h, the room info.
@@ -237,7 +240,7 @@ func blockHash(entries map[string]string) string {
 func (b *batch) member(ctx context.Context, ev events.PDU, m string, state map[events.StateKeyTuple]events.PDU) error {
 	target := *ev.StateKey()
 	prev := ""
-	if old, ok := state[events.StateKeyTuple{Type: events.Member, StateKey: target}]; ok {
+	if old := state[events.StateKeyTuple{Type: events.Member, StateKey: target}]; old != nil {
 		prev, _ = old.Membership()
 	}
 	if b.info != nil {

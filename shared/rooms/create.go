@@ -105,7 +105,7 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRequ
 			return "", err
 		}
 	}
-	if err := s.commit(ctx, roomID, nil, evs, map[events.StateKeyTuple]events.PDU{}, nil); err != nil {
+	if _, _, err := s.commit(ctx, roomID, nil, evs, map[events.StateKeyTuple]events.PDU{}, nil); err != nil {
 		if alias != "" {
 			_ = s.deleteAlias(ctx, alias)
 		}

@@ -47,7 +47,7 @@ func (s *Service) changeMembership(ctx context.Context, c change) (events.PDU, e
 		also:  []events.StateKeyTuple{target},
 		check: func(_ string, state map[events.StateKeyTuple]events.PDU) error {
 			now := ""
-			if ev, ok := state[target]; ok {
+			if ev := state[target]; ev != nil {
 				now, _ = ev.Membership()
 			}
 			if now == c.membership && now == "join" && c.target == c.sender {

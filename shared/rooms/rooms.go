@@ -23,6 +23,8 @@ type Service struct {
 	Profile func(ctx context.Context, userID string) (displayName, avatarURL string)
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+
+	cache roomCache
 }
 
 func (s *Service) isLocal(userID string) bool {
