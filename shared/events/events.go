@@ -132,6 +132,10 @@ func (s Signer) Build(v string, p Proto, g Graph, state *State, now time.Time) (
 		}
 	}
 	ev, err := b.Build(now, spec.ServerName(s.ServerName), gomatrixserverlib.KeyID(s.Key.ID), s.Key.Private)
+	var invalid gomatrixserverlib.EventValidationError
+	if errors.As(err, &invalid) && invalid.Code == gomatrixserverlib.EventValidationTooLarge {
+		return nil, fmt.Errorf("%w: %s", ErrTooLarge, invalid.Message)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("build %s event: %w", p.Type, err)
 	}

@@ -320,7 +320,7 @@ func filterParam(r *http.Request) (*events.RoomEventFilter, error) {
 	}
 	f, err := events.ParseRoomEventFilter(raw)
 	if err != nil {
-		return nil, httpapi.InvalidParam("filter: %v", err)
+		return nil, httpapi.InvalidParam("%v", err)
 	}
 	return f, nil
 }
