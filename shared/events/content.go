@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -62,7 +63,49 @@ func ValidateContent(eventType string, stateKey *string, content []byte) error {
 	if err := validateContent(eventType, stateKey, content); err != nil {
 		return &clientError{kind: ErrBadContent, msg: eventType + ": " + err.Error()}
 	}
+	if err := checkKeys(content); err != nil {
+		return &clientError{kind: ErrBadContent, msg: eventType + ": " + err.Error()}
+	}
 	return nil
+}
+
+// checkKeys refuses object keys holding a quote, a backslash or a control
+// character: gomatrixserverlib's canonical JSON writes keys unescaped, so
+// such a key would be signed as a different key or as invalid JSON.
+func checkKeys(content []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(content))
+	var stack []bool // true while inside an object, where strings alternate key, value
+	expectKey := false
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("content is not valid JSON: %v", err)
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, true)
+				expectKey = true
+			case '[':
+				stack = append(stack, false)
+			default:
+				stack = stack[:len(stack)-1]
+				expectKey = len(stack) > 0 && stack[len(stack)-1]
+			}
+			continue
+		case string:
+			if expectKey && strings.ContainsFunc(t, func(r rune) bool { return r < 0x20 || r == '"' || r == '\\' }) {
+				return fmt.Errorf("key %q holds a quote, a backslash or a control character", t)
+			}
+		}
+		if len(stack) > 0 && stack[len(stack)-1] {
+			expectKey = !expectKey
+		}
+	}
 }
 
 func validateContent(eventType string, stateKey *string, content []byte) error {

@@ -288,3 +288,24 @@ func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
 }
+
+func TestValidateContent_Keys(t *testing.T) {
+	for _, c := range []struct {
+		content string
+		ok      bool
+	}{
+		{`{"body":"a\\b \"quoted\" \n"}`, true},
+		{`{"a":{"b":[{"c":1}],"d":"e"},"f":[1,"x\\y"]}`, true},
+		{`{"a\\b":1}`, false},
+		{`{"a":{"x\ny":1}}`, false},
+		{`{"a":[{"q\"":1}]}`, false},
+	} {
+		err := ValidateContent("m.room.message", nil, []byte(c.content))
+		if (err == nil) != c.ok {
+			t.Errorf("%s: err %v, want ok %v", c.content, err, c.ok)
+		}
+		if err != nil && !errors.Is(err, ErrBadContent) {
+			t.Errorf("%s: %v does not wrap ErrBadContent", c.content, err)
+		}
+	}
+}
