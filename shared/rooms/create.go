@@ -102,7 +102,7 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRequ
 	}
 	if alias != "" {
 		if err := s.createAlias(ctx, alias, roomID, creator); err != nil {
-			return "", err
+			return "", aliasTaken(err)
 		}
 	}
 	if _, _, err := s.commit(ctx, roomID, nil, evs, map[events.StateKeyTuple]events.PDU{}, nil); err != nil {
@@ -150,7 +150,7 @@ func (s *Service) buildChain(v string, protos []events.Proto) (string, []events.
 			return "", nil, badState(p.Type, err)
 		}
 		if err := events.Allowed(ev, state); err != nil {
-			return "", nil, forbidden(err)
+			return "", nil, invalidRoomState(err)
 		}
 		if i == 0 {
 			roomID = events.RoomID(ev)
@@ -173,6 +173,9 @@ func (s *Service) initialEvents(ctx context.Context, creator string, req *Create
 		create[k] = v
 	}
 	create["room_version"] = req.RoomVersion
+	// The spec has the server overwrite creator; from version 12 on the
+	// sender is the creator and the key is gone.
+	delete(create, "creator")
 	if !privileged {
 		create["creator"] = creator
 	} else if trusted && len(req.Invite) > 0 {
@@ -375,11 +378,24 @@ func badState(typ string, err error) error {
 	return httpapi.BadJSON("cannot build %s event: %v", typ, err)
 }
 
-// forbidden maps an auth rule refusal to M_FORBIDDEN with its reason.
-func forbidden(err error) error {
+// invalidRoomState maps an auth rule refusal of an initial event to the
+// spec's 400 M_INVALID_ROOM_STATE: the request, not the user, is at fault.
+func invalidRoomState(err error) error {
 	var na *events.NotAllowedError
 	if errors.As(err, &na) {
-		return httpapi.Forbidden("%s", na.Reason)
+		return httpapi.Errorf(400, "M_INVALID_ROOM_STATE", "the initial state is invalid: %s", na.Reason)
+	}
+	return err
+}
+
+// aliasTaken answers a taken room_alias_name with the 400 createRoom
+// specifies; PUT /directory/room keeps its 409.
+func aliasTaken(err error) error {
+	var he *httpapi.Error
+	if errors.As(err, &he) && he.Code == "M_ROOM_IN_USE" {
+		e := *he
+		e.Status = 400
+		return &e
 	}
 	return err
 }
