@@ -101,7 +101,8 @@ func (s *Service) Redact(ctx context.Context, who Sent, roomID, eventID, reason 
 	if err != nil {
 		return "", err
 	}
-	if _, err := s.Event(ctx, roomID, eventID); errors.Is(err, ErrUnknownEvent) {
+	target, err := s.Event(ctx, roomID, eventID)
+	if errors.Is(err, ErrUnknownEvent) {
 		return "", httpapi.NotFound("event %s is not in room %s", eventID, roomID)
 	} else if err != nil {
 		return "", err
@@ -109,6 +110,9 @@ func (s *Service) Redact(ctx context.Context, who Sent, roomID, eventID, reason 
 	ev, err := s.send(ctx, roomID, sendRequest{
 		proto: events.Proto{Sender: who.Sender, Type: events.Redaction, Content: raw, Redacts: eventID},
 		txn:   t,
+		check: func(_ string, state map[events.StateKeyTuple]events.PDU) error {
+			return mayRedact(state, who.Sender, target.PDU)
+		},
 	})
 	if err != nil {
 		return "", s.sendError(err)
@@ -146,6 +150,23 @@ func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, conten
 		if target != roomID {
 			return httpapi.Errorf(400, "M_BAD_ALIAS", "alias %s does not point to this room", a)
 		}
+	}
+	return nil
+}
+
+// mayRedact applies the rule the auth rules leave to servers: the auth
+// rules let anyone on the sender's server redact, but only the original
+// sender or a user with the redact level may.
+func mayRedact(state map[events.StateKeyTuple]events.PDU, sender string, target events.PDU) error {
+	if events.Sender(target) == sender {
+		return nil
+	}
+	p, err := powerIn(state, sender)
+	if err != nil {
+		return err
+	}
+	if p.user < p.levels.Redact {
+		return httpapi.Forbidden("redacting other users' events needs power level %d; you have %d", p.levels.Redact, p.user)
 	}
 	return nil
 }

@@ -41,6 +41,7 @@ type Stack struct {
 	Server *server.Server
 	secret string
 	logs   *lockedBuffer
+	cfg    *config.Config
 }
 
 // Start runs a Stack until the test ends. env adds or overrides
@@ -85,7 +86,20 @@ func Start(t testing.TB, env ...string) *Stack {
 	}
 	hs := httptest.NewServer(srv.ClientHandler())
 	t.Cleanup(hs.Close)
-	return &Stack{URL: hs.URL, Server: srv, secret: secret, logs: logs}
+	return &Stack{URL: hs.URL, Server: srv, secret: secret, logs: logs, cfg: cfg}
+}
+
+// Twin runs another server on the same table and signing key, as a second
+// Lambda instance runs beside the first: nothing in memory is shared.
+func (s *Stack) Twin(t testing.TB) *Stack {
+	t.Helper()
+	srv, err := server.Open(context.Background(), s.cfg, slog.New(slog.NewJSONHandler(s.logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.ClientHandler())
+	t.Cleanup(hs.Close)
+	return &Stack{URL: hs.URL, Server: srv, secret: s.secret, logs: s.logs, cfg: s.cfg}
 }
 
 // User is a registered user with a logged-in device.
