@@ -19,6 +19,8 @@ type change struct {
 	sender, roomID, target string
 	membership, reason     string
 	direct                 bool
+	// extra content, such as the authoriser of a restricted join.
+	extra map[string]any
 	// want refuses the change unless the target's current membership is
 	// one of these ("" means none), with the message given.
 	want    []string
@@ -33,6 +35,9 @@ func (s *Service) changeMembership(ctx context.Context, c change) (events.PDU, e
 		return nil, httpapi.Errorf(400, "M_UNRECOGNIZED", "%s is on another server; inviting, kicking and banning remote users needs federation, which this server does not support yet", c.target)
 	}
 	content := s.memberContent(ctx, c.target, c.membership, c.reason, c.direct)
+	for k, v := range c.extra {
+		content[k] = v
+	}
 	if c.target != c.sender {
 		delete(content, "displayname")
 		delete(content, "avatar_url")
@@ -90,7 +95,11 @@ func (s *Service) sendError(err error) error {
 
 // Join makes userID join roomID, by the room's join rules.
 func (s *Service) Join(ctx context.Context, userID, roomID, reason string) error {
-	_, err := s.changeMembership(ctx, change{sender: userID, roomID: roomID, target: userID, membership: "join", reason: reason})
+	extra, err := s.restrictedJoin(ctx, userID, roomID)
+	if err != nil {
+		return err
+	}
+	_, err = s.changeMembership(ctx, change{sender: userID, roomID: roomID, target: userID, membership: "join", reason: reason, extra: extra})
 	var he *httpapi.Error
 	if errors.As(err, &he) && he.Code == "M_FORBIDDEN" {
 		if _, ierr := s.Info(ctx, roomID); errors.Is(ierr, ErrUnknownRoom) {
@@ -171,4 +180,69 @@ func (s *Service) Forget(ctx context.Context, userID, roomID string) error {
 		return fmt.Errorf("forget %s: %w", roomID, err)
 	}
 	return nil
+}
+
+// restrictedJoin checks the allow conditions of a restricted room for a
+// user who is not invited, and names a local member who may invite as the
+// join's authoriser, as the auth rules of room versions 8 on require.
+func (s *Service) restrictedJoin(ctx context.Context, userID, roomID string) (map[string]any, error) {
+	rules, err := s.StateEvent(ctx, roomID, events.JoinRules, "")
+	if err != nil {
+		return nil, nil // no room or no rules: the auth rules decide
+	}
+	var c struct {
+		JoinRule string `json:"join_rule"`
+		Allow    []struct {
+			Type   string `json:"type"`
+			RoomID string `json:"room_id"`
+		} `json:"allow"`
+	}
+	if json.Unmarshal(rules.Content(), &c) != nil || (c.JoinRule != "restricted" && c.JoinRule != "knock_restricted") {
+		return nil, nil
+	}
+	if m, err := s.Membership(ctx, userID, roomID); err != nil || m == "join" || m == "invite" {
+		return nil, err
+	}
+	allowed := false
+	for _, a := range c.Allow {
+		if a.Type != "m.room_membership" || a.RoomID == "" {
+			continue
+		}
+		if m, err := s.Membership(ctx, userID, a.RoomID); err != nil {
+			return nil, err
+		} else if m == "join" {
+			allowed = true
+			break
+		}
+	}
+	if !allowed {
+		return nil, httpapi.Forbidden("this room is restricted: you must be invited or be in one of the rooms its join rules allow")
+	}
+	authoriser, err := s.localInviter(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"join_authorised_via_users_server": authoriser}, nil
+}
+
+// localInviter finds a joined local member with the power to invite.
+func (s *Service) localInviter(ctx context.Context, roomID string) (string, error) {
+	members, err := s.Members(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	for _, ev := range members {
+		u := *ev.StateKey()
+		if m, _ := ev.Membership(); m != "join" || !s.isLocal(u) {
+			continue
+		}
+		p, err := s.powerOf(ctx, roomID, u)
+		if err != nil {
+			return "", err
+		}
+		if p.user >= p.levels.Invite {
+			return u, nil
+		}
+	}
+	return "", httpapi.Forbidden("no member of this server may authorise your join to this restricted room")
 }

@@ -237,3 +237,29 @@ func TestProfilePropagates(t *testing.T) {
 		t.Fatalf("new room member event: %s", r.Raw)
 	}
 }
+
+// TestRestrictedJoin: members of an allowed room may join a restricted one,
+// authorised by a local member who may invite; others may not.
+func TestRestrictedJoin(t *testing.T) {
+	for _, version := range []string{"10", "12"} {
+		t.Run("v"+version, func(t *testing.T) {
+			st := servertest.Start(t)
+			alice, bob := st.Register(t, "alice"), st.Register(t, "bob")
+			space := createRoom(t, st, alice, map[string]any{"preset": "public_chat"})
+			room := createRoom(t, st, alice, map[string]any{"room_version": version, "initial_state": []any{map[string]any{
+				"type": "m.room.join_rules", "state_key": "",
+				"content": map[string]any{"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": space}}},
+			}}})
+			r := st.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room), bob.AccessToken, map[string]any{})
+			if r.Status != 403 || r.Body["errcode"] != "M_FORBIDDEN" {
+				t.Fatalf("join before being in the allowed room: %d %s", r.Status, r.Raw)
+			}
+			join(t, st, bob, space)
+			join(t, st, bob, room)
+			r = st.Do(t, "GET", roomPath(room)+"/state/m.room.member/"+url.PathEscape(bob.ID), bob.AccessToken, nil)
+			if r.Body["membership"] != "join" || r.Body["join_authorised_via_users_server"] != alice.ID {
+				t.Fatalf("bob's member event: %s", r.Raw)
+			}
+		})
+	}
+}
