@@ -100,10 +100,17 @@ func (s *Service) Join(ctx context.Context, userID, roomID, reason string) error
 		return err
 	}
 	_, err = s.changeMembership(ctx, change{sender: userID, roomID: roomID, target: userID, membership: "join", reason: reason, extra: extra})
+	return s.notFoundIfUnknown(ctx, roomID, err)
+}
+
+// notFoundIfUnknown turns the refusal of a join or knock into the 404 the
+// spec gives for a room that cannot be found, when this server holds
+// nothing of the room.
+func (s *Service) notFoundIfUnknown(ctx context.Context, roomID string, err error) error {
 	var he *httpapi.Error
 	if errors.As(err, &he) && he.Code == "M_FORBIDDEN" {
 		if _, ierr := s.Info(ctx, roomID); errors.Is(ierr, ErrUnknownRoom) {
-			return httpapi.NotFound("room %s is not known to this server; joining rooms on other servers needs federation, which this server does not support yet", roomID)
+			return httpapi.NotFound("room %s is not known to this server; rooms on other servers need federation, which this server does not support yet", roomID)
 		}
 	}
 	return err
@@ -157,10 +164,7 @@ func (s *Service) Knock(ctx context.Context, userID, roomID, reason string) erro
 		sender: userID, roomID: roomID, target: userID, membership: "knock", reason: reason,
 		want: []string{"", "leave"}, refusal: "you are already in the room, invited or banned",
 	})
-	if errors.Is(err, ErrUnknownRoom) {
-		return httpapi.NotFound("room %s is not known to this server", roomID)
-	}
-	return err
+	return s.notFoundIfUnknown(ctx, roomID, err)
 }
 
 // Forget hides a room the user has left from them.

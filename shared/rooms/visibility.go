@@ -32,6 +32,11 @@ func (s *Service) viewerOf(ctx context.Context, userID, roomID string) (*viewer,
 	if err != nil {
 		return nil, err
 	}
+	// The spec: after /forget the user can no longer retrieve the room's
+	// history; they read it as someone who was never in it.
+	if m.Forgotten {
+		m = membership{}
+	}
 	v.membership = m
 	if len(m.History) == 0 && !v.worldReadableNow() {
 		return nil, httpapi.Forbidden("you are not in room %s, and its history is not world readable", roomID)
