@@ -312,7 +312,13 @@ func (b *batch) summarize(ev events.PDU) {
 func (b *batch) finish(t *txn, evs []events.PDU) {
 	if b.info != nil {
 		b.info.listing()
-		b.ops = append(b.ops, store.PutOp(*b.info))
+		rev := b.info.Rev
+		b.info.Rev++
+		if rev == 0 {
+			b.ops = append(b.ops, store.CreateOp(*b.info))
+		} else {
+			b.ops = append(b.ops, store.PutIfOp(*b.info, "rev", rev))
+		}
 	}
 	for _, m := range b.members {
 		b.ops = append(b.ops, store.PutOp(*m))

@@ -136,21 +136,32 @@ func (s *Service) Aliases(ctx context.Context, roomID string) ([]string, error) 
 
 const publicIndex = "publicrooms"
 
-// SetPublished lists or unlists the room in the public room directory.
+// SetPublished lists or unlists the room in the public room directory. It
+// writes the room's info over the revision it read, so a state change
+// landing at the same moment cannot undo it, nor it the state change.
 func (s *Service) SetPublished(ctx context.Context, roomID string, public bool) error {
-	var i info
-	if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: infoSK}, &i); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return httpapi.NotFound("room %s is not known to this server", roomID)
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		var i info
+		if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: infoSK}, &i); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return httpapi.NotFound("room %s is not known to this server", roomID)
+			}
+			return err
 		}
-		return err
+		i.GSI1PK = ""
+		if public {
+			i.GSI1PK = publicIndex
+		}
+		i.listing()
+		rev := i.Rev
+		i.Rev++
+		err := s.Store.PutIf(ctx, i, "rev", rev)
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		backoff(attempt)
 	}
-	i.GSI1PK = ""
-	if public {
-		i.GSI1PK = publicIndex
-	}
-	i.listing()
-	return s.Store.Put(ctx, i)
+	return fmt.Errorf("publish %s: gave up after %d attempts", roomID, maxAttempts)
 }
 
 // PublicRoom is one entry of the public room directory.

@@ -124,6 +124,9 @@ type info struct {
 	GSI1SK string `dynamodbav:"gsi1sk,omitempty"`
 	// Tombstoned holds the replacement room after an upgrade.
 	Tombstoned string `dynamodbav:"tombstone,omitempty"`
+	// Rev counts writes: appends and directory changes both read, change
+	// and write back the item, each only over the revision it read.
+	Rev int64 `dynamodbav:"rev"`
 }
 
 const infoSK = "info"

@@ -263,3 +263,36 @@ func TestRestrictedJoin(t *testing.T) {
 		})
 	}
 }
+
+// TestPublishDuringStateChanges: listing a room in the directory while its
+// name changes loses neither the listing nor the name.
+func TestPublishDuringStateChanges(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Register(t, "alice")
+	room := createRoom(t, st, alice, map[string]any{"preset": "public_chat"})
+	other := st.Twin(t)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range 20 {
+			servertest.Call(t, "PUT", st.URL+roomPath(room)+"/state/m.room.name", alice.AccessToken, map[string]any{"name": fmt.Sprint("name ", i)})
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := range 20 {
+			vis := map[bool]string{true: "public", false: "private"}[i%2 == 1]
+			servertest.Call(t, "PUT", other.URL+"/_matrix/client/v3/directory/list/room/"+url.PathEscape(room), alice.AccessToken, map[string]any{"visibility": vis})
+		}
+	}()
+	wg.Wait()
+	r := st.Do(t, "GET", "/_matrix/client/v3/publicRooms", "", nil)
+	chunk, _ := r.Body["chunk"].([]any)
+	if len(chunk) != 1 {
+		t.Fatalf("public rooms after the race: %s", r.Raw)
+	}
+	if got := chunk[0].(map[string]any)["name"]; got != "name 19" {
+		t.Fatalf("listed name %v, want the last one set", got)
+	}
+}

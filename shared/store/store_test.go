@@ -343,3 +343,24 @@ func TestStore_IndexedWriteCostsDouble(t *testing.T) {
 		t.Fatalf("indexed + plain put = %v WCU, want 3 (2 for the item in table and index, 1 plain)", u.WriteUnits)
 	}
 }
+
+func TestStore_PutIf(t *testing.T) {
+	s, ctx := open(t)
+	if err := s.PutIf(ctx, thing{PK: "v", SK: "v", Count: 1}, "count", 0); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("put-if over a missing item: %v, want ErrConflict", err)
+	}
+	if err := s.Put(ctx, thing{PK: "v", SK: "v", Name: "first", Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// Two writers read version 1; the first to write wins.
+	if err := s.PutIf(ctx, thing{PK: "v", SK: "v", Name: "a", Count: 2}, "count", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Transact(ctx, store.PutIfOp(thing{PK: "v", SK: "v", Name: "b", Count: 2}, "count", 1)); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale transactional put-if: %v, want ErrConflict", err)
+	}
+	var got thing
+	if err := s.Get(ctx, store.Key{PK: "v", SK: "v"}, &got); err != nil || got.Name != "a" {
+		t.Fatalf("after the race: %+v %v", got, err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
@@ -15,6 +16,10 @@ type Op struct {
 	item   any  // put or create
 	create bool // put only if absent
 	del    *Key
+	// ifAttr, when set, puts only over an item whose attribute ifAttr
+	// equals ifValue.
+	ifAttr  string
+	ifValue any
 }
 
 // PutOp writes item, replacing what is there.
@@ -22,6 +27,11 @@ func PutOp(item any) Op { return Op{item: item} }
 
 // CreateOp writes item only if its key is free (or its item expired).
 func CreateOp(item any) Op { return Op{item: item, create: true} }
+
+// PutIfOp writes item only over an existing item whose attribute attr
+// equals value: optimistic concurrency on a version number, for items that
+// several writers read, change and write back whole.
+func PutIfOp(item any, attr string, value any) Op { return Op{item: item, ifAttr: attr, ifValue: value} }
 
 // DeleteOp removes the item at k.
 func DeleteOp(k Key) Op { return Op{del: &k} }
@@ -58,6 +68,15 @@ func (s *Store) Transact(ctx context.Context, ops ...Op) error {
 			put.ExpressionAttributeNames = names
 			put.ExpressionAttributeValues = values
 		}
+		if op.ifAttr != "" {
+			cond, names, values, err := equalCondition(op.ifAttr, op.ifValue)
+			if err != nil {
+				return fmt.Errorf("transact: action %d: %w", i, err)
+			}
+			put.ConditionExpression = aws.String(cond)
+			put.ExpressionAttributeNames = names
+			put.ExpressionAttributeValues = values
+		}
 		items = append(items, types.TransactWriteItem{Put: put})
 		units += 2 * putUnits(av, size)
 	}
@@ -79,5 +98,46 @@ func (s *Store) Transact(ctx context.Context, ops ...Op) error {
 		cc = &out.ConsumedCapacity[0]
 	}
 	recordCapacity(ctx, cc, 0, units)
+	return nil
+}
+
+// equalCondition is true when the item exists and attr equals value.
+func equalCondition(attr string, value any) (string, map[string]string, map[string]types.AttributeValue, error) {
+	av, err := attributevalue.Marshal(value)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("encode condition on %s: %w", attr, err)
+	}
+	return "#c = :c", map[string]string{"#c": attr}, map[string]types.AttributeValue{":c": av}, nil
+}
+
+// PutIf writes item only over an existing item whose attribute attr equals
+// value; otherwise it returns ErrConflict. See PutIfOp.
+func (s *Store) PutIf(ctx context.Context, item any, attr string, value any) error {
+	av, size, err := s.marshalItem(item)
+	if err != nil {
+		return fmt.Errorf("put if: %w", err)
+	}
+	cond, names, values, err := equalCondition(attr, value)
+	if err != nil {
+		return err
+	}
+	out, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                 &s.table,
+		Item:                      av,
+		ConditionExpression:       &cond,
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
+		ReturnConsumedCapacity:    types.ReturnConsumedCapacityTotal,
+	})
+	var failed *types.ConditionalCheckFailedException
+	if errors.As(err, &failed) {
+		record(ctx, 0, writeUnits(size))
+		return fmt.Errorf("put %s: %w", describeKey(av), ErrConflict)
+	}
+	if err != nil {
+		record(ctx, 0, 0)
+		return fmt.Errorf("put %s: %w", describeKey(av), err)
+	}
+	recordCapacity(ctx, out.ConsumedCapacity, 0, putUnits(av, size))
 	return nil
 }
