@@ -31,7 +31,9 @@ func CreateOp(item any) Op { return Op{item: item, create: true} }
 // PutIfOp writes item only over an existing item whose attribute attr
 // equals value: optimistic concurrency on a version number, for items that
 // several writers read, change and write back whole.
-func PutIfOp(item any, attr string, value any) Op { return Op{item: item, ifAttr: attr, ifValue: value} }
+func PutIfOp(item any, attr string, value any) Op {
+	return Op{item: item, ifAttr: attr, ifValue: value}
+}
 
 // DeleteOp removes the item at k.
 func DeleteOp(k Key) Op { return Op{del: &k} }
