@@ -160,7 +160,12 @@ func (s *Service) appendLocked(ctx context.Context, e *roomEntry, roomID string,
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := s.fill(ctx, roomID, e, append(tuples, req.also...)); err != nil {
+	want := append(tuples, req.also...)
+	if p := req.proto; p.StateKey != nil {
+		// The state replaced, for the new event's prev_content.
+		want = append(want, events.StateKeyTuple{Type: p.Type, StateKey: *p.StateKey})
+	}
+	if err := s.fill(ctx, roomID, e, want); err != nil {
 		return nil, nil, err
 	}
 	if req.check != nil {

@@ -61,7 +61,11 @@ func newPointer(roomID string, seq int64, ev events.PDU) pointer {
 // commitMessage claims the slot after h; losing the race is errMoved.
 func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev events.PDU, t *txn) (*head, func(context.Context) error, error) {
 	seq := h.Seq + 1
-	if err := s.Store.Create(ctx, s.newSlot(roomID, seq, ev, h.StateSeq)); err != nil {
+	sl := s.newSlot(roomID, seq, ev, h.StateSeq)
+	if t != nil {
+		sl.Txn = t.tag
+	}
+	if err := s.Store.Create(ctx, sl); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return nil, nil, errMoved
 		}
@@ -114,19 +118,27 @@ func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs [
 		stateSeq = h.StateSeq
 	}
 	var redactions []events.PDU
-	for _, ev := range evs {
+	for i, ev := range evs {
 		b.seq++
+		var replaced events.PDU
 		if ev.StateKey() != nil {
 			stateSeq = b.seq
-			if err := b.applyState(ctx, ev, state); err != nil {
+			var err error
+			if replaced, err = b.applyState(ctx, ev, state); err != nil {
 				return nil, err
 			}
 		}
 		if ev.Type() == events.Redaction {
 			redactions = append(redactions, ev)
 		}
-		op := store.CreateOp(s.newSlot(roomID, b.seq, ev, stateSeq))
-		b.ops = append(b.ops, op, store.PutOp(newPointer(roomID, b.seq, ev)))
+		sl := s.newSlot(roomID, b.seq, ev, stateSeq)
+		if replaced != nil {
+			sl.PrevContent = string(replaced.Content())
+		}
+		if t != nil && i == len(evs)-1 {
+			sl.Txn = t.tag
+		}
+		b.ops = append(b.ops, store.CreateOp(sl), store.PutOp(newPointer(roomID, b.seq, ev)))
 		if rel := relationOf(roomID, b.seq, ev); rel != nil {
 			b.ops = append(b.ops, store.PutOp(*rel))
 		}
@@ -186,13 +198,14 @@ func (b *batch) entries(ctx context.Context, i int) (map[string]string, error) {
 
 // applyState records the state event ev at the batch's position: current
 // state, a new block and snapshot, and what the room summary and the
-// member's own index keep of it.
-func (b *batch) applyState(ctx context.Context, ev events.PDU, state map[events.StateKeyTuple]events.PDU) error {
+// member's own index keep of it. It returns the state event ev replaces,
+// when the state read for the append holds it.
+func (b *batch) applyState(ctx context.Context, ev events.PDU, state map[events.StateKeyTuple]events.PDU) (events.PDU, error) {
 	key := ev.Type() + "\x00" + *ev.StateKey()
 	i := bucketOf(key)
 	old, err := b.entries(ctx, i)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	next := make(map[string]string, len(old)+1)
 	for k, v := range old {
@@ -210,15 +223,17 @@ func (b *batch) applyState(ctx context.Context, ev events.PDU, state map[events.
 	if ev.Type() == events.Member {
 		cur.Membership, _ = ev.Membership()
 		if err := b.member(ctx, ev, cur.Membership, state); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	b.ops = append(b.ops, store.PutOp(cur))
 	b.summarize(ev)
+	tuple := events.StateKeyTuple{Type: ev.Type(), StateKey: *ev.StateKey()}
+	replaced := state[tuple]
 	if state != nil {
-		state[events.StateKeyTuple{Type: ev.Type(), StateKey: *ev.StateKey()}] = ev
+		state[tuple] = ev
 	}
-	return nil
+	return replaced, nil
 }
 
 // blockHash names a block by its content, so equal blocks are stored once.

@@ -33,6 +33,12 @@ type slot struct {
 	StateSeq int64 `dynamodbav:"ss"`
 	// RedactedBy is the redaction that applies to this event.
 	RedactedBy string `dynamodbav:"rb,omitempty"`
+	// Txn is "<device ID>|<transaction ID>" of the request that sent it, so
+	// that the sending device is told its transaction ID back.
+	Txn string `dynamodbav:"txn,omitempty"`
+	// PrevContent is the content of the state this state event replaced,
+	// which clients are shown as unsigned.prev_content.
+	PrevContent string `dynamodbav:"pc,omitempty"`
 }
 
 func slotKey(roomID string, seq int64) (string, string) {
@@ -157,6 +163,8 @@ type txn struct {
 	SK      string `dynamodbav:"sk"` // <room>|<txn ID>
 	EventID string `dynamodbav:"id"`
 	Expires int64  `dynamodbav:"expires_at"`
+	// tag is the slot's Txn for the event this transaction sends.
+	tag string
 }
 
 // transitions are "<position>:<value>" entries in ascending position order;

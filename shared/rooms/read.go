@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cirrus-matrix/cirrus/shared/accounts"
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -30,9 +31,17 @@ func parseToken(t string) (int64, error) {
 func (s *Service) render(ctx context.Context, evs []Event, opts ...events.Option) ([]json.RawMessage, error) {
 	out := make([]json.RawMessage, 0, len(evs))
 	now := s.now()
+	me := accounts.Caller(ctx)
 	for _, e := range evs {
 		pdu := e.PDU
-		o := opts
+		o := append([]events.Option(nil), opts...)
+		if e.PrevContent != nil && e.RedactedBy == "" {
+			o = append(o, events.WithPrevContent(e.PrevContent))
+		}
+		// Only the device that sent an event learns its transaction ID.
+		if dev, id, ok := strings.Cut(e.Txn, "|"); ok && dev == me.DeviceID && events.Sender(pdu) == me.UserID {
+			o = append(o, events.WithTransactionID(id))
+		}
 		if e.RedactedBy != "" {
 			var err error
 			if pdu, err = events.Redact(pdu); err != nil {
@@ -43,7 +52,7 @@ func (s *Service) render(ctx context.Context, evs []Event, opts ...events.Option
 				if err != nil {
 					return nil, err
 				}
-				o = append(append([]events.Option(nil), opts...), events.WithRedactedBecause(because))
+				o = append(o, events.WithRedactedBecause(because))
 			}
 		}
 		raw, err := events.ClientEvent(pdu, events.FormatClient, now, o...)

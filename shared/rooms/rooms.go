@@ -5,6 +5,7 @@ package rooms
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -38,6 +39,10 @@ type Event struct {
 	Seq        int64
 	StateSeq   int64
 	RedactedBy string
+	// Txn is "<device ID>|<transaction ID>" when a local client sent it.
+	Txn string
+	// PrevContent is the content of the state it replaced.
+	PrevContent json.RawMessage
 }
 
 func (sl slot) event() (Event, error) {
@@ -49,7 +54,11 @@ func (sl slot) event() (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	return Event{PDU: ev, Seq: seq, StateSeq: sl.StateSeq, RedactedBy: sl.RedactedBy}, nil
+	e := Event{PDU: ev, Seq: seq, StateSeq: sl.StateSeq, RedactedBy: sl.RedactedBy, Txn: sl.Txn}
+	if sl.PrevContent != "" {
+		e.PrevContent = json.RawMessage(sl.PrevContent)
+	}
+	return e, nil
 }
 
 // ErrUnknownEvent is an event this server does not hold in that room.

@@ -296,3 +296,49 @@ func TestPublishDuringStateChanges(t *testing.T) {
 		t.Fatalf("listed name %v, want the last one set", got)
 	}
 }
+
+// TestUnsignedForSender: the sending device, and only it, sees the
+// transaction ID; state events carry the content they replaced.
+func TestUnsignedForSender(t *testing.T) {
+	st := servertest.Start(t)
+	alice, bob := st.Register(t, "alice"), st.Register(t, "bob")
+	room := createRoom(t, st, alice, map[string]any{"preset": "public_chat", "name": "first"})
+	join(t, st, bob, room)
+	r := st.Do(t, "POST", "/_matrix/client/v3/login", "", map[string]any{
+		"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "alice"},
+		"password": "correct horse battery staple",
+	})
+	other := servertest.User{ID: alice.ID}
+	other.AccessToken, _ = r.Body["access_token"].(string)
+	if other.AccessToken == "" {
+		t.Fatalf("second login: %s", r.Raw)
+	}
+	id, err := send(t, st, alice, room, "tx-42", "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := st.Do(t, "PUT", roomPath(room)+"/state/m.room.name", alice.AccessToken, map[string]any{"name": "second"}); r.Status != 200 {
+		t.Fatalf("rename: %d %s", r.Status, r.Raw)
+	}
+	txnOf := func(u servertest.User) any {
+		r := st.Do(t, "GET", roomPath(room)+"/event/"+url.PathEscape(id), u.AccessToken, nil)
+		unsigned, _ := r.Body["unsigned"].(map[string]any)
+		return unsigned["transaction_id"]
+	}
+	if got := txnOf(alice); got != "tx-42" {
+		t.Fatalf("sending device sees transaction_id %v", got)
+	}
+	if got := txnOf(other); got != nil {
+		t.Fatalf("alice's other device sees transaction_id %v", got)
+	}
+	if got := txnOf(bob); got != nil {
+		t.Fatalf("bob sees transaction_id %v", got)
+	}
+	msgs := page(t, st, bob, room, "b", 5)
+	last := msgs[0]
+	unsigned, _ := last["unsigned"].(map[string]any)
+	prev, _ := unsigned["prev_content"].(map[string]any)
+	if last["type"] != "m.room.name" || prev["name"] != "first" {
+		t.Fatalf("rename event: %v", last)
+	}
+}

@@ -27,6 +27,7 @@ func (s *Service) txnItem(who Sent, scope string) *txn {
 		PK:      "txn|" + who.Sender + "|" + who.Device,
 		SK:      scope + "|" + who.TxnID,
 		Expires: s.now().Unix() + txnTTLSeconds,
+		tag:     who.Device + "|" + who.TxnID,
 	}
 }
 
