@@ -99,6 +99,12 @@ func raw(u mxUser, method string, body, out any, path ...any) error {
 	return err
 }
 
+// rawQuery sends a GET with query parameters.
+func rawQuery(u mxUser, query map[string]string, out any, path ...any) error {
+	_, err := u.MakeRequest(bg, "GET", u.BuildURLWithQuery(mautrix.ClientURLPath(path), query), nil, out)
+	return err
+}
+
 // rawBytes sends body exactly as given.
 func rawBytes(u mxUser, method string, body []byte, path ...any) error {
 	_, err := u.MakeFullRequest(bg, mautrix.FullRequest{Method: method, URL: u.BuildClientURL(path...), RequestBytes: body})

@@ -1,0 +1,117 @@
+package rooms_test
+
+import (
+	"net/http"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
+)
+
+// TestSend_Transactions: a retried transaction gives back the first event
+// and sends nothing; transaction IDs are scoped to the room and device.
+func TestSend_Transactions(t *testing.T) {
+	st := servertest.Start(t)
+	alice := newUser(t, st, "alice")
+	room := create(t, alice, &mautrix.ReqCreateRoom{})
+	other := create(t, alice, &mautrix.ReqCreateRoom{})
+	text := &event.MessageEventContent{MsgType: event.MsgText, Body: "once"}
+
+	first := must[*mautrix.RespSendEvent](t, "send")(alice.SendMessageEvent(bg, room, event.EventMessage, text, mautrix.ReqSendEvent{TransactionID: "txn1"}))
+	again := must[*mautrix.RespSendEvent](t, "retry")(alice.SendMessageEvent(bg, room, event.EventMessage, text, mautrix.ReqSendEvent{TransactionID: "txn1"}))
+	wantEqual(t, "event of the retried transaction", again.EventID, first.EventID)
+	elsewhere := must[*mautrix.RespSendEvent](t, "send in another room")(alice.SendMessageEvent(bg, other, event.EventMessage, text, mautrix.ReqSendEvent{TransactionID: "txn1"}))
+	if elsewhere.EventID == first.EventID {
+		t.Fatal("the same transaction ID in another room gave the same event")
+	}
+	msgs := must[*mautrix.RespMessages](t, "messages")(alice.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, 50))
+	wantEqual(t, "messages", bodies(msgs.Chunk), []string{"once"})
+
+	red := must[*mautrix.RespSendEvent](t, "redact")(alice.RedactEvent(bg, room, first.EventID, mautrix.ReqRedact{TxnID: "r1"}))
+	redAgain := must[*mautrix.RespSendEvent](t, "redact retry")(alice.RedactEvent(bg, room, first.EventID, mautrix.ReqRedact{TxnID: "r1"}))
+	wantEqual(t, "event of the retried redaction", redAgain.EventID, red.EventID)
+	msgs = must[*mautrix.RespMessages](t, "messages")(alice.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, 2))
+	wantEqual(t, "last events", types(msgs.Chunk), []string{"m.room.redaction", "m.room.message"})
+}
+
+// TestSend_State covers state PUTs and GETs, with empty, plain and
+// slash-holding state keys.
+func TestSend_State(t *testing.T) {
+	st := servertest.Start(t)
+	alice := newUser(t, st, "alice")
+	bob := newUser(t, st, "bob")
+	room := create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	must[*mautrix.RespJoinRoom](t, "bob joins")(bob.JoinRoomByID(bg, room))
+
+	for _, key := range []string{"", "k", "a/b", "@alice:example.org"} {
+		content := map[string]any{"key was": key}
+		resp := must[*mautrix.RespSendEvent](t, "state PUT")(alice.SendStateEvent(bg, room, event.NewEventType("com.example.state"), key, content))
+		wantEqual(t, "state with key "+key, stateOf(t, bob, room, "com.example.state", key), content)
+		ev := must[*event.Event](t, "full state event")(bob.FullStateEvent(bg, room, event.NewEventType("com.example.state"), key))
+		wantEqual(t, "event of key "+key, []any{ev.ID, ev.Sender, ev.GetStateKey()}, []any{resp.EventID, alice.id(), key})
+	}
+	must[*mautrix.RespSendEvent](t, "topic")(alice.SendStateEvent(bg, room, event.StateTopic, "", map[string]any{"topic": "new topic"}))
+	wantEqual(t, "topic", stateOf(t, bob, room, "m.room.topic", ""), map[string]any{"topic": "new topic"})
+
+	_, err := bob.SendStateEvent(bg, room, event.StateTopic, "", map[string]any{"topic": "bob's topic"})
+	wantErr(t, "state PUT below state_default", err, "M_FORBIDDEN", http.StatusForbidden)
+	wantEqual(t, "topic after refusal", stateOf(t, bob, room, "m.room.topic", ""), map[string]any{"topic": "new topic"})
+	_, err = alice.SendStateEvent(bg, room, event.StateCreate, "", map[string]any{"room_version": "12"})
+	wantErr(t, "second create event", err, "M_FORBIDDEN", http.StatusForbidden)
+	var c map[string]any
+	err = bob.StateEvent(bg, room, event.NewEventType("com.example.unset"), "", &c)
+	wantErr(t, "unset state", err, "M_NOT_FOUND", http.StatusNotFound)
+	// A state event's content must be an object.
+	err = rawBytes(alice, http.MethodPut, []byte(`["x"]`), "v3", "rooms", room, "state", "com.example.state", "k")
+	wantErr(t, "array content", err, "M_NOT_JSON", http.StatusBadRequest)
+}
+
+// TestSend_Redaction: a redacted event loses its content everywhere it is
+// served and carries the redaction in unsigned.redacted_because.
+func TestSend_Redaction(t *testing.T) {
+	st := servertest.Start(t)
+	alice := newUser(t, st, "alice")
+	bob := newUser(t, st, "bob")
+	room := create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	must[*mautrix.RespJoinRoom](t, "bob joins")(bob.JoinRoomByID(bg, room))
+	secret := say(t, alice, room, "secret")
+	say(t, bob, room, "after")
+
+	_, err := bob.RedactEvent(bg, room, secret)
+	wantErr(t, "redact another's event below the redact level", err, "M_FORBIDDEN", http.StatusForbidden)
+	red := must[*mautrix.RespSendEvent](t, "redact")(alice.RedactEvent(bg, room, secret, mautrix.ReqRedact{Reason: "oops"}))
+
+	check := func(where string, ev *event.Event) {
+		t.Helper()
+		if ev.ID != secret || ev.Type != event.EventMessage || len(ev.Content.Raw) != 0 {
+			t.Fatalf("%s: redacted event %s %s content %v", where, ev.ID, ev.Type.Type, ev.Content.Raw)
+		}
+		because := ev.Unsigned.RedactedBecause
+		if because == nil || because.ID != red.EventID || because.Sender != alice.id() || because.Content.Raw["reason"] != "oops" || because.Content.Raw["redacts"] != secret.String() {
+			t.Fatalf("%s: redacted_because %+v", where, because)
+		}
+	}
+	check("/event", must[*event.Event](t, "event")(bob.GetEvent(bg, room, secret)))
+	msgs := must[*mautrix.RespMessages](t, "messages")(bob.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, 3))
+	wantEqual(t, "timeline", types(msgs.Chunk), []string{"m.room.redaction", "m.room.message", "m.room.message"})
+	wantEqual(t, "redaction target", msgs.Chunk[0].Redacts, secret)
+	wantEqual(t, "unredacted neighbour", msgs.Chunk[1].Content.Raw["body"], "after")
+	check("/messages", msgs.Chunk[2])
+	ctx := must[*mautrix.RespContext](t, "context")(bob.Context(bg, room, secret, nil, 2))
+	check("/context", ctx.Event)
+
+	_, err = alice.RedactEvent(bg, room, "$nosuchevent")
+	wantErr(t, "redact an unknown event", err, "M_NOT_FOUND", http.StatusNotFound)
+	// Redacting twice is allowed; the first redaction stays the reason.
+	must[*mautrix.RespSendEvent](t, "redact again")(alice.RedactEvent(bg, room, secret, mautrix.ReqRedact{Reason: "twice"}))
+	check("/event after a second redaction", must[*event.Event](t, "event")(bob.GetEvent(bg, room, secret)))
+
+	// A state event keeps the keys the redaction algorithm preserves.
+	must[*mautrix.RespSendEvent](t, "join rules")(alice.SendStateEvent(bg, room, event.StateJoinRules, "", map[string]any{"join_rule": "public", "extra": "x"}))
+	jr := must[*event.Event](t, "join rules event")(alice.FullStateEvent(bg, room, event.StateJoinRules, ""))
+	must[*mautrix.RespSendEvent](t, "redact join rules")(alice.RedactEvent(bg, room, jr.ID))
+	ev := must[*event.Event](t, "redacted join rules")(alice.GetEvent(bg, room, jr.ID))
+	wantEqual(t, "redacted join rules content", ev.Content.Raw, map[string]any{"join_rule": "public"})
+}
