@@ -5,16 +5,9 @@ package capabilities
 import (
 	"net/http"
 
+	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 )
-
-// DefaultRoomVersion is the version of new rooms: 12, the spec's default
-// since v1.16 (DESIGN.md).
-const DefaultRoomVersion = "12"
-
-// StableRoomVersions are the room versions this server joins: every stable
-// one, 1 to 12.
-var StableRoomVersions = []string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}
 
 // ProfileFields are the profile fields users may set (shared/profile).
 var ProfileFields = []string{"displayname", "avatar_url"}
@@ -25,13 +18,14 @@ type enabled struct {
 
 // Current is the capabilities object of this server.
 func Current() map[string]any {
-	available := make(map[string]string, len(StableRoomVersions))
-	for _, v := range StableRoomVersions {
+	// Every stable version rooms can be created and held in (shared/events).
+	available := map[string]string{}
+	for _, v := range events.Versions() {
 		available[v] = "stable"
 	}
 	return map[string]any{
 		"m.change_password": enabled{true},
-		"m.room_versions":   map[string]any{"default": DefaultRoomVersion, "available": available},
+		"m.room_versions":   map[string]any{"default": events.DefaultVersion, "available": available},
 		// Deprecated since v1.16 in favour of m.profile_fields, which a
 		// server offering displayname and avatar_url there must mirror.
 		"m.set_displayname": enabled{true},

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/keys"
@@ -49,7 +50,9 @@ var ErrUnsupportedVersion = errors.New("unsupported room version")
 func Versions() []string {
 	var out []string
 	for v := range gomatrixserverlib.StableRoomVersions() {
-		out = append(out, string(v))
+		if Supported(string(v)) {
+			out = append(out, string(v))
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return versionLess(out[i], out[j]) })
 	return out
@@ -62,8 +65,13 @@ func versionLess(a, b string) bool {
 	return a < b
 }
 
-// Supported reports whether rooms of version v can be created and held.
+// Supported reports whether rooms of version v can be created and held:
+// the spec's stable versions. The library also calls some experimental
+// versions (MSC identifiers) stable; those are left out.
 func Supported(v string) bool {
+	if v == "" || strings.TrimLeft(v, "0123456789") != "" {
+		return false
+	}
 	return gomatrixserverlib.StableRoomVersion(gomatrixserverlib.RoomVersion(v))
 }
 
