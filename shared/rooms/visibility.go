@@ -71,19 +71,18 @@ func (v *viewer) visibilityAt(seq int64) string {
 }
 
 // sees applies the spec's rules for the history visibility of an event.
+// Only the user's own member events change their membership, so where it
+// differs before and after seq the event is one of those, which the spec
+// lets the user see if either membership allows: their own leave, say.
 func (v *viewer) sees(seq int64) bool {
 	vis := v.visibilityAt(seq)
-	if vis == "world_readable" {
+	if vis == "world_readable" || (vis == "shared" && v.joinedAfter(seq)) {
 		return true
 	}
-	m := at(v.membership.History, seq)
-	switch {
-	case m == "join":
-		return true
-	case vis == "invited" && m == "invite":
-		return true
-	case vis == "shared":
-		return v.joinedAfter(seq)
+	for _, m := range []string{at(v.membership.History, seq-1), at(v.membership.History, seq)} {
+		if m == "join" || (vis == "invited" && m == "invite") {
+			return true
+		}
 	}
 	return false
 }
