@@ -90,7 +90,7 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 		q.Limit = 10
 	}
 	q.Limit = min(q.Limit, 1000)
-	from, err := s.startOf(ctx, roomID, q.From, q.Backward)
+	from, err := startOf(q.From, q.Backward)
 	if err != nil {
 		return Page{}, err
 	}
@@ -100,9 +100,12 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 			return Page{}, err
 		}
 	}
-	evs, end, err := s.scan(ctx, roomID, v, from, stop, q)
+	evs, end, top, err := s.scan(ctx, roomID, v, from, stop, q)
 	if err != nil {
 		return Page{}, err
+	}
+	if from == live {
+		from = top
 	}
 	page := Page{Start: token(from)}
 	if page.Chunk, err = s.render(ctx, evs); err != nil {
@@ -119,52 +122,56 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 	return page, nil
 }
 
-// startOf is where a page starts: the given token, or the room's head going
-// backwards and its beginning going forwards.
-func (s *Service) startOf(ctx context.Context, roomID, from string, backward bool) (int64, error) {
+// live stands for the end of the timeline, wherever it is by the time the
+// page is read: paging back from it needs no read of the head first.
+const live = int64(1) << 62
+
+// startOf is where a page starts: the given token, or the room's live end
+// going backwards and its beginning going forwards.
+func startOf(from string, backward bool) (int64, error) {
 	if from != "" {
 		return parseToken(from)
 	}
-	if !backward {
-		return 0, nil
+	if backward {
+		return live, nil
 	}
-	h, err := s.readHead(ctx, roomID)
-	if err != nil {
-		return 0, err
-	}
-	return h.Seq, nil
+	return 0, nil
 }
 
 // scan reads slots from the position after token from, in the direction
 // asked, keeping the events v may see that match the filter, until the page
 // is full, the room ends or stop is reached. It returns the token to
-// continue from, or -1 at the end of the room.
-func (s *Service) scan(ctx context.Context, roomID string, v *viewer, from, stop int64, q MessagesQuery) ([]Event, int64, error) {
-	var out []Event
-	pos := from
-	if !q.Backward {
-		pos = from + 1
-	} else {
-		pos = min(pos, v.limit())
+// continue from (-1 at the end of the room) and the position of the first
+// slot read, which is the head when from is live.
+func (s *Service) scan(ctx context.Context, roomID string, v *viewer, from, stop int64, q MessagesQuery) (out []Event, end, top int64, err error) {
+	pos := from + 1
+	if q.Backward {
+		pos = min(from, v.limit())
+	}
+	top = -1
+	past := func(seq int64) bool {
+		if q.Backward {
+			return seq < 1 || (stop >= 0 && seq <= stop)
+		}
+		return (stop >= 0 && seq > stop) || seq > v.limit()
 	}
 	for len(out) < q.Limit {
-		if (q.Backward && pos < 1) || (stop >= 0 && ((q.Backward && pos <= stop) || (!q.Backward && pos > stop))) {
-			return out, -1, nil
+		if past(pos) && pos != live {
+			return out, -1, top, nil
 		}
-		want := q.Limit - len(out)
-		page, err := s.slots(ctx, roomID, pos, q.Backward, max(want, 20))
+		page, err := s.slots(ctx, roomID, pos, q.Backward, max(q.Limit-len(out), 20))
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, 0, err
 		}
 		if len(page) == 0 {
-			return out, -1, nil
+			return out, -1, max(top, 0), nil
+		}
+		if top < 0 {
+			top = page[0].Seq
 		}
 		for _, e := range page {
-			if stop >= 0 && ((q.Backward && e.Seq <= stop) || (!q.Backward && e.Seq > stop)) {
-				return out, -1, nil
-			}
-			if !q.Backward && e.Seq > v.limit() {
-				return out, -1, nil
+			if past(e.Seq) {
+				return out, -1, top, nil
 			}
 			if v.sees(e.Seq) && (q.Filter == nil || q.Filter.Match(e.PDU)) {
 				out = append(out, e)
@@ -176,21 +183,23 @@ func (s *Service) scan(ctx context.Context, roomID string, v *viewer, from, stop
 		}
 		if q.Backward {
 			pos--
-		}
-		if !q.Backward {
+		} else {
 			pos++
 		}
 	}
 	if q.Backward {
-		return out, pos, nil
+		return out, pos, top, nil
 	}
-	return out, pos - 1, nil
+	return out, pos - 1, top, nil
 }
 
 // slots reads up to n events starting at position pos in either direction.
 func (s *Service) slots(ctx context.Context, roomID string, pos int64, backward bool, n int) ([]Event, error) {
 	var page []slot
-	q := store.Query{PK: roomPK(roomID), Prefix: slotPrefix, From: slotSK(pos), Descending: backward, Limit: n}
+	q := store.Query{PK: roomPK(roomID), Prefix: slotPrefix, Descending: backward, Limit: n}
+	if pos != live {
+		q.From = slotSK(pos)
+	}
 	if _, err := s.Store.QueryPage(ctx, q, &page); err != nil {
 		return nil, err
 	}
@@ -276,11 +285,11 @@ func (s *Service) ContextOf(ctx context.Context, userID, roomID, eventID string,
 		return Context{}, err
 	}
 	limit = min(max(limit, 0), 100)
-	before, start, err := s.scan(ctx, roomID, v, e.Seq-1, -1, MessagesQuery{Backward: true, Limit: max(limit/2, 1), Filter: filter})
+	before, start, _, err := s.scan(ctx, roomID, v, e.Seq-1, -1, MessagesQuery{Backward: true, Limit: max(limit/2, 1), Filter: filter})
 	if err != nil {
 		return Context{}, err
 	}
-	after, end, err := s.scan(ctx, roomID, v, e.Seq, -1, MessagesQuery{Limit: max(limit-limit/2, 1), Filter: filter})
+	after, end, _, err := s.scan(ctx, roomID, v, e.Seq, -1, MessagesQuery{Limit: max(limit-limit/2, 1), Filter: filter})
 	if err != nil {
 		return Context{}, err
 	}
