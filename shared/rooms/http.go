@@ -601,8 +601,17 @@ func (s *Service) handleSetListing(w http.ResponseWriter, r *http.Request) error
 	if err := httpapi.DecodeJSON(r, &body); err != nil {
 		return err
 	}
+	if body.Visibility == "" {
+		body.Visibility = "public" // the spec's default
+	}
 	if body.Visibility != "public" && body.Visibility != "private" {
 		return httpapi.InvalidParam(`visibility must be "public" or "private"`)
+	}
+	// An unknown room is 404, before the permission check refuses it.
+	if _, err := s.Info(r.Context(), id); errors.Is(err, ErrUnknownRoom) {
+		return httpapi.NotFound("room %s not found", id)
+	} else if err != nil {
+		return err
 	}
 	ok, err := s.canSendState(r.Context(), caller(r).UserID, id, events.CanonicalAlias)
 	if err != nil {

@@ -63,12 +63,17 @@ func (s *Service) Send(ctx context.Context, who Sent, roomID, evType string, sta
 		return "", httpapi.Forbidden("m.room.create is sent only by createRoom")
 	}
 	if err := events.ValidateContent(evType, stateKey, content); err != nil {
+		if evType == events.CanonicalAlias && errors.Is(err, events.ErrBadContent) {
+			return "", httpapi.InvalidParam("%s", err.Error()) // the spec's code for aliases of bad syntax
+		}
 		return "", contentError(err)
 	}
 	req := sendRequest{proto: events.Proto{Sender: who.Sender, Type: evType, StateKey: stateKey, Content: content}, txn: t}
 	if evType == events.CanonicalAlias && stateKey != nil && *stateKey == "" {
-		req.check = func(string, map[events.StateKeyTuple]events.PDU) error {
-			return s.checkCanonicalAlias(ctx, roomID, content)
+		cur := events.StateKeyTuple{Type: events.CanonicalAlias}
+		req.also = []events.StateKeyTuple{cur}
+		req.check = func(_ string, state map[events.StateKeyTuple]events.PDU) error {
+			return s.checkCanonicalAlias(ctx, roomID, content, state[cur])
 		}
 	}
 	ev, err := s.send(ctx, roomID, req)
@@ -130,20 +135,25 @@ func contentError(err error) error {
 }
 
 // checkCanonicalAlias applies the spec's rule: every alias an
-// m.room.canonical_alias event names must point at this room.
-func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, content json.RawMessage) error {
-	var c struct {
-		Alias    string   `json:"alias"`
-		AltAlias []string `json:"alt_aliases"`
-	}
-	if err := json.Unmarshal(content, &c); err != nil {
+// m.room.canonical_alias event adds to the current one, old (nil if
+// none), must point at this room. Aliases already listed are not checked
+// again, so a stale one does not block other changes.
+func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, content json.RawMessage, old events.PDU) error {
+	all, err := canonicalAliases(content)
+	if err != nil {
 		return httpapi.BadJSON("m.room.canonical_alias: %v", err)
 	}
-	all := c.AltAlias
-	if c.Alias != "" {
-		all = append([]string{c.Alias}, all...)
+	listed := map[string]bool{}
+	if old != nil {
+		prev, _ := canonicalAliases(old.Content())
+		for _, a := range prev {
+			listed[a] = true
+		}
 	}
 	for _, a := range all {
+		if listed[a] {
+			continue
+		}
 		target, err := s.ResolveAlias(ctx, a)
 		if err != nil && !errors.Is(err, ErrUnknownAlias) {
 			return err
@@ -153,6 +163,22 @@ func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, conten
 		}
 	}
 	return nil
+}
+
+// canonicalAliases lists the alias and alt_aliases of canonical alias
+// content.
+func canonicalAliases(content []byte) ([]string, error) {
+	var c struct {
+		Alias    string   `json:"alias"`
+		AltAlias []string `json:"alt_aliases"`
+	}
+	if err := json.Unmarshal(content, &c); err != nil {
+		return nil, err
+	}
+	if c.Alias == "" {
+		return c.AltAlias, nil
+	}
+	return append([]string{c.Alias}, c.AltAlias...), nil
 }
 
 // mayRedact applies the rule the auth rules leave to servers: the auth
