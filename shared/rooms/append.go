@@ -189,6 +189,9 @@ func (s *Service) appendLocked(ctx context.Context, e *roomEntry, roomID string,
 	}
 	next, finish, err := s.commit(ctx, roomID, h, []events.PDU{ev}, e.state, req.txn)
 	if err != nil {
+		// A state event has already changed the cached state, which the
+		// failed write did not store.
+		e.reset()
 		return nil, nil, err
 	}
 	e.head = next

@@ -251,19 +251,23 @@ func (s *Service) initialEvents(ctx context.Context, creator string, req *Create
 	return dedupeState(out), nil
 }
 
-// dedupeState keeps the last of events with the same type and state key
-// after the first three (create, creator's join, power levels), as Synapse
-// lets initial_state override the preset's events.
+// dedupeState merges events with the same type and state key: the event
+// keeps the place of the first and takes the content of the last, so that
+// initial_state overrides the preset's events (power levels included)
+// without a second write of the same state in the room's first transaction.
 func dedupeState(in []events.Proto) []events.Proto {
-	last := map[string]int{}
-	for i, p := range in {
-		last[p.Type+"\x00"+*p.StateKey] = i
-	}
+	first := map[string]int{}
 	var out []events.Proto
-	for i, p := range in {
-		if i < 3 || last[p.Type+"\x00"+*p.StateKey] == i {
-			out = append(out, p)
+	for _, p := range in {
+		k := p.Type + "\x00" + *p.StateKey
+		if i, ok := first[k]; ok {
+			if i > 1 { // the create event and the creator's join stay as made
+				out[i].Content = p.Content
+			}
+			continue
 		}
+		first[k] = len(out)
+		out = append(out, p)
 	}
 	return out
 }

@@ -342,3 +342,31 @@ func TestUnsignedForSender(t *testing.T) {
 		t.Fatalf("rename event: %v", last)
 	}
 }
+
+// TestInitialStateOverridesPreset: power levels and join rules given in
+// initial_state replace the preset's, in one event each.
+func TestInitialStateOverridesPreset(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Register(t, "alice")
+	room := createRoom(t, st, alice, map[string]any{"room_version": "10", "preset": "private_chat", "initial_state": []any{
+		map[string]any{"type": "m.room.power_levels", "state_key": "", "content": map[string]any{
+			"users": map[string]any{alice.ID: 100, "@bob:example.org": 50}, "state_default": 60,
+		}},
+		map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{"join_rule": "public"}},
+	}})
+	counts := map[string]int{}
+	for _, ev := range page(t, st, alice, room, "f", 100) {
+		counts[ev["type"].(string)]++
+	}
+	if counts["m.room.power_levels"] != 1 || counts["m.room.join_rules"] != 1 {
+		t.Fatalf("events by type: %v", counts)
+	}
+	r := st.Do(t, "GET", roomPath(room)+"/state/m.room.power_levels/", alice.AccessToken, nil)
+	if r.Body["state_default"] != float64(60) {
+		t.Fatalf("power levels: %s", r.Raw)
+	}
+	r = st.Do(t, "GET", roomPath(room)+"/state/m.room.join_rules/", alice.AccessToken, nil)
+	if r.Body["join_rule"] != "public" {
+		t.Fatalf("join rules: %s", r.Raw)
+	}
+}

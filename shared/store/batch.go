@@ -48,6 +48,9 @@ func (s *Store) GetMany(ctx context.Context, keys []Key, decode func(Key, func(o
 		for _, item := range res.Responses[s.table] {
 			units += readUnits(itemSize(item), true)
 		}
+		// A key asked for and not found costs the minimum read too.
+		missing := len(batch) - len(res.Responses[s.table]) - len(res.UnprocessedKeys[s.table].Keys)
+		units += float64(max(missing, 0))
 		var cc *types.ConsumedCapacity
 		if len(res.ConsumedCapacity) > 0 {
 			cc = &res.ConsumedCapacity[0]
