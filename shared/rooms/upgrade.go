@@ -19,8 +19,9 @@ var copiedOnUpgrade = []string{
 
 // Upgrade replaces roomID by a new room of version v: the new room gets the
 // old one's state, the old one a tombstone and power levels that stop
-// ordinary members from talking there.
-func (s *Service) Upgrade(ctx context.Context, userID, roomID, v string) (string, error) {
+// ordinary members from talking there. additional are the new room's other
+// creators, in versions that have them; the old room's are not copied.
+func (s *Service) Upgrade(ctx context.Context, userID, roomID, v string, additional []string) (string, error) {
 	if !events.Supported(v) {
 		e := *errUnsupportedVersion
 		e.Message = "room version " + v + " is not supported"
@@ -37,7 +38,19 @@ func (s *Service) Upgrade(ctx context.Context, userID, roomID, v string) (string
 	if err != nil {
 		return "", err
 	}
-	req := CreateRequest{RoomVersion: v, CreationContent: map[string]any{"predecessor": map[string]any{"room_id": roomID}}}
+	h, err := s.readHead(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	// The spec still wants the last known event in predecessor where it
+	// can be had, though version 12 made it optional.
+	predecessor := map[string]any{"room_id": roomID, "event_id": h.EventID}
+	req := CreateRequest{RoomVersion: v, CreationContent: map[string]any{"predecessor": predecessor}}
+	creators := []string{userID}
+	if events.PrivilegedCreators(v) && len(additional) > 0 {
+		req.CreationContent["additional_creators"] = additional
+		creators = append(creators, additional...)
+	}
 	var oldPL map[string]any
 	for _, ev := range state {
 		switch {
@@ -53,7 +66,7 @@ func (s *Service) Upgrade(ctx context.Context, userID, roomID, v string) (string
 			req.InitialState = append(req.InitialState, InitialState{Type: ev.Type(), Content: ev.Content()})
 		}
 	}
-	req.PowerLevelContentOverride = s.upgradedPowerLevels(oldPL, userID, v)
+	req.PowerLevelContentOverride = s.upgradedPowerLevels(oldPL, userID, creators, v)
 	newID, err := s.CreateRoom(ctx, userID, req)
 	if err != nil {
 		return "", err
@@ -73,8 +86,8 @@ func (s *Service) Upgrade(ctx context.Context, userID, roomID, v string) (string
 }
 
 // upgradedPowerLevels copies the old levels; in a version 12 room the new
-// creator has unlimited power and must not be listed.
-func (s *Service) upgradedPowerLevels(old map[string]any, userID, v string) map[string]any {
+// creators have unlimited power and must not be listed.
+func (s *Service) upgradedPowerLevels(old map[string]any, userID string, creators []string, v string) map[string]any {
 	pl := map[string]any{}
 	for k, val := range old {
 		pl[k] = val
@@ -86,7 +99,9 @@ func (s *Service) upgradedPowerLevels(old map[string]any, userID, v string) map[
 		}
 	}
 	if events.PrivilegedCreators(v) {
-		delete(users, userID)
+		for _, c := range creators {
+			delete(users, c)
+		}
 	} else {
 		users[userID] = 100
 	}
@@ -142,7 +157,8 @@ func (s *Service) handleUpgrade(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var body struct {
-		NewVersion string `json:"new_version"`
+		NewVersion         string   `json:"new_version"`
+		AdditionalCreators []string `json:"additional_creators"`
 	}
 	if err := httpapi.DecodeJSON(r, &body); err != nil {
 		return err
@@ -150,7 +166,12 @@ func (s *Service) handleUpgrade(w http.ResponseWriter, r *http.Request) error {
 	if body.NewVersion == "" {
 		return httpapi.MissingParam("new_version is required")
 	}
-	newID, err := s.Upgrade(r.Context(), caller(r).UserID, id, body.NewVersion)
+	for _, u := range body.AdditionalCreators {
+		if !ValidUserID(u) {
+			return httpapi.InvalidParam("additional_creators holds an invalid user ID: %s", u)
+		}
+	}
+	newID, err := s.Upgrade(r.Context(), caller(r).UserID, id, body.NewVersion, body.AdditionalCreators)
 	if err != nil {
 		return err
 	}
