@@ -62,27 +62,37 @@ func newPointer(roomID string, seq int64, ev events.PDU) pointer {
 func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev events.PDU, t *txn) (*head, func(context.Context) error, error) {
 	seq := h.Seq + 1
 	sl := s.newSlot(roomID, seq, ev, h.StateSeq)
+	// The transaction record goes out beside the claim, so that no crash
+	// leaves a stored event without it (a retry would send it twice). A
+	// record of a lost claim names a slot that holds another event, which
+	// a retry sees.
+	txnErr := make(chan error, 1)
 	if t != nil {
 		sl.Txn = t.tag
+		t.EventID, t.RoomID, t.Seq = ev.EventID(), roomID, seq
+		go func() { txnErr <- s.Store.Put(ctx, *t) }()
+	} else {
+		txnErr <- nil
 	}
-	if err := s.Store.Create(ctx, sl); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return nil, nil, errMoved
-		}
+	err := s.Store.Create(ctx, sl)
+	terr := <-txnErr
+	if errors.Is(err, store.ErrExists) {
+		return nil, nil, errMoved
+	}
+	if err != nil {
 		return nil, nil, err
 	}
 	finish := func(ctx context.Context) error {
+		if terr != nil {
+			if err := s.Store.Put(ctx, *t); err != nil {
+				return err
+			}
+		}
 		if err := s.Store.Put(ctx, newPointer(roomID, seq, ev)); err != nil {
 			return err
 		}
 		if rel := relationOf(roomID, seq, ev); rel != nil {
 			if err := s.Store.Put(ctx, *rel); err != nil {
-				return err
-			}
-		}
-		if t != nil {
-			t.EventID = ev.EventID()
-			if err := s.Store.Put(ctx, *t); err != nil {
 				return err
 			}
 		}

@@ -251,22 +251,28 @@ func (s *Service) initialEvents(ctx context.Context, creator string, req *Create
 	return dedupeState(out), nil
 }
 
-// dedupeState merges events with the same type and state key: the event
-// keeps the place of the first and takes the content of the last, so that
-// initial_state overrides the preset's events (power levels included)
-// without a second write of the same state in the room's first transaction.
+// dedupeState resolves state set twice, as Synapse does: initial_state
+// replaces the preset's events, which are then left out, and its power
+// levels take the place of the default ones, before anything that needs
+// them. The creator's join stays as made. No state is written twice in the
+// room's first transaction.
 func dedupeState(in []events.Proto) []events.Proto {
-	first := map[string]int{}
+	last := map[string]int{}
+	for i, p := range in {
+		last[p.Type+"\x00"+*p.StateKey] = i
+	}
 	var out []events.Proto
-	for _, p := range in {
+	for i, p := range in {
 		k := p.Type + "\x00" + *p.StateKey
-		if i, ok := first[k]; ok {
-			if i > 1 { // the create event and the creator's join stay as made
-				out[i].Content = p.Content
-			}
+		switch {
+		case i < 2:
+		case k == in[1].Type+"\x00"+*in[1].StateKey:
+			continue // the creator's own join is not replaced
+		case p.Type == events.PowerLevels && *p.StateKey == "" && i == 2:
+			p.Content = in[last[k]].Content
+		case last[k] != i || (p.Type == events.PowerLevels && *p.StateKey == ""):
 			continue
 		}
-		first[k] = len(out)
 		out = append(out, p)
 	}
 	return out

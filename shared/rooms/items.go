@@ -163,6 +163,12 @@ type txn struct {
 	SK      string `dynamodbav:"sk"` // <room>|<txn ID>
 	EventID string `dynamodbav:"id"`
 	Expires int64  `dynamodbav:"expires_at"`
+	// RoomID and Seq say where a message was to go: the record is written
+	// beside the slot's claim, not after it, so a retry after a crash can
+	// tell whether the event was stored. Zero when written in one
+	// transaction with the event.
+	RoomID string `dynamodbav:"room,omitempty"`
+	Seq    int64  `dynamodbav:"seq,omitempty"`
 	// tag is the slot's Txn for the event this transaction sends.
 	tag string
 }

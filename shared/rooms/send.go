@@ -44,7 +44,38 @@ func (s *Service) replay(ctx context.Context, t *txn) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return old.EventID, nil
+	if old.Seq == 0 {
+		return old.EventID, nil // written with its event, in one transaction
+	}
+	return s.recover(ctx, old)
+}
+
+// recover checks a message's transaction record against the slot it names:
+// the event is stored if the slot holds it, and then its pointer is written
+// again if a crash came before it. "" means the event was never stored.
+func (s *Service) recover(ctx context.Context, t txn) (string, error) {
+	var sl slot
+	pk, sk := slotKey(t.RoomID, t.Seq)
+	err := s.Store.Get(ctx, store.Key{PK: pk, SK: sk}, &sl)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && sl.EventID != t.EventID) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var p pointer
+	err = s.Store.Get(ctx, store.Key{PK: pointerPK(t.EventID), SK: "event"}, &p)
+	if errors.Is(err, store.ErrNotFound) {
+		ev, perr := sl.event()
+		if perr != nil {
+			return "", perr
+		}
+		err = s.Store.Put(ctx, newPointer(t.RoomID, t.Seq, ev.PDU))
+	}
+	if err != nil {
+		return "", err
+	}
+	return t.EventID, nil
 }
 
 // Send sends an event of type evType (a state event when stateKey is not
