@@ -2,7 +2,6 @@ package rooms_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"reflect"
 	"testing"
@@ -137,18 +136,4 @@ func wantEqual(t *testing.T, what string, got, want any) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("%s: got %#v, want %#v", what, got, want)
 	}
-}
-
-// asJSON decodes v through JSON, so that numbers compare as float64.
-func asJSON(t *testing.T, v any) any {
-	t.Helper()
-	doc, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out any
-	if err := json.Unmarshal(doc, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
