@@ -244,7 +244,10 @@ func (s *Service) initialEvents(ctx context.Context, creator string, req *Create
 		}
 	}
 	if req.Topic != nil {
-		if err := add(events.Topic, &empty, map[string]any{"topic": *req.Topic}); err != nil {
+		// The spec sends createRoom's topic with a text/plain m.topic block
+		// too, for clients that read the richer form.
+		plain := []any{map[string]any{"body": *req.Topic, "mimetype": "text/plain"}}
+		if err := add(events.Topic, &empty, map[string]any{"topic": *req.Topic, "m.topic": map[string]any{"m.text": plain}}); err != nil {
 			return nil, err
 		}
 	}

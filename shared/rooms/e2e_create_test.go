@@ -111,8 +111,9 @@ func TestCreateRoom_Options(t *testing.T) {
 			Name: "Chat", Topic: "About things", Invite: []id.UserID{bob.id()}, IsDirect: true, Preset: "trusted_private_chat",
 		})
 		wantEqual(t, "name", stateOf(t, alice, room, "m.room.name", ""), map[string]any{"name": "Chat"})
-		topic := stateOf(t, alice, room, "m.room.topic", "")
-		wantEqual(t, "topic", topic["topic"], "About things")
+		wantEqual(t, "topic", stateOf(t, alice, room, "m.room.topic", ""), map[string]any{
+			"topic": "About things", "m.topic": map[string]any{"m.text": []any{map[string]any{"body": "About things", "mimetype": "text/plain"}}},
+		})
 		member := stateOf(t, alice, room, "m.room.member", bob.ID)
 		wantEqual(t, "bob's member event", member, map[string]any{"membership": "invite", "is_direct": true})
 		m, err := st.Server.Rooms.Membership(bg, bob.ID, string(room))
