@@ -121,6 +121,26 @@ func TestRead_ContextEventState(t *testing.T) {
 		"m.room.create|", "m.room.guest_access|", "m.room.history_visibility|", "m.room.join_rules|",
 		"m.room.member|" + c.alice.ID, "m.room.member|" + c.bob.ID, "m.room.power_levels|",
 	})
+	// limit counts events_before and events_after together.
+	one := must[*mautrix.RespContext](t, "context of limit 1")(c.bob.Context(bg, c.room, c.ids[5], nil, 1))
+	wantEqual(t, "limit 1", []any{len(one.EventsBefore), bodies(one.EventsAfter), one.Event.ID}, []any{0, []string{"m6"}, c.ids[5]})
+	var zero mautrix.RespContext // mautrix leaves out a limit of 0
+	if err := rawQuery(c.bob, map[string]string{"limit": "0"}, &zero, "v3", "rooms", c.room, "context", c.ids[5]); err != nil {
+		t.Fatalf("context of limit 0: %v", err)
+	}
+	wantEqual(t, "limit 0", []any{len(zero.EventsBefore), len(zero.EventsAfter), zero.Event.ID}, []any{0, 0, c.ids[5]})
+	older = msgs(t, c.bob, c.room, zero.Start, "", mautrix.DirectionBackward, nil, 1)
+	wantEqual(t, "before an empty context", bodies(older.Chunk), []string{"m4"})
+	newer = msgs(t, c.bob, c.room, zero.End, "", mautrix.DirectionForward, nil, 1)
+	wantEqual(t, "after an empty context", bodies(newer.Chunk), []string{"m6"})
+	// The filter applies to the state as well.
+	noMembers := must[*mautrix.RespContext](t, "context without members")(c.bob.Context(bg, c.room, c.ids[5], &mautrix.FilterPart{NotTypes: []event.Type{event.StateMember}}, 4))
+	for _, ev := range noMembers.State {
+		if ev.Type.Type == "m.room.member" {
+			t.Fatalf("filtered state has a member event: %v", ev)
+		}
+	}
+	wantEqual(t, "filtered state", len(noMembers.State), len(state)-2)
 	filtered := must[*mautrix.RespContext](t, "filtered context")(c.bob.Context(bg, c.room, c.ids[5], &mautrix.FilterPart{NotSenders: []id.UserID{c.bob.id()}}, 4))
 	wantEqual(t, "filtered before", bodies(filtered.EventsBefore), []string{"m4", "m2"})
 	wantEqual(t, "filtered after", bodies(filtered.EventsAfter), []string{"m6", "m8"})
@@ -146,6 +166,17 @@ func TestRead_ContextEventState(t *testing.T) {
 	wantEqual(t, "current state", keys, state)
 	wantEqual(t, "alice's membership", stateOf(t, c.bob, c.room, "m.room.member", c.alice.ID)["membership"], "join")
 	wantEqual(t, "a state GET matches /state", stateOf(t, c.bob, c.room, "m.room.join_rules", ""), full[event.StateJoinRules][""].Content.Raw)
+
+	// The state is the state at the last event returned.
+	must[*mautrix.RespSendEvent](t, "topic")(c.alice.SendStateEvent(bg, c.room, event.StateTopic, "", map[string]any{"topic": "late"}))
+	withTopic := must[*mautrix.RespContext](t, "context up to the topic")(c.bob.Context(bg, c.room, c.ids[9], nil, 2))
+	topics := 0
+	for _, ev := range withTopic.State {
+		if ev.Type.Type == "m.room.topic" {
+			topics++
+		}
+	}
+	wantEqual(t, "topic events in the state after it", topics, 1)
 }
 
 // TestRead_Members covers /members with at, membership and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -284,17 +285,15 @@ func (s *Service) ContextOf(ctx context.Context, userID, roomID, eventID string,
 	if err != nil {
 		return Context{}, err
 	}
+	// The limit is for events_before and events_after together.
 	limit = min(max(limit, 0), 100)
-	before, start, _, err := s.scan(ctx, roomID, v, e.Seq-1, -1, MessagesQuery{Backward: true, Limit: max(limit/2, 1), Filter: filter})
+	before, start, _, err := s.scan(ctx, roomID, v, e.Seq-1, -1, MessagesQuery{Backward: true, Limit: limit / 2, Filter: filter})
 	if err != nil {
 		return Context{}, err
 	}
-	after, end, _, err := s.scan(ctx, roomID, v, e.Seq, -1, MessagesQuery{Limit: max(limit-limit/2, 1), Filter: filter})
+	after, end, _, err := s.scan(ctx, roomID, v, e.Seq, -1, MessagesQuery{Limit: limit - limit/2, Filter: filter})
 	if err != nil {
 		return Context{}, err
-	}
-	if limit == 0 {
-		before, after = nil, nil
 	}
 	var c Context
 	if start < 0 {
@@ -320,12 +319,21 @@ func (s *Service) ContextOf(ctx context.Context, userID, roomID, eventID string,
 	if c.After, err = s.render(ctx, after); err != nil {
 		return Context{}, err
 	}
-	state, err := s.StateAt(ctx, roomID, e)
+	// The spec: the state at the last event returned, filtered like the
+	// events.
+	last := e
+	if len(after) > 0 {
+		last = after[len(after)-1]
+	}
+	state, err := s.StateAt(ctx, roomID, last)
 	if err != nil {
 		return Context{}, err
 	}
-	if filter != nil && filter.LazyLoadMembers {
-		state = lazyMembers(state, append(append(before, e), after...))
+	if filter != nil {
+		state = slices.DeleteFunc(state, func(ev events.PDU) bool { return !filter.Match(ev) })
+		if filter.LazyLoadMembers {
+			state = lazyMembers(state, append(append(before, e), after...))
+		}
 	}
 	c.State, err = s.renderPDUs(ctx, state)
 	return c, err
