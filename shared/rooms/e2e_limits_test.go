@@ -114,6 +114,8 @@ func TestLimits_BadInput(t *testing.T) {
 		wantErr(t, "join an unknown room", err, "M_NOT_FOUND", http.StatusNotFound)
 		_, err = alice.Messages(bg, unknown, "", "", mautrix.DirectionBackward, nil, 1)
 		wantErr(t, "messages of an unknown room", err, "M_FORBIDDEN", http.StatusForbidden)
+		_, err = alice.GetEvent(bg, unknown, msg)
+		wantErr(t, "event of an unknown room", err, "M_NOT_FOUND", http.StatusNotFound)
 		_, err = alice.InviteUser(bg, unknown, &mautrix.ReqInviteUser{UserID: "@bob:example.org"})
 		wantErr(t, "invite into an unknown room", err, "M_FORBIDDEN", http.StatusForbidden)
 		_, err = alice.LeaveRoom(bg, unknown)

@@ -68,7 +68,7 @@ func TestVisibility_Joined(t *testing.T) {
 	_, err := carol.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, 10)
 	wantErr(t, "messages of a stranger", err, "M_FORBIDDEN", http.StatusForbidden)
 	_, err = carol.GetEvent(bg, room, before)
-	wantErr(t, "event for a stranger", err, "M_FORBIDDEN", http.StatusForbidden)
+	wantErr(t, "event for a stranger", err, "M_NOT_FOUND", http.StatusNotFound)
 	_, err = carol.Context(bg, room, before, nil, 2)
 	wantErr(t, "context for a stranger", err, "M_FORBIDDEN", http.StatusForbidden)
 	_, err = carol.State(bg, room)

@@ -242,6 +242,12 @@ func (s *Service) senderMembers(ctx context.Context, roomID string, evs []Event)
 // VisibleEvent reads one event of the room if userID may see it.
 func (s *Service) VisibleEvent(ctx context.Context, userID, roomID, eventID string) (json.RawMessage, error) {
 	v, err := s.viewerOf(ctx, userID, roomID)
+	var he *httpapi.Error
+	if errors.As(err, &he) && he.Code == "M_FORBIDDEN" {
+		// The spec answers 404 for any event the user may not read, in a
+		// room they were never in too.
+		return nil, httpapi.NotFound("event %s not found", eventID)
+	}
 	if err != nil {
 		return nil, err
 	}
