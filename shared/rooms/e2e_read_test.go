@@ -288,6 +288,13 @@ func TestRead_Relations(t *testing.T) {
 	wantEqual(t, "second forward page", ids(page.Chunk), []id.EventID{thumbs, heart})
 	wantEqual(t, "end of the forward pages", page.NextBatch, "")
 
+	// A redacted child no longer relates; a redacted parent keeps its
+	// children.
+	must[*mautrix.RespSendEvent](t, "redact a reaction")(c.alice.RedactEvent(bg, c.room, heart))
+	wantEqual(t, "relations after a redacted reaction", ids(get(&mautrix.ReqGetRelations{}).Chunk), []id.EventID{thumbs, edit, thread})
+	must[*mautrix.RespSendEvent](t, "redact the root")(c.alice.RedactEvent(bg, c.room, root))
+	wantEqual(t, "relations of a redacted parent", ids(get(&mautrix.ReqGetRelations{}).Chunk), []id.EventID{thumbs, edit, thread})
+
 	_, err := c.bob.GetRelations(bg, c.room, "$nosuchevent", &mautrix.ReqGetRelations{})
 	wantErr(t, "relations of an unknown event", err, "M_NOT_FOUND", http.StatusNotFound)
 	stranger := newUser(t, c.st, "stranger")

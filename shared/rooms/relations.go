@@ -118,7 +118,9 @@ func (s *Service) RelationsOf(ctx context.Context, userID, roomID, eventID strin
 	var evs []Event
 	for _, k := range keys {
 		seq, _ := seqOf(k.SK)
-		if e, ok := found[seq]; ok {
+		// A redacted child has lost its m.relates_to: the spec breaks the
+		// relationship, so it is left out (the page may come up short).
+		if e, ok := found[seq]; ok && e.RedactedBy == "" {
 			evs = append(evs, e)
 		}
 	}
