@@ -1,11 +1,13 @@
 package rooms_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"testing"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
 )
@@ -114,4 +116,46 @@ func TestSend_Redaction(t *testing.T) {
 	must[*mautrix.RespSendEvent](t, "redact join rules")(alice.RedactEvent(bg, room, jr.ID))
 	ev := must[*event.Event](t, "redacted join rules")(alice.GetEvent(bg, room, jr.ID))
 	wantEqual(t, "redacted join rules content", ev.Content.Raw, map[string]any{"join_rule": "public"})
+}
+
+// TestSend_RedactionThroughSend: m.room.redaction sent with /send works in
+// every room version, with the same permission as /redact; before version
+// 11 the target moves from the content to the top level.
+func TestSend_RedactionThroughSend(t *testing.T) {
+	st := servertest.Start(t)
+	alice := newUser(t, st, "alice")
+	bob := newUser(t, st, "bob")
+	for _, v := range []string{"10", "12"} {
+		t.Run("v"+v, func(t *testing.T) {
+			room := create(t, alice, &mautrix.ReqCreateRoom{RoomVersion: id.RoomVersion(v), Preset: "public_chat"})
+			must[*mautrix.RespJoinRoom](t, "bob joins")(bob.JoinRoomByID(bg, room))
+			target := say(t, alice, room, "doomed")
+			_, err := bob.SendMessageEvent(bg, room, event.EventRedaction, map[string]any{"redacts": target})
+			wantErr(t, "redaction of another's event below the redact level", err, "M_FORBIDDEN", http.StatusForbidden)
+			_, err = alice.SendMessageEvent(bg, room, event.EventRedaction, map[string]any{"reason": "no target"})
+			wantErr(t, "redaction without redacts", err, "M_BAD_JSON", http.StatusBadRequest)
+			_, err = alice.SendMessageEvent(bg, room, event.EventRedaction, map[string]any{"redacts": "$nosuchevent"})
+			wantErr(t, "redaction of an unknown event", err, "M_NOT_FOUND", http.StatusNotFound)
+
+			red := must[*mautrix.RespSendEvent](t, "redaction")(alice.SendMessageEvent(bg, room, event.EventRedaction, map[string]any{"redacts": target, "reason": "by send"}))
+			ev := must[*event.Event](t, "redacted event")(bob.GetEvent(bg, room, target))
+			if len(ev.Content.Raw) != 0 || ev.Unsigned.RedactedBecause == nil || ev.Unsigned.RedactedBecause.ID != red.EventID {
+				t.Fatalf("event after a redaction through /send: %+v", ev)
+			}
+			pdu, err := st.Server.Rooms.Event(bg, string(room), red.EventID.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var content map[string]any
+			if err := json.Unmarshal(pdu.PDU.Content(), &content); err != nil {
+				t.Fatal(err)
+			}
+			wantContent := map[string]any{"reason": "by send"}
+			if v == "12" {
+				wantContent["redacts"] = target.String()
+			}
+			wantEqual(t, "stored redaction content", content, wantContent)
+			wantEqual(t, "redaction target", pdu.PDU.Redacts(), target.String())
+		})
+	}
 }

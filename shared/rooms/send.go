@@ -93,6 +93,9 @@ func (s *Service) Send(ctx context.Context, who Sent, roomID, evType string, sta
 	if evType == events.Create {
 		return "", httpapi.Forbidden("m.room.create is sent only by createRoom")
 	}
+	if evType == events.Redaction && stateKey == nil {
+		return s.sendRedaction(ctx, who, t, roomID, content)
+	}
 	if err := events.ValidateContent(evType, stateKey, content); err != nil {
 		if evType == events.CanonicalAlias && errors.Is(err, events.ErrBadContent) {
 			return "", httpapi.InvalidParam("%s", err.Error()) // the spec's code for aliases of bad syntax
@@ -131,9 +134,39 @@ func (s *Service) Redact(ctx context.Context, who Sent, roomID, eventID, reason 
 	// Room versions 11 on carry the target in the content; older ones at the
 	// top level only. Both are set on 11 on, as Synapse does, for clients
 	// that read either.
-	if info.Version == "11" || info.Version == "12" {
+	if redactsInContent(info.Version) {
 		content["redacts"] = eventID
 	}
+	return s.redact(ctx, who, t, roomID, eventID, content)
+}
+
+func redactsInContent(v string) bool { return v == "11" || v == "12" }
+
+// sendRedaction serves an m.room.redaction sent through /send, which the
+// spec requires for every room version: the target is content.redacts,
+// moved to the top level before version 11.
+func (s *Service) sendRedaction(ctx context.Context, who Sent, t *txn, roomID string, raw json.RawMessage) (string, error) {
+	var content map[string]any
+	if err := json.Unmarshal(raw, &content); err != nil {
+		return "", httpapi.BadJSON("m.room.redaction: %v", err)
+	}
+	target, _ := content["redacts"].(string)
+	if !ValidEventID(target) {
+		return "", httpapi.BadJSON("m.room.redaction needs the ID of the event to redact in content.redacts")
+	}
+	info, err := s.Info(ctx, roomID)
+	if err != nil {
+		return "", s.sendError(err)
+	}
+	if !redactsInContent(info.Version) {
+		delete(content, "redacts")
+	}
+	return s.redact(ctx, who, t, roomID, target, content)
+}
+
+// redact sends the redaction of eventID with content, if the sender may
+// redact it.
+func (s *Service) redact(ctx context.Context, who Sent, t *txn, roomID, eventID string, content map[string]any) (string, error) {
 	raw, err := json.Marshal(content)
 	if err != nil {
 		return "", err
