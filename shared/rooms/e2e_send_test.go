@@ -28,14 +28,28 @@ func TestSend_Transactions(t *testing.T) {
 	if elsewhere.EventID == first.EventID {
 		t.Fatal("the same transaction ID in another room gave the same event")
 	}
+	// Another device of the same user has its own transaction IDs.
+	phone := must[*mautrix.Client](t, "client")(mautrix.NewClient(st.URL, "", ""))
+	must[*mautrix.RespLogin](t, "login")(phone.Login(bg, &mautrix.ReqLogin{
+		Type: mautrix.AuthTypePassword, Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "alice"},
+		Password: "correct horse battery staple", StoreCredentials: true,
+	}))
+	fromPhone := must[*mautrix.RespSendEvent](t, "send from another device")(phone.SendMessageEvent(bg, room, event.EventMessage, text, mautrix.ReqSendEvent{TransactionID: "txn1"}))
+	if fromPhone.EventID == first.EventID {
+		t.Fatal("the same transaction ID from another device gave the same event")
+	}
 	msgs := must[*mautrix.RespMessages](t, "messages")(alice.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, 50))
-	wantEqual(t, "messages", bodies(msgs.Chunk), []string{"once"})
+	wantEqual(t, "messages", bodies(msgs.Chunk), []string{"once", "once"})
+	// Only the sending device sees its transaction ID in unsigned.
+	wantEqual(t, "transaction ID for the sender", must[*event.Event](t, "event")(alice.GetEvent(bg, room, first.EventID)).Unsigned.TransactionID, "txn1")
+	onPhone := must[*event.Event](t, "event")(phone.GetEvent(bg, room, first.EventID))
+	wantEqual(t, "transaction ID on another device", onPhone.Unsigned.TransactionID, "")
 
 	red := must[*mautrix.RespSendEvent](t, "redact")(alice.RedactEvent(bg, room, first.EventID, mautrix.ReqRedact{TxnID: "r1"}))
 	redAgain := must[*mautrix.RespSendEvent](t, "redact retry")(alice.RedactEvent(bg, room, first.EventID, mautrix.ReqRedact{TxnID: "r1"}))
 	wantEqual(t, "event of the retried redaction", redAgain.EventID, red.EventID)
-	msgs = must[*mautrix.RespMessages](t, "messages")(alice.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, 2))
-	wantEqual(t, "last events", types(msgs.Chunk), []string{"m.room.redaction", "m.room.message"})
+	msgs = must[*mautrix.RespMessages](t, "messages")(alice.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, 3))
+	wantEqual(t, "last events", types(msgs.Chunk), []string{"m.room.redaction", "m.room.message", "m.room.message"})
 }
 
 // TestSend_State covers state PUTs and GETs, with empty, plain and
