@@ -37,6 +37,8 @@ func TestDirectory_Aliases(t *testing.T) {
 	wantErr(t, "alias for an unknown room", err, "M_NOT_FOUND", http.StatusNotFound)
 	_, err = bob.ResolveAlias(bg, "#nosuch:example.org")
 	wantErr(t, "resolve an unknown alias", err, "M_NOT_FOUND", http.StatusNotFound)
+	_, err = bob.ResolveAlias(bg, "notanalias")
+	wantErr(t, "resolve an invalid alias", err, "M_INVALID_PARAM", http.StatusBadRequest)
 
 	list := must[*mautrix.RespAliasList](t, "aliases")(alice.GetAliases(bg, room))
 	wantEqual(t, "aliases", list.Aliases, []id.RoomAlias{"#one:example.org", "#two:example.org"})
@@ -186,4 +188,17 @@ func TestDirectory_PublicRooms(t *testing.T) {
 	}
 	wantEqual(t, "alpha's visibility once unpublished", visibility(alpha), "private")
 	wantEqual(t, "listed after the changes", roomIDs(post(map[string]any{"filter": map[string]any{"generic_search_term": "room"}})), []id.RoomID{beta, hidden})
+
+	// Entries follow the room's state.
+	must[*mautrix.RespSendEvent](t, "rename")(alice.SendStateEvent(bg, beta, event.StateRoomName, "", map[string]any{"name": "Beta lounge"}))
+	must[*mautrix.RespSendEvent](t, "open history")(alice.SendStateEvent(bg, beta, event.StateHistoryVisibility, "", map[string]any{"history_visibility": "world_readable"}))
+	must[*mautrix.RespSendEvent](t, "let guests in")(alice.SendStateEvent(bg, beta, event.StateGuestAccess, "", map[string]any{"guest_access": "can_join"}))
+	must[*mautrix.RespLeaveRoom](t, "bob leaves beta")(bob.LeaveRoom(bg, beta))
+	found := post(map[string]any{"filter": map[string]any{"generic_search_term": "lounge"}})
+	if len(found.Chunk) != 1 {
+		t.Fatalf("search for the new name: %+v", found.Chunk)
+	}
+	b := found.Chunk[0]
+	wantEqual(t, "beta's entry", []any{b.RoomID, b.Name, b.NumJoinedMembers, b.WorldReadable, b.GuestCanJoin}, []any{beta, "Beta lounge", 1, true, true})
+	wantEqual(t, "search for the old name", roomIDs(post(map[string]any{"filter": map[string]any{"generic_search_term": "beta room"}})), []id.RoomID{})
 }
