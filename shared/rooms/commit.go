@@ -307,7 +307,14 @@ func (b *batch) summarize(ev events.PDU) {
 		b.info.RoomType = c.Type
 		return
 	}
-	if b.info == nil || *ev.StateKey() != "" {
+	if b.info != nil {
+		b.info.apply(ev, b.seq)
+	}
+}
+
+// apply keeps the summary in step with the state event ev at position seq.
+func (i *info) apply(ev events.PDU, seq int64) {
+	if *ev.StateKey() != "" {
 		return
 	}
 	var c map[string]any
@@ -315,21 +322,21 @@ func (b *batch) summarize(ev events.PDU) {
 	str := func(k string) string { v, _ := c[k].(string); return v }
 	switch ev.Type() {
 	case events.Name:
-		b.info.Name = str("name")
+		i.Name = str("name")
 	case events.Topic:
-		b.info.Topic = str("topic")
+		i.Topic = str("topic")
 	case events.Avatar:
-		b.info.Avatar = str("url")
+		i.Avatar = str("url")
 	case events.CanonicalAlias:
-		b.info.Alias = str("alias")
+		i.Alias = str("alias")
 	case events.JoinRules:
-		b.info.JoinRule = str("join_rule")
+		i.JoinRule = str("join_rule")
 	case events.GuestAccess:
-		b.info.Guests = str("guest_access") == "can_join"
+		i.Guests = str("guest_access") == "can_join"
 	case events.HistoryVisibility:
-		b.info.Visibility = append(b.info.Visibility, transition(b.seq, str("history_visibility")))
+		i.Visibility = append(i.Visibility, transition(seq, str("history_visibility")))
 	case events.Tombstone:
-		b.info.Tombstoned = str("replacement_room")
+		i.Tombstoned = str("replacement_room")
 	}
 }
 
@@ -387,5 +394,64 @@ func (s *Service) markRedacted(ctx context.Context, roomID string, redaction eve
 		return nil
 	}
 	sl.RedactedBy = redaction.EventID()
-	return s.Store.Put(ctx, sl)
+	if err := s.Store.Put(ctx, sl); err != nil {
+		return err
+	}
+	return s.redactState(ctx, roomID, sl)
+}
+
+// redactState puts the redacted form of a state event that is still
+// current in its place: the auth rules, the state endpoints and the room
+// summary then see what the redaction left, as the spec has it (a
+// redacted topic is no topic).
+func (s *Service) redactState(ctx context.Context, roomID string, sl slot) error {
+	e, err := sl.event()
+	if err != nil || e.PDU.StateKey() == nil {
+		return err
+	}
+	red, err := events.Redact(e.PDU)
+	if err != nil {
+		return err
+	}
+	entry := s.cache.entry(roomID)
+	entry.mu.Lock()
+	defer entry.mu.Unlock()
+	entry.reset()
+	var c current
+	err = s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: stateSK(red.Type(), *red.StateKey())}, &c)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && c.EventID != red.EventID()) {
+		return nil // replaced since: nothing current to redact
+	}
+	if err != nil {
+		return err
+	}
+	c.PDU = string(red.JSON())
+	// Only over the same event: a state change landing meanwhile wins.
+	if err := s.Store.PutIf(ctx, c, "id", red.EventID()); err != nil && !errors.Is(err, store.ErrConflict) {
+		return err
+	}
+	if red.Type() == events.HistoryVisibility || red.Type() == events.Member {
+		return nil // the redaction algorithm keeps what the summary holds of them
+	}
+	return s.updateInfo(ctx, roomID, func(i *info) { i.apply(red, e.Seq) })
+}
+
+// updateInfo changes the room info with change, over the revision read.
+func (s *Service) updateInfo(ctx context.Context, roomID string, change func(*info)) error {
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		var i info
+		if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: infoSK}, &i); err != nil {
+			return err
+		}
+		change(&i)
+		i.listing()
+		rev := i.Rev
+		i.Rev++
+		err := s.Store.PutIf(ctx, i, "rev", rev)
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		backoff(attempt)
+	}
+	return fmt.Errorf("update info of %s: gave up after %d attempts", roomID, maxAttempts)
 }

@@ -140,28 +140,16 @@ const publicIndex = "publicrooms"
 // writes the room's info over the revision it read, so a state change
 // landing at the same moment cannot undo it, nor it the state change.
 func (s *Service) SetPublished(ctx context.Context, roomID string, public bool) error {
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		var i info
-		if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: infoSK}, &i); err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return httpapi.NotFound("room %s is not known to this server", roomID)
-			}
-			return err
-		}
+	err := s.updateInfo(ctx, roomID, func(i *info) {
 		i.GSI1PK = ""
 		if public {
 			i.GSI1PK = publicIndex
 		}
-		i.listing()
-		rev := i.Rev
-		i.Rev++
-		err := s.Store.PutIf(ctx, i, "rev", rev)
-		if !errors.Is(err, store.ErrConflict) {
-			return err
-		}
-		backoff(attempt)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return httpapi.NotFound("room %s is not known to this server", roomID)
 	}
-	return fmt.Errorf("publish %s: gave up after %d attempts", roomID, maxAttempts)
+	return err
 }
 
 // PublicRoom is one entry of the public room directory.
@@ -182,7 +170,9 @@ type PublicRoom struct {
 type PublicRooms struct {
 	Chunk     []PublicRoom `json:"chunk"`
 	NextBatch string       `json:"next_batch,omitempty"`
-	Total     int          `json:"total_room_count_estimate"`
+	// Total is given only when the page is the whole directory, the one
+	// case where it is known without counting; the spec makes it optional.
+	Total *int `json:"total_room_count_estimate,omitempty"`
 }
 
 // DirectoryQuery selects rooms of the directory.
@@ -218,7 +208,10 @@ func (s *Service) ListPublic(ctx context.Context, q DirectoryQuery) (PublicRooms
 		}
 	}
 	out.NextBatch = cursor
-	out.Total = len(out.Chunk)
+	if q.Since == "" && out.NextBatch == "" && q.Search == "" && q.RoomTypes == nil {
+		n := len(out.Chunk)
+		out.Total = &n
+	}
 	return out, nil
 }
 

@@ -178,7 +178,6 @@ func TestSend_RedactionThroughSend(t *testing.T) {
 // current state too; a redacted topic removes the topic (the spec's note
 // under Redactions).
 func TestSend_RedactedState(t *testing.T) {
-	t.Skip("markRedacted (commit.go) marks only the slot: the current state item, the room summary and the cached state keep the unredacted event")
 	st := servertest.Start(t)
 	alice := newUser(t, st, "alice")
 	room := create(t, alice, &mautrix.ReqCreateRoom{Visibility: "public", Topic: "secret topic"})
