@@ -20,18 +20,18 @@ func (s *Service) Routes(rt *httpapi.Router, requireAuth func(http.HandlerFunc) 
 	}
 	const v3 = "/_matrix/client/v3"
 	h("POST "+v3+"/createRoom", s.handleCreate)
-	h("POST "+v3+"/join/{roomIdOrAlias}", s.handleJoin)
-	h("POST "+v3+"/rooms/{roomId}/join", s.handleJoin)
-	h("POST "+v3+"/knock/{roomIdOrAlias}", s.handleKnock)
+	h("POST "+v3+"/join/{roomIdOrAlias}", s.enter(s.Join))
+	h("POST "+v3+"/rooms/{roomId}/join", s.enter(s.Join))
+	h("POST "+v3+"/knock/{roomIdOrAlias}", s.enter(s.Knock))
 	h("POST "+v3+"/rooms/{roomId}/invite", s.target(s.inviteTarget))
 	h("POST "+v3+"/rooms/{roomId}/kick", s.target(s.Kick))
 	h("POST "+v3+"/rooms/{roomId}/ban", s.target(s.Ban))
 	h("POST "+v3+"/rooms/{roomId}/unban", s.target(s.Unban))
 	h("POST "+v3+"/rooms/{roomId}/leave", s.self(s.Leave))
 	h("POST "+v3+"/rooms/{roomId}/forget", s.handleForget)
-	h("PUT "+v3+"/rooms/{roomId}/send/{eventType}/{txnId}", s.handleSend)
-	h("PUT "+v3+"/rooms/{roomId}/state/{eventType}", s.handleSendState)
-	h("PUT "+v3+"/rooms/{roomId}/state/{eventType}/{stateKey...}", s.handleSendState)
+	h("PUT "+v3+"/rooms/{roomId}/send/{eventType}/{txnId}", s.sendEvent(false))
+	h("PUT "+v3+"/rooms/{roomId}/state/{eventType}", s.sendEvent(true))
+	h("PUT "+v3+"/rooms/{roomId}/state/{eventType}/{stateKey...}", s.sendEvent(true))
 	h("PUT "+v3+"/rooms/{roomId}/redact/{eventId}/{txnId}", s.handleRedact)
 	h("GET "+v3+"/rooms/{roomId}/messages", s.handleMessages)
 	h("GET "+v3+"/rooms/{roomId}/context/{eventId}", s.handleContext)
@@ -73,6 +73,15 @@ func handle(f func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
 
 func caller(r *http.Request) accounts.Session { return accounts.Caller(r.Context()) }
 
+// reply writes v as the answer, unless err is to be answered instead.
+func reply(w http.ResponseWriter, v any, err error) error {
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, v)
+	return nil
+}
+
 // roomID reads and checks the {roomId} path parameter.
 func roomID(r *http.Request) (string, error) {
 	id := r.PathValue("roomId")
@@ -82,12 +91,17 @@ func roomID(r *http.Request) (string, error) {
 	return id, nil
 }
 
-func eventID(r *http.Request) (string, error) {
+// roomAndEvent reads and checks the {roomId} and {eventId} path parameters.
+func roomAndEvent(r *http.Request) (string, string, error) {
+	room, err := roomID(r)
+	if err != nil {
+		return "", "", err
+	}
 	id := r.PathValue("eventId")
 	if !ValidEventID(id) {
-		return "", httpapi.InvalidParam("invalid event ID %q", id)
+		return "", "", httpapi.InvalidParam("invalid event ID %q", id)
 	}
-	return id, nil
+	return room, id, nil
 }
 
 // optionalBody decodes a JSON body that may be absent.
@@ -135,40 +149,24 @@ type reasonBody struct {
 	UserID string `json:"user_id"`
 }
 
-func (s *Service) handleJoin(w http.ResponseWriter, r *http.Request) error {
-	name := "roomIdOrAlias"
-	if r.PathValue("roomId") != "" {
-		name = "roomId"
+// enter serves join and knock: the room by ID or alias, an optional reason.
+func (s *Service) enter(act func(ctx context.Context, userID, roomID, reason string) error) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		name := "roomIdOrAlias"
+		if r.PathValue("roomId") != "" {
+			name = "roomId"
+		}
+		id, err := s.resolve(r, name)
+		if err != nil {
+			return err
+		}
+		var body reasonBody
+		if err := optionalBody(r, &body); err != nil {
+			return err
+		}
+		err = act(r.Context(), caller(r).UserID, id, body.Reason)
+		return reply(w, map[string]string{"room_id": id}, err)
 	}
-	id, err := s.resolve(r, name)
-	if err != nil {
-		return err
-	}
-	var body reasonBody
-	if err := optionalBody(r, &body); err != nil {
-		return err
-	}
-	if err := s.Join(r.Context(), caller(r).UserID, id, body.Reason); err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"room_id": id})
-	return nil
-}
-
-func (s *Service) handleKnock(w http.ResponseWriter, r *http.Request) error {
-	id, err := s.resolve(r, "roomIdOrAlias")
-	if err != nil {
-		return err
-	}
-	var body reasonBody
-	if err := optionalBody(r, &body); err != nil {
-		return err
-	}
-	if err := s.Knock(r.Context(), caller(r).UserID, id, body.Reason); err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"room_id": id})
-	return nil
 }
 
 // inviteTarget adapts Invite to the shape of the other targeted actions.
@@ -191,11 +189,7 @@ func (s *Service) target(act func(ctx context.Context, sender, roomID, target, r
 		if body.UserID == "" {
 			return httpapi.MissingParam("user_id is required")
 		}
-		if err := act(r.Context(), caller(r).UserID, id, body.UserID, body.Reason); err != nil {
-			return err
-		}
-		httpapi.WriteJSON(w, http.StatusOK, struct{}{})
-		return nil
+		return reply(w, struct{}{}, act(r.Context(), caller(r).UserID, id, body.UserID, body.Reason))
 	}
 }
 
@@ -209,11 +203,7 @@ func (s *Service) self(act func(ctx context.Context, userID, roomID, reason stri
 		if err := optionalBody(r, &body); err != nil {
 			return err
 		}
-		if err := act(r.Context(), caller(r).UserID, id, body.Reason); err != nil {
-			return err
-		}
-		httpapi.WriteJSON(w, http.StatusOK, struct{}{})
-		return nil
+		return reply(w, struct{}{}, act(r.Context(), caller(r).UserID, id, body.Reason))
 	}
 }
 
@@ -222,11 +212,7 @@ func (s *Service) handleForget(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.Forget(r.Context(), caller(r).UserID, id); err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
-	return nil
+	return reply(w, struct{}{}, s.Forget(r.Context(), caller(r).UserID, id))
 }
 
 // content reads an event's content from the body: a JSON object.
@@ -241,49 +227,33 @@ func content(r *http.Request) (json.RawMessage, error) {
 	return raw, nil
 }
 
-func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) error {
-	id, err := roomID(r)
-	if err != nil {
-		return err
+// sendEvent serves PUT send/{eventType}/{txnId} and, with state set,
+// PUT state/{eventType}/{stateKey}.
+func (s *Service) sendEvent(state bool) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := roomID(r)
+		if err != nil {
+			return err
+		}
+		c, err := content(r)
+		if err != nil {
+			return err
+		}
+		who := Sent{Sender: caller(r).UserID, Device: caller(r).DeviceID}
+		var key *string
+		if state {
+			k := r.PathValue("stateKey")
+			key = &k
+		} else {
+			who.TxnID = r.PathValue("txnId")
+		}
+		evID, err := s.Send(r.Context(), who, id, r.PathValue("eventType"), key, c)
+		return reply(w, map[string]string{"event_id": evID}, err)
 	}
-	c, err := content(r)
-	if err != nil {
-		return err
-	}
-	who := Sent{Sender: caller(r).UserID, Device: caller(r).DeviceID, TxnID: r.PathValue("txnId")}
-	evID, err := s.Send(r.Context(), who, id, r.PathValue("eventType"), nil, c)
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"event_id": evID})
-	return nil
-}
-
-func (s *Service) handleSendState(w http.ResponseWriter, r *http.Request) error {
-	id, err := roomID(r)
-	if err != nil {
-		return err
-	}
-	c, err := content(r)
-	if err != nil {
-		return err
-	}
-	key := r.PathValue("stateKey")
-	who := Sent{Sender: caller(r).UserID, Device: caller(r).DeviceID}
-	evID, err := s.Send(r.Context(), who, id, r.PathValue("eventType"), &key, c)
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"event_id": evID})
-	return nil
 }
 
 func (s *Service) handleRedact(w http.ResponseWriter, r *http.Request) error {
-	id, err := roomID(r)
-	if err != nil {
-		return err
-	}
-	target, err := eventID(r)
+	id, target, err := roomAndEvent(r)
 	if err != nil {
 		return err
 	}
@@ -293,11 +263,7 @@ func (s *Service) handleRedact(w http.ResponseWriter, r *http.Request) error {
 	}
 	who := Sent{Sender: caller(r).UserID, Device: caller(r).DeviceID, TxnID: r.PathValue("txnId")}
 	evID, err := s.Redact(r.Context(), who, id, target, body.Reason)
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"event_id": evID})
-	return nil
+	return reply(w, map[string]string{"event_id": evID}, err)
 }
 
 // intParam reads an optional non-negative integer query parameter.
@@ -348,19 +314,11 @@ func (s *Service) handleMessages(w http.ResponseWriter, r *http.Request) error {
 		q.Limit = q.Filter.Limit
 	}
 	page, err := s.Messages(r.Context(), caller(r).UserID, id, q)
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, page)
-	return nil
+	return reply(w, page, err)
 }
 
 func (s *Service) handleContext(w http.ResponseWriter, r *http.Request) error {
-	id, err := roomID(r)
-	if err != nil {
-		return err
-	}
-	evID, err := eventID(r)
+	id, evID, err := roomAndEvent(r)
 	if err != nil {
 		return err
 	}
@@ -373,28 +331,16 @@ func (s *Service) handleContext(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	c, err := s.ContextOf(r.Context(), caller(r).UserID, id, evID, limit, f)
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, c)
-	return nil
+	return reply(w, c, err)
 }
 
 func (s *Service) handleEvent(w http.ResponseWriter, r *http.Request) error {
-	id, err := roomID(r)
-	if err != nil {
-		return err
-	}
-	evID, err := eventID(r)
+	id, evID, err := roomAndEvent(r)
 	if err != nil {
 		return err
 	}
 	ev, err := s.VisibleEvent(r.Context(), caller(r).UserID, id, evID)
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, ev)
-	return nil
+	return reply(w, ev, err)
 }
 
 func (s *Service) handleState(w http.ResponseWriter, r *http.Request) error {
@@ -407,11 +353,7 @@ func (s *Service) handleState(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out, err := s.renderPDUs(r.Context(), state)
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, out)
-	return nil
+	return reply(w, out, err)
 }
 
 func (s *Service) handleStateEvent(w http.ResponseWriter, r *http.Request) error {
@@ -472,11 +414,7 @@ func (s *Service) handleJoinedMembers(w http.ResponseWriter, r *http.Request) er
 		return err
 	}
 	joined, err := s.JoinedMembers(r.Context(), caller(r).UserID, id)
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"joined": joined})
-	return nil
+	return reply(w, map[string]any{"joined": joined}, err)
 }
 
 func (s *Service) handleJoinedRooms(w http.ResponseWriter, r *http.Request) error {
@@ -500,19 +438,11 @@ func (s *Service) handleAliases(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	aliases, err := s.Aliases(r.Context(), id)
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"aliases": aliases})
-	return nil
+	return reply(w, map[string]any{"aliases": aliases}, err)
 }
 
 func (s *Service) handleRelations(w http.ResponseWriter, r *http.Request) error {
-	id, err := roomID(r)
-	if err != nil {
-		return err
-	}
-	evID, err := eventID(r)
+	id, evID, err := roomAndEvent(r)
 	if err != nil {
 		return err
 	}
@@ -542,11 +472,7 @@ func (s *Service) handleSetAlias(w http.ResponseWriter, r *http.Request) error {
 	if err := httpapi.DecodeJSON(r, &body); err != nil {
 		return err
 	}
-	if err := s.SetAlias(r.Context(), caller(r).UserID, r.PathValue("roomAlias"), body.RoomID); err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
-	return nil
+	return reply(w, struct{}{}, s.SetAlias(r.Context(), caller(r).UserID, r.PathValue("roomAlias"), body.RoomID))
 }
 
 func (s *Service) handleGetAlias(w http.ResponseWriter, r *http.Request) error {
@@ -563,11 +489,7 @@ func (s *Service) handleGetAlias(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) handleDeleteAlias(w http.ResponseWriter, r *http.Request, admin bool) error {
-	if err := s.RemoveAlias(r.Context(), caller(r).UserID, admin, r.PathValue("roomAlias")); err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
-	return nil
+	return reply(w, struct{}{}, s.RemoveAlias(r.Context(), caller(r).UserID, admin, r.PathValue("roomAlias")))
 }
 
 func (s *Service) handleGetListing(w http.ResponseWriter, r *http.Request) error {
@@ -620,11 +542,7 @@ func (s *Service) handleSetListing(w http.ResponseWriter, r *http.Request) error
 	if !ok {
 		return httpapi.Forbidden("only room moderators can change whether the room is listed")
 	}
-	if err := s.SetPublished(r.Context(), id, body.Visibility == "public"); err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
-	return nil
+	return reply(w, struct{}{}, s.SetPublished(r.Context(), id, body.Visibility == "public"))
 }
 
 func (s *Service) handlePublicRooms(w http.ResponseWriter, r *http.Request) error {
@@ -651,9 +569,5 @@ func (s *Service) handlePublicRooms(w http.ResponseWriter, r *http.Request) erro
 		q = DirectoryQuery{Limit: body.Limit, Since: body.Since, Search: body.Filter.Term, RoomTypes: body.Filter.RoomTypes}
 	}
 	out, err := s.ListPublic(r.Context(), q)
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, out)
-	return nil
+	return reply(w, out, err)
 }
