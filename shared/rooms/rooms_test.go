@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 
@@ -409,5 +410,38 @@ func TestRetryAfterCrash(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("%d messages in the room, want 1", n)
+	}
+}
+
+// TestEveryRoomVersion: rooms of each stable version can be created,
+// joined, written, redacted and read.
+func TestEveryRoomVersion(t *testing.T) {
+	st := servertest.Start(t)
+	alice, bob := st.Register(t, "alice"), st.Register(t, "bob")
+	for v := 1; v <= 12; v++ {
+		version := fmt.Sprint(v)
+		room := createRoom(t, st, alice, map[string]any{"room_version": version, "preset": "public_chat", "name": "v" + version})
+		join(t, st, bob, room)
+		id, err := send(t, st, bob, room, "v"+version, "hello "+version)
+		if err != nil {
+			t.Fatalf("version %s: %v", version, err)
+		}
+		if r := st.Do(t, "PUT", roomPath(room)+"/redact/"+url.PathEscape(id)+"/r"+version, alice.AccessToken, map[string]any{}); r.Status != 200 {
+			t.Fatalf("version %s: redact: %d %s", version, r.Status, r.Raw)
+		}
+		r := st.Do(t, "GET", roomPath(room)+"/state/m.room.create/", bob.AccessToken, nil)
+		if r.Body["room_version"] != version {
+			t.Fatalf("version %s: create content %s", version, r.Raw)
+		}
+		evs := page(t, st, bob, room, "b", 3)
+		if evs[0]["type"] != "m.room.redaction" || evs[0]["redacts"] != id {
+			t.Fatalf("version %s: newest event %v", version, evs[0])
+		}
+		if c, _ := evs[1]["content"].(map[string]any); evs[1]["event_id"] != id || len(c) != 0 {
+			t.Fatalf("version %s: redacted message %v", version, evs[1])
+		}
+		if strings.Contains(room, ":") != (v < 12) {
+			t.Fatalf("version %s: room ID %s", version, room)
+		}
 	}
 }
