@@ -154,6 +154,13 @@ func (s *Service) appendLocked(ctx context.Context, e *roomEntry, roomID string,
 		}
 		e.head, e.state = h, map[events.StateKeyTuple]events.PDU{}
 	}
+	if e.locals == nil {
+		l, err := s.readLocals(ctx, roomID)
+		if err != nil {
+			return nil, nil, err
+		}
+		e.locals = l
+	}
 	h := e.head
 	req.proto.RoomID = roomID
 	tuples, err := events.AuthStateNeeded(h.Version, req.proto)
@@ -187,7 +194,7 @@ func (s *Service) appendLocked(ctx context.Context, e *roomEntry, roomID string,
 	if err := events.Allowed(ev, auth); err != nil {
 		return nil, nil, err
 	}
-	next, finish, err := s.commit(ctx, roomID, h, []events.PDU{ev}, e.state, req.txn)
+	next, finish, err := s.commit(ctx, roomID, h, []events.PDU{ev}, e.state, req.txn, e.locals)
 	if err != nil {
 		// A state event has already changed the cached state, which the
 		// failed write did not store.

@@ -19,13 +19,14 @@ type roomCache struct {
 }
 
 type roomEntry struct {
-	mu    sync.Mutex
-	head  *head
-	state map[events.StateKeyTuple]events.PDU
+	mu     sync.Mutex
+	head   *head
+	state  map[events.StateKeyTuple]events.PDU
+	locals *locals
 }
 
 // reset forgets the entry: the head and state are read again, together.
-func (e *roomEntry) reset() { e.head, e.state = nil, nil }
+func (e *roomEntry) reset() { e.head, e.state, e.locals = nil, nil, nil }
 
 func (c *roomCache) entry(roomID string) *roomEntry {
 	c.mu.Lock()

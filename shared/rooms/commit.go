@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"context"
+	"maps"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -30,18 +31,21 @@ const maxBatch = 12
 // not hold up the next sender. Anything that changes state goes in one
 // transaction, so that the current state, the snapshot and the slot never
 // disagree.
-func (s *Service) commit(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, t *txn) (next *head, finish func(context.Context) error, err error) {
+func (s *Service) commit(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, t *txn, loc *locals) (next *head, finish func(context.Context) error, err error) {
 	if h != nil && len(evs) == 1 && evs[0].StateKey() == nil {
-		return s.commitMessage(ctx, roomID, h, evs[0], t)
+		return s.commitMessage(ctx, roomID, h, evs[0], t, loc)
 	}
+	var appended []Appended
 	for len(evs) > 0 {
 		n := min(len(evs), maxBatch)
-		if h, err = s.commitBatch(ctx, roomID, h, evs[:n], state, t); err != nil {
+		var done []Appended
+		if h, done, err = s.commitBatch(ctx, roomID, h, evs[:n], state, t, loc); err != nil {
 			return nil, nil, err
 		}
+		appended = append(appended, done...)
 		evs = evs[n:]
 	}
-	return h, nil, nil
+	return h, func(ctx context.Context) error { return s.notify(ctx, appended) }, nil
 }
 
 // headAfter is the head once ev is appended at seq.
@@ -59,7 +63,7 @@ func newPointer(roomID string, seq int64, ev events.PDU) pointer {
 }
 
 // commitMessage claims the slot after h; losing the race is errMoved.
-func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev events.PDU, t *txn) (*head, func(context.Context) error, error) {
+func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev events.PDU, t *txn, loc *locals) (*head, func(context.Context) error, error) {
 	seq := h.Seq + 1
 	sl := s.newSlot(roomID, seq, ev, h.StateSeq)
 	// The transaction record goes out beside the claim, so that no crash
@@ -97,9 +101,11 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 			}
 		}
 		if ev.Type() == events.Redaction {
-			return s.markRedacted(ctx, roomID, ev)
+			if err := s.markRedacted(ctx, roomID, ev); err != nil {
+				return err
+			}
 		}
-		return nil
+		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined()}})
 	}
 	return s.headAfter(roomID, seq, ev, h.StateSeq), finish, nil
 }
@@ -114,15 +120,23 @@ type batch struct {
 	info    *info
 	members map[string]*membership
 	ops     []store.Op
+	// locals is the room's local users, changed by member events.
+	locals        *locals
+	localsChanged bool
 }
 
-func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, t *txn) (*head, error) {
+func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, t *txn, loc *locals) (*head, []Appended, error) {
 	b := &batch{s: s, roomID: roomID, blocks: make([]string, stateBuckets), loaded: map[string]map[string]string{}, members: map[string]*membership{}}
+	b.locals = &locals{PK: roomPK(roomID), SK: localsSK, Users: map[string]string{}}
 	if h != nil {
 		if err := b.load(ctx, h); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		b.locals = loc
 	}
+	// The cached copy changes only once the batch is stored.
+	b.locals = &locals{PK: b.locals.PK, SK: b.locals.SK, Users: maps.Clone(b.locals.Users)}
+	var appended []Appended
 	stateSeq := int64(0)
 	if h != nil {
 		stateSeq = h.StateSeq
@@ -135,9 +149,10 @@ func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs [
 			stateSeq = b.seq
 			var err error
 			if replaced, err = b.applyState(ctx, ev, state); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
+		appended = append(appended, Appended{RoomID: roomID, Seq: b.seq, Event: ev, To: b.recipients(ev)})
 		if ev.Type() == events.Redaction {
 			redactions = append(redactions, ev)
 		}
@@ -156,16 +171,29 @@ func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs [
 	b.finish(t, evs)
 	if err := s.Store.Transact(ctx, b.ops...); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			return nil, errMoved
+			return nil, nil, errMoved
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	for _, ev := range redactions {
 		if err := s.markRedacted(ctx, roomID, ev); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return s.headAfter(roomID, b.seq, evs[len(evs)-1], stateSeq), nil
+	loc.Users = b.locals.Users
+	return s.headAfter(roomID, b.seq, evs[len(evs)-1], stateSeq), appended, nil
+}
+
+// recipients are the local users whose streams ev goes to: the joined, and
+// the local target of a membership change (an invitee, a leaver).
+func (b *batch) recipients(ev events.PDU) []string {
+	to := b.locals.joined()
+	if ev.Type() == events.Member && b.s.isLocal(*ev.StateKey()) {
+		if m, _ := ev.Membership(); m != "join" {
+			to = append(to, *ev.StateKey())
+		}
+	}
+	return to
 }
 
 // load reads what the batch modifies: the snapshot after h, the room info.
@@ -290,6 +318,13 @@ func (b *batch) member(ctx context.Context, ev events.PDU, m string, state map[e
 	}
 	mem.Membership, mem.EventID, mem.Seq = m, ev.EventID(), b.seq
 	mem.History = append(mem.History, transition(b.seq, m))
+	switch m {
+	case "join", "invite", "knock":
+		b.locals.Users[target] = m
+	default:
+		delete(b.locals.Users, target)
+	}
+	b.localsChanged = true
 	if m == "join" || m == "invite" || m == "knock" {
 		mem.Forgotten = false
 	}
@@ -354,6 +389,9 @@ func (b *batch) finish(t *txn, evs []events.PDU) {
 	}
 	for _, m := range b.members {
 		b.ops = append(b.ops, store.PutOp(*m))
+	}
+	if b.localsChanged {
+		b.ops = append(b.ops, store.PutOp(*b.locals))
 	}
 	if t != nil {
 		t.EventID = evs[len(evs)-1].EventID()

@@ -105,10 +105,14 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRequ
 			return "", aliasTaken(err)
 		}
 	}
-	if _, _, err := s.commit(ctx, roomID, nil, evs, map[events.StateKeyTuple]events.PDU{}, nil); err != nil {
+	_, finish, err := s.commit(ctx, roomID, nil, evs, map[events.StateKeyTuple]events.PDU{}, nil, &locals{Users: map[string]string{}})
+	if err != nil {
 		if alias != "" {
 			_ = s.deleteAlias(ctx, alias)
 		}
+		return "", err
+	}
+	if err := finish(ctx); err != nil {
 		return "", err
 	}
 	if req.Visibility == "public" {

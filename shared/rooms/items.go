@@ -156,6 +156,29 @@ func userPK(userID string) string { return "user|" + userID }
 
 const membershipPrefix = "room|"
 
+// locals lists the room's local users who receive its events in their
+// sync streams, with their membership: the joined, and the invited and
+// knocking, who see their own membership change. Written with the member
+// events that change it; read, and cached, by every append.
+type locals struct {
+	PK    string            `dynamodbav:"pk"`
+	SK    string            `dynamodbav:"sk"` // locals
+	Users map[string]string `dynamodbav:"u"`
+}
+
+const localsSK = "locals"
+
+// joined lists the local users who are joined.
+func (l *locals) joined() []string {
+	var out []string
+	for u, m := range l.Users {
+		if m == "join" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
 // txn records the event a client's transaction ID produced, so that a retry
 // gets the same event back.
 type txn struct {

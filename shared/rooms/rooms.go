@@ -24,6 +24,9 @@ type Service struct {
 	Profile func(ctx context.Context, userID string) (displayName, avatarURL string)
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// Appended is told of every event appended, after it is stored, with
+	// the local users whose sync streams it goes to; nil does nothing.
+	Appended func(ctx context.Context, evs []Appended) error
 
 	cache roomCache
 }
@@ -31,6 +34,38 @@ type Service struct {
 func (s *Service) isLocal(userID string) bool {
 	_, server, ok := strings.Cut(userID, ":")
 	return ok && server == s.Signer.ServerName
+}
+
+// Appended is an event just appended and the local users to tell of it.
+type Appended struct {
+	RoomID string
+	Seq    int64
+	Event  events.PDU
+	To     []string
+}
+
+// notify passes appended events on to the Appended hook.
+func (s *Service) notify(ctx context.Context, evs []Appended) error {
+	if s.Appended == nil || len(evs) == 0 {
+		return nil
+	}
+	if err := s.Appended(ctx, evs); err != nil {
+		return fmt.Errorf("tell local users of new events: %w", err)
+	}
+	return nil
+}
+
+// readLocals reads the room's local users; a room without any has none.
+func (s *Service) readLocals(ctx context.Context, roomID string) (*locals, error) {
+	l := &locals{PK: roomPK(roomID), SK: localsSK, Users: map[string]string{}}
+	err := s.Store.Get(ctx, store.Key{PK: l.PK, SK: l.SK}, l)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	if l.Users == nil {
+		l.Users = map[string]string{}
+	}
+	return l, nil
 }
 
 // Event is an event as stored: the PDU, where it sits and what redacted it.
