@@ -2,13 +2,13 @@ package rooms
 
 import (
 	"context"
-	"maps"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"sort"
 	"strings"
 
