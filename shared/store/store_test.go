@@ -364,3 +364,22 @@ func TestStore_PutIf(t *testing.T) {
 		t.Fatalf("after the race: %+v %v", got, err)
 	}
 }
+
+func TestStore_PutMany(t *testing.T) {
+	s, ctx := open(t)
+	var items []any
+	for i := range 60 {
+		items = append(items, thing{PK: "many", SK: fmt.Sprintf("%03d", i), Count: i})
+	}
+	ctx, meter := store.WithMeter(ctx)
+	if err := s.PutMany(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	if u := meter.Usage(); u.Calls != 3 || u.WriteUnits != 60 {
+		t.Fatalf("60 puts: %+v, want 3 calls, 60 WCU", u)
+	}
+	var page []thing
+	if _, err := s.QueryPage(ctx, store.Query{PK: "many"}, &page); err != nil || len(page) != 60 || page[59].Count != 59 {
+		t.Fatalf("read back %d items: %v", len(page), err)
+	}
+}
