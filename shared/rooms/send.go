@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
@@ -103,18 +104,58 @@ func (s *Service) Send(ctx context.Context, who Sent, roomID, evType string, sta
 		return "", contentError(err)
 	}
 	req := sendRequest{proto: events.Proto{Sender: who.Sender, Type: evType, StateKey: stateKey, Content: content}, txn: t}
-	if evType == events.CanonicalAlias && stateKey != nil && *stateKey == "" {
-		cur := events.StateKeyTuple{Type: events.CanonicalAlias}
-		req.also = []events.StateKeyTuple{cur}
+	if stateKey != nil {
+		cur := events.StateKeyTuple{Type: evType, StateKey: *stateKey}
+		self := events.StateKeyTuple{Type: events.Member, StateKey: who.Sender}
+		req.also = []events.StateKeyTuple{cur, self}
 		req.check = func(_ string, state map[events.StateKeyTuple]events.PDU) error {
-			return s.checkCanonicalAlias(ctx, roomID, content, state[cur])
+			// Only a member gets the answer; others meet the auth rules.
+			if joined(state[self]) && sameState(state[cur], who.Sender, content) {
+				return &unchangedState{eventID: state[cur].EventID()}
+			}
+			if evType == events.CanonicalAlias && *stateKey == "" {
+				return s.checkCanonicalAlias(ctx, roomID, content, state[cur])
+			}
+			return nil
 		}
 	}
 	ev, err := s.send(ctx, roomID, req)
+	var same *unchangedState
+	if errors.As(err, &same) {
+		return same.eventID, nil
+	}
 	if err != nil {
 		return "", s.sendError(err)
 	}
 	return ev.EventID(), nil
+}
+
+func joined(member events.PDU) bool {
+	if member == nil {
+		return false
+	}
+	m, _ := member.Membership()
+	return m == "join"
+}
+
+// unchangedState ends a state PUT that would repeat the current state.
+type unchangedState struct{ eventID string }
+
+func (u *unchangedState) Error() string { return "state unchanged: " + u.eventID }
+
+// sameState reports whether cur, the current state, was sent by sender
+// with content: PUT /state cannot carry a transaction ID, so a retry sends
+// the same content again, and gets the event already sent, as Synapse
+// answers it (deduplicate_state_event).
+func sameState(cur events.PDU, sender string, content json.RawMessage) bool {
+	if cur == nil || events.Sender(cur) != sender {
+		return false
+	}
+	var a, b any
+	if json.Unmarshal(cur.Content(), &a) != nil || json.Unmarshal(content, &b) != nil {
+		return false
+	}
+	return reflect.DeepEqual(a, b)
 }
 
 // Redact sends a redaction of eventID.
