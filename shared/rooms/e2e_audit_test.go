@@ -2,6 +2,7 @@ package rooms_test
 
 import (
 	"net/http"
+	"sort"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -48,4 +49,24 @@ func TestAudit_StatePutIsIdempotent(t *testing.T) {
 	}
 	all := msgs(t, alice, room, "", "", mautrix.DirectionForward, &mautrix.FilterPart{Types: []event.Type{event.StateTopic}}, 50)
 	wantEqual(t, "topic events", len(all.Chunk), 3)
+}
+
+// TestAudit_MembersMembershipOrNotMembership: rooms.yaml says membership
+// and not_membership together "create an 'or' condition: either the
+// membership is the same as membership or is not the same as
+// not_membership".
+func TestAudit_MembersMembershipOrNotMembership(t *testing.T) {
+	c := newChat(t)
+	carol := newUser(t, c.st, "carol")
+	dave := newUser(t, c.st, "dave")
+	must[*mautrix.RespJoinRoom](t, "dave joins")(dave.JoinRoomByID(bg, c.room))
+	must[*mautrix.RespLeaveRoom](t, "dave leaves")(dave.LeaveRoom(bg, c.room))
+	must[*mautrix.RespInviteUser](t, "invite carol")(c.alice.InviteUser(bg, c.room, &mautrix.ReqInviteUser{UserID: carol.id()}))
+	resp := must[*mautrix.RespMembers](t, "members")(c.bob.Members(bg, c.room, mautrix.ReqMembers{Membership: event.MembershipInvite, NotMembership: event.MembershipJoin}))
+	var got []string
+	for _, ev := range resp.Chunk {
+		got = append(got, ev.GetStateKey())
+	}
+	sort.Strings(got)
+	wantEqual(t, "invited or not joined", got, []string{carol.ID, dave.ID})
 }

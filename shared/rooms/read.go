@@ -405,6 +405,22 @@ type MembersQuery struct {
 	Membership, NotMembership string
 }
 
+// keeps applies membership and not_membership to membership m. Given
+// together they are an 'or', as rooms.yaml has it: m is membership or is
+// not not_membership.
+func (q MembersQuery) keeps(m string) bool {
+	is, isNot := m == q.Membership, m != q.NotMembership
+	switch {
+	case q.Membership != "" && q.NotMembership != "":
+		return is || isNot
+	case q.Membership != "":
+		return is
+	case q.NotMembership != "":
+		return isNot
+	}
+	return true
+}
+
 // MemberEvents lists the room's member events userID may see.
 func (s *Service) MemberEvents(ctx context.Context, userID, roomID string, q MembersQuery) ([]json.RawMessage, error) {
 	var state []events.PDU
@@ -430,11 +446,9 @@ func (s *Service) MemberEvents(ctx context.Context, userID, roomID string, q Mem
 		if ev.Type() != events.Member {
 			continue
 		}
-		m, _ := ev.Membership()
-		if (q.Membership != "" && m != q.Membership) || (q.NotMembership != "" && m == q.NotMembership) {
-			continue
+		if m, _ := ev.Membership(); q.keeps(m) {
+			out = append(out, ev)
 		}
-		out = append(out, ev)
 	}
 	return s.renderPDUs(ctx, out)
 }
