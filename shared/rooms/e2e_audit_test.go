@@ -70,3 +70,22 @@ func TestAudit_MembersMembershipOrNotMembership(t *testing.T) {
 	sort.Strings(got)
 	wantEqual(t, "invited or not joined", got, []string{carol.ID, dave.ID})
 }
+
+// TestAudit_RedactCreateAndACL: Synapse refuses redactions of the create
+// event and of m.room.server_acl (403): before version 11, a redacted
+// create event loses room_version, and clients then read the room as
+// version 1.
+func TestAudit_RedactCreateAndACL(t *testing.T) {
+	st := servertest.Start(t)
+	alice := newUser(t, st, "alice")
+	room := create(t, alice, &mautrix.ReqCreateRoom{RoomVersion: "10"})
+	createEv := must[*event.Event](t, "create event")(alice.FullStateEvent(bg, room, event.StateCreate, ""))
+	_, err := alice.RedactEvent(bg, room, createEv.ID)
+	wantErr(t, "redact the create event", err, "M_FORBIDDEN", http.StatusForbidden)
+	acl := must[*mautrix.RespSendEvent](t, "acl")(alice.SendStateEvent(bg, room, event.StateServerACL, "", map[string]any{"allow": []string{"*"}, "deny": []string{"evil.example"}}))
+	_, err = alice.RedactEvent(bg, room, acl.EventID)
+	wantErr(t, "redact the server ACL", err, "M_FORBIDDEN", http.StatusForbidden)
+	_, err = alice.SendMessageEvent(bg, room, event.EventRedaction, map[string]any{"redacts": createEv.ID.String()})
+	wantErr(t, "redact the create event through /send", err, "M_FORBIDDEN", http.StatusForbidden)
+	wantEqual(t, "room version after the refusals", stateOf(t, alice, room, "m.room.create", "")["room_version"], "10")
+}

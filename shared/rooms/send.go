@@ -218,6 +218,9 @@ func (s *Service) redact(ctx context.Context, who Sent, t *txn, roomID, eventID 
 	} else if err != nil {
 		return "", err
 	}
+	if err := unredactable(target.PDU); err != nil {
+		return "", err
+	}
 	ev, err := s.send(ctx, roomID, sendRequest{
 		proto: events.Proto{Sender: who.Sender, Type: events.Redaction, Content: raw, Redacts: eventID},
 		txn:   t,
@@ -229,6 +232,20 @@ func (s *Service) redact(ctx context.Context, who Sent, t *txn, roomID, eventID 
 		return "", s.sendError(err)
 	}
 	return ev.EventID(), nil
+}
+
+// unredactable refuses, as Synapse does, redactions of the create event
+// (before version 11 its redaction drops room_version, and clients would
+// read the room as version 1) and of the server ACL (whose redaction
+// lifts every ban of a server).
+func unredactable(target events.PDU) error {
+	switch target.Type() {
+	case events.Create:
+		return httpapi.Forbidden("the m.room.create event cannot be redacted")
+	case events.ServerACL:
+		return httpapi.Forbidden("m.room.server_acl events cannot be redacted")
+	}
+	return nil
 }
 
 // contentError maps a content check failure to the client's error.
