@@ -89,6 +89,8 @@ type Config struct {
 
 	// RateLimits bound login and registration attempts per minute.
 	RateLimits RateLimits `yaml:"rate_limits"`
+	// Sync tunes /sync long-polling.
+	Sync Sync `yaml:"sync"`
 
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
@@ -106,6 +108,16 @@ type Email struct {
 	// SESConfigurationSet is the SES configuration set mail is sent with.
 	SESConfigurationSet string `yaml:"ses_configuration_set"`
 }
+
+// Sync tunes /sync long-polling: how often a waiting request looks for news
+// (each look is one small read) and the longest it waits, which must stay
+// under API Gateway's 30 s.
+type Sync struct {
+	PollIntervalMS int64 `yaml:"poll_interval_ms"`
+	MaxTimeoutMS   int64 `yaml:"max_timeout_ms"`
+}
+
+var defaultSync = Sync{PollIntervalMS: 1000, MaxTimeoutMS: 25000}
 
 // RateLimits are attempts allowed per minute; 0 turns a limit off (for
 // benchmarks and test suites, never for a public server).
@@ -134,6 +146,7 @@ func Defaults() Config {
 		FederationListen:     "127.0.0.1:8448",
 		DataDir:              "data",
 		RateLimits:           defaultRateLimits,
+		Sync:                 defaultSync,
 		LogLevel:             "info",
 	}
 }
@@ -166,6 +179,7 @@ func LoadLambda(lookup LookupFunc) (*Config, error) {
 		MaxRequestSize:       1 << 20,
 		DynamoDBTable:        "cirrus",
 		RateLimits:           defaultRateLimits,
+		Sync:                 defaultSync,
 		LogLevel:             "info",
 	}
 	if err := c.applyEnv(lookup); err != nil {
@@ -276,6 +290,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxRequestSize <= 0 {
 		bad("max_request_size must be a positive number of bytes, got %d", c.MaxRequestSize)
+	}
+	if c.Sync.PollIntervalMS < 50 || c.Sync.PollIntervalMS > 10000 {
+		bad("sync.poll_interval_ms must be between 50 and 10000, got %d", c.Sync.PollIntervalMS)
+	}
+	if c.Sync.MaxTimeoutMS < 0 || c.Sync.MaxTimeoutMS > 29000 {
+		bad("sync.max_timeout_ms must be between 0 and 29000 (API Gateway ends requests at 30 s), got %d", c.Sync.MaxTimeoutMS)
 	}
 	if c.DynamoDBTable == "" {
 		bad("dynamodb_table must not be empty")

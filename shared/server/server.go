@@ -5,10 +5,13 @@ package server
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
+	"time"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sesv2"
@@ -31,6 +34,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/secrets"
 	"github.com/cirrus-matrix/cirrus/shared/store"
+	"github.com/cirrus-matrix/cirrus/shared/sync"
 )
 
 // Server holds what the handlers share.
@@ -55,6 +59,12 @@ type Server struct {
 	Rooms *rooms.Service
 	// Profiles holds display names and avatars.
 	Profiles *profile.Service
+	// Sync serves /sync from each user's stream of news.
+	Sync *sync.Service
+	// AccountData holds users' account data.
+	AccountData *accountdata.Service
+	// Filters holds users' stored filters.
+	Filters *filters.Service
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -94,19 +104,32 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 			return p.DisplayName, p.AvatarURL
 		},
 	}
+	data := &accountdata.Service{Store: st, Computed: map[string]func(context.Context, string) (any, error){
+		"m.push_rules": pushes.AccountData,
+	}}
+	syncs := &sync.Service{
+		Store: st, Rooms: rms,
+		PollInterval: time.Duration(cfg.Sync.PollIntervalMS) * time.Millisecond,
+		MaxTimeout:   time.Duration(cfg.Sync.MaxTimeoutMS) * time.Millisecond,
+		AccountData:  globalAccountData(data, pushes),
+	}
+	rms.Appended = syncs.Fanout
 	profiles.Changed = func(ctx context.Context, userID string, p profile.Profile) error {
 		return rms.ProfileChanged(ctx, userID, p.DisplayName, p.AvatarURL)
 	}
 	return &Server{
-		Config:   cfg,
-		Store:    st,
-		Key:      key,
-		Logger:   logger,
-		Jobs:     &queue.Dispatcher{Logger: logger},
-		Accounts: accts,
-		Push:     pushes,
-		Rooms:    rms,
-		Profiles: profiles,
+		Config:      cfg,
+		Store:       st,
+		Key:         key,
+		Logger:      logger,
+		Jobs:        &queue.Dispatcher{Logger: logger},
+		Accounts:    accts,
+		Push:        pushes,
+		Rooms:       rms,
+		Profiles:    profiles,
+		Sync:        syncs,
+		AccountData: data,
+		Filters:     &filters.Service{Store: st},
 	}, nil
 }
 
@@ -144,6 +167,46 @@ func OpenLambda(ctx context.Context) (*Server, error) {
 	return srv, nil
 }
 
+// globalAccountData lists a user's global account data for an initial
+// sync, with the push rules, which live in their own items.
+func globalAccountData(data *accountdata.Service, pushes *push.Service) func(context.Context, string) ([]json.RawMessage, error) {
+	return func(ctx context.Context, userID string) ([]json.RawMessage, error) {
+		evs, err := data.Global(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		rules, err := pushes.AccountData(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		evs = append(evs, accountdata.Event{Type: "m.push_rules", Content: mustJSON(rules)})
+		out := make([]json.RawMessage, 0, len(evs))
+		for _, ev := range evs {
+			out = append(out, mustJSON(ev))
+		}
+		return out, nil
+	}
+}
+
+// mustJSON encodes values this server built, which always encode.
+func mustJSON(v any) json.RawMessage {
+	doc, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("encode %T: %v", v, err))
+	}
+	return doc
+}
+
+// loadFilter reads a stored filter for /sync; an unknown ID is the
+// client's mistake.
+func (s *Server) loadFilter(ctx context.Context, userID, filterID string) (json.RawMessage, error) {
+	doc, err := s.Filters.Get(ctx, userID, filterID)
+	if errors.Is(err, filters.ErrNotFound) {
+		return nil, httpapi.InvalidParam("no filter with ID %q", filterID)
+	}
+	return doc, err
+}
+
 func loadKey(cfg *config.Config) (keys.Key, error) {
 	if cfg.SigningKey != "" {
 		k, err := keys.Parse(cfg.SigningKey)
@@ -172,10 +235,9 @@ func (s *Server) ClientHandler() http.Handler {
 	s.Accounts.Routes(rt, s.Config.EnableRegistration, s.Config.RegistrationRequiresToken, s.Config.RegistrationSharedSecret)
 	s.Profiles.Register(rt, s.Accounts.RequireAuth)
 	s.Rooms.Routes(rt, s.Accounts.RequireAuth, s.Accounts.IsAdmin)
-	(&accountdata.Service{Store: s.Store, Computed: map[string]func(context.Context, string) (any, error){
-		"m.push_rules": s.Push.AccountData,
-	}}).Register(rt, s.Accounts.RequireAuth)
-	(&filters.Service{Store: s.Store}).Register(rt, s.Accounts.RequireAuth)
+	s.AccountData.Register(rt, s.Accounts.RequireAuth)
+	s.Filters.Register(rt, s.Accounts.RequireAuth)
+	s.Sync.Register(rt, s.Accounts.RequireAuth, s.loadFilter)
 	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handle))
 	s.Push.Register(rt, s.Accounts.RequireAuth)
 	return httpapi.Logging(s.Logger, httpapi.CORS(httpapi.LimitBody(s.Config.MaxRequestSize, rt)))

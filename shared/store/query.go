@@ -29,6 +29,10 @@ type Query struct {
 	Limit int
 	// Cursor continues after the page that returned it.
 	Cursor string
+	// Eventual reads the table eventually consistent, at half the cost,
+	// where a read may miss the last second's writes (index reads always
+	// are).
+	Eventual bool
 }
 
 // QueryPage reads one page of q into out, a pointer to a slice of structs,
@@ -70,7 +74,7 @@ func (s *Store) QueryPage(ctx context.Context, q Query, out any) (string, error)
 		ExpressionAttributeNames:  names,
 		ExpressionAttributeValues: values,
 		ScanIndexForward:          aws.Bool(!q.Descending),
-		ConsistentRead:            aws.Bool(q.Index == ""), // indexes are eventually consistent only
+		ConsistentRead:            aws.Bool(q.consistent()),
 		ReturnConsumedCapacity:    types.ReturnConsumedCapacityTotal,
 	}
 	if q.Index != "" {
@@ -95,7 +99,7 @@ func (s *Store) QueryPage(ctx context.Context, q Query, out any) (string, error)
 	if last == nil {
 		last = res.LastEvaluatedKey
 	}
-	recordCapacity(ctx, res.ConsumedCapacity, readUnits(size, q.Index == ""), 0)
+	recordCapacity(ctx, res.ConsumedCapacity, readUnits(size, q.consistent()), 0)
 	if err := attributevalue.UnmarshalListOfMaps(items, out); err != nil {
 		return "", fmt.Errorf("query %s: decode: %w", q.PK, err)
 	}
@@ -147,3 +151,6 @@ func decodeCursor(c string) (map[string]types.AttributeValue, error) {
 	}
 	return fromJSONItem(item)
 }
+
+// consistent reports whether q reads strongly consistent: indexes never do.
+func (q Query) consistent() bool { return q.Index == "" && !q.Eventual }

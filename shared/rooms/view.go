@@ -1,0 +1,55 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+)
+
+// What /sync reads of rooms: a user's memberships, state at a position and
+// events as clients see them.
+
+// Membership is a local user's relation to one room.
+type Membership struct {
+	RoomID     string
+	Membership string
+	// Seq is the position of the event that set it.
+	Seq       int64
+	Forgotten bool
+}
+
+// Memberships lists every room a local user has a membership in: one
+// query of the user's partition.
+func (s *Service) Memberships(ctx context.Context, userID string) ([]Membership, error) {
+	ms, err := s.memberships(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Membership, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, Membership{
+			RoomID: strings.TrimPrefix(m.SK, membershipPrefix), Membership: m.Membership,
+			Seq: m.Seq, Forgotten: m.Forgotten,
+		})
+	}
+	return out, nil
+}
+
+// StateAfter is the room state after the event at position seq.
+func (s *Service) StateAfter(ctx context.Context, roomID string, seq int64) ([]events.PDU, error) {
+	return s.stateAtToken(ctx, roomID, seq)
+}
+
+// Render serializes events for clients.
+func (s *Service) Render(ctx context.Context, pdus []events.PDU) ([]json.RawMessage, error) {
+	return s.renderPDUs(ctx, pdus)
+}
+
+// Token is the pagination token just after position seq, as /messages
+// takes it.
+func Token(seq int64) string { return token(seq) }
+
+// ParseToken reads a pagination token.
+func ParseToken(t string) (int64, error) { return parseToken(t) }

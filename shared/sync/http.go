@@ -1,0 +1,91 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/accounts"
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+)
+
+// Register adds GET /sync to rt behind requireAuth; loadFilter reads a
+// filter the user stored by its ID.
+func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc) http.HandlerFunc,
+	loadFilter func(ctx context.Context, userID, filterID string) (json.RawMessage, error)) {
+	rt.HandleFunc("GET /_matrix/client/v3/sync", requireAuth(func(w http.ResponseWriter, r *http.Request) {
+		req, err := parseRequest(r, loadFilter)
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		resp, err := s.Sync(r.Context(), req)
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusOK, resp)
+	}))
+}
+
+func parseRequest(r *http.Request, loadFilter func(ctx context.Context, userID, filterID string) (json.RawMessage, error)) (Request, error) {
+	me := accounts.Caller(r.Context())
+	q := r.URL.Query()
+	req := Request{UserID: me.UserID, DeviceID: me.DeviceID, Since: q.Get("since")}
+	if t := q.Get("timeout"); t != "" {
+		ms, err := strconv.Atoi(t)
+		if err != nil || ms < 0 {
+			return req, httpapi.InvalidParam("timeout must be a non-negative number of milliseconds")
+		}
+		req.Timeout = time.Duration(ms) * time.Millisecond
+	}
+	switch q.Get("full_state") {
+	case "", "false":
+	case "true":
+		req.FullState = true
+	default:
+		return req, httpapi.InvalidParam(`full_state must be "true" or "false"`)
+	}
+	switch q.Get("set_presence") {
+	case "", "online", "offline", "unavailable":
+		// Presence is not kept by this server yet; the value is checked only.
+	default:
+		return req, httpapi.InvalidParam(`set_presence must be "online", "offline" or "unavailable"`)
+	}
+	f, err := filter(r, me.UserID, q.Get("filter"), loadFilter)
+	req.Filter = f
+	return req, err
+}
+
+// filter reads the sync filter, inline JSON or the ID of a stored one.
+func filter(r *http.Request, userID, raw string, load func(ctx context.Context, userID, filterID string) (json.RawMessage, error)) (Filter, error) {
+	if raw == "" {
+		return Filter{}, nil
+	}
+	doc := json.RawMessage(raw)
+	if !strings.HasPrefix(strings.TrimSpace(raw), "{") {
+		stored, err := load(r.Context(), userID, raw)
+		if err != nil {
+			return Filter{}, err
+		}
+		doc = stored
+	}
+	var f struct {
+		Room struct {
+			IncludeLeave bool `json:"include_leave"`
+			Timeline     struct {
+				Limit int `json:"limit"`
+			} `json:"timeline"`
+		} `json:"room"`
+	}
+	if err := json.Unmarshal(doc, &f); err != nil {
+		return Filter{}, httpapi.BadJSON("filter: %v", err)
+	}
+	if f.Room.Timeline.Limit < 0 {
+		return Filter{}, httpapi.BadJSON("filter: room.timeline.limit must not be negative")
+	}
+	return Filter{TimelineLimit: f.Room.Timeline.Limit, IncludeLeave: f.Room.IncludeLeave}, nil
+}

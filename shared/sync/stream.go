@@ -1,0 +1,204 @@
+// Package sync serves GET /sync: each local user's stream of what changed
+// in their rooms, long-polled cheaply.
+//
+// Every event appended to a room writes one small entry into the stream of
+// each local user it concerns (fan-out on write). A waiting /sync then
+// costs one small read per poll interval, however many rooms the user is
+// in, and an incremental sync reads only the rooms its entries name.
+package sync
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	gosync "sync"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/rooms"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// window is how far back a sync reads the stream before its token's time:
+// an entry is written a few milliseconds after its timestamp is taken, and
+// clocks of Lambda hosts differ by less, so entries that land late are
+// still read. Entries inside the window are told apart by room position.
+const window = 10 * time.Second
+
+// streamTTL is how long entries are kept: a token older than this gives a
+// full sync of the rooms, as an expired token would.
+const streamTTL = 7 * 24 * time.Hour
+
+// entry says that the event at Seq of a room is news for the user.
+type entry struct {
+	PK      string `dynamodbav:"pk"` // sync|<user ID>
+	SK      string `dynamodbav:"sk"` // <Unix ms, 13 digits>|<room ID>|<position, 12 digits>
+	Expires int64  `dynamodbav:"expires_at"`
+}
+
+func streamPK(userID string) string { return "sync|" + userID }
+
+func entrySK(ts time.Time, roomID string, seq int64) string {
+	return fmt.Sprintf("%013d|%s|%012d", ts.UnixMilli(), roomID, seq)
+}
+
+// news is a parsed entry.
+type news struct {
+	TS     int64
+	RoomID string
+	Seq    int64
+}
+
+func parseEntry(sk string) (news, error) {
+	first, last := strings.Index(sk, "|"), strings.LastIndex(sk, "|")
+	if first < 0 || last <= first {
+		return news{}, fmt.Errorf("bad stream entry %q", sk)
+	}
+	ts, err1 := strconv.ParseInt(sk[:first], 10, 64)
+	seq, err2 := strconv.ParseInt(sk[last+1:], 10, 64)
+	if err1 != nil || err2 != nil {
+		return news{}, fmt.Errorf("bad stream entry %q", sk)
+	}
+	return news{TS: ts, RoomID: sk[first+1 : last], Seq: seq}, nil
+}
+
+// Fanout writes a stream entry for each user each appended event concerns,
+// and wakes their waiting syncs in this process. It is the rooms service's
+// Appended hook.
+func (s *Service) Fanout(ctx context.Context, evs []rooms.Appended) error {
+	now := s.now()
+	var items []any
+	var users []string
+	for _, ev := range evs {
+		for _, u := range ev.To {
+			items = append(items, entry{PK: streamPK(u), SK: entrySK(now, ev.RoomID, ev.Seq), Expires: now.Add(streamTTL).Unix()})
+			users = append(users, u)
+		}
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	if err := s.Store.PutMany(ctx, items); err != nil {
+		return fmt.Errorf("sync fan-out: %w", err)
+	}
+	s.waiters.wake(users)
+	return nil
+}
+
+// readStream reads the user's entries from time from on. A waiting sync
+// reads eventually consistent (half the cost); one that builds a response
+// reads its own writes.
+func (s *Service) readStream(ctx context.Context, userID string, from int64, consistent bool) ([]news, error) {
+	var out []news
+	cursor := ""
+	for {
+		var page []entry
+		q := store.Query{PK: streamPK(userID), From: fmt.Sprintf("%013d", max(from, 0)), Cursor: cursor, Eventual: !consistent}
+		next, err := s.Store.QueryPage(ctx, q, &page)
+		if err != nil {
+			return nil, fmt.Errorf("read sync stream of %s: %w", userID, err)
+		}
+		for _, e := range page {
+			n, err := parseEntry(e.SK)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, n)
+		}
+		if next == "" {
+			return out, nil
+		}
+		cursor = next
+	}
+}
+
+// position is what a since token holds: the time its stream was read up to,
+// and, for rooms whose entries are still inside the window, the position
+// delivered, so that they are not delivered twice.
+type position struct {
+	User string              `json:"u"`
+	Time int64               `json:"t"`
+	Sent map[string][2]int64 `json:"r,omitempty"` // room → {position delivered, newest entry's ms}
+}
+
+// userTag ties a token to its user without showing the user ID.
+func userTag(userID string) string {
+	h := sha256.Sum256([]byte(userID))
+	return hex.EncodeToString(h[:6])
+}
+
+func (p position) encode() string {
+	doc, _ := json.Marshal(p) // a struct of strings and numbers always encodes
+	return "s" + base64.RawURLEncoding.EncodeToString(doc)
+}
+
+func parsePosition(token, userID string) (position, error) {
+	bad := httpapi.InvalidParam("since token %q is not one this server gave you", token)
+	doc, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(token, "s"))
+	if err != nil || !strings.HasPrefix(token, "s") {
+		return position{}, bad
+	}
+	var p position
+	if err := json.Unmarshal(doc, &p); err != nil || p.Time <= 0 {
+		return position{}, bad
+	}
+	if p.User != userTag(userID) {
+		return position{}, httpapi.InvalidParam("since token belongs to another user")
+	}
+	return p, nil
+}
+
+// fresh is news the token has not delivered.
+func (p position) fresh(n news) bool {
+	sent, ok := p.Sent[n.RoomID]
+	return !ok || n.Seq > sent[0]
+}
+
+// waiters wakes syncs waiting in this process as soon as this process
+// writes news for their user; syncs elsewhere find it at their next poll.
+type waiters struct {
+	mu    gosync.Mutex
+	chans map[string][]chan struct{}
+}
+
+func (w *waiters) wait(userID string) (<-chan struct{}, func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.chans == nil {
+		w.chans = map[string][]chan struct{}{}
+	}
+	ch := make(chan struct{}, 1)
+	w.chans[userID] = append(w.chans[userID], ch)
+	return ch, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		list := w.chans[userID]
+		for i, c := range list {
+			if c == ch {
+				w.chans[userID] = append(list[:i], list[i+1:]...)
+				break
+			}
+		}
+		if len(w.chans[userID]) == 0 {
+			delete(w.chans, userID)
+		}
+	}
+}
+
+func (w *waiters) wake(users []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, u := range users {
+		for _, ch := range w.chans[u] {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}

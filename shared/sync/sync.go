@@ -1,0 +1,414 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/rooms"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// Service builds sync responses.
+type Service struct {
+	Store *store.Store
+	Rooms *rooms.Service
+	// AccountData lists a user's global account data for an initial sync;
+	// nil leaves it out.
+	AccountData func(ctx context.Context, userID string) ([]json.RawMessage, error)
+	// PollInterval is how often a waiting sync reads its stream.
+	PollInterval time.Duration
+	// MaxTimeout caps the timeout a client asks for.
+	MaxTimeout time.Duration
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+
+	waiters waiters
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// Request is one GET /sync.
+type Request struct {
+	UserID, DeviceID string
+	Since            string
+	Timeout          time.Duration
+	FullState        bool
+	Filter           Filter
+}
+
+// Filter is what of the client's filter this server applies.
+type Filter struct {
+	// TimelineLimit is room.timeline.limit: events per room timeline.
+	TimelineLimit int
+	// IncludeLeave is room.include_leave: rooms left since, in initial syncs too.
+	IncludeLeave bool
+}
+
+// Response is the body of a sync answer.
+type Response struct {
+	NextBatch   string      `json:"next_batch"`
+	Rooms       RoomUpdates `json:"rooms"`
+	AccountData *EventList  `json:"account_data,omitempty"`
+}
+
+// RoomUpdates groups rooms by the user's membership.
+type RoomUpdates struct {
+	Join   map[string]*JoinedRoom  `json:"join"`
+	Invite map[string]*InvitedRoom `json:"invite"`
+	Leave  map[string]*LeftRoom    `json:"leave"`
+	Knock  map[string]*KnockedRoom `json:"knock"`
+}
+
+// EventList is the spec's {"events": [...]}.
+type EventList struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+// Timeline is a room's newest events.
+type Timeline struct {
+	Events    []json.RawMessage `json:"events"`
+	Limited   bool              `json:"limited"`
+	PrevBatch string            `json:"prev_batch,omitempty"`
+}
+
+// JoinedRoom is a room the user is in.
+type JoinedRoom struct {
+	Timeline    Timeline  `json:"timeline"`
+	State       EventList `json:"state"`
+	AccountData EventList `json:"account_data"`
+	Ephemeral   EventList `json:"ephemeral"`
+}
+
+// LeftRoom is a room the user left or was removed from since.
+type LeftRoom struct {
+	Timeline    Timeline  `json:"timeline"`
+	State       EventList `json:"state"`
+	AccountData EventList `json:"account_data"`
+}
+
+// InvitedRoom is a room the user is invited to.
+type InvitedRoom struct {
+	InviteState strippedList `json:"invite_state"`
+}
+
+// KnockedRoom is a room the user knocked on.
+type KnockedRoom struct {
+	KnockState strippedList `json:"knock_state"`
+}
+
+type strippedList struct {
+	Events []events.StrippedStateEvent `json:"events"`
+}
+
+func emptyResponse() *Response {
+	return &Response{Rooms: RoomUpdates{
+		Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{},
+		Leave: map[string]*LeftRoom{}, Knock: map[string]*KnockedRoom{},
+	}}
+}
+
+// Sync answers req: everything for an initial sync, else what changed since
+// its token, waiting up to its timeout for something to change.
+func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
+	start := s.now()
+	if req.Filter.TimelineLimit <= 0 {
+		req.Filter.TimelineLimit = 10
+	}
+	if req.Since == "" {
+		return s.initial(ctx, req, start)
+	}
+	pos, err := parsePosition(req.Since, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	fresh, err := s.await(ctx, req, pos, start)
+	if err != nil {
+		return nil, err
+	}
+	return s.incremental(ctx, req, pos, fresh, s.now())
+}
+
+// await waits until the user's stream holds news the token has not seen,
+// or the timeout passes: one small read per poll interval, and an earlier
+// wake-up when this process writes the news.
+func (s *Service) await(ctx context.Context, req Request, pos position, start time.Time) ([]news, error) {
+	deadline := start.Add(min(req.Timeout, s.MaxTimeout))
+	if req.FullState {
+		deadline = start
+	}
+	woken, done := s.waiters.wait(req.UserID)
+	defer done()
+	for {
+		all, err := s.readStream(ctx, req.UserID, pos.Time-window.Milliseconds(), false)
+		if err != nil {
+			return nil, err
+		}
+		fresh := freshOnly(pos, all)
+		if len(fresh) > 0 || !s.now().Before(deadline) {
+			return fresh, nil
+		}
+		wait := min(s.PollInterval, deadline.Sub(s.now()))
+		select {
+		case <-woken:
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func freshOnly(pos position, all []news) []news {
+	var out []news
+	for _, n := range all {
+		if pos.fresh(n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// initial is a sync without a token: every room the user is in.
+func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*Response, error) {
+	resp := emptyResponse()
+	next := position{User: userTag(req.UserID), Time: start.UnixMilli(), Sent: map[string][2]int64{}}
+	ms, err := s.Rooms.Memberships(ctx, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
+		if err := s.room(ctx, req, resp, &next, m, -1, true); err != nil {
+			return nil, err
+		}
+	}
+	if s.AccountData != nil {
+		data, err := s.AccountData(ctx, req.UserID)
+		if err != nil {
+			return nil, err
+		}
+		resp.AccountData = &EventList{Events: data}
+	}
+	resp.NextBatch = next.encode()
+	return resp, nil
+}
+
+// incremental answers with the rooms that fresh names.
+func (s *Service) incremental(ctx context.Context, req Request, pos position, fresh []news, now time.Time) (*Response, error) {
+	resp := emptyResponse()
+	// Read up to the time the stream was last read: later entries come next.
+	next := position{User: pos.User, Time: now.UnixMilli(), Sent: map[string][2]int64{}}
+	for room, sent := range pos.Sent {
+		if sent[1] >= next.Time-window.Milliseconds() {
+			next.Sent[room] = sent
+		}
+	}
+	from := map[string]int64{}
+	newest := map[string]int64{}
+	for _, n := range fresh {
+		f, ok := from[n.RoomID]
+		if sent, was := pos.Sent[n.RoomID]; was {
+			f, ok = sent[0], true
+		}
+		if !ok || n.Seq-1 < f {
+			f = n.Seq - 1
+		}
+		from[n.RoomID] = f
+		newest[n.RoomID] = max(newest[n.RoomID], n.TS)
+		next.Sent[n.RoomID] = [2]int64{max(next.Sent[n.RoomID][0], n.Seq), newest[n.RoomID]}
+	}
+	if len(from) == 0 && !req.FullState {
+		resp.NextBatch = next.encode()
+		return resp, nil
+	}
+	ms, err := s.Rooms.Memberships(ctx, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
+		f, changed := from[m.RoomID]
+		if !changed && !(req.FullState && m.Membership == "join") {
+			continue
+		}
+		if !changed {
+			f = -1
+		}
+		if err := s.room(ctx, req, resp, &next, m, f, req.FullState); err != nil {
+			return nil, err
+		}
+	}
+	resp.NextBatch = next.encode()
+	return resp, nil
+}
+
+// room adds one room to resp as the user's membership puts it, with its
+// events after position from (-1: from its start, for an initial sync).
+func (s *Service) room(ctx context.Context, req Request, resp *Response, next *position, m rooms.Membership, from int64, full bool) error {
+	switch m.Membership {
+	case "join":
+		// A join since the token shows the room whole, as to a new member.
+		full = full || from < 0 || m.Seq > from
+		j, head, err := s.joined(ctx, req, m.RoomID, from, full)
+		if err != nil {
+			return err
+		}
+		resp.Rooms.Join[m.RoomID] = j
+		// Rooms quiet for longer than the window have no entries the next
+		// sync could read again: the token need not name them.
+		if from >= 0 || newestTS(j.Timeline.Events) >= next.Time-window.Milliseconds() {
+			next.sent(m.RoomID, head)
+		}
+	case "invite":
+		st, err := s.stripped(ctx, m.RoomID, req.UserID)
+		if err != nil {
+			return err
+		}
+		resp.Rooms.Invite[m.RoomID] = &InvitedRoom{InviteState: st}
+	case "knock":
+		st, err := s.stripped(ctx, m.RoomID, req.UserID)
+		if err != nil {
+			return err
+		}
+		resp.Rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: st}
+	case "leave", "ban":
+		if m.Forgotten || (from < 0 && !req.Filter.IncludeLeave) {
+			return nil
+		}
+		j, _, err := s.joined(ctx, req, m.RoomID, from, false)
+		if err != nil {
+			return err
+		}
+		resp.Rooms.Leave[m.RoomID] = &LeftRoom{Timeline: j.Timeline, State: j.State, AccountData: j.AccountData}
+	}
+	return nil
+}
+
+// sent records that the room was delivered up to head.
+func (p *position) sent(roomID string, head int64) {
+	old := p.Sent[roomID]
+	p.Sent[roomID] = [2]int64{max(old[0], head), max(old[1], p.Time)}
+}
+
+// joined reads a room's timeline after from and the state that goes with
+// it: all of it up to the timeline's start when full, else the state that
+// changed in a gap the limited timeline skipped.
+func (s *Service) joined(ctx context.Context, req Request, roomID string, from int64, full bool) (*JoinedRoom, int64, error) {
+	q := rooms.MessagesQuery{Backward: true, Limit: req.Filter.TimelineLimit}
+	if from >= 0 {
+		q.To = rooms.Token(from)
+	}
+	page, err := s.Rooms.Messages(ctx, req.UserID, roomID, q)
+	if err != nil {
+		return nil, 0, err
+	}
+	head, err := rooms.ParseToken(page.Start)
+	if err != nil {
+		return nil, 0, err
+	}
+	chunk := slices.Clone(page.Chunk)
+	slices.Reverse(chunk)
+	j := &JoinedRoom{Timeline: Timeline{Events: chunk}, State: EventList{Events: []json.RawMessage{}},
+		AccountData: EventList{Events: []json.RawMessage{}}, Ephemeral: EventList{Events: []json.RawMessage{}}}
+	if j.Timeline.Events == nil {
+		j.Timeline.Events = []json.RawMessage{}
+	}
+	// Where the timeline starts: just after the gap it skipped, if any.
+	begin := max(from, 0)
+	if page.End != "" {
+		if end, err := rooms.ParseToken(page.End); err == nil && end > begin {
+			begin, j.Timeline.Limited = end, true
+		}
+	}
+	j.Timeline.PrevBatch = rooms.Token(begin)
+	state, err := s.stateBefore(ctx, roomID, from, begin, full)
+	if err != nil {
+		return nil, 0, err
+	}
+	if j.State.Events, err = s.Rooms.Render(ctx, state); err != nil {
+		return nil, 0, err
+	}
+	if j.State.Events == nil {
+		j.State.Events = []json.RawMessage{}
+	}
+	return j, head, nil
+}
+
+// stateBefore is the state a client needs before a timeline that starts
+// after position begin: all of it when full, else what changed between
+// from and begin.
+func (s *Service) stateBefore(ctx context.Context, roomID string, from, begin int64, full bool) ([]events.PDU, error) {
+	if begin <= 0 || (!full && begin <= from) {
+		return nil, nil
+	}
+	after, err := s.Rooms.StateAfter(ctx, roomID, begin)
+	if err != nil {
+		return nil, err
+	}
+	if full || from <= 0 {
+		return after, nil
+	}
+	before, err := s.Rooms.StateAfter(ctx, roomID, from)
+	if err != nil {
+		return nil, err
+	}
+	known := map[string]bool{}
+	for _, ev := range before {
+		known[ev.EventID()] = true
+	}
+	var changed []events.PDU
+	for _, ev := range after {
+		if !known[ev.EventID()] {
+			changed = append(changed, ev)
+		}
+	}
+	return changed, nil
+}
+
+// strippedType reports whether state of type t is shown to an invitee or
+// knocker.
+func strippedType(t string) bool {
+	switch t {
+	case events.Create, events.JoinRules, events.Name, events.Avatar, events.CanonicalAlias, events.Encryption, events.Topic:
+		return true
+	}
+	return false
+}
+
+// stripped is the room's stripped state for an invite or knock, with the
+// user's own member event.
+func (s *Service) stripped(ctx context.Context, roomID, userID string) (strippedList, error) {
+	out := strippedList{Events: []events.StrippedStateEvent{}}
+	state, err := s.Rooms.CurrentState(ctx, roomID)
+	if err != nil {
+		return out, err
+	}
+	for _, ev := range state {
+		key := *ev.StateKey()
+		if (key == "" && strippedType(ev.Type())) || (ev.Type() == events.Member && key == userID) {
+			st, err := events.StrippedState(ev)
+			if err != nil {
+				return out, err
+			}
+			out.Events = append(out.Events, st)
+		}
+	}
+	return out, nil
+}
+
+// newestTS is the origin_server_ts of the last event of a timeline.
+func newestTS(evs []json.RawMessage) int64 {
+	if len(evs) == 0 {
+		return 0
+	}
+	var ev struct {
+		TS int64 `json:"origin_server_ts"`
+	}
+	_ = json.Unmarshal(evs[len(evs)-1], &ev)
+	return ev.TS
+}

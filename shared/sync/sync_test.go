@@ -1,0 +1,285 @@
+package sync_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
+)
+
+var bg = context.Background()
+
+func client(t *testing.T, st *servertest.Stack, u servertest.User) *mautrix.Client {
+	t.Helper()
+	c, err := mautrix.NewClient(st.URL, id.UserID(u.ID), u.AccessToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.DeviceID = id.DeviceID(u.DeviceID)
+	return c
+}
+
+func sync(t *testing.T, c *mautrix.Client, since string, timeout time.Duration, filter string) *mautrix.RespSync {
+	t.Helper()
+	resp, err := c.FullSyncRequest(bg, mautrix.ReqSync{Since: since, Timeout: int(timeout.Milliseconds()), FilterID: filter})
+	if err != nil {
+		t.Fatalf("sync since %q: %v", since, err)
+	}
+	return resp
+}
+
+func say(t *testing.T, c *mautrix.Client, room id.RoomID, body string) id.EventID {
+	t.Helper()
+	resp, err := c.SendText(bg, room, body)
+	if err != nil {
+		t.Fatalf("send %q: %v", body, err)
+	}
+	return resp.EventID
+}
+
+func bodies(evs []*event.Event) []string {
+	var out []string
+	for _, ev := range evs {
+		if ev.Type == event.EventMessage {
+			out = append(out, ev.Content.Raw["body"].(string))
+		}
+	}
+	return out
+}
+
+func TestSync_InitialAndIncremental(t *testing.T) {
+	st := servertest.Start(t)
+	alice := client(t, st, st.Register(t, "alice"))
+	bob := client(t, st, st.Register(t, "bob"))
+	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Lobby"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	say(t, alice, room.RoomID, "first")
+
+	first := sync(t, alice, "", 0, "")
+	joined, ok := first.Rooms.Join[room.RoomID]
+	if !ok {
+		t.Fatalf("initial sync has no %s: %+v", room.RoomID, first.Rooms)
+	}
+	if got := bodies(joined.Timeline.Events); len(got) != 1 || got[0] != "first" {
+		t.Fatalf("initial timeline messages %v", got)
+	}
+	// State and timeline together are the whole room: the name is in one.
+	named := false
+	for _, ev := range append(joined.State.Events, joined.Timeline.Events...) {
+		named = named || (ev.Type == event.StateRoomName && ev.Content.Raw["name"] == "Lobby")
+	}
+	if !named || first.NextBatch == "" {
+		t.Fatalf("initial sync lacks the room name or a next_batch")
+	}
+	if len(first.AccountData.Events) == 0 {
+		t.Fatal("initial sync has no account data (push rules)")
+	}
+
+	// A waiting sync returns as soon as a message arrives.
+	if _, err := bob.JoinRoomByID(bg, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	mid := sync(t, alice, first.NextBatch, 0, "")
+	got := make(chan *mautrix.RespSync, 1)
+	go func() {
+		resp, err := alice.FullSyncRequest(bg, mautrix.ReqSync{Since: mid.NextBatch, Timeout: 20000})
+		if err != nil {
+			t.Error(err)
+		}
+		got <- resp
+	}()
+	time.Sleep(300 * time.Millisecond)
+	sent := time.Now()
+	say(t, bob, room.RoomID, "hello alice")
+	var woke *mautrix.RespSync
+	select {
+	case woke = <-got:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the waiting sync did not return")
+	}
+	if d := time.Since(sent); d > 2*time.Second {
+		t.Errorf("waiting sync returned %v after the send", d)
+	}
+	if woke == nil {
+		t.FailNow()
+	}
+	if got := bodies(woke.Rooms.Join[room.RoomID].Timeline.Events); len(got) != 1 || got[0] != "hello alice" {
+		t.Fatalf("woken sync messages %v", got)
+	}
+	// Nothing new: the next sync waits out its timeout and brings nothing.
+	quiet := sync(t, alice, woke.NextBatch, 300*time.Millisecond, "")
+	if len(quiet.Rooms.Join) != 0 {
+		t.Fatalf("a sync with nothing new returned rooms: %+v", quiet.Rooms.Join)
+	}
+	say(t, bob, room.RoomID, "again")
+	again := sync(t, alice, quiet.NextBatch, 0, "")
+	if got := bodies(again.Rooms.Join[room.RoomID].Timeline.Events); len(got) != 1 || got[0] != "again" {
+		t.Fatalf("sync after the quiet one: %v", got)
+	}
+}
+
+// TestSync_LimitedTimeline: a gap larger than the timeline limit is marked
+// limited, and paging back from prev_batch fills it without gaps or
+// duplicates.
+func TestSync_LimitedTimeline(t *testing.T) {
+	st := servertest.Start(t)
+	alice := client(t, st, st.Register(t, "alice"))
+	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	filter, err := alice.CreateFilter(bg, &mautrix.Filter{Room: &mautrix.RoomFilter{Timeline: &mautrix.FilterPart{Limit: 5}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := sync(t, alice, "", 0, filter.FilterID)
+	for i := range 23 {
+		say(t, alice, room.RoomID, fmt.Sprint("m", i))
+	}
+	resp := sync(t, alice, start.NextBatch, 0, filter.FilterID)
+	tl := resp.Rooms.Join[room.RoomID].Timeline
+	if !tl.Limited || len(tl.Events) != 5 || tl.PrevBatch == "" {
+		t.Fatalf("timeline: limited %v, %d events, prev_batch %q", tl.Limited, len(tl.Events), tl.PrevBatch)
+	}
+	all := bodies(tl.Events)
+	from := tl.PrevBatch
+	for range 10 {
+		page, err := alice.Messages(bg, room.RoomID, from, "", mautrix.DirectionBackward, nil, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var older []string
+		for i := len(page.Chunk) - 1; i >= 0; i-- {
+			older = append(older, bodies(page.Chunk[i:i+1])...)
+		}
+		all = append(older, all...)
+		if page.End == "" || len(all) >= 23 {
+			break
+		}
+		from = page.End
+	}
+	if len(all) != 23 {
+		t.Fatalf("read back %d messages: %v", len(all), all)
+	}
+	for i, b := range all {
+		if b != fmt.Sprint("m", i) {
+			t.Fatalf("message %d is %s: %v", i, b, all)
+		}
+	}
+}
+
+// TestSync_InviteJoinLeave: an invite shows stripped state with the create
+// event; the join shows the room whole; the leave shows in leave.
+func TestSync_InviteJoinLeave(t *testing.T) {
+	st := servertest.Start(t)
+	alice := client(t, st, st.Register(t, "alice"))
+	bob := client(t, st, st.Register(t, "bob"))
+	base := sync(t, bob, "", 0, "")
+	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Secret", Invite: []id.UserID{bob.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	invited := sync(t, bob, base.NextBatch, 5000, "")
+	inv, ok := invited.Rooms.Invite[room.RoomID]
+	if !ok {
+		t.Fatalf("no invite: %+v", invited.Rooms)
+	}
+	types := map[string]bool{}
+	for _, ev := range inv.State.Events {
+		types[ev.Type.Type] = true
+	}
+	if !types["m.room.create"] || !types["m.room.name"] || !types["m.room.member"] {
+		t.Fatalf("invite state types %v", types)
+	}
+	if _, err := bob.JoinRoomByID(bg, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	joined := sync(t, bob, invited.NextBatch, 5000, "")
+	j, ok := joined.Rooms.Join[room.RoomID]
+	if !ok {
+		t.Fatalf("no joined room after the join: %+v", joined.Rooms)
+	}
+	have := map[string]bool{}
+	for _, ev := range append(j.State.Events, j.Timeline.Events...) {
+		have[ev.Type.Type] = true
+	}
+	if !have["m.room.create"] || !have["m.room.power_levels"] || !have["m.room.name"] {
+		t.Fatalf("a new member's sync lacks state: %v", have)
+	}
+	if _, err := bob.LeaveRoom(bg, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	left := sync(t, bob, joined.NextBatch, 5000, "")
+	l, ok := left.Rooms.Leave[room.RoomID]
+	if !ok {
+		t.Fatalf("no left room: %+v", left.Rooms)
+	}
+	last := l.Timeline.Events[len(l.Timeline.Events)-1]
+	if last.Type != event.StateMember || last.GetStateKey() != bob.UserID.String() || last.Content.Raw["membership"] != "leave" {
+		t.Fatalf("left room's last event %+v", last)
+	}
+	say(t, alice, room.RoomID, "after bob left")
+	after := sync(t, bob, left.NextBatch, 300*time.Millisecond, "")
+	if len(after.Rooms.Join)+len(after.Rooms.Leave) != 0 {
+		t.Fatalf("bob got news of a room he left: %+v", after.Rooms)
+	}
+}
+
+// TestSync_Tokens: a token works on another server instance (a cold
+// Lambda), and a bad or another user's token is M_INVALID_PARAM.
+func TestSync_Tokens(t *testing.T) {
+	st := servertest.Start(t, "CIRRUS_SYNC_POLL_INTERVAL_MS=100")
+	au := st.Register(t, "alice")
+	alice := client(t, st, au)
+	bob := client(t, st, st.Register(t, "bob"))
+	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := sync(t, alice, "", 0, "")
+	other := st.Twin(t)
+	alice2 := client(t, other, au)
+	// Waiting on the other instance, woken by its poll of the stream.
+	got := make(chan []string, 1)
+	go func() {
+		resp, err := alice2.FullSyncRequest(bg, mautrix.ReqSync{Since: first.NextBatch, Timeout: 10000})
+		if err != nil {
+			t.Error(err)
+			got <- nil
+			return
+		}
+		got <- bodies(resp.Rooms.Join[room.RoomID].Timeline.Events)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	sent := time.Now()
+	say(t, alice, room.RoomID, "across instances")
+	select {
+	case b := <-got:
+		if len(b) != 1 || b[0] != "across instances" {
+			t.Fatalf("other instance's sync: %v", b)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatal("the other instance's sync did not return")
+	}
+	if d := time.Since(sent); d > 100*time.Millisecond+time.Second {
+		t.Errorf("woken after %v with a 100 ms poll interval", d)
+	}
+	for _, since := range []string{"garbage", "s" + url.QueryEscape("{}"), sync(t, bob, "", 0, "").NextBatch} {
+		_, err := alice.FullSyncRequest(bg, mautrix.ReqSync{Since: since})
+		var httpErr mautrix.HTTPError
+		if !errors.As(err, &httpErr) || httpErr.RespError == nil || httpErr.RespError.ErrCode != "M_INVALID_PARAM" || httpErr.Response.StatusCode != http.StatusBadRequest {
+			t.Fatalf("since %q: %v, want 400 M_INVALID_PARAM", since, err)
+		}
+	}
+}
