@@ -3,10 +3,12 @@ package rooms_test
 import (
 	"net/http"
 	"sort"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
 )
@@ -88,4 +90,27 @@ func TestAudit_RedactCreateAndACL(t *testing.T) {
 	_, err = alice.SendMessageEvent(bg, room, event.EventRedaction, map[string]any{"redacts": createEv.ID.String()})
 	wantErr(t, "redact the create event through /send", err, "M_FORBIDDEN", http.StatusForbidden)
 	wantEqual(t, "room version after the refusals", stateOf(t, alice, room, "m.room.create", "")["room_version"], "10")
+}
+
+// TestAudit_Version3EventIDs: room version 3 event IDs are "$" and the
+// reference hash in standard base64, which has "/" in about every second
+// ID; such events must be as reachable as others, by /event, /context and
+// /redact (the client escapes the "/" as %2F).
+func TestAudit_Version3EventIDs(t *testing.T) {
+	st := servertest.Start(t)
+	alice := newUser(t, st, "alice")
+	room := create(t, alice, &mautrix.ReqCreateRoom{RoomVersion: "3"})
+	var slashed id.EventID
+	for i := 0; i < 40 && slashed == ""; i++ {
+		if ev := say(t, alice, room, "hello"); strings.Contains(ev.String(), "/") {
+			slashed = ev
+		}
+	}
+	if slashed == "" {
+		t.Fatal("no event ID with a slash in 40 messages")
+	}
+	ev := must[*event.Event](t, "event")(alice.GetEvent(bg, room, slashed))
+	wantEqual(t, "event ID", ev.ID, slashed)
+	must[*mautrix.RespContext](t, "context")(alice.Context(bg, room, slashed, nil, 2))
+	must[*mautrix.RespSendEvent](t, "redact")(alice.RedactEvent(bg, room, slashed))
 }

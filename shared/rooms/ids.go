@@ -37,12 +37,13 @@ func ValidRoomID(id string) bool {
 	return !ok || protocol.ValidServerName(server)
 }
 
-// ValidEventID checks $opaque with an optional :server (room versions 1 and 2).
+// ValidEventID checks $opaque with an optional :server (room versions 1 and
+// 2). A "/" is allowed: version 3 IDs are standard base64, which has it.
 func ValidEventID(id string) bool {
 	if len(id) < 2 || len(id) > 255 || id[0] != '$' {
 		return false
 	}
-	return !strings.ContainsAny(id, " \t\n\x00/")
+	return !strings.ContainsAny(id, " \t\n\x00")
 }
 
 // ValidAlias checks #localpart:server.
