@@ -53,3 +53,13 @@ func Token(seq int64) string { return token(seq) }
 
 // ParseToken reads a pagination token.
 func ParseToken(t string) (int64, error) { return parseToken(t) }
+
+// LocalJoined lists the room's joined local users: whom ephemeral news of
+// the room (typing, receipts) goes to.
+func (s *Service) LocalJoined(ctx context.Context, roomID string) ([]string, error) {
+	l, err := s.readLocals(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	return l.joined(), nil
+}

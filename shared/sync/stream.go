@@ -67,6 +67,12 @@ func parseEntry(sk string) (news, error) {
 	return news{TS: ts, RoomID: sk[first+1 : last], Seq: seq}, nil
 }
 
+// Touch tells users of ephemeral news in a room (typing, receipts): an
+// entry at position 0, which the room's timeline never has.
+func (s *Service) Touch(ctx context.Context, roomID string, users []string) error {
+	return s.Fanout(ctx, []rooms.Appended{{RoomID: roomID, Seq: 0, To: users}})
+}
+
 // Fanout writes a stream entry for each user each appended event concerns,
 // and wakes their waiting syncs in this process. It is the rooms service's
 // Appended hook.
@@ -124,6 +130,8 @@ type position struct {
 	User string              `json:"u"`
 	Time int64               `json:"t"`
 	Sent map[string][2]int64 `json:"r,omitempty"` // room → {position delivered, newest entry's ms}
+	// Ephemeral is the time of the newest ephemeral entry delivered.
+	Ephemeral int64 `json:"e,omitempty"`
 }
 
 // userTag ties a token to its user without showing the user ID.
@@ -155,6 +163,9 @@ func parsePosition(token, userID string) (position, error) {
 
 // fresh is news the token has not delivered.
 func (p position) fresh(n news) bool {
+	if n.Seq == 0 {
+		return n.TS > p.Ephemeral
+	}
 	sent, ok := p.Sent[n.RoomID]
 	return !ok || n.Seq > sent[0]
 }

@@ -18,6 +18,10 @@ type Service struct {
 	// AccountData lists a user's global account data for an initial sync;
 	// nil leaves it out.
 	AccountData func(ctx context.Context, userID string) ([]json.RawMessage, error)
+	// Ephemeral lists a room's ephemeral events for the user (typing, and
+	// receipts since the time given; all of them at the zero time); nil
+	// gives none.
+	Ephemeral func(ctx context.Context, userID, roomID string, since time.Time) ([]json.RawMessage, error)
 	// PollInterval is how often a waiting sync reads its stream.
 	PollInterval time.Duration
 	// MaxTimeout caps the timeout a client asks for.
@@ -178,7 +182,8 @@ func freshOnly(pos position, all []news) []news {
 // initial is a sync without a token: every room the user is in.
 func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*Response, error) {
 	resp := emptyResponse()
-	next := position{User: userTag(req.UserID), Time: start.UnixMilli(), Sent: map[string][2]int64{}}
+	// Ephemeral data is read whole below: entries before now are old news.
+	next := position{User: userTag(req.UserID), Time: start.UnixMilli(), Sent: map[string][2]int64{}, Ephemeral: start.UnixMilli()}
 	ms, err := s.Rooms.Memberships(ctx, req.UserID)
 	if err != nil {
 		return nil, err
@@ -186,6 +191,13 @@ func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*R
 	for _, m := range ms {
 		if err := s.room(ctx, req, resp, &next, m, -1, true); err != nil {
 			return nil, err
+		}
+		if j, ok := resp.Rooms.Join[m.RoomID]; ok && s.Ephemeral != nil {
+			evs, err := s.Ephemeral(ctx, req.UserID, m.RoomID, time.Time{})
+			if err != nil {
+				return nil, err
+			}
+			j.Ephemeral.Events = append(j.Ephemeral.Events, evs...)
 		}
 	}
 	if s.AccountData != nil {
@@ -203,7 +215,7 @@ func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*R
 func (s *Service) incremental(ctx context.Context, req Request, pos position, fresh []news, now time.Time) (*Response, error) {
 	resp := emptyResponse()
 	// Read up to the time the stream was last read: later entries come next.
-	next := position{User: pos.User, Time: now.UnixMilli(), Sent: map[string][2]int64{}}
+	next := position{User: pos.User, Time: now.UnixMilli(), Sent: map[string][2]int64{}, Ephemeral: pos.Ephemeral}
 	for room, sent := range pos.Sent {
 		if sent[1] >= next.Time-window.Milliseconds() {
 			next.Sent[room] = sent
@@ -211,7 +223,13 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 	}
 	from := map[string]int64{}
 	newest := map[string]int64{}
+	ephemeral := map[string]bool{}
 	for _, n := range fresh {
+		if n.Seq == 0 {
+			ephemeral[n.RoomID] = true
+			next.Ephemeral = max(next.Ephemeral, n.TS)
+			continue
+		}
 		f, ok := from[n.RoomID]
 		if sent, was := pos.Sent[n.RoomID]; was {
 			f, ok = sent[0], true
@@ -223,7 +241,7 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 		newest[n.RoomID] = max(newest[n.RoomID], n.TS)
 		next.Sent[n.RoomID] = [2]int64{max(next.Sent[n.RoomID][0], n.Seq), newest[n.RoomID]}
 	}
-	if len(from) == 0 && !req.FullState {
+	if len(from) == 0 && len(ephemeral) == 0 && !req.FullState {
 		resp.NextBatch = next.encode()
 		return resp, nil
 	}
@@ -231,20 +249,35 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 	if err != nil {
 		return nil, err
 	}
+	since := time.UnixMilli(pos.Time).Add(-window)
 	for _, m := range ms {
 		f, changed := from[m.RoomID]
-		if !changed && !(req.FullState && m.Membership == "join") {
-			continue
+		switch {
+		case changed || (req.FullState && m.Membership == "join"):
+			if !changed {
+				f = -1
+			}
+			if err := s.room(ctx, req, resp, &next, m, f, req.FullState); err != nil {
+				return nil, err
+			}
+		case ephemeral[m.RoomID] && m.Membership == "join":
+			resp.Rooms.Join[m.RoomID] = emptyJoined()
 		}
-		if !changed {
-			f = -1
-		}
-		if err := s.room(ctx, req, resp, &next, m, f, req.FullState); err != nil {
-			return nil, err
+		if j, ok := resp.Rooms.Join[m.RoomID]; ok && s.Ephemeral != nil {
+			evs, err := s.Ephemeral(ctx, req.UserID, m.RoomID, since)
+			if err != nil {
+				return nil, err
+			}
+			j.Ephemeral.Events = append(j.Ephemeral.Events, evs...)
 		}
 	}
 	resp.NextBatch = next.encode()
 	return resp, nil
+}
+
+func emptyJoined() *JoinedRoom {
+	none := func() EventList { return EventList{Events: []json.RawMessage{}} }
+	return &JoinedRoom{Timeline: Timeline{Events: []json.RawMessage{}}, State: none(), AccountData: none(), Ephemeral: none()}
 }
 
 // room adds one room to resp as the user's membership puts it, with its
@@ -313,10 +346,9 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from i
 	}
 	chunk := slices.Clone(page.Chunk)
 	slices.Reverse(chunk)
-	j := &JoinedRoom{Timeline: Timeline{Events: chunk}, State: EventList{Events: []json.RawMessage{}},
-		AccountData: EventList{Events: []json.RawMessage{}}, Ephemeral: EventList{Events: []json.RawMessage{}}}
-	if j.Timeline.Events == nil {
-		j.Timeline.Events = []json.RawMessage{}
+	j := emptyJoined()
+	if chunk != nil {
+		j.Timeline.Events = chunk
 	}
 	// Where the timeline starts: just after the gap it skipped, if any.
 	begin := max(from, 0)
