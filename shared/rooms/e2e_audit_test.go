@@ -114,3 +114,73 @@ func TestAudit_Version3EventIDs(t *testing.T) {
 	must[*mautrix.RespContext](t, "context")(alice.Context(bg, room, slashed, nil, 2))
 	must[*mautrix.RespSendEvent](t, "redact")(alice.RedactEvent(bg, room, slashed))
 }
+
+// TestAudit_Upgrade covers what Synapse carries over in an upgrade and the
+// spec leaves to servers: bans, a space's children and m.federate; and the
+// old room's levels, which are only ever raised.
+func TestAudit_Upgrade(t *testing.T) {
+	st := servertest.Start(t)
+	alice := newUser(t, st, "alice")
+	bob := newUser(t, st, "bob")
+	mallory := newUser(t, st, "mallory")
+
+	t.Run("bans follow the room", func(t *testing.T) {
+		old := create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		must[*mautrix.RespJoinRoom](t, "mallory joins")(mallory.JoinRoomByID(bg, old))
+		must[*mautrix.RespBanUser](t, "ban")(alice.BanUser(bg, old, &mautrix.ReqBanUser{UserID: mallory.id(), Reason: "spam"}))
+		repl, err := upgrade(alice, old, map[string]any{"new_version": "12"})
+		if err != nil {
+			t.Fatalf("upgrade: %v", err)
+		}
+		_, err = mallory.JoinRoomByID(bg, repl)
+		wantErr(t, "banned user joins the new room", err, "M_FORBIDDEN", http.StatusForbidden)
+		wantEqual(t, "ban in the new room", stateOf(t, alice, repl, "m.room.member", mallory.ID), map[string]any{"membership": "ban", "reason": "spam"})
+	})
+
+	t.Run("space children and m.federate", func(t *testing.T) {
+		child := create(t, alice, &mautrix.ReqCreateRoom{})
+		gone := create(t, alice, &mautrix.ReqCreateRoom{})
+		space := create(t, alice, &mautrix.ReqCreateRoom{CreationContent: map[string]any{"type": "m.space", "m.federate": false}})
+		must[*mautrix.RespSendEvent](t, "child")(alice.SendStateEvent(bg, space, event.StateSpaceChild, child.String(), map[string]any{"via": []string{"example.org"}}))
+		must[*mautrix.RespSendEvent](t, "removed child")(alice.SendStateEvent(bg, space, event.StateSpaceChild, gone.String(), map[string]any{}))
+		repl, err := upgrade(alice, space, map[string]any{"new_version": "12"})
+		if err != nil {
+			t.Fatalf("upgrade: %v", err)
+		}
+		wantEqual(t, "child of the new space", stateOf(t, alice, repl, "m.space.child", child.String()), map[string]any{"via": []any{"example.org"}})
+		full := must[mautrix.RoomStateMap](t, "state")(alice.State(bg, repl))
+		if _, ok := full[event.StateSpaceChild][gone.String()]; ok {
+			t.Fatalf("a removed child was copied")
+		}
+		cc := stateOf(t, alice, repl, "m.room.create", "")
+		wantEqual(t, "m.federate of the new room", cc["m.federate"], false)
+	})
+
+	t.Run("old room levels only raised", func(t *testing.T) {
+		old := create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", PowerLevelOverride: &event.PowerLevelsEventContent{
+			InvitePtr: new(100), EventsDefault: 75,
+		}})
+		if _, err := upgrade(alice, old, map[string]any{"new_version": "12"}); err != nil {
+			t.Fatalf("upgrade: %v", err)
+		}
+		pl := stateOf(t, alice, old, "m.room.power_levels", "")
+		wantEqual(t, "old room's invite and events_default", []any{pl["invite"], pl["events_default"]}, []any{100.0, 75.0})
+	})
+
+	t.Run("upgrader without the power to change levels", func(t *testing.T) {
+		// Bob may send the tombstone but not power levels: the upgrade
+		// still happens, the old room's levels stay as they were.
+		old := create(t, alice, &mautrix.ReqCreateRoom{RoomVersion: "11", Preset: "public_chat", PowerLevelOverride: &event.PowerLevelsEventContent{
+			Users:  map[id.UserID]int{alice.id(): 100, bob.id(): 60},
+			Events: map[string]int{"m.room.tombstone": 60, "m.room.power_levels": 100},
+		}})
+		must[*mautrix.RespJoinRoom](t, "bob joins")(bob.JoinRoomByID(bg, old))
+		repl, err := upgrade(bob, old, map[string]any{"new_version": "12"})
+		if err != nil {
+			t.Fatalf("upgrade by bob: %v", err)
+		}
+		tomb := stateOf(t, alice, old, "m.room.tombstone", "")
+		wantEqual(t, "tombstone", tomb["replacement_room"], repl.String())
+		wantEqual(t, "old room's events_default", stateOf(t, alice, old, "m.room.power_levels", "")["events_default"], 0.0)
+	})
+}

@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 
@@ -52,18 +53,19 @@ func (s *Service) Upgrade(ctx context.Context, userID, roomID, v string, additio
 		creators = append(creators, additional...)
 	}
 	var oldPL map[string]any
+	space := false
+	for _, ev := range state {
+		if ev.Type() == events.Create {
+			space = copyCreateContent(req.CreationContent, ev.Content())
+		}
+	}
 	for _, ev := range state {
 		switch {
-		case ev.Type() == events.Create:
-			var c map[string]any
-			_ = json.Unmarshal(ev.Content(), &c)
-			if t, ok := c["type"]; ok {
-				req.CreationContent["type"] = t
-			}
 		case ev.Type() == events.PowerLevels:
 			_ = json.Unmarshal(ev.Content(), &oldPL)
-		case slices.Contains(copiedOnUpgrade, ev.Type()) && *ev.StateKey() == "":
-			req.InitialState = append(req.InitialState, InitialState{Type: ev.Type(), Content: ev.Content()})
+		case slices.Contains(copiedOnUpgrade, ev.Type()) && *ev.StateKey() == "",
+			carriedOnUpgrade(ev, space):
+			req.InitialState = append(req.InitialState, InitialState{Type: ev.Type(), StateKey: *ev.StateKey(), Content: ev.Content()})
 		}
 	}
 	req.PowerLevelContentOverride = s.upgradedPowerLevels(oldPL, userID, creators, v)
@@ -83,6 +85,34 @@ func (s *Service) Upgrade(ctx context.Context, userID, roomID, v string, additio
 		return "", err
 	}
 	return newID, nil
+}
+
+// copyCreateContent carries the old room's type and m.federate into the
+// new create content, as Synapse does: a space stays a space and a room
+// kept from federation stays kept. It reports whether the room is a space.
+func copyCreateContent(dst map[string]any, old json.RawMessage) bool {
+	var c map[string]any
+	_ = json.Unmarshal(old, &c)
+	for _, k := range []string{"type", "m.federate"} {
+		if v, ok := c[k]; ok {
+			dst[k] = v
+		}
+	}
+	return c["type"] == "m.space"
+}
+
+// carriedOnUpgrade is the keyed state Synapse carries to the new room
+// beyond the spec's list: bans, so that an upgrade lets no banned user
+// back in, and a space's children (an empty one is a removed child).
+func carriedOnUpgrade(ev events.PDU, space bool) bool {
+	switch ev.Type() {
+	case events.Member:
+		m, _ := ev.Membership()
+		return m == "ban"
+	case "m.space.child":
+		return space && len(ev.Content()) > 2
+	}
+	return false
 }
 
 // upgradedPowerLevels copies the old levels; in a version 12 room the new
@@ -109,8 +139,11 @@ func (s *Service) upgradedPowerLevels(old map[string]any, userID string, creator
 	return pl
 }
 
-// restrictOld raises the levels to talk and invite in the old room, as the
-// spec asks, so conversation moves to the new one.
+// restrictOld raises the levels to talk and invite in the old room to the
+// greater of 50 and users_default + 1, as the spec suggests, so that
+// conversation moves to the new one. Levels already higher stay, and an
+// upgrader who may not change the levels leaves them: the spec asks for
+// this only "if possible", and the upgrade is done by then.
 func (s *Service) restrictOld(ctx context.Context, userID, roomID string, old map[string]any) error {
 	pl := map[string]any{}
 	for k, v := range old {
@@ -120,13 +153,25 @@ func (s *Service) restrictOld(ctx context.Context, userID, roomID string, old ma
 	if d, ok := old["users_default"].(float64); ok && int64(d)+1 > level {
 		level = int64(d) + 1
 	}
-	pl["events_default"], pl["invite"] = level, level
+	raised := false
+	for _, k := range []string{"events_default", "invite"} {
+		if cur, ok := old[k].(float64); !ok || int64(cur) < level {
+			pl[k], raised = level, true
+		}
+	}
+	if !raised {
+		return nil
+	}
 	raw, err := json.Marshal(pl)
 	if err != nil {
 		return err
 	}
 	empty := ""
 	_, err = s.Send(ctx, Sent{Sender: userID}, roomID, events.PowerLevels, &empty, raw)
+	var he *httpapi.Error
+	if errors.As(err, &he) && he.Code == "M_FORBIDDEN" {
+		return nil
+	}
 	return err
 }
 
