@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
+	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 )
 
@@ -73,19 +74,48 @@ func filter(r *http.Request, userID, raw string, load func(ctx context.Context, 
 		}
 		doc = stored
 	}
+	return parseFilter(doc)
+}
+
+// parseFilter reads the parts of the spec's Filter that sync applies.
+func parseFilter(doc json.RawMessage) (Filter, error) {
 	var f struct {
-		Room struct {
-			IncludeLeave bool `json:"include_leave"`
-			Timeline     struct {
-				Limit int `json:"limit"`
-			} `json:"timeline"`
+		EventFields []string `json:"event_fields"`
+		Room        struct {
+			Rooms        []string        `json:"rooms"`
+			NotRooms     []string        `json:"not_rooms"`
+			IncludeLeave bool            `json:"include_leave"`
+			Timeline     json.RawMessage `json:"timeline"`
+			State        json.RawMessage `json:"state"`
 		} `json:"room"`
 	}
 	if err := json.Unmarshal(doc, &f); err != nil {
 		return Filter{}, httpapi.BadJSON("filter: %v", err)
 	}
-	if f.Room.Timeline.Limit < 0 {
-		return Filter{}, httpapi.BadJSON("filter: room.timeline.limit must not be negative")
+	out := Filter{IncludeLeave: f.Room.IncludeLeave, Rooms: f.Room.Rooms, NotRooms: f.Room.NotRooms, EventFields: f.EventFields}
+	var err error
+	if out.Timeline, err = roomEventFilter(f.Room.Timeline); err != nil {
+		return Filter{}, err
 	}
-	return Filter{TimelineLimit: f.Room.Timeline.Limit, IncludeLeave: f.Room.IncludeLeave}, nil
+	if out.State, err = roomEventFilter(f.Room.State); err != nil {
+		return Filter{}, err
+	}
+	if out.Timeline != nil {
+		out.TimelineLimit = out.Timeline.Limit
+	}
+	return out, nil
+}
+
+func roomEventFilter(raw json.RawMessage) (*events.RoomEventFilter, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	f, err := events.ParseRoomEventFilter(string(raw))
+	if err != nil {
+		return nil, httpapi.BadJSON("%v", err)
+	}
+	if f.Limit < 0 {
+		return nil, httpapi.BadJSON("filter: limit must not be negative")
+	}
+	return f, nil
 }

@@ -54,7 +54,24 @@ type Filter struct {
 	TimelineLimit int
 	// IncludeLeave is room.include_leave: rooms left since, in initial syncs too.
 	IncludeLeave bool
+	// Rooms and NotRooms are room.rooms and room.not_rooms (nil: all).
+	Rooms, NotRooms []string
+	// Timeline and State are room.timeline and room.state; State's
+	// lazy_load_members sends only the members the timeline needs.
+	Timeline, State *events.RoomEventFilter
+	// EventFields keeps only these fields of each event.
+	EventFields []string
 }
+
+// wants reports whether the filter lets the room through.
+func (f Filter) wants(roomID string) bool {
+	if f.Rooms != nil && !slices.Contains(f.Rooms, roomID) {
+		return false
+	}
+	return !slices.Contains(f.NotRooms, roomID)
+}
+
+func (f Filter) lazy() bool { return f.State != nil && f.State.LazyLoadMembers }
 
 // Response is the body of a sync answer.
 type Response struct {
@@ -85,10 +102,47 @@ type Timeline struct {
 
 // JoinedRoom is a room the user is in.
 type JoinedRoom struct {
+	Summary     *Summary  `json:"summary,omitempty"`
 	Timeline    Timeline  `json:"timeline"`
 	State       EventList `json:"state"`
 	AccountData EventList `json:"account_data"`
 	Ephemeral   EventList `json:"ephemeral"`
+}
+
+// Summary is what a lazy-loading client needs to name a room it has not
+// loaded every member of.
+type Summary struct {
+	Heroes  []string `json:"m.heroes"`
+	Joined  int      `json:"m.joined_member_count"`
+	Invited int      `json:"m.invited_member_count"`
+}
+
+// summary counts the room's members and picks up to five heroes: joined or
+// invited users other than userID, by user ID.
+func (s *Service) summary(ctx context.Context, roomID, userID string) (*Summary, error) {
+	members, err := s.Rooms.Members(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	sum := &Summary{Heroes: []string{}}
+	var others []string
+	for _, ev := range members {
+		m, _ := ev.Membership()
+		switch m {
+		case "join":
+			sum.Joined++
+		case "invite":
+			sum.Invited++
+		default:
+			continue
+		}
+		if u := *ev.StateKey(); u != userID {
+			others = append(others, u)
+		}
+	}
+	slices.Sort(others)
+	sum.Heroes = append(sum.Heroes, others[:min(len(others), 5)]...)
+	return sum, nil
 }
 
 // LeftRoom is a room the user left or was removed from since.
@@ -283,6 +337,9 @@ func emptyJoined() *JoinedRoom {
 // room adds one room to resp as the user's membership puts it, with its
 // events after position from (-1: from its start, for an initial sync).
 func (s *Service) room(ctx context.Context, req Request, resp *Response, next *position, m rooms.Membership, from int64, full bool) error {
+	if !req.Filter.wants(m.RoomID) {
+		return nil
+	}
 	switch m.Membership {
 	case "join":
 		// A join since the token shows the room whole, as to a new member.
@@ -332,7 +389,7 @@ func (p *position) sent(roomID string, head int64) {
 // it: all of it up to the timeline's start when full, else the state that
 // changed in a gap the limited timeline skipped.
 func (s *Service) joined(ctx context.Context, req Request, roomID string, from int64, full bool) (*JoinedRoom, int64, error) {
-	q := rooms.MessagesQuery{Backward: true, Limit: req.Filter.TimelineLimit}
+	q := rooms.MessagesQuery{Backward: true, Limit: req.Filter.TimelineLimit, Filter: req.Filter.Timeline}
 	if from >= 0 {
 		q.To = rooms.Token(from)
 	}
@@ -362,13 +419,62 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from i
 	if err != nil {
 		return nil, 0, err
 	}
-	if j.State.Events, err = s.Rooms.Render(ctx, state); err != nil {
+	state = req.Filter.stateOf(state, req.UserID, j.Timeline.Events)
+	rendered, err := s.Rooms.Render(ctx, state)
+	if err != nil {
 		return nil, 0, err
 	}
-	if j.State.Events == nil {
-		j.State.Events = []json.RawMessage{}
+	j.State.Events = append(j.State.Events, rendered...)
+	if err := req.Filter.fields(j); err != nil {
+		return nil, 0, err
+	}
+	if req.Filter.lazy() && full {
+		if j.Summary, err = s.summary(ctx, roomID, req.UserID); err != nil {
+			return nil, 0, err
+		}
 	}
 	return j, head, nil
+}
+
+// stateOf keeps the state the filter asks for; lazy-loading clients get the
+// member events of the timeline's senders and their own, not every member.
+func (f Filter) stateOf(state []events.PDU, userID string, timeline []json.RawMessage) []events.PDU {
+	senders := map[string]bool{userID: true}
+	for _, raw := range timeline {
+		var ev struct {
+			Sender string `json:"sender"`
+		}
+		_ = json.Unmarshal(raw, &ev)
+		senders[ev.Sender] = true
+	}
+	var out []events.PDU
+	for _, ev := range state {
+		if f.State != nil && !f.State.Match(ev) {
+			continue
+		}
+		if f.lazy() && ev.Type() == events.Member && !senders[*ev.StateKey()] {
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// fields applies event_fields to the room's events.
+func (f Filter) fields(j *JoinedRoom) error {
+	if len(f.EventFields) == 0 {
+		return nil
+	}
+	for _, list := range [][]json.RawMessage{j.Timeline.Events, j.State.Events} {
+		for i, raw := range list {
+			kept, err := events.FilterFields(raw, f.EventFields)
+			if err != nil {
+				return err
+			}
+			list[i] = kept
+		}
+	}
+	return nil
 }
 
 // stateBefore is the state a client needs before a timeline that starts

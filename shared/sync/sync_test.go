@@ -283,3 +283,63 @@ func TestSync_Tokens(t *testing.T) {
 		}
 	}
 }
+
+// TestSync_Filters: lazy-loaded members are the timeline's senders and the
+// user; room, type and event_fields filters apply.
+func TestSync_Filters(t *testing.T) {
+	st := servertest.Start(t)
+	alice := client(t, st, st.Register(t, "alice"))
+	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var people []*mautrix.Client
+	for _, name := range []string{"bob", "carol", "dave"} {
+		c := client(t, st, st.Register(t, name))
+		if _, err := c.JoinRoomByID(bg, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		people = append(people, c)
+	}
+	for i := range 4 {
+		say(t, people[0], room.RoomID, fmt.Sprint("bob ", i))
+	}
+	lazy := `{"room":{"rooms":["` + room.RoomID.String() + `"],"timeline":{"limit":3},"state":{"lazy_load_members":true}}}`
+	resp, err := alice.FullSyncRequest(bg, mautrix.ReqSync{FilterID: lazy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := resp.Rooms.Join[other.RoomID]; ok || len(resp.Rooms.Join) != 1 {
+		t.Fatalf("room filter let through %d rooms", len(resp.Rooms.Join))
+	}
+	j := resp.Rooms.Join[room.RoomID]
+	members := map[string]bool{}
+	for _, ev := range j.State.Events {
+		if ev.Type == event.StateMember {
+			members[ev.GetStateKey()] = true
+		}
+	}
+	if len(members) != 2 || !members[alice.UserID.String()] || !members[people[0].UserID.String()] {
+		t.Fatalf("lazy-loaded members %v, want alice and bob", members)
+	}
+	if j.Summary.JoinedMemberCount == nil || *j.Summary.JoinedMemberCount != 4 || len(j.Summary.Heroes) != 3 {
+		t.Fatalf("summary %+v", j.Summary)
+	}
+	typed := `{"room":{"timeline":{"types":["m.room.member"],"limit":50}},"event_fields":["type","state_key"]}`
+	resp, err = alice.FullSyncRequest(bg, mautrix.ReqSync{FilterID: typed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range resp.Rooms.Join[room.RoomID].Timeline.Events {
+		if ev.Type != event.StateMember || ev.ID != "" || ev.Sender != "" {
+			t.Fatalf("type filter and event_fields let through %+v", ev)
+		}
+	}
+	if n := len(resp.Rooms.Join[room.RoomID].Timeline.Events); n != 4 {
+		t.Fatalf("%d member events in the timeline, want 4", n)
+	}
+}
