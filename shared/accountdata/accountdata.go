@@ -66,6 +66,9 @@ type Service struct {
 	// (m.push_rules from the push rules), so that GET reads them as clients
 	// expect.
 	Computed map[string]func(ctx context.Context, userID string) (any, error)
+	// Changed is told after each write, so that the user's syncs bring it;
+	// roomID is "" for global data. nil does nothing.
+	Changed func(ctx context.Context, userID, roomID string) error
 }
 
 // Event is one account data event as /sync delivers it.
@@ -147,7 +150,32 @@ func (s *Service) Set(ctx context.Context, userID, roomID, typ string, content j
 	if err != nil {
 		return fmt.Errorf("set %s of %s: %w", typ, userID, err)
 	}
+	if s.Changed != nil {
+		if err := s.Changed(ctx, userID, roomID); err != nil {
+			return fmt.Errorf("set %s of %s: %w", typ, userID, err)
+		}
+	}
 	return nil
+}
+
+// Since returns the account data of roomID ("" for global) written at or
+// after since; the zero time gives all of it.
+func (s *Service) Since(ctx context.Context, userID, roomID string, since time.Time) ([]Event, error) {
+	prefix := GlobalPrefix
+	if roomID != "" {
+		prefix = RoomPrefix(roomID)
+	}
+	items, err := s.query(ctx, userID, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []Event
+	for _, it := range items {
+		if it.UpdatedTS >= since.UnixMilli() {
+			out = append(out, Event{Type: it.Type, Content: json.RawMessage(it.Content)})
+		}
+	}
+	return out, nil
 }
 
 // Global returns every global account data event of the user, in type

@@ -111,7 +111,10 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		Store: st, Rooms: rms,
 		PollInterval: time.Duration(cfg.Sync.PollIntervalMS) * time.Millisecond,
 		MaxTimeout:   time.Duration(cfg.Sync.MaxTimeoutMS) * time.Millisecond,
-		AccountData:  globalAccountData(data, pushes),
+		AccountData:  accountData(data, pushes),
+	}
+	data.Changed = func(ctx context.Context, userID, roomID string) error {
+		return syncs.Touch(ctx, roomID, []string{userID})
 	}
 	rms.Appended = syncs.Fanout
 	profiles.Changed = func(ctx context.Context, userID string, p profile.Profile) error {
@@ -167,19 +170,22 @@ func OpenLambda(ctx context.Context) (*Server, error) {
 	return srv, nil
 }
 
-// globalAccountData lists a user's global account data for an initial
-// sync, with the push rules, which live in their own items.
-func globalAccountData(data *accountdata.Service, pushes *push.Service) func(context.Context, string) ([]json.RawMessage, error) {
-	return func(ctx context.Context, userID string) ([]json.RawMessage, error) {
-		evs, err := data.Global(ctx, userID)
+// accountData lists a user's account data for /sync: what was written
+// since the time given, and at the zero time (an initial sync) the push
+// rules too, which live in their own items.
+func accountData(data *accountdata.Service, pushes *push.Service) func(context.Context, string, string, time.Time) ([]json.RawMessage, error) {
+	return func(ctx context.Context, userID, roomID string, since time.Time) ([]json.RawMessage, error) {
+		evs, err := data.Since(ctx, userID, roomID, since)
 		if err != nil {
 			return nil, err
 		}
-		rules, err := pushes.AccountData(ctx, userID)
-		if err != nil {
-			return nil, err
+		if roomID == "" && since.IsZero() {
+			rules, err := pushes.AccountData(ctx, userID)
+			if err != nil {
+				return nil, err
+			}
+			evs = append(evs, accountdata.Event{Type: "m.push_rules", Content: mustJSON(rules)})
 		}
-		evs = append(evs, accountdata.Event{Type: "m.push_rules", Content: mustJSON(rules)})
 		out := make([]json.RawMessage, 0, len(evs))
 		for _, ev := range evs {
 			out = append(out, mustJSON(ev))

@@ -15,9 +15,10 @@ import (
 type Service struct {
 	Store *store.Store
 	Rooms *rooms.Service
-	// AccountData lists a user's global account data for an initial sync;
-	// nil leaves it out.
-	AccountData func(ctx context.Context, userID string) ([]json.RawMessage, error)
+	// AccountData lists a user's account data of roomID ("" for global)
+	// written since the time given (the zero time: all of it); nil leaves
+	// account data out.
+	AccountData func(ctx context.Context, userID, roomID string, since time.Time) ([]json.RawMessage, error)
 	// Ephemeral lists a room's ephemeral events for the user (typing, and
 	// receipts since the time given; all of them at the zero time); nil
 	// gives none.
@@ -246,20 +247,14 @@ func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*R
 		if err := s.room(ctx, req, resp, &next, m, -1, true); err != nil {
 			return nil, err
 		}
-		if j, ok := resp.Rooms.Join[m.RoomID]; ok && s.Ephemeral != nil {
-			evs, err := s.Ephemeral(ctx, req.UserID, m.RoomID, time.Time{})
-			if err != nil {
+		if j, ok := resp.Rooms.Join[m.RoomID]; ok {
+			if err := s.extras(ctx, req.UserID, m.RoomID, time.Time{}, j); err != nil {
 				return nil, err
 			}
-			j.Ephemeral.Events = append(j.Ephemeral.Events, evs...)
 		}
 	}
-	if s.AccountData != nil {
-		data, err := s.AccountData(ctx, req.UserID)
-		if err != nil {
-			return nil, err
-		}
-		resp.AccountData = &EventList{Events: data}
+	if err := s.globalData(ctx, req.UserID, time.Time{}, resp); err != nil {
+		return nil, err
 	}
 	resp.NextBatch = next.encode()
 	return resp, nil
@@ -278,6 +273,12 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 	from := map[string]int64{}
 	newest := map[string]int64{}
 	ephemeral := map[string]bool{}
+	// Ephemeral events and account data are read from the newest ephemeral
+	// entry the token delivered: what was written before it came then.
+	since := time.UnixMilli(pos.Ephemeral)
+	if pos.Ephemeral == 0 {
+		since = time.UnixMilli(pos.Time).Add(-window)
+	}
 	for _, n := range fresh {
 		if n.Seq == 0 {
 			ephemeral[n.RoomID] = true
@@ -295,6 +296,11 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 		newest[n.RoomID] = max(newest[n.RoomID], n.TS)
 		next.Sent[n.RoomID] = [2]int64{max(next.Sent[n.RoomID][0], n.Seq), newest[n.RoomID]}
 	}
+	if ephemeral[""] {
+		if err := s.globalData(ctx, req.UserID, since, resp); err != nil {
+			return nil, err
+		}
+	}
 	if len(from) == 0 && len(ephemeral) == 0 && !req.FullState {
 		resp.NextBatch = next.encode()
 		return resp, nil
@@ -303,7 +309,6 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 	if err != nil {
 		return nil, err
 	}
-	since := time.UnixMilli(pos.Time).Add(-window)
 	for _, m := range ms {
 		f, changed := from[m.RoomID]
 		switch {
@@ -317,16 +322,50 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 		case ephemeral[m.RoomID] && m.Membership == "join":
 			resp.Rooms.Join[m.RoomID] = emptyJoined()
 		}
-		if j, ok := resp.Rooms.Join[m.RoomID]; ok && s.Ephemeral != nil {
-			evs, err := s.Ephemeral(ctx, req.UserID, m.RoomID, since)
-			if err != nil {
+		if j, ok := resp.Rooms.Join[m.RoomID]; ok && (ephemeral[m.RoomID] || changed) {
+			if err := s.extras(ctx, req.UserID, m.RoomID, since, j); err != nil {
 				return nil, err
 			}
-			j.Ephemeral.Events = append(j.Ephemeral.Events, evs...)
 		}
 	}
 	resp.NextBatch = next.encode()
 	return resp, nil
+}
+
+// extras adds a joined room's ephemeral events and account data written
+// since the time given.
+func (s *Service) extras(ctx context.Context, userID, roomID string, since time.Time, j *JoinedRoom) error {
+	if s.Ephemeral != nil {
+		evs, err := s.Ephemeral(ctx, userID, roomID, since)
+		if err != nil {
+			return err
+		}
+		j.Ephemeral.Events = append(j.Ephemeral.Events, evs...)
+	}
+	if s.AccountData != nil {
+		evs, err := s.AccountData(ctx, userID, roomID, since)
+		if err != nil {
+			return err
+		}
+		j.AccountData.Events = append(j.AccountData.Events, evs...)
+	}
+	return nil
+}
+
+// globalData adds the user's global account data written since the time
+// given.
+func (s *Service) globalData(ctx context.Context, userID string, since time.Time, resp *Response) error {
+	if s.AccountData == nil {
+		return nil
+	}
+	evs, err := s.AccountData(ctx, userID, "", since)
+	if err != nil {
+		return err
+	}
+	if len(evs) > 0 {
+		resp.AccountData = &EventList{Events: evs}
+	}
+	return nil
 }
 
 func emptyJoined() *JoinedRoom {

@@ -343,3 +343,47 @@ func TestSync_Filters(t *testing.T) {
 		t.Fatalf("%d member events in the timeline, want 4", n)
 	}
 }
+
+// TestSync_AccountData: global and room account data written since the
+// token come in the next sync, which they wake.
+func TestSync_AccountData(t *testing.T) {
+	st := servertest.Start(t)
+	alice := client(t, st, st.Register(t, "alice"))
+	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := sync(t, alice, "", 0, "")
+	got := make(chan *mautrix.RespSync, 1)
+	go func() {
+		resp, err := alice.FullSyncRequest(bg, mautrix.ReqSync{Since: first.NextBatch, Timeout: 10000})
+		if err != nil {
+			t.Error(err)
+		}
+		got <- resp
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if err := alice.SetAccountData(bg, "org.example.theme", map[string]any{"dark": true}); err != nil {
+		t.Fatal(err)
+	}
+	var resp *mautrix.RespSync
+	select {
+	case resp = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("account data did not wake the sync")
+	}
+	if resp == nil || len(resp.AccountData.Events) != 1 || resp.AccountData.Events[0].Type.Type != "org.example.theme" {
+		t.Fatalf("global account data in sync: %+v", resp)
+	}
+	if err := alice.SetRoomAccountData(bg, room.RoomID, "org.example.pin", map[string]any{"on": true}); err != nil {
+		t.Fatal(err)
+	}
+	resp = sync(t, alice, resp.NextBatch, 5000, "")
+	j, ok := resp.Rooms.Join[room.RoomID]
+	if !ok || len(j.AccountData.Events) != 1 || j.AccountData.Events[0].Type.Type != "org.example.pin" {
+		t.Fatalf("room account data in sync: %+v", resp.Rooms.Join)
+	}
+	if len(resp.AccountData.Events) != 0 {
+		t.Fatalf("global account data sent again: %+v", resp.AccountData.Events)
+	}
+}
