@@ -184,3 +184,28 @@ func TestAudit_Upgrade(t *testing.T) {
 		wantEqual(t, "old room's events_default", stateOf(t, alice, old, "m.room.power_levels", "")["events_default"], 0.0)
 	})
 }
+
+// TestAudit_UpgradeKeepsUpgraderLevel: before version 12, the upgrader is
+// raised to 100 to make the new room, and Synapse then gives them back
+// their old level; an upgrade promotes nobody, and demotes nobody above 100.
+func TestAudit_UpgradeKeepsUpgraderLevel(t *testing.T) {
+	st := servertest.Start(t)
+	alice := newUser(t, st, "alice")
+	bob := newUser(t, st, "bob")
+	old := create(t, alice, &mautrix.ReqCreateRoom{RoomVersion: "10", Preset: "public_chat", PowerLevelOverride: &event.PowerLevelsEventContent{
+		Users:  map[id.UserID]int{alice.id(): 150, bob.id(): 60},
+		Events: map[string]int{"m.room.tombstone": 60, "m.room.power_levels": 100},
+	}})
+	must[*mautrix.RespJoinRoom](t, "bob joins")(bob.JoinRoomByID(bg, old))
+	repl, err := upgrade(bob, old, map[string]any{"new_version": "11"})
+	if err != nil {
+		t.Fatalf("upgrade by bob: %v", err)
+	}
+	wantEqual(t, "levels in the new room", stateOf(t, bob, repl, "m.room.power_levels", "")["users"], map[string]any{alice.ID: 150.0, bob.ID: 60.0})
+	must[*mautrix.RespJoinRoom](t, "alice joins")(alice.JoinRoomByID(bg, repl))
+	again, err := upgrade(alice, repl, map[string]any{"new_version": "11"})
+	if err != nil {
+		t.Fatalf("upgrade by alice: %v", err)
+	}
+	wantEqual(t, "levels after alice's upgrade", stateOf(t, alice, again, "m.room.power_levels", "")["users"], map[string]any{alice.ID: 150.0, bob.ID: 60.0})
+}

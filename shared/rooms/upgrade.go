@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 
@@ -73,6 +74,9 @@ func (s *Service) Upgrade(ctx context.Context, userID, roomID, v string, additio
 	if err != nil {
 		return "", err
 	}
+	if err := s.restoreUpgrader(ctx, userID, newID, req.PowerLevelContentOverride, oldPL); err != nil {
+		return "", err
+	}
 	tomb, _ := json.Marshal(map[string]string{"body": "This room has been replaced", "replacement_room": newID})
 	empty := ""
 	if _, err := s.Send(ctx, Sent{Sender: userID}, roomID, events.Tombstone, &empty, tomb); err != nil {
@@ -132,11 +136,54 @@ func (s *Service) upgradedPowerLevels(old map[string]any, userID string, creator
 		for _, c := range creators {
 			delete(users, c)
 		}
-	} else {
+	} else if lvl, ok := listedLevel(old, userID); !ok || lvl < 100 {
+		// Enough to send the copied state; restoreUpgrader gives back a
+		// lower level once the room is made. A higher one stays.
 		users[userID] = 100
 	}
 	pl["users"] = users
 	return pl
+}
+
+// listedLevel is userID's entry in the users of power levels content.
+func listedLevel(pl map[string]any, userID string) (int64, bool) {
+	users, _ := pl["users"].(map[string]any)
+	switch lvl := users[userID].(type) {
+	case float64: // as decoded from JSON
+		return int64(lvl), true
+	case int: // as set by upgradedPowerLevels
+		return int64(lvl), true
+	}
+	return 0, false
+}
+
+// restoreUpgrader gives the upgrader back, in the new room, the level the
+// old room listed for them, when it was below the 100 they were raised to
+// for making the room: as in Synapse, an upgrade promotes nobody.
+func (s *Service) restoreUpgrader(ctx context.Context, userID, newID string, made, old map[string]any) error {
+	lvl, ok := listedLevel(old, userID)
+	if cur, listed := listedLevel(made, userID); !ok || !listed || lvl >= cur {
+		return nil
+	}
+	pl := map[string]any{}
+	for k, v := range made {
+		pl[k] = v
+	}
+	users := map[string]any{}
+	for k, v := range made["users"].(map[string]any) {
+		users[k] = v
+	}
+	users[userID] = lvl
+	pl["users"] = users
+	raw, err := json.Marshal(pl)
+	if err != nil {
+		return err
+	}
+	empty := ""
+	if _, err := s.Send(ctx, Sent{Sender: userID}, newID, events.PowerLevels, &empty, raw); err != nil {
+		return fmt.Errorf("restore the upgrader's level in %s: %w", newID, err)
+	}
+	return nil
 }
 
 // restrictOld raises the levels to talk and invite in the old room to the
