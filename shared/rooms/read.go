@@ -160,7 +160,11 @@ func (s *Service) scan(ctx context.Context, roomID string, v *viewer, from, stop
 		if past(pos) && pos != live {
 			return out, -1, top, nil
 		}
-		page, err := s.slots(ctx, roomID, pos, q.Backward, max(q.Limit-len(out), 20))
+		n := max(q.Limit-len(out), 20)
+		if q.Backward && stop >= 0 && pos != live {
+			n = int(min(int64(n), pos-stop)) // read no slot at or before stop
+		}
+		page, err := s.slots(ctx, roomID, pos, q.Backward, n)
 		if err != nil {
 			return nil, 0, 0, err
 		}

@@ -244,7 +244,7 @@ func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*R
 		return nil, err
 	}
 	for _, m := range ms {
-		if err := s.room(ctx, req, resp, &next, m, -1, true); err != nil {
+		if err := s.room(ctx, req, resp, &next, m, -1, -1, true); err != nil {
 			return nil, err
 		}
 		if j, ok := resp.Rooms.Join[m.RoomID]; ok {
@@ -313,16 +313,21 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 		f, changed := from[m.RoomID]
 		switch {
 		case changed || (req.FullState && m.Membership == "join"):
-			if !changed {
+			upto := int64(-1)
+			if changed {
+				upto = next.Sent[m.RoomID][0]
+			} else {
 				f = -1
 			}
-			if err := s.room(ctx, req, resp, &next, m, f, req.FullState); err != nil {
+			if err := s.room(ctx, req, resp, &next, m, f, upto, req.FullState); err != nil {
 				return nil, err
 			}
 		case ephemeral[m.RoomID] && m.Membership == "join":
 			resp.Rooms.Join[m.RoomID] = emptyJoined()
 		}
-		if j, ok := resp.Rooms.Join[m.RoomID]; ok && (ephemeral[m.RoomID] || changed) {
+		// Timeline news alone brings no ephemeral data: that has entries of
+		// its own.
+		if j, ok := resp.Rooms.Join[m.RoomID]; ok && ephemeral[m.RoomID] {
 			if err := s.extras(ctx, req.UserID, m.RoomID, since, j); err != nil {
 				return nil, err
 			}
@@ -375,7 +380,9 @@ func emptyJoined() *JoinedRoom {
 
 // room adds one room to resp as the user's membership puts it, with its
 // events after position from (-1: from its start, for an initial sync).
-func (s *Service) room(ctx context.Context, req Request, resp *Response, next *position, m rooms.Membership, from int64, full bool) error {
+// upto, when not -1, is the newest position the stream named: the timeline
+// is read back from there, so only the new events' slots are read.
+func (s *Service) room(ctx context.Context, req Request, resp *Response, next *position, m rooms.Membership, from, upto int64, full bool) error {
 	if !req.Filter.wants(m.RoomID) {
 		return nil
 	}
@@ -383,7 +390,7 @@ func (s *Service) room(ctx context.Context, req Request, resp *Response, next *p
 	case "join":
 		// A join since the token shows the room whole, as to a new member.
 		full = full || from < 0 || m.Seq > from
-		j, head, err := s.joined(ctx, req, m.RoomID, from, full)
+		j, head, err := s.joined(ctx, req, m.RoomID, from, upto, full)
 		if err != nil {
 			return err
 		}
@@ -409,7 +416,7 @@ func (s *Service) room(ctx context.Context, req Request, resp *Response, next *p
 		if m.Forgotten || (from < 0 && !req.Filter.IncludeLeave) {
 			return nil
 		}
-		j, _, err := s.joined(ctx, req, m.RoomID, from, false)
+		j, _, err := s.joined(ctx, req, m.RoomID, from, upto, false)
 		if err != nil {
 			return err
 		}
@@ -427,8 +434,11 @@ func (p *position) sent(roomID string, head int64) {
 // joined reads a room's timeline after from and the state that goes with
 // it: all of it up to the timeline's start when full, else the state that
 // changed in a gap the limited timeline skipped.
-func (s *Service) joined(ctx context.Context, req Request, roomID string, from int64, full bool) (*JoinedRoom, int64, error) {
+func (s *Service) joined(ctx context.Context, req Request, roomID string, from, upto int64, full bool) (*JoinedRoom, int64, error) {
 	q := rooms.MessagesQuery{Backward: true, Limit: req.Filter.TimelineLimit, Filter: req.Filter.Timeline}
+	if upto >= 0 {
+		q.From = rooms.Token(upto)
+	}
 	if from >= 0 {
 		q.To = rooms.Token(from)
 	}
