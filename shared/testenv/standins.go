@@ -13,6 +13,10 @@
 // a package whose TestMain calls Main, once all tests are done. It also exits
 // by itself when the test binary dies (its stdin pipe closes), so no run,
 // passing, failing or killed, leaves a process behind.
+//
+// It also installs matrix-js-sdk and the Node.js 22 it runs on, pinned by
+// scripts/jsclient/package-lock.json, and runs scenarios with them (JSClient,
+// RunJS in jsclient.go).
 package testenv
 
 import (
@@ -336,34 +340,43 @@ func install(t testing.TB) (string, error) {
 }
 
 func doInstall(t testing.TB) (string, error) {
+	return npmCI(t, StandinsDir, []string{sqsStandin.pkg, sesStandin.pkg})
+}
+
+// npmCI makes sure node_modules in rel, a directory of the repository
+// holding a package.json and its package-lock.json, matches the lockfile and
+// holds pkgs, running npm ci when it is missing or stale. It returns the
+// directory's absolute path. A file lock keeps parallel test binaries
+// (go test ./...) from installing over each other.
+func npmCI(t testing.TB, rel string, pkgs []string) (string, error) {
 	root, err := repoRoot()
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(root, filepath.FromSlash(StandinsDir))
+	dir := filepath.Join(root, filepath.FromSlash(rel))
 	if err := checkNode(); err != nil {
 		return "", err
 	}
 	npm, err := exec.LookPath("npm")
 	if err != nil {
-		return "", fmt.Errorf("npm is not on PATH (%v): the SQS and SES stand-ins in %s are installed with npm ci; install npm (Debian: apt-get install npm)", err, StandinsDir)
+		return "", fmt.Errorf("npm is not on PATH (%v): the packages in %s are installed with npm ci; install npm (Debian: apt-get install npm)", err, rel)
 	}
 	want, err := lockStamp(dir)
 	if err != nil {
 		return "", err
 	}
 
-	unlock, err := lockFile(filepath.Join(os.TempDir(), "cirrus-standins-"+want[:16]+"-"+shortHash(dir)+".lock"))
+	unlock, err := lockFile(filepath.Join(os.TempDir(), "cirrus-"+filepath.Base(dir)+"-"+want[:16]+"-"+shortHash(dir)+".lock"))
 	if err != nil {
 		return "", err
 	}
 	defer unlock()
 
 	stamp := filepath.Join(dir, "node_modules", stampFile)
-	if got, err := os.ReadFile(stamp); err == nil && strings.TrimSpace(string(got)) == want && installed(dir) {
+	if got, err := os.ReadFile(stamp); err == nil && strings.TrimSpace(string(got)) == want && installed(dir, pkgs) {
 		return dir, nil
 	}
-	t.Logf("testenv: node_modules in %s is missing or stale, running npm ci", StandinsDir)
+	t.Logf("testenv: node_modules in %s is missing or stale, running npm ci", rel)
 	ctx, cancel := context.WithTimeout(context.Background(), installTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
@@ -379,13 +392,13 @@ func doInstall(t testing.TB) (string, error) {
 	if err := os.WriteFile(stamp, []byte(want+"\n"), 0o644); err != nil {
 		return "", fmt.Errorf("write install stamp: %w", err)
 	}
-	t.Logf("testenv: npm ci took %v", time.Since(began).Round(time.Millisecond))
+	t.Logf("testenv: npm ci in %s took %v", rel, time.Since(began).Round(time.Millisecond))
 	return dir, nil
 }
 
-// installed reports whether both stand-in packages are in node_modules.
-func installed(dir string) bool {
-	for _, pkg := range []string{sqsStandin.pkg, sesStandin.pkg} {
+// installed reports whether every package of pkgs is in dir's node_modules.
+func installed(dir string, pkgs []string) bool {
+	for _, pkg := range pkgs {
 		if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg, "package.json")); err != nil {
 			return false
 		}
