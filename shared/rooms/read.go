@@ -79,6 +79,9 @@ type Page struct {
 	Start string            `json:"start"`
 	End   string            `json:"end,omitempty"`
 	State []json.RawMessage `json:"state,omitempty"`
+	// Oldest is the position of the oldest event in Chunk (0 when empty):
+	// where state before the page is taken, whatever history hid.
+	Oldest int64 `json:"-"`
 }
 
 // Messages pages through the room's timeline as userID may see it.
@@ -109,6 +112,11 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 		from = top
 	}
 	page := Page{Start: token(from)}
+	for _, e := range evs {
+		if page.Oldest == 0 || e.Seq < page.Oldest {
+			page.Oldest = e.Seq
+		}
+	}
 	if page.Chunk, err = s.render(ctx, evs); err != nil {
 		return Page{}, err
 	}

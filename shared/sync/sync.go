@@ -456,17 +456,23 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 	if chunk != nil {
 		j.Timeline.Events = chunk
 	}
-	// Where the timeline starts: just after the gap it skipped, if any.
-	begin := max(from, 0)
+	begin := head
+	if page.Oldest > 0 {
+		begin = page.Oldest - 1
+	}
+	begin = max(begin, from)
 	if page.End != "" {
-		if end, err := rooms.ParseToken(page.End); err == nil && end > begin {
-			begin, j.Timeline.Limited = end, true
-		}
+		end, err := rooms.ParseToken(page.End)
+		j.Timeline.Limited = err == nil && end > max(from, 0)
 	}
 	j.Timeline.PrevBatch = rooms.Token(begin)
-	state, err := s.stateBefore(ctx, roomID, from, begin, full)
-	if err != nil {
-		return nil, 0, err
+	// The timeline holds every event after from: the state is known.
+	whole := !j.Timeline.Limited && int64(len(chunk)) == head-max(from, 0)
+	var state []events.PDU
+	if full || !whole {
+		if state, err = s.stateAround(ctx, roomID, from, head, full, chunk); err != nil {
+			return nil, 0, err
+		}
 	}
 	state = req.Filter.stateOf(state, req.UserID, j.Timeline.Events)
 	rendered, err := s.Rooms.Render(ctx, state)
@@ -526,35 +532,43 @@ func (f Filter) fields(j *JoinedRoom) error {
 	return nil
 }
 
-// stateBefore is the state a client needs before a timeline that starts
-// after position begin: all of it when full, else what changed between
-// from and begin.
-func (s *Service) stateBefore(ctx context.Context, roomID string, from, begin int64, full bool) ([]events.PDU, error) {
-	if begin <= 0 || (!full && begin <= from) {
+// stateAround is the state a client needs with a timeline that ends at
+// position head: all of it when full, else what changed after from; less the
+// state events the timeline carries itself. Taking it from the end rather
+// than the timeline's start covers state events that history visibility
+// hid from the timeline, and those in a gap a limited timeline skipped.
+func (s *Service) stateAround(ctx context.Context, roomID string, from, head int64, full bool, timeline []json.RawMessage) ([]events.PDU, error) {
+	if head <= 0 {
 		return nil, nil
 	}
-	after, err := s.Rooms.StateAfter(ctx, roomID, begin)
+	after, err := s.Rooms.StateAfter(ctx, roomID, head)
 	if err != nil {
 		return nil, err
 	}
-	if full || from <= 0 {
-		return after, nil
+	skip := map[string]bool{}
+	for _, raw := range timeline {
+		var ev struct {
+			ID string `json:"event_id"`
+		}
+		_ = json.Unmarshal(raw, &ev)
+		skip[ev.ID] = true
 	}
-	before, err := s.Rooms.StateAfter(ctx, roomID, from)
-	if err != nil {
-		return nil, err
-	}
-	known := map[string]bool{}
-	for _, ev := range before {
-		known[ev.EventID()] = true
-	}
-	var changed []events.PDU
-	for _, ev := range after {
-		if !known[ev.EventID()] {
-			changed = append(changed, ev)
+	if !full && from > 0 {
+		before, err := s.Rooms.StateAfter(ctx, roomID, from)
+		if err != nil {
+			return nil, err
+		}
+		for _, ev := range before {
+			skip[ev.EventID()] = true
 		}
 	}
-	return changed, nil
+	var out []events.PDU
+	for _, ev := range after {
+		if !skip[ev.EventID()] {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
 }
 
 // strippedType reports whether state of type t is shown to an invitee or

@@ -387,3 +387,66 @@ func TestSync_AccountData(t *testing.T) {
 		t.Fatalf("global account data sent again: %+v", resp.AccountData.Events)
 	}
 }
+
+// TestSync_RejoinAndFullState: a user who leaves and comes back gets the
+// room whole again, with what was said while they were away only as
+// history allows; full_state gives every joined room whole at once.
+func TestSync_RejoinAndFullState(t *testing.T) {
+	st := servertest.Start(t)
+	alice := client(t, st, st.Register(t, "alice"))
+	bob := client(t, st, st.Register(t, "bob"))
+	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Cafe",
+		InitialState: []*event.Event{{Type: event.StateHistoryVisibility, StateKey: new(""),
+			Content: event.Content{Raw: map[string]any{"history_visibility": "joined"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(bg, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	base := sync(t, bob, "", 0, "")
+	if _, err := bob.LeaveRoom(bg, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	say(t, alice, room.RoomID, "while bob was away")
+	if _, err := bob.JoinRoomByID(bg, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	say(t, alice, room.RoomID, "welcome back")
+	back := sync(t, bob, base.NextBatch, 0, "")
+	j, ok := back.Rooms.Join[room.RoomID]
+	if !ok {
+		t.Fatalf("rejoined room missing: %+v", back.Rooms)
+	}
+	if got := bodies(j.Timeline.Events); len(got) != 1 || got[0] != "welcome back" {
+		t.Fatalf("after rejoining bob sees %v, want only what came after his return", got)
+	}
+	named := false
+	for _, ev := range append(j.State.Events, j.Timeline.Events...) {
+		named = named || ev.Type == event.StateRoomName
+	}
+	if !named {
+		t.Fatal("the rejoined room comes without its name")
+	}
+	full, err := bob.FullSyncRequest(bg, mautrix.ReqSync{Since: back.NextBatch, FullState: true, Timeout: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fj, ok := full.Rooms.Join[room.RoomID]
+	if !ok {
+		t.Fatal("full_state sync lacks the room")
+	}
+	types := map[string]bool{}
+	for _, ev := range append(fj.State.Events, fj.Timeline.Events...) {
+		types[ev.Type.Type] = true
+	}
+	if !types["m.room.create"] || !types["m.room.name"] || !types["m.room.power_levels"] {
+		for _, ev := range fj.State.Events {
+			t.Logf("state %s %s", ev.Type.Type, ev.ID)
+		}
+		for _, ev := range fj.Timeline.Events {
+			t.Logf("timeline %s %s", ev.Type.Type, ev.ID)
+		}
+		t.Fatalf("full_state room state types %v", types)
+	}
+}
