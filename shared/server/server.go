@@ -22,6 +22,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/capabilities"
 	"github.com/cirrus-matrix/cirrus/shared/config"
 	"github.com/cirrus-matrix/cirrus/shared/discovery"
+	"github.com/cirrus-matrix/cirrus/shared/ephemeral"
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/filters"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
@@ -65,6 +66,8 @@ type Server struct {
 	AccountData *accountdata.Service
 	// Filters holds users' stored filters.
 	Filters *filters.Service
+	// Ephemeral holds typing notifications, receipts and read markers.
+	Ephemeral *ephemeral.Service
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -117,6 +120,8 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		return syncs.Touch(ctx, roomID, []string{userID})
 	}
 	rms.Appended = syncs.Fanout
+	eph := &ephemeral.Service{Store: st, Rooms: rms, AccountData: data, Touch: syncs.Touch}
+	syncs.Ephemeral = eph.Events
 	profiles.Changed = func(ctx context.Context, userID string, p profile.Profile) error {
 		return rms.ProfileChanged(ctx, userID, p.DisplayName, p.AvatarURL)
 	}
@@ -133,6 +138,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		Sync:        syncs,
 		AccountData: data,
 		Filters:     &filters.Service{Store: st},
+		Ephemeral:   eph,
 	}, nil
 }
 
@@ -244,6 +250,7 @@ func (s *Server) ClientHandler() http.Handler {
 	s.AccountData.Register(rt, s.Accounts.RequireAuth)
 	s.Filters.Register(rt, s.Accounts.RequireAuth)
 	s.Sync.Register(rt, s.Accounts.RequireAuth, s.loadFilter)
+	s.Ephemeral.Register(rt, s.Accounts.RequireAuth)
 	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handle))
 	s.Push.Register(rt, s.Accounts.RequireAuth)
 	return httpapi.Logging(s.Logger, httpapi.CORS(httpapi.LimitBody(s.Config.MaxRequestSize, rt)))
