@@ -61,9 +61,9 @@ const (
 	MaxTypingTimeout     = 2 * time.Minute
 )
 
-// recentKeep is how long a receipt's recent| copy is kept. A sync whose token is
-// older reads the current receipts of the room instead, which costs more in
-// a large room but gives the same answer.
+// recentKeep is how long a receipt's recent| copy is kept. A sync whose
+// since is older reads the current receipts of the room instead, which
+// costs more in a large room but gives the same answer.
 const recentKeep = time.Hour
 
 // maxSortKey is DynamoDB's limit on the bytes of a sort key.
