@@ -91,6 +91,8 @@ type Config struct {
 	RateLimits RateLimits `yaml:"rate_limits"`
 	// Sync tunes /sync long-polling.
 	Sync Sync `yaml:"sync"`
+	// Presence is Synapse's presence block.
+	Presence Presence `yaml:"presence"`
 
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
@@ -118,6 +120,13 @@ type Sync struct {
 }
 
 var defaultSync = Sync{PollIntervalMS: 1000, MaxTimeoutMS: 25000}
+
+// Presence turns presence on or off. On, a change of a user's presence
+// costs a write for each local user sharing a room with them; off, everyone
+// is offline and no presence is stored or sent.
+type Presence struct {
+	Enabled bool `yaml:"enabled"`
+}
 
 // RateLimits are attempts allowed per minute; 0 turns a limit off (for
 // benchmarks and test suites, never for a public server).
@@ -147,6 +156,7 @@ func Defaults() Config {
 		DataDir:              "data",
 		RateLimits:           defaultRateLimits,
 		Sync:                 defaultSync,
+		Presence:             Presence{Enabled: true},
 		LogLevel:             "info",
 	}
 }
@@ -180,6 +190,7 @@ func LoadLambda(lookup LookupFunc) (*Config, error) {
 		DynamoDBTable:        "cirrus",
 		RateLimits:           defaultRateLimits,
 		Sync:                 defaultSync,
+		Presence:             Presence{Enabled: true},
 		LogLevel:             "info",
 	}
 	if err := c.applyEnv(lookup); err != nil {

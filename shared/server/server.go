@@ -28,6 +28,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/keys"
 	"github.com/cirrus-matrix/cirrus/shared/mail"
+	"github.com/cirrus-matrix/cirrus/shared/presence"
 	"github.com/cirrus-matrix/cirrus/shared/profile"
 	"github.com/cirrus-matrix/cirrus/shared/push"
 	"github.com/cirrus-matrix/cirrus/shared/queue"
@@ -68,6 +69,8 @@ type Server struct {
 	Filters *filters.Service
 	// Ephemeral holds typing notifications, receipts and read markers.
 	Ephemeral *ephemeral.Service
+	// Presence holds whether users are online.
+	Presence *presence.Service
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -120,6 +123,13 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		return syncs.Touch(ctx, roomID, []string{userID})
 	}
 	rms.Appended = syncs.Fanout
+	pres := &presence.Service{Store: st, Rooms: rms, Enabled: cfg.Presence.Enabled, Touch: func(ctx context.Context, userID string, users []string) error {
+		return syncs.Touch(ctx, userID, users)
+	}}
+	if cfg.Presence.Enabled {
+		syncs.Presence = pres.Events
+		syncs.SetPresence = func(ctx context.Context, userID, p string) error { return pres.Set(ctx, userID, p, "") }
+	}
 	eph := &ephemeral.Service{Store: st, Rooms: rms, AccountData: data, Touch: syncs.Touch}
 	syncs.Ephemeral = eph.Events
 	profiles.Changed = func(ctx context.Context, userID string, p profile.Profile) error {
@@ -138,6 +148,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		Sync:        syncs,
 		AccountData: data,
 		Filters:     &filters.Service{Store: st},
+		Presence:    pres,
 		Ephemeral:   eph,
 	}, nil
 }
@@ -250,6 +261,7 @@ func (s *Server) ClientHandler() http.Handler {
 	s.AccountData.Register(rt, s.Accounts.RequireAuth)
 	s.Filters.Register(rt, s.Accounts.RequireAuth)
 	s.Sync.Register(rt, s.Accounts.RequireAuth, s.loadFilter)
+	s.Presence.Register(rt, s.Accounts.RequireAuth)
 	s.Ephemeral.Register(rt, s.Accounts.RequireAuth)
 	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handle))
 	s.Push.Register(rt, s.Accounts.RequireAuth)

@@ -57,9 +57,11 @@ func parseRequest(r *http.Request, loadFilter func(ctx context.Context, userID, 
 	default:
 		return req, httpapi.InvalidParam(`full_state must be "true" or "false"`)
 	}
-	switch q.Get("set_presence") {
-	case "", "online", "offline", "unavailable":
-		// Presence is not kept by this server yet; the value is checked only.
+	switch p := q.Get("set_presence"); p {
+	case "":
+		req.SetPresence = "online"
+	case "online", "offline", "unavailable":
+		req.SetPresence = p
 	default:
 		return req, httpapi.InvalidParam(`set_presence must be "online", "offline" or "unavailable"`)
 	}

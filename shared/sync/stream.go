@@ -132,6 +132,9 @@ type position struct {
 	Sent map[string][2]int64 `json:"r,omitempty"` // room → {position delivered, newest entry's ms}
 	// Ephemeral is the time of the newest ephemeral entry delivered.
 	Ephemeral int64 `json:"e,omitempty"`
+	// Presence is the set_presence last applied, so that polling does not
+	// write it again.
+	Presence string `json:"p,omitempty"`
 }
 
 // userTag ties a token to its user without showing the user ID.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
@@ -23,6 +24,10 @@ type Service struct {
 	// receipts since the time given; all of them at the zero time); nil
 	// gives none.
 	Ephemeral func(ctx context.Context, userID, roomID string, since time.Time) ([]json.RawMessage, error)
+	// Presence lists the m.presence events of users; SetPresence applies a
+	// sync's set_presence. nil: presence is off.
+	Presence    func(ctx context.Context, users []string) ([]json.RawMessage, error)
+	SetPresence func(ctx context.Context, userID, presence string) error
 	// PollInterval is how often a waiting sync reads its stream.
 	PollInterval time.Duration
 	// MaxTimeout caps the timeout a client asks for.
@@ -44,9 +49,11 @@ func (s *Service) now() time.Time {
 type Request struct {
 	UserID, DeviceID string
 	Since            string
-	Timeout          time.Duration
-	FullState        bool
-	Filter           Filter
+	// SetPresence is the set_presence parameter: online when absent.
+	SetPresence string
+	Timeout     time.Duration
+	FullState   bool
+	Filter      Filter
 }
 
 // Filter is what of the client's filter this server applies.
@@ -79,6 +86,7 @@ type Response struct {
 	NextBatch   string      `json:"next_batch"`
 	Rooms       RoomUpdates `json:"rooms"`
 	AccountData *EventList  `json:"account_data,omitempty"`
+	Presence    *EventList  `json:"presence,omitempty"`
 }
 
 // RoomUpdates groups rooms by the user's membership.
@@ -181,18 +189,44 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	if req.Filter.TimelineLimit <= 0 {
 		req.Filter.TimelineLimit = 10
 	}
+	var pos position
+	if req.Since != "" {
+		var err error
+		if pos, err = parsePosition(req.Since, req.UserID); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.presence(ctx, req, pos.Presence); err != nil {
+		return nil, err
+	}
+	var resp *Response
+	var next position
+	var err error
 	if req.Since == "" {
-		return s.initial(ctx, req, start)
+		resp, next, err = s.initial(ctx, req, start)
+	} else {
+		var fresh []news
+		if fresh, err = s.await(ctx, req, pos, start); err != nil {
+			return nil, err
+		}
+		resp, next, err = s.incremental(ctx, req, pos, fresh, s.now())
 	}
-	pos, err := parsePosition(req.Since, req.UserID)
 	if err != nil {
 		return nil, err
 	}
-	fresh, err := s.await(ctx, req, pos, start)
-	if err != nil {
-		return nil, err
+	next.Presence = req.SetPresence
+	resp.NextBatch = next.encode()
+	return resp, nil
+}
+
+// presence applies set_presence when it differs from what the token says
+// was applied last: syncing marks a user online once, not at every poll.
+// "offline" leaves the presence as it is, as the spec has it.
+func (s *Service) presence(ctx context.Context, req Request, applied string) error {
+	if s.SetPresence == nil || req.SetPresence == "offline" || req.SetPresence == applied {
+		return nil
 	}
-	return s.incremental(ctx, req, pos, fresh, s.now())
+	return s.SetPresence(ctx, req.UserID, req.SetPresence)
 }
 
 // await waits until the user's stream holds news the token has not seen,
@@ -235,33 +269,32 @@ func freshOnly(pos position, all []news) []news {
 }
 
 // initial is a sync without a token: every room the user is in.
-func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*Response, error) {
+func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*Response, position, error) {
 	resp := emptyResponse()
 	// Ephemeral data is read whole below: entries before now are old news.
 	next := position{User: userTag(req.UserID), Time: start.UnixMilli(), Sent: map[string][2]int64{}, Ephemeral: start.UnixMilli()}
 	ms, err := s.Rooms.Memberships(ctx, req.UserID)
 	if err != nil {
-		return nil, err
+		return nil, position{}, err
 	}
 	for _, m := range ms {
 		if err := s.room(ctx, req, resp, &next, m, -1, -1, true); err != nil {
-			return nil, err
+			return nil, position{}, err
 		}
 		if j, ok := resp.Rooms.Join[m.RoomID]; ok {
 			if err := s.extras(ctx, req.UserID, m.RoomID, time.Time{}, j); err != nil {
-				return nil, err
+				return nil, position{}, err
 			}
 		}
 	}
 	if err := s.globalData(ctx, req.UserID, time.Time{}, resp); err != nil {
-		return nil, err
+		return nil, position{}, err
 	}
-	resp.NextBatch = next.encode()
-	return resp, nil
+	return resp, next, nil
 }
 
 // incremental answers with the rooms that fresh names.
-func (s *Service) incremental(ctx context.Context, req Request, pos position, fresh []news, now time.Time) (*Response, error) {
+func (s *Service) incremental(ctx context.Context, req Request, pos position, fresh []news, now time.Time) (*Response, position, error) {
 	resp := emptyResponse()
 	// Read up to the time the stream was last read: later entries come next.
 	next := position{User: pos.User, Time: now.UnixMilli(), Sent: map[string][2]int64{}, Ephemeral: pos.Ephemeral}
@@ -279,7 +312,14 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 	if pos.Ephemeral == 0 {
 		since = time.UnixMilli(pos.Time).Add(-window)
 	}
+	var present []string
 	for _, n := range fresh {
+		if strings.HasPrefix(n.RoomID, "@") {
+			// Presence news: the room field holds whose presence changed.
+			present = append(present, n.RoomID)
+			next.Ephemeral = max(next.Ephemeral, n.TS)
+			continue
+		}
 		if n.Seq == 0 {
 			ephemeral[n.RoomID] = true
 			next.Ephemeral = max(next.Ephemeral, n.TS)
@@ -296,18 +336,24 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 		newest[n.RoomID] = max(newest[n.RoomID], n.TS)
 		next.Sent[n.RoomID] = [2]int64{max(next.Sent[n.RoomID][0], n.Seq), newest[n.RoomID]}
 	}
+	if len(present) > 0 && s.Presence != nil {
+		evs, err := s.Presence(ctx, uniq(present))
+		if err != nil {
+			return nil, position{}, err
+		}
+		resp.Presence = &EventList{Events: evs}
+	}
 	if ephemeral[""] {
 		if err := s.globalData(ctx, req.UserID, since, resp); err != nil {
-			return nil, err
+			return nil, position{}, err
 		}
 	}
 	if len(from) == 0 && len(ephemeral) == 0 && !req.FullState {
-		resp.NextBatch = next.encode()
-		return resp, nil
+		return resp, next, nil
 	}
 	ms, err := s.Rooms.Memberships(ctx, req.UserID)
 	if err != nil {
-		return nil, err
+		return nil, position{}, err
 	}
 	for _, m := range ms {
 		f, changed := from[m.RoomID]
@@ -320,7 +366,7 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 				f = -1
 			}
 			if err := s.room(ctx, req, resp, &next, m, f, upto, req.FullState); err != nil {
-				return nil, err
+				return nil, position{}, err
 			}
 		case ephemeral[m.RoomID] && m.Membership == "join":
 			resp.Rooms.Join[m.RoomID] = emptyJoined()
@@ -329,12 +375,11 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 		// its own.
 		if j, ok := resp.Rooms.Join[m.RoomID]; ok && ephemeral[m.RoomID] {
 			if err := s.extras(ctx, req.UserID, m.RoomID, since, j); err != nil {
-				return nil, err
+				return nil, position{}, err
 			}
 		}
 	}
-	resp.NextBatch = next.encode()
-	return resp, nil
+	return resp, next, nil
 }
 
 // extras adds a joined room's ephemeral events and account data written
@@ -612,4 +657,9 @@ func newestTS(evs []json.RawMessage) int64 {
 	}
 	_ = json.Unmarshal(evs[len(evs)-1], &ev)
 	return ev.TS
+}
+
+func uniq(list []string) []string {
+	slices.Sort(list)
+	return slices.Compact(list)
 }

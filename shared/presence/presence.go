@@ -1,0 +1,196 @@
+// Package presence keeps whether users are online, what they say about it,
+// and tells the users who share a room with them when it changes.
+package presence
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/accounts"
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/rooms"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// Service keeps presence. A change costs one write of the user's item and
+// one stream entry for each local user who shares a room with them, so a
+// server may turn presence off (Enabled false): then it is always offline
+// and nobody is told anything.
+type Service struct {
+	Store   *store.Store
+	Rooms   *rooms.Service
+	Enabled bool
+	// Touch writes news of userID's presence into the streams of users.
+	Touch func(ctx context.Context, userID string, users []string) error
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// state is a user's presence item.
+type state struct {
+	PK         string `dynamodbav:"pk"` // user|<user ID>
+	SK         string `dynamodbav:"sk"` // presence
+	Presence   string `dynamodbav:"presence"`
+	StatusMsg  string `dynamodbav:"status_msg,omitempty"`
+	LastActive int64  `dynamodbav:"last_active"`
+}
+
+func key(userID string) store.Key { return store.Key{PK: "user|" + userID, SK: "presence"} }
+
+// Valid reports whether p is a presence the spec knows.
+func Valid(p string) bool { return p == "online" || p == "offline" || p == "unavailable" }
+
+// Set records userID's presence and status message; a change is told to
+// everyone who shares a room with them.
+func (s *Service) Set(ctx context.Context, userID, presence, statusMsg string) error {
+	if !s.Enabled {
+		return nil
+	}
+	if !Valid(presence) {
+		return httpapi.InvalidParam("presence must be online, offline or unavailable")
+	}
+	k := key(userID)
+	var old state
+	if err := s.Store.Get(ctx, k, &old); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	next := state{PK: k.PK, SK: k.SK, Presence: presence, StatusMsg: statusMsg, LastActive: s.now().UnixMilli()}
+	if err := s.Store.Put(ctx, next); err != nil {
+		return fmt.Errorf("set presence of %s: %w", userID, err)
+	}
+	if old.Presence == presence && old.StatusMsg == statusMsg {
+		return nil // only activity: nobody needs waking
+	}
+	return s.tell(ctx, userID)
+}
+
+// tell writes news of userID's presence to the local users of their rooms.
+func (s *Service) tell(ctx context.Context, userID string) error {
+	joined, err := s.Rooms.JoinedRooms(ctx, userID)
+	if err != nil {
+		return err
+	}
+	// Not the user themselves: the sync that set their presence would wake
+	// itself.
+	seen := map[string]bool{userID: true}
+	var users []string
+	for _, roomID := range joined {
+		members, err := s.Rooms.LocalJoined(ctx, roomID)
+		if err != nil {
+			return err
+		}
+		for _, u := range members {
+			if !seen[u] {
+				seen[u] = true
+				users = append(users, u)
+			}
+		}
+	}
+	if len(users) == 0 {
+		return nil
+	}
+	return s.Touch(ctx, userID, users)
+}
+
+// Status is a user's presence as the spec's GET and m.presence show it.
+type Status struct {
+	Presence        string  `json:"presence"`
+	LastActiveAgo   *int64  `json:"last_active_ago,omitempty"`
+	StatusMsg       *string `json:"status_msg,omitempty"`
+	CurrentlyActive *bool   `json:"currently_active,omitempty"`
+}
+
+// activeFor is how long after their last activity a user counts as
+// currently active, as Synapse does.
+const activeFor = 5 * time.Minute
+
+// Get reads userID's presence: offline when never set or turned off.
+func (s *Service) Get(ctx context.Context, userID string) (Status, error) {
+	if !s.Enabled {
+		return Status{Presence: "offline"}, nil
+	}
+	var st state
+	err := s.Store.Get(ctx, key(userID), &st)
+	if errors.Is(err, store.ErrNotFound) {
+		return Status{Presence: "offline"}, nil
+	}
+	if err != nil {
+		return Status{}, err
+	}
+	ago := s.now().UnixMilli() - st.LastActive
+	active := st.Presence == "online" && time.Duration(ago)*time.Millisecond < activeFor
+	out := Status{Presence: st.Presence, LastActiveAgo: &ago, CurrentlyActive: &active}
+	if st.StatusMsg != "" {
+		out.StatusMsg = &st.StatusMsg
+	}
+	return out, nil
+}
+
+// Events is the m.presence events of users, for /sync.
+func (s *Service) Events(ctx context.Context, users []string) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	for _, u := range users {
+		st, err := s.Get(ctx, u)
+		if err != nil {
+			return nil, err
+		}
+		ev, err := json.Marshal(map[string]any{"type": "m.presence", "sender": u, "content": st})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// Register adds GET and PUT /presence/{userId}/status behind requireAuth.
+func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc) http.HandlerFunc) {
+	const path = "/_matrix/client/v3/presence/{userId}/status"
+	rt.HandleFunc("GET "+path, requireAuth(func(w http.ResponseWriter, r *http.Request) {
+		st, err := s.Get(r.Context(), r.PathValue("userId"))
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusOK, st)
+	}))
+	rt.HandleFunc("PUT "+path, requireAuth(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.put(r); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+	}))
+}
+
+func (s *Service) put(r *http.Request) error {
+	me := accounts.Caller(r.Context()).UserID
+	if r.PathValue("userId") != me {
+		return httpapi.Forbidden("you can only set your own presence")
+	}
+	var body struct {
+		Presence  string `json:"presence"`
+		StatusMsg string `json:"status_msg"`
+	}
+	if err := httpapi.DecodeJSON(r, &body); err != nil {
+		return err
+	}
+	if body.Presence == "" {
+		return httpapi.MissingParam("presence is required")
+	}
+	if !Valid(body.Presence) {
+		return httpapi.InvalidParam("presence must be online, offline or unavailable")
+	}
+	return s.Set(r.Context(), me, body.Presence, body.StatusMsg)
+}

@@ -1,0 +1,88 @@
+package presence_test
+
+import (
+	"context"
+	"net/url"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
+)
+
+var bg = context.Background()
+
+func client(t *testing.T, st *servertest.Stack, u servertest.User) *mautrix.Client {
+	t.Helper()
+	c, err := mautrix.NewClient(st.URL, id.UserID(u.ID), u.AccessToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestPresence: a change reaches the waiting sync of a user sharing a room;
+// GET shows it; only the user sets their own.
+func TestPresence(t *testing.T) {
+	st := servertest.Start(t)
+	au, bu := st.Register(t, "alice"), st.Register(t, "bob")
+	alice, bob := client(t, st, au), client(t, st, bu)
+	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(bg, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	first, err := bob.FullSyncRequest(bg, mautrix.ReqSync{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.SetPresence(bg, mautrix.ReqPresence{Presence: event.PresenceUnavailable, StatusMsg: "lunch"}); err != nil {
+		t.Fatal(err)
+	}
+	next, err := bob.FullSyncRequest(bg, mautrix.ReqSync{Since: first.NextBatch, Timeout: 5000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ev := range next.Presence.Events {
+		if ev.Sender == alice.UserID && ev.Content.Raw["presence"] == "unavailable" && ev.Content.Raw["status_msg"] == "lunch" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("bob's sync presence: %+v", next.Presence.Events)
+	}
+	r := st.Do(t, "GET", "/_matrix/client/v3/presence/"+url.PathEscape(au.ID)+"/status", bu.AccessToken, nil)
+	if r.Status != 200 || r.Body["presence"] != "unavailable" || r.Body["status_msg"] != "lunch" {
+		t.Fatalf("GET presence: %d %s", r.Status, r.Raw)
+	}
+	r = st.Do(t, "PUT", "/_matrix/client/v3/presence/"+url.PathEscape(au.ID)+"/status", bu.AccessToken, map[string]any{"presence": "online"})
+	if r.Status != 403 || r.Body["errcode"] != "M_FORBIDDEN" {
+		t.Fatalf("bob setting alice's presence: %d %s", r.Status, r.Raw)
+	}
+	r = st.Do(t, "PUT", "/_matrix/client/v3/presence/"+url.PathEscape(au.ID)+"/status", au.AccessToken, map[string]any{"presence": "away"})
+	if r.Status != 400 || r.Body["errcode"] != "M_INVALID_PARAM" {
+		t.Fatalf("unknown presence: %d %s", r.Status, r.Raw)
+	}
+}
+
+// TestPresenceOff: with presence turned off nothing is stored or sent and
+// everyone reads as offline.
+func TestPresenceOff(t *testing.T) {
+	st := servertest.Start(t, "CIRRUS_PRESENCE_ENABLED=false")
+	au := st.Register(t, "alice")
+	if r := st.Do(t, "PUT", "/_matrix/client/v3/presence/"+url.PathEscape(au.ID)+"/status", au.AccessToken, map[string]any{"presence": "online"}); r.Status != 200 {
+		t.Fatalf("PUT presence: %d %s", r.Status, r.Raw)
+	}
+	if u := st.LastRequest(t).DynamoDB; u.WriteUnits != 0 {
+		t.Fatalf("presence off still wrote: %+v", u)
+	}
+	r := st.Do(t, "GET", "/_matrix/client/v3/presence/"+url.PathEscape(au.ID)+"/status", au.AccessToken, nil)
+	if r.Body["presence"] != "offline" {
+		t.Fatalf("GET presence: %s", r.Raw)
+	}
+}
