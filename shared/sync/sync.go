@@ -306,9 +306,10 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 	from := map[string]int64{}
 	newest := map[string]int64{}
 	ephemeral := map[string]bool{}
-	// Ephemeral events and account data are read from the newest ephemeral
-	// entry the token delivered: what was written before it came then.
-	since := time.UnixMilli(pos.Ephemeral)
+	// Ephemeral events and account data are read from just after the newest
+	// ephemeral entry the token delivered: data is written before its entry,
+	// so what was written by then came then.
+	since := time.UnixMilli(pos.Ephemeral + 1)
 	if pos.Ephemeral == 0 {
 		since = time.UnixMilli(pos.Time).Add(-window)
 	}
