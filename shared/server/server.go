@@ -37,6 +37,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/secrets"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 	"github.com/cirrus-matrix/cirrus/shared/sync"
+	"github.com/cirrus-matrix/cirrus/shared/unread"
 )
 
 // Server holds what the handlers share.
@@ -131,6 +132,11 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		syncs.SetPresence = func(ctx context.Context, userID, p string) error { return pres.Set(ctx, userID, p, "") }
 	}
 	eph := &ephemeral.Service{Store: st, Rooms: rms, AccountData: data, Touch: syncs.Touch}
+	counter := &unread.Service{Rooms: rms, Push: pushes, ReadUpTo: eph.ReadUpTo}
+	syncs.Unread = func(ctx context.Context, userID, roomID string) (int, int, error) {
+		c, err := counter.Count(ctx, userID, roomID)
+		return c.Notifications, c.Highlights, err
+	}
 	syncs.Ephemeral = eph.Events
 	profiles.Changed = func(ctx context.Context, userID string, p profile.Profile) error {
 		return rms.ProfileChanged(ctx, userID, p.DisplayName, p.AvatarURL)

@@ -28,6 +28,9 @@ type Service struct {
 	// sync's set_presence. nil: presence is off.
 	Presence    func(ctx context.Context, users []string) ([]json.RawMessage, error)
 	SetPresence func(ctx context.Context, userID, presence string) error
+	// Unread counts the notifying events a user has not read in a room; nil
+	// leaves unread_notifications out.
+	Unread func(ctx context.Context, userID, roomID string) (notifications, highlights int, err error)
 	// PollInterval is how often a waiting sync reads its stream.
 	PollInterval time.Duration
 	// MaxTimeout caps the timeout a client asks for.
@@ -112,10 +115,17 @@ type Timeline struct {
 // JoinedRoom is a room the user is in.
 type JoinedRoom struct {
 	Summary     *Summary  `json:"summary,omitempty"`
+	Unread      *Unread   `json:"unread_notifications,omitempty"`
 	Timeline    Timeline  `json:"timeline"`
 	State       EventList `json:"state"`
 	AccountData EventList `json:"account_data"`
 	Ephemeral   EventList `json:"ephemeral"`
+}
+
+// Unread is a room's counts of notifying events not yet read.
+type Unread struct {
+	Notifications int `json:"notification_count"`
+	Highlights    int `json:"highlight_count"`
 }
 
 // Summary is what a lazy-loading client needs to name a room it has not
@@ -285,6 +295,9 @@ func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*R
 			if err := s.extras(ctx, req.UserID, m.RoomID, time.Time{}, j); err != nil {
 				return nil, position{}, err
 			}
+			if err := s.counts(ctx, req.UserID, m.RoomID, j); err != nil {
+				return nil, position{}, err
+			}
 		}
 	}
 	if err := s.globalData(ctx, req.UserID, time.Time{}, resp); err != nil {
@@ -379,8 +392,27 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 				return nil, position{}, err
 			}
 		}
+		if j, ok := resp.Rooms.Join[m.RoomID]; ok {
+			if err := s.counts(ctx, req.UserID, m.RoomID, j); err != nil {
+				return nil, position{}, err
+			}
+		}
 	}
 	return resp, next, nil
+}
+
+// counts adds a joined room's unread counts, after its news: a new event
+// or a receipt changes them.
+func (s *Service) counts(ctx context.Context, userID, roomID string, j *JoinedRoom) error {
+	if s.Unread == nil {
+		return nil
+	}
+	n, h, err := s.Unread(ctx, userID, roomID)
+	if err != nil {
+		return err
+	}
+	j.Unread = &Unread{Notifications: n, Highlights: h}
+	return nil
 }
 
 // extras adds a joined room's ephemeral events and account data written

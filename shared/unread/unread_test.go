@@ -1,0 +1,72 @@
+package unread_test
+
+import (
+	"context"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
+)
+
+var bg = context.Background()
+
+func client(t *testing.T, st *servertest.Stack, u servertest.User) *mautrix.Client {
+	t.Helper()
+	c, err := mautrix.NewClient(st.URL, id.UserID(u.ID), u.AccessToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestUnreadCounts: messages notify by the user's push rules, a mention
+// highlights, and a read receipt clears the counts.
+func TestUnreadCounts(t *testing.T) {
+	st := servertest.Start(t)
+	alice := client(t, st, st.Register(t, "alice"))
+	bob := client(t, st, st.Register(t, "bob"))
+	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(bg, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	first, err := alice.FullSyncRequest(bg, mautrix.ReqSync{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{"one", "two"} {
+		if _, err := bob.SendText(bg, room.RoomID, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mention, err := bob.SendMessageEvent(bg, room.RoomID, event.EventMessage, map[string]any{
+		"msgtype": "m.text", "body": "hey alice", "m.mentions": map[string]any{"user_ids": []string{alice.UserID.String()}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := alice.FullSyncRequest(bg, mautrix.ReqSync{Since: first.NextBatch, Timeout: 5000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := resp.Rooms.Join[room.RoomID].UnreadNotifications
+	if u == nil || u.NotificationCount != 3 || u.HighlightCount != 1 {
+		t.Fatalf("unread after 3 messages, one mentioning alice: %+v", u)
+	}
+	if err := alice.SendReceipt(bg, room.RoomID, mention.EventID, event.ReceiptTypeRead, nil); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = alice.FullSyncRequest(bg, mautrix.ReqSync{Since: resp.NextBatch, Timeout: 5000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, ok := resp.Rooms.Join[room.RoomID]
+	if !ok || j.UnreadNotifications == nil || j.UnreadNotifications.NotificationCount != 0 || j.UnreadNotifications.HighlightCount != 0 {
+		t.Fatalf("unread after the receipt: %+v", resp.Rooms.Join)
+	}
+}
