@@ -73,7 +73,9 @@ func TestSync_Costs(t *testing.T) {
 	}
 	u = lastUsage(t, st, "/sync")
 	t.Logf("incremental sync with one message in one room: %d calls, %.1f RCU", u.Calls, u.ReadUnits)
-	if u.ReadUnits > 6 || u.WriteUnits != 0 {
+	// 6 RCU for the news itself, the rest for the unread counts (the events
+	// since alice's read receipt, none here, evaluated by her push rules).
+	if u.ReadUnits > 20 || u.WriteUnits != 0 {
 		t.Fatalf("incremental sync: %+v", u)
 	}
 }
