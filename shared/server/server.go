@@ -72,6 +72,8 @@ type Server struct {
 	Ephemeral *ephemeral.Service
 	// Presence holds whether users are online.
 	Presence *presence.Service
+	// Unread counts notifications.
+	Unread *unread.Service
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -155,6 +157,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		AccountData: data,
 		Filters:     &filters.Service{Store: st},
 		Presence:    pres,
+		Unread:      counter,
 		Ephemeral:   eph,
 	}, nil
 }
@@ -268,6 +271,7 @@ func (s *Server) ClientHandler() http.Handler {
 	s.Filters.Register(rt, s.Accounts.RequireAuth)
 	s.Sync.Register(rt, s.Accounts.RequireAuth, s.loadFilter)
 	s.Presence.Register(rt, s.Accounts.RequireAuth)
+	s.Unread.Register(rt, s.Accounts.RequireAuth)
 	s.Ephemeral.Register(rt, s.Accounts.RequireAuth)
 	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handle))
 	s.Push.Register(rt, s.Accounts.RequireAuth)

@@ -26,7 +26,8 @@ func client(t *testing.T, st *servertest.Stack, u servertest.User) *mautrix.Clie
 // highlights, and a read receipt clears the counts.
 func TestUnreadCounts(t *testing.T) {
 	st := servertest.Start(t)
-	alice := client(t, st, st.Register(t, "alice"))
+	au := st.Register(t, "alice")
+	alice := client(t, st, au)
 	bob := client(t, st, st.Register(t, "bob"))
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
@@ -58,6 +59,25 @@ func TestUnreadCounts(t *testing.T) {
 	if u == nil || u.NotificationCount != 3 || u.HighlightCount != 1 {
 		t.Fatalf("unread after 3 messages, one mentioning alice: %+v", u)
 	}
+	r := st.Do(t, "GET", "/_matrix/client/v3/notifications", au.AccessToken, nil)
+	list, _ := r.Body["notifications"].([]any)
+	if r.Status != 200 || len(list) != 3 {
+		t.Fatalf("notifications: %d %s", r.Status, r.Raw)
+	}
+	newest := list[0].(map[string]any)
+	if newest["event"].(map[string]any)["event_id"] != mention.EventID.String() || newest["read"] != false || newest["room_id"] != room.RoomID.String() {
+		t.Fatalf("newest notification: %v", newest)
+	}
+	r = st.Do(t, "GET", "/_matrix/client/v3/notifications?only=highlight", au.AccessToken, nil)
+	if list, _ := r.Body["notifications"].([]any); len(list) != 1 {
+		t.Fatalf("highlights: %s", r.Raw)
+	}
+	r = st.Do(t, "GET", "/_matrix/client/v3/notifications?limit=2", au.AccessToken, nil)
+	next, _ := r.Body["next_token"].(string)
+	r = st.Do(t, "GET", "/_matrix/client/v3/notifications?from="+next, au.AccessToken, nil)
+	if list, _ := r.Body["notifications"].([]any); next == "" || len(list) != 1 {
+		t.Fatalf("second page from %q: %s", next, r.Raw)
+	}
 	if err := alice.SendReceipt(bg, room.RoomID, mention.EventID, event.ReceiptTypeRead, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -70,3 +90,4 @@ func TestUnreadCounts(t *testing.T) {
 		t.Fatalf("unread after the receipt: %+v", resp.Rooms.Join)
 	}
 }
+
