@@ -90,4 +90,3 @@ func TestUnreadCounts(t *testing.T) {
 		t.Fatalf("unread after the receipt: %+v", resp.Rooms.Join)
 	}
 }
-
