@@ -128,8 +128,8 @@ type Unread struct {
 	Highlights    int `json:"highlight_count"`
 }
 
-// Summary is what a lazy-loading client needs to name a room it has not
-// loaded every member of.
+// Summary is what a client needs to name a room without reading every
+// member event, sent when the room comes whole or its members change.
 type Summary struct {
 	Heroes  []string `json:"m.heroes"`
 	Joined  int      `json:"m.joined_member_count"`
@@ -561,7 +561,7 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 	if err := req.Filter.fields(j); err != nil {
 		return nil, 0, err
 	}
-	if req.Filter.lazy() && full {
+	if full || changesMembers(chunk) {
 		if j.Summary, err = s.summary(ctx, roomID, req.UserID); err != nil {
 			return nil, 0, err
 		}
@@ -695,4 +695,19 @@ func newestTS(evs []json.RawMessage) int64 {
 func uniq(list []string) []string {
 	slices.Sort(list)
 	return slices.Compact(list)
+}
+
+// changesMembers reports whether a timeline changes who is in the room, and
+// with it the summary.
+func changesMembers(timeline []json.RawMessage) bool {
+	for _, raw := range timeline {
+		var ev struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(raw, &ev)
+		if ev.Type == events.Member {
+			return true
+		}
+	}
+	return false
 }
