@@ -56,7 +56,7 @@ func (s *Service) render(ctx context.Context, evs []Event, opts ...events.Option
 				o = append(o, events.WithRedactedBecause(because))
 			}
 		}
-		raw, err := events.ClientEvent(pdu, events.FormatClient, now, o...)
+		raw, err := events.ClientEvent(pdu, formatOf(ctx), now, o...)
 		if err != nil {
 			return nil, err
 		}

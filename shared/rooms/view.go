@@ -47,6 +47,21 @@ func (s *Service) Render(ctx context.Context, pdus []events.PDU) ([]json.RawMess
 	return s.renderPDUs(ctx, pdus)
 }
 
+type formatKey struct{}
+
+// WithFormat makes the events rendered for ctx use format f: a sync
+// filter's event_format.
+func WithFormat(ctx context.Context, f events.Format) context.Context {
+	return context.WithValue(ctx, formatKey{}, f)
+}
+
+func formatOf(ctx context.Context) events.Format {
+	if f, ok := ctx.Value(formatKey{}).(events.Format); ok {
+		return f
+	}
+	return events.FormatClient
+}
+
 // Token is the pagination token just after position seq, as /messages
 // takes it.
 func Token(seq int64) string { return token(seq) }

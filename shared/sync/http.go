@@ -90,6 +90,7 @@ func filter(r *http.Request, userID, raw string, load func(ctx context.Context, 
 func parseFilter(doc json.RawMessage) (Filter, error) {
 	var f struct {
 		EventFields []string `json:"event_fields"`
+		EventFormat string   `json:"event_format"`
 		Room        struct {
 			Rooms        []string        `json:"rooms"`
 			NotRooms     []string        `json:"not_rooms"`
@@ -102,6 +103,12 @@ func parseFilter(doc json.RawMessage) (Filter, error) {
 		return Filter{}, httpapi.BadJSON("filter: %v", err)
 	}
 	out := Filter{IncludeLeave: f.Room.IncludeLeave, Rooms: f.Room.Rooms, NotRooms: f.Room.NotRooms, EventFields: f.EventFields}
+	switch events.Format(f.EventFormat) {
+	case "", events.FormatClient, events.FormatFederation:
+		out.Format = events.Format(f.EventFormat)
+	default:
+		return Filter{}, httpapi.BadJSON(`filter: event_format must be "client" or "federation"`)
+	}
 	var err error
 	if out.Timeline, err = roomEventFilter(f.Room.Timeline); err != nil {
 		return Filter{}, err

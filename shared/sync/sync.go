@@ -72,6 +72,8 @@ type Filter struct {
 	Timeline, State *events.RoomEventFilter
 	// EventFields keeps only these fields of each event.
 	EventFields []string
+	// Format is event_format: client (the default) or federation.
+	Format events.Format
 }
 
 // wants reports whether the filter lets the room through.
@@ -196,6 +198,9 @@ func emptyResponse() *Response {
 // its token, waiting up to its timeout for something to change.
 func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	start := s.now()
+	if req.Filter.Format != "" {
+		ctx = rooms.WithFormat(ctx, req.Filter.Format)
+	}
 	if req.Filter.TimelineLimit <= 0 {
 		req.Filter.TimelineLimit = 10
 	}

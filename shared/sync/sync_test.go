@@ -450,3 +450,33 @@ func TestSync_RejoinAndFullState(t *testing.T) {
 		t.Fatalf("full_state room state types %v", types)
 	}
 }
+
+// TestSync_FederationFormat: event_format federation gives the events as
+// servers exchange them: signed, with their place in the graph.
+func TestSync_FederationFormat(t *testing.T) {
+	st := servertest.Start(t)
+	alice := client(t, st, st.Register(t, "alice"))
+	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	say(t, alice, room.RoomID, "signed")
+	resp, err := alice.FullSyncRequest(bg, mautrix.ReqSync{FilterID: `{"event_format":"federation"}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := resp.Rooms.Join[room.RoomID].Timeline.Events
+	if last := evs[len(evs)-1]; last.Content.Raw["body"] != "signed" {
+		t.Fatalf("last event %+v", last)
+	}
+	// mautrix keeps only the client fields: read the raw answer too.
+	r := st.Do(t, "GET", "/_matrix/client/v3/sync?filter="+url.QueryEscape(`{"event_format":"federation","room":{"timeline":{"limit":1}}}`), alice.AccessToken, nil)
+	rooms := r.Body["rooms"].(map[string]any)["join"].(map[string]any)
+	tl := rooms[room.RoomID.String()].(map[string]any)["timeline"].(map[string]any)["events"].([]any)
+	ev := tl[0].(map[string]any)
+	for _, k := range []string{"signatures", "hashes", "prev_events", "auth_events", "depth"} {
+		if _, ok := ev[k]; !ok {
+			t.Fatalf("federation format lacks %s: %v", k, ev)
+		}
+	}
+}
