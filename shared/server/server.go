@@ -134,10 +134,14 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		syncs.SetPresence = func(ctx context.Context, userID, p string) error { return pres.Set(ctx, userID, p, "") }
 	}
 	eph := &ephemeral.Service{Store: st, Rooms: rms, AccountData: data, Touch: syncs.Touch}
-	counter := &unread.Service{Rooms: rms, Push: pushes, ReadUpTo: eph.ReadUpTo}
-	syncs.Unread = func(ctx context.Context, userID, roomID string) (int, int, error) {
-		c, err := counter.Count(ctx, userID, roomID)
-		return c.Notifications, c.Highlights, err
+	counter := &unread.Service{Rooms: rms, Push: pushes, Receipts: eph}
+	syncs.Unread = func(ctx context.Context, userID, roomID string, threads bool) (sync.Unread, map[string]sync.Unread, error) {
+		main, perThread, err := counter.Count(ctx, userID, roomID, threads)
+		out := map[string]sync.Unread{}
+		for root, c := range perThread {
+			out[root] = sync.Unread(c)
+		}
+		return sync.Unread(main), out, err
 	}
 	syncs.Ephemeral = eph.Events
 	profiles.Changed = func(ctx context.Context, userID string, p profile.Profile) error {

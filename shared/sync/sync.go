@@ -28,9 +28,10 @@ type Service struct {
 	// sync's set_presence. nil: presence is off.
 	Presence    func(ctx context.Context, users []string) ([]json.RawMessage, error)
 	SetPresence func(ctx context.Context, userID, presence string) error
-	// Unread counts the notifying events a user has not read in a room; nil
-	// leaves unread_notifications out.
-	Unread func(ctx context.Context, userID, roomID string) (notifications, highlights int, err error)
+	// Unread counts the notifying events a user has not read in a room,
+	// with threads apart by thread root when threads is set; nil leaves
+	// unread_notifications out.
+	Unread func(ctx context.Context, userID, roomID string, threads bool) (Unread, map[string]Unread, error)
 	// PollInterval is how often a waiting sync reads its stream.
 	PollInterval time.Duration
 	// MaxTimeout caps the timeout a client asks for.
@@ -116,12 +117,14 @@ type Timeline struct {
 
 // JoinedRoom is a room the user is in.
 type JoinedRoom struct {
-	Summary     *Summary  `json:"summary,omitempty"`
-	Unread      *Unread   `json:"unread_notifications,omitempty"`
-	Timeline    Timeline  `json:"timeline"`
-	State       EventList `json:"state"`
-	AccountData EventList `json:"account_data"`
-	Ephemeral   EventList `json:"ephemeral"`
+	Summary *Summary `json:"summary,omitempty"`
+	Unread  *Unread  `json:"unread_notifications,omitempty"`
+	// UnreadThreads counts by thread root, for clients that ask.
+	UnreadThreads map[string]Unread `json:"unread_thread_notifications,omitempty"`
+	Timeline      Timeline          `json:"timeline"`
+	State         EventList         `json:"state"`
+	AccountData   EventList         `json:"account_data"`
+	Ephemeral     EventList         `json:"ephemeral"`
 }
 
 // Unread is a room's counts of notifying events not yet read.
@@ -300,7 +303,7 @@ func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*R
 			if err := s.extras(ctx, req.UserID, m.RoomID, time.Time{}, j); err != nil {
 				return nil, position{}, err
 			}
-			if err := s.counts(ctx, req.UserID, m.RoomID, j); err != nil {
+			if err := s.counts(ctx, req, m.RoomID, j); err != nil {
 				return nil, position{}, err
 			}
 		}
@@ -398,7 +401,7 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 			}
 		}
 		if j, ok := resp.Rooms.Join[m.RoomID]; ok {
-			if err := s.counts(ctx, req.UserID, m.RoomID, j); err != nil {
+			if err := s.counts(ctx, req, m.RoomID, j); err != nil {
 				return nil, position{}, err
 			}
 		}
@@ -408,15 +411,19 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 
 // counts adds a joined room's unread counts, after its news: a new event
 // or a receipt changes them.
-func (s *Service) counts(ctx context.Context, userID, roomID string, j *JoinedRoom) error {
+func (s *Service) counts(ctx context.Context, req Request, roomID string, j *JoinedRoom) error {
 	if s.Unread == nil {
 		return nil
 	}
-	n, h, err := s.Unread(ctx, userID, roomID)
+	threads := req.Filter.Timeline != nil && req.Filter.Timeline.UnreadThreadNotifications
+	main, perThread, err := s.Unread(ctx, req.UserID, roomID, threads)
 	if err != nil {
 		return err
 	}
-	j.Unread = &Unread{Notifications: n, Highlights: h}
+	j.Unread = &main
+	if threads {
+		j.UnreadThreads = perThread
+	}
 	return nil
 }
 

@@ -53,7 +53,7 @@ func (s *Service) Notifications(ctx context.Context, userID, from string, limit 
 		if err != nil {
 			return nil, "", err
 		}
-		upTo, err := s.ReadUpTo(ctx, userID, roomID)
+		upTo, err := s.Receipts.ReadUpTo(ctx, userID, roomID)
 		if err != nil {
 			return nil, "", err
 		}

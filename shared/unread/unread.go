@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/cirrus-matrix/cirrus/shared/ephemeral"
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/push"
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
@@ -17,10 +18,9 @@ const MaxCounted = 100
 
 // Service counts unread notifications.
 type Service struct {
-	Rooms *rooms.Service
-	Push  *push.Service
-	// ReadUpTo is the position of the newest event the user read.
-	ReadUpTo func(ctx context.Context, userID, roomID string) (int64, error)
+	Rooms    *rooms.Service
+	Push     *push.Service
+	Receipts *ephemeral.Service
 }
 
 // Counts are the spec's unread_notifications of a room.
@@ -30,35 +30,115 @@ type Counts struct {
 }
 
 // Count evaluates the user's push rules on the events they can see after
-// their read receipt, newest first, up to MaxCounted of them.
-func (s *Service) Count(ctx context.Context, userID, roomID string) (Counts, error) {
-	upTo, err := s.ReadUpTo(ctx, userID, roomID)
+// their read receipts, newest first, up to MaxCounted of them. With
+// threads, events in a thread count apart, by thread root, from that
+// thread's receipt: the spec's unread_thread_notifications.
+func (s *Service) Count(ctx context.Context, userID, roomID string, threads bool) (Counts, map[string]Counts, error) {
+	marks, err := s.Receipts.ReadMarks(ctx, userID, roomID, []string{"", "main"})
 	if err != nil {
-		return Counts{}, err
+		return Counts{}, nil, err
 	}
-	page, err := s.Rooms.Messages(ctx, userID, roomID, rooms.MessagesQuery{Backward: true, Limit: MaxCounted, To: rooms.Token(upTo)})
+	// An unthreaded receipt reads everything before it; without threads a
+	// "main" one does too.
+	main := later(marks[""], marks["main"])
+	from := main.Seq
+	if threads {
+		from = marks[""].Seq
+	}
+	page, err := s.Rooms.Messages(ctx, userID, roomID, rooms.MessagesQuery{Backward: true, Limit: MaxCounted, To: rooms.Token(from)})
 	if err != nil || len(page.Chunk) == 0 {
-		return Counts{}, err
+		return Counts{}, nil, err
 	}
 	rules, err := s.Push.Rules(ctx, userID)
 	if err != nil {
-		return Counts{}, err
+		return Counts{}, nil, err
 	}
 	c, err := s.context(ctx, userID, roomID)
 	if err != nil {
-		return Counts{}, err
+		return Counts{}, nil, err
 	}
+	evs := describe(page.Chunk, threads)
+	threadMarks, err := s.threadMarks(ctx, userID, roomID, evs)
+	if err != nil {
+		return Counts{}, nil, err
+	}
+	threadMarks["main"] = main
 	var out Counts
-	for _, raw := range page.Chunk {
-		o := rules.Evaluate(raw, c.forSender(raw))
+	perThread := map[string]Counts{}
+	read := map[string]bool{}
+	for _, ev := range evs { // newest first: a receipt's event ends its thread's count
+		if threadMarks[ev.thread].EventID == ev.id {
+			read[ev.thread] = true
+		}
+		if read[ev.thread] {
+			continue
+		}
+		o := rules.Evaluate(ev.raw, c.forSender(ev.raw))
+		counts := perThread[ev.thread]
 		if o.Notify {
-			out.Notifications++
+			counts.Notifications++
 		}
 		if o.Highlight {
-			out.Highlights++
+			counts.Highlights++
+		}
+		perThread[ev.thread] = counts
+	}
+	out = perThread["main"]
+	delete(perThread, "main")
+	return out, perThread, nil
+}
+
+func later(a, b ephemeral.Mark) ephemeral.Mark {
+	if b.Seq > a.Seq {
+		return b
+	}
+	return a
+}
+
+// event is a timeline event with the thread it counts in ("main" outside
+// threads, or when threads are not counted apart).
+type event struct {
+	raw    json.RawMessage
+	id     string
+	thread string
+}
+
+func describe(chunk []json.RawMessage, threads bool) []event {
+	out := make([]event, 0, len(chunk))
+	for _, raw := range chunk {
+		var ev struct {
+			ID      string `json:"event_id"`
+			Content struct {
+				RelatesTo struct {
+					RelType string `json:"rel_type"`
+					EventID string `json:"event_id"`
+				} `json:"m.relates_to"`
+			} `json:"content"`
+		}
+		_ = json.Unmarshal(raw, &ev)
+		thread := "main"
+		if r := ev.Content.RelatesTo; threads && r.RelType == "m.thread" && r.EventID != "" {
+			thread = r.EventID
+		}
+		out = append(out, event{raw: raw, id: ev.ID, thread: thread})
+	}
+	return out
+}
+
+// threadMarks reads the receipts of the threads the events are in.
+func (s *Service) threadMarks(ctx context.Context, userID, roomID string, evs []event) (map[string]ephemeral.Mark, error) {
+	var roots []string
+	seen := map[string]bool{"main": true}
+	for _, ev := range evs {
+		if !seen[ev.thread] {
+			seen[ev.thread] = true
+			roots = append(roots, ev.thread)
 		}
 	}
-	return out, nil
+	if len(roots) == 0 {
+		return map[string]ephemeral.Mark{}, nil
+	}
+	return s.Receipts.ReadMarks(ctx, userID, roomID, roots)
 }
 
 // roomContext is what the rules need of the room, read once per count.

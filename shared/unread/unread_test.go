@@ -2,6 +2,7 @@ package unread_test
 
 import (
 	"context"
+	"net/url"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -88,5 +89,74 @@ func TestUnreadCounts(t *testing.T) {
 	j, ok := resp.Rooms.Join[room.RoomID]
 	if !ok || j.UnreadNotifications == nil || j.UnreadNotifications.NotificationCount != 0 || j.UnreadNotifications.HighlightCount != 0 {
 		t.Fatalf("unread after the receipt: %+v", resp.Rooms.Join)
+	}
+}
+
+// TestUnreadThreads: with unread_thread_notifications, events in a thread
+// count under its root, apart from the main timeline, and the thread's own
+// receipt clears them.
+func TestUnreadThreads(t *testing.T) {
+	st := servertest.Start(t)
+	au := st.Register(t, "alice")
+	alice := client(t, st, au)
+	bob := client(t, st, st.Register(t, "bob"))
+	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(bg, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	root, err := bob.SendText(bg, room.RoomID, "root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.SendText(bg, room.RoomID, "main two"); err != nil {
+		t.Fatal(err)
+	}
+	var last id.EventID
+	for _, body := range []string{"reply one", "reply two"} {
+		resp, err := bob.SendMessageEvent(bg, room.RoomID, event.EventMessage, map[string]any{
+			"msgtype": "m.text", "body": body,
+			"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root.EventID},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = resp.EventID
+	}
+	filter := url.QueryEscape(`{"room":{"timeline":{"unread_thread_notifications":true}}}`)
+	// mautrix has no field for unread_thread_notifications: read the raw answer.
+	read := func(since string) (float64, map[string]any, string) {
+		t.Helper()
+		q := "?timeout=5000&filter=" + filter
+		if since != "" {
+			q += "&since=" + url.QueryEscape(since)
+		}
+		r := st.Do(t, "GET", "/_matrix/client/v3/sync"+q, au.AccessToken, nil)
+		j, _ := r.Body["rooms"].(map[string]any)["join"].(map[string]any)[room.RoomID.String()].(map[string]any)
+		if j == nil {
+			t.Fatalf("sync lacks the room: %s", r.Raw)
+		}
+		main := j["unread_notifications"].(map[string]any)["notification_count"].(float64)
+		threads, _ := j["unread_thread_notifications"].(map[string]any)
+		next, _ := r.Body["next_batch"].(string)
+		return main, threads, next
+	}
+	threadCount := func(threads map[string]any) float64 {
+		c, _ := threads[root.EventID.String()].(map[string]any)
+		n, _ := c["notification_count"].(float64)
+		return n
+	}
+	mainCount, threads, next := read("")
+	if mainCount != 2 || threadCount(threads) != 2 {
+		t.Fatalf("main %v, threads %v; want 2 and 2 under the root", mainCount, threads)
+	}
+	if err := alice.SendReceipt(bg, room.RoomID, last, event.ReceiptTypeRead, &mautrix.ReqSendReceipt{ThreadID: root.EventID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	mainCount, threads, _ = read(next)
+	if mainCount != 2 || threadCount(threads) != 0 {
+		t.Fatalf("after the thread receipt: main %v, threads %v", mainCount, threads)
 	}
 }
