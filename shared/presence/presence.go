@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
@@ -128,30 +129,43 @@ func (s *Service) Get(ctx context.Context, userID string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
+	return s.status(st), nil
+}
+
+func (s *Service) status(st state) Status {
 	ago := s.now().UnixMilli() - st.LastActive
 	active := st.Presence == "online" && time.Duration(ago)*time.Millisecond < activeFor
 	out := Status{Presence: st.Presence, LastActiveAgo: &ago, CurrentlyActive: &active}
 	if st.StatusMsg != "" {
 		out.StatusMsg = &st.StatusMsg
 	}
-	return out, nil
+	return out
 }
 
-// Events is the m.presence events of users, for /sync.
+// Events is the m.presence events of those of users who ever set a
+// presence, for /sync: one BatchGetItem per 100 users.
 func (s *Service) Events(ctx context.Context, users []string) ([]json.RawMessage, error) {
-	var out []json.RawMessage
+	if !s.Enabled {
+		return nil, nil
+	}
+	keys := make([]store.Key, 0, len(users))
 	for _, u := range users {
-		st, err := s.Get(ctx, u)
-		if err != nil {
-			return nil, err
+		keys = append(keys, key(u))
+	}
+	var out []json.RawMessage
+	err := s.Store.GetMany(ctx, keys, func(k store.Key, decode func(any) error) error {
+		var st state
+		if err := decode(&st); err != nil {
+			return err
 		}
-		ev, err := json.Marshal(map[string]any{"type": "m.presence", "sender": u, "content": st})
+		ev, err := json.Marshal(map[string]any{"type": "m.presence", "sender": strings.TrimPrefix(k.PK, "user|"), "content": s.status(st)})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		out = append(out, ev)
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // Register adds GET and PUT /presence/{userId}/status behind requireAuth.

@@ -86,3 +86,31 @@ func TestPresenceOff(t *testing.T) {
 		t.Fatalf("GET presence: %s", r.Raw)
 	}
 }
+
+// TestPresenceInitialSync: an initial sync brings the presence of the users
+// who share a room.
+func TestPresenceInitialSync(t *testing.T) {
+	st := servertest.Start(t)
+	alice := client(t, st, st.Register(t, "alice"))
+	bob := client(t, st, st.Register(t, "bob"))
+	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(bg, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.SetPresence(bg, mautrix.ReqPresence{Presence: event.PresenceOnline, StatusMsg: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := bob.FullSyncRequest(bg, mautrix.ReqSync{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range resp.Presence.Events {
+		if ev.Sender == alice.UserID && ev.Content.Raw["status_msg"] == "hi" {
+			return
+		}
+	}
+	t.Fatalf("initial sync presence: %+v", resp.Presence.Events)
+}

@@ -311,6 +311,9 @@ func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*R
 	if err := s.globalData(ctx, req.UserID, time.Time{}, resp); err != nil {
 		return nil, position{}, err
 	}
+	if err := s.initialPresence(ctx, req.UserID, resp); err != nil {
+		return nil, position{}, err
+	}
 	return resp, next, nil
 }
 
@@ -722,4 +725,35 @@ func changesMembers(timeline []json.RawMessage) bool {
 		}
 	}
 	return false
+}
+
+// initialPresence gives an initial sync the presence of the local users who
+// share a joined room with the user.
+func (s *Service) initialPresence(ctx context.Context, userID string, resp *Response) error {
+	if s.Presence == nil {
+		return nil
+	}
+	seen := map[string]bool{userID: true}
+	var users []string
+	for roomID := range resp.Rooms.Join {
+		members, err := s.Rooms.LocalJoined(ctx, roomID)
+		if err != nil {
+			return err
+		}
+		for _, u := range members {
+			if !seen[u] {
+				seen[u] = true
+				users = append(users, u)
+			}
+		}
+	}
+	if len(users) == 0 {
+		return nil
+	}
+	evs, err := s.Presence(ctx, users)
+	if err != nil || len(evs) == 0 {
+		return err
+	}
+	resp.Presence = &EventList{Events: evs}
+	return nil
 }
