@@ -2,29 +2,12 @@ package ephemeral_test
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
-
-	"github.com/cirrus-matrix/cirrus/shared/servertest"
-	"github.com/cirrus-matrix/cirrus/shared/store"
 )
-
-// lastUsage is the DynamoDB usage of the last request to a route.
-func lastUsage(t *testing.T, st *servertest.Stack, route string) store.Usage {
-	t.Helper()
-	reqs := st.Requests(t)
-	for i := len(reqs) - 1; i >= 0; i-- {
-		if strings.Contains(reqs[i].Route, route) {
-			return reqs[i].DynamoDB
-		}
-	}
-	t.Fatalf("no request to %s", route)
-	return store.Usage{}
-}
 
 // TestCosts pins the costs docs/storage.md gives for typing and receipts,
 // in a room of two local members: a change writes its item(s) and one
@@ -42,7 +25,7 @@ func TestCosts(t *testing.T) {
 	}
 	check := func(what, route string, w want) {
 		t.Helper()
-		u := lastUsage(t, st, route)
+		u := st.LastRequestTo(t, route).DynamoDB
 		t.Logf("%s: %d calls, %.1f RCU, %.1f WCU", what, u.Calls, u.ReadUnits, u.WriteUnits)
 		if u.Calls != w.calls || u.ReadUnits != w.rcu || u.WriteUnits != w.wcu {
 			t.Errorf("%s: %d calls, %.1f RCU, %.1f WCU; want %d, %.1f, %.1f", what, u.Calls, u.ReadUnits, u.WriteUnits, w.calls, w.rcu, w.wcu)
@@ -97,7 +80,7 @@ func TestCosts(t *testing.T) {
 	if len(resp.Rooms.Join[room].Ephemeral.Events) == 0 {
 		t.Fatal("no ephemeral events")
 	}
-	u := lastUsage(t, st, "/sync")
+	u := st.LastRequestTo(t, "/sync").DynamoDB
 	t.Logf("incremental sync with typing, receipts and a fully read marker: %d calls, %.1f RCU", u.Calls, u.ReadUnits)
 	// auth, the stream (eventually consistent), memberships, the room's
 	// recent items, its account data; then the unread counts (shared/unread:
@@ -109,7 +92,7 @@ func TestCosts(t *testing.T) {
 
 	// Initial sync: two Queries per joined room.
 	sync(t, bob, "", 0)
-	u = lastUsage(t, st, "/sync")
+	u = st.LastRequestTo(t, "/sync").DynamoDB
 	t.Logf("initial sync of one room: %d calls, %.1f RCU", u.Calls, u.ReadUnits)
 
 	for _, members := range []int{20} {
@@ -122,7 +105,7 @@ func TestCosts(t *testing.T) {
 		}
 		ev := say(t, alice, r.RoomID, "to all")
 		must(alice.MarkRead(bg, r.RoomID, ev))
-		u := lastUsage(t, st, "/receipt/")
+		u := st.LastRequestTo(t, "/receipt/").DynamoDB
 		t.Logf("m.read in a room of %d local members: %d calls, %.1f RCU, %.1f WCU", members, u.Calls, u.ReadUnits, u.WriteUnits)
 		if u.WriteUnits != float64(2+members) {
 			t.Errorf("m.read to %d members: %.1f WCU, want %d", members, u.WriteUnits, 2+members)

@@ -30,13 +30,7 @@ type user struct {
 func newUser(t *testing.T, st *servertest.Stack, localpart string) user {
 	t.Helper()
 	u := st.Register(t, localpart)
-	c, err := mautrix.NewClient(st.URL, id.UserID(u.ID), u.AccessToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.DeviceID = id.DeviceID(u.DeviceID)
-	c.DefaultHTTPRetries = 0
-	return user{User: u, Client: c}
+	return user{User: u, Client: st.Client(t, u)}
 }
 
 // lobby starts a stack with alice and bob joined to a public room.

@@ -7,28 +7,18 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
 )
 
 var bg = context.Background()
 
-func client(t *testing.T, st *servertest.Stack, u servertest.User) *mautrix.Client {
-	t.Helper()
-	c, err := mautrix.NewClient(st.URL, id.UserID(u.ID), u.AccessToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // TestPresence: a change reaches the waiting sync of a user sharing a room;
 // GET shows it; only the user sets their own.
 func TestPresence(t *testing.T) {
 	st := servertest.Start(t)
 	au, bu := st.Register(t, "alice"), st.Register(t, "bob")
-	alice, bob := client(t, st, au), client(t, st, bu)
+	alice, bob := st.Client(t, au), st.Client(t, bu)
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
@@ -91,8 +81,8 @@ func TestPresenceOff(t *testing.T) {
 // who share a room.
 func TestPresenceInitialSync(t *testing.T) {
 	st := servertest.Start(t)
-	alice := client(t, st, st.Register(t, "alice"))
-	bob := client(t, st, st.Register(t, "bob"))
+	alice := st.Client(t, st.Register(t, "alice"))
+	bob := st.Client(t, st.Register(t, "bob"))
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)

@@ -26,13 +26,7 @@ type mxUser struct {
 func newUser(t *testing.T, st *servertest.Stack, localpart string) mxUser {
 	t.Helper()
 	u := st.Register(t, localpart)
-	c, err := mautrix.NewClient(st.URL, id.UserID(u.ID), u.AccessToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.DeviceID = id.DeviceID(u.DeviceID)
-	c.DefaultHTTPRetries = 0
-	return mxUser{User: u, Client: c}
+	return mxUser{User: u, Client: st.Client(t, u)}
 }
 
 func (u mxUser) id() id.UserID { return id.UserID(u.ID) }

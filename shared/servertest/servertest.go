@@ -24,6 +24,9 @@ import (
 	"sync"
 	"testing"
 
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
 	"github.com/cirrus-matrix/cirrus/shared/config"
 	"github.com/cirrus-matrix/cirrus/shared/server"
@@ -232,6 +235,33 @@ func (s *Stack) LastRequest(t testing.TB) Request {
 		t.Fatal("no request logged")
 	}
 	return reqs[len(reqs)-1]
+}
+
+// LastRequestTo returns the log line of the last request whose route
+// contains route.
+func (s *Stack) LastRequestTo(t testing.TB, route string) Request {
+	t.Helper()
+	reqs := s.Requests(t)
+	for i := len(reqs) - 1; i >= 0; i-- {
+		if strings.Contains(reqs[i].Route, route) {
+			return reqs[i]
+		}
+	}
+	t.Fatalf("no request to %s logged", route)
+	return Request{}
+}
+
+// Client is a mautrix-go client logged in as u, the real client library
+// the end-to-end tests drive the server with; it does not retry.
+func (s *Stack) Client(t testing.TB, u User) *mautrix.Client {
+	t.Helper()
+	c, err := mautrix.NewClient(s.URL, id.UserID(u.ID), u.AccessToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.DeviceID = id.DeviceID(u.DeviceID)
+	c.DefaultHTTPRetries = 0
+	return c
 }
 
 // Logs is everything the server logged.

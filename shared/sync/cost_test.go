@@ -2,34 +2,19 @@ package sync_test
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
 
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
-	"github.com/cirrus-matrix/cirrus/shared/store"
 )
-
-// lastUsage is the DynamoDB usage of the last request to a route.
-func lastUsage(t *testing.T, st *servertest.Stack, route string) store.Usage {
-	t.Helper()
-	reqs := st.Requests(t)
-	for i := len(reqs) - 1; i >= 0; i-- {
-		if strings.Contains(reqs[i].Route, route) {
-			return reqs[i].DynamoDB
-		}
-	}
-	t.Fatalf("no request to %s", route)
-	return store.Usage{}
-}
 
 // TestSync_Costs pins the cost design of sync (docs/storage.md): an idle
 // poll is one eventually consistent read of at most 0.5 RCU; a message
 // costs one write per local member more than without sync.
 func TestSync_Costs(t *testing.T) {
 	st := servertest.Start(t, "CIRRUS_SYNC_POLL_INTERVAL_MS=250")
-	alice := client(t, st, st.Register(t, "alice"))
+	alice := st.Client(t, st.Register(t, "alice"))
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +22,7 @@ func TestSync_Costs(t *testing.T) {
 	first := sync(t, alice, "", 0, "")
 
 	idle := sync(t, alice, first.NextBatch, 1000_000_000, "") // 1 s
-	u := lastUsage(t, st, "/sync")
+	u := st.LastRequestTo(t, "/sync").DynamoDB
 	polls := u.Calls - 1 // the access token's read aside
 	perPoll := (u.ReadUnits - 1) / float64(polls)
 	t.Logf("idle sync of 1 s, 250 ms polls: %d calls, %.1f RCU: %.2f RCU per poll", u.Calls, u.ReadUnits, perPoll)
@@ -51,14 +36,14 @@ func TestSync_Costs(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := 1; i < members; i++ {
-			c := client(t, st, st.Register(t, fmt.Sprintf("m%d-%d", members, i)))
+			c := st.Client(t, st.Register(t, fmt.Sprintf("m%d-%d", members, i)))
 			if _, err := c.JoinRoomByID(bg, r.RoomID); err != nil {
 				t.Fatal(err)
 			}
 		}
 		say(t, alice, r.RoomID, "warm the room's cache")
 		say(t, alice, r.RoomID, fmt.Sprint("to ", members))
-		u := lastUsage(t, st, "/send/")
+		u := st.LastRequestTo(t, "/send/").DynamoDB
 		t.Logf("message into a room of %d local members: %d calls, %.1f RCU, %.1f WCU", members, u.Calls, u.ReadUnits, u.WriteUnits)
 		if u.WriteUnits != float64(3+members) {
 			t.Fatalf("message to %d members: %.1f WCU, want %d", members, u.WriteUnits, 3+members)
@@ -71,7 +56,7 @@ func TestSync_Costs(t *testing.T) {
 	if len(next.Rooms.Join) == 0 {
 		t.Fatal("incremental sync missed the message")
 	}
-	u = lastUsage(t, st, "/sync")
+	u = st.LastRequestTo(t, "/sync").DynamoDB
 	t.Logf("incremental sync with one message in one room: %d calls, %.1f RCU", u.Calls, u.ReadUnits)
 	// 6 RCU for the news itself, the rest for the unread counts (the events
 	// since alice's read receipt, none here, evaluated by her push rules).

@@ -18,16 +18,6 @@ import (
 
 var bg = context.Background()
 
-func client(t *testing.T, st *servertest.Stack, u servertest.User) *mautrix.Client {
-	t.Helper()
-	c, err := mautrix.NewClient(st.URL, id.UserID(u.ID), u.AccessToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.DeviceID = id.DeviceID(u.DeviceID)
-	return c
-}
-
 func sync(t *testing.T, c *mautrix.Client, since string, timeout time.Duration, filter string) *mautrix.RespSync {
 	t.Helper()
 	resp, err := c.FullSyncRequest(bg, mautrix.ReqSync{Since: since, Timeout: int(timeout.Milliseconds()), FilterID: filter})
@@ -58,8 +48,8 @@ func bodies(evs []*event.Event) []string {
 
 func TestSync_InitialAndIncremental(t *testing.T) {
 	st := servertest.Start(t)
-	alice := client(t, st, st.Register(t, "alice"))
-	bob := client(t, st, st.Register(t, "bob"))
+	alice := st.Client(t, st.Register(t, "alice"))
+	bob := st.Client(t, st.Register(t, "bob"))
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Lobby"})
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +124,7 @@ func TestSync_InitialAndIncremental(t *testing.T) {
 // duplicates.
 func TestSync_LimitedTimeline(t *testing.T) {
 	st := servertest.Start(t)
-	alice := client(t, st, st.Register(t, "alice"))
+	alice := st.Client(t, st.Register(t, "alice"))
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{})
 	if err != nil {
 		t.Fatal(err)
@@ -183,8 +173,8 @@ func TestSync_LimitedTimeline(t *testing.T) {
 // event; the join shows the room whole; the leave shows in leave.
 func TestSync_InviteJoinLeave(t *testing.T) {
 	st := servertest.Start(t)
-	alice := client(t, st, st.Register(t, "alice"))
-	bob := client(t, st, st.Register(t, "bob"))
+	alice := st.Client(t, st.Register(t, "alice"))
+	bob := st.Client(t, st.Register(t, "bob"))
 	base := sync(t, bob, "", 0, "")
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Secret", Invite: []id.UserID{bob.UserID}})
 	if err != nil {
@@ -241,15 +231,15 @@ func TestSync_InviteJoinLeave(t *testing.T) {
 func TestSync_Tokens(t *testing.T) {
 	st := servertest.Start(t, "CIRRUS_SYNC_POLL_INTERVAL_MS=100")
 	au := st.Register(t, "alice")
-	alice := client(t, st, au)
-	bob := client(t, st, st.Register(t, "bob"))
+	alice := st.Client(t, au)
+	bob := st.Client(t, st.Register(t, "bob"))
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	first := sync(t, alice, "", 0, "")
 	other := st.Twin(t)
-	alice2 := client(t, other, au)
+	alice2 := other.Client(t, au)
 	// Waiting on the other instance, woken by its poll of the stream.
 	got := make(chan []string, 1)
 	go func() {
@@ -288,7 +278,7 @@ func TestSync_Tokens(t *testing.T) {
 // user; room, type and event_fields filters apply.
 func TestSync_Filters(t *testing.T) {
 	st := servertest.Start(t)
-	alice := client(t, st, st.Register(t, "alice"))
+	alice := st.Client(t, st.Register(t, "alice"))
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
@@ -299,7 +289,7 @@ func TestSync_Filters(t *testing.T) {
 	}
 	var people []*mautrix.Client
 	for _, name := range []string{"bob", "carol", "dave"} {
-		c := client(t, st, st.Register(t, name))
+		c := st.Client(t, st.Register(t, name))
 		if _, err := c.JoinRoomByID(bg, room.RoomID); err != nil {
 			t.Fatal(err)
 		}
@@ -348,7 +338,7 @@ func TestSync_Filters(t *testing.T) {
 // token come in the next sync, which they wake.
 func TestSync_AccountData(t *testing.T) {
 	st := servertest.Start(t)
-	alice := client(t, st, st.Register(t, "alice"))
+	alice := st.Client(t, st.Register(t, "alice"))
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{})
 	if err != nil {
 		t.Fatal(err)
@@ -393,8 +383,8 @@ func TestSync_AccountData(t *testing.T) {
 // history allows; full_state gives every joined room whole at once.
 func TestSync_RejoinAndFullState(t *testing.T) {
 	st := servertest.Start(t)
-	alice := client(t, st, st.Register(t, "alice"))
-	bob := client(t, st, st.Register(t, "bob"))
+	alice := st.Client(t, st.Register(t, "alice"))
+	bob := st.Client(t, st.Register(t, "bob"))
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Cafe",
 		InitialState: []*event.Event{{Type: event.StateHistoryVisibility, StateKey: new(""),
 			Content: event.Content{Raw: map[string]any{"history_visibility": "joined"}}}}})
@@ -455,7 +445,7 @@ func TestSync_RejoinAndFullState(t *testing.T) {
 // servers exchange them: signed, with their place in the graph.
 func TestSync_FederationFormat(t *testing.T) {
 	st := servertest.Start(t)
-	alice := client(t, st, st.Register(t, "alice"))
+	alice := st.Client(t, st.Register(t, "alice"))
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{})
 	if err != nil {
 		t.Fatal(err)

@@ -14,22 +14,13 @@ import (
 
 var bg = context.Background()
 
-func client(t *testing.T, st *servertest.Stack, u servertest.User) *mautrix.Client {
-	t.Helper()
-	c, err := mautrix.NewClient(st.URL, id.UserID(u.ID), u.AccessToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // TestUnreadCounts: messages notify by the user's push rules, a mention
 // highlights, and a read receipt clears the counts.
 func TestUnreadCounts(t *testing.T) {
 	st := servertest.Start(t)
 	au := st.Register(t, "alice")
-	alice := client(t, st, au)
-	bob := client(t, st, st.Register(t, "bob"))
+	alice := st.Client(t, au)
+	bob := st.Client(t, st.Register(t, "bob"))
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
@@ -98,8 +89,8 @@ func TestUnreadCounts(t *testing.T) {
 func TestUnreadThreads(t *testing.T) {
 	st := servertest.Start(t)
 	au := st.Register(t, "alice")
-	alice := client(t, st, au)
-	bob := client(t, st, st.Register(t, "bob"))
+	alice := st.Client(t, au)
+	bob := st.Client(t, st.Register(t, "bob"))
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
