@@ -186,27 +186,40 @@ func (s *Store) Put(ctx context.Context, item any) error {
 // Create writes item only if no live item has its key; otherwise it returns
 // ErrExists. An item past its expiry counts as absent.
 func (s *Store) Create(ctx context.Context, item any) error {
+	cond, names, values := s.absentCondition()
+	return s.putWhen(ctx, "create", item, condition{cond, names, values}, ErrExists)
+}
+
+// condition is a ConditionExpression with its names and values.
+type condition struct {
+	expr   string
+	names  map[string]string
+	values map[string]types.AttributeValue
+}
+
+// putWhen writes item if c holds, else returns failed; a failed check is
+// billed like the write.
+func (s *Store) putWhen(ctx context.Context, op string, item any, c condition, failed error) error {
 	av, size, err := s.marshalItem(item)
 	if err != nil {
-		return fmt.Errorf("create: %w", err)
+		return fmt.Errorf("%s: %w", op, err)
 	}
-	cond, names, values := s.absentCondition()
 	out, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName:                 &s.table,
 		Item:                      av,
-		ConditionExpression:       &cond,
-		ExpressionAttributeNames:  names,
-		ExpressionAttributeValues: values,
+		ConditionExpression:       &c.expr,
+		ExpressionAttributeNames:  c.names,
+		ExpressionAttributeValues: c.values,
 		ReturnConsumedCapacity:    types.ReturnConsumedCapacityTotal,
 	})
-	var failed *types.ConditionalCheckFailedException
-	if errors.As(err, &failed) {
+	var checkFailed *types.ConditionalCheckFailedException
+	if errors.As(err, &checkFailed) {
 		record(ctx, 0, writeUnits(size))
-		return fmt.Errorf("create %s: %w", describeKey(av), ErrExists)
+		return fmt.Errorf("%s %s: %w", op, describeKey(av), failed)
 	}
 	if err != nil {
 		record(ctx, 0, 0)
-		return fmt.Errorf("create %s: %w", describeKey(av), err)
+		return fmt.Errorf("%s %s: %w", op, describeKey(av), err)
 	}
 	recordCapacity(ctx, out.ConsumedCapacity, 0, putUnits(av, size))
 	return nil

@@ -115,31 +115,9 @@ func equalCondition(attr string, value any) (string, map[string]string, map[stri
 // PutIf writes item only over an existing item whose attribute attr equals
 // value; otherwise it returns ErrConflict. See PutIfOp.
 func (s *Store) PutIf(ctx context.Context, item any, attr string, value any) error {
-	av, size, err := s.marshalItem(item)
-	if err != nil {
-		return fmt.Errorf("put if: %w", err)
-	}
 	cond, names, values, err := equalCondition(attr, value)
 	if err != nil {
 		return err
 	}
-	out, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:                 &s.table,
-		Item:                      av,
-		ConditionExpression:       &cond,
-		ExpressionAttributeNames:  names,
-		ExpressionAttributeValues: values,
-		ReturnConsumedCapacity:    types.ReturnConsumedCapacityTotal,
-	})
-	var failed *types.ConditionalCheckFailedException
-	if errors.As(err, &failed) {
-		record(ctx, 0, writeUnits(size))
-		return fmt.Errorf("put %s: %w", describeKey(av), ErrConflict)
-	}
-	if err != nil {
-		record(ctx, 0, 0)
-		return fmt.Errorf("put %s: %w", describeKey(av), err)
-	}
-	recordCapacity(ctx, out.ConsumedCapacity, 0, putUnits(av, size))
-	return nil
+	return s.putWhen(ctx, "put if", item, condition{cond, names, values}, ErrConflict)
 }
