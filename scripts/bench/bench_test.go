@@ -214,9 +214,9 @@ func TestPrintTable_RoomWorkloads(t *testing.T) {
 		"FAILED on cirrus messages 100: all 50 requests failed, the first: GET x: status 500",
 		"send c=1: PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId} in a private room of two members",
 		"messages 100: GET /_matrix/client/v3/rooms/{roomId}/messages?dir=b&limit=100 in a private room of two members, with the bench user's token, after 100 more messages",
-		"send c=1: WCU per message sent (cirrus)          2.50   target <= 3   met",
-		"send c=8: WCU per message sent (cirrus)           n/a   target <= 3   NOT MEASURED: cirrus failed",
-		"send c=8: req/s cirrus / dendrite                 n/a   target >= 5x  NOT MEASURED: cirrus failed",
+		"send c=1: WCU per message sent (cirrus)          2.50   target <= 3    met",
+		"send c=8: WCU per message sent (cirrus)           n/a   target <= 3    NOT MEASURED: cirrus failed",
+		"send c=8: req/s cirrus / dendrite                 n/a   target >= 5x   NOT MEASURED: cirrus failed",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("printTable output lacks %q; it is:\n%s", want, out)

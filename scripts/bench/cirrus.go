@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -166,14 +167,16 @@ func buildCirrus(ctx context.Context, dir string) (string, error) {
 }
 
 // startCirrus runs `cirrus serve` on the embedded DynamoDB, in a fresh data
-// folder, on free loopback ports, and waits until it answers.
-func startCirrus(ctx context.Context, bin string) (*server, error) {
+// folder, on free loopback ports, with the given sync poll interval, and
+// waits until it answers. extraEnv is added to its environment
+// (DYNAMODB_ENDPOINT=... runs it on another DynamoDB).
+func startCirrus(ctx context.Context, bin string, pollInterval time.Duration, extraEnv ...string) (*server, error) {
 	dir, err := os.MkdirTemp("", "cirrus-bench-cirrus-")
 	if err != nil {
 		return nil, err
 	}
 	logPath := filepath.Join(dir, "cirrus.log")
-	s := &server{Name: "cirrus", dir: dir, Log: newRequestLog(logPath)}
+	s := &server{Name: "cirrus", dir: dir, Log: newRequestLog(logPath), pollInterval: pollInterval}
 	s.output = s.Log.recent
 	clientAddr, err1 := freeAddr()
 	fedAddr, err2 := freeAddr()
@@ -200,7 +203,9 @@ func startCirrus(ctx context.Context, bin string) (*server, error) {
 		// The login workload logs in hundreds of times a minute from one address.
 		"CIRRUS_RATE_LIMITS_LOGIN_PER_ADDRESS=0",
 		"CIRRUS_RATE_LIMITS_LOGIN_PER_ACCOUNT=0",
+		"CIRRUS_SYNC_POLL_INTERVAL_MS="+strconv.FormatInt(pollInterval.Milliseconds(), 10),
 	)
+	env = append(env, extraEnv...)
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		s.stop()

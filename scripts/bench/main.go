@@ -5,7 +5,11 @@
 //
 // The room workloads send plain messages into a two-member room, from one
 // client and from eight at once, and read the last 100 of them back; the
-// report checks them against the project's goals for sending. A workload
+// report checks them against the project's goals for sending. The sync
+// workloads measure /sync for a user in 50 rooms: an initial sync, an
+// incremental one after a message, how soon a waiting sync answers a
+// message (in one process, and for Cirrus across two instances, where it
+// waits for a poll), and what an idle waiting sync costs per poll. A workload
 // that a server cannot run (an endpoint it lacks) is reported as failed on
 // that server, with the error, and the bench goes on.
 //
@@ -34,14 +38,16 @@ import (
 const usageText = `Usage: go run ./scripts/bench [flags]    (or: make bench ARGS="...")
 
 Measures Cirrus (cirrus serve, embedded DynamoDB) and Dendrite %s on the
-same endpoints and room workloads (send c=1, send c=8, messages 100), and
-prints latency, req/s, DynamoDB cost per request, peak memory and the send
-goals. Without a Dendrite build, Cirrus is measured alone.
+same endpoints, room workloads (send c=1, send c=8, messages 100) and sync
+workloads (initial, incremental, wake-up, idle), and prints latency, req/s,
+DynamoDB cost per request, peak memory and the send and sync goals. Without
+a Dendrite build, Cirrus is measured alone.
 
 Examples:
   make bench
   make bench ARGS="-n 200 -c 8 -json bench.json"
   go run ./scripts/bench -baseline=false
+  go run ./scripts/bench -n 100 -sync-poll 500ms
 
 Flags:
 `
@@ -71,6 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	requireBaseline := fs.Bool("require-baseline", false, "exit non-zero when Dendrite cannot be built or run")
 	cacheDir := fs.String("cache", defaultCacheDir(), "`folder` for the Dendrite build, kept between runs")
 	timeout := fs.Duration("timeout", 20*time.Minute, "give up after this long (the first Dendrite build takes minutes)")
+	syncPoll := fs.Duration("sync-poll", time.Second, "Cirrus's sync poll `interval` (CIRRUS_SYNC_POLL_INTERVAL_MS), 50ms to 10s")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, usageText, dendriteVersion)
 		fs.PrintDefaults()
@@ -80,6 +87,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *n < 1 || *c < 1 || *rounds < 1 || *warmup < 0 {
 		return errors.New("-n, -c and -rounds must be at least 1, -warmup at least 0")
+	}
+	if *syncPoll < 50*time.Millisecond || *syncPoll > 10*time.Second || *syncPoll%time.Millisecond != 0 {
+		return errors.New("-sync-poll must be whole milliseconds from 50ms to 10s")
 	}
 	if *requireBaseline && !*baseline {
 		return errors.New("-require-baseline and -baseline=false contradict each other")
@@ -127,33 +137,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// Both servers run at once and are measured in alternating rounds; the
 	// deferred stops also run on an error, a timeout or Ctrl-C.
-	var servers []*server
+	var started []*server
 	defer func() {
-		for _, s := range servers {
+		for _, s := range started {
 			s.stop()
 		}
 	}()
-	cirrus, err := startRetrying(func() (*server, error) { return startCirrus(ctx, cirrusBin) })
+	servers, err := startServers(ctx, cirrusBin, dendrite, *syncPoll, rep, *requireBaseline, stderr)
+	started = append(started, servers...)
 	if err != nil {
-		return fmt.Errorf("cirrus: %w", err)
-	}
-	servers = append(servers, cirrus)
-	if rep.Baseline.Missing == "" {
-		d, err := startRetrying(func() (*server, error) { return startDendrite(ctx, dendrite) })
-		if err != nil {
-			if *requireBaseline || ctx.Err() != nil {
-				return fmt.Errorf("baseline: %w", err)
-			}
-			rep.Baseline.Missing = "running it failed: " + err.Error()
-			fmt.Fprintf(stderr, "bench: NO BASELINE: %s\n", rep.Baseline.Missing)
-		} else {
-			servers = append(servers, d)
-		}
+		return err
 	}
 	for _, s := range servers {
-		if err := setupUser(ctx, s); err != nil {
-			return fmt.Errorf("%s: %w", s.Name, err)
-		}
 		rep.Servers = append(rep.Servers, serverInfo{Name: s.Name, Version: serverVersion(ctx, s)})
 		fmt.Fprintf(stderr, "bench: %s %s (pid %d) on %s and %s\n", s.Name, rep.Servers[len(rep.Servers)-1].Version, s.cmd.Process.Pid, s.ClientURL, s.FederationURL)
 		s.room.ID, s.room.Err = setupRoom(ctx, s)
@@ -161,23 +156,61 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stderr, "bench: %s: no bench room, its room workloads will fail: %v\n", s.Name, s.room.Err)
 		}
 	}
+	measureAll := func(servers []*server, eps []endpoint) error {
+		for _, ep := range eps {
+			var rs []result
+			if ep.TwoInstances {
+				rs = measureTwoInstances(ctx, cirrusBin, *syncPoll, ep, rep.Requests, rep.Concurrency, rep.Warmup, rep.Rounds, stderr)
+			} else {
+				rs = measureEndpoint(ctx, servers, ep, rep.Requests, rep.Concurrency, rep.Warmup, rep.Rounds)
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			for _, r := range rs {
+				fmt.Fprintln(stderr, "bench:", progressLine(r))
+			}
+			rep.Results = append(rep.Results, rs...)
+		}
+		return nil
+	}
+	// stopAll stops servers and keeps the peak RSS of each name's largest.
+	stopAll := func(servers []*server) {
+		for _, s := range servers {
+			s.stop()
+			for i := range rep.Servers {
+				if rep.Servers[i].Name == s.Name {
+					rep.Servers[i].PeakRSSBytes = max(rep.Servers[i].PeakRSSBytes, s.peakRSS)
+				}
+			}
+		}
+	}
+	if err := measureAll(servers, workload); err != nil {
+		return err
+	}
+	stopAll(servers)
 
-	for _, ep := range workload {
-		rs := measureEndpoint(ctx, servers, ep, rep.Requests, rep.Concurrency, rep.Warmup, rep.Rounds)
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		for _, r := range rs {
-			fmt.Fprintln(stderr, "bench:", progressLine(r))
-		}
-		rep.Results = append(rep.Results, rs...)
+	// The sync workloads run on fresh servers: the embedded DynamoDB's
+	// queries take longer the more the table holds, so what the room
+	// workloads stored (more with a larger -n) would weigh on Cirrus's
+	// figures.
+	servers, err = startServers(ctx, cirrusBin, dendrite, *syncPoll, rep, *requireBaseline, stderr)
+	started = append(started, servers...)
+	if err != nil {
+		return err
 	}
-	for i, s := range servers {
-		s.stop()
-		rep.Servers[i].PeakRSSBytes = s.peakRSS
+	for _, s := range servers {
+		if s.cmd != nil {
+			fmt.Fprintf(stderr, "bench: fresh %s for the sync workloads (pid %d) on %s\n", s.Name, s.cmd.Process.Pid, s.ClientURL)
+		}
 	}
+	if err := measureAll(servers, syncWorkload); err != nil {
+		return err
+	}
+	stopAll(servers)
 	rep.Ratios = ratios(rep.Results)
-	rep.Goals = goals(rep.Results)
+	rep.Sync = summariseSync(rep.Results, *syncPoll)
+	rep.Goals = append(goals(rep.Results), syncGoals(rep.Results, rep.Sync)...)
 
 	printTable(stdout, rep)
 	if *jsonOut != "" {
@@ -190,6 +223,43 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// startServers starts Cirrus, and Dendrite unless the baseline is missing,
+// and registers the bench user on each. The first time Dendrite cannot be
+// started the baseline is missing (an error with -require-baseline); a
+// later time, Dendrite is a server that failed to start, on which every
+// workload fails.
+func startServers(ctx context.Context, cirrusBin string, dendrite dendriteBuild, syncPoll time.Duration, rep *report, requireBaseline bool, stderr io.Writer) ([]*server, error) {
+	var servers []*server
+	cirrus, err := startRetrying(func() (*server, error) { return startCirrus(ctx, cirrusBin, syncPoll) })
+	if err != nil {
+		return servers, fmt.Errorf("cirrus: %w", err)
+	}
+	servers = append(servers, cirrus)
+	if rep.Baseline.Missing == "" {
+		d, err := startRetrying(func() (*server, error) { return startDendrite(ctx, dendrite) })
+		switch {
+		case err != nil && (requireBaseline || ctx.Err() != nil):
+			return servers, fmt.Errorf("baseline: %w", err)
+		case err != nil && len(rep.Servers) == 0:
+			rep.Baseline.Missing = "running it failed: " + err.Error()
+			fmt.Fprintf(stderr, "bench: NO BASELINE: %s\n", rep.Baseline.Missing)
+		case err != nil:
+			servers = append(servers, &server{Name: "dendrite", startErr: fmt.Errorf("start dendrite: %w", err)})
+		default:
+			servers = append(servers, d)
+		}
+	}
+	for _, s := range servers {
+		if s.startErr != nil {
+			continue
+		}
+		if err := setupUser(ctx, s); err != nil {
+			return servers, fmt.Errorf("%s: %w", s.Name, err)
+		}
+	}
+	return servers, nil
 }
 
 // serverVersion reads server.name and server.version from the federation

@@ -27,19 +27,50 @@ type endpoint struct {
 	Federation bool
 	// Method is GET unless set; Body is sent as JSON.
 	Method, Body string
-	// Auth sends the bench user's access token.
-	Auth bool
+	// Auth sends the bench user's access token; SyncUser sends the sync
+	// user's instead (see sync.go).
+	Auth, SyncUser bool
 	// MaxRequests caps -n for expensive endpoints (a login hashes a password).
 	MaxRequests int
+	// NoWarmup leaves out the warm-up requests: the first request prepare
+	// sends is the only one (for endpoints that take seconds).
+	NoWarmup bool
 	// Concurrency, when set, is used instead of -c.
 	Concurrency int
 	// Fill is how many messages the bench room is sent, unmeasured, before
 	// the endpoint is measured.
 	Fill int
+	// Setup, when set, readies the server before the endpoint is measured
+	// (after Fill); an error reports the endpoint failed on that server.
+	Setup func(ctx context.Context, s *server) error
 	// Check, when set, checks the body of a first answer before the
 	// endpoint is measured, so that an answer too short to compare is not
 	// measured as a fast one.
-	Check func(body []byte) error
+	Check func(s *server, body []byte) error
+	// Run, when set, is one measured iteration instead of one request to
+	// Path: it returns the request ID to find in the server's log and the
+	// time to count, which need not be the whole iteration's.
+	Run func(ctx context.Context, s *server) (requestID string, took time.Duration, err error)
+	// Describe, when set, says what a labelled endpoint does in the report
+	// instead of its method and path.
+	Describe string
+	// Note, when set, is a remark on the server's answers for the report,
+	// read once the endpoint is measured ("" for none).
+	Note func(s *server) string
+	// TwoInstances runs the endpoint on two Cirrus instances sharing one
+	// DynamoDB, not on the servers of the run (see measureTwoInstances).
+	TwoInstances bool
+}
+
+// token is the access token a request for ep sends to s, "" for none.
+func (ep endpoint) token(s *server) string {
+	switch {
+	case ep.SyncUser:
+		return s.sync.token
+	case ep.Auth:
+		return s.token
+	}
+	return ""
 }
 
 // method is the endpoint's HTTP method, GET unless set.
@@ -90,6 +121,21 @@ var workload = []endpoint{
 	roomMessages(),
 }
 
+// syncWorkload is measured after workload, on fresh servers.
+var syncWorkload = []endpoint{
+	initialSync(),
+	incrementalSync(),
+	wakeUp(false),
+	idleSync(0),
+	idleSync(idleTimeout),
+	wakeUp(true),
+}
+
+// allWorkloads is every endpoint of the report, in its order.
+func allWorkloads() []endpoint {
+	return append(slices.Clone(workload), syncWorkload...)
+}
+
 // result is one endpoint measured on one server.
 type result struct {
 	Endpoint string `json:"endpoint"`
@@ -104,11 +150,13 @@ type result struct {
 	// Errors are failed requests and answers other than 200; latency
 	// percentiles, throughput and DynamoDB figures cover the successful
 	// requests only.
-	Errors     int     `json:"errors"`
-	FirstError string  `json:"first_error,omitempty"`
-	P50MS      float64 `json:"p50_ms"`
-	P99MS      float64 `json:"p99_ms"`
-	PerSecond  float64 `json:"req_per_s"`
+	Errors     int    `json:"errors"`
+	FirstError string `json:"first_error,omitempty"`
+	// Note is the endpoint's remark on this server's answers.
+	Note      string  `json:"note,omitempty"`
+	P50MS     float64 `json:"p50_ms"`
+	P99MS     float64 `json:"p99_ms"`
+	PerSecond float64 `json:"req_per_s"`
 	// From the server's request log, matched by X-Request-Id; null for a
 	// server that logs no DynamoDB usage (Dendrite).
 	LogMatched  *int     `json:"log_lines_matched,omitempty"`
@@ -140,15 +188,23 @@ func measureEndpoint(ctx context.Context, servers []*server, ep endpoint, n, c, 
 			results = append(results, result{Endpoint: ep.name(), Server: s.Name, Concurrency: c, Failed: err.Error()})
 			continue
 		}
-		results, measured = append(results, measured[0]), measured[1:]
+		r := measured[0]
+		if ep.Note != nil {
+			r.Note = ep.Note(s)
+		}
+		results, measured = append(results, r), measured[1:]
 	}
 	return results
 }
 
 // prepare readies s for ep: it needs the bench room if ep names it, fills
-// the room if ep asks, and checks that one request succeeds, so that an
-// endpoint the server lacks is reported at once with its error.
+// the room if ep asks, runs ep's Setup, and checks that one request (or
+// one run) succeeds, so that an endpoint the server lacks is reported at
+// once with its error.
 func prepare(ctx context.Context, s *server, ep endpoint) error {
+	if s.startErr != nil {
+		return s.startErr
+	}
 	if ep.usesRoom() && s.room.ID == "" {
 		return fmt.Errorf("no bench room: %w", s.room.Err)
 	}
@@ -157,6 +213,17 @@ func prepare(ctx context.Context, s *server, ep endpoint) error {
 			return err
 		}
 	}
+	if ep.Setup != nil {
+		if err := ep.Setup(ctx, s); err != nil {
+			return err
+		}
+	}
+	if ep.Run != nil {
+		if _, _, err := ep.Run(ctx, s); err != nil {
+			return fmt.Errorf("first run: %w", err)
+		}
+		return nil
+	}
 	url := endpointURL(s, ep)
 	if _, err := send(ctx, s, ep, url); err != nil {
 		return fmt.Errorf("first request: %w", err)
@@ -164,15 +231,11 @@ func prepare(ctx context.Context, s *server, ep endpoint) error {
 	if ep.Check == nil {
 		return nil
 	}
-	token := ""
-	if ep.Auth {
-		token = s.token
-	}
 	var body json.RawMessage
-	if err := requestJSON(ctx, s, ep.method(), url, token, nil, &body); err != nil {
+	if err := requestJSON(ctx, s, ep.method(), url, ep.token(s), nil, &body); err != nil {
 		return fmt.Errorf("request to check: %w", err)
 	}
-	if err := ep.Check(body); err != nil {
+	if err := ep.Check(s, body); err != nil {
 		return fmt.Errorf("%s %s: %w", ep.method(), url, err)
 	}
 	return nil
@@ -185,6 +248,9 @@ func prepare(ctx context.Context, s *server, ep endpoint) error {
 func measure(ctx context.Context, servers []*server, ep endpoint, n, c, warmup, rounds int) []result {
 	if ep.MaxRequests > 0 && n > ep.MaxRequests {
 		n, warmup = ep.MaxRequests, min(warmup, ep.MaxRequests/4)
+	}
+	if ep.NoWarmup {
+		warmup = 0
 	}
 	urls := make([]string, len(servers))
 	for i, s := range servers {
@@ -291,6 +357,10 @@ func load(ctx context.Context, s *server, ep endpoint, url string, n, c int) loa
 				if k >= n {
 					return
 				}
+				if ep.Run != nil {
+					ids[k], lat[k], errs[k] = ep.Run(ctx, s)
+					continue
+				}
 				t0 := time.Now()
 				ids[k], errs[k] = send(ctx, s, ep, url)
 				lat[k] = time.Since(t0)
@@ -327,8 +397,8 @@ func send(ctx context.Context, s *server, ep endpoint, url string) (string, erro
 	if ep.Body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if ep.Auth {
-		req.Header.Set("Authorization", "Bearer "+s.token)
+	if token := ep.token(s); token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	res, err := s.client.Do(req)
 	if err != nil {

@@ -44,8 +44,15 @@ type server struct {
 	client  *http.Client
 	peakRSS int64
 	token   string       // the bench user's access token, for authenticated endpoints
+	userID  string       // the bench user's ID
 	room    benchRoom    // the room of the room workloads
 	txns    atomic.Int64 // transaction IDs used, for a new one in every request
+	sync    syncFixture  // the sync user and its rooms, for the sync workloads
+	// pollInterval is Cirrus's sync.poll_interval_ms; 0 for Dendrite.
+	pollInterval time.Duration
+	// startErr, when set, is why the server could not be started: every
+	// workload fails on it.
+	startErr error
 }
 
 // startProcess starts bin and returns at once; s.done closes when it exits.

@@ -20,6 +20,7 @@ type report struct {
 	Results     []result      `json:"results"`
 	Ratios      []ratio       `json:"ratios,omitempty"`
 	Goals       []goal        `json:"goals"`
+	Sync        *syncSummary  `json:"sync,omitempty"`
 	Baseline    baselineState `json:"baseline"`
 }
 
@@ -94,7 +95,7 @@ func printTable(w io.Writer, r *report) {
 	fmt.Fprintln(w, header)
 	fmt.Fprintln(w, strings.Repeat("-", len(header)))
 	rs := ratios(r.Results)
-	for _, ep := range workload {
+	for _, ep := range allWorkloads() {
 		for _, server := range []string{"cirrus", "dendrite"} {
 			if x, ok := findResult(r.Results, ep.name(), server); ok {
 				fmt.Fprintln(w, tableRow(x, rs))
@@ -103,9 +104,14 @@ func printTable(w io.Writer, r *report) {
 	}
 	fmt.Fprintln(w, "DDB calls, RCU, WCU: DynamoDB calls and capacity units per request, from Cirrus's request log")
 	fmt.Fprintln(w, "p50 C/D, p99 C/D: Cirrus latency / Dendrite latency (below 1: Cirrus faster); req/s C/D: Cirrus throughput / Dendrite throughput (above 1: Cirrus faster)")
-	for _, ep := range workload {
+	for _, ep := range allWorkloads() {
 		if ep.Label != "" {
 			fmt.Fprintf(w, "%s: %s\n", ep.Label, describe(ep))
+		}
+	}
+	for _, x := range r.Results {
+		if x.Note != "" {
+			fmt.Fprintf(w, "%s on %s: %s\n", x.Endpoint, x.Server, x.Note)
 		}
 	}
 
@@ -116,6 +122,9 @@ func printTable(w io.Writer, r *report) {
 			note = " (embedded DynamoDB included)"
 		}
 		fmt.Fprintf(w, "peak RSS (VmHWM) %-9s %-16s %7.1f MiB%s\n", s.Name, s.Version, float64(s.PeakRSSBytes)/(1<<20), note)
+	}
+	if len(r.Servers) > 0 {
+		fmt.Fprintln(w, "peak RSS: the larger of each server's two processes, the first for the endpoints and room workloads, the second (fresh) for the sync workloads")
 	}
 	for _, x := range r.Results {
 		switch {
@@ -137,6 +146,7 @@ func printTable(w io.Writer, r *report) {
 	default:
 		fmt.Fprintf(w, "baseline %s: built in %.0fs, cached in %s\n", b.Module, b.BuildSeconds, b.CacheDir)
 	}
+	printSync(w, r)
 	printGoals(w, r.Goals)
 }
 
@@ -158,6 +168,9 @@ func tableRow(x result, rs []ratio) string {
 
 // describe says what a labelled endpoint sends.
 func describe(ep endpoint) string {
+	if ep.Describe != "" {
+		return ep.Describe
+	}
 	d := ep.method() + " " + ep.Path
 	if ep.usesRoom() {
 		d += " in a private room of two members, with the bench user's token"
@@ -168,13 +181,13 @@ func describe(ep endpoint) string {
 	return d
 }
 
-// printGoals writes the project's goals for sending and whether this run
-// met them.
+// printGoals writes the project's goals for sending and for sync, and
+// whether this run met them.
 func printGoals(w io.Writer, gs []goal) {
 	if len(gs) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\ngoals, a plain message sent into a two-member room:")
+	fmt.Fprintln(w, "\ngoals (send: a plain message into a two-member room; sync: the sync user's long-poll):")
 	for _, g := range gs {
 		value, verdict := "n/a", "NOT MEASURED: "+g.Missing
 		if g.Value != nil {
@@ -183,7 +196,7 @@ func printGoals(w io.Writer, gs []goal) {
 				verdict = "met"
 			}
 		}
-		fmt.Fprintf(w, "  %-44s %8s   target %-6s %s\n", g.Name, value, g.Target, verdict)
+		fmt.Fprintf(w, "  %-44s %8s   target %-7s %s\n", g.Name, value, g.Target, verdict)
 	}
 }
 

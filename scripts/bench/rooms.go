@@ -49,7 +49,7 @@ func sendMessage(c int) endpoint {
 // bench room, once it holds at least messagesLimit messages.
 func roomMessages() endpoint {
 	return endpoint{
-		Label: fmt.Sprintf("messages %d", messagesLimit), Auth: true, Fill: messagesLimit, Check: checkMessages,
+		Label: fmt.Sprintf("messages %d", messagesLimit), Auth: true, Fill: messagesLimit, Check: func(_ *server, body []byte) error { return checkMessages(body) },
 		Path: fmt.Sprintf("/_matrix/client/v3/rooms/{roomId}/messages?dir=b&limit=%d", messagesLimit),
 	}
 }

@@ -22,11 +22,11 @@ const (
 // setupUser registers the bench user on s and keeps an access token for
 // the authenticated endpoints.
 func setupUser(ctx context.Context, s *server) error {
-	_, token, err := register(ctx, s, benchUser, benchPassword)
+	userID, token, err := register(ctx, s, benchUser, benchPassword)
 	if err != nil {
 		return err
 	}
-	s.token = token
+	s.userID, s.token = userID, token
 	return nil
 }
 
