@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
@@ -96,20 +97,8 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRequ
 	if err != nil {
 		return "", err
 	}
-	roomID, evs, err := s.buildChain(req.RoomVersion, protos)
+	roomID, finish, err := s.createChain(ctx, req.RoomVersion, protos, alias, creator)
 	if err != nil {
-		return "", err
-	}
-	if alias != "" {
-		if err := s.createAlias(ctx, alias, roomID, creator); err != nil {
-			return "", aliasTaken(err)
-		}
-	}
-	_, finish, err := s.commit(ctx, roomID, nil, evs, map[events.StateKeyTuple]events.PDU{}, nil, &locals{Users: map[string]string{}})
-	if err != nil {
-		if alias != "" {
-			_ = s.deleteAlias(ctx, alias)
-		}
 		return "", err
 	}
 	if err := finish(ctx); err != nil {
@@ -128,8 +117,39 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRequ
 	return roomID, nil
 }
 
+// createChain builds the room's first events and stores them. A version 12
+// room's ID is the hash of its create event, so two identical requests of
+// one user in the same millisecond make the same room ID: the second loses
+// the transaction and builds again a millisecond later. Transactions also
+// fail when others touch the same items at the same moment; those are
+// tried again too.
+func (s *Service) createChain(ctx context.Context, version string, protos []events.Proto, alias, creator string) (string, func(context.Context) error, error) {
+	for attempt := 0; ; attempt++ {
+		roomID, evs, err := s.buildChain(version, protos, time.Duration(attempt)*time.Millisecond)
+		if err != nil {
+			return "", nil, err
+		}
+		if alias != "" {
+			if err := s.createAlias(ctx, alias, roomID, creator); err != nil {
+				return "", nil, aliasTaken(err)
+			}
+		}
+		_, finish, err := s.commit(ctx, roomID, nil, evs, map[events.StateKeyTuple]events.PDU{}, nil, &locals{Users: map[string]string{}})
+		if err == nil {
+			return roomID, finish, nil
+		}
+		if alias != "" {
+			_ = s.deleteAlias(ctx, alias)
+		}
+		if !errors.Is(err, errMoved) || attempt == 10 {
+			return "", nil, err
+		}
+		backoff(attempt)
+	}
+}
+
 // buildChain builds and auth-checks the initial events one after another.
-func (s *Service) buildChain(v string, protos []events.Proto) (string, []events.PDU, error) {
+func (s *Service) buildChain(v string, protos []events.Proto, later time.Duration) (string, []events.PDU, error) {
 	var (
 		roomID string
 		evs    []events.PDU
@@ -142,7 +162,7 @@ func (s *Service) buildChain(v string, protos []events.Proto) (string, []events.
 	if !events.DomainlessRoomIDs(v) {
 		roomID = "!" + randomString(18) + ":" + s.Signer.ServerName
 	}
-	now := s.now()
+	now := s.now().Add(later)
 	for i, p := range protos {
 		p.RoomID = roomID
 		var st *events.State

@@ -445,3 +445,41 @@ func TestEveryRoomVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentCreateRoom: one user creating rooms 8 at a time gets every
+// room; simultaneous transactions on the creator's items are retried.
+func TestConcurrentCreateRoom(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Register(t, "alice")
+	var wg sync.WaitGroup
+	errs := make(chan error, 24)
+	for i := range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := servertest.Call(t, "POST", st.URL+"/_matrix/client/v3/createRoom", alice.AccessToken, map[string]any{"name": fmt.Sprint("room ", i)})
+			if r.Status != 200 {
+				errs <- fmt.Errorf("createRoom %d: %d %s", i, r.Status, r.Raw)
+			}
+		}()
+		if i%8 == 7 {
+			wg.Wait()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		for _, line := range strings.Split(st.Logs(), "\n") {
+			if strings.Contains(line, `"level":"ERROR"`) {
+				t.Log(line)
+			}
+		}
+	}
+	r := st.Do(t, "GET", "/_matrix/client/v3/joined_rooms", alice.AccessToken, nil)
+	if rooms, _ := r.Body["joined_rooms"].([]any); len(rooms) != 24 {
+		t.Fatalf("joined rooms: %s", r.Raw)
+	}
+}
