@@ -3,8 +3,10 @@ package sync
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"slices"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
@@ -295,18 +297,31 @@ func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*R
 	if err != nil {
 		return nil, position{}, err
 	}
-	for _, m := range ms {
-		if err := s.room(ctx, req, resp, &next, m, -1, -1, true); err != nil {
-			return nil, position{}, err
+	// Rooms are read side by side: an initial sync of many rooms waits on
+	// DynamoDB round trips, not on this process.
+	var mu gosync.Mutex
+	err = eachParallel(ctx, ms, initialParallelism, func(gctx context.Context, m rooms.Membership) error {
+		part := emptyResponse()
+		sent := position{Time: next.Time, Sent: map[string][2]int64{}}
+		if err := s.room(gctx, req, part, &sent, m, -1, -1, true); err != nil {
+			return err
 		}
-		if j, ok := resp.Rooms.Join[m.RoomID]; ok {
-			if err := s.extras(ctx, req.UserID, m.RoomID, time.Time{}, j); err != nil {
-				return nil, position{}, err
+		if j, ok := part.Rooms.Join[m.RoomID]; ok {
+			if err := s.extras(gctx, req.UserID, m.RoomID, time.Time{}, j); err != nil {
+				return err
 			}
-			if err := s.counts(ctx, req, m.RoomID, j); err != nil {
-				return nil, position{}, err
+			if err := s.counts(gctx, req, m.RoomID, j); err != nil {
+				return err
 			}
 		}
+		mu.Lock()
+		defer mu.Unlock()
+		part.mergeInto(resp)
+		maps.Copy(next.Sent, sent.Sent)
+		return nil
+	})
+	if err != nil {
+		return nil, position{}, err
 	}
 	if err := s.globalData(ctx, req.UserID, time.Time{}, resp); err != nil {
 		return nil, position{}, err
@@ -563,7 +578,7 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 	whole := !j.Timeline.Limited && int64(len(chunk)) == head-max(from, 0)
 	var state []events.PDU
 	if full || !whole {
-		if state, err = s.stateAround(ctx, roomID, from, head, full, chunk); err != nil {
+		if state, err = s.stateAround(ctx, roomID, from, head, upto < 0, full, chunk); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -630,11 +645,19 @@ func (f Filter) fields(j *JoinedRoom) error {
 // state events the timeline carries itself. Taking it from the end rather
 // than the timeline's start covers state events that history visibility
 // hid from the timeline, and those in a gap a limited timeline skipped.
-func (s *Service) stateAround(ctx context.Context, roomID string, from, head int64, full bool, timeline []json.RawMessage) ([]events.PDU, error) {
+func (s *Service) stateAround(ctx context.Context, roomID string, from, head int64, live, full bool, timeline []json.RawMessage) ([]events.PDU, error) {
 	if head <= 0 {
 		return nil, nil
 	}
-	after, err := s.Rooms.StateAfter(ctx, roomID, head)
+	// At the live end the state after the head is the current state, one
+	// Query; an event landing meanwhile is in it a sync early, harmlessly.
+	stateAfter := s.Rooms.StateAfter
+	if live {
+		stateAfter = func(ctx context.Context, roomID string, _ int64) ([]events.PDU, error) {
+			return s.Rooms.CurrentState(ctx, roomID)
+		}
+	}
+	after, err := stateAfter(ctx, roomID, head)
 	if err != nil {
 		return nil, err
 	}
@@ -756,4 +779,40 @@ func (s *Service) initialPresence(ctx context.Context, userID string, resp *Resp
 	}
 	resp.Presence = &EventList{Events: evs}
 	return nil
+}
+
+// initialParallelism is how many rooms an initial sync reads at once.
+const initialParallelism = 8
+
+// mergeInto adds the rooms of r to into.
+func (r *Response) mergeInto(into *Response) {
+	maps.Copy(into.Rooms.Join, r.Rooms.Join)
+	maps.Copy(into.Rooms.Invite, r.Rooms.Invite)
+	maps.Copy(into.Rooms.Leave, r.Rooms.Leave)
+	maps.Copy(into.Rooms.Knock, r.Rooms.Knock)
+}
+
+// eachParallel runs f on each item, n at a time, and returns the first
+// error; the others are cancelled through their context.
+func eachParallel[T any](ctx context.Context, items []T, n int, f func(context.Context, T) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    gosync.WaitGroup
+		once  gosync.Once
+		first error
+	)
+	slots := make(chan struct{}, n)
+	for _, it := range items {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			if err := f(ctx, it); err != nil {
+				once.Do(func() { first = err; cancel() })
+			}
+		}()
+	}
+	wg.Wait()
+	return first
 }
