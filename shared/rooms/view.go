@@ -37,6 +37,12 @@ func (s *Service) Memberships(ctx context.Context, userID string) ([]Membership,
 	return out, nil
 }
 
+// StateEvents reads pieces of the room's current state in one
+// BatchGetItem; unset ones are absent from the map.
+func (s *Service) StateEvents(ctx context.Context, roomID string, tuples []events.StateKeyTuple) (map[events.StateKeyTuple]events.PDU, error) {
+	return s.stateFor(ctx, roomID, nil, tuples)
+}
+
 // StateAfter is the room state after the event at position seq.
 func (s *Service) StateAfter(ctx context.Context, roomID string, seq int64) ([]events.PDU, error) {
 	return s.stateAtToken(ctx, roomID, seq)

@@ -43,7 +43,7 @@ func (s *Service) Notifications(ctx context.Context, userID, from string, limit 
 	if err != nil {
 		return nil, "", err
 	}
-	rules, err := s.Push.Rules(ctx, userID)
+	rules, err := s.rulesOf(ctx, userID)
 	if err != nil {
 		return nil, "", err
 	}

@@ -5,6 +5,8 @@ package unread
 import (
 	"context"
 	"encoding/json"
+	gosync "sync"
+	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/ephemeral"
 	"github.com/cirrus-matrix/cirrus/shared/events"
@@ -21,6 +23,39 @@ type Service struct {
 	Rooms    *rooms.Service
 	Push     *push.Service
 	Receipts *ephemeral.Service
+
+	mu    gosync.Mutex
+	rules map[string]cachedRules
+}
+
+// rulesFor is how long a user's push rules are reused: a sync counts many
+// rooms at once, and a rule changed a moment ago may count a moment late.
+const rulesFor = 2 * time.Second
+
+type cachedRules struct {
+	rules push.Ruleset
+	at    time.Time
+}
+
+// rulesOf reads the user's push rules, once for the rooms of one sync.
+func (s *Service) rulesOf(ctx context.Context, userID string) (push.Ruleset, error) {
+	s.mu.Lock()
+	c, ok := s.rules[userID]
+	s.mu.Unlock()
+	if ok && time.Since(c.at) < rulesFor {
+		return c.rules, nil
+	}
+	rules, err := s.Push.Rules(ctx, userID)
+	if err != nil {
+		return push.Ruleset{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rules == nil || len(s.rules) > 10000 {
+		s.rules = map[string]cachedRules{}
+	}
+	s.rules[userID] = cachedRules{rules: rules, at: time.Now()}
+	return rules, nil
 }
 
 // Counts are the spec's unread_notifications of a room.
@@ -49,7 +84,7 @@ func (s *Service) Count(ctx context.Context, userID, roomID string, threads bool
 	if err != nil || len(page.Chunk) == 0 {
 		return Counts{}, nil, err
 	}
-	rules, err := s.Push.Rules(ctx, userID)
+	rules, err := s.rulesOf(ctx, userID)
 	if err != nil {
 		return Counts{}, nil, err
 	}
@@ -154,19 +189,25 @@ func (s *Service) context(ctx context.Context, userID, roomID string) (*roomCont
 		return nil, err
 	}
 	c := &roomContext{EventContext: push.EventContext{UserID: userID, MemberCount: int(info.Joined)}}
-	if me, err := s.Rooms.StateEvent(ctx, roomID, events.Member, userID); err == nil {
+	me := events.StateKeyTuple{Type: events.Member, StateKey: userID}
+	pl := events.StateKeyTuple{Type: events.PowerLevels}
+	create := events.StateKeyTuple{Type: events.Create}
+	state, err := s.Rooms.StateEvents(ctx, roomID, []events.StateKeyTuple{me, pl, create})
+	if err != nil {
+		return nil, err
+	}
+	if ev := state[me]; ev != nil {
 		var m struct {
 			DisplayName string `json:"displayname"`
 		}
-		_ = json.Unmarshal(me.Content(), &m)
+		_ = json.Unmarshal(ev.Content(), &m)
 		c.DisplayName = m.DisplayName
 	}
-	pl, _ := s.Rooms.StateEvent(ctx, roomID, events.PowerLevels, "")
-	if c.levels, err = events.PowerLevelsOf(pl); err != nil {
+	if c.levels, err = events.PowerLevelsOf(state[pl]); err != nil {
 		return nil, err
 	}
 	c.NotifLevels = map[string]int64{"room": c.levels.NotificationLevel("room")}
-	c.create, _ = s.Rooms.StateEvent(ctx, roomID, events.Create, "")
+	c.create = state[create]
 	return c, nil
 }
 
