@@ -143,16 +143,15 @@ type Summary struct {
 	Invited int      `json:"m.invited_member_count"`
 }
 
-// summary counts the room's members and picks up to five heroes: joined or
-// invited users other than userID, by user ID.
-func (s *Service) summary(ctx context.Context, roomID, userID string) (*Summary, error) {
-	members, err := s.Rooms.Members(ctx, roomID)
-	if err != nil {
-		return nil, err
-	}
+// summarize counts the members in a room's state and picks up to five
+// heroes: joined or invited users other than userID, by user ID.
+func summarize(state []events.PDU, userID string) *Summary {
 	sum := &Summary{Heroes: []string{}}
 	var others []string
-	for _, ev := range members {
+	for _, ev := range state {
+		if ev.Type() != events.Member {
+			continue
+		}
 		m, _ := ev.Membership()
 		switch m {
 		case "join":
@@ -168,7 +167,7 @@ func (s *Service) summary(ctx context.Context, roomID, userID string) (*Summary,
 	}
 	slices.Sort(others)
 	sum.Heroes = append(sum.Heroes, others[:min(len(others), 5)]...)
-	return sum, nil
+	return sum
 }
 
 // LeftRoom is a room the user left or was removed from since.
@@ -576,9 +575,9 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 	j.Timeline.PrevBatch = rooms.Token(begin)
 	// The timeline holds every event after from: the state is known.
 	whole := !j.Timeline.Limited && int64(len(chunk)) == head-max(from, 0)
-	var state []events.PDU
+	var state, all []events.PDU
 	if full || !whole {
-		if state, err = s.stateAround(ctx, roomID, from, head, upto < 0, full, chunk); err != nil {
+		if state, all, err = s.stateAround(ctx, roomID, from, head, upto < 0, full, chunk); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -592,9 +591,12 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 		return nil, 0, err
 	}
 	if full || changesMembers(chunk) {
-		if j.Summary, err = s.summary(ctx, roomID, req.UserID); err != nil {
-			return nil, 0, err
+		if all == nil {
+			if all, err = s.Rooms.Members(ctx, roomID); err != nil {
+				return nil, 0, err
+			}
 		}
+		j.Summary = summarize(all, req.UserID)
 	}
 	return j, head, nil
 }
@@ -645,9 +647,9 @@ func (f Filter) fields(j *JoinedRoom) error {
 // state events the timeline carries itself. Taking it from the end rather
 // than the timeline's start covers state events that history visibility
 // hid from the timeline, and those in a gap a limited timeline skipped.
-func (s *Service) stateAround(ctx context.Context, roomID string, from, head int64, live, full bool, timeline []json.RawMessage) ([]events.PDU, error) {
+func (s *Service) stateAround(ctx context.Context, roomID string, from, head int64, live, full bool, timeline []json.RawMessage) (changed, after []events.PDU, err error) {
 	if head <= 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	// At the live end the state after the head is the current state, one
 	// Query; an event landing meanwhile is in it a sync early, harmlessly.
@@ -657,9 +659,8 @@ func (s *Service) stateAround(ctx context.Context, roomID string, from, head int
 			return s.Rooms.CurrentState(ctx, roomID)
 		}
 	}
-	after, err := stateAfter(ctx, roomID, head)
-	if err != nil {
-		return nil, err
+	if after, err = stateAfter(ctx, roomID, head); err != nil {
+		return nil, nil, err
 	}
 	skip := map[string]bool{}
 	for _, raw := range timeline {
@@ -672,19 +673,18 @@ func (s *Service) stateAround(ctx context.Context, roomID string, from, head int
 	if !full && from > 0 {
 		before, err := s.Rooms.StateAfter(ctx, roomID, from)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, ev := range before {
 			skip[ev.EventID()] = true
 		}
 	}
-	var out []events.PDU
 	for _, ev := range after {
 		if !skip[ev.EventID()] {
-			out = append(out, ev)
+			changed = append(changed, ev)
 		}
 	}
-	return out, nil
+	return changed, after, nil
 }
 
 // strippedType reports whether state of type t is shown to an invitee or
