@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
 // What /sync reads of rooms: a user's memberships, state at a position and
@@ -41,6 +42,26 @@ func (s *Service) Memberships(ctx context.Context, userID string) ([]Membership,
 // BatchGetItem; unset ones are absent from the map.
 func (s *Service) StateEvents(ctx context.Context, roomID string, tuples []events.StateKeyTuple) (map[events.StateKeyTuple]events.PDU, error) {
 	return s.stateFor(ctx, roomID, nil, tuples)
+}
+
+// MembershipsIn reads a local user's memberships of the given rooms only:
+// one BatchGetItem, where Memberships queries every room of the user.
+// Rooms without a membership are absent.
+func (s *Service) MembershipsIn(ctx context.Context, userID string, roomIDs []string) ([]Membership, error) {
+	keys := make([]store.Key, 0, len(roomIDs))
+	for _, r := range roomIDs {
+		keys = append(keys, store.Key{PK: userPK(userID), SK: membershipPrefix + r})
+	}
+	var out []Membership
+	err := s.Store.GetMany(ctx, keys, func(_ store.Key, decode func(any) error) error {
+		var m membership
+		if err := decode(&m); err != nil {
+			return err
+		}
+		out = append(out, Membership{RoomID: strings.TrimPrefix(m.SK, membershipPrefix), Membership: m.Membership, Seq: m.Seq, Forgotten: m.Forgotten})
+		return nil
+	})
+	return out, err
 }
 
 // StateAfter is the room state after the event at position seq.

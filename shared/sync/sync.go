@@ -390,7 +390,7 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 	if len(from) == 0 && len(ephemeral) == 0 && !req.FullState {
 		return resp, next, nil
 	}
-	ms, err := s.Rooms.Memberships(ctx, req.UserID)
+	ms, err := s.memberships(ctx, req, from, ephemeral)
 	if err != nil {
 		return nil, position{}, err
 	}
@@ -815,4 +815,22 @@ func eachParallel[T any](ctx context.Context, items []T, n int, f func(context.C
 	}
 	wg.Wait()
 	return first
+}
+
+// memberships reads the user's memberships of the rooms with news; a
+// full_state sync needs every room.
+func (s *Service) memberships(ctx context.Context, req Request, from map[string]int64, ephemeral map[string]bool) ([]rooms.Membership, error) {
+	if req.FullState {
+		return s.Rooms.Memberships(ctx, req.UserID)
+	}
+	var ids []string
+	for r := range from {
+		ids = append(ids, r)
+	}
+	for r := range ephemeral {
+		if _, ok := from[r]; !ok && strings.HasPrefix(r, "!") {
+			ids = append(ids, r)
+		}
+	}
+	return s.Rooms.MembershipsIn(ctx, req.UserID, ids)
 }
