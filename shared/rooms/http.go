@@ -343,12 +343,17 @@ func (s *Service) handleEvent(w http.ResponseWriter, r *http.Request) error {
 	return reply(w, ev, err)
 }
 
-func (s *Service) handleState(w http.ResponseWriter, r *http.Request) error {
+// visibleState is the state of the {roomId} the caller may see.
+func (s *Service) visibleState(r *http.Request) ([]events.PDU, error) {
 	id, err := roomID(r)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	state, err := s.VisibleState(r.Context(), caller(r).UserID, id)
+	return s.VisibleState(r.Context(), caller(r).UserID, id)
+}
+
+func (s *Service) handleState(w http.ResponseWriter, r *http.Request) error {
+	state, err := s.visibleState(r)
 	if err != nil {
 		return err
 	}
@@ -357,11 +362,7 @@ func (s *Service) handleState(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) handleStateEvent(w http.ResponseWriter, r *http.Request) error {
-	id, err := roomID(r)
-	if err != nil {
-		return err
-	}
-	state, err := s.VisibleState(r.Context(), caller(r).UserID, id)
+	state, err := s.visibleState(r)
 	if err != nil {
 		return err
 	}

@@ -14,9 +14,9 @@ import (
 
 var bg = context.Background()
 
-// TestUnreadCounts: messages notify by the user's push rules, a mention
-// highlights, and a read receipt clears the counts.
-func TestUnreadCounts(t *testing.T) {
+// pair starts a stack with alice and bob in a public room of alice's.
+func pair(t *testing.T) (*servertest.Stack, servertest.User, *mautrix.Client, *mautrix.Client, *mautrix.RespCreateRoom) {
+	t.Helper()
 	st := servertest.Start(t)
 	au := st.Register(t, "alice")
 	alice := st.Client(t, au)
@@ -28,6 +28,13 @@ func TestUnreadCounts(t *testing.T) {
 	if _, err := bob.JoinRoomByID(bg, room.RoomID); err != nil {
 		t.Fatal(err)
 	}
+	return st, au, alice, bob, room
+}
+
+// TestUnreadCounts: messages notify by the user's push rules, a mention
+// highlights, and a read receipt clears the counts.
+func TestUnreadCounts(t *testing.T) {
+	st, au, alice, bob, room := pair(t)
 	first, err := alice.FullSyncRequest(bg, mautrix.ReqSync{})
 	if err != nil {
 		t.Fatal(err)
@@ -87,17 +94,7 @@ func TestUnreadCounts(t *testing.T) {
 // count under its root, apart from the main timeline, and the thread's own
 // receipt clears them.
 func TestUnreadThreads(t *testing.T) {
-	st := servertest.Start(t)
-	au := st.Register(t, "alice")
-	alice := st.Client(t, au)
-	bob := st.Client(t, st.Register(t, "bob"))
-	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.JoinRoomByID(bg, room.RoomID); err != nil {
-		t.Fatal(err)
-	}
+	st, au, alice, bob, room := pair(t)
 	root, err := bob.SendText(bg, room.RoomID, "root")
 	if err != nil {
 		t.Fatal(err)
