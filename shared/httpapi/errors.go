@@ -4,6 +4,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -87,7 +88,14 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 // never reach a client.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	var me *Error
-	if !errors.As(err, &me) {
+	switch {
+	case errors.As(err, &me):
+	case errors.Is(r.Context().Err(), context.Canceled):
+		// The client went away (a stopped sync loop, a closed tab) and
+		// the work it started was cut short: nobody reads this answer
+		// and no server fault happened. 499, as nginx logs it.
+		me = Errorf(499, "M_UNKNOWN", "the client closed the request")
+	default:
 		Logger(r.Context()).ErrorContext(r.Context(), "request failed", "err", err)
 		me = Errorf(http.StatusInternalServerError, "M_UNKNOWN", "internal server error")
 	}

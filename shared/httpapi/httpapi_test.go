@@ -2,8 +2,10 @@ package httpapi_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -150,5 +152,40 @@ func TestCORSPreflight(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "panicked") {
 		t.Fatal("OPTIONS ran the endpoint")
+	}
+}
+
+// A client that hangs up mid-request (a stopped sync loop) cuts the work
+// short; that is no server fault, so it is neither a 500 nor an error log.
+func TestClientGone(t *testing.T) {
+	var logs bytes.Buffer
+	done := make(chan struct{})
+	rt := httpapi.NewRouter()
+	rt.HandleFunc("GET /wait", func(w http.ResponseWriter, r *http.Request) {
+		defer close(done)
+		<-r.Context().Done()
+		httpapi.WriteError(w, r, fmt.Errorf("get item: %w", r.Context().Err()))
+	})
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	srv := httptest.NewServer(httpapi.Logging(logger, rt))
+	defer srv.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/wait", nil)
+	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Fatal("the canceled request got an answer")
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler never saw the client go")
+	}
+	srv.Close() // waits for the handler and its log line
+	if strings.Contains(logs.String(), "request failed") || strings.Contains(logs.String(), `"status":500`) {
+		t.Fatalf("a client hang-up was logged as a server error:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), `"status":499`) {
+		t.Fatalf("no 499 in the request log:\n%s", logs.String())
 	}
 }

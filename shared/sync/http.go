@@ -3,7 +3,6 @@ package sync
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -26,12 +25,6 @@ func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc
 		}
 		resp, err := s.Sync(r.Context(), req)
 		if err != nil {
-			if errors.Is(r.Context().Err(), context.Canceled) {
-				// The client gave up the long poll (stopped, went
-				// offline): nobody reads this answer, and no server
-				// error happened. 499 as nginx logs it.
-				err = httpapi.Errorf(499, "M_UNKNOWN", "the client closed the request")
-			}
 			httpapi.WriteError(w, r, err)
 			return
 		}
