@@ -11,8 +11,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
-	"sync"
 	"time"
 
 	miniserver "github.com/truora/minidyn/server"
@@ -32,31 +30,12 @@ func Start(addr string) (*Server, error) {
 		return nil, fmt.Errorf("embedded dynamodb: %w", err)
 	}
 	s := &Server{
-		http: &http.Server{Handler: isolate(miniserver.NewServer()), ReadHeaderTimeout: 10 * time.Second},
+		http: &http.Server{Handler: newPartitions(miniserver.NewServer()), ReadHeaderTimeout: 10 * time.Second},
 		ln:   ln,
 		done: make(chan error, 1),
 	}
 	go func() { s.done <- s.http.Serve(ln) }()
 	return s, nil
-}
-
-// isolate runs each TransactWriteItems alone. The stand-in applies a
-// transaction item by item and, when one fails, restores a snapshot of the
-// whole table taken before: a write of another request landing in between
-// would be undone, or seen half done, where DynamoDB's transactions are
-// isolated. Other requests run side by side, as before.
-func isolate(next http.Handler) http.Handler {
-	var mu sync.RWMutex
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".TransactWriteItems") {
-			mu.Lock()
-			defer mu.Unlock()
-		} else {
-			mu.RLock()
-			defer mu.RUnlock()
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // URL is the endpoint to give the DynamoDB client.
