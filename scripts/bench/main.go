@@ -190,10 +190,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	stopAll(servers)
 
-	// The sync workloads run on fresh servers: the embedded DynamoDB's
-	// queries take longer the more the table holds, so what the room
-	// workloads stored (more with a larger -n) would weigh on Cirrus's
-	// figures.
+	// The sync workloads run on fresh servers, so that they find the same
+	// data on both, whatever the room workloads stored (more with a larger
+	// -n).
 	servers, err = startServers(ctx, cirrusBin, dendrite, *syncPoll, rep, *requireBaseline, stderr)
 	started = append(started, servers...)
 	if err != nil {
