@@ -14,112 +14,11 @@
 // receives the reply; both clients stop. Each step is printed as it happens.
 // The exit status is 0 only when every step happened before the deadline
 // (CIRRUS_TIMEOUT_MS, 30 s by default); otherwise the step that was waited
-// for is named. No end-to-end encryption here.
-//
-// The script also exits when its stdin reaches end of file, which happens
-// when the test binary that started it dies, so no run leaves a process.
-import { AutoDiscovery, ClientEvent, RoomEvent, RoomMemberEvent, SyncState, createClient } from "matrix-js-sdk";
-import { logger } from "matrix-js-sdk/lib/logger.js";
+// for is named (lib.mjs). No end-to-end encryption here: e2ee.mjs has it.
+import { AutoDiscovery, ClientEvent, RoomEvent, RoomMemberEvent } from "matrix-js-sdk";
+import { baseUrl, fail, login, mustEnv, pass, say, startSyncing, step, timelineMessage, until } from "./lib.mjs";
 
-const baseUrl = mustEnv("CIRRUS_URL");
 const [aliceId, bobId] = mustEnv("CIRRUS_USERS").split(",");
-const password = mustEnv("CIRRUS_PASSWORD");
-const timeoutMs = Number(process.env.CIRRUS_TIMEOUT_MS || 30000);
-
-// The SDK's own log: warnings and errors only, unless CIRRUS_JS_LOG=debug.
-// Its child loggers (sync, MatrixRTC, ...) each set their own level, so
-// the chatter is silenced at the console; this script writes to stdout.
-if (process.env.CIRRUS_JS_LOG !== "debug") {
-  logger.setLevel("warn");
-  console.log = console.info = console.debug = () => {};
-}
-function say(line) {
-  process.stdout.write(line + "\n");
-}
-
-const began = Date.now();
-let current = "start";
-function step(name) {
-  current = name;
-  say(`[${((Date.now() - began) / 1000).toFixed(3)}s] ${name}`);
-}
-function fail(why) {
-  say(`FAIL at step "${current}": ${why}`);
-  process.exit(1);
-}
-function mustEnv(name) {
-  const v = process.env[name];
-  if (!v) {
-    say(`FAIL: ${name} is not set`);
-    process.exit(2);
-  }
-  return v;
-}
-
-const deadline = setTimeout(() => fail(`not done after ${timeoutMs} ms`), timeoutMs);
-process.stdin.on("end", () => fail("stdin closed: the test that started this scenario has gone"));
-process.stdin.resume();
-process.on("unhandledRejection", (err) => fail(`unhandled rejection: ${describe(err)}`));
-
-function describe(err) {
-  if (err && err.httpStatus) {
-    return `HTTP ${err.httpStatus} ${err.errcode ?? ""} ${err.data ? JSON.stringify(err.data) : err.message}`;
-  }
-  return err && err.stack ? err.stack : String(err);
-}
-
-// until resolves with the first value of check(...args) that is not
-// undefined, checking once now and then on every emission of each event of
-// emitter in events. Register it before the action that causes the event.
-function until(emitter, events, check) {
-  return new Promise((resolve) => {
-    const done = (v) => {
-      for (const e of events) emitter.off(e, on);
-      resolve(v);
-    };
-    const on = (...args) => {
-      const v = check(...args);
-      if (v !== undefined) done(v);
-    };
-    for (const e of events) emitter.on(e, on);
-    const now = check();
-    if (now !== undefined) done(now);
-  });
-}
-
-async function login(userId) {
-  const anon = createClient({ baseUrl });
-  const res = await anon.loginRequest({
-    type: "m.login.password",
-    identifier: { type: "m.id.user", user: userId },
-    password,
-    initial_device_display_name: "matrix-js-sdk scenario",
-  });
-  if (res.user_id !== userId || !res.access_token || !res.device_id) {
-    fail(`login of ${userId} answered ${JSON.stringify(res)}`);
-  }
-  return createClient({ baseUrl, userId: res.user_id, accessToken: res.access_token, deviceId: res.device_id });
-}
-
-async function startSyncing(client) {
-  const prepared = until(client, [ClientEvent.Sync], (state, _prev, data) => {
-    if (state === SyncState.Error) {
-      say(`  ${client.getUserId()}: sync error ${describe(data?.error)}`);
-    }
-    return state === SyncState.Prepared ? true : undefined;
-  });
-  await client.startClient({ initialSyncLimit: 20 });
-  await prepared;
-}
-
-// timelineMessage waits for a live m.room.message in roomId from sender with body.
-function timelineMessage(client, roomId, sender, body) {
-  return until(client, [RoomEvent.Timeline], (event, room, toStartOfTimeline) => {
-    if (!event || toStartOfTimeline || room?.roomId !== roomId) return undefined;
-    if (event.getType() !== "m.room.message" || event.getSender() !== sender) return undefined;
-    return event.getContent().body === body ? event : undefined;
-  });
-}
 
 async function main() {
   // Not a step: what Element Web's discovery would make of this homeserver.
@@ -183,9 +82,7 @@ async function main() {
   alice.stopClient();
   bob.stopClient();
 
-  clearTimeout(deadline);
-  say(`PASS in ${Date.now() - began} ms`);
-  process.exit(0);
+  pass();
 }
 
 main().catch((err) => fail(describe(err)));

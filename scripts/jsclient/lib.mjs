@@ -1,0 +1,133 @@
+// lib.mjs: what the scenarios share: their output, the deadline, waiting for
+// client events, logging in and starting a sync loop. Each step is printed as
+// it happens; a scenario exits 0 only when it prints PASS.
+import { ClientEvent, RoomEvent, SyncState, createClient } from "matrix-js-sdk";
+import { logger } from "matrix-js-sdk/lib/logger.js";
+
+// The SDK's own log: warnings and errors only, unless CIRRUS_JS_LOG=debug.
+// Its child loggers (sync, MatrixRTC, ...) each set their own level, so
+// the chatter is silenced at the console; the scenarios write to stdout.
+if (process.env.CIRRUS_JS_LOG !== "debug") {
+  logger.setLevel("warn");
+  console.log = console.info = console.debug = () => {};
+}
+
+export function say(line) {
+  process.stdout.write(line + "\n");
+}
+
+const began = Date.now();
+let current = "start";
+
+export function step(name) {
+  current = name;
+  say(`[${((Date.now() - began) / 1000).toFixed(3)}s] ${name}`);
+}
+
+export function fail(why) {
+  say(`FAIL at step "${current}": ${why}`);
+  process.exit(1);
+}
+
+export function pass() {
+  clearTimeout(deadline);
+  say(`PASS in ${Date.now() - began} ms`);
+  process.exit(0);
+}
+
+export function mustEnv(name) {
+  const v = process.env[name];
+  if (!v) {
+    say(`FAIL: ${name} is not set`);
+    process.exit(2);
+  }
+  return v;
+}
+
+export const baseUrl = mustEnv("CIRRUS_URL");
+export const password = mustEnv("CIRRUS_PASSWORD");
+const timeoutMs = Number(process.env.CIRRUS_TIMEOUT_MS || 30000);
+
+// The scenario fails when it is not done by the deadline, and when its stdin
+// reaches end of file, which happens when the test binary that started it
+// dies, so no run leaves a process.
+const deadline = setTimeout(() => fail(`not done after ${timeoutMs} ms`), timeoutMs);
+process.stdin.on("end", () => fail("stdin closed: the test that started this scenario has gone"));
+process.stdin.resume();
+process.on("unhandledRejection", (err) => fail(`unhandled rejection: ${describe(err)}`));
+
+export function describe(err) {
+  if (err && err.httpStatus) {
+    return `HTTP ${err.httpStatus} ${err.errcode ?? ""} ${err.data ? JSON.stringify(err.data) : err.message}`;
+  }
+  return err && err.stack ? err.stack : String(err);
+}
+
+// until resolves with the first value of check(...args) that is not
+// undefined, checking once now and then on every emission of each event of
+// emitter in events. Register it before the action that causes the event.
+export function until(emitter, events, check) {
+  return new Promise((resolve, reject) => {
+    const done = (v) => {
+      for (const e of events) emitter.off(e, on);
+      resolve(v);
+    };
+    const on = (...args) => {
+      try {
+        const v = check(...args);
+        if (v !== undefined) done(v);
+      } catch (err) {
+        reject(err);
+      }
+    };
+    for (const e of events) emitter.on(e, on);
+    on();
+  });
+}
+
+// poll resolves with the first value of the async check that is not
+// undefined, trying every interval ms: for state the server holds that no
+// client event announces.
+export async function poll(check, interval = 200) {
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, interval));
+  }
+}
+
+// login logs userId in with the password and returns a client for the new
+// device; opts go to createClient (such as cryptoCallbacks).
+export async function login(userId, opts = {}) {
+  const anon = createClient({ baseUrl });
+  const res = await anon.loginRequest({
+    type: "m.login.password",
+    identifier: { type: "m.id.user", user: userId },
+    password,
+    initial_device_display_name: "matrix-js-sdk scenario",
+  });
+  if (res.user_id !== userId || !res.access_token || !res.device_id) {
+    fail(`login of ${userId} answered ${JSON.stringify(res)}`);
+  }
+  return createClient({ baseUrl, userId: res.user_id, accessToken: res.access_token, deviceId: res.device_id, ...opts });
+}
+
+export async function startSyncing(client) {
+  const prepared = until(client, [ClientEvent.Sync], (state, _prev, data) => {
+    if (state === SyncState.Error) {
+      say(`  ${client.getUserId()}: sync error ${describe(data?.error)}`);
+    }
+    return state === SyncState.Prepared ? true : undefined;
+  });
+  await client.startClient({ initialSyncLimit: 20 });
+  await prepared;
+}
+
+// timelineMessage waits for a live m.room.message in roomId from sender with body.
+export function timelineMessage(client, roomId, sender, body) {
+  return until(client, [RoomEvent.Timeline], (event, room, toStartOfTimeline) => {
+    if (!event || toStartOfTimeline || room?.roomId !== roomId) return undefined;
+    if (event.getType() !== "m.room.message" || event.getSender() !== sender) return undefined;
+    return event.getContent().body === body ? event : undefined;
+  });
+}
