@@ -28,6 +28,20 @@ func (s *Service) devices(ctx context.Context, userID string) ([]deviceItem, err
 	}
 }
 
+// DeviceIDs lists the IDs of a user's devices: those that to-device
+// messages sent to "*" go to. An unknown user has none.
+func (s *Service) DeviceIDs(ctx context.Context, userID string) ([]string, error) {
+	devs, err := s.devices(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(devs))
+	for i, d := range devs {
+		ids[i] = d.DeviceID
+	}
+	return ids, nil
+}
+
 // deleteDevices removes devices and revokes their tokens at once, in
 // transactions of at most 100 actions.
 func (s *Service) deleteDevices(ctx context.Context, userID string, devs []deviceItem) error {
