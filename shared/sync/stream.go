@@ -82,19 +82,59 @@ func (s *Service) Fanout(ctx context.Context, evs []rooms.Appended) error {
 	var users []string
 	for _, ev := range evs {
 		for _, u := range ev.To {
-			items = append(items, entry{PK: streamPK(u), SK: entrySK(now, ev.RoomID, ev.Seq), Expires: now.Add(streamTTL).Unix()})
+			items = append(items, s.entry(now, u, ev.RoomID, ev.Seq))
 			users = append(users, u)
 		}
 	}
+	return s.write(ctx, items, users)
+}
+
+func (s *Service) entry(now time.Time, userID, room string, seq int64) entry {
+	return entry{PK: streamPK(userID), SK: entrySK(now, room, seq), Expires: now.Add(streamTTL).Unix()}
+}
+
+// write stores stream entries, then wakes the syncs waiting on keys.
+func (s *Service) write(ctx context.Context, items []any, keys []string) error {
 	if len(items) == 0 {
 		return nil
 	}
 	if err := s.Store.PutMany(ctx, items); err != nil {
 		return fmt.Errorf("sync fan-out: %w", err)
 	}
-	s.waiters.wake(users)
+	s.waiters.wake(keys)
 	return nil
 }
+
+// toDevicePrefix marks the room field of to-device news: "~<device ID>" for
+// one device, "~*" for every device of the user. Room IDs begin with '!',
+// presence news with '@', global account data is "".
+const toDevicePrefix = "~"
+
+// TouchDevices tells devices, by user, that to-device messages wait for
+// them ("*": every device of the user). It is the todevice service's Notify
+// hook, called once the messages are stored: a sync that sees the entry
+// then finds them. Other devices of the user skip an entry that names one
+// device, and are not woken by it in this process.
+func (s *Service) TouchDevices(ctx context.Context, devices map[string][]string) error {
+	now := s.now()
+	var items []any
+	var keys []string
+	for u, ids := range devices {
+		for _, d := range ids {
+			items = append(items, s.entry(now, u, toDevicePrefix+d, 0))
+			if d == "*" {
+				keys = append(keys, u)
+			} else {
+				keys = append(keys, deviceKey(u, d))
+			}
+		}
+	}
+	return s.write(ctx, items, keys)
+}
+
+// deviceKey is the waiters' key of one device of a user; user IDs hold no
+// NUL.
+func deviceKey(userID, deviceID string) string { return userID + "\x00" + deviceID }
 
 // readStream reads the user's entries from time from on. A waiting sync
 // reads eventually consistent (half the cost); one that builds a response
@@ -135,6 +175,19 @@ type position struct {
 	// Presence is the set_presence last applied, so that polling does not
 	// write it again.
 	Presence string `json:"p,omitempty"`
+	// Device ties the to-device fields below to the device whose sync
+	// wrote them (a tag, as User); another device's token has none.
+	Device string `json:"dv,omitempty"`
+	// ToDevice is the todevice cursor of the messages this token's response
+	// delivered: the sync that brings the token back deletes them. "" when
+	// none were delivered.
+	ToDevice string `json:"d,omitempty"`
+	// DeviceRead is when (Unix ms) the device's inbox was last read: the
+	// to-device entries older than that, less deviceSkew, were handled.
+	// DeviceSeen holds the times of the entries handled then that are
+	// younger.
+	DeviceRead int64   `json:"dr,omitempty"`
+	DeviceSeen []int64 `json:"ds,omitempty"`
 }
 
 // userTag ties a token to its user without showing the user ID.
@@ -180,35 +233,41 @@ type waiters struct {
 	chans map[string][]chan struct{}
 }
 
-func (w *waiters) wait(userID string) (<-chan struct{}, func()) {
+// wait returns a channel that news on any of keys (a user ID, or a
+// deviceKey) wakes, and the function that stops waiting.
+func (w *waiters) wait(keys ...string) (<-chan struct{}, func()) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.chans == nil {
 		w.chans = map[string][]chan struct{}{}
 	}
 	ch := make(chan struct{}, 1)
-	w.chans[userID] = append(w.chans[userID], ch)
+	for _, k := range keys {
+		w.chans[k] = append(w.chans[k], ch)
+	}
 	return ch, func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		list := w.chans[userID]
-		for i, c := range list {
-			if c == ch {
-				w.chans[userID] = append(list[:i], list[i+1:]...)
-				break
+		for _, k := range keys {
+			list := w.chans[k]
+			for i, c := range list {
+				if c == ch {
+					w.chans[k] = append(list[:i], list[i+1:]...)
+					break
+				}
 			}
-		}
-		if len(w.chans[userID]) == 0 {
-			delete(w.chans, userID)
+			if len(w.chans[k]) == 0 {
+				delete(w.chans, k)
+			}
 		}
 	}
 }
 
-func (w *waiters) wake(users []string) {
+func (w *waiters) wake(keys []string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, u := range users {
-		for _, ch := range w.chans[u] {
+	for _, k := range keys {
+		for _, ch := range w.chans[k] {
 			select {
 			case ch <- struct{}{}:
 			default:

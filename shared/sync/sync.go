@@ -34,6 +34,11 @@ type Service struct {
 	// with threads apart by thread root when threads is set; nil leaves
 	// unread_notifications out.
 	Unread func(ctx context.Context, userID, roomID string, threads bool) (Unread, map[string]Unread, error)
+	// ToDevice reads a device's to-device inbox: it deletes the messages
+	// that cursor (from the since token; "" for none) says were delivered,
+	// and returns the next ones with the cursor that says these were
+	// (todevice.Service.Deliver). nil leaves to_device out.
+	ToDevice func(ctx context.Context, userID, deviceID, cursor string) ([]json.RawMessage, string, error)
 	// PollInterval is how often a waiting sync reads its stream.
 	PollInterval time.Duration
 	// MaxTimeout caps the timeout a client asks for.
@@ -95,6 +100,7 @@ type Response struct {
 	Rooms       RoomUpdates `json:"rooms"`
 	AccountData *EventList  `json:"account_data,omitempty"`
 	Presence    *EventList  `json:"presence,omitempty"`
+	ToDevice    *EventList  `json:"to_device,omitempty"`
 }
 
 // RoomUpdates groups rooms by the user's membership.
@@ -221,11 +227,17 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	var resp *Response
 	var next position
 	var err error
+	box := openInbox(pos, req.DeviceID)
 	if req.Since == "" {
+		if s.ToDevice != nil {
+			if _, err := s.readInbox(ctx, req, box, nil); err != nil {
+				return nil, err
+			}
+		}
 		resp, next, err = s.initial(ctx, req, start)
 	} else {
 		var fresh []news
-		if fresh, err = s.await(ctx, req, pos, start); err != nil {
+		if fresh, err = s.await(ctx, req, pos, box, start); err != nil {
 			return nil, err
 		}
 		resp, next, err = s.incremental(ctx, req, pos, fresh, s.now())
@@ -234,6 +246,12 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 		return nil, err
 	}
 	next.Presence = req.SetPresence
+	if s.ToDevice != nil {
+		box.save(&next, req.DeviceID)
+		if len(box.events) > 0 {
+			resp.ToDevice = &EventList{Events: box.events}
+		}
+	}
 	resp.NextBatch = next.encode()
 	return resp, nil
 }
@@ -249,14 +267,15 @@ func (s *Service) presence(ctx context.Context, req Request, applied string) err
 }
 
 // await waits until the user's stream holds news the token has not seen,
-// or the timeout passes: one small read per poll interval, and an earlier
-// wake-up when this process writes the news.
-func (s *Service) await(ctx context.Context, req Request, pos position, start time.Time) ([]news, error) {
+// or to-device messages wait in box, or the timeout passes: one small read
+// per poll interval, and an earlier wake-up when this process writes the
+// news.
+func (s *Service) await(ctx context.Context, req Request, pos position, box *inbox, start time.Time) ([]news, error) {
 	deadline := start.Add(min(req.Timeout, s.MaxTimeout))
 	if req.FullState {
 		deadline = start
 	}
-	woken, done := s.waiters.wait(req.UserID)
+	woken, done := s.waiters.wait(req.UserID, deviceKey(req.UserID, req.DeviceID))
 	defer done()
 	for {
 		all, err := s.readStream(ctx, req.UserID, pos.Time-window.Milliseconds(), false)
@@ -264,7 +283,11 @@ func (s *Service) await(ctx context.Context, req Request, pos position, start ti
 			return nil, err
 		}
 		fresh := freshOnly(pos, all)
-		if len(fresh) > 0 || !s.now().Before(deadline) {
+		messages, err := s.check(ctx, req, box, all)
+		if err != nil {
+			return nil, err
+		}
+		if messages || len(fresh) > 0 || !s.now().Before(deadline) {
 			return fresh, nil
 		}
 		wait := min(s.PollInterval, deadline.Sub(s.now()))
@@ -277,10 +300,12 @@ func (s *Service) await(ctx context.Context, req Request, pos position, start ti
 	}
 }
 
+// freshOnly keeps the news pos has not delivered; to-device entries are the
+// inbox's business.
 func freshOnly(pos position, all []news) []news {
 	var out []news
 	for _, n := range all {
-		if pos.fresh(n) {
+		if pos.fresh(n) && !strings.HasPrefix(n.RoomID, toDevicePrefix) {
 			out = append(out, n)
 		}
 	}
