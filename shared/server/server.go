@@ -37,6 +37,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/secrets"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 	"github.com/cirrus-matrix/cirrus/shared/sync"
+	"github.com/cirrus-matrix/cirrus/shared/todevice"
 	"github.com/cirrus-matrix/cirrus/shared/unread"
 )
 
@@ -74,6 +75,8 @@ type Server struct {
 	Presence *presence.Service
 	// Unread counts notifications.
 	Unread *unread.Service
+	// ToDevice holds send-to-device messages until their devices sync.
+	ToDevice *todevice.Service
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -91,6 +94,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		return nil, err
 	}
 	pushes := &push.Service{Store: st}
+	toDevice := &todevice.Service{Store: st, ServerName: cfg.ServerName}
 	accts := &accounts.Service{
 		Store:      st,
 		ServerName: cfg.ServerName,
@@ -98,9 +102,16 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		Limiter:    &ratelimit.Limiter{Store: st},
 		Limits: accounts.PerMinute(cfg.RateLimits.LoginPerAddress,
 			cfg.RateLimits.LoginPerAccount, cfg.RateLimits.RegisterPerAddress),
-		// A device's pushers go with it, as Synapse's do with its token.
-		DeviceDeleted: pushes.DeleteDevicePushers,
+		// A device's pushers and pending to-device messages go with it, as
+		// Synapse's do.
+		DeviceDeleted: func(ctx context.Context, userID, deviceID string) error {
+			if err := pushes.DeleteDevicePushers(ctx, userID, deviceID); err != nil {
+				return err
+			}
+			return toDevice.DeleteDevice(ctx, userID, deviceID)
+		},
 	}
+	toDevice.Devices = accts.DeviceIDs
 	profiles := &profile.Service{Store: st, ServerName: cfg.ServerName}
 	rms := &rooms.Service{
 		Store:  st,
@@ -144,6 +155,8 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		return sync.Unread(main), out, err
 	}
 	syncs.Ephemeral = eph.Events
+	syncs.ToDevice = toDevice.Deliver
+	toDevice.Notify = syncs.TouchDevices
 	profiles.Changed = func(ctx context.Context, userID string, p profile.Profile) error {
 		return rms.ProfileChanged(ctx, userID, p.DisplayName, p.AvatarURL)
 	}
@@ -163,6 +176,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		Presence:    pres,
 		Unread:      counter,
 		Ephemeral:   eph,
+		ToDevice:    toDevice,
 	}, nil
 }
 
@@ -277,6 +291,7 @@ func (s *Server) ClientHandler() http.Handler {
 	s.Presence.Register(rt, s.Accounts.RequireAuth)
 	s.Unread.Register(rt, s.Accounts.RequireAuth)
 	s.Ephemeral.Register(rt, s.Accounts.RequireAuth)
+	s.ToDevice.Register(rt, s.Accounts.RequireAuth)
 	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handle))
 	s.Push.Register(rt, s.Accounts.RequireAuth)
 	return httpapi.Logging(s.Logger, httpapi.CORS(httpapi.LimitBody(s.Config.MaxRequestSize, rt)))
