@@ -147,9 +147,10 @@ type Outgoing struct {
 // does; so are users of other servers until federation carries to-device
 // messages (the EDU m.direct_to_device).
 //
-// The transaction is recorded after the messages are stored: a process that
-// dies in between leaves the retry to send them again (at least once)
-// rather than lose them.
+// The transaction is recorded last, once the messages are stored and their
+// syncs told: a request that fails or a process that dies before leaves the
+// retry to send them again (at least once) rather than lose them or leave
+// them unannounced.
 func (s *Service) Send(ctx context.Context, out Outgoing) error {
 	txn := txnRecord{PK: inboxPK(out.Sender, out.SenderDevice), SK: txnSK(out.Type, out.TxnID)}
 	err := s.Store.Get(ctx, store.Key{PK: txn.PK, SK: txn.SK}, &txn)
@@ -168,14 +169,16 @@ func (s *Service) Send(ctx context.Context, out Outgoing) error {
 			return fmt.Errorf("send to device: %w", err)
 		}
 	}
+	if len(told) > 0 && s.Notify != nil {
+		if err := s.Notify(ctx, told); err != nil {
+			return fmt.Errorf("send to device: %w", err)
+		}
+	}
 	txn.Expires = s.now().Add(txnTTL).Unix()
 	if err := s.Store.Put(ctx, txn); err != nil {
 		return fmt.Errorf("send to device: record transaction: %w", err)
 	}
-	if len(told) == 0 || s.Notify == nil {
-		return nil
-	}
-	return s.Notify(ctx, told)
+	return nil
 }
 
 // messages builds the inbox items of out and, by user, the devices to tell:

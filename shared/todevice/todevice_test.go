@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -362,5 +363,30 @@ func TestSendToDevice_DeviceDeleted(t *testing.T) {
 	again := st.Client(t, login(t, st, bu, "PHONE"))
 	if got := numbers(t, sync(t, again, "", 0)); len(got) != 0 {
 		t.Fatalf("a new device of the same ID got %v", got)
+	}
+}
+
+// TestSendToDevice_LateWrite: a message whose key sorts before the newest
+// one a sync delivered, but which landed after that sync read the inbox (a
+// slow write), is not taken for delivered by the acknowledgement.
+func TestSendToDevice_LateWrite(t *testing.T) {
+	st := servertest.Start(t)
+	var lag atomic.Int64
+	st.Server.ToDevice.Now = func() time.Time { return time.Now().Add(-time.Duration(lag.Load())) }
+	alice := st.Client(t, st.Register(t, "alice"))
+	bob := st.Client(t, st.Register(t, "bob"))
+	base := sync(t, bob, "", 0)
+	send(t, alice, bob.UserID, map[string]any{"n": 1}, bob.DeviceID.String())
+	first := sync(t, bob, base.NextBatch, 0)
+	if got := numbers(t, first); !equal(got, []int{1}) {
+		t.Fatalf("first sync got %v", got)
+	}
+	lag.Store(int64(2 * time.Second))
+	send(t, alice, bob.UserID, map[string]any{"n": 2}, bob.DeviceID.String())
+	if got := numbers(t, sync(t, bob, first.NextBatch, 5*time.Second)); !equal(got, []int{2}) {
+		t.Fatalf("after the late write the sync got %v, want [2]", got)
+	}
+	if got := numbers(t, sync(t, bob, base.NextBatch, 0)); !equal(got, []int{2}) {
+		t.Fatalf("from the first token: %v, want [2] alone (1 acknowledged and deleted)", got)
 	}
 }
