@@ -187,6 +187,8 @@ func (s *Service) Send(ctx context.Context, out Outgoing) error {
 func (s *Service) messages(ctx context.Context, out Outgoing) ([]any, map[string][]string, error) {
 	var users []string
 	for u := range out.Messages {
+		// Other servers' users wait for federation, which will queue them
+		// as m.direct_to_device EDUs; until then they are left out.
 		if s.isLocal(u) {
 			users = append(users, u)
 		}
