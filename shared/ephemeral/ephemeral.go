@@ -203,12 +203,13 @@ func (s *Service) query(ctx context.Context, q store.Query) ([]item, error) {
 // m.read.private, in one m.receipt event per thread; and m.typing with the
 // users typing now. An initial sync (since zero) gets m.typing only when
 // someone types; an incremental one always, so that a client also learns
-// of typing that timed out by itself.
+// of typing that timed out by itself. It also returns when the first of
+// the users typing stops by timeout (typingEnds).
 //
 // Cost: for a since less than an hour old, one strongly consistent Query
 // (the receipts set since, then the typing items); otherwise, and for an
 // initial sync, two (the current receipts of the room, the typing items).
-func (s *Service) Events(ctx context.Context, userID, roomID string, since time.Time) ([]json.RawMessage, error) {
+func (s *Service) Events(ctx context.Context, userID, roomID string, since time.Time) ([]json.RawMessage, time.Time, error) {
 	now := s.now()
 	from := int64(0)
 	if !since.IsZero() {
@@ -219,10 +220,10 @@ func (s *Service) Events(ctx context.Context, userID, roomID string, since time.
 	if since.IsZero() || since.Before(now.Add(-recentKeep+time.Minute)) {
 		current, err := s.query(ctx, store.Query{PK: pk, Prefix: currentPrefix})
 		if err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		if typing, err = s.query(ctx, store.Query{PK: pk, Prefix: typingPrefix}); err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		for _, it := range current {
 			if it.TS >= from && (it.Type != ReadPrivate || it.User == userID) {
@@ -232,7 +233,7 @@ func (s *Service) Events(ctx context.Context, userID, roomID string, since time.
 	} else {
 		all, err := s.query(ctx, store.Query{PK: pk, Prefix: recentPrefix, From: recentFrom(from)})
 		if err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		latest := map[[3]string]item{}
 		for _, it := range all {
@@ -257,7 +258,7 @@ func (s *Service) Events(ctx context.Context, userID, roomID string, since time.
 	if len(typers) > 0 || !since.IsZero() {
 		out = append(out, typingEvent(typers))
 	}
-	return out, nil
+	return out, typingEnds(typing, now), nil
 }
 
 // receiptTarget is the spec's receipt of one user: {ts, thread_id?}.
@@ -305,6 +306,22 @@ func typingUsers(items []item, now time.Time) []string {
 	}
 	slices.Sort(users)
 	return users
+}
+
+// typingEnds is when the first of the users typing now stops, unless they
+// type again: a sync that delivered them typing must then say they stopped,
+// though no write announces it. The zero time when nobody types.
+func typingEnds(items []item, now time.Time) time.Time {
+	var first int64
+	for _, it := range items {
+		if it.Until > now.UnixMilli() && (first == 0 || it.Until < first) {
+			first = it.Until
+		}
+	}
+	if first == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(first)
 }
 
 func typingEvent(users []string) json.RawMessage {

@@ -224,29 +224,33 @@ func TestTyping_WakesAndClears(t *testing.T) {
 }
 
 // TestTyping_Expires: a typing notification is gone from syncs once its
-// timeout passes, without a stop.
+// timeout passes, without a stop; a sync that showed it wakes by itself at
+// the timeout to say so, though nothing is written then.
 func TestTyping_Expires(t *testing.T) {
 	_, alice, bob, room := lobby(t)
 	base := sync(t, bob, "", 0)
-	if _, err := alice.UserTyping(bg, room, true, 500*time.Millisecond); err != nil {
+	if _, err := alice.UserTyping(bg, room, true, 800*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
+	typed := time.Now()
 	during := sync(t, bob, base.NextBatch, 5*time.Second)
 	if users, _ := typing(t, during, room); !slices.Equal(users, []string{alice.User.ID}) {
 		t.Fatalf("while typing: m.typing %v", users)
 	}
-	time.Sleep(700 * time.Millisecond)
+
+	after := sync(t, bob, during.NextBatch, 10*time.Second)
+	if users, ok := typing(t, after, room); !ok || len(users) != 0 {
+		t.Fatalf("the waiting sync after the timeout: m.typing %v (present %v), want an empty list", users, ok)
+	}
+	if took := time.Since(typed); took < 800*time.Millisecond || took > 2500*time.Millisecond {
+		t.Fatalf("the waiting sync said alice stopped %v after she typed, want soon after her 800 ms timeout", took)
+	}
 	if users, ok := typing(t, sync(t, bob, "", 0), room); ok {
 		t.Fatalf("initial sync after the timeout: m.typing %v", users)
 	}
-	// The next ephemeral news of the room brings the emptied list.
-	msg := say(t, alice, room, "hello")
-	if err := alice.MarkRead(bg, room, msg); err != nil {
-		t.Fatal(err)
-	}
-	after := sync(t, bob, during.NextBatch, 5*time.Second)
-	if users, ok := typing(t, after, room); !ok || len(users) != 0 {
-		t.Fatalf("incremental sync after the timeout: m.typing %v (present %v), want an empty list", users, ok)
+	// Once told, the client is not told again.
+	if quiet := sync(t, bob, after.NextBatch, 700*time.Millisecond); len(quiet.Rooms.Join) != 0 {
+		t.Fatalf("the sync after the stop answered again: %+v", quiet.Rooms.Join)
 	}
 }
 

@@ -188,6 +188,36 @@ type position struct {
 	// younger.
 	DeviceRead int64   `json:"dr,omitempty"`
 	DeviceSeen []int64 `json:"ds,omitempty"`
+	// Typing holds, for each room whose response showed users typing, when
+	// (Unix ms) the first of them stops by timeout: nothing is written then,
+	// so the sync with this token wakes by itself to say so.
+	Typing map[string]int64 `json:"ty,omitempty"`
+}
+
+// typingStops records when the first user typing in a room shown to the
+// client stops, or forgets the room when nobody types.
+func (p *position) typingStops(roomID string, at time.Time) {
+	if at.IsZero() {
+		delete(p.Typing, roomID)
+		return
+	}
+	if p.Typing == nil {
+		p.Typing = map[string]int64{}
+	}
+	p.Typing[roomID] = at.UnixMilli()
+}
+
+// typingDue splits the rooms whose typing the client saw into those where
+// someone has stopped by now, and the time the next one will.
+func (p position) typingDue(now time.Time) (due []string, next time.Time) {
+	for room, ms := range p.Typing {
+		if ms <= now.UnixMilli() {
+			due = append(due, room)
+		} else if next.IsZero() || ms < next.UnixMilli() {
+			next = time.UnixMilli(ms)
+		}
+	}
+	return due, next
 }
 
 // userTag ties a token to its user without showing the user ID.

@@ -23,9 +23,10 @@ type Service struct {
 	// account data out.
 	AccountData func(ctx context.Context, userID, roomID string, since time.Time) ([]json.RawMessage, error)
 	// Ephemeral lists a room's ephemeral events for the user (typing, and
-	// receipts since the time given; all of them at the zero time); nil
+	// receipts since the time given; all of them at the zero time), and when
+	// the first user typing stops by timeout (zero: nobody types); nil
 	// gives none.
-	Ephemeral func(ctx context.Context, userID, roomID string, since time.Time) ([]json.RawMessage, error)
+	Ephemeral func(ctx context.Context, userID, roomID string, since time.Time) (evs []json.RawMessage, typingEnds time.Time, err error)
 	// Presence lists the m.presence events of users; SetPresence applies a
 	// sync's set_presence. nil: presence is off.
 	Presence    func(ctx context.Context, users []string) ([]json.RawMessage, error)
@@ -287,10 +288,18 @@ func (s *Service) await(ctx context.Context, req Request, pos position, box *inb
 		if err != nil {
 			return nil, err
 		}
+		// Typing the client saw that has timed out is news nobody wrote.
+		due, stops := pos.typingDue(s.now())
+		for _, room := range due {
+			fresh = append(fresh, news{RoomID: room})
+		}
 		if messages || len(fresh) > 0 || !s.now().Before(deadline) {
 			return fresh, nil
 		}
 		wait := min(s.PollInterval, deadline.Sub(s.now()))
+		if !stops.IsZero() {
+			wait = min(wait, stops.Sub(s.now()))
+		}
 		select {
 		case <-woken:
 		case <-time.After(wait):
@@ -331,7 +340,7 @@ func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*R
 			return err
 		}
 		if j, ok := part.Rooms.Join[m.RoomID]; ok {
-			if err := s.extras(gctx, req.UserID, m.RoomID, time.Time{}, j); err != nil {
+			if err := s.extras(gctx, req.UserID, m.RoomID, time.Time{}, j, &sent); err != nil {
 				return err
 			}
 			if err := s.counts(gctx, req, m.RoomID, j); err != nil {
@@ -342,6 +351,9 @@ func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*R
 		defer mu.Unlock()
 		part.mergeInto(resp)
 		maps.Copy(next.Sent, sent.Sent)
+		for room, ms := range sent.Typing {
+			next.typingStops(room, time.UnixMilli(ms))
+		}
 		return nil
 	})
 	if err != nil {
@@ -364,6 +376,12 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 	for room, sent := range pos.Sent {
 		if sent[1] >= next.Time-window.Milliseconds() {
 			next.Sent[room] = sent
+		}
+	}
+	// Rooms whose typing has timed out are read below, as ephemeral news.
+	for room, ms := range pos.Typing {
+		if ms > now.UnixMilli() {
+			next.typingStops(room, time.UnixMilli(ms))
 		}
 	}
 	from := map[string]int64{}
@@ -438,7 +456,7 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 		// Timeline news alone brings no ephemeral data: that has entries of
 		// its own.
 		if j, ok := resp.Rooms.Join[m.RoomID]; ok && ephemeral[m.RoomID] {
-			if err := s.extras(ctx, req.UserID, m.RoomID, since, j); err != nil {
+			if err := s.extras(ctx, req.UserID, m.RoomID, since, j, &next); err != nil {
 				return nil, position{}, err
 			}
 		}
@@ -470,14 +488,15 @@ func (s *Service) counts(ctx context.Context, req Request, roomID string, j *Joi
 }
 
 // extras adds a joined room's ephemeral events and account data written
-// since the time given.
-func (s *Service) extras(ctx context.Context, userID, roomID string, since time.Time, j *JoinedRoom) error {
+// since the time given, and records in next when its typing times out.
+func (s *Service) extras(ctx context.Context, userID, roomID string, since time.Time, j *JoinedRoom, next *position) error {
 	if s.Ephemeral != nil {
-		evs, err := s.Ephemeral(ctx, userID, roomID, since)
+		evs, stops, err := s.Ephemeral(ctx, userID, roomID, since)
 		if err != nil {
 			return err
 		}
 		j.Ephemeral.Events = append(j.Ephemeral.Events, evs...)
+		next.typingStops(roomID, stops)
 	}
 	if s.AccountData != nil {
 		evs, err := s.AccountData(ctx, userID, roomID, since)
