@@ -42,6 +42,20 @@ func (s *Service) DeviceIDs(ctx context.Context, userID string) ([]string, error
 	return ids, nil
 }
 
+// DeviceNames lists a user's devices, device ID to display name ("" when
+// unset): what /keys/query shows of them. An unknown user has none.
+func (s *Service) DeviceNames(ctx context.Context, userID string) (map[string]string, error) {
+	devs, err := s.devices(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[string]string, len(devs))
+	for _, d := range devs {
+		names[d.DeviceID] = d.DisplayName
+	}
+	return names, nil
+}
+
 // deleteDevices removes devices and revokes their tokens at once, in
 // transactions of at most 100 actions.
 func (s *Service) deleteDevices(ctx context.Context, userID string, devs []deviceItem) error {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -129,6 +130,21 @@ func (s *Service) passwordUIA(w http.ResponseWriter, r *http.Request, auth authD
 		s.Store.Delete(r.Context(), uiaKey(auth.Session))
 	}
 	return true
+}
+
+// PasswordUIA puts another package's endpoint behind user-interactive auth
+// with m.login.password for the caller of r; auth is the request's `auth`
+// object, nil when absent. It reports whether the request may go on; when
+// not, it has answered (401 with the flows, or the error).
+func (s *Service) PasswordUIA(w http.ResponseWriter, r *http.Request, auth json.RawMessage) bool {
+	var a authData
+	if len(auth) > 0 && string(auth) != "null" {
+		if err := json.Unmarshal(auth, &a); err != nil {
+			httpapi.WriteError(w, r, httpapi.BadJSON("auth has the wrong shape: %v", err))
+			return false
+		}
+	}
+	return s.passwordUIA(w, r, a)
 }
 
 // decodeOptionalJSON reads a JSON body that may be absent entirely (DELETE).
