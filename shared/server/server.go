@@ -22,6 +22,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/capabilities"
 	"github.com/cirrus-matrix/cirrus/shared/config"
 	"github.com/cirrus-matrix/cirrus/shared/discovery"
+	"github.com/cirrus-matrix/cirrus/shared/e2ekeys"
 	"github.com/cirrus-matrix/cirrus/shared/ephemeral"
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/filters"
@@ -77,6 +78,8 @@ type Server struct {
 	Unread *unread.Service
 	// ToDevice holds send-to-device messages until their devices sync.
 	ToDevice *todevice.Service
+	// E2EKeys holds device keys, one-time keys and cross-signing keys.
+	E2EKeys *e2ekeys.Service
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -95,6 +98,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	}
 	pushes := &push.Service{Store: st}
 	toDevice := &todevice.Service{Store: st, ServerName: cfg.ServerName}
+	e2e := &e2ekeys.Service{Store: st, ServerName: cfg.ServerName}
 	accts := &accounts.Service{
 		Store:      st,
 		ServerName: cfg.ServerName,
@@ -108,9 +112,13 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 			if err := pushes.DeleteDevicePushers(ctx, userID, deviceID); err != nil {
 				return err
 			}
-			return toDevice.DeleteDevice(ctx, userID, deviceID)
+			if err := toDevice.DeleteDevice(ctx, userID, deviceID); err != nil {
+				return err
+			}
+			return e2e.DeleteDevice(ctx, userID, deviceID)
 		},
 	}
+	e2e.Devices, e2e.UIA = accts.DeviceNames, accts.PasswordUIA
 	toDevice.Devices = accts.DeviceIDs
 	profiles := &profile.Service{Store: st, ServerName: cfg.ServerName}
 	rms := &rooms.Service{
@@ -177,6 +185,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		Unread:      counter,
 		Ephemeral:   eph,
 		ToDevice:    toDevice,
+		E2EKeys:     e2e,
 	}, nil
 }
 
@@ -292,6 +301,7 @@ func (s *Server) ClientHandler() http.Handler {
 	s.Unread.Register(rt, s.Accounts.RequireAuth)
 	s.Ephemeral.Register(rt, s.Accounts.RequireAuth)
 	s.ToDevice.Register(rt, s.Accounts.RequireAuth)
+	s.E2EKeys.Register(rt, s.Accounts.RequireAuth)
 	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handle))
 	s.Push.Register(rt, s.Accounts.RequireAuth)
 	return httpapi.Logging(s.Logger, httpapi.CORS(httpapi.LimitBody(s.Config.MaxRequestSize, rt)))
