@@ -27,6 +27,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/filters"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/keybackup"
 	"github.com/cirrus-matrix/cirrus/shared/keys"
 	"github.com/cirrus-matrix/cirrus/shared/mail"
 	"github.com/cirrus-matrix/cirrus/shared/presence"
@@ -78,6 +79,8 @@ type Server struct {
 	Unread *unread.Service
 	// ToDevice holds send-to-device messages until their devices sync.
 	ToDevice *todevice.Service
+	// KeyBackup holds server-side backups of room keys.
+	KeyBackup *keybackup.Service
 	// E2EKeys holds device keys, one-time keys and cross-signing keys.
 	E2EKeys *e2ekeys.Service
 }
@@ -185,6 +188,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		Unread:      counter,
 		Ephemeral:   eph,
 		ToDevice:    toDevice,
+		KeyBackup:   &keybackup.Service{Store: st},
 		E2EKeys:     e2e,
 	}, nil
 }
@@ -301,6 +305,7 @@ func (s *Server) ClientHandler() http.Handler {
 	s.Unread.Register(rt, s.Accounts.RequireAuth)
 	s.Ephemeral.Register(rt, s.Accounts.RequireAuth)
 	s.ToDevice.Register(rt, s.Accounts.RequireAuth)
+	s.KeyBackup.Register(rt, s.Accounts.RequireAuth)
 	s.E2EKeys.Register(rt, s.Accounts.RequireAuth)
 	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handle))
 	s.Push.Register(rt, s.Accounts.RequireAuth)

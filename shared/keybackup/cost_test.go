@@ -1,0 +1,107 @@
+package keybackup_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
+)
+
+// TestCosts pins what docs/storage.md gives for key backup: reads and
+// writes per endpoint, with session keys of Element's size (about 1 KB an
+// item: a 700-character ciphertext).
+func TestCosts(t *testing.T) {
+	st := servertest.Start(t)
+	au := st.Register(t, "alice")
+	alice := st.Client(t, au)
+
+	type want struct {
+		calls    int64
+		rcu, wcu float64
+	}
+	check := func(what, route string, w want) {
+		t.Helper()
+		u := st.LastRequestTo(t, route).DynamoDB
+		t.Logf("%s: %d calls, %.1f RCU, %.1f WCU", what, u.Calls, u.ReadUnits, u.WriteUnits)
+		if u.Calls != w.calls || u.ReadUnits != w.rcu || u.WriteUnits != w.wcu {
+			t.Errorf("%s: %d calls, %.1f RCU, %.1f WCU; want %d, %.1f, %.1f", what, u.Calls, u.ReadUnits, u.WriteUnits, w.calls, w.rcu, w.wcu)
+		}
+	}
+	const room = "!Kd3dhYWQ5ZTg2NTI0ZjJmYTYxZGI1OWU2NTc1NzE0M2QwYjE"
+	real := func(i int) mautrix.ReqKeyBackupData {
+		k := key(false, i, 0, strings.Repeat("c", 700))
+		k.SessionData = []byte(fmt.Sprintf(`{"ciphertext":%q,"ephemeral":%q,"mac":"T7xq9qHm4Js"}`, strings.Repeat("c", 700), strings.Repeat("e", 43)))
+		return k
+	}
+	sessionID := func(i int) id.SessionID { return id.SessionID(fmt.Sprintf("%043d", i)) }
+	upload := func(from, n int) {
+		t.Helper()
+		rk := mautrix.ReqRoomKeyBackup{Sessions: map[id.SessionID]mautrix.ReqKeyBackupData{}}
+		for i := from; i < from+n; i++ {
+			rk.Sessions[sessionID(i)] = real(5)
+		}
+		if _, err := alice.PutKeysInBackupForRoom(bg, "1", room, &rk); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// auth; the versions' Query; PutItem of the version.
+	newBackup(t, alice)
+	check("create the first version", "/room_keys/version", want{3, 2, 1})
+	// The new version and the old one's rev, in one transaction.
+	newBackup(t, alice)
+	check("create with a current version", "/room_keys/version", want{3, 2, 4})
+	if err := alice.DeleteKeyBackupVersion(bg, "2"); err != nil {
+		t.Fatal(err)
+	}
+	// auth; GetItem and PutIf of the version; the Query of its keys.
+	check("delete an empty version", "/room_keys/version/", want{4, 3, 1})
+	if _, err := alice.GetKeyBackupLatestVersion(bg); err != nil {
+		t.Fatal(err)
+	}
+	check("current version", "/room_keys/version", want{2, 2, 0})
+
+	k := real(5)
+	if _, err := alice.PutKeysInBackupForRoomAndSession(bg, "1", room, sessionID(0), &k); err != nil {
+		t.Fatal(err)
+	}
+	// auth; Query; BatchGetItem; the key and the version item in a
+	// transaction, 2 WCU each.
+	check("put one new key", "/room_keys/keys/", want{4, 3, 4})
+	if _, err := alice.PutKeysInBackupForRoomAndSession(bg, "1", room, sessionID(0), &k); err != nil {
+		t.Fatal(err)
+	}
+	check("put one key, not better", "/room_keys/keys/", want{3, 3, 0})
+	better := real(1)
+	if _, err := alice.PutKeysInBackupForRoomAndSession(bg, "1", room, sessionID(0), &better); err != nil {
+		t.Fatal(err)
+	}
+	check("put one better key", "/room_keys/keys/", want{4, 3, 4})
+	// A missing key read costs 1 RCU; 99 keys and the version item fill
+	// one transaction, 100 need two.
+	upload(1, 99)
+	check("put 99 new keys", "/room_keys/keys/", want{4, 101, 200})
+	upload(100, 100)
+	check("put 100 new keys", "/room_keys/keys/", want{6, 102, 204})
+	upload(0, 200)
+	check("put 200 keys, none better", "/room_keys/keys/", want{5, 202, 0})
+
+	st.Do(t, "GET", keysURL("1", room, string(sessionID(3))), au.AccessToken, nil)
+	// The version item and the key in one BatchGetItem.
+	check("get one key", "/room_keys/keys/", want{2, 3, 0})
+	st.Do(t, "GET", keysURL("1", room, ""), au.AccessToken, nil)
+	// 200 KB of keys in one Query: 1 RCU per 4 KB.
+	check("get a room of 200 keys", "/room_keys/keys/", want{3, 49, 0})
+	st.Do(t, "DELETE", keysURL("1", room, string(sessionID(3))), au.AccessToken, nil)
+	check("delete one key", "/room_keys/keys/", want{4, 3, 4})
+	if err := alice.DeleteKeyBackupVersion(bg, "1"); err != nil {
+		t.Fatal(err)
+	}
+	// The PutIf of the version, then a Query and 8 BatchWriteItems of
+	// tombstones: 1 WCU per key.
+	check("delete a version of 199 keys", "/room_keys/version/", want{12, 48, 200})
+}
