@@ -38,13 +38,13 @@ func TestCosts(t *testing.T) {
 		return k
 	}
 	sessionID := func(i int) id.SessionID { return id.SessionID(fmt.Sprintf("%043d", i)) }
-	upload := func(from, n int) {
+	upload := func(version id.KeyBackupVersion, from, n int) {
 		t.Helper()
 		rk := mautrix.ReqRoomKeyBackup{Sessions: map[id.SessionID]mautrix.ReqKeyBackupData{}}
 		for i := from; i < from+n; i++ {
 			rk.Sessions[sessionID(i)] = real(5)
 		}
-		if _, err := alice.PutKeysInBackupForRoom(bg, "1", room, &rk); err != nil {
+		if _, err := alice.PutKeysInBackupForRoom(bg, version, room, &rk); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -65,6 +65,12 @@ func TestCosts(t *testing.T) {
 	}
 	check("current version", "/room_keys/version", want{2, 2, 0})
 
+	st.Do(t, "GET", versionPath+"/1", au.AccessToken, nil)
+	check("a version by ID", "/room_keys/version/", want{2, 2, 0})
+	st.Do(t, "PUT", versionPath+"/1", au.AccessToken, map[string]any{
+		"algorithm": id.KeyBackupAlgorithmMegolmBackupV1, "auth_data": map[string]any{"public_key": "k"}})
+	check("update auth_data", "/room_keys/version/", want{3, 2, 1})
+
 	k := real(5)
 	if _, err := alice.PutKeysInBackupForRoomAndSession(bg, "1", room, sessionID(0), &k); err != nil {
 		t.Fatal(err)
@@ -83,11 +89,11 @@ func TestCosts(t *testing.T) {
 	check("put one better key", "/room_keys/keys/", want{4, 3, 4})
 	// A missing key read costs 1 RCU; 99 keys and the version item fill
 	// one transaction, 100 need two.
-	upload(1, 99)
+	upload("1", 1, 99)
 	check("put 99 new keys", "/room_keys/keys/", want{4, 101, 200})
-	upload(100, 100)
+	upload("1", 100, 100)
 	check("put 100 new keys", "/room_keys/keys/", want{6, 102, 204})
-	upload(0, 200)
+	upload("1", 0, 200)
 	check("put 200 keys, none better", "/room_keys/keys/", want{5, 202, 0})
 
 	st.Do(t, "GET", keysURL("1", room, string(sessionID(3))), au.AccessToken, nil)
@@ -98,7 +104,14 @@ func TestCosts(t *testing.T) {
 	check("get a room of 200 keys", "/room_keys/keys/", want{3, 49, 0})
 	st.Do(t, "DELETE", keysURL("1", room, string(sessionID(3))), au.AccessToken, nil)
 	check("delete one key", "/room_keys/keys/", want{4, 3, 4})
-	if err := alice.DeleteKeyBackupVersion(bg, "1"); err != nil {
+	newBackup(t, alice)
+	st.Do(t, "PUT", keysURL("1", room, "s"), au.AccessToken, k)
+	check("put to an old version", "/room_keys/keys/", want{3, 3, 0})
+	st.Do(t, "DELETE", keysURL("1", room, ""), au.AccessToken, nil)
+	// Three transactions: 2 WCU per key and per version item.
+	check("delete a room of 199 keys", "/room_keys/keys/", want{6, 48, 404})
+	upload("3", 0, 199)
+	if err := alice.DeleteKeyBackupVersion(bg, "3"); err != nil {
 		t.Fatal(err)
 	}
 	// The PutIf of the version, then a Query and 8 BatchWriteItems of
