@@ -177,7 +177,7 @@ type deviceKey struct {
 	Expires int64 `dynamodbav:"expires_at,omitempty"`
 	// KeyID and Used belong to fallback keys.
 	KeyID string `dynamodbav:"key_id,omitempty"`
-	Used  bool   `dynamodbav:"used"`
+	Used  bool   `dynamodbav:"used,omitempty"`
 }
 
 func otkPK(userID, deviceID string) string { return "otk|" + userID + "|" + deviceID }

@@ -158,7 +158,7 @@ func (d *device) upload(t *testing.T, n int) int {
 
 // crossSigning is a user's three cross-signing key pairs.
 type crossSigning struct {
-	userID                   id.UserID
+	userID                    id.UserID
 	master, self, userSigning ed25519.PrivateKey
 }
 

@@ -149,6 +149,11 @@ func TestUpload(t *testing.T) {
 			t.Errorf("%s: got %d %v, want %d %s", tc.name, r.Status, r.Body, tc.status, tc.code)
 		}
 	}
+	// A key over DynamoDB's 400 KB item limit, in a body under the 1 MB one.
+	big := bob.deviceKeys(t)
+	big.Extra = map[string]any{"padding": strings.Repeat("x", 500_000)}
+	_, err = bob.c.UploadKeys(ctx, &mautrix.ReqUploadKeys{DeviceKeys: big})
+	wantErr(t, "device keys over 400 KB", err, 413, "M_TOO_LARGE")
 	r := st.Do(t, "POST", keysPath+"upload", "", `{}`)
 	if r.Status != 401 {
 		t.Fatalf("upload without a token: %d", r.Status)

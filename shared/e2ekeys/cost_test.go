@@ -1,0 +1,124 @@
+package e2ekeys_test
+
+import (
+	"context"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// TestCosts pins the costs docs/storage.md gives for the key endpoints,
+// with keys of the sizes real clients make (goolm's), 50 one-time keys a
+// device as Element keeps.
+func TestCosts(t *testing.T) {
+	st := servertest.Start(t)
+	ctx := context.Background()
+	alice := newDevice(t, st, st.Register(t, "alice"))
+	bob := newDevice(t, st, st.Register(t, "bob"))
+
+	type want struct {
+		calls    int64
+		rcu, wcu float64
+	}
+	check := func(what string, u store.Usage, w want) {
+		t.Helper()
+		t.Logf("%s: %d calls, %.1f RCU, %.1f WCU", what, u.Calls, u.ReadUnits, u.WriteUnits)
+		if u.Calls != w.calls || u.ReadUnits != w.rcu || u.WriteUnits != w.wcu {
+			t.Errorf("%s: %d calls, %.1f RCU, %.1f WCU; want %d, %.1f, %.1f", what, u.Calls, u.ReadUnits, u.WriteUnits, w.calls, w.rcu, w.wcu)
+		}
+	}
+	last := func(route string) store.Usage { return st.LastRequestTo(t, route).DynamoDB }
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// auth; GetItem of the device's keys; PutItem; Query of the device's
+	// partition (empty); one conditional PutItem per one-time key. Every
+	// upload reads the device's partition, for the counts it answers.
+	bob.upload(t, 50)
+	check("upload of new device keys and 50 one-time keys", last("/keys/upload"), want{54, 3, 51})
+	_, err := bob.c.UploadKeys(ctx, &mautrix.ReqUploadKeys{OneTimeKeys: bob.oneTimeKeys(t, 50)})
+	must(err)
+	check("upload of 50 more one-time keys", last("/keys/upload"), want{52, 5, 50})
+	_, err = bob.c.UploadKeys(ctx, &mautrix.ReqUploadKeys{DeviceKeys: bob.deviceKeys(t)})
+	must(err)
+	check("upload of the same device keys (at each start)", last("/keys/upload"), want{3, 9, 0})
+
+	cctx, meter := store.WithMeter(ctx)
+	_, err = st.Server.E2EKeys.Counts(cctx, bob.user.ID, bob.user.DeviceID)
+	must(err)
+	check("Counts of a device with 100 one-time keys", meter.Usage(), want{1, 7, 0})
+
+	claim := func() {
+		t.Helper()
+		_, err := alice.c.ClaimKeys(ctx, &mautrix.ReqClaimKeys{OneTimeKeys: mautrix.OneTimeKeysRequest{
+			id.UserID(bob.user.ID): {bob.id(): id.KeyAlgorithmSignedCurve25519}}})
+		must(err)
+	}
+	// auth; Query of the algorithm's keys; the conditional PutItem.
+	claim()
+	check("claim of a one-time key, 100 on the server", last("/keys/claim"), want{3, 8, 1})
+
+	alice.upload(t, 0)
+	q := func() {
+		t.Helper()
+		_, err := alice.c.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{id.UserID(bob.user.ID): {}}})
+		must(err)
+	}
+	// auth; Query of the user's keys; Query of the user's devices.
+	q()
+	check("query of a user with one device", last("/keys/query"), want{3, 3, 0})
+
+	// auth; Query of the cross-signing keys; Query of the devices; one
+	// TransactWriteItems of the three keys.
+	cs := newCrossSigning(bob.user.ID)
+	must(bob.c.UploadCrossSigningKeys(ctx, cs.upload(t), nil))
+	check("first cross-signing upload", last("/device_signing/upload"), want{4, 3, 6})
+	must(bob.c.UploadCrossSigningKeys(ctx, cs.upload(t), nil))
+	check("the same cross-signing keys again", last("/device_signing/upload"), want{2, 2, 0})
+	q()
+	check("query of a user with one device and cross-signing keys", last("/keys/query"), want{3, 3, 0})
+
+	// auth; Query of the caller's keys; BatchWriteItem of the signatures.
+	dk := bob.deviceKeys(t)
+	keys := map[id.KeyID]string{}
+	for k, v := range dk.Keys {
+		keys[id.KeyID(k)] = v
+	}
+	obj := mautrix.ReqKeysSignatures{UserID: dk.UserID, DeviceID: dk.DeviceID, Algorithms: dk.Algorithms, Keys: keys}
+	obj.Signatures = map[id.UserID]map[id.KeyID]string{dk.UserID: {keyID(cs.self): signWith(t, cs.self, obj)}}
+	_, err = bob.c.UploadSignatures(ctx, &mautrix.ReqUploadSignatures{dk.UserID: {bob.user.DeviceID: obj}})
+	must(err)
+	check("signature of a device by the self-signing key", last("/signatures/upload"), want{3, 2, 1})
+
+	// With no one-time key left: the Query finds none (tombstones only),
+	// GetItem and conditional PutItem of the fallback key; the next claims
+	// of the used fallback key write nothing.
+	phone := login(t, st, alice.user, "PHONE", "")
+	phone.upload(t, 1)
+	st.Do(t, "POST", keysPath+"upload", phone.user.AccessToken, map[string]any{"fallback_keys": phone.fallbackKey(t)})
+	claimPhone := func() {
+		t.Helper()
+		_, err := bob.c.ClaimKeys(ctx, &mautrix.ReqClaimKeys{OneTimeKeys: mautrix.OneTimeKeysRequest{
+			id.UserID(alice.user.ID): {phone.id(): id.KeyAlgorithmSignedCurve25519}}})
+		must(err)
+	}
+	claimPhone()
+	claimPhone()
+	check("claim of a fallback key", last("/keys/claim"), want{4, 3, 1})
+	claimPhone()
+	check("claim of a used fallback key", last("/keys/claim"), want{3, 3, 0})
+
+	// GetItem of the device's keys; Query of their signatures; Query of the
+	// device's partition; one DeleteItem per item.
+	dctx, meter := store.WithMeter(ctx)
+	must(st.Server.E2EKeys.DeleteDevice(dctx, bob.user.ID, bob.user.DeviceID))
+	check("DeleteDevice with 99 one-time keys, a tombstone and a signature", meter.Usage(), want{105, 9, 102})
+}
