@@ -55,6 +55,12 @@ func TestCosts(t *testing.T) {
 	_, err = st.Server.E2EKeys.Counts(cctx, bob.user.ID, bob.user.DeviceID)
 	must(err)
 	check("Counts of a device with 100 one-time keys", meter.Usage(), want{1, 7, 0})
+	half := login(t, st, bob.user, "HALF", "")
+	half.upload(t, 50)
+	cctx, meter = store.WithMeter(ctx)
+	_, err = st.Server.E2EKeys.Counts(cctx, bob.user.ID, "HALF")
+	must(err)
+	check("Counts of a device with 50 one-time keys", meter.Usage(), want{1, 4, 0})
 
 	claim := func() {
 		t.Helper()
@@ -74,7 +80,7 @@ func TestCosts(t *testing.T) {
 	}
 	// auth; Query of the user's keys; Query of the user's devices.
 	q()
-	check("query of a user with one device", last("/keys/query"), want{3, 3, 0})
+	check("query of a user with two devices", last("/keys/query"), want{3, 3, 0})
 
 	// auth; Query of the cross-signing keys; Query of the devices; one
 	// TransactWriteItems of the three keys.
@@ -84,7 +90,7 @@ func TestCosts(t *testing.T) {
 	must(bob.c.UploadCrossSigningKeys(ctx, cs.upload(t), nil))
 	check("the same cross-signing keys again", last("/device_signing/upload"), want{2, 2, 0})
 	q()
-	check("query of a user with one device and cross-signing keys", last("/keys/query"), want{3, 3, 0})
+	check("query of a user with two devices and cross-signing keys", last("/keys/query"), want{3, 3, 0})
 
 	// auth; Query of the caller's keys; BatchWriteItem of the signatures.
 	dk := bob.deviceKeys(t)
@@ -98,12 +104,33 @@ func TestCosts(t *testing.T) {
 	must(err)
 	check("signature of a device by the self-signing key", last("/signatures/upload"), want{3, 2, 1})
 
+	// auth; GetItem of the caller's user-signing key; GetItem of the
+	// master key signed and of the signature there; BatchWriteItem.
+	acs := newCrossSigning(alice.user.ID)
+	must(alice.c.UploadCrossSigningKeys(ctx, acs.upload(t), nil))
+	bm := cs.key(t, cs.master, id.XSUsageMaster)
+	signed := mautrix.ReqKeysSignatures{UserID: bm.UserID, Usage: bm.Usage, Keys: map[id.KeyID]string{keyID(cs.master): pub(cs.master)}}
+	signed.Signatures = map[id.UserID]map[id.KeyID]string{id.UserID(alice.user.ID): {keyID(acs.userSigning): signWith(t, acs.userSigning, signed)}}
+	_, err = alice.c.UploadSignatures(ctx, &mautrix.ReqUploadSignatures{bm.UserID: {pub(cs.master): signed}})
+	must(err)
+	check("signature of another user's master key", last("/signatures/upload"), want{5, 4, 1})
+
+	// A replacement: the challenge writes a session; the retry reads it and
+	// the account, deletes it, then uploads as the first time.
+	next := newCrossSigning(bob.user.ID)
+	wantErr(t, "replacement without auth", bob.c.UploadCrossSigningKeys(ctx, next.upload(t), nil), 401, "")
+	check("replacement without auth (the challenge)", last("/device_signing/upload"), want{3, 2, 1})
+	must(bob.c.UploadCrossSigningKeys(ctx, next.upload(t), passwordAuth(bob.user.ID)))
+	check("replacement with the password", last("/device_signing/upload"), want{7, 5, 7})
+
 	// With no one-time key left: the Query finds none (tombstones only),
 	// GetItem and conditional PutItem of the fallback key; the next claims
 	// of the used fallback key write nothing.
 	phone := login(t, st, alice.user, "PHONE", "")
 	phone.upload(t, 1)
 	st.Do(t, "POST", keysPath+"upload", phone.user.AccessToken, map[string]any{"fallback_keys": phone.fallbackKey(t)})
+	// auth; Query of the device's partition; PutItem.
+	check("upload of a fallback key", last("/keys/upload"), want{3, 2, 1})
 	claimPhone := func() {
 		t.Helper()
 		_, err := bob.c.ClaimKeys(ctx, &mautrix.ReqClaimKeys{OneTimeKeys: mautrix.OneTimeKeysRequest{

@@ -433,7 +433,9 @@ func (own ownKeys) checkMaster(me string, obj json.RawMessage, mine map[string]s
 		if err := checkSignature(obj, own.master, me, signingKeyID, dev.Keys[signingKeyID]); err != nil {
 			return nil, err
 		}
-		items = append(items, signatureItem(me, own.masterPub, signingKeyID, sig))
+		if !own.signed[[2]string{own.masterPub, signingKeyID}] {
+			items = append(items, signatureItem(me, own.masterPub, signingKeyID, sig))
+		}
 	}
 	return items, nil
 }

@@ -70,10 +70,10 @@ const (
 // the key that started before the claim cannot store it again.
 const tombstoneTTL = time.Hour
 
-// maxKeyPart bounds an algorithm or a key ID, so that a sort key (an
-// algorithm escaped, at most three times longer, and a key ID) stays within
+// maxKeyPart bounds an algorithm or a key ID, so that a sort key (key|, an
+// algorithm escaped, at most three times longer, |, a key ID) stays within
 // DynamoDB's 1,024 bytes.
-const maxKeyPart = 255
+const maxKeyPart = 250
 
 // parallel is how many users or devices one request reads or writes at
 // once: the work waits on DynamoDB round trips, not on this process.
@@ -94,8 +94,14 @@ type Service struct {
 	UIA func(w http.ResponseWriter, r *http.Request, auth json.RawMessage) bool
 	// Changed, when set, runs after a user's device keys or cross-signing
 	// keys (or the signatures on them) changed, so that the users who share
-	// a room with them hear of it (device_lists.changed in /sync). It may
-	// run for changes only the user can see (their user-signing key).
+	// a room with them hear of it (device_lists.changed in /sync): new or
+	// changed device keys, a device with keys deleted, new cross-signing
+	// keys, signatures of the user's devices or master key. For a signature
+	// by a user's user-signing key on another user's master key it runs for
+	// that other user, whose keys the signer's other devices must fetch
+	// again. It may run for changes only the user can see (their
+	// user-signing key); an extra device_lists entry costs a client one
+	// /keys/query. An error fails the request, after the change is stored.
 	Changed func(ctx context.Context, userID string) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time

@@ -50,7 +50,8 @@ func (k newKey) name() string { return k.algorithm + ":" + k.id }
 
 // handleUpload serves POST /_matrix/client/v3/keys/upload: the caller's
 // device keys, one-time keys and fallback keys. Everything is checked
-// before anything is written. device_keys for another user or device is
+// before anything is written (but for a key ID that another upload of the
+// device stores meanwhile). device_keys for another user or device is
 // 400 M_BAD_JSON, as in Synapse; so is a key name that is not
 // <algorithm>:<key ID>. A one-time key ID uploaded again with other content
 // is refused with Synapse's 400 M_UNKNOWN; with the same content (another
@@ -82,7 +83,13 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) error {
 			return httpapi.InvalidParam("fallback_keys holds more than one key of algorithm %q", fallbacks[i].algorithm)
 		}
 	}
+	// The one-time keys first: a reused key ID refuses the upload before
+	// anything is written.
 	ctx := r.Context()
+	counts, err := s.addKeys(ctx, me.UserID, me.DeviceID, otks, fallbacks)
+	if err != nil {
+		return tooLarge(err)
+	}
 	if dev != "" {
 		changed, err := s.setDeviceKeys(ctx, me.UserID, me.DeviceID, dev)
 		if err != nil {
@@ -93,10 +100,6 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) error {
 				return err
 			}
 		}
-	}
-	counts, err := s.addKeys(ctx, me.UserID, me.DeviceID, otks, fallbacks)
-	if err != nil {
-		return tooLarge(err)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"one_time_key_counts": counts.OneTimeKeys})
 	return nil
