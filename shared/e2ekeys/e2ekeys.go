@@ -208,9 +208,9 @@ func parseOTKSK(sk string) (algorithm, keyID string, ok bool) {
 	return unescape(alg), id, ok && strings.HasPrefix(sk, otkPrefix)
 }
 
-// deviceKeys reads the whole partition of a device's one-time and fallback
-// keys.
-func (s *Service) deviceKeys(ctx context.Context, userID, deviceID string, prefix string) ([]deviceKey, error) {
+// deviceKeys reads the items of a device's partition of one-time and
+// fallback keys under prefix ("" for all).
+func (s *Service) deviceKeys(ctx context.Context, userID, deviceID, prefix string) ([]deviceKey, error) {
 	var all []deviceKey
 	q := store.Query{PK: otkPK(userID, deviceID), Prefix: prefix}
 	for {
@@ -259,11 +259,13 @@ type Counts struct {
 }
 
 // Counts returns the counts /sync shows a device. Cost: one strongly
-// consistent Query of the device's key partition, 1 RCU per 4 KB: about 13
+// consistent Query of the device's key partition, 1 RCU per 4 KB: about 14
 // signed_curve25519 keys, so 4 RCU for the 50 keys a client usually keeps
-// (the tombstones of keys claimed in the last hour or two add a little).
-// Strongly consistent, because a client that is told too few keys uploads
-// more and may then drop private keys the server still hands out.
+// (tombstones of claimed keys add about 280 bytes each until DynamoDB's TTL
+// removes them). Strongly consistent, because a client that is told too few
+// keys uploads more and may then drop private keys the server still hands
+// out. It is cheap only next to what it saves: ask for it when the device's
+// keys may have changed, not at every poll.
 func (s *Service) Counts(ctx context.Context, userID, deviceID string) (Counts, error) {
 	items, err := s.deviceKeys(ctx, userID, deviceID, "")
 	if err != nil {
