@@ -69,6 +69,11 @@ func (s *Service) handleClaim(w http.ResponseWriter, r *http.Request) error {
 		if err != nil || !ok {
 			return err
 		}
+		if s.Claimed != nil {
+			if err := s.Claimed(ctx, c.userID, c.deviceID); err != nil {
+				return fmt.Errorf("claimed keys of %s: %w", c.deviceID, err)
+			}
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		if out[c.userID] == nil {

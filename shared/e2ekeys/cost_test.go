@@ -42,8 +42,13 @@ func TestCosts(t *testing.T) {
 	// auth; GetItem of the device's keys; PutItem; Query of the device's
 	// partition (empty); one conditional PutItem per one-time key. Every
 	// upload reads the device's partition, for the counts it answers.
+	//
+	// A change of keys then tells the syncs (sync.DeviceListChanged): a
+	// Query of the user's rooms (1 RCU, none here) and one stream entry per
+	// user told (1 WCU each; bob alone here, whose other devices must
+	// know). A claim tells the claimed device: one stream entry.
 	bob.upload(t, 50)
-	check("upload of new device keys and 50 one-time keys", last("/keys/upload"), want{54, 3, 51})
+	check("upload of new device keys and 50 one-time keys", last("/keys/upload"), want{56, 4, 52})
 	_, err := bob.c.UploadKeys(ctx, &mautrix.ReqUploadKeys{OneTimeKeys: bob.oneTimeKeys(t, 50)})
 	must(err)
 	check("upload of 50 more one-time keys", last("/keys/upload"), want{52, 5, 50})
@@ -70,7 +75,7 @@ func TestCosts(t *testing.T) {
 	}
 	// auth; Query of the algorithm's keys; the conditional PutItem.
 	claim()
-	check("claim of a one-time key, 100 on the server", last("/keys/claim"), want{3, 8, 1})
+	check("claim of a one-time key, 100 on the server", last("/keys/claim"), want{4, 8, 2})
 
 	alice.upload(t, 0)
 	q := func() {
@@ -86,7 +91,7 @@ func TestCosts(t *testing.T) {
 	// TransactWriteItems of the three keys.
 	cs := newCrossSigning(bob.user.ID)
 	must(bob.c.UploadCrossSigningKeys(ctx, cs.upload(t), nil))
-	check("first cross-signing upload", last("/device_signing/upload"), want{4, 3, 6})
+	check("first cross-signing upload", last("/device_signing/upload"), want{6, 4, 7})
 	must(bob.c.UploadCrossSigningKeys(ctx, cs.upload(t), nil))
 	check("the same cross-signing keys again", last("/device_signing/upload"), want{2, 2, 0})
 	q()
@@ -102,7 +107,7 @@ func TestCosts(t *testing.T) {
 	obj.Signatures = map[id.UserID]map[id.KeyID]string{dk.UserID: {keyID(cs.self): signWith(t, cs.self, obj)}}
 	_, err = bob.c.UploadSignatures(ctx, &mautrix.ReqUploadSignatures{dk.UserID: {bob.user.DeviceID: obj}})
 	must(err)
-	check("signature of a device by the self-signing key", last("/signatures/upload"), want{3, 2, 1})
+	check("signature of a device by the self-signing key", last("/signatures/upload"), want{5, 3, 2})
 
 	// auth; GetItem of the caller's user-signing key; GetItem of the
 	// master key signed and of the signature there; BatchWriteItem.
@@ -113,7 +118,7 @@ func TestCosts(t *testing.T) {
 	signed.Signatures = map[id.UserID]map[id.KeyID]string{id.UserID(alice.user.ID): {keyID(acs.userSigning): signWith(t, acs.userSigning, signed)}}
 	_, err = alice.c.UploadSignatures(ctx, &mautrix.ReqUploadSignatures{bm.UserID: {pub(cs.master): signed}})
 	must(err)
-	check("signature of another user's master key", last("/signatures/upload"), want{5, 4, 1})
+	check("signature of another user's master key", last("/signatures/upload"), want{7, 5, 2})
 
 	// A replacement: the challenge writes a session; the retry reads it and
 	// the account, deletes it, then uploads as the first time.
@@ -121,7 +126,7 @@ func TestCosts(t *testing.T) {
 	wantErr(t, "replacement without auth", bob.c.UploadCrossSigningKeys(ctx, next.upload(t), nil), 401, "")
 	check("replacement without auth (the challenge)", last("/device_signing/upload"), want{3, 2, 1})
 	must(bob.c.UploadCrossSigningKeys(ctx, next.upload(t), passwordAuth(bob.user.ID)))
-	check("replacement with the password", last("/device_signing/upload"), want{7, 5, 7})
+	check("replacement with the password", last("/device_signing/upload"), want{9, 6, 8})
 
 	// With no one-time key left: the Query finds none (tombstones only),
 	// GetItem and conditional PutItem of the fallback key; the next claims
@@ -139,13 +144,13 @@ func TestCosts(t *testing.T) {
 	}
 	claimPhone()
 	claimPhone()
-	check("claim of a fallback key", last("/keys/claim"), want{4, 3, 1})
+	check("claim of a fallback key", last("/keys/claim"), want{5, 3, 2})
 	claimPhone()
-	check("claim of a used fallback key", last("/keys/claim"), want{3, 3, 0})
+	check("claim of a used fallback key", last("/keys/claim"), want{4, 3, 1})
 
 	// GetItem of the device's keys; Query of their signatures; Query of the
 	// device's partition; one DeleteItem per item.
 	dctx, meter := store.WithMeter(ctx)
 	must(st.Server.E2EKeys.DeleteDevice(dctx, bob.user.ID, bob.user.DeviceID))
-	check("DeleteDevice with 99 one-time keys, a tombstone and a signature", meter.Usage(), want{105, 9, 102})
+	check("DeleteDevice with 99 one-time keys, a tombstone and a signature", meter.Usage(), want{107, 10, 103})
 }

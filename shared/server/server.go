@@ -167,6 +167,11 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	}
 	syncs.Ephemeral = eph.Events
 	syncs.ToDevice = toDevice.Deliver
+	e2e.Changed, e2e.Claimed = syncs.DeviceListChanged, syncs.KeysClaimed
+	syncs.KeyCounts = func(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
+		c, err := e2e.Counts(ctx, userID, deviceID)
+		return c.OneTimeKeys, c.UnusedFallbackKeyTypes, err
+	}
 	toDevice.Notify = syncs.TouchDevices
 	profiles.Changed = func(ctx context.Context, userID string, p profile.Profile) error {
 		return rms.ProfileChanged(ctx, userID, p.DisplayName, p.AvatarURL)

@@ -13,10 +13,12 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 )
 
-// Register adds GET /sync to rt behind requireAuth; loadFilter reads a
+// Register adds GET /sync and GET /keys/changes (whose tokens are sync
+// tokens) to rt behind requireAuth; loadFilter reads a
 // filter the user stored by its ID.
 func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc) http.HandlerFunc,
 	loadFilter func(ctx context.Context, userID, filterID string) (json.RawMessage, error)) {
+	rt.HandleFunc("GET /_matrix/client/v3/keys/changes", requireAuth(s.keyChanges))
 	rt.HandleFunc("GET /_matrix/client/v3/sync", requireAuth(func(w http.ResponseWriter, r *http.Request) {
 		req, err := parseRequest(r, loadFilter)
 		if err != nil {

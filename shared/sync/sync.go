@@ -35,6 +35,9 @@ type Service struct {
 	// with threads apart by thread root when threads is set; nil leaves
 	// unread_notifications out.
 	Unread func(ctx context.Context, userID, roomID string, threads bool) (Unread, map[string]Unread, error)
+	// KeyCounts reads a device's one-time key counts by algorithm and its
+	// unused fallback key types; nil leaves them out.
+	KeyCounts func(ctx context.Context, userID, deviceID string) (map[string]int, []string, error)
 	// ToDevice reads a device's to-device inbox: it deletes the messages
 	// that cursor (from the since token; "" for none) says were delivered,
 	// and returns the next ones with the cursor that says these were
@@ -102,6 +105,15 @@ type Response struct {
 	AccountData *EventList  `json:"account_data,omitempty"`
 	Presence    *EventList  `json:"presence,omitempty"`
 	ToDevice    *EventList  `json:"to_device,omitempty"`
+	// DeviceLists comes in incremental syncs only: an initial one makes
+	// the client fetch every device list it needs.
+	DeviceLists *DeviceLists `json:"device_lists,omitempty"`
+	// The key counts come in initial syncs and after a claim of the
+	// device's keys; clients keep the last counts they saw.
+	OneTimeKeysCount       map[string]int `json:"device_one_time_keys_count,omitempty"`
+	UnusedFallbackKeyTypes *[]string      `json:"device_unused_fallback_key_types,omitempty"`
+
+	devices *deviceNews
 }
 
 // RoomUpdates groups rooms by the user's membership.
@@ -236,12 +248,18 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			}
 		}
 		resp, next, err = s.initial(ctx, req, start)
+		if err == nil {
+			err = s.keyCounts(ctx, req, resp)
+		}
 	} else {
 		var fresh []news
 		if fresh, err = s.await(ctx, req, pos, box, start); err != nil {
 			return nil, err
 		}
 		resp, next, err = s.incremental(ctx, req, pos, fresh, s.now())
+		if err == nil {
+			err = s.settleDevices(ctx, req, resp)
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -283,7 +301,7 @@ func (s *Service) await(ctx context.Context, req Request, pos position, box *inb
 		if err != nil {
 			return nil, err
 		}
-		fresh := freshOnly(pos, all)
+		fresh := freshOnly(pos, all, req.DeviceID)
 		messages, err := s.check(ctx, req, box, all)
 		if err != nil {
 			return nil, err
@@ -309,12 +327,16 @@ func (s *Service) await(ctx context.Context, req Request, pos position, box *inb
 	}
 }
 
-// freshOnly keeps the news pos has not delivered; to-device entries are the
-// inbox's business.
-func freshOnly(pos position, all []news) []news {
+// freshOnly keeps the news pos has not delivered to deviceID: to-device
+// entries are the inbox's business, and key counts of other devices none of
+// its.
+func freshOnly(pos position, all []news, deviceID string) []news {
 	var out []news
 	for _, n := range all {
-		if pos.fresh(n) && !strings.HasPrefix(n.RoomID, toDevicePrefix) {
+		switch {
+		case !pos.fresh(n), strings.HasPrefix(n.RoomID, toDevicePrefix):
+		case strings.HasPrefix(n.RoomID, keyCountPrefix) && n.RoomID != keyCountPrefix+deviceID:
+		default:
 			out = append(out, n)
 		}
 	}
@@ -395,7 +417,12 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 		since = time.UnixMilli(pos.Time).Add(-window)
 	}
 	var present []string
+	resp.devices = newDeviceNews()
 	for _, n := range fresh {
+		if resp.devices.entry(n, req.DeviceID) {
+			next.Ephemeral = max(next.Ephemeral, n.TS)
+			continue
+		}
 		if strings.HasPrefix(n.RoomID, "@") {
 			// Presence news: the room field holds whose presence changed.
 			present = append(present, n.RoomID)
@@ -541,9 +568,12 @@ func (s *Service) room(ctx context.Context, req Request, resp *Response, next *p
 	case "join":
 		// A join since the token shows the room whole, as to a new member.
 		full = full || from < 0 || m.Seq > from
-		j, head, err := s.joined(ctx, req, m.RoomID, from, upto, full)
+		j, head, members, err := s.joined(ctx, req, m.RoomID, from, upto, full)
 		if err != nil {
 			return err
+		}
+		if resp.devices != nil {
+			resp.devices.members(req.UserID, members)
 		}
 		resp.Rooms.Join[m.RoomID] = j
 		// Rooms quiet for longer than the window have no entries the next
@@ -567,9 +597,15 @@ func (s *Service) room(ctx context.Context, req Request, resp *Response, next *p
 		if m.Forgotten || (from < 0 && !req.Filter.IncludeLeave) {
 			return nil
 		}
-		j, _, err := s.joined(ctx, req, m.RoomID, from, upto, false)
+		j, _, members, err := s.joined(ctx, req, m.RoomID, from, upto, false)
 		if err != nil {
 			return err
+		}
+		if resp.devices != nil {
+			resp.devices.members(req.UserID, members)
+			if err := s.leftRoom(ctx, m.RoomID, resp.devices); err != nil {
+				return err
+			}
 		}
 		resp.Rooms.Leave[m.RoomID] = &LeftRoom{Timeline: j.Timeline, State: j.State, AccountData: j.AccountData}
 	}
@@ -584,8 +620,9 @@ func (p *position) sent(roomID string, head int64) {
 
 // joined reads a room's timeline after from and the state that goes with
 // it: all of it up to the timeline's start when full, else the state that
-// changed in a gap the limited timeline skipped.
-func (s *Service) joined(ctx context.Context, req Request, roomID string, from, upto int64, full bool) (*JoinedRoom, int64, error) {
+// changed in a gap the limited timeline skipped. It also returns the member
+// events behind it, for device_lists (roomMembers).
+func (s *Service) joined(ctx context.Context, req Request, roomID string, from, upto int64, full bool) (*JoinedRoom, int64, []memberEvent, error) {
 	q := rooms.MessagesQuery{Backward: true, Limit: req.Filter.TimelineLimit, Filter: req.Filter.Timeline}
 	if upto >= 0 {
 		q.From = rooms.Token(upto)
@@ -595,11 +632,11 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 	}
 	page, err := s.Rooms.Messages(ctx, req.UserID, roomID, q)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	head, err := rooms.ParseToken(page.Start)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	chunk := slices.Clone(page.Chunk)
 	slices.Reverse(chunk)
@@ -622,27 +659,29 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 	var state, all []events.PDU
 	if full || !whole {
 		if state, all, err = s.stateAround(ctx, roomID, from, head, upto < 0, full, chunk); err != nil {
-			return nil, 0, err
+			return nil, 0, nil, err
 		}
 	}
+	// Before the filters, which may drop member events or their fields.
+	members := roomMembers(full, all, state, chunk)
 	state = req.Filter.stateOf(state, req.UserID, j.Timeline.Events)
 	rendered, err := s.Rooms.Render(ctx, state)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	j.State.Events = append(j.State.Events, rendered...)
 	if err := req.Filter.fields(j); err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	if full || changesMembers(chunk) {
 		if all == nil {
 			if all, err = s.Rooms.Members(ctx, roomID); err != nil {
-				return nil, 0, err
+				return nil, 0, nil, err
 			}
 		}
 		j.Summary = summarize(all, req.UserID)
 	}
-	return j, head, nil
+	return j, head, members, nil
 }
 
 // stateOf keeps the state the filter asks for; lazy-loading clients get the

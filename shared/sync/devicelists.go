@@ -1,0 +1,329 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/accounts"
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+)
+
+// Stream entries of end-to-end encryption. Their room field names what
+// changed: "+<user ID>" the device list or cross-signing keys of that user,
+// "^<device ID>" the one-time or fallback keys of one of the stream owner's
+// devices (claimed by another user), so that the device's next sync carries
+// its counts and it uploads more.
+const (
+	deviceListPrefix = "+"
+	keyCountPrefix   = "^"
+)
+
+// DeviceLists is the spec's device_lists of a sync: users whose devices or
+// cross-signing keys the client must fetch again, and users it no longer
+// shares a room with.
+type DeviceLists struct {
+	Changed []string `json:"changed"`
+	Left    []string `json:"left"`
+}
+
+// deviceNews gathers what an incremental sync learns for device_lists.
+type deviceNews struct {
+	changed map[string]bool
+	// maybeLeft are users seen leaving a room, or in a room the user left:
+	// left once they share no room with the user any more.
+	maybeLeft map[string]bool
+	// counts says that this device's one-time keys were claimed.
+	counts bool
+}
+
+func newDeviceNews() *deviceNews {
+	return &deviceNews{changed: map[string]bool{}, maybeLeft: map[string]bool{}}
+}
+
+// entry notes a stream entry of end-to-end encryption for deviceID's sync,
+// and reports whether it was one.
+func (d *deviceNews) entry(n news, deviceID string) bool {
+	switch {
+	case strings.HasPrefix(n.RoomID, deviceListPrefix):
+		d.changed[n.RoomID[len(deviceListPrefix):]] = true
+	case strings.HasPrefix(n.RoomID, keyCountPrefix):
+		d.counts = d.counts || n.RoomID[len(keyCountPrefix):] == deviceID
+	default:
+		return false
+	}
+	return true
+}
+
+// members notes the member events a room's news holds: whoever joined has
+// devices to fetch, whoever left may be gone from the user's view.
+func (d *deviceNews) members(userID string, evs []memberEvent) {
+	for _, ev := range evs {
+		if ev.user == userID {
+			continue
+		}
+		switch ev.membership {
+		case "join":
+			d.changed[ev.user] = true
+		case "leave", "ban":
+			d.maybeLeft[ev.user] = true
+		}
+	}
+}
+
+// memberEvent is who a member event is about and their membership.
+type memberEvent struct{ user, membership string }
+
+func memberEventsOf(state []events.PDU) []memberEvent {
+	var out []memberEvent
+	for _, ev := range state {
+		if ev.Type() != events.Member || ev.StateKey() == nil {
+			continue
+		}
+		m, _ := ev.Membership()
+		out = append(out, memberEvent{*ev.StateKey(), m})
+	}
+	return out
+}
+
+func memberEventsIn(timeline []json.RawMessage) []memberEvent {
+	var out []memberEvent
+	for _, raw := range timeline {
+		var ev struct {
+			Type     string  `json:"type"`
+			StateKey *string `json:"state_key"`
+			Content  struct {
+				Membership string `json:"membership"`
+			} `json:"content"`
+		}
+		if json.Unmarshal(raw, &ev) == nil && ev.Type == events.Member && ev.StateKey != nil {
+			out = append(out, memberEvent{*ev.StateKey, ev.Content.Membership})
+		}
+	}
+	return out
+}
+
+// deviceLists settles the news into the response's device_lists: a user
+// who left a room but still shares another with the user is not left.
+// Cost: nothing without leaves; else one Query of the user's rooms and one
+// BatchGetItem per user who may have left.
+func (s *Service) deviceLists(ctx context.Context, userID string, d *deviceNews) (*DeviceLists, error) {
+	out := &DeviceLists{Changed: []string{}, Left: []string{}}
+	if len(d.maybeLeft) > 0 {
+		mine, err := s.Rooms.Memberships(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		var joined []string
+		for _, m := range mine {
+			if m.Membership == "join" {
+				joined = append(joined, m.RoomID)
+			}
+		}
+		for u := range d.maybeLeft {
+			shared, err := s.sharesRoom(ctx, u, joined)
+			if err != nil {
+				return nil, err
+			}
+			if !shared {
+				out.Left = append(out.Left, u)
+				delete(d.changed, u)
+			}
+		}
+	}
+	for u := range d.changed {
+		out.Changed = append(out.Changed, u)
+	}
+	if len(out.Changed) == 0 && len(out.Left) == 0 {
+		return nil, nil
+	}
+	slices.Sort(out.Changed)
+	slices.Sort(out.Left)
+	return out, nil
+}
+
+// sharesRoom reports whether user is joined to any of rooms. Users of
+// other servers have no membership items here: until federation, they
+// share none.
+func (s *Service) sharesRoom(ctx context.Context, user string, rooms []string) (bool, error) {
+	if len(rooms) == 0 {
+		return false, nil
+	}
+	ms, err := s.Rooms.MembershipsIn(ctx, user, rooms)
+	if err != nil {
+		return false, err
+	}
+	for _, m := range ms {
+		if m.Membership == "join" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// DeviceListChanged tells the local users who share a room with userID,
+// and userID's own devices, that its devices or cross-signing keys
+// changed: their syncs wake and list userID in device_lists.changed. It is
+// the e2ekeys service's Changed hook.
+//
+// Cost: one Query of the user's rooms, one GetItem of each joined room's
+// local members, and one stream entry per user told (BatchWriteItem).
+func (s *Service) DeviceListChanged(ctx context.Context, userID string) error {
+	ms, err := s.Rooms.Memberships(ctx, userID)
+	if err != nil {
+		return fmt.Errorf("device list of %s: %w", userID, err)
+	}
+	told := map[string]bool{userID: true}
+	for _, m := range ms {
+		if m.Membership != "join" {
+			continue
+		}
+		users, err := s.Rooms.LocalJoined(ctx, m.RoomID)
+		if err != nil {
+			return fmt.Errorf("device list of %s: %w", userID, err)
+		}
+		for _, u := range users {
+			told[u] = true
+		}
+	}
+	now := s.now()
+	var items []any
+	var keys []string
+	for u := range told {
+		items = append(items, s.entry(now, u, deviceListPrefix+userID, 0))
+		keys = append(keys, u)
+	}
+	return s.write(ctx, items, keys)
+}
+
+// KeysClaimed tells a device that one of its one-time or fallback keys was
+// claimed, so that its next sync carries the key counts. It is the e2ekeys
+// service's Claimed hook.
+func (s *Service) KeysClaimed(ctx context.Context, userID, deviceID string) error {
+	return s.write(ctx, []any{s.entry(s.now(), userID, keyCountPrefix+deviceID, 0)}, []string{deviceKey(userID, deviceID)})
+}
+
+// settleDevices completes an incremental response with device_lists and,
+// when the device's keys were claimed, its key counts.
+func (s *Service) settleDevices(ctx context.Context, req Request, resp *Response) error {
+	if resp.devices == nil {
+		return nil
+	}
+	lists, err := s.deviceLists(ctx, req.UserID, resp.devices)
+	if err != nil {
+		return err
+	}
+	resp.DeviceLists = lists
+	if resp.devices.counts {
+		return s.keyCounts(ctx, req, resp)
+	}
+	return nil
+}
+
+// keyCounts adds the device's one-time key counts and unused fallback key
+// types to resp.
+func (s *Service) keyCounts(ctx context.Context, req Request, resp *Response) error {
+	if s.KeyCounts == nil {
+		return nil
+	}
+	otk, fallback, err := s.KeyCounts(ctx, req.UserID, req.DeviceID)
+	if err != nil {
+		return err
+	}
+	if fallback == nil {
+		fallback = []string{}
+	}
+	resp.OneTimeKeysCount, resp.UnusedFallbackKeyTypes = otk, &fallback
+	return nil
+}
+
+// KeyChanges answers GET /keys/changes: the users whose device lists
+// changed between two sync tokens, and those the user stopped sharing a
+// room with, worked out as an incremental sync from from to to would.
+func (s *Service) KeyChanges(ctx context.Context, userID, deviceID, from, to string) (*DeviceLists, error) {
+	start, err := parsePosition(from, userID)
+	if err != nil {
+		return nil, err
+	}
+	end, err := parsePosition(to, userID)
+	if err != nil {
+		return nil, err
+	}
+	all, err := s.readStream(ctx, userID, start.Time-window.Milliseconds(), true)
+	if err != nil {
+		return nil, err
+	}
+	var fresh []news
+	for _, n := range freshOnly(start, all, deviceID) {
+		if n.TS <= end.Time {
+			fresh = append(fresh, n)
+		}
+	}
+	// A timeline of one event makes the room's state delta carry every
+	// membership change since from.
+	req := Request{UserID: userID, DeviceID: deviceID, Filter: Filter{TimelineLimit: 1}}
+	resp, _, err := s.incremental(ctx, req, start, fresh, time.UnixMilli(end.Time))
+	if err == nil {
+		err = s.settleDevices(ctx, req, resp)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if resp.DeviceLists == nil {
+		return &DeviceLists{Changed: []string{}, Left: []string{}}, nil
+	}
+	return resp.DeviceLists, nil
+}
+
+// keyChanges serves GET /keys/changes.
+func (s *Service) keyChanges(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	from, to := q.Get("from"), q.Get("to")
+	if from == "" || to == "" {
+		httpapi.WriteError(w, r, httpapi.Errorf(http.StatusBadRequest, "M_MISSING_PARAM", "from and to are required: two next_batch tokens of /sync"))
+		return
+	}
+	me := accounts.Caller(r.Context())
+	lists, err := s.KeyChanges(r.Context(), me.UserID, me.DeviceID, from, to)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, lists)
+}
+
+// roomMembers are the member events behind a room of the response, for
+// device_lists: all joined members when the user newly joined, else the
+// membership changes its news holds.
+func roomMembers(full bool, all []events.PDU, changed []events.PDU, timeline []json.RawMessage) []memberEvent {
+	if full {
+		var joined []memberEvent
+		for _, m := range memberEventsOf(all) {
+			if m.membership == "join" {
+				joined = append(joined, m)
+			}
+		}
+		return joined
+	}
+	return append(memberEventsOf(changed), memberEventsIn(timeline)...)
+}
+
+// leftRoom notes the members of a room the user left: they may be gone
+// from the user's view. Cost: one Query of the room's member events.
+func (s *Service) leftRoom(ctx context.Context, roomID string, d *deviceNews) error {
+	members, err := s.Rooms.Members(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	for _, m := range memberEventsOf(members) {
+		if m.membership == "join" {
+			d.maybeLeft[m.user] = true
+		}
+	}
+	return nil
+}
