@@ -418,6 +418,10 @@ func TestRateLimits(t *testing.T) {
 	hs := startHomeserver(t, true)
 	hs.srv.Accounts.Limits.LoginAddress.Burst = 3
 	hs.srv.Accounts.Limits.RegisterAddress.Burst = 1
+	// One fixed instant: the attempts must not straddle the end of a
+	// minute window, which would start the count again.
+	now := time.Now()
+	hs.srv.Accounts.Limiter.Now = func() time.Time { return now }
 	hs.user(t, "gina", "pw")
 	attempt := func(pw string) (int, map[string]any) {
 		return raw(t, "POST", hs.URL+"/_matrix/client/v3/login", "", `{"type":"m.login.password","identifier":{"type":"m.id.user","user":"gina"},"password":"`+pw+`"}`)
