@@ -84,19 +84,9 @@ func (s *Service) tell(ctx context.Context, userID string) error {
 	}
 	// Not the user themselves: the sync that set their presence would wake
 	// itself.
-	seen := map[string]bool{userID: true}
-	var users []string
-	for _, roomID := range joined {
-		members, err := s.Rooms.LocalJoined(ctx, roomID)
-		if err != nil {
-			return err
-		}
-		for _, u := range members {
-			if !seen[u] {
-				seen[u] = true
-				users = append(users, u)
-			}
-		}
+	users, err := s.Rooms.LocalJoinedIn(ctx, joined, userID)
+	if err != nil {
+		return err
 	}
 	if len(users) == 0 {
 		return nil

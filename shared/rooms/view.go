@@ -96,6 +96,27 @@ func Token(seq int64) string { return token(seq) }
 // ParseToken reads a pagination token.
 func ParseToken(t string) (int64, error) { return parseToken(t) }
 
+// LocalJoinedIn lists the local users joined to any of the rooms, each
+// once, but for except: whom news of except (presence, device keys) goes
+// to. One GetItem of each room's local users, cached with its head.
+func (s *Service) LocalJoinedIn(ctx context.Context, roomIDs []string, except string) ([]string, error) {
+	seen := map[string]bool{except: true}
+	var users []string
+	for _, roomID := range roomIDs {
+		members, err := s.LocalJoined(ctx, roomID)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range members {
+			if !seen[u] {
+				seen[u] = true
+				users = append(users, u)
+			}
+		}
+	}
+	return users, nil
+}
+
 // LocalJoined lists the room's joined local users: whom ephemeral news of
 // the room (typing, receipts) goes to.
 func (s *Service) LocalJoined(ctx context.Context, roomID string) ([]string, error) {

@@ -115,15 +115,9 @@ func memberEventsIn(timeline []json.RawMessage) []memberEvent {
 func (s *Service) deviceLists(ctx context.Context, userID string, d *deviceNews) (*DeviceLists, error) {
 	out := &DeviceLists{Changed: []string{}, Left: []string{}}
 	if len(d.maybeLeft) > 0 {
-		mine, err := s.Rooms.Memberships(ctx, userID)
+		joined, err := s.Rooms.JoinedRooms(ctx, userID)
 		if err != nil {
 			return nil, err
-		}
-		var joined []string
-		for _, m := range mine {
-			if m.Membership == "join" {
-				joined = append(joined, m.RoomID)
-			}
 		}
 		for u := range d.maybeLeft {
 			shared, err := s.sharesRoom(ctx, u, joined)
@@ -174,27 +168,18 @@ func (s *Service) sharesRoom(ctx context.Context, user string, rooms []string) (
 // Cost: one Query of the user's rooms, one GetItem of each joined room's
 // local members, and one stream entry per user told (BatchWriteItem).
 func (s *Service) DeviceListChanged(ctx context.Context, userID string) error {
-	ms, err := s.Rooms.Memberships(ctx, userID)
+	joined, err := s.Rooms.JoinedRooms(ctx, userID)
 	if err != nil {
 		return fmt.Errorf("device list of %s: %w", userID, err)
 	}
-	told := map[string]bool{userID: true}
-	for _, m := range ms {
-		if m.Membership != "join" {
-			continue
-		}
-		users, err := s.Rooms.LocalJoined(ctx, m.RoomID)
-		if err != nil {
-			return fmt.Errorf("device list of %s: %w", userID, err)
-		}
-		for _, u := range users {
-			told[u] = true
-		}
+	others, err := s.Rooms.LocalJoinedIn(ctx, joined, userID)
+	if err != nil {
+		return fmt.Errorf("device list of %s: %w", userID, err)
 	}
 	now := s.now()
 	var items []any
 	var keys []string
-	for u := range told {
+	for _, u := range append(others, userID) {
 		items = append(items, s.entry(now, u, deviceListPrefix+userID, 0))
 		keys = append(keys, u)
 	}

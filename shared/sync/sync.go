@@ -839,19 +839,9 @@ func (s *Service) initialPresence(ctx context.Context, userID string, resp *Resp
 	if s.Presence == nil {
 		return nil
 	}
-	seen := map[string]bool{userID: true}
-	var users []string
-	for roomID := range resp.Rooms.Join {
-		members, err := s.Rooms.LocalJoined(ctx, roomID)
-		if err != nil {
-			return err
-		}
-		for _, u := range members {
-			if !seen[u] {
-				seen[u] = true
-				users = append(users, u)
-			}
-		}
+	users, err := s.Rooms.LocalJoinedIn(ctx, slices.Collect(maps.Keys(resp.Rooms.Join)), userID)
+	if err != nil {
+		return err
 	}
 	if len(users) == 0 {
 		return nil
