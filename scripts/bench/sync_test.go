@@ -368,7 +368,7 @@ func TestPrintTable_Sync(t *testing.T) {
 		"sync wake-up: p99 ms (cirrus)                    5.00   target <= 1100 met",
 		"sync wake-up, 2 instances: p99 ms (cirrus)        n/a   target <= 1100 NOT MEASURED: cirrus failed",
 		"idle sync: RCU per poll (cirrus)                 0.50   target <= 0.5  met",
-		"send c=1: WCU per message sent (cirrus)           n/a   target <= 3    NOT MEASURED: cirrus not measured",
+		"send c=1: room WCU per message (cirrus)           n/a   target <= 3    NOT MEASURED: cirrus not measured",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("printTable output lacks %q; it is:\n%s", want, out)
