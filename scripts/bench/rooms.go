@@ -30,8 +30,8 @@ const (
 	// fan-out the sync design asks for (docs/storage.md, "Sync"). The goal
 	// counts the room's own writes; the results table shows the total.
 	syncEntriesPerMessage = 2.0
-	minSendSpeedup   = 5.0 // Cirrus's send throughput at c=8 over Dendrite's
-	goalConcurrency  = 8   // the send workload the throughput goal is for
+	minSendSpeedup        = 5.0 // Cirrus's send throughput at c=8 over Dendrite's
+	goalConcurrency       = 8   // the send workload the throughput goal is for
 )
 
 // benchRoom is a server's bench room: its ID, or why there is none.
