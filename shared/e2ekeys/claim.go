@@ -12,6 +12,8 @@ import (
 	"strings"
 	gosync "sync"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
@@ -64,24 +66,29 @@ func (s *Service) handleClaim(w http.ResponseWriter, r *http.Request) error {
 		mu  gosync.Mutex
 		out = map[string]map[string]map[string]json.RawMessage{}
 	)
-	err := each(r.Context(), len(wants), func(ctx context.Context, i int) error {
-		c, ok, err := s.claim(ctx, wants[i].userID, wants[i].deviceID, wants[i].algorithm)
-		if err != nil || !ok {
-			return err
-		}
-		if s.Claimed != nil {
-			if err := s.Claimed(ctx, c.userID, c.deviceID); err != nil {
-				return fmt.Errorf("claimed keys of %s: %w", c.deviceID, err)
+	g, gctx := errgroup.WithContext(r.Context())
+	g.SetLimit(parallel)
+	for i := range wants {
+		g.Go(func() error {
+			c, ok, err := s.claim(gctx, wants[i].userID, wants[i].deviceID, wants[i].algorithm)
+			if err != nil || !ok {
+				return err
 			}
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if out[c.userID] == nil {
-			out[c.userID] = map[string]map[string]json.RawMessage{}
-		}
-		out[c.userID][c.deviceID] = map[string]json.RawMessage{c.name: c.key}
-		return nil
-	})
+			if s.Claimed != nil {
+				if err := s.Claimed(gctx, c.userID, c.deviceID); err != nil {
+					return fmt.Errorf("claimed keys of %s: %w", c.deviceID, err)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if out[c.userID] == nil {
+				out[c.userID] = map[string]map[string]json.RawMessage{}
+			}
+			out[c.userID][c.deviceID] = map[string]json.RawMessage{c.name: c.key}
+			return nil
+		})
+	}
+	err := g.Wait()
 	if err != nil {
 		return err
 	}

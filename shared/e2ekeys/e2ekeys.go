@@ -49,7 +49,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -324,44 +323,11 @@ func (s *Service) DeleteDevice(ctx context.Context, userID, deviceID string) err
 	for _, k := range otks {
 		keys = append(keys, store.Key{PK: k.PK, SK: k.SK})
 	}
-	if err := s.deleteAll(ctx, keys); err != nil {
+	if err := s.Store.DeleteEach(ctx, keys); err != nil {
 		return fmt.Errorf("delete keys of device %s: %w", deviceID, err)
 	}
 	if hadKeys {
 		return s.changed(ctx, userID)
 	}
 	return nil
-}
-
-// deleteAll deletes keys a few at a time. The store has no batch delete:
-// each is one DeleteItem, billed as a BatchWriteItem's delete would be,
-// where a transaction would bill each twice.
-func (s *Service) deleteAll(ctx context.Context, keys []store.Key) error {
-	return each(ctx, len(keys), func(ctx context.Context, i int) error {
-		return s.Store.Delete(ctx, keys[i])
-	})
-}
-
-// each runs f for 0..n-1, parallel at a time, and returns the first error;
-// the others are cancelled through their context.
-func each(ctx context.Context, n int, f func(ctx context.Context, i int) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg    sync.WaitGroup
-		once  sync.Once
-		first error
-	)
-	slots := make(chan struct{}, parallel)
-	for i := range n {
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			if err := f(ctx, i); err != nil {
-				once.Do(func() { first = err; cancel() })
-			}
-		})
-	}
-	wg.Wait()
-	return first
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	gosync "sync"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 )
@@ -72,26 +74,31 @@ func (s *Service) handleQuery(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	var mu gosync.Mutex
-	err := each(r.Context(), len(users), func(ctx context.Context, i int) error {
-		u := users[i]
-		v, err := s.view(ctx, u, me, req.DeviceKeys[u])
-		if err != nil {
-			return err
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		resp.DeviceKeys[u] = v.devices
-		if v.master != nil {
-			resp.MasterKeys[u] = v.master
-		}
-		if v.selfSigning != nil {
-			resp.SelfSigningKeys[u] = v.selfSigning
-		}
-		if v.user != nil {
-			resp.UserSigningKeys[u] = v.user
-		}
-		return nil
-	})
+	g, gctx := errgroup.WithContext(r.Context())
+	g.SetLimit(parallel)
+	for i := range users {
+		g.Go(func() error {
+			u := users[i]
+			v, err := s.view(gctx, u, me, req.DeviceKeys[u])
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			resp.DeviceKeys[u] = v.devices
+			if v.master != nil {
+				resp.MasterKeys[u] = v.master
+			}
+			if v.selfSigning != nil {
+				resp.SelfSigningKeys[u] = v.selfSigning
+			}
+			if v.user != nil {
+				resp.UserSigningKeys[u] = v.user
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
 	if err != nil {
 		return err
 	}

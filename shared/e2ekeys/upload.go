@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -238,16 +240,20 @@ func (s *Service) addKeys(ctx context.Context, userID, deviceID string, otks, fa
 		}
 		puts = append(puts, deviceKey{PK: fk.PK, SK: fk.SK, KeyID: k.id, Key: k.json})
 	}
-	err = each(ctx, len(creates), func(ctx context.Context, i int) error {
-		return s.createOneTimeKey(ctx, creates[i])
-	})
-	if err != nil {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallel)
+	for _, k := range creates {
+		g.Go(func() error { return s.createOneTimeKey(gctx, k) })
+	}
+	if err := g.Wait(); err != nil {
 		return Counts{}, err
 	}
-	err = each(ctx, len(puts), func(ctx context.Context, i int) error {
-		return s.Store.Put(ctx, puts[i])
-	})
-	if err != nil {
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(parallel)
+	for _, k := range puts {
+		g.Go(func() error { return s.Store.Put(gctx, k) })
+	}
+	if err := g.Wait(); err != nil {
 		return Counts{}, fmt.Errorf("set fallback keys: %w", err)
 	}
 	for _, it := range append(creates, puts...) {

@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"golang.org/x/sync/errgroup"
 )
 
 // DynamoDB's limits, enforced here.
@@ -272,6 +273,22 @@ func (s *Store) Delete(ctx context.Context, k Key) error {
 	recordCapacity(ctx, out.ConsumedCapacity, 0, writeUnits(itemSize(out.Attributes)))
 	return nil
 }
+
+// DeleteEach deletes keys, a few at a time, each with its own DeleteItem:
+// billed as BatchWriteItem's deletes are (a transaction would bill each
+// twice), and the meter learns each deleted item's size.
+func (s *Store) DeleteEach(ctx context.Context, keys []Key) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(deleteParallel)
+	for _, k := range keys {
+		g.Go(func() error { return s.Delete(gctx, k) })
+	}
+	return g.Wait()
+}
+
+// deleteParallel is how many deletes DeleteEach runs at once: they wait on
+// DynamoDB, not on this process.
+const deleteParallel = 8
 
 // marshalItem encodes item and checks it against DynamoDB's limits.
 func (s *Store) marshalItem(item any) (map[string]types.AttributeValue, int, error) {

@@ -9,6 +9,8 @@ import (
 	gosync "sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -355,30 +357,12 @@ func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*R
 	// Rooms are read side by side: an initial sync of many rooms waits on
 	// DynamoDB round trips, not on this process.
 	var mu gosync.Mutex
-	err = eachParallel(ctx, ms, initialParallelism, func(gctx context.Context, m rooms.Membership) error {
-		part := emptyResponse()
-		sent := position{Time: next.Time, Sent: map[string][2]int64{}}
-		if err := s.room(gctx, req, part, &sent, m, -1, -1, true); err != nil {
-			return err
-		}
-		if j, ok := part.Rooms.Join[m.RoomID]; ok {
-			if err := s.extras(gctx, req.UserID, m.RoomID, time.Time{}, j, &sent); err != nil {
-				return err
-			}
-			if err := s.counts(gctx, req, m.RoomID, j); err != nil {
-				return err
-			}
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		part.mergeInto(resp)
-		maps.Copy(next.Sent, sent.Sent)
-		for room, ms := range sent.Typing {
-			next.typingStops(room, time.UnixMilli(ms))
-		}
-		return nil
-	})
-	if err != nil {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(initialParallelism)
+	for _, m := range ms {
+		g.Go(func() error { return s.initialRoom(gctx, req, resp, &next, &mu, m) })
+	}
+	if err := g.Wait(); err != nil {
 		return nil, position{}, err
 	}
 	if err := s.globalData(ctx, req.UserID, time.Time{}, resp); err != nil {
@@ -388,6 +372,32 @@ func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*R
 		return nil, position{}, err
 	}
 	return resp, next, nil
+}
+
+// initialRoom adds one room of an initial sync to resp and next, under mu:
+// the rooms of an initial sync are read side by side.
+func (s *Service) initialRoom(ctx context.Context, req Request, resp *Response, next *position, mu *gosync.Mutex, m rooms.Membership) error {
+	part := emptyResponse()
+	sent := position{Time: next.Time, Sent: map[string][2]int64{}}
+	if err := s.room(ctx, req, part, &sent, m, -1, -1, true); err != nil {
+		return err
+	}
+	if j, ok := part.Rooms.Join[m.RoomID]; ok {
+		if err := s.extras(ctx, req.UserID, m.RoomID, time.Time{}, j, &sent); err != nil {
+			return err
+		}
+		if err := s.counts(ctx, req, m.RoomID, j); err != nil {
+			return err
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	part.mergeInto(resp)
+	maps.Copy(next.Sent, sent.Sent)
+	for room, ms := range sent.Typing {
+		next.typingStops(room, time.UnixMilli(ms))
+	}
+	return nil
 }
 
 // incremental answers with the rooms that fresh names.
@@ -863,31 +873,6 @@ func (r *Response) mergeInto(into *Response) {
 	maps.Copy(into.Rooms.Invite, r.Rooms.Invite)
 	maps.Copy(into.Rooms.Leave, r.Rooms.Leave)
 	maps.Copy(into.Rooms.Knock, r.Rooms.Knock)
-}
-
-// eachParallel runs f on each item, n at a time, and returns the first
-// error; the others are cancelled through their context.
-func eachParallel[T any](ctx context.Context, items []T, n int, f func(context.Context, T) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg    gosync.WaitGroup
-		once  gosync.Once
-		first error
-	)
-	slots := make(chan struct{}, n)
-	for _, it := range items {
-		slots <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-slots; wg.Done() }()
-			if err := f(ctx, it); err != nil {
-				once.Do(func() { first = err; cancel() })
-			}
-		}()
-	}
-	wg.Wait()
-	return first
 }
 
 // memberships reads the user's memberships of the rooms with news; a

@@ -32,8 +32,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	gosync "sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
@@ -195,14 +196,19 @@ func (s *Service) messages(ctx context.Context, out Outgoing) ([]any, map[string
 	}
 	slices.Sort(users)
 	devices := make([][]string, len(users))
-	err := each(ctx, len(users), func(ctx context.Context, i int) error {
-		ids, err := s.Devices(ctx, users[i])
-		if err != nil {
-			return fmt.Errorf("send to device: devices of %s: %w", users[i], err)
-		}
-		devices[i] = ids
-		return nil
-	})
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallel)
+	for i := range users {
+		g.Go(func() error {
+			ids, err := s.Devices(gctx, users[i])
+			if err != nil {
+				return fmt.Errorf("send to device: devices of %s: %w", users[i], err)
+			}
+			devices[i] = ids
+			return nil
+		})
+	}
+	err := g.Wait()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -298,7 +304,7 @@ func (s *Service) Deliver(ctx context.Context, userID, deviceID, cursor string) 
 		}
 		q.Cursor = next
 	}
-	if err := s.deleteAll(ctx, done); err != nil {
+	if err := s.Store.DeleteEach(ctx, done); err != nil {
 		return nil, "", fmt.Errorf("acknowledge to-device messages of %s %s: %w", userID, deviceID, err)
 	}
 	evs := make([]json.RawMessage, len(fresh))
@@ -320,7 +326,7 @@ func (s *Service) DeleteDevice(ctx context.Context, userID, deviceID string) err
 		if err != nil {
 			return fmt.Errorf("delete to-device inbox of %s %s: %w", userID, deviceID, err)
 		}
-		if err := s.deleteAll(ctx, page); err != nil {
+		if err := s.Store.DeleteEach(ctx, page); err != nil {
 			return fmt.Errorf("delete to-device inbox of %s %s: %w", userID, deviceID, err)
 		}
 		if next == "" {
@@ -328,37 +334,4 @@ func (s *Service) DeleteDevice(ctx context.Context, userID, deviceID string) err
 		}
 		q.Cursor = next
 	}
-}
-
-// deleteAll deletes keys a few at a time. The store has no batch delete:
-// each is one DeleteItem, billed like a BatchWriteItem's delete would be.
-func (s *Service) deleteAll(ctx context.Context, keys []store.Key) error {
-	return each(ctx, len(keys), func(ctx context.Context, i int) error {
-		return s.Store.Delete(ctx, keys[i])
-	})
-}
-
-// each runs f for 0..n-1, parallel at a time, and returns the first error;
-// the others are cancelled through their context.
-func each(ctx context.Context, n int, f func(ctx context.Context, i int) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg    gosync.WaitGroup
-		once  gosync.Once
-		first error
-	)
-	slots := make(chan struct{}, parallel)
-	for i := range n {
-		slots <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-slots; wg.Done() }()
-			if err := f(ctx, i); err != nil {
-				once.Do(func() { first = err; cancel() })
-			}
-		}()
-	}
-	wg.Wait()
-	return first
 }
