@@ -14,8 +14,8 @@
 // the backup and decrypts the first message, sent before that device
 // existed; the second device logs out, and bob's view of alice's devices
 // loses it. Exit status and output as in scenario.mjs (lib.mjs).
-import { ClientEvent, MatrixEventEvent, Method, RoomEvent, RoomMemberEvent } from "matrix-js-sdk";
-import { describe, fail, login, mustEnv, pass, password, poll, say, startSyncing, step, until } from "./lib.mjs";
+import { ClientEvent, Method, RoomEvent, RoomMemberEvent } from "matrix-js-sdk";
+import { decrypted, describe, fail, login, mustEnv, pass, password, poll, say, startSyncing, step, until } from "./lib.mjs";
 
 const [aliceId, bobId] = mustEnv("CIRRUS_USERS").split(",");
 
@@ -43,19 +43,6 @@ function passwordAuth(userId) {
   return async (makeRequest) => {
     await makeRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: userId }, password });
   };
-}
-
-// decrypted waits until client holds a message of roomId from sender whose
-// decrypted body is body, and returns that event.
-function decrypted(client, roomId, sender, body) {
-  const find = () => {
-    const room = client.getRoom(roomId);
-    for (const ev of room?.getLiveTimeline().getEvents() ?? []) {
-      if (ev.getSender() === sender && ev.isEncrypted() && ev.getClearContent()?.body === body) return ev;
-    }
-    return undefined;
-  };
-  return until(client, [RoomEvent.Timeline, MatrixEventEvent.Decrypted], find);
 }
 
 async function main() {

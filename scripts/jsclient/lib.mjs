@@ -1,7 +1,7 @@
 // lib.mjs: what the scenarios share: their output, the deadline, waiting for
 // client events, logging in and starting a sync loop. Each step is printed as
 // it happens; a scenario exits 0 only when it prints PASS.
-import { ClientEvent, RoomEvent, SyncState, createClient } from "matrix-js-sdk";
+import { ClientEvent, MatrixEventEvent, RoomEvent, SyncState, createClient } from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
 
 // The SDK's own log: warnings and errors only, unless CIRRUS_JS_LOG=debug.
@@ -130,4 +130,17 @@ export function timelineMessage(client, roomId, sender, body) {
     if (event.getType() !== "m.room.message" || event.getSender() !== sender) return undefined;
     return event.getContent().body === body ? event : undefined;
   });
+}
+
+// decrypted waits until client holds a message of roomId from sender whose
+// decrypted body is body, and returns that event.
+export function decrypted(client, roomId, sender, body) {
+  const find = () => {
+    const room = client.getRoom(roomId);
+    for (const ev of room?.getLiveTimeline().getEvents() ?? []) {
+      if (ev.getSender() === sender && ev.isEncrypted() && ev.getClearContent()?.body === body) return ev;
+    }
+    return undefined;
+  };
+  return until(client, [RoomEvent.Timeline, MatrixEventEvent.Decrypted], find);
 }

@@ -54,10 +54,14 @@ func runScenario(t *testing.T, script string, timeout time.Duration) {
 		t.Fatalf("matrix-js-sdk %s exited 0 without PASS; its output:\n%s", script, out)
 	}
 	t.Logf("matrix-js-sdk %s in %v:\n%s", script, time.Since(began).Round(time.Millisecond), out)
+	checkServed(t, st)
+}
 
-	// What the client asked that the server did not serve: a 5xx is a
-	// server bug; a 4xx is listed (matrix-js-sdk probes optional and
-	// unstable endpoints, such as MSC4143's rtc/transports).
+// checkServed fails the test when the server answered any request with a
+// 5xx, a server bug, and lists the 4xx answers: matrix-js-sdk probes
+// optional and unstable endpoints, such as MSC4143's rtc/transports.
+func checkServed(t *testing.T, st *servertest.Stack) {
+	t.Helper()
 	for _, r := range st.Requests(t) {
 		switch {
 		case r.Status >= 500:

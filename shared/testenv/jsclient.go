@@ -54,8 +54,19 @@ func JSClient(t testing.TB) (dir, node string) {
 // a script can exit on end of file and never outlive the test.
 func RunJS(t testing.TB, timeout time.Duration, script string, env ...string) (output string, err error) {
 	t.Helper()
+	return RunJSContext(context.Background(), t, timeout, script, env...)
+}
+
+// RunJSContext is RunJS that also kills the script when ctx ends, for a
+// script run beside the test's own client: a test that fails early cancels
+// ctx and does not wait out the timeout. Call JSClient first on the test's
+// goroutine when running it on another one, since JSClient fails the test
+// through t.
+func RunJSContext(ctx context.Context, t testing.TB, timeout time.Duration, script string, env ...string) (output string, err error) {
+	t.Helper()
 	dir, node := JSClient(t)
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	parent := ctx
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, script)
 	cmd.Dir = dir
@@ -76,7 +87,9 @@ func RunJS(t testing.TB, timeout time.Duration, script string, env ...string) (o
 	stdin.Close()
 	// Anything the script spawned that outlived it is still in its group.
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if err != nil && parent.Err() != nil {
+		err = fmt.Errorf("node %s killed: %w", script, context.Cause(parent))
+	} else if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		err = fmt.Errorf("node %s still running after %v, killed", script, timeout)
 	} else if err != nil {
 		err = fmt.Errorf("node %s: %w", script, err)
