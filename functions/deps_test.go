@@ -10,13 +10,16 @@ import (
 
 // TestLambdaBinariesLinkNoTestCode builds the dependency list of each function
 // for Lambda (linux/arm64, lambda.norpc, no cgo) and refuses the embedded
-// DynamoDB server and test-only packages: they would bloat the binary and
+// DynamoDB server and test-only packages (the tests' Matrix client among
+// them): they would bloat the binary and
 // slow every cold start.
 func TestLambdaBinariesLinkNoTestCode(t *testing.T) {
 	forbidden := []string{
 		"github.com/truora/minidyn",
 		"github.com/cirrus-matrix/cirrus/shared/store/embedded",
 		"github.com/cirrus-matrix/cirrus/shared/testenv",
+		"github.com/cirrus-matrix/cirrus/shared/servertest",
+		"maunium.net/go/mautrix", // the tests' Matrix client
 		"testing",
 		"net/http/httptest",
 	}
