@@ -20,16 +20,10 @@ func TestCosts(t *testing.T) {
 	alice := newDevice(t, st, st.Register(t, "alice"))
 	bob := newDevice(t, st, st.Register(t, "bob"))
 
-	type want struct {
-		calls    int64
-		rcu, wcu float64
-	}
-	check := func(what string, u store.Usage, w want) {
+	want := servertest.Want
+	check := func(what string, u store.Usage, w servertest.Cost) {
 		t.Helper()
-		t.Logf("%s: %d calls, %.1f RCU, %.1f WCU", what, u.Calls, u.ReadUnits, u.WriteUnits)
-		if u.Calls != w.calls || u.ReadUnits != w.rcu || u.WriteUnits != w.wcu {
-			t.Errorf("%s: %d calls, %.1f RCU, %.1f WCU; want %d, %.1f, %.1f", what, u.Calls, u.ReadUnits, u.WriteUnits, w.calls, w.rcu, w.wcu)
-		}
+		servertest.CheckUsage(t, what, u, w)
 	}
 	last := func(route string) store.Usage { return st.LastRequestTo(t, route).DynamoDB }
 	must := func(err error) {
@@ -48,24 +42,24 @@ func TestCosts(t *testing.T) {
 	// user told (1 WCU each; bob alone here, whose other devices must
 	// know). A claim tells the claimed device: one stream entry.
 	bob.upload(t, 50)
-	check("upload of new device keys and 50 one-time keys", last("/keys/upload"), want{56, 4, 52})
+	check("upload of new device keys and 50 one-time keys", last("/keys/upload"), want(56, 4, 52))
 	_, err := bob.c.UploadKeys(ctx, &mautrix.ReqUploadKeys{OneTimeKeys: bob.oneTimeKeys(t, 50)})
 	must(err)
-	check("upload of 50 more one-time keys", last("/keys/upload"), want{52, 5, 50})
+	check("upload of 50 more one-time keys", last("/keys/upload"), want(52, 5, 50))
 	_, err = bob.c.UploadKeys(ctx, &mautrix.ReqUploadKeys{DeviceKeys: bob.deviceKeys(t)})
 	must(err)
-	check("upload of the same device keys (at each start)", last("/keys/upload"), want{3, 9, 0})
+	check("upload of the same device keys (at each start)", last("/keys/upload"), want(3, 9, 0))
 
 	cctx, meter := store.WithMeter(ctx)
 	_, err = st.Server.E2EKeys.Counts(cctx, bob.user.ID, bob.user.DeviceID)
 	must(err)
-	check("Counts of a device with 100 one-time keys", meter.Usage(), want{1, 7, 0})
+	check("Counts of a device with 100 one-time keys", meter.Usage(), want(1, 7, 0))
 	half := login(t, st, bob.user, "HALF", "")
 	half.upload(t, 50)
 	cctx, meter = store.WithMeter(ctx)
 	_, err = st.Server.E2EKeys.Counts(cctx, bob.user.ID, "HALF")
 	must(err)
-	check("Counts of a device with 50 one-time keys", meter.Usage(), want{1, 4, 0})
+	check("Counts of a device with 50 one-time keys", meter.Usage(), want(1, 4, 0))
 
 	claim := func() {
 		t.Helper()
@@ -75,7 +69,7 @@ func TestCosts(t *testing.T) {
 	}
 	// auth; Query of the algorithm's keys; the conditional PutItem.
 	claim()
-	check("claim of a one-time key, 100 on the server", last("/keys/claim"), want{4, 8, 2})
+	check("claim of a one-time key, 100 on the server", last("/keys/claim"), want(4, 8, 2))
 
 	alice.upload(t, 0)
 	q := func() {
@@ -85,17 +79,17 @@ func TestCosts(t *testing.T) {
 	}
 	// auth; Query of the user's keys; Query of the user's devices.
 	q()
-	check("query of a user with two devices", last("/keys/query"), want{3, 3, 0})
+	check("query of a user with two devices", last("/keys/query"), want(3, 3, 0))
 
 	// auth; Query of the cross-signing keys; Query of the devices; one
 	// TransactWriteItems of the three keys.
 	cs := newCrossSigning(bob.user.ID)
 	must(bob.c.UploadCrossSigningKeys(ctx, cs.upload(t), nil))
-	check("first cross-signing upload", last("/device_signing/upload"), want{6, 4, 7})
+	check("first cross-signing upload", last("/device_signing/upload"), want(6, 4, 7))
 	must(bob.c.UploadCrossSigningKeys(ctx, cs.upload(t), nil))
-	check("the same cross-signing keys again", last("/device_signing/upload"), want{2, 2, 0})
+	check("the same cross-signing keys again", last("/device_signing/upload"), want(2, 2, 0))
 	q()
-	check("query of a user with two devices and cross-signing keys", last("/keys/query"), want{3, 3, 0})
+	check("query of a user with two devices and cross-signing keys", last("/keys/query"), want(3, 3, 0))
 
 	// auth; Query of the caller's keys; BatchWriteItem of the signatures.
 	dk := bob.deviceKeys(t)
@@ -107,7 +101,7 @@ func TestCosts(t *testing.T) {
 	obj.Signatures = map[id.UserID]map[id.KeyID]string{dk.UserID: {keyID(cs.self): signWith(t, cs.self, obj)}}
 	_, err = bob.c.UploadSignatures(ctx, &mautrix.ReqUploadSignatures{dk.UserID: {bob.user.DeviceID: obj}})
 	must(err)
-	check("signature of a device by the self-signing key", last("/signatures/upload"), want{5, 3, 2})
+	check("signature of a device by the self-signing key", last("/signatures/upload"), want(5, 3, 2))
 
 	// auth; GetItem of the caller's user-signing key; GetItem of the
 	// master key signed and of the signature there; BatchWriteItem.
@@ -118,15 +112,15 @@ func TestCosts(t *testing.T) {
 	signed.Signatures = map[id.UserID]map[id.KeyID]string{id.UserID(alice.user.ID): {keyID(acs.userSigning): signWith(t, acs.userSigning, signed)}}
 	_, err = alice.c.UploadSignatures(ctx, &mautrix.ReqUploadSignatures{bm.UserID: {pub(cs.master): signed}})
 	must(err)
-	check("signature of another user's master key", last("/signatures/upload"), want{7, 5, 2})
+	check("signature of another user's master key", last("/signatures/upload"), want(7, 5, 2))
 
 	// A replacement: the challenge writes a session; the retry reads it and
 	// the account, deletes it, then uploads as the first time.
 	next := newCrossSigning(bob.user.ID)
 	wantErr(t, "replacement without auth", bob.c.UploadCrossSigningKeys(ctx, next.upload(t), nil), 401, "")
-	check("replacement without auth (the challenge)", last("/device_signing/upload"), want{3, 2, 1})
+	check("replacement without auth (the challenge)", last("/device_signing/upload"), want(3, 2, 1))
 	must(bob.c.UploadCrossSigningKeys(ctx, next.upload(t), passwordAuth(bob.user.ID)))
-	check("replacement with the password", last("/device_signing/upload"), want{9, 6, 8})
+	check("replacement with the password", last("/device_signing/upload"), want(9, 6, 8))
 
 	// With no one-time key left: the Query finds none (tombstones only),
 	// GetItem and conditional PutItem of the fallback key; the next claims
@@ -135,7 +129,7 @@ func TestCosts(t *testing.T) {
 	phone.upload(t, 1)
 	st.Do(t, "POST", keysPath+"upload", phone.user.AccessToken, map[string]any{"fallback_keys": phone.fallbackKey(t)})
 	// auth; Query of the device's partition; PutItem.
-	check("upload of a fallback key", last("/keys/upload"), want{3, 2, 1})
+	check("upload of a fallback key", last("/keys/upload"), want(3, 2, 1))
 	claimPhone := func() {
 		t.Helper()
 		_, err := bob.c.ClaimKeys(ctx, &mautrix.ReqClaimKeys{OneTimeKeys: mautrix.OneTimeKeysRequest{
@@ -144,13 +138,13 @@ func TestCosts(t *testing.T) {
 	}
 	claimPhone()
 	claimPhone()
-	check("claim of a fallback key", last("/keys/claim"), want{5, 3, 2})
+	check("claim of a fallback key", last("/keys/claim"), want(5, 3, 2))
 	claimPhone()
-	check("claim of a used fallback key", last("/keys/claim"), want{4, 3, 1})
+	check("claim of a used fallback key", last("/keys/claim"), want(4, 3, 1))
 
 	// GetItem of the device's keys; Query of their signatures; Query of the
 	// device's partition; one DeleteItem per item.
 	dctx, meter := store.WithMeter(ctx)
 	must(st.Server.E2EKeys.DeleteDevice(dctx, bob.user.ID, bob.user.DeviceID))
-	check("DeleteDevice with 99 one-time keys, a tombstone and a signature", meter.Usage(), want{107, 10, 103})
+	check("DeleteDevice with 99 one-time keys, a tombstone and a signature", meter.Usage(), want(107, 10, 103))
 }

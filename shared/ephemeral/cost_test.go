@@ -7,6 +7,8 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
 )
 
 // TestCosts pins the costs docs/storage.md gives for typing and receipts,
@@ -19,17 +21,10 @@ func TestCosts(t *testing.T) {
 	later := say(t, alice, room, "later")
 	base := sync(t, bob, "", 0)
 
-	type want struct {
-		calls    int64
-		rcu, wcu float64
-	}
-	check := func(what, route string, w want) {
+	want := servertest.Want
+	check := func(what, route string, w servertest.Cost) {
 		t.Helper()
-		u := st.LastRequestTo(t, route).DynamoDB
-		t.Logf("%s: %d calls, %.1f RCU, %.1f WCU", what, u.Calls, u.ReadUnits, u.WriteUnits)
-		if u.Calls != w.calls || u.ReadUnits != w.rcu || u.WriteUnits != w.wcu {
-			t.Errorf("%s: %d calls, %.1f RCU, %.1f WCU; want %d, %.1f, %.1f", what, u.Calls, u.ReadUnits, u.WriteUnits, w.calls, w.rcu, w.wcu)
-		}
+		st.CheckCost(t, what, route, w)
 	}
 
 	must := func(err error) {
@@ -41,39 +36,39 @@ func TestCosts(t *testing.T) {
 	// auth, membership, typing item, put, local users, stream entries.
 	_, err := alice.UserTyping(bg, room, true, 10*time.Second)
 	must(err)
-	check("typing start", "/typing/", want{6, 4, 3})
+	check("typing start", "/typing/", want(6, 4, 3))
 	_, err = alice.UserTyping(bg, room, true, 10*time.Second)
 	must(err)
-	check("typing renewal", "/typing/", want{4, 3, 1})
+	check("typing renewal", "/typing/", want(4, 3, 1))
 	_, err = alice.UserTyping(bg, room, false, 0)
 	must(err)
-	check("typing stop", "/typing/", want{6, 4, 3})
+	check("typing stop", "/typing/", want(6, 4, 3))
 	_, err = alice.UserTyping(bg, room, false, 0)
 	must(err)
-	check("typing stop, not typing", "/typing/", want{3, 3, 0})
+	check("typing stop, not typing", "/typing/", want(3, 3, 0))
 
 	// auth, membership, pointer and slot, current receipt, the receipt and
 	// its copy (one BatchWriteItem), local users, stream entries.
 	must(bob.MarkRead(bg, room, later))
-	check("m.read", "/receipt/", want{8, 6, 4})
+	check("m.read", "/receipt/", want(8, 6, 4))
 	must(bob.MarkRead(bg, room, msg))
-	check("m.read behind the current one", "/receipt/", want{5, 5, 0})
+	check("m.read behind the current one", "/receipt/", want(5, 5, 0))
 	must(bob.SendReceipt(bg, room, later, event.ReceiptTypeReadPrivate, nil))
-	check("m.read.private", "/receipt/", want{7, 5, 3})
+	check("m.read.private", "/receipt/", want(7, 5, 3))
 	must(bob.SetReadMarkers(bg, room, &mautrix.ReqSetReadMarkers{FullyRead: later}))
 	// auth, membership, pointer and slot, the account data, and the news
 	// of it in bob's stream (accountdata.Service.Changed).
-	check("read_markers, m.fully_read alone", "/read_markers", want{6, 4, 2})
+	check("read_markers, m.fully_read alone", "/read_markers", want(6, 4, 2))
 
 	// Refusals stop at the check that fails.
 	carol := newUser(t, st, "carol")
 	wantErr(t, "receipt of a non-member", carol.MarkRead(bg, room, msg), "M_FORBIDDEN", 403)
-	check("receipt of a non-member", "/receipt/", want{2, 2, 0})
+	check("receipt of a non-member", "/receipt/", want(2, 2, 0))
 	wantErr(t, "receipt on an unknown event", bob.MarkRead(bg, room, "$nothing"), "M_NOT_FOUND", 404)
-	check("receipt on an unknown event", "/receipt/", want{3, 3, 0})
+	check("receipt on an unknown event", "/receipt/", want(3, 3, 0))
 	_, err = bob.UserTyping(bg, "!nowhere:localhost", true, time.Second)
 	wantErr(t, "typing in an unknown room", err, "M_FORBIDDEN", 403)
-	check("typing in an unknown room", "/typing/", want{2, 2, 0})
+	check("typing in an unknown room", "/typing/", want(2, 2, 0))
 
 	// Bob's sync: the stream, then one Query of the room's recent items.
 	resp := sync(t, bob, base.NextBatch, 0)

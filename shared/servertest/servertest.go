@@ -251,6 +251,33 @@ func (s *Stack) LastRequestTo(t testing.TB, route string) Request {
 	return Request{}
 }
 
+// Cost is what a request is expected to cost in DynamoDB, as the cost
+// tests pin it (docs/storage.md quotes them).
+type Cost struct {
+	Calls    int64
+	RCU, WCU float64
+}
+
+// Want is the Cost of calls DynamoDB calls, rcu read units and wcu write
+// units.
+func Want(calls int64, rcu, wcu float64) Cost { return Cost{Calls: calls, RCU: rcu, WCU: wcu} }
+
+// CheckCost fails the test unless the last request whose route contains
+// route cost want; what names it in the log and the failure.
+func (s *Stack) CheckCost(t testing.TB, what, route string, want Cost) {
+	t.Helper()
+	CheckUsage(t, what, s.LastRequestTo(t, route).DynamoDB, want)
+}
+
+// CheckUsage fails the test unless got is want.
+func CheckUsage(t testing.TB, what string, got store.Usage, want Cost) {
+	t.Helper()
+	t.Logf("%s: %d calls, %.1f RCU, %.1f WCU", what, got.Calls, got.ReadUnits, got.WriteUnits)
+	if got.Calls != want.Calls || got.ReadUnits != want.RCU || got.WriteUnits != want.WCU {
+		t.Errorf("%s: %d calls, %.1f RCU, %.1f WCU; want %d, %.1f, %.1f", what, got.Calls, got.ReadUnits, got.WriteUnits, want.Calls, want.RCU, want.WCU)
+	}
+}
+
 // Client is a mautrix-go client logged in as u, the real client library
 // the end-to-end tests drive the server with; it does not retry.
 func (s *Stack) Client(t testing.TB, u User) *mautrix.Client {

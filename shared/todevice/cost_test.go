@@ -22,45 +22,38 @@ func TestCosts(t *testing.T) {
 	login(t, st, bu, "")
 	base := sync(t, bob, "", 0)
 
-	type want struct {
-		calls    int64
-		rcu, wcu float64
-	}
-	check := func(what, route string, w want) {
+	want := servertest.Want
+	check := func(what, route string, w servertest.Cost) {
 		t.Helper()
-		u := st.LastRequestTo(t, route).DynamoDB
-		t.Logf("%s: %d calls, %.1f RCU, %.1f WCU", what, u.Calls, u.ReadUnits, u.WriteUnits)
-		if u.Calls != w.calls || u.ReadUnits != w.rcu || u.WriteUnits != w.wcu {
-			t.Errorf("%s: %d calls, %.1f RCU, %.1f WCU; want %d, %.1f, %.1f", what, u.Calls, u.ReadUnits, u.WriteUnits, w.calls, w.rcu, w.wcu)
-		}
+		st.CheckCost(t, what, route, w)
 	}
 
 	// auth, transaction record, bob's devices; the message, the record,
 	// the stream entry.
 	send(t, alice, bob.UserID, map[string]any{"n": 1}, bob.DeviceID.String())
-	check("send to one device", "/sendToDevice/", want{6, 3, 3})
+	check("send to one device", "/sendToDevice/", want(6, 3, 3))
 	// An Olm-sized message (about 1.5 KB of ciphertext) takes 2 WCU.
 	send(t, alice, bob.UserID, map[string]any{"n": 2, "ciphertext": strings.Repeat("A", 1500)}, bob.DeviceID.String())
-	check("send of 1.5 KB to one device", "/sendToDevice/", want{6, 3, 4})
+	check("send of 1.5 KB to one device", "/sendToDevice/", want(6, 3, 4))
 	// Three messages, one entry for all of bob's devices.
 	send(t, alice, bob.UserID, map[string]any{"n": 3}, "*")
-	check(`send to "*" of 3 devices`, "/sendToDevice/", want{6, 3, 5})
+	check(`send to "*" of 3 devices`, "/sendToDevice/", want(6, 3, 5))
 	r := st.Do(t, "PUT", "/_matrix/client/v3/sendToDevice/"+ping.Type+"/again", alice.AccessToken, map[string]any{"messages": map[string]any{}})
 	if r.Status != 200 {
 		t.Fatal(r.Status)
 	}
 	st.Do(t, "PUT", "/_matrix/client/v3/sendToDevice/"+ping.Type+"/again", alice.AccessToken, map[string]any{"messages": map[string]any{}})
-	check("retry of a transaction", "/sendToDevice/", want{2, 2, 0})
+	check("retry of a transaction", "/sendToDevice/", want(2, 2, 0))
 
 	// auth, stream, inbox.
 	got := sync(t, bob, base.NextBatch, 0)
 	if n := len(got.ToDevice.Events); n != 3 {
 		t.Fatalf("sync delivered %d messages, want 3", n)
 	}
-	check("sync delivering 3 messages", "/sync", want{3, 2.5, 0})
+	check("sync delivering 3 messages", "/sync", want(3, 2.5, 0))
 	// auth, stream, inbox, the 3 deletes (the 1.5 KB message is 2 WCU).
 	acked := sync(t, bob, got.NextBatch, 0)
-	check("sync acknowledging them", "/sync", want{6, 2.5, 4})
+	check("sync acknowledging them", "/sync", want(6, 2.5, 4))
 
 	// Entries of the messages just handled are still in the stream's
 	// window: they must not bring a read of the inbox at each poll.
