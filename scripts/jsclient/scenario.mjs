@@ -7,7 +7,8 @@
 //   CIRRUS_URL=http://127.0.0.1:PORT CIRRUS_USERS=@alice:example.org,@bob:example.org \
 //   CIRRUS_PASSWORD=... node scenario.mjs
 //
-// Steps: both users log in with m.login.password; both clients start syncing
+// Steps: AutoDiscovery accepts the server (its /versions); both users log
+// in with m.login.password; both clients start syncing
 // and reach PREPARED; alice creates a room and invites bob; bob sees the
 // invite through his sync and joins; alice sees the join; alice sends a
 // message and bob receives it in a Room.timeline event; bob replies and alice
@@ -21,10 +22,12 @@ import { baseUrl, fail, login, mustEnv, pass, say, startSyncing, step, timelineM
 const [aliceId, bobId] = mustEnv("CIRRUS_USERS").split(",");
 
 async function main() {
-  // Not a step: what Element Web's discovery would make of this homeserver.
+  // What Element Web's discovery makes of this homeserver: it refuses a
+  // server whose /versions lists no version it speaks.
+  step("discover the homeserver as Element Web does");
   const disco = await AutoDiscovery.fromDiscoveryConfig({ "m.homeserver": { base_url: baseUrl } });
   const hs = disco["m.homeserver"];
-  say(`note: AutoDiscovery of ${baseUrl}: ${hs.state}${hs.error ? ` (${hs.error})` : ""}`);
+  if (hs.state !== "SUCCESS") fail(`AutoDiscovery of ${baseUrl}: ${hs.state}${hs.error ? ` (${hs.error})` : ""}`);
 
   step("log in alice and bob (m.login.password)");
   const [alice, bob] = await Promise.all([login(aliceId), login(bobId)]);
