@@ -61,7 +61,7 @@ func TestCosts(t *testing.T) {
 	check("read_markers, m.fully_read alone", "/read_markers", want(6, 4, 2))
 
 	// Refusals stop at the check that fails.
-	carol := newUser(t, st, "carol")
+	carol := st.Member(t, "carol")
 	wantErr(t, "receipt of a non-member", carol.MarkRead(bg, room, msg), "M_FORBIDDEN", 403)
 	check("receipt of a non-member", "/receipt/", want(2, 2, 0))
 	wantErr(t, "receipt on an unknown event", bob.MarkRead(bg, room, "$nothing"), "M_NOT_FOUND", 404)
@@ -94,7 +94,7 @@ func TestCosts(t *testing.T) {
 		r, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 		must(err)
 		for i := 1; i < members; i++ {
-			c := newUser(t, st, fmt.Sprintf("m%d-%d", members, i))
+			c := st.Member(t, fmt.Sprintf("m%d-%d", members, i))
 			_, err := c.JoinRoomByID(bg, r.RoomID)
 			must(err)
 		}

@@ -22,22 +22,13 @@ import (
 
 var bg = context.Background()
 
-type user struct {
-	servertest.User
-	*mautrix.Client
-}
-
-func newUser(t *testing.T, st *servertest.Stack, localpart string) user {
-	t.Helper()
-	u := st.Register(t, localpart)
-	return user{User: u, Client: st.Client(t, u)}
-}
+type user = servertest.Member
 
 // lobby starts a stack with alice and bob joined to a public room.
 func lobby(t *testing.T) (*servertest.Stack, user, user, id.RoomID) {
 	t.Helper()
 	st := servertest.Start(t)
-	alice, bob := newUser(t, st, "alice"), newUser(t, st, "bob")
+	alice, bob := st.Member(t, "alice"), st.Member(t, "bob")
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
@@ -421,7 +412,7 @@ func TestReadMarkers(t *testing.T) {
 // nothing is a 500.
 func TestRefusals(t *testing.T) {
 	st, alice, bob, room := lobby(t)
-	carol := newUser(t, st, "carol")
+	carol := st.Member(t, "carol")
 	msg := say(t, alice, room, "hello")
 	other, err := carol.CreateRoom(bg, &mautrix.ReqCreateRoom{})
 	if err != nil {

@@ -24,8 +24,8 @@ import (
 // every start rely on it.
 func TestAudit_StatePutIsIdempotent(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
 	room := create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	must[*mautrix.RespJoinRoom](t, "bob joins")(bob.JoinRoomByID(bg, room))
 	topic := map[string]any{"topic": "same", "extra": map[string]any{"b": 1, "a": 2}}
@@ -59,11 +59,11 @@ func TestAudit_StatePutIsIdempotent(t *testing.T) {
 // not_membership".
 func TestAudit_MembersMembershipOrNotMembership(t *testing.T) {
 	c := newChat(t)
-	carol := newUser(t, c.st, "carol")
-	dave := newUser(t, c.st, "dave")
+	carol := c.st.Member(t, "carol")
+	dave := c.st.Member(t, "dave")
 	must[*mautrix.RespJoinRoom](t, "dave joins")(dave.JoinRoomByID(bg, c.room))
 	must[*mautrix.RespLeaveRoom](t, "dave leaves")(dave.LeaveRoom(bg, c.room))
-	must[*mautrix.RespInviteUser](t, "invite carol")(c.alice.InviteUser(bg, c.room, &mautrix.ReqInviteUser{UserID: carol.id()}))
+	must[*mautrix.RespInviteUser](t, "invite carol")(c.alice.InviteUser(bg, c.room, &mautrix.ReqInviteUser{UserID: carol.UserID}))
 	resp := must[*mautrix.RespMembers](t, "members")(c.bob.Members(bg, c.room, mautrix.ReqMembers{Membership: event.MembershipInvite, NotMembership: event.MembershipJoin}))
 	var got []string
 	for _, ev := range resp.Chunk {
@@ -79,7 +79,7 @@ func TestAudit_MembersMembershipOrNotMembership(t *testing.T) {
 // version 1.
 func TestAudit_RedactCreateAndACL(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
+	alice := st.Member(t, "alice")
 	room := create(t, alice, &mautrix.ReqCreateRoom{RoomVersion: "10"})
 	createEv := must[*event.Event](t, "create event")(alice.FullStateEvent(bg, room, event.StateCreate, ""))
 	_, err := alice.RedactEvent(bg, room, createEv.ID)
@@ -98,7 +98,7 @@ func TestAudit_RedactCreateAndACL(t *testing.T) {
 // /redact (the client escapes the "/" as %2F).
 func TestAudit_Version3EventIDs(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
+	alice := st.Member(t, "alice")
 	room := create(t, alice, &mautrix.ReqCreateRoom{RoomVersion: "3"})
 	var slashed id.EventID
 	for i := 0; i < 40 && slashed == ""; i++ {
@@ -120,14 +120,14 @@ func TestAudit_Version3EventIDs(t *testing.T) {
 // old room's levels, which are only ever raised.
 func TestAudit_Upgrade(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
-	mallory := newUser(t, st, "mallory")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
+	mallory := st.Member(t, "mallory")
 
 	t.Run("bans follow the room", func(t *testing.T) {
 		old := create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 		must[*mautrix.RespJoinRoom](t, "mallory joins")(mallory.JoinRoomByID(bg, old))
-		must[*mautrix.RespBanUser](t, "ban")(alice.BanUser(bg, old, &mautrix.ReqBanUser{UserID: mallory.id(), Reason: "spam"}))
+		must[*mautrix.RespBanUser](t, "ban")(alice.BanUser(bg, old, &mautrix.ReqBanUser{UserID: mallory.UserID, Reason: "spam"}))
 		repl, err := upgrade(alice, old, map[string]any{"new_version": "12"})
 		if err != nil {
 			t.Fatalf("upgrade: %v", err)
@@ -171,7 +171,7 @@ func TestAudit_Upgrade(t *testing.T) {
 		// Bob may send the tombstone but not power levels: the upgrade
 		// still happens, the old room's levels stay as they were.
 		old := create(t, alice, &mautrix.ReqCreateRoom{RoomVersion: "11", Preset: "public_chat", PowerLevelOverride: &event.PowerLevelsEventContent{
-			Users:  map[id.UserID]int{alice.id(): 100, bob.id(): 60},
+			Users:  map[id.UserID]int{alice.UserID: 100, bob.UserID: 60},
 			Events: map[string]int{"m.room.tombstone": 60, "m.room.power_levels": 100},
 		}})
 		must[*mautrix.RespJoinRoom](t, "bob joins")(bob.JoinRoomByID(bg, old))
@@ -190,10 +190,10 @@ func TestAudit_Upgrade(t *testing.T) {
 // their old level; an upgrade promotes nobody, and demotes nobody above 100.
 func TestAudit_UpgradeKeepsUpgraderLevel(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
 	old := create(t, alice, &mautrix.ReqCreateRoom{RoomVersion: "10", Preset: "public_chat", PowerLevelOverride: &event.PowerLevelsEventContent{
-		Users:  map[id.UserID]int{alice.id(): 150, bob.id(): 60},
+		Users:  map[id.UserID]int{alice.UserID: 150, bob.UserID: 60},
 		Events: map[string]int{"m.room.tombstone": 60, "m.room.power_levels": 100},
 	}})
 	must[*mautrix.RespJoinRoom](t, "bob joins")(bob.JoinRoomByID(bg, old))

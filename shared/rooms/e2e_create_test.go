@@ -17,8 +17,8 @@ import (
 // power levels that go with it, in the default room version and in 10.
 func TestCreateRoom_Presets(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
 	for _, tc := range []struct {
 		name, preset, version    string
 		joinRule, guests, invite string
@@ -74,8 +74,8 @@ func TestCreateRoom_Presets(t *testing.T) {
 // TestCreateRoom_Options covers the other fields of createRoom.
 func TestCreateRoom_Options(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
 
 	t.Run("visibility public lists the room", func(t *testing.T) {
 		room := create(t, alice, &mautrix.ReqCreateRoom{Visibility: "public", Name: "Lobby"})
@@ -108,7 +108,7 @@ func TestCreateRoom_Options(t *testing.T) {
 
 	t.Run("name topic invite is_direct", func(t *testing.T) {
 		room := create(t, alice, &mautrix.ReqCreateRoom{
-			Name: "Chat", Topic: "About things", Invite: []id.UserID{bob.id()}, IsDirect: true, Preset: "trusted_private_chat",
+			Name: "Chat", Topic: "About things", Invite: []id.UserID{bob.UserID}, IsDirect: true, Preset: "trusted_private_chat",
 		})
 		wantEqual(t, "name", stateOf(t, alice, room, "m.room.name", ""), map[string]any{"name": "Chat"})
 		wantEqual(t, "topic", stateOf(t, alice, room, "m.room.topic", ""), map[string]any{
@@ -134,7 +134,7 @@ func TestCreateRoom_Options(t *testing.T) {
 				{Type: event.NewEventType("com.example.setting"), StateKey: new("k"), Content: event.Content{Raw: map[string]any{"on": true}}},
 				{Type: event.StateRoomName, StateKey: new(""), Content: event.Content{Raw: map[string]any{"name": "From initial_state"}}},
 			},
-			PowerLevelOverride: &event.PowerLevelsEventContent{EventsDefault: 10, Users: map[id.UserID]int{bob.id(): 42}},
+			PowerLevelOverride: &event.PowerLevelsEventContent{EventsDefault: 10, Users: map[id.UserID]int{bob.UserID: 42}},
 			CreationContent:    map[string]any{"m.federate": false, "type": "com.example.kind", "creator": "@mallory:example.org"},
 		})
 		wantEqual(t, "history_visibility", stateOf(t, alice, room, "m.room.history_visibility", ""), map[string]any{"history_visibility": "joined"})
@@ -174,8 +174,8 @@ func TestCreateRoom_Options(t *testing.T) {
 // 1, and sends and reads in each.
 func TestCreateRoom_Versions(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
 	for _, tc := range []struct{ ask, want string }{{"", "12"}, {"10", "10"}, {"1", "1"}} {
 		t.Run("v"+tc.want, func(t *testing.T) {
 			room := create(t, alice, &mautrix.ReqCreateRoom{RoomVersion: id.RoomVersion(tc.ask), Preset: "public_chat"})
@@ -198,7 +198,7 @@ func TestCreateRoom_Versions(t *testing.T) {
 				t.Fatalf("version 1 event IDs %s %s lack the server", first, second)
 			}
 			ev := must[*event.Event](t, "get event")(bob.GetEvent(bg, room, first))
-			wantEqual(t, "event", []any{ev.ID, ev.Sender, ev.Content.Raw["body"], ev.RoomID}, []any{first, alice.id(), "hello " + tc.want, room})
+			wantEqual(t, "event", []any{ev.ID, ev.Sender, ev.Content.Raw["body"], ev.RoomID}, []any{first, alice.UserID, "hello " + tc.want, room})
 			msgs := must[*mautrix.RespMessages](t, "messages")(bob.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, 2))
 			wantEqual(t, "latest", bodies(msgs.Chunk), []string{"hi " + tc.want, "hello " + tc.want})
 			red := must[*mautrix.RespSendEvent](t, "redact")(alice.RedactEvent(bg, room, second, mautrix.ReqRedact{Reason: "spam"}))
@@ -215,7 +215,7 @@ func TestCreateRoom_Versions(t *testing.T) {
 	t.Run("invalid initial state", func(t *testing.T) {
 		// In version 10 the creator's level comes from the power levels:
 		// set below state_default, the preset's events cannot be sent.
-		_, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{RoomVersion: "10", PowerLevelOverride: &event.PowerLevelsEventContent{Users: map[id.UserID]int{alice.id(): 10}}})
+		_, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{RoomVersion: "10", PowerLevelOverride: &event.PowerLevelsEventContent{Users: map[id.UserID]int{alice.UserID: 10}}})
 		wantErr(t, "creator below state_default", err, "M_INVALID_ROOM_STATE", http.StatusBadRequest)
 		joined := must[*mautrix.RespJoinedRooms](t, "joined_rooms")(alice.JoinedRooms(bg))
 		wantEqual(t, "alice's rooms", len(joined.JoinedRooms), 3)

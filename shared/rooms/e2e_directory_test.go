@@ -15,9 +15,9 @@ import (
 // /rooms/{roomId}/aliases and the canonical alias checks.
 func TestDirectory_Aliases(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
-	carol := newUser(t, st, "carol")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
+	carol := st.Member(t, "carol")
 	room := create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	private := create(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
 
@@ -91,8 +91,8 @@ func TestDirectory_Aliases(t *testing.T) {
 // paging, search terms and room types, and /directory/list/room.
 func TestDirectory_PublicRooms(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
 	alpha := create(t, alice, &mautrix.ReqCreateRoom{Visibility: "public", Name: "Alpha room", Topic: "the first", RoomAliasName: "alpha"})
 	beta := create(t, alice, &mautrix.ReqCreateRoom{Visibility: "public", Name: "Beta room"})
 	gamma := create(t, alice, &mautrix.ReqCreateRoom{Visibility: "public", Name: "Gamma hall", CreationContent: map[string]any{"type": "m.space"}})

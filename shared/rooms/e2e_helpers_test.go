@@ -17,19 +17,7 @@ import (
 // client library, against the real handler tree and the embedded DynamoDB.
 
 // mxUser is a registered user with a mautrix client logged in as them.
-type mxUser struct {
-	servertest.User
-	*mautrix.Client
-}
-
-// newUser registers localpart and returns a client for them.
-func newUser(t *testing.T, st *servertest.Stack, localpart string) mxUser {
-	t.Helper()
-	u := st.Register(t, localpart)
-	return mxUser{User: u, Client: st.Client(t, u)}
-}
-
-func (u mxUser) id() id.UserID { return id.UserID(u.ID) }
+type mxUser = servertest.Member
 
 var bg = context.Background()
 

@@ -17,7 +17,7 @@ import (
 // are not stored.
 func TestLimits_Size(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
+	alice := st.Member(t, "alice")
 	room := create(t, alice, &mautrix.ReqCreateRoom{})
 	head := func() id.EventID {
 		t.Helper()
@@ -69,7 +69,7 @@ func TestLimits_Size(t *testing.T) {
 // events, malformed content and bodies.
 func TestLimits_BadInput(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
+	alice := st.Member(t, "alice")
 	room := create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	msg := say(t, alice, room, "hello")
 	text := map[string]any{"msgtype": "m.text", "body": "x"}

@@ -33,10 +33,10 @@ func membershipOf(t *testing.T, u mxUser, room id.RoomID, target mxUser) map[str
 // invites, leaving and forgetting.
 func TestMembership_JoinInviteLeaveForget(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
-	carol := newUser(t, st, "carol")
-	dave := newUser(t, st, "dave")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
+	carol := st.Member(t, "carol")
+	dave := st.Member(t, "dave")
 
 	hall := create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "hall"})
 	t.Run("join by ID and by alias", func(t *testing.T) {
@@ -54,7 +54,7 @@ func TestMembership_JoinInviteLeaveForget(t *testing.T) {
 		rooms := must[*mautrix.RespJoinedRooms](t, "joined_rooms")(carol.JoinedRooms(bg))
 		wantEqual(t, "carol's rooms", rooms.JoinedRooms, []id.RoomID{hall})
 		jm := must[*mautrix.RespJoinedMembers](t, "joined_members")(alice.JoinedMembers(bg, hall))
-		wantEqual(t, "bob's display name", jm.Joined[bob.id()].DisplayName, "bob")
+		wantEqual(t, "bob's display name", jm.Joined[bob.UserID].DisplayName, "bob")
 	})
 
 	t.Run("unknown rooms and aliases", func(t *testing.T) {
@@ -70,19 +70,19 @@ func TestMembership_JoinInviteLeaveForget(t *testing.T) {
 	t.Run("invite-only", func(t *testing.T) {
 		_, err := carol.JoinRoomByID(bg, private)
 		wantErr(t, "join uninvited", err, "M_FORBIDDEN", http.StatusForbidden)
-		_, err = bob.InviteUser(bg, private, &mautrix.ReqInviteUser{UserID: carol.id()})
+		_, err = bob.InviteUser(bg, private, &mautrix.ReqInviteUser{UserID: carol.UserID})
 		wantErr(t, "invite by a non-member", err, "M_FORBIDDEN", http.StatusForbidden)
-		must[*mautrix.RespInviteUser](t, "invite")(alice.InviteUser(bg, private, &mautrix.ReqInviteUser{UserID: carol.id(), Reason: "come"}))
+		must[*mautrix.RespInviteUser](t, "invite")(alice.InviteUser(bg, private, &mautrix.ReqInviteUser{UserID: carol.UserID, Reason: "come"}))
 		wantEqual(t, "carol's invite", membershipOf(t, alice, private, carol), map[string]any{"membership": "invite", "reason": "come"})
 		must[*mautrix.RespJoinRoom](t, "carol joins")(carol.JoinRoomByID(bg, private))
-		_, err = alice.InviteUser(bg, private, &mautrix.ReqInviteUser{UserID: carol.id()})
+		_, err = alice.InviteUser(bg, private, &mautrix.ReqInviteUser{UserID: carol.UserID})
 		wantErr(t, "invite a member", err, "M_FORBIDDEN", http.StatusForbidden)
 		_, err = alice.InviteUser(bg, private, &mautrix.ReqInviteUser{UserID: "not-a-user"})
 		wantErr(t, "invite an invalid ID", err, "M_INVALID_PARAM", http.StatusBadRequest)
 		wantEqual(t, "joined", joinedIDs(t, carol, private), []string{alice.ID, carol.ID})
 
 		// Rejecting an invite is leaving.
-		must[*mautrix.RespInviteUser](t, "invite dave")(alice.InviteUser(bg, private, &mautrix.ReqInviteUser{UserID: dave.id()}))
+		must[*mautrix.RespInviteUser](t, "invite dave")(alice.InviteUser(bg, private, &mautrix.ReqInviteUser{UserID: dave.UserID}))
 		must[*mautrix.RespLeaveRoom](t, "dave rejects")(dave.LeaveRoom(bg, private))
 		wantEqual(t, "dave after rejecting", membershipOf(t, alice, private, dave)["membership"], "leave")
 	})
@@ -117,47 +117,47 @@ func TestMembership_JoinInviteLeaveForget(t *testing.T) {
 // by those without the power.
 func TestMembership_KickBan(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
-	carol := newUser(t, st, "carol")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
+	carol := st.Member(t, "carol")
 	room := create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	must[*mautrix.RespJoinRoom](t, "bob joins")(bob.JoinRoomByID(bg, room))
 	must[*mautrix.RespJoinRoom](t, "carol joins")(carol.JoinRoomByID(bg, room))
 
-	_, err := bob.KickUser(bg, room, &mautrix.ReqKickUser{UserID: carol.id()})
+	_, err := bob.KickUser(bg, room, &mautrix.ReqKickUser{UserID: carol.UserID})
 	wantErr(t, "kick by a non-moderator", err, "M_FORBIDDEN", http.StatusForbidden)
-	_, err = bob.BanUser(bg, room, &mautrix.ReqBanUser{UserID: carol.id()})
+	_, err = bob.BanUser(bg, room, &mautrix.ReqBanUser{UserID: carol.UserID})
 	wantErr(t, "ban by a non-moderator", err, "M_FORBIDDEN", http.StatusForbidden)
 	wantEqual(t, "joined after refusals", joinedIDs(t, alice, room), []string{alice.ID, bob.ID, carol.ID})
 
-	must[*mautrix.RespKickUser](t, "kick")(alice.KickUser(bg, room, &mautrix.ReqKickUser{UserID: bob.id(), Reason: "calm down"}))
+	must[*mautrix.RespKickUser](t, "kick")(alice.KickUser(bg, room, &mautrix.ReqKickUser{UserID: bob.UserID, Reason: "calm down"}))
 	ev := must[*event.Event](t, "bob's member event")(alice.FullStateEvent(bg, room, event.StateMember, bob.ID))
-	wantEqual(t, "kick event", []any{ev.Sender, ev.Content.Raw}, []any{alice.id(), map[string]any{"membership": "leave", "reason": "calm down"}})
-	_, err = alice.KickUser(bg, room, &mautrix.ReqKickUser{UserID: bob.id()})
+	wantEqual(t, "kick event", []any{ev.Sender, ev.Content.Raw}, []any{alice.UserID, map[string]any{"membership": "leave", "reason": "calm down"}})
+	_, err = alice.KickUser(bg, room, &mautrix.ReqKickUser{UserID: bob.UserID})
 	wantErr(t, "kick a non-member", err, "M_FORBIDDEN", http.StatusForbidden)
 	// A kick from a public room is no ban.
 	must[*mautrix.RespJoinRoom](t, "bob rejoins")(bob.JoinRoomByID(bg, room))
 
-	must[*mautrix.RespBanUser](t, "ban")(alice.BanUser(bg, room, &mautrix.ReqBanUser{UserID: bob.id(), Reason: "spam"}))
+	must[*mautrix.RespBanUser](t, "ban")(alice.BanUser(bg, room, &mautrix.ReqBanUser{UserID: bob.UserID, Reason: "spam"}))
 	wantEqual(t, "ban event", membershipOf(t, alice, room, bob), map[string]any{"membership": "ban", "reason": "spam"})
 	_, err = bob.JoinRoomByID(bg, room)
 	wantErr(t, "banned user joins", err, "M_FORBIDDEN", http.StatusForbidden)
-	_, err = alice.InviteUser(bg, room, &mautrix.ReqInviteUser{UserID: bob.id()})
+	_, err = alice.InviteUser(bg, room, &mautrix.ReqInviteUser{UserID: bob.UserID})
 	wantErr(t, "invite a banned user", err, "M_FORBIDDEN", http.StatusForbidden)
-	_, err = carol.UnbanUser(bg, room, &mautrix.ReqUnbanUser{UserID: bob.id()})
+	_, err = carol.UnbanUser(bg, room, &mautrix.ReqUnbanUser{UserID: bob.UserID})
 	wantErr(t, "unban by a non-moderator", err, "M_FORBIDDEN", http.StatusForbidden)
-	_, err = alice.UnbanUser(bg, room, &mautrix.ReqUnbanUser{UserID: carol.id()})
+	_, err = alice.UnbanUser(bg, room, &mautrix.ReqUnbanUser{UserID: carol.UserID})
 	wantErr(t, "unban a user who is not banned", err, "M_FORBIDDEN", http.StatusForbidden)
 	wantEqual(t, "joined while bob is banned", joinedIDs(t, alice, room), []string{alice.ID, carol.ID})
 
-	must[*mautrix.RespUnbanUser](t, "unban")(alice.UnbanUser(bg, room, &mautrix.ReqUnbanUser{UserID: bob.id()}))
+	must[*mautrix.RespUnbanUser](t, "unban")(alice.UnbanUser(bg, room, &mautrix.ReqUnbanUser{UserID: bob.UserID}))
 	wantEqual(t, "unban event", membershipOf(t, alice, room, bob), map[string]any{"membership": "leave"})
 	must[*mautrix.RespJoinRoom](t, "bob joins after unban")(bob.JoinRoomByID(bg, room))
 	wantEqual(t, "joined at the end", joinedIDs(t, alice, room), []string{alice.ID, bob.ID, carol.ID})
 
 	// A ban applies to users who are not in the room too.
-	dave := newUser(t, st, "dave")
-	must[*mautrix.RespBanUser](t, "ban a stranger")(alice.BanUser(bg, room, &mautrix.ReqBanUser{UserID: dave.id()}))
+	dave := st.Member(t, "dave")
+	must[*mautrix.RespBanUser](t, "ban a stranger")(alice.BanUser(bg, room, &mautrix.ReqBanUser{UserID: dave.UserID}))
 	_, err = dave.JoinRoomByID(bg, room)
 	wantErr(t, "pre-banned user joins", err, "M_FORBIDDEN", http.StatusForbidden)
 }
@@ -166,8 +166,8 @@ func TestMembership_KickBan(t *testing.T) {
 // join rule, and its refusal where knocking is not allowed.
 func TestMembership_Knock(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
 	knockRule := []*event.Event{{Type: event.StateJoinRules, StateKey: new(""), Content: event.Content{Raw: map[string]any{"join_rule": "knock"}}}}
 
 	v10 := create(t, alice, &mautrix.ReqCreateRoom{RoomVersion: "10", RoomAliasName: "door", InitialState: knockRule})
@@ -182,7 +182,7 @@ func TestMembership_Knock(t *testing.T) {
 	if len(knocking.Chunk) != 1 || knocking.Chunk[0].GetStateKey() != bob.ID {
 		t.Fatalf("knocking members: %v", knocking.Chunk)
 	}
-	must[*mautrix.RespInviteUser](t, "invite the knocker")(alice.InviteUser(bg, v10, &mautrix.ReqInviteUser{UserID: bob.id()}))
+	must[*mautrix.RespInviteUser](t, "invite the knocker")(alice.InviteUser(bg, v10, &mautrix.ReqInviteUser{UserID: bob.UserID}))
 	must[*mautrix.RespJoinRoom](t, "join")(bob.JoinRoomByID(bg, v10))
 	wantEqual(t, "joined", joinedIDs(t, alice, v10), []string{alice.ID, bob.ID})
 

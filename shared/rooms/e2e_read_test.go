@@ -25,7 +25,7 @@ type chat struct {
 func newChat(t *testing.T) *chat {
 	t.Helper()
 	st := servertest.Start(t)
-	c := &chat{st: st, alice: newUser(t, st, "alice"), bob: newUser(t, st, "bob")}
+	c := &chat{st: st, alice: st.Member(t, "alice"), bob: st.Member(t, "bob")}
 	c.room = create(t, c.alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	must[*mautrix.RespJoinRoom](t, "bob joins")(c.bob.JoinRoomByID(bg, c.room))
 	for i := range 10 {
@@ -83,7 +83,7 @@ func TestRead_Messages(t *testing.T) {
 	}
 	wantEqual(t, "every message", len(bodies(all.Chunk)), 10)
 
-	onlyAlice := &mautrix.FilterPart{Types: []event.Type{event.EventMessage}, NotSenders: []id.UserID{c.bob.id()}}
+	onlyAlice := &mautrix.FilterPart{Types: []event.Type{event.EventMessage}, NotSenders: []id.UserID{c.bob.UserID}}
 	fp := msgs(t, c.bob, c.room, "", "", b, onlyAlice, 3)
 	wantEqual(t, "filtered page", bodies(fp.Chunk), []string{"m8", "m6", "m4"})
 	fp = msgs(t, c.bob, c.room, fp.End, "", b, onlyAlice, 3)
@@ -141,12 +141,12 @@ func TestRead_ContextEventState(t *testing.T) {
 		}
 	}
 	wantEqual(t, "filtered state", len(noMembers.State), len(state)-2)
-	filtered := must[*mautrix.RespContext](t, "filtered context")(c.bob.Context(bg, c.room, c.ids[5], &mautrix.FilterPart{NotSenders: []id.UserID{c.bob.id()}}, 4))
+	filtered := must[*mautrix.RespContext](t, "filtered context")(c.bob.Context(bg, c.room, c.ids[5], &mautrix.FilterPart{NotSenders: []id.UserID{c.bob.UserID}}, 4))
 	wantEqual(t, "filtered before", bodies(filtered.EventsBefore), []string{"m4", "m2"})
 	wantEqual(t, "filtered after", bodies(filtered.EventsAfter), []string{"m6", "m8"})
 
 	ev := must[*event.Event](t, "event")(c.alice.GetEvent(bg, c.room, c.ids[3]))
-	wantEqual(t, "event", []any{ev.ID, ev.Sender, ev.RoomID, ev.Type, ev.Content.Raw["body"]}, []any{c.ids[3], c.bob.id(), c.room, event.EventMessage, "m3"})
+	wantEqual(t, "event", []any{ev.ID, ev.Sender, ev.RoomID, ev.Type, ev.Content.Raw["body"]}, []any{c.ids[3], c.bob.UserID, c.room, event.EventMessage, "m3"})
 	_, err := c.alice.GetEvent(bg, c.room, "$nosuchevent")
 	wantErr(t, "unknown event", err, "M_NOT_FOUND", http.StatusNotFound)
 	_, err = c.alice.Context(bg, c.room, "$nosuchevent", nil, 4)
@@ -183,10 +183,10 @@ func TestRead_ContextEventState(t *testing.T) {
 // not_membership, /joined_members and /joined_rooms.
 func TestRead_Members(t *testing.T) {
 	c := newChat(t)
-	carol := newUser(t, c.st, "carol")
-	dave := newUser(t, c.st, "dave")
+	carol := c.st.Member(t, "carol")
+	dave := c.st.Member(t, "dave")
 	must[*mautrix.RespJoinRoom](t, "dave joins")(dave.JoinRoomByID(bg, c.room))
-	must[*mautrix.RespInviteUser](t, "invite carol")(c.alice.InviteUser(bg, c.room, &mautrix.ReqInviteUser{UserID: carol.id()}))
+	must[*mautrix.RespInviteUser](t, "invite carol")(c.alice.InviteUser(bg, c.room, &mautrix.ReqInviteUser{UserID: carol.UserID}))
 	whileDaveWasIn := msgs(t, c.alice, c.room, "", "", mautrix.DirectionBackward, nil, 1).Start
 	must[*mautrix.RespLeaveRoom](t, "dave leaves")(dave.LeaveRoom(bg, c.room))
 
@@ -297,7 +297,7 @@ func TestRead_Relations(t *testing.T) {
 
 	_, err := c.bob.GetRelations(bg, c.room, "$nosuchevent", &mautrix.ReqGetRelations{})
 	wantErr(t, "relations of an unknown event", err, "M_NOT_FOUND", http.StatusNotFound)
-	stranger := newUser(t, c.st, "stranger")
+	stranger := c.st.Member(t, "stranger")
 	private := create(t, c.alice, &mautrix.ReqCreateRoom{})
 	inPrivate := say(t, c.alice, private, "private")
 	_, err = stranger.GetRelations(bg, private, inPrivate, &mautrix.ReqGetRelations{})

@@ -16,7 +16,7 @@ import (
 // and sends nothing; transaction IDs are scoped to the room and device.
 func TestSend_Transactions(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
+	alice := st.Member(t, "alice")
 	room := create(t, alice, &mautrix.ReqCreateRoom{})
 	other := create(t, alice, &mautrix.ReqCreateRoom{})
 	text := &event.MessageEventContent{MsgType: event.MsgText, Body: "once"}
@@ -56,8 +56,8 @@ func TestSend_Transactions(t *testing.T) {
 // slash-holding state keys.
 func TestSend_State(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
 	room := create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	must[*mautrix.RespJoinRoom](t, "bob joins")(bob.JoinRoomByID(bg, room))
 
@@ -66,7 +66,7 @@ func TestSend_State(t *testing.T) {
 		resp := must[*mautrix.RespSendEvent](t, "state PUT")(alice.SendStateEvent(bg, room, event.NewEventType("com.example.state"), key, content))
 		wantEqual(t, "state with key "+key, stateOf(t, bob, room, "com.example.state", key), content)
 		ev := must[*event.Event](t, "full state event")(bob.FullStateEvent(bg, room, event.NewEventType("com.example.state"), key))
-		wantEqual(t, "event of key "+key, []any{ev.ID, ev.Sender, ev.GetStateKey()}, []any{resp.EventID, alice.id(), key})
+		wantEqual(t, "event of key "+key, []any{ev.ID, ev.Sender, ev.GetStateKey()}, []any{resp.EventID, alice.UserID, key})
 	}
 	must[*mautrix.RespSendEvent](t, "topic")(alice.SendStateEvent(bg, room, event.StateTopic, "", map[string]any{"topic": "new topic"}))
 	wantEqual(t, "topic", stateOf(t, bob, room, "m.room.topic", ""), map[string]any{"topic": "new topic"})
@@ -88,8 +88,8 @@ func TestSend_State(t *testing.T) {
 // served and carries the redaction in unsigned.redacted_because.
 func TestSend_Redaction(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
 	room := create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	must[*mautrix.RespJoinRoom](t, "bob joins")(bob.JoinRoomByID(bg, room))
 	secret := say(t, alice, room, "secret")
@@ -105,7 +105,7 @@ func TestSend_Redaction(t *testing.T) {
 			t.Fatalf("%s: redacted event %s %s content %v", where, ev.ID, ev.Type.Type, ev.Content.Raw)
 		}
 		because := ev.Unsigned.RedactedBecause
-		if because == nil || because.ID != red.EventID || because.Sender != alice.id() || because.Content.Raw["reason"] != "oops" || because.Content.Raw["redacts"] != secret.String() {
+		if because == nil || because.ID != red.EventID || because.Sender != alice.UserID || because.Content.Raw["reason"] != "oops" || because.Content.Raw["redacts"] != secret.String() {
 			t.Fatalf("%s: redacted_because %+v", where, because)
 		}
 	}
@@ -137,8 +137,8 @@ func TestSend_Redaction(t *testing.T) {
 // 11 the target moves from the content to the top level.
 func TestSend_RedactionThroughSend(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
 	for _, v := range []string{"10", "12"} {
 		t.Run("v"+v, func(t *testing.T) {
 			room := create(t, alice, &mautrix.ReqCreateRoom{RoomVersion: id.RoomVersion(v), Preset: "public_chat"})
@@ -179,7 +179,7 @@ func TestSend_RedactionThroughSend(t *testing.T) {
 // under Redactions).
 func TestSend_RedactedState(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
+	alice := st.Member(t, "alice")
 	room := create(t, alice, &mautrix.ReqCreateRoom{Visibility: "public", Topic: "secret topic"})
 	ev := must[*event.Event](t, "topic")(alice.FullStateEvent(bg, room, event.StateTopic, ""))
 	must[*mautrix.RespSendEvent](t, "redact")(alice.RedactEvent(bg, room, ev.ID))

@@ -26,12 +26,12 @@ func upgrade(u mxUser, room id.RoomID, body map[string]any) (id.RoomID, error) {
 // new one the old one's state, a predecessor and its aliases.
 func TestUpgrade(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
-	carol := newUser(t, st, "carol")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
+	carol := st.Member(t, "carol")
 	old := create(t, alice, &mautrix.ReqCreateRoom{
 		RoomVersion: "10", Preset: "public_chat", Name: "Old name", Topic: "Old topic", RoomAliasName: "up",
-		PowerLevelOverride: &event.PowerLevelsEventContent{Users: map[id.UserID]int{alice.id(): 100, bob.id(): 50}},
+		PowerLevelOverride: &event.PowerLevelsEventContent{Users: map[id.UserID]int{alice.UserID: 100, bob.UserID: 50}},
 	})
 	must[*mautrix.RespAliasCreate](t, "second alias")(alice.CreateAlias(bg, "#up2:example.org", old))
 	must[*mautrix.RespJoinRoom](t, "bob joins")(bob.JoinRoomByID(bg, old))
@@ -57,7 +57,7 @@ func TestUpgrade(t *testing.T) {
 
 	// The old room.
 	tomb := must[*event.Event](t, "tombstone")(carol.FullStateEvent(bg, old, event.StateTombstone, ""))
-	wantEqual(t, "tombstone", []any{tomb.Sender, tomb.Content.Raw["replacement_room"]}, []any{alice.id(), repl.String()})
+	wantEqual(t, "tombstone", []any{tomb.Sender, tomb.Content.Raw["replacement_room"]}, []any{alice.UserID, repl.String()})
 	if body, _ := tomb.Content.Raw["body"].(string); body == "" {
 		t.Fatalf("tombstone without body: %v", tomb.Content.Raw)
 	}
@@ -101,9 +101,9 @@ func TestUpgrade(t *testing.T) {
 // creators are set from the request, not copied.
 func TestUpgrade_TypeAndCreators(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
-	space := create(t, alice, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", Invite: []id.UserID{bob.id()}, CreationContent: map[string]any{"type": "m.space"}})
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
+	space := create(t, alice, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", Invite: []id.UserID{bob.UserID}, CreationContent: map[string]any{"type": "m.space"}})
 	wantEqual(t, "old creators", stateOf(t, alice, space, "m.room.create", "")["additional_creators"], []any{bob.ID})
 	must[*mautrix.RespJoinRoom](t, "bob joins")(bob.JoinRoomByID(bg, space))
 	// Bob is a creator too: infinite power, so he may upgrade.

@@ -60,8 +60,8 @@ func afterSetup(t *testing.T, u, creator mxUser, room id.RoomID) []string {
 // from their join on.
 func TestVisibility_Joined(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	carol := newUser(t, st, "carol")
+	alice := st.Member(t, "alice")
+	carol := st.Member(t, "carol")
 	room := visibilityRoom(t, alice, "joined")
 	before := say(t, alice, room, "before")
 
@@ -106,9 +106,9 @@ func TestVisibility_Joined(t *testing.T) {
 // before; after leaving they read nothing new.
 func TestVisibility_Shared(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	bob := newUser(t, st, "bob")
-	carol := newUser(t, st, "carol")
+	alice := st.Member(t, "alice")
+	bob := st.Member(t, "bob")
+	carol := st.Member(t, "carol")
 	room := visibilityRoom(t, alice, "shared")
 	say(t, alice, room, "before")
 	_, err := carol.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, 10)
@@ -146,14 +146,14 @@ func TestVisibility_Shared(t *testing.T) {
 // room whose setting changes over time.
 func TestVisibility_InvitedAndChanges(t *testing.T) {
 	st := servertest.Start(t)
-	alice := newUser(t, st, "alice")
-	carol := newUser(t, st, "carol")
-	stranger := newUser(t, st, "stranger")
+	alice := st.Member(t, "alice")
+	carol := st.Member(t, "carol")
+	stranger := st.Member(t, "stranger")
 
 	t.Run("invited", func(t *testing.T) {
 		room := visibilityRoom(t, alice, "invited")
 		say(t, alice, room, "pre")
-		must[*mautrix.RespInviteUser](t, "invite")(alice.InviteUser(bg, room, &mautrix.ReqInviteUser{UserID: carol.id()}))
+		must[*mautrix.RespInviteUser](t, "invite")(alice.InviteUser(bg, room, &mautrix.ReqInviteUser{UserID: carol.UserID}))
 		say(t, alice, room, "invited")
 		must[*mautrix.RespJoinRoom](t, "join")(carol.JoinRoomByID(bg, room))
 		say(t, alice, room, "joined")

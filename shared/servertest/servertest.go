@@ -278,6 +278,19 @@ func CheckUsage(t testing.TB, what string, got store.Usage, want Cost) {
 	}
 }
 
+// Member is a registered user with a mautrix-go client logged in as them.
+type Member struct {
+	User
+	*mautrix.Client
+}
+
+// Member registers localpart and logs a client in as them.
+func (s *Stack) Member(t testing.TB, localpart string) Member {
+	t.Helper()
+	u := s.Register(t, localpart)
+	return Member{User: u, Client: s.Client(t, u)}
+}
+
 // Client is a mautrix-go client logged in as u, the real client library
 // the end-to-end tests drive the server with; it does not retry.
 func (s *Stack) Client(t testing.TB, u User) *mautrix.Client {
