@@ -14,20 +14,10 @@ import (
 func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc) http.HandlerFunc) {
 	const global = "/_matrix/client/v3/user/{userId}/account_data/{type}"
 	const room = "/_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}"
-	rt.HandleFunc("GET "+global, requireAuth(handle(s.handleGet)))
-	rt.HandleFunc("PUT "+global, requireAuth(handle(s.handlePut)))
-	rt.HandleFunc("GET "+room, requireAuth(handle(s.handleGet)))
-	rt.HandleFunc("PUT "+room, requireAuth(handle(s.handlePut)))
-}
-
-// handle adapts a handler that returns its error to net/http, the error
-// going out through httpapi.WriteError.
-func handle(f func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := f(w, r); err != nil {
-			httpapi.WriteError(w, r, err)
-		}
-	}
+	rt.HandleFunc("GET "+global, requireAuth(httpapi.Handle(s.handleGet)))
+	rt.HandleFunc("PUT "+global, requireAuth(httpapi.Handle(s.handlePut)))
+	rt.HandleFunc("GET "+room, requireAuth(httpapi.Handle(s.handleGet)))
+	rt.HandleFunc("PUT "+room, requireAuth(httpapi.Handle(s.handlePut)))
 }
 
 // handleGet serves GET /_matrix/client/v3/user/{userId}/account_data/{type}

@@ -15,19 +15,9 @@ import (
 // behind requireAuth (accounts.Service.RequireAuth).
 func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc) http.HandlerFunc) {
 	const v3 = "/_matrix/client/v3/rooms/{roomId}"
-	rt.HandleFunc("PUT "+v3+"/typing/{userId}", requireAuth(handle(s.handleTyping)))
-	rt.HandleFunc("POST "+v3+"/receipt/{receiptType}/{eventId}", requireAuth(handle(s.handleReceipt)))
-	rt.HandleFunc("POST "+v3+"/read_markers", requireAuth(handle(s.handleReadMarkers)))
-}
-
-// handle adapts a handler that returns its error to net/http, the error
-// going out through httpapi.WriteError.
-func handle(f func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := f(w, r); err != nil {
-			httpapi.WriteError(w, r, err)
-		}
-	}
+	rt.HandleFunc("PUT "+v3+"/typing/{userId}", requireAuth(httpapi.Handle(s.handleTyping)))
+	rt.HandleFunc("POST "+v3+"/receipt/{receiptType}/{eventId}", requireAuth(httpapi.Handle(s.handleReceipt)))
+	rt.HandleFunc("POST "+v3+"/read_markers", requireAuth(httpapi.Handle(s.handleReadMarkers)))
 }
 
 // typingRequest is the body of PUT /rooms/{roomId}/typing/{userId}. The

@@ -12,18 +12,8 @@ import (
 // Register adds the filter endpoints to rt, each behind requireAuth
 // (accounts.Service.RequireAuth).
 func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc) http.HandlerFunc) {
-	rt.HandleFunc("POST /_matrix/client/v3/user/{userId}/filter", requireAuth(handle(s.handleCreate)))
-	rt.HandleFunc("GET /_matrix/client/v3/user/{userId}/filter/{filterId}", requireAuth(handle(s.handleGet)))
-}
-
-// handle adapts a handler that returns its error to net/http, the error
-// going out through httpapi.WriteError.
-func handle(f func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := f(w, r); err != nil {
-			httpapi.WriteError(w, r, err)
-		}
-	}
+	rt.HandleFunc("POST /_matrix/client/v3/user/{userId}/filter", requireAuth(httpapi.Handle(s.handleCreate)))
+	rt.HandleFunc("GET /_matrix/client/v3/user/{userId}/filter/{filterId}", requireAuth(httpapi.Handle(s.handleGet)))
 }
 
 // handleCreate serves POST /_matrix/client/v3/user/{userId}/filter.

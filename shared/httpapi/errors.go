@@ -83,6 +83,16 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(body)
 }
 
+// Handle adapts a handler that returns its error to net/http: the error
+// goes out through WriteError, the one place Matrix errors are written.
+func Handle(f func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := f(w, r); err != nil {
+			WriteError(w, r, err)
+		}
+	}
+}
+
 // WriteError sends err as a Matrix error. An *Error goes out as it is; any
 // other error is logged and answered with 500 M_UNKNOWN, so that internals
 // never reach a client.

@@ -35,17 +35,7 @@ func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc
 			route{"DELETE " + base + path, s.handleDeleteKeys})
 	}
 	for _, e := range routes {
-		rt.HandleFunc(e.pattern, requireAuth(handle(e.handler)))
-	}
-}
-
-// handle adapts a handler that returns its error to net/http, the error
-// going out through httpapi.WriteError.
-func handle(f func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := f(w, r); err != nil {
-			httpapi.WriteError(w, r, err)
-		}
+		rt.HandleFunc(e.pattern, requireAuth(httpapi.Handle(e.handler)))
 	}
 }
 

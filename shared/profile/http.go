@@ -14,22 +14,12 @@ import (
 // avatar_url have routes: other keyNames get M_UNRECOGNIZED, as the
 // m.profile_fields capability announces.
 func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc) http.HandlerFunc) {
-	rt.HandleFunc("GET /_matrix/client/v3/profile/{userId}", handle(s.handleGetProfile))
+	rt.HandleFunc("GET /_matrix/client/v3/profile/{userId}", httpapi.Handle(s.handleGetProfile))
 	for _, f := range []Field{DisplayName, AvatarURL} {
 		path := "/_matrix/client/v3/profile/{userId}/" + string(f)
-		rt.HandleFunc("GET "+path, handle(s.getField(f)))
-		rt.HandleFunc("PUT "+path, requireAuth(handle(s.putField(f))))
-		rt.HandleFunc("DELETE "+path, requireAuth(handle(s.deleteField(f))))
-	}
-}
-
-// handle adapts a handler that returns its error to net/http, the error
-// going out through httpapi.WriteError.
-func handle(f func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := f(w, r); err != nil {
-			httpapi.WriteError(w, r, err)
-		}
+		rt.HandleFunc("GET "+path, httpapi.Handle(s.getField(f)))
+		rt.HandleFunc("PUT "+path, requireAuth(httpapi.Handle(s.putField(f))))
+		rt.HandleFunc("DELETE "+path, requireAuth(httpapi.Handle(s.deleteField(f))))
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 // tells whether the caller is a server admin.
 func (s *Service) Routes(rt *httpapi.Router, requireAuth func(http.HandlerFunc) http.HandlerFunc, isAdmin func(*http.Request) (bool, error)) {
 	h := func(pattern string, f func(http.ResponseWriter, *http.Request) error) {
-		rt.HandleFunc(pattern, requireAuth(handle(f)))
+		rt.HandleFunc(pattern, requireAuth(httpapi.Handle(f)))
 	}
 	const v3 = "/_matrix/client/v3"
 	h("POST "+v3+"/createRoom", s.handleCreate)
@@ -48,7 +48,7 @@ func (s *Service) Routes(rt *httpapi.Router, requireAuth func(http.HandlerFunc) 
 	h("GET "+rv1+"/{relType}", s.handleRelations)
 	h("GET "+rv1+"/{relType}/{eventType}", s.handleRelations)
 	h("PUT "+v3+"/directory/room/{roomAlias}", s.handleSetAlias)
-	rt.HandleFunc("GET "+v3+"/directory/room/{roomAlias}", handle(s.handleGetAlias))
+	rt.HandleFunc("GET "+v3+"/directory/room/{roomAlias}", httpapi.Handle(s.handleGetAlias))
 	h("DELETE "+v3+"/directory/room/{roomAlias}", func(w http.ResponseWriter, r *http.Request) error {
 		admin, err := isAdmin(r)
 		if err != nil {
@@ -56,19 +56,11 @@ func (s *Service) Routes(rt *httpapi.Router, requireAuth func(http.HandlerFunc) 
 		}
 		return s.handleDeleteAlias(w, r, admin)
 	})
-	rt.HandleFunc("GET "+v3+"/directory/list/room/{roomId}", handle(s.handleGetListing))
+	rt.HandleFunc("GET "+v3+"/directory/list/room/{roomId}", httpapi.Handle(s.handleGetListing))
 	h("PUT "+v3+"/directory/list/room/{roomId}", s.handleSetListing)
-	rt.HandleFunc("GET "+v3+"/publicRooms", handle(s.handlePublicRooms))
+	rt.HandleFunc("GET "+v3+"/publicRooms", httpapi.Handle(s.handlePublicRooms))
 	h("POST "+v3+"/publicRooms", s.handlePublicRooms)
 	h("POST "+v3+"/rooms/{roomId}/upgrade", s.handleUpgrade)
-}
-
-func handle(f func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := f(w, r); err != nil {
-			httpapi.WriteError(w, r, err)
-		}
-	}
 }
 
 func caller(r *http.Request) accounts.Session { return accounts.Caller(r.Context()) }
