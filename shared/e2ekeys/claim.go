@@ -74,11 +74,6 @@ func (s *Service) handleClaim(w http.ResponseWriter, r *http.Request) error {
 			if err != nil || !ok {
 				return err
 			}
-			if s.Claimed != nil {
-				if err := s.Claimed(gctx, c.userID, c.deviceID); err != nil {
-					return fmt.Errorf("claimed keys of %s: %w", c.deviceID, err)
-				}
-			}
 			mu.Lock()
 			defer mu.Unlock()
 			if out[c.userID] == nil {
@@ -92,7 +87,28 @@ func (s *Service) handleClaim(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := s.tellClaimed(r.Context(), out); err != nil {
+		return err
+	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"one_time_keys": out, "failures": failures})
+	return nil
+}
+
+// tellClaimed runs Claimed once for all the devices whose keys a request
+// claimed, so that their syncs learn the new counts in one write.
+func (s *Service) tellClaimed(ctx context.Context, out map[string]map[string]map[string]json.RawMessage) error {
+	if s.Claimed == nil || len(out) == 0 {
+		return nil
+	}
+	devices := map[string][]string{}
+	for u, byDevice := range out {
+		for d := range byDevice {
+			devices[u] = append(devices[u], d)
+		}
+	}
+	if err := s.Claimed(ctx, devices); err != nil {
+		return fmt.Errorf("tell of claimed keys: %w", err)
+	}
 	return nil
 }
 

@@ -102,9 +102,10 @@ type Service struct {
 	// user-signing key); an extra device_lists entry costs a client one
 	// /keys/query. An error fails the request, after the change is stored.
 	Changed func(ctx context.Context, userID string) error
-	// Claimed, when set, runs after a key of a device was claimed, so that
-	// the device learns its new key counts (and uploads more).
-	Claimed func(ctx context.Context, userID, deviceID string) error
+	// Claimed, when set, runs after a request claimed keys, with the
+	// devices (by user) whose keys it claimed, so that they learn their new
+	// key counts (and upload more).
+	Claimed func(ctx context.Context, devices map[string][]string) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }

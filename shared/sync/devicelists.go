@@ -186,11 +186,20 @@ func (s *Service) DeviceListChanged(ctx context.Context, userID string) error {
 	return s.write(ctx, items, keys)
 }
 
-// KeysClaimed tells a device that one of its one-time or fallback keys was
-// claimed, so that its next sync carries the key counts. It is the e2ekeys
-// service's Claimed hook.
-func (s *Service) KeysClaimed(ctx context.Context, userID, deviceID string) error {
-	return s.write(ctx, []any{s.entry(s.now(), userID, keyCountPrefix+deviceID, 0)}, []string{deviceKey(userID, deviceID)})
+// KeysClaimed tells devices (by user) that their one-time or fallback keys
+// were claimed, so that their next syncs carry the key counts: one stream
+// entry each, in one write. It is the e2ekeys service's Claimed hook.
+func (s *Service) KeysClaimed(ctx context.Context, devices map[string][]string) error {
+	now := s.now()
+	var items []any
+	var keys []string
+	for u, ids := range devices {
+		for _, d := range ids {
+			items = append(items, s.entry(now, u, keyCountPrefix+d, 0))
+			keys = append(keys, deviceKey(u, d))
+		}
+	}
+	return s.write(ctx, items, keys)
 }
 
 // settleDevices completes an incremental response with device_lists and,
