@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -73,7 +74,7 @@ type CirrusStackProps struct {
 	// DomainName when not given.
 	ServerName string
 	// DomainName is where the API answers; it may differ from ServerName,
-	// which then delegates through .well-known and the _matrix-fed._tcp SRV.
+	// which then delegates through .well-known and the SRV records.
 	DomainName string
 	// HostedZoneID and HostedZoneName are a Route 53 public zone holding
 	// DomainName: DNS records and certificate validation go there. Both or neither.
@@ -88,13 +89,16 @@ type CirrusStackProps struct {
 	EnableRegistration bool
 	// AlarmEmail is subscribed to the alarm topic when given.
 	AlarmEmail string
+	// WebClientLocation is the web client the page at / links to; when
+	// empty, the server's default (config.DefaultWebClient).
+	WebClientLocation string
 	// DistDir holds the function zips (context value distDir); when empty,
 	// the dist/ folder of the repository.
 	DistDir string
 }
 
 // contextKeys are the context values the stack reads.
-var contextKeys = []string{"domainName", "serverName", "hostedZoneId", "hostedZoneName", "certificateArn", "mailFrom", "enableRegistration", "alarmEmail", "distDir"}
+var contextKeys = []string{"domainName", "serverName", "hostedZoneId", "hostedZoneName", "certificateArn", "mailFrom", "enableRegistration", "alarmEmail", "webClientLocation", "distDir"}
 
 // PropsFromContext reads the stack's context values (from -c key=value or
 // cdk.json). A value of the wrong type is an error; missing ones are left to
@@ -113,14 +117,15 @@ func PropsFromContext(app awscdk.App) (*CirrusStackProps, error) {
 		}
 	}
 	p := &CirrusStackProps{
-		DomainName:     str("domainName"),
-		ServerName:     str("serverName"),
-		HostedZoneID:   str("hostedZoneId"),
-		HostedZoneName: str("hostedZoneName"),
-		CertificateArn: str("certificateArn"),
-		MailFrom:       str("mailFrom"),
-		AlarmEmail:     str("alarmEmail"),
-		DistDir:        str("distDir"),
+		DomainName:        str("domainName"),
+		ServerName:        str("serverName"),
+		HostedZoneID:      str("hostedZoneId"),
+		HostedZoneName:    str("hostedZoneName"),
+		CertificateArn:    str("certificateArn"),
+		MailFrom:          str("mailFrom"),
+		AlarmEmail:        str("alarmEmail"),
+		WebClientLocation: str("webClientLocation"),
+		DistDir:           str("distDir"),
 	}
 	switch v := app.Node().TryGetContext(jsii.String("enableRegistration")).(type) {
 	case nil:
@@ -195,6 +200,11 @@ func (p *CirrusStackProps) Validate() error {
 	if p.AlarmEmail != "" {
 		if _, err := mail.ParseAddress(p.AlarmEmail); err != nil {
 			bad("context value alarmEmail=%q is not a mail address such as ops@example.org", p.AlarmEmail)
+		}
+	}
+	if p.WebClientLocation != "" {
+		if u, err := url.Parse(p.WebClientLocation); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("context value webClientLocation=%q is not an absolute http(s) URL such as https://app.element.io/", p.WebClientLocation)
 		}
 	}
 	if p.DistDir == "" {
@@ -408,6 +418,9 @@ func (s *builder) functions() {
 	clientEnv["CIRRUS_EMAIL_NOTIF_FROM"] = jsii.String(s.p.MailFrom)
 	clientEnv["CIRRUS_EMAIL_SES_CONFIGURATION_SET"] = s.configSet.ConfigurationSetName()
 	clientEnv["CIRRUS_REGISTRATION_SHARED_SECRET_SECRET_ARN"] = s.sharedSecret.SecretArn()
+	if s.p.WebClientLocation != "" {
+		clientEnv["CIRRUS_WEB_CLIENT_LOCATION"] = jsii.String(s.p.WebClientLocation)
+	}
 	// The client function's timeout is at API Gateway's 30 s; /sync
 	// long-polls are capped at SyncLongPollCap (25 s) to end before it.
 	s.client = s.function("client", clientMemoryMB, clientTimeoutSeconds, clientEnv)
@@ -443,7 +456,8 @@ func (s *builder) functions() {
 
 // Routes of the HTTP API, by function.
 var (
-	ClientRoutes     = []string{"/_matrix/client/{proxy+}", "/_matrix/media/{proxy+}", "/_synapse/admin/{proxy+}", "/.well-known/matrix/{proxy+}"}
+	// "/" is the page saying the server runs, for whoever opens its address.
+	ClientRoutes     = []string{"/", "/_matrix/client/{proxy+}", "/_matrix/media/{proxy+}", "/_synapse/admin/{proxy+}", "/.well-known/matrix/{proxy+}"}
 	FederationRoutes = []string{"/_matrix/federation/{proxy+}", "/_matrix/key/{proxy+}"}
 )
 
@@ -531,13 +545,20 @@ func (s *builder) dns() {
 		Zone: s.zone, RecordName: jsii.String(s.p.DomainName + "."), Target: target,
 	})
 	if inZone(s.p.ServerName, s.p.HostedZoneName) {
-		// Federation delegation: other servers look up _matrix-fed._tcp.<server name>.
-		awsroute53.NewSrvRecord(s.stack, jsii.String("FederationSrv"), &awsroute53.SrvRecordProps{
-			Zone:       s.zone,
-			RecordName: jsii.String("_matrix-fed._tcp." + s.p.ServerName + "."),
-			Values:     &[]*awsroute53.SrvRecordValue{{Priority: jsii.Number(10), Weight: jsii.Number(0), Port: jsii.Number(443), HostName: jsii.String(s.p.DomainName)}},
-			Ttl:        awscdk.Duration_Hours(jsii.Number(1)),
-		})
+		// Federation delegation. Servers since v1.8 of the spec look up
+		// _matrix-fed._tcp; older ones only _matrix._tcp, which the spec
+		// still lets servers fall back to.
+		for _, srv := range []struct{ id, service string }{
+			{"FederationSrv", "_matrix-fed._tcp."},
+			{"FederationSrvLegacy", "_matrix._tcp."},
+		} {
+			awsroute53.NewSrvRecord(s.stack, jsii.String(srv.id), &awsroute53.SrvRecordProps{
+				Zone:       s.zone,
+				RecordName: jsii.String(srv.service + s.p.ServerName + "."),
+				Values:     &[]*awsroute53.SrvRecordValue{{Priority: jsii.Number(10), Weight: jsii.Number(0), Port: jsii.Number(443), HostName: jsii.String(s.p.DomainName)}},
+				Ttl:        awscdk.Duration_Hours(jsii.Number(1)),
+			})
+		}
 	}
 }
 

@@ -63,6 +63,7 @@ var (
 		"mailFrom":           "Cirrus <noreply@example.org>",
 		"enableRegistration": "true",
 		"alarmEmail":         "ops@example.org",
+		"webClientLocation":  "https://chat.example.org/",
 	}
 	bareContext = map[string]any{"domainName": "chat.example.net"}
 	certContext = map[string]any{
@@ -304,6 +305,7 @@ func TestFunctions(t *testing.T) {
 			"CIRRUS_EMAIL_NOTIF_FROM":                      "Cirrus <noreply@example.org>",
 			"CIRRUS_EMAIL_SES_CONFIGURATION_SET":           ref(configSet),
 			"CIRRUS_REGISTRATION_SHARED_SECRET_SECRET_ARN": ref(shared),
+			"CIRRUS_WEB_CLIENT_LOCATION":                   "https://chat.example.org/",
 		})},
 		{"Federation", federationMemoryMB, federationTimeout, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue)})},
 		{"Sender", senderMemoryMB, senderTimeoutSeconds, with(nil)},
@@ -485,7 +487,7 @@ func TestAPI(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("routes\n got %v\nwant %v", got, want)
 	}
-	for _, r := range []string{"ANY /_matrix/client/{proxy+}", "ANY /_matrix/media/{proxy+}", "ANY /_synapse/admin/{proxy+}",
+	for _, r := range []string{"ANY /", "ANY /_matrix/client/{proxy+}", "ANY /_matrix/media/{proxy+}", "ANY /_synapse/admin/{proxy+}",
 		"ANY /.well-known/matrix/{proxy+}", "ANY /_matrix/federation/{proxy+}", "ANY /_matrix/key/{proxy+}"} {
 		if _, ok := got[r]; !ok {
 			t.Errorf("route %s is missing", r)
@@ -608,9 +610,23 @@ func TestDNS(t *testing.T) {
 			"Name": "matrix.example.org.", "Type": typ, "HostedZoneId": "Z0123456789ABCDEFGHIJ", "AliasTarget": alias,
 		})
 	}
+	// Both services, for servers before and since v1.8 of the spec, to the
+	// same target.
+	srv := map[string]any{}
+	for _, r := range s.resources("AWS::Route53::RecordSet") {
+		if p := props(r); p["Type"] == "SRV" {
+			srv[p["Name"].(string)] = p["ResourceRecords"]
+		}
+	}
+	want := map[string]any{
+		"_matrix-fed._tcp.example.org.": []any{"10 0 443 matrix.example.org"},
+		"_matrix._tcp.example.org.":     []any{"10 0 443 matrix.example.org"},
+	}
+	if !reflect.DeepEqual(srv, want) {
+		t.Errorf("SRV records\n got %s\nwant %s", js(srv), js(want))
+	}
 	s.template.HasResourceProperties(jsii.String("AWS::Route53::RecordSet"), map[string]any{
-		"Name": "_matrix-fed._tcp.example.org.", "Type": "SRV", "HostedZoneId": "Z0123456789ABCDEFGHIJ",
-		"ResourceRecords": []any{"10 0 443 matrix.example.org"},
+		"Name": "_matrix._tcp.example.org.", "Type": "SRV", "HostedZoneId": "Z0123456789ABCDEFGHIJ", "TTL": "3600",
 	})
 }
 
@@ -759,6 +775,7 @@ func TestContext_Errors(t *testing.T) {
 		{"bad certificate", with("certificateArn", "arn:aws:iam::123456789012:server-certificate/x"), []string{"certificateArn", "is not an ACM certificate ARN"}},
 		{"bad mail", with("mailFrom", "noreply"), []string{`mailFrom="noreply" is not a mail address`}},
 		{"bad alarm mail", with("alarmEmail", "ops at example.org"), []string{`alarmEmail="ops at example.org" is not a mail address`}},
+		{"bad web client", with("webClientLocation", "app.element.io"), []string{`webClientLocation="app.element.io" is not an absolute http(s) URL`}},
 		{"bad registration", with("enableRegistration", "yes please"), []string{`enableRegistration="yes please" is not true or false`}},
 		{"number as string", with("domainName", 42.0), []string{"domainName must be a string"}},
 		{"no build", with("distDir", filepath.Join(t.TempDir(), "nothing")), []string{"client.zip is missing: run `make build` first"}},

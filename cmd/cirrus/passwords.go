@@ -58,9 +58,13 @@ func resetPassword(ctx context.Context, args []string, rio registerIO) error {
 
 Sets a new password (asked twice, or read from standard input) through the
 admin API, with a server admin's access token in CIRRUS_ADMIN_TOKEN.
+SERVER_URL defaults to public_baseurl. A localpart is completed with the
+name of the server at SERVER_URL (the one of the admin token's user ID) when
+SERVER_URL is given, else with server_name.
 
-Example:
+Examples:
   CIRRUS_ADMIN_TOKEN=... cirrus reset-password -u alice
+  CIRRUS_ADMIN_TOKEN=... cirrus reset-password -u alice https://matrix.example.org
 
 `)
 		fs.PrintDefaults()
@@ -76,13 +80,22 @@ Example:
 	if err != nil {
 		return err
 	}
-	serverURL := strings.TrimSuffix(cfg.PublicBaseURL, "/")
+	client := &http.Client{Timeout: 30 * time.Second}
+	serverURL, serverName := strings.TrimSuffix(cfg.PublicBaseURL, "/"), cfg.ServerName
+	userID := *user
 	if fs.NArg() > 0 {
 		serverURL = strings.TrimSuffix(fs.Arg(0), "/")
+		// The server at the URL has its own name, which neither the config
+		// nor the default need know: completed with theirs, a localpart
+		// names a user of another server.
+		if !strings.HasPrefix(userID, "@") {
+			if serverName, err = whoamiServerName(ctx, client, serverURL, *token); err != nil {
+				return err
+			}
+		}
 	}
-	userID := *user
 	if !strings.HasPrefix(userID, "@") {
-		userID = "@" + strings.ToLower(userID) + ":" + cfg.ServerName
+		userID = "@" + strings.ToLower(userID) + ":" + serverName
 	}
 	password, err := readPassword(rio, bufio.NewReader(rio.in))
 	if err != nil {
@@ -95,9 +108,31 @@ Example:
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+*token)
-	if err := doJSON(&http.Client{Timeout: 30 * time.Second}, req, &struct{}{}); err != nil {
+	if err := doJSON(client, req, &struct{}{}); err != nil {
 		return err
 	}
 	fmt.Fprintf(rio.out, "Password of %s reset.\n", userID)
 	return nil
+}
+
+// whoamiServerName is the server name of the server at serverURL: the part
+// after the colon of the user ID that the server says the token is of.
+func whoamiServerName(ctx context.Context, client *http.Client, serverURL, token string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, serverURL+"/_matrix/client/v3/account/whoami", nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	var who struct {
+		UserID string `json:"user_id"`
+	}
+	if err := doJSON(client, req, &who); err != nil {
+		return "", fmt.Errorf("server name: %w", err)
+	}
+	// A localpart has no colon; the server name may (a port).
+	_, name, ok := strings.Cut(who.UserID, ":")
+	if !ok || name == "" {
+		return "", fmt.Errorf("server name: whoami answered the user ID %q", who.UserID)
+	}
+	return name, nil
 }

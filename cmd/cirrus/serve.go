@@ -171,12 +171,14 @@ Cirrus is running.
   DynamoDB        %s
   registration    %s
 
+Open %s in a browser: a page says the server runs and how to connect a client.
+
 Create the first user (an admin), in another terminal:
   ./bin/cirrus register -admin -u <name>%s
 (Synapse's register_new_matrix_user works too, with the same shared secret.)
 Stop with Ctrl-C; data is kept.
 
-`, cfg.ServerName, at.ClientURL, cfg.PublicBaseURL, at.FederationURL, db, registration(cfg), configFlag)
+`, cfg.ServerName, at.ClientURL, cfg.PublicBaseURL, at.FederationURL, db, registration(cfg), cfg.PublicBaseURL, configFlag)
 }
 
 func registration(cfg *config.Config) string {

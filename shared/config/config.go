@@ -59,6 +59,10 @@ type Config struct {
 	// ServeServerWellknown makes /.well-known/matrix/server delegate
 	// federation to the host of public_baseurl.
 	ServeServerWellknown bool `yaml:"serve_server_wellknown"`
+	// WebClientLocation is the web client the page at / links to; empty, the
+	// page names none. Synapse's key, but / shows a page with the link rather
+	// than redirecting, so that a visitor sees the server runs.
+	WebClientLocation string `yaml:"web_client_location"`
 	// MaxRequestSize bounds request bodies, in bytes.
 	MaxRequestSize int64 `yaml:"max_request_size"`
 	// Email is the email block; nil when mail is not configured.
@@ -140,6 +144,10 @@ type RateLimits struct {
 // minute and stop a password-guessing loop.
 var defaultRateLimits = RateLimits{LoginPerAddress: 20, LoginPerAccount: 10, RegisterPerAddress: 10}
 
+// DefaultWebClient is the web_client_location of a server that names none:
+// Element's public instance, which connects to any homeserver.
+const DefaultWebClient = "https://app.element.io/"
+
 // LookupFunc reads one environment variable; os.LookupEnv is one.
 type LookupFunc func(key string) (string, bool)
 
@@ -149,6 +157,7 @@ func Defaults() Config {
 	return Config{
 		ServerName:           "localhost:8008",
 		ServeServerWellknown: true,
+		WebClientLocation:    DefaultWebClient,
 		MaxRequestSize:       1 << 20,
 		DynamoDBTable:        "cirrus",
 		ClientListen:         "127.0.0.1:8008",
@@ -186,6 +195,7 @@ func Load(path string, lookup LookupFunc) (*Config, error) {
 func LoadLambda(lookup LookupFunc) (*Config, error) {
 	c := Config{
 		ServeServerWellknown: true,
+		WebClientLocation:    DefaultWebClient,
 		MaxRequestSize:       1 << 20,
 		DynamoDBTable:        "cirrus",
 		RateLimits:           defaultRateLimits,
@@ -289,6 +299,11 @@ func (c *Config) Validate() error {
 			bad("public_baseurl %q is not an absolute http(s) URL: use the address clients reach, such as https://matrix.example.org/", c.PublicBaseURL)
 		} else if !strings.HasSuffix(c.PublicBaseURL, "/") {
 			c.PublicBaseURL += "/"
+		}
+	}
+	if c.WebClientLocation != "" {
+		if u, err := url.Parse(c.WebClientLocation); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("web_client_location %q is not an absolute http(s) URL: use the web client's address, such as %s, or \"\" for none", c.WebClientLocation, DefaultWebClient)
 		}
 	}
 	if c.Email != nil {

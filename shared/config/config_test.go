@@ -34,6 +34,17 @@ func TestLoad_Defaults(t *testing.T) {
 	if got := c.WellKnownServer(); got != "localhost:8448" {
 		t.Fatalf("WellKnownServer() = %q, want localhost:8448", got)
 	}
+	if c.WebClientLocation != config.DefaultWebClient {
+		t.Fatalf("web_client_location = %q, want %q", c.WebClientLocation, config.DefaultWebClient)
+	}
+	// An empty value is the operator's choice of no link, not a missing one.
+	c, err = config.Load("", env(map[string]string{"CIRRUS_WEB_CLIENT_LOCATION": ""}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WebClientLocation != "" {
+		t.Fatalf("web_client_location set empty: %q, want no link", c.WebClientLocation)
+	}
 }
 
 func TestLoad_FileThenEnvironment(t *testing.T) {
@@ -83,6 +94,8 @@ func TestLoad_ErrorsNameTheKey(t *testing.T) {
 		{"misspelt key", "server_nme: example.org\n", nil, "server_nme"},
 		{"bad boolean", "", map[string]string{"CIRRUS_ENABLE_REGISTRATION": "maybe"}, "CIRRUS_ENABLE_REGISTRATION"},
 		{"bad public_baseurl", "public_baseurl: matrix.example.org\n", nil, "public_baseurl"},
+		{"web client without scheme", "web_client_location: app.element.io\n", nil, "web_client_location"},
+		{"web client as a script", "", map[string]string{"CIRRUS_WEB_CLIENT_LOCATION": "javascript:alert(1)"}, "web_client_location"},
 		{"half a certificate", "tls_certificate_path: /x.crt\n", nil, "tls_private_key_path"},
 		{"bad listen", "client_listen: 8008\n", nil, "client_listen"},
 		{"bad log level", "log_level: loud\n", nil, "log_level"},

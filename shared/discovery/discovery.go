@@ -4,7 +4,10 @@
 package discovery
 
 import (
+	"bytes"
+	"html/template"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/config"
@@ -60,6 +63,49 @@ func (h *Handlers) WellKnownServer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"m.server": h.Config.WellKnownServer()})
+}
+
+// rootPage is the page at /. html/template escapes every value by its
+// context, so a web_client_location with markup or a javascript: scheme
+// cannot put a script on the page.
+var rootPage = template.Must(template.New("root").Parse(`<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.ServerName}}: Matrix homeserver</title>
+</head>
+<body>
+<h1>Cirrus is running</h1>
+<p>This is the Matrix homeserver <strong>{{.ServerName}}</strong>, running Cirrus {{.Version}}.
+Its users have IDs such as <code>@alice:{{.ServerName}}</code>.</p>
+<h2>Connect a client</h2>
+<p>Use any Matrix client{{if .WebClient}}, such as the web client at <a href="{{.WebClient}}">{{.WebClient}}</a>{{end}}:
+choose another homeserver and enter <code>{{.BaseURL}}</code>, then sign in with your user name and password.</p>
+<p>Clients: <a href="https://matrix.org/ecosystem/clients/">matrix.org/ecosystem/clients</a>.</p>
+</body>
+</html>
+`))
+
+// Root serves GET /: a page for a person who opens the server's address in
+// a browser, saying that the homeserver runs and how to connect a client,
+// as Synapse's start page does. It is plain HTML; the Content-Security-Policy
+// forbids scripts and anything loaded from elsewhere.
+func (h *Handlers) Root(w http.ResponseWriter, r *http.Request) {
+	var page bytes.Buffer
+	err := rootPage.Execute(&page, map[string]string{
+		"ServerName": h.Config.ServerName,
+		"Version":    Version,
+		"BaseURL":    strings.TrimSuffix(h.Config.PublicBaseURL, "/"),
+		"WebClient":  h.Config.WebClientLocation,
+	})
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+	w.Write(page.Bytes())
 }
 
 // FederationVersion serves GET /_matrix/federation/v1/version.

@@ -297,6 +297,7 @@ func loadKey(cfg *config.Config) (keys.Key, error) {
 func (s *Server) ClientHandler() http.Handler {
 	d := s.discovery()
 	rt := httpapi.NewRouter()
+	rt.HandleFunc("GET /{$}", d.Root)
 	rt.HandleFunc("GET /_matrix/client/versions", d.Versions)
 	rt.HandleFunc("GET /.well-known/matrix/client", d.WellKnownClient)
 	rt.HandleFunc("GET /.well-known/matrix/server", d.WellKnownServer)
