@@ -94,20 +94,25 @@ func (s *Service) handleClaim(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// tellClaimed runs Claimed once for all the devices whose keys a request
-// claimed, so that their syncs learn the new counts in one write.
+// tellClaimed runs CountsChanged once for all the devices whose keys a
+// request claimed, so that their syncs learn the new counts in one write.
 func (s *Service) tellClaimed(ctx context.Context, out map[string]map[string]map[string]json.RawMessage) error {
-	if s.Claimed == nil || len(out) == 0 {
-		return nil
-	}
 	devices := map[string][]string{}
 	for u, byDevice := range out {
 		for d := range byDevice {
 			devices[u] = append(devices[u], d)
 		}
 	}
-	if err := s.Claimed(ctx, devices); err != nil {
-		return fmt.Errorf("tell of claimed keys: %w", err)
+	return s.countsChanged(ctx, devices)
+}
+
+// countsChanged runs CountsChanged for devices, if any.
+func (s *Service) countsChanged(ctx context.Context, devices map[string][]string) error {
+	if s.CountsChanged == nil || len(devices) == 0 {
+		return nil
+	}
+	if err := s.CountsChanged(ctx, devices); err != nil {
+		return fmt.Errorf("tell of new key counts: %w", err)
 	}
 	return nil
 }

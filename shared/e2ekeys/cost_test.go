@@ -34,7 +34,8 @@ func TestCosts(t *testing.T) {
 	}
 
 	// auth; GetItem of the device's keys; PutItem; Query of the device's
-	// partition (empty); one conditional PutItem per one-time key. Every
+	// partition (empty); one conditional PutItem per one-time key; the
+	// device's stream entry, so that its syncs read the new counts. Every
 	// upload reads the device's partition, for the counts it answers.
 	//
 	// A change of keys then tells the syncs (sync.DeviceListChanged): a
@@ -42,10 +43,10 @@ func TestCosts(t *testing.T) {
 	// user told (1 WCU each; bob alone here, whose other devices must
 	// know). A claim tells the claimed device: one stream entry.
 	bob.upload(t, 50)
-	check("upload of new device keys and 50 one-time keys", last("/keys/upload"), want(56, 4, 52))
+	check("upload of new device keys and 50 one-time keys", last("/keys/upload"), want(57, 4, 53))
 	_, err := bob.c.UploadKeys(ctx, &mautrix.ReqUploadKeys{OneTimeKeys: bob.oneTimeKeys(t, 50)})
 	must(err)
-	check("upload of 50 more one-time keys", last("/keys/upload"), want(52, 5, 50))
+	check("upload of 50 more one-time keys", last("/keys/upload"), want(53, 5, 51))
 	_, err = bob.c.UploadKeys(ctx, &mautrix.ReqUploadKeys{DeviceKeys: bob.deviceKeys(t)})
 	must(err)
 	check("upload of the same device keys (at each start)", last("/keys/upload"), want(3, 9, 0))
@@ -128,8 +129,8 @@ func TestCosts(t *testing.T) {
 	phone := login(t, st, alice.user, "PHONE", "")
 	phone.upload(t, 1)
 	st.Do(t, "POST", keysPath+"upload", phone.user.AccessToken, map[string]any{"fallback_keys": phone.fallbackKey(t)})
-	// auth; Query of the device's partition; PutItem.
-	check("upload of a fallback key", last("/keys/upload"), want(3, 2, 1))
+	// auth; Query of the device's partition; PutItem; the stream entry.
+	check("upload of a fallback key", last("/keys/upload"), want(4, 2, 2))
 	claimPhone := func() {
 		t.Helper()
 		_, err := bob.c.ClaimKeys(ctx, &mautrix.ReqClaimKeys{OneTimeKeys: mautrix.OneTimeKeysRequest{

@@ -2,6 +2,8 @@ package e2ekeys_test
 
 import (
 	"context"
+	"fmt"
+	"net/url"
 	"slices"
 	"testing"
 	"time"
@@ -172,5 +174,95 @@ func TestKeyCountsInSync(t *testing.T) {
 	}
 	if quiet := syncOf(t, other, otherFirst.NextBatch, 500*time.Millisecond); quiet.DeviceOTKCount.SignedCurve25519 != 0 || len(quiet.Rooms.Join) != 0 {
 		t.Fatalf("the claim reached alice's other device: %+v", quiet.DeviceOTKCount)
+	}
+}
+
+// TestKeyCountsInEverySync: every sync response carries the device's key
+// counts, the spec taking missing counts for zero (and matrix-js-sdk
+// uploading more keys at each such sync): initial, incremental with and
+// without news, and a long-poll that times out. An upload and a claim each
+// change them in the device's next sync; the counts a token carries are
+// its device's alone.
+func TestKeyCountsInEverySync(t *testing.T) {
+	st := servertest.Start(t)
+	ctx := context.Background()
+	alice := newDevice(t, st, st.Register(t, "alice"))
+	bob := newDevice(t, st, st.Register(t, "bob"))
+	alice.upload(t, 3)
+	room, err := alice.c.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// rawSync is a sync as it comes on the wire: absent fields stay absent.
+	rawSync := func(d *device, since string, timeout time.Duration) (string, map[string]any, []any) {
+		t.Helper()
+		path := fmt.Sprintf("/_matrix/client/v3/sync?timeout=%d", timeout.Milliseconds())
+		if since != "" {
+			path += "&since=" + url.QueryEscape(since)
+		}
+		r := st.Do(t, "GET", path, d.user.AccessToken, nil)
+		if r.Status != 200 {
+			t.Fatalf("sync since %q: %d %s", since, r.Status, r.Raw)
+		}
+		otk, ok1 := r.Body["device_one_time_keys_count"].(map[string]any)
+		fallback, ok2 := r.Body["device_unused_fallback_key_types"].([]any)
+		if !ok1 || !ok2 {
+			t.Fatalf("sync since %q lacks the key counts: %s", since, r.Raw)
+		}
+		return r.Body["next_batch"].(string), otk, fallback
+	}
+	want := func(what string, otk map[string]any, fallback []any, n int, fallbacks ...any) {
+		t.Helper()
+		if otk["signed_curve25519"] != float64(n) || !slices.Equal(fallback, fallbacks) {
+			t.Fatalf("%s: one-time keys %v, unused fallback types %v; want %d signed_curve25519 and %v", what, otk, fallback, n, fallbacks)
+		}
+	}
+
+	next, otk, fallback := rawSync(alice, "", 0)
+	want("initial sync", otk, fallback, 3)
+	next, otk, fallback = rawSync(alice, next, 0)
+	want("incremental sync without news", otk, fallback, 3)
+	next, otk, fallback = rawSync(alice, next, 300*time.Millisecond)
+	want("long-poll that timed out", otk, fallback, 3)
+	if _, err := bob.c.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	next, otk, fallback = rawSync(alice, next, 0)
+	want("incremental sync with a join", otk, fallback, 3)
+
+	// alice's upload wakes her waiting sync with the new counts.
+	type syncResult struct {
+		next     string
+		otk      map[string]any
+		fallback []any
+	}
+	got := make(chan syncResult, 1)
+	go func() {
+		n, o, f := rawSync(alice, next, 10*time.Second)
+		got <- syncResult{n, o, f}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if r := st.Do(t, "POST", keysPath+"upload", alice.user.AccessToken, map[string]any{
+		"one_time_keys": alice.oneTimeKeys(t, 2), "fallback_keys": alice.fallbackKey(t)}); r.Status != 200 {
+		t.Fatalf("upload: %d %s", r.Status, r.Raw)
+	}
+	woken := <-got
+	want("sync after an upload", woken.otk, woken.fallback, 5, "signed_curve25519")
+
+	if _, err := bob.c.ClaimKeys(ctx, &mautrix.ReqClaimKeys{OneTimeKeys: mautrix.OneTimeKeysRequest{
+		id.UserID(alice.user.ID): {alice.id(): id.KeyAlgorithmSignedCurve25519}}}); err != nil {
+		t.Fatal(err)
+	}
+	next, otk, fallback = rawSync(alice, woken.next, 0)
+	want("sync after a claim", otk, fallback, 4, "signed_curve25519")
+	_, otk, fallback = rawSync(alice, next, 300*time.Millisecond)
+	want("long-poll after the claim that timed out", otk, fallback, 4, "signed_curve25519")
+
+	// bob has no keys; alice's token is no use to his device.
+	_, otk, fallback = rawSync(bob, "", 0)
+	want("bob's initial sync", otk, fallback, 0)
+	if r := st.Do(t, "GET", "/_matrix/client/v3/sync?since="+url.QueryEscape(next), bob.user.AccessToken, nil); r.Status != 400 {
+		t.Fatalf("bob syncing with alice's token: %d %s", r.Status, r.Raw)
 	}
 }

@@ -102,10 +102,11 @@ type Service struct {
 	// user-signing key); an extra device_lists entry costs a client one
 	// /keys/query. An error fails the request, after the change is stored.
 	Changed func(ctx context.Context, userID string) error
-	// Claimed, when set, runs after a request claimed keys, with the
-	// devices (by user) whose keys it claimed, so that they learn their new
-	// key counts (and upload more).
-	Claimed func(ctx context.Context, devices map[string][]string) error
+	// CountsChanged, when set, runs after a request changed the one-time
+	// or fallback keys of devices (by user): an upload by the device, a
+	// claim by anyone; so that their syncs carry the new counts, and the
+	// devices upload more keys when they run low.
+	CountsChanged func(ctx context.Context, devices map[string][]string) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }

@@ -92,6 +92,11 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return tooLarge(err)
 	}
+	if len(otks)+len(fallbacks) > 0 {
+		if err := s.countsChanged(ctx, map[string][]string{me.UserID: {me.DeviceID}}); err != nil {
+			return err
+		}
+	}
 	if dev != "" {
 		changed, err := s.setDeviceKeys(ctx, me.UserID, me.DeviceID, dev)
 		if err != nil {

@@ -167,7 +167,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	}
 	syncs.Ephemeral = eph.Events
 	syncs.ToDevice = toDevice.Deliver
-	e2e.Changed, e2e.Claimed = syncs.DeviceListChanged, syncs.KeysClaimed
+	e2e.Changed, e2e.CountsChanged = syncs.DeviceListChanged, syncs.KeyCountsChanged
 	syncs.KeyCounts = func(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
 		c, err := e2e.Counts(ctx, userID, deviceID)
 		return c.OneTimeKeys, c.UnusedFallbackKeyTypes, err

@@ -17,8 +17,8 @@ import (
 // Stream entries of end-to-end encryption. Their room field names what
 // changed: "+<user ID>" the device list or cross-signing keys of that user,
 // "^<device ID>" the one-time or fallback keys of one of the stream owner's
-// devices (claimed by another user), so that the device's next sync carries
-// its counts and it uploads more.
+// devices (uploaded by it, or claimed by another user), so that the device's
+// next sync reads its counts again.
 const (
 	deviceListPrefix = "+"
 	keyCountPrefix   = "^"
@@ -38,7 +38,7 @@ type deviceNews struct {
 	// maybeLeft are users seen leaving a room, or in a room the user left:
 	// left once they share no room with the user any more.
 	maybeLeft map[string]bool
-	// counts says that this device's one-time keys were claimed.
+	// counts says that this device's one-time or fallback keys changed.
 	counts bool
 }
 
@@ -186,10 +186,11 @@ func (s *Service) DeviceListChanged(ctx context.Context, userID string) error {
 	return s.write(ctx, items, keys)
 }
 
-// KeysClaimed tells devices (by user) that their one-time or fallback keys
-// were claimed, so that their next syncs carry the key counts: one stream
-// entry each, in one write. It is the e2ekeys service's Claimed hook.
-func (s *Service) KeysClaimed(ctx context.Context, devices map[string][]string) error {
+// KeyCountsChanged tells devices (by user) that their one-time or fallback
+// keys changed, uploaded by the device or claimed by another, so that their
+// next syncs read the counts again: one stream entry each, in one write. It
+// is the e2ekeys service's CountsChanged hook.
+func (s *Service) KeyCountsChanged(ctx context.Context, devices map[string][]string) error {
 	now := s.now()
 	var items []any
 	var keys []string
@@ -202,8 +203,7 @@ func (s *Service) KeysClaimed(ctx context.Context, devices map[string][]string) 
 	return s.write(ctx, items, keys)
 }
 
-// settleDevices completes an incremental response with device_lists and,
-// when the device's keys were claimed, its key counts.
+// settleDevices completes an incremental response with device_lists.
 func (s *Service) settleDevices(ctx context.Context, req Request, resp *Response) error {
 	if resp.devices == nil {
 		return nil
@@ -213,26 +213,69 @@ func (s *Service) settleDevices(ctx context.Context, req Request, resp *Response
 		return err
 	}
 	resp.DeviceLists = lists
-	if resp.devices.counts {
-		return s.keyCounts(ctx, req, resp)
-	}
 	return nil
 }
 
+// keyCounts are a device's one-time key counts by algorithm and its unused
+// fallback key types, as a token carries them.
+type keyCounts struct {
+	// Device ties the counts to the device whose sync read them.
+	Device   string         `json:"d"`
+	OneTime  map[string]int `json:"o"`
+	Fallback []string       `json:"f"`
+}
+
 // keyCounts adds the device's one-time key counts and unused fallback key
-// types to resp.
-func (s *Service) keyCounts(ctx context.Context, req Request, resp *Response) error {
-	if s.KeyCounts == nil {
+// types to resp, and carries them in next. Every response has them, yet
+// they are read (one Query of the device's keys) only for an initial sync,
+// a token without them, or a stream entry that says they changed: else the
+// token's counts are still true, and an idle poll reads nothing more.
+func (s *Service) keyCounts(ctx context.Context, req Request, pos position, resp *Response, next *position) error {
+	c := pos.Keys
+	changed := resp.devices != nil && resp.devices.counts
+	if s.KeyCounts != nil && (req.Since == "" || changed || c == nil || c.Device != deviceTag(req.DeviceID)) {
+		otk, fallback, err := s.KeyCounts(ctx, req.UserID, req.DeviceID)
+		if err != nil {
+			return err
+		}
+		c = &keyCounts{Device: deviceTag(req.DeviceID), OneTime: otk, Fallback: fallback}
+	}
+	if c == nil {
+		c = &keyCounts{Device: deviceTag(req.DeviceID)}
+	}
+	if c.OneTime == nil {
+		c.OneTime = map[string]int{}
+	}
+	if c.Fallback == nil {
+		c.Fallback = []string{}
+	}
+	resp.OneTimeKeysCount, resp.UnusedFallbackKeyTypes = c.OneTime, c.Fallback
+	next.Keys = c
+	return nil
+}
+
+// recheckCounts makes resp read the device's key counts again when they
+// changed while resp was built: a sync with news takes a while, and a client
+// that meanwhile uploaded keys, and heard the new counts from the upload,
+// would take the older counts that resp carries last, and upload again. An
+// upload writes its entry after its keys, and answers after that: one
+// strongly consistent read of the stream since the last read sees it.
+// Cost: that Query, about 1 RCU, for syncs with news only; a long-poll that
+// times out answers right after its last read.
+func (s *Service) recheckCounts(ctx context.Context, req Request, pos position, readAt time.Time, resp *Response) error {
+	if s.KeyCounts == nil || resp.devices == nil || resp.devices.counts {
 		return nil
 	}
-	otk, fallback, err := s.KeyCounts(ctx, req.UserID, req.DeviceID)
+	since := readAt.Add(-deviceSkew).UnixMilli()
+	all, err := s.readStream(ctx, req.UserID, since, true)
 	if err != nil {
 		return err
 	}
-	if fallback == nil {
-		fallback = []string{}
+	for _, n := range all {
+		if n.RoomID == keyCountPrefix+req.DeviceID && pos.fresh(n) {
+			resp.devices.counts = true
+		}
 	}
-	resp.OneTimeKeysCount, resp.UnusedFallbackKeyTypes = otk, &fallback
 	return nil
 }
 

@@ -192,6 +192,9 @@ type position struct {
 	// (Unix ms) the first of them stops by timeout: nothing is written then,
 	// so the sync with this token wakes by itself to say so.
 	Typing map[string]int64 `json:"ty,omitempty"`
+	// Keys are the device's key counts the token's response carried: true
+	// until a stream entry says they changed.
+	Keys *keyCounts `json:"k,omitempty"`
 }
 
 // typingStops records when the first user typing in a room shown to the

@@ -38,7 +38,7 @@ type Service struct {
 	// unread_notifications out.
 	Unread func(ctx context.Context, userID, roomID string, threads bool) (Unread, map[string]Unread, error)
 	// KeyCounts reads a device's one-time key counts by algorithm and its
-	// unused fallback key types; nil leaves them out.
+	// unused fallback key types; nil gives none.
 	KeyCounts func(ctx context.Context, userID, deviceID string) (map[string]int, []string, error)
 	// ToDevice reads a device's to-device inbox: it deletes the messages
 	// that cursor (from the since token; "" for none) says were delivered,
@@ -110,10 +110,10 @@ type Response struct {
 	// DeviceLists comes in incremental syncs only: an initial one makes
 	// the client fetch every device list it needs.
 	DeviceLists *DeviceLists `json:"device_lists,omitempty"`
-	// The key counts come in initial syncs and after a claim of the
-	// device's keys; clients keep the last counts they saw.
-	OneTimeKeysCount       map[string]int `json:"device_one_time_keys_count,omitempty"`
-	UnusedFallbackKeyTypes *[]string      `json:"device_unused_fallback_key_types,omitempty"`
+	// The key counts come in every response: the spec has a client take
+	// counts that are missing for zero, and upload more keys.
+	OneTimeKeysCount       map[string]int `json:"device_one_time_keys_count"`
+	UnusedFallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
 
 	devices *deviceNews
 }
@@ -250,18 +250,22 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			}
 		}
 		resp, next, err = s.initial(ctx, req, start)
-		if err == nil {
-			err = s.keyCounts(ctx, req, resp)
-		}
 	} else {
 		var fresh []news
-		if fresh, err = s.await(ctx, req, pos, box, start); err != nil {
+		var readAt time.Time
+		if fresh, readAt, err = s.await(ctx, req, pos, box, start); err != nil {
 			return nil, err
 		}
 		resp, next, err = s.incremental(ctx, req, pos, fresh, s.now())
 		if err == nil {
 			err = s.settleDevices(ctx, req, resp)
 		}
+		if err == nil && len(fresh) > 0 {
+			err = s.recheckCounts(ctx, req, pos, readAt, resp)
+		}
+	}
+	if err == nil {
+		err = s.keyCounts(ctx, req, pos, resp, &next)
 	}
 	if err != nil {
 		return nil, err
@@ -290,8 +294,8 @@ func (s *Service) presence(ctx context.Context, req Request, applied string) err
 // await waits until the user's stream holds news the token has not seen,
 // or to-device messages wait in box, or the timeout passes: one small read
 // per poll interval, and an earlier wake-up when this process writes the
-// news.
-func (s *Service) await(ctx context.Context, req Request, pos position, box *inbox, start time.Time) ([]news, error) {
+// news. It returns the news and when the stream was last read.
+func (s *Service) await(ctx context.Context, req Request, pos position, box *inbox, start time.Time) ([]news, time.Time, error) {
 	deadline := start.Add(min(req.Timeout, s.MaxTimeout))
 	if req.FullState {
 		deadline = start
@@ -299,14 +303,15 @@ func (s *Service) await(ctx context.Context, req Request, pos position, box *inb
 	woken, done := s.waiters.wait(req.UserID, deviceKey(req.UserID, req.DeviceID))
 	defer done()
 	for {
+		readAt := s.now()
 		all, err := s.readStream(ctx, req.UserID, pos.Time-window.Milliseconds(), false)
 		if err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		fresh := freshOnly(pos, all, req.DeviceID)
 		messages, err := s.check(ctx, req, box, all)
 		if err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		// Typing the client saw that has timed out is news nobody wrote.
 		due, stops := pos.typingDue(s.now())
@@ -314,7 +319,7 @@ func (s *Service) await(ctx context.Context, req Request, pos position, box *inb
 			fresh = append(fresh, news{RoomID: room})
 		}
 		if messages || len(fresh) > 0 || !s.now().Before(deadline) {
-			return fresh, nil
+			return fresh, readAt, nil
 		}
 		wait := min(s.PollInterval, deadline.Sub(s.now()))
 		if !stops.IsZero() {
@@ -324,7 +329,7 @@ func (s *Service) await(ctx context.Context, req Request, pos position, box *inb
 		case <-woken:
 		case <-time.After(wait):
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, time.Time{}, ctx.Err()
 		}
 	}
 }

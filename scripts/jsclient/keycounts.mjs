@@ -1,0 +1,104 @@
+#!/usr/bin/env node
+// keycounts.mjs: matrix-js-sdk's Rust crypto keeps its one-time keys topped
+// up from the counts in each /sync, taking counts that are missing for zero.
+// Two clients sync for CIRRUS_SYNC_SECONDS (30 by default) with traffic: an
+// encrypted room, a message each way every two seconds (the first of each
+// claims a one-time key of the other's device), receipts and typing. Each
+// client uploads its first keys, then at most once more (to replace the key
+// the other claimed), and ends with the 50 signed_curve25519 keys the SDK
+// keeps on the server.
+//
+//   CIRRUS_URL=... CIRRUS_USERS=@alice:x,@bob:x CIRRUS_PASSWORD=... node keycounts.mjs
+//
+// Exit status and output as in scenario.mjs (lib.mjs).
+import { ClientEvent, Method, RoomEvent, RoomMemberEvent } from "matrix-js-sdk";
+import { decrypted, describe, fail, login, mustEnv, pass, say, startSyncing, step, until } from "./lib.mjs";
+
+const [aliceId, bobId] = mustEnv("CIRRUS_USERS").split(",");
+const seconds = Number(process.env.CIRRUS_SYNC_SECONDS || 30);
+// The number of signed_curve25519 keys the Rust crypto keeps uploaded.
+const target = 50;
+
+// uploads counts, by user, the /keys/upload requests that carry one-time keys.
+const uploads = {};
+
+// countingFetch is fetch that counts the one-time key uploads of userId.
+function countingFetch(userId) {
+  uploads[userId] = [];
+  return async (input, init) => {
+    const url = String(input instanceof Request ? input.url : input);
+    if (url.includes("/keys/upload") && typeof init?.body === "string") {
+      const n = Object.keys(JSON.parse(init.body).one_time_keys ?? {}).length;
+      if (n > 0) uploads[userId].push(n);
+    }
+    return fetch(input, init);
+  };
+}
+
+async function cryptoClient(userId) {
+  const client = await login(userId, { fetchFn: countingFetch(userId) });
+  await client.initRustCrypto({ useIndexedDB: false });
+  await startSyncing(client);
+  return client;
+}
+
+// serverCount asks the server how many signed_curve25519 keys the client's
+// device has: an upload of nothing answers with the counts.
+async function serverCount(client) {
+  const res = await client.http.authedRequest(Method.Post, "/keys/upload", undefined, {});
+  return res.one_time_key_counts?.signed_curve25519 ?? 0;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function main() {
+  step("log in alice and bob with Rust crypto; both sync");
+  const [alice, bob] = await Promise.all([cryptoClient(aliceId), cryptoClient(bobId)]);
+
+  step("alice creates an encrypted room and invites bob; bob joins");
+  const { room_id: roomId } = await alice.createRoom({
+    preset: "private_chat",
+    initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
+  });
+  const invited = until(bob, [ClientEvent.Room, RoomEvent.MyMembership], () =>
+    bob.getRoom(roomId)?.getMyMembership() === "invite" ? true : undefined,
+  );
+  await alice.invite(roomId, bobId);
+  await invited;
+  const aliceSeesJoin = until(alice, [RoomMemberEvent.Membership], () =>
+    alice.getRoom(roomId)?.getMember(bobId)?.membership === "join" ? true : undefined,
+  );
+  await bob.joinRoom(roomId);
+  await aliceSeesJoin;
+
+  step(`both sync for ${seconds} s, a message each way every 2 s, with typing and receipts`);
+  const end = Date.now() + seconds * 1000;
+  for (let i = 0; Date.now() < end; i++) {
+    for (const [from, to, fromId] of [[alice, bob, aliceId], [bob, alice, bobId]]) {
+      const body = `message ${i} from ${fromId}`;
+      const got = decrypted(to, roomId, fromId, body);
+      await from.sendTyping(roomId, true, 5000);
+      await from.sendMessage(roomId, { msgtype: "m.text", body });
+      const ev = await got;
+      await to.sendReadReceipt(ev);
+    }
+    await sleep(2000);
+  }
+  say(`  one-time key uploads: alice ${JSON.stringify(uploads[aliceId])}, bob ${JSON.stringify(uploads[bobId])}`);
+
+  step("each client made its first upload and at most one more; the server holds the SDK's 50 keys each");
+  for (const [client, userId] of [[alice, aliceId], [bob, bobId]]) {
+    const n = uploads[userId].length;
+    if (n < 1 || n > 2) fail(`${userId} uploaded one-time keys ${n} times: ${JSON.stringify(uploads[userId])}`);
+    const count = await serverCount(client);
+    say(`  ${userId}: ${count} signed_curve25519 keys on the server`);
+    if (count !== target) fail(`${userId} has ${count} signed_curve25519 keys on the server, want ${target}`);
+  }
+
+  step("stop the clients");
+  alice.stopClient();
+  bob.stopClient();
+  pass();
+}
+
+main().catch((err) => fail(describe(err)));
