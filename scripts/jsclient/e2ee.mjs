@@ -15,7 +15,7 @@
 // existed; the second device logs out, and bob's view of alice's devices
 // loses it. Exit status and output as in scenario.mjs (lib.mjs).
 import { ClientEvent, Method, RoomEvent, RoomMemberEvent } from "matrix-js-sdk";
-import { decrypted, describe, fail, login, mustEnv, pass, password, poll, say, startSyncing, step, until } from "./lib.mjs";
+import { decrypted, describe, fail, login, mustEnv, pass, password, poll, requests, say, startSyncing, step, until } from "./lib.mjs";
 
 const [aliceId, bobId] = mustEnv("CIRRUS_USERS").split(",");
 
@@ -82,10 +82,16 @@ async function main() {
   await aliceSeesJoin;
   if (!(await aliceCrypto.isEncryptionEnabledInRoom(roomId))) fail("alice's client does not see the room as encrypted");
 
-  step("alice sends an encrypted message; bob decrypts it");
+  step("alice sends an encrypted message, loading the members at her sync token first; bob decrypts it");
   const first = `the first secret ${Date.now()}`;
   const bobGets = decrypted(bob, roomId, aliceId, first);
   const { event_id: firstId } = await alice.sendMessage(roomId, { msgtype: "m.text", body: first });
+  const membersPath = `/rooms/${encodeURIComponent(roomId)}/members?`;
+  const loads = requests.filter((r) => r.user === aliceId && r.url.includes(membersPath));
+  say(`  alice's member loads: ${loads.map((r) => `${r.status} ${r.url.slice(r.url.indexOf("?"))}`).join(", ")}`);
+  if (!loads.some((r) => r.status === 200 && new URL(r.url).searchParams.get("at")?.startsWith("s"))) {
+    fail("alice's client did not load the members at its sync token before sending");
+  }
   const got = await bobGets;
   if (got.getId() !== firstId) fail(`bob decrypted ${got.getId()}, alice sent ${firstId}`);
   if (got.getWireType() !== "m.room.encrypted") fail(`the event went over the wire as ${got.getWireType()}`);

@@ -96,8 +96,24 @@ export async function poll(check, interval = 200) {
   }
 }
 
+// requests lists what the scenario's clients asked and what they were
+// answered, { user, method, url, status }, for steps that check the calls
+// the SDK makes.
+export const requests = [];
+
+// recording wraps a fetch so that userId's requests land in requests.
+function recording(userId, inner = fetch) {
+  return async (input, init) => {
+    const res = await inner(input, init);
+    const url = String(input instanceof Request ? input.url : input);
+    requests.push({ user: userId, method: init?.method ?? "GET", url, status: res.status });
+    return res;
+  };
+}
+
 // login logs userId in with the password and returns a client for the new
-// device; opts go to createClient (such as cryptoCallbacks).
+// device; opts go to createClient (such as cryptoCallbacks, or a fetchFn
+// under the recording one).
 export async function login(userId, opts = {}) {
   const anon = createClient({ baseUrl });
   const res = await anon.loginRequest({
@@ -109,7 +125,14 @@ export async function login(userId, opts = {}) {
   if (res.user_id !== userId || !res.access_token || !res.device_id) {
     fail(`login of ${userId} answered ${JSON.stringify(res)}`);
   }
-  return createClient({ baseUrl, userId: res.user_id, accessToken: res.access_token, deviceId: res.device_id, ...opts });
+  return createClient({
+    baseUrl,
+    userId: res.user_id,
+    accessToken: res.access_token,
+    deviceId: res.device_id,
+    ...opts,
+    fetchFn: recording(userId, opts.fetchFn),
+  });
 }
 
 export async function startSyncing(client) {
@@ -119,7 +142,10 @@ export async function startSyncing(client) {
     }
     return state === SyncState.Prepared ? true : undefined;
   });
-  await client.startClient({ initialSyncLimit: 20 });
+  // As Element Web starts it: members are loaded lazily, so that the
+  // first message in an encrypted room loads them with /members?at=<the
+  // last sync's next_batch>.
+  await client.startClient({ initialSyncLimit: 20, lazyLoadMembers: true });
   await prepared;
 }
 

@@ -23,6 +23,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -65,6 +66,8 @@ type Config struct {
 	WebClientLocation string `yaml:"web_client_location"`
 	// MaxRequestSize bounds request bodies, in bytes.
 	MaxRequestSize int64 `yaml:"max_request_size"`
+	// TURN is Synapse's TURN settings, at the top level as there.
+	TURN `yaml:",inline"`
 	// Email is the email block; nil when mail is not configured.
 	Email *Email `yaml:"email"`
 
@@ -113,6 +116,59 @@ type Email struct {
 	AppName string `yaml:"app_name"`
 	// SESConfigurationSet is the SES configuration set mail is sent with.
 	SESConfigurationSet string `yaml:"ses_configuration_set"`
+}
+
+// TURN names the TURN servers that clients relay VoIP calls through, and
+// how they get credentials: Synapse's keys, with their meaning.
+type TURN struct {
+	// TurnURIs are the servers' URIs, such as turn:turn.example.org?transport=udp;
+	// none, and /voip/turnServer answers {}, as Synapse does. In the
+	// environment: one variable, the URIs separated by commas.
+	TurnURIs []string `yaml:"turn_uris"`
+	// TurnSharedSecret is the secret the TURN server shares (coturn's
+	// static-auth-secret): each user gets a username and password of their
+	// own that the server accepts until they expire.
+	TurnSharedSecret string `yaml:"turn_shared_secret"`
+	// TurnUsername and TurnPassword are credentials everyone gets, when
+	// there is no shared secret.
+	TurnUsername string `yaml:"turn_username"`
+	TurnPassword string `yaml:"turn_password"`
+	// TurnUserLifetime is how long credentials made from the shared secret
+	// last: Synapse's duration, milliseconds or a number with s, m, h, d, w
+	// or y; one hour when empty.
+	TurnUserLifetime string `yaml:"turn_user_lifetime"`
+}
+
+// DefaultTurnUserLifetime is Synapse's default turn_user_lifetime.
+const DefaultTurnUserLifetime = time.Hour
+
+// TurnLifetime is turn_user_lifetime as a duration (Validate has checked it).
+func (t TURN) TurnLifetime() time.Duration {
+	d, err := ParseDuration(t.TurnUserLifetime)
+	if err != nil || t.TurnUserLifetime == "" {
+		return DefaultTurnUserLifetime
+	}
+	return d
+}
+
+// ParseDuration reads a duration as Synapse's config does: a whole number of
+// milliseconds, or a number followed by s, m, h, d, w or y (a year being
+// 365 days).
+func ParseDuration(v string) (time.Duration, error) {
+	units := map[byte]time.Duration{'s': time.Second, 'm': time.Minute, 'h': time.Hour,
+		'd': 24 * time.Hour, 'w': 7 * 24 * time.Hour, 'y': 365 * 24 * time.Hour}
+	v = strings.TrimSpace(v)
+	unit := time.Millisecond
+	if v != "" {
+		if u, ok := units[v[len(v)-1]]; ok {
+			unit, v = u, v[:len(v)-1]
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 || n > int64(1<<62)/int64(unit) {
+		return 0, fmt.Errorf("%q is not a duration such as 1h, 30m or 86400000 (milliseconds)", v)
+	}
+	return time.Duration(n) * unit, nil
 }
 
 // Sync tunes /sync long-polling: how often a waiting request looks for news
@@ -306,6 +362,19 @@ func (c *Config) Validate() error {
 			bad("web_client_location %q is not an absolute http(s) URL: use the web client's address, such as %s, or \"\" for none", c.WebClientLocation, DefaultWebClient)
 		}
 	}
+	if c.TurnUserLifetime != "" {
+		if _, err := ParseDuration(c.TurnUserLifetime); err != nil {
+			bad("turn_user_lifetime: %v", err)
+		}
+	}
+	for _, u := range c.TurnURIs {
+		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") && !strings.HasPrefix(u, "stun:") {
+			bad("turn_uris: %q is not a TURN URI such as turn:turn.example.org:3478?transport=udp", u)
+		}
+	}
+	if (c.TurnUsername == "") != (c.TurnPassword == "") {
+		bad("turn_username and turn_password go together: set both or neither")
+	}
 	if c.Email != nil {
 		if c.PublicBaseURL == "" || c.baseURLDerived {
 			bad("the email block needs public_baseurl: set it to the address users reach, such as https://matrix.example.org/, since links in mail point there")
@@ -373,6 +442,13 @@ func applyEnvStruct(v reflect.Value, prefix string, lookup LookupFunc) error {
 	for i := range t.NumField() {
 		field, value := t.Field(i), v.Field(i)
 		name := prefix + strings.ToUpper(strings.Split(field.Tag.Get("yaml"), ",")[0])
+		if field.Anonymous {
+			// An inline block's keys are top-level keys.
+			if err := applyEnvStruct(value, prefix, lookup); err != nil {
+				return err
+			}
+			continue
+		}
 		if field.Type.Kind() == reflect.Struct {
 			if err := applyEnvStruct(value, name+"_", lookup); err != nil {
 				return err
@@ -413,6 +489,17 @@ func applyEnvStruct(v reflect.Value, prefix string, lookup LookupFunc) error {
 				return fmt.Errorf("config: %s=%q is not a whole number", name, raw)
 			}
 			value.SetInt(n)
+		case reflect.Slice:
+			if value.Type().Elem().Kind() != reflect.String {
+				return fmt.Errorf("config: %s: unsupported kind %s", name, value.Type())
+			}
+			var list []string
+			for _, item := range strings.Split(raw, ",") {
+				if item = strings.TrimSpace(item); item != "" {
+					list = append(list, item)
+				}
+			}
+			value.Set(reflect.ValueOf(list))
 		default:
 			return fmt.Errorf("config: %s: unsupported kind %s", name, value.Kind())
 		}

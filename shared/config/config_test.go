@@ -3,8 +3,10 @@ package config_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/config"
 )
@@ -101,6 +103,10 @@ func TestLoad_ErrorsNameTheKey(t *testing.T) {
 		{"bad log level", "log_level: loud\n", nil, "log_level"},
 		{"negative rate limit", "rate_limits:\n  login_per_address: -1\n", nil, "rate_limits.login_per_address"},
 		{"rate limit from env", "", map[string]string{"CIRRUS_RATE_LIMITS_LOGIN_PER_ACCOUNT": "ten"}, "CIRRUS_RATE_LIMITS_LOGIN_PER_ACCOUNT"},
+		{"bad TURN lifetime", "turn_user_lifetime: 1 hour\n", nil, "turn_user_lifetime"},
+		{"TURN lifetime of nothing", "", map[string]string{"CIRRUS_TURN_USER_LIFETIME": "0"}, "turn_user_lifetime"},
+		{"TURN URI without scheme", "turn_uris: [turn.example.org]\n", nil, "turn_uris"},
+		{"TURN username alone", "turn_username: alice\n", nil, "turn_password"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := ""
@@ -112,6 +118,31 @@ func TestLoad_ErrorsNameTheKey(t *testing.T) {
 				t.Fatalf("Load error = %v, want one naming %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestLoad_TURN: Synapse's TURN keys, from a file as Synapse writes them
+// and from the environment, where the URIs are one comma-separated value.
+func TestLoad_TURN(t *testing.T) {
+	file := writeFile(t, "turn_uris: [\"turn:turn.example.org?transport=udp\", \"turns:turn.example.org:5349\"]\n"+
+		"turn_shared_secret: s3cret\nturn_user_lifetime: 86400000\n")
+	c, err := config.Load(file, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.TurnURIs) != 2 || c.TurnURIs[1] != "turns:turn.example.org:5349" || c.TurnSharedSecret != "s3cret" || c.TurnLifetime() != 24*time.Hour {
+		t.Fatalf("TURN from the file: %+v, lifetime %v", c.TURN, c.TurnLifetime())
+	}
+	c, err = config.Load("", env(map[string]string{"CIRRUS_TURN_URIS": "turn:a.example.org, stun:b.example.org:3478",
+		"CIRRUS_TURN_USERNAME": "u", "CIRRUS_TURN_PASSWORD": "p", "CIRRUS_TURN_USER_LIFETIME": "2w"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.TurnURIs, []string{"turn:a.example.org", "stun:b.example.org:3478"}) || c.TurnUsername != "u" || c.TurnLifetime() != 14*24*time.Hour {
+		t.Fatalf("TURN from the environment: %+v, lifetime %v", c.TURN, c.TurnLifetime())
+	}
+	if c, _ := config.Load("", env(nil)); len(c.TurnURIs) != 0 || c.TurnLifetime() != time.Hour {
+		t.Fatalf("TURN by default: %+v, lifetime %v; want none, 1h", c.TURN, c.TurnLifetime())
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
 	"github.com/cirrus-matrix/cirrus/shared/events"
@@ -25,6 +26,60 @@ func parseToken(t string) (int64, error) {
 		return 0, httpapi.InvalidParam("invalid pagination token %q", t)
 	}
 	return n, nil
+}
+
+// position reads a token of the room that userID gives: a room token, or a
+// /sync token (next_batch), which the spec accepts wherever a pagination
+// token goes; both come out as the position just after which they stand.
+// Any other token, or a sync token of another user, is 400 M_INVALID_PARAM.
+func (s *Service) position(ctx context.Context, userID, roomID, t string) (int64, error) {
+	if strings.HasPrefix(t, "t") || s.SyncPosition == nil {
+		return parseToken(t)
+	}
+	return s.SyncPosition(ctx, userID, roomID, t)
+}
+
+// positionPage is how many of the newest events PositionAt reads at first:
+// a client asks with the token of its last sync, after which few events
+// came.
+const positionPage = 10
+
+// PositionAt is the position of the room's last event stamped at or before
+// t, 0 when there is none: where a /sync token stands in a room it does not
+// name. The server stamps the events it appends with the time, so stamps
+// rise with positions. Cost: a Query of the newest events (one page of
+// positionPage); only when the room moved on by more since t, a binary
+// search by one-event Queries (about 1 RCU each, log2 of the room's length).
+func (s *Service) PositionAt(ctx context.Context, roomID string, t time.Time) (int64, error) {
+	ms := t.UnixMilli()
+	stamp := func(e Event) int64 { return int64(e.PDU.OriginServerTS()) }
+	page, err := s.slots(ctx, roomID, live, true, positionPage)
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range page {
+		if stamp(e) <= ms {
+			return e.Seq, nil
+		}
+	}
+	if len(page) < positionPage {
+		return 0, nil
+	}
+	// The answer is in [lo, hi]; lo 0 stands for "before the room began".
+	lo, hi := int64(0), page[len(page)-1].Seq-1
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		evs, err := s.slots(ctx, roomID, mid, true, 1)
+		if err != nil {
+			return 0, err
+		}
+		if len(evs) > 0 && stamp(evs[0]) <= ms {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo, nil
 }
 
 // render turns stored events into the client format, redacted as their
@@ -94,13 +149,13 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 		q.Limit = 10
 	}
 	q.Limit = min(q.Limit, 1000)
-	from, err := startOf(q.From, q.Backward)
+	from, err := s.startOf(ctx, userID, roomID, q.From, q.Backward)
 	if err != nil {
 		return Page{}, err
 	}
 	stop := int64(-1)
 	if q.To != "" {
-		if stop, err = parseToken(q.To); err != nil {
+		if stop, err = s.position(ctx, userID, roomID, q.To); err != nil {
 			return Page{}, err
 		}
 	}
@@ -137,9 +192,9 @@ const live = int64(1) << 62
 
 // startOf is where a page starts: the given token, or the room's live end
 // going backwards and its beginning going forwards.
-func startOf(from string, backward bool) (int64, error) {
+func (s *Service) startOf(ctx context.Context, userID, roomID, from string, backward bool) (int64, error) {
 	if from != "" {
-		return parseToken(from)
+		return s.position(ctx, userID, roomID, from)
 	}
 	if backward {
 		return live, nil
@@ -438,13 +493,13 @@ func (s *Service) MemberEvents(ctx context.Context, userID, roomID string, q Mem
 	var state []events.PDU
 	var err error
 	if q.At != "" {
-		seq, perr := parseToken(q.At)
-		if perr != nil {
-			return nil, perr
-		}
 		v, verr := s.viewerOf(ctx, userID, roomID)
 		if verr != nil {
 			return nil, verr
+		}
+		seq, perr := s.position(ctx, userID, roomID, q.At)
+		if perr != nil {
+			return nil, perr
 		}
 		state, err = s.stateAtToken(ctx, roomID, min(seq, v.limit()))
 	} else {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
 
@@ -39,6 +40,18 @@ func relationOf(roomID string, seq int64, ev events.PDU) *relation {
 	}
 }
 
+// relationsPoint reads a from or to token of /relations. Its own tokens
+// name the position where the next page starts, inclusive; a /sync token
+// stands just after an event: going forwards, the next position is the
+// first after it.
+func (s *Service) relationsPoint(ctx context.Context, userID, roomID, t string, backward bool) (int64, error) {
+	seq, err := s.position(ctx, userID, roomID, t)
+	if err != nil || strings.HasPrefix(t, "t") || backward {
+		return seq, err
+	}
+	return seq + 1, nil
+}
+
 // RelationsQuery is GET /rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]].
 type RelationsQuery struct {
 	RelType, EventType string
@@ -70,7 +83,7 @@ func (s *Service) RelationsOf(ctx context.Context, userID, roomID, eventID strin
 	q.Limit = min(q.Limit, 1000)
 	query := store.Query{PK: roomPK(roomID), Prefix: relPrefix(eventID), Descending: q.Backward}
 	if q.From != "" {
-		seq, err := parseToken(q.From)
+		seq, err := s.relationsPoint(ctx, userID, roomID, q.From, q.Backward)
 		if err != nil {
 			return Relations{}, err
 		}
@@ -78,7 +91,7 @@ func (s *Service) RelationsOf(ctx context.Context, userID, roomID, eventID strin
 	}
 	stop := int64(-1)
 	if q.To != "" {
-		if stop, err = parseToken(q.To); err != nil {
+		if stop, err = s.relationsPoint(ctx, userID, roomID, q.To, q.Backward); err != nil {
 			return Relations{}, err
 		}
 	}

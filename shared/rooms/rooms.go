@@ -27,6 +27,11 @@ type Service struct {
 	// Appended is told of every event appended, after it is stored, with
 	// the local users whose sync streams it goes to; nil does nothing.
 	Appended func(ctx context.Context, evs []Appended) error
+	// SyncPosition reads a /sync token of userID as the position in roomID
+	// it stands just after (sync.Service.RoomPosition), for the endpoints
+	// that take a sync token for a pagination token; nil accepts room
+	// tokens alone.
+	SyncPosition func(ctx context.Context, userID, roomID, token string) (int64, error)
 
 	cache roomCache
 }

@@ -39,8 +39,10 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/secrets"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 	"github.com/cirrus-matrix/cirrus/shared/sync"
+	"github.com/cirrus-matrix/cirrus/shared/thirdparty"
 	"github.com/cirrus-matrix/cirrus/shared/todevice"
 	"github.com/cirrus-matrix/cirrus/shared/unread"
+	"github.com/cirrus-matrix/cirrus/shared/voip"
 )
 
 // Server holds what the handlers share.
@@ -147,7 +149,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	data.Changed = func(ctx context.Context, userID, roomID string) error {
 		return syncs.Touch(ctx, roomID, []string{userID})
 	}
-	rms.Appended = syncs.Fanout
+	rms.Appended, rms.SyncPosition = syncs.Fanout, syncs.RoomPosition
 	pres := &presence.Service{Store: st, Rooms: rms, Enabled: cfg.Presence.Enabled, Touch: func(ctx context.Context, userID string, users []string) error {
 		return syncs.Touch(ctx, userID, users)
 	}}
@@ -315,6 +317,8 @@ func (s *Server) ClientHandler() http.Handler {
 	s.E2EKeys.Register(rt, s.Accounts.RequireAuth)
 	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handle))
 	s.Push.Register(rt, s.Accounts.RequireAuth)
+	(&voip.Service{TURN: s.Config.TURN}).Register(rt, s.Accounts.RequireAuth)
+	thirdparty.Register(rt, s.Accounts.RequireAuth)
 	return httpapi.Logging(s.Logger, httpapi.CORS(httpapi.LimitBody(s.Config.MaxRequestSize, rt)))
 }
 

@@ -235,7 +235,7 @@ func (p position) encode() string {
 }
 
 func parsePosition(token, userID string) (position, error) {
-	bad := httpapi.InvalidParam("since token %q is not one this server gave you", token)
+	bad := httpapi.InvalidParam("sync token %q is not one this server gave you", token)
 	doc, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(token, "s"))
 	if err != nil || !strings.HasPrefix(token, "s") {
 		return position{}, bad
@@ -245,9 +245,27 @@ func parsePosition(token, userID string) (position, error) {
 		return position{}, bad
 	}
 	if p.User != userTag(userID) {
-		return position{}, httpapi.InvalidParam("since token belongs to another user")
+		return position{}, httpapi.InvalidParam("sync token belongs to another user")
 	}
 	return p, nil
+}
+
+// RoomPosition reads a sync token of userID (a next_batch) as the position
+// in roomID it stands just after: what the sync that gave it delivered of
+// the room. It is the rooms service's SyncPosition, so that /members?at=,
+// /messages and /relations take sync tokens as the spec has them. A token
+// remembers the rooms it delivered lately; any other room was delivered up
+// to the token's time (rooms.Service.PositionAt). A token that is not one
+// of the user's is 400 M_INVALID_PARAM.
+func (s *Service) RoomPosition(ctx context.Context, userID, roomID, token string) (int64, error) {
+	p, err := parsePosition(token, userID)
+	if err != nil {
+		return 0, err
+	}
+	if sent, ok := p.Sent[roomID]; ok {
+		return sent[0], nil
+	}
+	return s.Rooms.PositionAt(ctx, roomID, time.UnixMilli(p.Time))
 }
 
 // fresh is news the token has not delivered.
