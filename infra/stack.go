@@ -95,10 +95,17 @@ type CirrusStackProps struct {
 	// DistDir holds the function zips (context value distDir); when empty,
 	// the dist/ folder of the repository.
 	DistDir string
+	// TurnURIs are the TURN servers clients relay calls through (context
+	// value turnUris, comma-separated), and TurnSharedSecretArn the Secrets
+	// Manager secret they share with the server (coturn's
+	// static-auth-secret). The operator makes the secret, so that its value
+	// is never in the template; both or neither.
+	TurnURIs            []string
+	TurnSharedSecretArn string
 }
 
 // contextKeys are the context values the stack reads.
-var contextKeys = []string{"domainName", "serverName", "hostedZoneId", "hostedZoneName", "certificateArn", "mailFrom", "enableRegistration", "alarmEmail", "webClientLocation", "distDir"}
+var contextKeys = []string{"domainName", "serverName", "hostedZoneId", "hostedZoneName", "certificateArn", "mailFrom", "enableRegistration", "alarmEmail", "webClientLocation", "distDir", "turnUris", "turnSharedSecretArn"}
 
 // PropsFromContext reads the stack's context values (from -c key=value or
 // cdk.json). A value of the wrong type is an error; missing ones are left to
@@ -117,15 +124,26 @@ func PropsFromContext(app awscdk.App) (*CirrusStackProps, error) {
 		}
 	}
 	p := &CirrusStackProps{
-		DomainName:        str("domainName"),
-		ServerName:        str("serverName"),
-		HostedZoneID:      str("hostedZoneId"),
-		HostedZoneName:    str("hostedZoneName"),
-		CertificateArn:    str("certificateArn"),
-		MailFrom:          str("mailFrom"),
-		AlarmEmail:        str("alarmEmail"),
-		WebClientLocation: str("webClientLocation"),
-		DistDir:           str("distDir"),
+		DomainName:          str("domainName"),
+		ServerName:          str("serverName"),
+		HostedZoneID:        str("hostedZoneId"),
+		HostedZoneName:      str("hostedZoneName"),
+		CertificateArn:      str("certificateArn"),
+		MailFrom:            str("mailFrom"),
+		AlarmEmail:          str("alarmEmail"),
+		WebClientLocation:   str("webClientLocation"),
+		DistDir:             str("distDir"),
+		TurnSharedSecretArn: str("turnSharedSecretArn"),
+	}
+	if uris := str("turnUris"); uris != "" {
+		// An empty list from a value such as "," is left to Validate, which
+		// then says that turnUris names no URI.
+		p.TurnURIs = []string{}
+		for _, u := range strings.Split(uris, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				p.TurnURIs = append(p.TurnURIs, u)
+			}
+		}
 	}
 	switch v := app.Node().TryGetContext(jsii.String("enableRegistration")).(type) {
 	case nil:
@@ -156,6 +174,12 @@ var (
 	hostnameRE       = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
 	hostedZoneIDRE   = regexp.MustCompile(`^Z[A-Z0-9]{1,31}$`)
 	certificateArnRE = regexp.MustCompile(`^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$`)
+	// The complete ARN, with the six characters Secrets Manager appends to
+	// the name: an IAM grant on the name alone matches no secret.
+	secretArnRE = regexp.MustCompile(`^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$`)
+	// A comma would split the URI in CIRRUS_TURN_URIS, which carries the
+	// list as one string.
+	turnURIRE = regexp.MustCompile(`^(turn|turns|stun):[^\s,]+$`)
 )
 
 // Validate fills defaults and checks every value, naming each wrong one and
@@ -206,6 +230,20 @@ func (p *CirrusStackProps) Validate() error {
 		if u, err := url.Parse(p.WebClientLocation); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			bad("context value webClientLocation=%q is not an absolute http(s) URL such as https://app.element.io/", p.WebClientLocation)
 		}
+	}
+	if p.TurnURIs != nil && len(p.TurnURIs) == 0 {
+		bad("context value turnUris names no URI: pass -c turnUris=turn:turn.example.org:3478?transport=udp,turns:turn.example.org:5349?transport=tcp")
+	}
+	for _, u := range p.TurnURIs {
+		if !turnURIRE.MatchString(u) {
+			bad("context value turnUris: %q is not a TURN URI starting with turn:, turns: or stun:, such as turn:turn.example.org:3478?transport=udp", u)
+		}
+	}
+	if p.TurnSharedSecretArn != "" && !secretArnRE.MatchString(p.TurnSharedSecretArn) {
+		bad("context value turnSharedSecretArn=%q is not a Secrets Manager secret ARN such as arn:aws:secretsmanager:eu-west-1:123456789012:secret:coturn-AbCdEf (the complete ARN, with the six characters after the name, as `aws secretsmanager describe-secret` prints it)", p.TurnSharedSecretArn)
+	}
+	if (p.TurnURIs == nil) != (p.TurnSharedSecretArn == "") {
+		bad("context values turnUris and turnSharedSecretArn go together: pass both (the TURN servers, and the secret they share with the server in Secrets Manager) or neither")
 	}
 	if p.DistDir == "" {
 		p.DistDir = defaultDistDir()
@@ -421,6 +459,10 @@ func (s *builder) functions() {
 	if s.p.WebClientLocation != "" {
 		clientEnv["CIRRUS_WEB_CLIENT_LOCATION"] = jsii.String(s.p.WebClientLocation)
 	}
+	if s.p.TurnSharedSecretArn != "" {
+		clientEnv["CIRRUS_TURN_URIS"] = jsii.String(strings.Join(s.p.TurnURIs, ","))
+		clientEnv["CIRRUS_TURN_SHARED_SECRET_SECRET_ARN"] = jsii.String(s.p.TurnSharedSecretArn)
+	}
 	// The client function's timeout is at API Gateway's 30 s; /sync
 	// long-polls are capped at SyncLongPollCap (25 s) to end before it.
 	s.client = s.function("client", clientMemoryMB, clientTimeoutSeconds, clientEnv)
@@ -441,6 +483,11 @@ func (s *builder) functions() {
 		fn.AddToRolePolicy(allow("SigningKeySeed", []string{"secretsmanager:GetSecretValue"}, s.seed.SecretArn()))
 	}
 	s.client.AddToRolePolicy(allow("RegistrationSharedSecret", []string{"secretsmanager:GetSecretValue"}, s.sharedSecret.SecretArn()))
+	if s.p.TurnSharedSecretArn != "" {
+		// The operator's secret, by its complete ARN: /voip/turnServer is
+		// the client function's, and nothing else reads it.
+		s.client.AddToRolePolicy(allow("TurnSharedSecret", []string{"secretsmanager:GetSecretValue"}, jsii.String(s.p.TurnSharedSecretArn)))
+	}
 	for _, fn := range []awslambda.Function{s.client, s.federation} {
 		fn.AddToRolePolicy(allow("FederationQueueSend", []string{"sqs:SendMessage"}, s.queue.QueueArn()))
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -72,7 +71,15 @@ var (
 		// cdk.json gives booleans as booleans.
 		"enableRegistration": false,
 	}
+	// turnContext is a bare deployment with the operator's TURN servers.
+	turnContext = map[string]any{
+		"domainName":          "matrix.example.io",
+		"turnUris":            " turn:turn.example.io:3478?transport=udp, turns:turn.example.io:5349?transport=tcp,stun:turn.example.io ",
+		"turnSharedSecretArn": turnSecretArn,
+	}
 )
+
+const turnSecretArn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:coturn/static-auth-AbC123"
 
 type synthesized struct {
 	template assertions.Template
@@ -231,7 +238,7 @@ func TestTable_MatchesStore(t *testing.T) {
 }
 
 func TestSecrets_NeverInTheTemplate(t *testing.T) {
-	for name, ctx := range map[string]map[string]any{"full": fullContext, "bare": bareContext, "cert": certContext} {
+	for name, ctx := range map[string]map[string]any{"full": fullContext, "bare": bareContext, "cert": certContext, "turn": turnContext} {
 		s := synth(t, name, ctx)
 		secrets := s.resources("AWS::SecretsManager::Secret")
 		if len(secrets) != 2 {
@@ -255,7 +262,7 @@ func TestSecrets_NeverInTheTemplate(t *testing.T) {
 		}
 		for id, fn := range s.resources("AWS::Lambda::Function") {
 			for k := range obj(obj(props(fn)["Environment"])["Variables"]) {
-				if k == "CIRRUS_SIGNING_KEY" || k == "CIRRUS_SIGNING_KEY_SEED" || k == "CIRRUS_REGISTRATION_SHARED_SECRET" {
+				if k == "CIRRUS_SIGNING_KEY" || k == "CIRRUS_SIGNING_KEY_SEED" || k == "CIRRUS_REGISTRATION_SHARED_SECRET" || k == "CIRRUS_TURN_SHARED_SECRET" || k == "CIRRUS_TURN_PASSWORD" {
 					t.Errorf("%s: function %s has the secret %s in its environment", name, id, k)
 				}
 			}
@@ -447,6 +454,57 @@ func TestIAM_LeastPrivilege(t *testing.T) {
 	}
 	if raw := js(s.resources("AWS::IAM::Policy")); strings.Contains(raw, `"Resource":"*"`) || strings.Contains(raw, `"Action":"*"`) {
 		t.Error("a policy allows everything on something or something on everything")
+	}
+}
+
+// TestTURN checks that the operator's TURN servers reach the client function
+// alone, and that only it may read their secret, by its ARN and nothing wider.
+func TestTURN(t *testing.T) {
+	s := synth(t, "turn", turnContext)
+	_, client := s.one(t, "AWS::Lambda::Function", "ClientFunction")
+	env := obj(obj(client["Environment"])["Variables"])
+	if got, want := env["CIRRUS_TURN_URIS"], "turn:turn.example.io:3478?transport=udp,turns:turn.example.io:5349?transport=tcp,stun:turn.example.io"; got != want {
+		t.Errorf("CIRRUS_TURN_URIS = %v, want %q", got, want)
+	}
+	if got := env["CIRRUS_TURN_SHARED_SECRET_SECRET_ARN"]; got != turnSecretArn {
+		t.Errorf("CIRRUS_TURN_SHARED_SECRET_SECRET_ARN = %v, want %q", got, turnSecretArn)
+	}
+	read := grant(map[string]any{"Action": "secretsmanager:GetSecretValue", "Resource": turnSecretArn})
+	statements, _ := s.statements(t, "Client")
+	var found int
+	for _, st := range statements {
+		if grant(st) == read {
+			found++
+		}
+	}
+	if found != 1 {
+		t.Errorf("the client may read the TURN secret in %d statements, want 1", found)
+	}
+	for _, fn := range []string{"Federation", "Sender"} {
+		_, f := s.one(t, "AWS::Lambda::Function", fn+"Function")
+		for k := range obj(obj(f["Environment"])["Variables"]) {
+			if strings.HasPrefix(k, "CIRRUS_TURN_") {
+				t.Errorf("%s has %s in its environment", fn, k)
+			}
+		}
+		statements, _ := s.statements(t, fn)
+		if strings.Contains(js(statements), turnSecretArn) {
+			t.Errorf("%s may read the TURN secret: %s", fn, js(statements))
+		}
+	}
+	// The imported secret is the operator's: the stack makes none more.
+	if n := len(s.resources("AWS::SecretsManager::Secret")); n != 2 {
+		t.Errorf("%d secrets, want the stack's 2", n)
+	}
+
+	// Without the context values, no trace of TURN.
+	for name, ctx := range map[string]map[string]any{"full": fullContext, "bare": bareContext} {
+		raw := js(synth(t, name, ctx).json)
+		for _, w := range []string{"CIRRUS_TURN_", "TurnSharedSecret"} {
+			if strings.Contains(raw, w) {
+				t.Errorf("%s: the template mentions %s without TURN context values", name, w)
+			}
+		}
 	}
 }
 
@@ -780,6 +838,18 @@ func TestContext_Errors(t *testing.T) {
 		{"number as string", with("domainName", 42.0), []string{"domainName must be a string"}},
 		{"no build", with("distDir", filepath.Join(t.TempDir(), "nothing")), []string{"client.zip is missing: run `make build` first"}},
 		{"several at once", with("domainName", nil, "alarmEmail", "x"), []string{"domainName is missing", "alarmEmail"}},
+		{"turn uris alone", with("turnUris", "turn:turn.example.org"), []string{"turnUris and turnSharedSecretArn go together"}},
+		{"turn secret alone", with("turnSharedSecretArn", turnSecretArn), []string{"turnUris and turnSharedSecretArn go together"}},
+		{"bad turn uri", with("turnUris", "turn:turn.example.org,https://turn.example.org", "turnSharedSecretArn", turnSecretArn),
+			[]string{`turnUris: "https://turn.example.org" is not a TURN URI starting with turn:, turns: or stun:`}},
+		{"turn uri with a space", with("turnUris", "turn:turn.example.org ?transport=udp", "turnSharedSecretArn", turnSecretArn), []string{`"turn:turn.example.org ?transport=udp" is not a TURN URI`}},
+		{"no turn uri", with("turnUris", " , ", "turnSharedSecretArn", turnSecretArn), []string{"turnUris names no URI"}},
+		{"turn uris as a list", with("turnUris", []any{"turn:turn.example.org"}, "turnSharedSecretArn", turnSecretArn), []string{"turnUris must be a string"}},
+		{"turn secret by name", with("turnUris", "turn:turn.example.org", "turnSharedSecretArn", "coturn"), []string{`turnSharedSecretArn="coturn" is not a Secrets Manager secret ARN`}},
+		{"turn secret partial ARN", with("turnUris", "turn:turn.example.org", "turnSharedSecretArn", "arn:aws:secretsmanager:us-east-1:123456789012:secret:coturn"),
+			[]string{"turnSharedSecretArn=", "the complete ARN"}},
+		{"turn secret in SSM", with("turnUris", "turn:turn.example.org", "turnSharedSecretArn", "arn:aws:ssm:us-east-1:123456789012:parameter/coturn-AbC123"),
+			[]string{"is not a Secrets Manager secret ARN"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.ctx["distDir"] == "<dist>" {
@@ -810,7 +880,9 @@ func TestContext_Defaults(t *testing.T) {
 	if p.DomainName != "matrix.example.org" || p.ServerName != "matrix.example.org" || p.MailFrom != "noreply@matrix.example.org" {
 		t.Errorf("defaults: %+v", p)
 	}
-	if got := fmt.Sprint(contextKeys); !strings.Contains(got, "domainName") {
-		t.Error(got)
+	for _, k := range []string{"domainName", "turnUris", "turnSharedSecretArn"} {
+		if !slices.Contains(contextKeys, k) {
+			t.Errorf("contextKeys %v lacks %s", contextKeys, k)
+		}
 	}
 }

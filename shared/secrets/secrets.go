@@ -1,10 +1,12 @@
 // Package secrets reads the deployment's secrets from AWS Secrets Manager:
 // the registration shared secret and the signing key seed that the CDK stack
-// generates, so that neither is ever in the CloudFormation template nor in a
-// function's environment. A function's environment names the secrets by ARN:
+// generates, and the TURN shared secret that the operator stores, so that
+// none is ever in the CloudFormation template nor in a function's
+// environment. A function's environment names the secrets by ARN:
 //
 //	CIRRUS_SIGNING_KEY_SEED_SECRET_ARN           -> signing_key_seed
 //	CIRRUS_REGISTRATION_SHARED_SECRET_SECRET_ARN -> registration_shared_secret
+//	CIRRUS_TURN_SHARED_SECRET_SECRET_ARN         -> turn_shared_secret
 //
 // and Fill reads them once, at the function's start.
 package secrets
@@ -26,6 +28,7 @@ import (
 const (
 	SigningKeySeedARNEnv           = "CIRRUS_SIGNING_KEY_SEED_SECRET_ARN"
 	RegistrationSharedSecretARNEnv = "CIRRUS_REGISTRATION_SHARED_SECRET_SECRET_ARN"
+	TurnSharedSecretARNEnv         = "CIRRUS_TURN_SHARED_SECRET_SECRET_ARN"
 )
 
 // Getter is the one Secrets Manager call used; *secretsmanager.Client is one,
@@ -55,7 +58,9 @@ func Get(ctx context.Context, g Getter, arn string) (string, error) {
 // (lookup) names; a secret named there wins over a value already in the
 // config. With no ARN in the environment it does nothing and calls newGetter
 // not at all, so a function without secrets never builds an AWS client. The
-// getter is made once, by newGetter, from the region of the first ARN.
+// getters are made by newGetter, one per region the ARNs name: the TURN
+// secret is the operator's and may live in another region than the stack's,
+// and Secrets Manager answers for its own region only.
 func Fill(ctx context.Context, cfg *config.Config, lookup config.LookupFunc, newGetter func(ctx context.Context, region string) (Getter, error)) error {
 	targets := []struct {
 		env string
@@ -63,19 +68,23 @@ func Fill(ctx context.Context, cfg *config.Config, lookup config.LookupFunc, new
 	}{
 		{SigningKeySeedARNEnv, &cfg.SigningKeySeed},
 		{RegistrationSharedSecretARNEnv, &cfg.RegistrationSharedSecret},
+		{TurnSharedSecretARNEnv, &cfg.TurnSharedSecret},
 	}
-	var g Getter
+	getters := map[string]Getter{}
 	for _, t := range targets {
 		arn, ok := lookup(t.env)
 		arn = strings.TrimSpace(arn)
 		if !ok || arn == "" {
 			continue
 		}
+		region := Region(arn)
+		g := getters[region]
 		if g == nil {
 			var err error
-			if g, err = newGetter(ctx, Region(arn)); err != nil {
+			if g, err = newGetter(ctx, region); err != nil {
 				return fmt.Errorf("secrets: %s: %w", t.env, err)
 			}
+			getters[region] = g
 		}
 		v, err := Get(ctx, g, arn)
 		if err != nil {

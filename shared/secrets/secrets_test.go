@@ -15,6 +15,8 @@ import (
 const (
 	seedARN   = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:CirrusSigningKeySeed-AbCdEf"
 	sharedARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:CirrusRegistrationSecret-GhIjKl"
+	// turnARN is in another region: the operator makes it, wherever coturn is.
+	turnARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:coturn-static-auth-MnOpQr"
 )
 
 // fake is Secrets Manager with a map of ARN to value.
@@ -65,6 +67,32 @@ func TestFill_BothSecrets(t *testing.T) {
 	}
 	if len(f.asked) != 2 {
 		t.Fatalf("asked for %v", f.asked)
+	}
+}
+
+func TestFill_TurnSharedSecret(t *testing.T) {
+	f := &fake{values: map[string]string{seedARN: "seed value", turnARN: "coturn secret\n"}}
+	var regions []string
+	cfg := &config.Config{}
+	cfg.TurnSharedSecret = "from the environment"
+	err := secrets.Fill(context.Background(), cfg, env(map[string]string{
+		secrets.SigningKeySeedARNEnv:   seedARN,
+		secrets.TurnSharedSecretARNEnv: turnARN,
+	}), factory(f, &regions))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TurnSharedSecret != "coturn secret" || cfg.SigningKeySeed != "seed value" {
+		t.Fatalf("filled turn_shared_secret %q, signing_key_seed %q", cfg.TurnSharedSecret, cfg.SigningKeySeed)
+	}
+	if strings.Join(regions, ",") != "eu-west-1,us-east-1" {
+		t.Fatalf("clients made for regions %v, want one for eu-west-1 and one for us-east-1", regions)
+	}
+
+	err = secrets.Fill(context.Background(), &config.Config{},
+		env(map[string]string{secrets.TurnSharedSecretARNEnv: turnARN}), factory(&fake{}, &regions))
+	if err == nil || !strings.Contains(err.Error(), secrets.TurnSharedSecretARNEnv) {
+		t.Fatalf("missing TURN secret: err = %v, want one naming %s", err, secrets.TurnSharedSecretARNEnv)
 	}
 }
 
