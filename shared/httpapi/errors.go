@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
 // Error is a Matrix error response: an HTTP status, an errcode and a
@@ -100,6 +102,12 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	var me *Error
 	switch {
 	case errors.As(err, &me):
+	case errors.Is(err, store.ErrKeyTooLong):
+		// An identifier the client chose (a room alias, a state key, a
+		// transaction ID) makes a key longer than DynamoDB stores.
+		me = InvalidParam("an identifier in the request is too long to store")
+	case errors.Is(err, store.ErrItemTooLarge):
+		me = TooLarge("the request's data is too large to store")
 	case errors.Is(r.Context().Err(), context.Canceled):
 		// The client went away (a stopped sync loop, a closed tab) and
 		// the work it started was cut short: nobody reads this answer

@@ -39,6 +39,9 @@ func newServer(t *testing.T, logs *bytes.Buffer) *httptest.Server {
 	rt.HandleFunc("GET /fail", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, errors.New("dynamodb: secret internals"))
 	})
+	rt.HandleFunc("GET /longkey", func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteError(w, r, fmt.Errorf("put (secret internals): %w", store.ErrKeyTooLong))
+	})
 	rt.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, httpapi.LimitExceeded(1500*time.Millisecond))
 	})
@@ -83,6 +86,7 @@ func TestErrors(t *testing.T) {
 		{"panic", "GET", "/boom", ``, 500, "M_UNKNOWN"},
 		{"internal error", "GET", "/fail", ``, 500, "M_UNKNOWN"},
 		{"rate limited", "GET", "/slow", ``, 429, "M_LIMIT_EXCEEDED"},
+		{"key over DynamoDB's limit", "GET", "/longkey", ``, 400, "M_INVALID_PARAM"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, m := send(t, tc.method, srv.URL+tc.path, tc.body)

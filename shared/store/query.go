@@ -48,6 +48,12 @@ func (s *Store) QueryPage(ctx context.Context, q Query, out any) (string, error)
 	} else if q.Index != "" {
 		return "", fmt.Errorf("query: unknown index %q", q.Index)
 	}
+	// DynamoDB refuses key conditions on values longer than a key can be.
+	for _, c := range []struct{ name, value string }{{pkName, q.PK}, {skName, q.Prefix}, {skName, q.From}} {
+		if err := checkKeySize(c.name, c.value); err != nil {
+			return "", fmt.Errorf("query: %w", err)
+		}
+	}
 	cond := "#pk = :pk"
 	names := map[string]string{"#pk": pkName}
 	values := map[string]types.AttributeValue{":pk": &types.AttributeValueMemberS{Value: q.PK}}

@@ -25,9 +25,13 @@ import (
 
 // DynamoDB's limits, enforced here.
 const (
-	MaxItemSize          = 400 * 1024
-	MaxTransactActions   = 100
-	MaxQueryPageSize     = 1 << 20
+	MaxItemSize        = 400 * 1024
+	MaxTransactActions = 100
+	MaxQueryPageSize   = 1 << 20
+	// MaxPartitionKeySize and MaxSortKeySize bound a key's value in bytes
+	// (UTF-8), on the table and on the index alike.
+	MaxPartitionKeySize  = 2048
+	MaxSortKeySize       = 1024
 	attrPK, attrSK       = "pk", "sk"
 	attrExpires          = "expires_at"
 	gsi1, gsi1PK, gsi1SK = "gsi1", "gsi1pk", "gsi1sk"
@@ -41,6 +45,16 @@ var (
 	ErrItemTooLarge   = errors.New("item exceeds DynamoDB's 400 KB limit")
 	ErrTooManyActions = errors.New("transaction exceeds DynamoDB's 100 actions")
 	ErrEmptyKey       = errors.New("key attribute is empty")
+	// ErrKeyTooLong is a key over MaxPartitionKeySize or MaxSortKeySize
+	// bytes, mostly from an identifier a client chose: the HTTP edge
+	// answers it with 400 M_INVALID_PARAM.
+	ErrKeyTooLong = errors.New("key exceeds DynamoDB's size limit")
+	// ErrInvalid is a request DynamoDB refused as invalid
+	// (ValidationException): sending it again fails again.
+	ErrInvalid = errors.New("request refused by DynamoDB as invalid")
+	// ErrThrottled is a request DynamoDB still throttled after the
+	// retries of the store.
+	ErrThrottled = errors.New("request throttled by DynamoDB")
 )
 
 // Key addresses one item.
@@ -336,18 +350,46 @@ func checkKeys(av map[string]types.AttributeValue) error {
 		if !ok || v.Value == "" {
 			return fmt.Errorf("%w: %q must be a non-empty string", ErrEmptyKey, name)
 		}
+		if err := checkKeySize(name, v.Value); err != nil {
+			return err
+		}
 	}
 	for _, name := range []string{gsi1PK, gsi1SK} {
-		if v, ok := av[name].(*types.AttributeValueMemberS); ok && v.Value == "" {
+		v, ok := av[name].(*types.AttributeValueMemberS)
+		if ok && v.Value == "" {
 			return fmt.Errorf("%w: index key %q is an empty string; omit it instead", ErrEmptyKey, name)
+		}
+		if ok {
+			if err := checkKeySize(name, v.Value); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
+// checkKeySize refuses a value of the key attribute name over DynamoDB's
+// limit: 2048 bytes for a partition key, 1024 for a sort key.
+func checkKeySize(name, value string) error {
+	limit := MaxSortKeySize
+	if name == attrPK || name == gsi1PK {
+		limit = MaxPartitionKeySize
+	}
+	if len(value) <= limit {
+		return nil
+	}
+	return fmt.Errorf("%w: %q is %d bytes, at most %d (it begins %q)", ErrKeyTooLong, name, len(value), limit, value[:32])
+}
+
 func keyAV(k Key) (map[string]types.AttributeValue, error) {
 	if k.PK == "" || k.SK == "" {
 		return nil, fmt.Errorf("%w: pk %q, sk %q", ErrEmptyKey, k.PK, k.SK)
+	}
+	if err := checkKeySize(attrPK, k.PK); err != nil {
+		return nil, err
+	}
+	if err := checkKeySize(attrSK, k.SK); err != nil {
+		return nil, err
 	}
 	return map[string]types.AttributeValue{
 		attrPK: &types.AttributeValueMemberS{Value: k.PK},

@@ -5,7 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,6 +122,189 @@ func TestStore_Limits(t *testing.T) {
 	}
 	if err := s.Transact(ctx, ops[:store.MaxTransactActions]...); err != nil {
 		t.Fatalf("100 actions: %v", err)
+	}
+}
+
+// TestStore_KeyLimits checks DynamoDB's key sizes, 2048 bytes for a
+// partition key and 1024 for a sort key, on every way in: each call at the
+// limit works, one byte over gives ErrKeyTooLong before any request.
+func TestStore_KeyLimits(t *testing.T) {
+	s, ctx := open(t)
+	pk, sk := strings.Repeat("p", store.MaxPartitionKeySize), strings.Repeat("s", store.MaxSortKeySize)
+	type indexed struct {
+		PK     string `dynamodbav:"pk"`
+		SK     string `dynamodbav:"sk"`
+		GSI1PK string `dynamodbav:"gsi1pk"`
+		GSI1SK string `dynamodbav:"gsi1sk"`
+	}
+	if err := s.Put(ctx, thing{PK: pk, SK: sk, Name: "at the limit"}); err != nil {
+		t.Fatalf("put at the limits: %v", err)
+	}
+	var got thing
+	if err := s.Get(ctx, store.Key{PK: pk, SK: sk}, &got); err != nil || got.Name != "at the limit" {
+		t.Fatalf("get at the limits: %+v, %v", got, err)
+	}
+	if err := s.Put(ctx, indexed{PK: "p", SK: "s", GSI1PK: pk, GSI1SK: sk}); err != nil {
+		t.Fatalf("put with index keys at the limits: %v", err)
+	}
+	var page []thing
+	if _, err := s.QueryPage(ctx, store.Query{PK: pk, Prefix: sk}, &page); err != nil || len(page) != 1 {
+		t.Fatalf("query at the limits: %d items, %v", len(page), err)
+	}
+	ctx, meter := store.WithMeter(ctx)
+	tests := []struct {
+		name string
+		call func() error
+	}{
+		{"put pk", func() error { return s.Put(ctx, thing{PK: pk + "x", SK: "s"}) }},
+		{"put sk", func() error { return s.Put(ctx, thing{PK: "p", SK: sk + "x"}) }},
+		{"put multibyte sk", func() error { return s.Put(ctx, thing{PK: "p", SK: strings.Repeat("é", store.MaxSortKeySize/2+1)}) }},
+		{"put gsi1pk", func() error { return s.Put(ctx, indexed{PK: "p", SK: "s", GSI1PK: pk + "x", GSI1SK: "s"}) }},
+		{"put gsi1sk", func() error { return s.Put(ctx, indexed{PK: "p", SK: "s", GSI1PK: "p", GSI1SK: sk + "x"}) }},
+		{"create", func() error { return s.Create(ctx, thing{PK: "p", SK: sk + "x"}) }},
+		{"put if", func() error { return s.PutIf(ctx, thing{PK: pk + "x", SK: "s"}, "name", "") }},
+		{"put many", func() error { return s.PutMany(ctx, []any{thing{PK: "p", SK: "s"}, thing{PK: "p", SK: sk + "x"}}) }},
+		{"get", func() error { return s.Get(ctx, store.Key{PK: pk + "x", SK: "s"}, &got) }},
+		{"get many", func() error {
+			return s.GetMany(ctx, []store.Key{{PK: "p", SK: sk + "x"}}, func(store.Key, func(any) error) error { return nil })
+		}},
+		{"delete", func() error { return s.Delete(ctx, store.Key{PK: "p", SK: sk + "x"}) }},
+		{"consume", func() error { return s.Consume(ctx, store.Key{PK: pk + "x", SK: "s"}, &got) }},
+		{"increment", func() error {
+			_, err := s.Increment(ctx, store.Key{PK: "p", SK: sk + "x"}, "n", time.Time{})
+			return err
+		}},
+		{"transact put", func() error {
+			return s.Transact(ctx, store.PutOp(thing{PK: "p", SK: "a"}), store.PutOp(thing{PK: pk + "x", SK: "s"}))
+		}},
+		{"transact delete", func() error { return s.Transact(ctx, store.DeleteOp(store.Key{PK: "p", SK: sk + "x"})) }},
+		{"query pk", func() error { _, err := s.QueryPage(ctx, store.Query{PK: pk + "x"}, &page); return err }},
+		{"query prefix", func() error { _, err := s.QueryPage(ctx, store.Query{PK: "p", Prefix: sk + "x"}, &page); return err }},
+		{"query from", func() error { _, err := s.QueryPage(ctx, store.Query{PK: "p", From: sk + "x"}, &page); return err }},
+		{"index query", func() error {
+			_, err := s.QueryPage(ctx, store.Query{Index: "gsi1", PK: pk + "x"}, &page)
+			return err
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); !errors.Is(err, store.ErrKeyTooLong) {
+				t.Fatalf("%s one byte over the limit: %v, want ErrKeyTooLong", tc.name, err)
+			}
+		})
+	}
+	if u := meter.Usage(); u.Calls != 0 {
+		t.Fatalf("keys over the limits made %d DynamoDB calls, want none", u.Calls)
+	}
+}
+
+// TestStore_TransactErrors checks that Transact tells a lost race from a
+// request DynamoDB refuses: only the first is ErrConflict, and neither is
+// sent twice.
+func TestStore_TransactErrors(t *testing.T) {
+	s, ctx := open(t)
+	if err := s.Put(ctx, thing{PK: "room|r", SK: "head", Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("ConditionFailed", func(t *testing.T) {
+		ctx, meter := store.WithMeter(ctx)
+		err := s.Transact(ctx, store.CreateOp(thing{PK: "room|r", SK: "head"}), store.PutOp(thing{PK: "room|r", SK: "ev|1"}))
+		if !errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrInvalid) {
+			t.Fatalf("create over a taken key: %v, want ErrConflict", err)
+		}
+		if u := meter.Usage(); u.Calls != 1 {
+			t.Fatalf("a failed condition made %d calls, want 1", u.Calls)
+		}
+	})
+	t.Run("PutIfChanged", func(t *testing.T) {
+		err := s.Transact(ctx, store.PutIfOp(thing{PK: "room|r", SK: "head", Count: 3}, "count", 2))
+		if !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("put if over a changed value: %v, want ErrConflict", err)
+		}
+	})
+	t.Run("Invalid", func(t *testing.T) {
+		// DynamoDB refuses two actions on one item in a transaction.
+		ctx, meter := store.WithMeter(ctx)
+		err := s.Transact(ctx, store.PutOp(thing{PK: "room|r", SK: "ev|2"}), store.DeleteOp(store.Key{PK: "room|r", SK: "ev|2"}))
+		if !errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrConflict) {
+			t.Fatalf("two actions on one item: %v, want ErrInvalid and not ErrConflict", err)
+		}
+		if u := meter.Usage(); u.Calls != 1 {
+			t.Fatalf("an invalid transaction made %d calls, want 1", u.Calls)
+		}
+	})
+	var got thing
+	for _, sk := range []string{"ev|1", "ev|2"} {
+		if err := s.Get(ctx, store.Key{PK: "room|r", SK: sk}, &got); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("a refused transaction wrote %s: %v", sk, err)
+		}
+	}
+}
+
+// TestStore_TransactThrottled puts a DynamoDB in front of the embedded one
+// that throttles the first transactions it gets: Transact sends again
+// until one goes through, and gives up with ErrThrottled, never
+// ErrConflict, when throttling lasts.
+func TestStore_TransactThrottled(t *testing.T) {
+	srv, err := embedded.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	target, _ := url.Parse(srv.URL())
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var throttle atomic.Int64
+	var seen atomic.Int64
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".TransactWriteItems") {
+			seen.Add(1)
+			if throttle.Add(-1) >= 0 {
+				w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+				w.WriteHeader(http.StatusBadRequest)
+				io.WriteString(w, `{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","message":"Transaction cancelled, please refer cancellation reasons for specific reasons [None, ThrottlingError]","CancellationReasons":[{"Code":"None"},{"Code":"ThrottlingError","Message":"Throughput exceeds the current capacity of your table or index."}]}`)
+				return
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	ctx := context.Background()
+	s, err := store.Open(ctx, store.Options{Table: "test", Endpoint: front.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateTable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ops := []store.Op{store.PutOp(thing{PK: "p", SK: "a"}), store.PutOp(thing{PK: "p", SK: "b"})}
+
+	throttle.Store(2)
+	seen.Store(0)
+	if err := s.Transact(ctx, ops...); err != nil {
+		t.Fatalf("transact throttled twice: %v", err)
+	}
+	if n := seen.Load(); n != 3 {
+		t.Fatalf("transact throttled twice was sent %d times, want 3", n)
+	}
+	var got thing
+	if err := s.Get(ctx, store.Key{PK: "p", SK: "b"}, &got); err != nil {
+		t.Fatalf("after the throttling: %v", err)
+	}
+
+	throttle.Store(1 << 30)
+	seen.Store(0)
+	err = s.Transact(ctx, ops...)
+	if !errors.Is(err, store.ErrThrottled) || errors.Is(err, store.ErrConflict) {
+		t.Fatalf("transact always throttled: %v, want ErrThrottled", err)
+	}
+	if n := seen.Load(); n < 2 || n > 100 {
+		t.Fatalf("transact always throttled was sent %d times, want a few", n)
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Transact(cctx, ops...); !errors.Is(err, context.Canceled) || errors.Is(err, store.ErrConflict) {
+		t.Fatalf("transact with an ended context: %v, want context.Canceled", err)
 	}
 }
 

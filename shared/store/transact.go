@@ -38,8 +38,14 @@ func PutIfOp(item any, attr string, value any) Op {
 // DeleteOp removes the item at k.
 func DeleteOp(k Key) Op { return Op{del: &k} }
 
-// Transact applies ops atomically: all or none. If a CreateOp finds its key
-// taken, nothing is written and the error wraps ErrConflict.
+// Transact applies ops atomically: all or none. When a condition fails (a
+// CreateOp finds its key taken, a PutIfOp its value changed) or another
+// transaction holds one of the items, nothing is written and the error
+// wraps ErrConflict: the caller lost a race, reads again and decides.
+// Throttling is retried here, with waits that end with ctx, and wraps
+// ErrThrottled when it lasts; a request DynamoDB refuses as invalid (two
+// actions on one item, say) wraps ErrInvalid at once. Nothing else wraps
+// ErrConflict.
 func (s *Store) Transact(ctx context.Context, ops ...Op) error {
 	if len(ops) == 0 {
 		return nil
@@ -82,17 +88,35 @@ func (s *Store) Transact(ctx context.Context, ops ...Op) error {
 		items = append(items, types.TransactWriteItem{Put: put})
 		units += 2 * putUnits(av, size)
 	}
-	out, err := s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{
+	in := &dynamodb.TransactWriteItemsInput{
 		TransactItems:          items,
 		ReturnConsumedCapacity: types.ReturnConsumedCapacityTotal,
-	})
-	var canceled *types.TransactionCanceledException
-	if errors.As(err, &canceled) {
-		record(ctx, 0, units)
-		return fmt.Errorf("transact: %w: %v", ErrConflict, err)
 	}
-	if err != nil {
-		record(ctx, 0, 0)
+	var out *dynamodb.TransactWriteItemsOutput
+	throttled := func(err error) bool { return classify(err) == failThrottled }
+	err := Retry(ctx, throttleBackoff, throttled, func(ctx context.Context) error {
+		var err error
+		out, err = s.db.TransactWriteItems(ctx, in)
+		switch {
+		case err == nil:
+		case classify(err) == failRace:
+			record(ctx, 0, units) // a cancelled transaction is billed
+		default:
+			record(ctx, 0, 0)
+		}
+		return err
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("transact: %w", err)
+	case classify(err) == failRace:
+		return fmt.Errorf("transact: %w: %v", ErrConflict, err)
+	case classify(err) == failThrottled:
+		return fmt.Errorf("transact: %w: %w", ErrThrottled, err)
+	case classify(err) == failInvalid:
+		return fmt.Errorf("transact: %w: %w", ErrInvalid, err)
+	default:
 		return fmt.Errorf("transact: %w", err)
 	}
 	var cc *types.ConsumedCapacity
