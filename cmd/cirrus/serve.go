@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -111,8 +112,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 	cfg.Listening(clientLn.Addr().String(), fedLn.Addr().String())
 	srv.Accounts.BaseURL = cfg.PublicBaseURL
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
-	clientSrv := &http.Server{Handler: srv.ClientHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
-	fedSrv := &http.Server{Handler: srv.FederationHandler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig, ErrorLog: errLog}
+	limits := timeoutsFor(cfg)
+	clientSrv := limits.server(srv.ClientHandler(), errLog)
+	fedSrv := limits.server(srv.FederationHandler(), errLog)
+	fedSrv.TLSConfig = tlsConfig
 	errs := make(chan error, 2)
 	go func() { errs <- clientSrv.Serve(clientLn) }()
 	go func() { errs <- fedSrv.ServeTLS(fedLn, "", "") }()
@@ -156,6 +159,44 @@ loop:
 	}
 	logger.Info("stopped")
 	return err
+}
+
+// httpTimeouts bound what one connection may hold of a listener, so that a
+// client that sends its request slowly, or never, gives its connection up.
+type httpTimeouts struct {
+	// ReadHeader is the time to send the request line and headers.
+	ReadHeader time.Duration
+	// Read is the time to send the whole request, body included. Go also
+	// cancels a request's context when its connection's read deadline
+	// passes while the handler runs, so it must outlast the longest
+	// request too: a /sync long-poll.
+	Read time.Duration
+	// Write is the time from the end of the headers to the end of the
+	// response.
+	Write time.Duration
+	// Idle is how long a kept-alive connection waits for its next request.
+	Idle time.Duration
+}
+
+// timeoutsFor gives the listeners' timeouts; tests replace it.
+var timeoutsFor = defaultTimeouts
+
+// defaultTimeouts fit a /sync that waits sync.max_timeout_ms (25 s by
+// default, at most 29 s) and then answers: 60 s to read a request and 65 s
+// to answer it.
+func defaultTimeouts(cfg *config.Config) httpTimeouts {
+	maxSync := time.Duration(cfg.Sync.MaxTimeoutMS) * time.Millisecond
+	return httpTimeouts{
+		ReadHeader: 10 * time.Second,
+		Read:       maxSync + 35*time.Second,
+		Write:      maxSync + 40*time.Second,
+		Idle:       2 * time.Minute,
+	}
+}
+
+func (t httpTimeouts) server(h http.Handler, errLog *log.Logger) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: t.ReadHeader, ReadTimeout: t.Read,
+		WriteTimeout: t.Write, IdleTimeout: t.Idle, ErrorLog: errLog}
 }
 
 func printBanner(w io.Writer, cfg *config.Config, at listening, embeddedDB bool, configFlag string) {
