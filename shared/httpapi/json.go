@@ -7,12 +7,23 @@ import (
 	"io"
 	"net/http"
 	"unicode/utf8"
+
+	"github.com/cirrus-matrix/cirrus/shared/protocol"
 )
+
+// MaxDepth bounds how deep arrays and objects nest in a request body. No
+// Matrix request comes near it; an event's content is held to less
+// (events.MaxContentDepth), so that the event fits inside the bodies that
+// carry it on.
+const MaxDepth = 100
 
 // DecodeJSON reads the request body into v. It answers the spec's way:
 // M_TOO_LARGE past the body limit, M_NOT_JSON for a body that is not a JSON
 // object in UTF-8, M_BAD_JSON for JSON of the wrong shape. Unknown keys are
-// allowed, as the spec lets clients send extra fields.
+// allowed, as the spec lets clients send extra fields. A key twice in any
+// object of the body, or nesting deeper than MaxDepth, is M_BAD_JSON: the
+// copies would mean one thing to this server and another to a reader that
+// keeps the other copy, and events carry bodies on to other servers.
 func DecodeJSON(r *http.Request, v any) error {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -26,10 +37,13 @@ func DecodeJSON(r *http.Request, v any) error {
 	if !utf8.Valid(body) {
 		return NotJSON("request body is not valid UTF-8")
 	}
-	if !json.Valid(body) {
-		return NotJSON("request body is not valid JSON")
+	if err := protocol.CheckJSON(body, MaxDepth); err != nil {
+		if errors.Is(err, protocol.ErrSyntax) {
+			return NotJSON("request body is not valid JSON: %v", err)
+		}
+		return BadJSON("request body: %v", err)
 	}
-	if len(body) == 0 || body[0] != '{' {
+	if body[0] != '{' {
 		return NotJSON("request body must be a JSON object")
 	}
 	if err := json.Unmarshal(body, v); err != nil {
