@@ -2,10 +2,12 @@
 // the endpoints that create and authenticate them.
 //
 // Storage (docs/storage.md): an account is the item (user|<user ID>,
-// account), its profile (user|<user ID>, profile), each device (user|<user
-// ID>, device|<device ID>); an access token is stored only as its SHA-256,
-// in the item (token|<hash>, token), so that authenticating a request is one
-// GetItem.
+// account), each device (user|<user ID>, device|<device ID>); an access
+// token is stored only as its SHA-256, in the item (token|<hash>, token), so
+// that authenticating a request is one GetItem. The profile (user|<user ID>,
+// profile) belongs to shared/profile: registration writes it in its
+// transaction through the Profiles hook, and the admin API changes it
+// through the same hook, which tells the user's rooms.
 package accounts
 
 import (
@@ -18,8 +20,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/cirrus-matrix/cirrus/shared/ratelimit"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -48,6 +48,9 @@ type Service struct {
 	// DeviceDeleted, when set, runs after a device is deleted or logged out,
 	// for what other packages keep per device (pushers).
 	DeviceDeleted func(ctx context.Context, userID, deviceID string) error
+	// Profiles reads and writes profiles (shared/profile, their one
+	// owner); nil makes and shows no profile.
+	Profiles Profiles
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -78,11 +81,18 @@ type accountItem struct {
 // accountsIndexPK is the index partition that lists all accounts.
 const accountsIndexPK = "accounts"
 
-type profileItem struct {
-	PK          string `dynamodbav:"pk"`
-	SK          string `dynamodbav:"sk"`
-	DisplayName string `dynamodbav:"displayname,omitempty"`
-	AvatarURL   string `dynamodbav:"avatar_url,omitempty"`
+// Profiles is what accounts asks of the package that owns profiles. Its
+// errors for a value that may not be set are *httpapi.Error (400).
+type Profiles interface {
+	// NewProfileOp is the write that makes a new user's profile with a
+	// display name, for the registration's transaction.
+	NewProfileOp(userID, displayName string) (store.Op, error)
+	// Names reads a local user's display name and avatar URL, "" when
+	// unset or when the user has no profile.
+	Names(ctx context.Context, userID string) (displayName, avatarURL string, err error)
+	// SetDisplayName changes a local user's display name and tells the
+	// rooms they are in (new member events).
+	SetDisplayName(ctx context.Context, userID, displayName string) error
 }
 
 type deviceItem struct {
@@ -127,7 +137,8 @@ type NewUser struct {
 
 // Register creates an account, its profile and, unless InhibitLogin, a first
 // device with an access token, all in one transaction: a taken user ID
-// leaves nothing behind and gives ErrUserInUse.
+// leaves nothing behind and gives ErrUserInUse. A password over 512 bytes
+// gives ErrPasswordTooLong.
 func (s *Service) Register(ctx context.Context, u NewUser) (Session, error) {
 	localpart := strings.ToLower(u.Localpart)
 	if err := ValidLocalpart(localpart, s.ServerName); err != nil {
@@ -135,7 +146,7 @@ func (s *Service) Register(ctx context.Context, u NewUser) (Session, error) {
 	}
 	hash, err := HashPassword(u.Password)
 	if err != nil {
-		return Session{}, err
+		return Session{}, fmt.Errorf("register: %w", err)
 	}
 	userID := "@" + localpart + ":" + s.ServerName
 	now := s.now()
@@ -146,7 +157,13 @@ func (s *Service) Register(ctx context.Context, u NewUser) (Session, error) {
 	ops := []store.Op{
 		store.CreateOp(accountItem{PK: userPK(userID), SK: "account", UserID: userID, PasswordHash: hash, Admin: u.Admin,
 			CreatedTS: now.UnixMilli(), GSI1PK: accountsIndexPK, GSI1SK: userID}),
-		store.PutOp(profileItem{PK: userPK(userID), SK: "profile", DisplayName: display}),
+	}
+	if s.Profiles != nil {
+		op, err := s.Profiles.NewProfileOp(userID, display)
+		if err != nil {
+			return Session{}, err
+		}
+		ops = append(ops, op)
 	}
 	sess := Session{UserID: userID}
 	if !u.InhibitLogin {
@@ -206,18 +223,6 @@ func ValidLocalpart(localpart, serverName string) error {
 		return fmt.Errorf("%w: user ID is longer than 255 bytes", ErrInvalidUsername)
 	}
 	return nil
-}
-
-// HashPassword makes a bcrypt hash of Synapse's cost.
-func HashPassword(password string) (string, error) {
-	if password == "" {
-		return "", errors.New("hash password: the password is empty")
-	}
-	h, err := bcrypt.GenerateFromPassword([]byte(password), BcryptCost)
-	if err != nil {
-		return "", fmt.Errorf("hash password: %w", err)
-	}
-	return string(h), nil
 }
 
 // newToken is 256 random bits; only its hash is stored.

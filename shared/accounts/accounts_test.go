@@ -102,7 +102,9 @@ func TestWhoami_OneRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	h := httpapi.Logging(slog.New(slog.NewJSONHandler(&logs, nil)), s.RequireAuth(s.Whoami))
+	rt := httpapi.NewRouter()
+	s.Routes(rt, false, false, "")
+	h := httpapi.Logging(slog.New(slog.NewJSONHandler(&logs, nil)), rt)
 	req := httptest.NewRequest("GET", "/_matrix/client/v3/account/whoami", nil)
 	req.Header.Set("Authorization", "Bearer "+sess.AccessToken)
 	rec := httptest.NewRecorder()

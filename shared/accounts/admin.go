@@ -15,18 +15,17 @@ import (
 
 // RequireAdmin is RequireAuth for server admins: anyone else gets 403.
 func (s *Service) RequireAdmin(next http.HandlerFunc) http.HandlerFunc {
-	return s.RequireAuth(func(w http.ResponseWriter, r *http.Request) {
+	return s.RequireAuth(httpapi.Handle(func(w http.ResponseWriter, r *http.Request) error {
 		acct, err := s.account(r, Caller(r.Context()).UserID)
 		if err != nil {
-			httpapi.WriteError(w, r, err)
-			return
+			return err
 		}
 		if !acct.Admin {
-			httpapi.WriteError(w, r, httpapi.Forbidden("you are not a server admin"))
-			return
+			return httpapi.Forbidden("you are not a server admin")
 		}
 		next(w, r)
-	})
+		return nil
+	}))
 }
 
 func (s *Service) account(r *http.Request, userID string) (accountItem, error) {
@@ -38,23 +37,35 @@ func (s *Service) account(r *http.Request, userID string) (accountItem, error) {
 	return acct, err
 }
 
-// localUser checks that the path's user ID is one of this server's.
+// localUser checks that the path's user ID is one of this server's, and no
+// longer than the spec's 255 bytes, before anything is read.
 func (s *Service) localUser(r *http.Request) (string, error) {
 	userID := r.PathValue("userId")
+	if err := checkID("the user ID", userID); err != nil {
+		return "", err
+	}
 	if !strings.HasPrefix(userID, "@") || !strings.HasSuffix(userID, ":"+s.ServerName) {
 		return "", httpapi.InvalidParam("%s is not a user of this server (%s)", userID, s.ServerName)
 	}
 	return userID, nil
 }
 
-func (s *Service) adminUserJSON(r *http.Request, acct accountItem) map[string]any {
-	var prof profileItem
-	s.Store.Get(r.Context(), store.Key{PK: userPK(acct.UserID), SK: "profile"}, &prof)
-	return map[string]any{
-		"name": acct.UserID, "displayname": prof.DisplayName, "avatar_url": nilIfEmpty(prof.AvatarURL),
+// writeAdminUser answers with a user as Synapse's admin API shows one; its
+// profile comes from the Profiles hook.
+func (s *Service) writeAdminUser(w http.ResponseWriter, r *http.Request, status int, acct accountItem) error {
+	var display, avatar string
+	if s.Profiles != nil {
+		var err error
+		if display, avatar, err = s.Profiles.Names(r.Context(), acct.UserID); err != nil {
+			return err
+		}
+	}
+	httpapi.WriteJSON(w, status, map[string]any{
+		"name": acct.UserID, "displayname": display, "avatar_url": nilIfEmpty(avatar),
 		"admin": acct.Admin, "deactivated": acct.Deactivated, "is_guest": false, "user_type": nil,
 		"creation_ts": acct.CreatedTS / 1000, "threepids": []any{}, "external_ids": []any{}, "erased": false,
-	}
+	})
+	return nil
 }
 
 func nilIfEmpty(s string) any {
@@ -64,29 +75,28 @@ func nilIfEmpty(s string) any {
 	return s
 }
 
-// AdminGetUser serves GET /_synapse/admin/v2/users/{userId}.
-func (s *Service) AdminGetUser(w http.ResponseWriter, r *http.Request) {
+// handleAdminGetUser serves GET /_synapse/admin/v2/users/{userId}.
+func (s *Service) handleAdminGetUser(w http.ResponseWriter, r *http.Request) error {
 	userID, err := s.localUser(r)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	acct, err := s.account(r, userID)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
-	httpapi.WriteJSON(w, http.StatusOK, s.adminUserJSON(r, acct))
+	return s.writeAdminUser(w, r, http.StatusOK, acct)
 }
 
-// AdminPutUser serves PUT /_synapse/admin/v2/users/{userId}: it creates the
-// user (201) or changes password, display name, admin flag and deactivation
-// of an existing one (200).
-func (s *Service) AdminPutUser(w http.ResponseWriter, r *http.Request) {
+// handleAdminPutUser serves PUT /_synapse/admin/v2/users/{userId}: it
+// creates the user (201) or changes display name, password, admin flag and
+// deactivation of an existing one (200), in that order, as Synapse does. The
+// display name goes through the profile package, which tells the user's
+// rooms. A password over 512 bytes is Synapse's 400 "Invalid password".
+func (s *Service) handleAdminPutUser(w http.ResponseWriter, r *http.Request) error {
 	userID, err := s.localUser(r)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	var req struct {
 		Password      *string `json:"password"`
@@ -96,15 +106,18 @@ func (s *Service) AdminPutUser(w http.ResponseWriter, r *http.Request) {
 		LogoutDevices *bool   `json:"logout_devices"`
 	}
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
+	}
+	if req.Password != nil {
+		if err := checkNewPassword(*req.Password); err != nil {
+			return err
+		}
 	}
 	acct, err := s.account(r, userID)
 	var nf *httpapi.Error
 	if errors.As(err, &nf) && nf.Status == http.StatusNotFound {
 		if req.Password == nil || *req.Password == "" {
-			httpapi.WriteError(w, r, httpapi.MissingParam("password is required to create a user"))
-			return
+			return httpapi.MissingParam("password is required to create a user")
 		}
 		localpart := strings.TrimSuffix(strings.TrimPrefix(userID, "@"), ":"+s.ServerName)
 		u := NewUser{Localpart: localpart, Password: *req.Password, InhibitLogin: true}
@@ -115,23 +128,28 @@ func (s *Service) AdminPutUser(w http.ResponseWriter, r *http.Request) {
 			u.DisplayName = *req.DisplayName
 		}
 		if _, err := s.Register(r.Context(), u); err != nil {
-			httpapi.WriteError(w, r, registrationError(err))
-			return
+			return registrationError(err)
 		}
-		acct, _ = s.account(r, userID)
-		httpapi.WriteJSON(w, http.StatusCreated, s.adminUserJSON(r, acct))
-		return
+		if acct, err = s.account(r, userID); err != nil {
+			return err
+		}
+		return s.writeAdminUser(w, r, http.StatusCreated, acct)
 	}
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
+	}
+	if req.DisplayName != nil && s.Profiles != nil {
+		if err := s.Profiles.SetDisplayName(r.Context(), userID, *req.DisplayName); err != nil {
+			return err
+		}
 	}
 	if req.Password != nil {
 		if err := s.SetPassword(r.Context(), userID, *req.Password, req.LogoutDevices == nil || *req.LogoutDevices, ""); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
+			return err
 		}
-		acct, _ = s.account(r, userID)
+		if acct, err = s.account(r, userID); err != nil {
+			return err
+		}
 	}
 	if req.Admin != nil || req.Deactivated != nil {
 		if req.Admin != nil {
@@ -149,39 +167,28 @@ func (s *Service) AdminPutUser(w http.ResponseWriter, r *http.Request) {
 			err = s.Store.Put(r.Context(), acct)
 		}
 		if err != nil {
-			httpapi.WriteError(w, r, err)
-			return
+			return err
 		}
 	}
-	if req.DisplayName != nil {
-		var prof profileItem
-		s.Store.Get(r.Context(), store.Key{PK: userPK(userID), SK: "profile"}, &prof)
-		prof.PK, prof.SK, prof.DisplayName = userPK(userID), "profile", *req.DisplayName
-		if err := s.Store.Put(r.Context(), prof); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-	}
-	httpapi.WriteJSON(w, http.StatusOK, s.adminUserJSON(r, acct))
+	return s.writeAdminUser(w, r, http.StatusOK, acct)
 }
 
-// AdminListUsers serves GET /_synapse/admin/v2/users: one index Query per
-// page, in user ID order; `from` is the opaque next_token of the last page.
-func (s *Service) AdminListUsers(w http.ResponseWriter, r *http.Request) {
+// handleAdminListUsers serves GET /_synapse/admin/v2/users: one index Query
+// per page, in user ID order; `from` is the opaque next_token of the last
+// page.
+func (s *Service) handleAdminListUsers(w http.ResponseWriter, r *http.Request) error {
 	limit := 100
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			httpapi.WriteError(w, r, httpapi.InvalidParam("limit must be a number from 1 to 1000"))
-			return
+			return httpapi.InvalidParam("limit must be a number from 1 to 1000")
 		}
 		limit = n
 	}
 	var page []accountItem
 	next, err := s.Store.QueryPage(r.Context(), store.Query{PK: accountsIndexPK, Index: "gsi1", Limit: limit, Cursor: r.URL.Query().Get("from")}, &page)
 	if err != nil {
-		httpapi.WriteError(w, r, httpapi.InvalidParam("bad from token"))
-		return
+		return httpapi.InvalidParam("bad from token")
 	}
 	users := make([]map[string]any, 0, len(page))
 	for _, a := range page {
@@ -196,61 +203,61 @@ func (s *Service) AdminListUsers(w http.ResponseWriter, r *http.Request) {
 		body["next_token"] = next
 	}
 	httpapi.WriteJSON(w, http.StatusOK, body)
+	return nil
 }
 
-// AdminResetPassword serves POST /_synapse/admin/v1/reset_password/{userId}.
-func (s *Service) AdminResetPassword(w http.ResponseWriter, r *http.Request) {
+// handleAdminResetPassword serves POST
+// /_synapse/admin/v1/reset_password/{userId}. A password over 512 bytes is
+// Synapse's 400 "Invalid password".
+func (s *Service) handleAdminResetPassword(w http.ResponseWriter, r *http.Request) error {
 	userID, err := s.localUser(r)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	var req struct {
 		NewPassword   string `json:"new_password"`
 		LogoutDevices *bool  `json:"logout_devices"`
 	}
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	if req.NewPassword == "" {
-		httpapi.WriteError(w, r, httpapi.MissingParam("new_password is required"))
-		return
+		return httpapi.MissingParam("new_password is required")
+	}
+	if err := checkNewPassword(req.NewPassword); err != nil {
+		return err
 	}
 	if _, err := s.account(r, userID); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	if err := s.SetPassword(r.Context(), userID, req.NewPassword, req.LogoutDevices == nil || *req.LogoutDevices, ""); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
+	return nil
 }
 
-// AdminDeactivate serves POST /_synapse/admin/v1/deactivate/{userId}.
-func (s *Service) AdminDeactivate(w http.ResponseWriter, r *http.Request) {
+// handleAdminDeactivate serves POST /_synapse/admin/v1/deactivate/{userId}.
+func (s *Service) handleAdminDeactivate(w http.ResponseWriter, r *http.Request) error {
 	userID, err := s.localUser(r)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	var req struct {
 		Erase bool `json:"erase"`
 	}
 	if err := decodeOptionalJSON(r, &req); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	acct, err := s.account(r, userID)
-	if err == nil {
-		err = s.deactivate(r.Context(), acct)
-	}
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
+	}
+	if err := s.deactivate(r.Context(), acct); err != nil {
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"id_server_unbind_result": "success"})
+	return nil
 }
 
 // IsAdmin reports whether the request's caller is a server admin.

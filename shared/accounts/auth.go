@@ -22,23 +22,21 @@ func Caller(ctx context.Context) Session {
 // looks it up with one read, and answers 401 M_MISSING_TOKEN or
 // M_UNKNOWN_TOKEN as the spec says.
 func (s *Service) RequireAuth(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+	return httpapi.Handle(func(w http.ResponseWriter, r *http.Request) error {
 		token := accessToken(r)
 		if token == "" {
-			httpapi.WriteError(w, r, httpapi.Errorf(http.StatusUnauthorized, "M_MISSING_TOKEN", "missing access token"))
-			return
+			return httpapi.Errorf(http.StatusUnauthorized, "M_MISSING_TOKEN", "missing access token")
 		}
 		sess, err := s.Authenticate(r.Context(), token)
 		if errors.Is(err, ErrUnknownToken) || errors.Is(err, ErrExpiredToken) {
-			writeUnknownToken(w, r, errors.Is(err, ErrExpiredToken))
-			return
+			return unknownToken(errors.Is(err, ErrExpiredToken))
 		}
 		if err != nil {
-			httpapi.WriteError(w, r, err)
-			return
+			return err
 		}
 		next(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, sess)))
-	}
+		return nil
+	})
 }
 
 func accessToken(r *http.Request) string {
@@ -51,20 +49,21 @@ func accessToken(r *http.Request) string {
 	return r.URL.Query().Get("access_token")
 }
 
-// Whoami serves GET /_matrix/client/v3/account/whoami.
+// handleWhoami serves GET /_matrix/client/v3/account/whoami.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3accountwhoami
-func (s *Service) Whoami(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleWhoami(w http.ResponseWriter, r *http.Request) error {
 	sess := Caller(r.Context())
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"user_id": sess.UserID, "device_id": sess.DeviceID, "is_guest": false})
+	return nil
 }
 
-// writeUnknownToken answers 401 M_UNKNOWN_TOKEN; soft says the client may
-// refresh instead of logging in again.
-func writeUnknownToken(w http.ResponseWriter, r *http.Request, soft bool) {
+// unknownToken is 401 M_UNKNOWN_TOKEN; soft says the client may refresh
+// instead of logging in again.
+func unknownToken(soft bool) *httpapi.Error {
 	msg := "unknown or revoked access token"
 	if soft {
 		msg = "access token expired: refresh it"
 	}
-	httpapi.WriteError(w, r, &httpapi.Error{Status: http.StatusUnauthorized, Code: "M_UNKNOWN_TOKEN",
-		Message: msg, Extra: map[string]any{"soft_logout": soft}})
+	return &httpapi.Error{Status: http.StatusUnauthorized, Code: "M_UNKNOWN_TOKEN",
+		Message: msg, Extra: map[string]any{"soft_logout": soft}}
 }

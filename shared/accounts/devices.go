@@ -95,18 +95,18 @@ func deviceJSON(d deviceItem) map[string]any {
 	return out
 }
 
-// ListDevices serves GET /_matrix/client/v3/devices.
-func (s *Service) ListDevices(w http.ResponseWriter, r *http.Request) {
+// handleListDevices serves GET /_matrix/client/v3/devices.
+func (s *Service) handleListDevices(w http.ResponseWriter, r *http.Request) error {
 	devs, err := s.devices(r.Context(), Caller(r.Context()).UserID)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	list := make([]map[string]any, 0, len(devs))
 	for _, d := range devs {
 		list = append(list, deviceJSON(d))
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"devices": list})
+	return nil
 }
 
 func (s *Service) device(ctx context.Context, userID, deviceID string) (deviceItem, error) {
@@ -121,94 +121,86 @@ func (s *Service) device(ctx context.Context, userID, deviceID string) (deviceIt
 	return d, err
 }
 
-// GetDevice serves GET /_matrix/client/v3/devices/{deviceId}.
-func (s *Service) GetDevice(w http.ResponseWriter, r *http.Request) {
+// handleGetDevice serves GET /_matrix/client/v3/devices/{deviceId}.
+func (s *Service) handleGetDevice(w http.ResponseWriter, r *http.Request) error {
 	d, err := s.device(r.Context(), Caller(r.Context()).UserID, r.PathValue("deviceId"))
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, deviceJSON(d))
+	return nil
 }
 
-// UpdateDevice serves PUT /_matrix/client/v3/devices/{deviceId}: the display
-// name only.
-func (s *Service) UpdateDevice(w http.ResponseWriter, r *http.Request) {
+// handleUpdateDevice serves PUT /_matrix/client/v3/devices/{deviceId}: the
+// display name only.
+func (s *Service) handleUpdateDevice(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		DisplayName *string `json:"display_name"`
 	}
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	d, err := s.device(r.Context(), Caller(r.Context()).UserID, r.PathValue("deviceId"))
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	if req.DisplayName != nil {
 		if len(*req.DisplayName) > 100 {
-			httpapi.WriteError(w, r, httpapi.InvalidParam("display_name is longer than 100 characters"))
-			return
+			return httpapi.InvalidParam("display_name is longer than 100 characters")
 		}
 		d.DisplayName = *req.DisplayName
 		if err := s.Store.Put(r.Context(), d); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
+			return err
 		}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
+	return nil
 }
 
-// DeleteDevice serves DELETE /_matrix/client/v3/devices/{deviceId}, behind
-// user-interactive auth; the device's tokens stop working at once.
-func (s *Service) DeleteDevice(w http.ResponseWriter, r *http.Request) {
+// handleDeleteDevice serves DELETE /_matrix/client/v3/devices/{deviceId},
+// behind user-interactive auth; the device's tokens stop working at once.
+func (s *Service) handleDeleteDevice(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		Auth authData `json:"auth"`
 	}
 	if err := decodeOptionalJSON(r, &req); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	caller := Caller(r.Context())
 	d, err := s.device(r.Context(), caller.UserID, r.PathValue("deviceId"))
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
-	if !s.passwordUIA(w, r, req.Auth) {
-		return
+	if ok, err := s.passwordUIA(w, r, req.Auth); !ok {
+		return err
 	}
 	if err := s.deleteDevices(r.Context(), caller.UserID, []deviceItem{d}); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
+	return nil
 }
 
-// DeleteDevices serves POST /_matrix/client/v3/delete_devices, behind
+// handleDeleteDevices serves POST /_matrix/client/v3/delete_devices, behind
 // user-interactive auth. Unknown device IDs are ignored, as the spec says.
-func (s *Service) DeleteDevices(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleDeleteDevices(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		Devices *[]string `json:"devices"`
 		Auth    authData  `json:"auth"`
 	}
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	if req.Devices == nil {
-		httpapi.WriteError(w, r, httpapi.MissingParam("devices is required"))
-		return
+		return httpapi.MissingParam("devices is required")
 	}
-	if !s.passwordUIA(w, r, req.Auth) {
-		return
+	if ok, err := s.passwordUIA(w, r, req.Auth); !ok {
+		return err
 	}
 	caller := Caller(r.Context())
 	all, err := s.devices(r.Context(), caller.UserID)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	wanted := map[string]bool{}
 	for _, id := range *req.Devices {
@@ -221,15 +213,15 @@ func (s *Service) DeleteDevices(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err := s.deleteDevices(r.Context(), caller.UserID, doomed); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
+	return nil
 }
 
-// Logout serves POST /_matrix/client/v3/logout: the caller's device and its
-// tokens go.
-func (s *Service) Logout(w http.ResponseWriter, r *http.Request) {
+// handleLogout serves POST /_matrix/client/v3/logout: the caller's device
+// and its tokens go.
+func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	caller := Caller(r.Context())
 	d, err := s.device(r.Context(), caller.UserID, caller.DeviceID)
 	if err != nil {
@@ -237,21 +229,21 @@ func (s *Service) Logout(w http.ResponseWriter, r *http.Request) {
 		d = deviceItem{DeviceID: caller.DeviceID, TokenHash: hashToken(accessToken(r))}
 	}
 	if err := s.deleteDevices(r.Context(), caller.UserID, []deviceItem{d}); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
+	return nil
 }
 
-// LogoutAll serves POST /_matrix/client/v3/logout/all: every device of the
-// user and every token.
-func (s *Service) LogoutAll(w http.ResponseWriter, r *http.Request) {
+// handleLogoutAll serves POST /_matrix/client/v3/logout/all: every device
+// of the user and every token.
+func (s *Service) handleLogoutAll(w http.ResponseWriter, r *http.Request) error {
 	caller := Caller(r.Context())
 	if err := s.logoutAll(r.Context(), caller.UserID, ""); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
+	return nil
 }
 
 // logoutAll deletes every device of the user but keep.

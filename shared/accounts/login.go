@@ -8,8 +8,6 @@ import (
 	"strings"
 	"sync"
 
-	"golang.org/x/crypto/bcrypt"
-
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
@@ -17,8 +15,8 @@ import (
 // dummyHash is compared against when a user does not exist, so that a
 // failed login takes as long for a missing user as for a wrong password.
 // It is made on first use, not at cold start.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("not a password"), BcryptCost)
+var dummyHash = sync.OnceValue(func() string {
+	h, _ := HashPassword("not a password")
 	return h
 })
 
@@ -41,59 +39,52 @@ type loginRequest struct {
 	RefreshToken             bool       `json:"refresh_token"`
 }
 
-// LoginFlows serves GET /_matrix/client/v3/login.
+// handleLoginFlows serves GET /_matrix/client/v3/login.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3login
-func (s *Service) LoginFlows(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleLoginFlows(w http.ResponseWriter, r *http.Request) error {
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"flows": []map[string]string{{"type": "m.login.password"}}})
+	return nil
 }
 
-// Login serves POST /_matrix/client/v3/login with m.login.password.
+// handleLogin serves POST /_matrix/client/v3/login with m.login.password.
+// The identifier and device ID are checked before anything is read, the
+// password through verifyPassword and its rate limits.
 // https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3login
-func (s *Service) Login(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	var req loginRequest
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	if req.Type != "m.login.password" {
-		httpapi.WriteError(w, r, httpapi.Errorf(http.StatusBadRequest, "M_UNKNOWN", "unknown login type %q: this server offers m.login.password", req.Type))
-		return
+		return httpapi.Errorf(http.StatusBadRequest, "M_UNKNOWN", "unknown login type %q: this server offers m.login.password", req.Type)
 	}
 	user := req.User
 	if req.Identifier.Type != "" {
 		if req.Identifier.Type != "m.id.user" {
-			httpapi.WriteError(w, r, httpapi.Errorf(http.StatusBadRequest, "M_UNKNOWN", "identifier type %q is not supported: use m.id.user", req.Identifier.Type))
-			return
+			return httpapi.Errorf(http.StatusBadRequest, "M_UNKNOWN", "identifier type %q is not supported: use m.id.user", req.Identifier.Type)
 		}
 		user = req.Identifier.User
 	}
 	if user == "" || req.Password == "" {
-		httpapi.WriteError(w, r, httpapi.MissingParam("a user identifier and a password are required"))
-		return
+		return httpapi.MissingParam("a user identifier and a password are required")
+	}
+	userID, local, err := s.accountOf(user)
+	if err != nil {
+		return err
 	}
 	if err := checkDeviceID(req.DeviceID); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
-	if err := s.allow(r, s.Limits.LoginAddress, clientAddress(r)); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	if err := s.allow(r, s.Limits.LoginAccount, strings.ToLower(strings.TrimPrefix(user, "@"))); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	acct, err := s.checkPassword(r.Context(), user, req.Password)
+	acct, err := s.verifyPassword(r, userID, local, req.Password)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	sess, err := s.login(r.Context(), acct.UserID, req.DeviceID, req.InitialDeviceDisplayName, req.RefreshToken)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	s.writeSession(w, sess, true)
+	return nil
 }
 
 // writeSession answers a login or registration.
@@ -111,28 +102,24 @@ func (s *Service) writeSession(w http.ResponseWriter, sess Session, wellKnown bo
 	httpapi.WriteJSON(w, http.StatusOK, body)
 }
 
-// checkPassword finds the account of a user identifier (a localpart or a
-// full user ID, the localpart in any case as Synapse allows) and checks its
-// password. Unknown users and wrong passwords get the same answer.
-func (s *Service) checkPassword(ctx context.Context, user, password string) (accountItem, error) {
-	localpart := strings.TrimPrefix(user, "@")
-	server := s.ServerName
-	if strings.HasPrefix(user, "@") {
-		var ok bool
-		if localpart, server, ok = strings.Cut(localpart, ":"); !ok {
-			return accountItem{}, errBadLogin
-		}
-	}
+// checkPassword reads the account of userID (as accountOf makes it) and
+// checks its password (CheckPassword: either hash form, Synapse's as
+// Synapse checks it). Unknown users, users of other servers and wrong
+// passwords get the same answer, errBadLogin, after the same work.
+func (s *Service) checkPassword(ctx context.Context, userID string, local bool, password string) (accountItem, error) {
 	var acct accountItem
-	err := s.Store.Get(ctx, store.Key{PK: userPK("@" + strings.ToLower(localpart) + ":" + s.ServerName), SK: "account"}, &acct)
+	err := store.ErrNotFound
+	if local {
+		err = s.Store.Get(ctx, store.Key{PK: userPK(userID), SK: "account"}, &acct)
+	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return accountItem{}, fmt.Errorf("login: %w", err)
 	}
-	if err != nil || server != s.ServerName || acct.PasswordHash == "" {
-		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+	if err != nil || acct.PasswordHash == "" {
+		CheckPassword(dummyHash(), password)
 		return accountItem{}, errBadLogin
 	}
-	if bcrypt.CompareHashAndPassword([]byte(acct.PasswordHash), []byte(password)) != nil {
+	if !CheckPassword(acct.PasswordHash, password) {
 		return accountItem{}, errBadLogin
 	}
 	if acct.Deactivated {
@@ -182,38 +169,36 @@ func revokeOps(d deviceItem) []store.Op {
 	return ops
 }
 
-// checkDeviceID keeps client-chosen device IDs to what fits in a key.
+// checkDeviceID keeps client-chosen device IDs to the spec's 255 bytes,
+// which fit in a key, before anything is read.
 func checkDeviceID(id string) error {
-	if len(id) > 255 || strings.ContainsAny(id, "|\x00") {
-		return httpapi.InvalidParam("device_id must be at most 255 characters and contain no '|'")
+	if len(id) > maxIDLength || strings.ContainsAny(id, "|\x00") {
+		return httpapi.InvalidParam("device_id must be at most %d bytes and contain no '|'", maxIDLength)
 	}
 	return nil
 }
 
-// RefreshHandler serves POST /_matrix/client/v3/refresh.
+// handleRefresh serves POST /_matrix/client/v3/refresh.
 // https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3refresh
-func (s *Service) RefreshHandler(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		RefreshToken string `json:"refresh_token"`
 	}
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	if req.RefreshToken == "" {
-		httpapi.WriteError(w, r, httpapi.MissingParam("refresh_token is required"))
-		return
+		return httpapi.MissingParam("refresh_token is required")
 	}
 	out, err := s.Refresh(r.Context(), req.RefreshToken)
 	if errors.Is(err, ErrUnknownToken) {
-		writeUnknownToken(w, r, false)
-		return
+		return unknownToken(false)
 	}
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
 		"access_token": out.AccessToken, "refresh_token": out.RefreshToken, "expires_in_ms": out.ExpiresIn.Milliseconds(),
 	})
+	return nil
 }

@@ -9,46 +9,49 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
-// ChangePassword serves POST /_matrix/client/v3/account/password, behind
-// user-interactive auth with the current password. Unless logout_devices is
-// false, every other device is logged out.
+// handleChangePassword serves POST /_matrix/client/v3/account/password,
+// behind user-interactive auth with the current password. Unless
+// logout_devices is false, every other device is logged out. A new password
+// over 512 bytes is refused as Synapse refuses it, before the auth.
 // https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3accountpassword
-func (s *Service) ChangePassword(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleChangePassword(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		NewPassword   string   `json:"new_password"`
 		LogoutDevices *bool    `json:"logout_devices"`
 		Auth          authData `json:"auth"`
 	}
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
-	if !s.passwordUIA(w, r, req.Auth) {
-		return
+	if err := checkNewPassword(req.NewPassword); err != nil {
+		return err
+	}
+	if ok, err := s.passwordUIA(w, r, req.Auth); !ok {
+		return err
 	}
 	if req.NewPassword == "" {
-		httpapi.WriteError(w, r, httpapi.MissingParam("new_password is required"))
-		return
+		return httpapi.MissingParam("new_password is required")
 	}
 	caller := Caller(r.Context())
 	logout := req.LogoutDevices == nil || *req.LogoutDevices
 	if err := s.SetPassword(r.Context(), caller.UserID, req.NewPassword, logout, caller.DeviceID); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
+	return nil
 }
 
 // SetPassword replaces a user's password hash and, with logout, logs out
-// every device but keep (empty: all of them).
+// every device but keep (empty: all of them). A password over 512 bytes is
+// Synapse's 400 "Invalid password".
 func (s *Service) SetPassword(ctx context.Context, userID, password string, logout bool, keep string) error {
+	hash, err := HashPassword(password)
+	if err != nil {
+		return passwordError(err)
+	}
 	var acct accountItem
 	if err := s.Store.Get(ctx, store.Key{PK: userPK(userID), SK: "account"}, &acct); err != nil {
 		return fmt.Errorf("set password: %w", err)
-	}
-	hash, err := HashPassword(password)
-	if err != nil {
-		return err
 	}
 	acct.PasswordHash = hash
 	if err := s.Store.Put(ctx, acct); err != nil {
@@ -70,28 +73,27 @@ func (s *Service) deactivate(ctx context.Context, acct accountItem) error {
 	return s.logoutAll(ctx, acct.UserID, "")
 }
 
-// Deactivate serves POST /_matrix/client/v3/account/deactivate, behind
-// user-interactive auth: the account is marked deactivated (its ID is never
-// given out again) and every device and token goes.
+// handleDeactivate serves POST /_matrix/client/v3/account/deactivate,
+// behind user-interactive auth: the account is marked deactivated (its ID is
+// never given out again) and every device and token goes.
 // https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3accountdeactivate
-func (s *Service) Deactivate(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleDeactivate(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		Auth authData `json:"auth"`
 	}
 	if err := decodeOptionalJSON(r, &req); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
-	if !s.passwordUIA(w, r, req.Auth) {
-		return
+	if ok, err := s.passwordUIA(w, r, req.Auth); !ok {
+		return err
 	}
 	acct, err := s.account(r, Caller(r.Context()).UserID)
-	if err == nil {
-		err = s.deactivate(r.Context(), acct)
-	}
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
+	}
+	if err := s.deactivate(r.Context(), acct); err != nil {
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"id_server_unbind_result": "no-support"})
+	return nil
 }

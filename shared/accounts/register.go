@@ -32,42 +32,39 @@ type Registration struct {
 	RequireToken bool
 }
 
-// Register serves POST /_matrix/client/v3/register with user-interactive
-// auth m.login.dummy.
+// handleRegister serves POST /_matrix/client/v3/register with
+// user-interactive auth m.login.dummy (or m.login.registration_token). A
+// password over 512 bytes is refused as Synapse refuses it.
 // https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3register
-func (h *Registration) Register(w http.ResponseWriter, r *http.Request) {
+func (h *Registration) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	if kind := r.URL.Query().Get("kind"); kind == "guest" {
-		httpapi.WriteError(w, r, httpapi.Errorf(http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN", "guest access is disabled on this server"))
-		return
+		return httpapi.Errorf(http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN", "guest access is disabled on this server")
 	} else if kind != "" && kind != "user" {
-		httpapi.WriteError(w, r, httpapi.InvalidParam("kind must be user or guest"))
-		return
+		return httpapi.InvalidParam("kind must be user or guest")
 	}
 	if !h.Open {
-		httpapi.WriteError(w, r, httpapi.Forbidden("registration is disabled on this server: ask its operator for an account"))
-		return
+		return httpapi.Forbidden("registration is disabled on this server: ask its operator for an account")
 	}
-	if err := h.Accounts.allow(r, h.Accounts.Limits.RegisterAddress, clientAddress(r)); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+	if err := h.Accounts.Limiter.Allow(r.Context(), h.Accounts.Limits.RegisterAddress, clientAddress(r)); err != nil {
+		return err
 	}
 	var req registerRequest
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
+	}
+	if err := checkNewPassword(req.Password); err != nil {
+		return err
 	}
 	// Synapse folds the requested name to lower case rather than refusing it.
 	req.Username = strings.ToLower(req.Username)
 	if req.Username == "" {
 		req.Username = generatedLocalpart()
 	}
-	if err := h.available(r, req.Username); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
 	if err := checkDeviceID(req.DeviceID); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
+	}
+	if err := h.available(r, req.Username); err != nil {
+		return err
 	}
 	stage := "m.login.dummy"
 	if h.RequireToken {
@@ -76,8 +73,7 @@ func (h *Registration) Register(w http.ResponseWriter, r *http.Request) {
 	flows := []uiaFlow{{Stages: []string{stage}}}
 	if req.Auth.Session != "" {
 		if _, err := h.Accounts.session(r.Context(), r, req.Auth.Session); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
+			return err
 		}
 	}
 	if req.Auth.Type != stage {
@@ -85,62 +81,58 @@ func (h *Registration) Register(w http.ResponseWriter, r *http.Request) {
 		if req.Auth.Type != "" {
 			failure = httpapi.Errorf(http.StatusUnauthorized, "M_UNRECOGNIZED", "auth type %q is not offered here: use %s", req.Auth.Type, stage)
 		}
-		h.Accounts.challenge(w, r, flows, req.Auth.Session, "", failure)
-		return
+		return h.Accounts.challenge(w, r, flows, req.Auth.Session, "", failure)
 	}
 	if h.RequireToken {
 		ok, err := h.Accounts.validToken(r.Context(), req.Auth.Token)
 		if err != nil {
-			httpapi.WriteError(w, r, err)
-			return
+			return err
 		}
 		if !ok {
-			h.Accounts.challenge(w, r, flows, req.Auth.Session, "",
+			return h.Accounts.challenge(w, r, flows, req.Auth.Session, "",
 				httpapi.Errorf(http.StatusUnauthorized, "M_UNAUTHORIZED", "invalid registration token"))
-			return
 		}
 	}
 	if req.Password == "" {
-		httpapi.WriteError(w, r, httpapi.MissingParam("password is required"))
-		return
+		return httpapi.MissingParam("password is required")
 	}
 	sess, err := h.Accounts.Register(r.Context(), NewUser{
 		Localpart: req.Username, Password: req.Password, DeviceID: req.DeviceID,
 		DeviceDisplayName: req.InitialDeviceDisplayName, InhibitLogin: req.InhibitLogin, Refreshable: req.RefreshToken,
 	})
 	if err := registrationError(err); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	if h.RequireToken {
 		if err := h.Accounts.useToken(r.Context(), req.Auth.Token); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
+			return err
 		}
 	}
 	if req.Auth.Session != "" {
-		h.Accounts.Store.Delete(r.Context(), uiaKey(req.Auth.Session))
+		if err := h.Accounts.Store.Delete(r.Context(), uiaKey(req.Auth.Session)); err != nil {
+			return err
+		}
 	}
 	if req.InhibitLogin {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"user_id": sess.UserID, "home_server": h.Accounts.ServerName})
-		return
+		return nil
 	}
 	h.Accounts.writeSession(w, sess, false)
+	return nil
 }
 
-// Available serves GET /_matrix/client/v3/register/available, which works
-// whether registration is open or not.
-func (h *Registration) Available(w http.ResponseWriter, r *http.Request) {
+// handleAvailable serves GET /_matrix/client/v3/register/available, which
+// works whether registration is open or not.
+func (h *Registration) handleAvailable(w http.ResponseWriter, r *http.Request) error {
 	username := r.URL.Query().Get("username")
 	if username == "" {
-		httpapi.WriteError(w, r, httpapi.MissingParam("username is required"))
-		return
+		return httpapi.MissingParam("username is required")
 	}
 	if err := h.available(r, strings.ToLower(username)); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]bool{"available": true})
+	return nil
 }
 
 func (h *Registration) available(r *http.Request, username string) error {
@@ -168,7 +160,7 @@ func registrationError(err error) error {
 	case errors.Is(err, ErrUserInUse):
 		return httpapi.Errorf(http.StatusBadRequest, "M_USER_IN_USE", "user ID already taken")
 	}
-	return err
+	return passwordError(err)
 }
 
 // generatedLocalpart names a user who asked for no name.

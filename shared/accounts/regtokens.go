@@ -75,41 +75,37 @@ func validTokenString(t string) bool {
 	return true
 }
 
-// TokenValidity serves GET
+// handleTokenValidity serves GET
 // /_matrix/client/v1/register/m.login.registration_token/validity.
-func (h *Registration) TokenValidity(w http.ResponseWriter, r *http.Request) {
+func (h *Registration) handleTokenValidity(w http.ResponseWriter, r *http.Request) error {
 	if !h.Open {
-		httpapi.WriteError(w, r, httpapi.Forbidden("registration is disabled on this server, so no token is valid"))
-		return
+		return httpapi.Forbidden("registration is disabled on this server, so no token is valid")
 	}
-	if err := h.Accounts.allow(r, h.Accounts.Limits.RegisterAddress, clientAddress(r)); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+	if err := h.Accounts.Limiter.Allow(r.Context(), h.Accounts.Limits.RegisterAddress, clientAddress(r)); err != nil {
+		return err
 	}
 	token := r.URL.Query().Get("token")
 	if token == "" {
-		httpapi.WriteError(w, r, httpapi.MissingParam("token is required"))
-		return
+		return httpapi.MissingParam("token is required")
 	}
 	ok, err := h.Accounts.validToken(r.Context(), token)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]bool{"valid": ok})
+	return nil
 }
 
-// AdminListTokens serves GET /_synapse/admin/v1/registration_tokens
+// handleAdminListTokens serves GET /_synapse/admin/v1/registration_tokens
 // (?valid=true|false filters).
-func (s *Service) AdminListTokens(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleAdminListTokens(w http.ResponseWriter, r *http.Request) error {
 	var all []regTokenItem
 	cursor := ""
 	for {
 		var page []regTokenItem
 		next, err := s.Store.QueryPage(r.Context(), store.Query{PK: regTokensIndexPK, Index: "gsi1", Cursor: cursor}, &page)
 		if err != nil {
-			httpapi.WriteError(w, r, err)
-			return
+			return err
 		}
 		all = append(all, page...)
 		if cursor = next; cursor == "" {
@@ -124,6 +120,7 @@ func (s *Service) AdminListTokens(w http.ResponseWriter, r *http.Request) {
 		list = append(list, t.json())
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"registration_tokens": list})
+	return nil
 }
 
 func (s *Service) regToken(r *http.Request) (regTokenItem, error) {
@@ -139,14 +136,15 @@ func (s *Service) regToken(r *http.Request) (regTokenItem, error) {
 	return t, err
 }
 
-// AdminGetToken serves GET /_synapse/admin/v1/registration_tokens/{token}.
-func (s *Service) AdminGetToken(w http.ResponseWriter, r *http.Request) {
+// handleAdminGetToken serves GET
+// /_synapse/admin/v1/registration_tokens/{token}.
+func (s *Service) handleAdminGetToken(w http.ResponseWriter, r *http.Request) error {
 	t, err := s.regToken(r)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, t.json())
+	return nil
 }
 
 type tokenLimits struct {
@@ -164,20 +162,19 @@ func (l tokenLimits) check(now time.Time) error {
 	return nil
 }
 
-// AdminNewToken serves POST /_synapse/admin/v1/registration_tokens/new.
-func (s *Service) AdminNewToken(w http.ResponseWriter, r *http.Request) {
+// handleAdminNewToken serves POST
+// /_synapse/admin/v1/registration_tokens/new.
+func (s *Service) handleAdminNewToken(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		Token  string `json:"token"`
 		Length *int   `json:"length"`
 		tokenLimits
 	}
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	if err := req.check(s.now()); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	if req.Token == "" {
 		n := 16
@@ -185,39 +182,35 @@ func (s *Service) AdminNewToken(w http.ResponseWriter, r *http.Request) {
 			n = *req.Length
 		}
 		if n < 1 || n > 64 {
-			httpapi.WriteError(w, r, httpapi.InvalidParam("length must be from 1 to 64"))
-			return
+			return httpapi.InvalidParam("length must be from 1 to 64")
 		}
 		req.Token = randomTokenString(n)
 	} else if !validTokenString(req.Token) {
-		httpapi.WriteError(w, r, httpapi.InvalidParam("token must be at most 64 characters of A-Z, a-z, 0-9, '.', '_', '~' and '-'"))
-		return
+		return httpapi.InvalidParam("token must be at most 64 characters of A-Z, a-z, 0-9, '.', '_', '~' and '-'")
 	}
 	k := regTokenKey(req.Token)
 	t := regTokenItem{PK: k.PK, SK: k.SK, Token: req.Token, UsesAllowed: req.UsesAllowed, ExpiryTime: req.ExpiryTime,
 		GSI1PK: regTokensIndexPK, GSI1SK: req.Token}
 	if err := s.Store.Create(r.Context(), t); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			httpapi.WriteError(w, r, httpapi.InvalidParam("token %s is already in use", req.Token))
-			return
+			return httpapi.InvalidParam("token %s is already in use", req.Token)
 		}
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, t.json())
+	return nil
 }
 
-// AdminUpdateToken serves PUT /_synapse/admin/v1/registration_tokens/{token}.
-func (s *Service) AdminUpdateToken(w http.ResponseWriter, r *http.Request) {
+// handleAdminUpdateToken serves PUT
+// /_synapse/admin/v1/registration_tokens/{token}.
+func (s *Service) handleAdminUpdateToken(w http.ResponseWriter, r *http.Request) error {
 	var req map[string]*int64
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	t, err := s.regToken(r)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	lim := tokenLimits{UsesAllowed: t.UsesAllowed, ExpiryTime: t.ExpiryTime}
 	if v, ok := req["uses_allowed"]; ok {
@@ -227,29 +220,28 @@ func (s *Service) AdminUpdateToken(w http.ResponseWriter, r *http.Request) {
 		lim.ExpiryTime = v
 	}
 	if err := lim.check(s.now()); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	t.UsesAllowed, t.ExpiryTime = lim.UsesAllowed, lim.ExpiryTime
 	if err := s.Store.Put(r.Context(), t); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, t.json())
+	return nil
 }
 
-// AdminDeleteToken serves DELETE /_synapse/admin/v1/registration_tokens/{token}.
-func (s *Service) AdminDeleteToken(w http.ResponseWriter, r *http.Request) {
+// handleAdminDeleteToken serves DELETE
+// /_synapse/admin/v1/registration_tokens/{token}.
+func (s *Service) handleAdminDeleteToken(w http.ResponseWriter, r *http.Request) error {
 	t, err := s.regToken(r)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	if err := s.Store.Delete(r.Context(), regTokenKey(t.Token)); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
+	return nil
 }
 
 func randomTokenString(n int) string {

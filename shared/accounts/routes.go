@@ -1,6 +1,10 @@
 package accounts
 
-import "github.com/cirrus-matrix/cirrus/shared/httpapi"
+import (
+	"net/http"
+
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+)
 
 // Routes mounts the accounts, sessions and devices API on the client tree.
 // registrationOpen is enable_registration; sharedSecret is
@@ -11,32 +15,35 @@ func (s *Service) Routes(rt *httpapi.Router, registrationOpen, requireToken bool
 	shared := &SharedSecret{Accounts: s, Secret: sharedSecret}
 	const v3 = "/_matrix/client/v3"
 
-	rt.HandleFunc("GET "+v3+"/login", s.LoginFlows)
-	rt.HandleFunc("POST "+v3+"/login", s.Login)
-	rt.HandleFunc("POST "+v3+"/refresh", s.RefreshHandler)
-	rt.HandleFunc("POST "+v3+"/logout", auth(s.Logout))
-	rt.HandleFunc("POST "+v3+"/logout/all", auth(s.LogoutAll))
-	rt.HandleFunc("POST "+v3+"/register", reg.Register)
-	rt.HandleFunc("GET "+v3+"/register/available", reg.Available)
-	rt.HandleFunc("GET /_matrix/client/v1/register/m.login.registration_token/validity", reg.TokenValidity)
-	rt.HandleFunc("GET "+v3+"/account/whoami", auth(s.Whoami))
-	rt.HandleFunc("POST "+v3+"/account/password", auth(s.ChangePassword))
-	rt.HandleFunc("POST "+v3+"/account/deactivate", auth(s.Deactivate))
-	rt.HandleFunc("GET "+v3+"/devices", auth(s.ListDevices))
-	rt.HandleFunc("GET "+v3+"/devices/{deviceId}", auth(s.GetDevice))
-	rt.HandleFunc("PUT "+v3+"/devices/{deviceId}", auth(s.UpdateDevice))
-	rt.HandleFunc("DELETE "+v3+"/devices/{deviceId}", auth(s.DeleteDevice))
-	rt.HandleFunc("POST "+v3+"/delete_devices", auth(s.DeleteDevices))
-	rt.HandleFunc("GET /_synapse/admin/v2/users", s.RequireAdmin(s.AdminListUsers))
-	rt.HandleFunc("GET /_synapse/admin/v2/users/{userId}", s.RequireAdmin(s.AdminGetUser))
-	rt.HandleFunc("PUT /_synapse/admin/v2/users/{userId}", s.RequireAdmin(s.AdminPutUser))
-	rt.HandleFunc("POST /_synapse/admin/v1/reset_password/{userId}", s.RequireAdmin(s.AdminResetPassword))
-	rt.HandleFunc("POST /_synapse/admin/v1/deactivate/{userId}", s.RequireAdmin(s.AdminDeactivate))
-	rt.HandleFunc("GET /_synapse/admin/v1/registration_tokens", s.RequireAdmin(s.AdminListTokens))
-	rt.HandleFunc("POST /_synapse/admin/v1/registration_tokens/new", s.RequireAdmin(s.AdminNewToken))
-	rt.HandleFunc("GET /_synapse/admin/v1/registration_tokens/{token}", s.RequireAdmin(s.AdminGetToken))
-	rt.HandleFunc("PUT /_synapse/admin/v1/registration_tokens/{token}", s.RequireAdmin(s.AdminUpdateToken))
-	rt.HandleFunc("DELETE /_synapse/admin/v1/registration_tokens/{token}", s.RequireAdmin(s.AdminDeleteToken))
-	rt.HandleFunc("GET /_synapse/admin/v1/register", shared.Nonce)
-	rt.HandleFunc("POST /_synapse/admin/v1/register", shared.Register)
+	h := httpapi.Handle
+	admin := func(f func(http.ResponseWriter, *http.Request) error) http.HandlerFunc { return s.RequireAdmin(h(f)) }
+
+	rt.HandleFunc("GET "+v3+"/login", h(s.handleLoginFlows))
+	rt.HandleFunc("POST "+v3+"/login", h(s.handleLogin))
+	rt.HandleFunc("POST "+v3+"/refresh", h(s.handleRefresh))
+	rt.HandleFunc("POST "+v3+"/logout", auth(h(s.handleLogout)))
+	rt.HandleFunc("POST "+v3+"/logout/all", auth(h(s.handleLogoutAll)))
+	rt.HandleFunc("POST "+v3+"/register", h(reg.handleRegister))
+	rt.HandleFunc("GET "+v3+"/register/available", h(reg.handleAvailable))
+	rt.HandleFunc("GET /_matrix/client/v1/register/m.login.registration_token/validity", h(reg.handleTokenValidity))
+	rt.HandleFunc("GET "+v3+"/account/whoami", auth(h(s.handleWhoami)))
+	rt.HandleFunc("POST "+v3+"/account/password", auth(h(s.handleChangePassword)))
+	rt.HandleFunc("POST "+v3+"/account/deactivate", auth(h(s.handleDeactivate)))
+	rt.HandleFunc("GET "+v3+"/devices", auth(h(s.handleListDevices)))
+	rt.HandleFunc("GET "+v3+"/devices/{deviceId}", auth(h(s.handleGetDevice)))
+	rt.HandleFunc("PUT "+v3+"/devices/{deviceId}", auth(h(s.handleUpdateDevice)))
+	rt.HandleFunc("DELETE "+v3+"/devices/{deviceId}", auth(h(s.handleDeleteDevice)))
+	rt.HandleFunc("POST "+v3+"/delete_devices", auth(h(s.handleDeleteDevices)))
+	rt.HandleFunc("GET /_synapse/admin/v2/users", admin(s.handleAdminListUsers))
+	rt.HandleFunc("GET /_synapse/admin/v2/users/{userId}", admin(s.handleAdminGetUser))
+	rt.HandleFunc("PUT /_synapse/admin/v2/users/{userId}", admin(s.handleAdminPutUser))
+	rt.HandleFunc("POST /_synapse/admin/v1/reset_password/{userId}", admin(s.handleAdminResetPassword))
+	rt.HandleFunc("POST /_synapse/admin/v1/deactivate/{userId}", admin(s.handleAdminDeactivate))
+	rt.HandleFunc("GET /_synapse/admin/v1/registration_tokens", admin(s.handleAdminListTokens))
+	rt.HandleFunc("POST /_synapse/admin/v1/registration_tokens/new", admin(s.handleAdminNewToken))
+	rt.HandleFunc("GET /_synapse/admin/v1/registration_tokens/{token}", admin(s.handleAdminGetToken))
+	rt.HandleFunc("PUT /_synapse/admin/v1/registration_tokens/{token}", admin(s.handleAdminUpdateToken))
+	rt.HandleFunc("DELETE /_synapse/admin/v1/registration_tokens/{token}", admin(s.handleAdminDeleteToken))
+	rt.HandleFunc("GET /_synapse/admin/v1/register", h(shared.handleNonce))
+	rt.HandleFunc("POST /_synapse/admin/v1/register", h(shared.handleRegister))
 }

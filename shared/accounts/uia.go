@@ -47,8 +47,9 @@ type uiaFlow struct {
 }
 
 // challenge answers 401 with the flows and a session, starting one if
-// needed; with a failed stage, errcode and error say why.
-func (s *Service) challenge(w http.ResponseWriter, r *http.Request, flows []uiaFlow, session, userID string, failure *httpapi.Error) {
+// needed; with a failed stage, errcode and error say why. It returns an
+// error, and has answered nothing, only when the session cannot be stored.
+func (s *Service) challenge(w http.ResponseWriter, r *http.Request, flows []uiaFlow, session, userID string, failure *httpapi.Error) error {
 	if session == "" {
 		var b [18]byte
 		rand.Read(b[:])
@@ -56,8 +57,7 @@ func (s *Service) challenge(w http.ResponseWriter, r *http.Request, flows []uiaF
 		item := uiaItem{PK: uiaKey(session).PK, SK: "uia", Request: r.Method + " " + r.URL.Path, UserID: userID,
 			Expires: s.now().Add(uiaLifetime).Unix()}
 		if err := s.Store.Put(r.Context(), item); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
+			return err
 		}
 	}
 	body := map[string]any{"flows": flows, "params": map[string]any{}, "session": session}
@@ -66,11 +66,16 @@ func (s *Service) challenge(w http.ResponseWriter, r *http.Request, flows []uiaF
 		body["completed"] = []string{}
 	}
 	httpapi.WriteJSON(w, http.StatusUnauthorized, body)
+	return nil
 }
 
-// session loads a UIA session and checks it is for this request.
+// session loads a UIA session and checks it is for this request. A
+// session ID longer than any this server makes is refused before the read.
 func (s *Service) session(ctx context.Context, r *http.Request, id string) (uiaItem, error) {
 	var it uiaItem
+	if err := checkID("auth.session", id); err != nil {
+		return it, err
+	}
 	err := s.Store.Get(ctx, uiaKey(id), &it)
 	if errors.Is(err, store.ErrNotFound) {
 		return it, httpapi.Errorf(http.StatusBadRequest, "M_UNKNOWN", "unknown or expired auth session %q", id)
@@ -85,25 +90,26 @@ func (s *Service) session(ctx context.Context, r *http.Request, id string) (uiaI
 }
 
 // passwordUIA runs user-interactive auth with m.login.password for the
-// caller. It returns true when the request may go on; otherwise it has
-// answered.
-func (s *Service) passwordUIA(w http.ResponseWriter, r *http.Request, auth authData) bool {
+// caller. It reports whether the request may go on. When it may not, it
+// has either answered (401 with the flows) and returns a nil error, or
+// returns the error to answer with (a bad session, 429, a failure).
+//
+// The password is checked by verifyPassword, under the same rate limits
+// as logins: the caller's account, and the caller's address.
+func (s *Service) passwordUIA(w http.ResponseWriter, r *http.Request, auth authData) (bool, error) {
 	caller := Caller(r.Context())
 	flows := []uiaFlow{{Stages: []string{"m.login.password"}}}
 	if auth.Session != "" {
 		if _, err := s.session(r.Context(), r, auth.Session); err != nil {
-			httpapi.WriteError(w, r, err)
-			return false
+			return false, err
 		}
 	}
 	if auth.Type == "" {
-		s.challenge(w, r, flows, auth.Session, caller.UserID, nil)
-		return false
+		return false, s.challenge(w, r, flows, auth.Session, caller.UserID, nil)
 	}
 	if auth.Type != "m.login.password" {
-		s.challenge(w, r, flows, auth.Session, caller.UserID,
+		return false, s.challenge(w, r, flows, auth.Session, caller.UserID,
 			httpapi.Errorf(http.StatusUnauthorized, "M_UNRECOGNIZED", "auth type %q is not offered here", auth.Type))
-		return false
 	}
 	user := auth.User
 	if auth.Identifier.User != "" {
@@ -112,30 +118,35 @@ func (s *Service) passwordUIA(w http.ResponseWriter, r *http.Request, auth authD
 	if user == "" {
 		user = caller.UserID
 	}
-	acct, err := s.checkPassword(r.Context(), user, auth.Password)
-	if err == nil && acct.UserID != caller.UserID {
-		err = errBadLogin
+	userID, _, err := s.accountOf(user)
+	if err != nil {
+		return false, err
 	}
-	var me *httpapi.Error
-	if errors.As(err, &me) {
-		s.challenge(w, r, flows, auth.Session, caller.UserID, me)
-		return false
+	if userID != caller.UserID {
+		// Only the caller's own password can pass: nothing to check.
+		return false, s.challenge(w, r, flows, auth.Session, caller.UserID, errBadLogin)
+	}
+	_, err = s.verifyPassword(r, caller.UserID, true, auth.Password)
+	if errors.Is(err, errBadLogin) {
+		return false, s.challenge(w, r, flows, auth.Session, caller.UserID, errBadLogin)
 	}
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return false
+		return false, err
 	}
 	if auth.Session != "" {
 		// Done: the session cannot authorise a second request.
-		s.Store.Delete(r.Context(), uiaKey(auth.Session))
+		if err := s.Store.Delete(r.Context(), uiaKey(auth.Session)); err != nil {
+			return false, err
+		}
 	}
-	return true
+	return true, nil
 }
 
 // PasswordUIA puts another package's endpoint behind user-interactive auth
 // with m.login.password for the caller of r; auth is the request's `auth`
 // object, nil when absent. It reports whether the request may go on; when
-// not, it has answered (401 with the flows, or the error).
+// not, it has answered (401 with the flows, or the error). The password
+// check counts under the same rate limits as logins.
 func (s *Service) PasswordUIA(w http.ResponseWriter, r *http.Request, auth json.RawMessage) bool {
 	var a authData
 	if len(auth) > 0 && string(auth) != "null" {
@@ -144,7 +155,11 @@ func (s *Service) PasswordUIA(w http.ResponseWriter, r *http.Request, auth json.
 			return false
 		}
 	}
-	return s.passwordUIA(w, r, a)
+	ok, err := s.passwordUIA(w, r, a)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+	}
+	return ok
 }
 
 // decodeOptionalJSON reads a JSON body that may be absent entirely (DELETE).

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -21,7 +23,8 @@ var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._=-]{1,64}$`)
 
 // Logging gives each request an ID, a DynamoDB meter and a logger, then logs
 // one line when it ends: route, status, duration and the meter. The query
-// string is never logged, since clients may put access tokens in it.
+// string is never logged, since clients may put access tokens in it, and
+// path segments that hold secrets are masked (logPath).
 func Logging(logger *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -47,7 +50,7 @@ func Logging(logger *slog.Logger, next http.Handler) http.Handler {
 			reqLog.LogAttrs(ctx, slog.LevelInfo, "request",
 				slog.String("method", r.Method),
 				slog.String("route", r.Pattern),
-				slog.String("path", r.URL.EscapedPath()),
+				slog.String("path", logPath(r)),
 				slog.Int("status", sw.statusCode()),
 				slog.Int64("bytes", sw.bytes),
 				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
@@ -59,6 +62,80 @@ func Logging(logger *slog.Logger, next http.Handler) http.Handler {
 		}()
 		next.ServeHTTP(sw, r)
 	})
+}
+
+// Masked is what the log line shows instead of a secret path segment.
+const Masked = "<masked>"
+
+// secretWildcards name the route wildcards whose values are secrets: a
+// registration token in /_synapse/admin/v1/registration_tokens/{token}.
+var secretWildcards = map[string]bool{"token": true}
+
+// secretPrefixes are paths whose next segment is a secret whatever the
+// route, so that it is masked on requests no route matched too (a 404, a
+// 405). "new" is not a token but the endpoint that makes one; it is masked
+// as well, and the route says which it was.
+var secretPrefixes = []string{"/_synapse/admin/v1/registration_tokens/"}
+
+// logPath is the request's escaped path with its secret segments masked:
+// those the matched route's pattern names with a secret wildcard, and the
+// segment after a secret prefix.
+func logPath(r *http.Request) string {
+	path := r.URL.EscapedPath()
+	segs := strings.Split(path, "/")
+	if r.Pattern != "" {
+		pattern := r.Pattern
+		if i := strings.IndexAny(pattern, " \t"); i >= 0 {
+			pattern = strings.TrimLeft(pattern[i:], " \t")
+		}
+		// The host part of a pattern, if any, comes before the first "/".
+		if i := strings.Index(pattern, "/"); i > 0 {
+			pattern = pattern[i:]
+		}
+		for i, p := range strings.Split(pattern, "/") {
+			if i >= len(segs) {
+				break
+			}
+			name, ok := strings.CutPrefix(p, "{")
+			if !ok {
+				continue
+			}
+			name, rest := strings.TrimSuffix(name, "}"), strings.HasSuffix(name, "...}")
+			name = strings.TrimSuffix(name, "...")
+			if !secretWildcards[name] {
+				continue
+			}
+			if rest {
+				// {name...} takes the rest of the path.
+				segs = append(segs[:i], Masked)
+				break
+			}
+			segs[i] = Masked
+		}
+	}
+	for _, prefix := range secretPrefixes {
+		if n := strings.Count(prefix, "/"); len(segs) > n && segs[n] != "" && hasPrefixUnescaped(segs, prefix) {
+			segs[n] = Masked
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
+// hasPrefixUnescaped reports whether the path segments begin with those of
+// prefix (which ends with "/"), each segment compared unescaped, as the
+// router compares them.
+func hasPrefixUnescaped(segs []string, prefix string) bool {
+	want := strings.Split(strings.TrimSuffix(prefix, "/"), "/")
+	if len(segs) < len(want) {
+		return false
+	}
+	for i, w := range want {
+		got, err := url.PathUnescape(segs[i])
+		if err != nil || got != w {
+			return false
+		}
+	}
+	return true
 }
 
 func newRequestID() string {

@@ -2,8 +2,10 @@
 // and serves the profile endpoints of the client-server API.
 //
 // Storage (docs/storage.md): the profile is the item (user|<user ID>,
-// profile) that registration writes, with the attributes displayname and
-// avatar_url, each absent when unset.
+// profile), with the attributes displayname and avatar_url, each absent when
+// unset. This package alone reads and writes it: registration makes it
+// through NewProfileOp, the admin API changes it through SetDisplayName
+// (accounts.Profiles).
 package profile
 
 import (

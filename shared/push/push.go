@@ -39,40 +39,43 @@ func (s *Service) now() time.Time {
 func (s *Service) Register(rt *httpapi.Router, auth func(http.HandlerFunc) http.HandlerFunc) {
 	const rules = "/_matrix/client/v3/pushrules/"
 	const rule = rules + "global/{kind}/{ruleId}"
-	rt.HandleFunc("GET "+rules+"{$}", auth(s.GetRulesets))
-	rt.HandleFunc("GET "+rules+"global/{$}", auth(s.GetGlobal))
-	rt.HandleFunc("GET "+rule, auth(s.GetRule))
-	rt.HandleFunc("PUT "+rule, auth(s.PutRule))
-	rt.HandleFunc("DELETE "+rule, auth(s.DeleteRule))
-	rt.HandleFunc("GET "+rule+"/enabled", auth(s.GetEnabled))
-	rt.HandleFunc("PUT "+rule+"/enabled", auth(s.PutEnabled))
-	rt.HandleFunc("GET "+rule+"/actions", auth(s.GetActions))
-	rt.HandleFunc("PUT "+rule+"/actions", auth(s.PutActions))
-	rt.HandleFunc("GET /_matrix/client/v3/pushers", auth(s.GetPushers))
-	rt.HandleFunc("POST /_matrix/client/v3/pushers/set", auth(s.SetPusher))
+	h := func(f func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+		return auth(httpapi.Handle(f))
+	}
+	rt.HandleFunc("GET "+rules+"{$}", h(s.handleGetRulesets))
+	rt.HandleFunc("GET "+rules+"global/{$}", h(s.handleGetGlobal))
+	rt.HandleFunc("GET "+rule, h(s.handleGetRule))
+	rt.HandleFunc("PUT "+rule, h(s.handlePutRule))
+	rt.HandleFunc("DELETE "+rule, h(s.handleDeleteRule))
+	rt.HandleFunc("GET "+rule+"/enabled", h(s.handleGetEnabled))
+	rt.HandleFunc("PUT "+rule+"/enabled", h(s.handlePutEnabled))
+	rt.HandleFunc("GET "+rule+"/actions", h(s.handleGetActions))
+	rt.HandleFunc("PUT "+rule+"/actions", h(s.handlePutActions))
+	rt.HandleFunc("GET /_matrix/client/v3/pushers", h(s.handleGetPushers))
+	rt.HandleFunc("POST /_matrix/client/v3/pushers/set", h(s.handleSetPusher))
 }
 
-// GetRulesets serves GET /_matrix/client/v3/pushrules/: every ruleset of the
-// user, of which the spec defines one, global.
+// handleGetRulesets serves GET /_matrix/client/v3/pushrules/: every ruleset
+// of the user, of which the spec defines one, global.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3pushrules
-func (s *Service) GetRulesets(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleGetRulesets(w http.ResponseWriter, r *http.Request) error {
 	rs, err := s.Rules(r.Context(), accounts.Caller(r.Context()).UserID)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]Ruleset{"global": rs})
+	return nil
 }
 
-// GetGlobal serves GET /_matrix/client/v3/pushrules/global/.
+// handleGetGlobal serves GET /_matrix/client/v3/pushrules/global/.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3pushrulesglobal
-func (s *Service) GetGlobal(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleGetGlobal(w http.ResponseWriter, r *http.Request) error {
 	rs, err := s.Rules(r.Context(), accounts.Caller(r.Context()).UserID)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, rs)
+	return nil
 }
 
 // target reads the kind and rule ID of the path; an unknown kind is 400
@@ -102,40 +105,41 @@ func (s *Service) findRule(r *http.Request) (Rule, error) {
 	return rule, nil
 }
 
-// GetRule serves GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}.
+// handleGetRule serves GET
+// /_matrix/client/v3/pushrules/global/{kind}/{ruleId}.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3pushrulesglobalkindruleid
-func (s *Service) GetRule(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleGetRule(w http.ResponseWriter, r *http.Request) error {
 	rule, err := s.findRule(r)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, rule)
+	return nil
 }
 
-// GetEnabled serves GET .../pushrules/global/{kind}/{ruleId}/enabled.
+// handleGetEnabled serves GET .../pushrules/global/{kind}/{ruleId}/enabled.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3pushrulesglobalkindruleidenabled
-func (s *Service) GetEnabled(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleGetEnabled(w http.ResponseWriter, r *http.Request) error {
 	rule, err := s.findRule(r)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]bool{"enabled": rule.Enabled})
+	return nil
 }
 
-// GetActions serves GET .../pushrules/global/{kind}/{ruleId}/actions.
+// handleGetActions serves GET .../pushrules/global/{kind}/{ruleId}/actions.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3pushrulesglobalkindruleidactions
-func (s *Service) GetActions(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleGetActions(w http.ResponseWriter, r *http.Request) error {
 	rule, err := s.findRule(r)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	if rule.Actions == nil {
 		rule.Actions = []json.RawMessage{}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"actions": rule.Actions})
+	return nil
 }
 
 type putRuleRequest struct {
@@ -144,16 +148,17 @@ type putRuleRequest struct {
 	Pattern    *string         `json:"pattern"`
 }
 
-// PutRule serves PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}:
-// it creates or replaces one of the user's own rules, placed by the before
-// and after query parameters, which name other rules of the user's.
+// handlePutRule serves PUT
+// /_matrix/client/v3/pushrules/global/{kind}/{ruleId}: it creates or
+// replaces one of the user's own rules, placed by the before and after query
+// parameters, which name other rules of the user's.
 // https://spec.matrix.org/v1.19/client-server-api/#put_matrixclientv3pushrulesglobalkindruleid
-func (s *Service) PutRule(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handlePutRule(w http.ResponseWriter, r *http.Request) error {
 	if err := s.putRule(r); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
 }
 
 func (s *Service) putRule(r *http.Request) error {
@@ -198,81 +203,79 @@ func (s *Service) putRule(r *http.Request) error {
 	})
 }
 
-// DeleteRule serves DELETE /_matrix/client/v3/pushrules/global/{kind}/{ruleId}.
-// Only the user's own rules can be deleted: a predefined one is not found.
+// handleDeleteRule serves DELETE
+// /_matrix/client/v3/pushrules/global/{kind}/{ruleId}. Only the user's own
+// rules can be deleted: a predefined one is not found.
 // https://spec.matrix.org/v1.19/client-server-api/#delete_matrixclientv3pushrulesglobalkindruleid
-func (s *Service) DeleteRule(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleDeleteRule(w http.ResponseWriter, r *http.Request) error {
 	k, id, err := target(r)
-	if err == nil {
-		err = s.update(r.Context(), accounts.Caller(r.Context()).UserID, func(u *userRules) error {
-			return u.remove(k, id)
-		})
-	}
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
+	}
+	err = s.update(r.Context(), accounts.Caller(r.Context()).UserID, func(u *userRules) error {
+		return u.remove(k, id)
+	})
+	if err != nil {
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
 }
 
-// PutEnabled serves PUT .../pushrules/global/{kind}/{ruleId}/enabled, for
-// predefined rules too.
+// handlePutEnabled serves PUT .../pushrules/global/{kind}/{ruleId}/enabled,
+// for predefined rules too.
 // https://spec.matrix.org/v1.19/client-server-api/#put_matrixclientv3pushrulesglobalkindruleidenabled
-func (s *Service) PutEnabled(w http.ResponseWriter, r *http.Request) {
-	err := func() error {
-		k, id, err := target(r)
-		if err != nil {
-			return err
-		}
-		var req struct {
-			Enabled *bool `json:"enabled"`
-		}
-		if err := httpapi.DecodeJSON(r, &req); err != nil {
-			return err
-		}
-		if req.Enabled == nil {
-			return httpapi.MissingParam("enabled is required")
-		}
-		return s.update(r.Context(), accounts.Caller(r.Context()).UserID, func(u *userRules) error {
-			return u.set(k, id, req.Enabled, nil)
-		})
-	}()
+func (s *Service) handlePutEnabled(w http.ResponseWriter, r *http.Request) error {
+	k, id, err := target(r)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
+	}
+	var req struct {
+		Enabled *bool `json:"enabled"`
+	}
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Enabled == nil {
+		return httpapi.MissingParam("enabled is required")
+	}
+	err = s.update(r.Context(), accounts.Caller(r.Context()).UserID, func(u *userRules) error {
+		return u.set(k, id, req.Enabled, nil)
+	})
+	if err != nil {
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
 }
 
-// PutActions serves PUT .../pushrules/global/{kind}/{ruleId}/actions, for
-// predefined rules too.
+// handlePutActions serves PUT .../pushrules/global/{kind}/{ruleId}/actions,
+// for predefined rules too.
 // https://spec.matrix.org/v1.19/client-server-api/#put_matrixclientv3pushrulesglobalkindruleidactions
-func (s *Service) PutActions(w http.ResponseWriter, r *http.Request) {
-	err := func() error {
-		k, id, err := target(r)
-		if err != nil {
-			return err
-		}
-		var req struct {
-			Actions json.RawMessage `json:"actions"`
-		}
-		if err := httpapi.DecodeJSON(r, &req); err != nil {
-			return err
-		}
-		if len(req.Actions) == 0 || string(req.Actions) == "null" {
-			return httpapi.MissingParam("actions is required")
-		}
-		actions, err := parseActions(req.Actions)
-		if err != nil {
-			return httpapi.BadJSON("%v", err)
-		}
-		return s.update(r.Context(), accounts.Caller(r.Context()).UserID, func(u *userRules) error {
-			return u.set(k, id, nil, actions)
-		})
-	}()
+func (s *Service) handlePutActions(w http.ResponseWriter, r *http.Request) error {
+	k, id, err := target(r)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
+	}
+	var req struct {
+		Actions json.RawMessage `json:"actions"`
+	}
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
+		return err
+	}
+	if len(req.Actions) == 0 || string(req.Actions) == "null" {
+		return httpapi.MissingParam("actions is required")
+	}
+	actions, err := parseActions(req.Actions)
+	if err != nil {
+		return httpapi.BadJSON("%v", err)
+	}
+	err = s.update(r.Context(), accounts.Caller(r.Context()).UserID, func(u *userRules) error {
+		return u.set(k, id, nil, actions)
+	})
+	if err != nil {
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
 }

@@ -68,14 +68,13 @@ func pusherKey(userID, appID, pushKey string) store.Key {
 	return store.Key{PK: userPK(userID), SK: "pusher|" + pusherID(appID, pushKey)}
 }
 
-// GetPushers serves GET /_matrix/client/v3/pushers: the user's pushers, one
-// Query of their partition.
+// handleGetPushers serves GET /_matrix/client/v3/pushers: the user's
+// pushers, one Query of their partition.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3pushers
-func (s *Service) GetPushers(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleGetPushers(w http.ResponseWriter, r *http.Request) error {
 	items, err := s.pushers(r.Context(), accounts.Caller(r.Context()).UserID)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	out := make([]Pusher, 0, len(items))
 	for _, it := range items {
@@ -83,6 +82,7 @@ func (s *Service) GetPushers(w http.ResponseWriter, r *http.Request) {
 			DeviceDisplayName: it.DeviceDisplayName, ProfileTag: it.ProfileTag, Lang: it.Lang, Data: json.RawMessage(it.Data)})
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"pushers": out})
+	return nil
 }
 
 func (s *Service) pushers(ctx context.Context, userID string) ([]pusherItem, error) {
@@ -114,17 +114,17 @@ type setPusherRequest struct {
 	Append            bool            `json:"append"`
 }
 
-// SetPusher serves POST /_matrix/client/v3/pushers/set: with a kind it
+// handleSetPusher serves POST /_matrix/client/v3/pushers/set: with a kind it
 // creates or replaces the user's pusher of that app ID and pushkey (and,
 // unless append is true, removes other users' pushers of the same pair);
 // with kind null it deletes it.
 // https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3pushersset
-func (s *Service) SetPusher(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleSetPusher(w http.ResponseWriter, r *http.Request) error {
 	if err := s.setPusher(r); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
 }
 
 func (s *Service) setPusher(r *http.Request) error {
