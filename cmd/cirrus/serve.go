@@ -21,10 +21,6 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/store/embedded"
 )
 
-// snapshotInterval bounds what a crash of the local server can lose; a clean
-// stop always snapshots.
-const snapshotInterval = 30 * time.Second
-
 // listening tells tests where a serve run ended up (ports may be 0 in config).
 type listening struct {
 	ClientURL, FederationURL, DynamoDBURL string
@@ -32,7 +28,7 @@ type listening struct {
 
 // serve runs the homeserver until ctx ends. ready, when not nil, receives
 // the addresses once everything listens.
-func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- listening) error {
+func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- listening) (err error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "YAML config `file` (optional: the embedded defaults need none)")
@@ -56,15 +52,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 	if err := cfg.LoadSharedSecret(true); err != nil {
 		return err
 	}
-	var local *localTable
-	if cfg.DynamoDBEndpoint == "" {
-		db, err := embedded.Start("127.0.0.1:0")
+	embeddedDB := cfg.DynamoDBEndpoint == ""
+	if embeddedDB {
+		// Every write is on disk before it is answered; a clean stop
+		// writes a snapshot.
+		db, err := embedded.Open("127.0.0.1:0", embedded.Options{Dir: tableDir(cfg), Logger: logger})
 		if err != nil {
 			return err
 		}
-		defer db.Close()
+		defer func() { err = errors.Join(err, db.Close()) }()
 		cfg.DynamoDBEndpoint = db.URL()
-		local = &localTable{path: filepath.Join(cfg.DataDir, "dynamodb.jsonl"), logger: logger}
 	}
 	srv, err := server.Open(ctx, cfg, logger)
 	if err != nil {
@@ -73,9 +70,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 	if err := srv.Store.CreateTable(ctx); err != nil {
 		return err
 	}
-	if local != nil {
-		local.store = srv.Store
-		if err := local.restore(ctx); err != nil {
+	if embeddedDB {
+		if err := importLegacySnapshot(ctx, srv.Store, filepath.Join(cfg.DataDir, legacySnapshot), logger); err != nil {
 			return err
 		}
 	}
@@ -129,34 +125,19 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 	if *configPath != "" {
 		configFlag = " -c " + *configPath
 	}
-	printBanner(stderr, cfg, at, local != nil, configFlag)
+	printBanner(stderr, cfg, at, embeddedDB, configFlag)
 	if ready != nil {
 		ready <- at
 	}
 
 	var serveErr error
-	ticker := time.NewTicker(snapshotInterval)
-	defer ticker.Stop()
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case err := <-errs:
-			serveErr = err
-			break loop
-		case <-ticker.C:
-			if local != nil {
-				local.save(context.Background())
-			}
-		}
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errs:
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = errors.Join(serveErr, clientSrv.Shutdown(shutCtx), fedSrv.Shutdown(shutCtx))
-	if local != nil {
-		err = errors.Join(err, local.save(shutCtx))
-	}
 	logger.Info("stopped")
 	return err
 }
@@ -202,7 +183,7 @@ func (t httpTimeouts) server(h http.Handler, errLog *log.Logger) *http.Server {
 func printBanner(w io.Writer, cfg *config.Config, at listening, embeddedDB bool, configFlag string) {
 	db := cfg.DynamoDBEndpoint + " (table " + cfg.DynamoDBTable + ")"
 	if embeddedDB {
-		db = "embedded, kept in " + filepath.Join(cfg.DataDir, "dynamodb.jsonl")
+		db = "embedded, kept in " + tableDir(cfg) + " (every write on disk before it is answered)"
 	}
 	fmt.Fprintf(w, `
 Cirrus is running.

@@ -3,6 +3,7 @@ package embedded
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,18 +14,19 @@ import (
 )
 
 // partitions sits in front of the stand-in and answers the table queries the
-// store makes, a partition key and an optional range of sort keys, from an
-// index of each partition's sort keys. The stand-in evaluates every Query
-// against every item of the table, holding its one lock, so a query's time
-// grows with the table: 60 ms at 10,000 items, where DynamoDB reads only the
-// partition. Measured latencies (and a test suite's time) would otherwise
-// reflect the stand-in, not the design.
+// store makes, a partition key and an optional range of sort keys, from a
+// copy of the items kept by key, with each partition's sort keys in order.
+// The stand-in evaluates every Query against every item of the table,
+// holding its one lock, so a query's time grows with the table: 60 ms at
+// 10,000 items, where DynamoDB reads only the partition. Measured latencies
+// (and a test suite's time) would otherwise reflect the stand-in, not the
+// design.
 //
-// Items still live in the stand-in alone: the index holds keys, refreshed
-// after every write by reading the written keys back, so conditions,
-// transactions and updates keep the stand-in's semantics. Queries of any
-// other shape (an index, a filter, a projection) go to the stand-in as
-// before.
+// Writes still go to the stand-in, so conditions, transactions and updates
+// keep its semantics; after each, the written keys are read back from it,
+// and what changed updates the copy and, when the server keeps a journal,
+// is journaled (durable.go). Queries of any other shape (an index, a
+// filter, a projection) go to the stand-in as before.
 //
 // Writes run one at a time and queries beside each other, which also gives
 // transactions the isolation the stand-in lacks: it applies one item by item
@@ -35,18 +37,36 @@ type partitions struct {
 
 	mu     sync.RWMutex
 	tables map[string]*table
+
+	// log, when set, makes every change durable before any response
+	// that could reflect it goes out.
+	log *journal
+	// cutMu is held while a snapshot is taken.
+	cutMu sync.Mutex
 }
 
-// table is one table's key schema and its partitions' sort keys, in byte
-// order as DynamoDB sorts strings.
+// table is one table's definition and items.
 type table struct {
+	// defs are the requests that made the table as it is (CreateTable,
+	// then any UpdateTable), replayed when it is restored.
+	defs []tableOp
+	// hash and rng name the key attributes; rng is "" without a sort key.
 	hash, rng string
-	keys      map[string][]string
+	// items holds every item, by keyID.
+	items map[string]json.RawMessage
+	// keys, for a table whose keys are both strings, holds each
+	// partition's sort keys in byte order, as DynamoDB sorts strings;
+	// queries of other tables go to the stand-in.
+	keys map[string][]string
 }
 
 func newPartitions(next http.Handler) *partitions {
 	return &partitions{next: next, tables: map[string]*table{}}
 }
+
+// reads are the operations that change nothing.
+var reads = map[string]bool{"Query": true, "GetItem": true, "BatchGetItem": true, "TransactGetItems": true,
+	"Scan": true, "DescribeTable": true, "ListTables": true, "DescribeTimeToLive": true}
 
 func (p *partitions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	op := r.Header.Get("X-Amz-Target")
@@ -57,34 +77,51 @@ func (p *partitions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	switch op {
-	case "Query":
-		p.mu.RLock()
-		defer p.mu.RUnlock()
-		if out, ok := p.query(body); ok {
-			w.Header().Set("Content-Type", "application/x-amz-json-1.0")
-			w.Write(out)
-			return
-		}
-		p.next.ServeHTTP(w, r)
-	case "GetItem", "BatchGetItem", "TransactGetItems", "Scan", "DescribeTable", "ListTables":
-		p.mu.RLock()
-		defer p.mu.RUnlock()
-		p.next.ServeHTTP(w, r)
-	default:
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		rec := httptest.NewRecorder()
-		p.next.ServeHTTP(rec, r)
-		if rec.Code == http.StatusOK {
-			p.wrote(op, body)
-		}
-		for k, v := range rec.Header() {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(rec.Code)
-		w.Write(rec.Body.Bytes())
+	if err := p.log.broken(); err != nil {
+		internalError(w, err)
+		return
 	}
+	rec := httptest.NewRecorder()
+	var seq uint64
+	if reads[op] {
+		p.mu.RLock()
+		if out, ok := p.query(op, body); ok {
+			rec.Header().Set("Content-Type", "application/x-amz-json-1.0")
+			rec.Write(out)
+		} else {
+			p.next.ServeHTTP(rec, r)
+		}
+		seq = p.log.last()
+		p.mu.RUnlock()
+	} else {
+		p.mu.Lock()
+		p.next.ServeHTTP(rec, r)
+		seq = p.log.append(p.wrote(op, body, rec.Code == http.StatusOK))
+		p.mu.Unlock()
+	}
+	// Nothing goes out, a write's success or a read of one, before the
+	// writes it could reflect are on disk.
+	if err := p.log.wait(seq); err != nil {
+		internalError(w, err)
+		return
+	}
+	p.maybeCut()
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	w.Write(rec.Body.Bytes())
+}
+
+// internalError answers as DynamoDB does when it fails: the SDK retries a
+// 500 a few times, then reports it.
+func internalError(w http.ResponseWriter, err error) {
+	w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+	w.WriteHeader(http.StatusInternalServerError)
+	json.NewEncoder(w).Encode(map[string]string{
+		"__type":  "com.amazonaws.dynamodb.v20120810#InternalServerError",
+		"message": "embedded dynamodb: " + err.Error(),
+	})
 }
 
 // attr is an attribute value as the API encodes it, such as {"S":"x"}.
@@ -100,28 +137,132 @@ func (a attr) str() (string, bool) {
 	return s, json.Unmarshal(raw, &s) == nil
 }
 
-// wrote updates the index after a successful write request of op.
-func (p *partitions) wrote(op string, body []byte) {
-	switch op {
-	case "CreateTable":
-		p.created(body)
-	case "DeleteTable":
-		var in struct{ TableName string }
-		if json.Unmarshal(body, &in) == nil {
-			delete(p.tables, in.TableName)
+// scalar is the type and text of a key attribute: a string, a number as
+// written, or binary in base64.
+func (a attr) scalar() (typ, text string, ok bool) {
+	if len(a) != 1 {
+		return "", "", false
+	}
+	for typ, raw := range a {
+		if typ != "S" && typ != "N" && typ != "B" {
+			return "", "", false
 		}
-	default:
-		for _, k := range writtenKeys(op, body) {
-			p.refresh(k.table, k.key)
+		return typ, text, json.Unmarshal(raw, &text) == nil
+	}
+	return "", "", false
+}
+
+// keyID names the item with the key attributes found in item (an item or
+// a key), unambiguously; ok is false when one is missing or not a scalar.
+func (t *table) keyID(item map[string]attr) (string, bool) {
+	var b strings.Builder
+	for _, name := range []string{t.hash, t.rng} {
+		if name == "" {
+			continue
+		}
+		typ, text, ok := item[name].scalar()
+		if !ok {
+			return "", false
+		}
+		fmt.Fprintf(&b, "%s%d:%s", typ, len(text), text)
+	}
+	return b.String(), true
+}
+
+// key keeps only the key attributes of item.
+func (t *table) key(item map[string]attr) map[string]attr {
+	k := map[string]attr{t.hash: item[t.hash]}
+	if t.rng != "" {
+		k[t.rng] = item[t.rng]
+	}
+	return k
+}
+
+// set records the item at key, or its absence when item is nil.
+func (t *table) set(key map[string]attr, item json.RawMessage) {
+	id, ok := t.keyID(key)
+	if !ok {
+		return
+	}
+	if item == nil {
+		delete(t.items, id)
+	} else {
+		t.items[id] = item
+	}
+	if t.keys == nil {
+		return
+	}
+	pk, _ := key[t.hash].str()
+	sk, _ := key[t.rng].str()
+	keys := t.keys[pk]
+	i, found := slices.BinarySearch(keys, sk)
+	switch {
+	case item != nil && !found:
+		t.keys[pk] = slices.Insert(keys, i, sk)
+	case item == nil && found:
+		keys = slices.Delete(keys, i, i+1)
+		if len(keys) == 0 {
+			delete(t.keys, pk)
+		} else {
+			t.keys[pk] = keys
 		}
 	}
 }
 
-// created learns the key schema of a new table whose keys are strings;
-// other tables are not indexed and their queries go to the stand-in.
-func (p *partitions) created(body []byte) {
+// wrote reads back what the write request op may have changed, keeps the
+// copy up to date, and returns what changed for the journal: nil when
+// nothing did. A request that failed may still have changed items (a
+// batch stops at its first failing put), so its keys are read back too;
+// a table changes only with a successful request.
+func (p *partitions) wrote(op string, body []byte, ok bool) *record {
+	switch op {
+	case "CreateTable", "UpdateTable", "DeleteTable":
+		var in struct{ TableName string }
+		if !ok || json.Unmarshal(body, &in) != nil {
+			return nil
+		}
+		t := tableOp{Op: op, Table: in.TableName, Body: json.RawMessage(slices.Clone(body))}
+		if err := p.applyTable(t); err != nil {
+			return nil
+		}
+		return &record{Table: &t}
+	}
+	var changes []change
+	for _, k := range writtenKeys(op, body) {
+		if c, ok := p.refresh(k.table, k.key); ok {
+			changes = append(changes, c)
+		}
+	}
+	if len(changes) == 0 {
+		return nil
+	}
+	return &record{Changes: changes}
+}
+
+// applyTable applies a request that changed a table to the copy.
+func (p *partitions) applyTable(op tableOp) error {
+	switch op.Op {
+	case "CreateTable":
+		t, err := newTable(op)
+		if err != nil {
+			return err
+		}
+		p.tables[op.Table] = t
+	case "UpdateTable":
+		if t, ok := p.tables[op.Table]; ok {
+			t.defs = append(t.defs, op)
+		}
+	case "DeleteTable":
+		delete(p.tables, op.Table)
+	default:
+		return fmt.Errorf("unknown table operation %q", op.Op)
+	}
+	return nil
+}
+
+// newTable learns a new table's key schema from its CreateTable request.
+func newTable(op tableOp) (*table, error) {
 	var in struct {
-		TableName string
 		KeySchema []struct {
 			AttributeName, KeyType string
 		}
@@ -129,27 +270,28 @@ func (p *partitions) created(body []byte) {
 			AttributeName, AttributeType string
 		}
 	}
-	if json.Unmarshal(body, &in) != nil {
-		return
+	if err := json.Unmarshal(op.Body, &in); err != nil {
+		return nil, fmt.Errorf("create table %s: %w", op.Table, err)
 	}
 	types := map[string]string{}
 	for _, d := range in.AttributeDefinitions {
 		types[d.AttributeName] = d.AttributeType
 	}
-	t := &table{keys: map[string][]string{}}
+	t := &table{defs: []tableOp{op}, items: map[string]json.RawMessage{}}
 	for _, k := range in.KeySchema {
-		if types[k.AttributeName] != "S" {
-			return
-		}
 		if k.KeyType == "HASH" {
 			t.hash = k.AttributeName
 		} else {
 			t.rng = k.AttributeName
 		}
 	}
-	if t.hash != "" && t.rng != "" {
-		p.tables[in.TableName] = t
+	if t.hash == "" {
+		return nil, fmt.Errorf("create table %s: no hash key", op.Table)
 	}
+	if t.rng != "" && types[t.hash] == "S" && types[t.rng] == "S" {
+		t.keys = map[string][]string{}
+	}
+	return t, nil
 }
 
 type tableKey struct {
@@ -211,32 +353,27 @@ func writtenKeys(op string, body []byte) []tableKey {
 	return out
 }
 
-// refresh reads a written key back from the stand-in and records whether
-// the item exists.
-func (p *partitions) refresh(name string, item map[string]attr) {
+// refresh reads a written key back from the stand-in and, when the item
+// differs from the copy, updates the copy and returns the change.
+func (p *partitions) refresh(name string, item map[string]attr) (change, bool) {
 	t, ok := p.tables[name]
 	if !ok {
-		return
+		return change{}, false
 	}
-	pk, ok1 := item[t.hash].str()
-	sk, ok2 := item[t.rng].str()
-	if !ok1 || !ok2 {
-		return
+	id, ok := t.keyID(item)
+	if !ok {
+		return change{}, false
 	}
-	_, exists := p.get(name, map[string]attr{t.hash: item[t.hash], t.rng: item[t.rng]})
-	keys := t.keys[pk]
-	i, found := slices.BinarySearch(keys, sk)
-	switch {
-	case exists && !found:
-		t.keys[pk] = slices.Insert(keys, i, sk)
-	case !exists && found:
-		keys = slices.Delete(keys, i, i+1)
-		if len(keys) == 0 {
-			delete(t.keys, pk)
-		} else {
-			t.keys[pk] = keys
-		}
+	key := t.key(item)
+	now, exists := p.get(name, key)
+	if !exists {
+		now = nil
 	}
+	if before, had := t.items[id]; had == exists && bytes.Equal(before, now) {
+		return change{}, false
+	}
+	t.set(key, now)
+	return change{Table: name, Key: key, Item: now}, true
 }
 
 // get reads one item from the stand-in.
@@ -277,15 +414,15 @@ type queryInput struct {
 	ExclusiveStartKey         map[string]attr
 }
 
-// query answers a Query from the index, or reports that it cannot and the
+// query answers a Query from the copy, or reports that it cannot and the
 // stand-in must.
-func (p *partitions) query(body []byte) ([]byte, bool) {
+func (p *partitions) query(op string, body []byte) ([]byte, bool) {
 	var in queryInput
-	if json.Unmarshal(body, &in) != nil {
+	if op != "Query" || json.Unmarshal(body, &in) != nil {
 		return nil, false
 	}
 	t, ok := p.tables[in.TableName]
-	if !ok || in.IndexName != "" || in.FilterExpression != "" || in.ProjectionExpression != "" ||
+	if !ok || t.keys == nil || in.IndexName != "" || in.FilterExpression != "" || in.ProjectionExpression != "" ||
 		(in.Select != "" && in.Select != "ALL_ATTRIBUTES") || in.KeyConditions != nil ||
 		in.QueryFilter != nil || in.AttributesToGet != nil || (in.Limit != nil && *in.Limit < 1) {
 		return nil, false
@@ -318,7 +455,8 @@ func (p *partitions) query(body []byte) ([]byte, bool) {
 		if !match(sk) {
 			continue
 		}
-		item, ok := p.get(in.TableName, map[string]attr{t.hash: stringAttr(pk), t.rng: stringAttr(sk)})
+		id, _ := t.keyID(map[string]attr{t.hash: stringAttr(pk), t.rng: stringAttr(sk)})
+		item, ok := t.items[id]
 		if !ok {
 			continue
 		}
