@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 
@@ -34,6 +33,13 @@ const (
 	MaxPDUBytes = 65536
 	// MaxIDBytes bounds sender, room_id, event_id, state_key and type.
 	MaxIDBytes = 255
+	// MaxContentDepth bounds how deep arrays and objects nest in content,
+	// the content object itself being the first level. It leaves room for
+	// the levels that carry content on (a request body, a PDU inside a
+	// federation transaction) within httpapi.MaxDepth, and within the 128
+	// levels past which serde_json, under Rust homeservers, refuses a
+	// document.
+	MaxContentDepth = 64
 )
 
 // maxSafeInteger is the canonical JSON bound on integers, 2**53 - 1.
@@ -52,61 +58,72 @@ func (e *clientError) Unwrap() error { return e.kind }
 // ValidateContent refuses malformed content of the event types whose
 // content the server or the auth rules rely on, before the event is built
 // and stored. It checks the shape only: whether the sender may send the
-// event is for the auth rules. Content of other types only has to be a JSON
-// object. The error wraps ErrBadContent and starts with the event type.
+// event is for the auth rules. Content of any type must be a JSON object
+// that can be signed as it is (CheckContent). The error wraps ErrBadContent
+// and starts with the event type.
 //
 // The rules follow the event schemas of the spec and, for power levels, the
 // auth rules of room versions 10 to 12, which refuse levels that are not
 // integers; a string of digits is refused whatever the room version, since
 // no new event needs one.
 func ValidateContent(eventType string, stateKey *string, content []byte) error {
+	// Syntax, duplicate keys and depth first: the schema checks below
+	// decode the content, and would read one copy of a duplicate key.
+	jsonErr := checkContent(content)
+	if jsonErr != nil && !errors.Is(jsonErr, protocol.ErrNotCanonical) {
+		return &clientError{kind: ErrBadContent, msg: eventType + ": " + jsonErr.Error()}
+	}
 	if err := validateContent(eventType, stateKey, content); err != nil {
 		return &clientError{kind: ErrBadContent, msg: eventType + ": " + err.Error()}
 	}
-	if err := checkKeys(content); err != nil {
-		return &clientError{kind: ErrBadContent, msg: eventType + ": " + err.Error()}
+	if jsonErr != nil {
+		return &clientError{kind: ErrBadContent, msg: eventType + ": " + jsonErr.Error()}
 	}
 	return nil
 }
 
-// checkKeys refuses object keys holding a quote, a backslash or a control
-// character: gomatrixserverlib's canonical JSON writes keys unescaped, so
-// such a key would be signed as a different key or as invalid JSON.
-func checkKeys(content []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(content))
-	var stack []bool // true while inside an object, where strings alternate key, value
-	expectKey := false
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("content is not valid JSON: %v", err)
-		}
-		switch t := tok.(type) {
-		case json.Delim:
-			switch t {
-			case '{':
-				stack = append(stack, true)
-				expectKey = true
-			case '[':
-				stack = append(stack, false)
-			default:
-				stack = stack[:len(stack)-1]
-				expectKey = len(stack) > 0 && stack[len(stack)-1]
-			}
-			continue
-		case string:
-			if expectKey && strings.ContainsFunc(t, func(r rune) bool { return r < 0x20 || r == '"' || r == '\\' }) {
-				return fmt.Errorf("key %q holds a quote, a backslash or a control character", t)
-			}
-		}
-		if len(stack) > 0 && stack[len(stack)-1] {
-			expectKey = !expectKey
-		}
+// CheckContent refuses content that cannot be signed as it is: what is not
+// one JSON value, a key twice in an object, nesting deeper than
+// MaxContentDepth, and what canonical JSON cannot hold (numbers that are
+// not integers within [-(2**53)+1, (2**53)-1], lone UTF-16 surrogates, keys
+// with quotes, backslashes or control characters). The error wraps
+// ErrBadContent and says where, as "content.users: ...".
+func CheckContent(content []byte) error {
+	if err := checkContent(content); err != nil {
+		return &clientError{kind: ErrBadContent, msg: err.Error()}
 	}
+	return nil
 }
+
+func checkContent(content []byte) error {
+	if len(bytes.TrimSpace(content)) == 0 {
+		return errors.New("content is empty, it must be a JSON object")
+	}
+	err := protocol.CheckCanonicalJSON(content, MaxContentDepth)
+	var je *protocol.JSONError
+	switch {
+	case err == nil:
+		return nil
+	case !errors.As(err, &je):
+		return err
+	case errors.Is(err, protocol.ErrSyntax):
+		return &contentError{kind: je.Kind, msg: "content is not valid JSON: " + je.Msg}
+	case je.Path == "":
+		return &contentError{kind: je.Kind, msg: "content: " + je.Msg}
+	case je.Path[0] == '[':
+		return &contentError{kind: je.Kind, msg: "content" + je.Path + ": " + je.Msg}
+	}
+	return &contentError{kind: je.Kind, msg: "content." + je.Path + ": " + je.Msg}
+}
+
+// contentError is a fault of content as JSON; kind is the protocol error.
+type contentError struct {
+	kind error
+	msg  string
+}
+
+func (e *contentError) Error() string { return e.msg }
+func (e *contentError) Unwrap() error { return e.kind }
 
 func validateContent(eventType string, stateKey *string, content []byte) error {
 	o, err := parseObject("content", content)

@@ -114,11 +114,15 @@ type Signer struct {
 
 // Build makes and signs the event p of a room of version v, after prev, with
 // the auth events chosen from state (the room's current state, or nil for a
-// create event).
+// create event). Content that cannot be signed as it is (CheckContent) is
+// an error wrapping ErrBadContent, whatever path it came by.
 func (s Signer) Build(v string, p Proto, g Graph, state *State, now time.Time) (PDU, error) {
 	impl, err := version(v)
 	if err != nil {
 		return nil, err
+	}
+	if err := CheckContent(p.Content); err != nil {
+		return nil, &clientError{kind: ErrBadContent, msg: p.Type + ": " + err.Error()}
 	}
 	b := impl.NewEventBuilderFromProtoEvent(&gomatrixserverlib.ProtoEvent{
 		SenderID:   p.Sender,
