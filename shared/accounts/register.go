@@ -55,6 +55,9 @@ func (h *Registration) handleRegister(w http.ResponseWriter, r *http.Request) er
 	if err := checkNewPassword(req.Password); err != nil {
 		return err
 	}
+	if err := checkID("auth.session", req.Auth.Session); err != nil {
+		return err
+	}
 	// Synapse folds the requested name to lower case rather than refusing it.
 	req.Username = strings.ToLower(req.Username)
 	if req.Username == "" {
