@@ -34,7 +34,7 @@ func TestLogging_MasksSecretPaths(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, method, target, wantPath string
-		wantStatus                      int
+		wantStatus                     int
 	}{
 		{"get", "GET", "/_synapse/admin/v1/registration_tokens/" + secret, "/_synapse/admin/v1/registration_tokens/" + httpapi.Masked, 200},
 		{"put", "PUT", "/_synapse/admin/v1/registration_tokens/" + secret, "/_synapse/admin/v1/registration_tokens/" + httpapi.Masked, 200},
