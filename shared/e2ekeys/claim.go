@@ -50,6 +50,16 @@ func (s *Service) handleClaim(w http.ResponseWriter, r *http.Request) error {
 	var wants []want
 	failures := map[string]any{}
 	for userID, devices := range req.OneTimeKeys {
+		if err := checkIDLength("one_time_keys", "user ID", userID); err != nil {
+			return err
+		}
+		for deviceID := range devices {
+			if err := checkIDLength("one_time_keys", "device ID", deviceID); err != nil {
+				return err
+			}
+		}
+	}
+	for userID, devices := range req.OneTimeKeys {
 		server, err := serverOf(userID)
 		if err != nil {
 			return err
@@ -124,6 +134,16 @@ func serverOf(userID string) (string, error) {
 		return "", httpapi.InvalidParam("%q is not a user ID", userID)
 	}
 	return server, nil
+}
+
+// checkIDLength refuses id, a user ID or device ID (kind) named in field,
+// past maxIDBytes: 400 M_INVALID_PARAM.
+func checkIDLength(field, kind, id string) error {
+	if len(id) <= maxIDBytes {
+		return nil
+	}
+	return httpapi.InvalidParam("%s: %s %q... is %d bytes, over the limit of %d bytes",
+		field, kind, strings.ToValidUTF8(id[:32], ""), len(id), maxIDBytes)
 }
 
 // remoteFailure is the failure reported for a server this one cannot ask,

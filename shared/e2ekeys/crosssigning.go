@@ -286,13 +286,20 @@ func (s *Service) handleSignaturesUpload(w http.ResponseWriter, r *http.Request)
 	}
 	req := map[string]map[string]json.RawMessage{}
 	for userID, raw := range body {
+		if err := checkIDLength("signatures", "user ID", userID); err != nil {
+			return err
+		}
 		var keys map[string]json.RawMessage
 		if err := json.Unmarshal(raw, &keys); err != nil || keys == nil {
 			return httpapi.InvalidParam("Invalid parameter")
 		}
-		for _, obj := range keys {
+		for keyID, obj := range keys {
 			if len(obj) == 0 || obj[0] != '{' {
 				return httpapi.InvalidParam("Invalid parameter")
+			}
+			// A device ID or a cross-signing public key.
+			if err := checkIDLength("signatures", "device ID or key", keyID); err != nil {
+				return err
 			}
 		}
 		req[userID] = keys

@@ -74,6 +74,12 @@ const tombstoneTTL = time.Hour
 // DynamoDB's 1,024 bytes.
 const maxKeyPart = 250
 
+// maxIDBytes bounds the user IDs and device IDs a request names: the
+// spec's 255 bytes for user IDs, and as much for device IDs (no longer one
+// is ever given out). They become parts of the table's keys, so they are
+// checked before anything is read.
+const maxIDBytes = 255
+
 // parallel is how many users or devices one request reads or writes at
 // once: the work waits on DynamoDB round trips, not on this process.
 const parallel = 8

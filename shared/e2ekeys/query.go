@@ -54,6 +54,16 @@ func (s *Service) handleQuery(w http.ResponseWriter, r *http.Request) error {
 	if req.DeviceKeys == nil {
 		return httpapi.BadJSON("'device_keys' must be a JSON object")
 	}
+	for userID, devices := range req.DeviceKeys {
+		if err := checkIDLength("device_keys", "user ID", userID); err != nil {
+			return err
+		}
+		for _, deviceID := range devices {
+			if err := checkIDLength("device_keys", "device ID", deviceID); err != nil {
+				return err
+			}
+		}
+	}
 	me := accounts.Caller(r.Context()).UserID
 	resp := queryResponse{
 		DeviceKeys:      map[string]map[string]json.RawMessage{},

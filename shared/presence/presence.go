@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
@@ -162,7 +163,12 @@ func (s *Service) Events(ctx context.Context, users []string) ([]json.RawMessage
 func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc) http.HandlerFunc) {
 	const path = "/_matrix/client/v3/presence/{userId}/status"
 	rt.HandleFunc("GET "+path, requireAuth(func(w http.ResponseWriter, r *http.Request) {
-		st, err := s.Get(r.Context(), r.PathValue("userId"))
+		userID := r.PathValue("userId")
+		if err := checkUserID(userID); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		st, err := s.Get(r.Context(), userID)
 		if err != nil {
 			httpapi.WriteError(w, r, err)
 			return
@@ -178,8 +184,28 @@ func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc
 	}))
 }
 
+// maxUserIDBytes is the spec's limit on user IDs. The user ID of the path
+// is part of the key read, so a longer one is refused before any read.
+const maxUserIDBytes = 255
+
+// checkUserID refuses a user ID of the path that cannot name a user: over
+// the spec's 255 bytes, or not UTF-8 (400 M_INVALID_PARAM).
+func checkUserID(userID string) error {
+	if len(userID) > maxUserIDBytes {
+		return httpapi.InvalidParam("user ID %q... is %d bytes, over the limit of %d bytes",
+			strings.ToValidUTF8(userID[:32], ""), len(userID), maxUserIDBytes)
+	}
+	if !utf8.ValidString(userID) {
+		return httpapi.InvalidParam("user ID %q is not valid UTF-8", userID)
+	}
+	return nil
+}
+
 func (s *Service) put(r *http.Request) error {
 	me := accounts.Caller(r.Context()).UserID
+	if err := checkUserID(r.PathValue("userId")); err != nil {
+		return err
+	}
 	if r.PathValue("userId") != me {
 		return httpapi.Forbidden("you can only set your own presence")
 	}
