@@ -55,6 +55,16 @@ type clientError struct {
 func (e *clientError) Error() string { return e.msg }
 func (e *clientError) Unwrap() error { return e.kind }
 
+// Matrix makes a clientError an httpapi.Public error: M_TOO_LARGE for
+// ErrTooLarge, M_BAD_JSON for bad content or filters. Callers that pass
+// one on unmapped answer with it rather than with a 500.
+func (e *clientError) Matrix() (status int, errcode string) {
+	if e.kind == ErrTooLarge {
+		return 413, "M_TOO_LARGE"
+	}
+	return 400, "M_BAD_JSON"
+}
+
 // ValidateContent refuses malformed content of the event types whose
 // content the server or the auth rules rely on, before the event is built
 // and stored. It checks the shape only: whether the sender may send the

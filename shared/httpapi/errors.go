@@ -95,13 +95,29 @@ func Handle(f func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
 	}
 }
 
-// WriteError sends err as a Matrix error. An *Error goes out as it is; any
-// other error is logged and answered with 500 M_UNKNOWN, so that internals
-// never reach a client.
+// Public is an error of a domain package whose message is written for
+// clients, such as the content errors of shared/events. A handler that
+// passes one on unmapped, however wrapped, still answers with its status,
+// errcode and message, not with a 500; the text of the wrapping is left
+// out.
+type Public interface {
+	error
+	// Matrix returns the HTTP status and errcode the error goes out with.
+	Matrix() (status int, errcode string)
+}
+
+// WriteError sends err as a Matrix error. An *Error goes out as it is, a
+// Public error with its status, errcode and message; any other error is
+// logged and answered with 500 M_UNKNOWN, so that internals never reach a
+// client.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	var me *Error
+	var public Public
 	switch {
 	case errors.As(err, &me):
+	case errors.As(err, &public):
+		status, code := public.Matrix()
+		me = Errorf(status, code, "%s", public.Error())
 	case errors.Is(err, store.ErrKeyTooLong):
 		// An identifier the client chose (a room alias, a state key, a
 		// transaction ID) makes a key longer than DynamoDB stores.
