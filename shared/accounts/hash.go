@@ -19,10 +19,10 @@ import (
 
 // Password hashes come in two forms, told apart by their prefix:
 //
-//   - "$2b$12$<salt><digest>": bcrypt of the password itself, the form
-//     Synapse writes. Cirrus writes it for passwords of at most 72 bytes,
-//     all of which bcrypt reads, so that such hashes move to and from
-//     Synapse unchanged.
+//   - "$2a$12$<salt><digest>" (Synapse writes "$2b$", the same algorithm):
+//     bcrypt of the password itself. Cirrus writes it for passwords of at
+//     most 72 bytes, all of which bcrypt reads, so that such hashes move to
+//     and from Synapse unchanged.
 //   - "$bcrypt-sha256$v=2,t=2b,r=12$<salt>$<digest>": passlib's
 //     bcrypt_sha256 (hashcat mode 30601), for longer passwords: bcrypt of
 //     base64(HMAC-SHA256(key: the salt as written, message: the password)),
@@ -73,9 +73,10 @@ const sha256Prefix = "$bcrypt-sha256$"
 // bcrypt64 is bcrypt's base64 alphabet, without padding.
 var bcrypt64 = base64.NewEncoding("./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789").WithPadding(base64.NoPadding)
 
-// HashPassword hashes a new password at Synapse's cost: the "$2b$" form for
-// passwords of at most 72 bytes, the "$bcrypt-sha256$" form for longer
-// ones, up to MaxPasswordLength (ErrPasswordTooLong beyond).
+// HashPassword hashes a new password at Synapse's cost: plain bcrypt
+// ("$2a$", Go's name for Synapse's "$2b$") for passwords of at most 72
+// bytes, the "$bcrypt-sha256$" form for longer ones, up to
+// MaxPasswordLength (ErrPasswordTooLong beyond).
 func HashPassword(password string) (string, error) {
 	switch {
 	case password == "":
@@ -87,8 +88,7 @@ func HashPassword(password string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("hash password: %w", err)
 		}
-		// Go writes $2a$, Synapse $2b$: the same algorithm.
-		return "$2b$" + strings.TrimPrefix(string(h), "$2a$"), nil
+		return string(h), nil
 	}
 	var raw [16]byte
 	if _, err := rand.Read(raw[:]); err != nil {
