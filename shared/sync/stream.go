@@ -234,20 +234,66 @@ func (p position) encode() string {
 	return "s" + base64.RawURLEncoding.EncodeToString(doc)
 }
 
+// parsePosition reads a sync token of userID. Tokens are not signed: a
+// client may hand back anything, so what it holds is checked as far as the
+// sync relies on it (valid); anything else is 400 M_INVALID_PARAM.
 func parsePosition(token, userID string) (position, error) {
-	bad := httpapi.InvalidParam("sync token %q is not one this server gave you", token)
+	bad := httpapi.InvalidParam("sync token %q is not one this server gave you", shorten(token))
 	doc, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(token, "s"))
 	if err != nil || !strings.HasPrefix(token, "s") {
 		return position{}, bad
 	}
 	var p position
-	if err := json.Unmarshal(doc, &p); err != nil || p.Time <= 0 {
+	if err := json.Unmarshal(doc, &p); err != nil || !p.valid() {
 		return position{}, bad
 	}
 	if p.User != userTag(userID) {
 		return position{}, httpapi.InvalidParam("sync token belongs to another user")
 	}
 	return p, nil
+}
+
+// maxMillis bounds the times a token holds: Unix ms of the end of the year
+// 9999. Later ones would overflow the arithmetic done on them.
+const maxMillis = 253402300799999
+
+// valid reports whether p holds only what this server writes into tokens:
+// a time, times within [0, maxMillis], room IDs where rooms go (they become
+// parts of keys read), positions that are not negative, and a presence the
+// spec knows.
+func (p position) valid() bool {
+	ok := func(ms int64) bool { return ms >= 0 && ms <= maxMillis }
+	if p.Time <= 0 || !ok(p.Time) || !ok(p.Ephemeral) || !ok(p.DeviceRead) {
+		return false
+	}
+	for room, sent := range p.Sent {
+		if !rooms.ValidRoomID(room) || sent[0] < 0 || !ok(sent[1]) {
+			return false
+		}
+	}
+	for room, ms := range p.Typing {
+		if !rooms.ValidRoomID(room) || !ok(ms) {
+			return false
+		}
+	}
+	for _, ms := range p.DeviceSeen {
+		if !ok(ms) {
+			return false
+		}
+	}
+	switch p.Presence {
+	case "", "online", "offline", "unavailable":
+		return true
+	}
+	return false
+}
+
+// shorten keeps error messages that quote a client's token short.
+func shorten(token string) string {
+	if len(token) <= 64 {
+		return token
+	}
+	return strings.ToValidUTF8(token[:64], "") + "..."
 }
 
 // RoomPosition reads a sync token of userID (a next_batch) as the position
