@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
+
+	"github.com/cirrus-matrix/cirrus/shared/protocol"
 )
 
 // RoomEventFilter is the spec's RoomEventFilter, as the filter query
@@ -32,13 +34,24 @@ type RoomEventFilter struct {
 	UnreadThreadNotifications bool `json:"unread_thread_notifications"`
 }
 
+// maxFilterDepth bounds the nesting of a filter: a RoomEventFilter has two
+// levels, and unknown keys leave room for a few more.
+const maxFilterDepth = 16
+
 // ParseRoomEventFilter reads raw, the URL-decoded filter query parameter; an
 // empty raw is the empty filter, which matches every event. Unknown keys
-// are ignored. The error wraps ErrBadFilter and names the faulty key.
+// are ignored; a key twice, as in a request body, is refused. The error
+// wraps ErrBadFilter and names the faulty key.
 func ParseRoomEventFilter(raw string) (*RoomEventFilter, error) {
 	f := &RoomEventFilter{}
 	if strings.TrimSpace(raw) == "" {
 		return f, nil
+	}
+	if err := protocol.CheckJSON([]byte(raw), maxFilterDepth); err != nil {
+		if errors.Is(err, protocol.ErrSyntax) {
+			return nil, &clientError{kind: ErrBadFilter, msg: "filter: not valid JSON: " + err.Error()}
+		}
+		return nil, &clientError{kind: ErrBadFilter, msg: "filter: " + err.Error()}
 	}
 	if err := json.Unmarshal([]byte(raw), f); err != nil {
 		return nil, &clientError{kind: ErrBadFilter, msg: "filter: " + describeDecodeError(err)}
