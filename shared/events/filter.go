@@ -34,9 +34,10 @@ type RoomEventFilter struct {
 	UnreadThreadNotifications bool `json:"unread_thread_notifications"`
 }
 
-// maxFilterDepth bounds the nesting of a filter: a RoomEventFilter has two
-// levels, and unknown keys leave room for a few more.
-const maxFilterDepth = 16
+// maxFilterDepth bounds the nesting of a filter as request bodies are
+// bounded (httpapi.MaxDepth): a stored filter was one, with unknown keys
+// kept, and every sync that names it reads it again.
+const maxFilterDepth = 100
 
 // ParseRoomEventFilter reads raw, the URL-decoded filter query parameter; an
 // empty raw is the empty filter, which matches every event. Unknown keys

@@ -141,7 +141,7 @@ func TestParseRoomEventFilter_Errors(t *testing.T) {
 	}{
 		{"NotJSON", `{"limit":`, "filter: not valid JSON: unexpected end of JSON"},
 		{"KeyTwice", `{"types":["m.room.message"],"types":[]}`, `filter: key "types" appears twice`},
-		{"Deep", `{"x":` + strings.Repeat("[", 20) + strings.Repeat("]", 20) + `}`, "filter: arrays and objects are nested deeper than 16 levels"},
+		{"Deep", `{"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`, "filter: arrays and objects are nested deeper than 100 levels"},
 		{"NotObject", `[]`, "filter: must be a JSON object, not array"},
 		{"NegativeLimit", `{"limit":-1}`, "filter: limit must not be negative, got -1"},
 		{"LimitString", `{"limit":"10"}`, "filter: limit: got string where an integer was expected"},

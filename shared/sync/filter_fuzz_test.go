@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/filters"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/keys"
+	"github.com/cirrus-matrix/cirrus/shared/protocol"
 )
 
 // FuzzParseFilter feeds the sync filter parser what a client may put in
@@ -26,6 +28,7 @@ func FuzzParseFilter(f *testing.F) {
 		`{"room":{"timeline":{"contains_url":true,"types":["*"],"not_types":["**a*b*"]}}}`,
 		`{"room":{"timeline":{"limit":1.5}}}`, `{"room":{"timeline":[]}}`, `{"event_format":"x"}`, `[]`, `{"room":null}`,
 		`{"room":{"timeline":{"limit":1e400}}}`, `{"room":{"timeline":{"rooms":["x"]}}}`,
+		`{"room":{"timeline":{"x":[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]}}}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -40,6 +43,18 @@ func FuzzParseFilter(f *testing.F) {
 	ev := pdu.JSON()
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		filter, err := parseFilter(doc)
+		// A filter stored by POST /user/{userId}/filter (a body that
+		// DecodeJSON took, which filters.Validate accepts) is read back
+		// in canonical form by every sync that names it.
+		if protocol.CheckJSON(doc, httpapi.MaxDepth) == nil && filters.Validate(doc) == nil {
+			canonical, cerr := protocol.CanonicalJSON(doc)
+			if cerr != nil {
+				t.Fatalf("filter %q is stored, yet has no canonical form: %v", doc, cerr)
+			}
+			if _, serr := parseFilter(canonical); serr != nil {
+				t.Fatalf("filter %q is stored as %q, which sync refuses: %v", doc, canonical, serr)
+			}
+		}
 		if err != nil {
 			var me *httpapi.Error
 			if !errors.As(err, &me) || me.Status != 400 || me.Code != "M_BAD_JSON" {
