@@ -552,7 +552,10 @@ func (s *builder) httpAPI() {
 	// The mapping names the stage "$default" literally: make it wait for it.
 	mapping.Node().AddDependency(stage)
 	// Access logs: one JSON line per request. The query string is left out,
-	// as clients may put access tokens there ($context.path has no query).
+	// as clients may put access tokens there, and so is the path, which can
+	// hold secrets too (registration tokens in the admin API): the route
+	// key says which endpoint, and the function's own log line has the path
+	// with such segments masked (httpapi.Logging).
 	cfn := stage.Node().DefaultChild().(awsapigatewayv2.CfnStage)
 	cfn.SetAccessLogSettings(&awsapigatewayv2.CfnStage_AccessLogSettingsProperty{
 		DestinationArn: accessLogs.LogGroupArn(),
@@ -575,7 +578,7 @@ func (s *builder) httpAPI() {
 }
 
 const accessLogFormat = `{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","time":"$context.requestTime",` +
-	`"method":"$context.httpMethod","path":"$context.path","routeKey":"$context.routeKey","status":"$context.status",` +
+	`"method":"$context.httpMethod","routeKey":"$context.routeKey","status":"$context.status",` +
 	`"bytes":"$context.responseLength","latencyMs":"$context.responseLatency","integrationMs":"$context.integrationLatency",` +
 	`"integrationError":"$context.integrationErrorMessage","userAgent":"$context.identity.userAgent"}`
 

@@ -586,11 +586,14 @@ func TestAPI(t *testing.T) {
 		t.Errorf("access logs go to %v", als["DestinationArn"])
 	}
 	var line map[string]string
-	if err := json.Unmarshal([]byte(als["Format"].(string)), &line); err != nil || line["status"] != "$context.status" || line["path"] != "$context.path" {
-		t.Errorf("access log format is not a JSON line with status and path: %v %v", err, als["Format"])
+	if err := json.Unmarshal([]byte(als["Format"].(string)), &line); err != nil || line["status"] != "$context.status" || line["routeKey"] != "$context.routeKey" {
+		t.Errorf("access log format is not a JSON line with status and route: %v %v", err, als["Format"])
 	}
-	if strings.Contains(als["Format"].(string), "querystring") || strings.Contains(als["Format"].(string), "requestOverride") {
-		t.Error("access logs may record query strings, which can hold access tokens")
+	// Query strings can hold access tokens, paths registration tokens.
+	for _, secretful := range []string{"querystring", "requestOverride", "$context.path"} {
+		if strings.Contains(als["Format"].(string), secretful) {
+			t.Errorf("access logs record %s, which can hold secrets", secretful)
+		}
 	}
 	mappingID, mapping := s.one(t, "AWS::ApiGatewayV2::ApiMapping", "ApiMapping")
 	if deps := js(s.resources("AWS::ApiGatewayV2::ApiMapping")[mappingID]["DependsOn"]); !strings.Contains(deps, stageID) {

@@ -37,8 +37,12 @@ func hashPassword(args []string, rio registerIO, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// Go writes $2a$, Synapse $2b$: the same algorithm, and both verify both.
-	fmt.Fprintln(stdout, "$2b$"+strings.TrimPrefix(hash, "$2a$"))
+	// Go writes $2a$, Synapse $2b$: the same algorithm, and both verify
+	// both. A password past 72 bytes has a bcrypt-sha256 hash, kept as is.
+	if rest, ok := strings.CutPrefix(hash, "$2a$"); ok {
+		hash = "$2b$" + rest
+	}
+	fmt.Fprintln(stdout, hash)
 	return nil
 }
 

@@ -147,6 +147,16 @@ func TestResetPasswordAndHash(t *testing.T) {
 	if !strings.HasPrefix(h, "$2b$12$") || bcrypt.CompareHashAndPassword([]byte(h), []byte("hunter2")) != nil {
 		t.Fatalf("hash-password printed %q", h)
 	}
+	// Past bcrypt's 72 bytes: passlib's bcrypt-sha256 form, printed whole.
+	long := strings.Repeat("correct horse battery staple ", 4)
+	hash.Reset()
+	if err := hashPassword(nil, registerIO{in: strings.NewReader(long + "\n"), out: io.Discard}, &hash); err != nil {
+		t.Fatal(err)
+	}
+	h = strings.TrimSpace(hash.String())
+	if !strings.HasPrefix(h, "$bcrypt-sha256$") || !accounts.CheckPassword(h, long) || accounts.CheckPassword(h, long[:72]) {
+		t.Fatalf("hash-password of %d bytes printed %q", len(long), h)
+	}
 }
 
 func TestRegister_NeedsTheSecret(t *testing.T) {
