@@ -140,14 +140,23 @@ type RoomFilter struct {
 
 // Validate checks filter against the Filter schema: the type of every known
 // key, event_format one of "client" and "federation", sender lists of user
-// IDs, room lists of room IDs, limits that are not negative. Errors wrap
-// ErrInvalid and name the key.
+// IDs, room lists of room IDs, limits that are not negative; and that its
+// canonical form, which is stored, means what it says (protocol.CanonicalJSON).
+// Errors wrap ErrInvalid and name the key.
 func Validate(filter json.RawMessage) error {
 	var f Filter
 	if err := json.Unmarshal(filter, &f); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) && typeErr.Field != "" {
 			return fmt.Errorf("%w: %s must be %s, not %s", ErrInvalid, typeErr.Field, jsonType(typeErr.Type), typeErr.Value)
+		}
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	// The filter is stored in canonical form, which must mean what was sent.
+	if _, err := protocol.CanonicalJSON(filter); err != nil {
+		var je *protocol.JSONError
+		if errors.As(err, &je) {
+			return fmt.Errorf("%w: %v", ErrInvalid, je)
 		}
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}

@@ -48,6 +48,10 @@ func TestValidate(t *testing.T) {
 		{"EventRoomNotRoom", `{"room":{"ephemeral":{"not_rooms":["@u:x"]}}}`, "room.ephemeral.not_rooms"},
 		{"IncludeLeaveString", `{"room":{"include_leave":"yes"}}`, "room.include_leave"},
 		{"RoomNotObject", `{"room":[]}`, "room"},
+		// What canonical JSON, the stored form, would change.
+		{"LoneSurrogate", `{"room":{"timeline":{"types":["\ud800"]}}}`, "room.timeline.types[0]: a string holds a lone UTF-16 surrogate"},
+		{"MinusSign", `{"org.example":{"x":1e-05}}`, "1e-05 would lose a minus sign"},
+		{"QuoteInKey", `{"org.example":{"a\"b":1}}`, `key "a\"b" holds a quote`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := filters.Validate(json.RawMessage(tc.filter))

@@ -71,6 +71,21 @@ func CheckCanonicalJSON(doc []byte, maxDepth int) error {
 	return s.run()
 }
 
+// faithfulDepth bounds the nesting CanonicalJSON takes: the library
+// recurses, one level a call.
+const faithfulDepth = 512
+
+// checkFaithful refuses what gomatrixserverlib's canonical JSON would not
+// encode faithfully: duplicate keys (both kept), keys that need escaping
+// (written unescaped), lone surrogates (dropped, with what follows them),
+// and numbers with a minus sign before a 0 other than -0 itself (the sign
+// dropped: -0.5 becomes 0.5, 1e-05 becomes 1e05). Other numbers it keeps
+// as written.
+func checkFaithful(doc []byte) error {
+	s := scanner{data: doc, maxDepth: faithfulDepth, faithful: true}
+	return s.run()
+}
+
 // frame is an array or object being read.
 type frame struct {
 	object bool
@@ -91,6 +106,7 @@ type scanner struct {
 	pos       int
 	maxDepth  int
 	canonical bool
+	faithful  bool // the subset of canonical's rules CanonicalJSON needs
 	frames    []frame
 	first     error // the first fault other than a syntax error
 }
@@ -210,7 +226,7 @@ func (s *scanner) member() error {
 	}
 	top := &s.frames[len(s.frames)-1]
 	top.key, top.named = nil, false
-	if s.canonical && !plainString(key) {
+	if (s.canonical || s.faithful) && !plainString(key) {
 		s.fault(ErrNotCanonical, fmt.Sprintf("key %q holds a quote, a backslash or a control character", key))
 	}
 	if top.has(key) {
@@ -310,7 +326,7 @@ func (s *scanner) str(decode bool) ([]byte, error) {
 					return nil, s.syntax(fmt.Sprintf("invalid \\u escape in a string at byte %d", i))
 				}
 				i += 6
-				if !s.canonical || r < 0xd800 || r > 0xdfff {
+				if !s.canonical && !s.faithful || r < 0xd800 || r > 0xdfff {
 					break
 				}
 				if r <= 0xdbff && i+1 < len(s.data) && s.data[i] == '\\' && s.data[i+1] == 'u' {
@@ -434,6 +450,10 @@ func (s *scanner) number() error {
 		}
 	}
 	s.pos = i
+	// The library drops every '-' before a '0', as if each were -0.
+	if s.faithful && i-start > 2 && bytes.Contains(s.data[start:i], []byte("-0")) {
+		s.fault(ErrNotCanonical, fmt.Sprintf("%s would lose a minus sign in canonical JSON", s.data[start:i]))
+	}
 	if !s.canonical {
 		return nil
 	}

@@ -235,27 +235,33 @@ func FuzzCheckJSON(f *testing.F) {
 	})
 }
 
-// FuzzCanonicalJSON checks that what CheckCanonicalJSON accepts,
-// gomatrixserverlib's canonical JSON (what is hashed and signed) encodes
-// without loss: the output is valid, means what the input meant, is its own
-// canonical form, and passes the check itself.
+// FuzzCanonicalJSON checks CanonicalJSON, gomatrixserverlib's canonical
+// JSON behind the check of what it would not encode faithfully: what it
+// encodes comes out valid, meaning what the input meant, as its own
+// canonical form; and what CheckCanonicalJSON accepts (what gets signed)
+// it encodes, into something CheckCanonicalJSON accepts too.
 func FuzzCanonicalJSON(f *testing.F) {
 	for _, seed := range []string{
 		`{"b":1,"a":[{"d":"\u00e9","c":"\ud83d\ude00"}]}`, `{"a":"\u0000\u001f\"\\\/\u2028"}`, `{"a":-0}`,
 		`{"a":-0.5}`, `{"a":"\ud800x"}`, `{"a\"":1}`, `{ "a" : [ 1 , 2 ] }`, `{"a":"\ud800\u0041"}`,
-		`{"a":9007199254740991,"b":-9007199254740991}`, `{"\u00e9":1,"e":2,"é":3}`,
+		`{"a":9007199254740991,"b":-9007199254740991}`, `{"\u00e9":1,"e":2,"é":3}`, `{"a":1.50,"b":1E5,"c":-0e1}`,
+		`{"a":1,"a":2}`, ` [ -0 , 0.0 ] `,
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, doc []byte) {
-		if protocol.CheckCanonicalJSON(doc, 100) != nil {
-			return
-		}
+		signable := protocol.CheckCanonicalJSON(doc, 100) == nil
 		out, err := protocol.CanonicalJSON(doc)
 		if err != nil {
-			t.Fatalf("CanonicalJSON(%q) fails on what CheckCanonicalJSON accepts: %v", doc, err)
+			if signable {
+				t.Fatalf("CanonicalJSON(%q) fails on what CheckCanonicalJSON accepts: %v", doc, err)
+			}
+			return
 		}
-		if err := protocol.CheckCanonicalJSON(out, 100); err != nil {
+		if err := protocol.CheckJSON(out, 10000); err != nil || !json.Valid(out) {
+			t.Fatalf("CanonicalJSON(%q) = %q, which is not valid JSON: %v", doc, out, err)
+		}
+		if err := protocol.CheckCanonicalJSON(out, 100); signable && err != nil {
 			t.Fatalf("CanonicalJSON(%q) = %q, which is not canonical: %v", doc, out, err)
 		}
 		again, err := protocol.CanonicalJSON(out)
@@ -268,6 +274,8 @@ func FuzzCanonicalJSON(f *testing.F) {
 	})
 }
 
+// decode reads doc with its numbers kept as written, but -0, which
+// canonical JSON writes 0.
 func decode(t *testing.T, doc []byte) any {
 	t.Helper()
 	dec := json.NewDecoder(bytes.NewReader(doc))
@@ -276,7 +284,46 @@ func decode(t *testing.T, doc []byte) any {
 	if err := dec.Decode(&v); err != nil {
 		t.Fatalf("decode %q: %v", doc, err)
 	}
+	return zeroSign(v)
+}
+
+func zeroSign(v any) any {
+	switch v := v.(type) {
+	case json.Number:
+		if v == "-0" {
+			return json.Number("0")
+		}
+	case map[string]any:
+		for k, e := range v {
+			v[k] = zeroSign(e)
+		}
+	case []any:
+		for i, e := range v {
+			v[i] = zeroSign(e)
+		}
+	}
 	return v
+}
+
+func TestCanonicalJSON_Unfaithful(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{`{"a":1,"a":2}`, `canonical json: key "a" appears twice`},
+		{`{"a\"b":1}`, `canonical json: key "a\"b" holds a quote, a backslash or a control character`},
+		{`{"a":"\ud800x"}`, `canonical json: a: a string holds a lone UTF-16 surrogate, \ud800`},
+		{`{"a":[-0.5]}`, `canonical json: a[0]: -0.5 would lose a minus sign in canonical JSON`},
+		{`{"a":1e-05}`, `canonical json: a: 1e-05 would lose a minus sign in canonical JSON`},
+	} {
+		if _, err := protocol.CanonicalJSON([]byte(tc.doc)); err == nil || err.Error() != tc.want {
+			t.Errorf("CanonicalJSON(%s): got %v, want %q", tc.doc, err, tc.want)
+		}
+	}
+	for doc, want := range map[string]string{
+		` {"b":[1.50, 1E5, -0], "a":"\u00e9\/"} `: `{"a":"é/","b":[1.50,1E5,0]}`,
+	} {
+		if out, err := protocol.CanonicalJSON([]byte(doc)); err != nil || string(out) != want {
+			t.Errorf("CanonicalJSON(%s) = %s, %v; want %s", doc, out, err, want)
+		}
+	}
 }
 
 // body64K is a 64 KiB request body shaped like a /keys/upload: many small

@@ -20,8 +20,16 @@ func ValidServerName(name string) bool {
 }
 
 // CanonicalJSON re-encodes a JSON document in the spec's canonical form,
-// which is what signatures and hashes are computed over.
+// which is what signatures and hashes are computed over. Numbers that are
+// not integers are kept as written. A document the library would not
+// encode faithfully is an error wrapping ErrDuplicateKey or
+// ErrNotCanonical: a key twice, a key with a quote, backslash or control
+// character, a lone UTF-16 surrogate, a number such as -0.5 or 1e-05 whose
+// minus sign it would drop.
 func CanonicalJSON(doc []byte) ([]byte, error) {
+	if err := checkFaithful(doc); err != nil {
+		return nil, fmt.Errorf("canonical json: %w", err)
+	}
 	out, err := gomatrixserverlib.CanonicalJSON(doc)
 	if err != nil {
 		return nil, fmt.Errorf("canonical json: %w", err)
