@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambda"
@@ -175,7 +176,9 @@ func (w *responseWriter) response(method string) events.APIGatewayV2HTTPResponse
 	}
 	switch {
 	case len(body) == 0:
-	case textual(w.header.Get("Content-Type")):
+	case textual(w.header.Get("Content-Type")) && utf8.Valid(body):
+		// The runtime sends the response as JSON, whose strings would
+		// turn bytes that are not UTF-8 into U+FFFD: those go in base64.
 		res.Body = string(body)
 	default:
 		res.Body = base64.StdEncoding.EncodeToString(body)
@@ -190,9 +193,9 @@ func bodyAllowed(status int) bool {
 }
 
 // textual reports whether a response body of this Content-Type goes to API
-// Gateway as a plain string: text/*, JSON (application/json and any +json),
-// JavaScript and XML. Any other body (media, unknown types) is
-// base64-encoded, so that no byte is lost.
+// Gateway as a plain string, if it is UTF-8: text/*, JSON (application/json
+// and any +json), JavaScript and XML. Any other body (media, unknown types)
+// is base64-encoded, so that no byte is lost.
 func textual(contentType string) bool {
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
