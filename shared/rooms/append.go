@@ -102,24 +102,45 @@ type sendRequest struct {
 	// check refuses the event for reasons beyond the auth rules (an
 	// endpoint's own rules); it sees the state read for the event.
 	check func(version string, state map[events.StateKeyTuple]events.PDU) error
-	// txn records the client's transaction, when there is one.
-	txn *txn
+	// txn is the client's transaction, when there is one.
+	txn *txnClaim
 }
 
 // send builds, checks and appends one event to the end of the room, trying
-// again from a fresh head while other events win the race.
+// again from a fresh head while other events win the race. A request
+// whose transaction ID another one holds waits for that one's event, and
+// ends with *sentBefore naming it.
 func (s *Service) send(ctx context.Context, roomID string, req sendRequest) (events.PDU, error) {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		ev, finish, err := s.trySend(ctx, roomID, req)
-		if errors.Is(err, errMoved) {
+		switch {
+		case errors.Is(err, errMoved):
 			backoff(attempt)
 			continue
+		case errors.Is(err, errTxnTaken):
+			id, err := s.awaitTxn(ctx, req.txn)
+			if err != nil {
+				return nil, err
+			}
+			if id != "" {
+				return nil, &sentBefore{eventID: id}
+			}
+			continue
+		case errors.Is(err, errHalted):
+			return nil, err
+		case err != nil:
+			s.release(ctx, req.txn)
+			return nil, err
 		}
-		if err == nil && finish != nil {
+		if s.halted("appended") {
+			return nil, errHalted
+		}
+		if finish != nil {
 			err = finish(ctx)
 		}
 		return ev, err
 	}
+	s.release(ctx, req.txn)
 	return nil, fmt.Errorf("send to %s: gave up after %d attempts", roomID, maxAttempts)
 }
 
@@ -147,6 +168,12 @@ func (s *Service) trySend(ctx context.Context, roomID string, req sendRequest) (
 }
 
 func (s *Service) appendLocked(ctx context.Context, e *roomEntry, roomID string, req sendRequest) (events.PDU, func(context.Context) error, error) {
+	if c := req.txn; c != nil && !c.owned {
+		// A request this process served while this one queued.
+		if id := s.sent.get(c.key(), s.now().Unix()); id != "" {
+			return nil, nil, &sentBefore{eventID: id}
+		}
+	}
 	if e.head == nil {
 		h, err := s.readHead(ctx, roomID)
 		if err != nil {
@@ -195,6 +222,14 @@ func (s *Service) appendLocked(ctx context.Context, e *roomEntry, roomID string,
 		return nil, nil, err
 	}
 	next, finish, err := s.commit(ctx, roomID, h, []events.PDU{ev}, e.state, req.txn, e.locals)
+	if errors.Is(err, errTxnTaken) {
+		// Another request stored this transaction's event; the head and
+		// state are as they were, unless a redaction changed the state.
+		if ev.StateKey() != nil || ev.Type() == events.Redaction {
+			e.reset()
+		}
+		return nil, nil, err
+	}
 	if err != nil {
 		// A state event has already changed the cached state, which the
 		// failed write did not store.
@@ -202,6 +237,9 @@ func (s *Service) appendLocked(ctx context.Context, e *roomEntry, roomID string,
 		return nil, nil, err
 	}
 	e.head = next
+	if c := req.txn; c != nil {
+		s.sent.add(c.key(), ev.EventID(), s.now().Unix()+txnTTLSeconds)
+	}
 	return ev, finish, nil
 }
 

@@ -25,21 +25,45 @@ const stateBuckets = 16
 // actions and DynamoDB allows 100.
 const maxBatch = 12
 
-// commit appends evs after h (nil for a new room) and returns the new head.
-// A lone message event takes one conditional write of its slot; finish,
-// when not nil, then writes its pointer and transaction record, which need
-// not hold up the next sender. Anything that changes state goes in one
-// transaction, so that the current state, the snapshot and the slot never
-// disagree.
-func (s *Service) commit(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, t *txn, loc *locals) (next *head, finish func(context.Context) error, err error) {
+// commit appends evs after h (nil for a new room) and returns the new head;
+// finish, when not nil, then tells the local users (it need not hold up
+// the next sender). Whatever a reader follows from an event in the
+// timeline is written before the event's slot is claimed or in one
+// transaction with it, so that no crash leaves an event that cannot be
+// fetched by its ID or a redaction that does not apply:
+//   - a lone message event: its transaction record, pointer and relation,
+//     then the conditional write of its slot (commitMessage);
+//   - a redaction of a message: one transaction of its slot, pointer,
+//     transaction record and the mark on its target (commitRedaction);
+//   - anything that changes state, a redaction of a state event included:
+//     one transaction, so that the current state, the snapshot and the
+//     slot never disagree (commitBatch).
+//
+// c is the client's transaction, nil without one; losing it to another
+// request is errTxnTaken, losing the slot errMoved.
+func (s *Service) commit(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, c *txnClaim, loc *locals) (next *head, finish func(context.Context) error, err error) {
+	var target *slot // of a lone redaction
 	if h != nil && len(evs) == 1 && evs[0].StateKey() == nil {
-		return s.commitMessage(ctx, roomID, h, evs[0], t, loc)
+		ev := evs[0]
+		if ev.Type() != events.Redaction {
+			return s.commitMessage(ctx, roomID, h, ev, c, loc)
+		}
+		if target, err = s.redactionTarget(ctx, roomID, ev.Redacts()); err != nil {
+			return nil, nil, err
+		}
+		if target == nil || !target.isState() {
+			return s.commitRedaction(ctx, roomID, h, ev, target, c, loc)
+		}
 	}
 	var appended []Appended
 	for len(evs) > 0 {
 		n := min(len(evs), maxBatch)
 		var done []Appended
-		if h, done, err = s.commitBatch(ctx, roomID, h, evs[:n], state, t, loc); err != nil {
+		var bc *txnClaim
+		if n == len(evs) {
+			bc = c // the transaction's record goes with the last event
+		}
+		if h, done, err = s.commitBatch(ctx, roomID, h, evs[:n], state, bc, loc, target); err != nil {
 			return nil, nil, err
 		}
 		appended = append(appended, done...)
@@ -62,52 +86,131 @@ func newPointer(roomID string, seq int64, ev events.PDU) pointer {
 	return pointer{PK: pointerPK(ev.EventID()), SK: "event", RoomID: roomID, Seq: seq}
 }
 
-// commitMessage claims the slot after h; losing the race is errMoved.
-func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev events.PDU, t *txn, loc *locals) (*head, func(context.Context) error, error) {
+// commitMessage appends a message event at the slot after h: first, at
+// once, its transaction record (a create, which decides the transaction
+// ID), its pointer and its relation; then the conditional write of the
+// slot, which decides the position. Losing the slot is errMoved; the
+// pointer and relation written for it name a slot that holds another
+// event, which readers check.
+func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev events.PDU, c *txnClaim, loc *locals) (*head, func(context.Context) error, error) {
 	seq := h.Seq + 1
-	sl := s.newSlot(roomID, seq, ev, h.StateSeq)
-	// The transaction record goes out beside the claim, so that no crash
-	// leaves a stored event without it (a retry would send it twice). A
-	// record of a lost claim names a slot that holds another event, which
-	// a retry sees.
-	txnErr := make(chan error, 1)
-	if t != nil {
-		sl.Txn = t.tag
-		t.EventID, t.RoomID, t.Seq = ev.EventID(), roomID, seq
-		go func() { txnErr <- s.Store.Put(ctx, *t) }()
-	} else {
-		txnErr <- nil
+	if err := s.checkTaken(ctx, c, seq); err != nil {
+		return nil, nil, err
 	}
-	err := s.Store.Create(ctx, sl)
-	terr := <-txnErr
-	if errors.Is(err, store.ErrExists) {
-		return nil, nil, errMoved
+	sl := s.newSlot(roomID, seq, ev, h.StateSeq)
+	before := []any{newPointer(roomID, seq, ev)}
+	if rel := relationOf(roomID, seq, ev); rel != nil {
+		before = append(before, *rel)
+	}
+	errs := make(chan error, len(before)+1)
+	if c != nil {
+		sl.Txn = c.rec.tag
+		r := s.record(c, ev.EventID(), roomID, seq)
+		go func() { errs <- s.writeRecord(ctx, c, r) }()
+	} else {
+		errs <- nil
+	}
+	for _, item := range before {
+		go func() { errs <- s.Store.Put(ctx, item) }()
+	}
+	var err error
+	for range len(before) + 1 {
+		// errTxnTaken wins over any other failure: the request then waits.
+		if e := <-errs; e != nil && !errors.Is(err, errTxnTaken) {
+			err = e
+		}
 	}
 	if err != nil {
 		return nil, nil, err
 	}
+	if s.halted("slot") {
+		return nil, nil, errHalted
+	}
+	switch err := s.Store.Create(ctx, sl); {
+	case errors.Is(err, store.ErrExists):
+		return nil, nil, errMoved
+	case err != nil:
+		return nil, nil, err
+	}
 	finish := func(ctx context.Context) error {
-		if terr != nil {
-			if err := s.Store.Put(ctx, *t); err != nil {
-				return err
-			}
-		}
-		if err := s.Store.Put(ctx, newPointer(roomID, seq, ev)); err != nil {
-			return err
-		}
-		if rel := relationOf(roomID, seq, ev); rel != nil {
-			if err := s.Store.Put(ctx, *rel); err != nil {
-				return err
-			}
-		}
-		if ev.Type() == events.Redaction {
-			if err := s.markRedacted(ctx, roomID, ev); err != nil {
-				return err
-			}
-		}
 		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined()}})
 	}
 	return s.headAfter(roomID, seq, ev, h.StateSeq), finish, nil
+}
+
+// commitRedaction appends a redaction whose target, if this server holds
+// it, is not a state event: one transaction of its slot, its pointer, its
+// relation, its transaction record, and its target's slot marked with it
+// (unless another redaction marked it first).
+func (s *Service) commitRedaction(ctx context.Context, roomID string, h *head, ev events.PDU, target *slot, c *txnClaim, loc *locals) (*head, func(context.Context) error, error) {
+	seq := h.Seq + 1
+	if target != nil && target.SK >= slotSK(seq) {
+		return nil, nil, errMoved // the target came after the cached head
+	}
+	if err := s.checkTaken(ctx, c, seq); err != nil {
+		return nil, nil, err
+	}
+	sl := s.newSlot(roomID, seq, ev, h.StateSeq)
+	var ops []store.Op
+	if c != nil {
+		sl.Txn = c.rec.tag
+		ops = append(ops, c.recordOp(s.record(c, ev.EventID(), roomID, 0)))
+	}
+	ops = append(ops, store.CreateOp(sl), store.PutOp(newPointer(roomID, seq, ev)))
+	if rel := relationOf(roomID, seq, ev); rel != nil {
+		ops = append(ops, store.PutOp(*rel))
+	}
+	if target != nil && target.RedactedBy == "" {
+		marked := *target
+		marked.RedactedBy = ev.EventID()
+		ops = append(ops, store.PutIfOp(marked, "id", marked.EventID))
+	}
+	if err := s.Store.Transact(ctx, ops...); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil, nil, s.lost(ctx, c)
+		}
+		return nil, nil, err
+	}
+	finish := func(ctx context.Context) error {
+		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined()}})
+	}
+	return s.headAfter(roomID, seq, ev, h.StateSeq), finish, nil
+}
+
+// redactionTarget reads the slot of the event a redaction in roomID
+// redacts; nil when this server holds no such event in that room (the
+// redaction is kept and applies nowhere).
+func (s *Service) redactionTarget(ctx context.Context, roomID, eventID string) (*slot, error) {
+	var p pointer
+	if err := s.Store.Get(ctx, store.Key{PK: pointerPK(eventID), SK: "event"}, &p); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if p.RoomID != roomID {
+		return nil, nil
+	}
+	var sl slot
+	pk, sk := slotKey(roomID, p.Seq)
+	if err := s.Store.Get(ctx, store.Key{PK: pk, SK: sk}, &sl); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if sl.EventID != eventID {
+		return nil, nil // a pointer written for a slot another event won
+	}
+	return &sl, nil
+}
+
+// isState reports whether the slot holds a state event.
+func (sl *slot) isState() bool {
+	var f struct {
+		StateKey *string `json:"state_key"`
+	}
+	return json.Unmarshal([]byte(sl.PDU), &f) == nil && f.StateKey != nil
 }
 
 // batch accumulates the writes of events appended together.
@@ -120,15 +223,34 @@ type batch struct {
 	info    *info
 	members map[string]*membership
 	ops     []store.Op
+	// slots are the batch's events, written by finish; bySlot finds one by
+	// event ID, for a redaction of an event of the same batch.
+	slots  []slot
+	bySlot map[string]int
+	// currentOps finds the write of a current state item in ops by its
+	// sort key, so that a later write of the item in the batch replaces it
+	// (DynamoDB refuses two actions on one item in a transaction).
+	currentOps map[string]int
+	// target is the slot of a redaction's target, read before the batch.
+	target *slot
 	// locals is the room's local users, changed by member events.
 	locals        *locals
 	localsChanged bool
 }
 
-func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, t *txn, loc *locals) (*head, []Appended, error) {
-	b := &batch{s: s, roomID: roomID, blocks: make([]string, stateBuckets), loaded: map[string]map[string]string{}, members: map[string]*membership{}}
+// commitBatch appends evs after h (nil for a new room) in one transaction.
+// target, when not nil, is the slot of the event a redaction in evs
+// redacts, read already.
+func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, c *txnClaim, loc *locals, target *slot) (*head, []Appended, error) {
+	b := &batch{s: s, roomID: roomID, blocks: make([]string, stateBuckets), loaded: map[string]map[string]string{}, members: map[string]*membership{},
+		bySlot: map[string]int{}, currentOps: map[string]int{}, target: target}
 	b.locals = &locals{PK: roomPK(roomID), SK: localsSK, Users: map[string]string{}}
 	if h != nil {
+		if c != nil {
+			if err := s.checkTaken(ctx, c, h.Seq+1); err != nil {
+				return nil, nil, err
+			}
+		}
 		if err := b.load(ctx, h); err != nil {
 			return nil, nil, err
 		}
@@ -141,7 +263,6 @@ func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs [
 	if h != nil {
 		stateSeq = h.StateSeq
 	}
-	var redactions []events.PDU
 	for i, ev := range evs {
 		b.seq++
 		var replaced events.PDU
@@ -153,32 +274,31 @@ func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs [
 			}
 		}
 		appended = append(appended, Appended{RoomID: roomID, Seq: b.seq, Event: ev, To: b.recipients(ev)})
-		if ev.Type() == events.Redaction {
-			redactions = append(redactions, ev)
-		}
 		sl := s.newSlot(roomID, b.seq, ev, stateSeq)
 		if replaced != nil {
 			sl.PrevContent = string(replaced.Content())
 		}
-		if t != nil && i == len(evs)-1 {
-			sl.Txn = t.tag
+		if c != nil && i == len(evs)-1 {
+			sl.Txn = c.rec.tag
 		}
-		b.ops = append(b.ops, store.CreateOp(sl), store.PutOp(newPointer(roomID, b.seq, ev)))
+		b.bySlot[sl.EventID] = len(b.slots)
+		b.slots = append(b.slots, sl)
+		b.ops = append(b.ops, store.PutOp(newPointer(roomID, b.seq, ev)))
 		if rel := relationOf(roomID, b.seq, ev); rel != nil {
 			b.ops = append(b.ops, store.PutOp(*rel))
 		}
+		if ev.Type() == events.Redaction {
+			if err := b.redact(ctx, ev, state); err != nil {
+				return nil, nil, err
+			}
+		}
 	}
-	b.finish(t, evs)
+	b.finish(c, evs)
 	if err := s.Store.Transact(ctx, b.ops...); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			return nil, nil, errMoved
+			return nil, nil, s.lost(ctx, c)
 		}
 		return nil, nil, err
-	}
-	for _, ev := range redactions {
-		if err := s.markRedacted(ctx, roomID, ev); err != nil {
-			return nil, nil, err
-		}
 	}
 	loc.Users = b.locals.Users
 	return s.headAfter(roomID, b.seq, evs[len(evs)-1], stateSeq), appended, nil
@@ -264,7 +384,7 @@ func (b *batch) applyState(ctx context.Context, ev events.PDU, state map[events.
 			return nil, err
 		}
 	}
-	b.ops = append(b.ops, store.PutOp(cur))
+	b.putCurrent(store.PutOp(cur), cur.SK)
 	b.summarize(ev)
 	tuple := events.StateKeyTuple{Type: ev.Type(), StateKey: *ev.StateKey()}
 	replaced := state[tuple]
@@ -375,8 +495,96 @@ func (i *info) apply(ev events.PDU, seq int64) {
 	}
 }
 
+// putCurrent adds the write of the current state item sk, replacing an
+// earlier write of it in the batch.
+func (b *batch) putCurrent(op store.Op, sk string) {
+	if i, ok := b.currentOps[sk]; ok {
+		b.ops[i] = op
+		return
+	}
+	b.currentOps[sk] = len(b.ops)
+	b.ops = append(b.ops, op)
+}
+
+// redact applies the redaction red in the batch: the target's slot is
+// marked with it (unless another redaction marked it first) and, if the
+// target is a state event still current, the current state item holds its
+// redacted form and the room info forgets what it took from it (a redacted
+// topic is no topic), as the spec has the auth rules and the state
+// endpoints see it. A target this server does not hold is left alone.
+func (b *batch) redact(ctx context.Context, red events.PDU, state map[events.StateKeyTuple]events.PDU) error {
+	targetID := red.Redacts()
+	i, inBatch := b.bySlot[targetID]
+	var sl slot
+	if inBatch {
+		sl = b.slots[i]
+	} else {
+		t := b.target
+		if t == nil || t.EventID != targetID {
+			var err error
+			if t, err = b.s.redactionTarget(ctx, b.roomID, targetID); err != nil || t == nil {
+				return err
+			}
+		}
+		if len(b.slots) > 0 && t.SK >= b.slots[0].SK {
+			return errMoved // the target came after the head the batch builds on
+		}
+		sl = *t
+	}
+	if sl.RedactedBy != "" {
+		return nil
+	}
+	sl.RedactedBy = red.EventID()
+	if inBatch {
+		b.slots[i] = sl
+	} else {
+		b.ops = append(b.ops, store.PutIfOp(sl, "id", targetID))
+	}
+	e, err := sl.event()
+	if err != nil || e.PDU.StateKey() == nil {
+		return err
+	}
+	tuple := events.StateKeyTuple{Type: e.PDU.Type(), StateKey: *e.PDU.StateKey()}
+	cur, known := state[tuple]
+	if !known {
+		found, err := b.s.stateFor(ctx, b.roomID, nil, []events.StateKeyTuple{tuple})
+		if err != nil {
+			return err
+		}
+		cur = found[tuple]
+	}
+	if cur == nil || cur.EventID() != targetID {
+		return nil // replaced since: nothing current to redact
+	}
+	redacted, err := events.Redact(e.PDU)
+	if err != nil {
+		return err
+	}
+	item := current{PK: roomPK(b.roomID), SK: stateSK(tuple.Type, tuple.StateKey), EventID: targetID, Seq: e.Seq, PDU: string(redacted.JSON()), Version: string(redacted.Version())}
+	if tuple.Type == events.Member {
+		item.Membership, _ = redacted.Membership()
+	}
+	if _, ok := b.currentOps[item.SK]; ok {
+		b.putCurrent(store.PutOp(item), item.SK)
+	} else {
+		// Only over the same event: a state change landing meanwhile wins.
+		b.putCurrent(store.PutIfOp(item, "id", targetID), item.SK)
+	}
+	if state != nil {
+		state[tuple] = redacted
+	}
+	if b.info != nil && tuple.Type != events.HistoryVisibility && tuple.Type != events.Member {
+		// The redaction algorithm keeps what the summary holds of these.
+		b.info.apply(redacted, e.Seq)
+	}
+	return nil
+}
+
 // finish adds the writes gathered over the batch.
-func (b *batch) finish(t *txn, evs []events.PDU) {
+func (b *batch) finish(c *txnClaim, evs []events.PDU) {
+	for _, sl := range b.slots {
+		b.ops = append(b.ops, store.CreateOp(sl))
+	}
 	if b.info != nil {
 		b.info.listing()
 		rev := b.info.Rev
@@ -393,9 +601,8 @@ func (b *batch) finish(t *txn, evs []events.PDU) {
 	if b.localsChanged {
 		b.ops = append(b.ops, store.PutOp(*b.locals))
 	}
-	if t != nil {
-		t.EventID = evs[len(evs)-1].EventID()
-		b.ops = append(b.ops, store.PutOp(*t))
+	if c != nil {
+		b.ops = append(b.ops, c.recordOp(b.s.record(c, evs[len(evs)-1].EventID(), b.roomID, 0)))
 	}
 }
 
@@ -406,72 +613,6 @@ func (i *info) listing() {
 		return
 	}
 	i.GSI1SK = fmt.Sprintf("%012d|%s", 1_000_000_000_000-i.Joined, strings.TrimPrefix(i.PK, "room|"))
-}
-
-// markRedacted points the redacted event's slot at its redaction, so that
-// it is served redacted. A redaction of an event this server does not hold
-// is kept and applies nowhere.
-func (s *Service) markRedacted(ctx context.Context, roomID string, redaction events.PDU) error {
-	target := redaction.Redacts()
-	var p pointer
-	if err := s.Store.Get(ctx, store.Key{PK: pointerPK(target), SK: "event"}, &p); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		return err
-	}
-	if p.RoomID != roomID {
-		return nil
-	}
-	var sl slot
-	pk, sk := slotKey(roomID, p.Seq)
-	if err := s.Store.Get(ctx, store.Key{PK: pk, SK: sk}, &sl); err != nil {
-		return err
-	}
-	if sl.EventID != target || sl.RedactedBy != "" {
-		return nil
-	}
-	sl.RedactedBy = redaction.EventID()
-	if err := s.Store.Put(ctx, sl); err != nil {
-		return err
-	}
-	return s.redactState(ctx, roomID, sl)
-}
-
-// redactState puts the redacted form of a state event that is still
-// current in its place: the auth rules, the state endpoints and the room
-// summary then see what the redaction left, as the spec has it (a
-// redacted topic is no topic).
-func (s *Service) redactState(ctx context.Context, roomID string, sl slot) error {
-	e, err := sl.event()
-	if err != nil || e.PDU.StateKey() == nil {
-		return err
-	}
-	red, err := events.Redact(e.PDU)
-	if err != nil {
-		return err
-	}
-	entry := s.cache.entry(roomID)
-	entry.mu.Lock()
-	defer entry.mu.Unlock()
-	entry.reset()
-	var c current
-	err = s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: stateSK(red.Type(), *red.StateKey())}, &c)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && c.EventID != red.EventID()) {
-		return nil // replaced since: nothing current to redact
-	}
-	if err != nil {
-		return err
-	}
-	c.PDU = string(red.JSON())
-	// Only over the same event: a state change landing meanwhile wins.
-	if err := s.Store.PutIf(ctx, c, "id", red.EventID()); err != nil && !errors.Is(err, store.ErrConflict) {
-		return err
-	}
-	if red.Type() == events.HistoryVisibility || red.Type() == events.Member {
-		return nil // the redaction algorithm keeps what the summary holds of them
-	}
-	return s.updateInfo(ctx, roomID, func(i *info) { i.apply(red, e.Seq) })
 }
 
 // updateInfo changes the room info with change, over the revision read.

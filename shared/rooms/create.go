@@ -78,6 +78,10 @@ func (req *CreateRequest) validate(server string) error {
 		if st.Type == events.Create {
 			return httpapi.BadJSON("m.room.create cannot be in initial_state; use creation_content")
 		}
+		// Type and state key become parts of the room's keys.
+		if !ValidKeyPart(st.Type) || !ValidKeyPart(st.StateKey) || len(st.Type) > MaxKeyPart || len(st.StateKey) > MaxKeyPart {
+			return httpapi.BadJSON("initial_state: type and state_key must be at most %d bytes, without NUL", MaxKeyPart)
+		}
 	}
 	return nil
 }

@@ -96,6 +96,24 @@ func roomAndEvent(r *http.Request) (string, string, error) {
 	return room, id, nil
 }
 
+// keyPart checks a path parameter that becomes part of a table key: an
+// event type or a state key (over 255 bytes is M_TOO_LARGE, as the spec
+// bounds them in events), or a transaction ID (M_INVALID_PARAM). Checked
+// before anything is read.
+func keyPart(r *http.Request, name string) (string, error) {
+	v := r.PathValue(name)
+	if !ValidKeyPart(v) {
+		return "", httpapi.InvalidParam("%s must be valid UTF-8 without NUL", name)
+	}
+	if len(v) > MaxKeyPart {
+		if name == "txnId" {
+			return "", httpapi.InvalidParam("%s is %d bytes, over the limit of %d", name, len(v), MaxKeyPart)
+		}
+		return "", httpapi.TooLarge("%s is %d bytes, over the limit of %d", name, len(v), MaxKeyPart)
+	}
+	return v, nil
+}
+
 // optionalBody decodes a JSON body that may be absent.
 func optionalBody(r *http.Request, v any) error {
 	if r.ContentLength == 0 {
@@ -207,7 +225,8 @@ func (s *Service) handleForget(w http.ResponseWriter, r *http.Request) error {
 	return reply(w, struct{}{}, s.Forget(r.Context(), caller(r).UserID, id))
 }
 
-// content reads an event's content from the body: a JSON object.
+// content reads an event's content from the body: a JSON object, which
+// cannot be larger than the event that carries it.
 func content(r *http.Request) (json.RawMessage, error) {
 	var raw json.RawMessage
 	if err := httpapi.DecodeJSON(r, &raw); err != nil {
@@ -215,6 +234,9 @@ func content(r *http.Request) (json.RawMessage, error) {
 	}
 	if len(raw) == 0 || raw[0] != '{' {
 		return nil, httpapi.BadJSON("event content must be a JSON object")
+	}
+	if len(raw) > events.MaxPDUBytes {
+		return nil, httpapi.TooLarge("content is %d bytes; an event is at most %d", len(raw), events.MaxPDUBytes)
 	}
 	return raw, nil
 }
@@ -227,19 +249,26 @@ func (s *Service) sendEvent(state bool) func(http.ResponseWriter, *http.Request)
 		if err != nil {
 			return err
 		}
-		c, err := content(r)
+		evType, err := keyPart(r, "eventType")
 		if err != nil {
 			return err
 		}
 		who := Sent{Sender: caller(r).UserID, Device: caller(r).DeviceID}
 		var key *string
 		if state {
-			k := r.PathValue("stateKey")
+			k, err := keyPart(r, "stateKey")
+			if err != nil {
+				return err
+			}
 			key = &k
-		} else {
-			who.TxnID = r.PathValue("txnId")
+		} else if who.TxnID, err = keyPart(r, "txnId"); err != nil {
+			return err
 		}
-		evID, err := s.Send(r.Context(), who, id, r.PathValue("eventType"), key, c)
+		c, err := content(r)
+		if err != nil {
+			return err
+		}
+		evID, err := s.Send(r.Context(), who, id, evType, key, c)
 		return reply(w, map[string]string{"event_id": evID}, err)
 	}
 }
@@ -249,11 +278,15 @@ func (s *Service) handleRedact(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	txnID, err := keyPart(r, "txnId")
+	if err != nil {
+		return err
+	}
 	var body reasonBody
 	if err := optionalBody(r, &body); err != nil {
 		return err
 	}
-	who := Sent{Sender: caller(r).UserID, Device: caller(r).DeviceID, TxnID: r.PathValue("txnId")}
+	who := Sent{Sender: caller(r).UserID, Device: caller(r).DeviceID, TxnID: txnID}
 	evID, err := s.Redact(r.Context(), who, id, target, body.Reason)
 	return reply(w, map[string]string{"event_id": evID}, err)
 }
@@ -354,11 +387,18 @@ func (s *Service) handleState(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) handleStateEvent(w http.ResponseWriter, r *http.Request) error {
+	typ, err := keyPart(r, "eventType")
+	if err != nil {
+		return err
+	}
+	key, err := keyPart(r, "stateKey")
+	if err != nil {
+		return err
+	}
 	state, err := s.visibleState(r)
 	if err != nil {
 		return err
 	}
-	typ, key := r.PathValue("eventType"), r.PathValue("stateKey")
 	for _, ev := range state {
 		if ev.Type() == typ && *ev.StateKey() == key {
 			if r.URL.Query().Get("format") == "event" {

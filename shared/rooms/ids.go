@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"strings"
+	"unicode/utf8"
 
 	"github.com/cirrus-matrix/cirrus/shared/protocol"
 )
@@ -31,7 +32,7 @@ func ValidRoomID(id string) bool {
 		return false
 	}
 	opaque, server, ok := strings.Cut(id[1:], ":")
-	if opaque == "" || strings.ContainsAny(opaque, " \t\n\x00") {
+	if opaque == "" || strings.ContainsAny(opaque, " \t\n\x00") || !utf8.ValidString(opaque) {
 		return false
 	}
 	return !ok || protocol.ValidServerName(server)
@@ -43,13 +44,13 @@ func ValidEventID(id string) bool {
 	if len(id) < 2 || len(id) > 255 || id[0] != '$' {
 		return false
 	}
-	return !strings.ContainsAny(id, " \t\n\x00")
+	return !strings.ContainsAny(id, " \t\n\x00") && utf8.ValidString(id)
 }
 
 // ValidAlias checks #localpart:server.
 func ValidAlias(a string) error {
 	local, server, ok := sigiled(a, '#')
-	if !ok || local == "" || len(a) > 255 || strings.ContainsAny(local, " \t\n\x00") || !protocol.ValidServerName(server) {
+	if !ok || local == "" || len(a) > 255 || strings.ContainsAny(local, " \t\n\x00") || !utf8.ValidString(local) || !protocol.ValidServerName(server) {
 		return errBadAlias
 	}
 	return nil
@@ -60,4 +61,18 @@ func sigiled(id string, sigil byte) (string, string, bool) {
 		return "", "", false
 	}
 	return strings.Cut(id[1:], ":")
+}
+
+// MaxKeyPart bounds what a client names an item by: event types, state
+// keys and transaction IDs, 255 bytes as the spec bounds types and state
+// keys. They become parts of the table's keys (a sort key holds at most
+// 1,024 bytes).
+const MaxKeyPart = 255
+
+// ValidKeyPart reports whether s can be stored as part of a key as it was
+// given: valid UTF-8 (the SDK would replace invalid bytes, so that two
+// values share one key) and no NUL (which separates a state event's type
+// from its state key in the room's keys).
+func ValidKeyPart(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }

@@ -160,10 +160,14 @@ const membershipPrefix = "room|"
 // sync streams, with their membership: the joined, and the invited and
 // knocking, who see their own membership change. Written with the member
 // events that change it; read, and cached, by every append.
+//
+// Users is left out when empty: the embedded DynamoDB stores an empty map
+// as a string, which no read of the item could decode (readLocals also
+// reads items written so).
 type locals struct {
 	PK    string            `dynamodbav:"pk"`
 	SK    string            `dynamodbav:"sk"` // locals
-	Users map[string]string `dynamodbav:"u"`
+	Users map[string]string `dynamodbav:"u,omitempty"`
 }
 
 const localsSK = "locals"
@@ -180,18 +184,24 @@ func (l *locals) joined() []string {
 }
 
 // txn records the event a client's transaction ID produced, so that a retry
-// gets the same event back.
+// gets the same event back. It is written by a conditional create, never
+// after a read, so that one transaction ID stores one event however many
+// requests carry it (txn.go).
 type txn struct {
 	PK      string `dynamodbav:"pk"` // txn|<user>|<device>
-	SK      string `dynamodbav:"sk"` // <room>|<txn ID>
+	SK      string `dynamodbav:"sk"` // <room>|<txn ID>, <room>|redact|<txn ID>
 	EventID string `dynamodbav:"id"`
 	Expires int64  `dynamodbav:"expires_at"`
-	// RoomID and Seq say where a message was to go: the record is written
-	// beside the slot's claim, not after it, so a retry after a crash can
-	// tell whether the event was stored. Zero when written in one
-	// transaction with the event.
+	// RoomID and Seq say where a message is to go: its record is created
+	// before its slot is claimed, and the event is stored once that slot
+	// holds it. Zero when written in one transaction with the event, which
+	// is then stored.
 	RoomID string `dynamodbav:"room,omitempty"`
 	Seq    int64  `dynamodbav:"seq,omitempty"`
+	// At is when the record was last written (Unix ms), for a record that
+	// names a slot: one that names no stored event and was not renewed for
+	// txnLease is taken over. Zero on records of an older layout.
+	At int64 `dynamodbav:"at,omitempty"`
 	// tag is the slot's Txn for the event this transaction sends.
 	tag string
 }

@@ -20,9 +20,13 @@ import (
 // and paging forwards with the next one.
 func token(seq int64) string { return "t" + strconv.FormatInt(seq, 10) }
 
+// maxSeq is the last position a slot key can hold (12 digits). A token past
+// it names no place in any room: paging from it would overflow.
+const maxSeq = 999_999_999_999
+
 func parseToken(t string) (int64, error) {
 	n, err := strconv.ParseInt(strings.TrimPrefix(t, "t"), 10, 64)
-	if err != nil || !strings.HasPrefix(t, "t") || n < 0 {
+	if err != nil || !strings.HasPrefix(t, "t") || n < 0 || n > maxSeq {
 		return 0, httpapi.InvalidParam("invalid pagination token %q", t)
 	}
 	return n, nil
@@ -36,7 +40,11 @@ func (s *Service) position(ctx context.Context, userID, roomID, t string) (int64
 	if strings.HasPrefix(t, "t") || s.SyncPosition == nil {
 		return parseToken(t)
 	}
-	return s.SyncPosition(ctx, userID, roomID, t)
+	n, err := s.SyncPosition(ctx, userID, roomID, t)
+	if err == nil && (n < 0 || n > maxSeq) {
+		return 0, httpapi.InvalidParam("invalid pagination token %q", t)
+	}
+	return n, err
 }
 
 // positionPage is how many of the newest events PositionAt reads at first:

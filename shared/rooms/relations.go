@@ -13,12 +13,19 @@ import (
 
 // relation indexes an event that relates to another (a thread reply, an
 // edit, a reaction) under its parent, in the parent's room partition.
+//
+// A message's relation is written before its slot is claimed: one written
+// for a slot that another event won names an event the slot does not
+// hold, and is skipped.
 type relation struct {
 	PK      string `dynamodbav:"pk"` // room|<room ID>
 	SK      string `dynamodbav:"sk"` // rel|<parent ID>|<position>
 	RelType string `dynamodbav:"rt"`
 	Type    string `dynamodbav:"t"`
 	Seq     int64  `dynamodbav:"seq"`
+	// EventID is the child's; empty on items of an older layout, which
+	// were written after their slot.
+	EventID string `dynamodbav:"id,omitempty"`
 }
 
 func relPrefix(parent string) string { return "rel|" + parent + "|" }
@@ -31,12 +38,17 @@ func relationOf(roomID string, seq int64, ev events.PDU) *relation {
 			EventID string `json:"event_id"`
 		} `json:"m.relates_to"`
 	}
-	if json.Unmarshal(ev.Content(), &c) != nil || c.RelatesTo == nil || c.RelatesTo.EventID == "" || c.RelatesTo.RelType == "" {
+	if json.Unmarshal(ev.Content(), &c) != nil || c.RelatesTo == nil || c.RelatesTo.RelType == "" {
+		return nil
+	}
+	// The parent is part of the key: one that is no event ID (too long
+	// for a key, or holding a NUL) relates to nothing this server holds.
+	if !ValidEventID(c.RelatesTo.EventID) {
 		return nil
 	}
 	return &relation{
 		PK: roomPK(roomID), SK: fmt.Sprintf("%s%012d", relPrefix(c.RelatesTo.EventID), seq),
-		RelType: c.RelatesTo.RelType, Type: ev.Type(), Seq: seq,
+		RelType: c.RelatesTo.RelType, Type: ev.Type(), Seq: seq, EventID: ev.EventID(),
 	}
 }
 
@@ -100,8 +112,14 @@ func (s *Service) RelationsOf(ctx context.Context, userID, roomID, eventID strin
 		return Relations{}, err
 	}
 	var keys []store.Key
+	ids := map[int64]string{}
 	next := int64(-1)
 	for _, r := range rels {
+		// The prefix of a parent whose ID holds '|' also matches the
+		// relations of a parent whose ID starts with it and '|'.
+		if len(r.SK) != len(query.Prefix)+12 {
+			continue
+		}
 		if stop >= 0 && ((q.Backward && r.Seq <= stop) || (!q.Backward && r.Seq >= stop)) {
 			break
 		}
@@ -114,6 +132,7 @@ func (s *Service) RelationsOf(ctx context.Context, userID, roomID, eventID strin
 		}
 		pk, sk := slotKey(roomID, r.Seq)
 		keys = append(keys, store.Key{PK: pk, SK: sk})
+		ids[r.Seq] = r.EventID
 	}
 	found := map[int64]Event{}
 	err = s.Store.GetMany(ctx, keys, func(_ store.Key, decode func(any) error) error {
@@ -133,7 +152,11 @@ func (s *Service) RelationsOf(ctx context.Context, userID, roomID, eventID strin
 		seq, _ := seqOf(k.SK)
 		// A redacted child has lost its m.relates_to: the spec breaks the
 		// relationship, so it is left out (the page may come up short).
-		if e, ok := found[seq]; ok && e.RedactedBy == "" {
+		e, ok := found[seq]
+		if id := ids[seq]; ok && id != "" && e.PDU.EventID() != id {
+			continue // written for a slot another event won
+		}
+		if ok && e.RedactedBy == "" {
 			evs = append(evs, e)
 		}
 	}

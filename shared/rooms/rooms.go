@@ -34,7 +34,19 @@ type Service struct {
 	SyncPosition func(ctx context.Context, userID, roomID, token string) (int64, error)
 
 	cache roomCache
+	sent  sentTxns
+	// halt, set by tests, is asked at the points where a process can die
+	// during an append ("slot": a message's record and pointer are
+	// written, its slot not yet; "appended": the event is stored, the
+	// local users not yet told). true stops the append there as a death
+	// would: nothing more is written.
+	halt func(point string) bool
 }
+
+// errHalted is an append stopped by halt.
+var errHalted = errors.New("append halted")
+
+func (s *Service) halted(point string) bool { return s.halt != nil && s.halt(point) }
 
 func (s *Service) isLocal(userID string) bool {
 	_, server, ok := strings.Cut(userID, ":")
@@ -61,14 +73,22 @@ func (s *Service) notify(ctx context.Context, evs []Appended) error {
 }
 
 // readLocals reads the room's local users; a room without any has none.
+// The users are decoded loosely: an item written with an empty map holds a
+// string in the embedded DynamoDB (see locals), and means no one.
 func (s *Service) readLocals(ctx context.Context, roomID string) (*locals, error) {
 	l := &locals{PK: roomPK(roomID), SK: localsSK, Users: map[string]string{}}
-	err := s.Store.Get(ctx, store.Key{PK: l.PK, SK: l.SK}, l)
+	var stored struct {
+		Users any `dynamodbav:"u"`
+	}
+	err := s.Store.Get(ctx, store.Key{PK: l.PK, SK: l.SK}, &stored)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
-	if l.Users == nil {
-		l.Users = map[string]string{}
+	users, _ := stored.Users.(map[string]any)
+	for u, m := range users {
+		if m, ok := m.(string); ok {
+			l.Users[u] = m
+		}
 	}
 	return l, nil
 }

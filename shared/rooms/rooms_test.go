@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
-	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
 func createRoom(t *testing.T, st *servertest.Stack, u servertest.User, body map[string]any) string {
@@ -370,46 +369,6 @@ func TestInitialStateOverridesPreset(t *testing.T) {
 	r = st.Do(t, "GET", roomPath(room)+"/state/m.room.join_rules/", alice.AccessToken, nil)
 	if r.Body["join_rule"] != "public" {
 		t.Fatalf("join rules: %s", r.Raw)
-	}
-}
-
-// TestRetryAfterCrash: a process that dies after claiming a message's slot
-// but before writing its pointer leaves the transaction record; the
-// client's retry gets the same event, not a second one, and repairs the
-// pointer.
-func TestRetryAfterCrash(t *testing.T) {
-	st := servertest.Start(t)
-	alice := st.Register(t, "alice")
-	room := createRoom(t, st, alice, map[string]any{})
-	id, err := send(t, st, alice, room, "crash-1", "once")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// What the crash leaves: no pointer for the event.
-	if err := st.Server.Store.Delete(context.Background(), store.Key{PK: "event|" + id, SK: "event"}); err != nil {
-		t.Fatal(err)
-	}
-	if r := st.Do(t, "GET", roomPath(room)+"/event/"+url.PathEscape(id), alice.AccessToken, nil); r.Status != 404 {
-		t.Fatalf("event without its pointer: %d %s", r.Status, r.Raw)
-	}
-	again, err := send(t, st, alice, room, "crash-1", "once")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if again != id {
-		t.Fatalf("retry sent %s, want the stored %s", again, id)
-	}
-	if r := st.Do(t, "GET", roomPath(room)+"/event/"+url.PathEscape(id), alice.AccessToken, nil); r.Status != 200 {
-		t.Fatalf("event after the retry: %d %s", r.Status, r.Raw)
-	}
-	n := 0
-	for _, ev := range page(t, st, alice, room, "b", 50) {
-		if ev["type"] == "m.room.message" {
-			n++
-		}
-	}
-	if n != 1 {
-		t.Fatalf("%d messages in the room, want 1", n)
 	}
 }
 

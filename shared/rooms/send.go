@@ -8,88 +8,25 @@ import (
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
-	"github.com/cirrus-matrix/cirrus/shared/store"
 )
-
-// txnTTL is how long a transaction ID keeps its event; clients retry within
-// seconds, and a day covers a phone that slept through its retry.
-const txnTTLSeconds = 24 * 60 * 60
 
 // Sent is an event a client sent.
 type Sent struct {
 	Sender, Device, TxnID string
 }
 
-func (s *Service) txnItem(who Sent, scope string) *txn {
-	if who.TxnID == "" {
-		return nil
-	}
-	return &txn{
-		PK:      "txn|" + who.Sender + "|" + who.Device,
-		SK:      scope + "|" + who.TxnID,
-		Expires: s.now().Unix() + txnTTLSeconds,
-		tag:     who.Device + "|" + who.TxnID,
-	}
-}
-
-// replay returns the event of a transaction seen before, or "".
-func (s *Service) replay(ctx context.Context, t *txn) (string, error) {
-	if t == nil {
-		return "", nil
-	}
-	var old txn
-	err := s.Store.Get(ctx, store.Key{PK: t.PK, SK: t.SK}, &old)
-	if errors.Is(err, store.ErrNotFound) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	if old.Seq == 0 {
-		return old.EventID, nil // written with its event, in one transaction
-	}
-	return s.recover(ctx, old)
-}
-
-// recover checks a message's transaction record against the slot it names:
-// the event is stored if the slot holds it, and then its pointer is written
-// again if a crash came before it. "" means the event was never stored.
-func (s *Service) recover(ctx context.Context, t txn) (string, error) {
-	var sl slot
-	pk, sk := slotKey(t.RoomID, t.Seq)
-	err := s.Store.Get(ctx, store.Key{PK: pk, SK: sk}, &sl)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && sl.EventID != t.EventID) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	var p pointer
-	err = s.Store.Get(ctx, store.Key{PK: pointerPK(t.EventID), SK: "event"}, &p)
-	if errors.Is(err, store.ErrNotFound) {
-		ev, perr := sl.event()
-		if perr != nil {
-			return "", perr
-		}
-		err = s.Store.Put(ctx, newPointer(t.RoomID, t.Seq, ev.PDU))
-	}
-	if err != nil {
-		return "", err
-	}
-	return t.EventID, nil
-}
-
 // Send sends an event of type evType (a state event when stateKey is not
 // nil) into roomID. The same sender, device and transaction ID give back the
 // first event's ID without sending again.
 func (s *Service) Send(ctx context.Context, who Sent, roomID, evType string, stateKey *string, content json.RawMessage) (string, error) {
-	scope := roomID
 	if stateKey != nil {
-		scope = "" // state PUTs are idempotent by their content, not a txn ID
+		who.TxnID = "" // state PUTs are idempotent by their content, not a txn ID
 	}
-	t := s.txnItem(who, scope)
-	if id, err := s.replay(ctx, t); err != nil || id != "" {
-		return id, err
+	t := claimFor(who, roomID, false)
+	if t != nil {
+		if id, err := s.awaitTxn(ctx, t); err != nil || id != "" {
+			return id, err
+		}
 	}
 	if evType == events.Create {
 		return "", httpapi.Forbidden("m.room.create is sent only by createRoom")
@@ -120,9 +57,8 @@ func (s *Service) Send(ctx context.Context, who Sent, roomID, evType string, sta
 		}
 	}
 	ev, err := s.send(ctx, roomID, req)
-	var same *unchangedState
-	if errors.As(err, &same) {
-		return same.eventID, nil
+	if id, ok := answered(err); ok {
+		return id, nil
 	}
 	if err != nil {
 		return "", s.sendError(err)
@@ -136,6 +72,20 @@ func joined(member events.PDU) bool {
 	}
 	m, _ := member.Membership()
 	return m == "join"
+}
+
+// answered returns the event a send ended on without appending one: the
+// state it would repeat, or the event its transaction ID stored before.
+func answered(err error) (string, bool) {
+	var same *unchangedState
+	if errors.As(err, &same) {
+		return same.eventID, true
+	}
+	var sent *sentBefore
+	if errors.As(err, &sent) {
+		return sent.eventID, true
+	}
+	return "", false
 }
 
 // unchangedState ends a state PUT that would repeat the current state.
@@ -160,9 +110,11 @@ func sameState(cur events.PDU, sender string, content json.RawMessage) bool {
 
 // Redact sends a redaction of eventID.
 func (s *Service) Redact(ctx context.Context, who Sent, roomID, eventID, reason string) (string, error) {
-	t := s.txnItem(who, roomID+"|redact")
-	if id, err := s.replay(ctx, t); err != nil || id != "" {
-		return id, err
+	t := claimFor(who, roomID, true)
+	if t != nil {
+		if id, err := s.awaitTxn(ctx, t); err != nil || id != "" {
+			return id, err
+		}
 	}
 	info, err := s.Info(ctx, roomID)
 	if err != nil {
@@ -186,7 +138,7 @@ func redactsInContent(v string) bool { return v == "11" || v == "12" }
 // sendRedaction serves an m.room.redaction sent through /send, which the
 // spec requires for every room version: the target is content.redacts,
 // moved to the top level before version 11.
-func (s *Service) sendRedaction(ctx context.Context, who Sent, t *txn, roomID string, raw json.RawMessage) (string, error) {
+func (s *Service) sendRedaction(ctx context.Context, who Sent, t *txnClaim, roomID string, raw json.RawMessage) (string, error) {
 	var content map[string]any
 	if err := json.Unmarshal(raw, &content); err != nil {
 		return "", httpapi.BadJSON("m.room.redaction: %v", err)
@@ -207,7 +159,7 @@ func (s *Service) sendRedaction(ctx context.Context, who Sent, t *txn, roomID st
 
 // redact sends the redaction of eventID with content, if the sender may
 // redact it.
-func (s *Service) redact(ctx context.Context, who Sent, t *txn, roomID, eventID string, content map[string]any) (string, error) {
+func (s *Service) redact(ctx context.Context, who Sent, t *txnClaim, roomID, eventID string, content map[string]any) (string, error) {
 	raw, err := json.Marshal(content)
 	if err != nil {
 		return "", err
@@ -228,6 +180,9 @@ func (s *Service) redact(ctx context.Context, who Sent, t *txn, roomID, eventID 
 			return mayRedact(state, who.Sender, target.PDU)
 		},
 	})
+	if id, ok := answered(err); ok {
+		return id, nil
+	}
 	if err != nil {
 		return "", s.sendError(err)
 	}

@@ -13,12 +13,12 @@ import (
 // maxKeyPart bounds the event type and the transaction ID, so that a
 // transaction's sort key (the type escaped, at most three times longer)
 // stays within DynamoDB's 1,024 bytes.
-const maxKeyPart = 255
+const maxKeyPart = rooms.MaxKeyPart
 
 // Register adds PUT /sendToDevice to rt behind requireAuth
 // (accounts.Service.RequireAuth).
 func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc) http.HandlerFunc) {
-	rt.HandleFunc("PUT /_matrix/client/v3/sendToDevice/{eventType}/{txnId}", requireAuth(s.handleSend))
+	rt.HandleFunc("PUT /_matrix/client/v3/sendToDevice/{eventType}/{txnId}", requireAuth(httpapi.Handle(s.handleSend)))
 }
 
 // sendRequest is the body of PUT /sendToDevice: user ID to device ID ("*"
@@ -30,21 +30,17 @@ type sendRequest struct {
 // handleSend serves PUT /_matrix/client/v3/sendToDevice/{eventType}/{txnId}.
 // A body without messages is M_BAD_JSON (Synapse: M_MISSING_PARAM), an
 // invalid user ID M_INVALID_PARAM (Synapse skips it), a message over 64 KB
-// M_TOO_LARGE; nothing is sent then.
+// M_TOO_LARGE; an event type or transaction ID that is not valid UTF-8,
+// holds a NUL or is over 255 bytes M_INVALID_PARAM (they are parts of the
+// transaction's key). Nothing is read or sent then.
 // https://spec.matrix.org/v1.19/client-server-api/#put_matrixclientv3sendtodeviceeventtypetxnid
-func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) {
-	if err := s.send(r); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
-}
-
-func (s *Service) send(r *http.Request) error {
+func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) error {
 	me := accounts.Caller(r.Context())
 	out := Outgoing{Sender: me.UserID, SenderDevice: me.DeviceID, Type: r.PathValue("eventType"), TxnID: r.PathValue("txnId")}
-	if len(out.Type) > maxKeyPart || len(out.TxnID) > maxKeyPart {
-		return httpapi.InvalidParam("event type and transaction ID must be at most %d bytes", maxKeyPart)
+	for _, part := range []string{out.Type, out.TxnID} {
+		if !rooms.ValidKeyPart(part) || len(part) > maxKeyPart {
+			return httpapi.InvalidParam("event type and transaction ID must be valid UTF-8 without NUL, at most %d bytes", maxKeyPart)
+		}
 	}
 	var req sendRequest
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
@@ -54,7 +50,11 @@ func (s *Service) send(r *http.Request) error {
 		return err
 	}
 	out.Messages = req.Messages
-	return s.Send(r.Context(), out)
+	if err := s.Send(r.Context(), out); err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
+	return nil
 }
 
 func (req sendRequest) validate(eventType, sender string) error {

@@ -8,7 +8,9 @@
 //   - msg|<Unix µs, 16 digits>|<id>: a message waiting for the device, its
 //     event ({"content","sender","type"}) as compact JSON text;
 //   - txn|<event type>|<transaction ID>: a transaction this device sent
-//     (TTL 24 h), so that a retry sends nothing twice.
+//     (TTL 24 h), so that a retry sends nothing twice. It is claimed by a
+//     conditional create before anything is sent, so that identical
+//     requests, at once or later, on any instance, send once.
 //
 // A send writes one item per recipient device, then tells the recipients'
 // syncs through Notify. A sync reads the inbox only when its stream or its
@@ -52,6 +54,13 @@ const MaxEventBytes = 65536
 // seconds, and a day covers a phone that slept through its retry (as rooms).
 const txnTTL = 24 * time.Hour
 
+// txnLease is how long a request that claimed a transaction has to store
+// its messages before another request with the same transaction ID takes
+// it over: a client Lambda lives at most 30 s, so an owner older than that
+// died. Taking over from a live owner would send twice; from a dead one,
+// it sends what the dead one may not have.
+const txnLease = 35 * time.Second
+
 // lateWrites bounds how long after its key's time a message can land in
 // the table (a slow write, clocks of two hosts). The sync stream assumes
 // the same bound for its entries.
@@ -90,11 +99,16 @@ type message struct {
 	Event string `dynamodbav:"ev"` // {"content","sender","type"}, compact JSON
 }
 
-// txnRecord says that a device sent a transaction.
+// txnRecord says that a device sent a transaction. While the request that
+// claimed it stores the messages, Owner names that request and At says
+// since when; once the messages are stored and their syncs told, the
+// record is written again without them.
 type txnRecord struct {
 	PK      string `dynamodbav:"pk"` // todevice|<sender>|<sender's device>
 	SK      string `dynamodbav:"sk"` // txn|<event type, escaped>|<txn ID>
 	Expires int64  `dynamodbav:"expires_at"`
+	Owner   string `dynamodbav:"owner,omitempty"`
+	At      int64  `dynamodbav:"at,omitempty"` // Unix ms
 }
 
 // Device IDs hold no '|' (accounts refuses them), so the user ID and the
@@ -148,19 +162,107 @@ type Outgoing struct {
 // does; so are users of other servers until federation carries to-device
 // messages (the EDU m.direct_to_device).
 //
-// The transaction is recorded last, once the messages are stored and their
-// syncs told: a request that fails or a process that dies before leaves the
-// retry to send them again (at least once) rather than lose them or leave
-// them unannounced.
+// The transaction is claimed first, by a conditional create of its record
+// naming this request as its owner: of any number of identical requests,
+// at once or later, on any instance, one sends, and the others wait until
+// its record says the messages are stored and told. A request that fails
+// hands the transaction back, so that the retry sends again (at least
+// once: what was stored before the failure may arrive twice, nothing is
+// lost); one whose process died leaves it to be taken over after txnLease.
 func (s *Service) Send(ctx context.Context, out Outgoing) error {
-	txn := txnRecord{PK: inboxPK(out.Sender, out.SenderDevice), SK: txnSK(out.Type, out.TxnID)}
-	err := s.Store.Get(ctx, store.Key{PK: txn.PK, SK: txn.SK}, &txn)
-	if err == nil {
-		return nil
+	rec, err := s.claim(ctx, txnRecord{PK: inboxPK(out.Sender, out.SenderDevice), SK: txnSK(out.Type, out.TxnID)})
+	if err != nil || rec == nil {
+		return err
 	}
-	if !errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("send to device: %w", err)
+	if err := s.sendMessages(ctx, out); err != nil {
+		released := *rec
+		released.At = 1 // long past: the next request takes it over at once
+		_ = s.Store.PutIf(context.WithoutCancel(ctx), released, "owner", rec.Owner)
+		return err
 	}
+	done := txnRecord{PK: rec.PK, SK: rec.SK, Expires: rec.Expires}
+	// Over this request's claim only: one that took over after a stall
+	// marks the transaction sent itself.
+	if err := s.Store.PutIf(ctx, done, "owner", rec.Owner); err != nil && !errors.Is(err, store.ErrConflict) {
+		return fmt.Errorf("send to device: record transaction: %w", err)
+	}
+	return nil
+}
+
+// claim claims the transaction whose record has key rec's key for this
+// request, and returns the record it wrote; nil when the transaction was
+// sent already (another request's, waited for if it is in progress).
+func (s *Service) claim(ctx context.Context, rec txnRecord) (*txnRecord, error) {
+	rec.Owner = newOwner()
+	for {
+		rec.At, rec.Expires = s.now().UnixMilli(), s.now().Add(txnTTL).Unix()
+		err := s.Store.Create(ctx, rec)
+		if err == nil {
+			return &rec, nil
+		}
+		if !errors.Is(err, store.ErrExists) {
+			return nil, fmt.Errorf("send to device: claim transaction: %w", err)
+		}
+		sent, took, err := s.await(ctx, &rec)
+		if err != nil || sent {
+			return nil, err
+		}
+		if took {
+			return &rec, nil
+		}
+	}
+}
+
+// await waits on a transaction record another request holds until it says
+// the messages were sent (sent), or its owner let it go or stalled past
+// txnLease, when this request takes it over (took, and rec is what it
+// wrote). Neither means the record is gone: the caller creates it again.
+func (s *Service) await(ctx context.Context, rec *txnRecord) (sent, took bool, err error) {
+	wait := 2 * time.Millisecond
+	for {
+		var cur txnRecord
+		err := s.Store.Get(ctx, store.Key{PK: rec.PK, SK: rec.SK}, &cur)
+		if errors.Is(err, store.ErrNotFound) {
+			return false, false, nil
+		}
+		if err != nil {
+			return false, false, fmt.Errorf("send to device: read transaction: %w", err)
+		}
+		if cur.Owner == "" {
+			return true, false, nil
+		}
+		if s.now().UnixMilli()-cur.At >= txnLease.Milliseconds() {
+			rec.At = s.now().UnixMilli()
+			err := s.Store.PutIf(ctx, *rec, "owner", cur.Owner)
+			if err == nil {
+				return false, true, nil
+			}
+			if !errors.Is(err, store.ErrConflict) {
+				return false, false, fmt.Errorf("send to device: take over transaction: %w", err)
+			}
+			continue // another request took it first
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false, false, ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+}
+
+// newOwner names a request that claims a transaction.
+func newOwner() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// sendMessages stores the messages of out and tells their recipients'
+// syncs.
+func (s *Service) sendMessages(ctx context.Context, out Outgoing) error {
 	items, told, err := s.messages(ctx, out)
 	if err != nil {
 		return err
@@ -174,10 +276,6 @@ func (s *Service) Send(ctx context.Context, out Outgoing) error {
 		if err := s.Notify(ctx, told); err != nil {
 			return fmt.Errorf("send to device: %w", err)
 		}
-	}
-	txn.Expires = s.now().Add(txnTTL).Unix()
-	if err := s.Store.Put(ctx, txn); err != nil {
-		return fmt.Errorf("send to device: record transaction: %w", err)
 	}
 	return nil
 }

@@ -1,0 +1,52 @@
+package rooms_test
+
+import (
+	"net/url"
+	"testing"
+
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
+)
+
+// TestCosts pins what docs/storage.md gives for appends ("What rooms
+// cost"): a message writes its transaction record, pointer and slot
+// (3 WCU); a retry reads the record and the slot it names; a redaction is
+// one transaction with the mark on its target.
+func TestCosts(t *testing.T) {
+	st := servertest.Start(t)
+	alice, bob := st.Register(t, "alice"), st.Register(t, "bob")
+	room := createRoom(t, st, alice, map[string]any{"preset": "public_chat"})
+	join(t, st, bob, room)
+	want := servertest.Want
+	sendPath := roomPath(room) + "/send/m.room.message/"
+	text := map[string]any{"msgtype": "m.text", "body": "a message like the bench's, of about sixty-seven characters long."}
+
+	if _, err := send(t, st, alice, room, "warm", "warm the room's cache"); err != nil {
+		t.Fatal(err)
+	}
+	// auth, the record (GetItem: none); the record, pointer (in parallel),
+	// the slot; the two members' stream entries.
+	id, _ := put(t, st, alice, sendPath+"c1", text)
+	st.CheckCost(t, "message, two members", "/send/", want(6, 2, 5))
+	// auth; the record; the slot it names.
+	put(t, st, alice, sendPath+"c1", text)
+	st.CheckCost(t, "retry of the message", "/send/", want(3, 3, 0))
+	// + the relation, before the slot.
+	reply := map[string]any{"msgtype": "m.text", "body": "reply", "m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": id}}
+	put(t, st, alice, sendPath+"c2", reply)
+	st.CheckCost(t, "message with a relation", "/send/", want(7, 2, 6))
+	// auth, the record; the info (room version), the target's pointer and
+	// slot (the check), again under the room's lock; one transaction of
+	// the redaction's slot, pointer, record and the target's slot (2 WCU
+	// per action and KB); the stream entries.
+	put(t, st, alice, roomPath(room)+"/redact/"+url.PathEscape(id)+"/r1", map[string]any{})
+	st.CheckCost(t, "redaction of a message", "/redact/", want(9, 7, 10))
+	// A redaction of the topic, still current: + the snapshot and info
+	// (the batch's reads; the current topic is cached since its PUT); one
+	// transaction of the redaction's slot, pointer, record, the topic's
+	// slot, the current topic and the info (12 WCU).
+	st.Do(t, "PUT", roomPath(room)+"/state/m.room.topic/", alice.AccessToken, map[string]any{"topic": "to be redacted"})
+	r := st.Do(t, "GET", roomPath(room)+"/state/m.room.topic/?format=event", alice.AccessToken, nil)
+	topic, _ := r.Body["event_id"].(string)
+	put(t, st, alice, roomPath(room)+"/redact/"+url.PathEscape(topic)+"/r2", map[string]any{})
+	st.CheckCost(t, "redaction of the current topic", "/redact/", want(11, 9, 14))
+}
