@@ -386,3 +386,42 @@ func BenchmarkPutItem(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkJournal measures the journal alone, without HTTP or the
+// stand-in: appending one record of a 300-byte item and waiting until it
+// is on disk, one writer at a time and 8 at once.
+func BenchmarkJournal(b *testing.B) {
+	item := json.RawMessage(`{"pk":{"S":"p"},"sk":{"S":"s"},"v":{"S":"` + strings.Repeat("x", 300) + `"}}`)
+	for _, writers := range []int{1, 8} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			p := newPartitions(nil)
+			j, err := p.recover(b.TempDir(), 1<<40, slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer j.close()
+			var mu sync.Mutex // the partitions' write lock
+			var wg sync.WaitGroup
+			per := b.N / writers
+			b.ResetTimer()
+			for range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range per {
+						mu.Lock()
+						seq := j.append(&record{Changes: []change{{Table: "t", Key: map[string]attr{"pk": stringAttr("p")}, Item: item}}})
+						mu.Unlock()
+						if err := j.wait(seq); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64(j.syncs)/float64(per*writers), "fsyncs/op")
+		})
+	}
+}

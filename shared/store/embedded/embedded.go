@@ -50,6 +50,9 @@ func Start(addr string) (*Server, error) {
 // only a torn record at the very end of the newest journal, a write a
 // crash cut short before it was answered, is dropped, with a warning.
 func Open(addr string, o Options) (*Server, error) {
+	if o.Dir == "" {
+		return nil, errors.New("embedded dynamodb: no folder to keep the tables in")
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
