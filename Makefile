@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 FUNCTIONS := client federation sender
 LDFLAGS   := -s -w -X github.com/cirrus-matrix/cirrus/shared/discovery.Version=$(VERSION)
 
-.PHONY: run test build bench cirrus clean synth deploy
+.PHONY: run test build bench cirrus clean synth deploy fuzz
 
 ## run: the homeserver locally on the embedded defaults (ARGS="-config cirrus.yaml" to add a config)
 run: cirrus
@@ -44,6 +44,23 @@ deploy: build $(CDK)
 $(CDK): infra/package.json infra/package-lock.json
 	npm ci --prefix infra --no-audit --no-fund
 	@touch $@
+
+## fuzz: every fuzz target (func FuzzXxx) of the packages in FUZZPKGS, one after another, each for
+##       FUZZTIME; a failing input is written to the package's testdata/fuzz/: fix the code and
+##       commit the input, which `make test` then runs as a seed, as it runs every seed corpus
+FUZZTIME ?= 60s
+FUZZPKGS ?= ./...
+# Minimizing a new input may otherwise take up to 60 s of a bounded run.
+FUZZMINIMIZETIME ?= 5s
+fuzz:
+	@list=$$($(GO) test -tags goolm -list '^Fuzz' $(FUZZPKGS)) || { echo "$$list"; exit 1; }; \
+	echo "$$list" | \
+		awk '/^Fuzz/ { names[n++] = $$1 } /^ok/ { for (i = 0; i < n; i++) print $$2, names[i]; n = 0 }' | \
+		while read -r pkg name; do \
+			echo "== $$name ($$pkg, $(FUZZTIME))"; \
+			$(GO) test -tags goolm -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) \
+				-fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg || exit 1; \
+		done
 
 ## bench: latency and DynamoDB cost per request of the endpoints, against cirrus serve
 bench:
