@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
@@ -20,6 +19,10 @@ var errMoved = errors.New("room head moved")
 // maxAttempts bounds the retries of an append that keeps losing the race for
 // the next slot; 8 senders at once settle in a handful.
 const maxAttempts = 100
+
+// raceBackoff is the wait after a lost race, longer after each, with jitter
+// so that racing senders spread out.
+var raceBackoff = store.Backoff{Attempts: maxAttempts, Base: time.Millisecond, Max: 10 * time.Millisecond}
 
 // head is the last slot of a room: where the next event goes.
 type head struct {
@@ -115,7 +118,10 @@ func (s *Service) send(ctx context.Context, roomID string, req sendRequest) (eve
 		ev, finish, err := s.trySend(ctx, roomID, req)
 		switch {
 		case errors.Is(err, errMoved):
-			backoff(attempt)
+			if err := raceBackoff.Wait(ctx, attempt); err != nil {
+				s.release(ctx, req.txn)
+				return nil, err
+			}
 			continue
 		case errors.Is(err, errTxnTaken):
 			id, err := s.awaitTxn(ctx, req.txn)
@@ -142,13 +148,6 @@ func (s *Service) send(ctx context.Context, roomID string, req sendRequest) (eve
 	}
 	s.release(ctx, req.txn)
 	return nil, fmt.Errorf("send to %s: gave up after %d attempts", roomID, maxAttempts)
-}
-
-// backoff waits a little, more after each lost race, with jitter so that
-// racing senders spread out.
-func backoff(attempt int) {
-	d := time.Duration(1+min(attempt, 10)) * time.Millisecond
-	time.Sleep(d/2 + rand.N(d))
 }
 
 // trySend appends one event with the room's entry in the cache locked: the

@@ -617,7 +617,8 @@ func (i *info) listing() {
 
 // updateInfo changes the room info with change, over the revision read.
 func (s *Service) updateInfo(ctx context.Context, roomID string, change func(*info)) error {
-	for attempt := 0; attempt < maxAttempts; attempt++ {
+	lost := func(err error) bool { return errors.Is(err, store.ErrConflict) }
+	err := store.Retry(ctx, raceBackoff, lost, func(ctx context.Context) error {
 		var i info
 		if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: infoSK}, &i); err != nil {
 			return err
@@ -626,11 +627,10 @@ func (s *Service) updateInfo(ctx context.Context, roomID string, change func(*in
 		i.listing()
 		rev := i.Rev
 		i.Rev++
-		err := s.Store.PutIf(ctx, i, "rev", rev)
-		if !errors.Is(err, store.ErrConflict) {
-			return err
-		}
-		backoff(attempt)
+		return s.Store.PutIf(ctx, i, "rev", rev)
+	})
+	if err != nil {
+		return fmt.Errorf("update info of %s: %w", roomID, err)
 	}
-	return fmt.Errorf("update info of %s: gave up after %d attempts", roomID, maxAttempts)
+	return nil
 }

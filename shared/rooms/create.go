@@ -148,7 +148,9 @@ func (s *Service) createChain(ctx context.Context, version string, protos []even
 		if !errors.Is(err, errMoved) || attempt == 10 {
 			return "", nil, err
 		}
-		backoff(attempt)
+		if err := raceBackoff.Wait(ctx, attempt); err != nil {
+			return "", nil, err
+		}
 	}
 }
 

@@ -26,9 +26,10 @@ type Backoff struct {
 // of the SDK's own retries: about 3 seconds at most, in 8 calls.
 var throttleBackoff = Backoff{Attempts: 8, Base: 25 * time.Millisecond, Max: time.Second}
 
-// wait returns after the pause that follows failed attempt n (from 0), or
-// earlier with the context's error when ctx ends.
-func (b Backoff) wait(ctx context.Context, n int) error {
+// Wait returns after the pause that follows failed attempt n (from 0), or
+// earlier with the context's error when ctx ends: for loops that cannot
+// be put in Retry's shape.
+func (b Backoff) Wait(ctx context.Context, n int) error {
 	d := b.Base
 	for range min(n, 30) {
 		d *= 2
@@ -66,7 +67,7 @@ func Retry(ctx context.Context, b Backoff, again func(error) bool, op func(conte
 		if n+1 >= b.Attempts {
 			return fmt.Errorf("gave up after %d attempts: %w", n+1, err)
 		}
-		if werr := b.wait(ctx, n); werr != nil {
+		if werr := b.Wait(ctx, n); werr != nil {
 			return fmt.Errorf("%w, after: %w", werr, err)
 		}
 	}
