@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -22,11 +23,27 @@ type CreateRequest struct {
 	Invite                    []string          `json:"invite"`
 	Invite3PID                []json.RawMessage `json:"invite_3pid"`
 	RoomVersion               string            `json:"room_version"`
-	CreationContent           map[string]any    `json:"creation_content"`
+	CreationContent           jsonObject        `json:"creation_content"`
 	InitialState              []InitialState    `json:"initial_state"`
 	Preset                    string            `json:"preset"`
 	IsDirect                  bool              `json:"is_direct"`
-	PowerLevelContentOverride map[string]any    `json:"power_level_content_override"`
+	PowerLevelContentOverride jsonObject        `json:"power_level_content_override"`
+}
+
+// jsonObject is a JSON object from a client that becomes event content:
+// its numbers stay as the client wrote them (json.Number), so that the
+// content check refuses 1e5 or 2.0 rather than signing 100000 or 2.
+type jsonObject map[string]any
+
+func (o *jsonObject) UnmarshalJSON(doc []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return err
+	}
+	*o = m
+	return nil
 }
 
 // InitialState is one state event of createRoom's initial_state.

@@ -176,6 +176,12 @@ func TestLimits_BadInput(t *testing.T) {
 		wantErr(t, "invite without a user", err, "M_MISSING_PARAM", http.StatusBadRequest)
 		err = raw(alice, http.MethodPost, map[string]any{"power_level_content_override": map[string]any{"ban": "x"}}, nil, "v3", "createRoom")
 		wantErr(t, "createRoom with malformed power levels", err, "M_BAD_JSON", http.StatusBadRequest)
+		// Numbers a signed event cannot hold, as the client wrote them: not
+		// read as 100 and 2 and signed so.
+		for _, body := range []string{`{"power_level_content_override":{"ban":1e2}}`, `{"creation_content":{"m.federate":true,"x":2.0}}`} {
+			err = rawBytes(alice, http.MethodPost, []byte(body), "v3", "createRoom")
+			wantErr(t, "createRoom "+body, err, "M_BAD_JSON", http.StatusBadRequest)
+		}
 		err = raw(alice, http.MethodPost, map[string]any{"initial_state": []any{map[string]any{"type": "m.room.join_rules", "content": map[string]any{"join_rule": "bogus"}}}}, nil, "v3", "createRoom")
 		wantErr(t, "createRoom with a malformed join rule", err, "M_BAD_JSON", http.StatusBadRequest)
 		wantEqual(t, "alice's rooms after refused creations", must[*mautrix.RespJoinedRooms](t, "joined_rooms")(alice.JoinedRooms(bg)).JoinedRooms, []id.RoomID{room})

@@ -11,6 +11,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/protocol"
 )
 
 // Register adds GET /sync and GET /keys/changes (whose tokens are sync
@@ -71,7 +72,13 @@ func filter(r *http.Request, userID, raw string, load func(ctx context.Context, 
 		return Filter{}, nil
 	}
 	doc := json.RawMessage(raw)
-	if !strings.HasPrefix(strings.TrimSpace(raw), "{") {
+	if strings.HasPrefix(strings.TrimSpace(raw), "{") {
+		// An inline filter is a request body in the query: the same check
+		// as every body (duplicate keys, nesting).
+		if err := protocol.CheckJSON(doc, httpapi.MaxDepth); err != nil {
+			return Filter{}, httpapi.BadJSON("filter: %v", err)
+		}
+	} else {
 		stored, err := load(r.Context(), userID, raw)
 		if err != nil {
 			return Filter{}, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -467,6 +468,25 @@ func TestSync_FederationFormat(t *testing.T) {
 	for _, k := range []string{"signatures", "hashes", "prev_events", "auth_events", "depth"} {
 		if _, ok := ev[k]; !ok {
 			t.Fatalf("federation format lacks %s: %v", k, ev)
+		}
+	}
+}
+
+// TestSync_InlineFilterChecked: an inline ?filter= is a JSON body in the
+// query and is checked as one: a key twice, or nesting past the bodies'
+// limit, is 400 M_BAD_JSON, whichever part of the filter holds it.
+func TestSync_InlineFilterChecked(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Register(t, "alice")
+	for _, f := range []string{
+		`{"room":{"timeline":{"limit":1}},"room":{}}`,
+		`{"event_format":"client","event_format":"federation"}`,
+		`{"room":{"include_leave":true,"include_leave":false}}`,
+		`{"account_data":` + strings.Repeat(`[`, 200) + strings.Repeat(`]`, 200) + `}`,
+	} {
+		r := st.Do(t, "GET", "/_matrix/client/v3/sync?filter="+url.QueryEscape(f), alice.AccessToken, nil)
+		if r.Status != 400 || r.Body["errcode"] != "M_BAD_JSON" {
+			t.Errorf("filter %.60s: %d %s, want 400 M_BAD_JSON", f, r.Status, r.Raw)
 		}
 	}
 }
