@@ -16,6 +16,8 @@ import (
 func TestLambdaBinariesLinkNoTestCode(t *testing.T) {
 	forbidden := []string{
 		"github.com/truora/minidyn",
+		"github.com/johannesboyne/gofakes3",
+		"github.com/cirrus-matrix/cirrus/shared/bigbody/fakes3",
 		"github.com/cirrus-matrix/cirrus/shared/store/embedded",
 		"github.com/cirrus-matrix/cirrus/shared/testenv",
 		"github.com/cirrus-matrix/cirrus/shared/servertest",

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cirrus-matrix/cirrus/shared/bigbody/fakes3"
 	"github.com/cirrus-matrix/cirrus/shared/config"
 	"github.com/cirrus-matrix/cirrus/shared/mail"
 	"github.com/cirrus-matrix/cirrus/shared/queue"
@@ -62,6 +63,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 		}
 		defer func() { err = errors.Join(err, db.Close()) }()
 		cfg.DynamoDBEndpoint = db.URL()
+	}
+	// With lambda_response_limit, answers over it go to a bucket: an
+	// embedded S3 API unless the config names one.
+	localS3, err := fakes3.ForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if localS3 != nil {
+		defer func() { err = errors.Join(err, localS3.Close()) }()
 	}
 	srv, err := server.Open(ctx, cfg, logger)
 	if err != nil {

@@ -79,6 +79,17 @@ type Config struct {
 	// QueueURL is the SQS queue of outbound federation work; empty locally,
 	// where an in-process queue stands in.
 	QueueURL string `yaml:"queue_url"`
+	// LambdaResponseLimit is the largest response a function may return, in
+	// bytes, as Lambda counts it (shared/bigbody): a larger one is gzipped,
+	// or put into LargeResponseBucket and redirected to; requests over
+	// Lambda's 6 MB are refused. 6 MB in Lambda; 0 (off) locally, where
+	// setting it runs the same behaviour.
+	LambdaResponseLimit int64 `yaml:"lambda_response_limit"`
+	// LargeResponseBucket is the S3 bucket of responses over the limit;
+	// locally, empty means an embedded S3 API when the limit is set.
+	LargeResponseBucket string `yaml:"large_response_bucket"`
+	// S3Endpoint points at an S3 API other than AWS's, such as MinIO.
+	S3Endpoint string `yaml:"s3_endpoint"`
 
 	// ClientListen and FederationListen are the local listeners of cirrus serve.
 	ClientListen     string `yaml:"client_listen"`
@@ -204,6 +215,13 @@ var defaultRateLimits = RateLimits{LoginPerAddress: 20, LoginPerAccount: 10, Reg
 // Element's public instance, which connects to any homeserver.
 const DefaultWebClient = "https://app.element.io/"
 
+// LambdaPayloadLimit is the most a Lambda function's request or response
+// carries: 6 MB, counted as the JSON document of the invocation.
+const LambdaPayloadLimit = 6 << 20
+
+// minResponseLimit leaves room for headers and any small answer.
+const minResponseLimit = 16 << 10
+
 // LookupFunc reads one environment variable; os.LookupEnv is one.
 type LookupFunc func(key string) (string, bool)
 
@@ -254,6 +272,7 @@ func LoadLambda(lookup LookupFunc) (*Config, error) {
 		WebClientLocation:    DefaultWebClient,
 		MaxRequestSize:       1 << 20,
 		DynamoDBTable:        "cirrus",
+		LambdaResponseLimit:  LambdaPayloadLimit,
 		RateLimits:           defaultRateLimits,
 		Sync:                 defaultSync,
 		Presence:             Presence{Enabled: true},
@@ -385,6 +404,16 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxRequestSize <= 0 {
 		bad("max_request_size must be a positive number of bytes, got %d", c.MaxRequestSize)
+	}
+	if c.LambdaResponseLimit != 0 && (c.LambdaResponseLimit < minResponseLimit || c.LambdaResponseLimit > LambdaPayloadLimit) {
+		bad("lambda_response_limit must be 0 (off) or a number of bytes from %d to %d (Lambda's 6 MB), got %d", minResponseLimit, LambdaPayloadLimit, c.LambdaResponseLimit)
+	}
+	if c.S3Endpoint != "" {
+		if u, err := url.Parse(c.S3Endpoint); err != nil || u.Scheme == "" || u.Host == "" {
+			bad("s3_endpoint %q is not a URL such as http://127.0.0.1:9000", c.S3Endpoint)
+		} else if c.LargeResponseBucket == "" {
+			bad("s3_endpoint needs large_response_bucket: name the bucket to use there")
+		}
 	}
 	if c.Sync.PollIntervalMS < 50 || c.Sync.PollIntervalMS > 10000 {
 		bad("sync.poll_interval_ms must be between 50 and 10000, got %d", c.Sync.PollIntervalMS)

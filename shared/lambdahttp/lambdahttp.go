@@ -176,15 +176,115 @@ func (w *responseWriter) response(method string) events.APIGatewayV2HTTPResponse
 	}
 	switch {
 	case len(body) == 0:
-	case textual(w.header.Get("Content-Type")) && utf8.Valid(body):
-		// The runtime sends the response as JSON, whose strings would
-		// turn bytes that are not UTF-8 into U+FFFD: those go in base64.
+	case asText(w.header, body):
 		res.Body = string(body)
 	default:
 		res.Body = base64.StdEncoding.EncodeToString(body)
 		res.IsBase64Encoded = true
 	}
+	if payloadSize(res) > MaxPayload {
+		// Lambda would refuse it and API Gateway answer a bare 500: say
+		// what happened instead. shared/bigbody keeps answers from
+		// getting here.
+		return events.APIGatewayV2HTTPResponse{
+			StatusCode: http.StatusInternalServerError,
+			Headers:    map[string]string{"Content-Type": "application/json"},
+			Body:       `{"errcode":"M_UNKNOWN","error":"the response is larger than the 6 MB a Lambda function may return"}`,
+		}
+	}
 	return res
+}
+
+// MaxPayload is the most a Lambda function's response may carry, the whole
+// JSON document the runtime sends (headers, and the body as a JSON string or
+// in base64); a request's event has the same limit.
+const MaxPayload = 6 << 20
+
+// PayloadSize is an upper bound of the size of the response the runtime
+// would send for a handler's answer of this header and body, within a few
+// hundred bytes: the body counts as the escaped JSON string or the base64
+// the adapter turns it into.
+func PayloadSize(h http.Header, body []byte) int {
+	n := envelopeSize
+	for k, vs := range h {
+		n += jsonLen(k) + 4
+		for _, v := range vs {
+			n += jsonLen(v) + 2
+		}
+	}
+	if _, declared := h["Content-Type"]; !declared {
+		n += 64 // sniffed
+	}
+	if asText(h, body) {
+		return n + jsonLen(body)
+	}
+	return n + base64.StdEncoding.EncodedLen(len(body))
+}
+
+// envelopeSize bounds the rest of the response document: its field names,
+// status code and flags.
+const envelopeSize = 256
+
+func payloadSize(res events.APIGatewayV2HTTPResponse) int {
+	n := envelopeSize
+	for k, v := range res.Headers {
+		n += jsonLen(k) + jsonLen(v) + 2
+	}
+	for _, c := range res.Cookies {
+		n += jsonLen(c) + 1
+	}
+	if res.IsBase64Encoded {
+		return n + len(res.Body)
+	}
+	return n + jsonLen(res.Body)
+}
+
+// jsonLen is the length of s as a JSON string, quotes included, encoded
+// as encoding/json does with HTML escaping (the runtime's escapes less).
+func jsonLen[T string | []byte](s T) int {
+	n := 2
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f':
+				n += 2
+			case c < 0x20 || c == '<' || c == '>' || c == '&':
+				n += 6
+			default:
+				n++
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune([]byte(string(s[i:min(i+utf8.UTFMax, len(s))])))
+		switch {
+		case r == utf8.RuneError && size == 1:
+			n += 6 // \ufffd
+		case r == '\u2028' || r == '\u2029':
+			n += 6
+		default:
+			n += size
+		}
+		i += size
+	}
+	return n
+}
+
+// asText reports whether the adapter sends body as a plain JSON string:
+// a textual Content-Type (declared or sniffed), no Content-Encoding, and
+// valid UTF-8. The runtime sends the response as JSON, whose strings would
+// turn bytes that are not UTF-8 into U+FFFD: those go in base64, as does a
+// compressed body.
+func asText(h http.Header, body []byte) bool {
+	ct := h.Get("Content-Type")
+	if _, declared := h["Content-Type"]; !declared {
+		ct = http.DetectContentType(body)
+	}
+	if ce := h.Get("Content-Encoding"); ce != "" && ce != "identity" {
+		return false
+	}
+	return textual(ct) && utf8.Valid(body)
 }
 
 // bodyAllowed reports whether a response of this status may have a body.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/cirrus-matrix/cirrus/shared/accountdata"
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
+	"github.com/cirrus-matrix/cirrus/shared/bigbody"
 	"github.com/cirrus-matrix/cirrus/shared/capabilities"
 	"github.com/cirrus-matrix/cirrus/shared/config"
 	"github.com/cirrus-matrix/cirrus/shared/discovery"
@@ -85,6 +86,9 @@ type Server struct {
 	KeyBackup *keybackup.Service
 	// E2EKeys holds device keys, one-time keys and cross-signing keys.
 	E2EKeys *e2ekeys.Service
+	// LargeResponses holds answers over lambda_response_limit; nil without
+	// large_response_bucket.
+	LargeResponses bigbody.Bucket
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -100,6 +104,20 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	}
 	if err := cfg.LoadSharedSecret(false); err != nil {
 		return nil, err
+	}
+	var large bigbody.Bucket
+	if cfg.LambdaResponseLimit > 0 && cfg.LargeResponseBucket != "" {
+		b, err := bigbody.OpenS3(ctx, cfg.LargeResponseBucket, cfg.S3Endpoint)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.S3Endpoint != "" {
+			// A local S3 API, whose bucket is made as the table is.
+			if err := b.CreateBucket(ctx); err != nil {
+				return nil, err
+			}
+		}
+		large = b
 	}
 	pushes := &push.Service{Store: st}
 	toDevice := &todevice.Service{Store: st, ServerName: cfg.ServerName}
@@ -201,6 +219,8 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		ToDevice:    toDevice,
 		KeyBackup:   &keybackup.Service{Store: st},
 		E2EKeys:     e2e,
+
+		LargeResponses: large,
 	}, nil
 }
 
@@ -323,7 +343,20 @@ func (s *Server) ClientHandler() http.Handler {
 	s.Push.Register(rt, s.Accounts.RequireAuth)
 	(&voip.Service{TURN: s.Config.TURN}).Register(rt, s.Accounts.RequireAuth)
 	thirdparty.Register(rt, s.Accounts.RequireAuth)
-	return httpapi.Logging(s.Logger, httpapi.CORS(httpapi.LimitBody(s.Config.MaxRequestSize, rt)))
+	return httpapi.Logging(s.Logger, httpapi.CORS(s.limitResponses(httpapi.LimitBody(s.Config.MaxRequestSize, rt))))
+}
+
+// limitResponses keeps answers within lambda_response_limit (shared/bigbody):
+// inside CORS, so that a redirect to the bucket carries CORS headers too.
+func (s *Server) limitResponses(next http.Handler) http.Handler {
+	if s.Config.LambdaResponseLimit <= 0 {
+		return next
+	}
+	return bigbody.Handler(bigbody.Options{
+		Limit:        int(s.Config.LambdaResponseLimit),
+		RequestLimit: config.LambdaPayloadLimit,
+		Bucket:       s.LargeResponses,
+	}, next)
 }
 
 // FederationHandler is the tree API Gateway routes /_matrix/federation and
@@ -335,7 +368,7 @@ func (s *Server) FederationHandler() http.Handler {
 	rt.HandleFunc("GET /_matrix/key/v2/server", d.ServerKeys)
 	// The key ID path segment is deprecated but still asked for by older servers.
 	rt.HandleFunc("GET /_matrix/key/v2/server/{keyID}", d.ServerKeys)
-	return httpapi.Logging(s.Logger, httpapi.LimitBody(s.Config.MaxRequestSize, rt))
+	return httpapi.Logging(s.Logger, s.limitResponses(httpapi.LimitBody(s.Config.MaxRequestSize, rt)))
 }
 
 func (s *Server) discovery() *discovery.Handlers {

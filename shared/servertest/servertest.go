@@ -28,6 +28,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
+	"github.com/cirrus-matrix/cirrus/shared/bigbody/fakes3"
 	"github.com/cirrus-matrix/cirrus/shared/config"
 	"github.com/cirrus-matrix/cirrus/shared/server"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -78,6 +79,14 @@ func Start(t testing.TB, env ...string) *Stack {
 	cfg, err := config.Load("", func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
+	}
+	// CIRRUS_LAMBDA_RESPONSE_LIMIT sends larger answers to an S3 API.
+	localS3, err := fakes3.ForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if localS3 != nil {
+		t.Cleanup(func() { localS3.Close() })
 	}
 	logs := &lockedBuffer{}
 	srv, err := server.Open(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil)))

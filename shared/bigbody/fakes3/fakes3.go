@@ -1,0 +1,67 @@
+// Package fakes3 runs an S3 API server in the process, on loopback
+// (github.com/johannesboyne/gofakes3, objects in memory), for `cirrus serve`
+// and tests: the bucket of large responses when lambda_response_limit is set
+// and no s3_endpoint is. It answers every origin's CORS requests, as the
+// stack's bucket does, and checks no signature.
+//
+// Lambda binaries never link it.
+package fakes3
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/cirrus-matrix/cirrus/shared/config"
+)
+
+// LocalBucket is the bucket of large responses in the embedded S3 API.
+const LocalBucket = "cirrus-large-responses"
+
+// ForConfig starts a server on loopback when cfg limits responses
+// (lambda_response_limit) and names neither a bucket nor an S3 endpoint, and
+// points cfg at it; otherwise it returns nil and changes nothing.
+func ForConfig(cfg *config.Config) (*Server, error) {
+	if cfg.LambdaResponseLimit <= 0 || cfg.LargeResponseBucket != "" || cfg.S3Endpoint != "" {
+		return nil, nil
+	}
+	s, err := Start("127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	cfg.S3Endpoint, cfg.LargeResponseBucket = s.URL(), LocalBucket
+	return s, nil
+}
+
+// Server is a running S3 API.
+type Server struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+// Start listens on addr, such as 127.0.0.1:0.
+func Start(addr string) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("local s3: %w", err)
+	}
+	faker := gofakes3.New(s3mem.New(), gofakes3.WithTimeSkewLimit(0))
+	s := &Server{srv: &http.Server{Handler: faker.Server()}, ln: ln}
+	go s.srv.Serve(ln)
+	return s, nil
+}
+
+// URL is the endpoint, such as http://127.0.0.1:41234.
+func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
+
+// Close stops the server; the objects are gone.
+func (s *Server) Close() error {
+	if err := s.srv.Close(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
