@@ -285,6 +285,7 @@ func TestFunctions(t *testing.T) {
 	seed, _ := s.one(t, "AWS::SecretsManager::Secret", "SigningKeySeed")
 	shared, _ := s.one(t, "AWS::SecretsManager::Secret", "RegistrationSharedSecret")
 	configSet, _ := s.one(t, "AWS::SES::ConfigurationSet", "MailConfigurationSet")
+	bucket, _ := s.one(t, "AWS::S3::Bucket", "LargeResponses")
 	common := map[string]any{
 		"CIRRUS_SERVER_NAME":                 "example.org",
 		"CIRRUS_PUBLIC_BASEURL":              "https://matrix.example.org/",
@@ -313,8 +314,9 @@ func TestFunctions(t *testing.T) {
 			"CIRRUS_EMAIL_SES_CONFIGURATION_SET":           ref(configSet),
 			"CIRRUS_REGISTRATION_SHARED_SECRET_SECRET_ARN": ref(shared),
 			"CIRRUS_WEB_CLIENT_LOCATION":                   "https://chat.example.org/",
+			"CIRRUS_LARGE_RESPONSE_BUCKET":                 ref(bucket),
 		})},
-		{"Federation", federationMemoryMB, federationTimeout, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue)})},
+		{"Federation", federationMemoryMB, federationTimeout, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue), "CIRRUS_LARGE_RESPONSE_BUCKET": ref(bucket)})},
 		{"Sender", senderMemoryMB, senderTimeoutSeconds, with(nil)},
 	} {
 		_, p := s.one(t, "AWS::Lambda::Function", want.name+"Function")
@@ -421,11 +423,14 @@ func TestIAM_LeastPrivilege(t *testing.T) {
 	queries := g(tableQueryActions, tableArn, indexArn)
 	seedRead := g([]string{"secretsmanager:GetSecretValue"}, ref(seed))
 	send := g([]string{"sqs:SendMessage"}, map[string]any{"Fn::GetAtt": getAtt(queue, "Arn")})
+	bucket, _ := s.one(t, "AWS::S3::Bucket", "LargeResponses")
+	large := g([]string{"s3:PutObject", "s3:GetObject"},
+		map[string]any{"Fn::Join": []any{"", []any{map[string]any{"Fn::GetAtt": getAtt(bucket, "Arn")}, "/" + LargeResponsePrefix + "*"}}})
 	want := map[string][]string{
-		"Client": {logs("Client"), items, queries, seedRead, send,
+		"Client": {logs("Client"), items, queries, seedRead, send, large,
 			g([]string{"secretsmanager:GetSecretValue"}, ref(shared)),
 			g([]string{"ses:SendEmail"}, sesArn("identity", identity), sesArn("configuration-set", configSet))},
-		"Federation": {logs("Federation"), items, queries, seedRead, send},
+		"Federation": {logs("Federation"), items, queries, seedRead, send, large},
 		"Sender": {logs("Sender"), items, queries, seedRead,
 			g([]string{"sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}, map[string]any{"Fn::GetAtt": getAtt(queue, "Arn")})},
 	}
@@ -887,5 +892,49 @@ func TestContext_Defaults(t *testing.T) {
 		if !slices.Contains(contextKeys, k) {
 			t.Errorf("contextKeys %v lacks %s", contextKeys, k)
 		}
+	}
+}
+
+// TestLargeResponses checks the bucket of answers over Lambda's 6 MB:
+// private, encrypted, TLS only, emptied after a day, readable by Element
+// Web's fetch from any origin through presigned URLs.
+func TestLargeResponses(t *testing.T) {
+	s := full(t)
+	s.template.ResourceCountIs(jsii.String("AWS::S3::Bucket"), jsii.Number(1))
+	id, p := s.one(t, "AWS::S3::Bucket", "LargeResponses")
+	pab := obj(p["PublicAccessBlockConfiguration"])
+	for _, k := range []string{"BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"} {
+		if pab[k] != true {
+			t.Errorf("public access block %s = %v, want true", k, pab[k])
+		}
+	}
+	if !strings.Contains(js(p["BucketEncryption"]), `"SSEAlgorithm":"AES256"`) {
+		t.Errorf("encryption %s, want S3-managed", js(p["BucketEncryption"]))
+	}
+	rules := obj(p["LifecycleConfiguration"])["Rules"].([]any)
+	if len(rules) != 1 {
+		t.Fatalf("lifecycle rules %s, want one", js(rules))
+	}
+	rule := obj(rules[0])
+	if rule["Prefix"] != LargeResponsePrefix || num(rule["ExpirationInDays"]) != 1 || rule["Status"] != "Enabled" {
+		t.Errorf("lifecycle rule %s, want %s expiring after 1 day", js(rule), LargeResponsePrefix)
+	}
+	cors := obj(p["CorsConfiguration"])["CorsRules"].([]any)
+	if len(cors) != 1 {
+		t.Fatalf("CORS rules %s, want one", js(cors))
+	}
+	c := obj(cors[0])
+	if js(c["AllowedOrigins"]) != `["*"]` || js(c["AllowedHeaders"]) != `["*"]` || js(c["AllowedMethods"]) != `["GET","HEAD"]` {
+		t.Errorf("CORS rule %s, want GET and HEAD from any origin with any header", js(c))
+	}
+	var ssl bool
+	for _, bp := range s.resources("AWS::S3::BucketPolicy") {
+		pp := props(bp)
+		if reflect.DeepEqual(pp["Bucket"], ref(id)) && strings.Contains(js(pp["PolicyDocument"]), `"aws:SecureTransport":"false"`) {
+			ssl = true
+		}
+	}
+	if !ssl {
+		t.Error("the bucket accepts requests without TLS")
 	}
 }
