@@ -14,8 +14,8 @@
 // the backup and decrypts the first message, sent before that device
 // existed; the second device logs out, and bob's view of alice's devices
 // loses it. Exit status and output as in scenario.mjs (lib.mjs).
-import { ClientEvent, Method, RoomEvent, RoomMemberEvent } from "matrix-js-sdk";
-import { decrypted, describe, fail, login, mustEnv, pass, password, poll, requests, say, startSyncing, step, until } from "./lib.mjs";
+import { Method } from "matrix-js-sdk";
+import { decrypted, describe, encryptedRoom, fail, login, mustEnv, pass, password, poll, requests, say, startSyncing, step } from "./lib.mjs";
 
 const [aliceId, bobId] = mustEnv("CIRRUS_USERS").split(",");
 
@@ -65,21 +65,7 @@ async function main() {
   say(`  backup version ${backupVersion}; bob sees alice's cross-signing keys: ${await bobCrypto.userHasCrossSigningKeys(aliceId, true)}`);
 
   step("alice creates an encrypted room and invites bob; bob joins");
-  const { room_id: roomId } = await alice.createRoom({
-    name: "e2ee scenario",
-    preset: "private_chat",
-    initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
-  });
-  const invited = until(bob, [ClientEvent.Room, RoomEvent.MyMembership], () =>
-    bob.getRoom(roomId)?.getMyMembership() === "invite" ? true : undefined,
-  );
-  await alice.invite(roomId, bobId);
-  await invited;
-  const aliceSeesJoin = until(alice, [RoomMemberEvent.Membership], () =>
-    alice.getRoom(roomId)?.getMember(bobId)?.membership === "join" ? true : undefined,
-  );
-  await bob.joinRoom(roomId);
-  await aliceSeesJoin;
+  const roomId = await encryptedRoom(alice, bob, { name: "e2ee scenario" });
   if (!(await aliceCrypto.isEncryptionEnabledInRoom(roomId))) fail("alice's client does not see the room as encrypted");
 
   step("alice sends an encrypted message, loading the members at her sync token first; bob decrypts it");

@@ -11,8 +11,8 @@
 //   CIRRUS_URL=... CIRRUS_USERS=@alice:x,@bob:x CIRRUS_PASSWORD=... node keycounts.mjs
 //
 // Exit status and output as in scenario.mjs (lib.mjs).
-import { ClientEvent, Method, RoomEvent, RoomMemberEvent } from "matrix-js-sdk";
-import { decrypted, describe, fail, login, mustEnv, pass, say, startSyncing, step, until } from "./lib.mjs";
+import { Method } from "matrix-js-sdk";
+import { decrypted, describe, encryptedRoom, fail, login, mustEnv, pass, say, startSyncing, step } from "./lib.mjs";
 
 const [aliceId, bobId] = mustEnv("CIRRUS_USERS").split(",");
 const seconds = Number(process.env.CIRRUS_SYNC_SECONDS || 30);
@@ -56,20 +56,7 @@ async function main() {
   const [alice, bob] = await Promise.all([cryptoClient(aliceId), cryptoClient(bobId)]);
 
   step("alice creates an encrypted room and invites bob; bob joins");
-  const { room_id: roomId } = await alice.createRoom({
-    preset: "private_chat",
-    initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
-  });
-  const invited = until(bob, [ClientEvent.Room, RoomEvent.MyMembership], () =>
-    bob.getRoom(roomId)?.getMyMembership() === "invite" ? true : undefined,
-  );
-  await alice.invite(roomId, bobId);
-  await invited;
-  const aliceSeesJoin = until(alice, [RoomMemberEvent.Membership], () =>
-    alice.getRoom(roomId)?.getMember(bobId)?.membership === "join" ? true : undefined,
-  );
-  await bob.joinRoom(roomId);
-  await aliceSeesJoin;
+  const roomId = await encryptedRoom(alice, bob);
 
   step(`both sync for ${seconds} s, a message each way every 2 s, with typing and receipts`);
   const end = Date.now() + seconds * 1000;

@@ -1,7 +1,7 @@
 // lib.mjs: what the scenarios share: their output, the deadline, waiting for
 // client events, logging in and starting a sync loop. Each step is printed as
 // it happens; a scenario exits 0 only when it prints PASS.
-import { ClientEvent, MatrixEventEvent, RoomEvent, SyncState, createClient } from "matrix-js-sdk";
+import { ClientEvent, MatrixEventEvent, RoomEvent, RoomMemberEvent, SyncState, createClient } from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
 
 // The SDK's own log: warnings and errors only, unless CIRRUS_JS_LOG=debug.
@@ -106,7 +106,9 @@ function recording(userId, inner = fetch) {
   return async (input, init) => {
     const res = await inner(input, init);
     const url = String(input instanceof Request ? input.url : input);
-    requests.push({ user: userId, method: init?.method ?? "GET", url, status: res.status });
+    // redirected and finalUrl tell a body fetched from the bucket of large
+    // responses (shared/bigbody) after a 307 or 303.
+    requests.push({ user: userId, method: init?.method ?? "GET", url, status: res.status, redirected: res.redirected, finalUrl: res.url });
     return res;
   };
 }
@@ -169,4 +171,27 @@ export function decrypted(client, roomId, sender, body) {
     return undefined;
   };
   return until(client, [RoomEvent.Timeline, MatrixEventEvent.Decrypted], find);
+}
+
+// encryptedRoom has alice create an encrypted room (opts go to createRoom),
+// invite bob and wait until each client sees bob joined, through its sync;
+// it returns the room ID.
+export async function encryptedRoom(alice, bob, opts = {}) {
+  const bobId = bob.getUserId();
+  const { room_id: roomId } = await alice.createRoom({
+    preset: "private_chat",
+    initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
+    ...opts,
+  });
+  const invited = until(bob, [ClientEvent.Room, RoomEvent.MyMembership], () =>
+    bob.getRoom(roomId)?.getMyMembership() === "invite" ? true : undefined,
+  );
+  await alice.invite(roomId, bobId);
+  await invited;
+  const aliceSeesJoin = until(alice, [RoomMemberEvent.Membership], () =>
+    alice.getRoom(roomId)?.getMember(bobId)?.membership === "join" ? true : undefined,
+  );
+  await bob.joinRoom(roomId);
+  await aliceSeesJoin;
+  return roomId;
 }
