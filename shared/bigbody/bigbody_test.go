@@ -196,8 +196,12 @@ func TestS3_Fakes3(t *testing.T) {
 		w.Write(body)
 	})))
 	defer api.Close()
+	// Another host than the bucket's, as in AWS: Go's client drops the
+	// Authorization header on the way there (the embedded S3 API refuses
+	// it, as S3 does).
+	apiURL := strings.Replace(api.URL, "127.0.0.1", "localhost", 1)
 	for _, accept := range []string{"", "gzip"} {
-		req, _ := http.NewRequest("GET", api.URL+"/_matrix/client/v3/room_keys/keys?version=1", nil)
+		req, _ := http.NewRequest("GET", apiURL+"/_matrix/client/v3/room_keys/keys?version=1", nil)
 		req.Header.Set("Authorization", "Bearer secret")
 		req.Header.Set("Origin", "https://app.element.io")
 		if accept != "" {

@@ -2,7 +2,9 @@
 // (github.com/johannesboyne/gofakes3, objects in memory), for `cirrus serve`
 // and tests: the bucket of large responses when lambda_response_limit is set
 // and no s3_endpoint is. It answers every origin's CORS requests, as the
-// stack's bucket does, and checks no signature.
+// stack's bucket does, and checks no signature; but like S3 it refuses a
+// presigned URL that comes with an Authorization header too, which a client
+// that kept the homeserver's token on the redirect would send.
 //
 // Lambda binaries never link it.
 package fakes3
@@ -50,7 +52,7 @@ func Start(addr string) (*Server, error) {
 		return nil, fmt.Errorf("local s3: %w", err)
 	}
 	faker := gofakes3.New(s3mem.New(), gofakes3.WithTimeSkewLimit(0))
-	s := &Server{srv: &http.Server{Handler: faker.Server()}, ln: ln}
+	s := &Server{srv: &http.Server{Handler: oneAuth(faker.Server())}, ln: ln}
 	go s.srv.Serve(ln)
 	return s, nil
 }
@@ -64,4 +66,18 @@ func (s *Server) Close() error {
 		return err
 	}
 	return nil
+}
+
+// oneAuth answers 400 InvalidArgument, as S3 does, to a request signed both
+// in its query and in an Authorization header.
+func oneAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("X-Amz-Signature") && r.Header.Get("Authorization") != "" {
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified</Message></Error>`)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
