@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -275,4 +277,21 @@ func writeCA(t *testing.T, dir string) (certPath, keyPath string) {
 	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
 	return certPath, keyPath
+}
+
+// TestServe_LambdaResponseLimit: with lambda_response_limit set, serve
+// starts its embedded S3 API for large answers and refuses a request over
+// Lambda's 6 MB as a function's caller would see it, saying why.
+func TestServe_LambdaResponseLimit(t *testing.T) {
+	t.Setenv("CIRRUS_LAMBDA_RESPONSE_LIMIT", "16384")
+	t.Setenv("CIRRUS_MAX_REQUEST_SIZE", "10000000")
+	at, _ := startServe(t, t.TempDir())
+	body := bytes.Repeat([]byte(" "), 7<<20)
+	r := do(t, http.DefaultClient, "POST", at.ClientURL+"/_matrix/client/v3/login", bytes.NewReader(body), map[string]string{"Content-Type": "application/json"})
+	if r.status != http.StatusRequestEntityTooLarge || r.body["errcode"] != "M_TOO_LARGE" || !strings.Contains(fmt.Sprint(r.body["error"]), "6 MB a Lambda function accepts") {
+		t.Fatalf("7 MB login: %d %s, want 413 M_TOO_LARGE saying why", r.status, r.raw)
+	}
+	if r := do(t, http.DefaultClient, "GET", at.ClientURL+"/_matrix/client/versions", nil, nil); r.status != http.StatusOK {
+		t.Fatalf("versions: %d %s", r.status, r.raw)
+	}
 }

@@ -107,6 +107,10 @@ func TestLoad_ErrorsNameTheKey(t *testing.T) {
 		{"TURN lifetime of nothing", "", map[string]string{"CIRRUS_TURN_USER_LIFETIME": "0"}, "turn_user_lifetime"},
 		{"TURN URI without scheme", "turn_uris: [turn.example.org]\n", nil, "turn_uris"},
 		{"TURN username alone", "turn_username: alice\n", nil, "turn_password"},
+		{"response limit too low", "lambda_response_limit: 1000\n", nil, "lambda_response_limit"},
+		{"response limit over Lambda's", "", map[string]string{"CIRRUS_LAMBDA_RESPONSE_LIMIT": "7000000"}, "lambda_response_limit"},
+		{"S3 endpoint without a bucket", "s3_endpoint: http://127.0.0.1:9000\n", nil, "large_response_bucket"},
+		{"bad S3 endpoint", "s3_endpoint: minio\nlarge_response_bucket: b\n", nil, "s3_endpoint"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := ""
@@ -156,6 +160,12 @@ func TestLoadLambda(t *testing.T) {
 	}
 	if c.PublicBaseURL != "https://example.org/" || c.ClientListen != "" || c.SigningKeyPath != "" {
 		t.Fatalf("lambda config = %+v", c)
+	}
+	if c.LambdaResponseLimit != config.LambdaPayloadLimit || c.LargeResponseBucket != "" {
+		t.Errorf("lambda response limit %d, bucket %q; want %d and none until the stack names one", c.LambdaResponseLimit, c.LargeResponseBucket, config.LambdaPayloadLimit)
+	}
+	if c, _ := config.Load("", env(nil)); c.LambdaResponseLimit != 0 {
+		t.Errorf("local lambda_response_limit %d, want 0 (off)", c.LambdaResponseLimit)
 	}
 	_, err = config.LoadLambda(env(map[string]string{"CIRRUS_SERVER_NAME": "example.org",
 		"CIRRUS_EMAIL_NOTIF_FROM": "Cirrus <noreply@example.org>"}))
