@@ -155,6 +155,22 @@ func TestStart_UnderEmulator(t *testing.T) {
 			t.Fatalf("Invoke of a panicking function: got failure %q, want one naming the panic", ft.msg)
 		}
 	})
+	// The runtime carries what the adapter returns: an answer over 6 MB
+	// becomes a 500 that says why (shared/bigbody keeps answers from
+	// getting there), never a failed invoke.
+	t.Run("LargeResponse", func(t *testing.T) {
+		ev := baseEvent()
+		ev.RawPath, ev.RequestContext.HTTP.Path = "/large", "/large"
+		payload, _ := json.Marshal(ev)
+		out := testenv.Invoke(t, url, payload)
+		var res events.APIGatewayV2HTTPResponse
+		if err := json.Unmarshal(out, &res); err != nil {
+			t.Fatalf("response %.200s: %v", out, err)
+		}
+		if len(out) > 6<<20 || res.StatusCode != 500 || !strings.Contains(res.Body, "larger than the 6 MB") {
+			t.Fatalf("got %d bytes, status %d, body %.200s; want a 500 saying why", len(out), res.StatusCode, res.Body)
+		}
+	})
 	t.Run("AnswersAfterPanic", func(t *testing.T) {
 		if res := invoke(t, baseEvent()); res.StatusCode != 200 {
 			t.Fatalf("got %+v, want 200", res)

@@ -4,6 +4,7 @@
 //
 //   - /binary answers a few PNG bytes (not UTF-8) as image/png;
 //   - /panic panics, as a handler bug would;
+//   - /large answers 7 MB of JSON, over what Lambda returns;
 //   - anything else gets the JSON echo and a Set-Cookie header.
 package main
 
@@ -52,6 +53,14 @@ func echo(w http.ResponseWriter, r *http.Request) {
 		return
 	case "/panic":
 		panic("echo: asked to panic")
+	case "/large":
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"rooms":[`))
+		for i := 0; i < 7<<20/20; i++ {
+			w.Write([]byte(`"!room:example.org",`))
+		}
+		w.Write([]byte(`""]}`))
+		return
 	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
