@@ -78,6 +78,20 @@ func TestSyncTokens_ElementSendsInEncryptedRoom(t *testing.T) {
 		map[string]string{alice.ID: "join", bob.ID: "join"})
 	wantEqual(t, "members at the sync before it", memberships(t, alice, room, invited),
 		map[string]string{alice.ID: "join", bob.ID: "invite"})
+	// A timeline that starts with the create event has a prev_batch before
+	// the room began: no members then, and nothing to page back to.
+	whole, err := alice.FullSyncRequest(bg, mautrix.ReqSync{FilterID: `{"room":{"timeline":{"limit":50}}}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := whole.Rooms.Join[room].Timeline.PrevBatch
+	wantEqual(t, "members at the prev_batch before the create event", memberships(t, alice, room, start), map[string]string{})
+	page := must[*mautrix.RespMessages](t, "messages back from that prev_batch")(alice.Messages(bg, room, start, "", mautrix.DirectionBackward, nil, 5))
+	wantEqual(t, "back from the prev_batch before the create event", ids(page.Chunk), []id.EventID{})
+	page = must[*mautrix.RespMessages](t, "messages forward from that prev_batch")(alice.Messages(bg, room, start, "", mautrix.DirectionForward, nil, 1))
+	if len(page.Chunk) != 1 || page.Chunk[0].Type != event.StateCreate {
+		t.Fatalf("forward from the prev_batch before the create event: %v, want the create event", types(page.Chunk))
+	}
 	sent, err := alice.SendMessageEvent(bg, room, event.EventEncrypted, map[string]any{
 		"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEnACgAkLmt6qF84IK++J7UDH2Za1YVchHyprqTqsg", "device_id": alice.User.DeviceID,
 		"sender_key": "IlRMeOPX2e0MurIyfWEucYBRVOEEUMrOHqn/8mLqMjA", "session_id": "X3lUlvLELLYxeTx4yOVu6UDpasGEVO0Jbu+QFnm0cKQ"})
@@ -87,7 +101,7 @@ func TestSyncTokens_ElementSendsInEncryptedRoom(t *testing.T) {
 	msg := sent.EventID
 	after := nextBatch(t, alice, joined)
 
-	page := must[*mautrix.RespMessages](t, "messages back from the sync token")(alice.Messages(bg, room, joined, "", mautrix.DirectionBackward, nil, 3))
+	page = must[*mautrix.RespMessages](t, "messages back from the sync token")(alice.Messages(bg, room, joined, "", mautrix.DirectionBackward, nil, 3))
 	if len(page.Chunk) == 0 || page.Chunk[0].Type != event.StateMember || page.Chunk[0].GetStateKey() != bob.ID {
 		t.Fatalf("back from the token of the sync that saw bob join: %v, want bob's join first", types(page.Chunk))
 	}

@@ -462,14 +462,13 @@ func (s *Service) VisibleState(ctx context.Context, userID, roomID string) ([]ev
 	return s.StateAt(ctx, roomID, e)
 }
 
-// StateAtToken is the state after the event at a pagination token.
+// stateAtToken is the state after the event at a pagination token. Before
+// the room began (the prev_batch "t0" of a sync whose timeline starts with
+// the create event) there is none, and no member.
 func (s *Service) stateAtToken(ctx context.Context, roomID string, seq int64) ([]events.PDU, error) {
 	evs, err := s.slots(ctx, roomID, seq, true, 1)
-	if err != nil {
+	if err != nil || len(evs) == 0 {
 		return nil, err
-	}
-	if len(evs) == 0 {
-		return nil, httpapi.InvalidParam("token %s is before the room began", token(seq))
 	}
 	return s.StateAt(ctx, roomID, evs[0])
 }
