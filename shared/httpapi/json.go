@@ -19,7 +19,9 @@ const MaxDepth = 100
 
 // DecodeJSON reads the request body into v. It answers the spec's way:
 // M_TOO_LARGE past the body limit, M_NOT_JSON for a body that is not a JSON
-// object in UTF-8, M_BAD_JSON for JSON of the wrong shape. Unknown keys are
+// object in UTF-8, M_BAD_JSON for JSON of the wrong shape. A number JSON
+// does not allow (01, 1., a lone -, NaN, Infinity) makes the body not JSON,
+// M_NOT_JSON, as Synapse answers it: its parser refuses them all. Unknown keys are
 // allowed, as the spec lets clients send extra fields. A key twice in any
 // object of the body, or nesting deeper than MaxDepth, is M_BAD_JSON: the
 // copies would mean one thing to this server and another to a reader that

@@ -30,6 +30,17 @@ func TestDecodeJSON_Refused(t *testing.T) {
 		{"DeepUnclosed", strings.Repeat("[", 1<<20), "M_BAD_JSON",
 			fmt.Sprintf("request body: arrays and objects are nested deeper than %d levels", httpapi.MaxDepth)},
 		{"Syntax", `{"name":"a",}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character '}' at byte 12`},
+		// Numbers JSON does not allow are not JSON, as Synapse answers
+		// them: its parser refuses them, NaN and Infinity included, and
+		// parse_json_value_from_request turns any refusal into M_NOT_JSON.
+		{"NumberLeadingZero", `{"a": 01}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character '1' at byte 7`},
+		{"NumberNoFraction", `{"a": 1.}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character '}' at byte 8`},
+		{"NumberMinusAlone", `-`, "M_NOT_JSON", `request body is not valid JSON: unexpected end of JSON`},
+		{"NumberMinusInObject", `{"a": -}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character '}' at byte 7`},
+		{"NumberPlus", `{"a": +1}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character '+' at byte 6`},
+		{"NumberNoInteger", `{"a": .5}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character '.' at byte 6`},
+		{"NaN", `{"a": NaN}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character 'N' at byte 6`},
+		{"Infinity", `{"a": -Infinity}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character 'I' at byte 7`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest("POST", "/", strings.NewReader(tc.body))
