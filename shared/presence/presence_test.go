@@ -104,3 +104,58 @@ func TestPresenceInitialSync(t *testing.T) {
 	}
 	t.Fatalf("initial sync presence: %+v", resp.Presence.Events)
 }
+
+// TestPresenceOfNewMembers: a user who joins a room brings their presence
+// to the incremental syncs of its members, and a user who joins gets the
+// presence of the members they find, although neither presence changed.
+func TestPresenceOfNewMembers(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Client(t, st.Register(t, "alice"))
+	bob := st.Client(t, st.Register(t, "bob"))
+	carol := st.Client(t, st.Register(t, "carol"))
+	for _, c := range []*mautrix.Client{bob, carol} {
+		if err := c.SetPresence(bg, mautrix.ReqPresence{Presence: event.PresenceOnline, StatusMsg: "here " + c.UserID.String()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := carol.JoinRoomByID(bg, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	aliceFirst, err := alice.FullSyncRequest(bg, mautrix.ReqSync{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobFirst, err := bob.FullSyncRequest(bg, mautrix.ReqSync{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(bg, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	has := func(resp *mautrix.RespSync, who *mautrix.Client) bool {
+		for _, ev := range resp.Presence.Events {
+			if ev.Sender == who.UserID && ev.Content.Raw["presence"] == "online" {
+				return true
+			}
+		}
+		return false
+	}
+	aliceNext, err := alice.FullSyncRequest(bg, mautrix.ReqSync{Since: aliceFirst.NextBatch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !has(aliceNext, bob) {
+		t.Fatalf("alice's sync after bob joined lacks bob's presence: %+v", aliceNext.Presence.Events)
+	}
+	bobNext, err := bob.FullSyncRequest(bg, mautrix.ReqSync{Since: bobFirst.NextBatch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !has(bobNext, carol) {
+		t.Fatalf("bob's sync after he joined lacks carol's presence: %+v", bobNext.Presence.Events)
+	}
+}

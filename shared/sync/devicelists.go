@@ -40,10 +40,13 @@ type deviceNews struct {
 	maybeLeft map[string]bool
 	// counts says that this device's one-time or fallback keys changed.
 	counts bool
+	// joined are users seen joining a room, or in a room the user joined:
+	// the sync brings their presence too, as an initial sync would.
+	joined map[string]bool
 }
 
 func newDeviceNews() *deviceNews {
-	return &deviceNews{changed: map[string]bool{}, maybeLeft: map[string]bool{}}
+	return &deviceNews{changed: map[string]bool{}, maybeLeft: map[string]bool{}, joined: map[string]bool{}}
 }
 
 // entry notes a stream entry of end-to-end encryption for deviceID's sync,
@@ -70,6 +73,7 @@ func (d *deviceNews) members(userID string, evs []memberEvent) {
 		switch ev.membership {
 		case "join":
 			d.changed[ev.user] = true
+			d.joined[ev.user] = true
 		case "leave", "ban":
 			d.maybeLeft[ev.user] = true
 		}

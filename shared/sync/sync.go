@@ -460,20 +460,13 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 		newest[n.RoomID] = max(newest[n.RoomID], n.TS)
 		next.Sent[n.RoomID] = [2]int64{max(next.Sent[n.RoomID][0], n.Seq), newest[n.RoomID]}
 	}
-	if len(present) > 0 && s.Presence != nil {
-		evs, err := s.Presence(ctx, uniq(present))
-		if err != nil {
-			return nil, position{}, err
-		}
-		resp.Presence = &EventList{Events: evs}
-	}
 	if ephemeral[""] {
 		if err := s.globalData(ctx, req.UserID, since, resp); err != nil {
 			return nil, position{}, err
 		}
 	}
 	if len(from) == 0 && len(ephemeral) == 0 && !req.FullState {
-		return resp, next, nil
+		return resp, next, s.presenceOf(ctx, resp, present)
 	}
 	ms, err := s.memberships(ctx, req, from, ephemeral)
 	if err != nil {
@@ -508,7 +501,29 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 			}
 		}
 	}
-	return resp, next, nil
+	return resp, next, s.presenceOf(ctx, resp, present)
+}
+
+// presenceOf adds to an incremental response the presence of the users
+// whose presence changed, and of those who joined a room with the user
+// since (or were in a room the user joined): a client shows them without
+// waiting for their next change.
+func (s *Service) presenceOf(ctx context.Context, resp *Response, present []string) error {
+	if s.Presence == nil {
+		return nil
+	}
+	for u := range resp.devices.joined {
+		present = append(present, u)
+	}
+	if len(present) == 0 {
+		return nil
+	}
+	evs, err := s.Presence(ctx, uniq(present))
+	if err != nil || len(evs) == 0 {
+		return err
+	}
+	resp.Presence = &EventList{Events: evs}
+	return nil
 }
 
 // counts adds a joined room's unread counts, after its news: a new event
