@@ -171,6 +171,9 @@ func (s *Service) handleDeleteDevice(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
+	if err := s.authForCaller(r, req.Auth); err != nil {
+		return err
+	}
 	if ok, err := s.passwordUIA(w, r, req.Auth); !ok {
 		return err
 	}
@@ -178,6 +181,27 @@ func (s *Service) handleDeleteDevice(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
+	return nil
+}
+
+// authForCaller refuses, 403 M_FORBIDDEN as Synapse does, user-interactive
+// auth that names a user other than the caller: a user's devices are
+// deleted only with that user's own password, so no challenge is answered.
+func (s *Service) authForCaller(r *http.Request, auth authData) error {
+	user := auth.User
+	if auth.Identifier.User != "" {
+		user = auth.Identifier.User
+	}
+	if auth.Type == "" || user == "" {
+		return nil
+	}
+	userID, _, err := s.accountOf(user)
+	if err != nil {
+		return err
+	}
+	if userID != Caller(r.Context()).UserID {
+		return httpapi.Forbidden("the auth names %s, not the owner of the devices", userID)
+	}
 	return nil
 }
 
@@ -193,6 +217,9 @@ func (s *Service) handleDeleteDevices(w http.ResponseWriter, r *http.Request) er
 	}
 	if req.Devices == nil {
 		return httpapi.MissingParam("devices is required")
+	}
+	if err := s.authForCaller(r, req.Auth); err != nil {
+		return err
 	}
 	if ok, err := s.passwordUIA(w, r, req.Auth); !ok {
 		return err
