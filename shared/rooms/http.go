@@ -316,6 +316,10 @@ func filterParam(r *http.Request) (*events.RoomEventFilter, error) {
 	return f, nil
 }
 
+// handleMessages serves GET /_matrix/client/v3/rooms/{roomId}/messages. A
+// missing dir is "b", Synapse's default, though the spec marks it required:
+// clients that leave it out get what Synapse gives them, and a caller who
+// may not see the room gets 403 whatever the query says.
 func (s *Service) handleMessages(w http.ResponseWriter, r *http.Request) error {
 	id, err := roomID(r)
 	if err != nil {
@@ -323,7 +327,7 @@ func (s *Service) handleMessages(w http.ResponseWriter, r *http.Request) error {
 	}
 	q := MessagesQuery{From: r.URL.Query().Get("from"), To: r.URL.Query().Get("to")}
 	switch r.URL.Query().Get("dir") {
-	case "b":
+	case "b", "":
 		q.Backward = true
 	case "f":
 	default:
