@@ -2,6 +2,7 @@ package rooms_test
 
 import (
 	"fmt"
+	"net/url"
 	"slices"
 	"testing"
 	"time"
@@ -211,5 +212,71 @@ func TestPositionAt(t *testing.T) {
 	}
 	if !slices.IsSortedFunc(evs, func(a, b *event.Event) int { return int(a.Timestamp - b.Timestamp) }) {
 		t.Fatal("stamps do not rise with positions")
+	}
+}
+
+// TestUnsignedMembership: every timeline event carries the reader's
+// membership just after it (MSC4115, spec v1.11) in /messages, /sync,
+// /event and /context: "leave" before bob was invited, then invite, join,
+// and leave from his own leave on.
+func TestUnsignedMembership(t *testing.T) {
+	st := servertest.Start(t)
+	alice, bob := st.Member(t, "alice"), st.Member(t, "bob")
+	room := create(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	before := say(t, alice, room, "before the invite")
+	if _, err := alice.InviteUser(bg, room, &mautrix.ReqInviteUser{UserID: id.UserID(bob.ID)}); err != nil {
+		t.Fatal(err)
+	}
+	invited := say(t, alice, room, "while bob is invited")
+	if _, err := bob.JoinRoomByID(bg, room); err != nil {
+		t.Fatal(err)
+	}
+	joined := say(t, alice, room, "after bob joined")
+	since := nextBatch(t, bob, "")
+	later := say(t, alice, room, "in bob's incremental sync")
+	if _, err := bob.LeaveRoom(bg, room); err != nil {
+		t.Fatal(err)
+	}
+
+	membership := func(doc map[string]any) string {
+		u, _ := doc["unsigned"].(map[string]any)
+		m, _ := u["membership"].(string)
+		return m
+	}
+	want := map[id.EventID]string{before: "leave", invited: "invite", joined: "join", later: "join"}
+	r := st.Do(t, "GET", "/_matrix/client/v3/rooms/"+room.String()+"/messages?dir=b&limit=50", bob.User.AccessToken, nil)
+	got := map[id.EventID]string{}
+	for _, raw := range r.Body["chunk"].([]any) {
+		ev := raw.(map[string]any)
+		if m := membership(ev); m == "" {
+			t.Fatalf("/messages: %s has no unsigned.membership", ev["event_id"])
+		} else if ev["type"] == "m.room.member" && ev["state_key"] == bob.ID && ev["content"].(map[string]any)["membership"] == "leave" && m != "leave" {
+			t.Fatalf("bob's own leave: unsigned.membership %q, want leave", m)
+		}
+		got[id.EventID(ev["event_id"].(string))] = membership(ev)
+	}
+	for ev, m := range want {
+		if got[ev] != m {
+			t.Errorf("/messages: %s has membership %q, want %q", ev, got[ev], m)
+		}
+	}
+	r = st.Do(t, "GET", "/_matrix/client/v3/rooms/"+room.String()+"/event/"+string(joined), bob.User.AccessToken, nil)
+	if membership(r.Body) != "join" {
+		t.Errorf("/event: %s", r.Raw)
+	}
+	r = st.Do(t, "GET", "/_matrix/client/v3/rooms/"+room.String()+"/context/"+string(invited)+"?limit=2", bob.User.AccessToken, nil)
+	if membership(r.Body["event"].(map[string]any)) != "invite" {
+		t.Errorf("/context: %s", r.Raw)
+	}
+	r = st.Do(t, "GET", "/_matrix/client/v3/sync?since="+url.QueryEscape(since), bob.User.AccessToken, nil)
+	left := r.Body["rooms"].(map[string]any)["leave"].(map[string]any)[room.String()].(map[string]any)
+	for _, raw := range left["timeline"].(map[string]any)["events"].([]any) {
+		ev := raw.(map[string]any)
+		if id.EventID(ev["event_id"].(string)) == later && membership(ev) != "join" {
+			t.Errorf("sync: %s has membership %q, want join", later, membership(ev))
+		}
+		if ev["type"] == "m.room.member" && membership(ev) != "leave" {
+			t.Errorf("sync: bob's leave has membership %q, want leave", membership(ev))
+		}
 	}
 }

@@ -93,12 +93,23 @@ func (s *Service) PositionAt(ctx context.Context, roomID string, t time.Time) (i
 // render turns stored events into the client format, redacted as their
 // redactions say.
 func (s *Service) render(ctx context.Context, evs []Event, opts ...events.Option) ([]json.RawMessage, error) {
+	return s.renderFor(ctx, nil, evs, opts...)
+}
+
+// renderFor renders timeline events for the viewer v, each with
+// unsigned.membership: v's membership just after the event (MSC4115, spec
+// v1.11), "leave" where they had none, so that a client tells events from
+// before its user joined, or after they left. A nil v sets none.
+func (s *Service) renderFor(ctx context.Context, v *viewer, evs []Event, opts ...events.Option) ([]json.RawMessage, error) {
 	out := make([]json.RawMessage, 0, len(evs))
 	now := s.now()
 	me := accounts.Caller(ctx)
 	for _, e := range evs {
 		pdu := e.PDU
 		o := append([]events.Option(nil), opts...)
+		if v != nil {
+			o = append(o, events.WithMembership(v.membershipAt(e.Seq)))
+		}
 		if e.PrevContent != nil && e.RedactedBy == "" {
 			o = append(o, events.WithPrevContent(e.PrevContent))
 		}
@@ -180,7 +191,7 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 			page.Oldest = e.Seq
 		}
 	}
-	if page.Chunk, err = s.render(ctx, evs); err != nil {
+	if page.Chunk, err = s.renderFor(ctx, v, evs); err != nil {
 		return Page{}, err
 	}
 	if end >= 0 {
@@ -330,7 +341,7 @@ func (s *Service) VisibleEvent(ctx context.Context, userID, roomID, eventID stri
 	if err != nil {
 		return nil, err
 	}
-	out, err := s.render(ctx, []Event{e})
+	out, err := s.renderFor(ctx, v, []Event{e})
 	if err != nil {
 		return nil, err
 	}
@@ -389,15 +400,15 @@ func (s *Service) ContextOf(ctx context.Context, userID, roomID, eventID string,
 		}
 	}
 	c.Start, c.End = token(start), token(end)
-	rendered, err := s.render(ctx, []Event{e})
+	rendered, err := s.renderFor(ctx, v, []Event{e})
 	if err != nil {
 		return Context{}, err
 	}
 	c.Event = rendered[0]
-	if c.Before, err = s.render(ctx, before); err != nil {
+	if c.Before, err = s.renderFor(ctx, v, before); err != nil {
 		return Context{}, err
 	}
-	if c.After, err = s.render(ctx, after); err != nil {
+	if c.After, err = s.renderFor(ctx, v, after); err != nil {
 		return Context{}, err
 	}
 	// The spec: the state at the last event returned, filtered like the

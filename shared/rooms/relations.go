@@ -161,7 +161,7 @@ func (s *Service) RelationsOf(ctx context.Context, userID, roomID, eventID strin
 		}
 	}
 	out := Relations{}
-	if out.Chunk, err = s.render(ctx, evs); err != nil {
+	if out.Chunk, err = s.renderFor(ctx, v, evs); err != nil {
 		return Relations{}, err
 	}
 	if next >= 0 {

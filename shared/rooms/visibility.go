@@ -98,6 +98,15 @@ func (v *viewer) joinedAfter(seq int64) bool {
 	return false
 }
 
+// membershipAt is the user's membership just after the event at seq, "leave"
+// when they had none.
+func (v *viewer) membershipAt(seq int64) string {
+	if m := at(v.membership.History, seq); m != "" {
+		return m
+	}
+	return "leave"
+}
+
 // limit is the last position the user may see: where they left, or the
 // head for members and readers of world-readable rooms.
 func (v *viewer) limit() int64 {
