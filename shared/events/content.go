@@ -160,7 +160,9 @@ func validateContent(eventType string, stateKey *string, content []byte) error {
 	case "m.room.topic":
 		return optionalString(o, "topic", true)
 	case "m.room.avatar":
-		return optionalString(o, "url", false)
+		// Any URL is stored, as Synapse stores it; null, like absent, means
+		// the room has no avatar.
+		return optionalString(o, "url", true)
 	case "m.room.canonical_alias":
 		return validateCanonicalAlias(o)
 	case "m.room.encryption":
@@ -414,16 +416,12 @@ func validateMember(o object, stateKey *string) error {
 	if err := requireEnum(o, "membership", "join", "invite", "leave", "ban", "knock"); err != nil {
 		return err
 	}
-	// The auth rules require a signature from this user's server on
-	// restricted joins: an ID naming no server could never be satisfied.
-	via, ok, err := stringAt(o, "join_authorised_via_users_server")
-	if err != nil || !ok {
-		return err
-	}
-	if err := checkUserID(via); err != nil {
-		return fmt.Errorf("join_authorised_via_users_server %q %v", via, err)
-	}
-	return nil
+	// The auth rules read join_authorised_via_users_server from every
+	// member event, so it must be a string (or null) for them to read the
+	// event at all; whether it names a user who may authorise the join is
+	// theirs to judge, and only on the restricted joins that use it. Synapse
+	// stores any other value, and so does this server.
+	return optionalString(o, "join_authorised_via_users_server", true)
 }
 
 // validatePowerLevels applies the type checks of auth rule 10 of room
@@ -443,20 +441,24 @@ func validatePowerLevels(o object) error {
 	return integerMap(o, "users", checkUserID)
 }
 
-// validateJoinRules checks join_rule and the allow conditions of restricted
-// rooms. Condition types other than m.room_membership are kept: the spec
-// makes a condition the server does not understand unsatisfiable, not
-// invalid.
+// validateJoinRules checks join_rule, which the auth rules use, and only the
+// shape of allow that the auth rules need to read the event: null or an
+// array of conditions, each null or an object whose type and room_id, when
+// present, are strings. What a condition says is not checked: Synapse
+// stores conditions of any type, without a room_id or with one that names
+// no room, and skips those it cannot use when it evaluates a join, as
+// restricted joins here do; the spec makes a condition the server does not
+// understand unsatisfiable, not invalid.
 func validateJoinRules(o object) error {
 	if err := requireEnum(o, "join_rule", "public", "invite", "knock", "restricted", "knock_restricted", "private"); err != nil {
 		return err
 	}
 	raw, ok := o["allow"]
-	if !ok {
+	if !ok || isNull(raw) {
 		return nil
 	}
 	var conds []json.RawMessage
-	if err := json.Unmarshal(raw, &conds); err != nil || isNull(raw) {
+	if err := json.Unmarshal(raw, &conds); err != nil {
 		return fmt.Errorf("allow must be an array of objects, not %s", kindOf(raw))
 	}
 	for i, c := range conds {
@@ -468,26 +470,17 @@ func validateJoinRules(o object) error {
 }
 
 func validateAllowCondition(name string, raw json.RawMessage) error {
+	if isNull(raw) {
+		return nil
+	}
 	c, err := parseObject(name, raw)
 	if err != nil {
 		return err
 	}
-	typ, ok, err := stringAt(c, "type")
-	if err != nil {
-		return fmt.Errorf("%s.%v", name, err)
-	}
-	if !ok {
-		return fmt.Errorf("%s.type is missing", name)
-	}
-	if typ != "m.room_membership" {
-		return nil
-	}
-	roomID, ok, err := stringAt(c, "room_id")
-	if err != nil {
-		return fmt.Errorf("%s.%v", name, err)
-	}
-	if !ok || !strings.HasPrefix(roomID, "!") {
-		return fmt.Errorf("%s.room_id must be a room ID for type m.room_membership, not %q", name, roomID)
+	for _, key := range []string{"type", "room_id"} {
+		if err := optionalString(c, key, true); err != nil {
+			return fmt.Errorf("%s.%v", name, err)
+		}
 	}
 	return nil
 }

@@ -104,12 +104,19 @@ func TestValidateContent(t *testing.T) {
 			`m.room.join_rules: allow must be an array of objects, not an object`},
 		{"JoinRulesAllowNotObject", "m.room.join_rules", empty, `{"join_rule":"restricted","allow":["!a:b"]}`,
 			`m.room.join_rules: allow[0] must be a JSON object, not a string`},
-		{"JoinRulesAllowNoType", "m.room.join_rules", empty, `{"join_rule":"restricted","allow":[{"room_id":"!a:b"}]}`,
-			`m.room.join_rules: allow[0].type is missing`},
 		{"JoinRulesAllowTypeNotString", "m.room.join_rules", empty, `{"join_rule":"restricted","allow":[{"type":7}]}`,
 			`m.room.join_rules: allow[0].type must be a string, not the number 7`},
-		{"JoinRulesAllowNoRoom", "m.room.join_rules", empty, `{"join_rule":"restricted","allow":[{"type":"m.room_membership"}]}`,
-			`m.room.join_rules: allow[0].room_id must be a room ID for type m.room_membership, not ""`},
+		{"JoinRulesAllowRoomNotString", "m.room.join_rules", empty, `{"join_rule":"restricted","allow":[{"type":"m.room_membership","room_id":["!a:b"]}]}`,
+			`m.room.join_rules: allow[0].room_id must be a string, not an array`},
+		// Conditions the auth rules do not use are stored, as Synapse stores
+		// them: without a type, without a room, with a room ID that names no
+		// room, null, and allow lists in rooms that are not restricted.
+		{"JoinRulesAllowNoType", "m.room.join_rules", empty, `{"join_rule":"restricted","allow":[{"room_id":"!a:b"}]}`, ""},
+		{"JoinRulesAllowNoRoom", "m.room.join_rules", empty, `{"join_rule":"restricted","allow":[{"type":"m.room_membership"}]}`, ""},
+		{"JoinRulesAllowRoomNotRoomID", "m.room.join_rules", empty, `{"join_rule":"restricted","allow":[{"type":"m.room_membership","room_id":"#a:b"}]}`, ""},
+		{"JoinRulesAllowNulls", "m.room.join_rules", empty, `{"join_rule":"restricted","allow":[null,{"type":null,"room_id":null}]}`, ""},
+		{"JoinRulesAllowNull", "m.room.join_rules", empty, `{"join_rule":"restricted","allow":null}`, ""},
+		{"JoinRulesAllowPublic", "m.room.join_rules", empty, `{"join_rule":"public","allow":[{"type":"m.room_membership"}]}`, ""},
 
 		// m.room.history_visibility and m.room.guest_access
 		{"HistoryVisibilityOK", "m.room.history_visibility", empty, `{"history_visibility":"world_readable"}`, ""},
@@ -133,8 +140,14 @@ func TestValidateContent(t *testing.T) {
 			`m.room.member: membership is missing, it must be one of join, invite, leave, ban, knock`},
 		{"MemberUnknown", "m.room.member", bob, `{"membership":"kick"}`,
 			`m.room.member: membership must be one of join, invite, leave, ban, knock, not "kick"`},
-		{"MemberAuthorisedVia", "m.room.member", bob, `{"membership":"join","join_authorised_via_users_server":"example.org"}`,
-			`m.room.member: join_authorised_via_users_server "example.org" is not a user ID: it does not start with '@'`},
+		{"MemberAuthorisedViaNumber", "m.room.member", bob, `{"membership":"join","join_authorised_via_users_server":7}`,
+			`m.room.member: join_authorised_via_users_server must be a string, not the number 7`},
+		// Values the auth rules do not use are stored, as Synapse stores
+		// them; on a restricted join, the auth rules refuse a bad one.
+		{"MemberAuthorisedViaNotUser", "m.room.member", bob, `{"membership":"join","join_authorised_via_users_server":"example.org"}`, ""},
+		{"MemberAuthorisedViaOnLeave", "m.room.member", bob, `{"membership":"leave","join_authorised_via_users_server":"nobody"}`, ""},
+		{"MemberAuthorisedViaNull", "m.room.member", bob, `{"membership":"join","join_authorised_via_users_server":null}`, ""},
+		{"MemberAvatarNotMXC", "m.room.member", bob, `{"membership":"join","avatar_url":"https://example.org/a.png"}`, ""},
 
 		// m.room.name, m.room.topic, m.room.avatar
 		{"NameOK", "m.room.name", empty, `{"name":"` + strings.Repeat("é", 200) + `"}`, ""},
@@ -145,7 +158,9 @@ func TestValidateContent(t *testing.T) {
 		{"TopicObject", "m.room.topic", empty, `{"topic":{"text":"t"}}`, `m.room.topic: topic must be a string, not an object`},
 		{"AvatarOK", "m.room.avatar", empty, `{"url":"mxc://example.org/abc","info":{"w":1}}`, ""},
 		{"AvatarRemoved", "m.room.avatar", empty, `{}`, ""},
-		{"AvatarNull", "m.room.avatar", empty, `{"url":null}`, `m.room.avatar: url must be a string, not null`},
+		{"AvatarNull", "m.room.avatar", empty, `{"url":null}`, ""},
+		{"AvatarNotMXC", "m.room.avatar", empty, `{"url":"https://example.org/a.png"}`, ""},
+		{"AvatarNumber", "m.room.avatar", empty, `{"url":5}`, `m.room.avatar: url must be a string, not the number 5`},
 
 		// m.room.canonical_alias
 		{"AliasOK", "m.room.canonical_alias", empty, `{"alias":"#pub:example.org","alt_aliases":["#bar:example.org","#:example.org"]}`, ""},
