@@ -158,6 +158,31 @@ func (s *Service) Set(ctx context.Context, userID, roomID, typ string, content j
 	return nil
 }
 
+// Delete removes type typ of roomID ("" for global): one DeleteItem, 1 WCU
+// per KB of what was there (1 WCU when nothing was). Deleting what was
+// never set is not an error. Syncs are not told: the spec has no way to say
+// a type went, and GET answers 404 from then on.
+func (s *Service) Delete(ctx context.Context, userID, roomID, typ string) error {
+	if err := checkKey(roomID, typ); err != nil {
+		return err
+	}
+	if err := s.Store.Delete(ctx, store.Key{PK: userPK(userID), SK: SortKey(roomID, typ)}); err != nil {
+		return fmt.Errorf("delete %s of %s: %w", typ, userID, err)
+	}
+	return nil
+}
+
+// LocalNotificationSettingsPrefix begins the type of a device's local
+// notification settings (MSC3890): the prefix, then the device ID.
+const LocalNotificationSettingsPrefix = "org.matrix.msc3890.local_notification_settings."
+
+// DeleteDevice removes what account data belongs to one device, as
+// Synapse does when the device is deleted: its local notification settings
+// (MSC3890). One DeleteItem.
+func (s *Service) DeleteDevice(ctx context.Context, userID, deviceID string) error {
+	return s.Delete(ctx, userID, "", LocalNotificationSettingsPrefix+deviceID)
+}
+
 // Since returns the account data of roomID ("" for global) written at or
 // after since; the zero time gives all of it.
 func (s *Service) Since(ctx context.Context, userID, roomID string, since time.Time) ([]Event, error) {

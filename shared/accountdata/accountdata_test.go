@@ -283,3 +283,39 @@ func TestAccountData_Mautrix(t *testing.T) {
 		t.Fatalf("reading another user's data: %v, want M_FORBIDDEN", err)
 	}
 }
+
+// TestAccountData_DeviceDeleted: deleting a device removes its local
+// notification settings (MSC3890), as Synapse does, and leaves the other
+// device's settings and other account data alone.
+func TestAccountData_DeviceDeleted(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Register(t, "alice")
+	login := st.Do(t, "POST", "/_matrix/client/v3/login", "", map[string]any{
+		"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "alice"},
+		"password": "correct horse battery staple",
+	})
+	expect(t, login, http.StatusOK, "")
+	phone, _ := login.Body["device_id"].(string)
+	settings := func(device string) string { return accountdata.LocalNotificationSettingsPrefix + device }
+	for _, typ := range []string{settings(alice.DeviceID), settings(phone), "m.direct"} {
+		expect(t, st.Do(t, "PUT", globalPath(alice.ID, typ), alice.AccessToken, map[string]any{"is_silenced": true}), http.StatusOK, "")
+	}
+	del := st.Do(t, "POST", "/_matrix/client/v3/delete_devices", alice.AccessToken, map[string]any{
+		"devices": []string{phone},
+		"auth": map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "alice"},
+			"password": "correct horse battery staple"},
+	})
+	expect(t, del, http.StatusOK, "")
+	for _, c := range []struct {
+		typ    string
+		status int
+	}{
+		{settings(phone), http.StatusNotFound},
+		{settings(alice.DeviceID), http.StatusOK},
+		{"m.direct", http.StatusOK},
+	} {
+		if r := st.Do(t, "GET", globalPath(alice.ID, c.typ), alice.AccessToken, nil); r.Status != c.status {
+			t.Errorf("GET %s after deleting %s: got %d %s, want %d", c.typ, phone, r.Status, r.Raw, c.status)
+		}
+	}
+}

@@ -15,8 +15,9 @@ const userIDPlaceholder = "[the user's Matrix ID]"
 // matrix-spec repository (section "Predefined Rules", v1.17 and later: the
 // legacy body-matching mention rules .m.rule.contains_display_name,
 // .m.rule.contains_user_name and .m.rule.roomnotif were removed there, so
-// there are no predefined content rules). The order within each kind is the
-// spec's, which is the order of evaluation.
+// there are no predefined content rules), with the poll rules of v1.7
+// (MSC3930) last among the underride rules. The order within each kind is
+// the spec's, which is the order of evaluation.
 const specRules = `{
 "override": [
 	{"rule_id": ".m.rule.master", "default": true, "enabled": false, "conditions": [], "actions": []},
@@ -38,7 +39,11 @@ const specRules = `{
 	{"rule_id": ".m.rule.encrypted_room_one_to_one", "default": true, "enabled": true, "conditions": [{"kind": "room_member_count", "is": "2"}, {"kind": "event_match", "key": "type", "pattern": "m.room.encrypted"}], "actions": ["notify", {"set_tweak": "sound", "value": "default"}]},
 	{"rule_id": ".m.rule.room_one_to_one", "default": true, "enabled": true, "conditions": [{"kind": "room_member_count", "is": "2"}, {"kind": "event_match", "key": "type", "pattern": "m.room.message"}], "actions": ["notify", {"set_tweak": "sound", "value": "default"}]},
 	{"rule_id": ".m.rule.message", "default": true, "enabled": true, "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.message"}], "actions": ["notify"]},
-	{"rule_id": ".m.rule.encrypted", "default": true, "enabled": true, "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.encrypted"}], "actions": ["notify"]}
+	{"rule_id": ".m.rule.encrypted", "default": true, "enabled": true, "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.encrypted"}], "actions": ["notify"]},
+	{"rule_id": ".m.rule.poll_start_one_to_one", "default": true, "enabled": true, "conditions": [{"kind": "room_member_count", "is": "2"}, {"kind": "event_match", "key": "type", "pattern": "m.poll.start"}], "actions": ["notify", {"set_tweak": "sound", "value": "default"}]},
+	{"rule_id": ".m.rule.poll_start", "default": true, "enabled": true, "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.poll.start"}], "actions": ["notify"]},
+	{"rule_id": ".m.rule.poll_end_one_to_one", "default": true, "enabled": true, "conditions": [{"kind": "room_member_count", "is": "2"}, {"kind": "event_match", "key": "type", "pattern": "m.poll.end"}], "actions": ["notify", {"set_tweak": "sound", "value": "default"}]},
+	{"rule_id": ".m.rule.poll_end", "default": true, "enabled": true, "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.poll.end"}], "actions": ["notify"]}
 ]
 }`
 

@@ -449,3 +449,23 @@ func TestSplitPath(t *testing.T) {
 		}
 	}
 }
+
+// TestEvaluate_PollsAndOwnEvents: polls notify as messages do (the spec's
+// poll rules), and nothing the user sent notifies them, whatever rule would
+// match it.
+func TestEvaluate_PollsAndOwnEvents(t *testing.T) {
+	poll := func(typ string) string { return message(typ, `{"m.text": [{"body": "lunch?"}]}`, nil) }
+	own := strings.Replace(text("hi "+alice), `"sender": "`+bob+`"`, `"sender": "`+alice+`"`, 1)
+	if !strings.Contains(own, `"sender": "`+alice+`"`) {
+		t.Fatalf("own event not built: %s", own)
+	}
+	ownMention := strings.Replace(message("m.room.message", `{"msgtype": "m.text", "body": "me", `+mentions+`}`, nil), `"sender": "`+bob+`"`, `"sender": "`+alice+`"`, 1)
+	run(t, Defaults(alice), []evalCase{
+		{name: "PollStartOneToOne", event: poll("m.poll.start"), ctx: inRoom(2), notify: true, rule: ".m.rule.poll_start_one_to_one"},
+		{name: "PollStart", event: poll("m.poll.start"), ctx: inRoom(5), notify: true, rule: ".m.rule.poll_start"},
+		{name: "PollEndOneToOne", event: poll("m.poll.end"), ctx: inRoom(2), notify: true, rule: ".m.rule.poll_end_one_to_one"},
+		{name: "PollEnd", event: poll("m.poll.end"), ctx: inRoom(5), notify: true, rule: ".m.rule.poll_end"},
+		{name: "OwnMessage", event: own, ctx: inRoom(2)},
+		{name: "OwnMention", event: ownMention, ctx: inRoom(5)},
+	})
+}

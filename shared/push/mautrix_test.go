@@ -173,7 +173,7 @@ func TestMautrix_PushRules(t *testing.T) {
 	if err := c.PutPushRule(ctx, "global", pushrules.ContentRule, "a/b", &mautrix.ReqPutPushRule{Pattern: "x", Actions: notify}); !errors.Is(err, mautrix.MInvalidParam) {
 		t.Errorf("a rule ID with a slash: %v", err)
 	}
-	if _, err := c.GetPushRule(ctx, "global", "bogus", "cake"); !errors.Is(err, mautrix.MInvalidParam) {
+	if _, err := c.GetPushRule(ctx, "global", "bogus", "cake"); !errors.Is(err, mautrix.MNotFound) {
 		t.Errorf("an unknown kind: %v", err)
 	}
 	if err := c.SetPushRuleEnabled(ctx, "global", pushrules.UnderrideRule, "nope", false); !errors.Is(err, mautrix.MNotFound) {

@@ -12,6 +12,7 @@
 package push
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"time"
@@ -26,6 +27,10 @@ type Service struct {
 	Store *store.Store
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Changed is told after each change of a user's push rules, so that
+	// their next /sync brings the new m.push_rules (AccountDataSince); nil
+	// does nothing.
+	Changed func(ctx context.Context, userID string) error
 }
 
 func (s *Service) now() time.Time {
@@ -78,12 +83,13 @@ func (s *Service) handleGetGlobal(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
-// target reads the kind and rule ID of the path; an unknown kind is 400
-// M_INVALID_PARAM.
+// target reads the kind and rule ID of the path; an unknown kind (such as
+// MSC4306's postcontent, which clients probe) is 404 M_NOT_FOUND, as
+// Synapse answers it.
 func target(r *http.Request) (Kind, string, error) {
 	k, ok := ParseKind(r.PathValue("kind"))
 	if !ok {
-		return "", "", httpapi.InvalidParam("unknown push rule kind %q: it is one of override, content, room, sender, underride", r.PathValue("kind"))
+		return "", "", httpapi.NotFound("unknown push rule kind %q: it is one of override, content, room, sender, underride", r.PathValue("kind"))
 	}
 	return k, r.PathValue("ruleId"), nil
 }

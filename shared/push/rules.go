@@ -283,8 +283,9 @@ func scalarValue(raw json.RawMessage) bool {
 
 // parseActions checks a list of actions as the spec and Synapse accept
 // them: "notify", or an object naming a tweak with a string set_tweak. The
-// historical "dont_notify" and "coalesce" are dropped, as the spec says
-// servers must. Objects come back with sorted keys, so that equal actions
+// deprecated "dont_notify" and "coalesce" are kept as given, as Synapse
+// keeps them: clients still send them and read them back, and neither
+// notifies. Objects come back with sorted keys, so that equal actions
 // compare equal.
 func parseActions(raw json.RawMessage) ([]json.RawMessage, error) {
 	var list []json.RawMessage
@@ -302,7 +303,7 @@ func parseActions(raw json.RawMessage) ([]json.RawMessage, error) {
 			case "notify":
 				out = append(out, json.RawMessage(`"notify"`))
 			case "dont_notify", "coalesce":
-				// Historical actions: stripped.
+				out = append(out, json.RawMessage(`"`+s+`"`))
 			default:
 				return nil, fmt.Errorf("actions[%d]: unknown action %q", i, s)
 			}

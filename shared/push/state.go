@@ -191,6 +191,9 @@ type rulesItem struct {
 	SK    string `dynamodbav:"sk"`
 	Rev   string `dynamodbav:"rev"`
 	Rules string `dynamodbav:"rules"`
+	// UpdatedTS (Unix ms) lets /sync tell whether the rules changed since a
+	// position, as account data's updated_ts does.
+	UpdatedTS int64 `dynamodbav:"updated_ts"`
 }
 
 type revItem struct {
@@ -203,19 +206,26 @@ func userPK(userID string) string { return "user|" + userID }
 
 // load reads a user's changes and their revision ("" when there is no item).
 func (s *Service) load(ctx context.Context, userID string) (userRules, string, error) {
+	u, it, err := s.loadItem(ctx, userID)
+	return u, it.Rev, err
+}
+
+// loadItem reads a user's changes and the item holding them (the zero item
+// when there is none).
+func (s *Service) loadItem(ctx context.Context, userID string) (userRules, rulesItem, error) {
 	var it rulesItem
 	err := s.Store.Get(ctx, store.Key{PK: userPK(userID), SK: rulesSK}, &it)
 	if errors.Is(err, store.ErrNotFound) {
-		return userRules{}, "", nil
+		return userRules{}, rulesItem{}, nil
 	}
 	if err != nil {
-		return userRules{}, "", fmt.Errorf("push rules of %s: %w", userID, err)
+		return userRules{}, rulesItem{}, fmt.Errorf("push rules of %s: %w", userID, err)
 	}
 	var u userRules
 	if err := json.Unmarshal([]byte(it.Rules), &u); err != nil {
-		return userRules{}, "", fmt.Errorf("push rules of %s: decode: %w", userID, err)
+		return userRules{}, rulesItem{}, fmt.Errorf("push rules of %s: decode: %w", userID, err)
 	}
-	return u, it.Rev, nil
+	return u, it, nil
 }
 
 // Rules returns the user's whole ruleset, defaults and their own merged, as
@@ -244,7 +254,7 @@ func (s *Service) update(ctx context.Context, userID string, fn func(*userRules)
 		if err != nil {
 			return fmt.Errorf("push rules of %s: encode: %w", userID, err)
 		}
-		item := rulesItem{PK: userPK(userID), SK: rulesSK, Rev: newRev(), Rules: string(doc)}
+		item := rulesItem{PK: userPK(userID), SK: rulesSK, Rev: newRev(), Rules: string(doc), UpdatedTS: s.now().UnixMilli()}
 		if rev == "" {
 			err = s.Store.Create(ctx, item)
 		} else {
@@ -253,6 +263,11 @@ func (s *Service) update(ctx context.Context, userID string, fn func(*userRules)
 		}
 		switch {
 		case err == nil:
+			if s.Changed != nil {
+				if err := s.Changed(ctx, userID); err != nil {
+					return fmt.Errorf("push rules of %s: tell syncs: %w", userID, err)
+				}
+			}
 			return nil
 		case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrConflict):
 			// Another write won the race: read again and reapply.
@@ -318,4 +333,19 @@ func (s *Service) AccountData(ctx context.Context, userID string) (any, error) {
 		return nil, err
 	}
 	return map[string]any{"global": rs}, nil
+}
+
+// AccountDataSince is AccountData when the user's rules changed at or
+// after since (the zero time: always), for an incremental /sync told of a
+// change by Changed; ok is false, and nothing is returned, when they did
+// not. One read, as AccountData.
+func (s *Service) AccountDataSince(ctx context.Context, userID string, since time.Time) (content any, ok bool, err error) {
+	u, it, err := s.loadItem(ctx, userID)
+	if err != nil {
+		return nil, false, err
+	}
+	if !since.IsZero() && (it.Rev == "" || it.UpdatedTS < since.UnixMilli()) {
+		return nil, false, nil
+	}
+	return map[string]any{"global": u.merge(userID)}, true, nil
 }

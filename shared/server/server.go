@@ -120,6 +120,9 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		large = b
 	}
 	pushes := &push.Service{Store: st}
+	data := &accountdata.Service{Store: st, Computed: map[string]func(context.Context, string) (any, error){
+		"m.push_rules": pushes.AccountData,
+	}}
 	toDevice := &todevice.Service{Store: st, ServerName: cfg.ServerName}
 	e2e := &e2ekeys.Service{Store: st, ServerName: cfg.ServerName}
 	accts := &accounts.Service{
@@ -129,13 +132,16 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		Limiter:    &ratelimit.Limiter{Store: st},
 		Limits: accounts.PerMinute(cfg.RateLimits.LoginPerAddress,
 			cfg.RateLimits.LoginPerAccount, cfg.RateLimits.RegisterPerAddress),
-		// A device's pushers and pending to-device messages go with it, as
-		// Synapse's do.
+		// A device's pushers, pending to-device messages and notification
+		// settings (MSC3890) go with it, as Synapse's do.
 		DeviceDeleted: func(ctx context.Context, userID, deviceID string) error {
 			if err := pushes.DeleteDevicePushers(ctx, userID, deviceID); err != nil {
 				return err
 			}
 			if err := toDevice.DeleteDevice(ctx, userID, deviceID); err != nil {
+				return err
+			}
+			if err := data.DeleteDevice(ctx, userID, deviceID); err != nil {
 				return err
 			}
 			return e2e.DeleteDevice(ctx, userID, deviceID)
@@ -159,9 +165,6 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 			return p.DisplayName, p.AvatarURL
 		},
 	}
-	data := &accountdata.Service{Store: st, Computed: map[string]func(context.Context, string) (any, error){
-		"m.push_rules": pushes.AccountData,
-	}}
 	syncs := &sync.Service{
 		Store: st, Rooms: rms,
 		PollInterval: time.Duration(cfg.Sync.PollIntervalMS) * time.Millisecond,
@@ -170,6 +173,9 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	}
 	data.Changed = func(ctx context.Context, userID, roomID string) error {
 		return syncs.Touch(ctx, roomID, []string{userID})
+	}
+	pushes.Changed = func(ctx context.Context, userID string) error {
+		return syncs.Touch(ctx, "", []string{userID})
 	}
 	rms.Appended, rms.SyncPosition = syncs.Fanout, syncs.RoomPosition
 	pres := &presence.Service{Store: st, Rooms: rms, Enabled: cfg.Presence.Enabled, Touch: func(ctx context.Context, userID string, users []string) error {
@@ -259,20 +265,23 @@ func OpenLambda(ctx context.Context) (*Server, error) {
 }
 
 // accountData lists a user's account data for /sync: what was written
-// since the time given, and at the zero time (an initial sync) the push
-// rules too, which live in their own items.
+// since the time given, and the push rules too, which live in their own
+// item: always at the zero time (an initial sync), otherwise when they
+// changed since (push.Service.Changed told the sync of it).
 func accountData(data *accountdata.Service, pushes *push.Service) func(context.Context, string, string, time.Time) ([]json.RawMessage, error) {
 	return func(ctx context.Context, userID, roomID string, since time.Time) ([]json.RawMessage, error) {
 		evs, err := data.Since(ctx, userID, roomID, since)
 		if err != nil {
 			return nil, err
 		}
-		if roomID == "" && since.IsZero() {
-			rules, err := pushes.AccountData(ctx, userID)
+		if roomID == "" {
+			rules, changed, err := pushes.AccountDataSince(ctx, userID, since)
 			if err != nil {
 				return nil, err
 			}
-			evs = append(evs, accountdata.Event{Type: "m.push_rules", Content: mustJSON(rules)})
+			if changed {
+				evs = append(evs, accountdata.Event{Type: "m.push_rules", Content: mustJSON(rules)})
+			}
 		}
 		out := make([]json.RawMessage, 0, len(evs))
 		for _, ev := range evs {

@@ -148,3 +148,42 @@ func TestUnreadThreads(t *testing.T) {
 		t.Fatalf("after the thread receipt: main %v, threads %v", mainCount, threads)
 	}
 }
+
+// TestUnreadOwnMessages: a user's own messages never count for them, in an
+// initial or an incremental sync, while the other member's count goes up
+// (Synapse skips the sender in its bulk push evaluation).
+func TestUnreadOwnMessages(t *testing.T) {
+	_, _, alice, bob, room := pair(t)
+	first, err := bob.FullSyncRequest(bg, mautrix.ReqSync{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.SendText(bg, room.RoomID, "hi"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		since string
+	}{{"Incremental", first.NextBatch}, {"Initial", ""}} {
+		t.Run(c.name, func(t *testing.T) {
+			resp, err := bob.FullSyncRequest(bg, mautrix.ReqSync{Since: c.since, Timeout: 5000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			j, ok := resp.Rooms.Join[room.RoomID]
+			if !ok || j.UnreadNotifications == nil {
+				t.Fatalf("bob's sync lacks the room's counts: %+v", resp.Rooms.Join)
+			}
+			if u := j.UnreadNotifications; u.NotificationCount != 0 || u.HighlightCount != 0 {
+				t.Errorf("bob's counts after his own message: got %+v, want 0 and 0", u)
+			}
+		})
+	}
+	resp, err := alice.FullSyncRequest(bg, mautrix.ReqSync{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := resp.Rooms.Join[room.RoomID].UnreadNotifications; u == nil || u.NotificationCount != 1 {
+		t.Errorf("alice's counts after bob's message: got %+v, want 1 notification", u)
+	}
+}
