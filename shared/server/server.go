@@ -196,6 +196,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		return sync.Unread(main), out, err
 	}
 	syncs.Ephemeral = eph.Events
+	syncs.Ignored = data.IgnoredUsers
 	syncs.ToDevice = toDevice.Deliver
 	e2e.Changed, e2e.CountsChanged = syncs.DeviceListChanged, syncs.KeyCountsChanged
 	syncs.KeyCounts = func(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {

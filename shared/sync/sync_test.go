@@ -490,3 +490,36 @@ func TestSync_InlineFilterChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestSync_IgnoredInvites: invites from users bob ignores stay out of his
+// syncs, initial and incremental; others' come.
+func TestSync_IgnoredInvites(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Client(t, st.Register(t, "alice"))
+	bob := st.Client(t, st.Register(t, "bob"))
+	carol := st.Client(t, st.Register(t, "carol"))
+	if err := bob.SetAccountData(bg, "m.ignored_user_list", map[string]any{"ignored_users": map[string]any{carol.UserID.String(): map[string]any{}}}); err != nil {
+		t.Fatal(err)
+	}
+	invite := func(c *mautrix.Client) id.RoomID {
+		t.Helper()
+		r, err := c.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob.UserID}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.RoomID
+	}
+	fromCarol := invite(carol)
+	first := sync(t, bob, "", 0, "")
+	if _, ok := first.Rooms.Invite[fromCarol]; ok {
+		t.Fatal("bob's initial sync shows the invite of carol, whom he ignores")
+	}
+	again, fromAlice := invite(carol), invite(alice)
+	next := sync(t, bob, first.NextBatch, 0, "")
+	if _, ok := next.Rooms.Invite[again]; ok {
+		t.Fatal("bob's incremental sync shows carol's invite")
+	}
+	if _, ok := next.Rooms.Invite[fromAlice]; !ok {
+		t.Fatalf("bob's incremental sync lacks alice's invite: %v", next.Rooms.Invite)
+	}
+}
