@@ -16,8 +16,13 @@ type enabled struct {
 	Enabled bool `json:"enabled"`
 }
 
-// Current is the capabilities object of this server.
-func Current() map[string]any {
+// Current is the capabilities object of this server, whose new rooms are
+// of version defaultRoomVersion ("" is events.DefaultVersion; the
+// configuration's default_room_version).
+func Current(defaultRoomVersion string) map[string]any {
+	if defaultRoomVersion == "" {
+		defaultRoomVersion = events.DefaultVersion
+	}
 	// Every stable version rooms can be created and held in (shared/events).
 	available := map[string]string{}
 	for _, v := range events.Versions() {
@@ -25,7 +30,7 @@ func Current() map[string]any {
 	}
 	return map[string]any{
 		"m.change_password": enabled{true},
-		"m.room_versions":   map[string]any{"default": events.DefaultVersion, "available": available},
+		"m.room_versions":   map[string]any{"default": defaultRoomVersion, "available": available},
 		// Deprecated since v1.16 in favour of m.profile_fields, which a
 		// server offering displayname and avatar_url there must mirror.
 		"m.set_displayname": enabled{true},
@@ -38,9 +43,12 @@ func Current() map[string]any {
 	}
 }
 
-// Handle serves GET /_matrix/client/v3/capabilities; it needs an access
-// token (wrap it in accounts.Service.RequireAuth) but reads nothing more.
+// Handler serves GET /_matrix/client/v3/capabilities for a server whose
+// new rooms are of version defaultRoomVersion; it needs an access token
+// (wrap it in accounts.Service.RequireAuth) but reads nothing more.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3capabilities
-func Handle(w http.ResponseWriter, r *http.Request) {
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"capabilities": Current()})
+func Handler(defaultRoomVersion string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"capabilities": Current(defaultRoomVersion)})
+	}
 }

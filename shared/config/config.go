@@ -27,6 +27,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/protocol"
 )
 
@@ -66,6 +67,11 @@ type Config struct {
 	WebClientLocation string `yaml:"web_client_location"`
 	// MaxRequestSize bounds request bodies, in bytes.
 	MaxRequestSize int64 `yaml:"max_request_size"`
+	// DefaultRoomVersion is the version of rooms created without a
+	// room_version, and the default /capabilities announces; Synapse's key.
+	// It must be one this server supports (events.Versions); 12, the spec's
+	// default, unless set.
+	DefaultRoomVersion string `yaml:"default_room_version"`
 	// TURN is Synapse's TURN settings, at the top level as there.
 	TURN `yaml:",inline"`
 	// Email is the email block; nil when mail is not configured.
@@ -233,6 +239,7 @@ func Defaults() Config {
 		ServeServerWellknown: true,
 		WebClientLocation:    DefaultWebClient,
 		MaxRequestSize:       1 << 20,
+		DefaultRoomVersion:   events.DefaultVersion,
 		DynamoDBTable:        "cirrus",
 		ClientListen:         "127.0.0.1:8008",
 		FederationListen:     "127.0.0.1:8448",
@@ -271,6 +278,7 @@ func LoadLambda(lookup LookupFunc) (*Config, error) {
 		ServeServerWellknown: true,
 		WebClientLocation:    DefaultWebClient,
 		MaxRequestSize:       1 << 20,
+		DefaultRoomVersion:   events.DefaultVersion,
 		DynamoDBTable:        "cirrus",
 		LambdaResponseLimit:  LambdaPayloadLimit,
 		RateLimits:           defaultRateLimits,
@@ -401,6 +409,9 @@ func (c *Config) Validate() error {
 		if _, err := mail.ParseAddress(c.Email.NotifFrom); err != nil {
 			bad("email.notif_from %q is not a mail address: use one such as \"Cirrus <noreply@example.org>\"", c.Email.NotifFrom)
 		}
+	}
+	if !events.Supported(c.DefaultRoomVersion) {
+		bad("default_room_version %q is not a room version this server supports: use one of %s", c.DefaultRoomVersion, strings.Join(events.Versions(), ", "))
 	}
 	if c.MaxRequestSize <= 0 {
 		bad("max_request_size must be a positive number of bytes, got %d", c.MaxRequestSize)

@@ -111,6 +111,9 @@ func TestLoad_ErrorsNameTheKey(t *testing.T) {
 		{"response limit over Lambda's", "", map[string]string{"CIRRUS_LAMBDA_RESPONSE_LIMIT": "7000000"}, "lambda_response_limit"},
 		{"S3 endpoint without a bucket", "s3_endpoint: http://127.0.0.1:9000\n", nil, "large_response_bucket"},
 		{"bad S3 endpoint", "s3_endpoint: minio\nlarge_response_bucket: b\n", nil, "s3_endpoint"},
+		{"unknown room version", "default_room_version: '13'\n", nil, "default_room_version"},
+		{"experimental room version", "", map[string]string{"CIRRUS_DEFAULT_ROOM_VERSION": "org.matrix.msc2176"}, "default_room_version"},
+		{"empty room version", "default_room_version: ''\n", nil, "default_room_version"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := ""
@@ -171,5 +174,26 @@ func TestLoadLambda(t *testing.T) {
 		"CIRRUS_EMAIL_NOTIF_FROM": "Cirrus <noreply@example.org>"}))
 	if err == nil || !strings.Contains(err.Error(), "public_baseurl") {
 		t.Fatalf("email block with a guessed public_baseurl: %v", err)
+	}
+}
+
+// TestLoad_DefaultRoomVersion: Synapse's default_room_version, 12 unless
+// set, from the file or the environment, locally and in Lambda.
+func TestLoad_DefaultRoomVersion(t *testing.T) {
+	c, err := config.Load("", env(nil))
+	if err != nil || c.DefaultRoomVersion != "12" {
+		t.Fatalf("local default_room_version %+v, %v; want 12", c, err)
+	}
+	c, err = config.LoadLambda(env(map[string]string{"CIRRUS_SERVER_NAME": "example.org"}))
+	if err != nil || c.DefaultRoomVersion != "12" {
+		t.Fatalf("lambda default_room_version %+v, %v; want 12", c, err)
+	}
+	c, err = config.Load(writeFile(t, "default_room_version: 10\n"), env(nil))
+	if err != nil || c.DefaultRoomVersion != "10" {
+		t.Fatalf("default_room_version from the file: %+v, %v; want 10", c, err)
+	}
+	c, err = config.LoadLambda(env(map[string]string{"CIRRUS_SERVER_NAME": "example.org", "CIRRUS_DEFAULT_ROOM_VERSION": "1"}))
+	if err != nil || c.DefaultRoomVersion != "1" {
+		t.Fatalf("default_room_version from the environment: %+v, %v; want 1", c, err)
 	}
 }

@@ -56,7 +56,7 @@ type InitialState struct {
 // ErrUnsupportedVersion is a room version this server cannot create.
 var errUnsupportedVersion = &httpapi.Error{Status: 400, Code: "M_UNSUPPORTED_ROOM_VERSION", Message: "unsupported room version"}
 
-func (req *CreateRequest) validate(server string) error {
+func (req *CreateRequest) validate(server, defaultVersion string) error {
 	switch req.Visibility {
 	case "", "private", "public":
 	default:
@@ -66,6 +66,9 @@ func (req *CreateRequest) validate(server string) error {
 	case "", "private_chat", "public_chat", "trusted_private_chat":
 	default:
 		return httpapi.InvalidParam("unknown preset %q", req.Preset)
+	}
+	if req.RoomVersion == "" {
+		req.RoomVersion = defaultVersion
 	}
 	if req.RoomVersion == "" {
 		req.RoomVersion = events.DefaultVersion
@@ -107,7 +110,7 @@ func (req *CreateRequest) validate(server string) error {
 // its ID. The initial events are appended together, so the room appears
 // whole or not at all.
 func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRequest) (string, error) {
-	if err := req.validate(s.Signer.ServerName); err != nil {
+	if err := req.validate(s.Signer.ServerName, s.DefaultRoomVersion); err != nil {
 		return "", err
 	}
 	alias := ""

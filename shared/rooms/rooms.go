@@ -19,6 +19,10 @@ import (
 type Service struct {
 	Store  *store.Store
 	Signer events.Signer
+	// DefaultRoomVersion is the version of rooms created without a
+	// room_version (the configuration's default_room_version); "" is
+	// events.DefaultVersion.
+	DefaultRoomVersion string
 	// Profile gives a local user's display name and avatar for their member
 	// events; nil leaves them out.
 	Profile func(ctx context.Context, userID string) (displayName, avatarURL string)

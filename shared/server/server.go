@@ -155,8 +155,9 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	// user's rooms like the user's own.
 	accts.Profiles = profiles
 	rms := &rooms.Service{
-		Store:  st,
-		Signer: events.Signer{ServerName: cfg.ServerName, Key: key},
+		Store:              st,
+		Signer:             events.Signer{ServerName: cfg.ServerName, Key: key},
+		DefaultRoomVersion: cfg.DefaultRoomVersion,
 		Profile: func(ctx context.Context, userID string) (string, string) {
 			p, err := profiles.Get(ctx, userID)
 			if err != nil {
@@ -349,7 +350,7 @@ func (s *Server) ClientHandler() http.Handler {
 	s.ToDevice.Register(rt, s.Accounts.RequireAuth)
 	s.KeyBackup.Register(rt, s.Accounts.RequireAuth)
 	s.E2EKeys.Register(rt, s.Accounts.RequireAuth)
-	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handle))
+	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handler(s.Config.DefaultRoomVersion)))
 	s.Push.Register(rt, s.Accounts.RequireAuth)
 	(&voip.Service{TURN: s.Config.TURN}).Register(rt, s.Accounts.RequireAuth)
 	thirdparty.Register(rt, s.Accounts.RequireAuth)
