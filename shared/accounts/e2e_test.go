@@ -282,6 +282,16 @@ func TestPasswordChangeAndDeactivate(t *testing.T) {
 	if code, body := change("wrong", "new pw", ""); code != 401 || body["errcode"] != "M_FORBIDDEN" {
 		t.Fatalf("password change with a wrong password: %d %v", code, body)
 	}
+	// Auth naming another user is refused whatever its password, as Synapse
+	// refuses it: 403, not a new challenge.
+	hs.user(t, "erin", "erin pw")
+	for _, path := range []string{"/account/password", "/account/deactivate"} {
+		code, body := raw(t, "POST", hs.URL+"/_matrix/client/v3"+path, c.AccessToken,
+			`{"new_password":"n","auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"erin"},"password":"erin pw"}}`)
+		if code != 403 || body["errcode"] != "M_FORBIDDEN" {
+			t.Fatalf("%s with erin's password: %d %v, want 403 M_FORBIDDEN", path, code, body)
+		}
+	}
 	if code, body := change("old pw", "new pw", ""); code != 200 {
 		t.Fatalf("password change: %d %v", code, body)
 	}

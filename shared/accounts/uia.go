@@ -123,8 +123,10 @@ func (s *Service) passwordUIA(w http.ResponseWriter, r *http.Request, auth authD
 		return false, err
 	}
 	if userID != caller.UserID {
-		// Only the caller's own password can pass: nothing to check.
-		return false, s.challenge(w, r, flows, auth.Session, caller.UserID, errBadLogin)
+		// Only the caller's own password can pass, so another user's is
+		// not checked (this is no oracle of it): Synapse's 403 "Invalid
+		// auth" for auth of another user.
+		return false, httpapi.Forbidden("Invalid auth: it names %s, not the user making the request", userID)
 	}
 	_, err = s.verifyPassword(r, caller.UserID, true, auth.Password)
 	if errors.Is(err, errBadLogin) {
