@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -41,6 +42,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -357,16 +359,39 @@ func setParentDeathSignal(attr *syscall.SysProcAttr) {
 // now. All listeners are held until all are chosen, so that the kernel
 // cannot hand out the same port twice.
 func freeLoopbackAddrs(n int) ([]string, error) {
+	// Below the kernel's ephemeral range: a port taken from it could be
+	// given to another test's listener on :0, or to an outgoing
+	// connection, between this check and the emulator's bind, and a dial
+	// would then reach that instead.
+	low, high := 20000, ephemeralStart()-1
 	var addrs []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
+	for tries := 0; len(addrs) < n; tries++ {
+		if tries == 1000 {
+			return nil, fmt.Errorf("free port: none free in %d-%d", low, high)
 		}
-		defer ln.Close()
-		addrs = append(addrs, ln.Addr().String())
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(low+rand.IntN(high-low+1)))
+		if slices.Contains(addrs, addr) {
+			continue
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		addrs = append(addrs, addr)
 	}
 	return addrs, nil
+}
+
+// ephemeralStart is the first port of the kernel's ephemeral range.
+func ephemeralStart() int {
+	doc, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if f := strings.Fields(string(doc)); err == nil && len(f) == 2 {
+		if n, err := strconv.Atoi(f[0]); err == nil && n > 21000 {
+			return n
+		}
+	}
+	return 32768
 }
 
 // moduleRoot is the nearest directory at or above the working directory that
