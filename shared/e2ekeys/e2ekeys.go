@@ -113,6 +113,10 @@ type Service struct {
 	// claim by anyone; so that their syncs carry the new counts, and the
 	// devices upload more keys when they run low.
 	CountsChanged func(ctx context.Context, devices map[string][]string) error
+	// Uploading, when set, is told that a device's upload of one-time or
+	// fallback keys begins, and returns the function that says it ended
+	// (sync.Service.Uploading).
+	Uploading func(userID, deviceID string) (done func())
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }

@@ -88,6 +88,9 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) error {
 	// The one-time keys first: a reused key ID refuses the upload before
 	// anything is written.
 	ctx := r.Context()
+	if s.Uploading != nil && len(otks)+len(fallbacks) > 0 {
+		defer s.Uploading(me.UserID, me.DeviceID)()
+	}
 	counts, err := s.addKeys(ctx, me.UserID, me.DeviceID, otks, fallbacks)
 	if err != nil {
 		return tooLarge(err)

@@ -199,7 +199,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	syncs.Ephemeral = eph.Events
 	syncs.Ignored = data.IgnoredUsers
 	syncs.ToDevice = toDevice.Deliver
-	e2e.Changed, e2e.CountsChanged = syncs.DeviceListChanged, syncs.KeyCountsChanged
+	e2e.Changed, e2e.CountsChanged, e2e.Uploading = syncs.DeviceListChanged, syncs.KeyCountsChanged, syncs.Uploading
 	syncs.KeyCounts = func(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
 		c, err := e2e.Counts(ctx, userID, deviceID)
 		return c.OneTimeKeys, c.UnusedFallbackKeyTypes, err

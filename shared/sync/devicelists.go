@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
@@ -220,6 +221,71 @@ func (s *Service) settleDevices(ctx context.Context, req Request, resp *Response
 	return nil
 }
 
+// Uploading notes that a device's upload of one-time or fallback keys
+// began, and returns the function that notes its end: a sync of the device
+// in this process does not read or repeat its counts meanwhile (keyCounts).
+// It is the e2ekeys service's Uploading hook.
+func (s *Service) Uploading(userID, deviceID string) (done func()) {
+	return s.uploads.begin(deviceKey(userID, deviceID))
+}
+
+// uploads counts the key uploads under way in this process, by device.
+// A sync answering while its device uploads would carry counts from before
+// the upload, and reach the client after the upload's own answer: the
+// client would take the older counts and upload again. Across instances the
+// stream entry an upload writes, and the recheck of syncs with news,
+// narrow that race; within one they close it.
+type uploads struct {
+	mu     gosync.Mutex
+	active map[string]int
+	ended  chan struct{} // closed and replaced whenever an upload ends
+}
+
+func (u *uploads) begin(key string) func() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.active == nil {
+		u.active, u.ended = map[string]int{}, make(chan struct{})
+	}
+	u.active[key]++
+	return func() {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if u.active[key]--; u.active[key] == 0 {
+			delete(u.active, key)
+		}
+		close(u.ended)
+		u.ended = make(chan struct{})
+	}
+}
+
+// wait returns once no upload of key is under way, and reports whether it
+// waited for one; uploadWait bounds it.
+func (u *uploads) wait(ctx context.Context, key string) bool {
+	waited := false
+	limit := time.After(uploadWait)
+	for {
+		u.mu.Lock()
+		busy, ended := u.active[key] > 0, u.ended
+		u.mu.Unlock()
+		if !busy {
+			return waited
+		}
+		waited = true
+		select {
+		case <-ended:
+		case <-limit:
+			return true
+		case <-ctx.Done():
+			return true
+		}
+	}
+}
+
+// uploadWait bounds how long a sync waits for its device's upload: an
+// upload is a few writes.
+const uploadWait = 5 * time.Second
+
 // keyCounts are a device's one-time key counts by algorithm and its unused
 // fallback key types, as a token carries them.
 type keyCounts struct {
@@ -237,6 +303,7 @@ type keyCounts struct {
 func (s *Service) keyCounts(ctx context.Context, req Request, pos position, resp *Response, next *position) error {
 	c := pos.Keys
 	changed := resp.devices != nil && resp.devices.counts
+	changed = s.uploads.wait(ctx, deviceKey(req.UserID, req.DeviceID)) || changed
 	if s.KeyCounts != nil && (req.Since == "" || changed || c == nil || c.Device != deviceTag(req.DeviceID)) {
 		otk, fallback, err := s.KeyCounts(ctx, req.UserID, req.DeviceID)
 		if err != nil {

@@ -56,6 +56,7 @@ type Service struct {
 	Now func() time.Time
 
 	waiters waiters
+	uploads uploads
 }
 
 func (s *Service) now() time.Time {
