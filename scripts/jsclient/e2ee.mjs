@@ -15,27 +15,9 @@
 // existed; the second device logs out, and bob's view of alice's devices
 // loses it. Exit status and output as in scenario.mjs (lib.mjs).
 import { Method } from "matrix-js-sdk";
-import { decrypted, describe, encryptedRoom, fail, login, mustEnv, pass, password, poll, requests, say, startSyncing, step } from "./lib.mjs";
+import { cryptoClient, decrypted, describe, encryptedRoom, fail, mustEnv, pass, password, poll, recovery, requests, say, step } from "./lib.mjs";
 
 const [aliceId, bobId] = mustEnv("CIRRUS_USERS").split(",");
-
-// The recovery key, once made: what the user would type when asked for
-// their security key.
-let recoveryKey;
-const cryptoCallbacks = {
-  getSecretStorageKey: async ({ keys }) => {
-    if (!recoveryKey) return null;
-    const keyId = Object.keys(keys).find((id) => id === recoveryKey.keyId) ?? Object.keys(keys)[0];
-    return [keyId, recoveryKey.privateKey];
-  },
-};
-
-async function cryptoClient(userId) {
-  const client = await login(userId, { cryptoCallbacks });
-  await client.initRustCrypto({ useIndexedDB: false });
-  await startSyncing(client);
-  return client;
-}
 
 // passwordAuth answers the user-interactive auth that replacing
 // cross-signing keys may ask for.
@@ -53,9 +35,9 @@ async function main() {
 
   step("alice bootstraps cross-signing, secret storage with a recovery key, and key backup");
   await aliceCrypto.bootstrapCrossSigning({ authUploadDeviceSigningKeys: passwordAuth(aliceId) });
-  recoveryKey = await aliceCrypto.createRecoveryKeyFromPassphrase();
+  recovery.key = await aliceCrypto.createRecoveryKeyFromPassphrase();
   await aliceCrypto.bootstrapSecretStorage({
-    createSecretStorageKey: async () => recoveryKey,
+    createSecretStorageKey: async () => recovery.key,
     setupNewSecretStorage: true,
     setupNewKeyBackup: true,
   });

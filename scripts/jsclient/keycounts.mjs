@@ -12,7 +12,7 @@
 //
 // Exit status and output as in scenario.mjs (lib.mjs).
 import { Method } from "matrix-js-sdk";
-import { decrypted, describe, encryptedRoom, fail, login, mustEnv, pass, say, startSyncing, step } from "./lib.mjs";
+import { cryptoClient, decrypted, describe, encryptedRoom, fail, mustEnv, pass, say, step } from "./lib.mjs";
 
 const [aliceId, bobId] = mustEnv("CIRRUS_USERS").split(",");
 const seconds = Number(process.env.CIRRUS_SYNC_SECONDS || 30);
@@ -35,13 +35,6 @@ function countingFetch(userId) {
   };
 }
 
-async function cryptoClient(userId) {
-  const client = await login(userId, { fetchFn: countingFetch(userId) });
-  await client.initRustCrypto({ useIndexedDB: false });
-  await startSyncing(client);
-  return client;
-}
-
 // serverCount asks the server how many signed_curve25519 keys the client's
 // device has: an upload of nothing answers with the counts.
 async function serverCount(client) {
@@ -53,7 +46,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function main() {
   step("log in alice and bob with Rust crypto; both sync");
-  const [alice, bob] = await Promise.all([cryptoClient(aliceId), cryptoClient(bobId)]);
+  const [alice, bob] = await Promise.all([aliceId, bobId].map((u) => cryptoClient(u, { fetchFn: countingFetch(u) })));
 
   step("alice creates an encrypted room and invites bob; bob joins");
   const roomId = await encryptedRoom(alice, bob);

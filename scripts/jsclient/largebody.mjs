@@ -16,27 +16,11 @@
 // scenario.mjs (lib.mjs).
 import { randomBytes } from "node:crypto";
 import { Method } from "matrix-js-sdk";
-import { describe, fail, login, mustEnv, pass, poll, requests, say, startSyncing, step } from "./lib.mjs";
+import { cryptoClient, describe, fail, mustEnv, pass, poll, recovery, requests, say, step } from "./lib.mjs";
 
 const [aliceId] = mustEnv("CIRRUS_USERS").split(",");
 const limit = Number(mustEnv("CIRRUS_LAMBDA_RESPONSE_LIMIT"));
 const messages = Number(process.env.CIRRUS_MESSAGES || 60);
-
-let recoveryKey;
-const cryptoCallbacks = {
-  getSecretStorageKey: async ({ keys }) => {
-    if (!recoveryKey) return null;
-    const keyId = Object.keys(keys).find((id) => id === recoveryKey.keyId) ?? Object.keys(keys)[0];
-    return [keyId, recoveryKey.privateKey];
-  },
-};
-
-async function cryptoClient(userId) {
-  const client = await login(userId, { cryptoCallbacks });
-  await client.initRustCrypto({ useIndexedDB: false });
-  await startSyncing(client);
-  return client;
-}
 
 // fromBucket lists the requests made since requests[from] whose URL
 // passes match and that were answered from another origin than the
@@ -55,8 +39,8 @@ async function main() {
       await makeRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: aliceId }, password: mustEnv("CIRRUS_PASSWORD") });
     },
   });
-  recoveryKey = await crypto.createRecoveryKeyFromPassphrase();
-  await crypto.bootstrapSecretStorage({ createSecretStorageKey: async () => recoveryKey, setupNewSecretStorage: true, setupNewKeyBackup: true });
+  recovery.key = await crypto.createRecoveryKeyFromPassphrase();
+  await crypto.bootstrapSecretStorage({ createSecretStorageKey: async () => recovery.key, setupNewSecretStorage: true, setupNewKeyBackup: true });
   const version = await poll(async () => (await crypto.getActiveSessionBackupVersion()) ?? undefined);
 
   step(`alice sends ${messages} encrypted messages of random text, a new megolm session for each`);

@@ -195,3 +195,25 @@ export async function encryptedRoom(alice, bob, opts = {}) {
   await aliceSeesJoin;
   return roomId;
 }
+
+// recovery holds the recovery key once a scenario has made one: what the
+// user would type when asked for their security key.
+export const recovery = { key: undefined };
+
+const cryptoCallbacks = {
+  getSecretStorageKey: async ({ keys }) => {
+    const key = recovery.key;
+    if (!key) return null;
+    const keyId = Object.keys(keys).find((id) => id === key.keyId) ?? Object.keys(keys)[0];
+    return [keyId, key.privateKey];
+  },
+};
+
+// cryptoClient logs userId in with matrix-js-sdk's Rust crypto, as Element
+// Web does, and starts its sync loop; opts go to login (a fetchFn, say).
+export async function cryptoClient(userId, opts = {}) {
+  const client = await login(userId, { cryptoCallbacks, ...opts });
+  await client.initRustCrypto({ useIndexedDB: false });
+  await startSyncing(client);
+  return client;
+}
