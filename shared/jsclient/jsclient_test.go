@@ -33,10 +33,11 @@ func TestEncryptedRoomWithRustCrypto(t *testing.T) {
 }
 
 // TestKeyCountsWithRustCrypto: two matrix-js-sdk clients with Rust crypto
-// sync for 30 seconds with traffic in an encrypted room; each uploads
-// one-time keys at first and at most once more, and the server holds the
-// 50 the SDK keeps there (scripts/jsclient/keycounts.mjs). A sync without
-// the counts made the SDK upload 50 more each time.
+// sync for 30 seconds with traffic in an encrypted room; each uploads its
+// 50 one-time keys at first, then only single keys to replace the claimed
+// one, and the server holds the 50 the SDK keeps there
+// (scripts/jsclient/keycounts.mjs). A sync without the counts made the SDK
+// upload 50 more each time.
 func TestKeyCountsWithRustCrypto(t *testing.T) {
 	runScenario(t, "keycounts.mjs", 90*time.Second)
 }
