@@ -338,20 +338,7 @@ func BenchmarkPutItem(b *testing.B) {
 				}
 				defer srv.Close()
 				db := dynamodb.New(dynamodb.Options{BaseEndpoint: aws.String(srv.URL()), Region: "local", Credentials: aws.AnonymousCredentials{}})
-				if _, err := db.CreateTable(context.Background(), &dynamodb.CreateTableInput{
-					TableName: aws.String(testTable),
-					AttributeDefinitions: []types.AttributeDefinition{
-						{AttributeName: aws.String("pk"), AttributeType: types.ScalarAttributeTypeS},
-						{AttributeName: aws.String("sk"), AttributeType: types.ScalarAttributeTypeS},
-					},
-					KeySchema: []types.KeySchemaElement{
-						{AttributeName: aws.String("pk"), KeyType: types.KeyTypeHash},
-						{AttributeName: aws.String("sk"), KeyType: types.KeyTypeRange},
-					},
-					BillingMode: types.BillingModePayPerRequest,
-				}); err != nil {
-					b.Fatal(err)
-				}
+				createTable(b, db)
 				var next sync.Mutex
 				i := 0
 				b.ResetTimer()

@@ -39,7 +39,8 @@ func plain(t *testing.T) string {
 	return "http://" + ln.Addr().String()
 }
 
-func createTable(t *testing.T, db *dynamodb.Client) {
+func createTable(t testing.TB, db *dynamodb.Client) {
+	t.Helper()
 	_, err := db.CreateTable(context.Background(), &dynamodb.CreateTableInput{
 		TableName: aws.String(testTable),
 		AttributeDefinitions: []types.AttributeDefinition{
