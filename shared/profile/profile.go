@@ -126,8 +126,9 @@ func (s *Service) Set(ctx context.Context, userID string, field Field, value str
 
 // Normalize checks a new value of field and returns what is stored: a
 // display name trimmed of surrounding white space, of at most 256
-// characters; an avatar URL that is an mxc:// URI of at most 1000 bytes.
-// The empty string, which unsets the field, is always valid.
+// characters; an avatar URL of at most 1000 bytes. Any URL is stored, as
+// Synapse stores it: clients show mxc:// URIs, and a profile is no place to
+// refuse what the spec does not. The empty string unsets the field.
 func Normalize(field Field, value string) (string, error) {
 	switch field {
 	case DisplayName:
@@ -142,32 +143,9 @@ func Normalize(field Field, value string) (string, error) {
 		if len(value) > MaxAvatarURLLength {
 			return "", fmt.Errorf("%w: avatar_url is %d bytes long, over the limit of %d", ErrInvalidValue, len(value), MaxAvatarURLLength)
 		}
-		if !ValidMXC(value) {
-			return "", fmt.Errorf("%w: avatar_url must be an mxc://<server name>/<media ID> URI", ErrInvalidValue)
-		}
 		return value, nil
 	}
 	return "", fmt.Errorf("%w: unknown profile field %q", ErrInvalidValue, field)
-}
-
-// ValidMXC reports whether uri is an mxc:// content URI: a valid server
-// name, a slash, and a media ID of the characters the spec lets servers
-// generate (A-Z, a-z, 0-9, '_' and '-').
-func ValidMXC(uri string) bool {
-	rest, ok := strings.CutPrefix(uri, "mxc://")
-	if !ok {
-		return false
-	}
-	server, mediaID, ok := strings.Cut(rest, "/")
-	if !ok || mediaID == "" || !protocol.ValidServerName(server) {
-		return false
-	}
-	for _, r := range mediaID {
-		if !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // checkLocal refuses what is not a user ID of this server.
