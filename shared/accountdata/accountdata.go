@@ -87,6 +87,10 @@ type dataItem struct {
 	Content string `dynamodbav:"content"`
 	// UpdatedTS (Unix ms) lets /sync tell what changed since a position.
 	UpdatedTS int64 `dynamodbav:"updated_ts"`
+	// Deleted marks data a client deleted (MSC3391, Service.Remove): the
+	// item stays, with content {}, so that incremental syncs tell clients
+	// the type is now empty; GET and initial syncs see nothing.
+	Deleted bool `dynamodbav:"deleted,omitempty"`
 }
 
 var roomEscaper = strings.NewReplacer("%", "%25", "|", "%7C")
@@ -110,7 +114,7 @@ func (s *Service) Get(ctx context.Context, userID, roomID, typ string) (json.Raw
 	}
 	var it dataItem
 	err := s.Store.Get(ctx, store.Key{PK: userPK(userID), SK: SortKey(roomID, typ)}, &it)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && it.Deleted) {
 		return nil, fmt.Errorf("get %s of %s: %w", typ, userID, ErrNotFound)
 	}
 	if err != nil {
@@ -158,10 +162,11 @@ func (s *Service) Set(ctx context.Context, userID, roomID, typ string, content j
 	return nil
 }
 
-// Delete removes type typ of roomID ("" for global): one DeleteItem, 1 WCU
-// per KB of what was there (1 WCU when nothing was). Deleting what was
-// never set is not an error. Syncs are not told: the spec has no way to say
-// a type went, and GET answers 404 from then on.
+// Delete removes type typ of roomID ("" for global) without a trace: one
+// DeleteItem, 1 WCU per KB of what was there (1 WCU when nothing was).
+// Deleting what was never set is not an error. Syncs are not told, so this
+// is for data no client shows (a deleted device's); clients' deletes go
+// through Remove.
 func (s *Service) Delete(ctx context.Context, userID, roomID, typ string) error {
 	if err := checkKey(roomID, typ); err != nil {
 		return err
@@ -170,6 +175,52 @@ func (s *Service) Delete(ctx context.Context, userID, roomID, typ string) error 
 		return fmt.Errorf("delete %s of %s: %w", typ, userID, err)
 	}
 	return nil
+}
+
+// Remove is a client's delete (MSC3391, as Synapse serves it): the
+// content becomes {} and is marked deleted, so that the user's next
+// incremental sync brings the type with content {}, while GET answers
+// ErrNotFound and initial syncs leave it out. Removing what is not there
+// (never set, or removed already) writes nothing and is not an error. It
+// costs one strongly consistent GetItem and, when there was data, one
+// conditional PutItem of 1 WCU and the sync news (Changed).
+func (s *Service) Remove(ctx context.Context, userID, roomID, typ string) error {
+	if ServerManaged[typ] {
+		return fmt.Errorf("remove %s: %w", typ, ErrServerManaged)
+	}
+	if err := checkKey(roomID, typ); err != nil {
+		return err
+	}
+	key := store.Key{PK: userPK(userID), SK: SortKey(roomID, typ)}
+	// A Set between the read and the write makes the write fail: read
+	// again, so the delete lands after it, as it came after it.
+	for range 3 {
+		var it dataItem
+		err := s.Store.Get(ctx, key, &it)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && it.Deleted) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("remove %s of %s: %w", typ, userID, err)
+		}
+		was := it.UpdatedTS
+		it.Content, it.Deleted = "{}", true
+		it.UpdatedTS = max(s.now().UnixMilli(), was+1)
+		err = s.Store.PutIf(ctx, it, "updated_ts", was)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("remove %s of %s: %w", typ, userID, err)
+		}
+		if s.Changed != nil {
+			if err := s.Changed(ctx, userID, roomID); err != nil {
+				return fmt.Errorf("remove %s of %s: %w", typ, userID, err)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("remove %s of %s: %w", typ, userID, store.ErrConflict)
 }
 
 // LocalNotificationSettingsPrefix begins the type of a device's local
@@ -184,7 +235,9 @@ func (s *Service) DeleteDevice(ctx context.Context, userID, deviceID string) err
 }
 
 // Since returns the account data of roomID ("" for global) written at or
-// after since; the zero time gives all of it.
+// after since; the zero time gives all of it. Data removed since comes
+// with content {} (MSC3391); the zero time (an initial sync) leaves out
+// what was removed.
 func (s *Service) Since(ctx context.Context, userID, roomID string, since time.Time) ([]Event, error) {
 	prefix := GlobalPrefix
 	if roomID != "" {
@@ -196,6 +249,9 @@ func (s *Service) Since(ctx context.Context, userID, roomID string, since time.T
 	}
 	var out []Event
 	for _, it := range items {
+		if it.Deleted && since.IsZero() {
+			continue
+		}
 		if it.UpdatedTS >= since.UnixMilli() {
 			out = append(out, Event{Type: it.Type, Content: json.RawMessage(it.Content)})
 		}
@@ -212,6 +268,9 @@ func (s *Service) Global(ctx context.Context, userID string) ([]Event, error) {
 	}
 	out := make([]Event, 0, len(items))
 	for _, it := range items {
+		if it.Deleted {
+			continue
+		}
 		out = append(out, Event{Type: it.Type, Content: json.RawMessage(it.Content)})
 	}
 	return out, nil
@@ -226,6 +285,9 @@ func (s *Service) Rooms(ctx context.Context, userID string) (map[string][]Event,
 	}
 	out := map[string][]Event{}
 	for _, it := range items {
+		if it.Deleted {
+			continue
+		}
 		out[it.RoomID] = append(out[it.RoomID], Event{Type: it.Type, Content: json.RawMessage(it.Content)})
 	}
 	return out, nil

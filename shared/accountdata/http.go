@@ -18,6 +18,10 @@ func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc
 	rt.HandleFunc("PUT "+global, requireAuth(httpapi.Handle(s.handlePut)))
 	rt.HandleFunc("GET "+room, requireAuth(httpapi.Handle(s.handleGet)))
 	rt.HandleFunc("PUT "+room, requireAuth(httpapi.Handle(s.handlePut)))
+	// MSC3391's deletes, under the unstable prefix Synapse serves them at.
+	const unstable = "/_matrix/client/unstable/org.matrix.msc3391/user/{userId}"
+	rt.HandleFunc("DELETE "+unstable+"/account_data/{type}", requireAuth(httpapi.Handle(s.handleDelete)))
+	rt.HandleFunc("DELETE "+unstable+"/rooms/{roomId}/account_data/{type}", requireAuth(httpapi.Handle(s.handleDelete)))
 }
 
 // handleGet serves GET /_matrix/client/v3/user/{userId}/account_data/{type}
@@ -66,6 +70,26 @@ func (s *Service) handlePut(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := s.Put(r.Context(), userID, roomID, typ, content); err != nil {
+		return httpError(err)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// handleDelete serves MSC3391's
+// DELETE /_matrix/client/unstable/org.matrix.msc3391/user/{userId}/account_data/{type}
+// and its per-room form: 200 {} whether or not there was data, 405
+// M_BAD_JSON for the types the server manages, as Synapse answers.
+// https://github.com/matrix-org/matrix-spec-proposals/pull/3391
+func (s *Service) handleDelete(w http.ResponseWriter, r *http.Request) error {
+	userID, roomID, typ := r.PathValue("userId"), r.PathValue("roomId"), r.PathValue("type")
+	if err := checkKey(roomID, typ); err != nil {
+		return httpError(err)
+	}
+	if err := checkOwn(r, userID); err != nil {
+		return err
+	}
+	if err := s.Remove(r.Context(), userID, roomID, typ); err != nil {
 		return httpError(err)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, struct{}{})
