@@ -61,6 +61,19 @@ func parseRequest(r *http.Request, loadFilter func(ctx context.Context, userID, 
 	default:
 		return req, httpapi.InvalidParam(`set_presence must be "online", "offline" or "unavailable"`)
 	}
+	for name, to := range map[string]*bool{"use_state_after": &req.StateAfter, "org.matrix.msc4222.use_state_after": &req.UnstableStateAfter} {
+		switch q.Get(name) {
+		case "", "false":
+		case "true":
+			*to = true
+		default:
+			return req, httpapi.InvalidParam(`%s must be "true" or "false"`, name)
+		}
+	}
+	if req.StateAfter {
+		// Both names asked: the stable one answers.
+		req.UnstableStateAfter = false
+	}
 	f, err := filter(r, me.UserID, q.Get("filter"), loadFilter)
 	req.Filter = f
 	return req, err

@@ -75,6 +75,11 @@ type Request struct {
 	Timeout     time.Duration
 	FullState   bool
 	Filter      Filter
+	// StateAfter is use_state_after (spec v1.16, MSC4222): rooms carry the
+	// state up to the end of their timeline in state_after, not state.
+	// UnstableStateAfter is the same asked under MSC4222's unstable name,
+	// answered under its unstable name too, as Synapse does.
+	StateAfter, UnstableStateAfter bool
 }
 
 // Filter is what of the client's filter this server applies.
@@ -149,9 +154,18 @@ type JoinedRoom struct {
 	// UnreadThreads counts by thread root, for clients that ask.
 	UnreadThreads map[string]Unread `json:"unread_thread_notifications,omitempty"`
 	Timeline      Timeline          `json:"timeline"`
-	State         EventList         `json:"state"`
-	AccountData   EventList         `json:"account_data"`
-	Ephemeral     EventList         `json:"ephemeral"`
+	// State is omitted (nil events) when the request asked for StateAfter.
+	State       EventList `json:"state,omitzero"`
+	AccountData EventList `json:"account_data"`
+	Ephemeral   EventList `json:"ephemeral"`
+	stateAfter
+}
+
+// stateAfter is the state up to the end of a room's timeline, under the
+// name the request asked for it by; the spec has it even when empty.
+type stateAfter struct {
+	StateAfter         *EventList `json:"state_after,omitempty"`
+	UnstableStateAfter *EventList `json:"org.matrix.msc4222.state_after,omitempty"`
 }
 
 // Unread is a room's counts of notifying events not yet read.
@@ -198,8 +212,9 @@ func summarize(state []events.PDU, userID string) *Summary {
 // LeftRoom is a room the user left or was removed from since.
 type LeftRoom struct {
 	Timeline    Timeline  `json:"timeline"`
-	State       EventList `json:"state"`
+	State       EventList `json:"state,omitzero"`
 	AccountData EventList `json:"account_data"`
+	stateAfter
 }
 
 // InvitedRoom is a room the user is invited to.
@@ -514,7 +529,9 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 				return nil, position{}, err
 			}
 		case ephemeral[m.RoomID] && m.Membership == "join":
-			resp.Rooms.Join[m.RoomID] = emptyJoined()
+			j := emptyJoined()
+			req.moveStateAfter(j)
+			resp.Rooms.Join[m.RoomID] = j
 		}
 		// Timeline news alone brings no ephemeral data: that has entries of
 		// its own.
@@ -665,7 +682,7 @@ func (s *Service) room(ctx context.Context, req Request, resp *Response, next *p
 				return err
 			}
 		}
-		resp.Rooms.Leave[m.RoomID] = &LeftRoom{Timeline: j.Timeline, State: j.State, AccountData: j.AccountData}
+		resp.Rooms.Leave[m.RoomID] = &LeftRoom{Timeline: j.Timeline, State: j.State, AccountData: j.AccountData, stateAfter: j.stateAfter}
 	}
 	return nil
 }
@@ -715,7 +732,16 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 	// The timeline holds every event after from: the state is known.
 	whole := !j.Timeline.Limited && int64(len(chunk)) == head-max(from, 0)
 	var state, all []events.PDU
-	if full || !whole {
+	if req.useStateAfter() {
+		// The state at the end of the timeline: the timeline's own state
+		// events are in it, since the client takes no state from the
+		// timeline then.
+		if full || !whole || changesState(chunk) {
+			if state, all, err = s.stateAround(ctx, roomID, from, head, upto < 0, full, nil); err != nil {
+				return nil, 0, nil, err
+			}
+		}
+	} else if full || !whole {
 		if state, all, err = s.stateAround(ctx, roomID, from, head, upto < 0, full, chunk); err != nil {
 			return nil, 0, nil, err
 		}
@@ -731,6 +757,7 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 	if err := req.Filter.fields(j); err != nil {
 		return nil, 0, nil, err
 	}
+	req.moveStateAfter(j)
 	if full || changesMembers(chunk) {
 		if all == nil {
 			if all, err = s.Rooms.Members(ctx, roomID); err != nil {
@@ -740,6 +767,37 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 		j.Summary = summarize(all, req.UserID)
 	}
 	return j, head, members, nil
+}
+
+func (r Request) useStateAfter() bool { return r.StateAfter || r.UnstableStateAfter }
+
+// moveStateAfter moves the room's state to state_after when the request
+// asked for it, leaving state out.
+func (r Request) moveStateAfter(j *JoinedRoom) {
+	if !r.useStateAfter() {
+		return
+	}
+	after := &EventList{Events: j.State.Events}
+	j.State = EventList{}
+	if r.StateAfter {
+		j.StateAfter = after
+	} else {
+		j.UnstableStateAfter = after
+	}
+}
+
+// changesState reports whether a timeline holds a state event.
+func changesState(timeline []json.RawMessage) bool {
+	for _, raw := range timeline {
+		var ev struct {
+			StateKey *string `json:"state_key"`
+		}
+		_ = json.Unmarshal(raw, &ev)
+		if ev.StateKey != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // stateOf keeps the state the filter asks for; lazy-loading clients get the
