@@ -117,6 +117,8 @@ type Config struct {
 	Sync Sync `yaml:"sync"`
 	// Presence is Synapse's presence block.
 	Presence Presence `yaml:"presence"`
+	// UserDirectory is Synapse's user_directory block.
+	UserDirectory UserDirectory `yaml:"user_directory"`
 
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
@@ -205,6 +207,16 @@ type Presence struct {
 	Enabled bool `yaml:"enabled"`
 }
 
+// UserDirectory is Synapse's user_directory block: whether
+// /user_directory/search finds anyone, and whom.
+type UserDirectory struct {
+	// Enabled off makes every search find no one; on unless set.
+	Enabled bool `yaml:"enabled"`
+	// SearchAllUsers finds every local user, not only those who share a
+	// room with the searcher or sit in a public room; off unless set.
+	SearchAllUsers bool `yaml:"search_all_users"`
+}
+
 // RateLimits are attempts allowed per minute; 0 turns a limit off (for
 // benchmarks and test suites, never for a public server).
 type RateLimits struct {
@@ -247,6 +259,7 @@ func Defaults() Config {
 		RateLimits:           defaultRateLimits,
 		Sync:                 defaultSync,
 		Presence:             Presence{Enabled: true},
+		UserDirectory:        UserDirectory{Enabled: true},
 		LogLevel:             "info",
 	}
 }
@@ -284,6 +297,7 @@ func LoadLambda(lookup LookupFunc) (*Config, error) {
 		RateLimits:           defaultRateLimits,
 		Sync:                 defaultSync,
 		Presence:             Presence{Enabled: true},
+		UserDirectory:        UserDirectory{Enabled: true},
 		LogLevel:             "info",
 	}
 	if err := c.applyEnv(lookup); err != nil {

@@ -43,6 +43,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/thirdparty"
 	"github.com/cirrus-matrix/cirrus/shared/todevice"
 	"github.com/cirrus-matrix/cirrus/shared/unread"
+	"github.com/cirrus-matrix/cirrus/shared/userdir"
 	"github.com/cirrus-matrix/cirrus/shared/voip"
 )
 
@@ -82,6 +83,8 @@ type Server struct {
 	Unread *unread.Service
 	// ToDevice holds send-to-device messages until their devices sync.
 	ToDevice *todevice.Service
+	// UserDir is the user directory: the index of names and its search.
+	UserDir *userdir.Service
 	// KeyBackup holds server-side backups of room keys.
 	KeyBackup *keybackup.Service
 	// E2EKeys holds device keys, one-time keys and cross-signing keys.
@@ -208,6 +211,20 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	profiles.Changed = func(ctx context.Context, userID string, p profile.Profile) error {
 		return rms.ProfileChanged(ctx, userID, p.DisplayName, p.AvatarURL)
 	}
+	dir := &userdir.Service{
+		Store: st, ServerName: cfg.ServerName,
+		Enabled: cfg.UserDirectory.Enabled, SearchAllUsers: cfg.UserDirectory.SearchAllUsers,
+		JoinedRooms: rms.JoinedRooms, PublicRooms: rms.PublicRooms, Profile: profiles.Names,
+	}
+	// The user directory follows names as they change, after the rooms.
+	roomsChanged := profiles.Changed
+	profiles.Changed = func(ctx context.Context, userID string, p profile.Profile) error {
+		if err := roomsChanged(ctx, userID, p); err != nil {
+			return err
+		}
+		return dir.ProfileChanged(ctx, userID, p.DisplayName, p.AvatarURL)
+	}
+	accts.NewUserOps, accts.ActiveChanged = dir.NewUserOps, dir.ActiveChanged
 	return &Server{
 		Config:      cfg,
 		Store:       st,
@@ -227,6 +244,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		ToDevice:    toDevice,
 		KeyBackup:   &keybackup.Service{Store: st},
 		E2EKeys:     e2e,
+		UserDir:     dir,
 
 		LargeResponses: large,
 	}, nil
@@ -354,6 +372,7 @@ func (s *Server) ClientHandler() http.Handler {
 	s.Push.Register(rt, s.Accounts.RequireAuth)
 	(&voip.Service{TURN: s.Config.TURN}).Register(rt, s.Accounts.RequireAuth)
 	thirdparty.Register(rt, s.Accounts.RequireAuth)
+	s.UserDir.Register(rt, s.Accounts.RequireAuth)
 	return httpapi.Logging(s.Logger, httpapi.CORS(s.limitResponses(httpapi.LimitBody(s.Config.MaxRequestSize, rt))))
 }
 

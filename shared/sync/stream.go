@@ -238,6 +238,36 @@ func (p position) encode() string {
 // client may hand back anything, so what it holds is checked as far as the
 // sync relies on it (valid); anything else is 400 M_INVALID_PARAM.
 func parsePosition(token, userID string) (position, error) {
+	p, err := decodePosition(token)
+	if err != nil {
+		return position{}, err
+	}
+	if p.User != userTag(userID) {
+		return position{}, httpapi.InvalidParam("sync token belongs to another user")
+	}
+	return p, nil
+}
+
+// sincePosition reads the since token of a sync by userID. Another user's
+// token is taken, as Synapse takes it, for the point in time it stands at
+// and nothing more: the rooms it delivered, its ephemeral and presence
+// marks, its to-device cursor and key counts are that user's, so they are
+// dropped, and the sync answers from the stream of userID since that time
+// (a fuller answer than a token of its own would get, never a token or
+// data of the other user's).
+func sincePosition(token, userID string) (position, error) {
+	p, err := decodePosition(token)
+	if err != nil {
+		return position{}, err
+	}
+	if p.User != userTag(userID) {
+		return position{User: userTag(userID), Time: p.Time}, nil
+	}
+	return p, nil
+}
+
+// decodePosition reads a sync token of any user.
+func decodePosition(token string) (position, error) {
 	bad := httpapi.InvalidParam("sync token %q is not one this server gave you", shorten(token))
 	doc, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(token, "s"))
 	if err != nil || !strings.HasPrefix(token, "s") {
@@ -246,9 +276,6 @@ func parsePosition(token, userID string) (position, error) {
 	var p position
 	if err := json.Unmarshal(doc, &p); err != nil || !p.valid() {
 		return position{}, bad
-	}
-	if p.User != userTag(userID) {
-		return position{}, httpapi.InvalidParam("sync token belongs to another user")
 	}
 	return p, nil
 }

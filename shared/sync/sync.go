@@ -251,7 +251,7 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	var pos position
 	if req.Since != "" {
 		var err error
-		if pos, err = parsePosition(req.Since, req.UserID); err != nil {
+		if pos, err = sincePosition(req.Since, req.UserID); err != nil {
 			return nil, err
 		}
 	}
@@ -518,7 +518,7 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 	for _, m := range ms {
 		f, changed := from[m.RoomID]
 		switch {
-		case changed || (req.FullState && m.Membership == "join"):
+		case changed || (req.FullState && (m.Membership == "join" || req.Filter.IncludeLeave)):
 			upto := int64(-1)
 			if changed {
 				upto = next.Sent[m.RoomID][0]
@@ -672,7 +672,13 @@ func (s *Service) room(ctx context.Context, req Request, resp *Response, next *p
 		if m.Forgotten || (from < 0 && !req.Filter.IncludeLeave) {
 			return nil
 		}
-		j, _, members, err := s.joined(ctx, req, m.RoomID, from, upto, false)
+		// The room as it was when the user left, as Synapse shows it:
+		// the timeline ends with the leave, and the state is read there,
+		// not at the room's live end, which holds what came after.
+		if upto < 0 || upto > m.Seq {
+			upto = m.Seq
+		}
+		j, _, members, err := s.joined(ctx, req, m.RoomID, from, upto, full)
 		if err != nil {
 			return err
 		}

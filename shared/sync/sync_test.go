@@ -228,12 +228,12 @@ func TestSync_InviteJoinLeave(t *testing.T) {
 }
 
 // TestSync_Tokens: a token works on another server instance (a cold
-// Lambda), and a bad or another user's token is M_INVALID_PARAM.
+// Lambda), and a bad token is M_INVALID_PARAM (another user's is read as a
+// time: TestSync_AnotherUsersToken).
 func TestSync_Tokens(t *testing.T) {
 	st := servertest.Start(t, "CIRRUS_SYNC_POLL_INTERVAL_MS=100")
 	au := st.Register(t, "alice")
 	alice := st.Client(t, au)
-	bob := st.Client(t, st.Register(t, "bob"))
 	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +266,7 @@ func TestSync_Tokens(t *testing.T) {
 	// The 8 s bound above is under the sync's 10 s timeout: the poll woke
 	// it. How soon is make bench's figure, not a test's.
 	t.Logf("woken after %v with a 100 ms poll interval", time.Since(sent))
-	for _, since := range []string{"garbage", "s" + url.QueryEscape("{}"), sync(t, bob, "", 0, "").NextBatch} {
+	for _, since := range []string{"garbage", "s" + url.QueryEscape("{}")} {
 		_, err := alice.FullSyncRequest(bg, mautrix.ReqSync{Since: since})
 		var httpErr mautrix.HTTPError
 		if !errors.As(err, &httpErr) || httpErr.RespError == nil || httpErr.RespError.ErrCode != "M_INVALID_PARAM" || httpErr.Response.StatusCode != http.StatusBadRequest {
