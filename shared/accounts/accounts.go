@@ -51,6 +51,13 @@ type Service struct {
 	// Profiles reads and writes profiles (shared/profile, their one
 	// owner); nil makes and shows no profile.
 	Profiles Profiles
+	// NewUserOps, when set, gives more writes for the transaction that
+	// registers a user, for what other packages index by user (the user
+	// directory), so that no user exists without them.
+	NewUserOps func(userID, displayName string) ([]store.Op, error)
+	// ActiveChanged, when set, runs after an account is deactivated
+	// (active false) or an admin reactivates it (active true).
+	ActiveChanged func(ctx context.Context, userID string, active bool) error
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -164,6 +171,13 @@ func (s *Service) Register(ctx context.Context, u NewUser) (Session, error) {
 			return Session{}, err
 		}
 		ops = append(ops, op)
+	}
+	if s.NewUserOps != nil {
+		more, err := s.NewUserOps(userID, display)
+		if err != nil {
+			return Session{}, err
+		}
+		ops = append(ops, more...)
 	}
 	sess := Session{UserID: userID}
 	if !u.InhibitLogin {

@@ -156,6 +156,7 @@ func (s *Service) handleAdminPutUser(w http.ResponseWriter, r *http.Request) err
 			acct.Admin = *req.Admin
 		}
 		deactivating := req.Deactivated != nil && *req.Deactivated && !acct.Deactivated
+		reactivating := req.Deactivated != nil && !*req.Deactivated && acct.Deactivated
 		if req.Deactivated != nil && !*req.Deactivated {
 			acct.Deactivated = false
 		}
@@ -168,6 +169,11 @@ func (s *Service) handleAdminPutUser(w http.ResponseWriter, r *http.Request) err
 		}
 		if err != nil {
 			return err
+		}
+		if reactivating && s.ActiveChanged != nil {
+			if err := s.ActiveChanged(r.Context(), userID, true); err != nil {
+				return err
+			}
 		}
 	}
 	return s.writeAdminUser(w, r, http.StatusOK, acct)

@@ -70,6 +70,11 @@ func (s *Service) deactivate(ctx context.Context, acct accountItem) error {
 	if err := s.Store.Put(ctx, acct); err != nil {
 		return fmt.Errorf("deactivate: %w", err)
 	}
+	if s.ActiveChanged != nil {
+		if err := s.ActiveChanged(ctx, acct.UserID, false); err != nil {
+			return fmt.Errorf("deactivate: %w", err)
+		}
+	}
 	return s.logoutAll(ctx, acct.UserID, "")
 }
 
