@@ -76,6 +76,9 @@ type Config struct {
 	TURN `yaml:",inline"`
 	// Email is the email block; nil when mail is not configured.
 	Email *Email `yaml:"email"`
+	// ServerNotices is Synapse's server_notices block; nil turns server
+	// notices (the admin API's send_server_notice) off.
+	ServerNotices *ServerNotices `yaml:"server_notices"`
 
 	// DynamoDBTable is the one table all state lives in.
 	DynamoDBTable string `yaml:"dynamodb_table"`
@@ -136,6 +139,29 @@ type Email struct {
 	// SESConfigurationSet is the SES configuration set mail is sent with.
 	SESConfigurationSet string `yaml:"ses_configuration_set"`
 }
+
+// ServerNotices is Synapse's server_notices block: who sends server notices
+// and how the room each user gets them in looks. In the environment,
+// CIRRUS_SERVER_NOTICES_SYSTEM_MXID_LOCALPART and so on.
+type ServerNotices struct {
+	// SystemMxidLocalpart is the localpart of the user notices come from,
+	// such as "server"; required. That account is made on first use.
+	SystemMxidLocalpart string `yaml:"system_mxid_localpart"`
+	// SystemMxidDisplayName and SystemMxidAvatarURL are that user's profile.
+	SystemMxidDisplayName string `yaml:"system_mxid_display_name"`
+	SystemMxidAvatarURL   string `yaml:"system_mxid_avatar_url"`
+	// RoomName is the notices room's name; "Server Notices" when empty,
+	// Synapse's default.
+	RoomName string `yaml:"room_name"`
+	// RoomAvatarURL and RoomTopic are the room's avatar and topic.
+	RoomAvatarURL string `yaml:"room_avatar_url"`
+	RoomTopic     string `yaml:"room_topic"`
+	// AutoJoin joins users to their notices room instead of inviting them.
+	AutoJoin bool `yaml:"auto_join"`
+}
+
+// DefaultServerNoticesRoomName is Synapse's default room_name.
+const DefaultServerNoticesRoomName = "Server Notices"
 
 // TURN names the TURN servers that clients relay VoIP calls through, and
 // how they get credentials: Synapse's keys, with their meaning.
@@ -415,6 +441,9 @@ func (c *Config) Validate() error {
 	}
 	if (c.TurnUsername == "") != (c.TurnPassword == "") {
 		bad("turn_username and turn_password go together: set both or neither")
+	}
+	if n := c.ServerNotices; n != nil && n.SystemMxidLocalpart == "" {
+		bad("server_notices needs system_mxid_localpart: the localpart of the user notices come from, such as server")
 	}
 	if c.Email != nil {
 		if c.PublicBaseURL == "" || c.baseURLDerived {

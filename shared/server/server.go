@@ -31,6 +31,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/keybackup"
 	"github.com/cirrus-matrix/cirrus/shared/keys"
 	"github.com/cirrus-matrix/cirrus/shared/mail"
+	"github.com/cirrus-matrix/cirrus/shared/notices"
 	"github.com/cirrus-matrix/cirrus/shared/presence"
 	"github.com/cirrus-matrix/cirrus/shared/profile"
 	"github.com/cirrus-matrix/cirrus/shared/push"
@@ -360,6 +361,8 @@ func (s *Server) ClientHandler() http.Handler {
 	s.Profiles.Register(rt, s.Accounts.RequireAuth)
 	s.Rooms.Routes(rt, s.Accounts.RequireAuth, s.Accounts.IsAdmin)
 	s.AccountData.Register(rt, s.Accounts.RequireAuth)
+	(&notices.Service{Store: s.Store, Rooms: s.Rooms, Accounts: s.Accounts, AccountData: s.AccountData,
+		Profiles: s.Profiles, ServerName: s.Config.ServerName, Config: s.Config.ServerNotices}).Register(rt, s.Accounts.RequireAdmin)
 	s.Filters.Register(rt, s.Accounts.RequireAuth)
 	s.Sync.Register(rt, s.Accounts.RequireAuth, s.loadFilter)
 	s.Presence.Register(rt, s.Accounts.RequireAuth)

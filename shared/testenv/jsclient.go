@@ -65,6 +65,11 @@ func RunJS(t testing.TB, timeout time.Duration, script string, env ...string) (o
 func RunJSContext(ctx context.Context, t testing.TB, timeout time.Duration, script string, env ...string) (output string, err error) {
 	t.Helper()
 	dir, node := JSClient(t)
+	return runNode(ctx, dir, node, timeout, script, env)
+}
+
+// runNode runs `node script` in dir as RunJSContext describes.
+func runNode(ctx context.Context, dir, node string, timeout time.Duration, script string, env []string) (output string, err error) {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()

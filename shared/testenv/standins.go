@@ -16,7 +16,8 @@
 //
 // It also installs matrix-js-sdk and the Node.js 22 it runs on, pinned by
 // scripts/jsclient/package-lock.json, and runs scenarios with them (JSClient,
-// RunJS in jsclient.go).
+// RunJS in jsclient.go), and Hydrogen, playwright-core and Debian's Chromium
+// for the browser test (Browser, RunBrowserContext in browser.go).
 package testenv
 
 import (
