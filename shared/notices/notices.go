@@ -69,6 +69,30 @@ type roomItem struct {
 	PK     string `dynamodbav:"pk"`
 	SK     string `dynamodbav:"sk"`
 	RoomID string `dynamodbav:"room_id"`
+	// Look is the configuration the room was last made or brought up to
+	// date with: a notice compares it with the current one for free, and
+	// updates the room only when an operator changed it.
+	Look look `dynamodbav:"look"`
+}
+
+// look is how the configuration makes a room and its sender look.
+type look struct {
+	Name         string `dynamodbav:"name,omitempty"`
+	Topic        string `dynamodbav:"topic,omitempty"`
+	Avatar       string `dynamodbav:"avatar,omitempty"`
+	SenderName   string `dynamodbav:"sender_name,omitempty"`
+	SenderAvatar string `dynamodbav:"sender_avatar,omitempty"`
+}
+
+// look is the look the configuration asks for now.
+func (s *Service) look() look {
+	c := s.Config
+	name := c.RoomName
+	if name == "" {
+		name = config.DefaultServerNoticesRoomName
+	}
+	return look{Name: name, Topic: c.RoomTopic, Avatar: c.RoomAvatarURL,
+		SenderName: c.SystemMxidDisplayName, SenderAvatar: c.SystemMxidAvatarURL}
 }
 
 func roomKey(userID string) store.Key {
@@ -137,13 +161,51 @@ func (s *Service) room(ctx context.Context, userID string) (string, error) {
 		}
 		switch m {
 		case "join", "invite":
-			return it.RoomID, nil
+			return it.RoomID, s.update(ctx, it)
 		case "":
 			// Made, but the invite did not happen (the request stopped).
+			if err := s.update(ctx, it); err != nil {
+				return "", err
+			}
 			return it.RoomID, s.bringIn(ctx, userID, it.RoomID)
 		}
 	}
 	return s.newRoom(ctx, userID)
+}
+
+// update brings a room made under an older configuration up to date, as
+// Synapse does on each notice: its name, topic and avatar, and the notices
+// user's profile (which reaches all its rooms). Nothing is read or written
+// when the configuration did not change.
+func (s *Service) update(ctx context.Context, it roomItem) error {
+	want := s.look()
+	if it.Look == want {
+		return nil
+	}
+	sender, empty := s.SenderID(), ""
+	for _, st := range []struct{ typ, key, was, now string }{
+		{"m.room.name", "name", it.Look.Name, want.Name},
+		{"m.room.topic", "topic", it.Look.Topic, want.Topic},
+		{"m.room.avatar", "url", it.Look.Avatar, want.Avatar},
+	} {
+		if st.was == st.now {
+			continue
+		}
+		content, _ := json.Marshal(map[string]string{st.key: st.now})
+		if _, err := s.Rooms.Send(ctx, rooms.Sent{Sender: sender}, it.RoomID, st.typ, &empty, content); err != nil {
+			return fmt.Errorf("update notices room %s: %w", st.typ, err)
+		}
+	}
+	if it.Look.SenderName != want.SenderName || it.Look.SenderAvatar != want.SenderAvatar {
+		if err := s.senderProfile(ctx, sender); err != nil {
+			return err
+		}
+	}
+	it.Look = want
+	if err := s.Store.Put(ctx, it); err != nil {
+		return fmt.Errorf("update notices room: %w", err)
+	}
+	return nil
 }
 
 // newRoom makes a notices room for userID as Synapse makes it: private,
@@ -159,10 +221,8 @@ func (s *Service) newRoom(ctx context.Context, userID string) (string, error) {
 	if err := s.senderProfile(ctx, sender); err != nil {
 		return "", err
 	}
-	name := c.RoomName
-	if name == "" {
-		name = config.DefaultServerNoticesRoomName
-	}
+	lk := s.look()
+	name := lk.Name
 	req := rooms.CreateRequest{
 		Preset:                    "private_chat",
 		Name:                      &name,
@@ -185,7 +245,7 @@ func (s *Service) newRoom(ctx context.Context, userID string) (string, error) {
 	if err := s.AccountData.Set(ctx, userID, roomID, "m.tag", tags); err != nil {
 		return "", err
 	}
-	if err := s.Store.Put(ctx, roomItem{PK: roomKey(userID).PK, SK: roomKey(userID).SK, RoomID: roomID}); err != nil {
+	if err := s.Store.Put(ctx, roomItem{PK: roomKey(userID).PK, SK: roomKey(userID).SK, RoomID: roomID, Look: lk}); err != nil {
 		return "", fmt.Errorf("name notices room: %w", err)
 	}
 	return roomID, s.bringIn(ctx, userID, roomID)

@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
+	"github.com/cirrus-matrix/cirrus/shared/notices"
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
 )
 
@@ -302,5 +303,64 @@ func TestServerNotices_Disabled(t *testing.T) {
 	}
 	if r := st.Do(t, "GET", "/_matrix/client/v3/joined_rooms", carol.AccessToken, nil); !strings.Contains(string(r.Raw), `"joined_rooms":[]`) {
 		t.Fatalf("carol's rooms: %s", r.Raw)
+	}
+}
+
+// TestServerNotices_ConfigChanged: a notice after the operator changed the
+// room's name, topic or the notices user's name brings the user's existing
+// room up to date, as Synapse does, before the notice goes in.
+func TestServerNotices_ConfigChanged(t *testing.T) {
+	st := servertest.Start(t, configured...)
+	ctx := context.Background()
+	root := admin(t, st)
+	dave := st.Member(t, "dave")
+	send(t, st, "POST", sendPath, root.AccessToken, notice(dave.User.ID, "before"))
+	s1, err := dave.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var room id.RoomID
+	for r := range s1.Rooms.Invite {
+		room = r
+	}
+	if _, err := dave.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+
+	changed := *st.Server.Config.ServerNotices
+	changed.RoomName, changed.RoomTopic, changed.SystemMxidDisplayName = "Renamed", "", "The Admins"
+	srv := st.Server
+	svc := &notices.Service{Store: srv.Store, Rooms: srv.Rooms, Accounts: srv.Accounts, AccountData: srv.AccountData,
+		Profiles: srv.Profiles, ServerName: srv.Config.ServerName, Config: &changed}
+	if _, err := svc.Send(ctx, notices.Origin{AdminID: root.UserID}, notices.Notice{UserID: dave.User.ID,
+		Content: json.RawMessage(`{"msgtype":"m.text","body":"after"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := dave.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, ok := s2.Rooms.Join[room]
+	if !ok || len(s2.Rooms.Join) != 1 {
+		t.Fatalf("joined rooms %v, want %s alone", s2.Rooms.Join, room)
+	}
+	all := append(j.State.Events, j.Timeline.Events...)
+	if got := bodies(j.Timeline.Events); strings.Join(got, ",") != "before,after" {
+		t.Errorf("notices %v", got)
+	}
+	// The state last in the list is the current one.
+	var name, topic, member map[string]any
+	for _, ev := range all {
+		switch {
+		case ev.Type == event.StateRoomName:
+			name = ev.Content.Raw
+		case ev.Type == event.StateTopic:
+			topic = ev.Content.Raw
+		case ev.Type == event.StateMember && ev.GetStateKey() == notifier:
+			member = ev.Content.Raw
+		}
+	}
+	if name["name"] != "Renamed" || topic["topic"] != "" || member["displayname"] != "The Admins" {
+		t.Errorf("after the change: name %v, topic %v, notices user %v", name, topic, member)
 	}
 }
