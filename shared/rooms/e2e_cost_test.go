@@ -30,10 +30,13 @@ func TestCosts(t *testing.T) {
 	// auth; the record; the slot it names.
 	put(t, st, alice, sendPath+"c1", text)
 	st.CheckCost(t, "retry of the message", "/send/", want(3, 3, 0))
-	// + the relation, before the slot.
+	// + the relation, before the slot; after it, as the first reply of a
+	// thread: GetItem of the thread (none), the root's pointer and slot,
+	// a Create of the thread (and its gsi1 copy), PutItem of alice's
+	// participation (TestThreads_Cost).
 	reply := map[string]any{"msgtype": "m.text", "body": "reply", "m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": id}}
 	put(t, st, alice, sendPath+"c2", reply)
-	st.CheckCost(t, "message with a relation", "/send/", want(7, 2, 6))
+	st.CheckCost(t, "message with a relation", "/send/", want(12, 5, 9))
 	// auth, the record; the info (room version), the target's pointer and
 	// slot (the check), again under the room's lock; one transaction of
 	// the redaction's slot, pointer, record and the target's slot (2 WCU

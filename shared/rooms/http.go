@@ -47,6 +47,7 @@ func (s *Service) Routes(rt *httpapi.Router, requireAuth func(http.HandlerFunc) 
 	h("GET "+rv1, s.handleRelations)
 	h("GET "+rv1+"/{relType}", s.handleRelations)
 	h("GET "+rv1+"/{relType}/{eventType}", s.handleRelations)
+	h("GET /_matrix/client/v1/rooms/{roomId}/threads", s.handleThreads)
 	h("PUT "+v3+"/directory/room/{roomAlias}", s.handleSetAlias)
 	rt.HandleFunc("GET "+v3+"/directory/room/{roomAlias}", httpapi.Handle(s.handleGetAlias))
 	h("DELETE "+v3+"/directory/room/{roomAlias}", func(w http.ResponseWriter, r *http.Request) error {

@@ -65,15 +65,17 @@ type Appended struct {
 	To     []string
 }
 
-// notify passes appended events on to the Appended hook.
+// notify records the thread replies among appended events and passes the
+// events on to the Appended hook.
 func (s *Service) notify(ctx context.Context, evs []Appended) error {
+	threadErr := s.indexThreads(ctx, evs)
 	if s.Appended == nil || len(evs) == 0 {
-		return nil
+		return threadErr
 	}
 	if err := s.Appended(ctx, evs); err != nil {
-		return fmt.Errorf("tell local users of new events: %w", err)
+		return errors.Join(threadErr, fmt.Errorf("tell local users of new events: %w", err))
 	}
-	return nil
+	return threadErr
 }
 
 // readLocals reads the room's local users; a room without any has none.
