@@ -15,7 +15,9 @@ import (
 // displayName (the localpart when empty). It returns the user ID; an
 // account of that ID made before, by anyone, is taken as it is. One
 // transaction of the account and profile items the first time, a failed
-// one (billed as the writes) after.
+// one (billed as the writes) after. NewUserOps is not asked: a system
+// user is nobody to find in the user directory, as Synapse's notices user,
+// which has no registration at all, is not.
 func (s *Service) SystemUser(ctx context.Context, localpart, displayName string) (string, error) {
 	localpart = strings.ToLower(localpart)
 	if err := ValidLocalpart(localpart, s.ServerName); err != nil {
