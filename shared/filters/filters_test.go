@@ -146,7 +146,7 @@ func TestFilters_HTTP(t *testing.T) {
 		{"LimitString", "POST", create(alice), alice.AccessToken, `{"room":{"timeline":{"limit":"ten"}}}`, 400, "M_BAD_JSON"},
 		{"EventFormat", "POST", create(alice), alice.AccessToken, `{"event_format":"xml"}`, 400, "M_BAD_JSON"},
 		{"SenderNotUser", "POST", create(alice), alice.AccessToken, `{"presence":{"senders":["bob"]}}`, 400, "M_BAD_JSON"},
-		{"BodyArray", "POST", create(alice), alice.AccessToken, `[{}]`, 400, "M_NOT_JSON"},
+		{"BodyArray", "POST", create(alice), alice.AccessToken, `[{}]`, 400, "M_BAD_JSON"},
 		{"BodyBroken", "POST", create(alice), alice.AccessToken, `{"room":`, 400, "M_NOT_JSON"},
 		{"Over400KB", "POST", create(alice), alice.AccessToken, `{"room":{"timeline":{"not_types":["` + strings.Repeat("x", 500<<10) + `"]}}}`, 413, "M_TOO_LARGE"},
 		{"CreateWithoutToken", "POST", create(alice), "", `{}`, 401, "M_MISSING_TOKEN"},

@@ -77,7 +77,7 @@ func TestErrors(t *testing.T) {
 		{"valid", "POST", "/echo", `{"name":"a","count":2,"extra":true}`, 200, ""},
 		{"not json", "POST", "/echo", `{"name":`, 400, "M_NOT_JSON"},
 		{"empty body", "POST", "/echo", ``, 400, "M_NOT_JSON"},
-		{"array, not object", "POST", "/echo", `[1,2]`, 400, "M_NOT_JSON"},
+		{"array, not object", "POST", "/echo", `[1,2]`, 400, "M_BAD_JSON"},
 		{"invalid utf-8", "POST", "/echo", "{\"name\":\"\xff\"}", 400, "M_NOT_JSON"},
 		{"wrong type", "POST", "/echo", `{"count":"two"}`, 400, "M_BAD_JSON"},
 		{"too large", "POST", "/echo", `{"name":"` + strings.Repeat("x", 100) + `"}`, 413, "M_TOO_LARGE"},

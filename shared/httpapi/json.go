@@ -18,10 +18,11 @@ import (
 const MaxDepth = 100
 
 // DecodeJSON reads the request body into v. It answers the spec's way:
-// M_TOO_LARGE past the body limit, M_NOT_JSON for a body that is not a JSON
-// object in UTF-8, M_BAD_JSON for JSON of the wrong shape. A number JSON
-// does not allow (01, 1., a lone -, NaN, Infinity) makes the body not JSON,
-// M_NOT_JSON, as Synapse answers it: its parser refuses them all. Unknown keys are
+// M_TOO_LARGE past the body limit, M_NOT_JSON for a body that is not JSON
+// in UTF-8, M_BAD_JSON for JSON of the wrong shape, a top level that is
+// not an object among them, as Synapse answers both. A body that is JSON
+// but for a number JSON does not allow (01, 1., a lone -, NaN, Infinity)
+// is M_BAD_JSON too: JSON with an invalid value. Unknown keys are
 // allowed, as the spec lets clients send extra fields. A key twice in any
 // object of the body, or nesting deeper than MaxDepth, is M_BAD_JSON: the
 // copies would mean one thing to this server and another to a reader that
@@ -40,13 +41,13 @@ func DecodeJSON(r *http.Request, v any) error {
 		return NotJSON("request body is not valid UTF-8")
 	}
 	if err := protocol.CheckJSON(body, MaxDepth); err != nil {
-		if errors.Is(err, protocol.ErrSyntax) {
+		if errors.Is(err, protocol.ErrSyntax) && !errors.Is(err, protocol.ErrBadNumber) {
 			return NotJSON("request body is not valid JSON: %v", err)
 		}
 		return BadJSON("request body: %v", err)
 	}
 	if body[0] != '{' {
-		return NotJSON("request body must be a JSON object")
+		return BadJSON("request body must be a JSON object")
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		var typeErr *json.UnmarshalTypeError

@@ -30,17 +30,24 @@ func TestDecodeJSON_Refused(t *testing.T) {
 		{"DeepUnclosed", strings.Repeat("[", 1<<20), "M_BAD_JSON",
 			fmt.Sprintf("request body: arrays and objects are nested deeper than %d levels", httpapi.MaxDepth)},
 		{"Syntax", `{"name":"a",}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character '}' at byte 12`},
-		// Numbers JSON does not allow are not JSON, as Synapse answers
-		// them: its parser refuses them, NaN and Infinity included, and
-		// parse_json_value_from_request turns any refusal into M_NOT_JSON.
-		{"NumberLeadingZero", `{"a": 01}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character '1' at byte 7`},
-		{"NumberNoFraction", `{"a": 1.}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character '}' at byte 8`},
-		{"NumberMinusAlone", `-`, "M_NOT_JSON", `request body is not valid JSON: unexpected end of JSON`},
-		{"NumberMinusInObject", `{"a": -}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character '}' at byte 7`},
-		{"NumberPlus", `{"a": +1}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character '+' at byte 6`},
-		{"NumberNoInteger", `{"a": .5}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character '.' at byte 6`},
-		{"NaN", `{"a": NaN}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character 'N' at byte 6`},
-		{"Infinity", `{"a": -Infinity}`, "M_NOT_JSON", `request body is not valid JSON: unexpected character 'I' at byte 7`},
+		// A body that is JSON but for a number JSON does not allow is JSON
+		// with an invalid value: M_BAD_JSON.
+		{"NumberLeadingZero", `{"a": 01}`, "M_BAD_JSON", `request body: "01" at byte 6 is not a number JSON allows`},
+		{"NumberNoFraction", `{"a": 1.}`, "M_BAD_JSON", `request body: "1." at byte 6 is not a number JSON allows`},
+		{"NumberMinusAlone", `-`, "M_BAD_JSON", `request body: "-" at byte 0 is not a number JSON allows`},
+		{"NumberMinusInObject", `{"a": -}`, "M_BAD_JSON", `request body: "-" at byte 6 is not a number JSON allows`},
+		{"NumberPlus", `{"a": +1}`, "M_BAD_JSON", `request body: "+1" at byte 6 is not a number JSON allows`},
+		{"NumberNoInteger", `{"a": .5}`, "M_BAD_JSON", `request body: ".5" at byte 6 is not a number JSON allows`},
+		{"NaN", `{"a": NaN}`, "M_BAD_JSON", `request body: "NaN" at byte 6 is not a number JSON allows`},
+		{"Infinity", `{"a": -Infinity}`, "M_BAD_JSON", `request body: "-Infinity" at byte 6 is not a number JSON allows`},
+		// A body cut off mid-number is not JSON.
+		{"NumberCutOff", `{"a": 1.`, "M_NOT_JSON", `request body is not valid JSON: unexpected end of JSON`},
+		// JSON whose top level is not an object is JSON of the wrong shape.
+		{"Array", `[]`, "M_BAD_JSON", `request body must be a JSON object`},
+		{"String", `"x"`, "M_BAD_JSON", `request body must be a JSON object`},
+		{"Number", `1`, "M_BAD_JSON", `request body must be a JSON object`},
+		{"Null", `null`, "M_BAD_JSON", `request body must be a JSON object`},
+		{"NotJSON", `nope`, "M_NOT_JSON", `request body is not valid JSON: unexpected character 'n' at byte 0`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest("POST", "/", strings.NewReader(tc.body))

@@ -24,7 +24,7 @@ func TestBadInput(t *testing.T) {
 		errcode                  string
 	}{
 		{"CreateNotJSON", "POST", versionPath, `{"algorithm":`, 400, "M_NOT_JSON"},
-		{"CreateArray", "POST", versionPath, `[]`, 400, "M_NOT_JSON"},
+		{"CreateArray", "POST", versionPath, `[]`, 400, "M_BAD_JSON"},
 		{"CreateNotUTF8", "POST", versionPath, "{\"algorithm\":\"\xff\"}", 400, "M_NOT_JSON"},
 		{"CreateEmpty", "POST", versionPath, `{}`, 400, "M_MISSING_PARAM"},
 		{"CreateNoAuthData", "POST", versionPath, `{"algorithm":"m.megolm_backup.v1.curve25519-aes-sha2"}`, 400, "M_MISSING_PARAM"},

@@ -137,7 +137,7 @@ func TestProfile_HTTP(t *testing.T) {
 		{"DisplayNameMissing", "PUT", base + alice.ID + "/displayname", alice.AccessToken, `{}`, 400, "M_MISSING_PARAM"},
 		{"AvatarMissing", "PUT", base + alice.ID + "/avatar_url", alice.AccessToken, `{"displayname":"x"}`, 400, "M_MISSING_PARAM"},
 		{"BodyNotJSON", "PUT", base + alice.ID + "/displayname", alice.AccessToken, `displayname=x`, 400, "M_NOT_JSON"},
-		{"BodyNotObject", "PUT", base + alice.ID + "/displayname", alice.AccessToken, `["x"]`, 400, "M_NOT_JSON"},
+		{"BodyNotObject", "PUT", base + alice.ID + "/displayname", alice.AccessToken, `["x"]`, 400, "M_BAD_JSON"},
 		{"PutInvalidUserID", "PUT", base + "alice/displayname", alice.AccessToken, `{"displayname":"x"}`, 400, "M_INVALID_PARAM"},
 		{"GetUnknownUser", "GET", base + "@nobody:example.org", "", nil, 404, "M_NOT_FOUND"},
 		{"GetUnknownUserField", "GET", base + "@nobody:example.org/displayname", "", nil, 404, "M_NOT_FOUND"},

@@ -14,6 +14,10 @@ import (
 var (
 	// ErrSyntax is a document that is not one JSON value in UTF-8.
 	ErrSyntax = errors.New("not valid JSON")
+	// ErrBadNumber is a document that is JSON but for a number JSON does
+	// not allow where a value goes: 01, 1., .5, +1, a lone -, 1e, NaN,
+	// Infinity. Such an error is ErrSyntax too, for errors.Is.
+	ErrBadNumber = errors.New("invalid number")
 	// ErrDuplicateKey is an object with a key twice: what it means depends
 	// on the reader (encoding/json takes the last, others the first), so a
 	// signed event holding one would be read differently by its readers.
@@ -29,7 +33,8 @@ var (
 
 // JSONError says what is wrong with a JSON document and where.
 type JSONError struct {
-	// Kind is ErrSyntax, ErrDuplicateKey, ErrTooDeep or ErrNotCanonical.
+	// Kind is ErrSyntax, ErrBadNumber, ErrDuplicateKey, ErrTooDeep or
+	// ErrNotCanonical.
 	Kind error
 	// Path leads from the top of the document to the faulty place, as
 	// `users["@a:example.org"]` or `allow[0].type`; "" is the top.
@@ -45,7 +50,12 @@ func (e *JSONError) Error() string {
 	return e.Path + ": " + e.Msg
 }
 
-func (e *JSONError) Unwrap() error { return e.Kind }
+func (e *JSONError) Unwrap() []error {
+	if e.Kind == ErrBadNumber {
+		return []error{ErrBadNumber, ErrSyntax}
+	}
+	return []error{e.Kind}
+}
 
 // maxSafeInteger is the largest integer of canonical JSON, 2**53 - 1.
 const maxSafeInteger = 1<<53 - 1
@@ -157,6 +167,8 @@ func (s *scanner) run() error {
 			if err := s.literal("null"); err != nil {
 				return err
 			}
+		case c == 'N' || c == 'I' || c == '+' || c == '.':
+			return s.badNumber(s.pos)
 		default:
 			return s.unexpected()
 		}
@@ -421,18 +433,19 @@ func (s *scanner) number() error {
 	switch {
 	case i < len(s.data) && s.data[i] == '0':
 		i++
+		if i < len(s.data) && s.data[i] >= '0' && s.data[i] <= '9' {
+			return s.badNumber(start)
+		}
 	case i < len(s.data) && s.data[i] >= '1' && s.data[i] <= '9':
 		i = digits(s.data, i)
 	default:
-		s.pos = i
-		return s.unexpected()
+		return s.badNumber(start)
 	}
 	intEnd := i
 	if i < len(s.data) && s.data[i] == '.' {
 		i++
 		if j := digits(s.data, i); j == i {
-			s.pos = i
-			return s.unexpected()
+			return s.badNumber(start)
 		} else {
 			i = j
 		}
@@ -443,8 +456,7 @@ func (s *scanner) number() error {
 			i++
 		}
 		if j := digits(s.data, i); j == i {
-			s.pos = i
-			return s.unexpected()
+			return s.badNumber(start)
 		} else {
 			i = j
 		}
@@ -464,6 +476,21 @@ func (s *scanner) number() error {
 		s.fault(ErrNotCanonical, fmt.Sprintf("%s is out of the range of canonical JSON, -(2**53)+1 to (2**53)-1", lit))
 	}
 	return nil
+}
+
+// badNumber is the error of a number JSON does not allow, starting at
+// start: the token up to the next delimiter is quoted (at most 32 bytes).
+func (s *scanner) badNumber(start int) error {
+	end := start
+	for end < len(s.data) && end-start < 32 && !bytes.ContainsRune([]byte(",]} \t\n\r"), rune(s.data[end])) {
+		end++
+	}
+	if end == len(s.data) && len(s.frames) > 0 {
+		// Cut off mid-number: the body ends before the JSON does.
+		return s.syntax("unexpected end of JSON")
+	}
+	tok := strings.ToValidUTF8(string(s.data[start:end]), "")
+	return &JSONError{Kind: ErrBadNumber, Msg: fmt.Sprintf("%q at byte %d is not a number JSON allows", tok, start)}
 }
 
 // digits returns the index of the first byte at or after i that is not a

@@ -156,8 +156,8 @@ func TestLimits_BadInput(t *testing.T) {
 			name, body string
 			code       string
 		}{
-			{"array", `[1,2]`, "M_NOT_JSON"},
-			{"string", `"text"`, "M_NOT_JSON"},
+			{"array", `[1,2]`, "M_BAD_JSON"},
+			{"string", `"text"`, "M_BAD_JSON"},
 			{"not JSON", `{"msgtype":`, "M_NOT_JSON"},
 			{"invalid UTF-8", "{\"body\":\"\xff\"}", "M_NOT_JSON"},
 		} {

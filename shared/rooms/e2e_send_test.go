@@ -81,7 +81,7 @@ func TestSend_State(t *testing.T) {
 	wantErr(t, "unset state", err, "M_NOT_FOUND", http.StatusNotFound)
 	// A state event's content must be an object.
 	err = rawBytes(alice, http.MethodPut, []byte(`["x"]`), "v3", "rooms", room, "state", "com.example.state", "k")
-	wantErr(t, "array content", err, "M_NOT_JSON", http.StatusBadRequest)
+	wantErr(t, "array content", err, "M_BAD_JSON", http.StatusBadRequest)
 }
 
 // TestSend_Redaction: a redacted event loses its content everywhere it is

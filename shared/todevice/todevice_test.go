@@ -324,7 +324,7 @@ func TestSendToDevice_BadInput(t *testing.T) {
 		code   string
 	}{
 		{"NotJSON", "{not json", 400, "M_NOT_JSON"},
-		{"NotAnObject", "[]", 400, "M_NOT_JSON"},
+		{"NotAnObject", "[]", 400, "M_BAD_JSON"},
 		{"NoMessages", map[string]any{}, 400, "M_BAD_JSON"},
 		{"NullMessages", map[string]any{"messages": nil}, 400, "M_BAD_JSON"},
 		{"MessagesNotAnObject", map[string]any{"messages": []any{}}, 400, "M_BAD_JSON"},
