@@ -3,6 +3,7 @@ package rooms_test
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -318,4 +319,58 @@ func TestThreads_Cost(t *testing.T) {
 	// BatchGetItem of his threads; BatchGetItem of roots and replies.
 	threads(t, c.bob, c.room, map[string]string{"include": "participated"})
 	c.st.CheckCost(t, "bob's two threads", "/threads", servertest.Want(6, 10, 0))
+}
+
+// TestThreads_ConcurrentReplies counts every reply and keeps the latest
+// when replies to two threads race through two server instances on one
+// table.
+func TestThreads_ConcurrentReplies(t *testing.T) {
+	c := newThreadRoom(t)
+	twin := c.st.Twin(t)
+	senders := []mxUser{c.bob, c.carol,
+		{User: c.bob.User, Client: twin.Client(t, c.bob.User)}, {User: c.carol.User, Client: twin.Client(t, c.carol.User)}}
+	const each = 4
+	var wg sync.WaitGroup
+	errs := make(chan error, len(senders)*each*2)
+	for _, u := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each * 2 {
+				root := c.r1
+				if i%2 == 1 {
+					root = c.r2
+				}
+				content := &event.MessageEventContent{MsgType: event.MsgText, Body: "race", RelatesTo: (&event.RelatesTo{}).SetThread(root, root)}
+				if _, err := u.SendMessageEvent(bg, c.room, event.EventMessage, content); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("reply: %v", err)
+	}
+	latest := func(root id.EventID) id.EventID {
+		var rels struct {
+			Chunk []struct {
+				EventID id.EventID `json:"event_id"`
+			} `json:"chunk"`
+		}
+		if err := rawQuery(c.alice, map[string]string{"dir": "b", "limit": "1"}, &rels, "v1", "rooms", c.room, "relations", root, "m.thread"); err != nil || len(rels.Chunk) != 1 {
+			t.Fatalf("latest reply to %s: %v, %v", root, rels.Chunk, err)
+		}
+		return rels.Chunk[0].EventID
+	}
+	n := len(senders) * each
+	// A last reply, after the race, puts thread 2 first.
+	final := replyIn(t, c.alice, c.room, c.r2, "final")
+	if l2 := latest(c.r2); l2 != final {
+		t.Fatalf("latest reply to root 2 by /relations: %s, want %s", l2, final)
+	}
+	p := threads(t, c.alice, c.room, nil)
+	wantEqual(t, "threads after the race", p.roots(), []id.EventID{c.r2, c.r1})
+	wantEqual(t, "their summaries", p.summary(t), []string{sum(n+1, final, true), sum(n, latest(c.r1), true)})
 }
