@@ -67,7 +67,7 @@ const (
 	entrySK    = "userdir"
 	// updateAttempts is how often an index change is tried again after a
 	// concurrent one won the race for the user's item.
-	updateAttempts = 5
+	updateAttempts = 8
 )
 
 // nameItem is one word of one user's names.

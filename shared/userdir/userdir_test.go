@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
@@ -315,4 +317,56 @@ func TestSearch_Cost(t *testing.T) {
 	}
 	servertest.CheckUsage(t, "deactivation", m.Usage(), servertest.Want(2, 1, 8))
 	wantFound(t, alice, "robert")
+}
+
+func TestSearch_PublicRoomsChange(t *testing.T) {
+	st := servertest.Start(t)
+	ctx := context.Background()
+	alice, carol := st.Member(t, "alice"), st.Member(t, "carol")
+	public := createRoom(t, carol, "public_chat")
+	wantFound(t, alice, "carol", carol.ID)
+
+	// Leaving the public room, carol is no longer found.
+	if _, err := carol.LeaveRoom(ctx, public); err != nil {
+		t.Fatal(err)
+	}
+	wantFound(t, alice, "carol")
+
+	// A private room whose history anyone may read counts as public, as in
+	// Synapse.
+	room := createRoom(t, carol, "private_chat")
+	wantFound(t, alice, "carol")
+	if _, err := carol.SendStateEvent(ctx, room, event.StateHistoryVisibility, "",
+		map[string]any{"history_visibility": "world_readable"}); err != nil {
+		t.Fatal(err)
+	}
+	wantFound(t, alice, "carol", carol.ID)
+}
+
+func TestSearch_ConcurrentProfileChanges(t *testing.T) {
+	st := servertest.Start(t, "CIRRUS_USER_DIRECTORY_SEARCH_ALL_USERS=true")
+	alice, bob := st.Member(t, "alice"), st.Member(t, "bob")
+	names := []string{"Umberto Alpha", "Vittorio Beta", "Walter Gamma", "Xeno Delta"}
+	errs := make(chan error, len(names))
+	for _, n := range names {
+		go func() { errs <- st.Server.UserDir.ProfileChanged(context.Background(), bob.ID, n, "") }()
+	}
+	for range names {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Whichever change came last, bob is found by its words alone: no
+	// word of the others is left behind.
+	var last []string
+	for _, n := range names {
+		first := strings.Fields(n)[0]
+		if got, _ := found(t, alice, first, 10); len(got) > 0 {
+			last = append(last, n)
+		}
+	}
+	if len(last) != 1 {
+		t.Fatalf("bob is found by the names %q, want exactly one", last)
+	}
+	wantFound(t, alice, strings.Fields(last[0])[1], bob.ID)
 }
