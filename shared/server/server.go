@@ -39,6 +39,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/ratelimit"
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/secrets"
+	"github.com/cirrus-matrix/cirrus/shared/spaces"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 	"github.com/cirrus-matrix/cirrus/shared/sync"
 	"github.com/cirrus-matrix/cirrus/shared/thirdparty"
@@ -375,6 +376,7 @@ func (s *Server) ClientHandler() http.Handler {
 	s.Push.Register(rt, s.Accounts.RequireAuth)
 	(&voip.Service{TURN: s.Config.TURN}).Register(rt, s.Accounts.RequireAuth)
 	thirdparty.Register(rt, s.Accounts.RequireAuth)
+	(&spaces.Service{Rooms: s.Rooms, Store: s.Store}).Register(rt, s.Accounts.RequireAuth)
 	s.UserDir.Register(rt, s.Accounts.RequireAuth)
 	return httpapi.Logging(s.Logger, httpapi.CORS(s.limitResponses(httpapi.LimitBody(s.Config.MaxRequestSize, rt))))
 }
