@@ -122,6 +122,11 @@ type Config struct {
 	Presence Presence `yaml:"presence"`
 	// UserDirectory is Synapse's user_directory block.
 	UserDirectory UserDirectory `yaml:"user_directory"`
+	// EnableSearch indexes messages, names and topics as they are sent and
+	// serves POST /search (shared/search); Synapse's key, on by default.
+	// Off, nothing is indexed and /search answers 400: operators who want
+	// no search index pay no write units for it.
+	EnableSearch bool `yaml:"enable_search"`
 
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
@@ -286,6 +291,7 @@ func Defaults() Config {
 		Sync:                 defaultSync,
 		Presence:             Presence{Enabled: true},
 		UserDirectory:        UserDirectory{Enabled: true},
+		EnableSearch:         true,
 		LogLevel:             "info",
 	}
 }
@@ -324,6 +330,7 @@ func LoadLambda(lookup LookupFunc) (*Config, error) {
 		Sync:                 defaultSync,
 		Presence:             Presence{Enabled: true},
 		UserDirectory:        UserDirectory{Enabled: true},
+		EnableSearch:         true,
 		LogLevel:             "info",
 	}
 	if err := c.applyEnv(lookup); err != nil {
