@@ -309,16 +309,17 @@ func TestThreads_Cost(t *testing.T) {
 	say(t, c.alice, c.room, "warm")
 	replyIn(t, c.bob, c.room, c.r2, "a reply")
 	// auth; GetItem info and membership; Query of the caller's
-	// participations; Query of gsi1; BatchGetItem of each root and its
-	// latest reply.
+	// participations; GetItem of the users the caller ignores; Query of
+	// gsi1; BatchGetItem of each root and its latest reply.
 	threads(t, c.carol, c.room, nil)
-	c.st.CheckCost(t, "two threads", "/threads", servertest.Want(6, 8.5, 0))
+	c.st.CheckCost(t, "two threads", "/threads", servertest.Want(7, 9.5, 0))
 	threads(t, c.carol, c.room, map[string]string{"limit": "1"})
-	c.st.CheckCost(t, "one thread", "/threads", servertest.Want(6, 6.5, 0))
+	c.st.CheckCost(t, "one thread", "/threads", servertest.Want(7, 7.5, 0))
 	// auth; GetItem info and membership; Query of bob's participations;
-	// BatchGetItem of his threads; BatchGetItem of roots and replies.
+	// GetItem of whom he ignores; BatchGetItem of his threads;
+	// BatchGetItem of roots and replies.
 	threads(t, c.bob, c.room, map[string]string{"include": "participated"})
-	c.st.CheckCost(t, "bob's two threads", "/threads", servertest.Want(6, 10, 0))
+	c.st.CheckCost(t, "bob's two threads", "/threads", servertest.Want(7, 11, 0))
 }
 
 // TestThreads_ConcurrentReplies counts every reply and keeps the latest
@@ -373,4 +374,28 @@ func TestThreads_ConcurrentReplies(t *testing.T) {
 	p := threads(t, c.alice, c.room, nil)
 	wantEqual(t, "threads after the race", p.roots(), []id.EventID{c.r2, c.r1})
 	wantEqual(t, "their summaries", p.summary(t), []string{sum(n+1, final, true), sum(n, latest(c.r1), true)})
+}
+
+// TestThreads_Ignored shows a root sent by an ignored user redacted, and
+// a thread's latest reply by one not as its latest.
+func TestThreads_Ignored(t *testing.T) {
+	c := newThreadRoom(t)
+	byAlice := replyIn(t, c.alice, c.room, c.r1, "alice's reply")
+	byBob := replyIn(t, c.bob, c.room, c.r1, "bob's reply")
+	bobsRoot := say(t, c.bob, c.room, "bob's root")
+	toBob := replyIn(t, c.alice, c.room, bobsRoot, "to bob")
+	ignore := map[string]any{"ignored_users": map[string]any{string(c.bob.ID): map[string]any{}}}
+	if err := c.carol.SetAccountData(bg, "m.ignored_user_list", ignore); err != nil {
+		t.Fatalf("carol ignores bob: %v", err)
+	}
+	p := threads(t, c.carol, c.room, nil)
+	wantEqual(t, "carol's threads", p.roots(), []id.EventID{bobsRoot, c.r1})
+	wantEqual(t, "carol's summaries", p.summary(t), []string{sum(1, toBob, false), sum(2, byAlice, false)})
+	if len(p.Chunk[0].Content) != 0 {
+		t.Errorf("the root of an ignored user: content %v, want it redacted", p.Chunk[0].Content)
+	}
+	if p.Chunk[1].Content["body"] != "root 1" {
+		t.Errorf("alice's root: content %v", p.Chunk[1].Content)
+	}
+	wantEqual(t, "alice's summaries", threads(t, c.alice, c.room, nil).summary(t), []string{sum(1, toBob, true), sum(2, byBob, true)})
 }

@@ -36,6 +36,10 @@ type Service struct {
 	// that take a sync token for a pagination token; nil accepts room
 	// tokens alone.
 	SyncPosition func(ctx context.Context, userID, roomID, token string) (int64, error)
+	// Ignored lists the users userID ignores (m.ignored_user_list), whose
+	// thread roots /threads shows redacted and whose replies it does not
+	// show as a thread's latest; nil ignores no one.
+	Ignored func(ctx context.Context, userID string) (map[string]bool, error)
 
 	cache roomCache
 	sent  sentTxns

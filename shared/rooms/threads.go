@@ -210,6 +210,12 @@ func (s *Service) ThreadsOf(ctx context.Context, userID, roomID string, q Thread
 	if err != nil {
 		return Threads{}, err
 	}
+	var ignored map[string]bool
+	if s.Ignored != nil {
+		if ignored, err = s.Ignored(ctx, userID); err != nil {
+			return Threads{}, err
+		}
+	}
 	next := s.allThreads(roomID)
 	if q.Participated {
 		if next, err = s.threadsAmong(ctx, roomID, mine); err != nil {
@@ -226,7 +232,7 @@ func (s *Service) ThreadsOf(ctx context.Context, userID, roomID string, q Thread
 		}
 		more := len(page) > need
 		page = page[:min(len(page), need)]
-		chunk, err := s.renderThreads(ctx, v, roomID, page, mine)
+		chunk, err := s.renderThreads(ctx, v, roomID, page, mine, ignored)
 		if err != nil {
 			return Threads{}, err
 		}
@@ -318,7 +324,9 @@ func (s *Service) participatedIn(ctx context.Context, roomID, userID string) (ma
 
 // renderThreads renders the roots of ts that v may see, each with its
 // m.thread aggregation: one BatchGetItem of the roots and latest replies.
-func (s *Service) renderThreads(ctx context.Context, v *viewer, roomID string, ts []thread, mine map[string]bool) ([]json.RawMessage, error) {
+// As the spec has it, a root sent by a user the caller ignores is shown
+// redacted, and a reply by one is not shown as the latest.
+func (s *Service) renderThreads(ctx context.Context, v *viewer, roomID string, ts []thread, mine, ignored map[string]bool) ([]json.RawMessage, error) {
 	var keys []store.Key
 	for _, t := range ts {
 		if !v.sees(t.RootSeq) {
@@ -349,9 +357,9 @@ func (s *Service) renderThreads(ctx context.Context, v *viewer, roomID string, t
 			continue
 		}
 		latest, ok := found[t.Latest]
-		if !ok || latest.PDU.EventID() != t.LatestID || !v.sees(t.Latest) {
+		if !ok || latest.PDU.EventID() != t.LatestID || !v.sees(t.Latest) || ignored[events.Sender(latest.PDU)] {
 			// A user who left sees the thread as it was when they left.
-			if latest, ok, err = s.latestSeen(ctx, v, roomID, t); err != nil {
+			if latest, ok, err = s.latestSeen(ctx, v, roomID, t, ignored); err != nil {
 				return nil, err
 			}
 			if !ok {
@@ -366,6 +374,11 @@ func (s *Service) renderThreads(ctx context.Context, v *viewer, roomID string, t
 		if err != nil {
 			return nil, err
 		}
+		if ignored[events.Sender(root.PDU)] && root.RedactedBy == "" {
+			if root.PDU, err = events.Redact(root.PDU); err != nil {
+				return nil, err
+			}
+		}
 		r, err := s.renderFor(ctx, v, []Event{root}, events.WithRelations(rel))
 		if err != nil {
 			return nil, err
@@ -375,10 +388,10 @@ func (s *Service) renderThreads(ctx context.Context, v *viewer, roomID string, t
 	return out, nil
 }
 
-// latestSeen finds the latest reply of t that v may see, reading the
-// relations of its root back from the latest: one Query, and a GetItem of
-// each candidate's slot.
-func (s *Service) latestSeen(ctx context.Context, v *viewer, roomID string, t thread) (Event, bool, error) {
+// latestSeen finds the latest reply of t that v may see, by a user not
+// ignored, reading the relations of its root back from the latest: one
+// Query of up to 50, and a GetItem of each candidate's slot.
+func (s *Service) latestSeen(ctx context.Context, v *viewer, roomID string, t thread, ignored map[string]bool) (Event, bool, error) {
 	prefix := relPrefix(t.rootID())
 	q := store.Query{PK: roomPK(roomID), Prefix: prefix, Descending: true, Limit: 50,
 		From: fmt.Sprintf("%s%012d", prefix, min(t.Latest, v.limit()))}
@@ -400,7 +413,12 @@ func (s *Service) latestSeen(ctx context.Context, v *viewer, roomID string, t th
 			return Event{}, false, err
 		}
 		e, err := sl.event()
-		return e, err == nil, err
+		if err != nil {
+			return Event{}, false, err
+		}
+		if !ignored[events.Sender(e.PDU)] {
+			return e, true, nil
+		}
 	}
 	return Event{}, false, nil
 }
