@@ -38,6 +38,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/queue"
 	"github.com/cirrus-matrix/cirrus/shared/ratelimit"
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
+	"github.com/cirrus-matrix/cirrus/shared/search"
 	"github.com/cirrus-matrix/cirrus/shared/secrets"
 	"github.com/cirrus-matrix/cirrus/shared/spaces"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -91,6 +92,8 @@ type Server struct {
 	KeyBackup *keybackup.Service
 	// E2EKeys holds device keys, one-time keys and cross-signing keys.
 	E2EKeys *e2ekeys.Service
+	// Search indexes events as they are appended and serves /search.
+	Search *search.Service
 	// LargeResponses holds answers over lambda_response_limit; nil without
 	// large_response_bucket.
 	LargeResponses bigbody.Bucket
@@ -183,7 +186,15 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	pushes.Changed = func(ctx context.Context, userID string) error {
 		return syncs.Touch(ctx, "", []string{userID})
 	}
-	rms.Appended, rms.SyncPosition = syncs.Fanout, syncs.RoomPosition
+	searches := &search.Service{Store: st, Rooms: rms, Disabled: !cfg.EnableSearch}
+	// Every append reaches the members' sync streams, then the search index.
+	rms.Appended = func(ctx context.Context, evs []rooms.Appended) error {
+		if err := syncs.Fanout(ctx, evs); err != nil {
+			return err
+		}
+		return searches.Index(ctx, evs)
+	}
+	rms.SyncPosition = syncs.RoomPosition
 	pres := &presence.Service{Store: st, Rooms: rms, Enabled: cfg.Presence.Enabled, Touch: func(ctx context.Context, userID string, users []string) error {
 		return syncs.Touch(ctx, userID, users)
 	}}
@@ -246,6 +257,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		ToDevice:    toDevice,
 		KeyBackup:   &keybackup.Service{Store: st},
 		E2EKeys:     e2e,
+		Search:      searches,
 		UserDir:     dir,
 
 		LargeResponses: large,
@@ -372,6 +384,7 @@ func (s *Server) ClientHandler() http.Handler {
 	s.ToDevice.Register(rt, s.Accounts.RequireAuth)
 	s.KeyBackup.Register(rt, s.Accounts.RequireAuth)
 	s.E2EKeys.Register(rt, s.Accounts.RequireAuth)
+	s.Search.Register(rt, s.Accounts.RequireAuth)
 	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handler(s.Config.DefaultRoomVersion)))
 	s.Push.Register(rt, s.Accounts.RequireAuth)
 	(&voip.Service{TURN: s.Config.TURN}).Register(rt, s.Accounts.RequireAuth)
