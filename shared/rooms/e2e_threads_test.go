@@ -116,9 +116,11 @@ func TestThreads_Order(t *testing.T) {
 	last3 := replyIn(t, c.bob, c.room, c.r3, "3b")
 	last2 := replyIn(t, c.bob, c.room, c.r2, "2b")
 	last1 := replyIn(t, c.alice, c.room, c.r1, "1b")
-	// Neither a plain message nor a reaction makes a thread.
+	// Neither a plain message nor a reaction makes a thread, nor a thread
+	// reply to an event that relates to another (the spec forbids it).
 	plain := say(t, c.bob, c.room, "not a thread")
 	must[*mautrix.RespSendEvent](t, "reaction")(c.bob.SendReaction(bg, c.room, plain, "👍"))
+	replyIn(t, c.carol, c.room, last3, "nested")
 
 	p := threads(t, c.bob, c.room, nil)
 	wantEqual(t, "order by latest reply", p.roots(), []id.EventID{c.r1, c.r2, c.r3})

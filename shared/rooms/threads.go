@@ -102,7 +102,8 @@ func (s *Service) indexThreads(ctx context.Context, evs []Appended) error {
 // the thread to its place in the room's list: a GetItem of the thread,
 // then a write over the revision read (a create for the first reply,
 // after a read of the root). A reply to an event this server does not
-// hold in the room starts no thread.
+// hold in the room starts no thread, nor does one to an event that
+// relates to another: the spec forbids threads from those.
 func (s *Service) recordReply(ctx context.Context, roomID, rootID string, seq int64, ev events.PDU) error {
 	starter, recorded := "", false
 	lost := func(err error) bool { return errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists) }
@@ -116,6 +117,9 @@ func (s *Service) recordReply(ctx context.Context, roomID, rootID string, seq in
 			}
 			if err != nil {
 				return err
+			}
+			if relationOf(roomID, root.Seq, root.PDU) != nil {
+				return nil
 			}
 			starter = events.Sender(root.PDU)
 			k := threadKey(roomID, rootID)
