@@ -87,6 +87,9 @@ func parseRequest(r *http.Request) (*request, error) {
 	}
 	req := &request{order: byRank, limit: defaultLimit}
 	req.terms = parseTerms(*c.SearchTerm)
+	if len(req.terms) > maxTerms {
+		return nil, httpapi.InvalidParam("search_term has %d words; at most %d are searched together", len(req.terms), maxTerms)
+	}
 	req.keys = allKeys
 	if c.Keys != nil {
 		req.keys = 0

@@ -23,6 +23,9 @@ const maxPerTerm = 1000
 // parallel bounds the index Queries of one search under way at once.
 const parallel = 16
 
+// maxTerms bounds the words of a search term: each is a Query per room.
+const maxTerms = 16
+
 // term is a word of the search term: its token, and whether it matches any
 // token that begins with it (written "word*").
 type term struct {

@@ -147,6 +147,12 @@ func eventTokens(ev events.PDU) []counted {
 	if json.Unmarshal(content[k.field], &text) != nil || !utf8.ValidString(text) {
 		return nil
 	}
+	return countTokens(text, k.key)
+}
+
+// countTokens is the distinct tokens of text in the order they first
+// appear, at most maxTokens, each counted.
+func countTokens(text string, key int) []counted {
 	var out []counted
 	at := map[string]int{}
 	for _, t := range tokens(text) {
@@ -158,7 +164,7 @@ func eventTokens(ev events.PDU) []counted {
 			continue
 		}
 		at[t] = len(out)
-		out = append(out, counted{token: t, keys: k.key, hits: 1})
+		out = append(out, counted{token: t, keys: key, hits: 1})
 	}
 	return out
 }

@@ -3,9 +3,11 @@ package search_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -338,6 +340,7 @@ func TestSearch(t *testing.T) {
 			{"bad filter", "", roomEvents(map[string]any{"search_term": "a", "filter": map[string]any{"senders": []string{"bob"}}}), 400, "M_BAD_JSON"},
 			{"negative context", "", roomEvents(map[string]any{"search_term": "a", "event_context": map[string]any{"before_limit": -1}}), 400, "M_INVALID_PARAM"},
 			{"bad next_batch", "?next_batch=nonsense", roomEvents(map[string]any{"search_term": "a"}), 400, "M_INVALID_PARAM"},
+			{"too many words", "", roomEvents(map[string]any{"search_term": manyWords(17)}), 400, "M_INVALID_PARAM"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				r := w.st.Do(t, "POST", "/_matrix/client/v3/search"+tc.query, alice.User.AccessToken, tc.body)
@@ -351,6 +354,15 @@ func TestSearch(t *testing.T) {
 			t.Fatalf("no token: %d %s", r.Status, r.Raw)
 		}
 	})
+}
+
+// manyWords is n distinct words, "w0 w1 ...".
+func manyWords(n int) string {
+	w := make([]string, n)
+	for i := range w {
+		w[i] = fmt.Sprintf("w%d", i)
+	}
+	return strings.Join(w, " ")
 }
 
 func roomEvents(c map[string]any) map[string]any {
