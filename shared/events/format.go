@@ -272,9 +272,21 @@ func storedUnsigned(unsigned []byte) (map[string]json.RawMessage, error) {
 // since Matrix 1.16 the events an invite or knock brings over federation
 // (full PDUs for the create event) must not reach clients as they came.
 func stripStateList(raw json.RawMessage) (json.RawMessage, error) {
-	var evs []StrippedStateEvent
-	if err := json.Unmarshal(raw, &evs); err != nil {
+	// The wire's origin_server_ts is read apart: another server may send
+	// anything there, and only a create event's integer is kept.
+	var wire []struct {
+		StrippedStateEvent
+		TS json.RawMessage `json:"origin_server_ts"`
+	}
+	if err := json.Unmarshal(raw, &wire); err != nil {
 		return nil, err
+	}
+	evs := make([]StrippedStateEvent, len(wire))
+	for i, w := range wire {
+		evs[i] = w.StrippedStateEvent
+		if ts, err := strconv.ParseInt(string(w.TS), 10, 64); err == nil && w.Type == Create && w.StateKey == "" {
+			evs[i].OriginServerTS = ts
+		}
 	}
 	return json.Marshal(evs)
 }
@@ -317,6 +329,10 @@ type StrippedStateEvent struct {
 	Sender   string          `json:"sender"`
 	StateKey string          `json:"state_key"`
 	Type     string          `json:"type"`
+	// OriginServerTS is kept for the create event only, as MSC4311 has it
+	// reach invitees whole (Synapse passes it as its PDU): a client shows
+	// when the room was made.
+	OriginServerTS int64 `json:"origin_server_ts,omitempty"`
 }
 
 // StrippedState strips pdu, a state event, for invite_room_state,
@@ -328,10 +344,14 @@ func StrippedState(pdu gomatrixserverlib.PDU) (StrippedStateEvent, error) {
 	if sk == nil {
 		return StrippedStateEvent{}, fmt.Errorf("stripped state of %s: %w", pdu.EventID(), ErrNotState)
 	}
-	return StrippedStateEvent{
+	st := StrippedStateEvent{
 		Content:  pdu.Content(),
 		Sender:   string(pdu.SenderID()),
 		StateKey: *sk,
 		Type:     pdu.Type(),
-	}, nil
+	}
+	if st.Type == Create && st.StateKey == "" {
+		st.OriginServerTS = int64(pdu.OriginServerTS())
+	}
+	return st, nil
 }

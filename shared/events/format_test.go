@@ -156,7 +156,9 @@ func TestFormatClientEvent_InviteRoomState(t *testing.T) {
 	// As an invite over federation brings it: the create event as a full
 	// PDU, the rest stripped.
 	nameStripped, _ := StrippedState(name)
-	roomState, _ := json.Marshal([]any{json.RawMessage(create.JSON()), nameStripped})
+	// A timestamp on any other event, or one that is no integer, is dropped.
+	topic := json.RawMessage(`{"content":{"topic":"t"},"sender":"@alice:example.org","state_key":"","type":"m.room.topic","origin_server_ts":5}`)
+	roomState, _ := json.Marshal([]any{json.RawMessage(create.JSON()), nameStripped, topic})
 	invite := fixtureEvent(t, "12", gomatrixserverlib.ProtoEvent{
 		SenderID: "@alice:example.org", RoomID: create.RoomID().String(), Type: "m.room.member",
 		StateKey: ptr("@bob:example.org"), Content: []byte(`{"membership":"invite"}`),
@@ -164,9 +166,11 @@ func TestFormatClientEvent_InviteRoomState(t *testing.T) {
 	})
 	got := decodeObject(t, mustClientEvent(t, invite, FormatClient))
 	state, _ := json.Marshal(got["unsigned"].(map[string]any)["invite_room_state"])
+	// The create event keeps its origin_server_ts (MSC4311).
 	equalJSON(t, state, `[
-		{"content":{"room_version":"12"},"sender":"@alice:example.org","state_key":"","type":"m.room.create"},
-		{"content":{"name":"Pub"},"sender":"@alice:example.org","state_key":"","type":"m.room.name"}]`)
+		{"content":{"room_version":"12"},"origin_server_ts":1700000000000,"sender":"@alice:example.org","state_key":"","type":"m.room.create"},
+		{"content":{"name":"Pub"},"sender":"@alice:example.org","state_key":"","type":"m.room.name"},
+		{"content":{"topic":"t"},"sender":"@alice:example.org","state_key":"","type":"m.room.topic"}]`)
 }
 
 func TestFormatClientEvent_V12Create(t *testing.T) {

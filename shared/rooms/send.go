@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
@@ -29,6 +30,11 @@ func (s *Service) Send(ctx context.Context, who Sent, roomID, evType string, sta
 		}
 	}
 	if evType == events.Create {
+		if hashRoomID(roomID) {
+			// Synapse's answer (MSC4291): the create event is the room's ID,
+			// so another one would name another room.
+			return "", httpapi.InvalidParam("cannot resend m.room.create event: it is sent only by createRoom")
+		}
 		return "", httpapi.Forbidden("m.room.create is sent only by createRoom")
 	}
 	if evType == events.Redaction && stateKey == nil {
@@ -45,13 +51,16 @@ func (s *Service) Send(ctx context.Context, who Sent, roomID, evType string, sta
 		cur := events.StateKeyTuple{Type: evType, StateKey: *stateKey}
 		self := events.StateKeyTuple{Type: events.Member, StateKey: who.Sender}
 		req.also = []events.StateKeyTuple{cur, self}
-		req.check = func(_ string, state map[events.StateKeyTuple]events.PDU) error {
+		req.check = func(version string, state map[events.StateKeyTuple]events.PDU) error {
 			// Only a member gets the answer; others meet the auth rules.
 			if joined(state[self]) && sameState(state[cur], who.Sender, content) {
 				return &unchangedState{eventID: state[cur].EventID()}
 			}
 			if evType == events.CanonicalAlias && *stateKey == "" {
 				return s.checkCanonicalAlias(ctx, roomID, content, state[cur])
+			}
+			if evType == events.PowerLevels && *stateKey == "" {
+				return creatorsUnlisted(version, state[events.StateKeyTuple{Type: events.Create}], content)
 			}
 			return nil
 		}
@@ -187,6 +196,33 @@ func (s *Service) redact(ctx context.Context, who Sent, t *txnClaim, roomID, eve
 		return "", s.sendError(err)
 	}
 	return ev.EventID(), nil
+}
+
+// hashRoomID reports whether roomID is the hash of its create event, as
+// room IDs are from version 12 on (MSC4291): no server name after it.
+func hashRoomID(roomID string) bool { return !strings.Contains(roomID, ":") }
+
+// creatorsUnlisted refuses power levels content that names a creator in
+// users in a room whose creators have unlimited power (MSC4289, version 12
+// on): the auth rules reject it, and Synapse refuses it with a 400 before
+// they run, the request being wrong rather than the sender's power. create
+// is the room's create event.
+func creatorsUnlisted(version string, create events.PDU, content json.RawMessage) error {
+	if create == nil || !events.PrivilegedCreators(version) {
+		return nil
+	}
+	var pl struct {
+		Users map[string]json.RawMessage `json:"users"`
+	}
+	if json.Unmarshal(content, &pl) != nil {
+		return nil // the content check and the auth rules say why
+	}
+	for _, c := range events.Creators(create) {
+		if _, ok := pl.Users[c]; ok {
+			return httpapi.BadJSON("creator %s must not appear in content.users: the creators of a version %s room have unlimited power", c, version)
+		}
+	}
+	return nil
 }
 
 // unredactable refuses, as Synapse does, redactions of the create event

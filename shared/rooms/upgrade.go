@@ -40,13 +40,17 @@ func (s *Service) Upgrade(ctx context.Context, userID, roomID, v string, additio
 	if err != nil {
 		return "", err
 	}
-	h, err := s.readHead(ctx, roomID)
-	if err != nil {
-		return "", err
+	// Before version 12 the spec wants the last known event in
+	// predecessor; MSC4291 drops it from rooms named by their create event,
+	// whose tombstone must name the new room before the room exists.
+	predecessor := map[string]any{"room_id": roomID}
+	if !events.DomainlessRoomIDs(v) {
+		h, err := s.readHead(ctx, roomID)
+		if err != nil {
+			return "", err
+		}
+		predecessor["event_id"] = h.EventID
 	}
-	// The spec still wants the last known event in predecessor where it
-	// can be had, though version 12 made it optional.
-	predecessor := map[string]any{"room_id": roomID, "event_id": h.EventID}
 	req := CreateRequest{RoomVersion: v, CreationContent: map[string]any{"predecessor": predecessor}}
 	creators := []string{userID}
 	if events.PrivilegedCreators(v) && len(additional) > 0 {
