@@ -91,7 +91,7 @@ func parseRequest(r *http.Request) (*request, error) {
 		return nil, httpapi.InvalidParam("search_term has %d words; at most %d are searched together", len(req.terms), maxTerms)
 	}
 	req.keys = allKeys
-	if c.Keys != nil {
+	if len(c.Keys) > 0 { // [] is taken as absent: all keys
 		req.keys = 0
 		for _, k := range c.Keys {
 			bit, ok := keyNames[k]

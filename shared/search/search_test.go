@@ -279,6 +279,10 @@ func TestSearch(t *testing.T) {
 			}
 			wantEqual(t, order+" pages", paged, all)
 		}
+		// A token of one order is refused in the other.
+		first := search(t, alice, &mautrix.ReqSearch{SearchTerm: "tomatoes", Filter: &mautrix.FilterPart{Limit: 1}})
+		_, err := alice.Search(bg, &mautrix.ReqSearch{SearchTerm: "tomatoes", OrderBy: "recent", NextBatch: first.NextBatch})
+		wantErr(t, "rank token, recent order", err, "M_INVALID_PARAM", 400)
 	})
 
 	t.Run("GroupNextBatch", func(t *testing.T) {
