@@ -110,4 +110,44 @@ func TestSync_LeftRoomStopsAtTheLeave(t *testing.T) {
 	check("initial include_leave", url.Values{"filter": {leaveFilter}}, "state")
 	check("initial include_leave state_after", url.Values{"filter": {leaveFilter}, "use_state_after": {"true"}}, "state_after")
 	check("full_state include_leave", url.Values{"since": {since}, "full_state": {"true"}, "filter": {leaveFilter}}, "state")
+
+	// Without include_leave an initial sync leaves out a room the user left.
+	if l := leftRoom(rawSync(t, st, bobU.AccessToken, url.Values{}).Body, room.RoomID); l != nil {
+		t.Fatalf("initial sync without include_leave shows the room bob left: %v", l)
+	}
+}
+
+// TestSync_BannedRoomWithoutIncludeLeave: a room the user was banned from
+// comes in an initial sync without include_leave, as Synapse sends it,
+// ending with the ban.
+func TestSync_BannedRoomWithoutIncludeLeave(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Client(t, st.Register(t, "alice"))
+	bobU := st.Register(t, "bob")
+	bob := st.Client(t, bobU)
+	room, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(bg, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	ban, err := alice.SendStateEvent(bg, room.RoomID, event.StateMember, bobU.ID, map[string]any{"membership": "ban", "reason": "spam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := say(t, alice, room.RoomID, "after the ban")
+	l := leftRoom(rawSync(t, st, bobU.AccessToken, url.Values{}).Body, room.RoomID)
+	if l == nil {
+		t.Fatal("initial sync without include_leave has no room bob was banned from")
+	}
+	ids := timelineIDs(l)
+	if len(ids) == 0 || ids[len(ids)-1] != string(ban.EventID) {
+		t.Fatalf("timeline %v does not end with the ban %s", ids, ban.EventID)
+	}
+	for _, id := range ids {
+		if id == string(after) {
+			t.Fatalf("timeline %v holds the message after the ban", ids)
+		}
+	}
 }

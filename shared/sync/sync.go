@@ -669,7 +669,9 @@ func (s *Service) room(ctx context.Context, req Request, resp *Response, next *p
 		}
 		resp.Rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: st}
 	case "leave", "ban":
-		if m.Forgotten || (from < 0 && !req.Filter.IncludeLeave) {
+		// Bans come without include_leave, as Synapse sends them: the
+		// user did not choose to go.
+		if m.Forgotten || (from < 0 && !req.Filter.IncludeLeave && m.Membership != "ban") {
 			return nil
 		}
 		// The room as it was when the user left, as Synapse shows it:
