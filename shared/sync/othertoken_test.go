@@ -110,3 +110,46 @@ func timelineBodies(room map[string]any) []string {
 	}
 	return out
 }
+
+// TestSync_AnotherDevicesToken: a since token another device of the same
+// user made is a position in the user's stream for this device, with this
+// device's key counts and to-device inbox: the other device's messages
+// neither show here nor are lost to it.
+func TestSync_AnotherDevicesToken(t *testing.T) {
+	st := servertest.Start(t)
+	aliceU := st.Register(t, "alice")
+	login := st.Do(t, "POST", "/_matrix/client/v3/login", "", map[string]any{
+		"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "alice"},
+		"password": "correct horse battery staple",
+	})
+	second, _ := login.Body["access_token"].(string)
+	if login.Status != http.StatusOK || second == "" {
+		t.Fatalf("second login: %d %s", login.Status, login.Raw)
+	}
+	if r := st.Do(t, "POST", "/_matrix/client/v3/keys/upload", aliceU.AccessToken, map[string]any{
+		"one_time_keys": map[string]any{"curve25519:AAAA": "firstkey"},
+	}); r.Status != http.StatusOK {
+		t.Fatalf("key upload: %d %s", r.Status, r.Raw)
+	}
+	first := rawSync(t, st, aliceU.AccessToken, url.Values{}).Body["next_batch"].(string)
+	if r := st.Do(t, "PUT", "/_matrix/client/v3/sendToDevice/m.test/t1", aliceU.AccessToken, map[string]any{
+		"messages": map[string]any{aliceU.ID: map[string]any{aliceU.DeviceID: map[string]any{"for": "first"}}},
+	}); r.Status != http.StatusOK {
+		t.Fatalf("to-device: %d %s", r.Status, r.Raw)
+	}
+
+	r := rawSync(t, st, second, url.Values{"since": {first}})
+	if strings.Contains(string(r.Raw), `"for":"first"`) {
+		t.Fatalf("the second device got the first one's message: %s", r.Raw)
+	}
+	if counts, _ := r.Body["device_one_time_keys_count"].(map[string]any); counts["curve25519"] != nil {
+		t.Fatalf("the second device's key counts: %v", counts)
+	}
+	mine := rawSync(t, st, aliceU.AccessToken, url.Values{"since": {first}})
+	if !strings.Contains(string(mine.Raw), `"for":"first"`) {
+		t.Fatalf("the first device lost its message: %s", mine.Raw)
+	}
+	if counts, _ := mine.Body["device_one_time_keys_count"].(map[string]any); counts["curve25519"] != float64(1) {
+		t.Fatalf("the first device's key counts: %v", counts)
+	}
+}
