@@ -305,28 +305,37 @@ func roomKept(f *events.RoomEventFilter, roomID string) bool {
 }
 
 // visible keeps the hits userID may see by history visibility, reading
-// what decides it once per room with hits (two GetItems) into views. A
-// room left since the memberships were read has none.
+// what decides it once per room with hits (two GetItems, parallel rooms
+// at once) into views. A room left since the memberships were read has
+// none.
 func (s *Service) visible(ctx context.Context, userID string, views map[string]*rooms.SearchView, hits []hit) ([]hit, error) {
-	out := hits[:0]
+	var roomIDs []string
 	for _, h := range hits {
-		v, ok := views[h.room]
-		if !ok {
-			var err error
-			v, err = s.Rooms.SearchView(ctx, userID, h.room)
-			var he *httpapi.Error
-			if errors.As(err, &he) && he.Status == http.StatusForbidden {
-				v = nil
-			} else if err != nil {
-				return nil, err
-			}
-			views[h.room] = v
-		}
-		if v != nil && v.Sees(h.seq) {
-			out = append(out, h)
+		if _, ok := views[h.room]; !ok {
+			views[h.room] = nil
+			roomIDs = append(roomIDs, h.room)
 		}
 	}
-	return out, nil
+	got := make([]*rooms.SearchView, len(roomIDs))
+	err := each(len(roomIDs), func(i int) error {
+		v, err := s.Rooms.SearchView(ctx, userID, roomIDs[i])
+		var he *httpapi.Error
+		if errors.As(err, &he) && he.Status == http.StatusForbidden {
+			return nil
+		}
+		got[i] = v
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range roomIDs {
+		views[r] = got[i]
+	}
+	return slices.DeleteFunc(hits, func(h hit) bool {
+		v := views[h.room]
+		return v == nil || !v.Sees(h.seq)
+	}), nil
 }
 
 // foundHit is a result: the event as the user sees it and its index hit.

@@ -20,7 +20,8 @@ import (
 // 25 read units eventually consistent.
 const maxPerTerm = 1000
 
-// parallel bounds the index Queries of one search under way at once.
+// parallel bounds the reads of one search under way at once: the index
+// Queries, then the visibility reads of the rooms with hits.
 const parallel = 16
 
 // maxTerms bounds the words of a search term: each is a Query per room.
@@ -51,6 +52,34 @@ func parseTerms(text string) []term {
 	return out
 }
 
+// each runs f(0) to f(n-1), parallel at a time, and returns the first
+// error.
+func each(n int, f func(i int) error) error {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	sem := make(chan struct{}, parallel)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := f(i); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
 // hit is an event that matched every term, as the index has it.
 type hit struct {
 	room    string
@@ -74,40 +103,18 @@ type query struct {
 // parallel at once) and returns the events that match every term in the
 // keys asked and pass the filter's rooms, types and senders.
 func (s *Service) find(ctx context.Context, roomIDs []string, q query) ([]hit, error) {
-	type job struct {
-		room string
-		term int
-	}
 	found := make([][]map[int64]*hit, len(roomIDs))
 	for i := range found {
 		found[i] = make([]map[int64]*hit, len(q.terms))
 	}
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		firstEr error
-	)
-	sem := make(chan struct{}, parallel)
-	for r, room := range roomIDs {
-		for t := range q.terms {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				m, err := s.readTerm(ctx, room, q.terms[t], q)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil && firstEr == nil {
-					firstEr = err
-				}
-				found[r][t] = m
-			}()
-		}
-	}
-	wg.Wait()
-	if firstEr != nil {
-		return nil, firstEr
+	n := len(q.terms)
+	err := each(len(roomIDs)*n, func(i int) error {
+		m, err := s.readTerm(ctx, roomIDs[i/n], q.terms[i%n], q)
+		found[i/n][i%n] = m
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	var out []hit
 	for _, perTerm := range found {
