@@ -177,9 +177,11 @@ type eventContext struct {
 	ProfileInfo  map[string]profileInfo `json:"profile_info,omitempty"`
 }
 
+// profileInfo leaves out what the member event does not set: the spec
+// types both as strings, where Synapse writes null.
 type profileInfo struct {
-	DisplayName *string `json:"displayname"`
-	AvatarURL   *string `json:"avatar_url"`
+	DisplayName *string `json:"displayname,omitempty"`
+	AvatarURL   *string `json:"avatar_url,omitempty"`
 }
 
 type group struct {
