@@ -187,7 +187,7 @@ func printGoals(w io.Writer, gs []goal) {
 	if len(gs) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\ngoals (send: a plain message into a two-member room, its room WCU the table's WCU less the 2 WCU of telling both members' syncs; sync: the sync user's long-poll):")
+	fmt.Fprintln(w, "\ngoals (send: a plain message into a two-member room, its room WCU the table's WCU less the 2 WCU of telling both members' syncs and the search index's 1 WCU a distinct word; sync: the sync user's long-poll):")
 	for _, g := range gs {
 		value, verdict := "n/a", "NOT MEASURED: "+g.Missing
 		if g.Value != nil {

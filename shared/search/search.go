@@ -150,6 +150,11 @@ func eventTokens(ev events.PDU) []counted {
 	return countTokens(text, k.key)
 }
 
+// IndexedWords is how many index items (and write units) a message body
+// of text adds: its distinct tokens, at most maxTokens. The bench reads it
+// to tell the index's writes from the room's own.
+func IndexedWords(text string) int { return len(countTokens(text, 0)) }
+
 // countTokens is the distinct tokens of text in the order they first
 // appear, at most maxTokens, each counted.
 func countTokens(text string, key int) []counted {

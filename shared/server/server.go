@@ -16,6 +16,7 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sesv2"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cirrus-matrix/cirrus/shared/accountdata"
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
@@ -187,12 +188,15 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		return syncs.Touch(ctx, "", []string{userID})
 	}
 	searches := &search.Service{Store: st, Rooms: rms, Disabled: !cfg.EnableSearch}
-	// Every append reaches the members' sync streams, then the search index.
+	// Every append reaches the members' sync streams and the search index,
+	// side by side: neither write waits for the other, so a send pays one
+	// round trip for both, and a failed index write does not cut the
+	// fan-out short.
 	rms.Appended = func(ctx context.Context, evs []rooms.Appended) error {
-		if err := syncs.Fanout(ctx, evs); err != nil {
-			return err
-		}
-		return searches.Index(ctx, evs)
+		var g errgroup.Group
+		g.Go(func() error { return syncs.Fanout(ctx, evs) })
+		g.Go(func() error { return searches.Index(ctx, evs) })
+		return g.Wait()
 	}
 	rms.SyncPosition = syncs.RoomPosition
 	pres := &presence.Service{Store: st, Rooms: rms, Enabled: cfg.Presence.Enabled, Touch: func(ctx context.Context, userID string, users []string) error {
