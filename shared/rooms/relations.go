@@ -134,16 +134,7 @@ func (s *Service) RelationsOf(ctx context.Context, userID, roomID, eventID strin
 		keys = append(keys, store.Key{PK: pk, SK: sk})
 		ids[r.Seq] = r.EventID
 	}
-	found := map[int64]Event{}
-	err = s.Store.GetMany(ctx, keys, func(_ store.Key, decode func(any) error) error {
-		var sl slot
-		if err := decode(&sl); err != nil {
-			return err
-		}
-		e, err := sl.event()
-		found[e.Seq] = e
-		return err
-	})
+	found, err := s.slotsAt(ctx, keys)
 	if err != nil {
 		return Relations{}, err
 	}

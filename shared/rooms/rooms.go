@@ -103,6 +103,24 @@ func (s *Service) readLocals(ctx context.Context, roomID string) (*locals, error
 	return l, nil
 }
 
+// slotsAt reads the slots at keys (slotKey's) in one BatchGetItem,
+// strongly consistent, by position; an empty slot is left out. A slot's
+// event may not be the one a caller expects there (another event won the
+// position): callers compare IDs.
+func (s *Service) slotsAt(ctx context.Context, keys []store.Key) (map[int64]Event, error) {
+	found := map[int64]Event{}
+	err := s.Store.GetMany(ctx, keys, func(_ store.Key, decode func(any) error) error {
+		var sl slot
+		if err := decode(&sl); err != nil {
+			return err
+		}
+		e, err := sl.event()
+		found[e.Seq] = e
+		return err
+	})
+	return found, err
+}
+
 // Event is an event as stored: the PDU, where it sits and what redacted it.
 type Event struct {
 	PDU        events.PDU

@@ -341,16 +341,7 @@ func (s *Service) renderThreads(ctx context.Context, v *viewer, roomID string, t
 			keys = append(keys, store.Key{PK: pk, SK: sk})
 		}
 	}
-	found := map[int64]Event{}
-	err := s.Store.GetMany(ctx, keys, func(_ store.Key, decode func(any) error) error {
-		var sl slot
-		if err := decode(&sl); err != nil {
-			return err
-		}
-		e, err := sl.event()
-		found[e.Seq] = e
-		return err
-	})
+	found, err := s.slotsAt(ctx, keys)
 	if err != nil {
 		return nil, err
 	}
