@@ -176,8 +176,8 @@ func countTokens(text string, key int) []counted {
 
 // Index writes the index items of the appended events that have searchable
 // text, in BatchWriteItem calls of up to 25 items: one write unit per
-// distinct token of each. It is rooms.Service.Appended's second task, after
-// the sync fan-out.
+// distinct token of each. It is rooms.Service.Appended's second task,
+// run beside the sync fan-out.
 func (s *Service) Index(ctx context.Context, evs []rooms.Appended) error {
 	if s.Disabled {
 		return nil
