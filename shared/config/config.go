@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -101,6 +102,8 @@ type Config struct {
 	S3Endpoint string `yaml:"s3_endpoint"`
 
 	// ClientListen and FederationListen are the local listeners of cirrus serve.
+	// Unset, FederationListen is where the server name says other servers
+	// connect (federationListenFor).
 	ClientListen     string `yaml:"client_listen"`
 	FederationListen string `yaml:"federation_listen"`
 	// DataDir holds the local table snapshot, the signing key and mail.
@@ -113,6 +116,30 @@ type Config struct {
 	// certificate, as test suites that run several servers provide.
 	TLSCACertificatePath string `yaml:"tls_ca_certificate_path"`
 	TLSCAKeyPath         string `yaml:"tls_ca_key_path"`
+
+	// Outbound federation (shared/fedclient), with Synapse's keys.
+	//
+	// FederationVerifyCertificates checks the certificates of other
+	// servers; on unless set off.
+	FederationVerifyCertificates bool `yaml:"federation_verify_certificates"`
+	// FederationCustomCAList are PEM files of CAs trusted for outbound
+	// federation, in addition to the system's (Synapse replaces them).
+	FederationCustomCAList []string `yaml:"federation_custom_ca_list"`
+	// IPRangeBlacklist are the IP ranges (CIDR or single addresses)
+	// outbound requests never connect to; unset, Synapse's default list of
+	// private, loopback and link-local ranges (fedclient.DefaultIPRangeBlacklist).
+	IPRangeBlacklist []string `yaml:"ip_range_blacklist"`
+	// IPRangeWhitelist are exceptions to the blacklist, such as
+	// 127.0.0.0/8 for a test deployment on one machine.
+	IPRangeWhitelist []string `yaml:"ip_range_whitelist"`
+	// FederationDomainWhitelist are the only servers this one federates
+	// with; unset, all.
+	FederationDomainWhitelist []string `yaml:"federation_domain_whitelist"`
+	// FederationHosts maps server names to the host:port their federation
+	// API is at, instead of server discovery: test deployments that run
+	// several servers on one machine. In the environment, one variable of
+	// name=host:port pairs separated by commas.
+	FederationHosts map[string]string `yaml:"federation_hosts"`
 
 	// RateLimits bound login and registration attempts per minute.
 	RateLimits RateLimits `yaml:"rate_limits"`
@@ -278,21 +305,21 @@ type LookupFunc func(key string) (string, bool)
 // on loopback, registration closed, data under ./data.
 func Defaults() Config {
 	return Config{
-		ServerName:           "localhost:8008",
-		ServeServerWellknown: true,
-		WebClientLocation:    DefaultWebClient,
-		MaxRequestSize:       1 << 20,
-		DefaultRoomVersion:   events.DefaultVersion,
-		DynamoDBTable:        "cirrus",
-		ClientListen:         "127.0.0.1:8008",
-		FederationListen:     "127.0.0.1:8448",
-		DataDir:              "data",
-		RateLimits:           defaultRateLimits,
-		Sync:                 defaultSync,
-		Presence:             Presence{Enabled: true},
-		UserDirectory:        UserDirectory{Enabled: true},
-		EnableSearch:         true,
-		LogLevel:             "info",
+		ServerName:                   "localhost:8008",
+		ServeServerWellknown:         true,
+		WebClientLocation:            DefaultWebClient,
+		MaxRequestSize:               1 << 20,
+		DefaultRoomVersion:           events.DefaultVersion,
+		DynamoDBTable:                "cirrus",
+		ClientListen:                 "127.0.0.1:8008",
+		DataDir:                      "data",
+		RateLimits:                   defaultRateLimits,
+		Sync:                         defaultSync,
+		Presence:                     Presence{Enabled: true},
+		UserDirectory:                UserDirectory{Enabled: true},
+		FederationVerifyCertificates: true,
+		EnableSearch:                 true,
+		LogLevel:                     "info",
 	}
 }
 
@@ -320,18 +347,19 @@ func Load(path string, lookup LookupFunc) (*Config, error) {
 // given, and nothing listens or writes to disk.
 func LoadLambda(lookup LookupFunc) (*Config, error) {
 	c := Config{
-		ServeServerWellknown: true,
-		WebClientLocation:    DefaultWebClient,
-		MaxRequestSize:       1 << 20,
-		DefaultRoomVersion:   events.DefaultVersion,
-		DynamoDBTable:        "cirrus",
-		LambdaResponseLimit:  LambdaPayloadLimit,
-		RateLimits:           defaultRateLimits,
-		Sync:                 defaultSync,
-		Presence:             Presence{Enabled: true},
-		UserDirectory:        UserDirectory{Enabled: true},
-		EnableSearch:         true,
-		LogLevel:             "info",
+		ServeServerWellknown:         true,
+		WebClientLocation:            DefaultWebClient,
+		MaxRequestSize:               1 << 20,
+		DefaultRoomVersion:           events.DefaultVersion,
+		DynamoDBTable:                "cirrus",
+		LambdaResponseLimit:          LambdaPayloadLimit,
+		RateLimits:                   defaultRateLimits,
+		Sync:                         defaultSync,
+		Presence:                     Presence{Enabled: true},
+		UserDirectory:                UserDirectory{Enabled: true},
+		FederationVerifyCertificates: true,
+		EnableSearch:                 true,
+		LogLevel:                     "info",
 	}
 	if err := c.applyEnv(lookup); err != nil {
 		return nil, err
@@ -372,12 +400,34 @@ func (c *Config) fillLocal() {
 			c.PublicBaseURL = "http://" + net.JoinHostPort("localhost", port) + "/"
 		}
 	}
+	if c.FederationListen == "" {
+		c.FederationListen = c.federationListenFor()
+	}
 	if c.SigningKeyPath == "" && c.SigningKey == "" && c.SigningKeySeed == "" {
 		c.SigningKeyPath = c.DataDir + "/signing.key"
 	}
 	if c.RegistrationSharedSecret == "" && c.RegistrationSharedSecretPath == "" {
 		c.RegistrationSharedSecretPath = c.DataDir + "/registration_shared_secret"
 	}
+}
+
+// federationListenFor is the federation listener when none is configured.
+// A server name with an explicit port is reached over TLS at that port, with
+// no delegation (server discovery in the spec), so the listener takes it: on
+// the name's IP for an IP literal, else on loopback. Otherwise, and when the
+// client listener has that port (the default localhost:8008), 8448.
+func (c *Config) federationListenFor() string {
+	host, port, err := net.SplitHostPort(c.ServerName)
+	if err != nil || port == "" {
+		return "127.0.0.1:8448"
+	}
+	if _, clientPort, err := net.SplitHostPort(c.ClientListen); err == nil && clientPort == port {
+		return "127.0.0.1:8448"
+	}
+	if net.ParseIP(host) == nil {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // LoadSharedSecret fills registration_shared_secret from
@@ -504,6 +554,28 @@ func (c *Config) Validate() error {
 	if (c.TLSCACertificatePath == "") != (c.TLSCAKeyPath == "") {
 		bad("tls_ca_certificate_path and tls_ca_key_path go together: set both or neither")
 	}
+	for key, list := range map[string][]string{"ip_range_blacklist": c.IPRangeBlacklist, "ip_range_whitelist": c.IPRangeWhitelist} {
+		for _, r := range list {
+			if _, err := netip.ParsePrefix(r); err != nil {
+				if _, err := netip.ParseAddr(r); err != nil {
+					bad("%s: %q is not an IP range such as 10.0.0.0/8 or an address such as 192.168.1.1", key, r)
+				}
+			}
+		}
+	}
+	for _, name := range c.FederationDomainWhitelist {
+		if !protocol.ValidServerName(name) {
+			bad("federation_domain_whitelist: %q is not a server name such as example.org", name)
+		}
+	}
+	for name, addr := range c.FederationHosts {
+		if !protocol.ValidServerName(name) {
+			bad("federation_hosts: %q is not a server name such as hs1.test or hs1.test:8448", name)
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			bad("federation_hosts: %s: %q is not a host:port address such as 127.0.0.1:8448", name, addr)
+		}
+	}
 	for key, n := range map[string]int64{"login_per_address": c.RateLimits.LoginPerAddress,
 		"login_per_account": c.RateLimits.LoginPerAccount, "register_per_address": c.RateLimits.RegisterPerAddress} {
 		if n < 0 {
@@ -583,18 +655,37 @@ func applyEnvStruct(v reflect.Value, prefix string, lookup LookupFunc) error {
 			if value.Type().Elem().Kind() != reflect.String {
 				return fmt.Errorf("config: %s: unsupported kind %s", name, value.Type())
 			}
-			var list []string
-			for _, item := range strings.Split(raw, ",") {
-				if item = strings.TrimSpace(item); item != "" {
-					list = append(list, item)
-				}
+			value.Set(reflect.ValueOf(splitList(raw)))
+		case reflect.Map:
+			if value.Type().Key().Kind() != reflect.String || value.Type().Elem().Kind() != reflect.String {
+				return fmt.Errorf("config: %s: unsupported kind %s", name, value.Type())
 			}
-			value.Set(reflect.ValueOf(list))
+			m := map[string]string{}
+			for _, item := range splitList(raw) {
+				k, v, ok := strings.Cut(item, "=")
+				if !ok {
+					return fmt.Errorf("config: %s: %q is not a key=value pair", name, item)
+				}
+				m[strings.TrimSpace(k)] = strings.TrimSpace(v)
+			}
+			value.Set(reflect.ValueOf(m))
 		default:
 			return fmt.Errorf("config: %s: unsupported kind %s", name, value.Kind())
 		}
 	}
 	return nil
+}
+
+// splitList reads a list given in one environment variable: items
+// separated by commas, blanks around them ignored.
+func splitList(raw string) []string {
+	var list []string
+	for _, item := range strings.Split(raw, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			list = append(list, item)
+		}
+	}
+	return list
 }
 
 // WellKnownServer is the value of m.server in /.well-known/matrix/server: where

@@ -49,6 +49,34 @@ func TestLoad_Defaults(t *testing.T) {
 	}
 }
 
+// TestLoad_FederationListenFromServerName: a server name with an explicit
+// port is reached over TLS at that port, so with no federation_listen the
+// federation listener takes it; a set one is kept.
+func TestLoad_FederationListenFromServerName(t *testing.T) {
+	for _, tc := range []struct{ name, listen, want, wellKnown string }{
+		{"127.0.0.1:9448", "", "127.0.0.1:9448", "127.0.0.1:9448"},
+		{"[::1]:9448", "", "[::1]:9448", "[::1]:9448"},
+		{"hs1.test:9448", "", "127.0.0.1:9448", "hs1.test:9448"},
+		{"hs1.test", "", "127.0.0.1:8448", "hs1.test:8448"},
+		// The client listener's port: federation stays on 8448.
+		{"localhost:8008", "", "127.0.0.1:8448", "localhost:8448"},
+		{"127.0.0.1:9448", "127.0.0.1:7000", "127.0.0.1:7000", "127.0.0.1:7000"},
+	} {
+		vars := map[string]string{"CIRRUS_SERVER_NAME": tc.name}
+		if tc.listen != "" {
+			vars["CIRRUS_FEDERATION_LISTEN"] = tc.listen
+		}
+		c, err := config.Load("", env(vars))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.FederationListen != tc.want || c.WellKnownServer() != tc.wellKnown {
+			t.Errorf("server_name %s, federation_listen %q: listen %s, m.server %s; want %s, %s",
+				tc.name, tc.listen, c.FederationListen, c.WellKnownServer(), tc.want, tc.wellKnown)
+		}
+	}
+}
+
 func TestLoad_FileThenEnvironment(t *testing.T) {
 	path := writeFile(t, `
 server_name: example.org
