@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/bigbody/fakes3"
@@ -119,8 +120,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 	srv.Accounts.BaseURL = cfg.PublicBaseURL
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	limits := timeoutsFor(cfg)
-	clientSrv := limits.server(srv.ClientHandler(), errLog)
-	fedSrv := limits.server(srv.FederationHandler(), errLog)
+	fedHandler := srv.FederationHandler()
+	clientSrv := limits.server(withFederation(srv.ClientHandler(), fedHandler), errLog)
+	fedSrv := limits.server(fedHandler, errLog)
 	fedSrv.TLSConfig = tlsConfig
 	errs := make(chan error, 2)
 	go func() { errs <- clientSrv.Serve(clientLn) }()
@@ -150,6 +152,22 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 	err = errors.Join(serveErr, clientSrv.Shutdown(shutCtx), fedSrv.Shutdown(shutCtx))
 	logger.Info("stopped")
 	return err
+}
+
+// withFederation serves the federation tree's paths beside the client tree,
+// as Synapse's listener with both resources does, so that one reverse-proxy
+// port can front both; API Gateway routes the same prefixes.
+func withFederation(client, federation http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		for _, prefix := range []string{"/_matrix/federation", "/_matrix/key"} {
+			if p == prefix || strings.HasPrefix(p, prefix+"/") {
+				federation.ServeHTTP(w, r)
+				return
+			}
+		}
+		client.ServeHTTP(w, r)
+	})
 }
 
 // httpTimeouts bound what one connection may hold of a listener, so that a

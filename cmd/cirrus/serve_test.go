@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -33,6 +34,12 @@ func startServe(t *testing.T, dataDir string, args ...string) (listening, func()
 	t.Setenv("CIRRUS_CLIENT_LISTEN", "127.0.0.1:0")
 	t.Setenv("CIRRUS_FEDERATION_LISTEN", "127.0.0.1:0")
 	t.Setenv("CIRRUS_DATA_DIR", dataDir)
+	return runServe(t, args...)
+}
+
+// runServe runs `cirrus serve` with the environment as the test left it.
+func runServe(t *testing.T, args ...string) (listening, func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan listening, 1)
 	done := make(chan error, 1)
@@ -294,4 +301,104 @@ func TestServe_LambdaResponseLimit(t *testing.T) {
 	if r := do(t, http.DefaultClient, "GET", at.ClientURL+"/_matrix/client/versions", nil, nil); r.status != http.StatusOK {
 		t.Fatalf("versions: %d %s", r.status, r.raw)
 	}
+}
+
+// TestServe_FederationOnClientListener: the client listener serves the
+// federation tree's paths too, as Synapse's listener does, so that one
+// reverse-proxy port fronts both; they answer as on the federation listener.
+func TestServe_FederationOnClientListener(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("CIRRUS_SERVER_NAME", "localhost:8008")
+	at, _ := startServe(t, dir)
+	certPEM, err := os.ReadFile(filepath.Join(dir, "federation.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := fedClient(t, certPEM)
+	c := http.DefaultClient
+
+	viaFed := do(t, fc, "GET", at.FederationURL+"/_matrix/federation/v1/version", nil, nil)
+	viaClient := do(t, c, "GET", at.ClientURL+"/_matrix/federation/v1/version", nil, nil)
+	if viaClient.status != 200 || viaFed.status != 200 || !bytes.Equal(viaClient.raw, viaFed.raw) {
+		t.Fatalf("version: client listener %d %s, federation listener %d %s", viaClient.status, viaClient.raw, viaFed.status, viaFed.raw)
+	}
+	fedKey, fedPub := checkServerKeys(t, fc, at.FederationURL, "localhost:8008")
+	clientKey, clientPub := checkServerKeys(t, c, at.ClientURL, "localhost:8008")
+	if clientKey != fedKey || !bytes.Equal(clientPub, fedPub) {
+		t.Fatalf("keys: client listener %s, federation listener %s", clientKey, fedKey)
+	}
+	if r := do(t, c, "GET", at.ClientURL+"/_matrix/key/v2/server/"+fedKey, nil, nil); r.status != 200 || r.body["server_name"] != "localhost:8008" {
+		t.Fatalf("keys by key ID on the client listener: %d %s", r.status, r.raw)
+	}
+
+	for _, tc := range []struct{ method, path, allow string }{
+		{"POST", "/_matrix/federation/v1/version", "GET, HEAD"},
+		{"PUT", "/_matrix/key/v2/server", "GET, HEAD"},
+	} {
+		for _, l := range []struct {
+			name, base string
+			c          *http.Client
+		}{{"client", at.ClientURL, c}, {"federation", at.FederationURL, fc}} {
+			r := do(t, l.c, tc.method, l.base+tc.path, strings.NewReader("{}"), nil)
+			if r.status != 405 || r.body["errcode"] != "M_UNRECOGNIZED" || r.header.Get("Allow") != tc.allow {
+				t.Errorf("%s %s on the %s listener: %d %s Allow %q, want 405 M_UNRECOGNIZED Allow %q",
+					tc.method, tc.path, l.name, r.status, r.raw, r.header.Get("Allow"), tc.allow)
+			}
+		}
+	}
+	for _, path := range []string{"/_matrix/federation/v1/nonexistent", "/_matrix/federation", "/_matrix/key/v3/nope"} {
+		if r := do(t, c, "GET", at.ClientURL+path, nil, nil); r.status != 404 || r.body["errcode"] != "M_UNRECOGNIZED" {
+			t.Errorf("GET %s on the client listener: %d %s, want 404 M_UNRECOGNIZED", path, r.status, r.raw)
+		}
+	}
+	// A prefix that only looks alike stays the client tree's.
+	if r := do(t, c, "GET", at.ClientURL+"/_matrix/keys", nil, nil); r.status != 404 || r.body["errcode"] != "M_UNRECOGNIZED" || r.header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Errorf("GET /_matrix/keys: %d %s %v, want the client tree's 404 with CORS", r.status, r.raw, r.header)
+	}
+}
+
+// TestServe_ServerNameWithPort: a server name with an explicit port is
+// reached over TLS at that port (no delegation), so with no
+// federation_listen the federation listener takes it, with a certificate
+// minted from the CA for the IP literal.
+func TestServe_ServerNameWithPort(t *testing.T) {
+	dir := t.TempDir()
+	caCert, caKey := writeCA(t, dir)
+	port := freePort(t)
+	name := "127.0.0.1:" + port
+	t.Setenv("CIRRUS_SERVER_NAME", name)
+	t.Setenv("CIRRUS_CLIENT_LISTEN", "127.0.0.1:0")
+	t.Setenv("CIRRUS_FEDERATION_LISTEN", "") // unset: derived from the name
+	t.Setenv("CIRRUS_DATA_DIR", filepath.Join(dir, "data"))
+	t.Setenv("CIRRUS_TLS_CA_CERTIFICATE_PATH", caCert)
+	t.Setenv("CIRRUS_TLS_CA_KEY_PATH", caKey)
+	at, _ := runServe(t)
+	if at.FederationURL != "https://"+name {
+		t.Fatalf("federation listener at %s, want https://%s", at.FederationURL, name)
+	}
+	caPEM, err := os.ReadFile(caCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	// No ServerName: the certificate must name the IP the URL dials.
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	checkServerKeys(t, c, "https://"+name, name)
+	r := do(t, http.DefaultClient, "GET", at.ClientURL+"/.well-known/matrix/server", nil, nil)
+	if r.status != 200 || r.body["m.server"] != name {
+		t.Fatalf("well-known server: %d %s, want m.server %s", r.status, r.raw, name)
+	}
+}
+
+// freePort is a loopback port free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
 }
