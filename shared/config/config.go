@@ -10,7 +10,9 @@ package config
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -155,6 +157,15 @@ type Config struct {
 	// no search index pay no write units for it.
 	EnableSearch bool `yaml:"enable_search"`
 
+	// TrustedKeyServers are Synapse's trusted_key_servers: the notaries
+	// asked for another server's signing keys when that server does not
+	// answer for itself (shared/serverkeys). None unless set, unlike
+	// Synapse's matrix.org: a notary is trusted with every server's keys,
+	// so an operator names one. In the environment, one variable holding
+	// the list as JSON: CIRRUS_TRUSTED_KEY_SERVERS='[{"server_name":
+	// "matrix.org","verify_keys":{"ed25519:auto":"Noi6..."}}]'.
+	TrustedKeyServers []TrustedKeyServer `yaml:"trusted_key_servers"`
+
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 
@@ -190,6 +201,24 @@ type ServerNotices struct {
 	RoomTopic     string `yaml:"room_topic"`
 	// AutoJoin joins users to their notices room instead of inviting them.
 	AutoJoin bool `yaml:"auto_join"`
+}
+
+// TrustedKeyServer is one notary of trusted_key_servers: its server name
+// and the keys its answers must be signed with. Unlike Synapse, the keys
+// are required: a notary's answers are believed only with its signature.
+type TrustedKeyServer struct {
+	ServerName string `yaml:"server_name"`
+	// VerifyKeys maps key IDs (ed25519:...) to unpadded base64 public keys.
+	VerifyKeys map[string]string `yaml:"verify_keys"`
+}
+
+// DecodeVerifyKey reads an ed25519 public key in base64, padded or not.
+func DecodeVerifyKey(b64 string) (ed25519.PublicKey, error) {
+	raw, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(b64, "="))
+	if err != nil || len(raw) != ed25519.PublicKeySize {
+		return nil, errors.New("not a 32-byte ed25519 key in base64")
+	}
+	return ed25519.PublicKey(raw), nil
 }
 
 // DefaultServerNoticesRoomName is Synapse's default room_name.
@@ -582,6 +611,21 @@ func (c *Config) Validate() error {
 			bad("rate_limits.%s must be 0 (off) or a number of attempts per minute, got %d", key, n)
 		}
 	}
+	for i, t := range c.TrustedKeyServers {
+		if !protocol.ValidServerName(t.ServerName) {
+			bad("trusted_key_servers[%d].server_name %q is not a valid Matrix server name, such as matrix.org", i, t.ServerName)
+		}
+		if len(t.VerifyKeys) == 0 {
+			bad("trusted_key_servers[%d] (%s) needs verify_keys: the notary's key IDs and base64 public keys, such as {\"ed25519:auto\": \"Noi6...\"}", i, t.ServerName)
+		}
+		for id, key := range t.VerifyKeys {
+			if !strings.HasPrefix(id, "ed25519:") {
+				bad("trusted_key_servers[%d] (%s): key ID %q is not an ed25519:... key ID", i, t.ServerName, id)
+			} else if _, err := DecodeVerifyKey(key); err != nil {
+				bad("trusted_key_servers[%d] (%s): key %s is %v", i, t.ServerName, id, err)
+			}
+		}
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -652,6 +696,15 @@ func applyEnvStruct(v reflect.Value, prefix string, lookup LookupFunc) error {
 			}
 			value.SetInt(n)
 		case reflect.Slice:
+			if value.Type().Elem().Kind() == reflect.Struct {
+				// A list of blocks is given as JSON, which YAML reads.
+				list := reflect.New(value.Type())
+				if err := yaml.Unmarshal([]byte(raw), list.Interface()); err != nil {
+					return fmt.Errorf("config: %s is not a JSON list of objects: %v", name, err)
+				}
+				value.Set(list.Elem())
+				continue
+			}
 			if value.Type().Elem().Kind() != reflect.String {
 				return fmt.Errorf("config: %s: unsupported kind %s", name, value.Type())
 			}

@@ -1,0 +1,355 @@
+// Package serverkeys knows other servers' signing keys: it fetches them
+// (from the server itself, then from the notaries of trusted_key_servers),
+// caches them in the table until they expire, verifies JSON and X-Matrix
+// request signatures with them, and answers /_matrix/key/v2/query as a
+// notary for others.
+//
+// The cache is a gomatrixserverlib KeyDatabase, so the library's KeyRing,
+// fetchers and event signature checks run over it unchanged.
+package serverkeys
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/cirrus-matrix/cirrus/shared/config"
+	"github.com/cirrus-matrix/cirrus/shared/keys"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// MaxCache is the longest a fetched key is trusted without asking again,
+// whatever valid_until_ts its server gave: the spec's rule for room
+// versions 5 and later ("the lesser of valid_until_ts and 7 days into the
+// future"), which Synapse applies to every key it caches.
+const MaxCache = 7 * 24 * time.Hour
+
+// ErrSignature is a signature that does not verify: missing, forged, made
+// with a key the server does not publish, or with a key not valid at the
+// time asked about.
+var ErrSignature = errors.New("signature does not verify")
+
+// Client fetches keys from other servers, directly (/_matrix/key/v2/server)
+// and through notaries (/_matrix/key/v2/query). gomatrixserverlib's
+// *fclient.Client is one; the outbound federation client can be another.
+type Client = gomatrixserverlib.KeyClient
+
+// Options build a Keys.
+type Options struct {
+	Store *store.Store
+	// ServerName and Key are this server's own: its keys are never fetched,
+	// and its notary answers are signed with Key.
+	ServerName string
+	Key        keys.Key
+	// Client fetches other servers' keys.
+	Client Client
+	// Trusted are the notaries asked when a server does not answer for
+	// itself (trusted_key_servers); none by default.
+	Trusted []config.TrustedKeyServer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Keys verifies signatures of other servers with keys it caches in the
+// table. It is safe for concurrent use.
+type Keys struct {
+	ring       gomatrixserverlib.KeyRing
+	db         *Database
+	serverName string
+	key        keys.Key
+	now        func() time.Time
+}
+
+// New builds a Keys: a KeyRing over the table, with a direct fetcher first
+// and a perspective fetcher per trusted notary after it.
+func New(o Options) (*Keys, error) {
+	if o.Store == nil || o.Client == nil || o.ServerName == "" || o.Key.Private == nil {
+		return nil, errors.New("server keys: store, client, server name and key are required")
+	}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	db := &Database{Store: o.Store, Now: now}
+	client := recorder{Client: o.Client, db: db}
+	fetchers := []gomatrixserverlib.KeyFetcher{&gomatrixserverlib.DirectKeyFetcher{
+		Client:            client,
+		IsLocalServerName: func(s spec.ServerName) bool { return string(s) == o.ServerName },
+		LocalPublicKey:    spec.Base64Bytes(o.Key.Public()),
+	}}
+	for _, t := range o.Trusted {
+		verify := map[gomatrixserverlib.KeyID]ed25519.PublicKey{}
+		for id, b64 := range t.VerifyKeys {
+			pub, err := config.DecodeVerifyKey(b64)
+			if err != nil {
+				return nil, fmt.Errorf("server keys: trusted_key_servers %s %s: %w", t.ServerName, id, err)
+			}
+			verify[gomatrixserverlib.KeyID(id)] = pub
+		}
+		fetchers = append(fetchers, &gomatrixserverlib.PerspectiveKeyFetcher{
+			PerspectiveServerName: spec.ServerName(t.ServerName),
+			PerspectiveServerKeys: verify,
+			Client:                client,
+		})
+	}
+	return &Keys{
+		ring:       gomatrixserverlib.KeyRing{KeyFetchers: fetchers, KeyDatabase: db},
+		db:         db,
+		serverName: o.ServerName,
+		key:        o.Key,
+		now:        now,
+	}, nil
+}
+
+// Ring is the KeyRing, for gomatrixserverlib's own checks (event
+// signatures, joins).
+func (k *Keys) Ring() *gomatrixserverlib.KeyRing { return &k.ring }
+
+// VerifyJSON checks that message carries a valid signature of serverName
+// by a key valid at the time given. A signature that does not verify is
+// ErrSignature; any other error is the table's or the network's.
+func (k *Keys) VerifyJSON(ctx context.Context, serverName string, at time.Time, message []byte) error {
+	res, err := k.ring.VerifyJSONs(ctx, []gomatrixserverlib.VerifyJSONRequest{{
+		ServerName:           spec.ServerName(serverName),
+		AtTS:                 spec.AsTimestamp(at),
+		Message:              message,
+		ValidityCheckingFunc: k.validAt,
+	}})
+	if err != nil {
+		return fmt.Errorf("verify signature of %s: %w", serverName, err)
+	}
+	if res[0].Error != nil {
+		return fmt.Errorf("%w: %s", ErrSignature, strings.TrimPrefix(res[0].Error.Error(), "gomatrixserverlib: "))
+	}
+	return nil
+}
+
+// validAt reports whether a key valid until validUntil may verify a
+// signature made at atTS: never past MaxCache from now, as the spec asks,
+// on this Keys' clock rather than the library's.
+func (k *Keys) validAt(atTS, validUntil spec.Timestamp) bool {
+	if validUntil == gomatrixserverlib.PublicKeyNotValid {
+		return false
+	}
+	limit := spec.AsTimestamp(k.now().Add(MaxCache))
+	return atTS <= min(validUntil, limit)
+}
+
+// keyPrefix starts the partition of one server's keys.
+const keyPrefix = "serverkeys|"
+
+// keyItem is one key of another server, one item per (server, key ID), so
+// that a signature check reads exactly the key it names and a notary query
+// reads the server's partition.
+type keyItem struct {
+	PK string `dynamodbav:"pk"` // serverkeys|<server name>
+	SK string `dynamodbav:"sk"` // key ID, such as ed25519:abc
+	// Key is the public key, unpadded base64.
+	Key string `dynamodbav:"key"`
+	// ValidUntil is the server's valid_until_ts, held to MaxCache past the
+	// fetch; 0 for an old key.
+	ValidUntil int64 `dynamodbav:"valid_until_ts"`
+	// ExpiredTS is an old key's expired_ts: it verifies only what was signed
+	// before then. 0 for a current key.
+	ExpiredTS int64 `dynamodbav:"expired_ts,omitempty"`
+	// FetchedTS is when the key was fetched, in milliseconds.
+	FetchedTS int64 `dynamodbav:"fetched_ts"`
+	// Doc is the signed key document the key came in, as received, which
+	// the notary API hands on.
+	Doc string `dynamodbav:"doc"`
+}
+
+func itemKey(server spec.ServerName, keyID gomatrixserverlib.KeyID) store.Key {
+	return store.Key{PK: keyPrefix + string(server), SK: string(keyID)}
+}
+
+// result is the item as the KeyRing sees it.
+func (it keyItem) result() (gomatrixserverlib.PublicKeyLookupResult, bool) {
+	pub, err := base64.RawStdEncoding.DecodeString(it.Key)
+	if err != nil {
+		return gomatrixserverlib.PublicKeyLookupResult{}, false
+	}
+	return gomatrixserverlib.PublicKeyLookupResult{
+		VerifyKey:    gomatrixserverlib.VerifyKey{Key: pub},
+		ValidUntilTS: spec.Timestamp(it.ValidUntil),
+		ExpiredTS:    spec.Timestamp(it.ExpiredTS),
+	}, true
+}
+
+// Database is the table-backed gomatrixserverlib.KeyDatabase: other
+// servers' keys, one item each, kept as long as they verify something (a
+// current key until its valid_until_ts, an old key for events before its
+// expired_ts).
+type Database struct {
+	Store *store.Store
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	// seen holds the signed documents the fetchers received, until
+	// StoreKeys learns which of their keys the KeyRing accepted. Only a
+	// way to hand documents from the fetchers to the store: what it loses
+	// is fetched again.
+	mu   sync.Mutex
+	seen map[seenKey][]byte
+}
+
+var _ gomatrixserverlib.KeyDatabase = (*Database)(nil)
+
+// seenKey is a key exactly as a fetcher reports it.
+type seenKey struct {
+	server, keyID, key    string
+	validUntil, expiredTS spec.Timestamp
+}
+
+// maxSeen bounds the documents held for StoreKeys; past it, the oldest
+// are dropped wholesale (documents whose keys a fetcher refused).
+const maxSeen = 1024
+
+// maxDoc is the largest key document stored; a larger one (only a hostile
+// server sends one) is used but not cached.
+const maxDoc = 64 << 10
+
+func (db *Database) now() time.Time {
+	if db.Now != nil {
+		return db.Now()
+	}
+	return time.Now()
+}
+
+// FetcherName implements gomatrixserverlib.KeyFetcher.
+func (db *Database) FetcherName() string { return "table" }
+
+// FetchKeys returns the stored keys asked for: old keys always (the
+// KeyRing checks their expiry against the signature's time), current keys
+// only while valid at the time asked for, so that a stale one is fetched
+// again. One BatchGetItem of the keys asked for.
+func (db *Database) FetchKeys(ctx context.Context, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+	var ks []store.Key
+	for req := range requests {
+		if req.KeyID != "" && req.ServerName != "" {
+			ks = append(ks, itemKey(req.ServerName, req.KeyID))
+		}
+	}
+	out := map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
+	if len(ks) == 0 {
+		return out, nil
+	}
+	err := db.Store.GetMany(ctx, ks, func(k store.Key, decode func(any) error) error {
+		var it keyItem
+		if err := decode(&it); err != nil {
+			return err
+		}
+		req := gomatrixserverlib.PublicKeyLookupRequest{
+			ServerName: spec.ServerName(strings.TrimPrefix(k.PK, keyPrefix)),
+			KeyID:      gomatrixserverlib.KeyID(k.SK),
+		}
+		res, ok := it.result()
+		if !ok || (it.ExpiredTS == 0 && spec.Timestamp(it.ValidUntil) < requests[req]) {
+			return nil
+		}
+		out[req] = res
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server keys: %w", err)
+	}
+	return out, nil
+}
+
+// StoreKeys implements gomatrixserverlib.KeyDatabase: it writes the keys
+// this Database's fetchers just received, with the document each came in,
+// and a current key's validity held to MaxCache from now. Keys that came
+// from the table itself (the KeyRing hands them back) are not written
+// again, so a cached key's validity never grows by being read.
+func (db *Database) StoreKeys(ctx context.Context, results map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult) error {
+	now := db.now()
+	limit := spec.AsTimestamp(now.Add(MaxCache))
+	var items []any
+	for req, res := range results {
+		doc := db.take(req, res)
+		if doc == nil {
+			continue
+		}
+		it := keyItem{
+			PK: keyPrefix + string(req.ServerName), SK: string(req.KeyID),
+			Key:       base64.RawStdEncoding.EncodeToString(res.Key),
+			ExpiredTS: int64(res.ExpiredTS),
+			FetchedTS: now.UnixMilli(),
+			Doc:       string(doc),
+		}
+		if res.ExpiredTS == gomatrixserverlib.PublicKeyNotExpired {
+			it.ValidUntil = int64(min(res.ValidUntilTS, limit))
+		}
+		items = append(items, it)
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	if err := db.Store.PutMany(ctx, items); err != nil {
+		return fmt.Errorf("server keys: %w", err)
+	}
+	return nil
+}
+
+// remember holds a document a fetcher received, under each key in it as
+// the fetchers will report the key, if it is signed by its own keys.
+func (db *Database) remember(server spec.ServerName, sk gomatrixserverlib.ServerKeys) {
+	if len(sk.Raw) > maxDoc {
+		return
+	}
+	if checks, _ := gomatrixserverlib.CheckKeys(server, time.Unix(0, 0), sk); !checks.AllChecksOK {
+		return
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.seen == nil || len(db.seen) > maxSeen {
+		db.seen = map[seenKey][]byte{}
+	}
+	for id, k := range sk.VerifyKeys {
+		db.seen[seenKey{string(server), string(id), k.Key.Encode(), sk.ValidUntilTS, 0}] = sk.Raw
+	}
+	for id, k := range sk.OldVerifyKeys {
+		db.seen[seenKey{string(server), string(id), k.Key.Encode(), 0, k.ExpiredTS}] = sk.Raw
+	}
+}
+
+// take returns and forgets the document a fetched key came in; nil for a
+// key no fetcher received (read from the table, or this server's own).
+func (db *Database) take(req gomatrixserverlib.PublicKeyLookupRequest, res gomatrixserverlib.PublicKeyLookupResult) []byte {
+	k := seenKey{string(req.ServerName), string(req.KeyID), res.Key.Encode(), res.ValidUntilTS, res.ExpiredTS}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	doc := db.seen[k]
+	delete(db.seen, k)
+	return doc
+}
+
+// recorder passes the documents its Client receives to the Database.
+type recorder struct {
+	Client
+	db *Database
+}
+
+func (r recorder) GetServerKeys(ctx context.Context, server spec.ServerName) (gomatrixserverlib.ServerKeys, error) {
+	sk, err := r.Client.GetServerKeys(ctx, server)
+	if err == nil {
+		r.db.remember(server, sk)
+	}
+	return sk, err
+}
+
+func (r recorder) LookupServerKeys(ctx context.Context, notary spec.ServerName, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) ([]gomatrixserverlib.ServerKeys, error) {
+	list, err := r.Client.LookupServerKeys(ctx, notary, requests)
+	for _, sk := range list {
+		r.db.remember(sk.ServerName, sk)
+	}
+	return list, err
+}
