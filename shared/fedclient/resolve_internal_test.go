@@ -20,7 +20,11 @@ type wellKnownServer struct {
 	hits map[string]int
 }
 
-func (s *wellKnownServer) count(host string) int { s.mu.Lock(); defer s.mu.Unlock(); return s.hits[host] }
+func (s *wellKnownServer) count(host string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hits[host]
+}
 
 // newResolverFixture starts the well-known server and a client whose
 // discovery uses it and the fake DNS.
@@ -46,13 +50,13 @@ func newResolverFixture(t *testing.T, now *clock) (*Client, *wellKnownServer, *f
 			w.Header().Set("Location", "https://loop.test:"+wk.port+"/.well-known/matrix/server")
 			w.WriteHeader(http.StatusFound)
 		},
-		"maxage.test":   body(`{"m.server": "a.test:1"}`, "Cache-Control", "public, max-age=3600"),
-		"default.test":  body(`{"m.server": "a.test:1"}`),
-		"long.test":     body(`{"m.server": "a.test:1"}`, "Cache-Control", "max-age=999999"),
-		"short.test":    body(`{"m.server": "a.test:1"}`, "Cache-Control", "max-age=10"),
-		"nostore.test":  body(`{"m.server": "a.test:1"}`, "Cache-Control", "no-store"),
-		"expires.test":  body(`{"m.server": "a.test:1"}`, "Expires", time.Date(2030, 1, 1, 3, 0, 0, 0, time.UTC).Format(http.TimeFormat)),
-		"failing.test":  func(w http.ResponseWriter) { w.WriteHeader(http.StatusServiceUnavailable) },
+		"maxage.test":  body(`{"m.server": "a.test:1"}`, "Cache-Control", "public, max-age=3600"),
+		"default.test": body(`{"m.server": "a.test:1"}`),
+		"long.test":    body(`{"m.server": "a.test:1"}`, "Cache-Control", "max-age=999999"),
+		"short.test":   body(`{"m.server": "a.test:1"}`, "Cache-Control", "max-age=10"),
+		"nostore.test": body(`{"m.server": "a.test:1"}`, "Cache-Control", "no-store"),
+		"expires.test": body(`{"m.server": "a.test:1"}`, "Expires", time.Date(2030, 1, 1, 3, 0, 0, 0, time.UTC).Format(http.TimeFormat)),
+		"failing.test": func(w http.ResponseWriter) { w.WriteHeader(http.StatusServiceUnavailable) },
 	}
 	srv := startTLS(t, ca, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, _ := net.SplitHostPort(r.Host)
