@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -51,7 +52,7 @@ func newRemote(t *testing.T, h http.HandlerFunc) *remote {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"server":{"name":"fake","version":"1"}}`))
-	}), "127.0.0.1", "remote.test", "hs1.test")
+	}), "127.0.0.1", "remote.test", "hs1.test", "multi.test")
 	r.name = r.Listener.Addr().String()
 	return r
 }
@@ -250,9 +251,8 @@ func TestClient_Timeout(t *testing.T) {
 	opts := rm.loopbackOK()
 	opts.Timeout = 300 * time.Millisecond
 	err := mustNew(t, opts).Get(context.Background(), rm.name, versionPath, nil)
-	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() {
-		t.Fatalf("err = %v, want a timeout", err)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want context.DeadlineExceeded", err)
 	}
 }
 
@@ -424,5 +424,36 @@ func TestFromConfig(t *testing.T) {
 	}
 	if err := fc.Get(context.Background(), rm.name, versionPath, nil); !errors.Is(err, ErrDomainNotAllowed) {
 		t.Fatalf("GET outside the whitelist: %v", err)
+	}
+}
+
+// TestClient_NextTarget: when the first SRV target cannot be reached, the
+// request, body included, goes to the next one, with the server name as
+// Host and certificate name.
+func TestClient_NextTarget(t *testing.T) {
+	rm := newRemote(t, nil)
+	_, port, _ := net.SplitHostPort(rm.name)
+	p, _ := strconv.Atoi(port)
+	dead, _ := strconv.Atoi(closedPort(t))
+	dns := &fakeDNS{
+		addrs: map[string][]string{"dead.test": {"127.0.0.1"}, "live.test": {"127.0.0.1"}},
+		srv: map[string][]*net.SRV{"_matrix-fed._tcp.multi.test": {
+			{Target: "dead.test.", Port: uint16(dead)}, {Target: "live.test.", Port: uint16(p)},
+		}},
+	}
+	opts := rm.loopbackOK()
+	opts.DNS = dns
+	c := mustNew(t, opts)
+	body := map[string]string{"hello": "world"}
+	if err := c.Put(context.Background(), "multi.test", "/_matrix/federation/v1/send/1", body, nil); err != nil {
+		t.Fatalf("PUT multi.test: %v", err)
+	}
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if len(rm.reqs) != 1 {
+		t.Fatalf("the live target got %d requests, want 1", len(rm.reqs))
+	}
+	if rm.reqs[0].Host != "multi.test" || string(rm.body[0]) != `{"hello":"world"}` {
+		t.Fatalf("the live target got Host %q, body %s; want multi.test and the body", rm.reqs[0].Host, rm.body[0])
 	}
 }

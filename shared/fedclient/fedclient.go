@@ -11,7 +11,6 @@
 package fedclient
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -135,8 +134,9 @@ func New(serverName string, key keys.Key, opts Options) (*Client, error) {
 		// The well-known request is outbound federation traffic like any
 		// other: same address filter, same trust, same time limit.
 		wellKnown: &http.Client{
-			Transport: &http.Transport{DialContext: d.DialContext, TLSClientConfig: tlsConfig.Clone(), ForceAttemptHTTP2: true},
-			Timeout:   opts.Timeout,
+			Transport:     &http.Transport{DialContext: d.DialContext, TLSClientConfig: tlsConfig.Clone(), ForceAttemptHTTP2: true},
+			Timeout:       opts.Timeout,
+			CheckRedirect: httpsRedirects,
 		},
 		wellKnownURL: func(host string) string { return "https://" + host + "/.well-known/matrix/server" },
 	}
@@ -151,6 +151,18 @@ func New(serverName string, key keys.Key, opts Options) (*Client, error) {
 	c.fed = fclient.NewFederationClient([]*fclient.SigningIdentity{identity},
 		fclient.WithTransport(t), fclient.WithTimeout(opts.Timeout), fclient.WithUserAgent(opts.UserAgent))
 	return c, nil
+}
+
+// httpsRedirects follows at most 10 redirects, as http.Client does (so a
+// loop ends), and only to https: the well-known is fetched over TLS.
+func httpsRedirects(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("well-known: stopped after 10 redirects")
+	}
+	if req.URL.Scheme != "https" {
+		return fmt.Errorf("well-known: redirect to %s: not https", req.URL.Scheme)
+	}
+	return nil
 }
 
 // tlsConfig is the trust of outbound connections: the system's CAs plus
@@ -210,7 +222,8 @@ func (c *Client) Put(ctx context.Context, destination, path string, body, out an
 }
 
 // Do sends a signed request with body (nil for none) as JSON content. An
-// answer other than 2xx is returned as *Error.
+// answer other than 2xx is returned as *Error; a request over the time
+// limit fails with an error that is context.DeadlineExceeded (errors.Is).
 func (c *Client) Do(ctx context.Context, method, destination, path string, body, out any) error {
 	req, err := c.NewRequest(method, destination, path, body)
 	if err != nil {
@@ -252,11 +265,6 @@ func (c *Client) NewRequest(method, destination, path string, body any) (*http.R
 	req, err := fr.HTTPRequest()
 	if err != nil {
 		return nil, fmt.Errorf("fedclient: %w", err)
-	}
-	if body != nil {
-		// Let the transport send the body again to a second target.
-		content := fr.Content()
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(content)), nil }
 	}
 	if c.userAgent != "" {
 		req.Header.Set("User-Agent", c.userAgent)

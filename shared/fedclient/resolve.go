@@ -29,6 +29,8 @@ const (
 	wellKnownDownTTL      = 2 * time.Minute
 	wellKnownMaxSize      = 50 << 10
 	defaultFederationPort = "8448"
+	// maxCachedHosts is when expired entries are swept from the cache.
+	maxCachedHosts = 10000
 )
 
 // ErrNoService is returned for a server whose SRV record says it offers no
@@ -48,6 +50,12 @@ type Target struct {
 // literal, explicit port, /.well-known/matrix/server, SRV _matrix-fed._tcp
 // then _matrix._tcp, then port 8448. Names in a static map of test hosts
 // skip all that.
+//
+// fclient.ResolveServer follows the same steps but cannot be used as is:
+// it asks net.DefaultResolver (no fake DNS in tests), fetches the
+// well-known with a plain http.Client (no address filter, no custom CA),
+// caches nothing itself (its transport keeps results until a failure), and
+// takes an SRV target of "." for a host.
 type Resolver struct {
 	dns       DNS
 	hosts     map[string]string
@@ -153,6 +161,13 @@ func (r *Resolver) lookupWellKnown(ctx context.Context, host string) string {
 	}
 	entry.expires = now.Add(ttl)
 	r.mu.Lock()
+	if len(r.cache) >= maxCachedHosts {
+		for h, e := range r.cache {
+			if !now.Before(e.expires) {
+				delete(r.cache, h)
+			}
+		}
+	}
 	r.cache[host] = entry
 	r.mu.Unlock()
 	return server

@@ -50,6 +50,11 @@ func newResolverFixture(t *testing.T, now *clock) (*Client, *wellKnownServer, *f
 			w.Header().Set("Location", "https://loop.test:"+wk.port+"/.well-known/matrix/server")
 			w.WriteHeader(http.StatusFound)
 		},
+		"plainhttp.test": func(w http.ResponseWriter) {
+			w.Header().Set("Location", "http://wk-port.test:"+wk.port+"/.well-known/matrix/server")
+			w.WriteHeader(http.StatusFound)
+		},
+		"huge.test":    body(`{"m.server": "a.test:1", "pad": "` + strings.Repeat("x", wellKnownMaxSize) + `"}`),
 		"maxage.test":  body(`{"m.server": "a.test:1"}`, "Cache-Control", "public, max-age=3600"),
 		"default.test": body(`{"m.server": "a.test:1"}`),
 		"long.test":    body(`{"m.server": "a.test:1"}`, "Cache-Control", "max-age=999999"),
@@ -156,6 +161,8 @@ func TestResolver_Resolve(t *testing.T) {
 		{"badname.test", []Target{{"badname.test:8448", "badname.test", "badname.test"}}},
 		{"noserver.test", []Target{{"noserver.test:8448", "noserver.test", "noserver.test"}}},
 		{"loop.test", []Target{{"loop.test:8448", "loop.test", "loop.test"}}},
+		{"plainhttp.test", []Target{{"plainhttp.test:8448", "plainhttp.test", "plainhttp.test"}}}, // no redirect off TLS
+		{"huge.test", []Target{{"huge.test:8448", "huge.test", "huge.test"}}},                     // over 50 KiB
 		// The static map of test hosts skips discovery.
 		{"mapped.test", []Target{{"127.0.0.1:5555", "mapped.test", "mapped.test"}}},
 		{"[::1]:7", []Target{{"127.0.0.1:5556", "[::1]:7", "::1"}}},
