@@ -27,6 +27,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/e2ekeys"
 	"github.com/cirrus-matrix/cirrus/shared/ephemeral"
 	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/fedclient"
 	"github.com/cirrus-matrix/cirrus/shared/filters"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/keybackup"
@@ -41,6 +42,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/search"
 	"github.com/cirrus-matrix/cirrus/shared/secrets"
+	"github.com/cirrus-matrix/cirrus/shared/serverkeys"
 	"github.com/cirrus-matrix/cirrus/shared/spaces"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 	"github.com/cirrus-matrix/cirrus/shared/sync"
@@ -98,6 +100,11 @@ type Server struct {
 	// LargeResponses holds answers over lambda_response_limit; nil without
 	// large_response_bucket.
 	LargeResponses bigbody.Bucket
+	// Federation sends this server's requests to other servers.
+	Federation *fedclient.Client
+	// ServerKeys holds other servers' signing keys: it answers the notary
+	// API and checks the X-Matrix signature of federation requests.
+	ServerKeys *serverkeys.Keys
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -112,6 +119,15 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		return nil, err
 	}
 	if err := cfg.LoadSharedSecret(false); err != nil {
+		return nil, err
+	}
+	fed, err := fedclient.New(cfg.ServerName, key, fedclient.FromConfig(cfg))
+	if err != nil {
+		return nil, err
+	}
+	serverKeys, err := serverkeys.New(serverkeys.Options{Store: st, ServerName: cfg.ServerName, Key: key,
+		Client: fed.Federation(), Trusted: cfg.TrustedKeyServers})
+	if err != nil {
 		return nil, err
 	}
 	var large bigbody.Bucket
@@ -263,6 +279,8 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		E2EKeys:     e2e,
 		Search:      searches,
 		UserDir:     dir,
+		Federation:  fed,
+		ServerKeys:  serverKeys,
 
 		LargeResponses: large,
 	}, nil
@@ -420,6 +438,14 @@ func (s *Server) FederationHandler() http.Handler {
 	rt.HandleFunc("GET /_matrix/key/v2/server", d.ServerKeys)
 	// The key ID path segment is deprecated but still asked for by older servers.
 	rt.HandleFunc("GET /_matrix/key/v2/server/{keyID}", d.ServerKeys)
+	// The notary API needs no signature: servers ask it before they can
+	// verify anyone.
+	s.ServerKeys.Register(rt)
+	// Every /_matrix/federation route but /version goes behind
+	// s.ServerKeys.RequireServer, which answers 401 M_UNAUTHORIZED unless
+	// the X-Matrix signature verifies and gives the handler the origin
+	// (serverkeys.Origin), such as:
+	//   rt.Handle("PUT /_matrix/federation/v1/send/{txnID}", s.ServerKeys.RequireServer(...))
 	return httpapi.Logging(s.Logger, s.limitResponses(httpapi.LimitBody(s.Config.MaxRequestSize, rt)))
 }
 

@@ -96,6 +96,9 @@ func (k *Keys) handleQueryServer(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if docs == nil {
+		docs = []json.RawMessage{} // an array, however empty
+	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"server_keys": docs})
 	return nil
 }
