@@ -83,6 +83,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = &limitedBody{rc: resp.Body, left: t.maxBody}
 		return resp, nil
 	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("%s: no address to try", dest)
+	}
 	return nil, errors.Join(errs...)
 }
 
