@@ -98,4 +98,16 @@ func TestLibrary_DiffersFromSpec(t *testing.T) {
 			t.Errorf("library %s (%v), ours %s", g.show(lib), err, g.show(ours))
 		}
 	})
+	t.Run("v2: mainline ordering breaks ties on steps to the mainline", func(t *testing.T) {
+		// A tie-break the spec does not have (fewer power levels events
+		// off the mainline first) puts topic-y first and lets the earlier
+		// topic-x win.
+		g := newGraph(t, "11")
+		a, b := forkedPowerLevels(g)
+		ours, lib, err := resolveBoth(t, g, a, b)
+		topic := stateres.Key{Type: events.Topic}
+		if err != nil || lib[topic] != g.id("topic-x") || ours[topic] != g.id("topic-y") {
+			t.Errorf("library %s (%v), ours %s", g.show(lib), err, g.show(ours))
+		}
+	})
 }

@@ -226,7 +226,8 @@ func (r *resolver) powerCandidate(id string) candidate {
 // senderPower is the power level of ev's sender as ev's auth_events give
 // it: unlimited for the creators of rooms whose creators are privileged
 // (version 12, MSC4289), else what the cited power levels say; with none
-// cited, the creator's 100 of the auth rules and 0 for everyone else.
+// cited, the creator's 100 of the auth rules (content.creator before
+// version 11, the sender from 11 on) and 0 for everyone else.
 func (r *resolver) senderPower(ev events.PDU) int64 {
 	sender := events.Sender(ev)
 	privileged := events.PrivilegedCreators(r.version)
@@ -240,7 +241,7 @@ func (r *resolver) senderPower(ev events.PDU) int64 {
 		}
 		return events.UserLevel(c, sender)
 	}
-	if !privileged && sender == events.Sender(r.create) {
+	if !privileged && contains(events.Creators(r.create), sender) {
 		return 100
 	}
 	return 0

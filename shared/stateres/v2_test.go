@@ -365,3 +365,36 @@ func TestResolve_RejectedAuthEventNotUsed(t *testing.T) {
 		t.Errorf("resolved state\n got %s\nwant %s", g.show(got), g.show(want))
 	}
 }
+
+// forkedPowerLevels draws two power level changes on two forks, each
+// followed by a topic from bob: topic-x cites the losing power levels, so
+// it reaches the mainline one step later than topic-y, which cites the
+// common ones directly. Returns the two states.
+func forkedPowerLevels(g *graph) (xs, ys []string) {
+	g.start(map[string]int{bob: 50})
+	g.add(node{name: "bob-join", sender: bob, typ: events.Member, key: bob, content: member("join"),
+		prev: []string{"jr-public"}, auth: []string{"create", "pl", "jr-public"}, ts: 5})
+	g.add(node{name: "pl-a", sender: alice, typ: events.PowerLevels, content: g.pl(map[string]int{alice: 100, bob: 50, charlie: 10}),
+		prev: []string{"bob-join"}, auth: []string{"create", "alice-join", "pl"}, ts: 6})
+	g.add(node{name: "topic-x", sender: bob, typ: events.Topic, content: topic("x"),
+		prev: []string{"pl-a"}, auth: []string{"create", "bob-join", "pl-a"}, ts: 10})
+	g.add(node{name: "topic-y", sender: bob, typ: events.Topic, content: topic("y"),
+		prev: []string{"bob-join"}, auth: []string{"create", "bob-join", "pl"}, ts: 20})
+	g.add(node{name: "pl-b", sender: alice, typ: events.PowerLevels, content: g.pl(map[string]int{alice: 100, bob: 50, charlie: 20}),
+		prev: []string{"topic-y"}, auth: []string{"create", "alice-join", "pl"}, ts: 21})
+	base := []string{"create", "alice-join", "jr-public", "bob-join"}
+	return append(append([]string(nil), base...), "pl-a", "topic-x"),
+		append(append([]string(nil), base...), "pl-b", "topic-y")
+}
+
+// The mainline position of an event is that of the first power levels on
+// the mainline its auth chain reaches, however many power levels off the
+// mainline it passes first: both topics sit at pl's position, so the later
+// one, topic-y, is applied last.
+func TestResolve_MainlinePositionThroughForkedPowerLevels(t *testing.T) {
+	eachVersion(t, func(t *testing.T, g *graph) {
+		xs, ys := forkedPowerLevels(g)
+		g.resolve(g.state("create", "alice-join", "jr-public", "bob-join", "pl-b", "topic-y"),
+			g.state(xs...), g.state(ys...))
+	})
+}
