@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,8 @@ type notary struct {
 	Name string
 	Keys *serverkeys.Keys
 	Key  keys.Key
+	// Last is what the last request cost in the table.
+	Last atomic.Pointer[store.Usage]
 }
 
 func startNotary(t *testing.T, st *store.Store, c *clock) *notary {
@@ -41,7 +44,12 @@ func startNotary(t *testing.T, st *store.Store, c *clock) *notary {
 	n.Keys, n.Key = newKeys(t, st, c, n.Name)
 	rt := httpapi.NewRouter()
 	n.Keys.Register(rt)
-	srv.Config.Handler = rt
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, meter := store.WithMeter(r.Context())
+		rt.ServeHTTP(w, r.WithContext(ctx))
+		u := meter.Usage()
+		n.Last.Store(&u)
+	})
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return n
@@ -114,11 +122,17 @@ func TestNotary_Query(t *testing.T) {
 	if docs := serverKeys(t, n, body, rm.Key); len(docs) != 1 {
 		t.Fatalf("query: %d documents, want 1", len(docs))
 	}
+	t.Logf("query fetching the keys: %+v", *n.Last.Load())
 	// Asked again, by key ID and through GET, the table answers.
 	status, body = call(t, "POST", base, fmt.Sprintf(`{"server_keys": {%q: {%q: {"minimum_valid_until_ts": %d}}}}`,
 		rm.Name, rm.Key.ID, c.Now().Add(30*time.Minute).UnixMilli()))
 	if docs := serverKeys(t, n, body, rm.Key); status != http.StatusOK || len(docs) != 1 {
 		t.Fatalf("query by key ID: %d %v", status, body)
+	}
+	if u := *n.Last.Load(); u.Calls != 1 || u.WriteUnits != 0 {
+		t.Errorf("a query answered from the table cost %+v, want one Query and no writes", u)
+	} else {
+		t.Logf("query answered from the table: %+v", u)
 	}
 	status, body = call(t, "GET", base+"/"+rm.Name, "")
 	if docs := serverKeys(t, n, body, rm.Key); status != http.StatusOK || len(docs) != 1 {

@@ -166,9 +166,11 @@ func TestKeys_FetchedOnceThenFromTable(t *testing.T) {
 	k, _ := newKeys(t, st, c, "example.org")
 	msg := signed(t, rm.Name, rm.Key, `{"hello":"world"}`)
 
-	if err := k.VerifyJSON(ctx, rm.Name, c.Now(), msg); err != nil {
+	fctx, fmeter := store.WithMeter(ctx)
+	if err := k.VerifyJSON(fctx, rm.Name, c.Now(), msg); err != nil {
 		t.Fatalf("first verify: %v", err)
 	}
+	t.Logf("verify fetching the key: %+v", fmeter.Usage())
 	if err := k.VerifyJSON(ctx, rm.Name, c.Now(), msg); err != nil {
 		t.Fatalf("second verify: %v", err)
 	}
