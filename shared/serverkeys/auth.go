@@ -188,5 +188,10 @@ func parseXMatrix(h string) (params map[string]string, ok bool, err error) {
 		if s != "" {
 			s = s[1:]
 		}
+		// API Gateway joins repeated headers with commas: a second
+		// X-Matrix header (another key's signature) starts here.
+		if next, _, _ := strings.Cut(strings.TrimLeft(s, " \t"), " "); strings.EqualFold(next, "X-Matrix") {
+			return params, true, nil
+		}
 	}
 }
