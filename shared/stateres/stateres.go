@@ -53,6 +53,19 @@ var (
 	ErrBadState = errors.New("stateres: bad state")
 )
 
+// After is the state after ev given the state before it (the spec's
+// S'(E)): the same, with ev under its key if ev is a state event.
+func After(before StateMap, ev events.PDU) StateMap {
+	out := make(StateMap, len(before)+1)
+	for k, id := range before {
+		out[k] = id
+	}
+	if ev.StateKey() != nil {
+		out[keyOf(ev)] = ev.EventID()
+	}
+	return out
+}
+
 // Resolve returns the resolution of states, the states after the
 // prev_events of an event in a room of version v.
 //
@@ -164,7 +177,6 @@ type resolver struct {
 	events   map[string]events.PDU // every event loaded, by ID
 	create   events.PDU
 	roomID   string
-	loads    int // Loader calls, for tests and logs
 }
 
 // loadStates loads the events of the states and checks that each sits
@@ -220,7 +232,6 @@ func (r *resolver) load(ids []string) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	r.loads++
 	got, err := r.loader.Events(r.ctx, missing)
 	if err != nil {
 		return fmt.Errorf("stateres: load events: %w", err)

@@ -398,3 +398,35 @@ func TestResolve_MainlinePositionThroughForkedPowerLevels(t *testing.T) {
 			g.state(xs...), g.state(ys...))
 	})
 }
+
+// The state after a state event holds it; after a message, the state is
+// the one before; the state before is left as it was.
+func TestAfter(t *testing.T) {
+	g := newGraph(t, "12")
+	g.start(map[string]int{})
+	g.add(node{name: "topic", sender: alice, typ: events.Topic, content: topic("t"),
+		prev: []string{"jr-public"}, auth: []string{"create", "alice-join", "pl"}, ts: 5})
+	before := g.state("create", "alice-join", "pl", "jr-public")
+	after := stateres.After(before, g.all("topic")[0])
+	if g.show(after) != g.show(g.state("create", "alice-join", "pl", "jr-public", "topic")) || len(before) != 4 {
+		t.Errorf("after %s, before %s", g.show(after), g.show(before))
+	}
+	msg, err := g.signer.Build("12", events.Proto{RoomID: g.roomID, Sender: alice, Type: "m.room.message",
+		Content: []byte(`{"body":"hi","msgtype":"m.text"}`)}, events.Graph{PrevEvents: []string{g.id("topic")}, Depth: 6},
+		mustState(t, g.all("create", "alice-join", "pl")...), g.base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stateres.After(before, msg); g.show(got) != g.show(before) {
+		t.Errorf("after a message: %s, want %s", g.show(got), g.show(before))
+	}
+}
+
+func mustState(t *testing.T, evs ...events.PDU) *events.State {
+	t.Helper()
+	st, err := events.NewState(evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
