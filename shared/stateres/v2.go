@@ -162,21 +162,31 @@ func isPowerEvent(ev events.PDU) bool {
 }
 
 // powerSet is the set X of step 1: the power events of full, enlarged by
-// the events of their auth chains that belong to full.
+// the events of their auth chains that belong to full. The walk goes
+// through events of full only, as Synapse's and ruma's do: read literally,
+// the spec also reaches events of full behind an event outside it, which
+// can differ only with a stale state (an event of full whose auth chain
+// every state holds); servers agreeing matters more there. Every auth
+// relation inside X is then a direct edge, which the ordering needs.
 func (r *resolver) powerSet(full map[string]bool) map[string]bool {
-	var roots []string
+	var stack []string
 	for id := range full {
 		if isPowerEvent(r.events[id]) {
-			roots = append(roots, id)
+			stack = append(stack, id)
 		}
 	}
 	x := map[string]bool{}
-	for _, id := range roots {
+	for len(stack) > 0 {
+		id := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if x[id] {
+			continue
+		}
 		x[id] = true
-	}
-	for id := range r.authChain(roots) {
-		if full[id] {
-			x[id] = true
+		for _, a := range r.events[id].AuthEventIDs() {
+			if full[a] && !x[a] {
+				stack = append(stack, a)
+			}
 		}
 	}
 	return x
