@@ -119,4 +119,24 @@ func TestLibrary_DiffersFromSpec(t *testing.T) {
 			t.Errorf("library %s (%v), ours %s", g.show(lib), err, g.show(ours))
 		}
 	})
+	t.Run("v2.1: concurrent topics both dropped", func(t *testing.T) {
+		// No power event conflicts, so it does not panic; but from the
+		// empty state every topic is checked with itself in place of its
+		// sender's membership and power levels, and fails.
+		g := newGraph(t, "12")
+		g.start(map[string]int{bob: 50})
+		g.add(node{name: "bob-join", sender: bob, typ: events.Member, key: bob, content: member("join"),
+			prev: []string{"jr-public"}, auth: []string{"create", "pl", "jr-public"}, ts: 5})
+		g.add(node{name: "topic-a", sender: alice, typ: events.Topic, content: topic("a"),
+			prev: []string{"bob-join"}, auth: []string{"create", "alice-join", "pl"}, ts: 10})
+		g.add(node{name: "topic-b", sender: bob, typ: events.Topic, content: topic("b"),
+			prev: []string{"bob-join"}, auth: []string{"create", "bob-join", "pl"}, ts: 20})
+		base := []string{"create", "alice-join", "pl", "jr-public", "bob-join"}
+		a, b := append(append([]string(nil), base...), "topic-a"), append(append([]string(nil), base...), "topic-b")
+		ours, lib, err := resolveBoth(t, g, a, b)
+		topic := stateres.Key{Type: events.Topic}
+		if _, has := lib[topic]; err != nil || has || ours[topic] != g.id("topic-b") {
+			t.Errorf("library %s (%v), ours %s", g.show(lib), err, g.show(ours))
+		}
+	})
 }
