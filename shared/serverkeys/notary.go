@@ -3,12 +3,16 @@ package serverkeys
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/keys"
@@ -48,35 +52,29 @@ func (k *Keys) handleQuery(w http.ResponseWriter, r *http.Request) error {
 		return httpapi.InvalidParam("server_keys names %d servers; ask for at most %d at a time", len(req.ServerKeys), MaxQueryServers)
 	}
 	now := k.now().UnixMilli()
-	names := make([]string, 0, len(req.ServerKeys))
-	for name := range req.ServerKeys {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	out := []json.RawMessage{}
-	for _, name := range names {
+	var wants []want
+	for name, ids := range req.ServerKeys {
 		// The keys must be valid until the latest time asked for any of
 		// them; a key asked for without a time wants now.
-		var ids []string
-		minValid := int64(0)
-		for id, c := range req.ServerKeys[name] {
-			ids = append(ids, id)
+		w := want{server: name, minValid: now}
+		if len(ids) > 0 {
+			w.minValid = 0
+		}
+		for id, c := range ids {
+			w.keyIDs = append(w.keyIDs, id)
 			ts := now
 			if c != nil && c.MinimumValidUntilTS != nil {
 				ts = *c.MinimumValidUntilTS
 			}
-			minValid = max(minValid, ts)
+			w.minValid = max(w.minValid, ts)
 		}
-		if len(ids) == 0 {
-			minValid = now
-		}
-		docs, err := k.notarize(r.Context(), name, ids, minValid)
-		if err != nil {
-			return err
-		}
-		out = append(out, docs...)
+		wants = append(wants, w)
 	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"server_keys": out})
+	docs, err := k.notarize(r.Context(), wants)
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"server_keys": docs})
 	return nil
 }
 
@@ -92,73 +90,100 @@ func (k *Keys) handleQueryServer(w http.ResponseWriter, r *http.Request) error {
 		}
 		minValid = ts
 	}
-	docs, err := k.notarize(r.Context(), r.PathValue("serverName"), nil, minValid)
+	docs, err := k.notarize(r.Context(), []want{{server: r.PathValue("serverName"), minValid: minValid}})
 	if err != nil {
 		return err
-	}
-	if docs == nil {
-		docs = []json.RawMessage{} // an array, however empty
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"server_keys": docs})
 	return nil
 }
 
-// notarize returns the key documents of server, signed by this server:
-// its own keys for this server's name; for another, the cached documents,
-// fetched again first when no current key is valid until minValid or a
-// key asked for is missing. A server that cannot be reached gets its
-// cached documents, however old, or none: the spec lets a notary answer
-// for servers that are offline.
-func (k *Keys) notarize(ctx context.Context, server string, keyIDs []string, minValid int64) ([]json.RawMessage, error) {
-	if server == k.serverName {
-		doc, err := keys.ServerKeys(k.serverName, k.key, k.now())
-		if err != nil {
-			return nil, err
-		}
-		return []json.RawMessage{doc}, nil
-	}
-	if !protocol.ValidServerName(server) {
-		return nil, nil
-	}
-	items, err := k.db.items(ctx, server)
-	if err != nil {
+// want is what a key query asks of one server: keys valid until minValid,
+// and these key IDs among them (none: all).
+type want struct {
+	server   string
+	keyIDs   []string
+	minValid int64
+	items    []keyItem
+}
+
+// FetchTimeout bounds the fetches of one key query, all servers together,
+// so that the answer, with what could be had, beats API Gateway's 30 s.
+const FetchTimeout = 20 * time.Second
+
+// notarize returns the key documents of the servers wanted, in the order of
+// their names, each signed by this server: its own keys for this server's
+// name; for another, the cached documents, fetched again first when no
+// current key is valid until minValid or a key asked for is missing (all
+// such servers at once, the direct fetcher asking them in parallel). A
+// server that cannot be reached gets its cached documents, however old, or
+// none: the spec lets a notary answer for servers that are offline.
+func (k *Keys) notarize(ctx context.Context, wants []want) ([]json.RawMessage, error) {
+	slices.SortFunc(wants, func(a, b want) int { return strings.Compare(a.server, b.server) })
+	others := slices.DeleteFunc(slices.Clone(wants), func(w want) bool {
+		return w.server == k.serverName || !protocol.ValidServerName(w.server)
+	})
+	if err := k.db.readItems(ctx, others); err != nil {
 		return nil, err
 	}
-	if stale(items, keyIDs, minValid) {
-		if err := k.fetch(ctx, server, keyIDs, minValid); err != nil {
+	var stale []want
+	for _, w := range others {
+		if w.stale() {
+			stale = append(stale, w)
+		}
+	}
+	if len(stale) > 0 {
+		if err := k.fetch(ctx, stale); err != nil {
 			return nil, err
 		}
-		if items, err = k.db.items(ctx, server); err != nil {
+		if err := k.db.readItems(ctx, stale); err != nil {
 			return nil, err
 		}
 	}
-	var out []json.RawMessage
-	seen := map[string]bool{}
-	for _, it := range items {
-		if seen[it.Doc] || it.Doc == "" {
+	items := map[string][]keyItem{}
+	for _, w := range others {
+		items[w.server] = w.items
+	}
+	for _, w := range stale {
+		items[w.server] = w.items // read again after the fetch
+	}
+	out := []json.RawMessage{} // an array, however empty
+	for _, w := range wants {
+		if w.server == k.serverName {
+			doc, err := keys.ServerKeys(k.serverName, k.key, k.now())
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, doc)
 			continue
 		}
-		seen[it.Doc] = true
-		signed, err := protocol.SignJSON(k.serverName, k.key.ID, k.key.Private, []byte(it.Doc))
-		if err != nil {
-			httpapi.Logger(ctx).WarnContext(ctx, "stored key document does not sign", "server", server, "err", err)
-			continue
+		seen := map[string]bool{}
+		for _, it := range items[w.server] {
+			if seen[it.Doc] || it.Doc == "" {
+				continue
+			}
+			seen[it.Doc] = true
+			signed, err := protocol.SignJSON(k.serverName, k.key.ID, k.key.Private, []byte(it.Doc))
+			if err != nil {
+				httpapi.Logger(ctx).WarnContext(ctx, "stored key document does not sign", "server", w.server, "err", err)
+				continue
+			}
+			out = append(out, signed)
 		}
-		out = append(out, signed)
 	}
 	return out, nil
 }
 
-// stale reports whether items lack a current key valid until minValid or
-// one of keyIDs.
-func stale(items []keyItem, keyIDs []string, minValid int64) bool {
+// stale reports whether w's items lack a current key valid until minValid
+// or one of the key IDs asked for.
+func (w want) stale() bool {
 	have := map[string]bool{}
 	fresh := false
-	for _, it := range items {
+	for _, it := range w.items {
 		have[it.SK] = true
-		fresh = fresh || (it.ExpiredTS == 0 && it.ValidUntil >= minValid)
+		fresh = fresh || (it.ExpiredTS == 0 && it.ValidUntil >= w.minValid)
 	}
-	for _, id := range keyIDs {
+	for _, id := range w.keyIDs {
 		if !have[id] {
 			return true
 		}
@@ -166,25 +191,60 @@ func stale(items []keyItem, keyIDs []string, minValid int64) bool {
 	return !fresh
 }
 
-// fetch asks the fetchers, in order, for server's keys and stores what the
-// first to answer returns. A server that does not answer is no error.
-func (k *Keys) fetch(ctx context.Context, server string, keyIDs []string, minValid int64) error {
+// fetch asks the fetchers, in order, for the keys of the servers wanted,
+// each fetcher for those no earlier one answered for, within FetchTimeout,
+// and stores what they return. A server that does not answer is no error.
+func (k *Keys) fetch(ctx context.Context, wants []want) error {
+	fctx, cancel := context.WithTimeout(ctx, FetchTimeout)
+	defer cancel()
 	reqs := map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{}
-	if len(keyIDs) == 0 {
-		keyIDs = []string{""}
-	}
-	for _, id := range keyIDs {
-		reqs[gomatrixserverlib.PublicKeyLookupRequest{ServerName: spec.ServerName(server), KeyID: gomatrixserverlib.KeyID(id)}] = spec.Timestamp(minValid)
+	for _, w := range wants {
+		ids := w.keyIDs
+		if len(ids) == 0 {
+			ids = []string{""}
+		}
+		for _, id := range ids {
+			reqs[gomatrixserverlib.PublicKeyLookupRequest{ServerName: spec.ServerName(w.server), KeyID: gomatrixserverlib.KeyID(id)}] = spec.Timestamp(w.minValid)
+		}
 	}
 	for _, f := range k.ring.KeyFetchers {
-		res, err := f.FetchKeys(ctx, reqs)
+		if len(reqs) == 0 || fctx.Err() != nil {
+			break
+		}
+		res, err := f.FetchKeys(fctx, reqs)
 		if err != nil || len(res) == 0 {
 			continue
 		}
-		return k.db.StoreKeys(ctx, res)
+		if err := k.db.StoreKeys(ctx, res); err != nil {
+			return err
+		}
+		answered := map[spec.ServerName]bool{}
+		for req := range res {
+			answered[req.ServerName] = true
+		}
+		maps.DeleteFunc(reqs, func(req gomatrixserverlib.PublicKeyLookupRequest, _ spec.Timestamp) bool {
+			return answered[req.ServerName]
+		})
 	}
 	return nil
 }
+
+// readItems reads the stored keys of each server wanted into its items, a
+// few servers at a time.
+func (db *Database) readItems(ctx context.Context, wants []want) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(readParallel)
+	for i := range wants {
+		g.Go(func() (err error) {
+			wants[i].items, err = db.items(gctx, wants[i].server)
+			return err
+		})
+	}
+	return g.Wait()
+}
+
+// readParallel is how many servers' keys a key query reads at once.
+const readParallel = 8
 
 // items reads one server's stored keys: one Query of its partition.
 func (db *Database) items(ctx context.Context, server string) ([]keyItem, error) {

@@ -271,3 +271,32 @@ func TestNotary_Trusted(t *testing.T) {
 		t.Fatal("a notary's answer signed by a key other than the trusted one was believed")
 	}
 }
+
+// TestNotary_SeveralServers: the servers of one query are fetched together
+// and answered in the order of their names, each document signed by its
+// server.
+func TestNotary_SeveralServers(t *testing.T) {
+	c := newClock()
+	st := openStore(t)
+	a, b := newRemote(t, c), newRemote(t, c)
+	if a.Name > b.Name {
+		a, b = b, a
+	}
+	n := startNotary(t, st, c)
+	status, body := call(t, "POST", "https://"+n.Name+"/_matrix/key/v2/query",
+		fmt.Sprintf(`{"server_keys": {%q: {}, %q: {%q: {}}}}`, b.Name, a.Name, a.Key.ID))
+	docs := serverKeys(t, n, body, a.Key, b.Key)
+	if status != http.StatusOK || len(docs) != 2 {
+		t.Fatalf("two servers: %d %v", status, body)
+	}
+	for i, rm := range []*remote{a, b} {
+		if !bytes.Contains(docs[i], []byte(`"server_name":"`+rm.Name+`"`)) {
+			t.Errorf("server_keys[%d] is %s, want the document of %s", i, docs[i], rm.Name)
+		}
+		if got := rm.Fetches.Load(); got != 1 {
+			t.Errorf("%s was asked %d times, want 1", rm.Name, got)
+		}
+	}
+	u := *n.Last.Load()
+	t.Logf("query of two servers, both fetched: %+v", u)
+}
