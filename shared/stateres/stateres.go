@@ -244,6 +244,9 @@ func (r *resolver) load(ids []string) error {
 		if ev.EventID() != id {
 			return fmt.Errorf("%w: asked for %s, got %s", ErrBadState, id, ev.EventID())
 		}
+		if room := events.RoomID(ev); r.roomID != "" && room != r.roomID {
+			return fmt.Errorf("%w: %s is in room %s, not %s", ErrBadState, id, room, r.roomID)
+		}
 		r.events[id] = ev
 	}
 	return nil

@@ -125,6 +125,7 @@ func (r *resolver) conflictedSubgraph(conflicted []string) map[string]bool {
 		if v, ok := leads[id]; ok {
 			return v
 		}
+		leads[id] = isConflicted[id] // until known: no endless walk round a cycle
 		v := isConflicted[id]
 		for _, a := range r.events[id].AuthEventIDs() {
 			if reaches(a) {
@@ -272,21 +273,42 @@ func (r *resolver) authEventOfType(ev events.PDU, typ string) events.PDU {
 // levels event head (none: every position is the same), earliest first:
 // greater position, then smaller origin_server_ts, then smaller event ID.
 func (r *resolver) mainlineOrder(ids []string, head string) []string {
+	// Event IDs of room versions 1 and 2 are chosen by their senders, so an
+	// auth graph could hold a cycle: walks stop at an event seen before.
 	mainline := map[string]int64{}
 	for i, p := int64(0), r.events[head]; p != nil; i, p = i+1, r.authEventOfType(p, events.PowerLevels) {
+		if _, seen := mainline[p.EventID()]; seen {
+			break
+		}
 		mainline[p.EventID()] = i
 	}
-	cs := make([]candidate, 0, len(ids))
-	for _, id := range ids {
-		ev := r.events[id]
+	known := map[string]int64{} // position of power levels events met on the way
+	position := func(ev events.PDU) int64 {
+		var path []string
 		pos := int64(math.MaxInt64)
 		for p := r.authEventOfType(ev, events.PowerLevels); p != nil; p = r.authEventOfType(p, events.PowerLevels) {
 			if i, ok := mainline[p.EventID()]; ok {
 				pos = i
 				break
 			}
+			if i, ok := known[p.EventID()]; ok {
+				pos = i
+				break
+			}
+			if len(path) > len(r.events) {
+				break
+			}
+			path = append(path, p.EventID())
 		}
-		cs = append(cs, candidate{rank: -pos, ts: int64(ev.OriginServerTS()), id: id})
+		for _, id := range path {
+			known[id] = pos
+		}
+		return pos
+	}
+	cs := make([]candidate, 0, len(ids))
+	for _, id := range ids {
+		ev := r.events[id]
+		cs = append(cs, candidate{rank: -position(ev), ts: int64(ev.OriginServerTS()), id: id})
 	}
 	sort.Slice(cs, func(i, j int) bool { return cs[i].less(cs[j]) })
 	out := make([]string, len(cs))

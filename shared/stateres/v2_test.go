@@ -2,9 +2,11 @@ package stateres_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/stateres"
@@ -273,6 +275,30 @@ func TestResolve_Errors(t *testing.T) {
 			t.Errorf("got %v, want ErrBadState", err)
 		}
 	})
+	t.Run("auth event of another room", func(t *testing.T) {
+		g1, g2 := newGraph(t, "12"), newGraph(t, "12")
+		g2.base = g2.base.Add(time.Hour) // another create event, another room
+		g1.start(map[string]int{})
+		g2.start(map[string]int{})
+		intruder, err := g1.signer.Build("12", events.Proto{RoomID: g1.roomID, Sender: alice, Type: events.Topic,
+			StateKey: new(string), Content: []byte(topic("x"))}, events.Graph{PrevEvents: []string{g1.id("jr-public")}, Depth: 5},
+			mustState(t, g2.all("create", "alice-join", "pl")...), g1.base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := g1.loader()
+		for _, ev := range g2.byName {
+			l.events[ev.EventID()] = ev
+		}
+		l.events[intruder.EventID()] = intruder
+		base := g1.state("create", "alice-join", "pl", "jr-public")
+		with := g1.state("create", "alice-join", "pl", "jr-public")
+		with[stateres.Key{Type: events.Topic}] = intruder.EventID()
+		_, err = stateres.Resolve(ctx, "12", []stateres.StateMap{with, base}, l)
+		if !errors.Is(err, stateres.ErrBadState) {
+			t.Errorf("got %v, want ErrBadState", err)
+		}
+	})
 	t.Run("loader failure", func(t *testing.T) {
 		_, err := stateres.Resolve(ctx, "11", []stateres.StateMap{full, other}, failing{})
 		if !errors.Is(err, errLoad) {
@@ -429,4 +455,62 @@ func mustState(t *testing.T, evs ...events.PDU) *events.State {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// rewire gives the event named name other auth events, as a sender of a
+// room version 1 or 2 event, which names its events itself, could: the
+// auth event named from is replaced by the one named to. The event is
+// parsed back as stored, with its old ID.
+func (g *graph) rewire(name, from, to string) {
+	g.t.Helper()
+	ev := g.all(name)[0]
+	var raw map[string]any
+	if err := json.Unmarshal(ev.JSON(), &raw); err != nil {
+		g.t.Fatal(err)
+	}
+	auth := raw["auth_events"].([]any)
+	for i, a := range auth {
+		if pair := a.([]any); pair[0] == g.id(from) {
+			auth[i] = []any{g.id(to), pair[1]}
+		}
+	}
+	b, err := json.Marshal(raw)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	rewired, err := events.Parse(g.v, ev.EventID(), b)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	g.byName[name] = rewired
+}
+
+// A cycle of power levels in the auth graph, which only room versions
+// whose senders name their events can hold, ends the mainline walk rather
+// than looping; the resolution still gives a state.
+func TestResolve_AuthCycleInVersion2(t *testing.T) {
+	g := newGraph(t, "2")
+	g.start(map[string]int{})
+	pl := func(name string, level int) {
+		g.add(node{name: name, sender: alice, typ: events.PowerLevels, content: g.pl(map[string]int{alice: 100, charlie: level}),
+			prev: []string{"jr-public"}, auth: []string{"create", "alice-join", "pl"}, ts: 10 + level})
+	}
+	pl("pl-x", 1)
+	pl("pl-y", 2)
+	g.rewire("pl-x", "pl", "pl-y")
+	g.rewire("pl-y", "pl", "pl-x")
+	for _, n := range []struct {
+		name, cites string
+		ts          int
+	}{{"pl-z", "pl-x", 20}, {"pl-w", "pl-y", 21}} {
+		g.add(node{name: n.name, sender: alice, typ: events.PowerLevels, content: g.pl(map[string]int{alice: 100, charlie: n.ts}),
+			prev: []string{"jr-public"}, auth: []string{"create", "alice-join", n.cites}, ts: n.ts})
+	}
+	g.add(node{name: "topic", sender: alice, typ: events.Topic, content: topic("t"),
+		prev: []string{"jr-public"}, auth: []string{"create", "alice-join", "pl-z"}, ts: 30})
+	base := []string{"create", "alice-join", "jr-public"}
+	// pl-w is applied last (later); the topic's power levels reach pl-w's
+	// mainline round the cycle, and the topic holds.
+	g.resolve(g.state(append(base, "pl-w", "topic")...),
+		g.state(append(base, "pl-z", "topic")...), g.state(append(base, "pl-w")...))
 }
