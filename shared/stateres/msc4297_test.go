@@ -58,6 +58,12 @@ func TestMSC4297_ProblemA_V21(t *testing.T) {
 // power levels in its state (partial synchronisation) while eve's join
 // cites bob's. Returns eve's (stale) and zara's states.
 func problemB(g *graph) (eves, zaras []string) {
+	return problemBCiting(g, "pl3")
+}
+
+// problemBCiting is problemB with eve's display name change citing the
+// power levels named evePL.
+func problemBCiting(g *graph, evePL string) (eves, zaras []string) {
 	g.start(map[string]int{})
 	g.add(node{name: "bob-join", sender: bob, typ: events.Member, key: bob, content: member("join"),
 		prev: []string{"jr-public"}, auth: []string{"create", "pl", "jr-public"}, ts: 5})
@@ -72,7 +78,7 @@ func problemB(g *graph) (eves, zaras []string) {
 	g.add(node{name: "zara-join", sender: zara, typ: events.Member, key: zara, content: member("join"),
 		prev: []string{"pl3"}, auth: []string{"create", "pl3", "jr-public"}, ts: 10})
 	g.add(node{name: "eve-dn", sender: eve, typ: events.Member, key: eve, content: displayName("Eve"),
-		prev: []string{"eve-join"}, auth: []string{"create", "pl3", "jr-public", "eve-join"}, ts: 11})
+		prev: []string{"eve-join"}, auth: []string{"create", evePL, "jr-public", "eve-join"}, ts: 11})
 	common := []string{"create", "alice-join", "jr-public", "bob-join", "charlie-join"}
 	return append(append([]string(nil), common...), "pl", "eve-dn"),
 		append(append([]string(nil), common...), "pl3", "zara-join")
@@ -96,5 +102,16 @@ func TestMSC4297_ProblemB_V21(t *testing.T) {
 	g := newGraph(t, "12")
 	eves, zaras := problemB(g)
 	g.resolve(g.state("create", "alice-join", "jr-public", "bob-join", "charlie-join", "pl3", "eve-dn", "zara-join"),
+		g.state(eves...), g.state(zaras...))
+}
+
+// Synapse's variant of problem B (tests/state/test_v21.py): eve's display
+// name change cites the first power levels directly, and bob's only
+// through her join. In v2.1 it sits furthest down the mainline, so it is
+// replayed before her join, which then holds.
+func TestMSC4297_ProblemB_V21_StaleCitation(t *testing.T) {
+	g := newGraph(t, "12")
+	eves, zaras := problemBCiting(g, "pl")
+	g.resolve(g.state("create", "alice-join", "jr-public", "bob-join", "charlie-join", "pl3", "eve-join", "zara-join"),
 		g.state(eves...), g.state(zaras...))
 }
