@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -107,10 +106,6 @@ type want struct {
 	items    []keyItem
 }
 
-// FetchTimeout bounds the fetches of one key query, all servers together,
-// so that the answer, with what could be had, beats API Gateway's 30 s.
-const FetchTimeout = 20 * time.Second
-
 // notarize returns the key documents of the servers wanted, in the order of
 // their names, each signed by this server: its own keys for this server's
 // name; for another, the cached documents, fetched again first when no
@@ -195,8 +190,7 @@ func (w want) stale() bool {
 // each fetcher for those no earlier one answered for, within FetchTimeout,
 // and stores what they return. A server that does not answer is no error.
 func (k *Keys) fetch(ctx context.Context, wants []want) error {
-	fctx, cancel := context.WithTimeout(ctx, FetchTimeout)
-	defer cancel()
+	fctx := k.withFetchDeadline(ctx)
 	reqs := map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{}
 	for _, w := range wants {
 		ids := w.keyIDs
@@ -208,7 +202,7 @@ func (k *Keys) fetch(ctx context.Context, wants []want) error {
 		}
 	}
 	for _, f := range k.ring.KeyFetchers {
-		if len(reqs) == 0 || fctx.Err() != nil {
+		if len(reqs) == 0 {
 			break
 		}
 		res, err := f.FetchKeys(fctx, reqs)

@@ -56,6 +56,9 @@ type Options struct {
 	Trusted []config.TrustedKeyServer
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// FetchTimeout bounds the fetches of one signature check or key query,
+	// all fetchers together; DefaultFetchTimeout when 0.
+	FetchTimeout time.Duration
 }
 
 // Keys verifies signatures of other servers with keys it caches in the
@@ -66,6 +69,7 @@ type Keys struct {
 	serverName string
 	key        keys.Key
 	now        func() time.Time
+	timeout    time.Duration
 }
 
 // New builds a Keys: a KeyRing over the table, with a direct fetcher first
@@ -78,13 +82,16 @@ func New(o Options) (*Keys, error) {
 	if now == nil {
 		now = time.Now
 	}
+	if o.FetchTimeout <= 0 {
+		o.FetchTimeout = DefaultFetchTimeout
+	}
 	db := &Database{Store: o.Store, Now: now}
 	client := recorder{Client: o.Client, db: db}
-	fetchers := []gomatrixserverlib.KeyFetcher{&gomatrixserverlib.DirectKeyFetcher{
+	fetchers := []gomatrixserverlib.KeyFetcher{timed{&gomatrixserverlib.DirectKeyFetcher{
 		Client:            client,
 		IsLocalServerName: func(s spec.ServerName) bool { return string(s) == o.ServerName },
 		LocalPublicKey:    spec.Base64Bytes(o.Key.Public()),
-	}}
+	}}}
 	for _, t := range o.Trusted {
 		verify := map[gomatrixserverlib.KeyID]ed25519.PublicKey{}
 		for id, b64 := range t.VerifyKeys {
@@ -94,11 +101,11 @@ func New(o Options) (*Keys, error) {
 			}
 			verify[gomatrixserverlib.KeyID(id)] = pub
 		}
-		fetchers = append(fetchers, &gomatrixserverlib.PerspectiveKeyFetcher{
+		fetchers = append(fetchers, timed{&gomatrixserverlib.PerspectiveKeyFetcher{
 			PerspectiveServerName: spec.ServerName(t.ServerName),
 			PerspectiveServerKeys: verify,
 			Client:                client,
-		})
+		}})
 	}
 	return &Keys{
 		ring:       gomatrixserverlib.KeyRing{KeyFetchers: fetchers, KeyDatabase: db},
@@ -106,6 +113,7 @@ func New(o Options) (*Keys, error) {
 		serverName: o.ServerName,
 		key:        o.Key,
 		now:        now,
+		timeout:    o.FetchTimeout,
 	}, nil
 }
 
@@ -117,7 +125,7 @@ func (k *Keys) Ring() *gomatrixserverlib.KeyRing { return &k.ring }
 // by a key valid at the time given. A signature that does not verify is
 // ErrSignature; any other error is the table's or the network's.
 func (k *Keys) VerifyJSON(ctx context.Context, serverName string, at time.Time, message []byte) error {
-	res, err := k.ring.VerifyJSONs(ctx, []gomatrixserverlib.VerifyJSONRequest{{
+	res, err := k.ring.VerifyJSONs(k.withFetchDeadline(ctx), []gomatrixserverlib.VerifyJSONRequest{{
 		ServerName:           spec.ServerName(serverName),
 		AtTS:                 spec.AsTimestamp(at),
 		Message:              message,
@@ -352,4 +360,35 @@ func (r recorder) LookupServerKeys(ctx context.Context, notary spec.ServerName, 
 		r.db.remember(sk.ServerName, sk)
 	}
 	return list, err
+}
+
+// DefaultFetchTimeout bounds the fetches of one signature check or key
+// query, all fetchers together (the direct fetcher alone may take 15 s
+// twice), so that the answer beats API Gateway's 30 s.
+const DefaultFetchTimeout = 20 * time.Second
+
+type deadlineKey struct{}
+
+// withFetchDeadline sets, unless set, the time the fetches under ctx end:
+// network time, not the clock of Now.
+func (k *Keys) withFetchDeadline(ctx context.Context) context.Context {
+	if _, ok := ctx.Value(deadlineKey{}).(time.Time); ok {
+		return ctx
+	}
+	return context.WithValue(ctx, deadlineKey{}, time.Now().Add(k.timeout))
+}
+
+// timed runs a fetcher until the deadline of withFetchDeadline, or for
+// DefaultFetchTimeout without one (gomatrixserverlib's own checks): the
+// table's reads and writes around it are not cut short.
+type timed struct{ gomatrixserverlib.KeyFetcher }
+
+func (t timed) FetchKeys(ctx context.Context, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+	deadline, ok := ctx.Value(deadlineKey{}).(time.Time)
+	if !ok {
+		deadline = time.Now().Add(DefaultFetchTimeout)
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	return t.KeyFetcher.FetchKeys(ctx, requests)
 }

@@ -327,3 +327,32 @@ func serve(t *testing.T, register func(*httpapi.Router)) string {
 	t.Cleanup(srv.Close)
 	return srv.Listener.Addr().String()
 }
+
+// TestKeys_FetchTimeout: a server that never answers is given up on at
+// FetchTimeout, not at the fetchers' own 15 s twice.
+func TestKeys_FetchTimeout(t *testing.T) {
+	c := newClock()
+	gaveUp := make(chan bool, 4)
+	tarpit := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			gaveUp <- true
+		case <-time.After(time.Minute):
+			gaveUp <- false
+		}
+	}))
+	t.Cleanup(tarpit.Close)
+	name := tarpit.Listener.Addr().String()
+	k, err := serverkeys.New(serverkeys.Options{Store: openStore(t), ServerName: "example.org", Key: mustKey(t),
+		Client: client(), Now: c.Now, FetchTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = k.VerifyJSON(context.Background(), name, c.Now(), signed(t, name, mustKey(t), `{}`))
+	if !errors.Is(err, serverkeys.ErrSignature) {
+		t.Fatalf("a server that never answers: got %v, want ErrSignature", err)
+	}
+	if !<-gaveUp {
+		t.Fatal("the fetch waited for the server's answer instead of giving up at FetchTimeout")
+	}
+}
