@@ -215,3 +215,35 @@ func respell(h string) string {
 	p := authParams(h)
 	return `x-matrix  Sig="` + p["sig"] + `" ,  KEY="` + p["key"] + `",Destination=` + p["destination"] + `,	origin=` + p["origin"]
 }
+
+// TestRequireServer_UnknownKeys: requests naming keys their origin does not
+// publish make this server ask that origin at most once a minute, however
+// many come, so that nobody can aim this server at another.
+func TestRequireServer_UnknownKeys(t *testing.T) {
+	c := newClock()
+	rm := newRemote(t, c)
+	k, _ := newKeys(t, openStore(t), c, thisServer)
+	base := protected(t, k)
+	for i := range 5 {
+		status, body := sign(t, rm.Name, thisServer, mustKey(t), "GET", "/_matrix/federation/v1/version", nil).send(t, base)
+		if status != http.StatusUnauthorized || body["errcode"] != "M_UNAUTHORIZED" {
+			t.Fatalf("request %d with an unknown key: %d %v, want 401 M_UNAUTHORIZED", i, status, body)
+		}
+	}
+	if got := rm.Fetches.Load(); got != 1 {
+		t.Fatalf("five unknown keys: the remote was asked %d times, want 1", got)
+	}
+	// The remote starts using a new key: believed once the minute is over.
+	rm.Rotate(t)
+	fr := sign(t, rm.Name, thisServer, rm.Key, "GET", "/_matrix/federation/v1/version", nil)
+	if status, _ := fr.send(t, base); status != http.StatusUnauthorized {
+		t.Fatalf("a new key within the minute: %d, want 401 until the next fetch", status)
+	}
+	c.Advance(serverkeys.MinRefetch)
+	if status, body := fr.send(t, base); status != http.StatusOK || body["origin"] != rm.Name {
+		t.Fatalf("a new key after the minute: %d %v, want 200", status, body)
+	}
+	if got := rm.Fetches.Load(); got != 2 {
+		t.Fatalf("the remote was asked %d times, want 2", got)
+	}
+}

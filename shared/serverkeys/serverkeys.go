@@ -87,11 +87,11 @@ func New(o Options) (*Keys, error) {
 	}
 	db := &Database{Store: o.Store, Now: now}
 	client := recorder{Client: o.Client, db: db}
-	fetchers := []gomatrixserverlib.KeyFetcher{timed{&gomatrixserverlib.DirectKeyFetcher{
+	fetchers := []gomatrixserverlib.KeyFetcher{guarded{&gomatrixserverlib.DirectKeyFetcher{
 		Client:            client,
 		IsLocalServerName: func(s spec.ServerName) bool { return string(s) == o.ServerName },
 		LocalPublicKey:    spec.Base64Bytes(o.Key.Public()),
-	}}}
+	}, db, o.ServerName}}
 	for _, t := range o.Trusted {
 		verify := map[gomatrixserverlib.KeyID]ed25519.PublicKey{}
 		for id, b64 := range t.VerifyKeys {
@@ -101,11 +101,11 @@ func New(o Options) (*Keys, error) {
 			}
 			verify[gomatrixserverlib.KeyID(id)] = pub
 		}
-		fetchers = append(fetchers, timed{&gomatrixserverlib.PerspectiveKeyFetcher{
+		fetchers = append(fetchers, guarded{&gomatrixserverlib.PerspectiveKeyFetcher{
 			PerspectiveServerName: spec.ServerName(t.ServerName),
 			PerspectiveServerKeys: verify,
 			Client:                client,
-		}})
+		}, db, o.ServerName})
 	}
 	return &Keys{
 		ring:       gomatrixserverlib.KeyRing{KeyFetchers: fetchers, KeyDatabase: db},
@@ -378,17 +378,97 @@ func (k *Keys) withFetchDeadline(ctx context.Context) context.Context {
 	return context.WithValue(ctx, deadlineKey{}, time.Now().Add(k.timeout))
 }
 
-// timed runs a fetcher until the deadline of withFetchDeadline, or for
+// MinRefetch is the least time between two fetches of one server's keys
+// by one fetcher, across all instances: a signature naming a key its
+// server does not publish, or a key query asking for one, must not make
+// this server ask that server again and again (the key query needs no
+// authentication, and any request can name any origin). A server that
+// starts signing with a new key within a minute of the last fetch is
+// believed up to a minute later, when its requests are sent again.
+const MinRefetch = time.Minute
+
+// guarded runs a fetcher for the servers it has not been run for within
+// MinRefetch, until the deadline of withFetchDeadline, or for
 // DefaultFetchTimeout without one (gomatrixserverlib's own checks): the
 // table's reads and writes around it are not cut short.
-type timed struct{ gomatrixserverlib.KeyFetcher }
+type guarded struct {
+	gomatrixserverlib.KeyFetcher
+	db    *Database
+	local string
+}
 
-func (t timed) FetchKeys(ctx context.Context, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+// fetchMark records when a fetcher last asked for a server's keys.
+type fetchMark struct {
+	PK        string `dynamodbav:"pk"` // serverfetch|<server name>
+	SK        string `dynamodbav:"sk"` // the fetcher's name
+	FetchedTS int64  `dynamodbav:"fetched_ts"`
+	Expires   int64  `dynamodbav:"expires_at"`
+}
+
+func (g guarded) FetchKeys(ctx context.Context, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+	requests, err := g.due(ctx, requests)
+	if err != nil || len(requests) == 0 {
+		return nil, err
+	}
 	deadline, ok := ctx.Value(deadlineKey{}).(time.Time)
 	if !ok {
 		deadline = time.Now().Add(DefaultFetchTimeout)
 	}
-	ctx, cancel := context.WithDeadline(ctx, deadline)
+	fctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	return t.KeyFetcher.FetchKeys(ctx, requests)
+	return g.KeyFetcher.FetchKeys(fctx, requests)
 }
+
+// due keeps the requests for servers this fetcher was not run for within
+// MinRefetch, and marks those servers as fetched now: one BatchGetItem and
+// one BatchWriteItem of a mark per server.
+func (g guarded) due(ctx context.Context, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp, error) {
+	now := g.db.now()
+	servers := map[spec.ServerName]bool{}
+	var ks []store.Key
+	for req := range requests {
+		if string(req.ServerName) != g.local && !servers[req.ServerName] {
+			servers[req.ServerName] = true
+			ks = append(ks, store.Key{PK: markPrefix + string(req.ServerName), SK: g.FetcherName()})
+		}
+	}
+	if len(ks) == 0 {
+		return requests, nil
+	}
+	recent := map[spec.ServerName]bool{}
+	err := g.db.Store.GetMany(ctx, ks, func(k store.Key, decode func(any) error) error {
+		var m fetchMark
+		if err := decode(&m); err != nil {
+			return err
+		}
+		if m.FetchedTS > now.Add(-MinRefetch).UnixMilli() {
+			recent[spec.ServerName(strings.TrimPrefix(k.PK, markPrefix))] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server keys: %w", err)
+	}
+	due := map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{}
+	var marks []any
+	for req, ts := range requests {
+		if !recent[req.ServerName] {
+			due[req] = ts
+		}
+	}
+	for server := range servers {
+		if !recent[server] {
+			marks = append(marks, fetchMark{PK: markPrefix + string(server), SK: g.FetcherName(),
+				FetchedTS: now.UnixMilli(), Expires: now.Add(MinRefetch + time.Hour).Unix()})
+		}
+	}
+	if len(marks) > 0 {
+		if err := g.db.Store.PutMany(ctx, marks); err != nil {
+			return nil, fmt.Errorf("server keys: %w", err)
+		}
+	}
+	return due, nil
+}
+
+// markPrefix starts the partition of a server's fetch marks.
+const markPrefix = "serverfetch|"
