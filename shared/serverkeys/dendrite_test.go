@@ -71,7 +71,7 @@ func TestDendrite(t *testing.T) {
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 
-	d := startDendrite(t, bin)
+	d := startDendrite(t, bin, nil)
 	token := d.register(t, "bob", "correct horse battery staple")
 	alice := "@alice:" + ourName
 	res, body := d.do(t, "GET", "/_matrix/client/v3/profile/"+url.PathEscape(alice), token)
@@ -87,6 +87,41 @@ func TestDendrite(t *testing.T) {
 	docs := serverKeys(t, n, doc, d.key(t))
 	if status != http.StatusOK || len(docs) != 1 || !bytes.Contains(docs[0], []byte(d.name)) {
 		t.Fatalf("Dendrite's keys through the notary API: %d %v", status, doc)
+	}
+}
+
+// TestDendrite_CirrusAsNotary: Dendrite, with Cirrus as its notary
+// (key_perspectives), believes a request signed by a server that no
+// longer answers, through the keys Cirrus cached and signed for it; and
+// refuses one signed by a key that server never had.
+func TestDendrite_CirrusAsNotary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Dendrite")
+	}
+	bin := dendriteBin(t)
+	c := newClock()
+	rm := newRemote(t, c)
+	n := startNotary(t, openStore(t), c)
+	if status, body := call(t, "GET", "https://"+n.Name+"/_matrix/key/v2/query/"+rm.Name, ""); status != http.StatusOK || len(serverKeys(t, n, body, rm.Key)) != 1 {
+		t.Fatalf("the notary's first query: %d %v", status, body)
+	}
+	rm.srv.Close()
+
+	d := startDendrite(t, bin, map[string]any{
+		"federation_api.key_perspectives": []any{map[string]any{
+			"server_name": n.Name,
+			"keys":        []any{map[string]any{"key_id": n.Key.ID, "public_key": b64(n.Key)}},
+		}},
+	})
+	d.register(t, "bob", "correct horse battery staple")
+	uri := "/_matrix/federation/v1/query/profile?user_id=" + url.QueryEscape("@bob:"+d.name)
+	status, body := sign(t, rm.Name, d.name, rm.Key, "GET", uri, nil).send(t, "https://"+d.name)
+	if status != http.StatusOK {
+		t.Fatalf("a request signed by %s, its keys from the Cirrus notary: %d %v\n%s", rm.Name, status, body, d.logTail())
+	}
+	forged := keys.Key{ID: rm.Key.ID, Private: mustKey(t).Private}
+	if status, body := sign(t, rm.Name, d.name, forged, "GET", uri, nil).send(t, "https://"+d.name); status != http.StatusUnauthorized {
+		t.Fatalf("a forged request: %d %v, want 401", status, body)
 	}
 }
 
@@ -132,7 +167,9 @@ type dendrite struct {
 	name, clientURL, dir, keyPath string
 }
 
-func startDendrite(t *testing.T, bin string) *dendrite {
+// startDendrite runs Dendrite with generate-config's CI settings, edited
+// as DESIGN.md says, and the settings of extra (dotted keys).
+func startDendrite(t *testing.T, bin string, extra map[string]any) *dendrite {
 	t.Helper()
 	dir := t.TempDir()
 	httpAddr, httpsAddr := freeAddr(t), freeAddr(t)
@@ -164,6 +201,9 @@ func startDendrite(t *testing.T, bin string) *dendrite {
 	// The test listener's certificate is self-signed.
 	set("federation_api.disable_tls_validation", true)
 	set("logging", []any{map[string]any{"type": "file", "level": "info", "params": map[string]any{"path": dir}}})
+	for key, v := range extra {
+		set(key, v)
+	}
 	data, _ := yaml.Marshal(cfg)
 	if err := os.WriteFile(filepath.Join(dir, "dendrite.yaml"), data, 0o600); err != nil {
 		t.Fatal(err)
