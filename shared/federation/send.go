@@ -1,0 +1,448 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/serverkeys"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// The spec's limits on one transaction.
+// https://spec.matrix.org/v1.19/server-server-api/#transactions
+const (
+	MaxPDUs = 50
+	MaxEDUs = 100
+)
+
+// InboxKind is the queue message kind that asks the worker to drain a
+// room's inbox: its body is {"room_id": ...}.
+const InboxKind = "federation.inbox"
+
+// Defaults of the Inbox's bounds.
+const (
+	// TxnTTL is how long the answer to a transaction is kept for the
+	// origin's retries: Synapse keeps them a day.
+	TxnTTL = 24 * time.Hour
+	// DefaultVerifyTimeout bounds the signature checks of one /send, key
+	// fetches included, so that the answer comes well within API
+	// Gateway's 30 s.
+	DefaultVerifyTimeout = 15 * time.Second
+	verifyParallel       = 8
+)
+
+// ErrUnknownRoom is what RoomVersion returns for a room this server does
+// not hold.
+var ErrUnknownRoom = errors.New("unknown room")
+
+// Inbox receives other servers' transactions (PUT /send/{txnId}): it checks
+// each PDU's signatures and content hash at once, keeps the checked PDUs in
+// a durable per-room inbox in the table and answers; a queue worker (Work)
+// then gives each room's PDUs to the room engine, in the order they came,
+// fetching what they lack from the origin.
+type Inbox struct {
+	Store *store.Store
+	// RoomVersion returns the version of a room this server holds, or an
+	// error wrapping ErrUnknownRoom.
+	RoomVersion func(ctx context.Context, roomID string) (string, error)
+	// Verifier checks event signatures: serverkeys.Keys.Ring().
+	Verifier gomatrixserverlib.JSONVerifier
+	// ACLAllows reports whether the room's server ACL lets serverName in;
+	// nil lets every server in.
+	ACLAllows func(ctx context.Context, roomID, serverName string) (bool, error)
+	// Send queues a message of the given kind for the worker.
+	Send func(ctx context.Context, kind string, body []byte) error
+	// EDU is given each EDU of a transaction; nil drops them. Its error is
+	// logged, never answered: EDUs have no per-item results.
+	EDU func(ctx context.Context, origin string, edu EDU) error
+
+	// Engine, Remote and ServerName serve the worker (worker.go).
+	Engine     Engine
+	Remote     Remote
+	ServerName string
+
+	// VerifyTimeout bounds the signature checks of one /send;
+	// DefaultVerifyTimeout when 0.
+	VerifyTimeout time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger gets the worker's lines; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// EDU is an ephemeral data unit as a transaction carries it.
+type EDU struct {
+	Type    string          `json:"edu_type"`
+	Content json.RawMessage `json:"content"`
+}
+
+// Register adds PUT /_matrix/federation/v1/send/{txnID} to rt behind auth,
+// which must verify the X-Matrix signature and put the origin where
+// serverkeys.Origin finds it (serverkeys.Keys.RequireServer).
+func (in *Inbox) Register(rt *httpapi.Router, auth func(http.Handler) http.Handler) {
+	rt.Handle("PUT /_matrix/federation/v1/send/{txnID}", auth(httpapi.Handle(in.handleSend)))
+}
+
+// sendRequest is a transaction. Its origin and origin_server_ts are not
+// used: the origin is the one the request's signature verified.
+type sendRequest struct {
+	PDUs []json.RawMessage `json:"pdus"`
+	EDUs []json.RawMessage `json:"edus"`
+}
+
+// pduResult is one PDU's entry in the answer: {} or {"error": ...}.
+type pduResult struct {
+	Error string `json:"error,omitempty"`
+}
+
+// sendResponse is the answer to a transaction.
+type sendResponse struct {
+	PDUs map[string]pduResult `json:"pdus"`
+}
+
+// handleSend serves PUT /_matrix/federation/v1/send/{txnId}.
+//
+// A PDU whose checks fail here (not parseable for its room version, a
+// signature that does not verify, a room this server is not in, an origin
+// the room's ACL denies) gets its error in the answer; every other PDU gets
+// {} once it is queued: its auth checks run later in the worker, as
+// MSC3618 proposes, since a rejected or soft-failed event has no answer a
+// sender acts on. The answer is kept a day: a retry of the transaction
+// gets it again and queues nothing new.
+// https://spec.matrix.org/v1.19/server-server-api/#put_matrixfederationv1sendtxnid
+func (in *Inbox) handleSend(w http.ResponseWriter, r *http.Request) error {
+	origin := serverkeys.Origin(r.Context())
+	if origin == "" {
+		return errors.New("send: no verified origin: the route is not behind RequireServer")
+	}
+	txnID := r.PathValue("txnID")
+	var req sendRequest
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
+		return err
+	}
+	// Synapse answers 400 to a transaction over the limits, sytest checks it.
+	if len(req.PDUs) > MaxPDUs || len(req.EDUs) > MaxEDUs {
+		return httpapi.BadJSON("a transaction holds at most %d PDUs and %d EDUs, not %d and %d",
+			MaxPDUs, MaxEDUs, len(req.PDUs), len(req.EDUs))
+	}
+	answer, err := in.receive(r.Context(), origin, txnID, req)
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, json.RawMessage(answer))
+	return nil
+}
+
+// txnItem records a transaction: when it arrived (the inbox position of its
+// PDUs) and, once it is done, its answer.
+type txnItem struct {
+	PK      string `dynamodbav:"pk"`
+	SK      string `dynamodbav:"sk"`
+	Arrived int64  `dynamodbav:"t"`
+	Answer  string `dynamodbav:"answer,omitempty"`
+	Expires int64  `dynamodbav:"expires_at"`
+}
+
+func txnKey(origin, txnID string) store.Key {
+	return store.Key{PK: "fedtxn|" + origin, SK: txnID}
+}
+
+// receive runs a transaction once: the first request claims the
+// transaction ID with a conditional write, so a retry, even one running
+// beside the first, finds the answer or redoes the same writes (the inbox
+// keys come from the claimed arrival time), never queueing a PDU twice.
+func (in *Inbox) receive(ctx context.Context, origin, txnID string, req sendRequest) ([]byte, error) {
+	now := in.now()
+	k := txnKey(origin, txnID)
+	rec := txnItem{PK: k.PK, SK: k.SK, Arrived: now.UnixMilli(), Expires: now.Add(TxnTTL).Unix()}
+	err := in.Store.Create(ctx, rec)
+	if errors.Is(err, store.ErrExists) {
+		var old txnItem
+		if err := in.Store.Get(ctx, k, &old); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("send: read transaction: %w", err)
+		} else if err == nil {
+			if old.Answer != "" {
+				return []byte(old.Answer), nil
+			}
+			// A request for it ran, or runs, and did not finish: do the
+			// same work under its arrival time.
+			rec.Arrived = old.Arrived
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("send: claim transaction: %w", err)
+	}
+
+	results, items := in.check(ctx, origin, txnID, rec.Arrived, req.PDUs)
+	if err := in.enqueue(ctx, items); err != nil {
+		return nil, err
+	}
+	in.edus(ctx, origin, req.EDUs)
+	answer, err := json.Marshal(sendResponse{PDUs: results})
+	if err != nil {
+		return nil, fmt.Errorf("send: encode answer: %w", err)
+	}
+	rec.Answer = string(answer)
+	if err := in.Store.Put(ctx, rec); err != nil {
+		return nil, fmt.Errorf("send: record answer: %w", err)
+	}
+	return answer, nil
+}
+
+// inboxItem is one checked PDU waiting in its room's inbox.
+type inboxItem struct {
+	PK      string `dynamodbav:"pk"`
+	SK      string `dynamodbav:"sk"`
+	Origin  string `dynamodbav:"origin"`
+	Version string `dynamodbav:"v"`
+	EventID string `dynamodbav:"id"`
+	PDU     string `dynamodbav:"pdu"`
+	// Tries counts the worker's failed attempts at it.
+	Tries int64 `dynamodbav:"tries,omitempty"`
+	room  string
+}
+
+const inboxPrefix = "q|"
+
+func inboxPK(roomID string) string { return "fedin|" + roomID }
+
+// inboxSK orders a room's PDUs by arrival, then by their place in the
+// transaction.
+func inboxSK(arrived int64, origin, txnID string, i int) string {
+	return fmt.Sprintf("%s%013d|%s|%s|%02d", inboxPrefix, arrived, origin, txnID, i)
+}
+
+// checked is one PDU after its checks: its result and, when it passed,
+// its inbox item.
+type checked struct {
+	eventID string
+	err     string
+	item    *inboxItem
+}
+
+// check runs each PDU's checks, several at once, within VerifyTimeout; it
+// returns the per-PDU results and the items to queue, in transaction order.
+func (in *Inbox) check(ctx context.Context, origin, txnID string, arrived int64, pdus []json.RawMessage) (map[string]pduResult, []inboxItem) {
+	timeout := in.VerifyTimeout
+	if timeout <= 0 {
+		timeout = DefaultVerifyTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	versions := &versionCache{get: in.RoomVersion, m: map[string]versionResult{}}
+	out := make([]checked, len(pdus))
+	var g errgroup.Group
+	g.SetLimit(verifyParallel)
+	for i, raw := range pdus {
+		g.Go(func() error {
+			out[i] = in.checkPDU(ctx, versions, origin, raw)
+			if out[i].item != nil {
+				out[i].item.SK = inboxSK(arrived, origin, txnID, i)
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	results := make(map[string]pduResult, len(pdus))
+	var items []inboxItem
+	for _, c := range out {
+		if c.eventID == "" {
+			continue // nothing to name it by
+		}
+		if c.item != nil {
+			items = append(items, *c.item)
+			results[c.eventID] = pduResult{}
+		} else if _, ok := results[c.eventID]; !ok {
+			results[c.eventID] = pduResult{Error: c.err}
+		}
+	}
+	return results, items
+}
+
+// pduHead is what check reads of a PDU before it knows the room's version.
+type pduHead struct {
+	RoomID  string `json:"room_id"`
+	EventID string `json:"event_id"`
+	Type    string `json:"type"`
+}
+
+// checkPDU checks one PDU: the room's version, the format, the content hash
+// (a mismatch keeps the redacted form, as the spec says), the signatures
+// and the room's server ACL.
+// https://spec.matrix.org/v1.19/server-server-api/#checks-performed-on-receipt-of-a-pdu
+func (in *Inbox) checkPDU(ctx context.Context, versions *versionCache, origin string, raw json.RawMessage) checked {
+	var head pduHead
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return checked{err: "not a PDU"}
+	}
+	if head.RoomID == "" {
+		// A version 12 create event names no room: its ID is the room's.
+		return checked{eventID: guessEventID(raw, head), err: "this server is not in the room this create event makes"}
+	}
+	v, err := versions.version(ctx, head.RoomID)
+	if errors.Is(err, ErrUnknownRoom) {
+		return checked{eventID: guessEventID(raw, head), err: fmt.Sprintf("this server is not in room %s", head.RoomID)}
+	}
+	if err != nil {
+		return checked{eventID: guessEventID(raw, head), err: "could not read the room: try again later"}
+	}
+	ev, err := events.ParseUntrusted(v, raw)
+	if err != nil {
+		return checked{eventID: guessEventID(raw, head), err: "invalid PDU: " + trimLib(err)}
+	}
+	id := ev.EventID()
+	if in.ACLAllows != nil {
+		ok, err := in.ACLAllows(ctx, head.RoomID, origin)
+		if err != nil {
+			return checked{eventID: id, err: "could not read the room's server ACL: try again later"}
+		}
+		if !ok {
+			return checked{eventID: id, err: fmt.Sprintf("server %s is denied by the server ACL of room %s", origin, head.RoomID)}
+		}
+	}
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, in.Verifier, senderUserID); err != nil {
+		return checked{eventID: id, err: "signature check failed: " + trimLib(err)}
+	}
+	return checked{eventID: id, item: &inboxItem{
+		PK: inboxPK(head.RoomID), Origin: origin, Version: v, EventID: id, PDU: string(ev.JSON()), room: head.RoomID,
+	}}
+}
+
+// guessEventID names a PDU that could not be parsed for its room's version:
+// by its event_id field (room versions 1 and 2), else by its reference hash
+// under the newest room version's rules, which every version since 4 shares
+// but for what redaction keeps.
+func guessEventID(raw json.RawMessage, head pduHead) string {
+	if head.EventID != "" {
+		return head.EventID
+	}
+	ev, err := events.ParseUntrusted(events.Versions()[len(events.Versions())-1], raw)
+	if err != nil {
+		return ""
+	}
+	return ev.EventID()
+}
+
+// senderUserID maps a sender ID to its user ID: the same string in every
+// room version this server holds.
+func senderUserID(_ spec.RoomID, s spec.SenderID) (*spec.UserID, error) {
+	return spec.NewUserID(string(s), true)
+}
+
+// trimLib drops the library's name from its messages.
+func trimLib(err error) string {
+	return strings.ReplaceAll(err.Error(), "gomatrixserverlib: ", "")
+}
+
+// versionCache reads each room's version once per transaction.
+type versionCache struct {
+	get func(context.Context, string) (string, error)
+	mu  sync.Mutex
+	m   map[string]versionResult
+}
+
+type versionResult struct {
+	v   string
+	err error
+}
+
+func (c *versionCache) version(ctx context.Context, roomID string) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.m[roomID]; ok {
+		return r.v, r.err
+	}
+	v, err := c.get(ctx, roomID)
+	c.m[roomID] = versionResult{v, err}
+	return v, err
+}
+
+// enqueue writes the checked PDUs to their rooms' inboxes and asks the
+// worker to drain each of those rooms.
+func (in *Inbox) enqueue(ctx context.Context, items []inboxItem) error {
+	if len(items) == 0 {
+		return nil
+	}
+	if in.Send == nil {
+		return errors.New("send: no queue for inbound PDUs (queue_url)")
+	}
+	puts := make([]any, len(items))
+	var rooms []string
+	seen := map[string]bool{}
+	for i, it := range items {
+		puts[i] = it
+		if !seen[it.room] {
+			seen[it.room] = true
+			rooms = append(rooms, it.room)
+		}
+	}
+	if err := in.Store.PutMany(ctx, puts); err != nil {
+		return fmt.Errorf("send: queue PDUs: %w", err)
+	}
+	for _, room := range rooms {
+		if err := in.nudge(ctx, room); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// job is the body of an InboxKind message.
+type job struct {
+	RoomID string `json:"room_id"`
+}
+
+// nudge asks the worker to drain roomID's inbox.
+func (in *Inbox) nudge(ctx context.Context, roomID string) error {
+	body, err := json.Marshal(job{RoomID: roomID})
+	if err != nil {
+		return fmt.Errorf("nudge %s: %w", roomID, err)
+	}
+	if err := in.Send(ctx, InboxKind, body); err != nil {
+		return fmt.Errorf("nudge %s: %w", roomID, err)
+	}
+	return nil
+}
+
+// edus hands the EDUs to in.EDU, if set; a malformed one is skipped.
+func (in *Inbox) edus(ctx context.Context, origin string, raw []json.RawMessage) {
+	if in.EDU == nil {
+		return
+	}
+	for _, r := range raw {
+		var e EDU
+		if err := json.Unmarshal(r, &e); err != nil || e.Type == "" {
+			continue
+		}
+		if err := in.EDU(ctx, origin, e); err != nil {
+			in.logger().LogAttrs(ctx, slog.LevelWarn, "inbound EDU failed",
+				slog.String("origin", origin), slog.String("edu_type", e.Type), slog.Any("error", err))
+		}
+	}
+}
+
+func (in *Inbox) now() time.Time {
+	if in.Now != nil {
+		return in.Now()
+	}
+	return time.Now()
+}
+
+func (in *Inbox) logger() *slog.Logger {
+	if in.Logger != nil {
+		return in.Logger
+	}
+	return slog.Default()
+}

@@ -1,0 +1,291 @@
+package federation
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// Engine is the room engine as the worker needs it.
+type Engine interface {
+	// Receive checks pdu against its auth events, against the state before
+	// it and against the room's current state (soft failure), and stores
+	// it, rejected or not; an event it already holds is no error. For a
+	// PDU whose prev events it lacks it returns an error from which
+	// MissingPrevEvents reads their IDs. Any other error is a failure to
+	// try again.
+	Receive(ctx context.Context, pdu events.PDU) error
+	// MissingPrevEvents returns the event IDs err says are missing, or nil
+	// when err is not the engine's missing-events error.
+	MissingPrevEvents(err error) []string
+}
+
+// StateEngine is an Engine that can also take a PDU whose prev events
+// stay missing, with the state before it as another server gave it (and
+// that state's auth chain); the worker uses it when the Engine has it.
+type StateEngine interface {
+	Engine
+	ReceiveWithState(ctx context.Context, pdu events.PDU, state, authChain []events.PDU) error
+}
+
+// Remote is the part of gomatrixserverlib's federation client the worker
+// uses to fetch what a PDU lacks; fedclient.Client.Federation() is one.
+type Remote interface {
+	LookupMissingEvents(ctx context.Context, origin, s spec.ServerName, roomID string, missing fclient.MissingEvents, roomVersion gomatrixserverlib.RoomVersion) (fclient.RespMissingEvents, error)
+	LookupState(ctx context.Context, origin, s spec.ServerName, roomID, eventID string, roomVersion gomatrixserverlib.RoomVersion) (fclient.RespState, error)
+}
+
+// The worker's bounds.
+const (
+	// MissingEventsLimit is the most events asked of /get_missing_events
+	// for one PDU (Synapse asks for 10).
+	MissingEventsLimit = 10
+	// FetchTimeout bounds the fetches for one PDU: the missing events,
+	// then the state.
+	FetchTimeout = 20 * time.Second
+	// leaseFor is how long a worker holds a room when its context has no
+	// deadline (`cirrus serve`); in Lambda the lease ends with the
+	// invocation.
+	leaseFor = 5 * time.Minute
+	// margin is the time a worker keeps in hand: it takes no new PDU with
+	// less than this left of its lease.
+	margin = FetchTimeout + 10*time.Second
+	// maxTries is how often a PDU may fail (the table, the engine) before
+	// it is dropped, so that one bad PDU cannot block its room for ever.
+	maxTries = 3
+	drainPage = 10
+)
+
+// errNoEngine leaves PDUs in their inbox until an engine is wired.
+var errNoEngine = errors.New("inbox worker: no room engine")
+
+// lockItem is a worker's hold on a room's inbox: whoever holds it drains
+// the inbox, in order, alone. It lapses at expires_at if its worker dies.
+type lockItem struct {
+	PK      string `dynamodbav:"pk"`
+	SK      string `dynamodbav:"sk"`
+	Owner   string `dynamodbav:"owner"`
+	Expires int64  `dynamodbav:"expires_at"`
+}
+
+const lockSK = "lock"
+
+// Work is the queue.Handler of InboxKind messages: it drains the room's
+// inbox, PDU by PDU in arrival order, under the room's lock, so that one
+// worker at a time handles a room and any number of rooms run at once. A
+// message for a room another worker holds is done at once: that worker
+// looks at the inbox again after it lets go. A worker that runs short of
+// time lets go and queues a new message for the rest.
+func (in *Inbox) Work(ctx context.Context, body []byte) error {
+	var j job
+	if err := json.Unmarshal(body, &j); err != nil || j.RoomID == "" {
+		return fmt.Errorf("inbox worker: bad message %q", body)
+	}
+	if in.Engine == nil {
+		return errNoEngine
+	}
+	for {
+		until, ok, err := in.lock(ctx, j.RoomID)
+		if err != nil || !ok {
+			return err
+		}
+		more, err := in.drain(ctx, j.RoomID, until)
+		in.unlock(ctx, j.RoomID)
+		if err != nil {
+			return err
+		}
+		if more {
+			return in.nudge(ctx, j.RoomID)
+		}
+		// A PDU queued while the lock was held had its message dropped
+		// by the worker that found the room locked: look once more.
+		var left []inboxItem
+		if _, err := in.Store.QueryPage(ctx, store.Query{PK: inboxPK(j.RoomID), Prefix: inboxPrefix, Limit: 1}, &left); err != nil {
+			return fmt.Errorf("inbox worker: %w", err)
+		}
+		if len(left) == 0 {
+			return nil
+		}
+	}
+}
+
+// lock takes the room's lock until the lease ends; ok is false when
+// another worker holds it.
+func (in *Inbox) lock(ctx context.Context, roomID string) (until time.Time, ok bool, err error) {
+	until = in.now().Add(leaseFor)
+	if d, has := ctx.Deadline(); has {
+		until = d
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	// The item lapses a little after the lease, so that a worker's last
+	// PDU never overlaps the next worker's first.
+	it := lockItem{PK: inboxPK(roomID), SK: lockSK, Owner: hex.EncodeToString(b[:]), Expires: until.Add(time.Minute).Unix()}
+	err = in.Store.Create(ctx, it)
+	if errors.Is(err, store.ErrExists) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("inbox worker: lock %s: %w", roomID, err)
+	}
+	return until, true, nil
+}
+
+func (in *Inbox) unlock(ctx context.Context, roomID string) {
+	ctx = context.WithoutCancel(ctx)
+	if err := in.Store.Delete(ctx, store.Key{PK: inboxPK(roomID), SK: lockSK}); err != nil {
+		// It lapses by itself.
+		in.logger().LogAttrs(ctx, slog.LevelWarn, "inbox worker: unlock failed",
+			slog.String("room_id", roomID), slog.Any("error", err))
+	}
+}
+
+// drain handles the room's PDUs in order until none is left (more false)
+// or the lease runs short (more true). A PDU that fails is tried again
+// later, the room's later PDUs waiting behind it, up to maxTries.
+func (in *Inbox) drain(ctx context.Context, roomID string, until time.Time) (more bool, err error) {
+	for {
+		var page []inboxItem
+		if _, err := in.Store.QueryPage(ctx, store.Query{PK: inboxPK(roomID), Prefix: inboxPrefix, Limit: drainPage}, &page); err != nil {
+			return false, fmt.Errorf("inbox worker: read inbox of %s: %w", roomID, err)
+		}
+		if len(page) == 0 {
+			return false, nil
+		}
+		for _, it := range page {
+			if until.Sub(in.now()) < margin {
+				return true, nil
+			}
+			err := in.process(ctx, it)
+			if err != nil && !errors.Is(err, errGiveUp) {
+				tries, ierr := in.Store.Increment(ctx, store.Key{PK: it.PK, SK: it.SK}, "tries", time.Time{})
+				if ierr == nil && tries < maxTries {
+					return false, fmt.Errorf("inbox worker: %s in %s (try %d of %d): %w", it.EventID, roomID, tries, maxTries, err)
+				}
+			}
+			if err != nil {
+				in.logger().LogAttrs(ctx, slog.LevelWarn, "inbound PDU dropped",
+					slog.String("room_id", roomID), slog.String("event_id", it.EventID),
+					slog.String("origin", it.Origin), slog.Any("error", err))
+			}
+			if err := in.Store.Delete(ctx, store.Key{PK: it.PK, SK: it.SK}); err != nil {
+				return false, fmt.Errorf("inbox worker: %w", err)
+			}
+		}
+	}
+}
+
+// errGiveUp marks a PDU that no retry will place.
+var errGiveUp = errors.New("gave up")
+
+// process gives one PDU to the engine. When the engine lacks its prev
+// events, it asks the origin for them (/get_missing_events, bounded by
+// MissingEventsLimit and FetchTimeout), gives them to the engine oldest
+// first and tries again; if some are still missing and the engine takes
+// state, it asks the origin for the state before the PDU (/state) and
+// gives the PDU with it.
+func (in *Inbox) process(ctx context.Context, it inboxItem) error {
+	ev, err := events.Parse(it.Version, it.EventID, []byte(it.PDU))
+	if err != nil {
+		return fmt.Errorf("%w: stored PDU does not parse: %v", errGiveUp, err)
+	}
+	err = in.Engine.Receive(ctx, ev)
+	missing := in.Engine.MissingPrevEvents(err)
+	if missing == nil {
+		return err
+	}
+	fctx, cancel := context.WithTimeout(ctx, FetchTimeout)
+	defer cancel()
+	if gerr := in.fillGap(fctx, it, ev); gerr != nil {
+		in.logger().LogAttrs(ctx, slog.LevelInfo, "get_missing_events failed",
+			slog.String("event_id", it.EventID), slog.String("origin", it.Origin), slog.Any("error", gerr))
+	}
+	err = in.Engine.Receive(ctx, ev)
+	missing = in.Engine.MissingPrevEvents(err)
+	if missing == nil {
+		return err
+	}
+	se, ok := in.Engine.(StateEngine)
+	if !ok {
+		return fmt.Errorf("%w: prev events %s still missing after /get_missing_events, and the engine takes no state", errGiveUp, strings.Join(missing, ", "))
+	}
+	state, chain, err := in.stateBefore(fctx, it, ev)
+	if err != nil {
+		return fmt.Errorf("%w: prev events %s missing; state before the event: %v", errGiveUp, strings.Join(missing, ", "), err)
+	}
+	return se.ReceiveWithState(ctx, ev, state, chain)
+}
+
+// fillGap asks the origin for the events between what the room has and the
+// PDU, and gives those it can check to the engine, oldest first; it stops
+// at the first the engine cannot place.
+func (in *Inbox) fillGap(ctx context.Context, it inboxItem, ev events.PDU) error {
+	if in.Remote == nil {
+		return errors.New("no federation client")
+	}
+	roomID := events.RoomID(ev)
+	res, err := in.Remote.LookupMissingEvents(ctx, spec.ServerName(in.ServerName), spec.ServerName(it.Origin), roomID,
+		fclient.MissingEvents{Limit: MissingEventsLimit, EarliestEvents: []string{}, LatestEvents: []string{ev.EventID()}},
+		gomatrixserverlib.RoomVersion(it.Version))
+	if err != nil {
+		return fmt.Errorf("get_missing_events from %s: %w", it.Origin, err)
+	}
+	got := in.verifyAll(ctx, it.Version, roomID, res.Events)
+	slices.SortStableFunc(got, func(a, b events.PDU) int { return int(a.Depth() - b.Depth()) })
+	for _, m := range got {
+		if m.EventID() == ev.EventID() {
+			continue
+		}
+		if err := in.Engine.Receive(ctx, m); err != nil {
+			return fmt.Errorf("missing event %s: %w", m.EventID(), err)
+		}
+	}
+	return nil
+}
+
+// stateBefore asks the origin for the room's state before ev and its auth
+// chain, keeping the events whose hashes and signatures check.
+func (in *Inbox) stateBefore(ctx context.Context, it inboxItem, ev events.PDU) (state, chain []events.PDU, err error) {
+	if in.Remote == nil {
+		return nil, nil, errors.New("no federation client")
+	}
+	roomID := events.RoomID(ev)
+	res, err := in.Remote.LookupState(ctx, spec.ServerName(in.ServerName), spec.ServerName(it.Origin), roomID, ev.EventID(),
+		gomatrixserverlib.RoomVersion(it.Version))
+	if err != nil {
+		return nil, nil, fmt.Errorf("state from %s: %w", it.Origin, err)
+	}
+	return in.verifyAll(ctx, it.Version, roomID, res.StateEvents), in.verifyAll(ctx, it.Version, roomID, res.AuthEvents), nil
+}
+
+// verifyAll parses fetched events of room roomID (version v), checking
+// their content hashes (a mismatch keeps the redacted form) and
+// signatures; events that fail or belong elsewhere are left out.
+func (in *Inbox) verifyAll(ctx context.Context, v, roomID string, raws []spec.RawJSON) []events.PDU {
+	out := make([]events.PDU, 0, len(raws))
+	for _, raw := range raws {
+		ev, err := events.ParseUntrusted(v, raw)
+		if err != nil || events.RoomID(ev) != roomID {
+			continue
+		}
+		if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, in.Verifier, senderUserID); err != nil {
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out
+}
