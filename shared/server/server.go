@@ -28,6 +28,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/ephemeral"
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/fedclient"
+	"github.com/cirrus-matrix/cirrus/shared/federation"
 	"github.com/cirrus-matrix/cirrus/shared/filters"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/keybackup"
@@ -105,6 +106,9 @@ type Server struct {
 	// ServerKeys holds other servers' signing keys: it answers the notary
 	// API and checks the X-Matrix signature of federation requests.
 	ServerKeys *serverkeys.Keys
+	// Inbox takes other servers' transactions (/send) and its queue
+	// worker gives their PDUs to the room engine.
+	Inbox *federation.Inbox
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -258,7 +262,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		return dir.ProfileChanged(ctx, userID, p.DisplayName, p.AvatarURL)
 	}
 	accts.NewUserOps, accts.ActiveChanged = dir.NewUserOps, dir.ActiveChanged
-	return &Server{
+	srv := &Server{
 		Config:      cfg,
 		Store:       st,
 		Key:         key,
@@ -283,7 +287,37 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		ServerKeys:  serverKeys,
 
 		LargeResponses: large,
-	}, nil
+	}
+	srv.Inbox = srv.newInbox()
+	srv.Jobs.Handle(federation.InboxKind, srv.Inbox.Work)
+	return srv, nil
+}
+
+// newInbox builds the inbound /send and its worker over the room engine.
+// Its messages go to s.Queue, which is set after Open (Lambda, `cirrus
+// serve`), hence read when a message is sent.
+func (s *Server) newInbox() *federation.Inbox {
+	rms := s.Rooms
+	return &federation.Inbox{
+		Store:      s.Store,
+		ServerName: s.Config.ServerName,
+		Verifier:   s.ServerKeys.Ring(),
+		Remote:     s.Federation.Federation(),
+		Logger:     s.Logger,
+		RoomVersion: func(ctx context.Context, roomID string) (string, error) {
+			info, err := rms.Info(ctx, roomID)
+			if errors.Is(err, rooms.ErrUnknownRoom) {
+				return "", fmt.Errorf("%w: %v", federation.ErrUnknownRoom, err)
+			}
+			return info.Version, err
+		},
+		Send: func(ctx context.Context, kind string, body []byte) error {
+			if s.Queue == nil {
+				return errors.New("no queue for inbound federation (queue_url)")
+			}
+			return s.Queue.Send(ctx, kind, body)
+		},
+	}
 }
 
 // OpenLambda is Open for a Lambda function: configuration from the
@@ -441,6 +475,7 @@ func (s *Server) FederationHandler() http.Handler {
 	// The notary API needs no signature: servers ask it before they can
 	// verify anyone.
 	s.ServerKeys.Register(rt)
+	s.Inbox.Register(rt, s.ServerKeys.RequireServer)
 	// Every /_matrix/federation route but /version goes behind
 	// s.ServerKeys.RequireServer, which answers 401 M_UNAUTHORIZED unless
 	// the X-Matrix signature verifies and gives the handler the origin
