@@ -66,7 +66,7 @@ const (
 	margin = FetchTimeout + 10*time.Second
 	// maxTries is how often a PDU may fail (the table, the engine) before
 	// it is dropped, so that one bad PDU cannot block its room for ever.
-	maxTries = 3
+	maxTries  = 3
 	drainPage = 10
 )
 
