@@ -242,12 +242,13 @@ func (in *Inbox) check(ctx context.Context, origin, txnID string, arrived int64,
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	versions := &versionCache{get: in.RoomVersion, m: map[string]versionResult{}}
+	verifier := in.verifier()
 	out := make([]checked, len(pdus))
 	var g errgroup.Group
 	g.SetLimit(verifyParallel)
 	for i, raw := range pdus {
 		g.Go(func() error {
-			out[i] = in.checkPDU(ctx, versions, origin, raw)
+			out[i] = in.checkPDU(ctx, versions, verifier, origin, raw)
 			if out[i].item != nil {
 				out[i].item.SK = inboxSK(arrived, origin, txnID, i)
 			}
@@ -282,7 +283,7 @@ type pduHead struct {
 // (a mismatch keeps the redacted form, as the spec says), the signatures
 // and the room's server ACL.
 // https://spec.matrix.org/v1.19/server-server-api/#checks-performed-on-receipt-of-a-pdu
-func (in *Inbox) checkPDU(ctx context.Context, versions *versionCache, origin string, raw json.RawMessage) checked {
+func (in *Inbox) checkPDU(ctx context.Context, versions *versionCache, verifier gomatrixserverlib.JSONVerifier, origin string, raw json.RawMessage) checked {
 	var head pduHead
 	if err := json.Unmarshal(raw, &head); err != nil {
 		return checked{err: "not a PDU"}
@@ -312,7 +313,7 @@ func (in *Inbox) checkPDU(ctx context.Context, versions *versionCache, origin st
 			return checked{eventID: id, err: fmt.Sprintf("server %s is denied by the server ACL of room %s", origin, head.RoomID)}
 		}
 	}
-	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, in.Verifier, senderUserID); err != nil {
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, verifier, senderUserID); err != nil {
 		return checked{eventID: id, err: "signature check failed: " + trimLib(err)}
 	}
 	return checked{eventID: id, item: &inboxItem{
@@ -445,4 +446,67 @@ func (in *Inbox) logger() *slog.Logger {
 		return in.Logger
 	}
 	return slog.Default()
+}
+
+// verifier returns in.Verifier, reading each server's keys from the table
+// at most once for as long as it is used (one transaction, one PDU's
+// fetches): the KeyRing reads its database once per event otherwise.
+func (in *Inbox) verifier() gomatrixserverlib.JSONVerifier {
+	ring, ok := in.Verifier.(*gomatrixserverlib.KeyRing)
+	if !ok {
+		return in.Verifier
+	}
+	return &gomatrixserverlib.KeyRing{KeyFetchers: ring.KeyFetchers,
+		KeyDatabase: &memoKeys{KeyDatabase: ring.KeyDatabase, m: map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}}}
+}
+
+// memoKeys is a KeyDatabase that remembers what it read or stored.
+type memoKeys struct {
+	gomatrixserverlib.KeyDatabase
+	mu sync.Mutex
+	m  map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult
+}
+
+func (k *memoKeys) FetchKeys(ctx context.Context, reqs map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+	// Held across the table read, so that PDUs checked side by side
+	// wait for the first one's read rather than each reading.
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
+	rest := map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{}
+	for req, ts := range reqs {
+		if res, ok := k.m[req]; ok {
+			out[req] = res
+		} else {
+			rest[req] = ts
+		}
+	}
+	if len(rest) == 0 {
+		return out, nil
+	}
+	got, err := k.KeyDatabase.FetchKeys(ctx, rest)
+	if err != nil {
+		return nil, err
+	}
+	for req, res := range got {
+		k.m[req] = res
+		out[req] = res
+	}
+	return out, nil
+}
+
+func (k *memoKeys) StoreKeys(ctx context.Context, results map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult) error {
+	if err := k.KeyDatabase.StoreKeys(ctx, results); err != nil {
+		return err
+	}
+	k.remember(results)
+	return nil
+}
+
+func (k *memoKeys) remember(results map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for req, res := range results {
+		k.m[req] = res
+	}
 }

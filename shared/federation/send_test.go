@@ -533,3 +533,36 @@ func TestWorker_MissingState(t *testing.T) {
 		t.Errorf("inbox still holds %v", got)
 	}
 }
+
+// TestSend_Cost pins what a transaction costs in DynamoDB once the
+// origin's key is cached: at /send, and in the worker (docs/storage.md).
+func TestSend_Cost(t *testing.T) {
+	rm := newRemote(t)
+	engine := &fakeEngine{Have: map[string]bool{"$a": true}}
+	fs := startFed(t, engine)
+	room := fs.room(t)
+	if r := rm.send(t, fs.FedURL, "warm", []json.RawMessage{}, nil); r.Status != 200 {
+		t.Fatalf("warm-up: %d %s", r.Status, r.Raw)
+	}
+	e1 := rm.event(t, room, "one", 10, "$a")
+	e2 := rm.event(t, room, "two", 11, e1.EventID())
+	pdus := []json.RawMessage{e1.JSON(), e2.JSON()}
+	rm.send(t, fs.FedURL, "cost", pdus, nil)
+	// The origin's key read (X-Matrix), the transaction claimed, the
+	// room's version read, the senders' keys read once for both PDUs, the
+	// two PDUs written in one BatchWriteItem, the answer recorded.
+	fs.CheckCost(t, "send of 2 PDUs", "/send/", servertest.Want(6, 3, 4))
+	rm.send(t, fs.FedURL, "cost", pdus, nil)
+	// The origin's key, the claim refused, the answer read.
+	fs.CheckCost(t, "a retry", "/send/", servertest.Want(3, 2, 1))
+
+	ctx, meter := store.WithMeter(context.Background())
+	msgs := fs.messages(t)
+	res, _ := fs.Server.Jobs.HandleSQSEvent(ctx, lambdaevents.SQSEvent{Records: msgs})
+	if len(res.BatchItemFailures) != 0 || len(engine.Got) != 2 {
+		t.Fatalf("worker: %d failures, engine got %d", len(res.BatchItemFailures), len(engine.Got))
+	}
+	// The lock taken, the inbox read, each PDU deleted, the lock let go,
+	// the inbox read again (engine's own costs apart: this one is a fake).
+	servertest.CheckUsage(t, "worker, 2 PDUs", meter.Usage(), servertest.Want(6, 2, 4))
+}

@@ -186,6 +186,9 @@ func (in *Inbox) drain(ctx context.Context, roomID string, until time.Time) (mor
 				return false, fmt.Errorf("inbox worker: %w", err)
 			}
 		}
+		if len(page) < drainPage {
+			return false, nil
+		}
 	}
 }
 
@@ -277,12 +280,13 @@ func (in *Inbox) stateBefore(ctx context.Context, it inboxItem, ev events.PDU) (
 // signatures; events that fail or belong elsewhere are left out.
 func (in *Inbox) verifyAll(ctx context.Context, v, roomID string, raws []spec.RawJSON) []events.PDU {
 	out := make([]events.PDU, 0, len(raws))
+	verifier := in.verifier()
 	for _, raw := range raws {
 		ev, err := events.ParseUntrusted(v, raw)
 		if err != nil || events.RoomID(ev) != roomID {
 			continue
 		}
-		if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, in.Verifier, senderUserID); err != nil {
+		if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, verifier, senderUserID); err != nil {
 			continue
 		}
 		out = append(out, ev)
