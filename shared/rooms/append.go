@@ -31,12 +31,48 @@ type head struct {
 	ev  events.PDU
 }
 
-// graph places the next event after the head.
-func (h *head) graph() events.Graph {
+// maxPrevEvents caps the prev_events of a local event, as Synapse caps
+// them, so that a room with many forks does not make huge events: the first
+// ones of the head's extremities (the newest first), the others left for
+// the next events to merge.
+const maxPrevEvents = 10
+
+// extremities are the room's forward extremities after the head: the
+// events nothing in the room builds on yet, the newest first.
+func (h *head) extremities() []string {
 	if len(h.Ext) > 0 {
-		return events.Graph{PrevEvents: h.Ext, Depth: h.Depth + 1}
+		return h.Ext
 	}
-	return events.Graph{PrevEvents: []string{h.EventID}, Depth: h.ev.Depth() + 1}
+	return []string{h.EventID}
+}
+
+// depth is the greatest depth among the extremities.
+func (h *head) depth() int64 {
+	if len(h.Ext) > 0 {
+		return h.Depth
+	}
+	return h.ev.Depth()
+}
+
+// graph places the next event after the head: it builds on all forward
+// extremities (up to maxPrevEvents), so a local event merges the forks.
+func (h *head) graph() events.Graph {
+	ext := h.extremities()
+	return events.Graph{PrevEvents: ext[:min(len(ext), maxPrevEvents)], Depth: h.depth() + 1}
+}
+
+// carry sets on sl, the slot of the local event ev appended after h, the
+// extremities it leaves: ev and those past maxPrevEvents, if any.
+func (sl *slot) carry(h *head, ev events.PDU) {
+	if h == nil {
+		return
+	}
+	ext := h.extremities()
+	if len(ext) <= maxPrevEvents {
+		return
+	}
+	sl.Ext = append([]string{ev.EventID()}, ext[maxPrevEvents:]...)
+	sl.Depth = max(ev.Depth(), h.depth())
 }
 
 // readHead reads the last slot of the room: one strongly consistent query of

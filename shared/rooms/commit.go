@@ -63,7 +63,7 @@ func (s *Service) commit(ctx context.Context, roomID string, h *head, evs []even
 		if n == len(evs) {
 			bc = c // the transaction's record goes with the last event
 		}
-		if h, done, err = s.commitBatch(ctx, roomID, h, evs[:n], state, bc, loc, target); err != nil {
+		if h, done, err = s.commitBatch(ctx, roomID, h, evs[:n], state, bc, loc, target, false); err != nil {
 			return nil, nil, err
 		}
 		appended = append(appended, done...)
@@ -72,9 +72,9 @@ func (s *Service) commit(ctx context.Context, roomID string, h *head, evs []even
 	return h, func(ctx context.Context) error { return s.notify(ctx, appended) }, nil
 }
 
-// headAfter is the head once ev is appended at seq.
-func (s *Service) headAfter(roomID string, seq int64, ev events.PDU, stateSeq int64) *head {
-	return &head{slot: s.newSlot(roomID, seq, ev, stateSeq), Seq: seq, ev: ev}
+// headAt is the head once ev is appended in sl.
+func headAt(sl slot, seq int64, ev events.PDU) *head {
+	return &head{slot: sl, Seq: seq, ev: ev}
 }
 
 func (s *Service) newSlot(roomID string, seq int64, ev events.PDU, stateSeq int64) slot {
@@ -98,6 +98,7 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 		return nil, nil, err
 	}
 	sl := s.newSlot(roomID, seq, ev, h.StateSeq)
+	sl.carry(h, ev)
 	before := []any{newPointer(roomID, seq, ev)}
 	if rel := relationOf(roomID, seq, ev); rel != nil {
 		before = append(before, *rel)
@@ -135,7 +136,8 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 	finish := func(ctx context.Context) error {
 		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined()}})
 	}
-	return s.headAfter(roomID, seq, ev, h.StateSeq), finish, nil
+	sl.Txn = ""
+	return headAt(sl, seq, ev), finish, nil
 }
 
 // commitRedaction appends a redaction whose target, if this server holds
@@ -151,6 +153,7 @@ func (s *Service) commitRedaction(ctx context.Context, roomID string, h *head, e
 		return nil, nil, err
 	}
 	sl := s.newSlot(roomID, seq, ev, h.StateSeq)
+	sl.carry(h, ev)
 	var ops []store.Op
 	if c != nil {
 		sl.Txn = c.rec.tag
@@ -174,7 +177,8 @@ func (s *Service) commitRedaction(ctx context.Context, roomID string, h *head, e
 	finish := func(ctx context.Context) error {
 		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined()}})
 	}
-	return s.headAfter(roomID, seq, ev, h.StateSeq), finish, nil
+	sl.Txn = ""
+	return headAt(sl, seq, ev), finish, nil
 }
 
 // redactionTarget reads the slot of the event a redaction in roomID
@@ -240,8 +244,9 @@ type batch struct {
 
 // commitBatch appends evs after h (nil for a new room) in one transaction.
 // target, when not nil, is the slot of the event a redaction in evs
-// redacts, read already.
-func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, c *txnClaim, loc *locals, target *slot) (*head, []Appended, error) {
+// redacts, read already. received events (from other servers) create their
+// pointers, so that one stored already fails the transaction.
+func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, c *txnClaim, loc *locals, target *slot, received bool) (*head, []Appended, error) {
 	b := &batch{s: s, roomID: roomID, blocks: make([]string, stateBuckets), loaded: map[string]map[string]string{}, members: map[string]*membership{},
 		bySlot: map[string]int{}, currentOps: map[string]int{}, target: target}
 	b.locals = &locals{PK: roomPK(roomID), SK: localsSK, Users: map[string]string{}}
@@ -275,6 +280,7 @@ func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs [
 		}
 		appended = append(appended, Appended{RoomID: roomID, Seq: b.seq, Event: ev, To: b.recipients(ev)})
 		sl := s.newSlot(roomID, b.seq, ev, stateSeq)
+		sl.carry(h, ev)
 		if replaced != nil {
 			sl.PrevContent = string(replaced.Content())
 		}
@@ -283,7 +289,11 @@ func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs [
 		}
 		b.bySlot[sl.EventID] = len(b.slots)
 		b.slots = append(b.slots, sl)
-		b.ops = append(b.ops, store.PutOp(newPointer(roomID, b.seq, ev)))
+		if received {
+			b.ops = append(b.ops, store.CreateOp(newPointer(roomID, b.seq, ev)))
+		} else {
+			b.ops = append(b.ops, store.PutOp(newPointer(roomID, b.seq, ev)))
+		}
 		if rel := relationOf(roomID, b.seq, ev); rel != nil {
 			b.ops = append(b.ops, store.PutOp(*rel))
 		}
@@ -301,7 +311,9 @@ func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs [
 		return nil, nil, err
 	}
 	loc.Users = b.locals.Users
-	return s.headAfter(roomID, b.seq, evs[len(evs)-1], stateSeq), appended, nil
+	last := b.slots[len(b.slots)-1]
+	last.Txn = ""
+	return headAt(last, b.seq, evs[len(evs)-1]), appended, nil
 }
 
 // recipients are the local users whose streams ev goes to: the joined, and
@@ -377,6 +389,14 @@ func (b *batch) applyState(ctx context.Context, ev events.PDU, state map[events.
 		b.ops = append(b.ops, store.PutOp(block{PK: roomPK(b.roomID), SK: "blk|" + hash, Entries: next}))
 	}
 	b.ops = append(b.ops, store.PutOp(snapshot{PK: roomPK(b.roomID), SK: snapSK(b.seq), Blocks: append([]string(nil), b.blocks...)}))
+	return b.setCurrent(ctx, ev, state)
+}
+
+// setCurrent makes the state event ev current at the batch's position: its
+// current state item, what the room summary and the member's own index
+// keep of it. It returns the state event ev replaces, when state holds it,
+// and sets ev in state.
+func (b *batch) setCurrent(ctx context.Context, ev events.PDU, state map[events.StateKeyTuple]events.PDU) (events.PDU, error) {
 	cur := current{PK: roomPK(b.roomID), SK: stateSK(ev.Type(), *ev.StateKey()), EventID: ev.EventID(), Seq: b.seq, PDU: string(ev.JSON()), Version: string(ev.Version())}
 	if ev.Type() == events.Member {
 		cur.Membership, _ = ev.Membership()

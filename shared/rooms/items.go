@@ -28,9 +28,15 @@ type slot struct {
 	Ext []string `dynamodbav:"ext,omitempty"`
 	// Depth is the greatest depth among Ext.
 	Depth int64 `dynamodbav:"d,omitempty"`
-	// StateSeq is the position of the snapshot of the room state after this
-	// event: its own position for a state event, else the last state event's.
+	// StateSeq is the position of the snapshot of the room's current state
+	// once this event was appended: its own position for a state event (or
+	// an event that changed the current state by merging forks), else the
+	// last such event's. On the linear timeline this is also the state after
+	// the event itself.
 	StateSeq int64 `dynamodbav:"ss"`
+	// Blocks are the block hashes of the state after this event itself, when
+	// that is not the snapshot at StateSeq: an event received on a fork.
+	Blocks []string `dynamodbav:"b,omitempty"`
 	// RedactedBy is the redaction that applies to this event.
 	RedactedBy string `dynamodbav:"rb,omitempty"`
 	// Txn is "<device ID>|<transaction ID>" of the request that sent it, so
@@ -56,12 +62,24 @@ func seqOf(sk string) (int64, error) {
 	return strconv.ParseInt(strings.TrimPrefix(sk, slotPrefix), 10, 64)
 }
 
-// pointer finds an event by its ID alone, as federation asks for it.
+// pointer finds an event by its ID alone, as federation asks for it. For
+// an event received from another server it is the primary record, created
+// conditionally: it decides that the event is stored once. An event kept
+// out of the timeline (rejected or soft failed) has no slot: the pointer
+// holds it whole, with the state before it.
 type pointer struct {
 	PK     string `dynamodbav:"pk"` // event|<event ID>
 	SK     string `dynamodbav:"sk"` // event
 	RoomID string `dynamodbav:"room"`
 	Seq    int64  `dynamodbav:"seq"`
+	// Status is "rejected" or "soft_failed" for an event outside the
+	// timeline (Seq 0), with Reason saying why.
+	Status  string `dynamodbav:"st,omitempty"`
+	Reason  string `dynamodbav:"why,omitempty"`
+	PDU     string `dynamodbav:"pdu,omitempty"`
+	Version string `dynamodbav:"v,omitempty"`
+	// Blocks are the block hashes of the state before the event.
+	Blocks []string `dynamodbav:"b,omitempty"`
 }
 
 func pointerPK(eventID string) string { return "event|" + eventID }

@@ -131,6 +131,9 @@ type Event struct {
 	Txn string
 	// PrevContent is the content of the state it replaced.
 	PrevContent json.RawMessage
+	// blocks are the slot's own state blocks: the state after an event
+	// received on a fork, when it is not the snapshot at StateSeq.
+	blocks []string
 }
 
 func (sl slot) event() (Event, error) {
@@ -142,7 +145,7 @@ func (sl slot) event() (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	e := Event{PDU: ev, Seq: seq, StateSeq: sl.StateSeq, RedactedBy: sl.RedactedBy, Txn: sl.Txn}
+	e := Event{PDU: ev, Seq: seq, StateSeq: sl.StateSeq, RedactedBy: sl.RedactedBy, Txn: sl.Txn, blocks: sl.Blocks}
 	if sl.PrevContent != "" {
 		e.PrevContent = json.RawMessage(sl.PrevContent)
 	}
@@ -164,6 +167,10 @@ func (s *Service) Event(ctx context.Context, roomID, eventID string) (Event, err
 	}
 	if roomID != "" && p.RoomID != roomID {
 		return Event{}, fmt.Errorf("%w %s in %s", ErrUnknownEvent, eventID, roomID)
+	}
+	if p.Seq == 0 {
+		// A received event kept out of the timeline (receive.go).
+		return Event{}, fmt.Errorf("%w %s", ErrUnknownEvent, eventID)
 	}
 	pk, sk := slotKey(p.RoomID, p.Seq)
 	var sl slot
@@ -254,15 +261,20 @@ func (s *Service) StateEvent(ctx context.Context, roomID, evType, stateKey strin
 }
 
 // StateAt reads the state of the room after the event at position seq,
-// without replaying the room: the snapshot named by the event's slot, its
-// blocks, then the events they list.
+// without replaying the room: the snapshot named by the event's slot (or
+// the slot's own blocks, for an event received on a fork), its blocks,
+// then the events they list.
 func (s *Service) StateAt(ctx context.Context, roomID string, ev Event) ([]events.PDU, error) {
-	var snap snapshot
-	if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: snapSK(ev.StateSeq)}, &snap); err != nil {
-		return nil, fmt.Errorf("read snapshot %d of %s: %w", ev.StateSeq, roomID, err)
+	blocks := ev.blocks
+	if len(blocks) == 0 {
+		var snap snapshot
+		if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: snapSK(ev.StateSeq)}, &snap); err != nil {
+			return nil, fmt.Errorf("read snapshot %d of %s: %w", ev.StateSeq, roomID, err)
+		}
+		blocks = snap.Blocks
 	}
 	var keys []store.Key
-	for _, h := range snap.Blocks {
+	for _, h := range blocks {
 		if h != "" {
 			keys = append(keys, store.Key{PK: roomPK(roomID), SK: "blk|" + h})
 		}

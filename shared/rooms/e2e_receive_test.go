@@ -1,0 +1,330 @@
+package rooms_test
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/keys"
+	"github.com/cirrus-matrix/cirrus/shared/rooms"
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
+)
+
+// Events made by another server (remote.test, with its own signing key),
+// taken into a room of this server through rooms.Service.Receive, and
+// what local users see of them through the client API.
+
+const bob = "@bob:remote.test"
+
+// remote builds and signs events as remote.test.
+type remote struct {
+	t      *testing.T
+	rooms  *rooms.Service
+	signer events.Signer
+	clock  time.Time
+}
+
+func newRemote(t *testing.T, st *servertest.Stack) *remote {
+	t.Helper()
+	k, err := keys.FromSeed("remote.test signing key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &remote{t: t, rooms: st.Server.Rooms, signer: events.Signer{ServerName: "remote.test", Key: k},
+		clock: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+// build makes an event of sender in room after prev (nil: the room's
+// forward extremities), its auth events chosen from state (nil: the
+// room's current state). A nil key makes a message-like event.
+func (r *remote) build(room id.RoomID, sender, typ string, key *string, content string, prev []string, state []events.PDU) events.PDU {
+	r.t.Helper()
+	ctx := bg
+	var depth int64
+	if prev == nil {
+		var err error
+		if prev, depth, err = r.rooms.Extremities(ctx, string(room)); err != nil {
+			r.t.Fatalf("extremities: %v", err)
+		}
+	} else {
+		for _, p := range prev {
+			if e, err := r.rooms.Event(ctx, string(room), p); err == nil {
+				depth = max(depth, e.PDU.Depth())
+			}
+		}
+	}
+	if state == nil {
+		state = r.state(room)
+	}
+	st, err := events.NewState(state)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	info, err := r.rooms.Info(ctx, string(room))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.clock = r.clock.Add(time.Second)
+	ev, err := r.signer.Build(info.Version, events.Proto{
+		RoomID: string(room), Sender: sender, Type: typ, StateKey: key, Content: json.RawMessage(content),
+	}, events.Graph{PrevEvents: prev, Depth: depth + 1}, st, r.clock)
+	if err != nil {
+		r.t.Fatalf("build %s: %v", typ, err)
+	}
+	return ev
+}
+
+func (r *remote) state(room id.RoomID) []events.PDU {
+	r.t.Helper()
+	state, err := r.rooms.CurrentState(bg, string(room))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return state
+}
+
+func (r *remote) message(room id.RoomID, body string, prev []string, state []events.PDU) events.PDU {
+	c, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": body})
+	return r.build(room, bob, "m.room.message", nil, string(c), prev, state)
+}
+
+// receive takes ev in and wants status.
+func (r *remote) receive(what string, ev events.PDU, want rooms.Status) rooms.Outcome {
+	r.t.Helper()
+	out, err := r.rooms.Receive(bg, ev)
+	if err != nil {
+		r.t.Fatalf("%s: receive: %v", what, err)
+	}
+	if out.Status != want {
+		r.t.Fatalf("%s: got %s (%s), want %s", what, out.Status, out.Reason, want)
+	}
+	return out
+}
+
+// joinBob makes a public room of alice's (bob may set the topic) and
+// joins bob to it through Receive.
+func joinBob(t *testing.T, st *servertest.Stack, r *remote, alice mxUser) (id.RoomID, events.PDU) {
+	t.Helper()
+	var created struct {
+		RoomID id.RoomID `json:"room_id"`
+	}
+	body := map[string]any{"preset": "public_chat", "power_level_content_override": map[string]any{"users": map[string]int{bob: 50}}}
+	if err := raw(alice, "POST", body, &created, "v3", "createRoom"); err != nil {
+		t.Fatalf("createRoom: %v", err)
+	}
+	key := bob
+	join := r.build(created.RoomID, bob, "m.room.member", &key, `{"membership":"join"}`, nil, nil)
+	r.receive("bob's join", join, rooms.Accepted)
+	return created.RoomID, join
+}
+
+// shown lists the bodies of the room's messages, oldest first, as
+// /messages shows them to u.
+func shown(t *testing.T, u mxUser, room id.RoomID) []string {
+	t.Helper()
+	resp, err := u.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, 50)
+	if err != nil {
+		t.Fatalf("messages: %v", err)
+	}
+	b := bodies(resp.Chunk)
+	slices.Reverse(b)
+	return b
+}
+
+func TestReceive_Linear(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Member(t, "alice")
+	r := newRemote(t, st)
+	room, _ := joinBob(t, st, r, alice)
+
+	joined, err := alice.JoinedMembers(bg, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := joined.Joined[id.UserID(bob)]; !ok {
+		t.Fatalf("joined members %v: no %s", joined.Joined, bob)
+	}
+
+	say(t, alice, room, "before")
+	msg := r.message(room, "hello from remote", nil, nil)
+	first := r.receive("bob's message", msg, rooms.Accepted)
+	if first.Duplicate {
+		t.Fatalf("first receipt marked a duplicate")
+	}
+	say(t, alice, room, "after")
+	wantEqual(t, "timeline", shown(t, alice, room), []string{"before", "hello from remote", "after"})
+
+	t.Run("sync", func(t *testing.T) {
+		resp, err := alice.FullSyncRequest(bg, mautrix.ReqSync{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		jr := resp.Rooms.Join[room]
+		if jr == nil {
+			t.Fatalf("sync: no room %s", room)
+		}
+		wantEqual(t, "sync timeline", bodies(jr.Timeline.Events), []string{"before", "hello from remote", "after"})
+	})
+
+	t.Run("same PDU twice is stored once", func(t *testing.T) {
+		again := r.receive("bob's message again", msg, rooms.Accepted)
+		if !again.Duplicate || again.Seq != first.Seq {
+			t.Fatalf("second receipt: got %+v, want the first's position %d, a duplicate", again, first.Seq)
+		}
+		wantEqual(t, "timeline", shown(t, alice, room), []string{"before", "hello from remote", "after"})
+	})
+
+	t.Run("remote state event changes current state", func(t *testing.T) {
+		key := ""
+		r.receive("bob's topic", r.build(room, bob, "m.room.topic", &key, `{"topic":"set remotely"}`, nil, nil), rooms.Accepted)
+		wantEqual(t, "topic", stateOf(t, alice, room, "m.room.topic", "")["topic"], "set remotely")
+		info, err := st.Server.Rooms.Info(bg, string(room))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantEqual(t, "room info topic, joined", []any{info.Topic, info.Joined}, []any{"set remotely", int64(2)})
+		// A local event after it builds on it alone.
+		local := say(t, alice, room, "reply")
+		e, err := st.Server.Rooms.Event(bg, string(room), string(local))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ext, _, _ := st.Server.Rooms.Extremities(bg, string(room))
+		wantEqual(t, "extremities", ext, []string{string(local)})
+		if len(e.PDU.PrevEventIDs()) != 1 {
+			t.Fatalf("local event after a linear one: prev_events %v", e.PDU.PrevEventIDs())
+		}
+	})
+}
+
+func TestReceive_Fork(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Member(t, "alice")
+	r := newRemote(t, st)
+	room, join := joinBob(t, st, r, alice)
+	stateAtJoin := r.state(room)
+
+	// Alice goes on while bob, who has not seen her messages, sets the
+	// topic on the join: the room forks.
+	say(t, alice, room, "one")
+	m2 := say(t, alice, room, "two")
+	key := ""
+	fork := r.build(room, bob, "m.room.topic", &key, `{"topic":"from the fork"}`, []string{join.EventID()}, stateAtJoin)
+	r.receive("forked topic", fork, rooms.Accepted)
+
+	ext, _, err := st.Server.Rooms.Extremities(bg, string(room))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(ext)
+	want := []string{fork.EventID(), string(m2)}
+	slices.Sort(want)
+	wantEqual(t, "extremities after the fork", ext, want)
+	wantEqual(t, "resolved topic", stateOf(t, alice, room, "m.room.topic", "")["topic"], "from the fork")
+
+	// A message on bob's fork does not merge it.
+	r.receive("message on the fork", r.message(room, "on the fork", []string{fork.EventID()}, nil), rooms.Accepted)
+	ext, _, _ = st.Server.Rooms.Extremities(bg, string(room))
+	if len(ext) != 2 {
+		t.Fatalf("extremities after a message on the fork: %v, want 2", ext)
+	}
+
+	// The next local event merges the forks.
+	m3 := say(t, alice, room, "three")
+	e, err := st.Server.Rooms.Event(bg, string(room), string(m3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := slices.Clone(e.PDU.PrevEventIDs())
+	slices.Sort(prev)
+	slices.Sort(ext)
+	wantEqual(t, "prev_events of the local event after the fork", prev, ext)
+	ext, _, _ = st.Server.Rooms.Extremities(bg, string(room))
+	wantEqual(t, "extremities after the merge", ext, []string{string(m3)})
+	wantEqual(t, "timeline", shown(t, alice, room), []string{"one", "two", "on the fork", "three"})
+	wantEqual(t, "topic after the merge", stateOf(t, alice, room, "m.room.topic", "")["topic"], "from the fork")
+
+	// A remote event that builds on the merge is linear again.
+	r.receive("after the merge", r.message(room, "after the merge", nil, nil), rooms.Accepted)
+	wantEqual(t, "timeline", shown(t, alice, room), []string{"one", "two", "on the fork", "three", "after the merge"})
+}
+
+func TestReceive_Refused(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Member(t, "alice")
+	r := newRemote(t, st)
+	room, _ := joinBob(t, st, r, alice)
+
+	t.Run("sender not in the room is rejected", func(t *testing.T) {
+		c := r.build(room, "@carol:remote.test", "m.room.message", nil, `{"msgtype":"m.text","body":"carol"}`, nil, nil)
+		r.receive("carol's message", c, rooms.Rejected)
+		again := r.receive("carol's message again", c, rooms.Rejected)
+		if !again.Duplicate {
+			t.Fatalf("second receipt of a rejected event: %+v", again)
+		}
+		if _, err := st.Server.Rooms.Event(bg, string(room), c.EventID()); !errors.Is(err, rooms.ErrUnknownEvent) {
+			t.Fatalf("rejected event read as an event: %v", err)
+		}
+	})
+
+	t.Run("auth events that do not allow it are rejected", func(t *testing.T) {
+		var noMember []events.PDU
+		for _, ev := range r.state(room) {
+			if ev.Type() != "m.room.member" {
+				noMember = append(noMember, ev)
+			}
+		}
+		out := r.receive("bob's message without his member event", r.message(room, "bad auth", nil, noMember), rooms.Rejected)
+		if !strings.Contains(out.Reason, "auth events") {
+			t.Fatalf("reason %q", out.Reason)
+		}
+	})
+
+	t.Run("missing prev_events", func(t *testing.T) {
+		missing := "$" + strings.Repeat("A", 43)
+		_, err := st.Server.Rooms.Receive(bg, r.message(room, "orphan", []string{missing}, nil))
+		var me *rooms.MissingEventsError
+		if !errors.As(err, &me) {
+			t.Fatalf("got %v, want a MissingEventsError", err)
+		}
+		wantEqual(t, "missing IDs", me.IDs, []string{missing})
+	})
+
+	t.Run("not allowed by the current state: soft failed", func(t *testing.T) {
+		before, _, _ := st.Server.Rooms.Extremities(bg, string(room))
+		stateBefore := r.state(room)
+		// Bob (50) may no longer send messages.
+		pl := map[string]any{"users": map[string]int{bob: 50}, "events_default": 100}
+		if _, err := alice.SendStateEvent(bg, room, event.StatePowerLevels, "", pl); err != nil {
+			t.Fatalf("power levels: %v", err)
+		}
+		afterBan, _, _ := st.Server.Rooms.Extremities(bg, string(room))
+		ev := r.message(room, "sent before the ban was seen", before, stateBefore)
+		r.receive("bob's message", ev, rooms.SoftFailed)
+		again := r.receive("bob's message again", ev, rooms.SoftFailed)
+		if !again.Duplicate {
+			t.Fatalf("second receipt of a soft-failed event: %+v", again)
+		}
+		ext, _, _ := st.Server.Rooms.Extremities(bg, string(room))
+		wantEqual(t, "extremities", ext, afterBan)
+	})
+
+	if got := shown(t, alice, room); len(got) != 0 {
+		t.Fatalf("timeline shows refused events: %v", got)
+	}
+	resp, err := alice.FullSyncRequest(bg, mautrix.ReqSync{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if jr := resp.Rooms.Join[room]; jr == nil || len(bodies(jr.Timeline.Events)) != 0 {
+		t.Fatalf("sync shows refused events: %+v", jr)
+	}
+}
