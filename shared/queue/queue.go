@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -71,6 +72,16 @@ func (q *Queue) URL() string { return q.url }
 // (empty, too large, characters outside what SQS accepts) are refused here
 // with an error that says why, before any request is made.
 func (q *Queue) Send(ctx context.Context, kind string, body []byte) error {
+	return q.SendAfter(ctx, kind, body, 0)
+}
+
+// MaxDelay is the longest delay SQS gives a message (DelaySeconds 900):
+// work due later sends itself on again when it comes due too early.
+const MaxDelay = maxDelaySeconds * time.Second
+
+// SendAfter is Send of a message that becomes visible after delay, rounded
+// up to whole seconds and held to MaxDelay.
+func (q *Queue) SendAfter(ctx context.Context, kind string, body []byte, delay time.Duration) error {
 	if kind == "" {
 		return fmt.Errorf("send message: %w", ErrNoKind)
 	}
@@ -89,10 +100,12 @@ func (q *Queue) Send(ctx context.Context, kind string, body []byte) error {
 	if err := checkText(kind); err != nil {
 		return fmt.Errorf("send message: kind %q: %w", kind, err)
 	}
+	delay = min(max(delay, 0), MaxDelay)
 	_, err := q.api.SendMessage(ctx, &sqs.SendMessageInput{
 		QueueUrl:          aws.String(q.url),
 		MessageBody:       aws.String(string(body)),
 		MessageAttributes: attrs,
+		DelaySeconds:      int32((delay + time.Second - 1) / time.Second),
 	})
 	if err != nil {
 		return fmt.Errorf("send %s message: %w", kind, err)

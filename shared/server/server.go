@@ -43,6 +43,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/search"
 	"github.com/cirrus-matrix/cirrus/shared/secrets"
+	"github.com/cirrus-matrix/cirrus/shared/sender"
 	"github.com/cirrus-matrix/cirrus/shared/serverkeys"
 	"github.com/cirrus-matrix/cirrus/shared/spaces"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -109,6 +110,9 @@ type Server struct {
 	// Inbox takes other servers' transactions (/send) and its queue
 	// worker gives their PDUs to the room engine.
 	Inbox *federation.Inbox
+	// Sender sends this server's events and EDUs to the other servers in
+	// their rooms, through the queue (shared/sender).
+	Sender *sender.Sender
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -208,14 +212,17 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		return syncs.Touch(ctx, "", []string{userID})
 	}
 	searches := &search.Service{Store: st, Rooms: rms, Disabled: !cfg.EnableSearch}
-	// Every append reaches the members' sync streams and the search index,
-	// side by side: neither write waits for the other, so a send pays one
-	// round trip for both, and a failed index write does not cut the
-	// fan-out short.
+	snd := &sender.Sender{Store: st, ServerName: cfg.ServerName, Members: rms.Members,
+		Client: fed.Federation(), Logger: logger}
+	// Every append reaches the members' sync streams, the search index and
+	// the other servers' outboxes, side by side: no write waits for
+	// another, so a send pays one round trip for all, and a failed index
+	// write does not cut the fan-out short.
 	rms.Appended = func(ctx context.Context, evs []rooms.Appended) error {
 		var g errgroup.Group
 		g.Go(func() error { return syncs.Fanout(ctx, evs) })
 		g.Go(func() error { return searches.Index(ctx, evs) })
+		g.Go(func() error { return snd.Appended(ctx, evs) })
 		return g.Wait()
 	}
 	rms.SyncPosition = syncs.RoomPosition
@@ -290,6 +297,15 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	}
 	srv.Inbox = srv.newInbox()
 	srv.Jobs.Handle(federation.InboxKind, srv.Inbox.Work)
+	// The queue is set after Open (Lambda, `cirrus serve`): read when sent.
+	snd.Queue = func() sender.Queue {
+		if srv.Queue == nil {
+			return nil
+		}
+		return srv.Queue
+	}
+	srv.Sender = snd
+	srv.Jobs.Handle(sender.Kind, snd.Handle)
 	return srv, nil
 }
 

@@ -1,0 +1,524 @@
+package sender_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	lambdaevents "github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/keys"
+	"github.com/cirrus-matrix/cirrus/shared/queue"
+	"github.com/cirrus-matrix/cirrus/shared/rooms"
+	"github.com/cirrus-matrix/cirrus/shared/sender"
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// remoteName is the fake remote server's name: a name the certificate of
+// httptest's TLS server holds, reached through federation_hosts.
+const remoteName = "example.com"
+
+// txn is a transaction the fake remote received.
+type txn struct {
+	ID     string
+	Bodies []string // the PDUs' content.body, in order
+	EDUs   []string // the EDUs' types
+}
+
+// remote is a fake federation server that records /send transactions after
+// checking their X-Matrix signature with the Cirrus server's key.
+type remote struct {
+	srv *httptest.Server
+
+	mu sync.Mutex
+	// origin and key verify the X-Matrix signatures: the Cirrus stack's,
+	// known once it runs.
+	origin string
+	key    keys.Key
+	txns   []txn
+	fail   int // requests to answer 502 before answering again
+	failed int
+	errs   []string
+}
+
+func newRemote(t *testing.T) *remote {
+	t.Helper()
+	rm := &remote{}
+	rm.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := strings.CutPrefix(r.URL.Path, "/_matrix/federation/v1/send/")
+		if r.Method != http.MethodPut || !ok {
+			http.Error(w, `{"errcode":"M_UNRECOGNIZED"}`, http.StatusNotFound)
+			return
+		}
+		rm.mu.Lock()
+		defer rm.mu.Unlock()
+		origin := rm.origin
+		fr, res := fclient.VerifyHTTPRequest(r, time.Now(), remoteName, nil, keyVerifier{origin, rm.key})
+		if res.Code != http.StatusOK {
+			rm.errs = append(rm.errs, fmt.Sprintf("txn %s: X-Matrix refused: %v", id, res.JSON))
+			w.WriteHeader(res.Code)
+			return
+		}
+		if rm.fail > 0 {
+			rm.fail--
+			rm.failed++
+			rm.txns = append(rm.txns, txn{ID: id + " (failed)"})
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		body := fr.Content()
+		var doc struct {
+			Origin string            `json:"origin"`
+			PDUs   []json.RawMessage `json:"pdus"`
+			EDUs   []struct {
+				Type string `json:"edu_type"`
+			} `json:"edus"`
+		}
+		if err := json.Unmarshal(body, &doc); err != nil || doc.Origin != origin {
+			rm.errs = append(rm.errs, fmt.Sprintf("txn %s: body %s", id, body))
+		}
+		got := txn{ID: id}
+		for _, p := range doc.PDUs {
+			var ev struct {
+				Content struct {
+					Body string `json:"body"`
+				} `json:"content"`
+			}
+			json.Unmarshal(p, &ev)
+			got.Bodies = append(got.Bodies, ev.Content.Body)
+		}
+		for _, e := range doc.EDUs {
+			got.EDUs = append(got.EDUs, e.Type)
+		}
+		rm.txns = append(rm.txns, got)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"pdus":{}}`))
+	}))
+	t.Cleanup(rm.srv.Close)
+	return rm
+}
+
+func (rm *remote) received(t *testing.T) []txn {
+	t.Helper()
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	for _, e := range rm.errs {
+		t.Error(e)
+	}
+	rm.errs = nil
+	return append([]txn(nil), rm.txns...)
+}
+
+func (rm *remote) failNext(n int) {
+	rm.mu.Lock()
+	rm.fail = n
+	rm.mu.Unlock()
+}
+
+// caFile writes the fake's certificate, its own CA, for federation_custom_ca_list.
+func (rm *remote) caFile(t *testing.T) string {
+	path := filepath.Join(t.TempDir(), "remote-ca.pem")
+	block := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rm.srv.Certificate().Raw})
+	if err := os.WriteFile(path, block, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// keyVerifier is a gomatrixserverlib.JSONVerifier that knows one server's key.
+type keyVerifier struct {
+	server string
+	key    keys.Key
+}
+
+func (v keyVerifier) VerifyJSONs(_ context.Context, reqs []gomatrixserverlib.VerifyJSONRequest) ([]gomatrixserverlib.VerifyJSONResult, error) {
+	out := make([]gomatrixserverlib.VerifyJSONResult, len(reqs))
+	for i, r := range reqs {
+		if string(r.ServerName) != v.server {
+			out[i].Error = fmt.Errorf("unknown server %s", r.ServerName)
+			continue
+		}
+		out[i].Error = gomatrixserverlib.VerifyJSON(v.server, gomatrixserverlib.KeyID(v.key.ID), ed25519.PublicKey(v.key.Public()), r.Message)
+	}
+	return out, nil
+}
+
+// job is a message the sender queued.
+type job struct {
+	Body  string
+	Delay time.Duration
+}
+
+// jobs is the sender's queue in these tests: it keeps the messages so that
+// a test runs them when it chooses, through the dispatcher the sender
+// function runs, and sees their delays.
+type jobs struct {
+	mu   sync.Mutex
+	list []job
+}
+
+func (j *jobs) Send(ctx context.Context, kind string, body []byte) error {
+	return j.SendAfter(ctx, kind, body, 0)
+}
+
+func (j *jobs) SendAfter(_ context.Context, kind string, body []byte, delay time.Duration) error {
+	if kind != sender.Kind {
+		return fmt.Errorf("kind %q", kind)
+	}
+	j.mu.Lock()
+	j.list = append(j.list, job{string(body), delay})
+	j.mu.Unlock()
+	return nil
+}
+
+// take removes and returns the queued jobs.
+func (j *jobs) take() []job {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	out := j.list
+	j.list = nil
+	return out
+}
+
+// clock is the sender's injected clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+// fixture is a Cirrus stack whose sender sends to a fake remote, with a
+// room where alice (local) and bob (remote) are joined.
+type fixture struct {
+	st     *servertest.Stack
+	rm     *remote
+	q      *jobs
+	clock  *clock
+	alice  servertest.User
+	roomID string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{q: &jobs{}, clock: &clock{t: time.Now().Truncate(time.Second)}}
+	f.rm = newRemote(t)
+	f.st = servertest.Start(t,
+		"CIRRUS_FEDERATION_HOSTS="+remoteName+"="+f.rm.srv.Listener.Addr().String(),
+		"CIRRUS_FEDERATION_CUSTOM_CA_LIST="+f.rm.caFile(t),
+		"CIRRUS_IP_RANGE_WHITELIST=127.0.0.0/8")
+	f.rm.mu.Lock()
+	f.rm.origin, f.rm.key = servertest.ServerName, f.st.Server.Key
+	f.rm.mu.Unlock()
+	snd := f.st.Server.Sender
+	snd.Queue = func() sender.Queue { return f.q }
+	snd.Now = f.clock.Now
+	snd.Jitter = func() float64 { return 0.5 } // a factor of 1.1
+
+	f.alice = f.st.Register(t, "alice")
+	r := f.st.Do(t, "POST", "/_matrix/client/v3/createRoom", f.alice.AccessToken, map[string]any{"preset": "public_chat"})
+	if r.Status != http.StatusOK {
+		t.Fatalf("createRoom: %d %s", r.Status, r.Raw)
+	}
+	f.roomID = r.Body["room_id"].(string)
+	f.q.take() // the room has no remote member yet: nothing was queued
+	seedRemoteJoin(t, f.st, f.roomID, "@bob:"+remoteName)
+	return f
+}
+
+// seedRemoteJoin writes a remote user's join into the room's current state
+// directly, in the shape shared/rooms stores it, as the inbound federation
+// (rooms.Service.Receive) will once it lands. Test support only: the join
+// is not in the timeline.
+func seedRemoteJoin(t *testing.T, st *servertest.Stack, roomID, userID string) {
+	t.Helper()
+	ctx := context.Background()
+	info, err := st.Server.Rooms.Info(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remoteKey, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateKey := userID
+	ev, err := events.Signer{ServerName: remoteName, Key: remoteKey}.Build(info.Version, events.Proto{
+		RoomID: roomID, Sender: userID, Type: events.Member, StateKey: &stateKey,
+		Content: json.RawMessage(`{"membership":"join"}`),
+	}, events.Graph{PrevEvents: []string{}, Depth: 1}, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	item := struct {
+		PK         string `dynamodbav:"pk"`
+		SK         string `dynamodbav:"sk"`
+		EventID    string `dynamodbav:"id"`
+		Seq        int64  `dynamodbav:"seq"`
+		PDU        string `dynamodbav:"pdu"`
+		Version    string `dynamodbav:"v"`
+		Membership string `dynamodbav:"m"`
+	}{"room|" + roomID, "state|" + events.Member + "\x00" + userID, ev.EventID(), 1, string(ev.JSON()), info.Version, "join"}
+	if err := st.Server.Store.Put(ctx, item); err != nil {
+		t.Fatal(err)
+	}
+	members, err := st.Server.Rooms.Members(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if *m.StateKey() == userID {
+			return
+		}
+	}
+	t.Fatalf("the seeded join of %s is not among the room's members", userID)
+}
+
+func (f *fixture) send(t *testing.T, bodies ...string) {
+	t.Helper()
+	for i, b := range bodies {
+		path := fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/t%d-%s", f.roomID, i, b)
+		r := f.st.Do(t, "PUT", path, f.alice.AccessToken, map[string]any{"msgtype": "m.text", "body": b})
+		if r.Status != http.StatusOK {
+			t.Fatalf("send %s: %d %s", b, r.Status, r.Raw)
+		}
+	}
+}
+
+// run hands the queued jobs with no delay to the dispatcher, as SQS
+// batches are handed to the sender function, until none is left, and
+// returns the delayed ones.
+func (f *fixture) run(t *testing.T) []job {
+	t.Helper()
+	var delayed []job
+	for {
+		var batch lambdaevents.SQSEvent
+		for i, j := range f.q.take() {
+			if j.Delay > 0 {
+				delayed = append(delayed, j)
+				continue
+			}
+			batch.Records = append(batch.Records, sqsRecord(fmt.Sprint("m", i), j.Body))
+		}
+		if len(batch.Records) == 0 {
+			return delayed
+		}
+		resp, err := f.st.Server.Jobs.HandleSQSEvent(context.Background(), batch)
+		if err != nil || len(resp.BatchItemFailures) != 0 {
+			t.Fatalf("sender function: %+v, %v", resp.BatchItemFailures, err)
+		}
+	}
+}
+
+func sqsRecord(id, body string) lambdaevents.SQSMessage {
+	return lambdaevents.SQSMessage{
+		MessageId: id, Body: body,
+		MessageAttributes: map[string]lambdaevents.SQSMessageAttribute{
+			queue.AttrKind: {DataType: "String", StringValue: aws.String(sender.Kind)},
+		},
+	}
+}
+
+func bodies(n int, prefix string) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%03d", prefix, i+1)
+	}
+	return out
+}
+
+// TestSender_LocalEventsReachTheRemote: each local event in a room with a
+// remote joined member reaches the remote, signed, in order.
+func TestSender_LocalEventsReachTheRemote(t *testing.T) {
+	f := newFixture(t)
+	f.send(t, "one", "two", "three")
+	if delayed := f.run(t); len(delayed) != 0 {
+		t.Errorf("delayed jobs %v after sends that worked", delayed)
+	}
+	var got []string
+	for _, x := range f.rm.received(t) {
+		got = append(got, x.Bodies...)
+	}
+	if strings.Join(got, " ") != "one two three" {
+		t.Fatalf("remote got %q, want one two three", got)
+	}
+	// Delivered entries leave the outbox.
+	var left []map[string]any
+	if _, err := f.st.Server.Store.QueryPage(context.Background(), store.Query{PK: "fedout|" + remoteName, Prefix: "q|"}, &left); err != nil || len(left) != 0 {
+		t.Errorf("outbox after delivery: %v, %v; want empty", left, err)
+	}
+}
+
+// TestSender_Batches: 120 events waiting go as transactions of 50, 50 and
+// 20 PDUs, in order, each under its own ID.
+func TestSender_Batches(t *testing.T) {
+	f := newFixture(t)
+	want := bodies(120, "m")
+	f.send(t, want...)
+	f.run(t)
+	txns := f.rm.received(t)
+	var sizes []int
+	var got []string
+	ids := map[string]bool{}
+	for _, x := range txns {
+		sizes = append(sizes, len(x.Bodies))
+		got = append(got, x.Bodies...)
+		ids[x.ID] = true
+	}
+	if fmt.Sprint(sizes) != "[50 50 20]" || len(ids) != 3 {
+		t.Errorf("transactions of %v PDUs with %d IDs, want [50 50 20] with 3", sizes, len(ids))
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("remote got %q,\nwant %q", got, want)
+	}
+}
+
+// TestSender_RetrySameTxnID: a remote that fails twice gets the same
+// transaction again, under the same ID, after each backoff (10 minutes,
+// then 20, each with the jitter factor 1.1), and then takes it.
+func TestSender_RetrySameTxnID(t *testing.T) {
+	f := newFixture(t)
+	f.rm.failNext(2)
+	f.send(t, "hello")
+	var waits []time.Duration
+	for range 3 {
+		delayed := f.run(t)
+		if len(delayed) != 1 {
+			break
+		}
+		waits = append(waits, delayed[0].Delay)
+		f.clock.Add(delayed[0].Delay)
+		f.q.SendAfter(context.Background(), sender.Kind, []byte(delayed[0].Body), 0)
+	}
+	if want := []time.Duration{11 * time.Minute, 22 * time.Minute}; fmt.Sprint(waits) != fmt.Sprint(want) {
+		t.Errorf("wake-ups after %v, want %v", waits, want)
+	}
+	txns := f.rm.received(t)
+	if len(txns) != 3 {
+		t.Fatalf("remote got %+v, want 3 tries", txns)
+	}
+	id := txns[2].ID
+	if txns[0].ID != id+" (failed)" || txns[1].ID != id+" (failed)" || strings.Join(txns[2].Bodies, " ") != "hello" {
+		t.Errorf("remote got %+v, want two failures and a success of one transaction ID with hello", txns)
+	}
+}
+
+// TestSender_BackoffHolds: a destination in backoff gets nothing until its
+// time, however many jobs come; then the failed transaction goes again and
+// the rest catches up with the room's newest event only.
+func TestSender_BackoffHolds(t *testing.T) {
+	f := newFixture(t)
+	f.rm.failNext(1)
+	f.send(t, "first")
+	delayed := f.run(t)
+	if len(delayed) != 1 || delayed[0].Delay != 11*time.Minute {
+		t.Fatalf("after a failure: delayed jobs %v, want one wake-up in 11m", delayed)
+	}
+	wake := delayed[0]
+
+	// Sends during the backoff queue jobs that find it and do nothing, and
+	// queue no second wake-up.
+	f.send(t, "second", "third", "fourth")
+	f.clock.Add(10 * time.Minute)
+	if again := f.run(t); len(again) != 0 {
+		t.Errorf("jobs in backoff queued %v, want nothing (a wake-up is queued)", again)
+	}
+	if txns := f.rm.received(t); len(txns) != 1 {
+		t.Fatalf("remote got %+v during the backoff, want only the first failed try", txns)
+	}
+	// A wake-up early (SQS delays 15 minutes at most) goes round again.
+	f.q.SendAfter(context.Background(), sender.Kind, []byte(wake.Body), 0)
+	if again := f.run(t); len(again) != 1 || again[0].Delay != time.Minute {
+		t.Errorf("an early wake-up queued %v, want itself again in 1m", again)
+	}
+
+	f.clock.Add(time.Minute)
+	f.q.SendAfter(context.Background(), sender.Kind, []byte(wake.Body), 0)
+	f.run(t)
+	txns := f.rm.received(t)
+	if len(txns) != 3 || txns[1].ID+" (failed)" != txns[0].ID || strings.Join(txns[1].Bodies, " ") != "first" {
+		t.Fatalf("remote got %+v, want the failed transaction again under its ID", txns)
+	}
+	if strings.Join(txns[2].Bodies, " ") != "fourth" {
+		t.Errorf("catch-up sent %q, want only the newest event, fourth", txns[2].Bodies)
+	}
+
+	// Reachable again: the next event goes at once.
+	f.send(t, "fifth")
+	f.run(t)
+	if txns := f.rm.received(t); len(txns) != 4 || strings.Join(txns[3].Bodies, " ") != "fifth" {
+		t.Errorf("after the catch-up the remote got %+v, want fifth", txns)
+	}
+}
+
+// TestSender_LocalRoomsEnqueueNothing: events of a room without remote
+// members, and events whose sender is another server's, queue nothing.
+func TestSender_LocalRoomsEnqueueNothing(t *testing.T) {
+	f := newFixture(t)
+	bob := f.st.Register(t, "bob")
+	r := f.st.Do(t, "POST", "/_matrix/client/v3/createRoom", f.alice.AccessToken, map[string]any{"preset": "public_chat"})
+	localRoom := r.Body["room_id"].(string)
+	if r := f.st.Do(t, "POST", "/_matrix/client/v3/join/"+localRoom, bob.AccessToken, map[string]any{}); r.Status != http.StatusOK {
+		t.Fatalf("join: %d %s", r.Status, r.Raw)
+	}
+	f.st.Do(t, "PUT", "/_matrix/client/v3/rooms/"+localRoom+"/send/m.room.message/x", f.alice.AccessToken, map[string]any{"msgtype": "m.text", "body": "local"})
+	if got := f.q.take(); len(got) != 0 {
+		t.Errorf("a room of local users queued %v", got)
+	}
+
+	// A remote user's event in the room with a remote member is the remote's
+	// to send.
+	members, err := f.st.Server.Rooms.Members(context.Background(), f.roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if events.Sender(m) == "@bob:"+remoteName {
+			err := f.st.Server.Sender.Appended(context.Background(), []rooms.Appended{{RoomID: f.roomID, Seq: 99, Event: m}})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := f.q.take(); len(got) != 0 {
+		t.Errorf("a remote event queued %v", got)
+	}
+}
+
+// TestSender_EDUsAndBadJobs: an EDU goes in a transaction; a message that
+// is no job fails alone in its SQS batch.
+func TestSender_EDUsAndBadJobs(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if err := f.st.Server.Sender.SendEDU(ctx, []string{remoteName, servertest.ServerName}, "m.typing", json.RawMessage(`{"room_id":"!r:x","user_id":"@alice:example.org","typing":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	queued := f.q.take()
+	if len(queued) != 1 {
+		t.Fatalf("queued %v, want one job (not one to this server)", queued)
+	}
+	batch := lambdaevents.SQSEvent{Records: []lambdaevents.SQSMessage{sqsRecord("bad", "{}"), sqsRecord("good", queued[0].Body)}}
+	resp, _ := f.st.Server.Jobs.HandleSQSEvent(ctx, batch)
+	if len(resp.BatchItemFailures) != 1 || resp.BatchItemFailures[0].ItemIdentifier != "bad" {
+		t.Errorf("batch item failures %+v, want the bad record alone", resp.BatchItemFailures)
+	}
+	txns := f.rm.received(t)
+	if len(txns) != 1 || strings.Join(txns[0].EDUs, " ") != "m.typing" || len(txns[0].Bodies) != 0 {
+		t.Errorf("remote got %+v, want one transaction with the m.typing EDU", txns)
+	}
+}
