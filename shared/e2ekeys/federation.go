@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	gosync "sync"
 
 	"golang.org/x/sync/errgroup"
@@ -100,22 +101,17 @@ func (s *Service) DevicesForServer(ctx context.Context, userID string) (UserDevi
 	if err != nil {
 		return out, err
 	}
-	names, err := s.deviceNames(ctx, userID)
-	if err != nil {
-		return out, err
-	}
 	for id, keys := range v.devices {
-		out.Devices = append(out.Devices, Device{DeviceID: id, Keys: keys, DisplayName: names[id]})
-	}
-	slices.SortFunc(out.Devices, func(a, b Device) int {
-		switch {
-		case a.DeviceID < b.DeviceID:
-			return -1
-		case a.DeviceID > b.DeviceID:
-			return 1
+		// view put the display name in unsigned, as /keys/query shows it.
+		var doc struct {
+			Unsigned struct {
+				Name string `json:"device_display_name"`
+			} `json:"unsigned"`
 		}
-		return 0
-	})
+		json.Unmarshal(keys, &doc)
+		out.Devices = append(out.Devices, Device{DeviceID: id, Keys: keys, DisplayName: doc.Unsigned.Name})
+	}
+	slices.SortFunc(out.Devices, func(a, b Device) int { return strings.Compare(a.DeviceID, b.DeviceID) })
 	out.MasterKey, out.SelfSigningKey = v.master, v.selfSigning
 	return out, nil
 }
