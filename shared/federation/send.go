@@ -73,6 +73,12 @@ type Inbox struct {
 	Engine     Engine
 	Remote     Remote
 	ServerName string
+	// Extremities returns a room's forward extremities (get_missing_events'
+	// earliest_events); nil sends none.
+	Extremities func(ctx context.Context, roomID string) ([]string, int64, error)
+	// Held returns those of ids this server holds in the room, so that
+	// only the others of a state are fetched; nil fetches whole states.
+	Held func(ctx context.Context, roomID string, ids []string) (map[string]events.PDU, error)
 
 	// VerifyTimeout bounds the signature checks of one /send;
 	// DefaultVerifyTimeout when 0.

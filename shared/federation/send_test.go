@@ -40,8 +40,9 @@ type remote struct {
 
 	mu      sync.Mutex
 	missing []events.PDU // the answer to /get_missing_events
-	state   []events.PDU // the answer to /state
-	asked   []string     // "<method> <path> <body>" of federation requests
+	state   []events.PDU // the answer to /state and /state_ids
+	byID    map[string]events.PDU
+	asked   []string // "<method> <path> <body>" of federation requests
 }
 
 func newRemote(t *testing.T) *remote {
@@ -75,6 +76,20 @@ func newRemote(t *testing.T) *remote {
 			json.NewEncoder(w).Encode(map[string]any{"events": jsons(rm.missing)})
 		case strings.HasPrefix(r.URL.Path, "/_matrix/federation/v1/state/"):
 			json.NewEncoder(w).Encode(map[string]any{"pdus": jsons(rm.state), "auth_chain": []any{}})
+		case strings.HasPrefix(r.URL.Path, "/_matrix/federation/v1/state_ids/"):
+			ids := []string{}
+			for _, ev := range rm.state {
+				ids = append(ids, ev.EventID())
+			}
+			json.NewEncoder(w).Encode(map[string]any{"pdu_ids": ids, "auth_chain_ids": []string{}})
+		case strings.HasPrefix(r.URL.Path, "/_matrix/federation/v1/event/"):
+			ev, ok := rm.byID[strings.TrimPrefix(r.URL.Path, "/_matrix/federation/v1/event/")]
+			if !ok {
+				w.WriteHeader(http.StatusNotFound)
+				w.Write([]byte(`{"errcode":"M_NOT_FOUND"}`))
+				return
+			}
+			json.NewEncoder(w).Encode(map[string]any{"origin": rm.Name, "origin_server_ts": 1, "pdus": jsons([]events.PDU{ev})})
 		default:
 			w.WriteHeader(http.StatusNotFound)
 			w.Write([]byte(`{"errcode":"M_UNRECOGNIZED"}`))
@@ -485,6 +500,7 @@ func TestWorker_MissingEvents(t *testing.T) {
 	rm := newRemote(t)
 	engine := &fakeEngine{Have: map[string]bool{"$a": true}}
 	fs := startFed(t, engine)
+	fs.Server.Inbox.Extremities = func(context.Context, string) ([]string, int64, error) { return []string{"$a"}, 9, nil }
 	room := fs.room(t)
 	m1 := rm.event(t, room, "m1", 10, "$a")
 	m2 := rm.event(t, room, "m2", 11, m1.EventID())
@@ -500,7 +516,7 @@ func TestWorker_MissingEvents(t *testing.T) {
 	}
 	asked := rm.Asked()
 	if len(asked) != 1 || !strings.HasPrefix(asked[0], "POST /_matrix/federation/v1/get_missing_events/"+room) ||
-		!strings.Contains(asked[0], `"latest_events":["`+e3.EventID()+`"]`) || !strings.Contains(asked[0], `"limit":10`) {
+		!strings.Contains(asked[0], `"latest_events":["`+e3.EventID()+`"]`) || !strings.Contains(asked[0], `"earliest_events":["$a"]`) || !strings.Contains(asked[0], `"limit":10`) {
 		t.Errorf("the remote was asked %q, want one get_missing_events for %s", asked, e3.EventID())
 	}
 }
@@ -531,6 +547,41 @@ func TestWorker_MissingState(t *testing.T) {
 	}
 	if got := fs.inbox(t, room); len(got) != 0 {
 		t.Errorf("inbox still holds %v", got)
+	}
+}
+
+// TestWorker_StateByIDs: with what this server holds known, the worker
+// asks for the state's IDs (/state_ids) and fetches only the events it
+// lacks (/event), not the whole state.
+func TestWorker_StateByIDs(t *testing.T) {
+	rm := newRemote(t)
+	engine := &fakeEngine{Have: map[string]bool{"$a": true}}
+	fs := startFed(t, stateEngine{engine})
+	room := fs.room(t)
+	held := rm.event(t, room, "held", 4, "$a")
+	s1 := rm.event(t, room, "s1", 5, held.EventID())
+	e := rm.event(t, room, "e", 20, "$gone")
+	rm.state = []events.PDU{held, s1}
+	rm.byID = map[string]events.PDU{held.EventID(): held, s1.EventID(): s1}
+	fs.Server.Inbox.Held = func(_ context.Context, roomID string, ids []string) (map[string]events.PDU, error) {
+		out := map[string]events.PDU{}
+		if roomID == room && slices.Contains(ids, held.EventID()) {
+			out[held.EventID()] = held
+		}
+		return out, nil
+	}
+
+	if r := rm.send(t, fs.FedURL, "t-ids", []json.RawMessage{e.JSON()}, nil); r.Status != 200 {
+		t.Fatalf("send: %d %s", r.Status, r.Raw)
+	}
+	fs.work(t)
+	if want := e.EventID() + " with 2 state events"; !slices.Equal(engine.WithState, []string{want}) {
+		t.Errorf("engine took with state %v, want %q", engine.WithState, want)
+	}
+	asked := rm.Asked()
+	if len(asked) != 3 || !strings.HasPrefix(asked[1], "GET /_matrix/federation/v1/state_ids/"+room) ||
+		asked[2] != "GET /_matrix/federation/v1/event/"+s1.EventID()+" " {
+		t.Errorf("the remote was asked %q, want get_missing_events, state_ids, then /event of %s only", asked, s1.EventID())
 	}
 }
 

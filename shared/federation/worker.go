@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -47,6 +49,8 @@ type StateEngine interface {
 type Remote interface {
 	LookupMissingEvents(ctx context.Context, origin, s spec.ServerName, roomID string, missing fclient.MissingEvents, roomVersion gomatrixserverlib.RoomVersion) (fclient.RespMissingEvents, error)
 	LookupState(ctx context.Context, origin, s spec.ServerName, roomID, eventID string, roomVersion gomatrixserverlib.RoomVersion) (fclient.RespState, error)
+	LookupStateIDs(ctx context.Context, origin, s spec.ServerName, roomID, eventID string) (fclient.RespStateIDs, error)
+	GetEvent(ctx context.Context, origin, s spec.ServerName, eventID string) (gomatrixserverlib.Transaction, error)
 }
 
 // The worker's bounds.
@@ -68,6 +72,10 @@ const (
 	// it is dropped, so that one bad PDU cannot block its room for ever.
 	maxTries  = 3
 	drainPage = 10
+	// MaxEventFetches is the most events of a state the worker fetches one
+	// by one (/event); past it, it asks for the whole state (/state).
+	MaxEventFetches = 20
+	fetchParallel   = 5
 )
 
 // errNoEngine leaves PDUs in their inbox until an engine is wired.
@@ -242,7 +250,7 @@ func (in *Inbox) fillGap(ctx context.Context, it inboxItem, ev events.PDU) error
 	}
 	roomID := events.RoomID(ev)
 	res, err := in.Remote.LookupMissingEvents(ctx, spec.ServerName(in.ServerName), spec.ServerName(it.Origin), roomID,
-		fclient.MissingEvents{Limit: MissingEventsLimit, EarliestEvents: []string{}, LatestEvents: []string{ev.EventID()}},
+		fclient.MissingEvents{Limit: MissingEventsLimit, EarliestEvents: in.earliest(ctx, roomID), LatestEvents: []string{ev.EventID()}},
 		gomatrixserverlib.RoomVersion(it.Version))
 	if err != nil {
 		return fmt.Errorf("get_missing_events from %s: %w", it.Origin, err)
@@ -260,19 +268,102 @@ func (in *Inbox) fillGap(ctx context.Context, it inboxItem, ev events.PDU) error
 	return nil
 }
 
+// earliest is get_missing_events' earliest_events: the room's forward
+// extremities, where the origin's walk back from the PDU stops; none when
+// they cannot be read (the walk then stops at the limit).
+func (in *Inbox) earliest(ctx context.Context, roomID string) []string {
+	if in.Extremities == nil {
+		return []string{}
+	}
+	ids, _, err := in.Extremities(ctx, roomID)
+	if err != nil || ids == nil {
+		return []string{}
+	}
+	return ids
+}
+
 // stateBefore asks the origin for the room's state before ev and its auth
-// chain, keeping the events whose hashes and signatures check.
+// chain, keeping the events whose hashes and signatures check: their IDs
+// (/state_ids), then the few this server does not hold one by one
+// (/event), or, when they are many or what it holds is unknown, all of
+// them (/state).
 func (in *Inbox) stateBefore(ctx context.Context, it inboxItem, ev events.PDU) (state, chain []events.PDU, err error) {
 	if in.Remote == nil {
 		return nil, nil, errors.New("no federation client")
 	}
 	roomID := events.RoomID(ev)
-	res, err := in.Remote.LookupState(ctx, spec.ServerName(in.ServerName), spec.ServerName(it.Origin), roomID, ev.EventID(),
-		gomatrixserverlib.RoomVersion(it.Version))
+	origin, dest := spec.ServerName(in.ServerName), spec.ServerName(it.Origin)
+	if in.Held != nil {
+		ids, err := in.Remote.LookupStateIDs(ctx, origin, dest, roomID, ev.EventID())
+		if err != nil {
+			return nil, nil, fmt.Errorf("state_ids from %s: %w", it.Origin, err)
+		}
+		state, chain, ok, err := in.stateByIDs(ctx, it, roomID, ids)
+		if err != nil || ok {
+			return state, chain, err
+		}
+	}
+	res, err := in.Remote.LookupState(ctx, origin, dest, roomID, ev.EventID(), gomatrixserverlib.RoomVersion(it.Version))
 	if err != nil {
 		return nil, nil, fmt.Errorf("state from %s: %w", it.Origin, err)
 	}
 	return in.verifyAll(ctx, it.Version, roomID, res.StateEvents), in.verifyAll(ctx, it.Version, roomID, res.AuthEvents), nil
+}
+
+// stateByIDs builds the state and auth chain /state_ids named from the
+// events this server holds and, when at most MaxEventFetches are
+// missing, those fetched with /event; ok is false when more are missing.
+func (in *Inbox) stateByIDs(ctx context.Context, it inboxItem, roomID string, ids fclient.RespStateIDs) (state, chain []events.PDU, ok bool, err error) {
+	all := append(slices.Clone(ids.StateEventIDs), ids.AuthEventIDs...)
+	held, err := in.Held(ctx, roomID, all)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("read held events: %w", err)
+	}
+	var want []string
+	for _, id := range all {
+		if _, ok := held[id]; !ok && !slices.Contains(want, id) {
+			want = append(want, id)
+		}
+	}
+	if len(want) > MaxEventFetches {
+		return nil, nil, false, nil
+	}
+	got := make([][]spec.RawJSON, len(want))
+	var g errgroup.Group
+	g.SetLimit(fetchParallel)
+	for i, id := range want {
+		g.Go(func() error {
+			txn, err := in.Remote.GetEvent(ctx, spec.ServerName(in.ServerName), spec.ServerName(it.Origin), id)
+			if err == nil {
+				for _, raw := range txn.PDUs {
+					got[i] = append(got[i], spec.RawJSON(raw))
+				}
+			}
+			return nil // an event that cannot be had is left out, as at /state
+		})
+	}
+	g.Wait()
+	byID := maps.Clone(held)
+	if byID == nil {
+		byID = map[string]events.PDU{}
+	}
+	for _, raws := range got {
+		for _, ev := range in.verifyAll(ctx, it.Version, roomID, raws) {
+			if slices.Contains(want, ev.EventID()) {
+				byID[ev.EventID()] = ev
+			}
+		}
+	}
+	pick := func(ids []string) []events.PDU {
+		out := make([]events.PDU, 0, len(ids))
+		for _, id := range ids {
+			if ev, ok := byID[id]; ok {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+	return pick(ids.StateEventIDs), pick(ids.AuthEventIDs), true, nil
 }
 
 // verifyAll parses fetched events of room roomID (version v), checking
