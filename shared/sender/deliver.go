@@ -60,71 +60,82 @@ func (s *Sender) deliver(ctx context.Context, j job) error {
 			// after it lets go, and finds what this job was for.
 			return nil
 		}
-		if st.Txn == "" {
-			if empty, err := s.outboxEmpty(ctx, j.Destination); err != nil || empty {
+		var b batch
+		if st.Txn == "" && st.Failures == 0 {
+			// The batch is formed before the lease is taken, so that one
+			// write takes the lease and fixes the transaction ID.
+			if b, err = s.nextBatch(ctx, j.Destination); err != nil || len(b.entries) == 0 {
 				return err
 			}
+			st.Txn, st.Seqs = newID(), b.seqs()
 		}
 		st.Owner, st.LeaseUntil = newID(), now.Add(lease).UnixMilli()
 		if err := s.writeState(ctx, st); err != nil {
-			if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists) {
-				return nil // taken by another worker in between
-			}
-			return err
+			return ignoreConflict(err) // taken by another worker in between
 		}
-		more, err := s.drain(ctx, j.Destination, st)
+		more, err := s.drain(ctx, j.Destination, st, b)
 		if err != nil || !more {
 			return err
 		}
 	}
 }
 
+// batch is the head of an outbox, read to form a transaction.
+type batch struct {
+	entries []entry
+	// full is a batch at a transaction's limit: more may wait behind it.
+	full bool
+}
+
+func (b batch) seqs() []int64 {
+	out := make([]int64, 0, len(b.entries))
+	for _, e := range b.entries {
+		out = append(out, seqOf(e.SK))
+	}
+	return out
+}
+
 // drain sends the outbox's transactions one after another while it holds
-// the lease, and lets go. It reports whether entries came in after it last
+// the lease, starting with st.Txn (whose entries b holds when it was just
+// formed), and lets go. It reports whether entries came in after it last
 // looked (the caller then tries again).
-func (s *Sender) drain(ctx context.Context, destination string, st *state) (bool, error) {
-	catchUp := st.Failures > 0 && st.Txn == ""
+func (s *Sender) drain(ctx context.Context, destination string, st *state, b batch) (bool, error) {
 	for {
-		// Leave time to record the outcome of a send: hand a long drain on.
-		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < minBatchTime {
-			return false, s.handOn(ctx, destination, st)
-		}
 		if st.Txn == "" {
-			if catchUp {
+			if st.Failures > 0 {
 				if err := s.catchUp(ctx, destination); err != nil {
 					return false, s.release(ctx, st, err)
 				}
-				catchUp = false
+				st.Failures, st.Interval, st.RetryAt, st.WakeAt = 0, 0, 0, 0
 			}
-			batch, err := s.nextBatch(ctx, destination)
-			if err != nil {
+			var err error
+			if b, err = s.nextBatch(ctx, destination); err != nil {
 				return false, s.release(ctx, st, err)
 			}
-			if len(batch) == 0 {
-				if err := s.release(ctx, st, nil); err != nil {
-					return false, err
-				}
-				empty, err := s.outboxEmpty(ctx, destination)
-				return !empty, err
-			}
-			st.Txn, st.Seqs = newID(), nil
-			for _, e := range batch {
-				st.Seqs = append(st.Seqs, seqOf(e.SK))
+			if len(b.entries) == 0 {
+				return s.letGo(ctx, destination, st)
 			}
 			// The ID is stored before the transaction goes, so that any
 			// retry, by this worker or another, sends it under the same ID.
+			st.Txn, st.Seqs = newID(), b.seqs()
 			st.LeaseUntil = s.now().Add(lease).UnixMilli()
 			if err := s.writeState(ctx, st); err != nil {
 				return false, ignoreConflict(err)
 			}
 		}
-		entries, err := s.txnEntries(ctx, destination, st.Seqs)
-		if err != nil {
-			return false, s.release(ctx, st, err)
+		// Leave time to record the outcome of a send: hand a long drain on.
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < minBatchTime {
+			return false, s.handOn(ctx, destination, st)
+		}
+		if b.entries == nil {
+			var err error
+			if b.entries, err = s.txnEntries(ctx, destination, st.Seqs); err != nil {
+				return false, s.release(ctx, st, err)
+			}
 		}
 		// With no entry left, a worker that died delivered them all.
-		if len(entries) > 0 {
-			if err := s.send(ctx, destination, st.Txn, entries); err != nil {
+		if len(b.entries) > 0 {
+			if err := s.send(ctx, destination, st.Txn, b.entries); err != nil {
 				if ctx.Err() != nil {
 					return false, s.release(ctx, st, err)
 				}
@@ -138,12 +149,25 @@ func (s *Sender) drain(ctx context.Context, destination string, st *state) (bool
 		if err := s.Store.DeleteEach(ctx, keys); err != nil {
 			return false, s.release(ctx, st, err)
 		}
-		if st.Failures > 0 {
-			catchUp = true
-		}
 		st.Txn, st.Seqs = "", nil
-		st.Failures, st.Interval, st.RetryAt, st.WakeAt = 0, 0, 0, 0
+		// After a backoff the next round catches up; after a batch short
+		// of the limits the outbox is most likely empty: look once, after
+		// letting go.
+		if st.Failures == 0 && !b.full {
+			return s.letGo(ctx, destination, st)
+		}
+		b = batch{}
 	}
+}
+
+// letGo releases the lease and reports whether the outbox holds entries: a
+// job that came while the lease was held left them to this worker.
+func (s *Sender) letGo(ctx context.Context, destination string, st *state) (bool, error) {
+	if err := s.release(ctx, st, nil); err != nil {
+		return false, err
+	}
+	empty, err := s.outboxEmpty(ctx, destination)
+	return !empty, err
 }
 
 // send puts one transaction to the destination. The destination's answers
@@ -267,13 +291,13 @@ func (s *Sender) release(ctx context.Context, st *state, cause error) error {
 
 // nextBatch reads the head of the outbox: its PDUs up to MaxPDUs and EDUs
 // up to MaxEDUs, in outbox order but for each room's PDUs, in room order.
-func (s *Sender) nextBatch(ctx context.Context, destination string) ([]entry, error) {
+func (s *Sender) nextBatch(ctx context.Context, destination string) (batch, error) {
 	var page []entry
 	_, err := s.Store.QueryPage(ctx, store.Query{PK: partition(destination), Prefix: entryPrefix, Limit: MaxPDUs + MaxEDUs}, &page)
 	if err != nil {
-		return nil, fmt.Errorf("read outbox of %s: %w", destination, err)
+		return batch{}, fmt.Errorf("read outbox of %s: %w", destination, err)
 	}
-	var out []entry
+	var b batch
 	pdus, edus := 0, 0
 	for _, e := range page {
 		switch {
@@ -282,12 +306,14 @@ func (s *Sender) nextBatch(ctx context.Context, destination string) ([]entry, er
 		case e.PDU == "" && edus < MaxEDUs:
 			edus++
 		default:
+			b.full = true
 			continue
 		}
-		out = append(out, e)
+		b.entries = append(b.entries, e)
 	}
-	roomOrder(out)
-	return out, nil
+	b.full = b.full || len(page) == MaxPDUs+MaxEDUs
+	roomOrder(b.entries)
+	return b, nil
 }
 
 // roomOrder puts each room's PDUs among entries in the order of their

@@ -522,3 +522,50 @@ func TestSender_EDUsAndBadJobs(t *testing.T) {
 		t.Errorf("remote got %+v, want one transaction with the m.typing EDU", txns)
 	}
 }
+
+// TestSender_Cost measures what the sender adds to an append and what a
+// transaction costs (docs/storage.md quotes these figures).
+func TestSender_Cost(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	r := f.st.Do(t, "PUT", "/_matrix/client/v3/rooms/"+f.roomID+"/send/m.room.message/cost", f.alice.AccessToken,
+		map[string]any{"msgtype": "m.text", "body": "cost"})
+	ev, err := f.st.Server.Rooms.Event(ctx, f.roomID, r.Body["event_id"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.run(t)
+	appended := []rooms.Appended{{RoomID: f.roomID, Seq: ev.Seq, Event: ev.PDU}}
+
+	// The room holds alice, her creation events and bob's seeded join: a
+	// member query of 2 items, one counter, one entry.
+	mctx, m := store.WithMeter(ctx)
+	if err := f.st.Server.Sender.Appended(mctx, appended); err != nil {
+		t.Fatal(err)
+	}
+	servertest.CheckUsage(t, "enqueue of one event for one destination", m.Usage(), servertest.Want(3, 1, 2))
+
+	// Deliver it: state read, outbox read, the lease with the transaction,
+	// the entry deleted, the lease let go, the outbox read again.
+	mctx, m = store.WithMeter(ctx)
+	f.run(t) // the first enqueue's job, not metered
+	if err := f.st.Server.Sender.Appended(ctx, appended); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range f.q.take() {
+		if err := f.st.Server.Sender.Handle(mctx, []byte(j.Body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	servertest.CheckUsage(t, "a transaction of one event", m.Usage(), servertest.Want(6, 3, 3))
+
+	// A job that finds the outbox empty: the state and one outbox read.
+	mctx, m = store.WithMeter(ctx)
+	if err := f.st.Server.Sender.Handle(mctx, []byte(`{"destination":"`+remoteName+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	servertest.CheckUsage(t, "a job with nothing to send", m.Usage(), servertest.Want(2, 2, 0))
+	if txns := f.rm.received(t); len(txns) != 3 {
+		t.Errorf("remote got %d transactions, want 3", len(txns))
+	}
+}
