@@ -16,6 +16,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/keys"
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
+	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
 // Events made by another server (remote.test, with its own signing key),
@@ -327,4 +328,85 @@ func TestReceive_Refused(t *testing.T) {
 	if jr := resp.Rooms.Join[room]; jr == nil || len(bodies(jr.Timeline.Events)) != 0 {
 		t.Fatalf("sync shows refused events: %+v", jr)
 	}
+}
+
+// TestReceive_ForkConflict: both forks set the topic; the resolution (v2.1,
+// the same power, so the later origin_server_ts applies last) keeps bob's,
+// sent on the fork, as the current topic.
+func TestReceive_ForkConflict(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Member(t, "alice")
+	r := newRemote(t, st)
+	room, join := joinBob(t, st, r, alice)
+	stateAtJoin := r.state(room)
+	if _, err := alice.SendStateEvent(bg, room, event.StateTopic, "", map[string]string{"topic": "alice's topic"}); err != nil {
+		t.Fatal(err)
+	}
+	say(t, alice, room, "after alice's topic")
+	r.clock = time.Now().Add(time.Hour)
+	key := ""
+	fork := r.build(room, bob, "m.room.topic", &key, `{"topic":"bob's topic"}`, []string{join.EventID()}, stateAtJoin)
+	r.receive("bob's topic on the fork", fork, rooms.Accepted)
+	wantEqual(t, "resolved topic", stateOf(t, alice, room, "m.room.topic", "")["topic"], "bob's topic")
+	info, err := st.Server.Rooms.Info(bg, string(room))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEqual(t, "room info topic", info.Topic, "bob's topic")
+
+	// A message on alice's side (after her topic) is allowed by the state
+	// before it, whatever the topic.
+	r.receive("bob's message on alice's side", r.message(room, "seen alice's topic", nil, nil), rooms.Accepted)
+	wantEqual(t, "timeline", shown(t, alice, room), []string{"after alice's topic", "seen alice's topic"})
+}
+
+// TestReceive_Cost measures what Receive costs in DynamoDB (docs/storage.md,
+// "Events from other servers").
+func TestReceive_Cost(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Member(t, "alice")
+	r := newRemote(t, st)
+	room, join := joinBob(t, st, r, alice)
+	stateAtJoin := r.state(room)
+	measure := func(what string, rs *rooms.Service, ev events.PDU, want servertest.Cost) {
+		t.Helper()
+		ctx, m := store.WithMeter(bg)
+		if _, err := rs.Receive(ctx, ev); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		servertest.CheckUsage(t, what, m.Usage(), want)
+	}
+	want := servertest.Want
+	body := "a message like the bench's, of about sixty-seven characters long."
+	rs := r.rooms
+	// The figures include what every append costs besides the room: alice's
+	// stream entry and the search index (an item per distinct word, 10).
+	// One transaction of the slot and the pointer (a create), 2 WCU each.
+	measure("linear message", rs, r.message(room, body, nil, nil), want(3, 0, 15))
+	dup := r.message(room, body, nil, nil)
+	measure("another", rs, dup, want(3, 0, 15))
+	// Its prev_events are no longer the extremities: the head, read again
+	// in case another instance moved it; the pointers and slots of it and
+	// its prev_event, in two BatchGetItems.
+	measure("its second receipt", rs, dup, want(3, 5, 0))
+	// Another instance: + the head, the local users, the auth state.
+	twin := st.Twin(t).Server.Rooms
+	measure("linear message, cold", twin, r.message(room, body, nil, nil), want(6, 5, 15))
+	key := ""
+	// After the twin's append: the head, read again, then as cold (local
+	// users, auth state), and the state path of a local state event
+	// (snapshot, info, block; one transaction of 6 actions).
+	measure("linear topic, after another instance", rs, r.build(room, bob, "m.room.topic", &key, `{"topic":"t0"}`, nil, nil), want(9, 9, 14))
+	measure("linear topic", rs, r.build(room, bob, "m.room.topic", &key, `{"topic":"t1"}`, nil, nil), want(6, 3, 14))
+	// The records and states of the prev_event and of the other
+	// extremity, their resolution (the auth chains of the conflicted
+	// topic), the current state, the auth state.
+	measure("message on a fork", rs, r.message(room, body, []string{join.EventID()}, stateAtJoin), want(18, 39, 19))
+	// Its prev_events are the extremities: linear, with the auth state
+	// read again (the fork dropped the cached state).
+	measure("message merging the forks", rs, r.message(room, body, nil, nil), want(4, 3, 15))
+	measure("topic on a fork", rs, r.build(room, bob, "m.room.topic", &key, `{"topic":"t2"}`, []string{join.EventID()}, stateAtJoin), want(19, 42, 14))
+	// The auth state (carol's member event: none), the snapshot for the
+	// pointer's blocks, the pointer's create.
+	measure("rejected message", rs, r.build(room, "@carol:remote.test", "m.room.message", nil, `{"body":"x"}`, nil, nil), want(3, 4, 2))
 }

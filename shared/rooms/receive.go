@@ -107,8 +107,24 @@ func (s *Service) tryReceive(ctx context.Context, roomID string, ev events.PDU) 
 	e := s.cache.entry(roomID)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	cached := e.head != nil
 	if err := s.loadEntry(ctx, roomID, e); err != nil {
 		return Outcome{}, nil, err
+	}
+	if cached && !sameSet(ev.PrevEventIDs(), e.head.extremities()) {
+		// Another instance may have appended what ev builds on: a Query
+		// of the head costs less than a fork found stale at its write.
+		h, err := s.readHead(ctx, roomID)
+		if err != nil {
+			return Outcome{}, nil, err
+		}
+		if h.Seq != e.head.Seq {
+			e.reset()
+			e.head, e.state = h, map[events.StateKeyTuple]events.PDU{}
+			if err := s.loadEntry(ctx, roomID, e); err != nil {
+				return Outcome{}, nil, err
+			}
+		}
 	}
 	if v := string(ev.Version()); v != e.head.Version {
 		return Outcome{}, nil, fmt.Errorf("%w: room version %s, the room's is %s", ErrBadEvent, v, e.head.Version)
