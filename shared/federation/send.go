@@ -247,7 +247,7 @@ func (in *Inbox) check(ctx context.Context, origin, txnID string, arrived int64,
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	versions := &versionCache{get: in.RoomVersion, m: map[string]versionResult{}}
+	versions := &versionCache{get: in.RoomVersion, allows: in.ACLAllows, m: map[string]versionResult{}, acls: map[string]versionResult{}}
 	verifier := in.verifier()
 	out := make([]checked, len(pdus))
 	var g errgroup.Group
@@ -311,7 +311,7 @@ func (in *Inbox) checkPDU(ctx context.Context, versions *versionCache, verifier 
 	}
 	id := ev.EventID()
 	if in.ACLAllows != nil {
-		ok, err := in.ACLAllows(ctx, head.RoomID, origin)
+		ok, err := versions.acl(ctx, head.RoomID, origin)
 		if err != nil {
 			return checked{eventID: id, err: "could not read the room's server ACL: try again later"}
 		}
@@ -353,11 +353,30 @@ func trimLib(err error) string {
 	return strings.ReplaceAll(err.Error(), "gomatrixserverlib: ", "")
 }
 
-// versionCache reads each room's version once per transaction.
+// versionCache reads each room's version, and its ACL, once per
+// transaction.
 type versionCache struct {
-	get func(context.Context, string) (string, error)
-	mu  sync.Mutex
-	m   map[string]versionResult
+	get    func(context.Context, string) (string, error)
+	allows func(context.Context, string, string) (bool, error)
+	mu     sync.Mutex
+	m      map[string]versionResult
+	acls   map[string]versionResult // v "allow" or "deny"
+}
+
+// acl is allows for the origin (the same for a whole transaction).
+func (c *versionCache) acl(ctx context.Context, roomID, origin string) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.acls[roomID]; ok {
+		return r.v == "allow", r.err
+	}
+	ok, err := c.allows(ctx, roomID, origin)
+	r := versionResult{v: "deny", err: err}
+	if ok {
+		r.v = "allow"
+	}
+	c.acls[roomID] = r
+	return ok, err
 }
 
 type versionResult struct {

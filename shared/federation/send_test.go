@@ -245,12 +245,15 @@ type fedStack struct {
 
 const queueURL = "memory://federation"
 
+// startFed starts the stack; a nil engine keeps the real one.
 func startFed(t *testing.T, engine federation.Engine) *fedStack {
 	t.Helper()
 	st := servertest.Start(t, "CIRRUS_FEDERATION_VERIFY_CERTIFICATES=false", "CIRRUS_IP_RANGE_WHITELIST=127.0.0.1/32")
 	mem := &queue.Memory{}
 	st.Server.Queue = queue.New(mem, queueURL)
-	st.Server.Inbox.Engine = engine
+	if engine != nil {
+		st.Server.Inbox.Engine = engine
+	}
 	fed := httptest.NewServer(st.Server.FederationHandler())
 	t.Cleanup(fed.Close)
 	return &fedStack{Stack: st, FedURL: fed.URL, Mem: mem, Alice: st.Register(t, "alice")}
@@ -528,6 +531,7 @@ func TestWorker_MissingState(t *testing.T) {
 	rm := newRemote(t)
 	engine := &fakeEngine{Have: map[string]bool{"$a": true}}
 	fs := startFed(t, stateEngine{engine})
+	fs.Server.Inbox.Held = nil // what the server holds unknown: /state
 	room := fs.room(t)
 	s1 := rm.event(t, room, "s1", 5, "$a")
 	e := rm.event(t, room, "e", 20, "$gone")
@@ -600,9 +604,10 @@ func TestSend_Cost(t *testing.T) {
 	pdus := []json.RawMessage{e1.JSON(), e2.JSON()}
 	rm.send(t, fs.FedURL, "cost", pdus, nil)
 	// The origin's key read (X-Matrix), the transaction claimed, the
-	// room's version read, the senders' keys read once for both PDUs, the
-	// two PDUs written in one BatchWriteItem, the answer recorded.
-	fs.CheckCost(t, "send of 2 PDUs", "/send/", servertest.Want(6, 3, 4))
+	// room's version and server ACL read, the senders' keys read once for
+	// both PDUs, the two PDUs written in one BatchWriteItem, the answer
+	// recorded.
+	fs.CheckCost(t, "send of 2 PDUs", "/send/", servertest.Want(7, 4, 4))
 	rm.send(t, fs.FedURL, "cost", pdus, nil)
 	// The origin's key, the claim refused, the answer read.
 	fs.CheckCost(t, "a retry", "/send/", servertest.Want(3, 2, 1))
@@ -616,4 +621,87 @@ func TestSend_Cost(t *testing.T) {
 	// The lock taken, the inbox read, each PDU deleted, the lock let go,
 	// the inbox read again (engine's own costs apart: this one is a fake).
 	servertest.CheckUsage(t, "worker, 2 PDUs", meter.Usage(), servertest.Want(6, 2, 4))
+}
+
+// TestSend_RealEngine: a remote user's join of a public room and message,
+// sent in one transaction, go through the worker into the real room
+// engine: the local member reads both in /messages.
+func TestSend_RealEngine(t *testing.T) {
+	rm := newRemote(t)
+	fs := startFed(t, nil)
+	ctx := context.Background()
+	r := fs.Do(t, "POST", "/_matrix/client/v3/createRoom", fs.Alice.AccessToken, map[string]any{"preset": "public_chat"})
+	room, _ := r.Body["room_id"].(string)
+	if r.Status != http.StatusOK {
+		t.Fatalf("createRoom: %d %s", r.Status, r.Raw)
+	}
+	info, err := fs.Server.Rooms.Info(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	current, err := fs.Server.Rooms.CurrentState(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := events.NewState(current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext, depth, err := fs.Server.Rooms.Extremities(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := "@bob:" + rm.Name
+	signer := events.Signer{ServerName: rm.Name, Key: rm.Key}
+	join, err := signer.Build(info.Version, events.Proto{RoomID: room, Sender: bob, Type: "m.room.member", StateKey: &bob,
+		Content: json.RawMessage(`{"membership":"join"}`)}, events.Graph{PrevEvents: ext, Depth: depth + 1}, state, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := state.Add(join); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := signer.Build(info.Version, events.Proto{RoomID: room, Sender: bob, Type: "m.room.message",
+		Content: json.RawMessage(`{"msgtype":"m.text","body":"hello from afar"}`)}, events.Graph{PrevEvents: []string{join.EventID()}, Depth: depth + 2}, state, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r = rm.send(t, fs.FedURL, "real", []json.RawMessage{join.JSON(), msg.JSON()}, nil)
+	if res := pduResults(t, r); r.Status != 200 || len(res) != 2 || len(res[join.EventID()]) != 0 || len(res[msg.EventID()]) != 0 {
+		t.Fatalf("send: %d %s", r.Status, r.Raw)
+	}
+	fs.work(t)
+	r = fs.Do(t, "GET", "/_matrix/client/v3/rooms/"+room+"/messages?dir=b&limit=2", fs.Alice.AccessToken, nil)
+	chunk, _ := r.Body["chunk"].([]any)
+	var got []string
+	for _, c := range chunk {
+		ev, _ := c.(map[string]any)
+		got = append(got, fmt.Sprint(ev["event_id"], " ", ev["sender"]))
+	}
+	want := []string{msg.EventID() + " " + bob, join.EventID() + " " + bob}
+	if r.Status != 200 || !slices.Equal(got, want) {
+		t.Errorf("/messages: %d %v, want %v", r.Status, got, want)
+	}
+}
+
+// TestSend_ServerACL: a PDU from a server the room's ACL denies gets its
+// error and is not queued.
+func TestSend_ServerACL(t *testing.T) {
+	rm := newRemote(t)
+	fs := startFed(t, nil)
+	room := fs.room(t)
+	r := fs.Do(t, "PUT", "/_matrix/client/v3/rooms/"+room+"/state/m.room.server_acl/", fs.Alice.AccessToken,
+		map[string]any{"allow": []string{"*"}, "deny": []string{"127.0.0.1"}, "allow_ip_literals": true})
+	if r.Status != 200 {
+		t.Fatalf("set the ACL: %d %s", r.Status, r.Raw)
+	}
+	ev := rm.event(t, room, "denied", 10, "$a")
+	r = rm.send(t, fs.FedURL, "acl", []json.RawMessage{ev.JSON()}, nil)
+	if e, _ := pduResults(t, r)[ev.EventID()]["error"].(string); r.Status != 200 || !strings.Contains(e, "server ACL") {
+		t.Errorf("send: %d %s, want an ACL error for %s", r.Status, r.Raw, ev.EventID())
+	}
+	if got := fs.inbox(t, room); len(got) != 0 {
+		t.Errorf("inbox holds %v, want nothing", got)
+	}
 }

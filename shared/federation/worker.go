@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
@@ -383,4 +384,37 @@ func (in *Inbox) verifyAll(ctx context.Context, v, roomID string, raws []spec.Ra
 		out = append(out, ev)
 	}
 	return out
+}
+
+// RoomEngine is the Engine over shared/rooms.
+type RoomEngine struct {
+	Rooms  *rooms.Service
+	Logger *slog.Logger
+}
+
+// Receive gives pdu to rooms.Service.Receive. A PDU the room can never
+// take (rooms.ErrBadEvent) is given up at once rather than tried again.
+func (e RoomEngine) Receive(ctx context.Context, pdu events.PDU) error {
+	out, err := e.Rooms.Receive(ctx, pdu)
+	if errors.Is(err, rooms.ErrBadEvent) {
+		return fmt.Errorf("%w: %v", errGiveUp, err)
+	}
+	if err == nil && out.Status != rooms.Accepted && !out.Duplicate && e.Logger != nil {
+		e.Logger.LogAttrs(ctx, slog.LevelInfo, "inbound PDU kept out",
+			slog.String("event_id", pdu.EventID()), slog.String("status", string(out.Status)), slog.String("reason", out.Reason))
+	}
+	return err
+}
+
+// MissingPrevEvents reads a rooms.MissingEventsError: the missing
+// prev_events, or the missing auth_events when those are all.
+func (RoomEngine) MissingPrevEvents(err error) []string {
+	var m *rooms.MissingEventsError
+	if !errors.As(err, &m) {
+		return nil
+	}
+	if len(m.IDs) > 0 {
+		return m.IDs
+	}
+	return append([]string{}, m.AuthIDs...)
 }
