@@ -315,11 +315,22 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 func (s *Server) newInbox() *federation.Inbox {
 	rms := s.Rooms
 	return &federation.Inbox{
-		Store:      s.Store,
-		ServerName: s.Config.ServerName,
-		Verifier:   s.ServerKeys.Ring(),
-		Remote:     s.Federation.Federation(),
-		Logger:     s.Logger,
+		Store:       s.Store,
+		ServerName:  s.Config.ServerName,
+		Verifier:    s.ServerKeys.Ring(),
+		Remote:      s.Federation.Federation(),
+		Logger:      s.Logger,
+		Engine:      federation.RoomEngine{Rooms: rms, Logger: s.Logger},
+		ACLAllows:   (&federation.Service{Rooms: rms}).ACLAllows,
+		Extremities: rms.Extremities,
+		Held: func(ctx context.Context, roomID string, ids []string) (map[string]events.PDU, error) {
+			evs, err := rms.EventsByID(ctx, roomID, ids)
+			out := make(map[string]events.PDU, len(evs))
+			for id, ev := range evs {
+				out[id] = ev.PDU
+			}
+			return out, err
+		},
 		RoomVersion: func(ctx context.Context, roomID string) (string, error) {
 			info, err := rms.Info(ctx, roomID)
 			if errors.Is(err, rooms.ErrUnknownRoom) {
