@@ -498,7 +498,11 @@ func (s *builder) functions() {
 	fedEnv["CIRRUS_LARGE_RESPONSE_BUCKET"] = s.largeResponses.BucketName()
 	s.federation = s.function("federation", federationMemoryMB, federationTimeout, fedEnv)
 
-	s.sender = s.function("sender", senderMemoryMB, senderTimeoutSeconds, common())
+	// The sender queues work too: a destination's wake-up after its
+	// backoff, the rest of a long outbox or inbox for the next invocation.
+	senderEnv := common()
+	senderEnv["CIRRUS_QUEUE_URL"] = s.queue.QueueUrl()
+	s.sender = s.function("sender", senderMemoryMB, senderTimeoutSeconds, senderEnv)
 
 	// Least privilege: each function gets the table and its index, the
 	// secrets it reads, and its side of the queue; only the client sends mail
@@ -520,6 +524,7 @@ func (s *builder) functions() {
 		// GetObject too: a presigned URL acts with its signer's rights.
 		fn.AddToRolePolicy(allow("LargeResponses", []string{"s3:PutObject", "s3:GetObject"}, s.largeResponses.ArnForObjects(jsii.String(LargeResponsePrefix+"*"))))
 	}
+	s.sender.AddToRolePolicy(allow("FederationQueueSend", []string{"sqs:SendMessage"}, s.queue.QueueArn()))
 	s.client.AddToRolePolicy(allow("MailFromTheIdentity", []string{"ses:SendEmail"}, s.identity.EmailIdentityArn(), s.configurationSetArnStr))
 	// The event source mapping grants the sender what consuming takes:
 	// sqs:ReceiveMessage, DeleteMessage, ChangeMessageVisibility, GetQueueAttributes, GetQueueUrl.

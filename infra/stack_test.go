@@ -317,7 +317,7 @@ func TestFunctions(t *testing.T) {
 			"CIRRUS_LARGE_RESPONSE_BUCKET":                 ref(bucket),
 		})},
 		{"Federation", federationMemoryMB, federationTimeout, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue), "CIRRUS_LARGE_RESPONSE_BUCKET": ref(bucket)})},
-		{"Sender", senderMemoryMB, senderTimeoutSeconds, with(nil)},
+		{"Sender", senderMemoryMB, senderTimeoutSeconds, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue)})},
 	} {
 		_, p := s.one(t, "AWS::Lambda::Function", want.name+"Function")
 		if js(p["Architectures"]) != `["arm64"]` || p["Runtime"] != "provided.al2023" || p["Handler"] != "bootstrap" {
@@ -431,7 +431,7 @@ func TestIAM_LeastPrivilege(t *testing.T) {
 			g([]string{"secretsmanager:GetSecretValue"}, ref(shared)),
 			g([]string{"ses:SendEmail"}, sesArn("identity", identity), sesArn("configuration-set", configSet))},
 		"Federation": {logs("Federation"), items, queries, seedRead, send, large},
-		"Sender": {logs("Sender"), items, queries, seedRead,
+		"Sender": {logs("Sender"), items, queries, seedRead, send,
 			g([]string{"sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}, map[string]any{"Fn::GetAtt": getAtt(queue, "Arn")})},
 	}
 	for fn, wantGrants := range want {
