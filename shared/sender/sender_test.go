@@ -569,3 +569,36 @@ func TestSender_Cost(t *testing.T) {
 		t.Errorf("remote got %d transactions, want 3", len(txns))
 	}
 }
+
+// TestSender_InProcessQueue: with `cirrus serve`'s in-process queue drained
+// by the dispatcher's Poll, as serve runs it, a local event reaches the
+// remote with no test hand in between.
+func TestSender_InProcessQueue(t *testing.T) {
+	f := newFixture(t)
+	srv := f.st.Server
+	mem := &queue.Memory{}
+	srv.Queue = queue.New(mem, "local://cirrus/federation")
+	srv.Sender.Queue = func() sender.Queue { return srv.Queue }
+	srv.Sender.Now = nil
+	ctx, cancel := context.WithCancel(context.Background())
+	polled := make(chan struct{})
+	go func() { srv.Jobs.Poll(ctx, mem, srv.Queue.URL()); close(polled) }()
+	t.Cleanup(func() { cancel(); <-polled })
+
+	f.send(t, "via", "poll")
+	// Wait for the delivery itself; the limit only keeps a broken test
+	// from hanging (a /send's own timeout is 60 s).
+	var got []string
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		got = got[:0]
+		for _, x := range f.rm.received(t) {
+			got = append(got, x.Bodies...)
+		}
+		if len(got) >= 2 {
+			break
+		}
+	}
+	if strings.Join(got, " ") != "via poll" {
+		t.Fatalf("remote got %q, want via poll", got)
+	}
+}
