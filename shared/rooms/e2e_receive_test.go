@@ -410,3 +410,81 @@ func TestReceive_Cost(t *testing.T) {
 	// pointer's blocks, the pointer's create.
 	measure("rejected message", rs, r.build(room, "@carol:remote.test", "m.room.message", nil, `{"body":"x"}`, nil, nil), want(3, 4, 2))
 }
+
+// TestReceive_ManyForks: a local event builds on at most 10 forward
+// extremities, the newest first; the next one merges the rest.
+func TestReceive_ManyForks(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Member(t, "alice")
+	r := newRemote(t, st)
+	room, join := joinBob(t, st, r, alice)
+	stateAtJoin := r.state(room)
+	say(t, alice, room, "main line")
+	for i := range 11 {
+		r.receive("fork", r.message(room, "fork", []string{join.EventID()}, stateAtJoin), rooms.Accepted)
+		if ext, _, _ := st.Server.Rooms.Extremities(bg, string(room)); len(ext) != i+2 {
+			t.Fatalf("after %d forks: %d extremities, want %d", i+1, len(ext), i+2)
+		}
+	}
+	ext, _, _ := st.Server.Rooms.Extremities(bg, string(room))
+	first := say(t, alice, room, "merges ten")
+	e, err := st.Server.Rooms.Event(bg, string(room), string(first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEqual(t, "prev_events of the first local event", e.PDU.PrevEventIDs(), ext[:10])
+	left, _, _ := st.Server.Rooms.Extremities(bg, string(room))
+	wantEqual(t, "extremities left", left, append([]string{string(first)}, ext[10:]...))
+	second := say(t, alice, room, "merges the rest")
+	e, err = st.Server.Rooms.Event(bg, string(room), string(second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEqual(t, "prev_events of the second local event", e.PDU.PrevEventIDs(), left)
+	left, _, _ = st.Server.Rooms.Extremities(bg, string(room))
+	wantEqual(t, "extremities at the end", left, []string{string(second)})
+}
+
+// TestReceive_Concurrent: local sends through one instance race remote
+// events received through another, on one table: every event is stored
+// once, in the timeline, and the next local event merges whatever forks
+// the race made.
+func TestReceive_Concurrent(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Member(t, "alice")
+	r := newRemote(t, st)
+	room, _ := joinBob(t, st, r, alice)
+	twin := st.Twin(t).Server.Rooms
+	r.rooms = twin
+	const n = 10
+	done := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if _, err := alice.SendText(bg, room, "local "+string(rune('a'+i))); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := range n {
+		ev := r.message(room, "remote "+string(rune('a'+i)), nil, nil)
+		if _, err := twin.Receive(bg, ev); err != nil {
+			t.Fatalf("receive %d: %v", i, err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("local sends: %v", err)
+	}
+	got := shown(t, alice, room)
+	slices.Sort(got)
+	var want []string
+	for i := range n {
+		want = append(want, "local "+string(rune('a'+i)), "remote "+string(rune('a'+i)))
+	}
+	slices.Sort(want)
+	wantEqual(t, "timeline", got, want)
+	last := say(t, alice, room, "last")
+	ext, _, _ := st.Server.Rooms.Extremities(bg, string(room))
+	wantEqual(t, "extremities after a local event", ext, []string{string(last)})
+}
