@@ -237,56 +237,61 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatalf("createRoom: %d %s", r.Status, r.Raw)
 	}
 	f.roomID = r.Body["room_id"].(string)
-	f.q.take() // the room has no remote member yet: nothing was queued
-	seedRemoteJoin(t, f.st, f.roomID, "@bob:"+remoteName)
+	if got := f.q.take(); len(got) != 0 {
+		t.Fatalf("a room without remote members queued %v", got)
+	}
+	remoteJoin(t, f.st, f.roomID, "@bob:"+remoteName)
+	// The remote's own join is the remote's to send.
+	if got := f.q.take(); len(got) != 0 {
+		t.Fatalf("a received join queued %v", got)
+	}
 	return f
 }
 
-// seedRemoteJoin writes a remote user's join into the room's current state
-// directly, in the shape shared/rooms stores it, as the inbound federation
-// (rooms.Service.Receive) will once it lands. Test support only: the join
-// is not in the timeline.
-func seedRemoteJoin(t *testing.T, st *servertest.Stack, roomID, userID string) {
+// remoteJoin joins userID of the fake remote to the room as inbound
+// federation does: an event built and signed as the remote, after the
+// room's forward extremities, taken by rooms.Service.Receive.
+func remoteJoin(t *testing.T, st *servertest.Stack, roomID, userID string) events.PDU {
+	t.Helper()
+	return remoteEvent(t, st, roomID, userID, events.Member, &userID, `{"membership":"join"}`)
+}
+
+// remoteEvent is an event of the remote's user in the room, received.
+func remoteEvent(t *testing.T, st *servertest.Stack, roomID, userID, typ string, stateKey *string, content string) events.PDU {
 	t.Helper()
 	ctx := context.Background()
-	info, err := st.Server.Rooms.Info(ctx, roomID)
+	rms := st.Server.Rooms
+	info, err := rms.Info(ctx, roomID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	remoteKey, err := keys.Generate()
+	prev, depth, err := rms.Extremities(ctx, roomID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stateKey := userID
+	current, err := rms.CurrentState(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := events.NewState(current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remoteKey, err := keys.FromSeed("sender test remote")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ev, err := events.Signer{ServerName: remoteName, Key: remoteKey}.Build(info.Version, events.Proto{
-		RoomID: roomID, Sender: userID, Type: events.Member, StateKey: &stateKey,
-		Content: json.RawMessage(`{"membership":"join"}`),
-	}, events.Graph{PrevEvents: []string{}, Depth: 1}, nil, time.Now())
+		RoomID: roomID, Sender: userID, Type: typ, StateKey: stateKey, Content: json.RawMessage(content),
+	}, events.Graph{PrevEvents: prev, Depth: depth + 1}, state, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	item := struct {
-		PK         string `dynamodbav:"pk"`
-		SK         string `dynamodbav:"sk"`
-		EventID    string `dynamodbav:"id"`
-		Seq        int64  `dynamodbav:"seq"`
-		PDU        string `dynamodbav:"pdu"`
-		Version    string `dynamodbav:"v"`
-		Membership string `dynamodbav:"m"`
-	}{"room|" + roomID, "state|" + events.Member + "\x00" + userID, ev.EventID(), 1, string(ev.JSON()), info.Version, "join"}
-	if err := st.Server.Store.Put(ctx, item); err != nil {
-		t.Fatal(err)
+	out, err := rms.Receive(ctx, ev)
+	if err != nil || out.Status != rooms.Accepted {
+		t.Fatalf("receive %s of %s: %+v, %v", typ, userID, out, err)
 	}
-	members, err := st.Server.Rooms.Members(ctx, roomID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range members {
-		if *m.StateKey() == userID {
-			return
-		}
-	}
-	t.Fatalf("the seeded join of %s is not among the room's members", userID)
+	return ev
 }
 
 func (f *fixture) send(t *testing.T, bodies ...string) {
@@ -481,20 +486,8 @@ func TestSender_LocalRoomsEnqueueNothing(t *testing.T) {
 		t.Errorf("a room of local users queued %v", got)
 	}
 
-	// A remote user's event in the room with a remote member is the remote's
-	// to send.
-	members, err := f.st.Server.Rooms.Members(context.Background(), f.roomID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range members {
-		if events.Sender(m) == "@bob:"+remoteName {
-			err := f.st.Server.Sender.Appended(context.Background(), []rooms.Appended{{RoomID: f.roomID, Seq: 99, Event: m}})
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	// A remote user's event, received, is the remote's to send.
+	remoteEvent(t, f.st, f.roomID, "@bob:"+remoteName, "m.room.message", nil, `{"msgtype":"m.text","body":"from bob"}`)
 	if got := f.q.take(); len(got) != 0 {
 		t.Errorf("a remote event queued %v", got)
 	}
@@ -537,7 +530,7 @@ func TestSender_Cost(t *testing.T) {
 	f.run(t)
 	appended := []rooms.Appended{{RoomID: f.roomID, Seq: ev.Seq, Event: ev.PDU}}
 
-	// The room holds alice, her creation events and bob's seeded join: a
+	// The room holds alice, her creation events and bob's received join: a
 	// member query of 2 items, one counter, one entry.
 	mctx, m := store.WithMeter(ctx)
 	if err := f.st.Server.Sender.Appended(mctx, appended); err != nil {
