@@ -595,3 +595,52 @@ func TestSender_InProcessQueue(t *testing.T) {
 		t.Fatalf("remote got %q, want via poll", got)
 	}
 }
+
+// TestSender_Membership: once the remote's last member has left, the
+// room's events stay here.
+func TestSender_Membership(t *testing.T) {
+	f := newFixture(t)
+	bob := "@bob:" + remoteName
+	remoteEvent(t, f.st, f.roomID, bob, events.Member, &bob, `{"membership":"leave"}`)
+	f.send(t, "after")
+	if got := f.q.take(); len(got) != 0 {
+		t.Errorf("a room whose remote member left queued %v", got)
+	}
+	if txns := f.rm.received(t); len(txns) != 0 {
+		t.Errorf("remote got %+v, want nothing", txns)
+	}
+}
+
+// TestSender_PDUsAndEDUs: 60 PDUs and 110 EDUs waiting go as transactions
+// within both limits, PDUs in order.
+func TestSender_PDUsAndEDUs(t *testing.T) {
+	f := newFixture(t)
+	want := bodies(60, "p")
+	f.send(t, want...)
+	for i := range 110 {
+		content := json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))
+		if err := f.st.Server.Sender.SendEDU(context.Background(), []string{remoteName}, "m.test", content); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.run(t)
+	var got []string
+	edus := 0
+	var shape []string
+	for _, x := range f.rm.received(t) {
+		if len(x.Bodies) > sender.MaxPDUs || len(x.EDUs) > sender.MaxEDUs {
+			t.Errorf("a transaction of %d PDUs and %d EDUs", len(x.Bodies), len(x.EDUs))
+		}
+		got = append(got, x.Bodies...)
+		edus += len(x.EDUs)
+		shape = append(shape, fmt.Sprintf("%d+%d", len(x.Bodies), len(x.EDUs)))
+	}
+	// The first page of the outbox is 60 PDUs and 90 EDUs: 50 of the PDUs
+	// go with the 90 EDUs, then the rest.
+	if strings.Join(shape, " ") != "50+90 10+20" {
+		t.Errorf("transactions of PDUs+EDUs %v, want [50+90 10+20]", shape)
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") || edus != 110 {
+		t.Errorf("remote got PDUs %q and %d EDUs, want %q and 110", got, edus, want)
+	}
+}
