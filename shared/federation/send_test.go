@@ -178,6 +178,10 @@ type fakeEngine struct {
 	// WithState records the PDUs given with state, when the engine takes
 	// state.
 	WithState []string
+	// Fail lists bodies whose PDUs fail (an error that is not a rejection).
+	Fail map[string]bool
+	// Calls counts the calls of Receive.
+	Calls int
 }
 
 type missingErr struct{ ids []string }
@@ -187,6 +191,12 @@ func (e *missingErr) Error() string { return "missing prev events " + strings.Jo
 func (f *fakeEngine) Receive(_ context.Context, pdu events.PDU) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.Calls++
+	var c struct{ Body string }
+	json.Unmarshal(pdu.Content(), &c)
+	if f.Fail[c.Body] {
+		return errors.New("the table is down")
+	}
 	var missing []string
 	for _, id := range pdu.PrevEventIDs() {
 		if !f.Have[id] {
