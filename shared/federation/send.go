@@ -38,9 +38,11 @@ const (
 	// origin's retries: Synapse keeps them a day.
 	TxnTTL = 24 * time.Hour
 	// DefaultVerifyTimeout bounds the signature checks of one /send, key
-	// fetches included, so that the answer comes well within API
-	// Gateway's 30 s.
-	DefaultVerifyTimeout = 15 * time.Second
+	// fetches included: after RequireServer's fetch of the origin's key
+	// (serverkeys.DefaultFetchTimeout, 20 s, at worst) the answer still
+	// comes within API Gateway's 30 s. The origin's own key is cached by
+	// then; only other senders' keys can be fetched here.
+	DefaultVerifyTimeout = 8 * time.Second
 	verifyParallel       = 8
 )
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -713,5 +714,51 @@ func TestSend_ServerACL(t *testing.T) {
 	}
 	if got := fs.inbox(t, room); len(got) != 0 {
 		t.Errorf("inbox holds %v, want nothing", got)
+	}
+}
+
+// TestSend_SilentKeyServer: a PDU whose sender's server never answers for
+// its key gets its error once the check's time is up; the transaction's
+// other PDUs are taken and the answer comes.
+func TestSend_SilentKeyServer(t *testing.T) {
+	rm := newRemote(t)
+	fs := startFed(t, nil)
+	fs.Server.Inbox.VerifyTimeout = 2 * time.Second
+	room := fs.room(t)
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c) // never answered
+		}
+	}()
+	other := &remote{Name: silent.Addr().String()}
+	other.Key, _ = keys.Generate()
+	relayed := other.event(t, room, "relayed", 10, "$a")
+	good := rm.event(t, room, "good", 10, "$a")
+
+	r := rm.send(t, fs.FedURL, "silent", []json.RawMessage{relayed.JSON(), good.JSON()}, nil)
+	res := pduResults(t, r)
+	if e, _ := res[relayed.EventID()]["error"].(string); r.Status != 200 || !strings.Contains(e, "signature") {
+		t.Errorf("relayed PDU: %d %s, want a signature error", r.Status, r.Raw)
+	}
+	if res[good.EventID()] == nil || len(res[good.EventID()]) != 0 {
+		t.Errorf("good PDU: %v, want {}", res[good.EventID()])
+	}
+	if got := fs.inbox(t, room); !slices.Equal(got, []string{good.EventID()}) {
+		t.Errorf("inbox holds %v, want the good PDU only", got)
 	}
 }
