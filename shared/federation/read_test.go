@@ -21,17 +21,19 @@ import (
 
 var background = context.Background()
 
-// fed is a stack, its federation tree and a remote server asking it.
+// fed is a stack, its federation tree and the remote servers asking it:
+// remote.test, stranger.test, and one named by its IP address and port.
 type fed struct {
-	st  *servertest.Stack
-	url string
-	rm  *servertest.Remote
+	st                 *servertest.Stack
+	url                string
+	rm, stranger, byIP *servertest.Remote
 }
 
 func start(t *testing.T) fed {
 	t.Helper()
-	st := servertest.StartFederation(t)
-	f := fed{st: st, url: st.FederationURL(t), rm: servertest.NewRemote(t)}
+	f := fed{rm: servertest.NewRemote(t, "remote.test"), stranger: servertest.NewRemote(t, "stranger.test"), byIP: servertest.NewRemote(t, "")}
+	f.st = servertest.StartFederation(t, []*servertest.Remote{f.rm, f.stranger, f.byIP})
+	f.url = f.st.FederationURL(t)
 	// The stack fetches the remote's key on its first request and reads
 	// it from the table after: costs below are of requests after that.
 	wantOK(t, "first request", f.get(t, v1+"/publicRooms"))

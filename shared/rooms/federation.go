@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
@@ -97,7 +98,9 @@ func (s *Service) EventsByID(ctx context.Context, roomID string, ids []string) (
 		if err := decode(&p); err != nil {
 			return err
 		}
-		if p.RoomID != roomID {
+		// An event kept out of the timeline (rejected, soft failed) has
+		// no slot, and is not served.
+		if p.RoomID != roomID || p.Seq == 0 {
 			return nil
 		}
 		pk, sk := slotKey(p.RoomID, p.Seq)
@@ -134,35 +137,57 @@ func (s *Service) EventsByID(ctx context.Context, roomID string, ids []string) (
 
 // AuthChain returns the auth chain of evs: every event reached from them
 // through one or more auth_events, in no particular order (an event of evs
-// is in it only when another names it). It walks the auth graph a level
-// at a time, each level one EventsByID; auth events this server does not
-// hold are left out.
+// is in it only when another names it). In rooms whose ID is the create
+// event's hash (version 12), events leave the create event out of their
+// auth_events and the room ID names it instead: it counts as an auth event
+// of every event but itself, as Synapse counts it, so that a server given
+// the chain can check it. It walks the auth graph a level at a time, each
+// level one EventsByID of the events not among evs; auth events this
+// server does not hold are left out.
 func (s *Service) AuthChain(ctx context.Context, roomID string, evs []events.PDU) ([]events.PDU, error) {
 	seen := map[string]bool{}
 	var next []string
 	add := func(ev events.PDU) {
-		for _, id := range ev.AuthEventIDs() {
+		ids := ev.AuthEventIDs()
+		if events.DomainlessRoomIDs(string(ev.Version())) && ev.Type() != events.Create && strings.HasPrefix(roomID, "!") {
+			ids = append([]string{"$" + roomID[1:]}, ids...)
+		}
+		for _, id := range ids {
 			if !seen[id] {
 				seen[id] = true
 				next = append(next, id)
 			}
 		}
 	}
+	// The chain of a state is mostly that state: its events are not read
+	// again.
+	known := make(map[string]events.PDU, len(evs))
 	for _, ev := range evs {
+		known[ev.EventID()] = ev
 		add(ev)
 	}
 	var out []events.PDU
 	for len(next) > 0 {
 		level := next
 		next = nil
-		got, err := s.EventsByID(ctx, roomID, level)
+		var lookup []string
+		for _, id := range level {
+			if _, ok := known[id]; !ok {
+				lookup = append(lookup, id)
+			}
+		}
+		got, err := s.EventsByID(ctx, roomID, lookup)
 		if err != nil {
 			return nil, fmt.Errorf("auth chain: %w", err)
 		}
 		for _, id := range level {
-			if e, ok := got[id]; ok {
-				out = append(out, e.PDU)
-				add(e.PDU)
+			ev, ok := known[id]
+			if e, found := got[id]; found {
+				ev, ok = e.PDU, true
+			}
+			if ok {
+				out = append(out, ev)
+				add(ev)
 			}
 		}
 	}
@@ -401,8 +426,8 @@ type ServerView struct {
 	roomID string
 	server string
 	v      viewer
-	// at caches the server's membership by state snapshot position.
-	at map[int64]string
+	// at caches the server's membership by the blocks of a state.
+	at map[string]string
 }
 
 // ServerView reads what deciding needs: the room's info item (the history
@@ -416,25 +441,30 @@ func (s *Service) ServerView(ctx context.Context, roomID, server string) (*Serve
 		}
 		return nil, err
 	}
-	return &ServerView{s: s, roomID: roomID, server: server, v: viewer{visibility: i.Visibility, info: i}, at: map[int64]string{}}, nil
+	return &ServerView{s: s, roomID: roomID, server: server, v: viewer{visibility: i.Visibility, info: i}, at: map[string]string{}}, nil
 }
 
 // Sees reports whether the server may see e in full. Cost: nothing for an
 // event under world_readable or shared history; otherwise, once per state
-// snapshot, its GetItem, one BatchGetItem of its blocks and one
-// EventsByID of the server's member events.
+// (a snapshot, or a forked event's own blocks), the snapshot's GetItem,
+// one BatchGetItem of its blocks and one EventsByID of the server's member
+// events.
 func (sv *ServerView) Sees(ctx context.Context, e Event) (bool, error) {
 	vis := sv.v.visibilityAt(e.Seq)
 	if vis != "invited" && vis != "joined" {
 		return true, nil
 	}
-	m, ok := sv.at[e.StateSeq]
+	key := strings.Join(e.blocks, ",")
+	if key == "" {
+		key = strconv.FormatInt(e.StateSeq, 10)
+	}
+	m, ok := sv.at[key]
 	if !ok {
 		var err error
-		if m, err = sv.s.serverMembershipAt(ctx, sv.roomID, e.StateSeq, sv.server); err != nil {
+		if m, err = sv.s.serverMembershipAt(ctx, sv.roomID, e, sv.server); err != nil {
 			return false, err
 		}
-		sv.at[e.StateSeq] = m
+		sv.at[key] = m
 	}
 	return m == "join" || (vis == "invited" && m == "invite"), nil
 }
@@ -461,14 +491,18 @@ func (sv *ServerView) Filter(ctx context.Context, evs []Event) ([]events.PDU, er
 }
 
 // serverMembershipAt is the best membership ("join", "invite" or "") of
-// the server's users in the snapshot at stateSeq.
-func (s *Service) serverMembershipAt(ctx context.Context, roomID string, stateSeq int64, server string) (string, error) {
-	var snap snapshot
-	if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: snapSK(stateSeq)}, &snap); err != nil {
-		return "", fmt.Errorf("read snapshot %d of %s: %w", stateSeq, roomID, err)
+// the server's users in the state after e (as StateAt reads it).
+func (s *Service) serverMembershipAt(ctx context.Context, roomID string, e Event, server string) (string, error) {
+	blocks := e.blocks
+	if len(blocks) == 0 {
+		var snap snapshot
+		if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: snapSK(e.StateSeq)}, &snap); err != nil {
+			return "", fmt.Errorf("read snapshot %d of %s: %w", e.StateSeq, roomID, err)
+		}
+		blocks = snap.Blocks
 	}
 	var keys []store.Key
-	for _, h := range snap.Blocks {
+	for _, h := range blocks {
 		if h != "" {
 			keys = append(keys, store.Key{PK: roomPK(roomID), SK: "blk|" + h})
 		}

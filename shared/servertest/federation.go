@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,13 +19,24 @@ import (
 
 // FederationEnv is the configuration a Stack needs to verify requests of a
 // Remote: its outbound client may reach loopback and accepts the Remote's
-// self-signed certificate. Pass it to Start.
+// self-signed certificate.
 var FederationEnv = []string{"CIRRUS_FEDERATION_VERIFY_CERTIFICATES=false", "CIRRUS_IP_RANGE_WHITELIST=127.0.0.1/32"}
 
-// StartFederation is Start with FederationEnv and env.
-func StartFederation(t testing.TB, env ...string) *Stack {
+// StartFederation is Start with FederationEnv, the remotes' names mapped
+// to their listeners (federation_hosts), and env.
+func StartFederation(t testing.TB, remotes []*Remote, env ...string) *Stack {
 	t.Helper()
-	return Start(t, append(append([]string{}, FederationEnv...), env...)...)
+	var hosts []string
+	for _, rm := range remotes {
+		if rm.Name != rm.addr {
+			hosts = append(hosts, rm.Name+"="+rm.addr)
+		}
+	}
+	all := append([]string{}, FederationEnv...)
+	if len(hosts) > 0 {
+		all = append(all, "CIRRUS_FEDERATION_HOSTS="+strings.Join(hosts, ","))
+	}
+	return Start(t, append(all, env...)...)
 }
 
 // FederationURL serves the stack's federation tree (server.FederationHandler)
@@ -39,21 +51,24 @@ func (s *Stack) FederationURL(t testing.TB) string {
 
 // Remote is another homeserver as far as a Stack's federation API sees it:
 // a TLS listener on loopback that publishes its signing key at
-// /_matrix/key/v2/server, its server name that listener's host:port, and
-// requests signed with that key.
+// /_matrix/key/v2/server, and requests signed with that key.
 type Remote struct {
 	Name string
 	Key  keys.Key
+	addr string
 }
 
-// NewRemote starts a Remote until the test ends.
-func NewRemote(t testing.TB) *Remote {
+// NewRemote starts a Remote until the test ends, named name, or, when name
+// is "", its listener's address (an IP literal with a port that differs
+// from run to run). A named Remote is reached through StartFederation's
+// federation_hosts.
+func NewRemote(t testing.TB, name string) *Remote {
 	t.Helper()
 	k, err := keys.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	rm := &Remote{Key: k}
+	rm := &Remote{Key: k, Name: name}
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/_matrix/key/v2/server" {
 			http.NotFound(w, r)
@@ -68,7 +83,10 @@ func NewRemote(t testing.TB) *Remote {
 		w.Write(doc)
 	}))
 	t.Cleanup(srv.Close)
-	rm.Name = srv.Listener.Addr().String()
+	rm.addr = srv.Listener.Addr().String()
+	if rm.Name == "" {
+		rm.Name = rm.addr
+	}
 	return rm
 }
 
