@@ -85,8 +85,9 @@ var errNoEngine = errors.New("inbox worker: no room engine")
 // lockItem is a worker's hold on a room's inbox: whoever holds it drains
 // the inbox, in order, alone. It lapses at expires_at if its worker dies.
 type lockItem struct {
-	PK      string `dynamodbav:"pk"`
-	SK      string `dynamodbav:"sk"`
+	PK string `dynamodbav:"pk"`
+	SK string `dynamodbav:"sk"`
+	// Owner tells holders apart for whoever reads the table.
 	Owner   string `dynamodbav:"owner"`
 	Expires int64  `dynamodbav:"expires_at"`
 }
@@ -182,7 +183,10 @@ func (in *Inbox) drain(ctx context.Context, roomID string, until time.Time) (mor
 			err := in.process(ctx, it)
 			if err != nil && !errors.Is(err, errGiveUp) {
 				tries, ierr := in.Store.Increment(ctx, store.Key{PK: it.PK, SK: it.SK}, "tries", time.Time{})
-				if ierr == nil && tries < maxTries {
+				if ierr != nil {
+					return false, fmt.Errorf("inbox worker: %s in %s: %w (and counting the try: %v)", it.EventID, roomID, err, ierr)
+				}
+				if tries < maxTries {
 					return false, fmt.Errorf("inbox worker: %s in %s (try %d of %d): %w", it.EventID, roomID, tries, maxTries, err)
 				}
 			}
