@@ -7,7 +7,6 @@ import (
 	"fmt"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
-	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
@@ -29,10 +28,10 @@ type change struct {
 
 func (s *Service) changeMembership(ctx context.Context, c change) (events.PDU, error) {
 	if !ValidUserID(c.target) {
-		return nil, httpapi.InvalidParam("invalid user ID %q", c.target)
+		return nil, refuse(ErrInvalid, "invalid user ID %q", c.target)
 	}
 	if !s.isLocal(c.target) && c.target != c.sender {
-		return nil, httpapi.Errorf(400, "M_UNRECOGNIZED", "%s is on another server; inviting, kicking and banning remote users needs federation, which this server does not support yet", c.target)
+		return nil, refuse(ErrNeedsFederation, "%s is on another server; inviting, kicking and banning remote users needs federation, which this server does not support yet", c.target)
 	}
 	content := s.memberContent(ctx, c.target, c.membership, c.reason, c.direct)
 	for k, v := range c.extra {
@@ -66,7 +65,7 @@ func (s *Service) changeMembership(ctx context.Context, c change) (events.PDU, e
 					return nil
 				}
 			}
-			return httpapi.Forbidden("%s", c.refusal)
+			return refuse(ErrForbidden, "%s", c.refusal)
 		},
 	})
 	if errors.Is(err, errUnchanged) {
@@ -82,13 +81,13 @@ func (s *Service) sendError(err error) error {
 	case err == nil:
 		return nil
 	case errors.As(err, &na):
-		return httpapi.Forbidden("%s", na.Reason)
+		return refuse(ErrForbidden, "%s", na.Reason)
 	case errors.Is(err, ErrUnknownRoom):
-		return httpapi.Forbidden("you are not in this room, or it does not exist on this server")
+		return refuse(ErrForbidden, "you are not in this room, or it does not exist on this server")
 	case errors.Is(err, events.ErrTooLarge):
-		return httpapi.TooLarge("%s", err.Error())
+		return refuse(ErrTooLarge, "%s", err.Error())
 	case errors.Is(err, store.ErrItemTooLarge):
-		return httpapi.TooLarge("event too large to store")
+		return refuse(ErrTooLarge, "event too large to store")
 	}
 	return err
 }
@@ -107,10 +106,9 @@ func (s *Service) Join(ctx context.Context, userID, roomID, reason string) error
 // spec gives for a room that cannot be found, when this server holds
 // nothing of the room.
 func (s *Service) notFoundIfUnknown(ctx context.Context, roomID string, err error) error {
-	var he *httpapi.Error
-	if errors.As(err, &he) && he.Code == "M_FORBIDDEN" {
+	if errors.Is(err, ErrForbidden) {
 		if _, ierr := s.Info(ctx, roomID); errors.Is(ierr, ErrUnknownRoom) {
-			return httpapi.NotFound("room %s is not known to this server; rooms on other servers need federation, which this server does not support yet", roomID)
+			return refuse(ErrNotFound, "room %s is not known to this server; rooms on other servers need federation, which this server does not support yet", roomID)
 		}
 	}
 	return err
@@ -175,9 +173,9 @@ func (s *Service) Forget(ctx context.Context, userID, roomID string) error {
 	}
 	switch m.Membership {
 	case "join", "invite", "knock":
-		return httpapi.Errorf(400, "M_UNKNOWN", "you are still in room %s (%s); leave it first", roomID, m.Membership)
+		return refuse(ErrNotLeft, "you are still in room %s (%s); leave it first", roomID, m.Membership)
 	case "":
-		return httpapi.NotFound("you were never in room %s", roomID)
+		return refuse(ErrNotFound, "you were never in room %s", roomID)
 	}
 	m.Forgotten = true
 	if err := s.Store.Put(ctx, m); err != nil {
@@ -220,7 +218,7 @@ func (s *Service) restrictedJoin(ctx context.Context, userID, roomID string) (ma
 		}
 	}
 	if !allowed {
-		return nil, httpapi.Forbidden("this room is restricted: you must be invited or be in one of the rooms its join rules allow")
+		return nil, refuse(ErrForbidden, "this room is restricted: you must be invited or be in one of the rooms its join rules allow")
 	}
 	authoriser, err := s.localInviter(ctx, roomID)
 	if err != nil {
@@ -248,5 +246,5 @@ func (s *Service) localInviter(ctx context.Context, roomID string) (string, erro
 			return u, nil
 		}
 	}
-	return "", httpapi.Forbidden("no member of this server may authorise your join to this restricted room")
+	return "", refuse(ErrForbidden, "no member of this server may authorise your join to this restricted room")
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
 	"github.com/cirrus-matrix/cirrus/shared/events"
-	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
@@ -27,7 +26,7 @@ const maxSeq = 999_999_999_999
 func parseToken(t string) (int64, error) {
 	n, err := strconv.ParseInt(strings.TrimPrefix(t, "t"), 10, 64)
 	if err != nil || !strings.HasPrefix(t, "t") || n < 0 || n > maxSeq {
-		return 0, httpapi.InvalidParam("invalid pagination token %q", t)
+		return 0, refuse(ErrInvalid, "invalid pagination token %q", t)
 	}
 	return n, nil
 }
@@ -42,7 +41,7 @@ func (s *Service) position(ctx context.Context, userID, roomID, t string) (int64
 	}
 	n, err := s.SyncPosition(ctx, userID, roomID, t)
 	if err == nil && (n < 0 || n > maxSeq) {
-		return 0, httpapi.InvalidParam("invalid pagination token %q", t)
+		return 0, refuse(ErrInvalid, "invalid pagination token %q", t)
 	}
 	return n, err
 }
@@ -328,11 +327,10 @@ func (s *Service) senderMembers(ctx context.Context, roomID string, evs []Event)
 // VisibleEvent reads one event of the room if userID may see it.
 func (s *Service) VisibleEvent(ctx context.Context, userID, roomID, eventID string) (json.RawMessage, error) {
 	v, err := s.viewerOf(ctx, userID, roomID)
-	var he *httpapi.Error
-	if errors.As(err, &he) && he.Code == "M_FORBIDDEN" {
+	if errors.Is(err, ErrForbidden) {
 		// The spec answers 404 for any event the user may not read, in a
 		// room they were never in too.
-		return nil, httpapi.NotFound("event %s not found", eventID)
+		return nil, refuse(ErrNotFound, "event %s not found", eventID)
 	}
 	if err != nil {
 		return nil, err
@@ -351,7 +349,7 @@ func (s *Service) VisibleEvent(ctx context.Context, userID, roomID, eventID stri
 func (s *Service) visible(ctx context.Context, v *viewer, roomID, eventID string) (Event, error) {
 	e, err := s.Event(ctx, roomID, eventID)
 	if errors.Is(err, ErrUnknownEvent) || (err == nil && !v.sees(e.Seq)) {
-		return Event{}, httpapi.NotFound("event %s not found", eventID)
+		return Event{}, refuse(ErrNotFound, "event %s not found", eventID)
 	}
 	return e, err
 }
@@ -462,7 +460,7 @@ func (s *Service) VisibleState(ctx context.Context, userID, roomID string) ([]ev
 	}
 	if v.limit() == 1<<62 {
 		if !v.joined() && !v.worldReadableNow() {
-			return nil, httpapi.Forbidden("you are not in room %s", roomID)
+			return nil, refuse(ErrForbidden, "you are not in room %s", roomID)
 		}
 		return s.CurrentState(ctx, roomID)
 	}
@@ -552,7 +550,7 @@ func (s *Service) JoinedMembers(ctx context.Context, userID, roomID string) (map
 		return nil, err
 	}
 	if m != "join" {
-		return nil, httpapi.Forbidden("you are not in room %s", roomID)
+		return nil, refuse(ErrForbidden, "you are not in room %s", roomID)
 	}
 	members, err := s.Members(ctx, roomID)
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 
 // FuzzParseToken feeds the pagination token parser (from and to of
 // /messages, /relations, /members?at=) any string: it never panics, refuses
-// with 400 M_INVALID_PARAM, accepts only positions that are not negative,
+// with rooms.ErrInvalid (400 M_INVALID_PARAM), accepts only positions that are not negative,
 // and reads back every token Token writes.
 func FuzzParseToken(f *testing.F) {
 	for _, seed := range []string{"t0", "t42", "t9223372036854775807", "t9223372036854775808", "t-1", "t+1",
@@ -20,9 +20,12 @@ func FuzzParseToken(f *testing.F) {
 	f.Fuzz(func(t *testing.T, token string) {
 		n, err := rooms.ParseToken(token)
 		if err != nil {
-			var me *httpapi.Error
-			if !errors.As(err, &me) || me.Status != 400 || me.Code != "M_INVALID_PARAM" {
-				t.Fatalf("ParseToken(%q): %v, want 400 M_INVALID_PARAM", token, err)
+			var pe httpapi.Public
+			if !errors.Is(err, rooms.ErrInvalid) || !errors.As(err, &pe) {
+				t.Fatalf("ParseToken(%q): %v, want rooms.ErrInvalid", token, err)
+			}
+			if status, code := pe.Matrix(); status != 400 || code != "M_INVALID_PARAM" {
+				t.Fatalf("ParseToken(%q): %v goes out as %d %s, want 400 M_INVALID_PARAM", token, err, status, code)
 			}
 			return
 		}

@@ -219,8 +219,7 @@ func (s *Service) restrictOld(ctx context.Context, userID, roomID string, old ma
 	}
 	empty := ""
 	_, err = s.Send(ctx, Sent{Sender: userID}, roomID, events.PowerLevels, &empty, raw)
-	var he *httpapi.Error
-	if errors.As(err, &he) && he.Code == "M_FORBIDDEN" {
+	if errors.Is(err, ErrForbidden) {
 		return nil
 	}
 	return err

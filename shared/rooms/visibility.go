@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 
-	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
@@ -23,7 +22,7 @@ func (s *Service) viewerOf(ctx context.Context, userID, roomID string) (*viewer,
 	v := &viewer{userID: userID}
 	if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: infoSK}, &v.info); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, httpapi.Forbidden("you are not in room %s, or it does not exist on this server", roomID)
+			return nil, refuse(ErrForbidden, "you are not in room %s, or it does not exist on this server", roomID)
 		}
 		return nil, err
 	}
@@ -39,7 +38,7 @@ func (s *Service) viewerOf(ctx context.Context, userID, roomID string) (*viewer,
 	}
 	v.membership = m
 	if len(m.History) == 0 && !v.worldReadableNow() {
-		return nil, httpapi.Forbidden("you are not in room %s, and its history is not world readable", roomID)
+		return nil, refuse(ErrForbidden, "you are not in room %s, and its history is not world readable", roomID)
 	}
 	return v, nil
 }

@@ -321,8 +321,7 @@ func (s *Service) visible(ctx context.Context, userID string, views map[string]*
 	got := make([]*rooms.SearchView, len(roomIDs))
 	err := each(len(roomIDs), func(i int) error {
 		v, err := s.Rooms.SearchView(ctx, userID, roomIDs[i])
-		var he *httpapi.Error
-		if errors.As(err, &he) && he.Status == http.StatusForbidden {
+		if errors.Is(err, rooms.ErrForbidden) {
 			return nil
 		}
 		got[i] = v
