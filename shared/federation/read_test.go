@@ -222,6 +222,7 @@ func TestUserKeys(t *testing.T) {
 			names = append(names, name)
 		}
 	}
+	f.st.CheckCost(t, "claim of one key", "/user/keys/claim", servertest.Want(4, 2, 2))
 	sort.Strings(names)
 	wantEqual(t, "one-time keys claimed", names, []string{"signed_curve25519:AAAA", "signed_curve25519:AAAB"})
 	if k := claim(); k["signed_curve25519:FFFF"] == nil {

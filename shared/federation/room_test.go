@@ -176,6 +176,13 @@ func TestRoomEndpoints(t *testing.T) {
 		t.Errorf("event: %s", reply.Raw)
 	}
 	f.st.CheckCost(t, "event", "/event/", servertest.Want(6, 6, 0))
+	if _, err := r.alice.RedactEvent(background, r.id, id.EventID(m2)); err != nil {
+		t.Fatal(err)
+	}
+	reply = f.get(t, v1+"/event/"+url.PathEscape(m2))
+	if got := r.pdus(t, reply, "pdus"); len(got) != 1 || got[0].EventID() != m2 || string(got[0].Content()) != "{}" {
+		t.Errorf("a redacted event: %s, want it redacted", reply.Raw)
+	}
 	wantError(t, "unknown event", f.get(t, v1+"/event/"+url.PathEscape("$nothing")), http.StatusNotFound, "M_NOT_FOUND")
 	wantError(t, "bad event ID", f.get(t, v1+"/event/nothing"), http.StatusBadRequest, "M_INVALID_PARAM")
 
