@@ -193,7 +193,12 @@ func (in *Inbox) receive(ctx context.Context, origin, txnID string, req sendRequ
 		return nil, fmt.Errorf("send: claim transaction: %w", err)
 	}
 
-	results, items := in.check(ctx, origin, txnID, rec.Arrived, req.PDUs)
+	results, items, err := in.check(ctx, origin, txnID, rec.Arrived, req.PDUs)
+	if err != nil {
+		// The transaction stays claimed but unanswered: the origin's
+		// retry does it again.
+		return nil, err
+	}
 	if err := in.enqueue(ctx, items); err != nil {
 		return nil, err
 	}
@@ -238,11 +243,14 @@ type checked struct {
 	eventID string
 	err     string
 	item    *inboxItem
+	// failed is an error of this server's (reading the table): the
+	// transaction is not answered, so that it comes again.
+	failed error
 }
 
 // check runs each PDU's checks, several at once, within VerifyTimeout; it
 // returns the per-PDU results and the items to queue, in transaction order.
-func (in *Inbox) check(ctx context.Context, origin, txnID string, arrived int64, pdus []json.RawMessage) (map[string]pduResult, []inboxItem) {
+func (in *Inbox) check(ctx context.Context, origin, txnID string, arrived int64, pdus []json.RawMessage) (map[string]pduResult, []inboxItem, error) {
 	timeout := in.VerifyTimeout
 	if timeout <= 0 {
 		timeout = DefaultVerifyTimeout
@@ -267,6 +275,9 @@ func (in *Inbox) check(ctx context.Context, origin, txnID string, arrived int64,
 	results := make(map[string]pduResult, len(pdus))
 	var items []inboxItem
 	for _, c := range out {
+		if c.failed != nil {
+			return nil, nil, c.failed
+		}
 		if c.eventID == "" {
 			continue // nothing to name it by
 		}
@@ -277,7 +288,7 @@ func (in *Inbox) check(ctx context.Context, origin, txnID string, arrived int64,
 			results[c.eventID] = pduResult{Error: c.err}
 		}
 	}
-	return results, items
+	return results, items, nil
 }
 
 // pduHead is what check reads of a PDU before it knows the room's version.
@@ -305,7 +316,7 @@ func (in *Inbox) checkPDU(ctx context.Context, versions *versionCache, verifier 
 		return checked{eventID: guessEventID(raw, head), err: fmt.Sprintf("this server is not in room %s", head.RoomID)}
 	}
 	if err != nil {
-		return checked{eventID: guessEventID(raw, head), err: "could not read the room: try again later"}
+		return checked{failed: fmt.Errorf("send: room %s: %w", head.RoomID, err)}
 	}
 	ev, err := events.ParseUntrusted(v, raw)
 	if err != nil {
@@ -315,7 +326,7 @@ func (in *Inbox) checkPDU(ctx context.Context, versions *versionCache, verifier 
 	if in.ACLAllows != nil {
 		ok, err := versions.acl(ctx, head.RoomID, origin)
 		if err != nil {
-			return checked{eventID: id, err: "could not read the room's server ACL: try again later"}
+			return checked{failed: fmt.Errorf("send: server ACL of %s: %w", head.RoomID, err)}
 		}
 		if !ok {
 			return checked{eventID: id, err: fmt.Sprintf("server %s is denied by the server ACL of room %s", origin, head.RoomID)}

@@ -762,3 +762,36 @@ func TestSend_SilentKeyServer(t *testing.T) {
 		t.Errorf("inbox holds %v, want the good PDU only", got)
 	}
 }
+
+// TestSend_FailureThenRetry: when the table fails during a transaction,
+// it is answered 500 and not recorded; the origin's retry of the same
+// transaction ID is done in full, its PDUs queued once.
+func TestSend_FailureThenRetry(t *testing.T) {
+	rm := newRemote(t)
+	fs := startFed(t, nil)
+	room := fs.room(t)
+	real := fs.Server.Inbox.RoomVersion
+	fail := true
+	fs.Server.Inbox.RoomVersion = func(ctx context.Context, roomID string) (string, error) {
+		if fail {
+			return "", errors.New("the table is down")
+		}
+		return real(ctx, roomID)
+	}
+	ev := rm.event(t, room, "once", 10, "$a")
+	r := rm.send(t, fs.FedURL, "flaky", []json.RawMessage{ev.JSON()}, nil)
+	if r.Status != http.StatusInternalServerError || r.Body["errcode"] != "M_UNKNOWN" || strings.Contains(string(r.Raw), "table") {
+		t.Fatalf("send with the table down: %d %s, want 500 M_UNKNOWN without internals", r.Status, r.Raw)
+	}
+	if got := fs.inbox(t, room); len(got) != 0 {
+		t.Fatalf("inbox holds %v after the failure", got)
+	}
+	fail = false
+	r = rm.send(t, fs.FedURL, "flaky", []json.RawMessage{ev.JSON()}, nil)
+	if res := pduResults(t, r); r.Status != 200 || res[ev.EventID()] == nil || len(res[ev.EventID()]) != 0 {
+		t.Fatalf("retry: %d %s, want {} for %s", r.Status, r.Raw, ev.EventID())
+	}
+	if got := fs.inbox(t, room); !slices.Equal(got, []string{ev.EventID()}) {
+		t.Errorf("inbox holds %v, want %s once", got, ev.EventID())
+	}
+}
