@@ -3,6 +3,7 @@ package federation
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
@@ -173,6 +174,9 @@ func (s *Service) handleBackfill(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	if len(ids) > rooms.MaxFederationEvents {
+		return httpapi.InvalidParam("v names %d events, over the limit of %d", len(ids), rooms.MaxFederationEvents)
+	}
 	if q.Get("limit") == "" {
 		return httpapi.MissingParam("limit is required")
 	}
@@ -229,6 +233,13 @@ func (s *Service) handleMissingEvents(w http.ResponseWriter, r *http.Request) er
 	if req.Latest == nil || req.Earliest == nil {
 		return httpapi.BadJSON("earliest_events and latest_events are required")
 	}
+	// A room has a handful of forward extremities; more latest events than
+	// an answer may hold events only make work.
+	if len(*req.Latest) > rooms.MaxFederationEvents {
+		return httpapi.InvalidParam("latest_events names %d events, over the limit of %d", len(*req.Latest), rooms.MaxFederationEvents)
+	}
+	// IDs that are no event IDs name nothing this server holds.
+	latest := slices.DeleteFunc(slices.Clone(*req.Latest), func(id string) bool { return !rooms.ValidEventID(id) })
 	limit, minDepth := 10, int64(0)
 	if req.Limit != nil {
 		if *req.Limit < 0 {
@@ -243,7 +254,7 @@ func (s *Service) handleMissingEvents(w http.ResponseWriter, r *http.Request) er
 	if err := s.checkRoom(ctx, roomID, origin(r)); err != nil {
 		return err
 	}
-	evs, err := s.Rooms.MissingEvents(ctx, roomID, *req.Earliest, *req.Latest, limit, minDepth)
+	evs, err := s.Rooms.MissingEvents(ctx, roomID, *req.Earliest, latest, limit, minDepth)
 	if err != nil {
 		return err
 	}

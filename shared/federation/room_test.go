@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -255,8 +256,27 @@ func TestRoomEndpoints(t *testing.T) {
 	}
 	wantEqual(t, "missing events, min_depth", missing(map[string]any{"earliest_events": []string{}, "latest_events": []string{m3}, "min_depth": bobEv.PDU.Depth()}), []string{bob})
 	wantEqual(t, "missing events of unknown events", missing(map[string]any{"earliest_events": []string{}, "latest_events": []string{"$nothing"}}), []string{})
+	wantEqual(t, "missing events of IDs that are not event IDs", missing(map[string]any{"earliest_events": []string{"x"}, "latest_events": []string{"nothing", "$\u0000"}}), []string{})
 	reply = f.post(t, v1+"/get_missing_events/"+url.PathEscape(string(r.id)), map[string]any{"latest_events": []string{m3}})
 	wantError(t, "get_missing_events without earliest_events", reply, http.StatusBadRequest, "M_BAD_JSON")
+	reply = f.post(t, v1+"/get_missing_events/"+url.PathEscape(string(r.id)), map[string]any{"earliest_events": []string{}, "latest_events": "$x"})
+	wantError(t, "get_missing_events, latest_events not a list", reply, http.StatusBadRequest, "M_BAD_JSON")
+	reply = f.post(t, v1+"/get_missing_events/"+url.PathEscape(string(r.id)), map[string]any{"earliest_events": []string{}, "latest_events": []string{m3}, "limit": "ten"})
+	wantError(t, "get_missing_events, limit not a number", reply, http.StatusBadRequest, "M_BAD_JSON")
+	many := make([]string, 101)
+	for i := range many {
+		many[i] = m3
+	}
+	reply = f.post(t, v1+"/get_missing_events/"+url.PathEscape(string(r.id)), map[string]any{"earliest_events": []string{}, "latest_events": many})
+	wantError(t, "get_missing_events of 101 latest events", reply, http.StatusBadRequest, "M_INVALID_PARAM")
+	backfillMany := r.path("backfill") + "?limit=3"
+	for range 101 {
+		backfillMany += "&v=" + url.QueryEscape(m3)
+	}
+	wantError(t, "backfill from 101 events", f.get(t, backfillMany), http.StatusBadRequest, "M_INVALID_PARAM")
+	wantError(t, "backfill from a long event ID", f.get(t, r.path("backfill")+"?limit=3&v=%24"+strings.Repeat("a", 300)), http.StatusBadRequest, "M_INVALID_PARAM")
+	wantError(t, "event of a long event ID", f.get(t, v1+"/event/%24"+strings.Repeat("a", 300)), http.StatusBadRequest, "M_INVALID_PARAM")
+	wantError(t, "state_ids in a bad room ID", f.get(t, v1+"/state_ids/room?event_id="+url.QueryEscape(m3)), http.StatusBadRequest, "M_INVALID_PARAM")
 }
 
 // TestRoomEndpoints_Forbidden: a server with no joined user, or one the
