@@ -53,6 +53,14 @@ func (r room) join(t *testing.T, localpart string) string {
 // joinFrom takes a join of rm's user into the room.
 func (r room) joinFrom(t *testing.T, rm *servertest.Remote, localpart string) string {
 	t.Helper()
+	user := rm.UserID(localpart)
+	return r.receive(t, events.Signer{ServerName: rm.Name, Key: rm.Key}, user, user, `{"membership":"join"}`)
+}
+
+// receive takes into the room a member event of sender about target, made
+// and signed by signer, on the room's forward extremities.
+func (r room) receive(t *testing.T, signer events.Signer, sender, target, content string) string {
+	t.Helper()
 	ctx := background
 	rms := r.f.st.Server.Rooms
 	prev, depth, err := rms.Extremities(ctx, string(r.id))
@@ -67,16 +75,14 @@ func (r room) joinFrom(t *testing.T, rm *servertest.Remote, localpart string) st
 	if err != nil {
 		t.Fatal(err)
 	}
-	user := rm.UserID(localpart)
-	signer := events.Signer{ServerName: rm.Name, Key: rm.Key}
-	ev, err := signer.Build(r.version, events.Proto{RoomID: string(r.id), Sender: user, Type: events.Member, StateKey: &user,
-		Content: json.RawMessage(`{"membership":"join"}`)}, events.Graph{PrevEvents: prev, Depth: depth + 1}, st, time.Now())
+	ev, err := signer.Build(r.version, events.Proto{RoomID: string(r.id), Sender: sender, Type: events.Member, StateKey: &target,
+		Content: json.RawMessage(content)}, events.Graph{PrevEvents: prev, Depth: depth + 1}, st, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	out, err := rms.Receive(ctx, ev)
 	if err != nil || out.Status != rooms.Accepted {
-		t.Fatalf("receive %s's join: %+v %v", user, out, err)
+		t.Fatalf("receive %s's member event about %s: %+v %v", sender, target, out, err)
 	}
 	return ev.EventID()
 }
@@ -357,4 +363,66 @@ func TestRoomEndpoints_HistoryVisibility(t *testing.T) {
 	wantError(t, "state at an event the remote may not see", f.get(t, r.path("state_ids")+"?event_id="+url.QueryEscape(early)), http.StatusForbidden, "M_FORBIDDEN")
 	wantOK(t, "state at an event the remote may see", f.get(t, r.path("state_ids")+"?event_id="+url.QueryEscape(late)))
 	f.st.CheckCost(t, "state_ids under joined visibility", "/state_ids/", servertest.Want(13, 26, 0))
+}
+
+// TestRoomEndpoints_Invited: under invited history visibility, a server
+// sees events sent while its user was invited; under joined it does not.
+func TestRoomEndpoints_Invited(t *testing.T) {
+	for _, tc := range []struct {
+		visibility string
+		want       string
+	}{{"invited", "while invited"}, {"joined", ""}} {
+		t.Run(tc.visibility, func(t *testing.T) {
+			f := start(t)
+			r := newRoom(t, f, &mautrix.ReqCreateRoom{Preset: "public_chat", InitialState: []*event.Event{{
+				Type: event.StateHistoryVisibility, StateKey: new(string), Content: event.Content{Raw: map[string]any{"history_visibility": tc.visibility}},
+			}}})
+			before := r.send(t, "before the invite")
+			// Inviting a remote user needs federation's /invite, not there
+			// yet: the invite alice's server would make, taken in as is.
+			local := events.Signer{ServerName: servertest.ServerName, Key: f.st.Server.Key}
+			r.receive(t, local, r.alice.ID, f.rm.UserID("bob"), `{"membership":"invite"}`)
+			invited := r.send(t, "while invited")
+			bob := r.join(t, "bob")
+			reply := f.get(t, r.path("backfill")+"?v="+url.QueryEscape(bob)+"&limit=4")
+			got := r.pdus(t, reply, "pdus")
+			if len(got) != 4 || got[1].EventID() != invited || got[3].EventID() != before {
+				t.Fatalf("backfill: %s", reply.Raw)
+			}
+			wantEqual(t, "bodies", []string{body(got[1]), body(got[3])}, []string{tc.want, ""})
+		})
+	}
+}
+
+// TestHierarchy_Restricted: a room restricted to a space's members is
+// open to a server once one of its users joined the space.
+func TestHierarchy_Restricted(t *testing.T) {
+	f := start(t)
+	space := newRoom(t, f, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Space", CreationContent: map[string]any{"type": "m.space"}})
+	resp, err := space.alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Members only",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, StateKey: new(string), Content: event.Content{Raw: map[string]any{
+			"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": space.id}},
+		}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := string(resp.RoomID)
+	if _, err := space.alice.SendStateEvent(background, space.id, event.StateSpaceChild, child, map[string]any{"via": []string{"example.org"}}); err != nil {
+		t.Fatal(err)
+	}
+	hierarchy := func() servertest.Reply {
+		r := f.get(t, space.path("hierarchy"))
+		wantOK(t, "hierarchy", r)
+		return r
+	}
+	r := hierarchy()
+	wantEqual(t, "before joining the space: inaccessible", r.Body["inaccessible_children"], []any{child})
+	space.join(t, "bob")
+	r = hierarchy()
+	children, _ := r.Body["children"].([]any)
+	if len(children) != 1 || children[0].(map[string]any)["room_id"] != child || children[0].(map[string]any)["join_rule"] != "restricted" {
+		t.Errorf("once in the space: children %v", children)
+	}
+	wantEqual(t, "allowed_room_ids", children[0].(map[string]any)["allowed_room_ids"], []any{string(space.id)})
+	wantEqual(t, "once in the space: inaccessible", r.Body["inaccessible_children"], []any{})
 }
