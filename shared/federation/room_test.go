@@ -426,3 +426,31 @@ func TestHierarchy_Restricted(t *testing.T) {
 	wantEqual(t, "allowed_room_ids", children[0].(map[string]any)["allowed_room_ids"], []any{string(space.id)})
 	wantEqual(t, "once in the space: inaccessible", r.Body["inaccessible_children"], []any{})
 }
+
+// TestRoomEndpoints_SlashInEventID: event IDs of room version 3 are
+// standard base64, with '/' and '+': escaped in the path, they stay one
+// segment.
+func TestRoomEndpoints_SlashInEventID(t *testing.T) {
+	f := start(t)
+	r := newRoom(t, f, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "3"})
+	r.join(t, "bob")
+	var slashed string
+	for i := 0; i < 40 && slashed == ""; i++ {
+		if id := r.send(t, "message"); strings.ContainsAny(id, "/+") {
+			slashed = id
+		}
+	}
+	if slashed == "" {
+		t.Fatal("no event ID with '/' or '+' in 40 messages")
+	}
+	reply := f.get(t, v1+"/event/"+url.PathEscape(slashed))
+	wantOK(t, "event", reply)
+	if got := r.pdus(t, reply, "pdus"); got[0].EventID() != slashed {
+		t.Errorf("event %s: got %s", slashed, got[0].EventID())
+	}
+	wantOK(t, "event_auth", f.get(t, v1+"/event_auth/"+url.PathEscape(string(r.id))+"/"+url.PathEscape(slashed)))
+	reply = f.get(t, r.path("backfill")+"?limit=1&v="+url.QueryEscape(slashed))
+	wantEqual(t, "backfill", ids(r.pdus(t, reply, "pdus")), []string{slashed})
+	reply = f.get(t, r.path("state_ids")+"?event_id="+url.QueryEscape(slashed))
+	wantOK(t, "state_ids", reply)
+}
