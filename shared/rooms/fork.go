@@ -22,7 +22,10 @@ import (
 func (s *Service) receiveFork(ctx context.Context, roomID string, e *roomEntry, ev events.PDU) (Outcome, func(context.Context) error, error) {
 	h := e.head
 	prevIDs := ev.PrevEventIDs()
-	recs, err := s.records(ctx, roomID, append([]string{ev.EventID()}, prevIDs...))
+	ext := extremitiesAfter(h, ev)
+	// One read of the records of ev, its prev_events and the other
+	// extremities, one of their snapshots with the head's.
+	recs, err := s.records(ctx, roomID, append(append([]string{ev.EventID()}, prevIDs...), ext[1:]...))
 	if err != nil {
 		return Outcome{}, nil, err
 	}
@@ -30,7 +33,7 @@ func (s *Service) receiveFork(ctx context.Context, roomID string, e *roomEntry, 
 		return r.ptr.outcome(), nil, nil
 	}
 	var missing []string
-	var prevs []*record
+	var prevs, others []*record
 	for _, id := range prevIDs {
 		if r, ok := recs[id]; ok {
 			prevs = append(prevs, r)
@@ -41,10 +44,24 @@ func (s *Service) receiveFork(ctx context.Context, roomID string, e *roomEntry, 
 	if len(missing) > 0 || len(prevs) == 0 {
 		return Outcome{}, nil, &MissingEventsError{EventID: ev.EventID(), IDs: missing}
 	}
+	for _, id := range ext[1:] {
+		r, ok := recs[id]
+		if !ok {
+			return Outcome{}, nil, fmt.Errorf("%w %s (a forward extremity)", ErrUnknownEvent, id)
+		}
+		others = append(others, r)
+	}
+	lists, cur, err := s.blockLists(ctx, roomID, append(slices.Clone(prevs), others...), h.StateSeq)
+	if err != nil {
+		return Outcome{}, nil, err
+	}
+	if ev.StateKey() == nil && ev.Type() != events.Redaction && allState(cur, lists, append(slices.Clone(prevs), others...)) {
+		return s.receiveBeside(ctx, roomID, e, ev, ext)
+	}
 	l := newGraphLoader(s, roomID)
 	l.add(recs)
 	l.known[ev.EventID()] = ev // for the resolution of the current state
-	states, err := s.statesAfter(ctx, roomID, prevs)
+	states, err := s.mapsOf(ctx, roomID, l.blocks, prevs, lists[:len(prevs)])
 	if err != nil {
 		return Outcome{}, nil, err
 	}
@@ -67,14 +84,92 @@ func (s *Service) receiveFork(ctx context.Context, roomID string, e *roomEntry, 
 	if reason != "" {
 		return s.keepOut(ctx, roomID, ev, h, before, Rejected, reason)
 	}
-	cur, err := s.stateFor(ctx, roomID, nil, tuples)
-	if err != nil {
+	// The current state's auth tuples, from the cache or read.
+	if err := s.fill(ctx, roomID, e, tuples); err != nil {
 		return Outcome{}, nil, err
 	}
-	if reason := allowed(ev, authOnly(cur, tuples)); reason != "" {
+	if reason := allowed(ev, authOnly(e.state, tuples)); reason != "" {
 		return s.keepOut(ctx, roomID, ev, h, before, SoftFailed, "not allowed by the current state: "+reason)
 	}
-	return s.commitFork(ctx, roomID, e, ev, stateres.After(before, ev), l)
+	return s.commitFork(ctx, roomID, e, ev, stateres.After(before, ev), l, fork{ext: ext, others: others, lists: lists[len(prevs):], cur: cur})
+}
+
+// extremitiesAfter are the room's forward extremities once ev, built on
+// some of h's or on older events, is appended: ev first, then those of h
+// it does not build on.
+func extremitiesAfter(h *head, ev events.PDU) []string {
+	ext := []string{ev.EventID()}
+	for _, id := range h.extremities() {
+		if !slices.Contains(ev.PrevEventIDs(), id) {
+			ext = append(ext, id)
+		}
+	}
+	return ext
+}
+
+// allState reports whether every list names the blocks cur names, and no
+// record adds its own event on top (a soft-failed state event): the states
+// after them all are the current state.
+func allState(cur []string, lists [][]string, recs []*record) bool {
+	for i, l := range lists {
+		if !slices.Equal(padded(l), padded(cur)) {
+			return false
+		}
+		if r := recs[i]; r.sl == nil && r.ptr.Status == string(SoftFailed) && r.ev.StateKey() != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func padded(l []string) []string {
+	out := make([]string, stateBuckets)
+	copy(out, l)
+	return out
+}
+
+// receiveBeside takes the message ev, on a fork whose state is the current
+// state (concurrent messages, the usual fork): as a linear event, but for
+// the extremities its slot keeps.
+func (s *Service) receiveBeside(ctx context.Context, roomID string, e *roomEntry, ev events.PDU, ext []string) (Outcome, func(context.Context) error, error) {
+	h := e.head
+	tuples, err := events.AuthStateNeeded(h.Version, protoOf(ev))
+	if err != nil {
+		return s.reject(ctx, roomID, ev, h, nil, err.Error())
+	}
+	if err := s.fill(ctx, roomID, e, tuples); err != nil {
+		return Outcome{}, nil, err
+	}
+	l := newGraphLoader(s, roomID)
+	for _, pdu := range e.state {
+		if pdu != nil {
+			l.known[pdu.EventID()] = pdu
+		}
+	}
+	if reason, err := s.checkAuth(ctx, l, ev, authOnly(e.state, tuples)); err != nil || reason != "" {
+		if err != nil {
+			return Outcome{}, nil, err
+		}
+		return s.reject(ctx, roomID, ev, h, nil, reason)
+	}
+	next, finish, err := s.commitReceivedMessage(ctx, roomID, h, ev, e.locals, ext)
+	if err != nil {
+		e.reset()
+		if errors.Is(err, errMoved) {
+			return s.storedOrMoved(ctx, ev)
+		}
+		return Outcome{}, nil, err
+	}
+	e.head = next
+	return Outcome{Status: Accepted, Seq: next.Seq}, finish, nil
+}
+
+// fork is what receiveFork read of the extremities ev leaves beside it.
+type fork struct {
+	ext    []string
+	others []*record
+	lists  [][]string
+	cur    []string
 }
 
 // state loads the events of m under tuples.
@@ -100,10 +195,10 @@ func (l *graphLoader) state(ctx context.Context, m stateres.StateMap, tuples []e
 	return out, nil
 }
 
-// statesAfter reads the state after each event of recs: the blocks its
-// record names (a slot's own, or its snapshot's), one BatchGetItem of the
-// snapshots and one of the blocks.
-func (s *Service) statesAfter(ctx context.Context, roomID string, recs []*record) ([]stateres.StateMap, error) {
+// blockLists reads the block hashes of the state after each event of
+// recs (a slot's own blocks, or its snapshot's; a pointer's), and those of
+// the snapshot at position cur: one BatchGetItem of the snapshots.
+func (s *Service) blockLists(ctx context.Context, roomID string, recs []*record, cur int64) ([][]string, []string, error) {
 	lists := make([][]string, len(recs))
 	snaps := map[int64][]int{} // snapshot position -> indexes in recs
 	for i, r := range recs {
@@ -116,7 +211,8 @@ func (s *Service) statesAfter(ctx context.Context, roomID string, recs []*record
 			snaps[r.sl.StateSeq] = append(snaps[r.sl.StateSeq], i)
 		}
 	}
-	var keys []store.Key
+	var curBlocks []string
+	keys := []store.Key{{PK: roomPK(roomID), SK: snapSK(cur)}}
 	for seq := range snaps {
 		keys = append(keys, store.Key{PK: roomPK(roomID), SK: snapSK(seq)})
 	}
@@ -129,15 +225,24 @@ func (s *Service) statesAfter(ctx context.Context, roomID string, recs []*record
 		if err != nil {
 			return err
 		}
+		if seq == cur {
+			curBlocks = snap.Blocks
+		}
 		for _, i := range snaps[seq] {
 			lists[i] = snap.Blocks
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read state snapshots of %s: %w", roomID, err)
+		return nil, nil, fmt.Errorf("read state snapshots of %s: %w", roomID, err)
 	}
-	blocks, err := s.readBlocks(ctx, roomID, lists...)
+	return lists, padded(curBlocks), nil
+}
+
+// mapsOf reads the states lists name (the states after the events of
+// recs): one BatchGetItem of the blocks blockCache does not hold.
+func (s *Service) mapsOf(ctx context.Context, roomID string, blockCache map[string]map[string]string, recs []*record, lists [][]string) ([]stateres.StateMap, error) {
+	blocks, err := s.readBlocks(ctx, roomID, blockCache, lists...)
 	if err != nil {
 		return nil, err
 	}
@@ -169,13 +274,16 @@ func cutTuple(k string) (string, string, bool) {
 	return k, "", false
 }
 
-// readBlocks reads the blocks the lists name, each once.
-func (s *Service) readBlocks(ctx context.Context, roomID string, lists ...[]string) (map[string]map[string]string, error) {
-	out := map[string]map[string]string{}
+// readBlocks reads the blocks the lists name that out does not hold yet,
+// each once, into out (nil makes a new map).
+func (s *Service) readBlocks(ctx context.Context, roomID string, out map[string]map[string]string, lists ...[]string) (map[string]map[string]string, error) {
+	if out == nil {
+		out = map[string]map[string]string{}
+	}
 	var keys []store.Key
 	for _, l := range lists {
 		for _, h := range l {
-			if h != "" {
+			if _, ok := out[h]; h != "" && !ok {
 				keys = append(keys, store.Key{PK: roomPK(roomID), SK: "blk|" + h})
 			}
 		}
@@ -205,31 +313,13 @@ const maxForkActions = 100
 // the states after them, and what changed of it (current state items, a
 // snapshot and its new blocks, the room info, local members' items) is
 // written in one transaction with the slot and the pointer (a create).
-func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, ev events.PDU, after stateres.StateMap, l *graphLoader) (Outcome, func(context.Context) error, error) {
+func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, ev events.PDU, after stateres.StateMap, l *graphLoader, f fork) (Outcome, func(context.Context) error, error) {
 	h := e.head
 	seq := h.Seq + 1
-	ext := []string{ev.EventID()}
-	for _, id := range h.extremities() {
-		if !slices.Contains(ev.PrevEventIDs(), id) {
-			ext = append(ext, id)
-		}
-	}
+	ext := f.ext
 	newCur := after
 	if len(ext) > 1 {
-		recs, err := s.records(ctx, roomID, ext[1:])
-		if err != nil {
-			return Outcome{}, nil, err
-		}
-		l.add(recs)
-		others := make([]*record, 0, len(ext)-1)
-		for _, id := range ext[1:] {
-			r, ok := recs[id]
-			if !ok {
-				return Outcome{}, nil, fmt.Errorf("%w %s (a forward extremity)", ErrUnknownEvent, id)
-			}
-			others = append(others, r)
-		}
-		states, err := s.statesAfter(ctx, roomID, others)
+		states, err := s.mapsOf(ctx, roomID, l.blocks, f.others, f.lists)
 		if err != nil {
 			return Outcome{}, nil, err
 		}
@@ -237,23 +327,16 @@ func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, e
 			return Outcome{}, nil, fmt.Errorf("current state of %s: %w", roomID, err)
 		}
 	}
-	curEvs, err := s.CurrentState(ctx, roomID)
-	if err != nil {
-		return Outcome{}, nil, err
-	}
-	oldState := map[events.StateKeyTuple]events.PDU{}
-	oldMap := stateres.StateMap{}
-	for _, c := range curEvs {
-		t := events.StateKeyTuple{Type: c.Type(), StateKey: *c.StateKey()}
-		oldState[t], oldMap[t] = c, c.EventID()
-	}
+	// The current state before is the head's snapshot: only the buckets
+	// whose block differs are read and compared.
+	oldHashes := f.cur
+	newHashes, newBlks := blocksOf(roomID, newCur)
 	b := &batch{s: s, roomID: roomID, seq: seq, loaded: map[string]map[string]string{}, members: map[string]*membership{},
 		bySlot: map[string]int{}, currentOps: map[string]int{}}
 	b.locals = &locals{PK: roomPK(roomID), SK: localsSK, Users: maps.Clone(e.locals.Users)}
 	if b.locals.Users == nil {
 		b.locals.Users = map[string]string{}
 	}
-	oldHashes, _ := blocksOf(roomID, oldMap)
 	written := map[string]bool{}
 	for _, h := range oldHashes {
 		written[h] = true
@@ -267,26 +350,24 @@ func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, e
 		}
 	}
 	stateSeq := h.StateSeq
-	if !maps.Equal(newCur, oldMap) {
+	if !slices.Equal(newHashes, oldHashes) {
 		stateSeq = seq
 		b.info = &info{}
 		if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: infoSK}, b.info); err != nil {
 			return Outcome{}, nil, fmt.Errorf("read info of %s: %w", roomID, err)
 		}
-		if err := b.setChanged(ctx, l, oldState, oldMap, newCur); err != nil {
+		if err := b.setChanged(ctx, l, oldHashes, newHashes, newCur); err != nil {
 			return Outcome{}, nil, err
 		}
-		hashes, blks := blocksOf(roomID, newCur)
-		putBlocks(blks)
-		b.ops = append(b.ops, store.PutOp(snapshot{PK: roomPK(roomID), SK: snapSK(seq), Blocks: hashes}))
+		putBlocks(newBlks)
+		b.ops = append(b.ops, store.PutOp(snapshot{PK: roomPK(roomID), SK: snapSK(seq), Blocks: newHashes}))
 	}
 	sl := s.newSlot(roomID, seq, ev, stateSeq)
 	if len(ext) > 1 {
 		sl.Ext, sl.Depth = ext, max(h.depth(), ev.Depth())
 	}
-	if !maps.Equal(after, newCur) {
-		var blks []block
-		sl.Blocks, blks = blocksOf(roomID, after)
+	if afterHashes, blks := blocksOf(roomID, after); !slices.Equal(afterHashes, newHashes) {
+		sl.Blocks = afterHashes
 		putBlocks(blks)
 	}
 	b.ops = append(b.ops, store.CreateOp(newPointer(roomID, seq, ev)))
@@ -328,20 +409,52 @@ func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, e
 	return Outcome{Status: Accepted, Seq: seq}, finish, nil
 }
 
-// setChanged writes the current state items that differ between old and
-// next, with what the room info and local members' items keep of them.
-func (b *batch) setChanged(ctx context.Context, l *graphLoader, oldState map[events.StateKeyTuple]events.PDU, old, next stateres.StateMap) error {
+// setChanged writes the current state items that differ between the
+// snapshot of oldHashes and next (whose blocks are newHashes), with what
+// the room info and local members' items keep of them. Only the old
+// blocks of the buckets that differ are read.
+func (b *batch) setChanged(ctx context.Context, l *graphLoader, oldHashes, newHashes []string, next stateres.StateMap) error {
+	var differ []string
+	for i := range oldHashes {
+		if oldHashes[i] != newHashes[i] && oldHashes[i] != "" {
+			differ = append(differ, oldHashes[i])
+		}
+	}
+	blocks, err := b.s.readBlocks(ctx, b.roomID, l.blocks, differ)
+	if err != nil {
+		return err
+	}
+	old := stateres.StateMap{}
+	for _, h := range differ {
+		for k, id := range blocks[h] {
+			typ, key, _ := cutTuple(k)
+			old[stateres.Key{Type: typ, StateKey: key}] = id
+		}
+	}
 	var changed []events.StateKeyTuple
-	var ids []string
+	var ids, oldMembers []string
 	for k, id := range next {
+		if oldHashes[bucketOf(k.Type+"\x00"+k.StateKey)] == newHashes[bucketOf(k.Type+"\x00"+k.StateKey)] {
+			continue
+		}
 		if old[k] != id {
 			changed = append(changed, k)
 			ids = append(ids, id)
+			if o, ok := old[k]; ok && k.Type == events.Member {
+				oldMembers = append(oldMembers, o)
+			}
 		}
 	}
-	got, err := l.Events(ctx, ids)
+	got, err := l.Events(ctx, append(ids, oldMembers...))
 	if err != nil {
 		return err
+	}
+	// The member events replaced, for the joined count.
+	oldState := map[events.StateKeyTuple]events.PDU{}
+	for _, id := range oldMembers {
+		if ev, ok := got[id]; ok {
+			oldState[events.StateKeyTuple{Type: ev.Type(), StateKey: *ev.StateKey()}] = ev
+		}
 	}
 	// Create first, so that the summary starts from it; then by key, so
 	// that the writes do not depend on map order.

@@ -211,7 +211,7 @@ func (s *Service) receiveLinear(ctx context.Context, roomID string, e *roomEntry
 	var next *head
 	var finish func(context.Context) error
 	if ev.StateKey() == nil && ev.Type() != events.Redaction {
-		next, finish, err = s.commitReceivedMessage(ctx, roomID, h, ev, e.locals)
+		next, finish, err = s.commitReceivedMessage(ctx, roomID, h, ev, e.locals, nil)
 	} else {
 		var appended []Appended
 		next, appended, err = s.commitBatch(ctx, roomID, h, []events.PDU{ev}, e.state, nil, e.locals, nil, true)
@@ -286,10 +286,14 @@ func allowed(ev events.PDU, state []events.PDU) string {
 
 // commitReceivedMessage appends a received message event at the slot after
 // h: one transaction of the slot, the pointer (a create: an event stored
-// already fails it) and the relation.
-func (s *Service) commitReceivedMessage(ctx context.Context, roomID string, h *head, ev events.PDU, loc *locals) (*head, func(context.Context) error, error) {
+// already fails it) and the relation. ext are the extremities the slot
+// keeps, when they are more than ev.
+func (s *Service) commitReceivedMessage(ctx context.Context, roomID string, h *head, ev events.PDU, loc *locals, ext []string) (*head, func(context.Context) error, error) {
 	seq := h.Seq + 1
 	sl := s.newSlot(roomID, seq, ev, h.StateSeq)
+	if len(ext) > 1 {
+		sl.Ext, sl.Depth = ext, max(h.depth(), ev.Depth())
+	}
 	ops := []store.Op{store.CreateOp(sl), store.CreateOp(newPointer(roomID, seq, ev))}
 	if rel := relationOf(roomID, seq, ev); rel != nil {
 		ops = append(ops, store.PutOp(*rel))
@@ -486,10 +490,12 @@ type graphLoader struct {
 	roomID   string
 	known    map[string]events.PDU
 	rejected map[string]bool
+	// blocks are the state blocks read, by hash.
+	blocks map[string]map[string]string
 }
 
 func newGraphLoader(s *Service, roomID string) *graphLoader {
-	return &graphLoader{s: s, roomID: roomID, known: map[string]events.PDU{}, rejected: map[string]bool{}}
+	return &graphLoader{s: s, roomID: roomID, known: map[string]events.PDU{}, rejected: map[string]bool{}, blocks: map[string]map[string]string{}}
 }
 
 // add remembers what records hold.
