@@ -48,6 +48,12 @@ func newRemote(t *testing.T, st *servertest.Stack) *remote {
 // room's current state). A nil key makes a message-like event.
 func (r *remote) build(room id.RoomID, sender, typ string, key *string, content string, prev []string, state []events.PDU) events.PDU {
 	r.t.Helper()
+	return r.buildProto(room, events.Proto{Sender: sender, Type: typ, StateKey: key, Content: json.RawMessage(content)}, prev, state)
+}
+
+// buildProto makes the event p in room, as build does.
+func (r *remote) buildProto(room id.RoomID, p events.Proto, prev []string, state []events.PDU) events.PDU {
+	r.t.Helper()
 	ctx := bg
 	var depth int64
 	if prev == nil {
@@ -74,13 +80,19 @@ func (r *remote) build(room id.RoomID, sender, typ string, key *string, content 
 		r.t.Fatal(err)
 	}
 	r.clock = r.clock.Add(time.Second)
-	ev, err := r.signer.Build(info.Version, events.Proto{
-		RoomID: string(room), Sender: sender, Type: typ, StateKey: key, Content: json.RawMessage(content),
-	}, events.Graph{PrevEvents: prev, Depth: depth + 1}, st, r.clock)
+	p.RoomID = string(room)
+	ev, err := r.signer.Build(info.Version, p, events.Graph{PrevEvents: prev, Depth: depth + 1}, st, r.clock)
 	if err != nil {
-		r.t.Fatalf("build %s: %v", typ, err)
+		r.t.Fatalf("build %s: %v", p.Type, err)
 	}
 	return ev
+}
+
+// redaction makes sender's redaction of target.
+func (r *remote) redaction(room id.RoomID, sender, target string, prev []string, state []events.PDU) events.PDU {
+	r.t.Helper()
+	c, _ := json.Marshal(map[string]string{"redacts": target})
+	return r.buildProto(room, events.Proto{Sender: sender, Type: "m.room.redaction", Content: c, Redacts: target}, prev, state)
 }
 
 func (r *remote) state(room id.RoomID) []events.PDU {
@@ -496,4 +508,55 @@ func TestReceive_Concurrent(t *testing.T) {
 	last := say(t, alice, room, "last")
 	ext, _, _ := st.Server.Rooms.Extremities(bg, string(room))
 	wantEqual(t, "extremities after a local event", ext, []string{string(last)})
+}
+
+// TestReceive_Redactions: a received redaction applies when its sender may
+// redact the target (same server, or the power to redact others'
+// events), and not otherwise; on a fork, it redacts a state event still
+// current as a local redaction does.
+func TestReceive_Redactions(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Member(t, "alice")
+	r := newRemote(t, st)
+	room, _ := joinBob(t, st, r, alice)
+	dave := "@dave:remote.test"
+	r.receive("dave's join", r.build(room, dave, "m.room.member", &dave, `{"membership":"join"}`, nil, nil), rooms.Accepted)
+	content := func(eventID id.EventID) map[string]any {
+		t.Helper()
+		ev, err := alice.GetEvent(bg, room, eventID)
+		if err != nil {
+			t.Fatalf("event %s: %v", eventID, err)
+		}
+		return ev.Content.Raw
+	}
+
+	m := say(t, alice, room, "secret")
+	r.receive("dave's redaction", r.redaction(room, dave, string(m), nil, nil), rooms.Accepted)
+	wantEqual(t, "body after dave's redaction (power 0)", content(m)["body"], "secret")
+	r.receive("bob's redaction", r.redaction(room, bob, string(m), nil, nil), rooms.Accepted)
+	if body, ok := content(m)["body"]; ok {
+		t.Fatalf("body after bob's redaction (power 50): %v", body)
+	}
+
+	// On a fork: alice's topic, then her message; bob redacts the topic
+	// on the topic.
+	topic, err := alice.SendStateEvent(bg, room, event.StateTopic, "", map[string]string{"topic": "to go"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateAtTopic := r.state(room)
+	say(t, alice, room, "after the topic")
+	r.receive("bob's redaction of the topic on a fork", r.redaction(room, bob, string(topic.EventID), []string{string(topic.EventID)}, stateAtTopic), rooms.Accepted)
+	if got := stateOf(t, alice, room, "m.room.topic", ""); got["topic"] != nil {
+		t.Fatalf("topic after its redaction: %v", got)
+	}
+	info, err := st.Server.Rooms.Info(bg, string(room))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEqual(t, "room info topic", info.Topic, "")
+	ext, _, _ := st.Server.Rooms.Extremities(bg, string(room))
+	if len(ext) != 2 {
+		t.Fatalf("extremities after the forked redaction: %v", ext)
+	}
 }

@@ -374,20 +374,29 @@ func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, e
 	if rel := relationOf(roomID, seq, ev); rel != nil {
 		b.ops = append(b.ops, store.PutOp(*rel))
 	}
+	b.slots = []slot{sl}
 	if ev.Type() == events.Redaction {
-		// Only the mark on a message: a redaction on a fork of a state
-		// event still current is not applied to the current state yet.
-		t, err := s.redactionTarget(ctx, roomID, ev.Redacts())
+		if err := s.fill(ctx, roomID, e, []events.StateKeyTuple{{Type: events.Create}, {Type: events.PowerLevels}}); err != nil {
+			return Outcome{}, nil, err
+		}
+		t, err := s.appliedTo(ctx, roomID, ev, e.state)
 		if err != nil {
 			return Outcome{}, nil, err
 		}
-		if t != nil && t.RedactedBy == "" && !t.isState() {
-			marked := *t
-			marked.RedactedBy = ev.EventID()
-			b.ops = append(b.ops, store.PutIfOp(marked, "id", marked.EventID))
+		if t != nil {
+			if b.info == nil && t.isState() {
+				// A redacted topic is no topic.
+				b.info = &info{}
+				if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: infoSK}, b.info); err != nil {
+					return Outcome{}, nil, fmt.Errorf("read info of %s: %w", roomID, err)
+				}
+			}
+			b.target = t
+			if err := b.redact(ctx, ev, nil); err != nil {
+				return Outcome{}, nil, err
+			}
 		}
 	}
-	b.slots = []slot{sl}
 	b.finish(nil, nil)
 	if len(b.ops) > maxForkActions {
 		return Outcome{}, nil, fmt.Errorf("event %s changes too much state at once (%d writes)", ev.EventID(), len(b.ops))

@@ -210,11 +210,19 @@ func (s *Service) receiveLinear(ctx context.Context, roomID string, e *roomEntry
 	}
 	var next *head
 	var finish func(context.Context) error
-	if ev.StateKey() == nil && ev.Type() != events.Redaction {
+	var target *slot
+	plain := ev.StateKey() == nil && ev.Type() != events.Redaction
+	if ev.Type() == events.Redaction {
+		if target, err = s.appliedTo(ctx, roomID, ev, e.state); err != nil {
+			return Outcome{}, nil, err
+		}
+		plain = target == nil
+	}
+	if plain {
 		next, finish, err = s.commitReceivedMessage(ctx, roomID, h, ev, e.locals, nil)
 	} else {
 		var appended []Appended
-		next, appended, err = s.commitBatch(ctx, roomID, h, []events.PDU{ev}, e.state, nil, e.locals, nil, true)
+		next, appended, err = s.commitBatch(ctx, roomID, h, []events.PDU{ev}, e.state, nil, e.locals, target, true)
 		finish = func(ctx context.Context) error { return s.notify(ctx, appended) }
 	}
 	if err != nil {
@@ -542,4 +550,33 @@ func (s *Service) Extremities(ctx context.Context, roomID string) ([]string, int
 		return nil, 0, err
 	}
 	return slices.Clone(h.extremities()), h.depth(), nil
+}
+
+// appliedTo is the slot of the event the received redaction red redacts,
+// when this server holds it and red may redact it; nil otherwise (red is
+// then stored and applies to nothing). From room version 3 on the auth
+// rules leave this to the server that applies it: the redaction's sender
+// is on the target sender's server, or has the power to redact others'
+// events in state (the current state's create and power levels).
+func (s *Service) appliedTo(ctx context.Context, roomID string, red events.PDU, state map[events.StateKeyTuple]events.PDU) (*slot, error) {
+	t, err := s.redactionTarget(ctx, roomID, red.Redacts())
+	if err != nil || t == nil {
+		return nil, err
+	}
+	target, err := t.event()
+	if err != nil {
+		return nil, err
+	}
+	if senderServer(red) != senderServer(target.PDU) && mayRedact(state, events.Sender(red), target.PDU) != nil {
+		return nil, nil
+	}
+	if unredactable(target.PDU) != nil {
+		return nil, nil
+	}
+	return t, nil
+}
+
+func senderServer(ev events.PDU) string {
+	_, server, _ := strings.Cut(events.Sender(ev), ":")
+	return server
 }
