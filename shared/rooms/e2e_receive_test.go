@@ -560,3 +560,36 @@ func TestReceive_Redactions(t *testing.T) {
 		t.Fatalf("extremities after the forked redaction: %v", ext)
 	}
 }
+
+// TestReceive_TwiceAtOnce: two instances on one table receive the same
+// events at the same time (a remote server's retried transaction): each is
+// stored once, and the second receipt answers the first's position.
+func TestReceive_TwiceAtOnce(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Member(t, "alice")
+	r := newRemote(t, st)
+	room, _ := joinBob(t, st, r, alice)
+	twin := st.Twin(t).Server.Rooms
+	for i := range 5 {
+		ev := r.message(room, "twice "+string(rune('a'+i)), nil, nil)
+		outs := make(chan rooms.Outcome, 2)
+		errs := make(chan error, 2)
+		for _, rs := range []*rooms.Service{st.Server.Rooms, twin} {
+			go func() {
+				out, err := rs.Receive(bg, ev)
+				outs <- out
+				errs <- err
+			}()
+		}
+		a, b := <-outs, <-outs
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("receive %d: %v", i, err)
+			}
+		}
+		if a.Status != rooms.Accepted || b.Status != rooms.Accepted || a.Seq != b.Seq || a.Duplicate == b.Duplicate {
+			t.Fatalf("event %d received twice at once: %+v and %+v, want one first receipt and one duplicate at one position", i, a, b)
+		}
+	}
+	wantEqual(t, "timeline", shown(t, alice, room), []string{"twice a", "twice b", "twice c", "twice d", "twice e"})
+}
