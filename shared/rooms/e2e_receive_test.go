@@ -430,6 +430,17 @@ func TestReceive_Cost(t *testing.T) {
 	// The auth state (carol's member event: none), the snapshot for the
 	// pointer's blocks, the pointer's create.
 	measure("rejected message", rs, r.build(room, "@carol:remote.test", "m.room.message", nil, `{"body":"x"}`, nil, nil), want(3, 2, 2))
+	// Bob may no longer send; his message built before he knew is soft
+	// failed: the head, the records, the snapshots, the blocks of the
+	// state before it, its auth events, the current auth state; the
+	// pointer's create (the PDU and the block hashes: 2 WCU, twice in a
+	// transaction). Its blocks are stored already.
+	before, _, _ := rs.Extremities(bg, string(room))
+	stateBefore := r.state(room)
+	if _, err := alice.SendStateEvent(bg, room, event.StatePowerLevels, "", map[string]any{"users": map[string]int{bob: 50}, "events_default": 100}); err != nil {
+		t.Fatal(err)
+	}
+	measure("soft-failed message", rs, r.message(room, body, before, stateBefore), want(8, 23, 4))
 }
 
 // TestReceive_ManyForks: a local event builds on at most 10 forward

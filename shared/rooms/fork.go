@@ -71,7 +71,7 @@ func (s *Service) receiveFork(ctx context.Context, roomID string, e *roomEntry, 
 	}
 	tuples, err := events.AuthStateNeeded(h.Version, protoOf(ev))
 	if err != nil {
-		return s.keepOut(ctx, roomID, ev, h, before, Rejected, err.Error())
+		return s.keepOut(ctx, roomID, ev, h, before, l.blocks, Rejected, err.Error())
 	}
 	beforeAuth, err := l.state(ctx, before, tuples)
 	if err != nil {
@@ -82,14 +82,14 @@ func (s *Service) receiveFork(ctx context.Context, roomID string, e *roomEntry, 
 		return Outcome{}, nil, err
 	}
 	if reason != "" {
-		return s.keepOut(ctx, roomID, ev, h, before, Rejected, reason)
+		return s.keepOut(ctx, roomID, ev, h, before, l.blocks, Rejected, reason)
 	}
 	// The current state's auth tuples, from the cache or read.
 	if err := s.fill(ctx, roomID, e, tuples); err != nil {
 		return Outcome{}, nil, err
 	}
 	if reason := allowed(ev, authOnly(e.state, tuples)); reason != "" {
-		return s.keepOut(ctx, roomID, ev, h, before, SoftFailed, "not allowed by the current state: "+reason)
+		return s.keepOut(ctx, roomID, ev, h, before, l.blocks, SoftFailed, "not allowed by the current state: "+reason)
 	}
 	return s.commitFork(ctx, roomID, e, ev, stateres.After(before, ev), l, fork{ext: ext, others: others, lists: lists[len(prevs):], cur: cur})
 }

@@ -137,7 +137,8 @@ func (s *Service) tryReceive(ctx context.Context, roomID string, ev events.PDU) 
 	} else {
 		out, finish, err = s.receiveFork(ctx, roomID, e, ev)
 	}
-	if err != nil {
+	var missing *MissingEventsError
+	if err != nil && !errors.As(err, &missing) {
 		e.reset()
 	}
 	return out, finish, err
@@ -350,13 +351,14 @@ func (p pointer) outcome() Outcome {
 // reject stores ev outside the timeline as Rejected. before is the state
 // before it, nil for the current state at h.
 func (s *Service) reject(ctx context.Context, roomID string, ev events.PDU, h *head, before stateres.StateMap, reason string) (Outcome, func(context.Context) error, error) {
-	return s.keepOut(ctx, roomID, ev, h, before, Rejected, reason)
+	return s.keepOut(ctx, roomID, ev, h, before, nil, Rejected, reason)
 }
 
 // keepOut stores ev with status st in its pointer alone, with the block
-// hashes of the state before it (new blocks written in the same
-// transaction), so that events built on it can still be placed.
-func (s *Service) keepOut(ctx context.Context, roomID string, ev events.PDU, h *head, before stateres.StateMap, st Status, reason string) (Outcome, func(context.Context) error, error) {
+// hashes of the state before it (blocks not among stored, read already,
+// written in the same transaction), so that events built on it can still
+// be placed.
+func (s *Service) keepOut(ctx context.Context, roomID string, ev events.PDU, h *head, before stateres.StateMap, stored map[string]map[string]string, st Status, reason string) (Outcome, func(context.Context) error, error) {
 	p := pointer{PK: pointerPK(ev.EventID()), SK: "event", RoomID: roomID, Status: string(st), Reason: reason, PDU: string(ev.JSON()), Version: string(ev.Version())}
 	var ops []store.Op
 	if before == nil {
@@ -369,7 +371,9 @@ func (s *Service) keepOut(ctx context.Context, roomID string, ev events.PDU, h *
 		var blks []block
 		p.Blocks, blks = blocksOf(roomID, before)
 		for _, b := range blks {
-			ops = append(ops, store.PutOp(b))
+			if _, ok := stored[b.SK[len("blk|"):]]; !ok {
+				ops = append(ops, store.PutOp(b))
+			}
 		}
 	}
 	ops = append(ops, store.CreateOp(p))
