@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,6 +56,11 @@ type remote struct {
 	fail   int // requests to answer 502 before answering again
 	failed int
 	errs   []string
+	// hang, when set, is closed by the next request, which then waits
+	// until its client gives up.
+	hang chan struct{}
+
+	inFlight, maxInFlight atomic.Int64
 }
 
 func newRemote(t *testing.T) *remote {
@@ -65,6 +72,27 @@ func newRemote(t *testing.T) *remote {
 			http.Error(w, `{"errcode":"M_UNRECOGNIZED"}`, http.StatusNotFound)
 			return
 		}
+		n := rm.inFlight.Add(1)
+		defer rm.inFlight.Add(-1)
+		for m := rm.maxInFlight.Load(); n > m && !rm.maxInFlight.CompareAndSwap(m, n); m = rm.maxInFlight.Load() {
+		}
+		rm.mu.Lock()
+		hang := rm.hang
+		rm.hang = nil
+		rm.mu.Unlock()
+		if hang != nil {
+			// The server notices a client leave once the body is read.
+			io.Copy(io.Discard, r.Body)
+			rm.mu.Lock()
+			rm.txns = append(rm.txns, txn{ID: id + " (cut)"})
+			rm.mu.Unlock()
+			close(hang)
+			<-r.Context().Done()
+			return
+		}
+		// Stay in flight a moment, so that a second sender at once would
+		// be seen.
+		time.Sleep(2 * time.Millisecond)
 		rm.mu.Lock()
 		defer rm.mu.Unlock()
 		origin := rm.origin
@@ -642,5 +670,74 @@ func TestSender_PDUsAndEDUs(t *testing.T) {
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") || edus != 110 {
 		t.Errorf("remote got PDUs %q and %d EDUs, want %q and 110", got, edus, want)
+	}
+}
+
+// TestSender_TwoWorkers: jobs of one destination run at once by two
+// servers on one table (two Lambda instances) send each event once, in
+// order, one transaction at a time.
+func TestSender_TwoWorkers(t *testing.T) {
+	f := newFixture(t)
+	twin := f.st.Twin(t).Server.Sender
+	twin.Queue = f.st.Server.Sender.Queue
+	want := bodies(30, "c")
+	f.send(t, want...)
+	queued := f.q.take()
+	var wg sync.WaitGroup
+	for i, j := range queued {
+		worker := f.st.Server.Sender
+		if i%2 == 1 {
+			worker = twin
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := worker.Handle(context.Background(), []byte(j.Body)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	f.run(t) // any job a worker handed on
+	var got []string
+	for _, x := range f.rm.received(t) {
+		got = append(got, x.Bodies...)
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("remote got %q,\nwant %q", got, want)
+	}
+	if n := f.rm.maxInFlight.Load(); n != 1 {
+		t.Errorf("%d transactions in flight at once, want 1", n)
+	}
+}
+
+// TestSender_InvocationEnds: a worker whose invocation ends during a send
+// fails its job (SQS delivers it again) without backing the destination
+// off, and the retry sends the transaction under the same ID.
+func TestSender_InvocationEnds(t *testing.T) {
+	f := newFixture(t)
+	hung := make(chan struct{})
+	f.rm.mu.Lock()
+	f.rm.hang = hung
+	f.rm.mu.Unlock()
+	f.send(t, "once")
+	queued := f.q.take()
+	if len(queued) != 1 {
+		t.Fatalf("queued %v, want one job", queued)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-hung; cancel() }()
+	if err := f.st.Server.Sender.Handle(ctx, []byte(queued[0].Body)); err == nil {
+		t.Fatal("a job cut short succeeded; want an error, for SQS to deliver it again")
+	}
+	if delayed := f.q.take(); len(delayed) != 0 {
+		t.Errorf("queued %v, want no backoff wake-up", delayed)
+	}
+	if err := f.st.Server.Sender.Handle(context.Background(), []byte(queued[0].Body)); err != nil {
+		t.Fatal(err)
+	}
+	txns := f.rm.received(t)
+	if len(txns) != 2 || txns[0].ID != txns[1].ID+" (cut)" || strings.Join(txns[1].Bodies, " ") != "once" {
+		t.Fatalf("remote got %+v, want a cut try and once under the same ID", txns)
 	}
 }
