@@ -1,0 +1,164 @@
+package federation_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
+)
+
+// TestDendrite_Join: a Dendrite 0.13.8 user joins a public room of a
+// Cirrus user through Dendrite's client API; Dendrite asks Cirrus's
+// make_join and send_join. Then each side's message reaches the other:
+// alice's through Cirrus's sender (a transaction to Dendrite), bob's
+// through Dendrite's /send, Cirrus's inbox and its worker. Both servers'
+// /messages then hold the same events in the same order.
+func TestDendrite_Join(t *testing.T) {
+	st, _ := servertest.StartNamed(t)
+	st.RunQueue(t)
+	d := servertest.StartDendrite(t, nil)
+	alice := st.Member(t, "alice")
+	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10", Name: "Lobby"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := string(created.RoomID)
+	bobToken := d.Register(t, "bob", "correct horse battery staple")
+	bob := "@bob:" + d.Name
+	dendrite := func(method, path string, body any) map[string]any {
+		t.Helper()
+		status, raw := d.Do(t, method, path, bobToken, body)
+		var out map[string]any
+		if status != http.StatusOK || json.Unmarshal([]byte(raw), &out) != nil {
+			t.Fatalf("Dendrite %s %s: %d %s\n%s", method, path, status, raw, d.LogTail())
+		}
+		return out
+	}
+
+	joined := dendrite("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(st.Name()), map[string]any{})
+	if joined["room_id"] != room {
+		t.Fatalf("join through Dendrite: %v", joined)
+	}
+	for _, route := range []string{"/make_join/", "/send_join/"} {
+		if r := st.LastRequestTo(t, route); r.Status != http.StatusOK {
+			t.Errorf("%s: Cirrus answered %d", route, r.Status)
+		}
+	}
+	if ev, err := st.Server.Rooms.StateEvent(background, room, "m.room.member", bob); err != nil {
+		t.Fatalf("bob's member event on Cirrus: %v", err)
+	} else if m, _ := ev.Membership(); m != "join" {
+		t.Fatalf("bob's membership on Cirrus: %q", m)
+	}
+
+	// alice's message goes out through Cirrus's sender.
+	if _, err := alice.SendText(background, created.RoomID, "hello from cirrus"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "alice's message in bob's Dendrite /sync", func() ([]string, bool) {
+		out := dendrite("GET", "/_matrix/client/v3/sync?timeout=0&filter="+url.QueryEscape(`{"room":{"timeline":{"limit":50}}}`), nil)
+		b := timelineBodies(out, room)
+		return b, slices.Contains(b, "hello from cirrus")
+	}, d.LogTail)
+
+	// bob's goes in through Dendrite's /send and Cirrus's inbox worker.
+	dendrite("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/send/m.room.message/t1", map[string]any{"msgtype": "m.text", "body": "hello from dendrite"})
+	waitFor(t, "bob's message in alice's Cirrus /sync", func() ([]string, bool) {
+		r := st.Do(t, "GET", "/_matrix/client/v3/sync?timeout=0&filter="+url.QueryEscape(`{"room":{"timeline":{"limit":50}}}`), alice.User.AccessToken, nil)
+		b := timelineBodies(r.Body, room)
+		return b, slices.Contains(b, "hello from dendrite")
+	}, st.Logs)
+
+	// Both sides' /messages, from bob's join on, oldest first.
+	cirrus := st.Do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/messages?dir=b&limit=50", alice.User.AccessToken, nil)
+	if cirrus.Status != http.StatusOK {
+		t.Fatalf("Cirrus /messages: %d %s", cirrus.Status, cirrus.Raw)
+	}
+	theirs := dendrite("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/messages?dir=b&limit=50", nil)
+	ours, dendrites := sinceJoin(cirrus.Body, bob), sinceJoin(theirs, bob)
+	t.Logf("Cirrus /messages since the join: %v\nDendrite's: %v", eventIDs(ours), eventIDs(dendrites))
+	want := []string{"m.room.member " + bob, "m.room.message hello from cirrus", "m.room.message hello from dendrite"}
+	if !slices.Equal(describe(ours), want) {
+		t.Errorf("Cirrus /messages since bob's join: %v, want %v", describe(ours), want)
+	}
+	if !slices.Equal(eventIDs(ours), eventIDs(dendrites)) {
+		t.Errorf("/messages since bob's join:\n Cirrus   %v\n Dendrite %v", describe(ours), describe(dendrites))
+	}
+}
+
+// waitFor polls check until it reports done; the 60 s limit only keeps a
+// broken test from hanging.
+func waitFor(t *testing.T, what string, check func() ([]string, bool), logs func() string) {
+	t.Helper()
+	var got []string
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		var ok bool
+		if got, ok = check(); ok {
+			return
+		}
+	}
+	t.Fatalf("%s: never came; last saw %q\n%s", what, got, logs())
+}
+
+// timelineBodies lists the message bodies of room's timeline in a /sync
+// answer.
+func timelineBodies(sync map[string]any, room string) []string {
+	var out []string
+	rooms, _ := sync["rooms"].(map[string]any)
+	join, _ := rooms["join"].(map[string]any)
+	r, _ := join[room].(map[string]any)
+	tl, _ := r["timeline"].(map[string]any)
+	evs, _ := tl["events"].([]any)
+	for _, e := range evs {
+		ev, _ := e.(map[string]any)
+		c, _ := ev["content"].(map[string]any)
+		if b, ok := c["body"].(string); ok {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// sinceJoin is the chunk of a /messages answer (dir=b) from user's join
+// on, oldest first.
+func sinceJoin(messages map[string]any, user string) []map[string]any {
+	chunk, _ := messages["chunk"].([]any)
+	var out []map[string]any
+	for _, e := range chunk {
+		ev, _ := e.(map[string]any)
+		out = append(out, ev)
+		c, _ := ev["content"].(map[string]any)
+		if ev["type"] == "m.room.member" && ev["state_key"] == user && c["membership"] == "join" {
+			break
+		}
+	}
+	slices.Reverse(out)
+	return out
+}
+
+func describe(evs []map[string]any) []string {
+	var out []string
+	for _, ev := range evs {
+		c, _ := ev["content"].(map[string]any)
+		if ev["type"] == "m.room.member" {
+			out = append(out, fmt.Sprintf("m.room.member %v", ev["state_key"]))
+		} else {
+			out = append(out, fmt.Sprintf("%v %v", ev["type"], c["body"]))
+		}
+	}
+	return out
+}
+
+func eventIDs(evs []map[string]any) []string {
+	var out []string
+	for _, ev := range evs {
+		out = append(out, fmt.Sprint(ev["event_id"]))
+	}
+	return out
+}
