@@ -147,6 +147,9 @@ type Config struct {
 	RateLimits RateLimits `yaml:"rate_limits"`
 	// Sync tunes /sync long-polling.
 	Sync Sync `yaml:"sync"`
+	// Federation is Synapse's federation block: the backoff of servers
+	// that do not answer.
+	Federation Federation `yaml:"federation"`
 	// Presence is Synapse's presence block.
 	Presence Presence `yaml:"presence"`
 	// UserDirectory is Synapse's user_directory block.
@@ -286,6 +289,30 @@ type Sync struct {
 }
 
 var defaultSync = Sync{PollIntervalMS: 1000, MaxTimeoutMS: 25000}
+
+// Federation holds Synapse's destination backoff: after a failed
+// transaction a server is tried again after DestinationMinRetryInterval,
+// that multiplied by DestinationRetryMultiplier after each further failure,
+// up to DestinationMaxRetryInterval. The intervals are Synapse's durations
+// (ParseDuration); empty, and a zero multiplier, mean Synapse's defaults
+// (10m, 2, 1w), which shared/sender holds.
+type Federation struct {
+	DestinationMinRetryInterval string `yaml:"destination_min_retry_interval"`
+	DestinationRetryMultiplier  int64  `yaml:"destination_retry_multiplier"`
+	DestinationMaxRetryInterval string `yaml:"destination_max_retry_interval"`
+}
+
+// RetryIntervals returns the least and greatest backoff, zero where unset
+// (Validate has checked them).
+func (f Federation) RetryIntervals() (least, most time.Duration) {
+	if f.DestinationMinRetryInterval != "" {
+		least, _ = ParseDuration(f.DestinationMinRetryInterval)
+	}
+	if f.DestinationMaxRetryInterval != "" {
+		most, _ = ParseDuration(f.DestinationMaxRetryInterval)
+	}
+	return least, most
+}
 
 // Presence turns presence on or off. On, a change of a user's presence
 // costs a write for each local user sharing a room with them; off, everyone
@@ -519,6 +546,22 @@ func (c *Config) Validate() error {
 		if _, err := ParseDuration(c.TurnUserLifetime); err != nil {
 			bad("turn_user_lifetime: %v", err)
 		}
+	}
+	for _, d := range []struct{ key, v string }{
+		{"federation.destination_min_retry_interval", c.Federation.DestinationMinRetryInterval},
+		{"federation.destination_max_retry_interval", c.Federation.DestinationMaxRetryInterval},
+	} {
+		if d.v != "" {
+			if _, err := ParseDuration(d.v); err != nil {
+				bad("%s: %v", d.key, err)
+			}
+		}
+	}
+	if least, most := c.Federation.RetryIntervals(); least > 0 && most > 0 && least > most {
+		bad("federation.destination_min_retry_interval (%v) is longer than destination_max_retry_interval (%v)", least, most)
+	}
+	if c.Federation.DestinationRetryMultiplier < 0 {
+		bad("federation.destination_retry_multiplier must be 1 or more, got %d", c.Federation.DestinationRetryMultiplier)
 	}
 	for _, u := range c.TurnURIs {
 		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") && !strings.HasPrefix(u, "stun:") {

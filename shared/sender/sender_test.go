@@ -243,14 +243,14 @@ type fixture struct {
 	roomID string
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, env ...string) *fixture {
 	t.Helper()
 	f := &fixture{q: &jobs{}, clock: &clock{t: time.Now().Truncate(time.Second)}}
 	f.rm = newRemote(t)
-	f.st = servertest.Start(t,
-		"CIRRUS_FEDERATION_HOSTS="+remoteName+"="+f.rm.srv.Listener.Addr().String(),
-		"CIRRUS_FEDERATION_CUSTOM_CA_LIST="+f.rm.caFile(t),
-		"CIRRUS_IP_RANGE_WHITELIST=127.0.0.0/8")
+	f.st = servertest.Start(t, append([]string{
+		"CIRRUS_FEDERATION_HOSTS=" + remoteName + "=" + f.rm.srv.Listener.Addr().String(),
+		"CIRRUS_FEDERATION_CUSTOM_CA_LIST=" + f.rm.caFile(t),
+		"CIRRUS_IP_RANGE_WHITELIST=127.0.0.0/8"}, env...)...)
 	f.rm.mu.Lock()
 	f.rm.origin, f.rm.key = servertest.ServerName, f.st.Server.Key
 	f.rm.mu.Unlock()
@@ -739,5 +739,30 @@ func TestSender_InvocationEnds(t *testing.T) {
 	txns := f.rm.received(t)
 	if len(txns) != 2 || txns[0].ID != txns[1].ID+" (cut)" || strings.Join(txns[1].Bodies, " ") != "once" {
 		t.Fatalf("remote got %+v, want a cut try and once under the same ID", txns)
+	}
+}
+
+// TestSender_BackoffSettings: Synapse's federation backoff keys shape the
+// waits: 30 s, times 3, at most 60 s (before the jitter factor 1.1).
+func TestSender_BackoffSettings(t *testing.T) {
+	f := newFixture(t, "CIRRUS_FEDERATION_DESTINATION_MIN_RETRY_INTERVAL=30s",
+		"CIRRUS_FEDERATION_DESTINATION_RETRY_MULTIPLIER=3", "CIRRUS_FEDERATION_DESTINATION_MAX_RETRY_INTERVAL=1m")
+	f.rm.failNext(3)
+	f.send(t, "late")
+	var waits []time.Duration
+	for range 4 {
+		delayed := f.run(t)
+		if len(delayed) != 1 {
+			break
+		}
+		waits = append(waits, delayed[0].Delay)
+		f.clock.Add(delayed[0].Delay)
+		f.q.SendAfter(context.Background(), sender.Kind, []byte(delayed[0].Body), 0)
+	}
+	if want := []time.Duration{33 * time.Second, time.Minute, time.Minute}; fmt.Sprint(waits) != fmt.Sprint(want) {
+		t.Errorf("waits %v, want %v", waits, want)
+	}
+	if txns := f.rm.received(t); len(txns) != 4 || strings.Join(txns[3].Bodies, " ") != "late" {
+		t.Errorf("remote got %+v, want three failures and late", txns)
 	}
 }

@@ -212,8 +212,10 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		return syncs.Touch(ctx, "", []string{userID})
 	}
 	searches := &search.Service{Store: st, Rooms: rms, Disabled: !cfg.EnableSearch}
+	minRetry, maxRetry := cfg.Federation.RetryIntervals()
 	snd := &sender.Sender{Store: st, ServerName: cfg.ServerName, Members: rms.Members,
-		Client: fed.Federation(), Logger: logger}
+		Client: fed.Federation(), Logger: logger,
+		MinRetry: minRetry, Multiplier: float64(cfg.Federation.DestinationRetryMultiplier), MaxRetry: maxRetry}
 	// Every append reaches the members' sync streams, the search index and
 	// the other servers' outboxes, side by side: no write waits for
 	// another, so a send pays one round trip for all, and a failed index
