@@ -52,6 +52,17 @@ func (s *Service) MembershipTemplate(ctx context.Context, roomID, userID, member
 		return "", nil, fmt.Errorf("%w %s", ErrUnknownRoom, roomID)
 	}
 	content := map[string]any{"membership": membership}
+	if membership == "leave" {
+		// The auth rules allow a leave only from join, invite and knock;
+		// the library also lets leave follow leave.
+		m, err := s.memberIn(ctx, roomID, userID)
+		if err != nil {
+			return "", nil, err
+		}
+		if m != "join" && m != "invite" && m != "knock" {
+			return "", nil, refuse(ErrForbidden, "%s is not in the room, invited or knocking: there is nothing to leave", userID)
+		}
+	}
 	if membership == "join" {
 		via, err := s.authorisedVia(ctx, roomID, userID)
 		if err != nil {
