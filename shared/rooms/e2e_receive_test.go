@@ -126,10 +126,20 @@ func (r *remote) receive(what string, ev events.PDU, want rooms.Status) rooms.Ou
 // joins bob to it through Receive.
 func joinBob(t *testing.T, st *servertest.Stack, r *remote, alice mxUser) (id.RoomID, events.PDU) {
 	t.Helper()
+	return joinBobIn(t, r, alice, "")
+}
+
+// joinBobIn is joinBob in a room of version v ("" for the default).
+func joinBobIn(t *testing.T, r *remote, alice mxUser, v string) (id.RoomID, events.PDU) {
+	t.Helper()
 	var created struct {
 		RoomID id.RoomID `json:"room_id"`
 	}
 	body := map[string]any{"preset": "public_chat", "power_level_content_override": map[string]any{"users": map[string]int{bob: 50}}}
+	if v != "" {
+		body["room_version"] = v
+		body["power_level_content_override"] = map[string]any{"users": map[string]int{bob: 50, string(alice.UserID): 100}}
+	}
 	if err := raw(alice, "POST", body, &created, "v3", "createRoom"); err != nil {
 		t.Fatalf("createRoom: %v", err)
 	}
@@ -603,4 +613,34 @@ func TestReceive_TwiceAtOnce(t *testing.T) {
 		}
 	}
 	wantEqual(t, "timeline", shown(t, alice, room), []string{"twice a", "twice b", "twice c", "twice d", "twice e"})
+}
+
+// TestReceive_Versions: rooms before version 12 list the create event in
+// auth_events and name their server in the room ID; received events are
+// placed, forked and refused as in version 12.
+func TestReceive_Versions(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Member(t, "alice")
+	r := newRemote(t, st)
+	for _, v := range []string{"10", "11"} {
+		t.Run(v, func(t *testing.T) {
+			room, join := joinBobIn(t, r, alice, v)
+			stateAtJoin := r.state(room)
+			r.receive("bob's message", r.message(room, "hello", nil, nil), rooms.Accepted)
+			say(t, alice, room, "alice's")
+			key := ""
+			r.receive("bob's topic on a fork", r.build(room, bob, "m.room.topic", &key, `{"topic":"forked"}`, []string{join.EventID()}, stateAtJoin), rooms.Accepted)
+			wantEqual(t, "topic", stateOf(t, alice, room, "m.room.topic", "")["topic"], "forked")
+			r.receive("carol's message", r.build(room, "@carol:remote.test", "m.room.message", nil, `{"body":"x"}`, nil, nil), rooms.Rejected)
+			last := say(t, alice, room, "merged")
+			e, err := st.Server.Rooms.Event(bg, string(room), string(last))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(e.PDU.PrevEventIDs()) != 2 {
+				t.Fatalf("prev_events of the local event after the fork: %v", e.PDU.PrevEventIDs())
+			}
+			wantEqual(t, "timeline", shown(t, alice, room), []string{"hello", "alice's", "merged"})
+		})
+	}
 }

@@ -243,14 +243,28 @@ func (s *Service) receiveLinear(ctx context.Context, roomID string, e *roomEntry
 // reason is empty when both allow it. Missing auth events are a
 // *MissingEventsError.
 func (s *Service) checkAuth(ctx context.Context, l *graphLoader, ev events.PDU, before []events.PDU) (string, error) {
-	ids := ev.AuthEventIDs()
-	got, err := l.Events(ctx, ids)
+	v := string(ev.Version())
+	want := ev.AuthEventIDs()
+	createID := ""
+	if events.DomainlessRoomIDs(v) {
+		// The room ID names the create event, which auth_events must not
+		// list (room version 12, auth rules 2 and 3.2); the rules still
+		// read it, and the library's AuthEventIDs adds it to those listed.
+		createID = "$" + strings.TrimPrefix(events.RoomID(ev), "!")
+		switch n := countOf(want, createID); {
+		case n > 1:
+			return "auth_events list the create event", nil
+		case n == 0:
+			want = append(slices.Clone(want), createID)
+		}
+	}
+	got, err := l.Events(ctx, want)
 	if err != nil {
 		return "", err
 	}
 	var missing []string
 	var auth []events.PDU
-	for _, id := range ids {
+	for _, id := range want {
 		a, ok := got[id]
 		switch {
 		case !ok:
@@ -264,6 +278,9 @@ func (s *Service) checkAuth(ctx context.Context, l *graphLoader, ev events.PDU, 
 	if len(missing) > 0 {
 		return "", &MissingEventsError{EventID: ev.EventID(), AuthIDs: missing}
 	}
+	if reason := selected(v, ev, auth, createID); reason != "" {
+		return reason, nil
+	}
 	if reason := allowed(ev, auth); reason != "" {
 		return "not allowed by its auth events: " + reason, nil
 	}
@@ -271,6 +288,50 @@ func (s *Service) checkAuth(ctx context.Context, l *graphLoader, ev events.PDU, 
 		return "not allowed by the state before it: " + reason, nil
 	}
 	return "", nil
+}
+
+func countOf(ids []string, id string) int {
+	n := 0
+	for _, x := range ids {
+		if x == id {
+			n++
+		}
+	}
+	return n
+}
+
+// selected is why ev's auth events are not a selection the auth rules
+// accept (rule "considering the event's auth_events"), "" when they are:
+// state events, one per type and state key, each of a kind the auth events
+// selection picks for ev, the create event among them before version 12.
+// createID is the create event added for version 12, which auth_events do
+// not list.
+func selected(v string, ev events.PDU, auth []events.PDU, createID string) string {
+	tuples, err := events.AuthStateNeeded(v, protoOf(ev))
+	if err != nil {
+		return err.Error()
+	}
+	seen := map[events.StateKeyTuple]bool{}
+	for _, a := range auth {
+		if a.EventID() == createID {
+			continue
+		}
+		if a.StateKey() == nil {
+			return "auth event " + a.EventID() + " is not a state event"
+		}
+		t := events.StateKeyTuple{Type: a.Type(), StateKey: *a.StateKey()}
+		if seen[t] {
+			return fmt.Sprintf("auth_events list two %s events with state key %q", t.Type, t.StateKey)
+		}
+		seen[t] = true
+		if !slices.Contains(tuples, t) {
+			return fmt.Sprintf("auth event %s (%s, state key %q) is not one the auth rules select for this event", a.EventID(), t.Type, t.StateKey)
+		}
+	}
+	if createID == "" && !seen[events.StateKeyTuple{Type: events.Create}] {
+		return "auth_events do not list the create event"
+	}
+	return ""
 }
 
 // allowed is why the auth rules refuse ev in state, "" if they allow it.
