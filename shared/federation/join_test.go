@@ -185,12 +185,14 @@ func TestJoin(t *testing.T) {
 	}
 
 	leaveReply := f.rm.Do(t, f.url, "GET", v1+"/make_leave/"+url.PathEscape(string(r.id))+"/"+url.PathEscape(bob), nil)
+	f.st.CheckCost(t, "make_leave", "/make_leave/", servertest.Want(7, 9, 0))
 	leave := fill(t, f.rm, leaveReply)
 	if m, _ := leave.Membership(); m != "leave" || leave.PrevEventIDs()[0] != join.EventID() {
 		t.Errorf("make_leave template: %s", leaveReply.Raw)
 	}
 	left := r.sendMember(t, f.rm, v2+"/send_leave", leave.EventID(), json.RawMessage(leave.JSON()))
 	wantOK(t, "send_leave", left)
+	f.st.CheckCost(t, "send_leave", "/send_leave/", servertest.Want(11, 9, 13))
 	if string(left.Raw) != "{}" {
 		t.Errorf("send_leave answered %s, want {}", left.Raw)
 	}
