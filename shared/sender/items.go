@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The items of a destination, all in its partition fedout|<server name>.
@@ -44,7 +45,14 @@ type entry struct {
 	PDU     string `dynamodbav:"pdu,omitempty"`
 	// EDU is {"edu_type": ..., "content": ...}.
 	EDU string `dynamodbav:"edu,omitempty"`
+	// Expires (Unix s) bounds what a server that never answers again
+	// leaves behind: the table's TTL deletes the entry, at no write cost.
+	Expires int64 `dynamodbav:"expires_at"`
 }
+
+// entryTTL is how long an entry waits for its destination: four times the
+// longest default backoff.
+const entryTTL = 28 * 24 * time.Hour
 
 // state is what the sender of a destination keeps between invocations.
 // Every write of it is conditional on the revision read, so a lease is held

@@ -217,8 +217,10 @@ func (s *Sender) SendEDU(ctx context.Context, destinations []string, eduType str
 // that runs finds them there.
 func (s *Sender) enqueue(ctx context.Context, q Queue, destination string, entries []entry) error {
 	pk := partition(destination)
+	expires := s.now().Add(entryTTL).Unix()
 	items := make([]any, 0, len(entries))
 	for _, e := range entries {
+		e.Expires = expires
 		seq, err := s.Store.Increment(ctx, store.Key{PK: pk, SK: counterSK}, counterAttr, time.Time{})
 		if err != nil {
 			return fmt.Errorf("enqueue for %s: %w", destination, err)

@@ -766,3 +766,21 @@ func TestSender_BackoffSettings(t *testing.T) {
 		t.Errorf("remote got %+v, want three failures and late", txns)
 	}
 }
+
+// TestSender_EntriesExpire: an entry older than its time to live (28 days:
+// its destination never answered) is not sent; the table's TTL takes it.
+func TestSender_EntriesExpire(t *testing.T) {
+	f := newFixture(t)
+	f.clock.Add(-29 * 24 * time.Hour) // enqueued 29 days ago, as the store sees it
+	f.send(t, "stale")
+	f.clock.Add(29 * 24 * time.Hour)
+	f.send(t, "fresh")
+	f.run(t)
+	var got []string
+	for _, x := range f.rm.received(t) {
+		got = append(got, x.Bodies...)
+	}
+	if strings.Join(got, " ") != "fresh" {
+		t.Errorf("remote got %q, want only fresh", got)
+	}
+}
