@@ -13,6 +13,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
@@ -333,4 +334,28 @@ func swapMembership(t *testing.T, rm *servertest.Remote, ev events.PDU, m string
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestJoin_EveryVersion: a remote join through make_join and send_join
+// into a room of each stable version: event references in the templates
+// of versions 1 and 2, the create event named by the room ID in version
+// 12's.
+func TestJoin_EveryVersion(t *testing.T) {
+	f := start(t)
+	alice := f.st.Member(t, "alice")
+	for _, v := range events.Versions() {
+		t.Run("v"+v, func(t *testing.T) {
+			r := newRoomOf(t, f, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: id.RoomVersion(v)})
+			bob := f.rm.UserID("bob")
+			join := fill(t, f.rm, r.makeJoin(t, f.rm, bob, allVersions()))
+			ans := r.sendMember(t, f.rm, v2+"/send_join", join.EventID(), json.RawMessage(join.JSON()))
+			wantOK(t, "send_join", ans)
+			if m := membership(t, f.st, r, bob); m != "join" {
+				t.Fatalf("bob's membership: %q", m)
+			}
+			if len(r.pdus(t, ans, "state")) == 0 || (v != "12" && len(r.pdus(t, ans, "auth_chain")) == 0) {
+				t.Errorf("send_join answer: %.300s", ans.Raw)
+			}
+		})
+	}
 }
