@@ -39,12 +39,6 @@ func (s *Sender) Handle(ctx context.Context, body []byte) error {
 	return s.deliver(ctx, j)
 }
 
-// Deliver sends what the destination's outbox holds now, as a job for it
-// would: for tests and tools.
-func (s *Sender) Deliver(ctx context.Context, destination string) error {
-	return s.deliver(ctx, job{Destination: destination})
-}
-
 func (s *Sender) deliver(ctx context.Context, j job) error {
 	for {
 		st, err := s.readState(ctx, j.Destination)
