@@ -10,22 +10,32 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
 )
 
 // TestDendrite_Join: a Dendrite 0.13.8 user joins a public room of a
-// Cirrus user through Dendrite's client API; Dendrite asks Cirrus's
-// make_join and send_join. Then each side's message reaches the other:
-// alice's through Cirrus's sender (a transaction to Dendrite), bob's
-// through Dendrite's /send, Cirrus's inbox and its worker. Both servers'
-// /messages then hold the same events in the same order.
+// Cirrus user (versions 10, 1 and 11) through Dendrite's client API;
+// Dendrite asks Cirrus's make_join and send_join. Then each side's message
+// reaches the other: alice's through Cirrus's sender (a transaction to
+// Dendrite), bob's through Dendrite's /send, Cirrus's inbox and its
+// worker. Both servers' /messages then hold the same events in the same
+// order. bob's leave on Dendrite reaches Cirrus.
 func TestDendrite_Join(t *testing.T) {
+	// 10 is Dendrite's default; 1 has event references in its templates
+	// and server-made event IDs; 11 is the newest Dendrite knows.
+	for _, v := range []string{"10", "1", "11"} {
+		t.Run("v"+v, func(t *testing.T) { testDendriteJoin(t, v) })
+	}
+}
+
+func testDendriteJoin(t *testing.T, version string) {
 	st, _ := servertest.StartNamed(t)
 	st.RunQueue(t)
 	d := servertest.StartDendrite(t, nil)
 	alice := st.Member(t, "alice")
-	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10", Name: "Lobby"})
+	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: id.RoomVersion(version), Name: "Lobby"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +100,17 @@ func TestDendrite_Join(t *testing.T) {
 	if !slices.Equal(eventIDs(ours), eventIDs(dendrites)) {
 		t.Errorf("/messages since bob's join:\n Cirrus   %v\n Dendrite %v", describe(ours), describe(dendrites))
 	}
+
+	// bob leaves on Dendrite: his leave comes through /send.
+	dendrite("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{})
+	waitFor(t, "bob's leave on Cirrus", func() ([]string, bool) {
+		ev, err := st.Server.Rooms.StateEvent(background, room, "m.room.member", bob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := ev.Membership()
+		return []string{m}, m == "leave"
+	}, st.Logs)
 }
 
 // waitFor polls check until it reports done; the 60 s limit only keeps a
