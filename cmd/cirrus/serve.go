@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/bigbody/fakes3"
@@ -27,6 +28,9 @@ import (
 type listening struct {
 	ClientURL, FederationURL, DynamoDBURL string
 }
+
+// queuePollers is how many jobs of the in-process queue run at once.
+const queuePollers = 4
 
 // serve runs the homeserver until ctx ends. ready, when not nil, receives
 // the addresses once everything listens.
@@ -98,10 +102,17 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 		folder.From = cfg.Email.NotifFrom
 	}
 	srv.Mail = folder
+	// Several pollers, as Lambda runs several batches at once: a /send to a
+	// server that does not answer (up to 60 s) holds up one of them, not the
+	// inbound work and the other destinations. The jobs are safe in
+	// parallel: each destination and each room has its lease in the table.
 	pollCtx, stopPoll := context.WithCancel(ctx)
-	polled := make(chan struct{})
-	go func() { srv.Jobs.Poll(pollCtx, mem, queueURL); close(polled) }()
-	defer func() { stopPoll(); <-polled }()
+	var polling sync.WaitGroup
+	for range queuePollers {
+		polling.Add(1)
+		go func() { defer polling.Done(); srv.Jobs.Poll(pollCtx, mem, queueURL) }()
+	}
+	defer func() { stopPoll(); polling.Wait() }()
 
 	tlsConfig, err := federationTLS(cfg)
 	if err != nil {
