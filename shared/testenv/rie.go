@@ -59,6 +59,8 @@ const riePackage = "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws
 const rieInvokePath = "/2015-03-31/functions/function/invocations"
 
 const (
+	// rieStartAttempts is how many times StartRIE tries new ports.
+	rieStartAttempts = 5
 	// rieStartTimeout bounds the wait for the emulator to listen.
 	rieStartTimeout = 20 * time.Second
 	// rieStopTimeout is how long the emulator and function get to exit after
@@ -168,6 +170,27 @@ func buildRIE() (string, error) {
 func StartRIE(t testing.TB, bootstrap string, env []string) (invokeURL string) {
 	t.Helper()
 	emulator := BuildRIE(t)
+	// A port free a moment ago may be bound by another process (another
+	// test binary's emulator) before this one binds it: the emulator then
+	// exits, or a dial would reach the other process. A start counts only
+	// once the emulator itself holds the listening socket; else new ports.
+	var lastOut string
+	for range rieStartAttempts {
+		url, out, ok := startRIE(t, emulator, bootstrap, env)
+		if ok {
+			return url
+		}
+		lastOut = out
+	}
+	t.Fatalf("emulator did not start in %d attempts; the last one's output:\n%s", rieStartAttempts, lastOut)
+	return ""
+}
+
+// startRIE makes one attempt of StartRIE. ok is false when the emulator
+// exited at start or did not come to hold its invoke address, with its
+// output; other failures end the test.
+func startRIE(t testing.TB, emulator, bootstrap string, env []string) (invokeURL, output string, ok bool) {
+	t.Helper()
 	addrs, err := freeLoopbackAddrs(2)
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +213,7 @@ func StartRIE(t testing.TB, bootstrap string, env []string) (invokeURL string) {
 	pgid := cmd.Process.Pid
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
+	stop := func() {
 		// The emulator runs the function in a process group of its own and
 		// exits on SIGTERM without stopping it: stop the function first,
 		// while the emulator, its parent, still holds its PID.
@@ -205,29 +228,70 @@ func StartRIE(t testing.TB, bootstrap string, env []string) (invokeURL string) {
 		}
 		syscall.Kill(-pgid, syscall.SIGKILL)
 		<-exited
-		if t.Failed() {
-			t.Logf("emulator and function output (%s):\n%s", bootstrap, out)
-		}
-	})
+	}
 
 	deadline := time.Now().Add(rieStartTimeout)
-	for {
-		conn, err := net.DialTimeout("tcp", invokeAddr, 200*time.Millisecond)
-		if err == nil {
-			conn.Close()
-			break
-		}
+	for !listensOn(pgid, invokeAddr) {
 		select {
 		case <-exited:
-			t.Fatalf("emulator exited at start (%v):\n%s", cmd.ProcessState, out)
+			stop()
+			return "", out.String(), false
 		default:
 		}
 		if time.Now().After(deadline) {
+			stop()
 			t.Fatalf("emulator not listening on %s after %s:\n%s", invokeAddr, rieStartTimeout, out)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return "http://" + invokeAddr + rieInvokePath
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("emulator and function output (%s):\n%s", bootstrap, out)
+		}
+	})
+	return "http://" + invokeAddr + rieInvokePath, "", true
+}
+
+// listensOn reports whether process pid holds a listening TCP socket on
+// addr (127.0.0.1:<port>), from /proc: the socket's inode in
+// /proc/net/tcp, among the process's open files.
+func listensOn(pid int, addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		return false
+	}
+	table, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return false
+	}
+	local := fmt.Sprintf("0100007F:%04X", n)
+	inodes := map[string]bool{}
+	for _, line := range strings.Split(string(table), "\n")[1:] {
+		f := strings.Fields(line)
+		// sl local_address rem_address st ... inode (field 9); 0A is LISTEN.
+		if len(f) > 9 && f[1] == local && f[3] == "0A" {
+			inodes["socket:["+f[9]+"]"] = true
+		}
+	}
+	if len(inodes) == 0 {
+		return false
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && inodes[link] {
+			return true
+		}
+	}
+	return false
 }
 
 // Invoke sends one event payload to the function behind invokeURL and
