@@ -183,3 +183,36 @@ func eventIDs(evs []map[string]any) []string {
 	}
 	return out
 }
+
+// TestDendrite_Invite: a Dendrite user invites a Cirrus user to a room
+// Cirrus is not in; Dendrite sends the invite to Cirrus's
+// /v2/invite, takes Cirrus's signature back, and the invite shows in the
+// Cirrus user's /sync with the room's name from the stripped state.
+func TestDendrite_Invite(t *testing.T) {
+	st, _ := servertest.StartNamed(t)
+	st.RunQueue(t)
+	d := servertest.StartDendrite(t, nil)
+	alice := st.Member(t, "alice")
+	bobToken := d.Register(t, "bob", "correct horse battery staple")
+	dendrite := func(method, path string, body any) map[string]any {
+		t.Helper()
+		status, raw := d.Do(t, method, path, bobToken, body)
+		var out map[string]any
+		if status != http.StatusOK || json.Unmarshal([]byte(raw), &out) != nil {
+			t.Fatalf("Dendrite %s %s: %d %s\n%s", method, path, status, raw, d.LogTail())
+		}
+		return out
+	}
+	created := dendrite("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "Dendrite's room"})
+	room, _ := created["room_id"].(string)
+	dendrite("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]any{"user_id": alice.User.ID})
+	if r := st.LastRequestTo(t, "/invite/"); r.Status != http.StatusOK {
+		t.Fatalf("Cirrus answered Dendrite's invite %d", r.Status)
+	}
+	state := inviteState(t, st, alice.User.AccessToken, room)
+	name, _ := state["m.room.name"]["content"].(map[string]any)
+	member, _ := state["m.room.member"]["content"].(map[string]any)
+	if name["name"] != "Dendrite's room" || member["membership"] != "invite" || state["m.room.member"]["sender"] != "@bob:"+d.Name {
+		t.Errorf("alice's invite_state: %v", state)
+	}
+}

@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -17,13 +18,17 @@ import (
 // Joins lets other servers' users join and leave the rooms this server
 // holds: make_join and make_leave offer a template built on the room's
 // forward extremities, send_join and send_leave take the signed event back
-// into the room through the room engine.
+// into the room through the room engine. It also takes other servers'
+// invites of this server's users (invite.go).
 type Joins struct {
 	ServerName string
 	Rooms      *rooms.Service
 	// Verifier checks the joining server's signature:
 	// serverkeys.Keys.Ring().
 	Verifier gomatrixserverlib.JSONVerifier
+	// UserExists reports whether a local user has an account; nil takes
+	// every invite of a valid user ID of this server.
+	UserExists func(ctx context.Context, userID string) (bool, error)
 }
 
 // Register adds the join and leave endpoints to rt, each behind auth,
@@ -38,6 +43,7 @@ func (j *Joins) Register(rt *httpapi.Router, auth func(http.Handler) http.Handle
 		"PUT " + v1 + "/send_join/{roomId}/{eventId}":  j.sendHandler("join", true),
 		"PUT " + v2 + "/send_leave/{roomId}/{eventId}": j.sendHandler("leave", false),
 		"PUT " + v1 + "/send_leave/{roomId}/{eventId}": j.sendHandler("leave", true),
+		"PUT " + v2 + "/invite/{roomId}/{eventId}":     j.handleInvite,
 	} {
 		rt.Handle(pattern, auth(httpapi.Handle(h)))
 	}

@@ -507,7 +507,8 @@ func (s *Server) FederationHandler() http.Handler {
 	s.Inbox.Register(rt, s.ServerKeys.RequireServer)
 	(&federation.Service{ServerName: s.Config.ServerName, Rooms: s.Rooms, Profiles: s.Profiles, E2EKeys: s.E2EKeys,
 		Spaces: &spaces.Service{Rooms: s.Rooms, Store: s.Store}}).Register(rt, s.ServerKeys.RequireServer)
-	(&federation.Joins{ServerName: s.Config.ServerName, Rooms: s.Rooms, Verifier: s.ServerKeys.Ring()}).Register(rt, s.ServerKeys.RequireServer)
+	(&federation.Joins{ServerName: s.Config.ServerName, Rooms: s.Rooms, Verifier: s.ServerKeys.Ring(),
+		UserExists: s.Accounts.Exists}).Register(rt, s.ServerKeys.RequireServer)
 	// Every /_matrix/federation route but /version goes behind
 	// s.ServerKeys.RequireServer, which answers 401 M_UNAUTHORIZED unless
 	// the X-Matrix signature verifies and gives the handler the origin

@@ -912,6 +912,13 @@ func (s *Service) stripped(ctx context.Context, roomID, userID string) (stripped
 	if err != nil {
 		return out, err
 	}
+	if len(state) == 0 {
+		// A room this server is not in: the state the inviting server
+		// sent with the invite.
+		kept, err := s.Rooms.InviteState(ctx, roomID, userID)
+		out.Events = append(out.Events, kept...)
+		return out, err
+	}
 	for _, ev := range state {
 		key := *ev.StateKey()
 		if (key == "" && strippedType(ev.Type())) || (ev.Type() == events.Member && key == userID) {
