@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
@@ -214,5 +215,56 @@ func TestDendrite_Invite(t *testing.T) {
 	member, _ := state["m.room.member"]["content"].(map[string]any)
 	if name["name"] != "Dendrite's room" || member["membership"] != "invite" || state["m.room.member"]["sender"] != "@bob:"+d.Name {
 		t.Errorf("alice's invite_state: %v", state)
+	}
+}
+
+// TestDendrite_RestrictedJoin: a Dendrite user in a public Cirrus space
+// joins a room restricted to the space's members: Cirrus's template names
+// alice as the authoriser, Dendrite signs it, Cirrus countersigns it at
+// send_join, and Dendrite takes the answer.
+func TestDendrite_RestrictedJoin(t *testing.T) {
+	st, _ := servertest.StartNamed(t)
+	st.RunQueue(t)
+	d := servertest.StartDendrite(t, nil)
+	alice := st.Member(t, "alice")
+	space, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restricted, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, StateKey: new(string), Content: event.Content{Raw: map[string]any{
+			"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": string(space.RoomID)}},
+		}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobToken := d.Register(t, "bob", "correct horse battery staple")
+	bob := "@bob:" + d.Name
+	join := func(room id.RoomID) (int, string) {
+		return d.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(string(room))+"?server_name="+url.QueryEscape(st.Name()), bobToken, map[string]any{})
+	}
+	if status, raw := join(restricted.RoomID); status == http.StatusOK {
+		t.Fatalf("bob joined the restricted room before the space: %s", raw)
+	}
+	if status, raw := join(space.RoomID); status != http.StatusOK {
+		t.Fatalf("join the space: %d %s\n%s", status, raw, d.LogTail())
+	}
+	if status, raw := join(restricted.RoomID); status != http.StatusOK {
+		t.Fatalf("join the restricted room: %d %s\n%s", status, raw, d.LogTail())
+	}
+	ev, err := st.Server.Rooms.StateEvent(background, string(restricted.RoomID), "m.room.member", bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Via string `json:"join_authorised_via_users_server"`
+	}
+	json.Unmarshal(ev.Content(), &c)
+	var sigs struct {
+		Signatures map[string]any `json:"signatures"`
+	}
+	json.Unmarshal(ev.JSON(), &sigs)
+	if c.Via != alice.User.ID || sigs.Signatures[st.Name()] == nil || sigs.Signatures[d.Name] == nil {
+		t.Errorf("bob's join on Cirrus: %s", ev.JSON())
 	}
 }
