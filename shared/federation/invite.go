@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -85,7 +86,7 @@ func (j *Joins) handleInvite(w http.ResponseWriter, r *http.Request) error {
 	_, err = j.Rooms.Info(ctx, roomID)
 	switch {
 	case errors.Is(err, rooms.ErrUnknownRoom):
-		state, err := j.inviteState(r, req, roomID)
+		state, err := j.inviteState(ctx, req, roomID)
 		if err != nil {
 			return err
 		}
@@ -126,7 +127,7 @@ func (j *Joins) checkInvite(ev events.PDU, roomID, eventID, origin string) error
 // inviteState reads invite_room_state as stripped state. After room
 // version 11 every entry must be a PDU of the room signed by its sender's
 // server, the create event among them (400 M_INVALID_PARAM otherwise).
-func (j *Joins) inviteState(r *http.Request, req inviteRequest, roomID string) ([]events.StrippedStateEvent, error) {
+func (j *Joins) inviteState(ctx context.Context, req inviteRequest, roomID string) ([]events.StrippedStateEvent, error) {
 	strict := true
 	if n, err := strconv.Atoi(req.RoomVersion); err == nil && n <= 11 {
 		strict = false
@@ -149,7 +150,7 @@ func (j *Joins) inviteState(r *http.Request, req inviteRequest, roomID string) (
 			if events.RoomID(ev) != roomID {
 				return nil, httpapi.InvalidParam("invite_room_state: %s is in room %s", ev.EventID(), events.RoomID(ev))
 			}
-			if err := gomatrixserverlib.VerifyEventSignatures(r.Context(), ev, j.Verifier, senderUserID); err != nil {
+			if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, j.Verifier, senderUserID); err != nil {
 				return nil, httpapi.InvalidParam("invite_room_state: %s: %s", ev.EventID(), trimLib(err))
 			}
 			if st, err = events.StrippedState(ev); err != nil {
