@@ -134,7 +134,7 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 		return nil, nil, err
 	}
 	finish := func(ctx context.Context) error {
-		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined()}})
+		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined(), StateSeq: sl.StateSeq}})
 	}
 	sl.Txn = ""
 	return headAt(sl, seq, ev), finish, nil
@@ -175,7 +175,7 @@ func (s *Service) commitRedaction(ctx context.Context, roomID string, h *head, e
 		return nil, nil, err
 	}
 	finish := func(ctx context.Context) error {
-		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined()}})
+		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined(), StateSeq: sl.StateSeq}})
 	}
 	sl.Txn = ""
 	return headAt(sl, seq, ev), finish, nil

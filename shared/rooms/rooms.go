@@ -67,6 +67,11 @@ type Appended struct {
 	Seq    int64
 	Event  events.PDU
 	To     []string
+	// StateSeq is the position of the room's state snapshot after the
+	// event (the slot's ss) where the append knows it; 0 where it does not.
+	// Events with one StateSeq saw one state: what is derived from the state
+	// (the servers in the room) may be kept under it.
+	StateSeq int64
 }
 
 // notify records the thread replies among appended events and passes the

@@ -30,6 +30,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/fclient"
@@ -100,6 +101,48 @@ type Sender struct {
 	Now func() time.Time
 	// Jitter returns a number in [0, 1); rand.Float64 when nil.
 	Jitter func() float64
+
+	joined joinedCache
+}
+
+// joinedCache keeps, per room, the servers with a joined member under the
+// state snapshot they were read at (rooms.Appended.StateSeq), so that the
+// messages of a room whose state did not change read no member events.
+// A state event moves the snapshot, here or on any instance, and the next
+// append carries the new position: the servers are read again.
+type joinedCache struct {
+	mu    sync.Mutex
+	rooms map[string]joinedServers
+}
+
+type joinedServers struct {
+	stateSeq int64
+	servers  []string
+}
+
+// maxCachedRooms bounds the cache; past it, it starts again empty.
+const maxCachedRooms = 4096
+
+func (c *joinedCache) get(roomID string, stateSeq int64) ([]string, bool) {
+	if stateSeq == 0 {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	j, ok := c.rooms[roomID]
+	return j.servers, ok && j.stateSeq == stateSeq
+}
+
+func (c *joinedCache) put(roomID string, stateSeq int64, servers []string) {
+	if stateSeq == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rooms == nil || len(c.rooms) >= maxCachedRooms {
+		c.rooms = map[string]joinedServers{}
+	}
+	c.rooms[roomID] = joinedServers{stateSeq: stateSeq, servers: servers}
 }
 
 // job is a queue message: send what the destination's outbox holds.
@@ -114,8 +157,9 @@ type job struct {
 // with a joined member in their rooms: the rooms.Service.Appended hook.
 // Events from other servers are theirs to send, never re-sent.
 //
-// It reads each room's member events (one query of the room's member
-// state per room per append).
+// It reads a room's member events (one query of the room's member state)
+// when the room's state moved since it last did (joinedCache); the messages
+// of a room whose state stands still read nothing.
 func (s *Sender) Appended(ctx context.Context, evs []rooms.Appended) error {
 	q := s.queue()
 	if q == nil {
@@ -163,15 +207,13 @@ func (s *Sender) enqueueRoom(ctx context.Context, q Queue, roomID string, evs []
 // in the room after evs, and the servers of remote users evs make leave (a
 // kick or ban reaches the server it concerns), sorted.
 func (s *Sender) destinations(ctx context.Context, roomID string, evs []rooms.Appended) ([]string, error) {
-	members, err := s.Members(ctx, roomID)
+	joined, err := s.joinedServers(ctx, roomID, evs)
 	if err != nil {
-		return nil, fmt.Errorf("destinations of %s: %w", roomID, err)
+		return nil, err
 	}
 	set := map[string]bool{}
-	for _, m := range members {
-		if ms, _ := m.Membership(); ms == "join" && m.StateKey() != nil {
-			set[serverOf(*m.StateKey())] = true
-		}
+	for _, srv := range joined {
+		set[srv] = true
 	}
 	for _, a := range evs {
 		// Invites go by PUT /invite, not here.
@@ -187,6 +229,37 @@ func (s *Sender) destinations(ctx context.Context, roomID string, evs []rooms.Ap
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// joinedServers lists the servers with a joined member in the room's
+// current state: from the cache when every event of evs carries the state
+// snapshot the cache holds, else from the room's member events (one Query).
+func (s *Sender) joinedServers(ctx context.Context, roomID string, evs []rooms.Appended) ([]string, error) {
+	seq := evs[0].StateSeq
+	for _, a := range evs[1:] {
+		if a.StateSeq != seq {
+			seq = 0
+		}
+	}
+	if servers, ok := s.joined.get(roomID, seq); ok {
+		return servers, nil
+	}
+	members, err := s.Members(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("destinations of %s: %w", roomID, err)
+	}
+	set := map[string]bool{}
+	for _, m := range members {
+		if ms, _ := m.Membership(); ms == "join" && m.StateKey() != nil {
+			set[serverOf(*m.StateKey())] = true
+		}
+	}
+	servers := make([]string, 0, len(set))
+	for srv := range set {
+		servers = append(servers, srv)
+	}
+	s.joined.put(roomID, seq, servers)
+	return servers, nil
 }
 
 // SendEDU enqueues an EDU of eduType for each destination: typing, receipts,

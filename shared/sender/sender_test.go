@@ -566,6 +566,17 @@ func TestSender_Cost(t *testing.T) {
 	}
 	servertest.CheckUsage(t, "enqueue of one event for one destination", m.Usage(), servertest.Want(3, 1, 2))
 
+	// The same event with its state snapshot, as the append path passes it:
+	// the real send above read the members at that snapshot, so the servers
+	// come from the cache and nothing is read.
+	at := []rooms.Appended{{RoomID: f.roomID, Seq: ev.Seq, Event: ev.PDU, StateSeq: ev.StateSeq}}
+	mctx, m = store.WithMeter(ctx)
+	if err := f.st.Server.Sender.Appended(mctx, at); err != nil {
+		t.Fatal(err)
+	}
+	servertest.CheckUsage(t, "enqueue, servers cached at this state", m.Usage(), servertest.Want(2, 0, 2))
+	f.run(t)
+
 	// Deliver it: state read, outbox read, the lease with the transaction,
 	// the entry deleted, the lease let go, the outbox read again.
 	mctx, m = store.WithMeter(ctx)
