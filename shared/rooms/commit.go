@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"maps"
 	"sort"
 	"strings"
@@ -16,9 +15,8 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
-// stateBuckets is how many blocks a snapshot splits the state into. A state
-// change rewrites one block: with 16, a room of 1,000 members writes about
-// 4 KB per membership change instead of 60 KB.
+// stateBuckets is how many block trees a snapshot splits the state into
+// (blocks.go): a state change rewrites one leaf and the indexes above it.
 const stateBuckets = 16
 
 // maxBatch is how many events one transaction appends; each takes up to six
@@ -223,7 +221,7 @@ type batch struct {
 	roomID  string
 	seq     int64
 	blocks  []string
-	loaded  map[string]map[string]string
+	loaded  map[string]block // blocks read or written, by hash
 	info    *info
 	members map[string]*membership
 	ops     []store.Op
@@ -247,7 +245,7 @@ type batch struct {
 // redacts, read already. received events (from other servers) create their
 // pointers, so that one stored already fails the transaction.
 func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, c *txnClaim, loc *locals, target *slot, received bool) (*head, []Appended, error) {
-	b := &batch{s: s, roomID: roomID, blocks: make([]string, stateBuckets), loaded: map[string]map[string]string{}, members: map[string]*membership{},
+	b := &batch{s: s, roomID: roomID, blocks: make([]string, stateBuckets), loaded: map[string]block{}, members: map[string]*membership{},
 		bySlot: map[string]int{}, currentOps: map[string]int{}, target: target}
 	b.locals = &locals{PK: roomPK(roomID), SK: localsSK, Users: map[string]string{}}
 	if h != nil {
@@ -343,50 +341,45 @@ func (b *batch) load(ctx context.Context, h *head) error {
 	return nil
 }
 
-func bucketOf(key string) int {
-	h := fnv.New32a()
-	h.Write([]byte(key))
-	return int(h.Sum32() % stateBuckets)
-}
-
-// entries returns the block of bucket i, loading it on first use.
-func (b *batch) entries(ctx context.Context, i int) (map[string]string, error) {
-	hash := b.blocks[i]
+// node returns the block named hash, reading it on first use.
+func (b *batch) node(ctx context.Context, hash string) (block, error) {
 	if hash == "" {
-		return map[string]string{}, nil
+		return block{}, nil
 	}
-	if e, ok := b.loaded[hash]; ok {
-		return e, nil
+	if blk, ok := b.loaded[hash]; ok {
+		return blk, nil
 	}
 	var blk block
 	if err := b.s.Store.Get(ctx, store.Key{PK: roomPK(b.roomID), SK: "blk|" + hash}, &blk); err != nil {
-		return nil, fmt.Errorf("read state block %s of %s: %w", hash, b.roomID, err)
+		return block{}, fmt.Errorf("read state block %s of %s: %w", hash, b.roomID, err)
 	}
-	b.loaded[hash] = blk.Entries
-	return blk.Entries, nil
+	b.loaded[hash] = blk
+	return blk, nil
+}
+
+// has reports whether the block named h is stored or written by the batch.
+func (b *batch) has(h string) bool {
+	_, ok := b.loaded[h]
+	return ok
 }
 
 // applyState records the state event ev at the batch's position: current
-// state, a new block and snapshot, and what the room summary and the
+// state, the new blocks and snapshot, and what the room summary and the
 // member's own index keep of it. It returns the state event ev replaces,
 // when the state read for the append holds it.
 func (b *batch) applyState(ctx context.Context, ev events.PDU, state map[events.StateKeyTuple]events.PDU) (events.PDU, error) {
 	key := ev.Type() + "\x00" + *ev.StateKey()
 	i := bucketOf(key)
-	old, err := b.entries(ctx, i)
+	hash, blks, err := set(ctx, b.roomID, b.blocks[i], key, ev.EventID(), 1, b.node)
 	if err != nil {
 		return nil, err
 	}
-	next := make(map[string]string, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	next[key] = ev.EventID()
-	hash := blockHash(next)
 	b.blocks[i] = hash
-	if _, ok := b.loaded[hash]; !ok {
-		b.loaded[hash] = next
-		b.ops = append(b.ops, store.PutOp(block{PK: roomPK(b.roomID), SK: "blk|" + hash, Entries: next}))
+	for _, blk := range blks {
+		if h := blk.SK[len("blk|"):]; !b.has(h) {
+			b.loaded[h] = blk
+			b.ops = append(b.ops, store.PutOp(blk))
+		}
 	}
 	b.ops = append(b.ops, store.PutOp(snapshot{PK: roomPK(b.roomID), SK: snapSK(b.seq), Blocks: append([]string(nil), b.blocks...)}))
 	return b.setCurrent(ctx, ev, state)

@@ -501,28 +501,18 @@ func (s *Service) serverMembershipAt(ctx context.Context, roomID string, e Event
 		}
 		blocks = snap.Blocks
 	}
-	var keys []store.Key
-	for _, h := range blocks {
-		if h != "" {
-			keys = append(keys, store.Key{PK: roomPK(roomID), SK: "blk|" + h})
-		}
+	tree, err := s.readBlocks(ctx, roomID, nil, blocks)
+	if err != nil {
+		return "", err
 	}
 	prefix := events.Member + "\x00"
 	var ids []string
-	err := s.Store.GetMany(ctx, keys, func(_ store.Key, decode func(any) error) error {
-		var b block
-		if err := decode(&b); err != nil {
-			return err
-		}
-		for k, id := range b.Entries {
+	for _, h := range blocks {
+		for k, id := range tree[h] {
 			if user, ok := strings.CutPrefix(k, prefix); ok && serverOf(user) == server {
 				ids = append(ids, id)
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		return "", err
 	}
 	got, err := s.EventsByID(ctx, roomID, ids)
 	if err != nil {

@@ -274,34 +274,6 @@ func cutTuple(k string) (string, string, bool) {
 	return k, "", false
 }
 
-// readBlocks reads the blocks the lists name that out does not hold yet,
-// each once, into out (nil makes a new map).
-func (s *Service) readBlocks(ctx context.Context, roomID string, out map[string]map[string]string, lists ...[]string) (map[string]map[string]string, error) {
-	if out == nil {
-		out = map[string]map[string]string{}
-	}
-	var keys []store.Key
-	for _, l := range lists {
-		for _, h := range l {
-			if _, ok := out[h]; h != "" && !ok {
-				keys = append(keys, store.Key{PK: roomPK(roomID), SK: "blk|" + h})
-			}
-		}
-	}
-	err := s.Store.GetMany(ctx, keys, func(k store.Key, decode func(any) error) error {
-		var b block
-		if err := decode(&b); err != nil {
-			return err
-		}
-		out[k.SK[len("blk|"):]] = b.Entries
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read state blocks of %s: %w", roomID, err)
-	}
-	return out, nil
-}
-
 // maxForkActions bounds the transaction of a forked event, which DynamoDB
 // caps at 100 actions: a resolution that changes more of the current state
 // at once is refused for now.
@@ -331,7 +303,7 @@ func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, e
 	// whose block differs are read and compared.
 	oldHashes := f.cur
 	newHashes, newBlks := blocksOf(roomID, newCur)
-	b := &batch{s: s, roomID: roomID, seq: seq, loaded: map[string]map[string]string{}, members: map[string]*membership{},
+	b := &batch{s: s, roomID: roomID, seq: seq, loaded: map[string]block{}, members: map[string]*membership{},
 		bySlot: map[string]int{}, currentOps: map[string]int{}}
 	b.locals = &locals{PK: roomPK(roomID), SK: localsSK, Users: maps.Clone(e.locals.Users)}
 	if b.locals.Users == nil {
@@ -343,7 +315,8 @@ func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, e
 	}
 	putBlocks := func(blks []block) {
 		for _, blk := range blks {
-			if h := blk.SK[len("blk|"):]; !written[h] {
+			// The blocks of the state before that setChanged read are stored.
+			if h := blk.SK[len("blk|"):]; !written[h] && !written[blk.top] && l.blocks[h] == nil && l.blocks[blk.top] == nil {
 				written[h] = true
 				b.ops = append(b.ops, store.PutOp(blk))
 			}

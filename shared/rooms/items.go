@@ -117,11 +117,18 @@ type snapshot struct {
 
 func snapSK(seq int64) string { return fmt.Sprintf("snap|%012d", seq) }
 
-// block maps "type␀state key" to event ID for the state in one bucket.
+// block maps "type␀state key" to event ID for the state in one bucket, or
+// in a part of one (a leaf); or it lists the blocks of the 4 parts of a
+// larger bucket or part (an index: blocks.go).
 type block struct {
-	PK      string            `dynamodbav:"pk"`
-	SK      string            `dynamodbav:"sk"` // blk|<hash>
-	Entries map[string]string `dynamodbav:"e"`
+	PK       string            `dynamodbav:"pk"`
+	SK       string            `dynamodbav:"sk"` // blk|<hash>
+	Entries  map[string]string `dynamodbav:"e,omitempty"`
+	Children []string          `dynamodbav:"c,omitempty"`
+	N        int               `dynamodbav:"n,omitempty"` // entries under an index
+	// top is the hash of the bucket's top block, for blocksOf's callers:
+	// the blocks under a top block that is stored are stored.
+	top string
 }
 
 // info is the room's summary: what the directory lists and the history of

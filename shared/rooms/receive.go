@@ -432,7 +432,7 @@ func (s *Service) keepOut(ctx context.Context, roomID string, ev events.PDU, h *
 		var blks []block
 		p.Blocks, blks = blocksOf(roomID, before)
 		for _, b := range blks {
-			if _, ok := stored[b.SK[len("blk|"):]]; !ok {
+			if _, ok := stored[b.SK[len("blk|"):]]; !ok && stored[b.top] == nil {
 				ops = append(ops, store.PutOp(b))
 			}
 		}
@@ -478,8 +478,12 @@ func blocksOf(roomID string, m stateres.StateMap) ([]string, []block) {
 		if entries == nil {
 			continue
 		}
-		hashes[i] = blockHash(entries)
-		blks = append(blks, block{PK: roomPK(roomID), SK: "blk|" + hashes[i], Entries: entries})
+		var sub []block
+		hashes[i], sub = layout(roomID, entries, 1)
+		for _, b := range sub {
+			b.top = hashes[i]
+			blks = append(blks, b)
+		}
 	}
 	return hashes, blks
 }

@@ -278,25 +278,15 @@ func (s *Service) StateAt(ctx context.Context, roomID string, ev Event) ([]event
 		}
 		blocks = snap.Blocks
 	}
-	var keys []store.Key
-	for _, h := range blocks {
-		if h != "" {
-			keys = append(keys, store.Key{PK: roomPK(roomID), SK: "blk|" + h})
-		}
-	}
-	ids := map[string]bool{}
-	err := s.Store.GetMany(ctx, keys, func(_ store.Key, decode func(any) error) error {
-		var b block
-		if err := decode(&b); err != nil {
-			return err
-		}
-		for _, id := range b.Entries {
-			ids[id] = true
-		}
-		return nil
-	})
+	got, err := s.readBlocks(ctx, roomID, nil, blocks)
 	if err != nil {
 		return nil, err
+	}
+	ids := map[string]bool{}
+	for _, h := range blocks {
+		for _, id := range got[h] {
+			ids[id] = true
+		}
 	}
 	return s.eventsByID(ctx, roomID, ids)
 }
