@@ -11,6 +11,8 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
 // deleteTimeout bounds the deletion of a handled message in Poll.
@@ -144,6 +146,21 @@ func (d *Dispatcher) dispatch(ctx context.Context, kind, id string, body []byte)
 			slog.String("kind", kind), slog.String("message_id", id))
 		return fmt.Errorf("handle %q message: %w", kind, ErrUnknownKind)
 	}
+	// Each job gets its own DynamoDB meter and one log line, as a request
+	// does in httpapi.Logging, so a job's cost can be read from the log.
+	start := time.Now()
+	ctx, meter := store.WithMeter(ctx)
+	defer func() {
+		u := meter.Usage()
+		log.LogAttrs(ctx, slog.LevelInfo, "job",
+			slog.String("kind", kind), slog.String("message_id", id),
+			slog.Bool("ok", err == nil),
+			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+			slog.Group("dynamodb",
+				slog.Int64("calls", u.Calls),
+				slog.Float64("rcu", u.ReadUnits),
+				slog.Float64("wcu", u.WriteUnits)))
+	}()
 	defer func() {
 		if r := recover(); r != nil {
 			log.LogAttrs(ctx, slog.LevelError, "queue handler panicked",

@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/cirrus-matrix/cirrus/shared/queue"
+	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
 // sqsBatch is a batch as Lambda delivers it from SQS, in its JSON form, so
@@ -111,8 +112,33 @@ func TestDispatcher_HandleSQSEvent_AllSucceed(t *testing.T) {
 	if err != nil || len(resp.BatchItemFailures) != 0 {
 		t.Fatalf("got %+v, %v; want no failures", resp, err)
 	}
-	if logs.Len() != 0 {
-		t.Errorf("logged on success: %s", logs.String())
+	// Only the job's own line: its kind, ID, outcome and DynamoDB meter.
+	var line struct {
+		Msg, Kind string
+		ID        string `json:"message_id"`
+		OK        bool
+		DynamoDB  *struct{ Calls, RCU, WCU float64 }
+	}
+	if err := json.Unmarshal(logs.Bytes(), &line); err != nil {
+		t.Fatalf("want one JSON log line, got %q: %v", logs.String(), err)
+	}
+	if line.Msg != "job" || line.Kind != "ok" || line.ID != "a" || !line.OK || line.DynamoDB == nil {
+		t.Errorf("logged %s, want the job line of kind ok, message a, ok, with its dynamodb meter", logs.String())
+	}
+}
+
+// TestDispatcher_JobMeter checks that a handler runs with a DynamoDB meter
+// in its context, whose figures the job's log line reports.
+func TestDispatcher_JobMeter(t *testing.T) {
+	d := &queue.Dispatcher{Logger: slog.New(slog.DiscardHandler)}
+	metered := false
+	d.Handle("m", func(ctx context.Context, _ []byte) error { metered = store.MeterFrom(ctx) != nil; return nil })
+	ev := events.SQSEvent{Records: []events.SQSMessage{{MessageId: "a", MessageAttributes: map[string]events.SQSMessageAttribute{"kind": {StringValue: aws.String("m"), DataType: "String"}}}}}
+	if _, err := d.HandleSQSEvent(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	if !metered {
+		t.Error("the handler's context has no DynamoDB meter")
 	}
 }
 
