@@ -175,7 +175,7 @@ func (s *Service) enter(act func(ctx context.Context, userID, roomID, reason str
 		if err := optionalBody(r, &body); err != nil {
 			return err
 		}
-		err = act(r.Context(), caller(r).UserID, id, body.Reason)
+		err = act(withVia(r.Context(), r.URL.Query()), caller(r).UserID, id, body.Reason)
 		return reply(w, map[string]string{"room_id": id}, err)
 	}
 }

@@ -99,6 +99,11 @@ func (s *Service) Join(ctx context.Context, userID, roomID, reason string) error
 		return err
 	}
 	_, err = s.changeMembership(ctx, change{sender: userID, roomID: roomID, target: userID, membership: "join", reason: reason, extra: extra})
+	if err != nil && s.RemoteJoin != nil {
+		if _, ierr := s.Info(ctx, roomID); errors.Is(ierr, ErrUnknownRoom) {
+			return s.joinRemote(ctx, userID, roomID, reason)
+		}
+	}
 	return s.notFoundIfUnknown(ctx, roomID, err)
 }
 

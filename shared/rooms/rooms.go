@@ -40,6 +40,9 @@ type Service struct {
 	// thread roots /threads shows redacted and whose replies it does not
 	// show as a thread's latest; nil ignores no one.
 	Ignored func(ctx context.Context, userID string) (map[string]bool, error)
+	// RemoteJoin joins a room this server does not hold through other
+	// servers (remotejoin.go); nil answers such joins 404.
+	RemoteJoin RemoteJoiner
 
 	cache roomCache
 	sent  sentTxns

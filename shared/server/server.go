@@ -199,6 +199,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 			return p.DisplayName, p.AvatarURL
 		},
 	}
+	rms.RemoteJoin = (&federation.Joiner{Rooms: rms, Client: fed, Verifier: serverKeys.Ring(), Logger: logger}).Join
 	syncs := &sync.Service{
 		Store: st, Rooms: rms,
 		PollInterval: time.Duration(cfg.Sync.PollIntervalMS) * time.Millisecond,

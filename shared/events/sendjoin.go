@@ -1,0 +1,110 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+)
+
+// Joining a room through another server (server-server API, "Joining
+// Rooms"): make_join's template filled and signed here, and send_join's
+// answer checked before the room is taken in.
+
+// SignJoinTemplate fills the template a resident server's make_join
+// answered for userID in a room of version v: the event's type, room,
+// sender and state key are set again whatever the template says, content
+// is merged over the template's with membership "join", and the event is
+// signed by this server.
+func (s Signer) SignJoinTemplate(v, roomID, userID string, template []byte, content map[string]any, now time.Time) (PDU, error) {
+	impl, err := version(v)
+	if err != nil {
+		return nil, err
+	}
+	var proto gomatrixserverlib.ProtoEvent
+	if err := json.Unmarshal(template, &proto); err != nil {
+		return nil, fmt.Errorf("make_join template: %w", err)
+	}
+	merged := map[string]any{}
+	if len(proto.Content) > 0 {
+		_ = json.Unmarshal(proto.Content, &merged) // a template's odd content is replaced
+	}
+	for k, val := range content {
+		merged[k] = val
+	}
+	merged["membership"] = "join"
+	raw, err := json.Marshal(merged)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckContent(raw); err != nil {
+		return nil, fmt.Errorf("join content: %w", err)
+	}
+	key := userID
+	proto.Type, proto.RoomID, proto.SenderID, proto.StateKey = Member, roomID, userID, &key
+	proto.Content, proto.Redacts, proto.Unsigned = raw, "", nil
+	if proto.PrevEvents == nil {
+		proto.PrevEvents = []string{}
+	}
+	if proto.AuthEvents == nil {
+		proto.AuthEvents = []string{}
+	}
+	b := impl.NewEventBuilderFromProtoEvent(&proto)
+	ev, err := b.Build(now, spec.ServerName(s.ServerName), gomatrixserverlib.KeyID(s.Key.ID), s.Key.Private)
+	if err != nil {
+		return nil, fmt.Errorf("build join event: %w", err)
+	}
+	return ev, nil
+}
+
+// SendJoinAnswer is what send_join answered: the state before the join,
+// its auth chain, and the join as the resident server holds it (with its
+// countersignature in a restricted room), all unchecked.
+type SendJoinAnswer struct {
+	State     []json.RawMessage `json:"state"`
+	AuthChain []json.RawMessage `json:"auth_chain"`
+	Event     json.RawMessage   `json:"event,omitempty"`
+}
+
+func (a *SendJoinAnswer) GetAuthEvents() gomatrixserverlib.EventJSONs  { return jsons(a.AuthChain) }
+func (a *SendJoinAnswer) GetStateEvents() gomatrixserverlib.EventJSONs { return jsons(a.State) }
+
+func jsons(in []json.RawMessage) gomatrixserverlib.EventJSONs {
+	out := make(gomatrixserverlib.EventJSONs, len(in))
+	for i, r := range in {
+		out[i] = spec.RawJSON(r)
+	}
+	return out
+}
+
+// CheckSendJoin checks send_join's answer to join, in a room of version
+// v, with gomatrixserverlib's CheckSendJoinResponse: every state and auth
+// chain event well formed, signed by its sender's server (keys through
+// verifier), allowed by its auth events from the auth chain, the create
+// event there, and join allowed by the state. It returns the join to keep
+// (the answer's copy when it is the same event, which may carry the
+// resident server's countersignature) and the checked state; an auth
+// event the answer lacks is an error, not fetched.
+func CheckSendJoin(ctx context.Context, v string, a *SendJoinAnswer, join PDU, verifier gomatrixserverlib.JSONVerifier) (PDU, []PDU, error) {
+	impl, err := version(v)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(a.Event) > 0 {
+		if theirs, err := impl.NewEventFromUntrustedJSON(a.Event); err == nil && theirs.EventID() == join.EventID() {
+			join = theirs
+		}
+	}
+	missing := func(gomatrixserverlib.RoomVersion, []string) ([]PDU, error) {
+		return nil, fmt.Errorf("the send_join answer lacks auth events")
+	}
+	checked, err := gomatrixserverlib.CheckSendJoinResponse(ctx, impl.Version(), a, verifier, join, missing, userIDForSender)
+	if err != nil {
+		return nil, nil, &NotAllowedError{Reason: err.Error()}
+	}
+	state := checked.GetStateEvents().TrustedEvents(impl.Version(), false)
+	return join, state, nil
+}

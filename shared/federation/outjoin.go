@@ -1,0 +1,153 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/fedclient"
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/rooms"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// Joiner joins local users to rooms this server does not hold, through a
+// server in the room (server-server API, "Joining Rooms"): make_join,
+// the template signed, send_join, the answer checked, the room taken in
+// (rooms.Service.TakeJoined). It is rooms.Service.RemoteJoin.
+type Joiner struct {
+	Rooms  *rooms.Service
+	Client *fedclient.Client
+	// Verifier checks the signatures of the state and auth chain:
+	// serverkeys.Keys.Ring().
+	Verifier gomatrixserverlib.JSONVerifier
+	Logger   *slog.Logger
+	// Timeout bounds the whole join, every server tried; 0 is 25 s, under
+	// API Gateway's 30.
+	Timeout time.Duration
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+// makeJoinAnswer is make_join's answer.
+type makeJoinAnswer struct {
+	RoomVersion string          `json:"room_version"`
+	Event       json.RawMessage `json:"event"`
+}
+
+// Join asks servers in turn until one lets userID join roomID. A server
+// that refuses (make_join's 403, 404, an unsupported room version) or
+// does not answer is passed over; when none lets the user in, the most
+// telling refusal is the answer: 403 from any server, else 404, else the
+// last failure (502 when no server answered).
+func (j *Joiner) Join(ctx context.Context, userID, roomID string, servers []string, reason string) error {
+	limit := j.Timeout
+	if limit == 0 {
+		limit = 25 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	var refusal, last error
+	for _, server := range servers {
+		err := j.joinVia(ctx, userID, roomID, server, reason)
+		if err == nil {
+			return nil
+		}
+		j.log().Info("remote join failed", "room", roomID, "via", server, "err", err)
+		last = err
+		if errors.Is(err, rooms.ErrForbidden) || (refusal == nil && errors.Is(err, rooms.ErrNotFound)) {
+			refusal = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if refusal != nil {
+		return refusal
+	}
+	var re *rooms.Refusal
+	if errors.As(last, &re) {
+		return last
+	}
+	return httpapi.Errorf(http.StatusBadGateway, "M_UNKNOWN", "no server let this server join %s: %v", roomID, last)
+}
+
+func (j *Joiner) log() *slog.Logger {
+	if j.Logger != nil {
+		return j.Logger
+	}
+	return slog.Default()
+}
+
+// joinVia joins through one server.
+func (j *Joiner) joinVia(ctx context.Context, userID, roomID, server, reason string) error {
+	q := url.Values{"ver": events.Versions()}
+	path := "/_matrix/federation/v1/make_join/" + url.PathEscape(roomID) + "/" + url.PathEscape(userID) + "?" + q.Encode()
+	var tmpl makeJoinAnswer
+	if err := j.Client.Get(ctx, server, path, &tmpl); err != nil {
+		return remoteRefusal(server, "make_join", err)
+	}
+	v := tmpl.RoomVersion
+	if v == "" {
+		v = "1" // the spec: absent means version 1 or 2, whose events are alike
+	}
+	if !events.Supported(v) {
+		return rooms.Refuse(rooms.ErrForbidden, "%s offers room version %q, which this server does not support", server, v)
+	}
+	now := time.Now
+	if j.Now != nil {
+		now = j.Now
+	}
+	ev, err := j.Rooms.Signer.SignJoinTemplate(v, roomID, userID, tmpl.Event, j.Rooms.JoinContent(ctx, userID, reason), now())
+	if err != nil {
+		return fmt.Errorf("%s's make_join template: %w", server, err)
+	}
+	if events.RoomID(ev) != roomID {
+		return fmt.Errorf("%s's template is of room %s", server, events.RoomID(ev))
+	}
+	var answer events.SendJoinAnswer
+	path = "/_matrix/federation/v2/send_join/" + url.PathEscape(roomID) + "/" + url.PathEscape(ev.EventID())
+	if err := j.Client.Put(ctx, server, path, json.RawMessage(ev.JSON()), &answer); err != nil {
+		return remoteRefusal(server, "send_join", err)
+	}
+	join, state, err := events.CheckSendJoin(ctx, v, &answer, ev, j.Verifier)
+	if err != nil {
+		return fmt.Errorf("%s's send_join answer: %w", server, err)
+	}
+	err = j.Rooms.TakeJoined(ctx, join, state)
+	if errors.Is(err, store.ErrExists) {
+		// Another local user took the room in meanwhile: the join goes
+		// into the room as it stands.
+		_, err = j.Rooms.Receive(ctx, join)
+	}
+	return err
+}
+
+// remoteRefusal turns a resident server's refusal into the room engine's
+// (403 and 404 stay what they were, with the server's message); other
+// failures pass as they are.
+func remoteRefusal(server, what string, err error) error {
+	e, ok := fedclient.AsError(err)
+	if !ok {
+		return fmt.Errorf("%s to %s: %w", what, server, err)
+	}
+	msg := strings.TrimSpace(server + " refused the join: " + e.Message)
+	switch {
+	case e.Status == http.StatusForbidden:
+		return rooms.Refuse(rooms.ErrForbidden, "%s", msg)
+	case e.Status == http.StatusNotFound && e.Code != "M_UNRECOGNIZED":
+		return rooms.Refuse(rooms.ErrNotFound, "%s", msg)
+	case e.Code == "M_INCOMPATIBLE_ROOM_VERSION":
+		return rooms.Refuse(rooms.ErrForbidden, "%s", msg)
+	}
+	return fmt.Errorf("%s to %s: %w", what, server, err)
+}
