@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,18 +38,35 @@ type usage struct {
 // parseRequestLine reads one JSON log line; ok is false for lines that are
 // not a request's line (the banner, other messages).
 func parseRequestLine(line []byte) (e logEntry, ok bool) {
+	msg, e := parseLine(line)
+	if msg != "request" || e.RequestID == "" {
+		return logEntry{}, false
+	}
+	return e, true
+}
+
+// parseJobLine reads a queue job's log line (shared/queue's Dispatcher
+// writes it, with the job's DynamoDB meter); ok is false for other lines.
+func parseJobLine(line []byte) (e logEntry, ok bool) {
+	msg, e := parseLine(line)
+	return e, msg == "job"
+}
+
+// parseLine reads a JSON log line's message and the fields of logEntry;
+// the message is "" for lines that are not JSON.
+func parseLine(line []byte) (string, logEntry) {
 	line = bytes.TrimSpace(line)
 	if len(line) == 0 || line[0] != '{' {
-		return logEntry{}, false
+		return "", logEntry{}
 	}
 	var l struct {
 		Msg string `json:"msg"`
 		logEntry
 	}
-	if err := json.Unmarshal(line, &l); err != nil || l.Msg != "request" || l.RequestID == "" {
-		return logEntry{}, false
+	if err := json.Unmarshal(line, &l); err != nil {
+		return "", logEntry{}
 	}
-	return l.logEntry, true
+	return l.Msg, l.logEntry
 }
 
 // requestLog indexes a server's request lines by request ID and keeps the
@@ -63,6 +81,7 @@ type requestLog struct {
 	mu      sync.Mutex
 	partial []byte
 	byID    map[string]logEntry
+	jobs    []logEntry // the queue jobs' lines, in the order written
 	tail    []string
 }
 
@@ -104,6 +123,8 @@ func (l *requestLog) Write(p []byte) (int, error) {
 		line := l.partial[:i]
 		if e, ok := parseRequestLine(line); ok {
 			l.byID[e.RequestID] = e
+		} else if e, ok := parseJobLine(line); ok {
+			l.jobs = append(l.jobs, e)
 		} else {
 			l.tail = append(l.tail, string(line))
 			if len(l.tail) > tailLines {
@@ -113,6 +134,34 @@ func (l *requestLog) Write(p []byte) (int, error) {
 		l.partial = l.partial[i+1:]
 	}
 	return len(p), nil
+}
+
+// jobCount is how many queue job lines the server has written so far.
+func (l *requestLog) jobCount() int {
+	l.refresh()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.jobs)
+}
+
+// jobsSince returns the job lines written after the first from, once no new
+// one has come for quiet (a job logs its line just after its work is
+// visible), waiting 10 s at most.
+func (l *requestLog) jobsSince(from int, quiet time.Duration) []logEntry {
+	deadline := time.Now().Add(10 * time.Second)
+	n, changed := -1, time.Now()
+	for {
+		if c := l.jobCount(); c != n {
+			n, changed = c, time.Now()
+		}
+		if time.Since(changed) >= quiet || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.jobs[min(from, len(l.jobs)):])
 }
 
 func (l *requestLog) lookup(id string) (logEntry, bool) {
@@ -205,7 +254,13 @@ func startCirrus(ctx context.Context, bin string, pollInterval time.Duration, ex
 		"CIRRUS_RATE_LIMITS_LOGIN_PER_ACCOUNT=0",
 		"CIRRUS_SYNC_POLL_INTERVAL_MS="+strconv.FormatInt(pollInterval.Milliseconds(), 10),
 	)
-	env = append(env, extraEnv...)
+	for _, kv := range extraEnv {
+		if kv == nameByListener {
+			s.serverName = fedAddr
+			kv = "CIRRUS_SERVER_NAME=" + fedAddr
+		}
+		env = append(env, kv)
+	}
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		s.stop()

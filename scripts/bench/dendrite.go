@@ -105,8 +105,10 @@ func buildDendrite(ctx context.Context, cacheDir string) (dendriteBuild, error) 
 }
 
 // startDendrite runs Dendrite on SQLite in a fresh folder: plain HTTP on one
-// free loopback port, HTTPS (self-signed) on another, server name localhost.
-func startDendrite(ctx context.Context, b dendriteBuild) (*server, error) {
+// free loopback port, HTTPS (self-signed) on another, server name localhost;
+// or, federated, named by its HTTPS listener's address, so that other
+// servers reach it, and accepting their self-signed certificates.
+func startDendrite(ctx context.Context, b dendriteBuild, federated bool) (*server, error) {
 	dir, err := os.MkdirTemp("", "cirrus-bench-dendrite-")
 	if err != nil {
 		return nil, err
@@ -122,7 +124,10 @@ func startDendrite(ctx context.Context, b dendriteBuild) (*server, error) {
 		return fail(err)
 	}
 	s.ClientURL, s.FederationURL = "http://"+httpAddr, "https://"+httpsAddr
-	keyID, err := writeDendriteConfig(ctx, b, dir, httpAddr, httpsAddr)
+	if federated {
+		s.serverName = httpsAddr
+	}
+	keyID, err := writeDendriteConfig(ctx, b, dir, httpAddr, httpsAddr, federated)
 	if err != nil {
 		return fail(err)
 	}
@@ -169,7 +174,7 @@ func startDendrite(ctx context.Context, b dendriteBuild) (*server, error) {
 // writeDendriteConfig writes dendrite.yaml (generate-config's SQLite
 // defaults, edited), the signing key and the TLS pair into dir, and returns
 // the signing key's ID.
-func writeDendriteConfig(ctx context.Context, b dendriteBuild, dir, httpAddr, httpsAddr string) (string, error) {
+func writeDendriteConfig(ctx context.Context, b dendriteBuild, dir, httpAddr, httpsAddr string, federated bool) (string, error) {
 	keyPath := filepath.Join(dir, "matrix_key.pem")
 	if out, err := exec.CommandContext(ctx, b.bin("generate-keys"), "-private-key", keyPath).CombinedOutput(); err != nil {
 		return "", fmt.Errorf("generate-keys: %w: %s", err, out)
@@ -187,7 +192,11 @@ func writeDendriteConfig(ctx context.Context, b dendriteBuild, dir, httpAddr, ht
 		return "", err
 	}
 
-	out, err := exec.CommandContext(ctx, b.bin("generate-config"), "-dir", dir, "-server", "localhost").Output()
+	name := "localhost"
+	if federated {
+		name = httpsAddr
+	}
+	out, err := exec.CommandContext(ctx, b.bin("generate-config"), "-dir", dir, "-server", name).Output()
 	if err != nil {
 		return "", fmt.Errorf("generate-config: %w", err)
 	}
@@ -196,7 +205,7 @@ func writeDendriteConfig(ctx context.Context, b dendriteBuild, dir, httpAddr, ht
 		return "", fmt.Errorf("generate-config output: %w", err)
 	}
 	_, httpsPort, _ := net.SplitHostPort(httpsAddr)
-	if err := setKeys(cfg, map[string]any{
+	settings := map[string]any{
 		"global.private_key":            keyPath,
 		"global.well_known_client_name": "http://" + httpAddr,
 		"global.well_known_server_name": "localhost:" + httpsPort,
@@ -207,7 +216,13 @@ func writeDendriteConfig(ctx context.Context, b dendriteBuild, dir, httpAddr, ht
 		"client_api.registration_shared_secret": benchSecret,
 		"client_api.rate_limiting.enabled":      false,
 		"user_api.bcrypt_cost":                  12,
-	}); err != nil {
+	}
+	if federated {
+		settings["global.well_known_server_name"] = httpsAddr
+		// The other servers of the run have self-signed certificates.
+		settings["federation_api.disable_tls_validation"] = true
+	}
+	if err := setKeys(cfg, settings); err != nil {
 		return "", err
 	}
 	data, err := yaml.Marshal(cfg)

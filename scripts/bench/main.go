@@ -38,15 +38,17 @@ import (
 const usageText = `Usage: go run ./scripts/bench [flags]    (or: make bench ARGS="...")
 
 Measures Cirrus (cirrus serve, embedded DynamoDB) and Dendrite %s on the
-same endpoints, room workloads (send c=1, send c=8, messages 100) and sync
-workloads (initial, incremental, wake-up, idle), and prints latency, req/s,
-DynamoDB cost per request, peak memory and the send and sync goals. Without
-a Dendrite build, Cirrus is measured alone.
+same endpoints, room workloads (send c=1, send c=8, messages 100), sync
+workloads (initial, incremental, wake-up, idle) and federation workloads
+(inbound /send from a fake remote, outbound delivery to a Dendrite's /sync),
+and prints latency, req/s, DynamoDB cost per request, peak memory and the
+send and sync goals. Without a Dendrite build, Cirrus is measured alone.
 
 Examples:
   make bench
   make bench ARGS="-n 200 -c 8 -json bench.json"
   go run ./scripts/bench -baseline=false
+  go run ./scripts/bench -federation=false
   go run ./scripts/bench -n 100 -sync-poll 500ms
 
 Flags:
@@ -77,6 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	requireBaseline := fs.Bool("require-baseline", false, "exit non-zero when Dendrite cannot be built or run")
 	cacheDir := fs.String("cache", defaultCacheDir(), "`folder` for the Dendrite build, kept between runs")
 	timeout := fs.Duration("timeout", 20*time.Minute, "give up after this long (the first Dendrite build takes minutes)")
+	federation := fs.Bool("federation", true, "measure the federation workloads (inbound /send, outbound delivery) on servers of their own; false skips them (about a minute)")
 	syncPoll := fs.Duration("sync-poll", time.Second, "Cirrus's sync poll `interval` (CIRRUS_SYNC_POLL_INTERVAL_MS), 50ms to 10s")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, usageText, dendriteVersion)
@@ -207,6 +210,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	stopAll(servers)
+
+	if *federation {
+		fed, rs, err := runFederation(ctx, cirrusBin, dendrite, *syncPoll, rep, *n, stderr)
+		started = append(started, fed...)
+		if err != nil {
+			return err
+		}
+		rep.Results = append(rep.Results, rs...)
+		for _, s := range fed {
+			s.stop()
+		}
+	}
 	rep.Ratios = ratios(rep.Results)
 	rep.Sync = summariseSync(rep.Results, *syncPoll)
 	rep.Goals = append(goals(rep.Results), syncGoals(rep.Results, rep.Sync)...)
@@ -237,7 +252,7 @@ func startServers(ctx context.Context, cirrusBin string, dendrite dendriteBuild,
 	}
 	servers = append(servers, cirrus)
 	if rep.Baseline.Missing == "" {
-		d, err := startRetrying(func() (*server, error) { return startDendrite(ctx, dendrite) })
+		d, err := startRetrying(func() (*server, error) { return startDendrite(ctx, dendrite, false) })
 		switch {
 		case err != nil && (requireBaseline || ctx.Err() != nil):
 			return servers, fmt.Errorf("baseline: %w", err)

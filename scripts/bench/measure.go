@@ -133,7 +133,7 @@ var syncWorkload = []endpoint{
 
 // allWorkloads is every endpoint of the report, in its order.
 func allWorkloads() []endpoint {
-	return append(slices.Clone(workload), syncWorkload...)
+	return append(append(slices.Clone(workload), syncWorkload...), fedWorkload()...)
 }
 
 // result is one endpoint measured on one server.

@@ -32,6 +32,9 @@ type server struct {
 	// ClientURL serves the client endpoints (plain HTTP); FederationURL the
 	// federation ones (HTTPS with a self-signed certificate).
 	ClientURL, FederationURL string
+	// serverName is the server's Matrix name when the other servers of the
+	// run reach it by name (the federation workloads); "" otherwise.
+	serverName string
 	// Log holds the per-request log lines, nil for a server whose log has no
 	// DynamoDB figures.
 	Log *requestLog

@@ -84,8 +84,10 @@ type syncFixture struct {
 	// lastSent is when the last message to the sync user was sent.
 	lastSent time.Time
 	// sender, when set, is where the bench user's messages are sent: the
-	// other instance of two sharing a DynamoDB.
-	sender *server
+	// other instance of two sharing a DynamoDB, or with senderOwns another
+	// server, whose own bench user sends them.
+	sender     *server
+	senderOwns bool
 	// timeline is the shape of the initial sync's answer, for the report.
 	timeline string
 	// wakeUps counts the wake-ups run, early those where the waiting sync
@@ -504,11 +506,14 @@ func runWakeUp(ctx context.Context, s *server, jitter time.Duration) (string, ti
 	case <-time.After(delay):
 	case <-ctx.Done():
 	}
-	via := s
+	via, owner := s, s
 	if f.sender != nil {
 		via = f.sender
 	}
-	_, err = sendText(ctx, via, s, room, body)
+	if f.senderOwns {
+		owner = f.sender
+	}
+	_, err = sendText(ctx, via, owner, room, body)
 	sent := time.Now()
 	if err == nil {
 		f.lastSent = sent

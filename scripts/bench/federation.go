@@ -1,0 +1,508 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/cirrus-matrix/cirrus/shared/keys"
+)
+
+// The federation workloads run on servers of their own, each named by its
+// federation listener's loopback address so that the others reach it:
+// inbound, a fake remote server in the bench process sends a room on the
+// server under test transactions of PDUs; outbound, a message sent on one
+// server is timed until a user of another server sees it in its waiting
+// /sync.
+const (
+	// fedRoomVersion is the version of the federation workloads' rooms:
+	// one that Dendrite v0.13.8 knows.
+	fedRoomVersion = "10"
+	// pdusPerTxn is how many PDUs an inbound transaction carries, the most
+	// the spec allows.
+	pdusPerTxn = 50
+	// maxInboundTxns caps the measured transactions of the inbound workload
+	// (-n/10 of them).
+	maxInboundTxns = 20
+	// inboundVisibleTimeout bounds the wait for the last PDU to be visible.
+	inboundVisibleTimeout = 2 * time.Minute
+	// deliveryIterations is how many messages the delivery workload times
+	// at most (-n caps it too).
+	deliveryIterations = 50
+)
+
+// inboundLabel names the inbound workload in the report.
+var inboundLabel = fmt.Sprintf("inbound /send (%d PDUs a txn)", pdusPerTxn)
+
+// fedWorkload lists the federation workloads, for the report's order and
+// descriptions; runFederation measures them.
+func fedWorkload() []endpoint {
+	return []endpoint{
+		{Label: inboundLabel, Describe: fmt.Sprintf("a fake remote server in the bench (its own ed25519 key at /_matrix/key/v2/server over TLS, X-Matrix-signed requests) joins a room of version %s on the server through make_join and send_join, then PUTs transactions of %d linear m.room.message PDUs, one after the other as a sending server does; p50/p99 are the PUT /send's, req/s is PDUs per second from the first PUT until the last PDU is in the room's /messages for a local member; DDB calls/RCU/WCU are per PDU: the /send requests' and the queue jobs' (Cirrus's inbox worker) of the run", fedRoomVersion, pdusPerTxn)},
+		delivery(),
+	}
+}
+
+// fakeRemote is a homeserver as far as the server under test sees it: its
+// key served over TLS and the requests it signs.
+type fakeRemote struct {
+	name   string
+	key    keys.Key
+	srv    *httptest.Server
+	client *http.Client
+}
+
+// startFakeRemote starts a fake remote on a loopback TLS listener, named by
+// its address. It answers its key, and a /send from the server under test
+// (its own events, EDUs) with an empty success.
+func startFakeRemote() (*fakeRemote, error) {
+	k, err := keys.Generate()
+	if err != nil {
+		return nil, err
+	}
+	rm := &fakeRemote{key: k, client: newHTTPClient()}
+	rm.srv = httptest.NewUnstartedServer(http.HandlerFunc(rm.serve))
+	rm.srv.EnableHTTP2 = true
+	rm.srv.StartTLS()
+	rm.name = rm.srv.Listener.Addr().String()
+	return rm, nil
+}
+
+func (rm *fakeRemote) close() { rm.srv.Close() }
+
+func (rm *fakeRemote) serve(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case r.URL.Path == "/_matrix/key/v2/server":
+		doc, err := keys.ServerKeys(rm.name, rm.key, time.Now())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Write(doc)
+	case r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/_matrix/federation/v1/send/"):
+		io.Copy(io.Discard, r.Body)
+		w.Write([]byte(`{"pdus":{}}`))
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte(`{"errcode":"M_UNRECOGNIZED","error":"the bench's fake remote does not serve this"}`))
+	}
+}
+
+// do sends a request signed by the remote to dest's federation listener,
+// with requestID as X-Request-Id, and decodes a 200 answer into out.
+func (rm *fakeRemote) do(ctx context.Context, dest *server, method, uri, requestID string, body, out any) error {
+	fr := fclient.NewFederationRequest(method, spec.ServerName(rm.name), spec.ServerName(dest.serverName), uri)
+	if body != nil {
+		if err := fr.SetContent(body); err != nil {
+			return err
+		}
+	}
+	if err := fr.Sign(spec.ServerName(rm.name), gomatrixserverlib.KeyID(rm.key.ID), rm.key.Private); err != nil {
+		return err
+	}
+	signed, err := fr.HTTPRequest()
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, dest.FederationURL+uri, strings.NewReader(string(fr.Content())))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", signed.Header.Get("Authorization"))
+	req.Header.Set("Content-Type", "application/json")
+	if requestID != "" {
+		req.Header.Set("X-Request-Id", requestID)
+	}
+	res, err := rm.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return statusError(method, uri, res.StatusCode, readSome(res.Body))
+	}
+	if out == nil {
+		_, err = io.Copy(io.Discard, res.Body)
+		return err
+	}
+	if err := json.NewDecoder(res.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode the answer: %w", method, uri, err)
+	}
+	return nil
+}
+
+// remoteRoom is what the remote's user needs to send into a room it joined:
+// the auth events of a message and the last event it sent.
+type remoteRoom struct {
+	id      string
+	sender  string
+	version gomatrixserverlib.IRoomVersion
+	auth    []string // create, power levels, the sender's join
+	prev    string
+	depth   int64
+}
+
+// join has the remote's user join roomID on s through make_join and
+// send_join (v2), and returns what it needs to send messages.
+func (rm *fakeRemote) join(ctx context.Context, s *server, roomID, localpart string) (*remoteRoom, error) {
+	user := "@" + localpart + ":" + rm.name
+	var tmpl struct {
+		RoomVersion string                       `json:"room_version"`
+		Event       gomatrixserverlib.ProtoEvent `json:"event"`
+	}
+	path := "/_matrix/federation/v1/make_join/" + url.PathEscape(roomID) + "/" + url.PathEscape(user) + "?ver=" + fedRoomVersion
+	if err := rm.do(ctx, s, http.MethodGet, path, "", nil, &tmpl); err != nil {
+		return nil, fmt.Errorf("make_join: %w", err)
+	}
+	version, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(tmpl.RoomVersion))
+	if err != nil {
+		return nil, fmt.Errorf("make_join: %w", err)
+	}
+	ev, err := version.NewEventBuilderFromProtoEvent(&tmpl.Event).Build(time.Now(), spec.ServerName(rm.name), gomatrixserverlib.KeyID(rm.key.ID), rm.key.Private)
+	if err != nil {
+		return nil, fmt.Errorf("sign the join: %w", err)
+	}
+	var joined struct {
+		State []json.RawMessage `json:"state"`
+	}
+	path = "/_matrix/federation/v2/send_join/" + url.PathEscape(roomID) + "/" + url.PathEscape(ev.EventID())
+	if err := rm.do(ctx, s, http.MethodPut, path, "", json.RawMessage(ev.JSON()), &joined); err != nil {
+		return nil, fmt.Errorf("send_join: %w", err)
+	}
+	r := &remoteRoom{id: roomID, sender: user, version: version, prev: ev.EventID(), depth: ev.Depth()}
+	for _, raw := range joined.State {
+		st, err := version.NewEventFromUntrustedJSON(raw)
+		if err != nil {
+			return nil, fmt.Errorf("send_join state: %w", err)
+		}
+		if st.Type() == spec.MRoomCreate || st.Type() == spec.MRoomPowerLevels {
+			r.auth = append(r.auth, st.EventID())
+		}
+	}
+	if len(r.auth) != 2 {
+		return nil, fmt.Errorf("send_join state: %d create and power levels events, want 2", len(r.auth))
+	}
+	r.auth = append(r.auth, ev.EventID())
+	return r, nil
+}
+
+// messages builds n messages of the remote's user, each after the one
+// before (the first after the last sent), signed by the remote.
+func (rm *fakeRemote) messages(r *remoteRoom, n int, body string) ([]gomatrixserverlib.PDU, error) {
+	out := make([]gomatrixserverlib.PDU, 0, n)
+	for i := range n {
+		content, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": body + " " + strconv.Itoa(i)})
+		proto := gomatrixserverlib.ProtoEvent{
+			SenderID: r.sender, RoomID: r.id, Type: "m.room.message", Content: content,
+			PrevEvents: []string{r.prev}, AuthEvents: r.auth, Depth: r.depth + 1,
+		}
+		ev, err := r.version.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), spec.ServerName(rm.name), gomatrixserverlib.KeyID(rm.key.ID), rm.key.Private)
+		if err != nil {
+			return nil, fmt.Errorf("build a message: %w", err)
+		}
+		r.prev, r.depth = ev.EventID(), ev.Depth()
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// sendTxn PUTs the PDUs as one transaction and checks that none was
+// refused; it returns the request ID it sent.
+func (rm *fakeRemote) sendTxn(ctx context.Context, s *server, txnID string, pdus []gomatrixserverlib.PDU) (string, error) {
+	raws := make([]json.RawMessage, len(pdus))
+	for i, p := range pdus {
+		raws[i] = p.JSON()
+	}
+	body := map[string]any{"origin": rm.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": raws}
+	var ans struct {
+		PDUs map[string]struct {
+			Error string `json:"error"`
+		} `json:"pdus"`
+	}
+	id := "bench-txn-" + randomHex(8)
+	if err := rm.do(ctx, s, http.MethodPut, "/_matrix/federation/v1/send/"+url.PathEscape(txnID), id, body, &ans); err != nil {
+		return "", err
+	}
+	for evID, res := range ans.PDUs {
+		if res.Error != "" {
+			return "", fmt.Errorf("send %s: PDU %s refused: %s", txnID, evID, res.Error)
+		}
+	}
+	return id, nil
+}
+
+// createFedRoom has the bench user of s create a public room of
+// fedRoomVersion.
+func createFedRoom(ctx context.Context, s *server) (string, error) {
+	var created struct {
+		RoomID string `json:"room_id"`
+	}
+	err := requestJSON(ctx, s, http.MethodPost, s.ClientURL+"/_matrix/client/v3/createRoom", s.token,
+		map[string]any{"preset": "public_chat", "room_version": fedRoomVersion}, &created)
+	if err != nil {
+		return "", fmt.Errorf("create a room: %w", err)
+	}
+	if created.RoomID == "" {
+		return "", errors.New("create a room: no room_id in the answer")
+	}
+	return created.RoomID, nil
+}
+
+// lastMessage is the event ID of the newest event of a room's /messages
+// for the bench user of s.
+func lastMessage(ctx context.Context, s *server, roomID string) (string, error) {
+	var page struct {
+		Chunk []struct {
+			EventID string `json:"event_id"`
+		} `json:"chunk"`
+	}
+	u := s.ClientURL + "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/messages?dir=b&limit=1"
+	if err := requestJSON(ctx, s, http.MethodGet, u, s.token, nil, &page); err != nil {
+		return "", err
+	}
+	if len(page.Chunk) == 0 {
+		return "", nil
+	}
+	return page.Chunk[0].EventID, nil
+}
+
+// waitVisible polls the room's /messages until its newest event is eventID.
+func waitVisible(ctx context.Context, s *server, roomID, eventID string) error {
+	ctx, cancel := context.WithTimeout(ctx, inboundVisibleTimeout)
+	defer cancel()
+	for {
+		last, err := lastMessage(ctx, s, roomID)
+		if err != nil {
+			return err
+		}
+		if last == eventID {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not the newest event of the room's /messages within %s (the newest: %q)", eventID, inboundVisibleTimeout, last)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// inboundTxns is how many transactions the inbound workload measures for -n.
+func inboundTxns(n int) int { return max(1, min(n/10, maxInboundTxns)) }
+
+// measureInbound runs the inbound workload on s: the remote joins a new
+// room of the bench user's, sends one unmeasured transaction, then txns
+// measured ones back to back, and waits until the last PDU is visible.
+func measureInbound(ctx context.Context, s *server, rm *fakeRemote, txns int) result {
+	r := result{Endpoint: inboundLabel, Server: s.Name, Concurrency: 1, Requests: txns}
+	fail := func(err error) result { r.Failed = err.Error(); return r }
+	if s.startErr != nil {
+		return fail(s.startErr)
+	}
+	roomID, err := createFedRoom(ctx, s)
+	if err != nil {
+		return fail(err)
+	}
+	r.URL = s.FederationURL + "/_matrix/federation/v1/send/{txnId}"
+	room, err := rm.join(ctx, s, roomID, "inbound")
+	if err != nil {
+		return fail(err)
+	}
+	// The warm-up transaction: the server fetches the remote's key and
+	// starts its worker.
+	if err := sendAndWait(ctx, s, rm, room, "warm-up", 1); err != nil {
+		return fail(fmt.Errorf("warm-up transaction: %w", err))
+	}
+	batches := make([][]gomatrixserverlib.PDU, txns)
+	for i := range batches {
+		if batches[i], err = rm.messages(room, pdusPerTxn, sentBody); err != nil {
+			return fail(err)
+		}
+	}
+	// The warm-up's job logs its line just after its PDU is visible: the
+	// count starts once the job lines have stopped.
+	jobsBefore := 0
+	if s.Log != nil {
+		jobsBefore = len(s.Log.jobsSince(0, 300*time.Millisecond))
+	}
+	var ids []string
+	var lat []time.Duration
+	start := time.Now()
+	for i, b := range batches {
+		t0 := time.Now()
+		id, err := rm.sendTxn(ctx, s, "bench-"+randomHex(6)+"-"+strconv.Itoa(i), b)
+		if err != nil {
+			return fail(err)
+		}
+		lat, ids = append(lat, time.Since(t0)), append(ids, id)
+	}
+	last := batches[len(batches)-1]
+	if err := waitVisible(ctx, s, roomID, last[len(last)-1].EventID()); err != nil {
+		return fail(err)
+	}
+	elapsed := time.Since(start)
+	pdus := float64(txns * pdusPerTxn)
+	r.P50MS, r.P99MS = ms(percentile(lat, 0.50)), ms(percentile(lat, 0.99))
+	r.PerSecond = pdus / elapsed.Seconds()
+	if s.Log != nil {
+		entries, _ := s.Log.match(ids, 2*time.Second)
+		jobs := s.Log.jobsSince(jobsBefore, time.Second)
+		sum, serverP50 := summarise(entries)
+		jobSum, _ := summarise(jobs)
+		matched := len(entries)
+		r.LogMatched, r.ServerP50MS = &matched, serverP50
+		per := func(v float64) *float64 { x := v / pdus; return &x }
+		r.Calls, r.RCU, r.WCU = per(sum.Calls+jobSum.Calls), per(sum.RCU+jobSum.RCU), per(sum.WCU+jobSum.WCU)
+		r.Note = fmt.Sprintf("%.0f PDUs in %d transactions; per PDU, the /send requests: %.2f DynamoDB calls, %.2f RCU, %.2f WCU; the %d queue jobs run meanwhile (the room's inbox worker): %.2f calls, %.2f RCU, %.2f WCU",
+			pdus, txns, sum.Calls/pdus, sum.RCU/pdus, sum.WCU/pdus, len(jobs), jobSum.Calls/pdus, jobSum.RCU/pdus, jobSum.WCU/pdus)
+	} else {
+		r.Note = fmt.Sprintf("%.0f PDUs in %d transactions", pdus, txns)
+	}
+	return r
+}
+
+// sendAndWait sends n messages of the remote in one transaction and waits
+// until the last is visible.
+func sendAndWait(ctx context.Context, s *server, rm *fakeRemote, room *remoteRoom, txnID string, n int) error {
+	pdus, err := rm.messages(room, n, sentBody)
+	if err != nil {
+		return err
+	}
+	if _, err := rm.sendTxn(ctx, s, txnID, pdus); err != nil {
+		return err
+	}
+	return waitVisible(ctx, s, room.id, pdus[len(pdus)-1].EventID())
+}
+
+// delivery is the outbound workload: the bench user of a sending server
+// sends into a room that the bench user of a receiving server joined over
+// federation, who waits in /sync; as the sync wake-up workload, timed from
+// the send's answer on the sender to the receiver's sync answer holding it.
+func delivery() endpoint {
+	return endpoint{
+		Label: "federation delivery", Concurrency: 1, MaxRequests: deliveryIterations, Note: wakeUpNote,
+		Path: fmt.Sprintf("/_matrix/client/v3/sync?since={token}&timeout=%d", wakeUpTimeout.Milliseconds()),
+		Run:  func(ctx context.Context, s *server) (string, time.Duration, error) { return runWakeUp(ctx, s, 0) },
+		Describe: fmt.Sprintf("the bench user of the server named in column server (the sender) sends a message into a room of version %s it created, which the bench user of a receiving Dendrite joined over federation (make_join/send_join) and waits on in GET /sync?since=<its next_batch>&timeout=%d; timed from the send's 200 on the sender to the receiver's sync answer holding the message; the receiver is one Dendrite for both senders; Cirrus's sender runs in cirrus serve's process, through its in-process queue",
+			fedRoomVersion, wakeUpTimeout.Milliseconds()),
+	}
+}
+
+// setupDelivery has the bench user of from create a room, the bench user
+// of to join it over federation, and returns a view of to whose sync
+// fixture waits in that room for messages of from, named after from.
+func setupDelivery(ctx context.Context, from, to *server) (*server, error) {
+	if from.startErr != nil {
+		return nil, from.startErr
+	}
+	if to.startErr != nil {
+		return nil, to.startErr
+	}
+	roomID, err := createFedRoom(ctx, from)
+	if err != nil {
+		return nil, err
+	}
+	u := to.ClientURL + "/_matrix/client/v3/join/" + url.PathEscape(roomID) + "?server_name=" + url.QueryEscape(from.serverName)
+	if err := requestJSON(ctx, to, http.MethodPost, u, to.token, map[string]any{}, nil); err != nil {
+		return nil, fmt.Errorf("%s joins the room of %s: %w", to.Name, from.Name, err)
+	}
+	view := &server{Name: from.Name, ClientURL: to.ClientURL, FederationURL: to.FederationURL, client: to.client, token: to.token, userID: to.userID}
+	view.sync = syncFixture{done: true, userID: to.userID, token: to.token, rooms: []string{roomID}, sender: from, senderOwns: true}
+	return view, nil
+}
+
+// runFederation measures the federation workloads on their own servers:
+// a Cirrus and two Dendrites (a receiver for the delivery workload, and
+// the sender whose figures Cirrus's are set beside), all named by their
+// federation listeners.
+func runFederation(ctx context.Context, cirrusBin string, dendrite dendriteBuild, syncPoll time.Duration, rep *report, n int, stderr io.Writer) ([]*server, []result, error) {
+	var started []*server
+	cirrus, err := startRetrying(func() (*server, error) { return startCirrus(ctx, cirrusBin, syncPoll, federatedCirrusEnv...) })
+	if err != nil {
+		return started, nil, fmt.Errorf("cirrus for the federation workloads: %w", err)
+	}
+	started = append(started, cirrus)
+	senders := []*server{cirrus}
+	var receiver *server
+	if rep.Baseline.Missing == "" {
+		for range 2 {
+			d, err := startRetrying(func() (*server, error) { return startDendrite(ctx, dendrite, true) })
+			if err != nil {
+				d = &server{Name: "dendrite", startErr: fmt.Errorf("start dendrite: %w", err)}
+			}
+			started = append(started, d)
+			if len(senders) == 1 {
+				senders = append(senders, d)
+			} else {
+				receiver = d
+			}
+		}
+	}
+	for _, s := range started {
+		if s.startErr != nil {
+			continue
+		}
+		if err := setupUser(ctx, s); err != nil {
+			return started, nil, fmt.Errorf("%s: %w", s.Name, err)
+		}
+		fmt.Fprintf(stderr, "bench: %s for the federation workloads (pid %d), server name %s\n", s.Name, s.cmd.Process.Pid, s.serverName)
+	}
+
+	var results []result
+	rm, err := startFakeRemote()
+	if err != nil {
+		return started, nil, err
+	}
+	defer rm.close()
+	for _, s := range senders {
+		r := measureInbound(ctx, s, rm, inboundTxns(n))
+		if err := ctx.Err(); err != nil {
+			return started, nil, err
+		}
+		fmt.Fprintln(stderr, "bench:", progressLine(r))
+		results = append(results, r)
+	}
+
+	ep := delivery()
+	if receiver == nil {
+		return started, append(results, result{Endpoint: ep.name(), Server: "cirrus", Concurrency: 1, Failed: "no Dendrite to receive: " + rep.Baseline.Missing}), nil
+	}
+	var views []*server
+	for _, s := range senders {
+		v, err := setupDelivery(ctx, s, receiver)
+		if err != nil {
+			results = append(results, result{Endpoint: ep.name(), Server: s.Name, Concurrency: 1, Failed: err.Error()})
+			continue
+		}
+		views = append(views, v)
+	}
+	rs := measureEndpoint(ctx, views, ep, n, 1, rep.Warmup, rep.Rounds)
+	for _, r := range rs {
+		fmt.Fprintln(stderr, "bench:", progressLine(r))
+	}
+	results = append(results, rs...)
+	slices.SortStableFunc(results, func(a, b result) int { return strings.Compare(a.Server, b.Server) })
+	return started, results, nil
+}
+
+// federatedCirrusEnv lets cirrus serve reach the other servers of the run
+// on loopback, with their self-signed certificates; startCirrus names it by
+// its federation listener when it is given.
+var federatedCirrusEnv = []string{"CIRRUS_FEDERATION_VERIFY_CERTIFICATES=false", "CIRRUS_IP_RANGE_WHITELIST=127.0.0.1/32", nameByListener}
+
+// nameByListener, among startCirrus's extra settings, names the server by
+// its federation listener's address.
+const nameByListener = "CIRRUS_SERVER_NAME=<federation listener>"
