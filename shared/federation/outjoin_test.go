@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -59,6 +60,7 @@ func TestTwoServers(t *testing.T) {
 	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
 		t.Fatalf("bob joins through %s: %v", a.Name(), err)
 	}
+	b.CheckCost(t, "remote join of a room of 7 state events", "/join/", servertest.Want(28, 21, 96))
 	if ev, err := a.Server.Rooms.StateEvent(background, string(room), "m.room.member", string(bob.UserID)); err != nil {
 		t.Fatalf("bob's member event on A: %v", err)
 	} else if m, _ := ev.Membership(); m != "join" {
@@ -235,4 +237,37 @@ func sameState(t *testing.T, a, b *servertest.Stack, room string) {
 	if x, y := ids(a), ids(b); !slices.Equal(x, y) {
 		t.Fatalf("current state differs:\nA: %v\nB: %v", x, y)
 	}
+}
+
+// TestTwoServers_LargeRoom: bob@B joins a room of A of 300 members; the
+// join's time and cost are logged (docs/storage.md quotes them), and B's
+// current state is A's.
+func TestTwoServers_LargeRoom(t *testing.T) {
+	if testing.Short() {
+		t.Skip("300 members")
+	}
+	a, _ := servertest.StartNamed(t)
+	a.RunQueue(t)
+	b, _ := servertest.StartNamed(t)
+	b.RunQueue(t)
+	alice := a.Member(t, "alice")
+	bob := b.Member(t, "bob")
+	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := string(created.RoomID)
+	for i := range 299 {
+		if err := a.Server.Rooms.Join(background, fmt.Sprintf("@user%d:%s", i, a.Name()), room, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	if _, err := bob.JoinRoom(background, room, &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	u := b.LastRequestTo(t, "/join/").DynamoDB
+	t.Logf("remote join of a room of 300 members: %v, %d calls, %.1f RCU, %.1f WCU", took, u.Calls, u.ReadUnits, u.WriteUnits)
+	sameState(t, a, b, room)
 }

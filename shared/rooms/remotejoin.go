@@ -97,7 +97,10 @@ func (s *Service) TakeJoined(ctx context.Context, join events.PDU, state []event
 	if err != nil {
 		return err
 	}
-	_, finish, err := s.commit(ctx, roomID, nil, evs, map[events.StateKeyTuple]events.PDU{}, nil, &locals{Users: map[string]string{}})
+	// The room runs to several batches: the later ones write the locals
+	// item they carry, so it needs its key.
+	loc := &locals{PK: roomPK(roomID), SK: localsSK, Users: map[string]string{}}
+	_, finish, err := s.commit(ctx, roomID, nil, evs, map[events.StateKeyTuple]events.PDU{}, nil, loc)
 	if errors.Is(err, errMoved) {
 		return fmt.Errorf("take in %s: %w", roomID, store.ErrExists)
 	}
