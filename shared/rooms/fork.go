@@ -323,19 +323,22 @@ func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, e
 		}
 	}
 	stateSeq := h.StateSeq
+	resolved := false
 	if !slices.Equal(newHashes, oldHashes) {
 		stateSeq = seq
 		b.info = &info{}
 		if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: infoSK}, b.info); err != nil {
 			return Outcome{}, nil, fmt.Errorf("read info of %s: %w", roomID, err)
 		}
-		if err := b.setChanged(ctx, l, oldHashes, newHashes, newCur); err != nil {
+		var err error
+		if resolved, err = b.setChanged(ctx, l, oldHashes, newHashes, newCur, ev.EventID()); err != nil {
 			return Outcome{}, nil, err
 		}
 		putBlocks(newBlks)
 		b.ops = append(b.ops, store.PutOp(snapshot{PK: roomPK(roomID), SK: snapSK(seq), Blocks: newHashes}))
 	}
 	sl := s.newSlot(roomID, seq, ev, stateSeq)
+	sl.Resolved = resolved
 	if len(ext) > 1 {
 		sl.Ext, sl.Depth = ext, max(h.depth(), ev.Depth())
 	}
@@ -394,8 +397,9 @@ func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, e
 // setChanged writes the current state items that differ between the
 // snapshot of oldHashes and next (whose blocks are newHashes), with what
 // the room info and local members' items keep of them. Only the old
-// blocks of the buckets that differ are read.
-func (b *batch) setChanged(ctx context.Context, l *graphLoader, oldHashes, newHashes []string, next stateres.StateMap) error {
+// blocks of the buckets that differ are read. It reports whether anything
+// changed other than the event evID becoming current.
+func (b *batch) setChanged(ctx context.Context, l *graphLoader, oldHashes, newHashes []string, next stateres.StateMap, evID string) (bool, error) {
 	var differ []string
 	for i := range oldHashes {
 		if oldHashes[i] != newHashes[i] && oldHashes[i] != "" {
@@ -404,7 +408,7 @@ func (b *batch) setChanged(ctx context.Context, l *graphLoader, oldHashes, newHa
 	}
 	blocks, err := b.s.readBlocks(ctx, b.roomID, l.blocks, differ)
 	if err != nil {
-		return err
+		return false, err
 	}
 	old := stateres.StateMap{}
 	for _, h := range differ {
@@ -429,7 +433,7 @@ func (b *batch) setChanged(ctx context.Context, l *graphLoader, oldHashes, newHa
 	}
 	got, err := l.Events(ctx, append(ids, oldMembers...))
 	if err != nil {
-		return err
+		return false, err
 	}
 	// The member events replaced, for the joined count.
 	oldState := map[events.StateKeyTuple]events.PDU{}
@@ -450,16 +454,21 @@ func (b *batch) setChanged(ctx context.Context, l *graphLoader, oldHashes, newHa
 	for _, k := range changed {
 		ev, ok := got[next[k]]
 		if !ok {
-			return fmt.Errorf("%w %s (resolved state)", ErrUnknownEvent, next[k])
+			return false, fmt.Errorf("%w %s (resolved state)", ErrUnknownEvent, next[k])
 		}
 		if _, err := b.setCurrent(ctx, ev, oldState); err != nil {
-			return err
+			return false, err
 		}
+	}
+	other := false
+	for _, k := range changed {
+		other = other || next[k] != evID
 	}
 	for k := range old {
 		if _, ok := next[k]; !ok {
+			other = true
 			b.ops = append(b.ops, store.DeleteOp(store.Key{PK: roomPK(b.roomID), SK: stateSK(k.Type, k.StateKey)}))
 		}
 	}
-	return nil
+	return other, nil
 }

@@ -34,6 +34,10 @@ type slot struct {
 	// last such event's. On the linear timeline this is also the state after
 	// the event itself.
 	StateSeq int64 `dynamodbav:"ss"`
+	// Resolved marks an event received on a fork at which resolving the
+	// forks changed current state other than by the event itself: what
+	// clients cannot take from the timeline (/sync sends it as state).
+	Resolved bool `dynamodbav:"rs,omitempty"`
 	// Blocks are the block hashes of the state after this event itself, when
 	// that is not the snapshot at StateSeq: an event received on a fork.
 	Blocks []string `dynamodbav:"b,omitempty"`

@@ -155,6 +155,9 @@ type Page struct {
 	// Oldest is the position of the oldest event in Chunk (0 when empty):
 	// where state before the page is taken, whatever history hid.
 	Oldest int64 `json:"-"`
+	// Resolved reports that at an event of Chunk resolving forks changed
+	// the room's state other than by a state event of the timeline.
+	Resolved bool `json:"-"`
 }
 
 // Messages pages through the room's timeline as userID may see it.
@@ -189,6 +192,7 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 		if page.Oldest == 0 || e.Seq < page.Oldest {
 			page.Oldest = e.Seq
 		}
+		page.Resolved = page.Resolved || e.Resolved
 	}
 	if page.Chunk, err = s.renderFor(ctx, v, evs); err != nil {
 		return Page{}, err

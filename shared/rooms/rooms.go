@@ -139,6 +139,9 @@ type Event struct {
 	Txn string
 	// PrevContent is the content of the state it replaced.
 	PrevContent json.RawMessage
+	// Resolved is set on an event received on a fork at which resolving
+	// the forks changed current state other than by the event itself.
+	Resolved bool
 	// blocks are the slot's own state blocks: the state after an event
 	// received on a fork, when it is not the snapshot at StateSeq.
 	blocks []string
@@ -153,7 +156,7 @@ func (sl slot) event() (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	e := Event{PDU: ev, Seq: seq, StateSeq: sl.StateSeq, RedactedBy: sl.RedactedBy, Txn: sl.Txn, blocks: sl.Blocks}
+	e := Event{PDU: ev, Seq: seq, StateSeq: sl.StateSeq, RedactedBy: sl.RedactedBy, Txn: sl.Txn, Resolved: sl.Resolved, blocks: sl.Blocks}
 	if sl.PrevContent != "" {
 		e.PrevContent = json.RawMessage(sl.PrevContent)
 	}

@@ -737,8 +737,10 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 		j.Timeline.Limited = err == nil && end > max(from, 0)
 	}
 	j.Timeline.PrevBatch = rooms.Token(begin)
-	// The timeline holds every event after from: the state is known.
-	whole := !j.Timeline.Limited && int64(len(chunk)) == head-max(from, 0)
+	// The timeline holds every event after from: the state is known,
+	// unless resolving forks changed it at one of them other than by the
+	// timeline's own state events (the spec's state "not in the timeline").
+	whole := !j.Timeline.Limited && int64(len(chunk)) == head-max(from, 0) && !page.Resolved
 	var state, all []events.PDU
 	if req.useStateAfter() {
 		// The state at the end of the timeline: the timeline's own state
