@@ -57,8 +57,21 @@ func TestTwoServers(t *testing.T) {
 	if _, err := bob.JoinRoomByID(background, room); !isStatus(err, http.StatusNotFound, "M_NOT_FOUND") {
 		t.Fatalf("join without via: %v, want 404 M_NOT_FOUND", err)
 	}
-	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
-		t.Fatalf("bob joins through %s: %v", a.Name(), err)
+	// A room the server asked does not hold: its 404.
+	if _, err := bob.JoinRoom(background, "!nosuchroom", &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); !isStatus(err, http.StatusNotFound, "M_NOT_FOUND") {
+		t.Fatalf("join of a room A does not hold: %v, want 404 M_NOT_FOUND", err)
+	}
+	// An invite-only room: A's 403.
+	private, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoom(background, string(private.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); !isStatus(err, http.StatusForbidden, "M_FORBIDDEN") {
+		t.Fatalf("join of an invite-only room: %v, want 403 M_FORBIDDEN", err)
+	}
+	// A server that does not answer is passed over for the next.
+	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{"127.0.0.1:1", a.Name()}}); err != nil {
+		t.Fatalf("bob joins through 127.0.0.1:1 then %s: %v", a.Name(), err)
 	}
 	b.CheckCost(t, "remote join of a room of 7 state events", "/join/", servertest.Want(28, 21, 96))
 	if ev, err := a.Server.Rooms.StateEvent(background, string(room), "m.room.member", string(bob.UserID)); err != nil {
@@ -135,13 +148,32 @@ func TestTwoServers(t *testing.T) {
 	}
 	waitFor(t, "the eight concurrent messages on A", func() ([]string, bool) { b := bodies(t, alice.Client, room); return b, want(b) }, noLogs)
 	waitFor(t, "the eight concurrent messages on B", func() ([]string, bool) { b := bodies(t, bob.Client, room); return b, want(b) }, noLogs)
-	// Each side's next message merges what it holds.
-	if _, err := alice.SendText(background, room, "merge A"); err != nil {
-		t.Fatal(err)
+	// Each side's next message merges what it holds: its prev_events are
+	// the side's forward extremities (more than one after a fork).
+	merge := func(st *servertest.Stack, m servertest.Member, body string) {
+		t.Helper()
+		ext, _, err := st.Server.Rooms.Extremities(background, string(room))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent, err := m.SendText(background, room, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := st.Server.Rooms.Event(background, string(room), string(sent.EventID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev := ev.PDU.PrevEventIDs()
+		t.Logf("%s: %d forward extremities before %q", st.Name(), len(ext), body)
+		sort.Strings(ext)
+		sort.Strings(prev)
+		if !slices.Equal(ext, prev) {
+			t.Errorf("%q: prev_events %v, want the extremities %v", body, prev, ext)
+		}
 	}
-	if _, err := bob.SendText(background, room, "merge B"); err != nil {
-		t.Fatal(err)
-	}
+	merge(a, alice, "merge A")
+	merge(b, bob, "merge B")
 	waitFor(t, "both merges on both sides", func() ([]string, bool) {
 		x, y := bodies(t, alice.Client, room), bodies(t, bob.Client, room)
 		ok := slices.Contains(x, "merge B") && slices.Contains(y, "merge A") && slices.Contains(x, "merge A") && slices.Contains(y, "merge B")
