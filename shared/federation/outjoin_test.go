@@ -303,3 +303,52 @@ func TestTwoServers_LargeRoom(t *testing.T) {
 	t.Logf("remote join of a room of 300 members: %v, %d calls, %.1f RCU, %.1f WCU", took, u.Calls, u.ReadUnits, u.WriteUnits)
 	sameState(t, a, b, room)
 }
+
+// TestTwoServers_EveryVersion: bob@B joins alice@A's room of each stable
+// version (make_join's template filled and signed by B in each event
+// format, send_join's answer checked); his /sync shows the room joined
+// with its name; alice's next message reaches him.
+func TestTwoServers_EveryVersion(t *testing.T) {
+	a, _ := servertest.StartNamed(t)
+	a.RunQueue(t)
+	b, _ := servertest.StartNamed(t)
+	b.RunQueue(t)
+	alice := a.Member(t, "alice")
+	bob := b.Member(t, "bob")
+	for v := 1; v <= 12; v++ {
+		version := fmt.Sprint(v)
+		created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: id.RoomVersion(version), Name: "v" + version})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := created.RoomID
+		if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
+			t.Fatalf("v%s: bob joins: %v", version, err)
+		}
+		resp, err := bob.SyncRequest(background, 0, "", "", false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		joined, ok := resp.Rooms.Join[room]
+		if !ok {
+			t.Fatalf("v%s: the room is not among bob's joined rooms in /sync", version)
+		}
+		name := ""
+		for _, ev := range append(joined.State.Events, joined.Timeline.Events...) {
+			if ev.Type == event.StateRoomName {
+				name, _ = ev.Content.Raw["name"].(string)
+			}
+		}
+		if name != "v"+version {
+			t.Errorf("v%s: the room's name in bob's /sync: %q", version, name)
+		}
+		if _, err := alice.SendText(background, room, "hello v"+version); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "alice's message of v"+version+" on B", func() ([]string, bool) {
+			got := bodies(t, bob.Client, room)
+			return got, slices.Contains(got, "hello v"+version)
+		}, noLogs)
+		sameTimeline(t, alice.Client, bob.Client, room)
+	}
+}
