@@ -151,3 +151,27 @@ func remoteRefusal(server, what string, err error) error {
 	}
 	return fmt.Errorf("%s to %s: %w", what, server, err)
 }
+
+// LookupAlias resolves another server's room alias through that server
+// (GET /_matrix/federation/v1/query/directory): the room ID and the
+// servers it names. An alias it does not know is 404 M_NOT_FOUND; a
+// server that does not answer, 502.
+// https://spec.matrix.org/v1.19/server-server-api/#get_matrixfederationv1querydirectory
+func (j *Joiner) LookupAlias(ctx context.Context, alias string) (string, []string, error) {
+	_, server, _ := strings.Cut(alias, ":")
+	var answer struct {
+		RoomID  string   `json:"room_id"`
+		Servers []string `json:"servers"`
+	}
+	err := j.Client.Get(ctx, server, "/_matrix/federation/v1/query/directory?room_alias="+url.QueryEscape(alias), &answer)
+	if e, ok := fedclient.AsError(err); ok && e.Status == http.StatusNotFound {
+		return "", nil, httpapi.NotFound("room alias %s not found", alias)
+	}
+	if err != nil {
+		return "", nil, httpapi.Errorf(http.StatusBadGateway, "M_UNKNOWN", "%s did not resolve %s: %v", server, alias, err)
+	}
+	if !rooms.ValidRoomID(answer.RoomID) {
+		return "", nil, httpapi.Errorf(http.StatusBadGateway, "M_UNKNOWN", "%s resolved %s to an invalid room ID", server, alias)
+	}
+	return answer.RoomID, answer.Servers, nil
+}

@@ -352,3 +352,32 @@ func TestTwoServers_EveryVersion(t *testing.T) {
 		sameTimeline(t, alice.Client, bob.Client, room)
 	}
 }
+
+// TestTwoServers_Alias: bob@B joins alice@A's room by its alias on A
+// (query/directory to A, then the join through A and the servers it
+// names); an alias A does not know is 404 M_NOT_FOUND.
+func TestTwoServers_Alias(t *testing.T) {
+	a, _ := servertest.StartNamed(t)
+	a.RunQueue(t)
+	b, _ := servertest.StartNamed(t)
+	b.RunQueue(t)
+	alice := a.Member(t, "alice")
+	bob := b.Member(t, "bob")
+	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "lobby"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoom(background, "#nope:"+a.Name(), nil); !isStatus(err, http.StatusNotFound, "M_NOT_FOUND") {
+		t.Fatalf("join of an unknown alias: %v, want 404 M_NOT_FOUND", err)
+	}
+	joined, err := bob.JoinRoom(background, "#lobby:"+a.Name(), nil)
+	if err != nil {
+		t.Fatalf("bob joins #lobby:%s: %v", a.Name(), err)
+	}
+	if joined.RoomID != created.RoomID {
+		t.Fatalf("joined %s, want %s", joined.RoomID, created.RoomID)
+	}
+	if m, err := b.Server.Rooms.Membership(background, string(bob.UserID), string(created.RoomID)); err != nil || m != "join" {
+		t.Fatalf("bob's membership on B: %q %v", m, err)
+	}
+}

@@ -167,7 +167,7 @@ func (s *Service) enter(act func(ctx context.Context, userID, roomID, reason str
 		if r.PathValue("roomId") != "" {
 			name = "roomId"
 		}
-		id, err := s.resolve(r, name)
+		id, ctx, err := s.joinTarget(r, name)
 		if err != nil {
 			return err
 		}
@@ -175,7 +175,7 @@ func (s *Service) enter(act func(ctx context.Context, userID, roomID, reason str
 		if err := optionalBody(r, &body); err != nil {
 			return err
 		}
-		err = act(withVia(r.Context(), r.URL.Query()), caller(r).UserID, id, body.Reason)
+		err = act(ctx, caller(r).UserID, id, body.Reason)
 		return reply(w, map[string]string{"room_id": id}, err)
 	}
 }

@@ -43,6 +43,10 @@ type Service struct {
 	// RemoteJoin joins a room this server does not hold through other
 	// servers (remotejoin.go); nil answers such joins 404.
 	RemoteJoin RemoteJoiner
+	// RemoteAlias resolves another server's room alias for a join
+	// (federation's query/directory): the room ID and servers in it; nil
+	// leaves such aliases unknown.
+	RemoteAlias func(ctx context.Context, alias string) (roomID string, servers []string, err error)
 
 	cache roomCache
 	sent  sentTxns

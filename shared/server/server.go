@@ -199,7 +199,8 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 			return p.DisplayName, p.AvatarURL
 		},
 	}
-	rms.RemoteJoin = (&federation.Joiner{Rooms: rms, Client: fed, Verifier: serverKeys.Ring(), Logger: logger}).Join
+	joiner := &federation.Joiner{Rooms: rms, Client: fed, Verifier: serverKeys.Ring(), Logger: logger}
+	rms.RemoteJoin, rms.RemoteAlias = joiner.Join, joiner.LookupAlias
 	syncs := &sync.Service{
 		Store: st, Rooms: rms,
 		PollInterval: time.Duration(cfg.Sync.PollIntervalMS) * time.Millisecond,
