@@ -87,6 +87,16 @@ func TestDendrite_OutboundJoin(t *testing.T) {
 	if m, err := st.Server.Rooms.Membership(background, string(alice.UserID), den); err != nil || m != "join" {
 		t.Fatalf("alice's membership of the den after the join: %q %v", m, err)
 	}
+	resp, err := alice.SyncRequest(background, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := resp.Rooms.Join[id.RoomID(den)]; !ok {
+		t.Errorf("the den is not among alice's joined rooms in /sync")
+	}
+	if _, ok := resp.Rooms.Invite[id.RoomID(den)]; ok {
+		t.Errorf("the den is still among alice's invites in /sync")
+	}
 	members := dendrite("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(den)+"/joined_members", nil)
 	if joined, _ := members["joined"].(map[string]any); joined[alice.User.ID] == nil {
 		t.Errorf("Dendrite's joined members of the den: %v", members)
