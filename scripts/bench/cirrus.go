@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +27,14 @@ type logEntry struct {
 	Status     int     `json:"status"`
 	DurationMS float64 `json:"duration_ms"`
 	DynamoDB   usage   `json:"dynamodb"`
+	// Kind is a queue job's kind, on a job's line.
+	Kind string `json:"kind"`
+}
+
+// tally is the lines of one route or job kind so far and their usage.
+type tally struct {
+	Lines int
+	Sum   usage
 }
 
 // usage is what one request cost in DynamoDB.
@@ -82,6 +91,8 @@ type requestLog struct {
 	partial []byte
 	byID    map[string]logEntry
 	jobs    []logEntry // the queue jobs' lines, in the order written
+	// tallies adds up the lines by route, and by "job " and kind.
+	tallies map[string]tally
 	tail    []string
 }
 
@@ -123,8 +134,10 @@ func (l *requestLog) Write(p []byte) (int, error) {
 		line := l.partial[:i]
 		if e, ok := parseRequestLine(line); ok {
 			l.byID[e.RequestID] = e
+			l.count(e.Route, e)
 		} else if e, ok := parseJobLine(line); ok {
 			l.jobs = append(l.jobs, e)
+			l.count("job "+e.Kind, e)
 		} else {
 			l.tail = append(l.tail, string(line))
 			if len(l.tail) > tailLines {
@@ -134,6 +147,44 @@ func (l *requestLog) Write(p []byte) (int, error) {
 		l.partial = l.partial[i+1:]
 	}
 	return len(p), nil
+}
+
+func (l *requestLog) count(key string, e logEntry) {
+	if l.tallies == nil {
+		l.tallies = make(map[string]tally)
+	}
+	t := l.tallies[key]
+	t.Lines++
+	t.Sum.Calls += e.DynamoDB.Calls
+	t.Sum.RCU += e.DynamoDB.RCU
+	t.Sum.WCU += e.DynamoDB.WCU
+	l.tallies[key] = t
+}
+
+// snapshot returns the tallies so far, once the job lines have stopped for
+// quiet.
+func (l *requestLog) snapshot(quiet time.Duration) map[string]tally {
+	l.jobsSince(0, quiet)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.tallies)
+}
+
+// since is what the lines of the keys accepted by match added from before
+// to after (two snapshots).
+func since(before, after map[string]tally, match func(key string) bool) tally {
+	var d tally
+	for k, a := range after {
+		if !match(k) {
+			continue
+		}
+		b := before[k]
+		d.Lines += a.Lines - b.Lines
+		d.Sum.Calls += a.Sum.Calls - b.Sum.Calls
+		d.Sum.RCU += a.Sum.RCU - b.Sum.RCU
+		d.Sum.WCU += a.Sum.WCU - b.Sum.WCU
+	}
+	return d
 }
 
 // jobCount is how many queue job lines the server has written so far.

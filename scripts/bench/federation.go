@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -396,7 +395,7 @@ func delivery() endpoint {
 		Label: "federation delivery", Concurrency: 1, MaxRequests: deliveryIterations, Note: wakeUpNote,
 		Path: fmt.Sprintf("/_matrix/client/v3/sync?since={token}&timeout=%d", wakeUpTimeout.Milliseconds()),
 		Run:  func(ctx context.Context, s *server) (string, time.Duration, error) { return runWakeUp(ctx, s, 0) },
-		Describe: fmt.Sprintf("the bench user of the server named in column server (the sender) sends a message into a room of version %s it created, which the bench user of a receiving Dendrite joined over federation (make_join/send_join) and waits on in GET /sync?since=<its next_batch>&timeout=%d; timed from the send's 200 on the sender to the receiver's sync answer holding the message; the receiver is one Dendrite for both senders; Cirrus's sender runs in cirrus serve's process, through its in-process queue",
+		Describe: fmt.Sprintf("the bench user of one server sends a message into a room of version %s it created, which the bench user of another server of the same kind (Cirrus to Cirrus, Dendrite to Dendrite) joined over federation (/join with server_name: make_join, send_join) and waits on in GET /sync?since=<its next_batch>&timeout=%d; timed from the send's 200 on the sender to the receiver's sync answer holding the message; Cirrus's sender and inbox worker run in cirrus serve's process, through its in-process queue (four pollers), not SQS and Lambda",
 			fedRoomVersion, wakeUpTimeout.Milliseconds()),
 	}
 }
@@ -424,32 +423,31 @@ func setupDelivery(ctx context.Context, from, to *server) (*server, error) {
 	return view, nil
 }
 
-// runFederation measures the federation workloads on their own servers:
-// a Cirrus and two Dendrites (a receiver for the delivery workload, and
-// the sender whose figures Cirrus's are set beside), all named by their
-// federation listeners.
+// runFederation measures the federation workloads on servers of their own,
+// all named by their federation listeners: two Cirrus and two Dendrites.
+// The first of each kind takes the inbound transactions and sends the
+// delivery workload's messages; the second receives them.
 func runFederation(ctx context.Context, cirrusBin string, dendrite dendriteBuild, syncPoll time.Duration, rep *report, n int, stderr io.Writer) ([]*server, []result, error) {
 	var started []*server
-	cirrus, err := startRetrying(func() (*server, error) { return startCirrus(ctx, cirrusBin, syncPoll, federatedCirrusEnv...) })
-	if err != nil {
-		return started, nil, fmt.Errorf("cirrus for the federation workloads: %w", err)
+	var pairs [][2]*server // sender, receiver
+	var pair [2]*server
+	for i := range 2 {
+		c, err := startRetrying(func() (*server, error) { return startCirrus(ctx, cirrusBin, syncPoll, federatedCirrusEnv...) })
+		if err != nil {
+			return started, nil, fmt.Errorf("cirrus for the federation workloads: %w", err)
+		}
+		started, pair[i] = append(started, c), c
 	}
-	started = append(started, cirrus)
-	senders := []*server{cirrus}
-	var receiver *server
+	pairs = append(pairs, pair)
 	if rep.Baseline.Missing == "" {
-		for range 2 {
+		for i := range 2 {
 			d, err := startRetrying(func() (*server, error) { return startDendrite(ctx, dendrite, true) })
 			if err != nil {
 				d = &server{Name: "dendrite", startErr: fmt.Errorf("start dendrite: %w", err)}
 			}
-			started = append(started, d)
-			if len(senders) == 1 {
-				senders = append(senders, d)
-			} else {
-				receiver = d
-			}
+			started, pair[i] = append(started, d), d
 		}
+		pairs = append(pairs, pair)
 	}
 	for _, s := range started {
 		if s.startErr != nil {
@@ -467,8 +465,8 @@ func runFederation(ctx context.Context, cirrusBin string, dendrite dendriteBuild
 		return started, nil, err
 	}
 	defer rm.close()
-	for _, s := range senders {
-		r := measureInbound(ctx, s, rm, inboundTxns(n))
+	for _, p := range pairs {
+		r := measureInbound(ctx, p[0], rm, inboundTxns(n))
 		if err := ctx.Err(); err != nil {
 			return started, nil, err
 		}
@@ -477,25 +475,67 @@ func runFederation(ctx context.Context, cirrusBin string, dendrite dendriteBuild
 	}
 
 	ep := delivery()
-	if receiver == nil {
-		return started, append(results, result{Endpoint: ep.name(), Server: "cirrus", Concurrency: 1, Failed: "no Dendrite to receive: " + rep.Baseline.Missing}), nil
-	}
 	var views []*server
-	for _, s := range senders {
-		v, err := setupDelivery(ctx, s, receiver)
+	costs := make(map[string]*deliveryCost)
+	for _, p := range pairs {
+		v, err := setupDelivery(ctx, p[0], p[1])
 		if err != nil {
-			results = append(results, result{Endpoint: ep.name(), Server: s.Name, Concurrency: 1, Failed: err.Error()})
+			results = append(results, result{Endpoint: ep.name(), Server: p[0].Name, Concurrency: 1, Failed: err.Error()})
 			continue
 		}
 		views = append(views, v)
+		if p[0].Log != nil && p[1].Log != nil {
+			costs[v.Name] = startDeliveryCost(v, p[0], p[1])
+		}
 	}
 	rs := measureEndpoint(ctx, views, ep, n, 1, rep.Warmup, rep.Rounds)
-	for _, r := range rs {
-		fmt.Fprintln(stderr, "bench:", progressLine(r))
+	for i, r := range rs {
+		if c := costs[r.Server]; c != nil && r.Failed == "" {
+			c.finish(&rs[i])
+		}
+		fmt.Fprintln(stderr, "bench:", progressLine(rs[i]))
 	}
-	results = append(results, rs...)
-	slices.SortStableFunc(results, func(a, b result) int { return strings.Compare(a.Server, b.Server) })
-	return started, results, nil
+	return started, append(results, rs...), nil
+}
+
+// deliveryCost adds up what delivering the delivery workload's messages
+// cost in DynamoDB on two Cirrus: the sender's federation.send jobs, and
+// the receiver's /send requests and federation.inbox jobs.
+type deliveryCost struct {
+	view, from, to *server
+	fromBefore     map[string]tally
+	toBefore       map[string]tally
+}
+
+func startDeliveryCost(view, from, to *server) *deliveryCost {
+	return &deliveryCost{view: view, from: from, to: to,
+		fromBefore: from.Log.snapshot(300 * time.Millisecond), toBefore: to.Log.snapshot(300 * time.Millisecond)}
+}
+
+// finish sets r's DynamoDB figures per message delivered (every run, warm-up
+// included, sent one) and notes their parts.
+func (c *deliveryCost) finish(r *result) {
+	messages := float64(c.view.sync.wakeUps)
+	if messages == 0 {
+		return
+	}
+	fromAfter, toAfter := c.from.Log.snapshot(300*time.Millisecond), c.to.Log.snapshot(300*time.Millisecond)
+	send := since(c.fromBefore, fromAfter, func(k string) bool { return k == "job federation.send" })
+	in := since(c.toBefore, toAfter, func(k string) bool { return strings.HasPrefix(k, "PUT /_matrix/federation/v1/send/") })
+	inbox := since(c.toBefore, toAfter, func(k string) bool { return k == "job federation.inbox" })
+	per := func(v float64) *float64 { x := v / messages; return &x }
+	r.Calls = per(send.Sum.Calls + in.Sum.Calls + inbox.Sum.Calls)
+	r.RCU = per(send.Sum.RCU + in.Sum.RCU + inbox.Sum.RCU)
+	r.WCU = per(send.Sum.WCU + in.Sum.WCU + inbox.Sum.WCU)
+	part := func(what string, t tally) string {
+		return fmt.Sprintf("%s (%d): %.2f calls, %.2f RCU, %.2f WCU", what, t.Lines, t.Sum.Calls/messages, t.Sum.RCU/messages, t.Sum.WCU/messages)
+	}
+	cost := fmt.Sprintf("DynamoDB per message delivered (%.0f, warm-up included; the receiver's syncs not counted): %s; %s; %s",
+		messages, part("sender's federation.send jobs", send), part("receiver's PUT /send", in), part("receiver's federation.inbox jobs", inbox))
+	if r.Note != "" {
+		cost = r.Note + "; " + cost
+	}
+	r.Note = cost
 }
 
 // federatedCirrusEnv lets cirrus serve reach the other servers of the run

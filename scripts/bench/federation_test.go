@@ -19,7 +19,7 @@ func TestRequestLog_Jobs(t *testing.T) {
 	job := func(kind string, calls int, rcu, wcu float64) string {
 		return fmt.Sprintf(`{"time":"2026-01-01T00:00:00Z","level":"INFO","msg":"job","kind":%q,"message_id":"m","ok":true,"duration_ms":1.5,"dynamodb":{"calls":%d,"rcu":%v,"wcu":%v}}`+"\n", kind, calls, rcu, wcu)
 	}
-	request := `{"msg":"request","request_id":"r","status":200,"dynamodb":{"calls":9,"rcu":9,"wcu":9}}` + "\n"
+	request := `{"msg":"request","request_id":"r","route":"GET /x","status":200,"dynamodb":{"calls":9,"rcu":9,"wcu":9}}` + "\n"
 	l.Write([]byte(job("federation.inbox", 1, 0.5, 2) + request + "not json\n"))
 	if n := l.jobCount(); n != 1 {
 		t.Fatalf("jobCount = %d, want 1", n)
@@ -31,6 +31,14 @@ func TestRequestLog_Jobs(t *testing.T) {
 	}
 	if sum, _ := summarise(jobs); sum != (usage{Calls: 6, RCU: 1.5, WCU: 11}) {
 		t.Errorf("the later jobs' usage = %+v, want calls 6, rcu 1.5, wcu 11", sum)
+	}
+	before := map[string]tally{"job federation.inbox": {Lines: 1, Sum: usage{Calls: 1, RCU: 0.5, WCU: 2}}}
+	inbox := since(before, l.snapshot(0), func(k string) bool { return k == "job federation.inbox" })
+	if inbox != (tally{Lines: 1, Sum: usage{Calls: 4, RCU: 1, WCU: 10}}) {
+		t.Errorf("the inbox jobs since the first = %+v, want the second alone", inbox)
+	}
+	if r := since(nil, l.snapshot(0), func(k string) bool { return k == "GET /x" }); r != (tally{Lines: 1, Sum: usage{Calls: 9, RCU: 9, WCU: 9}}) {
+		t.Errorf("the GET /x lines = %+v, want the request's", r)
 	}
 	if _, ok := l.lookup("r"); !ok {
 		t.Error("the request line is not indexed")
@@ -135,7 +143,7 @@ func TestPrintTable_Federation(t *testing.T) {
 		"federation delivery                      cirrus      1 FAILED (see below)",
 		"inbound /send (50 PDUs a txn) on cirrus: 100 PDUs in 2 transactions",
 		"inbound /send (50 PDUs a txn): a fake remote server in the bench",
-		"federation delivery: the bench user of the server named in column server (the sender)",
+		"federation delivery: the bench user of one server sends a message",
 		"FAILED on cirrus federation delivery: dendrite joins the room of cirrus: status 403",
 	} {
 		if !strings.Contains(out, want) {
