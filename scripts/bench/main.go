@@ -13,6 +13,15 @@
 // that a server cannot run (an endpoint it lacks) is reported as failed on
 // that server, with the error, and the bench goes on.
 //
+// The federation workloads (-federation=false skips them) run last, on two
+// servers of each kind named by their federation listeners: a fake remote
+// server in the bench process joins a room and sends transactions of 50
+// PDUs (PDUs per second until the last is in /messages; for Cirrus the
+// DynamoDB units per PDU of the /send requests and of the queue jobs, whose
+// log lines shared/queue writes), and a message sent on one server is timed
+// until the other server's user sees it in a waiting /sync, Cirrus to Cirrus
+// beside Dendrite to Dendrite.
+//
 // Both servers run at once on loopback ports in temp folders; each endpoint
 // is measured in rounds that alternate between them, so that the background
 // load of a shared machine weighs on both alike. They are stopped (SIGTERM,
