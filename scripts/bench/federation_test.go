@@ -154,3 +154,41 @@ func TestPrintTable_Federation(t *testing.T) {
 		t.Errorf("the federation rows come before the room workloads':\n%s", out)
 	}
 }
+
+// TestDelivery_CirrusToCirrus runs the delivery workload between two Cirrus
+// stacks with serve's queue: the receiver's bench user joins the sender's
+// room through the sender, and each message sent there reaches its
+// waiting sync.
+func TestDelivery_CirrusToCirrus(t *testing.T) {
+	ctx := context.Background()
+	named := func(name string) *server {
+		st, fedURL := servertest.StartNamed(t, "CIRRUS_REGISTRATION_SHARED_SECRET="+benchSecret)
+		st.RunQueue(t)
+		s := &server{Name: name, ClientURL: st.URL, FederationURL: fedURL, serverName: st.Name(), client: newHTTPClient()}
+		if err := setupUser(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	from, to := named("cirrus"), named("receiver")
+	view, err := setupDelivery(ctx, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if view.Name != "cirrus" || view.ClientURL != to.ClientURL || view.sync.token != to.token {
+		t.Fatalf("the view is %s on %s, want the sender's name on the receiver", view.Name, view.ClientURL)
+	}
+	if rooms := joinedRooms(t, to); len(rooms) != 1 || rooms[0] != view.sync.rooms[0] {
+		t.Fatalf("the receiver's bench user is in %v, want %v", rooms, view.sync.rooms)
+	}
+
+	rs := measureEndpoint(ctx, []*server{view}, delivery(), 3, 1, 0, 1)
+	if len(rs) != 1 || rs[0].Failed != "" || rs[0].Errors != 0 || rs[0].Requests != 3 {
+		t.Fatalf("delivery results: %+v", rs)
+	}
+	// The first run (prepare's) and the three measured each had their
+	// message reach the waiting sync.
+	if view.sync.wakeUps != 4 {
+		t.Errorf("%d messages reached the receiver's sync, want 4", view.sync.wakeUps)
+	}
+}
