@@ -19,9 +19,13 @@ import (
 // (blocks.go): a state change rewrites one leaf and the indexes above it.
 const stateBuckets = 16
 
-// maxBatch is how many events one transaction appends; each takes up to six
-// actions and DynamoDB allows 100.
+// maxBatch is how many events one transaction appends; each takes six
+// actions or more (a state event of a large room writes a leaf and the
+// indexes above it) and DynamoDB allows 100: a batch over that is
+// errTooManyActions, and goes in halves.
 const maxBatch = 12
+
+var errTooManyActions = errors.New("batch exceeds one transaction")
 
 // commit appends evs after h (nil for a new room) and returns the new head;
 // finish, when not nil, then tells the local users (it need not hold up
@@ -54,16 +58,30 @@ func (s *Service) commit(ctx context.Context, roomID string, h *head, evs []even
 		}
 	}
 	var appended []Appended
+	n := maxBatch
 	for len(evs) > 0 {
-		n := min(len(evs), maxBatch)
+		n = min(len(evs), n)
 		var done []Appended
 		var bc *txnClaim
 		if n == len(evs) {
 			bc = c // the transaction's record goes with the last event
 		}
-		if h, done, err = s.commitBatch(ctx, roomID, h, evs[:n], state, bc, loc, target, false); err != nil {
+		var before map[events.StateKeyTuple]events.PDU
+		if n > 1 && state != nil {
+			before = maps.Clone(state)
+		}
+		next, done, err := s.commitBatch(ctx, roomID, h, evs[:n], state, bc, loc, target, false)
+		if errors.Is(err, errTooManyActions) && n > 1 {
+			// State events of a large room rewrite several blocks each.
+			clear(state)
+			maps.Copy(state, before)
+			n /= 2
+			continue
+		}
+		if err != nil {
 			return nil, nil, err
 		}
+		h = next
 		appended = append(appended, done...)
 		evs = evs[n:]
 	}
@@ -302,6 +320,9 @@ func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs [
 		}
 	}
 	b.finish(c, evs)
+	if len(b.ops) > store.MaxTransactActions && len(evs) > 1 {
+		return nil, nil, errTooManyActions
+	}
 	if err := s.Store.Transact(ctx, b.ops...); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil, nil, s.lost(ctx, c)

@@ -1,6 +1,7 @@
 package rooms_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
@@ -86,4 +87,26 @@ func TestLargeState_JoinCost(t *testing.T) {
 	join(t, st, carol, room)
 	st.CheckCost(t, "join, 20,000 members", "/join/", want(13, 11, 27))
 	check("20,000 members, bob and carol", 20000, bob, carol)
+
+	// A batch of 12 joins (as a room taken in through a remote join is
+	// written) rewrites up to 12 paths of blocks: more than one
+	// transaction's 100 actions, so it goes in smaller transactions.
+	var protos []events.Proto
+	for i := range 12 {
+		user := fmt.Sprintf("@late%d:example.org", i)
+		protos = append(protos, events.Proto{Sender: user, Type: events.Member, StateKey: &user, Content: []byte(`{"membership":"join"}`)})
+	}
+	ids, err := rooms.AppendBatch(bg, rs, room, protos)
+	if err != nil {
+		t.Fatalf("a batch of 12 joins: %v", err)
+	}
+	tree, err := rooms.StateTree(bg, rs, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		if got := tree[fmt.Sprintf("%s\x00@late%d:example.org", events.Member, i)]; got != id {
+			t.Fatalf("join %d of the batch: %q in the tree, want %q", i, got, id)
+		}
+	}
 }
