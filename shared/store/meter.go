@@ -17,6 +17,9 @@ type Meter struct {
 	// add up exactly.
 	readMilli  atomic.Int64
 	writeMilli atomic.Int64
+	// parent is the meter of the context this one was made in: a job's
+	// meter inside a test's, say. It counts what this one counts.
+	parent *Meter
 }
 
 // Usage is a snapshot of a Meter.
@@ -28,9 +31,10 @@ type Usage struct {
 
 type meterKey struct{}
 
-// WithMeter returns a context carrying a new meter, and the meter.
+// WithMeter returns a context carrying a new meter, and the meter. A meter
+// already in ctx goes on counting what the new one counts.
 func WithMeter(ctx context.Context) (context.Context, *Meter) {
-	m := new(Meter)
+	m := &Meter{parent: MeterFrom(ctx)}
 	return context.WithValue(ctx, meterKey{}, m), m
 }
 
@@ -53,13 +57,11 @@ func (m *Meter) Usage() Usage {
 }
 
 func record(ctx context.Context, read, write float64) {
-	m := MeterFrom(ctx)
-	if m == nil {
-		return
+	for m := MeterFrom(ctx); m != nil; m = m.parent {
+		m.calls.Add(1)
+		m.readMilli.Add(int64(math.Round(read * 1000)))
+		m.writeMilli.Add(int64(math.Round(write * 1000)))
 	}
-	m.calls.Add(1)
-	m.readMilli.Add(int64(math.Round(read * 1000)))
-	m.writeMilli.Add(int64(math.Round(write * 1000)))
 }
 
 // readUnits is what DynamoDB charges to read size bytes in one item or one
