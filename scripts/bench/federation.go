@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -370,12 +372,28 @@ func measureInbound(ctx context.Context, s *server, rm *fakeRemote, txns int) re
 		r.LogMatched, r.ServerP50MS = &matched, serverP50
 		per := func(v float64) *float64 { x := v / pdus; return &x }
 		r.Calls, r.RCU, r.WCU = per(sum.Calls+jobSum.Calls), per(sum.RCU+jobSum.RCU), per(sum.WCU+jobSum.WCU)
-		r.Note = fmt.Sprintf("%.0f PDUs in %d transactions; per PDU, the /send requests: %.2f DynamoDB calls, %.2f RCU, %.2f WCU; the %d queue jobs run meanwhile (the room's inbox worker): %.2f calls, %.2f RCU, %.2f WCU",
-			pdus, txns, sum.Calls/pdus, sum.RCU/pdus, sum.WCU/pdus, len(jobs), jobSum.Calls/pdus, jobSum.RCU/pdus, jobSum.WCU/pdus)
+		r.Note = fmt.Sprintf("%.0f PDUs in %d transactions; per PDU, the /send requests: %.2f DynamoDB calls, %.2f RCU, %.2f WCU; the queue jobs run meanwhile (%s): %.2f calls, %.2f RCU, %.2f WCU",
+			pdus, txns, sum.Calls/pdus, sum.RCU/pdus, sum.WCU/pdus, jobKinds(jobs), jobSum.Calls/pdus, jobSum.RCU/pdus, jobSum.WCU/pdus)
 	} else {
 		r.Note = fmt.Sprintf("%.0f PDUs in %d transactions", pdus, txns)
 	}
 	return r
+}
+
+// jobKinds says how many jobs of each kind there are, as "10 federation.inbox".
+func jobKinds(jobs []logEntry) string {
+	count := make(map[string]int)
+	for _, j := range jobs {
+		count[j.Kind]++
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(count)) {
+		parts = append(parts, fmt.Sprintf("%d %s", count[k], k))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // sendAndWait sends n messages of the remote in one transaction and waits

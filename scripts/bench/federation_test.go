@@ -40,6 +40,9 @@ func TestRequestLog_Jobs(t *testing.T) {
 	if r := since(nil, l.snapshot(0), func(k string) bool { return k == "GET /x" }); r != (tally{Lines: 1, Sum: usage{Calls: 9, RCU: 9, WCU: 9}}) {
 		t.Errorf("the GET /x lines = %+v, want the request's", r)
 	}
+	if got := jobKinds(l.jobsSince(0, 0)); got != "2 federation.inbox, 1 federation.send" {
+		t.Errorf("jobKinds = %q", got)
+	}
 	if _, ok := l.lookup("r"); !ok {
 		t.Error("the request line is not indexed")
 	}
