@@ -88,6 +88,43 @@ func TestServe_TwoServersFederate(t *testing.T) {
 			t.Fatalf("%s missing from both timelines after the join: %v", id, onB)
 		}
 	}
+
+	// A fork: both send at once. Each
+	// server ends with every event and the same current state; the arrival
+	// order may differ, which the spec allows.
+	sent := make(chan []string, 1)
+	go func() {
+		var ids []string
+		for i := range 3 {
+			ids = append(ids, alice.trySend(room, fmt.Sprintf("A, at once %d", i)))
+		}
+		sent <- ids
+	}()
+	var forked []string
+	for i := range 3 {
+		forked = append(forked, bob.send(t, room, fmt.Sprintf("B, at once %d", i)))
+	}
+	forked = append(forked, <-sent...)
+	if slices.Contains(forked, "") {
+		t.Fatalf("a concurrent send failed: %v", forked)
+	}
+	for _, id := range forked {
+		alice.waitFor(t, room, id)
+		bob.waitFor(t, room, id)
+	}
+	after := func(c client) []string {
+		ids := slices.Clone(fromJoin(c.timeline(t, room)))
+		slices.Sort(ids)
+		return ids
+	}
+	if a, b := after(alice), after(bob); !slices.Equal(a, b) {
+		t.Fatalf("after the fork the servers hold different events:\nA %v\nB %v", a, b)
+	}
+	for _, c := range []client{alice, bob} {
+		if r := c.call(t, "GET", "/rooms/"+room+"/state/m.room.topic/", nil); r.status != 200 || r.body["topic"] != "set on A" {
+			t.Fatalf("topic after the fork on %s: %d %s", c.base, r.status, r.raw)
+		}
+	}
 }
 
 // homeserver is a running `cirrus serve` of the test.
@@ -144,6 +181,29 @@ func (c client) send(t *testing.T, room, text string) string {
 		t.Fatalf("send %q: %d %s", text, r.status, r.raw)
 	}
 	return id
+}
+
+// trySend is send for another goroutine: "" when it failed.
+func (c client) trySend(room, text string) string {
+	body := fmt.Sprintf(`{"msgtype":"m.text","body":%q}`, text)
+	req, err := http.NewRequest("PUT", fmt.Sprintf("%s/rooms/%s/send/m.room.message/%d", c.base, room, time.Now().UnixNano()), strings.NewReader(body))
+	if err != nil {
+		return ""
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer res.Body.Close()
+	var out struct {
+		EventID string `json:"event_id"`
+	}
+	if res.StatusCode != http.StatusOK || json.NewDecoder(res.Body).Decode(&out) != nil {
+		return ""
+	}
+	return out.EventID
 }
 
 // timeline lists the room's event IDs, oldest first, as /messages gives them.
