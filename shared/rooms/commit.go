@@ -44,6 +44,13 @@ var errTooManyActions = errors.New("batch exceeds one transaction")
 // c is the client's transaction, nil without one; losing it to another
 // request is errTxnTaken, losing the slot errMoved.
 func (s *Service) commit(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, c *txnClaim, loc *locals) (next *head, finish func(context.Context) error, err error) {
+	return s.commitFrom(ctx, roomID, 0, h, evs, state, c, loc)
+}
+
+// commitFrom is commit with a new room's first event (h nil) at position
+// base+1 rather than 1: a room taken in through a remote join starts at
+// joinBase, leaving the positions below for its history (backfill.go).
+func (s *Service) commitFrom(ctx context.Context, roomID string, base int64, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, c *txnClaim, loc *locals) (next *head, finish func(context.Context) error, err error) {
 	var target *slot // of a lone redaction
 	if h != nil && len(evs) == 1 && evs[0].StateKey() == nil {
 		ev := evs[0]
@@ -70,7 +77,7 @@ func (s *Service) commit(ctx context.Context, roomID string, h *head, evs []even
 		if n > 1 && state != nil {
 			before = maps.Clone(state)
 		}
-		next, done, err := s.commitBatch(ctx, roomID, h, evs[:n], state, bc, loc, target, false)
+		next, done, err := s.commitBatch(ctx, roomID, base, h, evs[:n], state, bc, loc, target, false)
 		if errors.Is(err, errTooManyActions) && n > 1 {
 			// State events of a large room rewrite several blocks each.
 			clear(state)
@@ -258,13 +265,14 @@ type batch struct {
 	localsChanged bool
 }
 
-// commitBatch appends evs after h (nil for a new room) in one transaction.
+// commitBatch appends evs after h (nil for a new room, whose first event
+// goes at base+1) in one transaction.
 // target, when not nil, is the slot of the event a redaction in evs
 // redacts, read already. received events (from other servers) create their
 // pointers, so that one stored already fails the transaction.
-func (s *Service) commitBatch(ctx context.Context, roomID string, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, c *txnClaim, loc *locals, target *slot, received bool) (*head, []Appended, error) {
+func (s *Service) commitBatch(ctx context.Context, roomID string, base int64, h *head, evs []events.PDU, state map[events.StateKeyTuple]events.PDU, c *txnClaim, loc *locals, target *slot, received bool) (*head, []Appended, error) {
 	b := &batch{s: s, roomID: roomID, blocks: make([]string, stateBuckets), loaded: map[string]block{}, members: map[string]*membership{},
-		bySlot: map[string]int{}, currentOps: map[string]int{}, target: target}
+		bySlot: map[string]int{}, currentOps: map[string]int{}, target: target, seq: base}
 	b.locals = &locals{PK: roomPK(roomID), SK: localsSK, Users: map[string]string{}}
 	if h != nil {
 		if c != nil {

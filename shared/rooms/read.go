@@ -56,7 +56,9 @@ const positionPage = 10
 // name. The server stamps the events it appends with the time, so stamps
 // rise with positions. Cost: a Query of the newest events (one page of
 // positionPage); only when the room moved on by more since t, a binary
-// search by one-event Queries (about 1 RCU each, log2 of the room's length).
+// search by one-event Queries (about 1 RCU each, log2 of the room's length;
+// in a room taken in through a remote join, one Query more of its first
+// event).
 func (s *Service) PositionAt(ctx context.Context, roomID string, t time.Time) (int64, error) {
 	ms := t.UnixMilli()
 	stamp := func(e Event) int64 { return int64(e.PDU.OriginServerTS()) }
@@ -74,6 +76,19 @@ func (s *Service) PositionAt(ctx context.Context, roomID string, t time.Time) (i
 	}
 	// The answer is in [lo, hi]; lo 0 stands for "before the room began".
 	lo, hi := int64(0), page[len(page)-1].Seq-1
+	if hi >= joinBase {
+		// A room taken in through a remote join starts at joinBase or
+		// below: one read of its first slot spares the search the empty
+		// positions under it.
+		first, err := s.lowestSlot(ctx, roomID)
+		if err != nil {
+			return 0, err
+		}
+		if stamp(first) > ms {
+			return 0, nil
+		}
+		lo = min(first.Seq, hi)
+	}
 	for lo < hi {
 		mid := (lo + hi + 1) / 2
 		evs, err := s.slots(ctx, roomID, mid, true, 1)

@@ -223,7 +223,7 @@ func (s *Service) receiveLinear(ctx context.Context, roomID string, e *roomEntry
 		next, finish, err = s.commitReceivedMessage(ctx, roomID, h, ev, e.locals, nil)
 	} else {
 		var appended []Appended
-		next, appended, err = s.commitBatch(ctx, roomID, h, []events.PDU{ev}, e.state, nil, e.locals, target, true)
+		next, appended, err = s.commitBatch(ctx, roomID, 0, h, []events.PDU{ev}, e.state, nil, e.locals, target, true)
 		finish = func(ctx context.Context) error { return s.notify(ctx, appended) }
 	}
 	if err != nil {
@@ -243,6 +243,19 @@ func (s *Service) receiveLinear(ctx context.Context, roomID string, e *roomEntry
 // reason is empty when both allow it. Missing auth events are a
 // *MissingEventsError.
 func (s *Service) checkAuth(ctx context.Context, l *graphLoader, ev events.PDU, before []events.PDU) (string, error) {
+	if reason, err := s.checkAuthEvents(ctx, l, ev); err != nil || reason != "" {
+		return reason, err
+	}
+	if reason := allowed(ev, before); reason != "" {
+		return "not allowed by the state before it: " + reason, nil
+	}
+	return "", nil
+}
+
+// checkAuthEvents runs the auth rules on ev against its own auth events
+// alone: all a backfilled event, whose state is unknown, is checked
+// against.
+func (s *Service) checkAuthEvents(ctx context.Context, l *graphLoader, ev events.PDU) (string, error) {
 	v := string(ev.Version())
 	want := ev.AuthEventIDs()
 	createID := ""
@@ -283,9 +296,6 @@ func (s *Service) checkAuth(ctx context.Context, l *graphLoader, ev events.PDU, 
 	}
 	if reason := allowed(ev, auth); reason != "" {
 		return "not allowed by its auth events: " + reason, nil
-	}
-	if reason := allowed(ev, before); reason != "" {
-		return "not allowed by the state before it: " + reason, nil
 	}
 	return "", nil
 }

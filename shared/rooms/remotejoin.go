@@ -22,7 +22,8 @@ import (
 //
 // The room is taken in as a timeline: the state before the join, the
 // create event first and the rest by depth, then the join, appended at
-// positions 1 to n+1 as a new room's first events are (commit), so that
+// positions joinBase to joinBase+n as a new room's first events are
+// (commitFrom; the positions below are its history's, backfill.go), so that
 // current state, snapshots and the blocks come out as for any room, the
 // room's forward extremity is the join, and every state event can be
 // fetched by its ID (a later event's prev_events and auth_events). The
@@ -30,6 +31,11 @@ import (
 // room had at those events: a received event that forks from before the
 // join resolves against them. Auth chain events that are not state are
 // not kept (an event that names one as an auth event is missing it).
+
+// joinBase is the position of a room taken in through a remote join:
+// 10^11, within the 12 digits of slot keys, leaving 10^11 - 1 positions
+// below for the history backfilled before it.
+const joinBase = 100_000_000_000
 
 // RemoteJoiner joins userID to roomID, which this server does not hold,
 // through one of servers, the first that answers, and takes the room in
@@ -125,7 +131,7 @@ func (s *Service) TakeJoined(ctx context.Context, join events.PDU, state []event
 	// The room runs to several batches: the later ones write the locals
 	// item they carry, so it needs its key.
 	loc := &locals{PK: roomPK(roomID), SK: localsSK, Users: map[string]string{}}
-	_, finish, err := s.commit(ctx, roomID, nil, evs, map[events.StateKeyTuple]events.PDU{}, nil, loc)
+	_, finish, err := s.commitFrom(ctx, roomID, joinBase-1, nil, evs, map[events.StateKeyTuple]events.PDU{}, nil, loc)
 	if errors.Is(err, errMoved) {
 		return fmt.Errorf("take in %s: %w", roomID, store.ErrExists)
 	}

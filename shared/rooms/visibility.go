@@ -3,6 +3,8 @@ package rooms
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
@@ -56,17 +58,28 @@ var permissive = map[string]int{"world_readable": 4, "shared": 3, "invited": 2, 
 // more open of the setting before it and after it, so that the event that
 // changes the setting is seen by those either setting allows.
 func (v *viewer) visibilityAt(seq int64) string {
-	before, after := at(v.visibility, seq-1), at(v.visibility, seq)
-	if before == "" {
-		before = "shared"
-	}
-	if after == "" {
-		after = "shared"
-	}
+	before, after := v.settingAt(seq-1), v.settingAt(seq)
 	if permissive[before] > permissive[after] {
 		return before
 	}
 	return after
+}
+
+// settingAt is the history visibility set at seq: "shared" before any
+// setting, except below a remote join (joinBase): history backfilled
+// there takes the first setting this server knows, that of the state
+// taken in at the join, not the default.
+func (v *viewer) settingAt(seq int64) string {
+	if s := at(v.visibility, seq); s != "" {
+		return s
+	}
+	if seq < joinBase && len(v.visibility) > 0 {
+		p, s, _ := strings.Cut(v.visibility[0], ":")
+		if n, err := strconv.ParseInt(p, 10, 64); err == nil && n >= joinBase {
+			return s
+		}
+	}
+	return "shared"
 }
 
 // sees applies the spec's rules for the history visibility of an event.

@@ -1,0 +1,185 @@
+package federation_test
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/rooms"
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
+)
+
+// joinBase is where a room taken in through a remote join starts
+// (rooms.joinBase).
+const joinBase = 100_000_000_000
+
+// pagedBodies pages c's /messages of room backwards from the live end,
+// limit events a page, to the start: the messages' bodies, oldest first,
+// and the events' IDs.
+func pagedBodies(t *testing.T, c *mautrix.Client, room id.RoomID, limit int) (bodies, ids []string) {
+	t.Helper()
+	from := ""
+	for range 100 {
+		resp, err := c.Messages(background, room, from, "", mautrix.DirectionBackward, nil, limit)
+		if err != nil {
+			t.Fatalf("/messages from %q: %v", from, err)
+		}
+		for _, ev := range resp.Chunk {
+			ids = append(ids, string(ev.ID))
+			if ev.Type == event.EventMessage {
+				bodies = append(bodies, ev.Content.Raw["body"].(string))
+			}
+		}
+		if resp.End == "" {
+			slices.Reverse(bodies)
+			slices.Reverse(ids)
+			return bodies, ids
+		}
+		from = resp.End
+	}
+	t.Fatal("/messages never ended")
+	return nil, nil
+}
+
+// TestTwoServers_Backfill: bob of B joins alice's room on A after five
+// messages; B takes the room in at positions from 10^11 on. The five
+// messages, as A stores them, given to B's TakeBackfilled in any order,
+// take the positions below: bob's /messages, paged back three at a time
+// from the live end, shows them oldest first below the state taken in at
+// the join; an incremental /sync from before shows none of them, the
+// current state is unchanged, and the same backfill again stores nothing
+// more.
+func TestTwoServers_Backfill(t *testing.T) {
+	a, _ := servertest.StartNamed(t)
+	a.RunQueue(t)
+	b, _ := servertest.StartNamed(t)
+	b.RunQueue(t)
+	alice := a.Member(t, "alice")
+	bob := b.Member(t, "bob")
+	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	var old []events.PDU
+	var want []string
+	for i := range 5 {
+		body := fmt.Sprintf("old %d", i)
+		sent, err := alice.SendText(background, room, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := a.Server.Rooms.Event(background, string(room), string(sent.EventID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		old = append(old, e.PDU)
+		want = append(want, body)
+	}
+	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
+		t.Fatal(err)
+	}
+	low, err := b.Server.Rooms.Lowest(background, string(room))
+	if err != nil || low != joinBase {
+		t.Fatalf("B's first position in the room: %d %v, want %d", low, err, joinBase)
+	}
+	if low, err := a.Server.Rooms.Lowest(background, string(room)); err != nil || low != 1 {
+		t.Fatalf("A's first position in the room it created: %d %v, want 1", low, err)
+	}
+	if got, _ := pagedBodies(t, bob.Client, room, 3); len(got) != 0 {
+		t.Fatalf("bob's messages before the backfill: %v", got)
+	}
+	synced, err := bob.SyncRequest(background, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateBefore := stateIDs(t, b, string(room))
+
+	shuffled := []events.PDU{old[3], old[0], old[4], old[1], old[2]}
+	out, err := b.Server.Rooms.TakeBackfilled(background, string(room), shuffled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs := map[string]int64{}
+	for i, o := range out {
+		if o.Status != rooms.Accepted || o.Duplicate || o.Seq >= joinBase || o.Seq <= 0 {
+			t.Fatalf("outcome of %s: %+v", shuffled[i].EventID(), o)
+		}
+		seqs[shuffled[i].EventID()] = o.Seq
+	}
+	for i := 1; i < len(old); i++ {
+		if seqs[old[i].EventID()] != seqs[old[i-1].EventID()]+1 {
+			t.Fatalf("positions %v are not the messages' order, just below %d", seqs, joinBase)
+		}
+	}
+	if seqs[old[4].EventID()] != joinBase-1 {
+		t.Fatalf("newest backfilled at %d, want %d", seqs[old[4].EventID()], joinBase-1)
+	}
+
+	got, ids := pagedBodies(t, bob.Client, room, 3)
+	if !slices.Equal(got, want) {
+		t.Fatalf("bob's /messages after the backfill: %v, want %v", got, want)
+	}
+	for i, e := range old {
+		if ids[i] != e.EventID() {
+			t.Fatalf("event %d of bob's /messages: %s, want %s (the backfilled first)", i, ids[i], e.EventID())
+		}
+	}
+	if !slices.Equal(stateIDs(t, b, string(room)), stateBefore) {
+		t.Fatalf("current state changed by the backfill")
+	}
+	if _, err := alice.SendText(background, room, "after"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "alice's next message on B", func() ([]string, bool) {
+		b := bodies(t, bob.Client, room)
+		return b, slices.Contains(b, "after")
+	}, noLogs)
+	next, err := bob.SyncRequest(background, 0, synced.NextBatch, "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var news []string
+	for _, ev := range next.Rooms.Join[room].Timeline.Events {
+		if ev.Type == event.EventMessage {
+			news = append(news, ev.Content.Raw["body"].(string))
+		}
+	}
+	if !slices.Equal(news, []string{"after"}) {
+		t.Fatalf("incremental /sync after the backfill: %v, want just [after]", news)
+	}
+
+	again, err := b.Server.Rooms.TakeBackfilled(background, string(room), old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range again {
+		if !o.Duplicate || o.Seq != seqs[old[i].EventID()] {
+			t.Fatalf("second backfill of %s: %+v, want a duplicate at %d", old[i].EventID(), o, seqs[old[i].EventID()])
+		}
+	}
+	if got, _ := pagedBodies(t, bob.Client, room, 50); !slices.Equal(got, append(want, "after")) {
+		t.Fatalf("bob's /messages after the second backfill: %v", got)
+	}
+}
+
+// stateIDs is the room's current state on st: event IDs, sorted.
+func stateIDs(t *testing.T, st *servertest.Stack, room string) []string {
+	t.Helper()
+	evs, err := st.Server.Rooms.CurrentState(background, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range evs {
+		ids = append(ids, e.EventID())
+	}
+	sort.Strings(ids)
+	return ids
+}
