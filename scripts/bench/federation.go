@@ -55,7 +55,7 @@ var inboundLabel = fmt.Sprintf("inbound /send (%d PDUs a txn)", pdusPerTxn)
 // descriptions; runFederation measures them.
 func fedWorkload() []endpoint {
 	return []endpoint{
-		{Label: inboundLabel, Describe: fmt.Sprintf("a fake remote server in the bench (its own ed25519 key at /_matrix/key/v2/server over TLS, X-Matrix-signed requests) joins a room of version %s on the server through make_join and send_join, then PUTs transactions of %d linear m.room.message PDUs, one after the other as a sending server does; p50/p99 are the PUT /send's, req/s is PDUs per second from the first PUT until the last PDU is in the room's /messages for a local member (read every %d ms once the last PUT has answered); DDB calls/RCU/WCU are per PDU: the /send requests' and the queue jobs' (Cirrus's inbox worker) of the run", fedRoomVersion, pdusPerTxn, visiblePoll.Milliseconds())},
+		{Label: inboundLabel, Describe: fmt.Sprintf("a fake remote server in the bench (its own ed25519 key at /_matrix/key/v2/server over TLS, X-Matrix-signed requests) joins a room of version %s on the server through make_join and send_join, then PUTs transactions of %d linear m.room.message PDUs, one after the other as a sending server does, in rounds alternating between the servers; p50/p99 are the PUT /send's, req/s is PDUs per second from the first PUT until the last PDU is in the room's /messages for a local member (read every %d ms once a round's last PUT has answered); DDB calls/RCU/WCU are per PDU: the /send requests' and the queue jobs' (Cirrus's inbox worker) of the run", fedRoomVersion, pdusPerTxn, visiblePoll.Milliseconds())},
 		delivery(),
 	}
 }
@@ -309,74 +309,139 @@ func waitVisible(ctx context.Context, s *server, roomID, eventID string) error {
 // inboundTxns is how many transactions the inbound workload measures for -n.
 func inboundTxns(n int) int { return max(1, min(n/10, maxInboundTxns)) }
 
-// measureInbound runs the inbound workload on s: the remote joins a new
-// room of the bench user's, sends one unmeasured transaction, then txns
-// measured ones back to back, and waits until the last PDU is visible.
-func measureInbound(ctx context.Context, s *server, rm *fakeRemote, txns int) result {
-	r := result{Endpoint: inboundLabel, Server: s.Name, Concurrency: 1, Requests: txns}
-	fail := func(err error) result { r.Failed = err.Error(); return r }
+// inboundRun is the inbound workload on one server: its room, and what its
+// rounds measured so far.
+type inboundRun struct {
+	s       *server
+	room    *remoteRoom
+	lat     []time.Duration // of the PUT /send requests
+	ids     []string        // their request IDs
+	jobs    []logEntry      // the queue jobs run while the rounds ran
+	pdus    int
+	elapsed time.Duration // from each round's first PUT to its last PDU visible
+	err     error
+}
+
+// measureInbound runs the inbound workload on the servers: on each, the
+// remote joins a new room of the bench user's and sends one unmeasured
+// transaction; then txns measured transactions, in rounds that alternate
+// between the servers, as measure does, so that the machine's background
+// load weighs on them alike. A round sends its transactions back to back
+// and ends once its last PDU is visible.
+func measureInbound(ctx context.Context, servers []*server, rm *fakeRemote, txns, rounds int) []result {
+	runs := make([]*inboundRun, len(servers))
+	for i, s := range servers {
+		runs[i] = &inboundRun{s: s}
+		runs[i].room, runs[i].err = prepareInbound(ctx, s, rm)
+	}
+	rounds = max(1, min(rounds, txns))
+	for round := range rounds {
+		size := txns / rounds
+		if round == 0 {
+			size += txns % rounds
+		}
+		for k := range runs {
+			run := runs[k]
+			if round%2 == 1 {
+				run = runs[len(runs)-1-k]
+			}
+			if run.err == nil {
+				run.err = run.round(ctx, rm, size)
+			}
+		}
+	}
+	results := make([]result, len(runs))
+	for i, run := range runs {
+		results[i] = run.result(txns)
+	}
+	return results
+}
+
+// prepareInbound has the remote join a new room of the bench user of s and
+// sends one unmeasured transaction: the server fetches the remote's key and
+// starts its worker.
+func prepareInbound(ctx context.Context, s *server, rm *fakeRemote) (*remoteRoom, error) {
 	if s.startErr != nil {
-		return fail(s.startErr)
+		return nil, s.startErr
 	}
 	roomID, err := createFedRoom(ctx, s)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
-	r.URL = s.FederationURL + "/_matrix/federation/v1/send/{txnId}"
 	room, err := rm.join(ctx, s, roomID, "inbound")
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
-	// The warm-up transaction: the server fetches the remote's key and
-	// starts its worker.
 	if err := sendAndWait(ctx, s, rm, room, "warm-up", 1); err != nil {
-		return fail(fmt.Errorf("warm-up transaction: %w", err))
+		return nil, fmt.Errorf("warm-up transaction: %w", err)
 	}
+	return room, nil
+}
+
+// round sends txns transactions back to back and waits until the last PDU
+// is visible.
+func (run *inboundRun) round(ctx context.Context, rm *fakeRemote, txns int) error {
+	s := run.s
 	batches := make([][]gomatrixserverlib.PDU, txns)
 	for i := range batches {
-		if batches[i], err = rm.messages(room, pdusPerTxn, sentBody); err != nil {
-			return fail(err)
+		var err error
+		if batches[i], err = rm.messages(run.room, pdusPerTxn, sentBody); err != nil {
+			return err
 		}
 	}
-	// The warm-up's job logs its line just after its PDU is visible: the
-	// count starts once the job lines have stopped.
+	// The last job of the round before logs its line just after its PDU
+	// is visible: the count starts once the job lines have stopped.
 	jobsBefore := 0
 	if s.Log != nil {
 		jobsBefore = len(s.Log.jobsSince(0, 300*time.Millisecond))
 	}
-	var ids []string
-	var lat []time.Duration
 	start := time.Now()
-	for i, b := range batches {
+	for _, b := range batches {
 		t0 := time.Now()
-		id, err := rm.sendTxn(ctx, s, "bench-"+randomHex(6)+"-"+strconv.Itoa(i), b)
+		id, err := rm.sendTxn(ctx, s, "bench-"+randomHex(8), b)
 		if err != nil {
-			return fail(err)
+			return err
 		}
-		lat, ids = append(lat, time.Since(t0)), append(ids, id)
+		run.lat, run.ids = append(run.lat, time.Since(t0)), append(run.ids, id)
 	}
 	last := batches[len(batches)-1]
-	if err := waitVisible(ctx, s, roomID, last[len(last)-1].EventID()); err != nil {
-		return fail(err)
+	if err := waitVisible(ctx, s, run.room.id, last[len(last)-1].EventID()); err != nil {
+		return err
 	}
-	elapsed := time.Since(start)
-	pdus := float64(txns * pdusPerTxn)
-	r.P50MS, r.P99MS = ms(percentile(lat, 0.50)), ms(percentile(lat, 0.99))
-	r.PerSecond = pdus / elapsed.Seconds()
+	run.elapsed += time.Since(start)
+	run.pdus += txns * pdusPerTxn
 	if s.Log != nil {
-		entries, _ := s.Log.match(ids, 2*time.Second)
-		jobs := s.Log.jobsSince(jobsBefore, time.Second)
-		sum, serverP50 := summarise(entries)
-		jobSum, _ := summarise(jobs)
-		matched := len(entries)
-		r.LogMatched, r.ServerP50MS = &matched, serverP50
-		per := func(v float64) *float64 { x := v / pdus; return &x }
-		r.Calls, r.RCU, r.WCU = per(sum.Calls+jobSum.Calls), per(sum.RCU+jobSum.RCU), per(sum.WCU+jobSum.WCU)
-		r.Note = fmt.Sprintf("%.0f PDUs in %d transactions; per PDU, the /send requests: %.2f DynamoDB calls, %.2f RCU, %.2f WCU; the queue jobs run meanwhile (%s): %.2f calls, %.2f RCU, %.2f WCU",
-			pdus, txns, sum.Calls/pdus, sum.RCU/pdus, sum.WCU/pdus, jobKinds(jobs), jobSum.Calls/pdus, jobSum.RCU/pdus, jobSum.WCU/pdus)
-	} else {
-		r.Note = fmt.Sprintf("%.0f PDUs in %d transactions", pdus, txns)
+		run.jobs = append(run.jobs, s.Log.jobsSince(jobsBefore, 300*time.Millisecond)...)
 	}
+	return nil
+}
+
+// result summarises the run: latency of the PUTs, PDUs per second, and for
+// a server with a request log the DynamoDB units per PDU.
+func (run *inboundRun) result(txns int) result {
+	s := run.s
+	r := result{Endpoint: inboundLabel, Server: s.Name, Concurrency: 1, Requests: txns,
+		URL: s.FederationURL + "/_matrix/federation/v1/send/{txnId}"}
+	if run.err != nil {
+		r.Failed = run.err.Error()
+		return r
+	}
+	pdus := float64(run.pdus)
+	r.P50MS, r.P99MS = ms(percentile(run.lat, 0.50)), ms(percentile(run.lat, 0.99))
+	r.PerSecond = pdus / run.elapsed.Seconds()
+	r.Note = fmt.Sprintf("%.0f PDUs in %d transactions", pdus, txns)
+	if s.Log == nil {
+		return r
+	}
+	entries, _ := s.Log.match(run.ids, 2*time.Second)
+	sum, serverP50 := summarise(entries)
+	jobSum, _ := summarise(run.jobs)
+	matched := len(entries)
+	r.LogMatched, r.ServerP50MS = &matched, serverP50
+	per := func(v float64) *float64 { x := v / pdus; return &x }
+	r.Calls, r.RCU, r.WCU = per(sum.Calls+jobSum.Calls), per(sum.RCU+jobSum.RCU), per(sum.WCU+jobSum.WCU)
+	r.Note += fmt.Sprintf("; per PDU, the /send requests: %.2f DynamoDB calls, %.2f RCU, %.2f WCU; the queue jobs run meanwhile (%s): %.2f calls, %.2f RCU, %.2f WCU",
+		sum.Calls/pdus, sum.RCU/pdus, sum.WCU/pdus, jobKinds(run.jobs), jobSum.Calls/pdus, jobSum.RCU/pdus, jobSum.WCU/pdus)
 	return r
 }
 
@@ -488,13 +553,16 @@ func runFederation(ctx context.Context, cirrusBin string, dendrite dendriteBuild
 		return started, nil, err
 	}
 	defer rm.close()
+	var inbound []*server
 	for _, p := range pairs {
-		r := measureInbound(ctx, p[0], rm, inboundTxns(n))
-		if err := ctx.Err(); err != nil {
-			return started, nil, err
-		}
+		inbound = append(inbound, p[0])
+	}
+	for _, r := range measureInbound(ctx, inbound, rm, inboundTxns(n), rep.Rounds) {
 		fmt.Fprintln(stderr, "bench:", progressLine(r))
 		results = append(results, r)
+	}
+	if err := ctx.Err(); err != nil {
+		return started, nil, err
 	}
 
 	ep := delivery()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -70,7 +71,12 @@ func TestMeasureInbound_Cirrus(t *testing.T) {
 	defer rm.close()
 
 	const txns = 2
-	r := measureInbound(ctx, s, rm, txns)
+	down := &server{Name: "dendrite", startErr: errors.New("start dendrite: no binary")}
+	rs := measureInbound(ctx, []*server{s, down}, rm, txns, 2)
+	if len(rs) != 2 || rs[1].Server != "dendrite" || rs[1].Failed != "start dendrite: no binary" {
+		t.Fatalf("results %+v, want cirrus's and the failed dendrite's", rs)
+	}
+	r := rs[0]
 	if r.Failed != "" {
 		t.Fatalf("inbound workload failed: %s", r.Failed)
 	}
