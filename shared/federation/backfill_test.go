@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -13,6 +14,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
+	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
 // joinBase is where a room taken in through a remote join starts
@@ -59,6 +61,9 @@ func TestTwoServers_Backfill(t *testing.T) {
 	a, _ := servertest.StartNamed(t)
 	a.RunQueue(t)
 	b, _ := servertest.StartNamed(t)
+	// B does not ask A for the history itself here (that is
+	// TestTwoServers_BackfillOnMessages): the test hands it over.
+	b.Server.Rooms.Backfiller = nil
 	b.RunQueue(t)
 	alice := a.Member(t, "alice")
 	bob := b.Member(t, "bob")
@@ -102,10 +107,12 @@ func TestTwoServers_Backfill(t *testing.T) {
 	stateBefore := stateIDs(t, b, string(room))
 
 	shuffled := []events.PDU{old[3], old[0], old[4], old[1], old[2]}
-	out, err := b.Server.Rooms.TakeBackfilled(background, string(room), shuffled)
+	metered, meter := store.WithMeter(background)
+	out, err := b.Server.Rooms.TakeBackfilled(metered, string(room), shuffled)
 	if err != nil {
 		t.Fatal(err)
 	}
+	servertest.CheckUsage(t, "TakeBackfilled of 5 messages", meter.Usage(), servertest.Want(5, 12, 20))
 	seqs := map[string]int64{}
 	for i, o := range out {
 		if o.Status != rooms.Accepted || o.Duplicate || o.Seq >= joinBase || o.Seq <= 0 {
@@ -155,10 +162,12 @@ func TestTwoServers_Backfill(t *testing.T) {
 		t.Fatalf("incremental /sync after the backfill: %v, want just [after]", news)
 	}
 
-	again, err := b.Server.Rooms.TakeBackfilled(background, string(room), old)
+	metered, meter = store.WithMeter(background)
+	again, err := b.Server.Rooms.TakeBackfilled(metered, string(room), old)
 	if err != nil {
 		t.Fatal(err)
 	}
+	servertest.CheckUsage(t, "TakeBackfilled of the same 5 again", meter.Usage(), servertest.Want(2, 6, 0))
 	for i, o := range again {
 		if !o.Duplicate || o.Seq != seqs[old[i].EventID()] {
 			t.Fatalf("second backfill of %s: %+v, want a duplicate at %d", old[i].EventID(), o, seqs[old[i].EventID()])
@@ -182,4 +191,88 @@ func stateIDs(t *testing.T, st *servertest.Stack, room string) []string {
 	}
 	sort.Strings(ids)
 	return ids
+}
+
+// TestTwoServers_BackfillOnMessages: bob of B joins alice's room on A
+// after 25 messages. Paging bob's /messages back ten at a time, B asks A
+// for the history past its lowest position (/backfill), checks and stores
+// it below the join, and answers with it: all 25 messages, oldest first,
+// below the state taken in. Paging again asks for nothing more and shows
+// the same; an incremental /sync shows none of them.
+func TestTwoServers_BackfillOnMessages(t *testing.T) {
+	a, _ := servertest.StartNamed(t)
+	a.RunQueue(t)
+	b, _ := servertest.StartNamed(t)
+	b.RunQueue(t)
+	alice := a.Member(t, "alice")
+	bob := b.Member(t, "bob")
+	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	var want []string
+	for i := range 25 {
+		body := fmt.Sprintf("old %d", i)
+		if _, err := alice.SendText(background, room, body); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, body)
+	}
+	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
+		t.Fatal(err)
+	}
+	synced, err := bob.SyncRequest(background, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateBefore := stateIDs(t, b, string(room))
+	got, ids := pagedBodies(t, bob.Client, room, 10)
+	if !slices.Equal(got, want) {
+		t.Fatalf("bob's /messages, paged back ten at a time: %v, want %v", got, want)
+	}
+	for _, r := range b.Requests(t) {
+		if strings.Contains(r.Route, "/messages") {
+			t.Logf("B's %s %s: %d calls, %.1f RCU, %.1f WCU", r.Route, r.Path, r.DynamoDB.Calls, r.DynamoDB.ReadUnits, r.DynamoDB.WriteUnits)
+		}
+	}
+	aliceIDs := messageIDs(t, alice.Client, room)
+	for i, id := range aliceIDs[:len(aliceIDs)-1] { // all but bob's join
+		if !slices.Contains(ids, id) {
+			t.Errorf("event %d of A's timeline, %s, is not in B's", i, id)
+		}
+	}
+	low, err := b.Server.Rooms.Lowest(background, string(room))
+	if err != nil || low != joinBase-25 {
+		t.Fatalf("B's lowest position: %d %v, want %d (25 messages below the join)", low, err, joinBase-25)
+	}
+	if again, _ := pagedBodies(t, bob.Client, room, 10); !slices.Equal(again, want) {
+		t.Fatalf("bob's /messages paged again: %v", again)
+	}
+	if low2, _ := b.Server.Rooms.Lowest(background, string(room)); low2 != low {
+		t.Fatalf("paging again moved the lowest position from %d to %d", low, low2)
+	}
+	if !slices.Equal(stateIDs(t, b, string(room)), stateBefore) {
+		t.Fatalf("current state changed by the backfill")
+	}
+	if _, err := alice.SendText(background, room, "after"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "alice's next message on B", func() ([]string, bool) {
+		b := bodies(t, bob.Client, room)
+		return b, slices.Contains(b, "after")
+	}, noLogs)
+	next, err := bob.SyncRequest(background, 0, synced.NextBatch, "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var news []string
+	for _, ev := range next.Rooms.Join[room].Timeline.Events {
+		if ev.Type == event.EventMessage {
+			news = append(news, ev.Content.Raw["body"].(string))
+		}
+	}
+	if !slices.Equal(news, []string{"after"}) {
+		t.Fatalf("incremental /sync after the backfill: %v, want just [after]", news)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -259,4 +261,92 @@ func (s *Service) authBackfill(ctx context.Context, roomID string, evs []events.
 		}
 	}
 	return placed, rejected, skipped, nil
+}
+
+// Backfiller asks the servers in roomID, of room version version, for up
+// to limit events before the events from names (the /backfill of the
+// server-server API), and returns them with their signatures and hashes
+// checked. An error means no server answered.
+type Backfiller func(ctx context.Context, roomID, version string, from []string, limit int) ([]events.PDU, error)
+
+// backfillBefore fetches up to limit events older than the room's lowest
+// through the Backfiller and stores them (TakeBackfilled); it reports
+// whether any was stored. A room created here (its lowest position 1)
+// holds its whole history and is not asked about; nor is one whose oldest
+// events' prev_events are all held (its history is complete). A failure
+// of the other servers leaves the page as it is: the history is there to
+// be asked for again.
+//
+// Cost, a room created here: one Query of its first slot. A remote room:
+// that, a GetItem of the slot the reader's join holds while nothing is
+// backfilled, a BatchGetItem of the pointers of the frontier, then the
+// request and TakeBackfilled.
+func (s *Service) backfillBefore(ctx context.Context, roomID string, v *viewer, limit int) (bool, error) {
+	low, err := s.lowestSlot(ctx, roomID)
+	if err != nil || low.Seq <= 1 {
+		return false, err
+	}
+	from := low.PDU.PrevEventIDs()
+	if low.Seq >= joinBase {
+		// Nothing backfilled yet: the state taken in at the join sits
+		// first, ordered by depth, not by the graph; the history runs back
+		// from the reader's join (a reader who joined later finds its
+		// prev_events held, and nothing is asked).
+		if from, err = s.joinFrontier(ctx, roomID, v); err != nil || len(from) == 0 {
+			return false, err
+		}
+	}
+	held, err := s.pointers(ctx, from)
+	if err != nil {
+		return false, err
+	}
+	var ask []string
+	for _, id := range from {
+		if _, ok := held[id]; !ok {
+			ask = append(ask, id)
+		}
+	}
+	if len(ask) == 0 {
+		return false, nil
+	}
+	pdus, err := s.Backfiller(ctx, roomID, string(low.PDU.Version()), ask, max(limit, 10))
+	if err != nil || len(pdus) == 0 {
+		return false, nil
+	}
+	out, err := s.TakeBackfilled(ctx, roomID, pdus)
+	if err != nil {
+		return false, err
+	}
+	for _, o := range out {
+		if o.Status == Accepted && !o.Duplicate {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// joinFrontier is the prev_events of the reader's first join at or above
+// joinBase: where the history before the room was taken in ends.
+func (s *Service) joinFrontier(ctx context.Context, roomID string, v *viewer) ([]string, error) {
+	for _, h := range v.membership.History {
+		p, m, _ := strings.Cut(h, ":")
+		seq, err := strconv.ParseInt(p, 10, 64)
+		if err != nil || m != "join" || seq < joinBase {
+			continue
+		}
+		pk, sk := slotKey(roomID, seq)
+		var sl slot
+		if err := s.Store.Get(ctx, store.Key{PK: pk, SK: sk}, &sl); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return nil, nil
+			}
+			return nil, err
+		}
+		e, err := sl.event()
+		if err != nil {
+			return nil, err
+		}
+		return e.PDU.PrevEventIDs(), nil
+	}
+	return nil, nil
 }

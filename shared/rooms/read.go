@@ -199,6 +199,19 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 	if err != nil {
 		return Page{}, err
 	}
+	if q.Backward && end < 0 && stop < 0 && len(evs) < q.Limit && s.Backfiller != nil {
+		// The page reached the oldest event held: a room taken in through
+		// a remote join may have older history on other servers.
+		more, err := s.backfillBefore(ctx, roomID, v, q.Limit-len(evs))
+		if err != nil {
+			return Page{}, err
+		}
+		if more {
+			if evs, end, top, err = s.scan(ctx, roomID, v, from, stop, q); err != nil {
+				return Page{}, err
+			}
+		}
+	}
 	if from == live {
 		from = top
 	}

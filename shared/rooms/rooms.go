@@ -47,6 +47,10 @@ type Service struct {
 	// (federation's query/directory): the room ID and servers in it; nil
 	// leaves such aliases unknown.
 	RemoteAlias func(ctx context.Context, alias string) (roomID string, servers []string, err error)
+	// Backfiller fetches history older than a remote-joined room's lowest
+	// position from the servers in the room (backfill.go); nil never asks,
+	// and such a room's history starts at the join.
+	Backfiller Backfiller
 
 	cache roomCache
 	sent  sentTxns

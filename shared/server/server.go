@@ -201,6 +201,8 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	}
 	joiner := &federation.Joiner{Rooms: rms, Client: fed, Verifier: serverKeys.Ring(), Logger: logger}
 	rms.RemoteJoin, rms.RemoteAlias = joiner.Join, joiner.LookupAlias
+	backfiller := &federation.Backfiller{Rooms: rms, Client: fed, Verifier: serverKeys.Ring(), Logger: logger}
+	rms.Backfiller = backfiller.Fetch
 	syncs := &sync.Service{
 		Store: st, Rooms: rms,
 		PollInterval: time.Duration(cfg.Sync.PollIntervalMS) * time.Millisecond,
