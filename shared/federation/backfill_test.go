@@ -1,6 +1,7 @@
 package federation_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sort"
@@ -141,6 +142,18 @@ func TestTwoServers_Backfill(t *testing.T) {
 	if !slices.Equal(stateIDs(t, b, string(room)), stateBefore) {
 		t.Fatalf("current state changed by the backfill")
 	}
+	// A backfilled event is an event of the room like any other to read.
+	if ev, err := bob.GetEvent(background, room, id.EventID(old[2].EventID())); err != nil || ev.Content.Raw["body"] != "old 2" {
+		t.Fatalf("/event of a backfilled event: %v %v", ev, err)
+	}
+	ctxResp, err := bob.Context(background, room, id.EventID(old[2].EventID()), nil, 2)
+	if err != nil {
+		t.Fatalf("/context of a backfilled event: %v", err)
+	}
+	if len(ctxResp.EventsBefore) != 1 || ctxResp.EventsBefore[0].ID != id.EventID(old[1].EventID()) ||
+		len(ctxResp.EventsAfter) == 0 || ctxResp.EventsAfter[0].ID != id.EventID(old[3].EventID()) {
+		t.Fatalf("/context of old 2: before %v, after %v", ctxResp.EventsBefore, ctxResp.EventsAfter)
+	}
 	if _, err := alice.SendText(background, room, "after"); err != nil {
 		t.Fatal(err)
 	}
@@ -160,6 +173,15 @@ func TestTwoServers_Backfill(t *testing.T) {
 	}
 	if !slices.Equal(news, []string{"after"}) {
 		t.Fatalf("incremental /sync after the backfill: %v, want just [after]", news)
+	}
+	// An initial sync answers, the room joined, its newest message last.
+	full, err := bob.SyncRequest(background, 0, "", "", false, "")
+	if err != nil {
+		t.Fatalf("initial /sync after the backfill: %v", err)
+	}
+	tl := full.Rooms.Join[room].Timeline.Events
+	if len(tl) == 0 || tl[len(tl)-1].Content.Raw["body"] != "after" {
+		t.Fatalf("initial /sync's timeline after the backfill: %v", tl)
 	}
 
 	metered, meter = store.WithMeter(background)
@@ -274,5 +296,59 @@ func TestTwoServers_BackfillOnMessages(t *testing.T) {
 	}
 	if !slices.Equal(news, []string{"after"}) {
 		t.Fatalf("incremental /sync after the backfill: %v, want just [after]", news)
+	}
+}
+
+// TestTwoServers_BackfillRefused: when no server answers /backfill, or
+// answers with events of another room, bob's /messages still answers
+// with what B holds (the history from the join on) and B stores nothing.
+func TestTwoServers_BackfillRefused(t *testing.T) {
+	a, _ := servertest.StartNamed(t)
+	a.RunQueue(t)
+	b, _ := servertest.StartNamed(t)
+	b.RunQueue(t)
+	alice := a.Member(t, "alice")
+	bob := b.Member(t, "bob")
+	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	other, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SendText(background, room, "old"); err != nil {
+		t.Fatal(err)
+	}
+	stray, err := alice.SendText(background, other.RoomID, "of another room")
+	if err != nil {
+		t.Fatal(err)
+	}
+	strayEv, err := a.Server.Rooms.Event(background, string(other.RoomID), string(stray.EventID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
+		t.Fatal(err)
+	}
+	asked := 0
+	for _, answer := range []func() ([]events.PDU, error){
+		func() ([]events.PDU, error) { return nil, fmt.Errorf("no server answered") },
+		func() ([]events.PDU, error) { return []events.PDU{strayEv.PDU}, nil },
+	} {
+		b.Server.Rooms.Backfiller = func(_ context.Context, roomID, _ string, from []string, _ int) ([]events.PDU, error) {
+			asked++
+			return answer()
+		}
+		if got, _ := pagedBodies(t, bob.Client, room, 10); len(got) != 0 {
+			t.Fatalf("bob's /messages: %v, want no message", got)
+		}
+		if low, err := b.Server.Rooms.Lowest(background, string(room)); err != nil || low != joinBase {
+			t.Fatalf("B's lowest position: %d %v, want %d", low, err, joinBase)
+		}
+	}
+	if asked != 2 {
+		t.Fatalf("the backfiller was asked %d times, want 2", asked)
 	}
 }
