@@ -440,8 +440,12 @@ func (run *inboundRun) result(txns int) result {
 	r.LogMatched, r.ServerP50MS = &matched, serverP50
 	per := func(v float64) *float64 { x := v / pdus; return &x }
 	r.Calls, r.RCU, r.WCU = per(sum.Calls+jobSum.Calls), per(sum.RCU+jobSum.RCU), per(sum.WCU+jobSum.WCU)
-	r.Note += fmt.Sprintf("; per PDU, the /send requests: %.2f DynamoDB calls, %.2f RCU, %.2f WCU; the queue jobs run meanwhile (%s): %.2f calls, %.2f RCU, %.2f WCU",
-		sum.Calls/pdus, sum.RCU/pdus, sum.WCU/pdus, jobKinds(run.jobs), jobSum.Calls/pdus, jobSum.RCU/pdus, jobSum.WCU/pdus)
+	busy := 0.0
+	for _, j := range run.jobs {
+		busy += j.DurationMS
+	}
+	r.Note += fmt.Sprintf("; per PDU, the /send requests: %.2f DynamoDB calls, %.2f RCU, %.2f WCU; the queue jobs run meanwhile (%s, %.0f ms of the rounds' %.0f ms): %.2f calls, %.2f RCU, %.2f WCU",
+		sum.Calls/pdus, sum.RCU/pdus, sum.WCU/pdus, jobKinds(run.jobs), busy, ms(run.elapsed), jobSum.Calls/pdus, jobSum.RCU/pdus, jobSum.WCU/pdus)
 	return r
 }
 
