@@ -259,6 +259,9 @@ func TestTwoServers_BackfillOnMessages(t *testing.T) {
 		}
 	}
 	aliceIDs := messageIDs(t, alice.Client, room)
+	// A room created here holds its whole history: a page that reaches
+	// position 1 reads nothing more and asks no one.
+	a.CheckCost(t, "A's /messages of its own room, to its start", "/messages", servertest.Want(4, 10, 0))
 	for i, id := range aliceIDs[:len(aliceIDs)-1] { // all but bob's join
 		if !slices.Contains(ids, id) {
 			t.Errorf("event %d of A's timeline, %s, is not in B's", i, id)

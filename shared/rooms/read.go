@@ -199,9 +199,10 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 	if err != nil {
 		return Page{}, err
 	}
-	if q.Backward && end < 0 && stop < 0 && len(evs) < q.Limit && s.Backfiller != nil {
+	if q.Backward && end < 0 && stop < 0 && len(evs) < q.Limit && s.Backfiller != nil && !reachesOne(evs) {
 		// The page reached the oldest event held: a room taken in through
-		// a remote join may have older history on other servers.
+		// a remote join may have older history on other servers. (A page
+		// holding position 1 is of a room created here: no read more.)
 		more, err := s.backfillBefore(ctx, roomID, v, q.Limit-len(evs))
 		if err != nil {
 			return Page{}, err
@@ -234,6 +235,12 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 		}
 	}
 	return page, nil
+}
+
+// reachesOne reports whether evs hold position 1, the first event of a
+// room created here.
+func reachesOne(evs []Event) bool {
+	return slices.ContainsFunc(evs, func(e Event) bool { return e.Seq == 1 })
 }
 
 // live stands for the end of the timeline, wherever it is by the time the
