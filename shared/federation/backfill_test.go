@@ -355,3 +355,51 @@ func TestTwoServers_BackfillRefused(t *testing.T) {
 		t.Fatalf("the backfiller was asked %d times, want 2", asked)
 	}
 }
+
+// TestTwoServers_BackfillJoinedVisibility: in a room whose history is
+// visible to joined members only, the history backfilled below bob's join
+// is stored but hidden from bob: the setting taken in at the join holds
+// below it, not the "shared" default.
+func TestTwoServers_BackfillJoinedVisibility(t *testing.T) {
+	a, _ := servertest.StartNamed(t)
+	a.RunQueue(t)
+	b, _ := servertest.StartNamed(t)
+	b.Server.Rooms.Backfiller = nil
+	b.RunQueue(t)
+	alice := a.Member(t, "alice")
+	bob := b.Member(t, "bob")
+	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12",
+		InitialState: []*event.Event{{Type: event.StateHistoryVisibility, StateKey: new(string),
+			Content: event.Content{Raw: map[string]any{"history_visibility": "joined"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	var old []events.PDU
+	for i := range 3 {
+		sent, err := alice.SendText(background, room, fmt.Sprintf("old %d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := a.Server.Rooms.Event(background, string(room), string(sent.EventID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		old = append(old, e.PDU)
+	}
+	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := b.Server.Rooms.TakeBackfilled(background, string(room), old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range out {
+		if o.Status != rooms.Accepted || o.Seq >= joinBase {
+			t.Fatalf("outcome of old %d: %+v", i, o)
+		}
+	}
+	if got, ids := pagedBodies(t, bob.Client, room, 10); len(got) != 0 || slices.Contains(ids, old[0].EventID()) {
+		t.Fatalf("bob's /messages in a joined-only room: %v %v, want none of the history before his join", got, ids)
+	}
+}
