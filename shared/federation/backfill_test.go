@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -197,6 +198,38 @@ func TestTwoServers_Backfill(t *testing.T) {
 	}
 	if got, _ := pagedBodies(t, bob.Client, room, 50); !slices.Equal(got, append(want, "after")) {
 		t.Fatalf("bob's /messages after the second backfill: %v", got)
+	}
+
+	// An event the auth rules refuse against its auth events (its sender,
+	// of A, never joined) is stored Rejected, outside the timeline.
+	cur, err := a.Server.Rooms.CurrentState(background, string(room))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := events.NewState(cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := a.Server.Rooms.Signer.Build("12", events.Proto{RoomID: string(room), Sender: "@mallory:" + a.Name(), Type: "m.room.message",
+		Content: []byte(`{"msgtype":"m.text","body":"never joined"}`)}, events.Graph{PrevEvents: []string{old[0].EventID()}, Depth: old[0].Depth() + 1}, st, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lowBefore, _ := b.Server.Rooms.Lowest(background, string(room))
+	for _, dup := range []bool{false, true} {
+		out, err := b.Server.Rooms.TakeBackfilled(background, string(room), []events.PDU{forged})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out[0].Status != rooms.Rejected || out[0].Duplicate != dup {
+			t.Fatalf("backfill of mallory's event (again: %v): %+v, want rejected", dup, out[0])
+		}
+	}
+	if low, _ := b.Server.Rooms.Lowest(background, string(room)); low != lowBefore {
+		t.Fatalf("a rejected event moved the lowest position from %d to %d", lowBefore, low)
+	}
+	if got, _ := pagedBodies(t, bob.Client, room, 50); slices.Contains(got, "never joined") {
+		t.Fatalf("bob's /messages shows a rejected event: %v", got)
 	}
 }
 
