@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -231,7 +232,9 @@ func (s *Service) StateBefore(ctx context.Context, roomID string, ev Event) ([]e
 		}
 		states = append(states, m)
 	}
-	resolved, err := stateres.Resolve(ctx, string(ev.PDU.Version()), states, loader{s: s, roomID: roomID, known: byID})
+	l := newGraphLoader(s, roomID)
+	maps.Copy(l.known, byID)
+	resolved, err := stateres.Resolve(ctx, string(ev.PDU.Version()), states, l)
 	if err != nil {
 		return nil, fmt.Errorf("state before %s: %w", ev.PDU.EventID(), err)
 	}
@@ -254,33 +257,6 @@ func (s *Service) StateBefore(ctx context.Context, roomID string, ev Event) ([]e
 			return nil, fmt.Errorf("%w %s (resolved state)", ErrUnknownEvent, id)
 		}
 		out = append(out, e.PDU)
-	}
-	return out, nil
-}
-
-// loader gives state resolution the room's events.
-type loader struct {
-	s      *Service
-	roomID string
-	known  map[string]events.PDU
-}
-
-func (l loader) Events(ctx context.Context, ids []string) (map[string]events.PDU, error) {
-	out := map[string]events.PDU{}
-	var rest []string
-	for _, id := range ids {
-		if e, ok := l.known[id]; ok {
-			out[id] = e
-		} else {
-			rest = append(rest, id)
-		}
-	}
-	got, err := l.s.EventsByID(ctx, l.roomID, rest)
-	if err != nil {
-		return nil, err
-	}
-	for id, e := range got {
-		out[id] = e.PDU
 	}
 	return out, nil
 }
