@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
@@ -26,6 +27,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
+	"github.com/cirrus-matrix/cirrus/shared/keys"
 )
 
 // Dendrite, the federation peer of DESIGN.md: only this module path and
@@ -178,6 +180,21 @@ func dendriteBin(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return bin
+}
+
+// Key is Dendrite's signing key, read from the PEM file generate-keys
+// wrote: what a test needs to check Dendrite's signatures itself.
+func (d *Dendrite) Key(t testing.TB) keys.Key {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(d.dir, "matrix_key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Headers["Key-ID"] == "" || len(block.Bytes) != ed25519.SeedSize {
+		t.Fatalf("Dendrite's key file: no key with a Key-ID")
+	}
+	return keys.Key{ID: block.Headers["Key-ID"], Private: ed25519.NewKeyFromSeed(block.Bytes)}
 }
 
 // Register makes a Dendrite user through its shared-secret registration
