@@ -113,6 +113,9 @@ type Server struct {
 	// Sender sends this server's events and EDUs to the other servers in
 	// their rooms, through the queue (shared/sender).
 	Sender *sender.Sender
+	// EDUs routes the EDUs of inbound transactions by type to the
+	// services that own them.
+	EDUs *federation.EDUMux
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -301,7 +304,9 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 
 		LargeResponses: large,
 	}
+	srv.EDUs = &federation.EDUMux{}
 	srv.Inbox = srv.newInbox()
+	srv.Inbox.EDU = srv.EDUs.Serve
 	srv.Jobs.Handle(federation.InboxKind, srv.Inbox.Work)
 	// The queue is set after Open (Lambda, `cirrus serve`): read when sent.
 	snd.Queue = func() sender.Queue {
