@@ -43,6 +43,9 @@ type Service struct {
 	// RemoteJoin joins a room this server does not hold through other
 	// servers (remotejoin.go); nil answers such joins 404.
 	RemoteJoin RemoteJoiner
+	// RemoteMembers invites other servers' users, and leaves and knocks on
+	// rooms this server does not hold (remotemember.go); nil refuses them.
+	RemoteMembers RemoteMembers
 	// RemoteAlias resolves another server's room alias for a join
 	// (federation's query/directory): the room ID and servers in it; nil
 	// leaves such aliases unknown.
@@ -51,6 +54,9 @@ type Service struct {
 	// position from the servers in the room (backfill.go); nil never asks,
 	// and such a room's history starts at the join.
 	Backfiller Backfiller
+	// RemoteReads asks other servers what the client endpoints read of
+	// them (remoteevent.go); its zero value asks nothing.
+	RemoteReads RemoteReads
 
 	cache roomCache
 	sent  sentTxns
