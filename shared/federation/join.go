@@ -44,6 +44,8 @@ func (j *Joins) Register(rt *httpapi.Router, auth func(http.Handler) http.Handle
 		"PUT " + v2 + "/send_leave/{roomId}/{eventId}": j.sendHandler("leave", false),
 		"PUT " + v1 + "/send_leave/{roomId}/{eventId}": j.sendHandler("leave", true),
 		"PUT " + v2 + "/invite/{roomId}/{eventId}":     j.handleInvite,
+		"GET " + v1 + "/make_knock/{roomId}/{userId}":  j.makeHandler("knock"),
+		"PUT " + v1 + "/send_knock/{roomId}/{eventId}": j.sendHandler("knock", false),
 	} {
 		rt.Handle(pattern, auth(httpapi.Handle(h)))
 	}
@@ -56,14 +58,16 @@ type makeResponse struct {
 }
 
 // makeHandler serves GET /_matrix/federation/v1/make_join/{roomId}/{userId}
-// (membership "join") and make_leave ("leave"): the user must be one of
-// the requesting server's (else 403), the room one this server is in
-// (else 404); a join's ver parameters must hold the room's version (else
+// (membership "join"), make_leave ("leave") and make_knock ("knock"): the
+// user must be one of the requesting server's (else 403), the room one
+// this server is in (else 404); a knock needs a room of version 7 on (else
+// 400 M_INCOMPATIBLE_ROOM_VERSION); a join's or knock's ver parameters must hold the room's version (else
 // 400 M_INCOMPATIBLE_ROOM_VERSION; none given means version 1 only, as the
 // spec says). A membership the auth rules refuse as the room stands, or
 // an origin the server ACL denies, is 403.
 // https://spec.matrix.org/v1.19/server-server-api/#get_matrixfederationv1make_joinroomiduserid
 // https://spec.matrix.org/v1.19/server-server-api/#get_matrixfederationv1make_leaveroomiduserid
+// https://spec.matrix.org/v1.19/server-server-api/#get_matrixfederationv1make_knockroomiduserid
 func (j *Joins) makeHandler(membership string) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		ctx := r.Context()
@@ -86,7 +90,13 @@ func (j *Joins) makeHandler(membership string) func(http.ResponseWriter, *http.R
 		if err != nil {
 			return err
 		}
-		if membership == "join" {
+		if membership == "knock" && !events.Knocking(info.Version) {
+			e := httpapi.Errorf(http.StatusBadRequest, "M_INCOMPATIBLE_ROOM_VERSION",
+				"room %s is of version %s, which has no knocking (version 7 on)", roomID, info.Version)
+			e.Extra = map[string]any{"room_version": info.Version}
+			return e
+		}
+		if membership == "join" || membership == "knock" {
 			vers := r.URL.Query()["ver"]
 			if len(vers) == 0 {
 				vers = []string{"1"}
@@ -137,8 +147,9 @@ type sendJoinResponse struct {
 }
 
 // sendHandler serves PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}
-// (membership "join"), send_leave ("leave") and their deprecated v1
-// forms. The event must parse for the room's version (its content hash
+// (membership "join"), send_leave ("leave"), their deprecated v1 forms,
+// and PUT /_matrix/federation/v1/send_knock ("knock"), answered with the
+// room's stripped state as PDUs (knock_room_state). The event must parse for the room's version (its content hash
 // checked), be the one the path names, a membership of its sender setting
 // membership, sent by a user of the origin and signed by it (else 400 or
 // 403); it then goes to the room engine, which refuses what the auth
@@ -193,6 +204,13 @@ func (j *Joins) sendHandler(membership string, v1 bool) func(http.ResponseWriter
 			return err
 		}
 		var answer any = struct{}{}
+		if membership == "knock" {
+			state, err := j.Rooms.StrippedStatePDUs(ctx, roomID, "")
+			if err != nil {
+				return err
+			}
+			answer = map[string]any{"knock_room_state": rawPDUs(state)}
+		}
 		if membership == "join" {
 			servers, err := j.Rooms.JoinedServers(ctx, roomID)
 			if err != nil {

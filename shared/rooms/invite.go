@@ -31,6 +31,9 @@ type remoteInvite struct {
 	// State is the stripped state as JSON: an array of
 	// events.StrippedStateEvent, the invite itself last.
 	State string `dynamodbav:"ist"`
+	// Server is the server that took a knock, which a withdrawal of it
+	// asks first.
+	Server string `dynamodbav:"srv,omitempty"`
 }
 
 // remoteInviteSeq is the position a remote invite's membership item and
@@ -67,13 +70,13 @@ func (s *Service) ReceiveInvite(ctx context.Context, ev events.PDU, state []even
 	return s.notify(ctx, []Appended{{RoomID: roomID, Seq: remoteInviteSeq, Event: ev, To: []string{target}}})
 }
 
-// InviteState is the stripped state kept with a local user's invite to a
-// room this server is not in, the invite last; nil when the user has no
-// such invite. Cost: one GetItem.
+// InviteState is the stripped state kept with a local user's invite to,
+// or knock on, a room this server is not in, the invite or knock last; nil
+// when the user has neither. Cost: one GetItem.
 func (s *Service) InviteState(ctx context.Context, roomID, userID string) ([]events.StrippedStateEvent, error) {
 	var item remoteInvite
 	err := s.Store.Get(ctx, store.Key{PK: userPK(userID), SK: membershipPrefix + roomID}, &item)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && (item.Membership != "invite" || item.State == "")) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && (item.Membership != "invite" && item.Membership != "knock" || item.State == "")) {
 		return nil, nil
 	}
 	if err != nil {

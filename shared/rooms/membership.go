@@ -30,8 +30,10 @@ func (s *Service) changeMembership(ctx context.Context, c change) (events.PDU, e
 	if !ValidUserID(c.target) {
 		return nil, refuse(ErrInvalid, "invalid user ID %q", c.target)
 	}
-	if !s.isLocal(c.target) && c.target != c.sender {
-		return nil, refuse(ErrNeedsFederation, "%s is on another server; inviting, kicking and banning remote users needs federation, which this server does not support yet", c.target)
+	if !s.isLocal(c.target) && c.membership == "invite" {
+		// Kicks, bans and unbans of another server's users are events
+		// like any other; the sender takes them to the user's server.
+		return s.inviteRemote(ctx, c)
 	}
 	content := s.memberContent(ctx, c.target, c.membership, c.reason, c.direct)
 	for k, v := range c.extra {
@@ -128,8 +130,19 @@ func (s *Service) Invite(ctx context.Context, sender, roomID, target, reason str
 	return err
 }
 
-// Leave makes userID leave roomID, or rejects an invite or knock.
+// Leave makes userID leave roomID, or rejects an invite or knock; one of
+// a room this server does not hold goes through a server that holds it
+// (leaveRemote).
 func (s *Service) Leave(ctx context.Context, userID, roomID, reason string) error {
+	if s.RemoteMembers != nil {
+		item, err := s.remoteMembership(ctx, userID, roomID)
+		if err != nil {
+			return err
+		}
+		if item != nil {
+			return s.leaveRemote(ctx, userID, roomID, reason, item)
+		}
+	}
 	_, err := s.changeMembership(ctx, change{
 		sender: userID, roomID: roomID, target: userID, membership: "leave", reason: reason,
 		want: []string{"join", "invite", "knock"}, refusal: "you are not in this room",
@@ -161,8 +174,14 @@ func (s *Service) Unban(ctx context.Context, sender, roomID, target, reason stri
 	return err
 }
 
-// Knock asks to join a room whose join rule is knock.
+// Knock asks to join a room whose join rule is knock; a room this server
+// does not hold is knocked on through another server (knockRemote).
 func (s *Service) Knock(ctx context.Context, userID, roomID, reason string) error {
+	if s.RemoteMembers != nil {
+		if _, err := s.Info(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
+			return s.knockRemote(ctx, userID, roomID, reason)
+		}
+	}
 	_, err := s.changeMembership(ctx, change{
 		sender: userID, roomID: roomID, target: userID, membership: "knock", reason: reason,
 		want: []string{"", "leave"}, refusal: "you are already in the room, invited or banned",

@@ -43,6 +43,9 @@ type Service struct {
 	// RemoteJoin joins a room this server does not hold through other
 	// servers (remotejoin.go); nil answers such joins 404.
 	RemoteJoin RemoteJoiner
+	// RemoteMembers invites other servers' users, and leaves and knocks on
+	// rooms this server does not hold (remotemember.go); nil refuses them.
+	RemoteMembers RemoteMembers
 	// RemoteAlias resolves another server's room alias for a join
 	// (federation's query/directory): the room ID and servers in it; nil
 	// leaves such aliases unknown.
