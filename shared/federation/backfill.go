@@ -79,6 +79,48 @@ func (b *Backfiller) Fetch(ctx context.Context, roomID, version string, from []s
 	return nil, fmt.Errorf("backfill %s: %w", roomID, last)
 }
 
+// Event asks the servers joined to roomID (its current state), in turn,
+// for the event eventID (GET /_matrix/federation/v1/event/{eventId}) and
+// returns the first answer that is that event of the room, passing the
+// checks Fetch makes; it is rooms.RemoteReads.Event. The event ID is that
+// of the PDU as received (a reference hash from room version 3), so a
+// server cannot answer another event in its place.
+func (b *Backfiller) Event(ctx context.Context, roomID, version, eventID string) (events.PDU, error) {
+	timeout := b.Timeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	servers, err := b.Rooms.JoinedServers(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("fetch event %s: %w", eventID, err)
+	}
+	path := "/_matrix/federation/v1/event/" + url.PathEscape(eventID)
+	last := errors.New("no other server is in the room")
+	for _, server := range servers {
+		if server == b.Rooms.Signer.ServerName {
+			continue
+		}
+		var answer backfillAnswer
+		if err := b.Client.Get(ctx, server, path, &answer); err != nil {
+			b.log().Info("fetching an event failed", "room", roomID, "event", eventID, "server", server, "err", err)
+			last = err
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		for _, ev := range b.check(ctx, roomID, version, server, answer.PDUs) {
+			if ev.EventID() == eventID {
+				return ev, nil
+			}
+		}
+		last = fmt.Errorf("%s answered no event %s of the room that passes the checks", server, eventID)
+	}
+	return nil, fmt.Errorf("fetch event %s: %w", eventID, last)
+}
+
 // check keeps the PDUs of roomID that parse for its version and carry
 // their senders' servers' signatures.
 func (b *Backfiller) check(ctx context.Context, roomID, version, server string, raw []json.RawMessage) []events.PDU {
