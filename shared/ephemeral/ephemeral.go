@@ -93,6 +93,10 @@ type Service struct {
 	// Touch writes ephemeral news of the room into the users' sync streams
 	// (sync.Service.Touch); nil tells no one.
 	Touch func(ctx context.Context, roomID string, users []string) error
+	// Federate sends an EDU to the other servers in the room
+	// (sender.Sender.SendRoomEDU); nil sends nothing. Only this server's
+	// users' typing and public receipts go out (federation.go).
+	Federate func(ctx context.Context, roomID, eduType string, content json.RawMessage) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
@@ -112,15 +116,23 @@ type item struct {
 	User string `dynamodbav:"user"`
 	// Until is when typing stops (Unix ms).
 	Until int64 `dynamodbav:"until,omitempty"`
+	// Sent is when a local user's typing was last sent to the other
+	// servers (Unix ms), so that renewals go out once per typingPing.
+	Sent int64 `dynamodbav:"sent,omitempty"`
 	// Type is the receipt type; Thread its thread ID, "" when unthreaded.
 	Type   string `dynamodbav:"type,omitempty"`
 	Thread string `dynamodbav:"thread,omitempty"`
 	// Event is the event acknowledged, Seq its position in the room.
 	Event string `dynamodbav:"event,omitempty"`
 	Seq   int64  `dynamodbav:"seq,omitempty"`
-	// TS is when the receipt was set (Unix ms): the spec's ts.
-	TS      int64 `dynamodbav:"ts,omitempty"`
-	Expires int64 `dynamodbav:"expires_at,omitempty"`
+	// TS is when the receipt was set here (Unix ms): the spec's ts, and
+	// the position of its recent| copy.
+	TS int64 `dynamodbav:"ts,omitempty"`
+	// RemoteTS is the ts another server gave its user's receipt, shown
+	// instead of TS; TS stays the time it arrived, so that syncs since
+	// then find it whatever the other server's clock says.
+	RemoteTS int64 `dynamodbav:"rts,omitempty"`
+	Expires  int64 `dynamodbav:"expires_at,omitempty"`
 }
 
 var escaper = strings.NewReplacer("%", "%25", "|", "%7C")
@@ -287,7 +299,11 @@ func receiptEvents(receipts []item) []json.RawMessage {
 		if byType[it.Type] == nil {
 			byType[it.Type] = map[string]receiptTarget{}
 		}
-		byType[it.Type][it.User] = receiptTarget{TS: it.TS, ThreadID: it.Thread}
+		ts := it.TS
+		if it.RemoteTS != 0 {
+			ts = it.RemoteTS
+		}
+		byType[it.Type][it.User] = receiptTarget{TS: ts, ThreadID: it.Thread}
 	}
 	var out []json.RawMessage
 	for _, thread := range slices.Sorted(maps.Keys(threads)) {

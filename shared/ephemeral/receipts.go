@@ -52,11 +52,17 @@ func (s *Service) SendReceipt(ctx context.Context, userID, roomID, typ, eventID,
 			return err
 		}
 	}
-	changed, err := s.setReceipt(ctx, userID, roomID, typ, ev, thread)
+	ts, changed, err := s.setReceipt(ctx, userID, roomID, receipt{typ: typ, thread: thread, eventID: ev.PDU.EventID(), seq: ev.Seq})
 	if err != nil || !changed {
 		return err
 	}
-	return s.tell(ctx, roomID, audience(typ, userID))
+	if err := s.tell(ctx, roomID, audience(typ, userID)); err != nil {
+		return err
+	}
+	if typ != Read {
+		return nil // private receipts stay on this server
+	}
+	return s.federateReceipt(ctx, userID, roomID, ev.PDU.EventID(), thread, ts)
 }
 
 // ReadMarkers is the body of POST /rooms/{roomId}/read_markers: event IDs,
@@ -92,23 +98,27 @@ func (s *Service) SetReadMarkers(ctx context.Context, userID, roomID string, m R
 		}
 	}
 	var private, public bool
+	var publicTS int64
 	if m.ReadPrivate != "" {
-		changed, err := s.setReceipt(ctx, userID, roomID, ReadPrivate, evs[m.ReadPrivate], "")
+		_, changed, err := s.setReceipt(ctx, userID, roomID, receipt{typ: ReadPrivate, eventID: m.ReadPrivate, seq: evs[m.ReadPrivate].Seq})
 		if err != nil {
 			return err
 		}
 		private = changed
 	}
 	if m.Read != "" {
-		changed, err := s.setReceipt(ctx, userID, roomID, Read, evs[m.Read], "")
+		ts, changed, err := s.setReceipt(ctx, userID, roomID, receipt{typ: Read, eventID: m.Read, seq: evs[m.Read].Seq})
 		if err != nil {
 			return err
 		}
-		public = changed
+		public, publicTS = changed, ts
 	}
 	switch {
-	case public: // everyone, the user too
-		return s.tell(ctx, roomID, nil)
+	case public: // everyone, the user too, and the other servers
+		if err := s.tell(ctx, roomID, nil); err != nil {
+			return err
+		}
+		return s.federateReceipt(ctx, userID, roomID, m.Read, "", publicTS)
 	case private:
 		return s.tell(ctx, roomID, audience(ReadPrivate, userID))
 	}
@@ -146,35 +156,44 @@ func (s *Service) setFullyRead(ctx context.Context, userID, roomID, eventID stri
 	return nil
 }
 
+// receipt is a receipt to set: its type, thread ("" unthreaded), the
+// event and the event's position in the room. seq is 0 for another
+// server's receipt of an event this server does not hold (yet), which has
+// no place to move forward from; remoteTS is the ts that server gave it.
+type receipt struct {
+	typ, thread, eventID string
+	seq, remoteTS        int64
+}
+
 // setReceipt writes the receipt and its recent| copy, unless the user's
 // current receipt of that type and thread is on the same event or a later
-// one; it reports whether it wrote. GetItem of the current receipt, then
-// one BatchWriteItem of the two items.
-func (s *Service) setReceipt(ctx context.Context, userID, roomID, typ string, ev rooms.Event, thread string) (bool, error) {
+// one; it reports when it was set (Unix ms) and whether it wrote. GetItem
+// of the current receipt, then one BatchWriteItem of the two items.
+func (s *Service) setReceipt(ctx context.Context, userID, roomID string, r receipt) (int64, bool, error) {
 	now := s.now()
 	ts := now.UnixMilli()
 	cur := item{
-		PK: roomPK(roomID), SK: currentSK(typ, thread, userID), User: userID,
-		Type: typ, Thread: thread, Event: ev.PDU.EventID(), Seq: ev.Seq, TS: ts,
+		PK: roomPK(roomID), SK: currentSK(r.typ, r.thread, userID), User: userID,
+		Type: r.typ, Thread: r.thread, Event: r.eventID, Seq: r.seq, TS: ts, RemoteTS: r.remoteTS,
 	}
 	entry := cur
-	entry.SK = recentSK(ts, typ, thread, userID)
+	entry.SK = recentSK(ts, r.typ, r.thread, userID)
 	entry.Expires = now.Add(recentKeep).Unix() + 1
 	if len(cur.SK) > maxSortKey || len(entry.SK) > maxSortKey {
-		return false, fmt.Errorf("%w: thread and user IDs are too long together", ErrInvalidThread)
+		return 0, false, fmt.Errorf("%w: thread and user IDs are too long together", ErrInvalidThread)
 	}
 	var old item
 	err := s.Store.Get(ctx, store.Key{PK: cur.PK, SK: cur.SK}, &old)
 	switch {
-	case err == nil && old.Seq >= ev.Seq:
-		return false, nil
+	case err == nil && (old.Event == r.eventID || r.seq != 0 && old.Seq >= r.seq):
+		return 0, false, nil
 	case err != nil && !errors.Is(err, store.ErrNotFound):
-		return false, fmt.Errorf("receipt of %s in %s: %w", userID, roomID, err)
+		return 0, false, fmt.Errorf("receipt of %s in %s: %w", userID, roomID, err)
 	}
 	if err := s.Store.PutMany(ctx, []any{cur, entry}); err != nil {
-		return false, fmt.Errorf("set receipt of %s in %s: %w", userID, roomID, err)
+		return 0, false, fmt.Errorf("set receipt of %s in %s: %w", userID, roomID, err)
 	}
-	return true, nil
+	return ts, true, nil
 }
 
 // checkThread checks that ev is in thread, as Synapse does: for

@@ -28,6 +28,11 @@ type Service struct {
 	Enabled bool
 	// Touch writes news of userID's presence into the streams of users.
 	Touch func(ctx context.Context, userID string, users []string) error
+	// ServerName tells this server's users from others' (federation.go).
+	ServerName string
+	// Federate sends an EDU to the other servers with a joined member in
+	// any of the rooms (sender.Sender.SendRoomsEDU); nil sends nothing.
+	Federate func(ctx context.Context, roomIDs []string, eduType string, content json.RawMessage) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
@@ -46,6 +51,10 @@ type state struct {
 	Presence   string `dynamodbav:"presence"`
 	StatusMsg  string `dynamodbav:"status_msg,omitempty"`
 	LastActive int64  `dynamodbav:"last_active"`
+	// Remote marks a user of another server, whose currently_active is
+	// theirs to say (Active), not derived from LastActive.
+	Remote bool `dynamodbav:"remote,omitempty"`
+	Active bool `dynamodbav:"active,omitempty"`
 }
 
 func key(userID string) store.Key { return store.Key{PK: "user|" + userID, SK: "presence"} }
@@ -74,15 +83,19 @@ func (s *Service) Set(ctx context.Context, userID, presence, statusMsg string) e
 	if old.Presence == presence && old.StatusMsg == statusMsg {
 		return nil // only activity: nobody needs waking
 	}
-	return s.tell(ctx, userID)
-}
-
-// tell writes news of userID's presence to the local users of their rooms.
-func (s *Service) tell(ctx context.Context, userID string) error {
 	joined, err := s.Rooms.JoinedRooms(ctx, userID)
 	if err != nil {
 		return err
 	}
+	if err := s.tell(ctx, userID, joined); err != nil {
+		return err
+	}
+	return s.federate(ctx, userID, joined, s.status(next))
+}
+
+// tell writes news of userID's presence to the local users of the rooms
+// (theirs).
+func (s *Service) tell(ctx context.Context, userID string, joined []string) error {
 	// Not the user themselves: the sync that set their presence would wake
 	// itself.
 	users, err := s.Rooms.LocalJoinedIn(ctx, joined, userID)
@@ -126,6 +139,9 @@ func (s *Service) Get(ctx context.Context, userID string) (Status, error) {
 func (s *Service) status(st state) Status {
 	ago := s.now().UnixMilli() - st.LastActive
 	active := st.Presence == "online" && time.Duration(ago)*time.Millisecond < activeFor
+	if st.Remote {
+		active = st.Active
+	}
 	out := Status{Presence: st.Presence, LastActiveAgo: &ago, CurrentlyActive: &active}
 	if st.StatusMsg != "" {
 		out.StatusMsg = &st.StatusMsg
