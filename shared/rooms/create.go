@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
-	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 )
 
 // CreateRequest is the body of POST /createRoom.
@@ -53,19 +52,16 @@ type InitialState struct {
 	Content  json.RawMessage `json:"content"`
 }
 
-// ErrUnsupportedVersion is a room version this server cannot create.
-var errUnsupportedVersion = &httpapi.Error{Status: 400, Code: "M_UNSUPPORTED_ROOM_VERSION", Message: "unsupported room version"}
-
 func (req *CreateRequest) validate(server, defaultVersion string) error {
 	switch req.Visibility {
 	case "", "private", "public":
 	default:
-		return httpapi.InvalidParam(`visibility must be "public" or "private"`)
+		return refuse(ErrInvalid, `visibility must be "public" or "private"`)
 	}
 	switch req.Preset {
 	case "", "private_chat", "public_chat", "trusted_private_chat":
 	default:
-		return httpapi.InvalidParam("unknown preset %q", req.Preset)
+		return refuse(ErrInvalid, "unknown preset %q", req.Preset)
 	}
 	if req.RoomVersion == "" {
 		req.RoomVersion = defaultVersion
@@ -74,33 +70,31 @@ func (req *CreateRequest) validate(server, defaultVersion string) error {
 		req.RoomVersion = events.DefaultVersion
 	}
 	if !events.Supported(req.RoomVersion) {
-		e := *errUnsupportedVersion
-		e.Message = fmt.Sprintf("room version %q is not supported; supported: %s", req.RoomVersion, strings.Join(events.Versions(), ", "))
-		return &e
+		return refuse(ErrUnsupportedVersion, "room version %q is not supported; supported: %s", req.RoomVersion, strings.Join(events.Versions(), ", "))
 	}
 	if req.RoomAliasName != "" {
 		if err := ValidAlias("#" + req.RoomAliasName + ":" + server); err != nil || strings.Contains(req.RoomAliasName, ":") {
-			return httpapi.InvalidParam("room_alias_name must be a valid alias localpart without ':'")
+			return refuse(ErrInvalid, "room_alias_name must be a valid alias localpart without ':'")
 		}
 	}
 	for _, u := range req.Invite {
 		if !ValidUserID(u) {
-			return httpapi.InvalidParam("invite holds an invalid user ID: %s", u)
+			return refuse(ErrInvalid, "invite holds an invalid user ID: %s", u)
 		}
 	}
 	if len(req.Invite3PID) > 0 {
-		return &httpapi.Error{Status: 400, Code: "M_UNRECOGNIZED", Message: "invite_3pid is not supported by this server: there is no identity server"}
+		return refuse(ErrUnsupported, "invite_3pid is not supported by this server: there is no identity server")
 	}
 	for _, st := range req.InitialState {
 		if st.Type == "" {
-			return httpapi.BadJSON("initial_state entries need a type")
+			return refuse(ErrMalformed, "initial_state entries need a type")
 		}
 		if st.Type == events.Create {
-			return httpapi.BadJSON("m.room.create cannot be in initial_state; use creation_content")
+			return refuse(ErrMalformed, "m.room.create cannot be in initial_state; use creation_content")
 		}
 		// Type and state key become parts of the room's keys.
 		if !ValidKeyPart(st.Type) || !ValidKeyPart(st.StateKey) || len(st.Type) > MaxKeyPart || len(st.StateKey) > MaxKeyPart {
-			return httpapi.BadJSON("initial_state: type and state_key must be at most %d bytes, without NUL", MaxKeyPart)
+			return refuse(ErrMalformed, "initial_state: type and state_key must be at most %d bytes, without NUL", MaxKeyPart)
 		}
 	}
 	return nil
@@ -155,7 +149,7 @@ func (s *Service) createChain(ctx context.Context, version string, protos []even
 		}
 		if alias != "" {
 			if err := s.createAlias(ctx, alias, roomID, creator); err != nil {
-				return "", nil, aliasTaken(err)
+				return "", nil, err
 			}
 		}
 		_, finish, err := s.commit(ctx, roomID, nil, evs, map[events.StateKeyTuple]events.PDU{}, nil, &locals{Users: map[string]string{}})
@@ -238,7 +232,7 @@ func (s *Service) initialEvents(ctx context.Context, creator string, req *Create
 			return err
 		}
 		if err := events.ValidateContent(typ, key, raw); err != nil {
-			return httpapi.BadJSON("%s", err.Error())
+			return refuse(ErrMalformed, "%s", err.Error())
 		}
 		out = append(out, events.Proto{Sender: creator, Type: typ, StateKey: key, Content: raw})
 		return nil
@@ -285,7 +279,7 @@ func (s *Service) initialEvents(ctx context.Context, creator string, req *Create
 		key := st.StateKey
 		out = append(out, events.Proto{Sender: creator, Type: st.Type, StateKey: &key, Content: st.Content})
 		if err := events.ValidateContent(st.Type, &key, st.Content); err != nil {
-			return nil, httpapi.BadJSON("initial_state %s: %v", st.Type, err)
+			return nil, refuse(ErrMalformed, "initial_state %s: %v", st.Type, err)
 		}
 	}
 	if req.Name != nil {
@@ -432,33 +426,21 @@ func randomString(n int) string {
 	return string(b)
 }
 
-// badState maps a build failure of an initial event to the client's error.
+// badState maps a build failure of an initial event to a refusal.
 func badState(typ string, err error) error {
-	var he *httpapi.Error
-	if errors.As(err, &he) {
+	var r *Refusal
+	if errors.As(err, &r) {
 		return err
 	}
-	return httpapi.BadJSON("cannot build %s event: %v", typ, err)
+	return refuse(ErrMalformed, "cannot build %s event: %v", typ, err)
 }
 
-// invalidRoomState maps an auth rule refusal of an initial event to the
-// spec's 400 M_INVALID_ROOM_STATE: the request, not the user, is at fault.
+// invalidRoomState maps an auth rule refusal of an initial event to
+// ErrInvalidState: the request, not the user, is at fault.
 func invalidRoomState(err error) error {
 	var na *events.NotAllowedError
 	if errors.As(err, &na) {
-		return httpapi.Errorf(400, "M_INVALID_ROOM_STATE", "the initial state is invalid: %s", na.Reason)
-	}
-	return err
-}
-
-// aliasTaken answers a taken room_alias_name with the 400 createRoom
-// specifies; PUT /directory/room keeps its 409.
-func aliasTaken(err error) error {
-	var he *httpapi.Error
-	if errors.As(err, &he) && he.Code == "M_ROOM_IN_USE" {
-		e := *he
-		e.Status = 400
-		return &e
+		return refuse(ErrInvalidState, "the initial state is invalid: %s", na.Reason)
 	}
 	return err
 }

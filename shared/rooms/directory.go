@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
 // ErrUnknownAlias is an alias that points nowhere.
 var ErrUnknownAlias = errors.New("unknown alias")
 
-var errBadAlias = httpapi.InvalidParam("room alias must look like #name:server")
+var errBadAlias = refuse(ErrInvalid, "room alias must look like #name:server")
 
 // aliasItem maps an alias to its room; a twin in the room's partition lists
 // the room's aliases with one query.
@@ -26,13 +25,13 @@ type aliasItem struct {
 
 func aliasKey(alias string) store.Key { return store.Key{PK: "alias|" + alias, SK: "alias"} }
 
-// createAlias points alias at roomID; a taken alias is M_ROOM_IN_USE.
+// createAlias points alias at roomID; a taken alias is ErrAliasInUse.
 func (s *Service) createAlias(ctx context.Context, alias, roomID, creator string) error {
 	if err := ValidAlias(alias); err != nil {
 		return err
 	}
 	if !strings.HasSuffix(alias, ":"+s.Signer.ServerName) {
-		return httpapi.InvalidParam("alias %s is not on this server", alias)
+		return refuse(ErrInvalid, "alias %s is not on this server", alias)
 	}
 	k := aliasKey(alias)
 	err := s.Store.Transact(ctx,
@@ -40,7 +39,7 @@ func (s *Service) createAlias(ctx context.Context, alias, roomID, creator string
 		store.PutOp(aliasItem{PK: roomPK(roomID), SK: "alias|" + alias, RoomID: roomID, Creator: creator}),
 	)
 	if errors.Is(err, store.ErrConflict) {
-		return httpapi.Errorf(409, "M_ROOM_IN_USE", "alias %s is already taken", alias)
+		return refuse(ErrAliasInUse, "alias %s is already taken", alias)
 	}
 	return err
 }
@@ -72,17 +71,17 @@ func (s *Service) ResolveAlias(ctx context.Context, alias string) (string, error
 // at a room, as Synapse asks.
 func (s *Service) SetAlias(ctx context.Context, userID, alias, roomID string) error {
 	if !ValidRoomID(roomID) {
-		return httpapi.InvalidParam("invalid room ID %q", roomID)
+		return refuse(ErrInvalid, "invalid room ID %q", roomID)
 	}
 	if _, err := s.Info(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
-		return httpapi.NotFound("room %s is not known to this server", roomID)
+		return refuse(ErrNotFound, "room %s is not known to this server", roomID)
 	} else if err != nil {
 		return err
 	}
 	if m, err := s.Membership(ctx, userID, roomID); err != nil {
 		return err
 	} else if m != "join" {
-		return httpapi.Forbidden("you must be in room %s to give it an alias", roomID)
+		return refuse(ErrForbidden, "you must be in room %s to give it an alias", roomID)
 	}
 	return s.createAlias(ctx, alias, roomID, userID)
 }
@@ -93,7 +92,7 @@ func (s *Service) RemoveAlias(ctx context.Context, userID string, admin bool, al
 	var a aliasItem
 	if err := s.Store.Get(ctx, aliasKey(alias), &a); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return httpapi.NotFound("alias %s does not exist", alias)
+			return refuse(ErrNotFound, "alias %s does not exist", alias)
 		}
 		return err
 	}
@@ -103,7 +102,7 @@ func (s *Service) RemoveAlias(ctx context.Context, userID string, admin bool, al
 			return err
 		}
 		if !ok {
-			return httpapi.Forbidden("only the alias's creator, an admin or a room moderator can remove it")
+			return refuse(ErrForbidden, "only the alias's creator, an admin or a room moderator can remove it")
 		}
 	}
 	return s.deleteAlias(ctx, alias)
@@ -147,7 +146,7 @@ func (s *Service) SetPublished(ctx context.Context, roomID string, public bool) 
 		}
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return httpapi.NotFound("room %s is not known to this server", roomID)
+		return refuse(ErrNotFound, "room %s is not known to this server", roomID)
 	}
 	return err
 }
@@ -195,7 +194,7 @@ func (s *Service) ListPublic(ctx context.Context, q DirectoryQuery) (PublicRooms
 		var page []info
 		next, err := s.Store.QueryPage(ctx, store.Query{PK: publicIndex, Index: "gsi1", Limit: q.Limit - len(out.Chunk), Cursor: cursor}, &page)
 		if err != nil {
-			return out, httpapi.InvalidParam("bad since token")
+			return out, refuse(ErrInvalid, "bad since token")
 		}
 		for _, i := range page {
 			if r := i.entry(); q.matches(r) {

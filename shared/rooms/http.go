@@ -129,6 +129,10 @@ func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id, err := s.CreateRoom(r.Context(), caller(r).UserID, req)
+	if errors.Is(err, ErrAliasInUse) {
+		// createRoom's answer to a taken room_alias_name is a 400.
+		return httpapi.Errorf(http.StatusBadRequest, "M_ROOM_IN_USE", "%s", err.Error())
+	}
 	if err != nil {
 		return s.sendError(err)
 	}
@@ -608,26 +612,6 @@ func (s *Service) handlePublicRooms(w http.ResponseWriter, r *http.Request) erro
 	}
 	out, err := s.ListPublic(r.Context(), q)
 	return reply(w, out, err)
-}
-
-// Matrix gives a refusal of the room engine its HTTP status and errcode
-// (httpapi.Public), whichever handler passes it on.
-func (r *Refusal) Matrix() (int, string) {
-	switch r.Kind {
-	case ErrForbidden:
-		return http.StatusForbidden, "M_FORBIDDEN"
-	case ErrNotFound:
-		return http.StatusNotFound, "M_NOT_FOUND"
-	case ErrInvalid:
-		return http.StatusBadRequest, "M_INVALID_PARAM"
-	case ErrTooLarge:
-		return http.StatusRequestEntityTooLarge, "M_TOO_LARGE"
-	case ErrNeedsFederation:
-		return http.StatusBadRequest, "M_UNRECOGNIZED"
-	}
-	// ErrNotLeft: /forget of a room the user is still in, 400 M_UNKNOWN
-	// as the spec has it.
-	return http.StatusBadRequest, "M_UNKNOWN"
 }
 
 var _ httpapi.Public = (*Refusal)(nil)

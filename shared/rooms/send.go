@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
-	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 )
 
 // Sent is an event a client sent.
@@ -33,16 +32,16 @@ func (s *Service) Send(ctx context.Context, who Sent, roomID, evType string, sta
 		if hashRoomID(roomID) {
 			// Synapse's answer (MSC4291): the create event is the room's ID,
 			// so another one would name another room.
-			return "", httpapi.InvalidParam("cannot resend m.room.create event: it is sent only by createRoom")
+			return "", refuse(ErrInvalid, "cannot resend m.room.create event: it is sent only by createRoom")
 		}
-		return "", httpapi.Forbidden("m.room.create is sent only by createRoom")
+		return "", refuse(ErrForbidden, "m.room.create is sent only by createRoom")
 	}
 	if evType == events.Redaction && stateKey == nil {
 		return s.sendRedaction(ctx, who, t, roomID, content)
 	}
 	if err := events.ValidateContent(evType, stateKey, content); err != nil {
 		if evType == events.CanonicalAlias && errors.Is(err, events.ErrBadContent) {
-			return "", httpapi.InvalidParam("%s", err.Error()) // the spec's code for aliases of bad syntax
+			return "", refuse(ErrInvalid, "%s", err.Error()) // the spec's code for aliases of bad syntax
 		}
 		return "", contentError(err)
 	}
@@ -150,11 +149,11 @@ func redactsInContent(v string) bool { return v == "11" || v == "12" }
 func (s *Service) sendRedaction(ctx context.Context, who Sent, t *txnClaim, roomID string, raw json.RawMessage) (string, error) {
 	var content map[string]any
 	if err := json.Unmarshal(raw, &content); err != nil {
-		return "", httpapi.BadJSON("m.room.redaction: %v", err)
+		return "", refuse(ErrMalformed, "m.room.redaction: %v", err)
 	}
 	target, _ := content["redacts"].(string)
 	if !ValidEventID(target) {
-		return "", httpapi.BadJSON("m.room.redaction needs the ID of the event to redact in content.redacts")
+		return "", refuse(ErrMalformed, "m.room.redaction needs the ID of the event to redact in content.redacts")
 	}
 	info, err := s.Info(ctx, roomID)
 	if err != nil {
@@ -175,7 +174,7 @@ func (s *Service) redact(ctx context.Context, who Sent, t *txnClaim, roomID, eve
 	}
 	target, err := s.Event(ctx, roomID, eventID)
 	if errors.Is(err, ErrUnknownEvent) {
-		return "", httpapi.NotFound("event %s is not in room %s", eventID, roomID)
+		return "", refuse(ErrNotFound, "event %s is not in room %s", eventID, roomID)
 	} else if err != nil {
 		return "", err
 	}
@@ -219,7 +218,7 @@ func creatorsUnlisted(version string, create events.PDU, content json.RawMessage
 	}
 	for _, c := range events.Creators(create) {
 		if _, ok := pl.Users[c]; ok {
-			return httpapi.BadJSON("creator %s must not appear in content.users: the creators of a version %s room have unlimited power", c, version)
+			return refuse(ErrMalformed, "creator %s must not appear in content.users: the creators of a version %s room have unlimited power", c, version)
 		}
 	}
 	return nil
@@ -232,19 +231,19 @@ func creatorsUnlisted(version string, create events.PDU, content json.RawMessage
 func unredactable(target events.PDU) error {
 	switch target.Type() {
 	case events.Create:
-		return httpapi.Forbidden("the m.room.create event cannot be redacted")
+		return refuse(ErrForbidden, "the m.room.create event cannot be redacted")
 	case events.ServerACL:
-		return httpapi.Forbidden("m.room.server_acl events cannot be redacted")
+		return refuse(ErrForbidden, "m.room.server_acl events cannot be redacted")
 	}
 	return nil
 }
 
-// contentError maps a content check failure to the client's error.
+// contentError maps a content check failure to a refusal.
 func contentError(err error) error {
 	if errors.Is(err, events.ErrTooLarge) {
-		return httpapi.TooLarge("%s", err.Error())
+		return refuse(ErrTooLarge, "%s", err.Error())
 	}
-	return httpapi.BadJSON("%s", err.Error())
+	return refuse(ErrMalformed, "%s", err.Error())
 }
 
 // checkCanonicalAlias applies the spec's rule: every alias an
@@ -254,7 +253,7 @@ func contentError(err error) error {
 func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, content json.RawMessage, old events.PDU) error {
 	all, err := canonicalAliases(content)
 	if err != nil {
-		return httpapi.BadJSON("m.room.canonical_alias: %v", err)
+		return refuse(ErrMalformed, "m.room.canonical_alias: %v", err)
 	}
 	listed := map[string]bool{}
 	if old != nil {
@@ -272,7 +271,7 @@ func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, conten
 			return err
 		}
 		if target != roomID {
-			return httpapi.Errorf(400, "M_BAD_ALIAS", "alias %s does not point to this room", a)
+			return refuse(ErrBadAlias, "alias %s does not point to this room", a)
 		}
 	}
 	return nil
@@ -306,7 +305,7 @@ func mayRedact(state map[events.StateKeyTuple]events.PDU, sender string, target 
 		return err
 	}
 	if p.user < p.levels.Redact {
-		return httpapi.Forbidden("redacting other users' events needs power level %d; you have %d", p.levels.Redact, p.user)
+		return refuse(ErrForbidden, "redacting other users' events needs power level %d; you have %d", p.levels.Redact, p.user)
 	}
 	return nil
 }

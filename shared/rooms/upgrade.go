@@ -25,16 +25,14 @@ var copiedOnUpgrade = []string{
 // creators, in versions that have them; the old room's are not copied.
 func (s *Service) Upgrade(ctx context.Context, userID, roomID, v string, additional []string) (string, error) {
 	if !events.Supported(v) {
-		e := *errUnsupportedVersion
-		e.Message = "room version " + v + " is not supported"
-		return "", &e
+		return "", refuse(ErrUnsupportedVersion, "room version %s is not supported", v)
 	}
 	ok, err := s.canSendState(ctx, userID, roomID, events.Tombstone)
 	if err != nil {
 		return "", err
 	}
 	if !ok {
-		return "", httpapi.Forbidden("you need the power to send m.room.tombstone to upgrade this room")
+		return "", refuse(ErrForbidden, "you need the power to send m.room.tombstone to upgrade this room")
 	}
 	state, err := s.CurrentState(ctx, roomID)
 	if err != nil {
