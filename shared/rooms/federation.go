@@ -417,7 +417,7 @@ func (s *Service) ServerView(ctx context.Context, roomID, server string) (*Serve
 		}
 		return nil, err
 	}
-	return &ServerView{s: s, roomID: roomID, server: server, v: viewer{visibility: i.Visibility, info: i}, at: map[string]string{}}, nil
+	return &ServerView{s: s, roomID: roomID, server: server, v: viewer{visibility: i.Visibility, info: i, visAt: stateAtOf(i.VisibilityAt)}, at: map[string]string{}}, nil
 }
 
 // Sees reports whether the server may see e in full. Cost: nothing for an

@@ -91,7 +91,7 @@ func (s *Service) receiveFork(ctx context.Context, roomID string, e *roomEntry, 
 	if reason := allowed(ev, authOnly(e.state, tuples)); reason != "" {
 		return s.keepOut(ctx, roomID, ev, h, before, l.blocks, SoftFailed, "not allowed by the current state: "+reason)
 	}
-	return s.commitFork(ctx, roomID, e, ev, stateres.After(before, ev), l, fork{ext: ext, others: others, lists: lists[len(prevs):], cur: cur})
+	return s.commitFork(ctx, roomID, e, ev, stateres.After(before, ev), l, fork{ext: ext, others: others, lists: lists[len(prevs):], cur: cur, before: before})
 }
 
 // extremitiesAfter are the room's forward extremities once ev, built on
@@ -170,6 +170,8 @@ type fork struct {
 	others []*record
 	lists  [][]string
 	cur    []string
+	// before is the state before the event.
+	before stateres.StateMap
 }
 
 // state loads the events of m under tuples.
@@ -372,6 +374,9 @@ func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, e
 				return Outcome{}, nil, err
 			}
 		}
+	}
+	if err := b.recordStateAt(ctx, l, f.before, after, newCur, oldHashes, newHashes, e.locals.Users); err != nil {
+		return Outcome{}, nil, err
 	}
 	b.finish(nil, nil)
 	if len(b.ops) > maxForkActions {

@@ -153,6 +153,11 @@ type info struct {
 	Joined   int64  `dynamodbav:"joined"`
 	// Visibility lists "<position>:<history visibility>" as it changed.
 	Visibility []string `dynamodbav:"hv,omitempty"`
+	// VisibilityAt lists "<position>:<before>:<after>", the history
+	// visibility in the state before and after the event at a position
+	// where Visibility does not give it: an event received on a fork
+	// (statevis.go).
+	VisibilityAt []string `dynamodbav:"hvx,omitempty"`
 	// Public rooms carry gsi1 keys: the directory lists them with one index
 	// query, ordered by member count.
 	GSI1PK string `dynamodbav:"gsi1pk,omitempty"`
@@ -177,6 +182,10 @@ type membership struct {
 	// History lists "<position>:<membership>" as it changed, for history
 	// visibility.
 	History []string `dynamodbav:"h"`
+	// At lists "<position>:<before>:<after>", the membership in the
+	// state before and after the event at a position where History does
+	// not give it: an event received on a fork (statevis.go).
+	At []string `dynamodbav:"hx,omitempty"`
 	// Forgotten hides a left room from the user.
 	Forgotten bool `dynamodbav:"forgotten,omitempty"`
 }

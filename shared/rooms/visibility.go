@@ -16,6 +16,10 @@ type viewer struct {
 	membership membership
 	visibility []string
 	info       info
+	// visAt and memAt are the history visibility and the membership in
+	// the state at events where the lists above do not give them (events
+	// received on a fork), by position.
+	visAt, memAt map[int64]stateAt
 }
 
 // viewerOf reads the two items history visibility needs. A user who was
@@ -29,6 +33,7 @@ func (s *Service) viewerOf(ctx context.Context, userID, roomID string) (*viewer,
 		return nil, err
 	}
 	v.visibility = v.info.Visibility
+	v.visAt = stateAtOf(v.info.VisibilityAt)
 	m, err := s.membership(ctx, userID, roomID)
 	if err != nil {
 		return nil, err
@@ -39,6 +44,7 @@ func (s *Service) viewerOf(ctx context.Context, userID, roomID string) (*viewer,
 		m = membership{}
 	}
 	v.membership = m
+	v.memAt = stateAtOf(m.At)
 	if len(m.History) == 0 && !v.worldReadableNow() {
 		return nil, refuse(ErrForbidden, "you are not in room %s, and its history is not world readable", roomID)
 	}
@@ -59,10 +65,20 @@ var permissive = map[string]int{"world_readable": 4, "shared": 3, "invited": 2, 
 // changes the setting is seen by those either setting allows.
 func (v *viewer) visibilityAt(seq int64) string {
 	before, after := v.settingAt(seq-1), v.settingAt(seq)
+	if o, ok := v.visAt[seq]; ok {
+		before, after = orShared(o.before), orShared(o.after)
+	}
 	if permissive[before] > permissive[after] {
 		return before
 	}
 	return after
+}
+
+func orShared(s string) string {
+	if s == "" {
+		return "shared" // the spec's default
+	}
+	return s
 }
 
 // settingAt is the history visibility set at seq: "shared" before any
@@ -82,16 +98,21 @@ func (v *viewer) settingAt(seq int64) string {
 	return "shared"
 }
 
-// sees applies the spec's rules for the history visibility of an event.
-// Only the user's own member events change their membership, so where it
-// differs before and after seq the event is one of those, which the spec
-// lets the user see if either membership allows: their own leave, say.
+// sees applies the spec's rules for the history visibility of an event, in
+// the state at it. Only the user's own member events change their
+// membership, so where it differs before and after seq the event is one of
+// those, which the spec lets the user see if either membership allows:
+// their own leave, say.
 func (v *viewer) sees(seq int64) bool {
 	vis := v.visibilityAt(seq)
 	if vis == "world_readable" || (vis == "shared" && v.joinedAfter(seq)) {
 		return true
 	}
-	for _, m := range []string{at(v.membership.History, seq-1), at(v.membership.History, seq)} {
+	before, after := at(v.membership.History, seq-1), at(v.membership.History, seq)
+	if o, ok := v.memAt[seq]; ok {
+		before, after = o.before, o.after
+	}
+	for _, m := range []string{before, after} {
 		if m == "join" || (vis == "invited" && m == "invite") {
 			return true
 		}
@@ -113,17 +134,34 @@ func (v *viewer) joinedAfter(seq int64) bool {
 // membershipAt is the user's membership just after the event at seq, "leave"
 // when they had none.
 func (v *viewer) membershipAt(seq int64) string {
-	if m := at(v.membership.History, seq); m != "" {
+	m := at(v.membership.History, seq)
+	if o, ok := v.memAt[seq]; ok {
+		m = o.after
+	}
+	if m != "" {
 		return m
 	}
 	return "leave"
 }
 
 // limit is the last position the user may see: where they left, or the
-// head for members and readers of world-readable rooms.
+// head for members and readers of world-readable rooms; past where they
+// left, an event on a fork whose state says they were joined, or that the
+// room was world readable.
 func (v *viewer) limit() int64 {
 	if v.joined() || v.worldReadableNow() || v.membership.Membership == "invite" || v.membership.Membership == "knock" {
 		return 1 << 62
 	}
-	return v.membership.Seq
+	last := v.membership.Seq
+	for seq, o := range v.memAt {
+		if o.before == "join" || o.after == "join" || o.before == "invite" || o.after == "invite" {
+			last = max(last, seq)
+		}
+	}
+	for seq, o := range v.visAt {
+		if o.before == "world_readable" || o.after == "world_readable" {
+			last = max(last, seq)
+		}
+	}
+	return last
 }
