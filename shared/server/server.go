@@ -206,6 +206,8 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	rms.RemoteJoin, rms.RemoteAlias = joiner.Join, joiner.LookupAlias
 	backfiller := &federation.Backfiller{Rooms: rms, Client: fed, Verifier: serverKeys.Ring(), Logger: logger}
 	rms.Backfiller = backfiller.Fetch
+	rms.RemoteReads = rooms.RemoteReads{PublicRooms: (&federation.RemoteDirectory{Client: fed}).PublicRooms,
+		Event: backfiller.Event, Logger: logger}
 	syncs := &sync.Service{
 		Store: st, Rooms: rms,
 		PollInterval: time.Duration(cfg.Sync.PollIntervalMS) * time.Millisecond,
