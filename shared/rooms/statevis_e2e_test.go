@@ -8,8 +8,10 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
+	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
 // History visibility by the state at each event: events received on a
@@ -33,7 +35,7 @@ func TestStateVis_ForkDidNotSeeJoinedOnly(t *testing.T) {
 	setVisibility(t, alice, room, "joined")
 	hidden := say(t, alice, room, "after the change")
 	fork := r.message(room, "on the shared branch", []string{join.EventID()}, stateAtJoin)
-	r.receive("bob's message on the branch under shared", fork, rooms.Accepted)
+	receiveCosting(t, r, "bob's message on the branch under shared", fork, servertest.Want(14, 31, 11))
 	wantEqual(t, "resolved history visibility", stateOf(t, alice, room, "m.room.history_visibility", "")["history_visibility"], "joined")
 
 	if _, err := dave.JoinRoomByID(bg, room); err != nil {
@@ -80,7 +82,7 @@ func TestStateVis_ForkDidNotSeeBan(t *testing.T) {
 	}
 	hidden := say(t, alice, room, "after the ban")
 	fork := r.message(room, "carol was still in", ext, stateBefore)
-	r.receive("bob's message on the branch without the ban", fork, rooms.Accepted)
+	receiveCosting(t, r, "bob's message on the branch without the ban", fork, servertest.Want(14, 36, 13))
 	wantEqual(t, "carol's membership", stateOf(t, alice, room, "m.room.member", string(carol.UserID))["membership"], "ban")
 
 	wantEqual(t, "carol's /messages", shown(t, carol, room), []string{"carol is in", "carol was still in"})
@@ -123,7 +125,7 @@ func TestStateVis_ForkSawLeave(t *testing.T) {
 	}
 
 	fork := r.message(room, "carol had left", ext, stateAtLeave)
-	r.receive("bob's message on the branch with the leave", fork, rooms.Accepted)
+	receiveCosting(t, r, "bob's message on the branch with the leave", fork, servertest.Want(16, 36, 13))
 	wantEqual(t, "carol's membership", stateOf(t, alice, room, "m.room.member", string(carol.UserID))["membership"], "join")
 	say(t, alice, room, "after the fork")
 
@@ -142,6 +144,21 @@ func TestStateVis_ForkSawLeave(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantEqual(t, "carol's initial sync", bodies(initial.Rooms.Join[room].Timeline.Events), want)
+}
+
+// receiveCosting takes ev in, accepted, at the cost want. What the state
+// at a forked event records costs, where it differs from the lists, the
+// GetItem of the room info or the user's membership item (1 RCU) and its
+// write in the event's transaction (2 WCU): 1 call, 1 RCU, 2 WCU more than
+// the same fork did before.
+func receiveCosting(t *testing.T, r *remote, what string, ev events.PDU, want servertest.Cost) {
+	t.Helper()
+	ctx, m := store.WithMeter(bg)
+	out, err := r.rooms.Receive(ctx, ev)
+	if err != nil || out.Status != rooms.Accepted {
+		t.Fatalf("%s: %+v, %v", what, out, err)
+	}
+	servertest.CheckUsage(t, what, m.Usage(), want)
 }
 
 func setVisibility(t *testing.T, u mxUser, room id.RoomID, v string) {
