@@ -60,7 +60,9 @@ type session struct {
 	Root      string `dynamodbav:"root"`
 	Suggested bool   `dynamodbav:"suggested"`
 	MaxDepth  int    `dynamodbav:"max_depth"`
-	// Queue is the walk's stack, "<depth>|<room ID>", the next room last.
+	// Queue is the walk's stack, "<depth>|<room ID>" or, with the servers
+	// to ask for a room held elsewhere, "<depth>|<room ID>|<server>,...";
+	// the next room last.
 	Queue []string `dynamodbav:"queue,omitempty"`
 	// Done lists the rooms already walked, shown or not.
 	Done    []string `dynamodbav:"done,omitempty"`
@@ -71,10 +73,12 @@ func sessionKey(token string) store.Key {
 	return store.Key{PK: "hierarchy|" + token, SK: "hierarchy"}
 }
 
-// step is one room still to walk, at its depth below the root.
+// step is one room still to walk, at its depth below the root, with the
+// servers to ask for it when this server does not hold it.
 type step struct {
 	room  string
 	depth int
+	via   []string
 }
 
 // hierarchy walks the space tree below q.root depth first, as GET
@@ -88,21 +92,34 @@ func (s *Service) hierarchy(ctx context.Context, userID string, q hierarchyQuery
 		return hierarchyPage{}, err
 	}
 	v := newViewer(userID, ms)
+	// The spec answers 403 for a room that does not exist too.
+	forbidden := httpapi.Forbidden("you may not see room %s, or it is not known to this server", q.root)
+	root := step{room: q.root, via: serverOfRoomID(q.root)}
+	rs := newRemotes()
+	read := summaries{}
 	rootSum, err := s.Rooms.Summary(ctx, q.root)
-	if errors.Is(err, rooms.ErrUnknownRoom) || (err == nil && !v.sees(rootSum)) {
-		// The spec answers 403 for a room that does not exist too.
-		return hierarchyPage{}, httpapi.Forbidden("you may not see room %s, or it is not known to this server", q.root)
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, rooms.ErrUnknownRoom):
+		// A space held elsewhere: its room ID's server (versions before
+		// 12) is asked.
+		r, ok := s.remoteRoom(ctx, rs, root, false, q.suggested)
+		if !ok || !v.sees(summaryOf(r.room)) {
+			return hierarchyPage{}, forbidden
+		}
+		read[q.root] = nil
+	case err != nil:
 		return hierarchyPage{}, err
+	case !v.sees(rootSum):
+		return hierarchyPage{}, forbidden
+	default:
+		read[q.root] = &rootSum
 	}
-	queue, done := []step{{room: q.root}}, map[string]bool{}
+	queue, done := []step{root}, map[string]bool{}
 	if q.from != "" {
 		if queue, done, err = s.resume(ctx, userID, q); err != nil {
 			return hierarchyPage{}, err
 		}
 	}
-	read := summaries{q.root: &rootSum}
 	page := hierarchyPage{Rooms: []hierarchyRoom{}}
 	for visits := 0; len(queue) > 0 && len(page.Rooms) < q.limit && visits < maxVisits; {
 		next := queue[len(queue)-1]
@@ -115,17 +132,26 @@ func (s *Service) hierarchy(ctx context.Context, userID string, q hierarchyQuery
 		if err := s.fetch(ctx, read, []string{next.room}); err != nil {
 			return hierarchyPage{}, err
 		}
-		sum := read[next.room]
-		if sum == nil || !v.sees(*sum) {
-			// A room held by another server is left out too, until
-			// federation can ask it (issue 13).
-			continue
-		}
-		entry := hierarchyRoom{room: describe(*sum), ChildrenState: []child{}}
-		if sum.RoomType == "m.space" {
-			if entry.ChildrenState, err = s.children(ctx, sum.RoomID, q.suggested); err != nil {
-				return hierarchyPage{}, err
+		var entry hierarchyRoom
+		if sum := read[next.room]; sum != nil {
+			if !v.sees(*sum) {
+				continue
 			}
+			entry = hierarchyRoom{room: describe(*sum), ChildrenState: []child{}}
+			if sum.RoomType == "m.space" {
+				if entry.ChildrenState, err = s.children(ctx, sum.RoomID, q.suggested); err != nil {
+					return hierarchyPage{}, err
+				}
+			}
+		} else {
+			// Held elsewhere: as the servers of its via list describe
+			// it, if any does and the user may see it.
+			leaf := q.maxDepth >= 0 && next.depth >= q.maxDepth
+			r, ok := s.remoteRoom(ctx, rs, next, leaf, q.suggested)
+			if !ok || !v.sees(summaryOf(r.room)) {
+				continue
+			}
+			entry = r
 		}
 		page.Rooms = append(page.Rooms, entry)
 		if q.maxDepth >= 0 && next.depth >= q.maxDepth {
@@ -134,8 +160,9 @@ func (s *Service) hierarchy(ctx context.Context, userID string, q hierarchyQuery
 		var ahead []string
 		// Pushed in reverse, so the first child is walked next.
 		for i := len(entry.ChildrenState) - 1; i >= 0; i-- {
-			if id := entry.ChildrenState[i].StateKey; rooms.ValidRoomID(id) && !done[id] {
-				queue = append(queue, step{room: id, depth: next.depth + 1})
+			if c := entry.ChildrenState[i]; rooms.ValidRoomID(c.StateKey) && !done[c.StateKey] && !rs.inaccessible[c.StateKey] {
+				id := c.StateKey
+				queue = append(queue, step{room: id, depth: next.depth + 1, via: c.via})
 				ahead = append(ahead, id)
 			}
 		}
@@ -200,15 +227,7 @@ func (s *Service) children(ctx context.Context, roomID string, suggested bool) (
 			out = append(out, c)
 		}
 	}
-	slices.SortFunc(out, func(a, b child) int {
-		switch {
-		case before(a, b):
-			return -1
-		case before(b, a):
-			return 1
-		}
-		return 0
-	})
+	sortChildren(out)
 	return out, nil
 }
 
@@ -232,12 +251,17 @@ func (s *Service) resume(ctx context.Context, userID string, q hierarchyQuery) (
 	}
 	queue := make([]step, 0, len(sess.Queue))
 	for _, e := range sess.Queue {
-		d, id, _ := strings.Cut(e, "|")
+		d, rest, _ := strings.Cut(e, "|")
+		id, via, _ := strings.Cut(rest, "|")
 		depth, err := strconv.Atoi(d)
 		if err != nil {
 			return nil, nil, fmt.Errorf("hierarchy session: bad queue entry %q", e)
 		}
-		queue = append(queue, step{room: id, depth: depth})
+		st := step{room: id, depth: depth}
+		if via != "" {
+			st.via = strings.Split(via, ",")
+		}
+		queue = append(queue, st)
 	}
 	done := make(map[string]bool, len(sess.Done))
 	for _, id := range sess.Done {
@@ -262,6 +286,9 @@ func (s *Service) save(ctx context.Context, userID string, q hierarchyQuery, que
 	size := 0
 	for _, st := range queue {
 		e := strconv.Itoa(st.depth) + "|" + st.room
+		if len(st.via) > 0 {
+			e += "|" + strings.Join(st.via, ",")
+		}
 		sess.Queue = append(sess.Queue, e)
 		size += len(e)
 	}

@@ -2,17 +2,19 @@
 // space hierarchy, a walk of a space's m.space.child events, and the room
 // summary. Both show a room only to those the spec lets see it.
 //
-// Only rooms this server holds are described. A child room held elsewhere
-// is left out of the hierarchy and a remote room has no summary, until
-// federation asks other servers for them (GET /_matrix/federation/v1/hierarchy).
+// A room held elsewhere is described in the hierarchy as the servers of
+// its child event's via list tell (GET /_matrix/federation/v1/hierarchy);
+// a remote room has no summary yet.
 package spaces
 
 import (
 	"encoding/json"
+	"log/slog"
 	"strconv"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/fedclient"
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
@@ -25,6 +27,20 @@ type Service struct {
 	Store *store.Store
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// Client asks other servers for the hierarchy of rooms this server
+	// does not hold; nil leaves such rooms out.
+	Client *fedclient.Client
+	// ServerName is this server's, never asked through Client.
+	ServerName string
+	// Logger logs what other servers answer; nil is slog.Default().
+	Logger *slog.Logger
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
 }
 
 func (s *Service) now() time.Time {
@@ -135,6 +151,7 @@ type child struct {
 
 	order     string // "" when absent or invalid
 	suggested bool
+	via       []string
 }
 
 // childOf reads a space's child event; ok is false when it names no child:
@@ -158,6 +175,7 @@ func childOf(ev events.PDU) (c child, ok bool) {
 		c.order = ""
 	}
 	c.suggested, _ = content.Suggested.(bool)
+	c.via = viaOf(content.Via)
 	return c, true
 }
 
