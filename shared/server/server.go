@@ -485,7 +485,8 @@ func (s *Server) ClientHandler() http.Handler {
 	s.Push.Register(rt, s.Accounts.RequireAuth)
 	(&voip.Service{TURN: s.Config.TURN}).Register(rt, s.Accounts.RequireAuth)
 	thirdparty.Register(rt, s.Accounts.RequireAuth)
-	(&spaces.Service{Rooms: s.Rooms, Store: s.Store}).Register(rt, s.Accounts.RequireAuth)
+	(&spaces.Service{Rooms: s.Rooms, Store: s.Store, Client: s.Federation, ServerName: s.Config.ServerName,
+		Logger: s.Logger}).Register(rt, s.Accounts.RequireAuth)
 	s.UserDir.Register(rt, s.Accounts.RequireAuth)
 	return httpapi.Logging(s.Logger, httpapi.CORS(s.limitResponses(httpapi.LimitBody(s.Config.MaxRequestSize, rt))))
 }
