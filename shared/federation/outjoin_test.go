@@ -73,7 +73,12 @@ func TestTwoServers(t *testing.T) {
 	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{"127.0.0.1:1", a.Name()}}); err != nil {
 		t.Fatalf("bob joins through 127.0.0.1:1 then %s: %v", a.Name(), err)
 	}
-	b.CheckCost(t, "remote join of a room of 7 state events", "/join/", servertest.Want(28, 21, 96))
+	// The state's blocks are one per bucket its keys fall in, and the keys
+	// hold the servers' names, whose ports differ from run to run: a block
+	// more or less, one write.
+	if u := b.LastRequestTo(t, "/join/").DynamoDB; u.Calls > 21 || u.ReadUnits > 11 || u.WriteUnits > 47 {
+		t.Errorf("remote join of a room of 7 state events: %d calls, %.1f RCU, %.1f WCU; want at most 21, 11, 47", u.Calls, u.ReadUnits, u.WriteUnits)
+	}
 	if ev, err := a.Server.Rooms.StateEvent(background, string(room), "m.room.member", string(bob.UserID)); err != nil {
 		t.Fatalf("bob's member event on A: %v", err)
 	} else if m, _ := ev.Membership(); m != "join" {

@@ -2,8 +2,10 @@ package rooms
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -12,7 +14,9 @@ import (
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/stateres"
 	"github.com/cirrus-matrix/cirrus/shared/store"
+	"golang.org/x/sync/errgroup"
 )
 
 // Joining a room this server does not hold (server-server API, "Joining
@@ -122,23 +126,222 @@ func (s *Service) joinRemote(ctx context.Context, userID, roomID, reason string)
 // users concerned are told as for any append. A room held already (two
 // local users joining it at once) is ErrExists: the caller then sends the
 // join into the room as it stands.
+//
+// The items are laid out at once, not appended event by event: the state
+// of a room of thousands of members is written in batches of 25 items,
+// several at a time (takeIn), so that the join fits in API Gateway's 30 s
+// whatever the room's size.
 func (s *Service) TakeJoined(ctx context.Context, join events.PDU, state []events.PDU) error {
 	roomID := events.RoomID(join)
 	evs, err := joinedTimeline(join, state)
 	if err != nil {
 		return err
 	}
-	// The room runs to several batches: the later ones write the locals
-	// item they carry, so it needs its key.
-	loc := &locals{PK: roomPK(roomID), SK: localsSK, Users: map[string]string{}}
-	_, finish, err := s.commitFrom(ctx, roomID, joinBase-1, nil, evs, map[events.StateKeyTuple]events.PDU{}, nil, loc)
-	if errors.Is(err, errMoved) {
-		return fmt.Errorf("take in %s: %w", roomID, store.ErrExists)
-	}
+	t, err := s.layOutJoined(ctx, roomID, evs)
 	if err != nil {
 		return fmt.Errorf("take in %s: %w", roomID, err)
 	}
-	return finish(ctx)
+	if err := s.takeIn(ctx, t); err != nil {
+		return fmt.Errorf("take in %s: %w", roomID, err)
+	}
+	return s.notify(ctx, t.appended)
+}
+
+// takeInWriters is how many batch writes of a take-in go at once.
+const takeInWriters = 16
+
+// takenIn is a room taken in through a remote join, laid out as items.
+type takenIn struct {
+	info *info
+	// items go first: blocks, snapshots, current state, pointers.
+	items []any
+	// head is the join's slot, written with the local users' items once
+	// the items are: from then on the room is there, its head the join.
+	head   slot
+	locals []any
+	// slots are those below the head, written last: nothing builds on
+	// them.
+	slots    []any
+	appended []Appended
+}
+
+// layOutJoined lays out evs, the state before a join then the join
+// (joinedTimeline), as the room's first items at positions joinBase
+// onwards. Every event before the join takes the state before the join as
+// its state (one snapshot): the state the room had at each of them is not
+// known, and the order of the answer's events is not theirs. The join
+// has a snapshot of its own.
+func (s *Service) layOutJoined(ctx context.Context, roomID string, evs []events.PDU) (*takenIn, error) {
+	n := len(evs)
+	joinSeq := joinBase + int64(n) - 1
+	preSeq := joinSeq - 1 // the last event before the join
+	t := &takenIn{}
+	cur := map[events.StateKeyTuple]current{}
+	prev := map[events.StateKeyTuple]events.PDU{}
+	before := stateres.StateMap{}
+	replaced := map[int]string{} // position in evs -> content it replaced
+	for i, ev := range evs {
+		seq := joinBase + int64(i)
+		tuple := events.StateKeyTuple{Type: ev.Type(), StateKey: *ev.StateKey()}
+		if old, ok := prev[tuple]; ok {
+			replaced[i] = string(old.Content())
+		}
+		prev[tuple] = ev
+		c := current{PK: roomPK(roomID), SK: stateSK(ev.Type(), *ev.StateKey()), EventID: ev.EventID(), Seq: seq, PDU: string(ev.JSON()), Version: string(ev.Version())}
+		if ev.Type() == events.Member {
+			c.Membership, _ = ev.Membership()
+		}
+		cur[tuple] = c
+		if i < n-1 {
+			before[stateres.Key(tuple)] = ev.EventID()
+		}
+	}
+	after := maps.Clone(before)
+	last := evs[n-1]
+	after[stateres.Key{Type: last.Type(), StateKey: *last.StateKey()}] = last.EventID()
+	seen := map[string]bool{}
+	for _, m := range []struct {
+		seq   int64
+		state stateres.StateMap
+	}{{preSeq, before}, {joinSeq, after}} {
+		hashes, blks := blocksOf(roomID, m.state)
+		for _, b := range blks {
+			if !seen[b.SK] {
+				seen[b.SK] = true
+				t.items = append(t.items, b)
+			}
+		}
+		t.items = append(t.items, snapshot{PK: roomPK(roomID), SK: snapSK(m.seq), Blocks: hashes})
+	}
+	for _, c := range cur {
+		t.items = append(t.items, c)
+	}
+	loc := &locals{PK: roomPK(roomID), SK: localsSK, Users: map[string]string{}}
+	members := map[string]*membership{}
+	for i, ev := range evs {
+		seq := joinBase + int64(i)
+		t.items = append(t.items, newPointer(roomID, seq, ev))
+		if rel := relationOf(roomID, seq, ev); rel != nil {
+			t.items = append(t.items, *rel)
+		}
+		t.summarize(roomID, ev, seq)
+		if err := s.takeInMember(ctx, roomID, ev, seq, loc, members); err != nil {
+			return nil, err
+		}
+		stateSeq := preSeq
+		if i == n-1 {
+			stateSeq = joinSeq
+		}
+		sl := s.newSlot(roomID, seq, ev, stateSeq)
+		sl.PrevContent = replaced[i]
+		if i == n-1 {
+			t.head = sl
+		} else {
+			t.slots = append(t.slots, sl)
+		}
+		to := loc.joined()
+		if ev.Type() == events.Member && s.isLocal(*ev.StateKey()) {
+			if m, _ := ev.Membership(); m != "join" {
+				to = append(to, *ev.StateKey())
+			}
+		}
+		if len(to) > 0 {
+			t.appended = append(t.appended, Appended{RoomID: roomID, Seq: seq, Event: ev, To: to, StateSeq: stateSeq})
+		}
+	}
+	for _, c := range cur {
+		if c.Membership == "join" {
+			t.info.Joined++
+		}
+	}
+	t.info.listing()
+	t.info.Rev = 1
+	for _, m := range members {
+		t.locals = append(t.locals, *m)
+	}
+	t.locals = append(t.locals, *loc)
+	return t, nil
+}
+
+// summarize keeps the room info of a take-in, as batch.summarize does.
+func (t *takenIn) summarize(roomID string, ev events.PDU, seq int64) {
+	if ev.Type() == events.Create {
+		t.info = &info{PK: roomPK(roomID), SK: infoSK, Version: string(ev.Version()), Creator: events.Sender(ev), Created: int64(ev.OriginServerTS())}
+		var c struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(ev.Content(), &c)
+		t.info.RoomType = c.Type
+		return
+	}
+	t.info.apply(ev, seq)
+}
+
+// takeInMember records a local user's membership among the taken in
+// events, as batch.member does: their own index of rooms, and the room's
+// local users.
+func (s *Service) takeInMember(ctx context.Context, roomID string, ev events.PDU, seq int64, loc *locals, members map[string]*membership) error {
+	if ev.Type() != events.Member || !s.isLocal(*ev.StateKey()) {
+		return nil
+	}
+	target := *ev.StateKey()
+	m, _ := ev.Membership()
+	mem, ok := members[target]
+	if !ok {
+		mem = &membership{PK: userPK(target), SK: membershipPrefix + roomID}
+		err := s.Store.Get(ctx, store.Key{PK: mem.PK, SK: mem.SK}, mem)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		members[target] = mem
+	}
+	mem.Membership, mem.EventID, mem.Seq = m, ev.EventID(), seq
+	mem.History = append(mem.History, transition(seq, m))
+	switch m {
+	case "join", "invite", "knock":
+		loc.Users[target] = m
+		mem.Forgotten = false
+	default:
+		delete(loc.Users, target)
+	}
+	return nil
+}
+
+// takeIn writes a laid out room. The room info is created first: that
+// claims the room (ErrExists when another join took it in). Then the
+// blocks, snapshots, current state and pointers; then, in one
+// transaction, the join's slot and the local users' items, from which on
+// the room is there with the join at its head; then the slots below it.
+// A reader that finds the room (its head) finds what the head needs.
+func (s *Service) takeIn(ctx context.Context, t *takenIn) error {
+	if err := s.Store.Create(ctx, *t.info); err != nil {
+		return err
+	}
+	if err := s.putAll(ctx, t.items); err != nil {
+		return err
+	}
+	ops := []store.Op{store.CreateOp(t.head)}
+	for _, it := range t.locals {
+		ops = append(ops, store.PutOp(it))
+	}
+	if err := s.Store.Transact(ctx, ops...); err != nil {
+		return err
+	}
+	return s.putAll(ctx, t.slots)
+}
+
+// putAll writes items in batches of store.MaxBatchWrite, takeInWriters at
+// a time.
+func (s *Service) putAll(ctx context.Context, items []any) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(takeInWriters)
+	for len(items) > 0 {
+		n := min(len(items), store.MaxBatchWrite)
+		chunk := items[:n]
+		items = items[n:]
+		g.Go(func() error { return s.Store.PutMany(ctx, chunk) })
+	}
+	return g.Wait()
 }
 
 // joinedTimeline orders the state before a join and the join: the create

@@ -1,0 +1,110 @@
+package federation_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
+)
+
+// TestJoin_BigRoom: alice joins a room of 5,000 members that only a fake
+// peer holds; its send_join answer is the whole state (a few MB). The
+// join's time and DynamoDB cost are logged (docs/storage.md quotes them);
+// the join succeeds, /joined_members counts every member, and the room is
+// usable at once: alice's message is in /messages after the state and
+// goes to the peer.
+func TestJoin_BigRoom(t *testing.T) {
+	if testing.Short() {
+		t.Skip("5,000 members")
+	}
+	const members = 5000
+	built := time.Now()
+	p := newPeer(t, "big.test", "12", members)
+	t.Logf("the peer built its room of %d members in %v", members, time.Since(built))
+	st := servertest.Start(t, p.env()...)
+	st.RunQueue(t)
+	alice := st.Member(t, "alice")
+	room := id.RoomID(p.roomID)
+
+	start := time.Now()
+	if _, err := alice.JoinRoom(background, p.roomID, &mautrix.ReqJoinRoom{Via: []string{p.name}}); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	u := st.LastRequestTo(t, "/join/").DynamoDB
+	t.Logf("remote join of a room of %d members: %v, %d calls, %.1f RCU, %.1f WCU", members, took, u.Calls, u.ReadUnits, u.WriteUnits)
+	for _, line := range strings.Split(st.Logs(), "\n") {
+		if strings.Contains(line, "remote join phases") {
+			t.Log(line)
+		}
+	}
+
+	joined, err := alice.JoinedMembers(background, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(joined.Joined); got != members+1 {
+		t.Fatalf("joined members: %d, want %d", got, members+1)
+	}
+	if _, ok := joined.Joined[alice.UserID]; !ok {
+		t.Fatal("alice is not among the joined members")
+	}
+	sent, err := alice.SendText(background, room, "hello, big room")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := alice.Messages(background, room, "", "", mautrix.DirectionBackward, nil, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs.Chunk) < 2 || msgs.Chunk[0].ID != sent.EventID || msgs.Chunk[1].Type != event.StateMember || msgs.Chunk[1].GetStateKey() != string(alice.UserID) {
+		t.Fatalf("/messages after the join: %v, want alice's message then her join", describeChunk(msgs.Chunk))
+	}
+	waitFor(t, "the peer receives alice's message", func() ([]string, bool) {
+		var got []string
+		for _, txn := range p.received() {
+			for _, pdu := range txn.PDUs {
+				got = append(got, string(pdu))
+			}
+		}
+		for _, pdu := range got {
+			if containsEventBody(pdu, "hello, big room") {
+				return got, true
+			}
+		}
+		return got, false
+	}, noLogs)
+	r := st.Do(t, "GET", "/_matrix/client/v3/rooms/"+p.roomID+"/members", alice.User.AccessToken, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("/members: %d %s", r.Status, r.Raw)
+	}
+	if chunk, _ := r.Body["chunk"].([]any); len(chunk) != members+1 {
+		t.Fatalf("/members lists %d, want %d", len(chunk), members+1)
+	}
+}
+
+// describeChunk lists a /messages chunk as "type state_key sender".
+func describeChunk(chunk []*event.Event) []string {
+	var out []string
+	for _, ev := range chunk {
+		out = append(out, ev.Type.Type+" "+ev.GetStateKey()+" "+string(ev.Sender))
+	}
+	return out
+}
+
+// containsEventBody reports whether the PDU pdu is a message with body.
+func containsEventBody(pdu, body string) bool {
+	var ev struct {
+		Content struct {
+			Body string `json:"body"`
+		} `json:"content"`
+	}
+	return json.Unmarshal([]byte(pdu), &ev) == nil && ev.Content.Body == body
+}
