@@ -147,11 +147,18 @@ func (s *Service) deviceLists(ctx context.Context, userID string, d *deviceNews)
 }
 
 // sharesRoom reports whether user is joined to any of rooms. Users of
-// other servers have no membership items here: until federation, they
-// share none.
+// other servers have no membership items here: their rooms come from
+// RemoteRooms.
 func (s *Service) sharesRoom(ctx context.Context, user string, rooms []string) (bool, error) {
 	if len(rooms) == 0 {
 		return false, nil
+	}
+	if !s.isLocal(user) {
+		theirs, err := s.roomsOf(ctx, user)
+		if err != nil {
+			return false, err
+		}
+		return slices.ContainsFunc(theirs, func(r string) bool { return slices.Contains(rooms, r) }), nil
 	}
 	ms, err := s.Rooms.MembershipsIn(ctx, user, rooms)
 	if err != nil {
@@ -168,12 +175,13 @@ func (s *Service) sharesRoom(ctx context.Context, user string, rooms []string) (
 // DeviceListChanged tells the local users who share a room with userID,
 // and userID's own devices, that its devices or cross-signing keys
 // changed: their syncs wake and list userID in device_lists.changed. It is
-// the e2ekeys service's Changed hook.
+// the e2ekeys service's Changed hook, and its RemoteChanged hook for users
+// of other servers (whose rooms come from RemoteRooms).
 //
 // Cost: one Query of the user's rooms, one GetItem of each joined room's
 // local members, and one stream entry per user told (BatchWriteItem).
 func (s *Service) DeviceListChanged(ctx context.Context, userID string) error {
-	joined, err := s.Rooms.JoinedRooms(ctx, userID)
+	joined, err := s.roomsOf(ctx, userID)
 	if err != nil {
 		return fmt.Errorf("device list of %s: %w", userID, err)
 	}
@@ -181,14 +189,35 @@ func (s *Service) DeviceListChanged(ctx context.Context, userID string) error {
 	if err != nil {
 		return fmt.Errorf("device list of %s: %w", userID, err)
 	}
+	told := others
+	if s.isLocal(userID) {
+		told = append(told, userID)
+	}
 	now := s.now()
 	var items []any
 	var keys []string
-	for _, u := range append(others, userID) {
+	for _, u := range told {
 		items = append(items, s.entry(now, u, deviceListPrefix+userID, 0))
 		keys = append(keys, u)
 	}
 	return s.write(ctx, items, keys)
+}
+
+// roomsOf lists the rooms a user is joined to: a local user's from their
+// memberships, another server's user's from RemoteRooms.
+func (s *Service) roomsOf(ctx context.Context, userID string) ([]string, error) {
+	if s.isLocal(userID) {
+		return s.Rooms.JoinedRooms(ctx, userID)
+	}
+	if s.RemoteRooms == nil {
+		return nil, nil
+	}
+	return s.RemoteRooms(ctx, userID)
+}
+
+func (s *Service) isLocal(userID string) bool {
+	_, server, _ := strings.Cut(userID, ":")
+	return server == s.Rooms.Signer.ServerName
 }
 
 // KeyCountsChanged tells devices (by user) that their one-time or fallback

@@ -48,6 +48,9 @@ type Service struct {
 	// Ignored lists the users whose invites userID does not want to see
 	// (m.ignored_user_list); nil ignores no one.
 	Ignored func(ctx context.Context, userID string) (map[string]bool, error)
+	// RemoteRooms lists the rooms here a user of another server is joined
+	// to (e2ekeys.Service.RemoteRooms), for device_lists; nil: none.
+	RemoteRooms func(ctx context.Context, userID string) ([]string, error)
 	// PollInterval is how often a waiting sync reads its stream.
 	PollInterval time.Duration
 	// MaxTimeout caps the timeout a client asks for.
@@ -245,6 +248,8 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	if req.Filter.Format != "" {
 		ctx = rooms.WithFormat(ctx, req.Filter.Format)
 	}
+	// The events this device sent come back with their transaction IDs.
+	ctx = rooms.WithDevice(ctx, req.DeviceID)
 	if req.Filter.TimelineLimit <= 0 {
 		req.Filter.TimelineLimit = 10
 	}
