@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -19,9 +20,10 @@ import (
 )
 
 // claimRequest is the body of POST /keys/claim: user ID to device ID to
-// algorithm. The timeout is for remote servers, which are not asked yet.
+// algorithm; the time in ms other servers are given.
 type claimRequest struct {
 	OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
+	Timeout     *int64                       `json:"timeout"`
 }
 
 // claimed is one key handed out.
@@ -37,9 +39,11 @@ const maxClaimTries = 3
 
 // handleClaim serves POST /_matrix/client/v3/keys/claim. Each requested
 // device gets its oldest unclaimed one-time key of the algorithm, else its
-// fallback key (marked used, not removed). Users of other servers are
-// reported in failures by server name: federation is not there yet. A user
-// ID without a server name is 400 M_INVALID_PARAM, as in Synapse.
+// fallback key (marked used, not removed). Keys of other servers' devices
+// are claimed from their servers, all at once (claimRemote); a server that
+// does not answer within the request's timeout (10 s by default) is
+// reported in failures by server name. A user ID without a server name is
+// 400 M_INVALID_PARAM, as in Synapse.
 // https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3keysclaim
 func (s *Service) handleClaim(w http.ResponseWriter, r *http.Request) error {
 	var req claimRequest
@@ -48,7 +52,6 @@ func (s *Service) handleClaim(w http.ResponseWriter, r *http.Request) error {
 	}
 	type want struct{ userID, deviceID, algorithm string }
 	var wants []want
-	failures := map[string]any{}
 	for userID, devices := range req.OneTimeKeys {
 		if err := checkIDLength("one_time_keys", "user ID", userID); err != nil {
 			return err
@@ -59,13 +62,14 @@ func (s *Service) handleClaim(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
+	remote := map[string]map[string]string{}
 	for userID, devices := range req.OneTimeKeys {
 		server, err := serverOf(userID)
 		if err != nil {
 			return err
 		}
 		if server != s.ServerName {
-			failures[server] = remoteFailure(server)
+			remote[userID] = devices
 			continue
 		}
 		for deviceID, alg := range devices {
@@ -73,11 +77,23 @@ func (s *Service) handleClaim(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	var (
-		mu  gosync.Mutex
-		out = map[string]map[string]map[string]json.RawMessage{}
+		mu       gosync.Mutex
+		out      = map[string]map[string]map[string]json.RawMessage{}
+		failures = map[string]any{}
 	)
 	g, gctx := errgroup.WithContext(r.Context())
-	g.SetLimit(parallel)
+	g.SetLimit(parallel + 1)
+	if len(remote) > 0 {
+		g.Go(func() error {
+			got := map[string]map[string]map[string]json.RawMessage{}
+			f := s.claimRemote(gctx, remote, remoteTimeout(req.Timeout), got)
+			mu.Lock()
+			defer mu.Unlock()
+			maps.Copy(out, got)
+			maps.Copy(failures, f)
+			return nil
+		})
+	}
 	for i := range wants {
 		g.Go(func() error {
 			c, ok, err := s.claim(gctx, wants[i].userID, wants[i].deviceID, wants[i].algorithm)
@@ -97,7 +113,7 @@ func (s *Service) handleClaim(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.tellClaimed(r.Context(), out); err != nil {
+	if err := s.tellClaimed(r.Context(), localOnly(out, s.ServerName)); err != nil {
 		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"one_time_keys": out, "failures": failures})
@@ -125,6 +141,17 @@ func (s *Service) countsChanged(ctx context.Context, devices map[string][]string
 		return fmt.Errorf("tell of new key counts: %w", err)
 	}
 	return nil
+}
+
+// localOnly is the part of out that concerns local users.
+func localOnly(out map[string]map[string]map[string]json.RawMessage, serverName string) map[string]map[string]map[string]json.RawMessage {
+	local := map[string]map[string]map[string]json.RawMessage{}
+	for u, v := range out {
+		if srv, err := serverOf(u); err == nil && srv == serverName {
+			local[u] = v
+		}
+	}
+	return local
 }
 
 // serverOf returns the server name of a user ID, or 400 M_INVALID_PARAM.

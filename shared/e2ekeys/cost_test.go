@@ -41,9 +41,11 @@ func TestCosts(t *testing.T) {
 	// A change of keys then tells the syncs (sync.DeviceListChanged): a
 	// Query of the user's rooms (1 RCU, none here) and one stream entry per
 	// user told (1 WCU each; bob alone here, whose other devices must
-	// know). A claim tells the claimed device: one stream entry.
+	// know). A claim tells the claimed device: one stream entry. And the
+	// servers sharing a room with the user are looked for, to send them
+	// the change (Servers: a Query of the user's rooms, 1 RCU, none here).
 	bob.upload(t, 50)
-	check("upload of new device keys and 50 one-time keys", last("/keys/upload"), want(57, 4, 53))
+	check("upload of new device keys and 50 one-time keys", last("/keys/upload"), want(58, 5, 53))
 	_, err := bob.c.UploadKeys(ctx, &mautrix.ReqUploadKeys{OneTimeKeys: bob.oneTimeKeys(t, 50)})
 	must(err)
 	check("upload of 50 more one-time keys", last("/keys/upload"), want(53, 5, 51))
@@ -86,7 +88,7 @@ func TestCosts(t *testing.T) {
 	// TransactWriteItems of the three keys.
 	cs := newCrossSigning(bob.user.ID)
 	must(bob.c.UploadCrossSigningKeys(ctx, cs.upload(t), nil))
-	check("first cross-signing upload", last("/device_signing/upload"), want(6, 4, 7))
+	check("first cross-signing upload", last("/device_signing/upload"), want(7, 5, 7))
 	must(bob.c.UploadCrossSigningKeys(ctx, cs.upload(t), nil))
 	check("the same cross-signing keys again", last("/device_signing/upload"), want(2, 2, 0))
 	q()
@@ -102,7 +104,7 @@ func TestCosts(t *testing.T) {
 	obj.Signatures = map[id.UserID]map[id.KeyID]string{dk.UserID: {keyID(cs.self): signWith(t, cs.self, obj)}}
 	_, err = bob.c.UploadSignatures(ctx, &mautrix.ReqUploadSignatures{dk.UserID: {bob.user.DeviceID: obj}})
 	must(err)
-	check("signature of a device by the self-signing key", last("/signatures/upload"), want(5, 3, 2))
+	check("signature of a device by the self-signing key", last("/signatures/upload"), want(6, 4, 2))
 
 	// auth; GetItem of the caller's user-signing key; GetItem of the
 	// master key signed and of the signature there; BatchWriteItem.
@@ -122,7 +124,7 @@ func TestCosts(t *testing.T) {
 	check("replacement without auth (the challenge)", last("/device_signing/upload"), want(3, 2, 1))
 	must(bob.c.UploadCrossSigningKeys(ctx, next.upload(t), passwordAuth(bob.user.ID)))
 	// The password check goes through the rate limits (shared/accounts).
-	check("replacement with the password", last("/device_signing/upload"), want(11, 8, 9))
+	check("replacement with the password", last("/device_signing/upload"), want(12, 9, 9))
 
 	// With no one-time key left: the Query finds none (tombstones only),
 	// GetItem and conditional PutItem of the fallback key; the next claims
@@ -148,5 +150,5 @@ func TestCosts(t *testing.T) {
 	// device's partition; one DeleteItem per item.
 	dctx, meter := store.WithMeter(ctx)
 	must(st.Server.E2EKeys.DeleteDevice(dctx, bob.user.ID, bob.user.DeviceID))
-	check("DeleteDevice with 99 one-time keys, a tombstone and a signature", meter.Usage(), want(107, 10, 103))
+	check("DeleteDevice with 99 one-time keys, a tombstone and a signature", meter.Usage(), want(108, 11, 103))
 }

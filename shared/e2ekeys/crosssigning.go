@@ -151,6 +151,9 @@ func (s *Service) uploadSigningKeys(w http.ResponseWriter, r *http.Request, me s
 	if err := s.changed(ctx, me); err != nil {
 		return true, err
 	}
+	if err := s.signingKeysChanged(ctx, me); err != nil {
+		return true, err
+	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
 	return true, nil
 }
@@ -322,6 +325,9 @@ func (s *Service) handleSignaturesUpload(w http.ResponseWriter, r *http.Request)
 		return tooLarge(fmt.Errorf("store signatures: %w", err))
 	}
 	if err := s.changed(ctx, sg.changed...); err != nil {
+		return err
+	}
+	if err := s.signaturesChanged(ctx, me, sg.items); err != nil {
 		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"failures": sg.failures})

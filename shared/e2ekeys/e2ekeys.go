@@ -117,6 +117,19 @@ type Service struct {
 	// fallback keys begins, and returns the function that says it ended
 	// (sync.Service.Uploading).
 	Uploading func(userID, deviceID string) (done func())
+	// Remote asks other servers for their users' keys (fedclient.Client);
+	// nil reports those servers in failures.
+	Remote Remote
+	// SendEDU sends an EDU to other servers (sender.Sender.SendEDU); nil
+	// keeps local users' key changes from other servers.
+	SendEDU func(ctx context.Context, destinations []string, eduType string, content json.RawMessage) error
+	// Servers lists the servers that share a room with a local user: where
+	// changes of their keys go.
+	Servers func(ctx context.Context, userID string) ([]string, error)
+	// RemoteChanged, when set, tells the local users who share a room with
+	// a user of another server that its devices or cross-signing keys
+	// changed (sync.Service.DeviceListChanged).
+	RemoteChanged func(ctx context.Context, userID string) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
@@ -339,7 +352,10 @@ func (s *Service) DeleteDevice(ctx context.Context, userID, deviceID string) err
 		return fmt.Errorf("delete keys of device %s: %w", deviceID, err)
 	}
 	if hadKeys {
-		return s.changed(ctx, userID)
+		if err := s.changed(ctx, userID); err != nil {
+			return err
+		}
+		return s.devicesChanged(ctx, userID, []string{deviceID}, true)
 	}
 	return nil
 }

@@ -71,9 +71,8 @@ func (s *Service) QueryForServer(ctx context.Context, deviceKeys map[string][]st
 // UserDevices is the answer of GET /_matrix/federation/v1/user/devices/{userId}.
 type UserDevices struct {
 	UserID string `json:"user_id"`
-	// StreamID is 0: this server sends no m.device_list_update EDUs yet,
-	// so there is no stream to name a version of; a server that later
-	// gets an EDU whose prev_id it does not know asks again.
+	// StreamID is the stream ID of the user's newest m.device_list_update
+	// (0 before the first), which the devices listed include.
 	StreamID       int64           `json:"stream_id"`
 	Devices        []Device        `json:"devices"`
 	MasterKey      json.RawMessage `json:"master_key,omitempty"`
@@ -90,26 +89,26 @@ type Device struct {
 // DevicesForServer lists a local user's devices that have identity keys,
 // with those keys and their cross-signing keys, as another server sees
 // them; an unknown user has none. The spec makes keys required, so a
-// device that never uploaded keys is left out. Cost: as one user of
-// QueryForServer.
+// device that never uploaded keys is left out. The stream ID is read
+// first, so that the devices are at least as new as it says. Cost: as one
+// user of QueryForServer, and one GetItem of the stream ID.
 func (s *Service) DevicesForServer(ctx context.Context, userID string) (UserDevices, error) {
 	out := UserDevices{UserID: userID, Devices: []Device{}}
 	if err := checkIDLength("user_id", "user ID", userID); err != nil {
 		return out, err
 	}
+	stream, err := s.streamID(ctx, userID)
+	if err != nil {
+		return out, err
+	}
+	out.StreamID = stream
 	v, err := s.view(ctx, userID, "", nil)
 	if err != nil {
 		return out, err
 	}
 	for id, keys := range v.devices {
 		// view put the display name in unsigned, as /keys/query shows it.
-		var doc struct {
-			Unsigned struct {
-				Name string `json:"device_display_name"`
-			} `json:"unsigned"`
-		}
-		json.Unmarshal(keys, &doc)
-		out.Devices = append(out.Devices, Device{DeviceID: id, Keys: keys, DisplayName: doc.Unsigned.Name})
+		out.Devices = append(out.Devices, Device{DeviceID: id, Keys: keys, DisplayName: displayName(keys)})
 	}
 	slices.SortFunc(out.Devices, func(a, b Device) int { return strings.Compare(a.DeviceID, b.DeviceID) })
 	out.MasterKey, out.SelfSigningKey = v.master, v.selfSigning

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -16,10 +17,10 @@ import (
 )
 
 // queryRequest is the body of POST /keys/query: user ID to the device IDs
-// wanted, none meaning all. The timeout is for remote servers, which are
-// not asked yet.
+// wanted, none meaning all; the time in ms other servers are given.
 type queryRequest struct {
 	DeviceKeys map[string][]string `json:"device_keys"`
+	Timeout    *int64              `json:"timeout"`
 }
 
 // queryResponse is the answer of POST /keys/query.
@@ -43,8 +44,10 @@ type userView struct {
 // user-signing key only of the requester themselves. A master key carries
 // the signatures its user's devices added, and the requester's own
 // signature by their user-signing key, never another user's (the spec's
-// rules of what users see). Users of other servers are reported in
-// failures by server name; malformed user IDs are skipped, as in Synapse.
+// rules of what users see). Users of other servers are asked of their
+// servers, all at once (queryRemote); a server that does not answer
+// within the request's timeout (10 s by default) is reported in failures
+// by server name. Malformed user IDs are skipped, as in Synapse.
 // https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3keysquery
 func (s *Service) handleQuery(w http.ResponseWriter, r *http.Request) error {
 	var req queryRequest
@@ -73,19 +76,36 @@ func (s *Service) handleQuery(w http.ResponseWriter, r *http.Request) error {
 		UserSigningKeys: map[string]json.RawMessage{},
 	}
 	var users []string
+	remote := map[string][]string{}
 	for userID := range req.DeviceKeys {
 		server, err := serverOf(userID)
 		switch {
 		case err != nil:
 		case server != s.ServerName:
-			resp.Failures[server] = remoteFailure(server)
+			remote[userID] = req.DeviceKeys[userID]
 		default:
 			users = append(users, userID)
 		}
 	}
 	var mu gosync.Mutex
 	g, gctx := errgroup.WithContext(r.Context())
-	g.SetLimit(parallel)
+	g.SetLimit(parallel + 1)
+	if len(remote) > 0 {
+		// resp's maps are shared: the remote answers are merged under mu.
+		var remoteResp queryResponse
+		remoteResp.DeviceKeys, remoteResp.Failures = map[string]map[string]json.RawMessage{}, map[string]any{}
+		remoteResp.MasterKeys, remoteResp.SelfSigningKeys = map[string]json.RawMessage{}, map[string]json.RawMessage{}
+		g.Go(func() error {
+			s.queryRemote(gctx, remote, remoteTimeout(req.Timeout), &remoteResp)
+			mu.Lock()
+			defer mu.Unlock()
+			maps.Copy(resp.DeviceKeys, remoteResp.DeviceKeys)
+			maps.Copy(resp.Failures, remoteResp.Failures)
+			maps.Copy(resp.MasterKeys, remoteResp.MasterKeys)
+			maps.Copy(resp.SelfSigningKeys, remoteResp.SelfSigningKeys)
+			return nil
+		})
+	}
 	for i := range users {
 		g.Go(func() error {
 			u := users[i]

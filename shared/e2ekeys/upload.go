@@ -109,6 +109,9 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) error {
 			if err := s.changed(ctx, me.UserID); err != nil {
 				return err
 			}
+			if err := s.devicesChanged(ctx, me.UserID, []string{me.DeviceID}, false); err != nil {
+				return err
+			}
 		}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"one_time_key_counts": counts.OneTimeKeys})
