@@ -47,7 +47,7 @@ const MaxPerSync = 100
 
 // MaxEventBytes bounds one message as the client receives it (type, sender
 // and content): the spec's size of a room event, and of the federation EDU
-// these will one day travel in.
+// they travel in.
 const MaxEventBytes = 65536
 
 // txnTTL is how long a transaction ID is remembered: clients retry within
@@ -81,6 +81,9 @@ type Service struct {
 	// (sync.Service.TouchDevices). nil: syncs find them when they next read
 	// the inbox for another reason.
 	Notify func(ctx context.Context, devices map[string][]string) error
+	// SendEDU sends an EDU to other servers (sender.Sender.SendEDU): the
+	// messages for their users, as m.direct_to_device. nil drops them.
+	SendEDU func(ctx context.Context, destinations []string, eduType string, content json.RawMessage) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
@@ -159,8 +162,8 @@ type Outgoing struct {
 // Send stores the messages of out for their local recipients and tells
 // their syncs. A transaction ID the sending device used before for this
 // type sends nothing. Devices that do not exist are skipped, as Synapse
-// does; so are users of other servers until federation carries to-device
-// messages (the EDU m.direct_to_device).
+// does. Messages for users of other servers go to their servers as
+// m.direct_to_device EDUs, one per server (sendRemote).
 //
 // The transaction is claimed first, by a conditional create of its record
 // naming this request as its owner: of any number of identical requests,
@@ -260,8 +263,8 @@ func newOwner() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// sendMessages stores the messages of out and tells their recipients'
-// syncs.
+// sendMessages stores the messages of out for local users and tells their
+// syncs, then queues those for other servers' users.
 func (s *Service) sendMessages(ctx context.Context, out Outgoing) error {
 	items, told, err := s.messages(ctx, out)
 	if err != nil {
@@ -277,7 +280,7 @@ func (s *Service) sendMessages(ctx context.Context, out Outgoing) error {
 			return fmt.Errorf("send to device: %w", err)
 		}
 	}
-	return nil
+	return s.sendRemote(ctx, out)
 }
 
 // messages builds the inbox items of out and, by user, the devices to tell:
@@ -286,8 +289,7 @@ func (s *Service) sendMessages(ctx context.Context, out Outgoing) error {
 func (s *Service) messages(ctx context.Context, out Outgoing) ([]any, map[string][]string, error) {
 	var users []string
 	for u := range out.Messages {
-		// Other servers' users wait for federation, which will queue them
-		// as m.direct_to_device EDUs; until then they are left out.
+		// Other servers' users get theirs through sendRemote.
 		if s.isLocal(u) {
 			users = append(users, u)
 		}
