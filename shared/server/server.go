@@ -319,6 +319,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	}
 	srv.Sender = snd
 	srv.Jobs.Handle(sender.Kind, snd.Handle)
+	srv.federateE2EE(e2e, toDevice, syncs, rms)
 	return srv, nil
 }
 
