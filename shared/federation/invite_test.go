@@ -87,7 +87,9 @@ func inviteState(t *testing.T, st *servertest.Stack, token, room string) map[str
 // TestInvite: remote.test's bob invites alice to a room this server is not
 // in. The answer is the invite signed by both servers; alice's /sync shows
 // the invite with the stripped state bob's server sent and her own member
-// event. The same invite again is answered the same.
+// event. The same invite again is answered the same. remote.test serves
+// neither make_join nor make_leave: alice's join fails, her rejection is
+// made here alone and succeeds.
 func TestInvite(t *testing.T) {
 	f := start(t)
 	alice := f.st.Member(t, "alice")
@@ -125,14 +127,31 @@ func TestInvite(t *testing.T) {
 	}
 	wantOK(t, "the same invite again", rr.put(t, f.rm, rr.id, ev.EventID(), body))
 
-	// Accepting or declining needs the outbound make_join and make_leave,
-	// not built yet: a client error, not a 500.
-	for _, action := range []string{"join", "leave"} {
-		r := f.st.Do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(rr.id)+"/"+action, alice.User.AccessToken, map[string]any{})
-		t.Logf("%s: %d %s", action, r.Status, r.Raw)
-		if r.Status == http.StatusOK || r.Status >= 500 {
-			t.Errorf("%s of a room not held here: %d %s", action, r.Status, r.Raw)
-		}
+	// remote.test serves no make_join: the join fails, a client error.
+	r = f.st.Do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(rr.id)+"/join", alice.User.AccessToken, map[string]any{})
+	if r.Status == http.StatusOK || r.Status >= 500 {
+		t.Errorf("join through a server that serves no make_join: %d %s", r.Status, r.Raw)
+	}
+	// Nor make_leave: the rejection is made here alone (out of band), as
+	// Synapse makes it, and the client's request succeeds.
+	before := f.st.Do(t, "GET", "/_matrix/client/v3/sync?timeout=0", alice.User.AccessToken, nil)
+	r = f.st.Do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(rr.id)+"/leave", alice.User.AccessToken, map[string]any{"reason": "no thanks"})
+	wantOK(t, "out-of-band rejection", r)
+	sync := f.st.Do(t, "GET", "/_matrix/client/v3/sync?timeout=0&since="+url.QueryEscape(before.Body["next_batch"].(string)), alice.User.AccessToken, nil)
+	wantOK(t, "incremental sync after the rejection", sync)
+	rooms, _ := sync.Body["rooms"].(map[string]any)
+	left, _ := rooms["leave"].(map[string]any)
+	room, _ := left[rr.id].(map[string]any)
+	timeline, _ := room["timeline"].(map[string]any)
+	if evs, _ := timeline["events"].([]any); len(evs) != 1 || evs[0].(map[string]any)["sender"] != alice.User.ID ||
+		evs[0].(map[string]any)["content"].(map[string]any)["membership"] != "leave" {
+		t.Errorf("the rejection in rooms.leave of the incremental /sync: %v", sync.Body["rooms"])
+	}
+	if invite, _ := rooms["invite"].(map[string]any); invite[rr.id] != nil {
+		t.Errorf("the rejected invite is still in /sync: %s", sync.Raw)
+	}
+	if m, err := f.st.Server.Rooms.Membership(background, alice.User.ID, rr.id); err != nil || m != "leave" {
+		t.Errorf("alice's membership after the rejection: %q %v", m, err)
 	}
 }
 

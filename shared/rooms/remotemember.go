@@ -316,3 +316,27 @@ func (s *Service) knockRemote(ctx context.Context, userID, roomID, reason string
 	}
 	return s.recordRemote(ctx, userID, knock, "knock", server, state)
 }
+
+// OutsideLeave is userID's leave of roomID when it was made outside the
+// room's graph here (leaveRemote: a rejected invite or withdrawn knock of
+// a room this server did not hold), as a client event, which /sync shows
+// as the left room's timeline; nil for any other membership, whose room
+// this server holds. Cost: one GetItem.
+func (s *Service) OutsideLeave(ctx context.Context, userID, roomID string) (json.RawMessage, error) {
+	var item remoteInvite
+	err := s.Store.Get(ctx, store.Key{PK: userPK(userID), SK: membershipPrefix + roomID}, &item)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("membership of %s in %s: %w", userID, roomID, err)
+	}
+	if item.Membership != "leave" || item.PDU == "" {
+		return nil, nil
+	}
+	ev, err := events.Parse(item.Version, item.EventID, []byte(item.PDU))
+	if err != nil {
+		return nil, fmt.Errorf("leave of %s in %s: %w", userID, roomID, err)
+	}
+	return events.ClientEvent(ev, events.FormatClient, s.now())
+}

@@ -204,6 +204,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	}
 	joiner := &federation.Joiner{Rooms: rms, Client: fed, Verifier: serverKeys.Ring(), Logger: logger}
 	rms.RemoteJoin, rms.RemoteAlias = joiner.Join, joiner.LookupAlias
+	rms.RemoteMembers = &federation.Memberships{Rooms: rms, Client: fed, Verifier: serverKeys.Ring(), Logger: logger}
 	backfiller := &federation.Backfiller{Rooms: rms, Client: fed, Verifier: serverKeys.Ring(), Logger: logger}
 	rms.Backfiller = backfiller.Fetch
 	rms.RemoteReads = rooms.RemoteReads{PublicRooms: (&federation.RemoteDirectory{Client: fed}).PublicRooms,

@@ -683,6 +683,9 @@ func (s *Service) room(ctx context.Context, req Request, resp *Response, next *p
 		if upto < 0 || upto > m.Seq {
 			upto = m.Seq
 		}
+		if done, err := s.outsideLeave(ctx, req.UserID, m.RoomID, resp); done || err != nil {
+			return err
+		}
 		j, _, members, err := s.joined(ctx, req, m.RoomID, from, upto, full)
 		if err != nil {
 			return err
