@@ -291,6 +291,9 @@ func (s *Service) Backfill(ctx context.Context, roomID string, ids []string, lim
 	}
 	out := make([]Event, 0, len(page))
 	for _, sl := range page {
+		if sl.Hold {
+			continue // a copy of the event above a gap
+		}
 		e, err := sl.event()
 		if err != nil {
 			return nil, err
@@ -339,7 +342,7 @@ func (s *Service) MissingEvents(ctx context.Context, roomID string, earliest, la
 			return nil, fmt.Errorf("missing events of %s: %w", roomID, err)
 		}
 		for _, sl := range page {
-			if e, err := sl.event(); err == nil {
+			if e, err := sl.event(); err == nil && !sl.Hold {
 				known[sl.EventID] = e
 			}
 		}

@@ -172,6 +172,9 @@ type fork struct {
 	cur    []string
 	// before is the state before the event.
 	before stateres.StateMap
+	// gap, when not 0, is how many positions to leave free below the
+	// event for its missing prev_events (gap.go).
+	gap int64
 }
 
 // state loads the events of m under tuples.
@@ -289,7 +292,7 @@ const maxForkActions = 100
 // written in one transaction with the slot and the pointer (a create).
 func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, ev events.PDU, after stateres.StateMap, l *graphLoader, f fork) (Outcome, func(context.Context) error, error) {
 	h := e.head
-	seq := h.Seq + 1
+	seq := h.Seq + 1 + f.gap
 	ext := f.ext
 	newCur := after
 	if len(ext) > 1 {
@@ -377,6 +380,11 @@ func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, e
 	}
 	if err := b.recordStateAt(ctx, l, f.before, after, newCur, oldHashes, newHashes, e.locals.Users); err != nil {
 		return Outcome{}, nil, err
+	}
+	if f.gap > 0 {
+		if err := b.openGap(ctx, sl, h.Seq); err != nil {
+			return Outcome{}, nil, err
+		}
 	}
 	b.finish(nil, nil)
 	if len(b.ops) > maxForkActions {

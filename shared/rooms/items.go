@@ -46,6 +46,11 @@ type slot struct {
 	// Txn is "<device ID>|<transaction ID>" of the request that sent it, so
 	// that the sending device is told its transaction ID back.
 	Txn string `dynamodbav:"txn,omitempty"`
+	// Hold marks the slot at the first position of a gap (gap.go): it holds
+	// a copy of the event above the gap, which no reader shows, so that
+	// appending after a stale head fails there as at any taken position.
+	// The gap's last event to be placed takes it over.
+	Hold bool `dynamodbav:"hold,omitempty"`
 	// PrevContent is the content of the state this state event replaced,
 	// which clients are shown as unsigned.prev_content.
 	PrevContent string `dynamodbav:"pc,omitempty"`
@@ -162,6 +167,12 @@ type info struct {
 	// query, ordered by member count.
 	GSI1PK string `dynamodbav:"gsi1pk,omitempty"`
 	GSI1SK string `dynamodbav:"gsi1sk,omitempty"`
+	// Gaps lists "<top>:<bottom>", the open gaps of the timeline (gap.go):
+	// the event at position top lacks prev_events, which are to take the
+	// positions above bottom and below top. Holds are the positions of the
+	// slots that hold a gap's first position (slot.Hold).
+	Gaps  []string `dynamodbav:"gaps,omitempty"`
+	Holds []int64  `dynamodbav:"holds,omitempty"`
 	// Tombstoned holds the replacement room after an upgrade.
 	Tombstoned string `dynamodbav:"tombstone,omitempty"`
 	// Rev counts writes: appends and directory changes both read, change

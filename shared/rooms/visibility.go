@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -20,6 +21,9 @@ type viewer struct {
 	// the state at events where the lists above do not give them (events
 	// received on a fork), by position.
 	visAt, memAt map[int64]stateAt
+	// holds are the positions of slots that only hold a gap's first
+	// position (slot.Hold): no event to show.
+	holds []int64
 }
 
 // viewerOf reads the two items history visibility needs. A user who was
@@ -34,6 +38,7 @@ func (s *Service) viewerOf(ctx context.Context, userID, roomID string) (*viewer,
 	}
 	v.visibility = v.info.Visibility
 	v.visAt = stateAtOf(v.info.VisibilityAt)
+	v.holds = v.info.Holds
 	m, err := s.membership(ctx, userID, roomID)
 	if err != nil {
 		return nil, err
@@ -104,6 +109,9 @@ func (v *viewer) settingAt(seq int64) string {
 // those, which the spec lets the user see if either membership allows:
 // their own leave, say.
 func (v *viewer) sees(seq int64) bool {
+	if slices.Contains(v.holds, seq) {
+		return false
+	}
 	vis := v.visibilityAt(seq)
 	if vis == "world_readable" || (vis == "shared" && v.joinedAfter(seq)) {
 		return true
