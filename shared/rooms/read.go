@@ -199,6 +199,12 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 	if err != nil {
 		return Page{}, err
 	}
+	if q.Backward && s.Backfiller != nil && len(v.info.Gaps) > 0 {
+		// The page may have gone past events missing from the timeline.
+		if evs, end, top, err = s.throughGaps(ctx, roomID, v, from, stop, q, evs, end, top); err != nil {
+			return Page{}, err
+		}
+	}
 	if q.Backward && end < 0 && stop < 0 && len(evs) < q.Limit && s.Backfiller != nil && !reachesOne(evs) {
 		// The page reached the oldest event held: a room taken in through
 		// a remote join may have older history on other servers. (A page
