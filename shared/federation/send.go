@@ -1,7 +1,10 @@
 package federation
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -278,6 +281,10 @@ func (in *Inbox) check(ctx context.Context, origin, txnID string, arrived int64,
 		if c.failed != nil {
 			return nil, nil, c.failed
 		}
+		if c.item == nil {
+			in.logger().LogAttrs(ctx, slog.LevelInfo, "inbound PDU refused", slog.String("origin", origin),
+				slog.String("txn_id", txnID), slog.String("event_id", c.eventID), slog.String("reason", c.err))
+		}
 		if c.eventID == "" {
 			continue // nothing to name it by
 		}
@@ -309,20 +316,31 @@ func (in *Inbox) checkPDU(ctx context.Context, versions *versionCache, verifier 
 	}
 	if head.RoomID == "" {
 		// A version 12 create event names no room: its ID is the room's.
-		return checked{eventID: guessEventID(raw, head), err: "this server is not in the room this create event makes"}
+		return checked{eventID: guessEventID(raw, head, ""), err: "this server is not in the room this create event makes"}
 	}
 	v, err := versions.version(ctx, head.RoomID)
 	if errors.Is(err, ErrUnknownRoom) {
-		return checked{eventID: guessEventID(raw, head), err: fmt.Sprintf("this server is not in room %s", head.RoomID)}
+		return checked{eventID: guessEventID(raw, head, ""), err: fmt.Sprintf("this server is not in room %s", head.RoomID)}
 	}
 	if err != nil {
 		return checked{failed: fmt.Errorf("send: room %s: %w", head.RoomID, err)}
 	}
 	ev, err := events.ParseUntrusted(v, raw)
 	if err != nil {
-		return checked{eventID: guessEventID(raw, head), err: "invalid PDU: " + trimLib(err)}
+		return checked{eventID: guessEventID(raw, head, v), err: "invalid PDU: " + trimLib(err)}
 	}
 	id := ev.EventID()
+	if err := events.CheckSize(raw); err != nil {
+		return checked{eventID: id, err: "invalid PDU: " + err.Error()}
+	}
+	if head.EventID != "" && gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(v)).EventIDFormat() != gomatrixserverlib.EventIDFormatV1 {
+		// Room version 3 on: the ID is the event's hash, never a field.
+		return checked{eventID: id, err: fmt.Sprintf("invalid PDU: a PDU of room version %s has no event_id field", v)}
+	}
+	if redactedOnReceipt(raw, ev) {
+		in.logger().LogAttrs(ctx, slog.LevelInfo, "inbound PDU content hash mismatch: kept redacted",
+			slog.String("origin", origin), slog.String("room_id", head.RoomID), slog.String("event_id", id))
+	}
 	if in.ACLAllows != nil {
 		ok, err := versions.acl(ctx, head.RoomID, origin)
 		if err != nil {
@@ -340,19 +358,64 @@ func (in *Inbox) checkPDU(ctx context.Context, versions *versionCache, verifier 
 	}}
 }
 
-// guessEventID names a PDU that could not be parsed for its room's version:
-// by its event_id field (room versions 1 and 2), else by its reference hash
-// under the newest room version's rules, which every version since 4 shares
-// but for what redaction keeps.
-func guessEventID(raw json.RawMessage, head pduHead) string {
+// redactedOnReceipt reports whether ev, parsed from raw, is its redacted
+// copy: its content did not match its content hash.
+func redactedOnReceipt(raw json.RawMessage, ev events.PDU) bool {
+	var doc struct {
+		Content json.RawMessage `json:"content"`
+	}
+	if json.Unmarshal(raw, &doc) != nil || len(doc.Content) == 0 {
+		return false
+	}
+	sent, err := gomatrixserverlib.CanonicalJSON(doc.Content)
+	if err != nil {
+		return false
+	}
+	kept, err := gomatrixserverlib.CanonicalJSON(ev.Content())
+	return err == nil && !bytes.Equal(sent, kept)
+}
+
+// guessEventID names a PDU that could not be parsed for its room's version
+// v ("" when the room is not known here): by its event_id field (room
+// versions 1 and 2), else by its reference hash under v's rules, or the
+// newest version's, which every version since 4 shares but for what
+// redaction keeps.
+func guessEventID(raw json.RawMessage, head pduHead, v string) string {
 	if head.EventID != "" {
 		return head.EventID
 	}
-	ev, err := events.ParseUntrusted(events.Versions()[len(events.Versions())-1], raw)
+	if v == "" {
+		v = events.Versions()[len(events.Versions())-1]
+	}
+	impl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(v))
 	if err != nil {
 		return ""
 	}
-	return ev.EventID()
+	redacted, err := impl.RedactEventJSON(raw)
+	if err != nil {
+		return ""
+	}
+	var doc map[string]json.RawMessage
+	if json.Unmarshal(redacted, &doc) != nil {
+		return ""
+	}
+	delete(doc, "signatures")
+	delete(doc, "unsigned")
+	hashable, err := json.Marshal(doc)
+	if err != nil {
+		return ""
+	}
+	if hashable, err = gomatrixserverlib.CanonicalJSON(hashable); err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(hashable)
+	switch impl.EventIDFormat() {
+	case gomatrixserverlib.EventIDFormatV2:
+		return "$" + base64.RawStdEncoding.EncodeToString(sum[:])
+	case gomatrixserverlib.EventIDFormatV3:
+		return "$" + base64.RawURLEncoding.EncodeToString(sum[:])
+	}
+	return ""
 }
 
 // senderUserID maps a sender ID to its user ID: the same string in every
