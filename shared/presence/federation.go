@@ -151,8 +151,15 @@ func (s *Service) roomsOf(ctx context.Context, userID string) ([]string, error) 
 
 // MembersChanged keeps the room index of other servers' users in step with
 // the member events among evs: the rooms.Service.Appended hook, while
-// presence is on. Cost: a write (put or delete) per member event of
-// another server's user, none for other events.
+// presence is on. The first local user to join a room indexes the remote
+// members the room has (a room taken in through a remote join tells no
+// one of the state before the join); from then on each member event of
+// another server's user is appended with a local user to tell, and kept.
+//
+// Cost: a write (put or delete) per member event of another server's user,
+// none for other events; for the first local join of a room, a Query of
+// its member events and a write per joined remote member (BatchWriteItem,
+// 25 a call).
 func (s *Service) MembersChanged(ctx context.Context, evs []rooms.Appended) error {
 	if !s.Enabled {
 		return nil
@@ -160,21 +167,29 @@ func (s *Service) MembersChanged(ctx context.Context, evs []rooms.Appended) erro
 	// The last member event of a user in a room decides.
 	last := map[store.Key]bool{}
 	var order []store.Key
+	set := func(userID, roomID string, joined bool) {
+		if _, server, _ := strings.Cut(userID, ":"); server == s.ServerName {
+			return
+		}
+		k := store.Key{PK: key(userID).PK, SK: roomPrefix + roomID}
+		if _, ok := last[k]; !ok {
+			order = append(order, k)
+		}
+		last[k] = joined
+	}
 	for _, a := range evs {
 		ev := a.Event
 		if ev == nil || ev.Type() != events.Member || ev.StateKey() == nil {
 			continue
 		}
 		userID := *ev.StateKey()
-		if _, server, _ := strings.Cut(userID, ":"); server == s.ServerName {
-			continue
-		}
-		k := store.Key{PK: key(userID).PK, SK: roomPrefix + a.RoomID}
-		if _, ok := last[k]; !ok {
-			order = append(order, k)
-		}
 		m, _ := ev.Membership()
-		last[k] = m == "join"
+		if m == "join" && len(a.To) == 1 && a.To[0] == userID {
+			if err := s.indexRoom(ctx, a.RoomID, set); err != nil {
+				return err
+			}
+		}
+		set(userID, a.RoomID, m == "join")
 	}
 	var puts []any
 	var dels []store.Key
@@ -193,6 +208,21 @@ func (s *Service) MembersChanged(ctx context.Context, evs []rooms.Appended) erro
 	if len(dels) > 0 {
 		if err := s.Store.DeleteEach(ctx, dels); err != nil {
 			return fmt.Errorf("index rooms of remote members: %w", err)
+		}
+	}
+	return nil
+}
+
+// indexRoom sets the room's joined members through set: one Query of the
+// room's member events.
+func (s *Service) indexRoom(ctx context.Context, roomID string, set func(userID, roomID string, joined bool)) error {
+	members, err := s.Rooms.Members(ctx, roomID)
+	if err != nil {
+		return fmt.Errorf("index remote members of %s: %w", roomID, err)
+	}
+	for _, ev := range members {
+		if m, _ := ev.Membership(); m == "join" && ev.StateKey() != nil {
+			set(*ev.StateKey(), roomID, true)
 		}
 	}
 	return nil
