@@ -1,0 +1,99 @@
+package federation_test
+
+import (
+	"net/url"
+	"slices"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
+)
+
+// twoServers starts A and B, named by their federation listeners, with
+// their queues running.
+func twoServers(t *testing.T) (a, b *servertest.Stack) {
+	t.Helper()
+	a, _ = servertest.StartNamed(t)
+	a.RunQueue(t)
+	b, _ = servertest.StartNamed(t)
+	b.RunQueue(t)
+	return a, b
+}
+
+// TestTwoServers_RemoteHierarchy: alice's space on A (version 10, so its
+// room ID names A) has a public child and an invite-only one; bob's space
+// on B has alice's space as a child, via A, and a child via a server that
+// does not answer. bob's hierarchy of his space shows his space, alice's
+// (with both child events) and its public child, as A describes them
+// (/hierarchy), not the invite-only child nor the unreachable one; the
+// hierarchy of alice's space itself, which B does not hold, is asked of
+// the server its room ID names.
+func TestTwoServers_RemoteHierarchy(t *testing.T) {
+	a, b := twoServers(t)
+	alice := a.Member(t, "alice")
+	bob := b.Member(t, "bob")
+	space := func(c servertest.Member, version, name string) id.RoomID {
+		t.Helper()
+		created, err := c.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: id.RoomVersion(version), Name: name,
+			CreationContent: map[string]any{"type": "m.space"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return created.RoomID
+	}
+	addChild := func(c servertest.Member, parent, child id.RoomID, via string) {
+		t.Helper()
+		if _, err := c.SendStateEvent(background, parent, event.StateSpaceChild, string(child), map[string]any{"via": []string{via}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	aliceSpace := space(alice, "10", "Alice's space")
+	public, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Open"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	private, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Closed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addChild(alice, aliceSpace, public.RoomID, a.Name())
+	addChild(alice, aliceSpace, private.RoomID, a.Name())
+	bobSpace := space(bob, "12", "Bob's space")
+	addChild(bob, bobSpace, aliceSpace, a.Name())
+	addChild(bob, bobSpace, "!gone:127.0.0.1:1", "127.0.0.1:1")
+
+	h, err := bob.Hierarchy(background, bobSpace, &mautrix.ReqHierarchy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []id.RoomID
+	for _, r := range h.Rooms {
+		got = append(got, r.RoomID)
+	}
+	if want := []id.RoomID{bobSpace, aliceSpace, public.RoomID}; !slices.Equal(got, want) {
+		t.Fatalf("bob's hierarchy: %v, want %v", got, want)
+	}
+	if h.Rooms[1].Name != "Alice's space" || len(h.Rooms[1].ChildrenState) != 2 || h.Rooms[2].Name != "Open" {
+		t.Fatalf("alice's space and its child as B describes them: %+v / %+v", h.Rooms[1], h.Rooms[2])
+	}
+
+	h, err = bob.Hierarchy(background, aliceSpace, &mautrix.ReqHierarchy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = got[:0]
+	for _, r := range h.Rooms {
+		got = append(got, r.RoomID)
+	}
+	if want := []id.RoomID{aliceSpace, public.RoomID}; !slices.Equal(got, want) {
+		t.Fatalf("the hierarchy of alice's space on B: %v, want %v", got, want)
+	}
+
+	// A room B does not hold and no server describes is 403, as an unknown
+	// room is.
+	r := b.Do(t, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape("!gone:127.0.0.1:1")+"/hierarchy", bob.User.AccessToken, nil)
+	wantError(t, "the hierarchy of a room no server describes", r, 403, "M_FORBIDDEN")
+}
