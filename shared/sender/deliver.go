@@ -359,12 +359,18 @@ func (s *Sender) txnEntries(ctx context.Context, destination string, seqs []int6
 	return out, nil
 }
 
-// catchUp keeps, of the PDUs that waited out a backoff, only the newest of
-// each room: the destination learns of the others from it, fetching the gap
-// with /get_missing_events, rather than taking hours of history a
-// transaction at a time. EDUs stay.
+// catchUpKeep is how many of a room's PDUs that waited out a backoff go to
+// the destination when it answers again: a transaction's worth.
+const catchUpKeep = MaxPDUs
+
+// catchUp keeps, of the PDUs that waited out a backoff, the newest
+// catchUpKeep of each room: a short outage loses nothing (every event
+// reaches the destination, in order), and after a long one the destination
+// learns of the older ones from those, fetching the gap with
+// /get_missing_events, rather than taking hours of history a transaction
+// at a time. EDUs stay.
 func (s *Sender) catchUp(ctx context.Context, destination string) error {
-	newest := map[string]string{} // room -> sort key of its newest PDU
+	perRoom := map[string]int{} // room -> PDUs waiting
 	var pdus []entry
 	cursor := ""
 	for {
@@ -377,25 +383,28 @@ func (s *Sender) catchUp(ctx context.Context, destination string) error {
 			if e.PDU == "" {
 				continue
 			}
-			pdus = append(pdus, entry{PK: e.PK, SK: e.SK, Room: e.Room})
-			newest[e.Room] = e.SK
+			pdus = append(pdus, entry{PK: e.PK, SK: e.SK, Room: e.Room, RoomSeq: e.RoomSeq})
+			perRoom[e.Room]++
 		}
 		if next == "" {
 			break
 		}
 		cursor = next
 	}
+	// A room's oldest go, by their place in the room.
+	slices.SortStableFunc(pdus, func(a, b entry) int { return cmp.Compare(a.RoomSeq, b.RoomSeq) })
 	var drop []store.Key
 	for _, e := range pdus {
-		if newest[e.Room] != e.SK {
+		if perRoom[e.Room] > catchUpKeep {
+			perRoom[e.Room]--
 			drop = append(drop, store.Key{PK: e.PK, SK: e.SK})
 		}
 	}
 	if len(drop) == 0 {
 		return nil
 	}
-	s.logger().LogAttrs(ctx, slog.LevelInfo, "catching up a destination with the newest event of each room",
-		slog.String("destination", destination), slog.Int("rooms", len(newest)), slog.Int("dropped", len(drop)))
+	s.logger().LogAttrs(ctx, slog.LevelInfo, "catching up a destination with the newest events of each room",
+		slog.String("destination", destination), slog.Int("kept_per_room", catchUpKeep), slog.Int("dropped", len(drop)))
 	if err := s.Store.DeleteEach(ctx, drop); err != nil {
 		return fmt.Errorf("catch up %s: %w", destination, err)
 	}

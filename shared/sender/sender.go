@@ -13,9 +13,9 @@
 // 10 minutes, doubled on each failure up to a week, with jitter. Jobs that
 // find it backing off do nothing but make sure one delayed wake-up message
 // is queued for its time. When it answers again, the outbox is caught up:
-// only the newest PDU of each room is sent, and the destination fetches the
-// gap with /get_missing_events, as it does for any event whose prev_events
-// it lacks.
+// the newest 50 PDUs of each room are sent, in order (every one after a
+// short outage), and the destination fetches any older gap with
+// /get_missing_events, as it does for any event whose prev_events it lacks.
 //
 // In Lambda the queue is SQS and the sender function runs the jobs;
 // `cirrus serve` runs the same jobs from its in-process queue.

@@ -453,7 +453,8 @@ func TestSender_RetrySameTxnID(t *testing.T) {
 
 // TestSender_BackoffHolds: a destination in backoff gets nothing until its
 // time, however many jobs come; then the failed transaction goes again and
-// the rest catches up with the room's newest event only.
+// the rest follows, in order (TestSender_CatchUp: only the newest 50 of a
+// room).
 func TestSender_BackoffHolds(t *testing.T) {
 	f := newFixture(t)
 	f.rm.failNext(1)
@@ -487,8 +488,8 @@ func TestSender_BackoffHolds(t *testing.T) {
 	if len(txns) != 3 || txns[1].ID+" (failed)" != txns[0].ID || strings.Join(txns[1].Bodies, " ") != "first" {
 		t.Fatalf("remote got %+v, want the failed transaction again under its ID", txns)
 	}
-	if strings.Join(txns[2].Bodies, " ") != "fourth" {
-		t.Errorf("catch-up sent %q, want only the newest event, fourth", txns[2].Bodies)
+	if strings.Join(txns[2].Bodies, " ") != "second third fourth" {
+		t.Errorf("catch-up sent %q, want second third fourth", txns[2].Bodies)
 	}
 
 	// Reachable again: the next event goes at once.
