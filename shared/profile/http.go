@@ -24,10 +24,11 @@ func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc
 }
 
 // handleGetProfile serves GET /_matrix/client/v3/profile/{userId}: the
-// fields that are set, 404 when none is (as Synapse).
+// fields that are set, 404 when none is (as Synapse); another server's
+// user is asked of that server (Lookup): 502 when it does not answer.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3profileuserid
 func (s *Service) handleGetProfile(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.Get(r.Context(), r.PathValue("userId"))
+	p, err := s.Lookup(r.Context(), r.PathValue("userId"))
 	if err != nil {
 		return httpError(err)
 	}
@@ -50,7 +51,7 @@ func (s *Service) handleGetProfile(w http.ResponseWriter, r *http.Request) error
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3profileuseridkeyname
 func (s *Service) getField(f Field) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		p, err := s.Get(r.Context(), r.PathValue("userId"))
+		p, err := s.Lookup(r.Context(), r.PathValue("userId"))
 		if err != nil {
 			return httpError(err)
 		}
@@ -141,10 +142,8 @@ func httpError(err error) error {
 	case errors.Is(err, ErrInvalidUserID):
 		return httpapi.InvalidParam("%v", err)
 	case errors.Is(err, ErrRemoteUser):
-		// Profiles of other servers' users come from a federation profile
-		// query (GET /_matrix/federation/v1/query/profile), which is not
-		// built yet; until then they read as absent.
-		return httpapi.NotFound("profiles of users on other servers cannot be fetched yet (no federation query)")
+		// A server without federation (Remote nil) cannot ask.
+		return httpapi.NotFound("profiles of users on other servers cannot be fetched by this server")
 	case errors.Is(err, ErrNotFound):
 		return httpapi.NotFound("profile not found")
 	case errors.Is(err, ErrInvalidValue):

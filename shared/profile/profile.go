@@ -45,6 +45,9 @@ type Service struct {
 	// Changed is told of each change, so that the user's member events in
 	// their rooms follow their profile; nil does nothing.
 	Changed func(ctx context.Context, userID string, p Profile) error
+	// Remote fetches the profile of another server's user from that
+	// server (federation.ProfileQuery); nil answers them ErrRemoteUser.
+	Remote func(ctx context.Context, userID string) (Profile, error)
 }
 
 // Profile is what a user shows of themselves; an empty field is unset.
@@ -87,6 +90,16 @@ func (s *Service) Get(ctx context.Context, userID string) (Profile, error) {
 		return Profile{}, fmt.Errorf("get profile %s: %w", userID, err)
 	}
 	return Profile{DisplayName: it.DisplayName, AvatarURL: it.AvatarURL}, nil
+}
+
+// Lookup is Get for users of any server: another server's users are
+// asked of it (Remote), each time.
+func (s *Service) Lookup(ctx context.Context, userID string) (Profile, error) {
+	p, err := s.Get(ctx, userID)
+	if errors.Is(err, ErrRemoteUser) && s.Remote != nil {
+		return s.Remote(ctx, userID)
+	}
+	return p, err
 }
 
 // Set sets one field of a local user's profile to value, after Normalize;

@@ -186,6 +186,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	e2e.Devices, e2e.UIA = accts.DeviceNames, accts.PasswordUIA
 	toDevice.Devices = accts.DeviceIDs
 	profiles := &profile.Service{Store: st, ServerName: cfg.ServerName}
+	profiles.Remote = (&federation.ProfileQuery{Client: fed}).Profile
 	// The profile package owns the profile item: registration and the admin
 	// API go through it, so an admin's change of a display name reaches the
 	// user's rooms like the user's own.
