@@ -13,6 +13,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
+	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
 // Gaps: bob's server sends 30 messages this server never gets, then a 31st
@@ -123,10 +124,17 @@ func TestGap_FilledThroughMessages(t *testing.T) {
 	if _, err := st.Server.Rooms.Receive(bg, last); err == nil {
 		t.Fatal("receive of b31 without its prev_events: no error")
 	}
-	out, err := st.Server.Rooms.ReceiveWithState(bg, last, state, nil)
+	// The head, read again; the records of it and its prev_event; the
+	// pointers of the state given (all held); the auth state; the
+	// records of the extremities, their snapshots with the head's, their
+	// blocks; the info; one transaction (its slot, the copy holding the
+	// gap's first position, its pointer, the info).
+	ctx, m := store.WithMeter(bg)
+	out, err := st.Server.Rooms.ReceiveWithState(ctx, last, state, nil)
 	if err != nil || out.Status != rooms.Accepted {
 		t.Fatalf("receive b31 with state: %+v, %v", out, err)
 	}
+	servertest.CheckUsage(t, "b31 above a gap", m.Usage(), servertest.Want(13, 25, 10))
 	news, err := alice.FullSyncRequest(bg, mautrix.ReqSync{Since: first.NextBatch})
 	if err != nil {
 		t.Fatal(err)
@@ -139,6 +147,12 @@ func TestGap_FilledThroughMessages(t *testing.T) {
 	for i := 1; i <= 31; i++ {
 		want = append(want, fmt.Sprintf("b%d", i))
 	}
+	// The first page goes past the gap: it asks for 10 events and places
+	// them (TakeGap), then reads the page again.
+	if _, err := alice.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, 10); err != nil {
+		t.Fatal(err)
+	}
+	st.CheckCost(t, "a /messages page through a gap", "/messages", servertest.Want(13, 29, 42))
 	wantEqual(t, "alice's /messages, 10 a page", pageAll(t, alice, room, 10), want)
 	if calls == 0 {
 		t.Fatal("no /backfill asked")
