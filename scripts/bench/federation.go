@@ -57,6 +57,8 @@ func fedWorkload() []endpoint {
 	return []endpoint{
 		{Label: inboundLabel, Describe: fmt.Sprintf("a fake remote server in the bench (its own ed25519 key at /_matrix/key/v2/server over TLS, X-Matrix-signed requests) joins a room of version %s on the server through make_join and send_join, then PUTs transactions of %d linear m.room.message PDUs, one after the other as a sending server does, in rounds alternating between the servers; p50/p99 are the PUT /send's, req/s is PDUs per second from the first PUT until the last PDU is in the room's /messages for a local member (read every %d ms once a round's last PUT has answered); DDB calls/RCU/WCU are per PDU: the /send requests' and the queue jobs' (Cirrus's inbox worker) of the run", fedRoomVersion, pdusPerTxn, visiblePoll.Milliseconds())},
 		delivery(),
+		mixedDelivery(cirrusToDendrite),
+		mixedDelivery(dendriteToCirrus),
 	}
 }
 
@@ -492,6 +494,25 @@ func delivery() endpoint {
 	}
 }
 
+// The delivery workload between servers of the two kinds, named by the
+// sending one.
+const (
+	cirrusToDendrite = "cirrus to dendrite"
+	dendriteToCirrus = "dendrite to cirrus"
+)
+
+// mixedDelivery is the delivery workload from a server of one kind to one
+// of the other (direction is cirrusToDendrite or dendriteToCirrus); its
+// result is the sender's.
+func mixedDelivery(direction string) endpoint {
+	ep := delivery()
+	from, to, _ := strings.Cut(direction, " to ")
+	ep.Label = "federation delivery, " + direction
+	ep.Describe = fmt.Sprintf("the delivery workload from the bench user of a %s to the bench user of a %s (the same servers as the workload between servers of one kind), who joined the %s's room of version %s over federation; timed from the send's 200 on the %s to the %s's sync answer holding the message; the two directions are measured in rounds alternating between them, after the workload between servers of one kind",
+		from, to, from, fedRoomVersion, from, to)
+	return ep
+}
+
 // setupDelivery has the bench user of from create a room, the bench user
 // of to join it over federation, and returns a view of to whose sync
 // fixture waits in that room for messages of from, named after from.
@@ -590,7 +611,40 @@ func runFederation(ctx context.Context, cirrusBin string, dendrite dendriteBuild
 		}
 		fmt.Fprintln(stderr, "bench:", progressLine(rs[i]))
 	}
-	return started, append(results, rs...), nil
+	results = append(results, rs...)
+	if len(pairs) == 2 {
+		if err := ctx.Err(); err != nil {
+			return started, nil, err
+		}
+		c, d := pairs[0], pairs[1]
+		results = append(results, measureMixed(ctx, [][2]*server{{c[0], d[1]}, {d[0], c[1]}}, n, rep, stderr)...)
+	}
+	return started, results, nil
+}
+
+// measureMixed measures the delivery workload from each pair's sender to
+// its receiver, servers of different kinds: Cirrus to Dendrite, then
+// Dendrite to Cirrus, in alternating rounds. They run after the workload
+// between servers of one kind, whose DynamoDB figures they would swell.
+func measureMixed(ctx context.Context, pairs [][2]*server, n int, rep *report, stderr io.Writer) []result {
+	var results []result
+	var views []*server
+	var labels []string
+	for _, p := range pairs {
+		label := mixedDelivery(p[0].Name + " to " + p[1].Name).name()
+		v, err := setupDelivery(ctx, p[0], p[1])
+		if err != nil {
+			results = append(results, result{Endpoint: label, Server: p[0].Name, Concurrency: 1, Failed: err.Error()})
+			continue
+		}
+		views, labels = append(views, v), append(labels, label)
+	}
+	rs := measureEndpoint(ctx, views, delivery(), n, 1, rep.Warmup, rep.Rounds)
+	for i := range rs {
+		rs[i].Endpoint = labels[i]
+		fmt.Fprintln(stderr, "bench:", progressLine(rs[i]))
+	}
+	return append(results, rs...)
 }
 
 // deliveryCost adds up what delivering the delivery workload's messages

@@ -49,7 +49,8 @@ const usageText = `Usage: go run ./scripts/bench [flags]    (or: make bench ARGS
 Measures Cirrus (cirrus serve, embedded DynamoDB) and Dendrite %s on the
 same endpoints, room workloads (send c=1, send c=8, messages 100), sync
 workloads (initial, incremental, wake-up, idle) and federation workloads
-(inbound /send from a fake remote, outbound delivery to a Dendrite's /sync),
+(inbound /send from a fake remote, delivery to another server's waiting
+/sync: Cirrus to Cirrus, Dendrite to Dendrite, Cirrus to Dendrite and back),
 and prints latency, req/s, DynamoDB cost per request, peak memory and the
 send and sync goals. Without a Dendrite build, Cirrus is measured alone.
 
@@ -58,6 +59,7 @@ Examples:
   make bench ARGS="-n 200 -c 8 -json bench.json"
   go run ./scripts/bench -baseline=false
   go run ./scripts/bench -federation=false
+  go run ./scripts/bench -federation-only -n 20
   go run ./scripts/bench -n 100 -sync-poll 500ms
 
 Flags:
@@ -89,6 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cacheDir := fs.String("cache", defaultCacheDir(), "`folder` for the Dendrite build, kept between runs")
 	timeout := fs.Duration("timeout", 20*time.Minute, "give up after this long (the first Dendrite build takes minutes)")
 	federation := fs.Bool("federation", true, "measure the federation workloads (inbound /send, outbound delivery) on servers of their own; false skips them (about a minute)")
+	federationOnly := fs.Bool("federation-only", false, "measure the federation workloads alone")
 	syncPoll := fs.Duration("sync-poll", time.Second, "Cirrus's sync poll `interval` (CIRRUS_SYNC_POLL_INTERVAL_MS), 50ms to 10s")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, usageText, dendriteVersion)
@@ -102,6 +105,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *syncPoll < 50*time.Millisecond || *syncPoll > 10*time.Second || *syncPoll%time.Millisecond != 0 {
 		return errors.New("-sync-poll must be whole milliseconds from 50ms to 10s")
+	}
+	if *federationOnly && !*federation {
+		return errors.New("-federation-only and -federation=false contradict each other")
 	}
 	if *requireBaseline && !*baseline {
 		return errors.New("-require-baseline and -baseline=false contradict each other")
@@ -155,70 +161,72 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			s.stop()
 		}
 	}()
-	servers, err := startServers(ctx, cirrusBin, dendrite, *syncPoll, rep, *requireBaseline, stderr)
-	started = append(started, servers...)
-	if err != nil {
-		return err
-	}
-	for _, s := range servers {
-		rep.Servers = append(rep.Servers, serverInfo{Name: s.Name, Version: serverVersion(ctx, s)})
-		fmt.Fprintf(stderr, "bench: %s %s (pid %d) on %s and %s\n", s.Name, rep.Servers[len(rep.Servers)-1].Version, s.cmd.Process.Pid, s.ClientURL, s.FederationURL)
-		s.room.ID, s.room.Err = setupRoom(ctx, s)
-		if s.room.Err != nil {
-			fmt.Fprintf(stderr, "bench: %s: no bench room, its room workloads will fail: %v\n", s.Name, s.room.Err)
+	if !*federationOnly {
+		servers, err := startServers(ctx, cirrusBin, dendrite, *syncPoll, rep, *requireBaseline, stderr)
+		started = append(started, servers...)
+		if err != nil {
+			return err
 		}
-	}
-	measureAll := func(servers []*server, eps []endpoint) error {
-		for _, ep := range eps {
-			var rs []result
-			if ep.TwoInstances {
-				rs = measureTwoInstances(ctx, cirrusBin, *syncPoll, ep, rep.Requests, rep.Concurrency, rep.Warmup, rep.Rounds, stderr)
-			} else {
-				rs = measureEndpoint(ctx, servers, ep, rep.Requests, rep.Concurrency, rep.Warmup, rep.Rounds)
-			}
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			for _, r := range rs {
-				fmt.Fprintln(stderr, "bench:", progressLine(r))
-			}
-			rep.Results = append(rep.Results, rs...)
-		}
-		return nil
-	}
-	// stopAll stops servers and keeps the peak RSS of each name's largest.
-	stopAll := func(servers []*server) {
 		for _, s := range servers {
-			s.stop()
-			for i := range rep.Servers {
-				if rep.Servers[i].Name == s.Name {
-					rep.Servers[i].PeakRSSBytes = max(rep.Servers[i].PeakRSSBytes, s.peakRSS)
+			rep.Servers = append(rep.Servers, serverInfo{Name: s.Name, Version: serverVersion(ctx, s)})
+			fmt.Fprintf(stderr, "bench: %s %s (pid %d) on %s and %s\n", s.Name, rep.Servers[len(rep.Servers)-1].Version, s.cmd.Process.Pid, s.ClientURL, s.FederationURL)
+			s.room.ID, s.room.Err = setupRoom(ctx, s)
+			if s.room.Err != nil {
+				fmt.Fprintf(stderr, "bench: %s: no bench room, its room workloads will fail: %v\n", s.Name, s.room.Err)
+			}
+		}
+		measureAll := func(servers []*server, eps []endpoint) error {
+			for _, ep := range eps {
+				var rs []result
+				if ep.TwoInstances {
+					rs = measureTwoInstances(ctx, cirrusBin, *syncPoll, ep, rep.Requests, rep.Concurrency, rep.Warmup, rep.Rounds, stderr)
+				} else {
+					rs = measureEndpoint(ctx, servers, ep, rep.Requests, rep.Concurrency, rep.Warmup, rep.Rounds)
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				for _, r := range rs {
+					fmt.Fprintln(stderr, "bench:", progressLine(r))
+				}
+				rep.Results = append(rep.Results, rs...)
+			}
+			return nil
+		}
+		// stopAll stops servers and keeps the peak RSS of each name's largest.
+		stopAll := func(servers []*server) {
+			for _, s := range servers {
+				s.stop()
+				for i := range rep.Servers {
+					if rep.Servers[i].Name == s.Name {
+						rep.Servers[i].PeakRSSBytes = max(rep.Servers[i].PeakRSSBytes, s.peakRSS)
+					}
 				}
 			}
 		}
-	}
-	if err := measureAll(servers, workload); err != nil {
-		return err
-	}
-	stopAll(servers)
-
-	// The sync workloads run on fresh servers, so that they find the same
-	// data on both, whatever the room workloads stored (more with a larger
-	// -n).
-	servers, err = startServers(ctx, cirrusBin, dendrite, *syncPoll, rep, *requireBaseline, stderr)
-	started = append(started, servers...)
-	if err != nil {
-		return err
-	}
-	for _, s := range servers {
-		if s.cmd != nil {
-			fmt.Fprintf(stderr, "bench: fresh %s for the sync workloads (pid %d) on %s\n", s.Name, s.cmd.Process.Pid, s.ClientURL)
+		if err := measureAll(servers, workload); err != nil {
+			return err
 		}
+		stopAll(servers)
+
+		// The sync workloads run on fresh servers, so that they find the same
+		// data on both, whatever the room workloads stored (more with a larger
+		// -n).
+		servers, err = startServers(ctx, cirrusBin, dendrite, *syncPoll, rep, *requireBaseline, stderr)
+		started = append(started, servers...)
+		if err != nil {
+			return err
+		}
+		for _, s := range servers {
+			if s.cmd != nil {
+				fmt.Fprintf(stderr, "bench: fresh %s for the sync workloads (pid %d) on %s\n", s.Name, s.cmd.Process.Pid, s.ClientURL)
+			}
+		}
+		if err := measureAll(servers, syncWorkload); err != nil {
+			return err
+		}
+		stopAll(servers)
 	}
-	if err := measureAll(servers, syncWorkload); err != nil {
-		return err
-	}
-	stopAll(servers)
 
 	if *federation {
 		fed, rs, err := runFederation(ctx, cirrusBin, dendrite, *syncPoll, rep, *n, stderr)
