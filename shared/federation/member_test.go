@@ -107,6 +107,8 @@ func TestTwoServers_RemoteInvite(t *testing.T) {
 	if _, err := bob.LeaveRoom(background, room); err != nil {
 		t.Fatalf("bob rejects the invite: %v", err)
 	}
+	b.CheckCost(t, "rejection of a remote invite", "/leave", servertest.Want(6, 4, 2))
+	a.CheckCost(t, "send_leave served", "/send_leave/", servertest.Want(12, 9, 14))
 	if m := membershipOn(t, a, room, bob.UserID); m != "leave" {
 		t.Fatalf("bob on A after the rejection: %q", m)
 	}
@@ -121,6 +123,8 @@ func TestTwoServers_RemoteInvite(t *testing.T) {
 	if _, err := alice.InviteUser(background, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
 		t.Fatalf("second invite: %v", err)
 	}
+	a.CheckCost(t, "invite of a remote user", "/invite", servertest.Want(11, 17, 16))
+	b.CheckCost(t, "invite served", "/invite/", servertest.Want(10, 8, 3))
 	waitFor(t, "bob's second invite in his /sync", func() ([]string, bool) {
 		_, ok := syncRooms(t, b, bob.User.AccessToken)["invite"][string(room)]
 		return nil, ok
@@ -257,6 +261,12 @@ func TestTwoServers_Knock(t *testing.T) {
 	if _, err := bob.KnockRoom(background, string(room), via); err != nil {
 		t.Fatalf("knock: %v", err)
 	}
+	b.CheckCost(t, "knock on a remote room", "/knock/", servertest.Want(6, 4, 3))
+	a.CheckCost(t, "make_knock served", "/make_knock/", servertest.Want(9, 10, 2))
+	// send_knock's reads vary by a call with what the room's cache holds.
+	if c := a.LastRequestTo(t, "/send_knock/").DynamoDB; c.Calls == 0 || c.Calls > 16 {
+		t.Errorf("send_knock served: %+v", c)
+	}
 	if m := membershipOn(t, a, room, bob.UserID); m != "knock" {
 		t.Fatalf("bob on A after the knock: %q", m)
 	}
@@ -367,4 +377,48 @@ func TestMakeKnock(t *testing.T) {
 	}
 	// A join sent to send_knock is refused.
 	wantError(t, "a join sent to send_knock", f.rm.Do(t, f.url, "PUT", v1+"/send_knock/"+url.PathEscape(string(r12.id))+"/"+url.PathEscape(ev.EventID()), json.RawMessage(swapMembership(t, f.rm, ev, "join").JSON())), http.StatusBadRequest, "M_BAD_JSON")
+}
+
+// TestTwoServers_JoinFailover: bob@B joins alice@A's room by its ID with
+// candidates that fail first: a closed port, then C, a live server not in
+// the room (make_join 404), then A, which lets him in. Invited to a
+// private room, carol@B joins naming only the closed port: the inviter's
+// server comes after it.
+func TestTwoServers_JoinFailover(t *testing.T) {
+	a, _ := servertest.StartNamed(t)
+	a.RunQueue(t)
+	b, _ := servertest.StartNamed(t)
+	b.RunQueue(t)
+	c, _ := servertest.StartNamed(t)
+	alice := a.Member(t, "alice")
+	bob := b.Member(t, "bob")
+	carol := b.Member(t, "carol")
+	public, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	via := []string{"127.0.0.1:1", c.Name(), a.Name()}
+	if _, err := bob.JoinRoom(background, string(public.RoomID), &mautrix.ReqJoinRoom{Via: via}); err != nil {
+		t.Fatalf("join via %v: %v", via, err)
+	}
+	if m := membershipOn(t, a, public.RoomID, bob.UserID); m != "join" {
+		t.Fatalf("bob on A: %q", m)
+	}
+	// C was asked and refused: it holds nothing of the room.
+	if r := c.LastRequestTo(t, "/make_join/"); r.Status != http.StatusNotFound {
+		t.Errorf("C's make_join: %d", r.Status)
+	}
+	// Only servers that cannot let him in: the refusal that tells most.
+	if _, err := carol.JoinRoom(background, string(public.RoomID)+"x", &mautrix.ReqJoinRoom{Via: []string{"127.0.0.1:1", c.Name()}}); !isStatus(err, http.StatusNotFound, "M_NOT_FOUND") {
+		t.Errorf("join through servers that cannot: %v, want 404 M_NOT_FOUND", err)
+	}
+
+	private, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: "12", Invite: []id.UserID{carol.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := carol.JoinRoom(background, string(private.RoomID), &mautrix.ReqJoinRoom{Via: []string{"127.0.0.1:1"}}); err != nil {
+		t.Fatalf("carol joins via a closed port, then the inviter's server: %v", err)
+	}
+	waitMembership(t, a, private.RoomID, carol.UserID, "join")
 }
