@@ -120,3 +120,32 @@ func TestSender_Redelivery(t *testing.T) {
 		t.Errorf("remote took %q in %v, want %q once", got, ids, want)
 	}
 }
+
+// TestSender_ServerACL: once the room's server ACL denies the remote, the
+// room's events (the ACL event among them) no longer go to it; once the
+// ACL lets it in again, they do.
+func TestSender_ServerACL(t *testing.T) {
+	f := newFixture(t)
+	acl := func(deny []string) {
+		t.Helper()
+		r := f.st.Do(t, "PUT", "/_matrix/client/v3/rooms/"+f.roomID+"/state/m.room.server_acl/", f.alice.AccessToken,
+			map[string]any{"allow": []string{"*"}, "deny": deny, "allow_ip_literals": true})
+		if r.Status != 200 {
+			t.Fatalf("set the ACL: %d %s", r.Status, r.Raw)
+		}
+	}
+	f.send(t, "before")
+	acl([]string{"EXAMPLE.com"})
+	f.send(t, "denied")
+	acl([]string{"other.example"})
+	f.send(t, "again")
+	f.run(t)
+	var got []string
+	for _, x := range f.rm.received(t) {
+		got = append(got, x.Bodies...)
+	}
+	// The ACL event that lets the remote in again has no body.
+	if want := []string{"before", "", "again"}; !slices.Equal(got, want) {
+		t.Errorf("remote got %q, want %q", got, want)
+	}
+}

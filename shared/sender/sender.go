@@ -84,6 +84,10 @@ type Sender struct {
 	ServerName string
 	// Members reads a room's current member events (rooms.Service.Members).
 	Members func(ctx context.Context, roomID string) ([]events.PDU, error)
+	// ServerACL reads what the room's server ACL allows
+	// (federation.Service.ACLFilter): a denied server is sent none of the
+	// room's events. Nil allows every server.
+	ServerACL func(ctx context.Context, roomID string) (func(serverName string) bool, error)
 	// Client sends the transactions (fedclient.Client.Federation).
 	Client fclient.FederationClient
 	// Queue returns the federation queue; nil, or a nil result, sends
@@ -205,7 +209,8 @@ func (s *Sender) enqueueRoom(ctx context.Context, q Queue, roomID string, evs []
 
 // destinations lists the servers, other than this one, with a joined member
 // in the room after evs, and the servers of remote users evs make leave (a
-// kick or ban reaches the server it concerns), sorted.
+// kick or ban reaches the server it concerns), sorted: those the room's
+// server ACL allows.
 func (s *Sender) destinations(ctx context.Context, roomID string, evs []rooms.Appended) ([]string, error) {
 	joined, err := s.joinedServers(ctx, roomID, evs)
 	if err != nil {
@@ -215,10 +220,18 @@ func (s *Sender) destinations(ctx context.Context, roomID string, evs []rooms.Ap
 	for _, srv := range joined {
 		set[srv] = true
 	}
+	var allows func(string) bool
 	for _, a := range evs {
 		// Invites go by PUT /invite, not here.
 		if ms, _ := a.Event.Membership(); a.Event.Type() == events.Member && (ms == "leave" || ms == "ban") && a.Event.StateKey() != nil {
-			set[serverOf(*a.Event.StateKey())] = true
+			if allows == nil {
+				if allows, err = s.aclFilter(ctx, roomID); err != nil {
+					return nil, err
+				}
+			}
+			if srv := serverOf(*a.Event.StateKey()); allows(srv) {
+				set[srv] = true
+			}
 		}
 	}
 	delete(set, s.ServerName)
@@ -232,8 +245,10 @@ func (s *Sender) destinations(ctx context.Context, roomID string, evs []rooms.Ap
 }
 
 // joinedServers lists the servers with a joined member in the room's
-// current state: from the cache when every event of evs carries the state
-// snapshot the cache holds, else from the room's member events (one Query).
+// current state that its server ACL allows: from the cache when every
+// event of evs carries the state snapshot the cache holds (an ACL change
+// moves the snapshot), else from the room's member events and its ACL (one
+// Query, one GetItem).
 func (s *Sender) joinedServers(ctx context.Context, roomID string, evs []rooms.Appended) ([]string, error) {
 	seq := evs[0].StateSeq
 	for _, a := range evs[1:] {
@@ -248,9 +263,13 @@ func (s *Sender) joinedServers(ctx context.Context, roomID string, evs []rooms.A
 	if err != nil {
 		return nil, fmt.Errorf("destinations of %s: %w", roomID, err)
 	}
+	allows, err := s.aclFilter(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
 	set := map[string]bool{}
 	for _, m := range members {
-		if ms, _ := m.Membership(); ms == "join" && m.StateKey() != nil {
+		if ms, _ := m.Membership(); ms == "join" && m.StateKey() != nil && allows(serverOf(*m.StateKey())) {
 			set[serverOf(*m.StateKey())] = true
 		}
 	}
@@ -260,6 +279,18 @@ func (s *Sender) joinedServers(ctx context.Context, roomID string, evs []rooms.A
 	}
 	s.joined.put(roomID, seq, servers)
 	return servers, nil
+}
+
+// aclFilter is what the room's server ACL allows.
+func (s *Sender) aclFilter(ctx context.Context, roomID string) (func(string) bool, error) {
+	if s.ServerACL == nil {
+		return func(string) bool { return true }, nil
+	}
+	allows, err := s.ServerACL(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("server ACL of %s: %w", roomID, err)
+	}
+	return allows, nil
 }
 
 // SendEDU enqueues an EDU of eduType for each destination: typing, receipts,

@@ -560,12 +560,13 @@ func TestSender_Cost(t *testing.T) {
 	appended := []rooms.Appended{{RoomID: f.roomID, Seq: ev.Seq, Event: ev.PDU}}
 
 	// The room holds alice, her creation events and bob's received join: a
-	// member query of 2 items, one counter, one entry.
+	// member query of 2 items, the server ACL read (there is none), one
+	// counter, one entry.
 	mctx, m := store.WithMeter(ctx)
 	if err := f.st.Server.Sender.Appended(mctx, appended); err != nil {
 		t.Fatal(err)
 	}
-	servertest.CheckUsage(t, "enqueue of one event for one destination", m.Usage(), servertest.Want(3, 1, 2))
+	servertest.CheckUsage(t, "enqueue of one event for one destination", m.Usage(), servertest.Want(4, 2, 2))
 
 	// The same event with its state snapshot, as the append path passes it:
 	// the real send above read the members at that snapshot, so the servers

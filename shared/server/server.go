@@ -225,6 +225,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	searches := &search.Service{Store: st, Rooms: rms, Disabled: !cfg.EnableSearch}
 	minRetry, maxRetry := cfg.Federation.RetryIntervals()
 	snd := &sender.Sender{Store: st, ServerName: cfg.ServerName, Members: rms.Members,
+		ServerACL: (&federation.Service{Rooms: rms}).ACLFilter,
 		Client: fed.Federation(), Logger: logger,
 		MinRetry: minRetry, Multiplier: float64(cfg.Federation.DestinationRetryMultiplier), MaxRetry: maxRetry}
 	// Every append reaches the members' sync streams, the search index and
