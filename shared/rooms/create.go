@@ -104,6 +104,11 @@ func (req *CreateRequest) validate(server, defaultVersion string) error {
 // its ID. The initial events are appended together, so the room appears
 // whole or not at all.
 func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRequest) (string, error) {
+	id, err := s.createRoom(ctx, creator, req)
+	return id, s.sendError(err)
+}
+
+func (s *Service) createRoom(ctx context.Context, creator string, req CreateRequest) (string, error) {
 	if err := req.validate(s.Signer.ServerName, s.DefaultRoomVersion); err != nil {
 		return "", err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
@@ -239,4 +240,42 @@ func (q DirectoryQuery) matches(r PublicRoom) bool {
 		}
 	}
 	return false
+}
+
+// VisibleAliases lists the local aliases of a room userID may see
+// (GET /rooms/{roomId}/aliases): a member's, or anyone's when the room is
+// world-readable.
+func (s *Service) VisibleAliases(ctx context.Context, userID, roomID string) ([]string, error) {
+	if _, err := s.viewerOf(ctx, userID, roomID); err != nil {
+		return nil, err
+	}
+	return s.Aliases(ctx, roomID)
+}
+
+// Listed reports whether the room is in the public room directory.
+func (s *Service) Listed(ctx context.Context, roomID string) (bool, error) {
+	info, err := s.Info(ctx, roomID)
+	if errors.Is(err, ErrUnknownRoom) {
+		return false, refuse(ErrNotFound, "room %s not found", roomID)
+	}
+	return info.Public, err
+}
+
+// Publish lists the room in the public room directory, or unlists it, for
+// userID: a member with the power to send m.room.canonical_alias, as
+// Synapse asks. An unknown room is ErrNotFound before the permission check.
+func (s *Service) Publish(ctx context.Context, userID, roomID string, public bool) error {
+	if _, err := s.Info(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
+		return refuse(ErrNotFound, "room %s not found", roomID)
+	} else if err != nil {
+		return err
+	}
+	ok, err := s.canSendState(ctx, userID, roomID, events.CanonicalAlias)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return refuse(ErrForbidden, "only room moderators can change whether the room is listed")
+	}
+	return s.SetPublished(ctx, roomID, public)
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
 )
@@ -28,7 +27,7 @@ func (*unableToAuthorise) Error() string {
 
 // Matrix is the error the spec names for it (httpapi.Public).
 func (*unableToAuthorise) Matrix() (int, string) {
-	return http.StatusBadRequest, "M_UNABLE_TO_AUTHORISE_JOIN"
+	return 400, "M_UNABLE_TO_AUTHORISE_JOIN"
 }
 
 // MembershipTemplate builds the event another server's user userID asks

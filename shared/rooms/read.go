@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cirrus-matrix/cirrus/shared/accounts"
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
@@ -113,11 +112,13 @@ func (s *Service) render(ctx context.Context, evs []Event, opts ...events.Option
 // renderFor renders timeline events for the viewer v, each with
 // unsigned.membership: v's membership just after the event (MSC4115, spec
 // v1.11), "leave" where they had none, so that a client tells events from
-// before its user joined, or after they left. A nil v sets none.
+// before its user joined, or after they left. A nil v sets none. The
+// events that the device of v's user the rendering is for (WithDevice)
+// sent carry their transaction IDs.
 func (s *Service) renderFor(ctx context.Context, v *viewer, evs []Event, opts ...events.Option) ([]json.RawMessage, error) {
 	out := make([]json.RawMessage, 0, len(evs))
 	now := s.now()
-	me := accounts.Caller(ctx)
+	device := deviceOf(ctx)
 	for _, e := range evs {
 		pdu := e.PDU
 		o := append([]events.Option(nil), opts...)
@@ -128,7 +129,7 @@ func (s *Service) renderFor(ctx context.Context, v *viewer, evs []Event, opts ..
 			o = append(o, events.WithPrevContent(e.PrevContent))
 		}
 		// Only the device that sent an event learns its transaction ID.
-		if dev, id, ok := strings.Cut(e.Txn, "|"); ok && dev == me.DeviceID && events.Sender(pdu) == me.UserID {
+		if dev, id, ok := strings.Cut(e.Txn, "|"); ok && v != nil && device != "" && dev == device && events.Sender(pdu) == v.userID {
 			o = append(o, events.WithTransactionID(id))
 		}
 		if e.RedactedBy != "" {

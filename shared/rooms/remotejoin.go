@@ -6,14 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/http"
-	"net/url"
-	"slices"
 	"sort"
 	"strings"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
-	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/stateres"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 	"golang.org/x/sync/errgroup"
@@ -48,40 +44,6 @@ type RemoteJoiner func(ctx context.Context, userID, roomID string, servers []str
 
 // viaKey carries the client's via and server_name candidates to Join.
 type viaKey struct{}
-
-// withVia is ctx with the servers a join request names.
-func withVia(ctx context.Context, q url.Values) context.Context {
-	var via []string
-	for _, k := range []string{"via", "server_name"} {
-		via = append(via, q[k]...)
-	}
-	if len(via) == 0 {
-		return ctx
-	}
-	return context.WithValue(ctx, viaKey{}, via)
-}
-
-// joinTarget reads the room a join or knock names, with the servers the
-// request gives as candidates in the context. Another server's alias is
-// resolved through it (RemoteAlias), its servers added to the candidates.
-func (s *Service) joinTarget(r *http.Request, name string) (string, context.Context, error) {
-	ctx := withVia(r.Context(), r.URL.Query())
-	v := r.PathValue(name)
-	_, server, _ := strings.Cut(v, ":")
-	if !strings.HasPrefix(v, "#") || server == s.Signer.ServerName || s.RemoteAlias == nil {
-		id, err := s.resolve(r, name)
-		return id, ctx, err
-	}
-	if err := ValidAlias(v); err != nil {
-		return "", nil, httpapi.InvalidParam("invalid room alias %q", v)
-	}
-	id, servers, err := s.RemoteAlias(ctx, v)
-	if err != nil {
-		return "", nil, err
-	}
-	via, _ := ctx.Value(viaKey{}).([]string)
-	return id, context.WithValue(ctx, viaKey{}, append(slices.Clone(via), append(servers, server)...)), nil
-}
 
 // joinCandidates are the servers to ask for a join of roomID: those the
 // client named, the server of the inviter when userID holds a remote

@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
-	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
@@ -416,29 +414,4 @@ func (s *Service) latestSeen(ctx context.Context, v *viewer, roomID string, t th
 		}
 	}
 	return Event{}, false, nil
-}
-
-// handleThreads serves GET /_matrix/client/v1/rooms/{roomId}/threads
-// (https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv1roomsroomidthreads).
-func (s *Service) handleThreads(w http.ResponseWriter, r *http.Request) error {
-	id, err := roomID(r)
-	if err != nil {
-		return err
-	}
-	q := ThreadsQuery{From: r.URL.Query().Get("from")}
-	switch r.URL.Query().Get("include") {
-	case "", "all":
-	case "participated":
-		q.Participated = true
-	default:
-		return httpapi.InvalidParam(`include must be "all" or "participated"`)
-	}
-	if q.Limit, err = intParam(r, "limit", defaultThreadsLimit); err != nil {
-		return err
-	}
-	if q.Limit == 0 {
-		return httpapi.InvalidParam("limit must be greater than zero")
-	}
-	page, err := s.ThreadsOf(r.Context(), caller(r).UserID, id, q)
-	return reply(w, page, err)
 }

@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
-	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 )
 
 // copiedOnUpgrade is the state an upgrade carries to the new room, as the
@@ -241,33 +239,5 @@ func (s *Service) moveAliases(ctx context.Context, oldID, newID string) error {
 			return err
 		}
 	}
-	return nil
-}
-
-func (s *Service) handleUpgrade(w http.ResponseWriter, r *http.Request) error {
-	id, err := roomID(r)
-	if err != nil {
-		return err
-	}
-	var body struct {
-		NewVersion         string   `json:"new_version"`
-		AdditionalCreators []string `json:"additional_creators"`
-	}
-	if err := httpapi.DecodeJSON(r, &body); err != nil {
-		return err
-	}
-	if body.NewVersion == "" {
-		return httpapi.MissingParam("new_version is required")
-	}
-	for _, u := range body.AdditionalCreators {
-		if !ValidUserID(u) {
-			return httpapi.InvalidParam("additional_creators holds an invalid user ID: %s", u)
-		}
-	}
-	newID, err := s.Upgrade(r.Context(), caller(r).UserID, id, body.NewVersion, body.AdditionalCreators)
-	if err != nil {
-		return err
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"replacement_room": newID})
 	return nil
 }

@@ -82,6 +82,23 @@ func WithFormat(ctx context.Context, f events.Format) context.Context {
 	return context.WithValue(ctx, formatKey{}, f)
 }
 
+// deviceKey carries the device events are rendered for.
+type deviceKey struct{}
+
+// WithDevice is ctx with the device that events read under it are rendered
+// for: those it sent carry their transaction IDs (unsigned.transaction_id)
+// when the reading user is their sender. Without it none do. Like
+// WithFormat, it is a rendering option of the reader, not who reads: the
+// user is the reads' explicit userID.
+func WithDevice(ctx context.Context, deviceID string) context.Context {
+	return context.WithValue(ctx, deviceKey{}, deviceID)
+}
+
+func deviceOf(ctx context.Context) string {
+	d, _ := ctx.Value(deviceKey{}).(string)
+	return d
+}
+
 func formatOf(ctx context.Context) events.Format {
 	if f, ok := ctx.Value(formatKey{}).(events.Format); ok {
 		return f

@@ -41,6 +41,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/queue"
 	"github.com/cirrus-matrix/cirrus/shared/ratelimit"
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
+	"github.com/cirrus-matrix/cirrus/shared/roomsapi"
 	"github.com/cirrus-matrix/cirrus/shared/search"
 	"github.com/cirrus-matrix/cirrus/shared/secrets"
 	"github.com/cirrus-matrix/cirrus/shared/sender"
@@ -472,7 +473,7 @@ func (s *Server) ClientHandler() http.Handler {
 	rt.HandleFunc("GET /.well-known/matrix/server", d.WellKnownServer)
 	s.Accounts.Routes(rt, s.Config.EnableRegistration, s.Config.RegistrationRequiresToken, s.Config.RegistrationSharedSecret)
 	s.Profiles.Register(rt, s.Accounts.RequireAuth)
-	s.Rooms.Routes(rt, s.Accounts.RequireAuth, s.Accounts.IsAdmin)
+	(&roomsapi.API{Rooms: s.Rooms}).Routes(rt, s.Accounts.RequireAuth, s.Accounts.IsAdmin)
 	s.AccountData.Register(rt, s.Accounts.RequireAuth)
 	(&notices.Service{Store: s.Store, Rooms: s.Rooms, Accounts: s.Accounts, AccountData: s.AccountData,
 		Profiles: s.Profiles, ServerName: s.Config.ServerName, Config: s.Config.ServerNotices}).Register(rt, s.Accounts.RequireAdmin)

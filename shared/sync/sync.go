@@ -248,6 +248,8 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	if req.Filter.Format != "" {
 		ctx = rooms.WithFormat(ctx, req.Filter.Format)
 	}
+	// The events this device sent come back with their transaction IDs.
+	ctx = rooms.WithDevice(ctx, req.DeviceID)
 	if req.Filter.TimelineLimit <= 0 {
 		req.Filter.TimelineLimit = 10
 	}
