@@ -97,6 +97,10 @@ type Service struct {
 	// (sender.Sender.SendRoomEDU); nil sends nothing. Only this server's
 	// users' typing and public receipts go out (federation.go).
 	Federate func(ctx context.Context, roomID, eduType string, content json.RawMessage) error
+	// ACLAllows reports whether the room's server ACL lets a server in
+	// (federation.Service.ACLAllows): the typing and receipts of a server
+	// it denies are refused. Nil lets every server in.
+	ACLAllows func(ctx context.Context, roomID, serverName string) (bool, error)
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }

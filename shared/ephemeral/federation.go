@@ -72,12 +72,12 @@ func (s *Service) federateReceipt(ctx context.Context, userID, roomID, eventID, 
 }
 
 // ReceiveTyping takes an m.typing EDU from origin (federation.EDUHandler):
-// the user must be of origin and joined to a room this server holds
-// (ErrRefused otherwise). Typing lasts RemoteTypingTimeout unless renewed;
+// the user must be of origin and joined to a room this server holds, whose
+// server ACL lets origin in (ErrRefused otherwise). Typing lasts RemoteTypingTimeout unless renewed;
 // local users see it as they see local typing.
 //
-// Cost: GetItem of the user's member event, then what SetTyping costs
-// after its membership check.
+// Cost: GetItem of the user's member event and of the room's ACL, then
+// what SetTyping costs after its membership check.
 func (s *Service) ReceiveTyping(ctx context.Context, origin string, raw json.RawMessage) error {
 	var c typingContent
 	if err := json.Unmarshal(raw, &c); err != nil {
@@ -94,15 +94,16 @@ func (s *Service) ReceiveTyping(ctx context.Context, origin string, raw json.Raw
 
 // ReceiveReceipts takes an m.receipt EDU from origin (federation.
 // EDUHandler). Each receipt is taken or refused by itself: its user must
-// be of origin and joined to a room this server holds. Only m.read
+// be of origin and joined to a room this server holds, whose server ACL
+// lets origin in. Only m.read
 // receipts are taken (m.read.private never leaves its server). The event
 // need not be held here yet: receipts are not ordered by it then. Local
 // users see them as they see local receipts; nothing else changes (unread
 // counts are of local users' receipts).
 //
-// Cost per receipt: GetItem of the user's member event, of the event's
-// pointer and slot, of the current receipt, then one BatchWriteItem and
-// the news of the room's local users.
+// Cost per receipt: GetItem of the user's member event, of the room's
+// ACL, of the event's pointer and slot, of the current receipt, then one
+// BatchWriteItem and the news of the room's local users.
 func (s *Service) ReceiveReceipts(ctx context.Context, origin string, raw json.RawMessage) error {
 	var c map[string]map[string]map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &c); err != nil {
@@ -164,10 +165,20 @@ func (s *Service) receiveReceipt(ctx context.Context, origin, roomID, userID str
 }
 
 // remoteJoined checks that userID is a user of origin joined to the room,
-// which this server holds: one GetItem of the user's member event.
+// which this server holds, and that the room's server ACL lets origin in:
+// one GetItem of the user's member event, one of the ACL.
 func (s *Service) remoteJoined(ctx context.Context, origin, userID, roomID string) error {
 	if _, server, _ := strings.Cut(userID, ":"); server != origin {
 		return fmt.Errorf("%w: %s may not send EDUs about %s", ErrRefused, origin, userID)
+	}
+	if s.ACLAllows != nil {
+		ok, err := s.ACLAllows(ctx, roomID, origin)
+		if err != nil {
+			return fmt.Errorf("server ACL of %s: %w", roomID, err)
+		}
+		if !ok {
+			return fmt.Errorf("%w: the server ACL of %s denies %s", ErrRefused, roomID, origin)
+		}
 	}
 	ev, err := s.Rooms.StateEvent(ctx, roomID, events.Member, userID)
 	if errors.Is(err, rooms.ErrUnknownEvent) {
