@@ -243,12 +243,21 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	rms.SyncPosition = syncs.RoomPosition
 	pres := &presence.Service{Store: st, Rooms: rms, Enabled: cfg.Presence.Enabled, Touch: func(ctx context.Context, userID string, users []string) error {
 		return syncs.Touch(ctx, userID, users)
-	}}
+	}, ServerName: cfg.ServerName, Federate: snd.SendRoomsEDU}
 	if cfg.Presence.Enabled {
+		// Presence keeps the rooms of remote members, whom inbound
+		// presence is told to, from the member events appended.
+		appended := rms.Appended
+		rms.Appended = func(ctx context.Context, evs []rooms.Appended) error {
+			var g errgroup.Group
+			g.Go(func() error { return appended(ctx, evs) })
+			g.Go(func() error { return pres.MembersChanged(ctx, evs) })
+			return g.Wait()
+		}
 		syncs.Presence = pres.Events
 		syncs.SetPresence = func(ctx context.Context, userID, p string) error { return pres.Set(ctx, userID, p, "") }
 	}
-	eph := &ephemeral.Service{Store: st, Rooms: rms, AccountData: data, Touch: syncs.Touch}
+	eph := &ephemeral.Service{Store: st, Rooms: rms, AccountData: data, Touch: syncs.Touch, Federate: snd.SendRoomEDU}
 	counter := &unread.Service{Rooms: rms, Push: pushes, Receipts: eph}
 	syncs.Unread = func(ctx context.Context, userID, roomID string, threads bool) (sync.Unread, map[string]sync.Unread, error) {
 		main, perThread, err := counter.Count(ctx, userID, roomID, threads)
@@ -311,6 +320,10 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		LargeResponses: large,
 	}
 	srv.EDUs = &federation.EDUMux{}
+	eph.ACLAllows = (&federation.Service{Rooms: rms}).ACLAllows
+	srv.EDUs.Handle(ephemeral.TypingEDU, eph.ReceiveTyping)
+	srv.EDUs.Handle(ephemeral.ReceiptEDU, eph.ReceiveReceipts)
+	srv.EDUs.Handle(presence.EDU, pres.ReceivePresence)
 	srv.Inbox = srv.newInbox()
 	srv.Inbox.EDU = srv.EDUs.Serve
 	srv.Jobs.Handle(federation.InboxKind, srv.Inbox.Work)
