@@ -186,6 +186,10 @@ func TestSend_Corpus(t *testing.T) {
 	}))
 	power := c.build(t, c.signer, events.Proto{Sender: bob, Type: events.PowerLevels, StateKey: &empty, Content: json.RawMessage(`{"users":{"` + bob + `":100}}`)})
 	banned := c.message(t, carol, "from a banned user")
+	// In version 12 the create event is the room ID's, never an auth event.
+	createAuth := resign(t, c.signer, edit(t, c.message(t, bob, "create as auth event"), func(d map[string]any) {
+		d["auth_events"] = append(d["auth_events"].([]any), "$"+strings.TrimPrefix(c.id, "!"))
+	}))
 	content, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": "after a gap"})
 	gap, err := c.signer.Build("12", events.Proto{RoomID: c.id, Sender: bob, Type: "m.room.message", Content: content},
 		events.Graph{PrevEvents: []string{"$nosuchevent0000000000000000000000000000000"}, Depth: 50}, nil, time.Now())
@@ -211,6 +215,7 @@ func TestSend_Corpus(t *testing.T) {
 		{"EventIDFieldInV12", withID.EventID(), edit(t, withID, func(d map[string]any) { d["event_id"] = withID.EventID() }), "event_id", "event_id"},
 		{"SecondCreate", refID(t, secondCreate), secondCreate, "", "create"},
 		{"NotAllowedByAuthEvents", power.EventID(), power.JSON(), "", "kept out"},
+		{"CreateInAuthEventsV12", refID(t, createAuth), createAuth, "", "kept out"},
 		{"BannedUser", banned.EventID(), banned.JSON(), "", "kept out"},
 		{"UnfetchablePrevEvents", gap.EventID(), gap.JSON(), "", "dropped"},
 		{"Oversize", refID(t, big), big, "65536 bytes", "65536 bytes"},
@@ -231,6 +236,7 @@ func TestSend_Corpus(t *testing.T) {
 			fs.work(t)
 			for _, line := range strings.Split(fs.Logs(), "\n") {
 				if strings.Contains(line, tc.id) && strings.Contains(line, tc.reason) {
+					t.Log(line)
 					return
 				}
 			}
@@ -240,7 +246,7 @@ func TestSend_Corpus(t *testing.T) {
 
 	// None shows to alice; the PDU with the wrong hash shows redacted.
 	refused := map[string]bool{}
-	for _, id := range []string{forged.EventID(), withID.EventID(), refID(t, secondCreate), power.EventID(), banned.EventID(), gap.EventID(), refID(t, big)} {
+	for _, id := range []string{forged.EventID(), withID.EventID(), refID(t, secondCreate), refID(t, createAuth), power.EventID(), banned.EventID(), gap.EventID(), refID(t, big)} {
 		refused[id] = true
 	}
 	r := fs.Do(t, "GET", "/_matrix/client/v3/rooms/"+c.id+"/messages?dir=b&limit=100", fs.Alice.AccessToken, nil)
