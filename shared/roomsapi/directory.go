@@ -79,9 +79,6 @@ func (a *API) handlePublicRooms(w http.ResponseWriter, r *http.Request) error {
 	if q.Limit, err = intParam(r, "limit", 0); err != nil {
 		return err
 	}
-	if server := r.URL.Query().Get("server"); server != "" && server != a.Rooms.Signer.ServerName {
-		return httpapi.Errorf(400, "M_UNRECOGNIZED", "listing rooms of %s needs federation, which this server does not support yet", server)
-	}
 	if r.Method == http.MethodPost {
 		var body struct {
 			Limit  int    `json:"limit"`
@@ -95,6 +92,11 @@ func (a *API) handlePublicRooms(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		q = rooms.DirectoryQuery{Limit: body.Limit, Since: body.Since, Search: body.Filter.Term, RoomTypes: body.Filter.RoomTypes}
+	}
+	if server := r.URL.Query().Get("server"); server != "" && server != a.Rooms.Signer.ServerName {
+		// Another server's list, through federation.
+		out, err := a.Rooms.PublicRoomsOf(r.Context(), server, q)
+		return reply(w, out, err)
 	}
 	out, err := a.Rooms.ListPublic(r.Context(), q)
 	return reply(w, out, err)

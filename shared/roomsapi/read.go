@@ -59,7 +59,7 @@ func (a *API) handleContext(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, err := a.Rooms.ContextOf(reading(r), caller(r).UserID, id, evID, limit, f)
+	c, err := a.Rooms.ContextOfFetching(reading(r), caller(r).UserID, id, evID, limit, f)
 	return reply(w, c, err)
 }
 
@@ -68,7 +68,7 @@ func (a *API) handleEvent(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ev, err := a.Rooms.VisibleEvent(reading(r), caller(r).UserID, id, evID)
+	ev, err := a.Rooms.VisibleEventFetching(reading(r), caller(r).UserID, id, evID)
 	return reply(w, ev, err)
 }
 
