@@ -130,6 +130,11 @@ func (s *Service) tryReceiveWithState(ctx context.Context, roomID string, ev eve
 		}
 		before[stateres.Key{Type: x.Type(), StateKey: *x.StateKey()}] = x.EventID()
 	}
+	if _, ok := before[stateres.Key{Type: events.Create}]; !ok {
+		// No state at all: nothing to check the event against, and
+		// nothing to reject it for; another server may answer better.
+		return Outcome{}, nil, fmt.Errorf("%w: the state given before it holds no create event", ErrBadEvent)
+	}
 	if err := s.storeOutliers(ctx, roomID, l, append(slices.Clone(state), chain...)); err != nil {
 		return Outcome{}, nil, err
 	}
