@@ -30,7 +30,8 @@ func twoServers(t *testing.T) (a, b *servertest.Stack) {
 // (with both child events) and its public child, as A describes them
 // (/hierarchy), not the invite-only child nor the unreachable one; the
 // hierarchy of alice's space itself, which B does not hold, is asked of
-// the server its room ID names.
+// the server its room ID names. Its room summary, asked on B with A as
+// via, is A's description.
 func TestTwoServers_RemoteHierarchy(t *testing.T) {
 	a, b := twoServers(t)
 	alice := a.Member(t, "alice")
@@ -91,6 +92,18 @@ func TestTwoServers_RemoteHierarchy(t *testing.T) {
 	if want := []id.RoomID{aliceSpace, public.RoomID}; !slices.Equal(got, want) {
 		t.Fatalf("the hierarchy of alice's space on B: %v, want %v", got, want)
 	}
+
+	// The room summary of a room B does not hold comes from the via
+	// servers too; one the user may not see, or that no server describes,
+	// is 404.
+	summary := func(room id.RoomID, via string) servertest.Reply {
+		return b.Do(t, "GET", "/_matrix/client/v1/room_summary/"+url.PathEscape(string(room))+"?via="+url.QueryEscape(via), bob.User.AccessToken, nil)
+	}
+	if r := summary(aliceSpace, a.Name()); r.Status != 200 || r.Body["name"] != "Alice's space" || r.Body["room_type"] != "m.space" || r.Body["membership"] != "leave" {
+		t.Fatalf("room summary of alice's space on B: %d %s", r.Status, r.Raw)
+	}
+	wantError(t, "room summary of alice's invite-only room", summary(private.RoomID, a.Name()), 404, "M_NOT_FOUND")
+	wantError(t, "room summary via a server that does not answer", summary("!gone:127.0.0.1:1", "127.0.0.1:1"), 404, "M_NOT_FOUND")
 
 	// A room B does not hold and no server describes is 403, as an unknown
 	// room is.

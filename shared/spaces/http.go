@@ -93,8 +93,8 @@ type summaryReply struct {
 }
 
 // handleSummary serves GET /_matrix/client/v1/room_summary/{roomIdOrAlias}
-// and its unstable forms. The via servers go unused until federation can
-// ask them: a room this server does not hold is 404.
+// and its unstable forms. A room this server does not hold is described as
+// the via servers answer (their federation hierarchy of it), else 404.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv1room_summaryroomidoralias
 func (s *Service) handleSummary(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
@@ -102,7 +102,7 @@ func (s *Service) handleSummary(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out, err := s.summarize(ctx, accounts.Caller(ctx).UserID, roomID)
+	out, err := s.summarize(ctx, accounts.Caller(ctx).UserID, roomID, r.URL.Query()["via"])
 	if err != nil {
 		return err
 	}
@@ -130,13 +130,19 @@ func (s *Service) resolve(ctx context.Context, target string) (string, error) {
 }
 
 // summarize describes roomID to userID ("" for an anonymous caller): 404 when
-// the server does not hold the room or the caller may not see it, the one
-// error the spec names, so that the answer does not tell the two apart.
-func (s *Service) summarize(ctx context.Context, userID, roomID string) (summaryReply, error) {
+// neither this server nor those of via describe the room, or the caller
+// may not see it, the one error the spec names, so that the answer does
+// not tell the two apart.
+func (s *Service) summarize(ctx context.Context, userID, roomID string, via []string) (summaryReply, error) {
 	notFound := httpapi.NotFound("room %s is not known to this server, or you may not see it", roomID)
 	sum, err := s.Rooms.Summary(ctx, roomID)
+	var remote *room
 	if errors.Is(err, rooms.ErrUnknownRoom) {
-		return summaryReply{}, notFound
+		r, ok := s.remoteRoom(ctx, newRemotes(), step{room: roomID, via: via}, true, false)
+		if !ok {
+			return summaryReply{}, notFound
+		}
+		remote, sum, err = &r.room, summaryOf(r.room), nil
 	}
 	if err != nil {
 		return summaryReply{}, err
@@ -153,6 +159,9 @@ func (s *Service) summarize(ctx context.Context, userID, roomID string) (summary
 		return summaryReply{}, notFound
 	}
 	out := summaryReply{room: describe(sum)}
+	if remote != nil {
+		out.room = *remote
+	}
 	if userID != "" {
 		out.Membership = v.memberships[roomID]
 		if out.Membership == "" {
