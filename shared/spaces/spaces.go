@@ -2,9 +2,9 @@
 // space hierarchy, a walk of a space's m.space.child events, and the room
 // summary. Both show a room only to those the spec lets see it.
 //
-// A room held elsewhere is described in the hierarchy as the servers of
-// its child event's via list tell (GET /_matrix/federation/v1/hierarchy);
-// a remote room has no summary yet.
+// A room held elsewhere is described as other servers tell (GET
+// /_matrix/federation/v1/hierarchy): in the hierarchy, those of its child
+// event's via list; in the summary, those of the request's.
 package spaces
 
 import (
