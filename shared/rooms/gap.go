@@ -246,10 +246,22 @@ func (b *batch) openGap(ctx context.Context, sl slot, bottom int64) error {
 		return err
 	}
 	b.info.Gaps = append(b.info.Gaps, gap{top, bottom}.String())
+	b.info.Gapped = append(b.info.Gapped, gap{top, bottom}.String())
 	b.info.Holds = append(b.info.Holds, bottom+1)
 	hold := slot{PK: sl.PK, SK: slotSK(bottom + 1), EventID: sl.EventID, PDU: sl.PDU, Version: sl.Version, StateSeq: sl.StateSeq, Hold: true}
 	b.ops = append(b.ops, store.CreateOp(hold))
 	return nil
+}
+
+// inGap reports whether position seq is one a gap left free: an event
+// placed there arrived after the events above it.
+func inGap(gapped []gap, seq int64) bool {
+	for _, g := range gapped {
+		if seq > g.bottom && seq < g.top {
+			return true
+		}
+	}
+	return false
 }
 
 // throughGaps fills the open gaps that a backwards /messages page went

@@ -106,8 +106,18 @@ func TestGap_FilledThroughMessages(t *testing.T) {
 	alice := st.Member(t, "alice")
 	r := newRemote(t, st)
 	room, _ := joinBob(t, st, r, alice)
+	carol := st.Member(t, "carol")
+	if _, err := carol.JoinRoomByID(bg, room); err != nil {
+		t.Fatal(err)
+	}
 	say(t, alice, room, "a1")
 	first, err := alice.FullSyncRequest(bg, mautrix.ReqSync{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Carol's token is from before b31, and she syncs again only once the
+	// gap is filled.
+	carolFirst, err := carol.FullSyncRequest(bg, mautrix.ReqSync{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +144,7 @@ func TestGap_FilledThroughMessages(t *testing.T) {
 	if err != nil || out.Status != rooms.Accepted {
 		t.Fatalf("receive b31 with state: %+v, %v", out, err)
 	}
-	servertest.CheckUsage(t, "b31 above a gap", m.Usage(), servertest.Want(13, 25, 10))
+	servertest.CheckUsage(t, "b31 above a gap", m.Usage(), servertest.Want(13, 27, 11))
 	news, err := alice.FullSyncRequest(bg, mautrix.ReqSync{Since: first.NextBatch})
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +162,7 @@ func TestGap_FilledThroughMessages(t *testing.T) {
 	if _, err := alice.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, 10); err != nil {
 		t.Fatal(err)
 	}
-	st.CheckCost(t, "a /messages page through a gap", "/messages", servertest.Want(13, 29, 42))
+	st.CheckCost(t, "a /messages page through a gap", "/messages", servertest.Want(13, 30, 42))
 	wantEqual(t, "alice's /messages, 10 a page", pageAll(t, alice, room, 10), want)
 	if calls == 0 {
 		t.Fatal("no /backfill asked")
@@ -169,6 +179,11 @@ func TestGap_FilledThroughMessages(t *testing.T) {
 	if j, ok := after.Rooms.Join[room]; ok && len(j.Timeline.Events) > 0 {
 		t.Fatalf("sync after the fill: %v", bodies(j.Timeline.Events))
 	}
+	carolNext, err := carol.FullSyncRequest(bg, mautrix.ReqSync{Since: carolFirst.NextBatch, FilterID: `{"room":{"timeline":{"limit":50}}}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEqual(t, "carol's sync from before b31, after the fill", bodies(carolNext.Rooms.Join[room].Timeline.Events), []string{"b31"})
 	say(t, alice, room, "a2")
 	next, err := alice.FullSyncRequest(bg, mautrix.ReqSync{Since: after.NextBatch})
 	if err != nil {

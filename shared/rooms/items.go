@@ -173,6 +173,9 @@ type info struct {
 	// slots that hold a gap's first position (slot.Hold).
 	Gaps  []string `dynamodbav:"gaps,omitempty"`
 	Holds []int64  `dynamodbav:"holds,omitempty"`
+	// Gapped lists "<top>:<bottom>" of every gap opened, filled or not:
+	// the events placed there are history, never news to /sync.
+	Gapped []string `dynamodbav:"gapped,omitempty"`
 	// Tombstoned holds the replacement room after an upgrade.
 	Tombstoned string `dynamodbav:"tombstone,omitempty"`
 	// Rev counts writes: appends and directory changes both read, change

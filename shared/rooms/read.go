@@ -160,6 +160,9 @@ type MessagesQuery struct {
 	Backward bool
 	Limit    int
 	Filter   *events.RoomEventFilter
+	// News is set by /sync for the events after its token: events placed
+	// in a gap of the timeline (gap.go) are history, left out.
+	News bool
 }
 
 // Page is a page of a room's timeline.
@@ -182,6 +185,7 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 	if err != nil {
 		return Page{}, err
 	}
+	v.news = q.News
 	if q.Limit <= 0 {
 		q.Limit = 10
 	}

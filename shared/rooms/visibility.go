@@ -24,6 +24,10 @@ type viewer struct {
 	// holds are the positions of slots that only hold a gap's first
 	// position (slot.Hold): no event to show.
 	holds []int64
+	// news is set for a page of events new to the reader (/sync): the
+	// events placed in gaps are history, left out.
+	news   bool
+	gapped []gap
 }
 
 // viewerOf reads the two items history visibility needs. A user who was
@@ -39,6 +43,7 @@ func (s *Service) viewerOf(ctx context.Context, userID, roomID string) (*viewer,
 	v.visibility = v.info.Visibility
 	v.visAt = stateAtOf(v.info.VisibilityAt)
 	v.holds = v.info.Holds
+	v.gapped = gapsOf(v.info.Gapped)
 	m, err := s.membership(ctx, userID, roomID)
 	if err != nil {
 		return nil, err
@@ -109,7 +114,7 @@ func (v *viewer) settingAt(seq int64) string {
 // those, which the spec lets the user see if either membership allows:
 // their own leave, say.
 func (v *viewer) sees(seq int64) bool {
-	if slices.Contains(v.holds, seq) {
+	if slices.Contains(v.holds, seq) || (v.news && inGap(v.gapped, seq)) {
 		return false
 	}
 	vis := v.visibilityAt(seq)
