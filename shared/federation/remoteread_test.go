@@ -30,7 +30,7 @@ func fedRequests(t *testing.T, s *servertest.Stack, route string) int {
 // (GET /publicRooms?server=A): A's answer, paged with limit and since as
 // A pages it; a POST with a search term passes the filter to A. A server
 // that cannot be reached is 502 M_UNKNOWN, a name that is no server name
-// 400 M_INVALID_PARAM.
+// 400 M_INVALID_PARAM, and a GET without an access token 401.
 func TestTwoServers_RemotePublicRooms(t *testing.T) {
 	a, b := twoServers(t)
 	alice := a.Member(t, "alice")
@@ -93,6 +93,13 @@ func TestTwoServers_RemotePublicRooms(t *testing.T) {
 	wantError(t, "an unreachable server, POST", down, 502, "M_UNKNOWN")
 	bad := b.Do(t, "GET", "/_matrix/client/v3/publicRooms?server="+url.QueryEscape("not a server!"), bob.User.AccessToken, nil)
 	wantError(t, "a bad server name", bad, 400, "M_INVALID_PARAM")
+	// Another server's list is for users of this server: without an access
+	// token it is 401, as Synapse has it; this server's own list is not.
+	anon := b.Do(t, "GET", "/_matrix/client/v3/publicRooms?server="+url.QueryEscape(a.Name()), "", nil)
+	wantError(t, "another server's rooms without an access token", anon, 401, "M_MISSING_TOKEN")
+	if own := b.Do(t, "GET", "/_matrix/client/v3/publicRooms", "", nil); own.Status != 200 {
+		t.Fatalf("B's own rooms without an access token: %d %s", own.Status, own.Raw)
+	}
 }
 
 // TestTwoServers_RemoteEvent: bob of B joins alice's room on A after 30

@@ -71,7 +71,7 @@ func (a *API) Routes(rt *httpapi.Router, requireAuth func(http.HandlerFunc) http
 	})
 	rt.HandleFunc("GET "+v3+"/directory/list/room/{roomId}", httpapi.Handle(a.handleGetListing))
 	h("PUT "+v3+"/directory/list/room/{roomId}", a.handleSetListing)
-	rt.HandleFunc("GET "+v3+"/publicRooms", httpapi.Handle(a.handlePublicRooms))
+	rt.HandleFunc("GET "+v3+"/publicRooms", authForRemote(requireAuth, httpapi.Handle(a.handlePublicRooms)))
 	h("POST "+v3+"/publicRooms", a.handlePublicRooms)
 	h("POST "+v3+"/rooms/{roomId}/upgrade", a.handleUpgrade)
 }
