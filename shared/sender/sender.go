@@ -247,8 +247,8 @@ func (s *Sender) destinations(ctx context.Context, roomID string, evs []rooms.Ap
 // joinedServers lists the servers with a joined member in the room's
 // current state that its server ACL allows: from the cache when every
 // event of evs carries the state snapshot the cache holds (an ACL change
-// moves the snapshot), else from the room's member events and its ACL (one
-// Query, one GetItem).
+// moves the snapshot), else from the room's member events and, when other
+// servers have members, its ACL (one Query, one GetItem).
 func (s *Sender) joinedServers(ctx context.Context, roomID string, evs []rooms.Appended) ([]string, error) {
 	seq := evs[0].StateSeq
 	for _, a := range evs[1:] {
@@ -263,14 +263,25 @@ func (s *Sender) joinedServers(ctx context.Context, roomID string, evs []rooms.A
 	if err != nil {
 		return nil, fmt.Errorf("destinations of %s: %w", roomID, err)
 	}
-	allows, err := s.aclFilter(ctx, roomID)
-	if err != nil {
-		return nil, err
-	}
 	set := map[string]bool{}
+	remote := false
 	for _, m := range members {
-		if ms, _ := m.Membership(); ms == "join" && m.StateKey() != nil && allows(serverOf(*m.StateKey())) {
-			set[serverOf(*m.StateKey())] = true
+		if ms, _ := m.Membership(); ms == "join" && m.StateKey() != nil {
+			srv := serverOf(*m.StateKey())
+			set[srv] = true
+			remote = remote || srv != s.ServerName
+		}
+	}
+	if remote {
+		// A room of this server's users alone reads no ACL.
+		allows, err := s.aclFilter(ctx, roomID)
+		if err != nil {
+			return nil, err
+		}
+		for srv := range set {
+			if srv != s.ServerName && !allows(srv) {
+				delete(set, srv)
+			}
 		}
 	}
 	servers := make([]string, 0, len(set))
