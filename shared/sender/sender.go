@@ -224,12 +224,16 @@ func (s *Sender) destinations(ctx context.Context, roomID string, evs []rooms.Ap
 	for _, a := range evs {
 		// Invites go by PUT /invite, not here.
 		if ms, _ := a.Event.Membership(); a.Event.Type() == events.Member && (ms == "leave" || ms == "ban") && a.Event.StateKey() != nil {
+			srv := serverOf(*a.Event.StateKey())
+			if srv == s.ServerName {
+				continue
+			}
 			if allows == nil {
 				if allows, err = s.aclFilter(ctx, roomID); err != nil {
 					return nil, err
 				}
 			}
-			if srv := serverOf(*a.Event.StateKey()); allows(srv) {
+			if allows(srv) {
 				set[srv] = true
 			}
 		}
