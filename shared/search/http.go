@@ -200,7 +200,10 @@ func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.search(r.Context(), accounts.Caller(r.Context()).UserID, req)
+	// The events the searching device sent come back with their
+	// transaction IDs.
+	me := accounts.Caller(r.Context())
+	res, err := s.search(rooms.WithDevice(r.Context(), me.DeviceID), me.UserID, req)
 	if err != nil {
 		return err
 	}
