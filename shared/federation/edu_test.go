@@ -409,8 +409,37 @@ func TestTwoServers_EDURefused(t *testing.T) {
 		}
 	}
 
-	// A server ACL that denies IP literals denies B: bob's typing stop and
-	// his receipt are refused, and alice's /sync has no news of them.
+	// Presence: of a user of B in no room held here, and of bob once he
+	// left the room (A's index of his rooms lets go of it).
+	if _, err := bob.LeaveRoom(background, room); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob's leave on A", func() ([]string, bool) {
+		ev, err := a.Server.Rooms.StateEvent(background, string(room), "m.room.member", bobID)
+		if err != nil {
+			return []string{err.Error()}, false
+		}
+		m, _ := ev.Membership()
+		return []string{m}, m == "leave"
+	}, a.Logs)
+	for _, u := range []string{"@nobody:" + b.Name(), bobID} {
+		p := json.RawMessage(fmt.Sprintf(`{"push":[{"user_id":%q,"presence":"online","status_msg":"here","last_active_ago":1}]}`, u))
+		if err := b.Server.Sender.SendEDU(background, []string{a.Name()}, "m.presence", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, u := range []string{"@nobody:" + b.Name(), bobID} {
+		waitFor(t, u+"'s presence refused", func() ([]string, bool) {
+			return nil, strings.Contains(a.Logs(), u+" shares no room with this server")
+		}, a.Logs)
+	}
+	if st, err := alice.GetPresence(background, bob.UserID); err != nil || st.StatusMsg == "here" {
+		t.Errorf("bob's presence on A: %+v, %v; want none taken", st, err)
+	}
+
+	// A server ACL that denies IP literals denies B: EDUs about bob are
+	// refused for that before anything else is read, and alice's /sync has
+	// no news of his receipt.
 	if _, err := alice.SendStateEvent(background, room, event.StateServerACL, "", map[string]any{"allow": []string{"*"}, "allow_ip_literals": false}); err != nil {
 		t.Fatal(err)
 	}
@@ -428,8 +457,8 @@ func TestTwoServers_EDURefused(t *testing.T) {
 		return nil, strings.Count(a.Logs(), denied) == 2
 	}, a.Logs)
 	for _, line := range aw.next(t) {
-		if strings.Contains(line, bobID) {
-			t.Errorf("alice saw bob's refused EDUs: %s", line)
+		if strings.Contains(line, " m.receipt ") && strings.Contains(line, bobID) {
+			t.Errorf("alice saw bob's refused receipt: %s", line)
 		}
 	}
 }
