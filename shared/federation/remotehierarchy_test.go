@@ -81,6 +81,26 @@ func TestTwoServers_RemoteHierarchy(t *testing.T) {
 		t.Fatalf("alice's space and its child as B describes them: %+v / %+v", h.Rooms[1], h.Rooms[2])
 	}
 
+	// Paged one room at a time, the rooms held elsewhere are asked about
+	// from the via servers kept in the page's session.
+	var paged []id.RoomID
+	from := ""
+	for range 5 {
+		h, err := bob.Hierarchy(background, bobSpace, &mautrix.ReqHierarchy{Limit: 1, From: from})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range h.Rooms {
+			paged = append(paged, r.RoomID)
+		}
+		if from = h.NextBatch; from == "" {
+			break
+		}
+	}
+	if want := []id.RoomID{bobSpace, aliceSpace, public.RoomID}; !slices.Equal(paged, want) {
+		t.Fatalf("bob's hierarchy a room a page: %v, want %v", paged, want)
+	}
+
 	h, err = bob.Hierarchy(background, aliceSpace, &mautrix.ReqHierarchy{})
 	if err != nil {
 		t.Fatal(err)
