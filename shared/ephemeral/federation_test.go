@@ -115,4 +115,18 @@ func TestFederate(t *testing.T) {
 			t.Errorf("%s on %s (thread %q): sent %q, want %q", r.typ, r.eventID, r.thread, sent, r.want)
 		}
 	}
+
+	// read_markers: its m.read goes out unthreaded, its m.fully_read and
+	// m.read.private never.
+	next, err := alice.SendText(bg, room, "next")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent = nil
+	if err := alice.SetReadMarkers(bg, room, &mautrix.ReqSetReadMarkers{Read: next.EventID, ReadPrivate: next.EventID, FullyRead: next.EventID}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{receiptEDU(string(next.EventID), "")}; !slices.Equal(sent, want) {
+		t.Errorf("read_markers: sent %q, want %q", sent, want)
+	}
 }
