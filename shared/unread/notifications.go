@@ -114,7 +114,9 @@ func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc
 			httpapi.WriteError(w, r, httpapi.InvalidParam(`only must be "highlight"`))
 			return
 		}
-		list, next, err := s.Notifications(r.Context(), accounts.Caller(r.Context()).UserID, q.Get("from"), limit, only)
+		// The events the asking device sent carry their transaction IDs.
+		me := accounts.Caller(r.Context())
+		list, next, err := s.Notifications(rooms.WithDevice(r.Context(), me.DeviceID), me.UserID, q.Get("from"), limit, only)
 		if err != nil {
 			httpapi.WriteError(w, r, err)
 			return
