@@ -94,7 +94,7 @@ const publicRoomsPath = "/_matrix/federation/v1/publicRooms"
 
 // PublicRooms asks server for its published rooms: GET with limit and
 // since, or, with a search term or room types, POST with the filter. A
-// server that answers the POST 404, 405 or M_UNRECOGNIZED (it predates
+// server that answers the POST 404, 405, M_UNRECOGNIZED or M_NOT_FOUND (it predates
 // filtering over federation) is asked its whole list with GET, filtered
 // here by the search term alone, unpaged, as Synapse falls back. The
 // answer is the server's, checked to be an object with a chunk list.
@@ -129,7 +129,7 @@ func (d *RemoteDirectory) PublicRooms(ctx context.Context, server string, q room
 	if err == nil {
 		return checkPublicRooms(server, out, "")
 	}
-	if e, ok := fedclient.AsError(err); !ok || !(e.Status == http.StatusNotFound || e.Status == http.StatusMethodNotAllowed || e.Code == "M_UNRECOGNIZED") {
+	if e, ok := fedclient.AsError(err); !ok || !(e.Status == http.StatusNotFound || e.Status == http.StatusMethodNotAllowed || e.Code == "M_UNRECOGNIZED" || e.Code == "M_NOT_FOUND") {
 		return nil, fmt.Errorf("public rooms of %s: %w", server, err)
 	}
 	if err := d.Client.Get(ctx, server, publicRoomsPath, &out); err != nil {
