@@ -463,58 +463,98 @@ func TestTwoServers_EDURefused(t *testing.T) {
 	}
 }
 
+// dendriteRoom is a room of alice on Cirrus (version 10) that bob on
+// Dendrite 0.13.8 (with the settings of extra) joined, with a call of
+// bob's client API and a follower of his /sync's ephemeral and presence
+// events.
+type dendriteRoom struct {
+	st    *servertest.Stack
+	d     *servertest.Dendrite
+	alice servertest.Member
+	room  id.RoomID
+	bob   string
+	token string
+	since string
+}
+
+func newDendriteRoom(t *testing.T, extra map[string]any) *dendriteRoom {
+	st, _ := servertest.StartNamed(t)
+	st.RunQueue(t)
+	d := servertest.StartDendrite(t, extra)
+	dr := &dendriteRoom{st: st, d: d, alice: st.Member(t, "alice"), bob: "@bob:" + d.Name}
+	created, err := dr.alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dr.room = created.RoomID
+	dr.token = d.Register(t, "bob", "correct horse battery staple")
+	dr.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(string(dr.room))+"?server_name="+url.QueryEscape(st.Name()), map[string]any{})
+	dr.sync(t)
+	return dr
+}
+
+// do is a request of bob's to Dendrite, which must answer 200.
+func (dr *dendriteRoom) do(t *testing.T, method, path string, body any) map[string]any {
+	t.Helper()
+	status, raw := dr.d.Do(t, method, path, dr.token, body)
+	var out map[string]any
+	if status != 200 || json.Unmarshal([]byte(raw), &out) != nil {
+		t.Fatalf("Dendrite %s %s: %d %s\n%s", method, path, status, raw, dr.d.LogTail())
+	}
+	return out
+}
+
+// sync is bob's next /sync on Dendrite: the room's ephemeral events and
+// the presence events, as syncWatch.next lists them.
+func (dr *dendriteRoom) sync(t *testing.T) []string {
+	t.Helper()
+	out := dr.do(t, "GET", "/_matrix/client/v3/sync?timeout=500&since="+url.QueryEscape(dr.since), nil)
+	dr.since, _ = out["next_batch"].(string)
+	rooms, _ := out["rooms"].(map[string]any)
+	join, _ := rooms["join"].(map[string]any)
+	r, _ := join[string(dr.room)].(map[string]any)
+	eph, _ := r["ephemeral"].(map[string]any)
+	evs, _ := eph["events"].([]any)
+	var lines []string
+	for _, e := range evs {
+		ev, _ := e.(map[string]any)
+		c, _ := json.Marshal(ev["content"])
+		lines = append(lines, fmt.Sprintf("%s %v %s", dr.room, ev["type"], c))
+	}
+	presence, _ := out["presence"].(map[string]any)
+	evs, _ = presence["events"].([]any)
+	for _, e := range evs {
+		ev, _ := e.(map[string]any)
+		c, _ := json.Marshal(ev["content"])
+		lines = append(lines, fmt.Sprintf("presence %v %s", ev["sender"], c))
+	}
+	return lines
+}
+
+// until syncs bob until found accepts one of the events of a sync.
+func (dr *dendriteRoom) until(t *testing.T, what string, found func(string) bool) {
+	t.Helper()
+	waitFor(t, what, func() ([]string, bool) {
+		lines := dr.sync(t)
+		return lines, slices.ContainsFunc(lines, found)
+	}, dr.d.LogTail)
+}
+
 // TestDendrite_EDUs: alice on Cirrus and bob on Dendrite 0.13.8 share a
 // room (version 10): each one's typing and its stop reach the other, and
 // each one's read receipt of the other's message, in each /sync.
 func TestDendrite_EDUs(t *testing.T) {
-	st, _ := servertest.StartNamed(t)
-	st.RunQueue(t)
-	d := servertest.StartDendrite(t, nil)
-	alice := st.Member(t, "alice")
-	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
-	bobToken := d.Register(t, "bob", "correct horse battery staple")
-	bob := "@bob:" + d.Name
+	dr := newDendriteRoom(t, nil)
+	st, d, alice, room, bob, bobToken := dr.st, dr.d, dr.alice, dr.room, dr.bob, dr.token
 	dendrite := func(method, path string, body any) map[string]any {
 		t.Helper()
-		status, raw := d.Do(t, method, path, bobToken, body)
-		var out map[string]any
-		if status != 200 || json.Unmarshal([]byte(raw), &out) != nil {
-			t.Fatalf("Dendrite %s %s: %d %s\n%s", method, path, status, raw, d.LogTail())
-		}
-		return out
+		return dr.do(t, method, path, body)
 	}
 	roomPath := "/_matrix/client/v3/rooms/" + url.PathEscape(string(room))
-	dendrite("POST", "/_matrix/client/v3/join/"+url.PathEscape(string(room))+"?server_name="+url.QueryEscape(st.Name()), map[string]any{})
 	aw := watch(t, alice.Client)
-	// bob's /sync on Dendrite, from now on.
-	since := ""
-	bobSync := func() []string {
-		out := dendrite("GET", "/_matrix/client/v3/sync?timeout=500&since="+url.QueryEscape(since), nil)
-		since, _ = out["next_batch"].(string)
-		rooms, _ := out["rooms"].(map[string]any)
-		join, _ := rooms["join"].(map[string]any)
-		r, _ := join[string(room)].(map[string]any)
-		eph, _ := r["ephemeral"].(map[string]any)
-		evs, _ := eph["events"].([]any)
-		var lines []string
-		for _, e := range evs {
-			ev, _ := e.(map[string]any)
-			c, _ := json.Marshal(ev["content"])
-			lines = append(lines, fmt.Sprintf("%s %v %s", room, ev["type"], c))
-		}
-		return lines
-	}
-	bobSync()
 	bobUntil := func(what string, found func(string) bool) {
 		t.Helper()
-		waitFor(t, what, func() ([]string, bool) {
-			lines := bobSync()
-			return lines, slices.ContainsFunc(lines, found)
-		}, d.LogTail)
+		dr.until(t, what, found)
 	}
 
 	// Typing, both ways, and its stop.
@@ -553,4 +593,17 @@ func TestDendrite_EDUs(t *testing.T) {
 		t.Fatal(err)
 	}
 	bobUntil("alice's receipt on Dendrite", receiptOf(room, string(alice.UserID), eventID, ""))
+}
+
+// TestDendrite_Presence: with presence on in Dendrite, alice's presence
+// and status message on Cirrus reach bob on Dendrite, and his reach her.
+func TestDendrite_Presence(t *testing.T) {
+	dr := newDendriteRoom(t, map[string]any{"global.presence.enable_inbound": true, "global.presence.enable_outbound": true})
+	aw := watch(t, dr.alice.Client)
+	if err := dr.alice.SetPresence(background, mautrix.ReqPresence{Presence: event.PresenceUnavailable, StatusMsg: "from cirrus"}); err != nil {
+		t.Fatal(err)
+	}
+	dr.until(t, "alice's presence on Dendrite", presenceOf(string(dr.alice.UserID), "unavailable", "from cirrus"))
+	dr.do(t, "PUT", "/_matrix/client/v3/presence/"+url.PathEscape(dr.bob)+"/status", map[string]any{"presence": "online", "status_msg": "from dendrite"})
+	aw.until(t, "bob's presence on Cirrus", presenceOf(dr.bob, "online", "from dendrite"), dr.st.Logs)
 }
