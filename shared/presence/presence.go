@@ -52,7 +52,8 @@ type state struct {
 	StatusMsg  string `dynamodbav:"status_msg,omitempty"`
 	LastActive int64  `dynamodbav:"last_active"`
 	// Remote marks a user of another server, whose currently_active is
-	// theirs to say (Active), not derived from LastActive.
+	// theirs to say (Active), for as long as a local user's would last
+	// after LastActive.
 	Remote bool `dynamodbav:"remote,omitempty"`
 	Active bool `dynamodbav:"active,omitempty"`
 }
@@ -140,7 +141,8 @@ func (s *Service) status(st state) Status {
 	ago := s.now().UnixMilli() - st.LastActive
 	active := st.Presence == "online" && time.Duration(ago)*time.Millisecond < activeFor
 	if st.Remote {
-		active = st.Active
+		// Theirs to say, until their news is older than ours would be.
+		active = st.Active && time.Duration(ago)*time.Millisecond < activeFor
 	}
 	out := Status{Presence: st.Presence, LastActiveAgo: &ago, CurrentlyActive: &active}
 	if st.StatusMsg != "" {
