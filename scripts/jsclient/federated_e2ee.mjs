@@ -14,7 +14,9 @@
 // /keys/query and /keys/claim of the other's device through the other's
 // server); bob asks alice's device to verify, alice accepts, both compare
 // the SAS emoji and confirm: each ends with the other's device verified
-// (every verification message a to-device message across the servers).
+// (every verification message a to-device message across the servers),
+// and then the other's identity verified by cross-signing (the signature
+// of the other's master key kept by the signer's server).
 // Exit status and output as in scenario.mjs (lib.mjs).
 import { createClient } from "matrix-js-sdk";
 import { CryptoEvent } from "matrix-js-sdk/lib/crypto-api/index.js";
@@ -131,9 +133,15 @@ async function main() {
   say(`  bob's view of alice's device: ${JSON.stringify(aliceOnBob)}; alice's of bob's: ${JSON.stringify(bobOnAlice)}`);
   if (!aliceOnBob?.isVerified()) fail("bob does not hold alice's device as verified");
   if (!bobOnAlice?.isVerified()) fail("alice does not hold bob's device as verified");
-  const aliceTrust = await bobCrypto.getUserVerificationStatus(aliceId);
-  const bobTrust = await aliceCrypto.getUserVerificationStatus(bobId);
-  say(`  bob verifies alice's identity: ${aliceTrust.isCrossSigningVerified()}; alice verifies bob's: ${bobTrust.isCrossSigningVerified()}`);
+
+  step("each holds the other's identity as cross-signing verified");
+  // Each client signed the other's master key with its user-signing key
+  // and uploaded the signature to its own server, which checked it against
+  // the other server's copy of the key; the next /keys/query shows it.
+  await poll(async () => ((await bobCrypto.getUserVerificationStatus(aliceId)).isCrossSigningVerified() ? true : undefined), 250);
+  await poll(async () => ((await aliceCrypto.getUserVerificationStatus(bobId)).isCrossSigningVerified() ? true : undefined), 250);
+  const bobSeen = await aliceCrypto.getDeviceVerificationStatus(bobId, bob.getDeviceId());
+  if (!bobSeen?.crossSigningVerified) fail(`alice's view of bob's device: ${JSON.stringify(bobSeen)}`);
 
   step("stop the clients");
   alice.stopClient();

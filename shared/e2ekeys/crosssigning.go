@@ -479,9 +479,12 @@ func signatureItem(userID, target, keyID, sig string) userKey {
 
 // otherSignatures checks signatures of other users' master keys by the
 // caller's user-signing key. Only a master key may be signed; other key IDs
-// of the same user are M_NOT_FOUND. Cost: one GetItem of the caller's
-// user-signing key, then per user two GetItems (their master key, the
-// signature already there).
+// of the same user are M_NOT_FOUND. A user of another server's master key
+// is asked of their server, and the signature is kept here, in their
+// partition: only the signer ever sees it (queryRemote adds it). Cost: one
+// GetItem of the caller's user-signing key, then per user two GetItems
+// (their master key, or a federation request, and the signature already
+// there).
 func (s *Service) otherSignatures(ctx context.Context, me string, req map[string]map[string]json.RawMessage, sg *signatures) error {
 	var usk userKey
 	err := s.Store.Get(ctx, csKey(me, UserSigning), &usk)
@@ -528,9 +531,10 @@ func (s *Service) otherSignature(ctx context.Context, me, target string, keys ma
 		return nil, nil
 	}
 	var master userKey
-	err = store.ErrNotFound
 	if server == s.ServerName {
 		err = s.Store.Get(ctx, csKey(target, Master), &master)
+	} else {
+		master.Key, err = s.remoteMaster(ctx, target)
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		failAll(fail(http.StatusNotFound, "M_NOT_FOUND", "No master key found for %s", target))

@@ -248,6 +248,33 @@ func (s *Service) MembersChanged(ctx context.Context, changes []MemberChange) er
 	return nil
 }
 
+// RoomJoined records the remote members of a room a local user joined,
+// once per room: a room taken in through a remote join tells only of the
+// join, not of the members already there, whom members lists (the room's
+// joined members of other servers). The room is marked first (a create of
+// devlist-room|<room ID>), so that the next local join reads nothing.
+// Cost: one conditional PutItem; the first time, the members read and one
+// BatchWriteItem per 25 of them.
+func (s *Service) RoomJoined(ctx context.Context, roomID string, members func(ctx context.Context) ([]MemberChange, error)) error {
+	mark := remoteRoom{PK: "devlist-room|" + roomID, SK: "members", Membership: "recorded"}
+	err := s.Store.Create(ctx, mark)
+	if errors.Is(err, store.ErrExists) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remote members of %s: %w", roomID, err)
+	}
+	changes, err := members(ctx)
+	if err == nil {
+		err = s.MembersChanged(ctx, changes)
+	}
+	if err != nil {
+		_ = s.Store.Delete(context.WithoutCancel(ctx), store.Key{PK: mark.PK, SK: mark.SK})
+		return fmt.Errorf("remote members of %s: %w", roomID, err)
+	}
+	return nil
+}
+
 // remoteState is what this server holds of a remote user's device list:
 // the rooms they are joined to here and the stream ID seen last.
 type remoteState struct {

@@ -97,6 +97,9 @@ func (s *Service) handleQuery(w http.ResponseWriter, r *http.Request) error {
 		remoteResp.MasterKeys, remoteResp.SelfSigningKeys = map[string]json.RawMessage{}, map[string]json.RawMessage{}
 		g.Go(func() error {
 			s.queryRemote(gctx, remote, remoteTimeout(req.Timeout), &remoteResp)
+			if err := s.addOwnSignatures(gctx, me, &remoteResp); err != nil {
+				return err
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			maps.Copy(resp.DeviceKeys, remoteResp.DeviceKeys)

@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	gosync "sync"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/fedclient"
+	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
 // Keys of other servers' users: POST /keys/query and /keys/claim ask their
@@ -219,6 +221,63 @@ func (s *Service) claimRemote(ctx context.Context, want map[string]map[string]st
 		}
 		return nil
 	})
+}
+
+// remoteMaster asks a remote user's server for their master key:
+// store.ErrNotFound when it has none (or does not answer).
+func (s *Service) remoteMaster(ctx context.Context, userID string) (string, error) {
+	server, err := serverOf(userID)
+	if err != nil || s.Remote == nil {
+		return "", store.ErrNotFound
+	}
+	ctx, cancel := context.WithTimeout(ctx, DefaultRemoteTimeout)
+	defer cancel()
+	var got remoteQuery
+	err = s.Remote.Post(ctx, server, "/_matrix/federation/v1/user/keys/query",
+		map[string]any{"device_keys": map[string][]string{userID: {}}}, &got)
+	k, ok := got.MasterKeys[userID]
+	if err != nil || !ok || !keysOf(k, userID, "") {
+		return "", store.ErrNotFound
+	}
+	return string(k), nil
+}
+
+// addOwnSignatures adds to the remote users' master keys in resp the
+// signatures requester made on them with their user-signing key, which
+// are kept here (otherSignature). Cost: one BatchGetItem per 100 users.
+func (s *Service) addOwnSignatures(ctx context.Context, requester string, resp *queryResponse) error {
+	var keys []store.Key
+	for u := range resp.MasterKeys {
+		keys = append(keys, store.Key{PK: userPK(u), SK: usigPrefix + requester})
+	}
+	if len(keys) == 0 || requester == "" {
+		return nil
+	}
+	found := map[string]userKey{}
+	err := s.Store.GetMany(ctx, keys, func(k store.Key, decode func(out any) error) error {
+		var it userKey
+		if err := decode(&it); err != nil {
+			return err
+		}
+		found[strings.TrimPrefix(k.PK, userPK(""))] = it
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("signatures of remote master keys: %w", err)
+	}
+	for u, it := range found {
+		doc := resp.MasterKeys[u]
+		_, pub, err := csPublicKey(string(doc))
+		if err != nil || pub != it.Target {
+			continue // a signature of a master key since replaced
+		}
+		signed, err := withSignatures(string(doc), map[string]map[string]string{requester: {it.KeyID: it.Sig}}, nil)
+		if err != nil {
+			return fmt.Errorf("master key of %s: %w", u, err)
+		}
+		resp.MasterKeys[u] = signed
+	}
+	return nil
 }
 
 // RemoteDevices is GET /_matrix/federation/v1/user/devices/{userId} of a

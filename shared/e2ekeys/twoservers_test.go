@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto/signatures"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -92,7 +94,9 @@ func hangingServer(t *testing.T) string {
 // her own server, which asks B: /keys/query returns bob's device keys as
 // bob signed them and his master and self-signing keys (his user-signing
 // key stays his); /keys/claim hands out one of his one-time keys, which B
-// then no longer holds. A server that never answers and one that refuses
+// then no longer holds. alice's signature of bob's master key by her
+// user-signing key is checked against B's copy, kept on A and shown to her
+// alone. A server that never answers and one that refuses
 // connections go to failures, with bob's keys still there.
 func TestTwoServers_KeysQueryAndClaim(t *testing.T) {
 	ctx := context.Background()
@@ -132,6 +136,47 @@ func TestTwoServers_KeysQueryAndClaim(t *testing.T) {
 		t.Fatal("alice sees bob's user-signing key")
 	}
 
+	// alice signs bob's master key with her user-signing key: A checks it
+	// against the key B holds and keeps it; her /keys/query shows it on
+	// bob's master key, B's /user/keys/query (what other servers see) not.
+	acs := newCrossSigning(ts.alice.user.ID)
+	if err := ts.alice.c.UploadCrossSigningKeys(ctx, acs.upload(t), passwordAuth(ts.alice.user.ID)); err != nil {
+		t.Fatal(err)
+	}
+	b := id.UserID(bob.user.ID)
+	alicesView := mautrix.ReqKeysSignatures{UserID: b, Usage: []id.CrossSigningUsage{id.XSUsageMaster},
+		Keys: map[id.KeyID]string{keyID(cs.master): pub(cs.master)}}
+	alicesView.Signatures = signatures.Signatures{id.UserID(ts.alice.user.ID): {keyID(acs.userSigning): signWith(t, acs.userSigning, alicesView)}}
+	aliceSync := newSyncer(t, ts.a, ts.alice.user)
+	forged := alicesView
+	forged.Signatures = signatures.Signatures{id.UserID(ts.alice.user.ID): {keyID(acs.userSigning): signWith(t, acs.self, alicesView)}}
+	sresp, err := ts.alice.c.UploadSignatures(ctx, &mautrix.ReqUploadSignatures{b: {pub(cs.master): forged}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantFailure(t, sresp, b, pub(cs.master), "M_INVALID_SIGNATURE")
+	sresp, err = ts.alice.c.UploadSignatures(ctx, &mautrix.ReqUploadSignatures{b: {pub(cs.master): alicesView}})
+	if err != nil || len(sresp.Failures) != 0 {
+		t.Fatalf("alice's signature of bob's master key: %+v, %v", sresp, err)
+	}
+	// Her other devices must fetch bob's keys again.
+	if body := aliceSync.next(t); !deviceListChanged(body, bob.user.ID) {
+		t.Fatalf("alice's sync after her signature of bob: %v", body["device_lists"])
+	}
+	q, err = ts.alice.c.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{b: {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := q.MasterKeys[b]; m.Signatures[id.UserID(ts.alice.user.ID)][keyID(acs.userSigning)] == "" {
+		t.Fatalf("alice's signature missing from bob's master key in her query: %+v", m)
+	} else if ok, err := signatures.VerifySignatureJSON(m, id.UserID(ts.alice.user.ID), pub(acs.userSigning), id.Ed25519(pub(acs.userSigning))); !ok || err != nil {
+		t.Fatalf("alice's signature on bob's master key does not verify: %v", err)
+	}
+	sq, err := ts.b.Server.E2EKeys.QueryForServer(ctx, map[string][]string{bob.user.ID: {}})
+	if err != nil || sq.MasterKeys[bob.user.ID] == nil || strings.Contains(string(sq.MasterKeys[bob.user.ID]), ts.alice.user.ID) {
+		t.Fatalf("B's answer to other servers holds alice's signature: %s %v", sq.MasterKeys[bob.user.ID], err)
+	}
+
 	claim, err := ts.alice.c.ClaimKeys(ctx, &mautrix.ReqClaimKeys{OneTimeKeys: mautrix.OneTimeKeysRequest{
 		id.UserID(bob.user.ID): {bob.id(): id.KeyAlgorithmSignedCurve25519}}})
 	if err != nil {
@@ -156,7 +201,7 @@ func TestTwoServers_KeysQueryAndClaim(t *testing.T) {
 	hanging := hangingServer(t)
 	closed := "127.0.0.1:1"
 	r := ts.a.Do(t, "POST", "/_matrix/client/v3/keys/query", ts.alice.user.AccessToken, map[string]any{
-		"timeout": 500,
+		"timeout":     500,
 		"device_keys": map[string]any{bob.user.ID: []string{}, "@x:" + hanging: []string{}, "@y:" + closed: []string{}},
 	})
 	if r.Status != http.StatusOK {
@@ -236,7 +281,7 @@ func toDevice(body map[string]any) []string {
 // TestTwoServers_DeviceListsAndToDevice: bob@B's new device with keys
 // reaches alice@A's sync as device_lists.changed (m.device_list_update),
 // and so does its deletion and bob's new cross-signing keys
-// (m.signing_key_update); B's /user/devices names the stream ID of the
+// (m.signing_key_update); alice's new device reaches bob's sync on B; B's /user/devices names the stream ID of the
 // last update. To-device messages go both ways (m.direct_to_device), to
 // one device and to all of a user's devices, each delivered once; the
 // same EDU received again delivers nothing.
@@ -285,6 +330,17 @@ func TestTwoServers_DeviceListsAndToDevice(t *testing.T) {
 		body := aliceSync.next(t)
 		dl, _ := json.Marshal(body["device_lists"])
 		return string(dl), deviceListChanged(body, bob.user.ID)
+	})
+
+	// The other way: alice's new device reaches bob on B, which took the
+	// room in through bob's join and so learnt of alice from its member
+	// list, not from her join.
+	alicePhone := login(t, ts.a, alice.user, "ALICEPHONE", "")
+	alicePhone.upload(t, 1)
+	eventually(t, "alice's new device in bob's device_lists", func() (string, bool) {
+		body := bobSync.next(t)
+		dl, _ := json.Marshal(body["device_lists"])
+		return string(dl), deviceListChanged(body, alice.user.ID)
 	})
 
 	// B's /user/devices names the stream ID of its last update: bob's

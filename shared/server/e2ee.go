@@ -18,9 +18,10 @@ import (
 // federateE2EE connects end-to-end encryption to other servers: keys of
 // their users are asked of them, local users' key changes and to-device
 // messages go to them as EDUs, theirs come in through s.EDUs, and remote
-// users' memberships are recorded as member events are appended, so that
-// their device list updates reach the local users who share a room with
-// them. Call it once s.Sender and s.EDUs are set.
+// users' memberships are recorded as member events are appended (and, the
+// first time a local user joins a room taken in through a remote join,
+// from its member list: the take-in tells of the join alone), so that their device
+// list updates reach the local users who share a room with them. Call it once s.Sender and s.EDUs are set.
 func (s *Server) federateE2EE(e2e *e2ekeys.Service, toDevice *todevice.Service, syncs *sync.Service, rms *rooms.Service) {
 	e2e.Remote = s.Federation
 	e2e.SendEDU = s.Sender.SendEDU
@@ -41,12 +42,29 @@ func (s *Server) federateE2EE(e2e *e2ekeys.Service, toDevice *todevice.Service, 
 			g.Go(func() error { return appended(ctx, evs) })
 		}
 		g.Go(func() error { return e2e.MembersChanged(ctx, remoteMembers(evs, s.Config.ServerName)) })
+		for _, roomID := range localJoins(evs, s.Config.ServerName) {
+			g.Go(func() error {
+				return e2e.RoomJoined(ctx, roomID, func(ctx context.Context) ([]e2ekeys.MemberChange, error) {
+					members, err := rms.Members(ctx, roomID)
+					if err != nil {
+						return nil, err
+					}
+					var out []e2ekeys.MemberChange
+					for _, ev := range members {
+						if m, _ := ev.Membership(); m == "join" && ev.StateKey() != nil && serverOf(*ev.StateKey()) != s.Config.ServerName {
+							out = append(out, e2ekeys.MemberChange{RoomID: roomID, UserID: *ev.StateKey(), Membership: m})
+						}
+					}
+					return out, nil
+				})
+			})
+		}
 		return g.Wait()
 	}
 }
 
-// remoteMembers are the memberships the member events among evs give
-// users of other servers.
+// remoteMembers are the joins, leaves and bans the member events among evs
+// give users of other servers.
 func remoteMembers(evs []rooms.Appended, serverName string) []e2ekeys.MemberChange {
 	var out []e2ekeys.MemberChange
 	for _, a := range evs {
@@ -57,8 +75,26 @@ func remoteMembers(evs []rooms.Appended, serverName string) []e2ekeys.MemberChan
 		if serverOf(user) == serverName {
 			continue
 		}
-		m, _ := a.Event.Membership()
-		out = append(out, e2ekeys.MemberChange{RoomID: a.RoomID, UserID: user, Membership: m})
+		// Only joins count (RemoteRooms); an invite or a knock changes
+		// nothing that was recorded, and costs no write.
+		if m, _ := a.Event.Membership(); m == "join" || m == "leave" || m == "ban" {
+			out = append(out, e2ekeys.MemberChange{RoomID: a.RoomID, UserID: user, Membership: m})
+		}
+	}
+	return out
+}
+
+// localJoins lists the rooms among evs, taken in through a remote join,
+// that a local user joined: rooms created here had every member appended.
+func localJoins(evs []rooms.Appended, serverName string) []string {
+	var out []string
+	for _, a := range evs {
+		if !rooms.TakenIn(a.Seq) || a.Event.Type() != events.Member || a.Event.StateKey() == nil || serverOf(*a.Event.StateKey()) != serverName {
+			continue
+		}
+		if m, _ := a.Event.Membership(); m == "join" && !slices.Contains(out, a.RoomID) {
+			out = append(out, a.RoomID)
+		}
 	}
 	return out
 }
