@@ -27,10 +27,11 @@ type inviteRequest struct {
 // M_INCOMPATIBLE_ROOM_VERSION), be the one the path names, an invite from
 // a user of the origin, signed by it, of a user of this server who exists
 // (else 400 M_INVALID_PARAM, 404 for no such user). This server signs it
-// and answers it. In a room this server holds nothing is written: the
-// invite comes again in a transaction and goes through the room engine.
-// For any other room the invite and its stripped state are kept as the
-// user's membership (rooms.Service.ReceiveInvite), shown in their /sync.
+// and answers it. In a room this server is joined to nothing is written:
+// the invite comes again in a transaction and goes through the room
+// engine. For any other room (not held, or left: rooms.Service.Outside)
+// the invite and its stripped state are kept as the user's membership
+// (rooms.Service.ReceiveInvite), shown in their /sync.
 // invite_room_state is checked as the spec says for room versions after
 // 11 (the create event present, every entry a PDU of the room, signed);
 // in versions 1 to 11 stripped entries are taken as they come.
@@ -83,9 +84,11 @@ func (j *Joins) handleInvite(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	signed := j.Rooms.Signer.Countersign(ev)
-	_, err = j.Rooms.Info(ctx, roomID)
-	switch {
-	case errors.Is(err, rooms.ErrUnknownRoom):
+	outside, err := j.Rooms.Outside(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	if outside {
 		state, err := j.inviteState(ctx, req, roomID)
 		if err != nil {
 			return err
@@ -93,8 +96,6 @@ func (j *Joins) handleInvite(w http.ResponseWriter, r *http.Request) error {
 		if err := j.Rooms.ReceiveInvite(ctx, signed, state); err != nil {
 			return err
 		}
-	case err != nil:
-		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]json.RawMessage{"event": signed.JSON()})
 	return nil

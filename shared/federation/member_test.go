@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"testing"
 	"time"
 
@@ -80,7 +81,11 @@ func waitMembership(t *testing.T, st *servertest.Stack, room id.RoomID, userID i
 // while B is in the room and joins. alice kicks bob, the kick reaches B;
 // invited and joined again, bob is banned: the ban reaches B, his rejoin
 // is 403 on both paths, and an event of his that B's signer builds after
-// the ban is rejected by A. The unban reaches B too.
+// the ban is rejected by A. The unban reaches B too. carol leaves: B holds
+// the room but is outside it; bob's next invite is kept with A's stripped
+// state, his rejection goes through A, and his join after a third invite
+// takes the room's state from A's send_join answer: messages flow both
+// ways again.
 func TestTwoServers_RemoteInvite(t *testing.T) {
 	a, _ := servertest.StartNamed(t)
 	a.RunQueue(t)
@@ -138,8 +143,7 @@ func TestTwoServers_RemoteInvite(t *testing.T) {
 
 	// carol@B, invited while B is in the room: the invite comes to B
 	// twice (PUT /invite, then A's transaction), and her join is B's own.
-	// She keeps B in the room: a server that left a room it still holds
-	// cannot take it back in yet (its stale state; see remotejoin.go).
+	// She keeps B in the room until the end.
 	carol := b.Member(t, "carol")
 	if _, err := alice.InviteUser(background, room, &mautrix.ReqInviteUser{UserID: carol.UserID}); err != nil {
 		t.Fatalf("invite of carol: %v", err)
@@ -203,6 +207,72 @@ func TestTwoServers_RemoteInvite(t *testing.T) {
 		t.Fatalf("unban: %v", err)
 	}
 	waitMembership(t, b, room, bob.UserID, "leave")
+
+	// carol leaves: B holds the room but is outside it, its state stale
+	// from now on. An invite is kept as for a room B never held, its
+	// rejection goes through A, and a join takes the room's state from
+	// A's send_join answer.
+	if _, err := carol.LeaveRoom(background, room); err != nil {
+		t.Fatal(err)
+	}
+	waitMembership(t, a, room, carol.UserID, "leave")
+	if _, err := alice.SendStateEvent(background, room, event.StateRoomName, "", map[string]any{"name": "Renamed while B was out"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.InviteUser(background, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatalf("invite to a room B left: %v", err)
+	}
+	inv = syncRooms(t, b, bob.User.AccessToken)["invite"][string(room)]
+	if c := strippedMember(inv, "invite_state", string(bob.UserID)); c == nil || c["membership"] != "invite" {
+		t.Fatalf("bob's invite to a room B left: %v", inv)
+	}
+	if !strippedHas(inv, "m.room.name", "name", "Renamed while B was out") {
+		t.Errorf("the invite's stripped state is not A's: %v", inv)
+	}
+	if _, err := bob.LeaveRoom(background, room); err != nil {
+		t.Fatalf("bob rejects the invite to a room B left: %v", err)
+	}
+	if m := membershipOn(t, a, room, bob.UserID); m != "leave" {
+		t.Fatalf("bob on A after rejecting: %q", m)
+	}
+	if _, err := alice.InviteUser(background, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatalf("invite after the rejection: %v", err)
+	}
+	if _, err := bob.JoinRoomByID(background, room); err != nil {
+		t.Fatalf("bob joins the room B left: %v", err)
+	}
+	if m := membershipOn(t, a, room, bob.UserID); m != "join" {
+		t.Fatalf("bob on A after rejoining: %q", m)
+	}
+	if _, err := alice.SendText(background, room, "welcome back"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "alice's message on B after the rejoin", func() ([]string, bool) {
+		got := bodies(t, bob.Client, room)
+		return got, slices.Contains(got, "welcome back")
+	}, b.Logs)
+	if _, err := bob.SendText(background, room, "back"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob's message on A after the rejoin", func() ([]string, bool) {
+		got := bodies(t, alice.Client, room)
+		return got, slices.Contains(got, "back")
+	}, a.Logs)
+}
+
+// strippedHas reports whether a /sync room's invite_state holds an event
+// of type typ whose content has key = value.
+func strippedHas(room map[string]any, typ, key, value string) bool {
+	st, _ := room["invite_state"].(map[string]any)
+	evs, _ := st["events"].([]any)
+	for _, e := range evs {
+		ev, _ := e.(map[string]any)
+		c, _ := ev["content"].(map[string]any)
+		if ev["type"] == typ && c[key] == value {
+			return true
+		}
+	}
+	return false
 }
 
 // forgedAfterBan is a message of userID, signed by b, built on A's room

@@ -139,6 +139,92 @@ func (m *Memberships) Leave(ctx context.Context, userID, roomID string, servers 
 	return out, err
 }
 
+// Rejoin joins userID to roomID, which this server holds but left, through
+// the first of servers that lets it: make_join, the template signed,
+// v2/send_join, the answer checked (events.CheckSendJoin), and the join
+// taken in with the state before it that the answer gave
+// (rooms.Service.ReceiveWithState), since the events since this server
+// left are not held here.
+func (m *Memberships) Rejoin(ctx context.Context, userID, roomID string, servers []string, reason string) error {
+	ctx, cancel := m.bound(ctx)
+	defer cancel()
+	content := m.Rooms.JoinContent(ctx, userID, reason)
+	return m.each(ctx, servers, "join "+roomID, func(server string) error {
+		ev, err := m.makeAndSign(ctx, server, "join", userID, roomID, content, events.Versions())
+		if err != nil {
+			return err
+		}
+		var answer events.SendJoinAnswer
+		path := "/_matrix/federation/v2/send_join/" + url.PathEscape(roomID) + "/" + url.PathEscape(ev.EventID())
+		if err := m.Client.Put(ctx, server, path, json.RawMessage(ev.JSON()), &answer); err != nil {
+			return memberRefusal(server, "send_join", err)
+		}
+		v := string(ev.Version())
+		join, state, err := events.CheckSendJoin(ctx, v, &answer, ev, m.Verifier)
+		if err != nil {
+			return fmt.Errorf("%s's send_join answer: %w", server, err)
+		}
+		chain := make([]events.PDU, 0, len(answer.AuthChain))
+		for _, raw := range answer.AuthChain {
+			if pdu, err := events.ParseUntrusted(v, raw); err == nil {
+				chain = append(chain, pdu)
+			}
+		}
+		if err := m.catchUpMember(ctx, userID, state, chain); err != nil {
+			return err
+		}
+		out, err := m.Rooms.ReceiveWithState(ctx, join, state, chain)
+		if err != nil {
+			return err
+		}
+		if out.Status != rooms.Accepted {
+			return rooms.Refuse(rooms.ErrForbidden, "the join %s let through is not allowed here: %s", server, out.Reason)
+		}
+		return nil
+	})
+}
+
+// catchUpMember takes in userID's member event of state (the invite the
+// join answers, most often) when this server does not hold it, before the
+// join: the join is checked against this server's current state, which,
+// stale since it left, would still show the user's old membership. The
+// state given for it is the rest of state, and the auth chain without it.
+func (m *Memberships) catchUpMember(ctx context.Context, userID string, state, chain []events.PDU) error {
+	var member events.PDU
+	rest := make([]events.PDU, 0, len(state))
+	for _, ev := range state {
+		if ev.Type() == events.Member && ev.StateKey() != nil && *ev.StateKey() == userID {
+			member = ev
+			continue
+		}
+		rest = append(rest, ev)
+	}
+	if member == nil {
+		return nil
+	}
+	roomID := events.RoomID(member)
+	held, err := m.Rooms.EventsByID(ctx, roomID, []string{member.EventID()})
+	if err != nil || len(held) > 0 {
+		return err
+	}
+	// The join's auth chain holds the member event: as an outlier it
+	// would be taken for placed.
+	others := make([]events.PDU, 0, len(chain))
+	for _, ev := range chain {
+		if ev.EventID() != member.EventID() {
+			others = append(others, ev)
+		}
+	}
+	out, err := m.Rooms.ReceiveWithState(ctx, member, rest, others)
+	if err != nil {
+		return err
+	}
+	if out.Status != rooms.Accepted {
+		m.log().Info("rejoin: the user's member event kept out", "room", roomID, "event", member.EventID(), "status", out.Status, "reason", out.Reason)
+	}
+	return nil
+}
+
 // knockAnswer is send_knock's answer.
 type knockAnswer struct {
 	State []json.RawMessage `json:"knock_room_state"`

@@ -34,6 +34,8 @@ type remoteInvite struct {
 	// Server is the server that took a knock, which a withdrawal of it
 	// asks first.
 	Server string `dynamodbav:"srv,omitempty"`
+	// held is set when read: the room is held here (left, not unknown).
+	held bool
 }
 
 // remoteInviteSeq is the position a remote invite's membership item and

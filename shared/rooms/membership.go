@@ -105,6 +105,13 @@ func (s *Service) Join(ctx context.Context, userID, roomID, reason string) error
 		if _, ierr := s.Info(ctx, roomID); errors.Is(ierr, ErrUnknownRoom) {
 			return s.joinRemote(ctx, userID, roomID, reason)
 		}
+		if errors.Is(err, ErrForbidden) && s.RemoteMembers != nil {
+			// A room this server left: its state here is stale, the
+			// resident servers decide.
+			if out, oerr := s.Outside(ctx, roomID); oerr == nil && out {
+				return s.rejoinRemote(ctx, userID, roomID, reason)
+			}
+		}
 	}
 	return s.notFoundIfUnknown(ctx, roomID, err)
 }
@@ -178,8 +185,10 @@ func (s *Service) Unban(ctx context.Context, sender, roomID, target, reason stri
 // does not hold is knocked on through another server (knockRemote).
 func (s *Service) Knock(ctx context.Context, userID, roomID, reason string) error {
 	if s.RemoteMembers != nil {
-		if _, err := s.Info(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
-			return s.knockRemote(ctx, userID, roomID, reason)
+		if out, held, err := s.outside(ctx, roomID); err != nil {
+			return err
+		} else if out {
+			return s.knockRemote(ctx, userID, roomID, reason, held)
 		}
 	}
 	_, err := s.changeMembership(ctx, change{

@@ -33,6 +33,64 @@ type RemoteMembers interface {
 	// knock sent, the room's stripped state that server answered, and the
 	// server.
 	Knock(ctx context.Context, userID, roomID string, servers []string, content map[string]any) (events.PDU, []events.StrippedStateEvent, string, error)
+	// Rejoin joins userID to roomID, which this server holds but left,
+	// through the first of servers that lets it (make_join, send_join v2),
+	// the join taken in with the state send_join answered
+	// (ReceiveWithState): the events since this server left are missing
+	// here.
+	Rejoin(ctx context.Context, userID, roomID string, servers []string, reason string) error
+}
+
+// Outside reports whether this server is outside roomID: it holds nothing
+// of it, or none of its users is joined to it, so that its state here may
+// be stale and changes go through a resident server. Cost: one Query (room
+// info) and, for a room held, one GetItem (its local users).
+func (s *Service) Outside(ctx context.Context, roomID string) (bool, error) {
+	out, _, err := s.outside(ctx, roomID)
+	return out, err
+}
+
+// outside is Outside, and whether the room is held here.
+func (s *Service) outside(ctx context.Context, roomID string) (out, held bool, err error) {
+	_, err = s.Info(ctx, roomID)
+	if errors.Is(err, ErrUnknownRoom) {
+		return true, false, nil
+	}
+	if err != nil {
+		return false, false, err
+	}
+	l, err := s.readLocals(ctx, roomID)
+	if err != nil {
+		return false, true, err
+	}
+	for _, m := range l.Users {
+		if m == "join" {
+			return false, true, nil
+		}
+	}
+	return true, true, nil
+}
+
+// heldServers are the servers joined to roomID as this server last saw
+// it, when it holds the room (one Query); none otherwise.
+func (s *Service) heldServers(ctx context.Context, roomID string, held bool) []string {
+	if !held {
+		return nil
+	}
+	joined, _ := s.JoinedServers(ctx, roomID)
+	return joined
+}
+
+// rejoinRemote joins a room this server left through the servers a join
+// of an unknown room would ask, then those its stale state lists as
+// joined.
+func (s *Service) rejoinRemote(ctx context.Context, userID, roomID, reason string) error {
+	via := append(s.joinCandidates(ctx, userID, roomID), s.heldServers(ctx, roomID, true)...)
+	servers := s.candidates(via)
+	if len(servers) == 0 {
+		return refuse(ErrForbidden, "this server left room %s and knows no server in it to join through (via)", roomID)
+	}
+	return s.RemoteMembers.Rejoin(ctx, userID, roomID, servers, reason)
 }
 
 // strippedTuples are the state an invitee or knocker is shown of a room
@@ -171,11 +229,9 @@ func wanted(want []string, now string) bool {
 }
 
 // remoteMembership is the membership item of a local user in a room this
-// server does not hold (remoteInvite), when it is one: invite or knock.
+// server is outside of (remoteInvite), when it is one: invite or knock.
+// Cost: one GetItem; for such an item, Outside's reads.
 func (s *Service) remoteMembership(ctx context.Context, userID, roomID string) (*remoteInvite, error) {
-	if _, err := s.Info(ctx, roomID); !errors.Is(err, ErrUnknownRoom) {
-		return nil, nil
-	}
 	var item remoteInvite
 	err := s.Store.Get(ctx, store.Key{PK: userPK(userID), SK: membershipPrefix + roomID}, &item)
 	if errors.Is(err, store.ErrNotFound) {
@@ -187,6 +243,11 @@ func (s *Service) remoteMembership(ctx context.Context, userID, roomID string) (
 	if (item.Membership != "invite" && item.Membership != "knock") || item.PDU == "" {
 		return nil, nil
 	}
+	out, held, err := s.outside(ctx, roomID)
+	if err != nil || !out {
+		return nil, err
+	}
+	item.held = held
 	return &item, nil
 }
 
@@ -204,6 +265,7 @@ func (s *Service) leaveRemote(ctx context.Context, userID, roomID, reason string
 		return fmt.Errorf("leave %s: %w", roomID, err)
 	}
 	via := []string{item.Server, senderServer(prior)}
+	via = append(via, s.heldServers(ctx, roomID, item.held)...) // who was in it
 	if item.State != "" {
 		var st []events.StrippedStateEvent
 		if json.Unmarshal([]byte(item.State), &st) == nil {
@@ -281,15 +343,17 @@ func (s *Service) recordRemote(ctx context.Context, userID string, ev events.PDU
 	return s.notify(ctx, []Appended{{RoomID: roomID, Seq: remoteInviteSeq, Event: ev, To: []string{userID}}})
 }
 
-// knockRemote knocks on a room this server does not hold, through the
-// servers the client named (via, server_name) and the room ID's server:
+// knockRemote knocks on a room this server does not hold or left, through
+// the servers the client named (via, server_name), the room ID's server and
+// those in the room when this server left it (held):
 // the knock and the room's stripped state the resident server answered
 // become the user's membership, shown in /sync's rooms.knock.
-func (s *Service) knockRemote(ctx context.Context, userID, roomID, reason string) error {
+func (s *Service) knockRemote(ctx context.Context, userID, roomID, reason string, held bool) error {
 	via, _ := ctx.Value(viaKey{}).([]string)
 	if _, server, ok := strings.Cut(roomID, ":"); ok {
 		via = append(via[:len(via):len(via)], server)
 	}
+	via = append(via[:len(via):len(via)], s.heldServers(ctx, roomID, held)...) // who was in it
 	servers := s.candidates(via)
 	if len(servers) == 0 {
 		return refuse(ErrNotFound, "room %s is not known to this server and no server to knock through was given (via)", roomID)

@@ -918,15 +918,15 @@ func strippedType(t string) bool {
 // user's own member event.
 func (s *Service) stripped(ctx context.Context, roomID, userID string) (strippedList, error) {
 	out := strippedList{Events: []events.StrippedStateEvent{}}
-	state, err := s.Rooms.CurrentState(ctx, roomID)
-	if err != nil {
+	// A room this server is not in, or left: the state the inviting
+	// server sent with the invite, or the knocked-on server answered.
+	kept, err := s.Rooms.InviteState(ctx, roomID, userID)
+	if err != nil || kept != nil {
+		out.Events = append(out.Events, kept...)
 		return out, err
 	}
-	if len(state) == 0 {
-		// A room this server is not in: the state the inviting server
-		// sent with the invite.
-		kept, err := s.Rooms.InviteState(ctx, roomID, userID)
-		out.Events = append(out.Events, kept...)
+	state, err := s.Rooms.CurrentState(ctx, roomID)
+	if err != nil {
 		return out, err
 	}
 	for _, ev := range state {
