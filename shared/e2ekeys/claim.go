@@ -173,11 +173,11 @@ func checkIDLength(field, kind, id string) error {
 		field, kind, strings.ToValidUTF8(id[:32], ""), len(id), maxIDBytes)
 }
 
-// remoteFailure is the failure reported for a server this one cannot ask,
+// remoteFailure is the failure reported for a server when Remote is nil,
 // in Synapse's form for an unreachable server.
 func remoteFailure(server string) map[string]any {
 	return map[string]any{"status": http.StatusServiceUnavailable,
-		"message": fmt.Sprintf("cannot ask %s: this server does not federate yet", server)}
+		"message": fmt.Sprintf("cannot ask %s: no federation client is configured", server)}
 }
 
 // claim hands out a key of a local device for algorithm: its oldest

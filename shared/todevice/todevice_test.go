@@ -341,8 +341,9 @@ func TestSendToDevice_BadInput(t *testing.T) {
 			}
 		})
 	}
-	// A user of another server is skipped until federation carries
-	// to-device messages; a device that does not exist gets nothing.
+	// A user of another server gets nothing here (the message goes to
+	// their server, TestTwoServers_DeviceListsAndToDevice in e2ekeys); a
+	// device that does not exist gets nothing.
 	r := st.Do(t, "PUT", "/_matrix/client/v3/sendToDevice/"+ping.Type+"/remote", au.AccessToken,
 		map[string]any{"messages": map[string]any{"@carol:elsewhere.example": map[string]any{"*": map[string]any{}},
 			bob.UserID.String(): map[string]any{"NOSUCHDEVICE": map[string]any{}}}})
