@@ -494,3 +494,35 @@ func TestTwoServers_JoinFailover(t *testing.T) {
 	}
 	waitMembership(t, a, private.RoomID, carol.UserID, "join")
 }
+
+// TestTwoServers_InviteRefusals: an invite the invitee's server refuses
+// (no such user there: its 404) or that no server answers (502, as
+// Synapse's "failed to send") is not appended; createRoom with such an
+// invitee fails the same way, as Synapse's does.
+func TestTwoServers_InviteRefusals(t *testing.T) {
+	a, _ := servertest.StartNamed(t)
+	a.RunQueue(t)
+	b, _ := servertest.StartNamed(t)
+	alice := a.Member(t, "alice")
+	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	nobody := id.UserID("@nobody:" + b.Name())
+	if _, err := alice.InviteUser(background, room, &mautrix.ReqInviteUser{UserID: nobody}); !isStatus(err, http.StatusNotFound, "M_NOT_FOUND") {
+		t.Errorf("invite of a user B does not have: %v, want 404 M_NOT_FOUND", err)
+	}
+	unreachable := id.UserID("@someone:127.0.0.1:1")
+	if _, err := alice.InviteUser(background, room, &mautrix.ReqInviteUser{UserID: unreachable}); !isStatus(err, http.StatusBadGateway, "M_UNKNOWN") {
+		t.Errorf("invite on a server that does not answer: %v, want 502", err)
+	}
+	for _, u := range []id.UserID{nobody, unreachable} {
+		if m := membershipOn(t, a, room, u); m != "" {
+			t.Errorf("%s's membership after the refused invite: %q", u, m)
+		}
+	}
+	if _, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", Invite: []id.UserID{unreachable}, IsDirect: true}); !isStatus(err, http.StatusBadGateway, "M_UNKNOWN") {
+		t.Errorf("createRoom inviting a user of a server that does not answer: %v, want 502", err)
+	}
+}
