@@ -5,7 +5,9 @@
 // federation (shared/jsclient/federation_test.go):
 //
 //   CIRRUS_URL=<A's client API> CIRRUS_URL_B=<B's client API> CIRRUS_SERVER_A=<A's server name> \
-//   CIRRUS_USERS=@alice:A,@bob:B CIRRUS_PASSWORD=... node federated_e2ee.mjs
+//   CIRRUS_USERS=@alice:A,@bob:B CIRRUS_PASSWORD=... [CIRRUS_ROOM_VERSION=10] node federated_e2ee.mjs
+//
+// B may be another implementation: Dendrite (TestFederatedEncryptionWithDendrite).
 //
 // Steps: alice and bob log in on their own servers and sync with Rust
 // crypto; each bootstraps cross-signing; alice creates an encrypted public
@@ -28,6 +30,9 @@ const [aliceId, bobId] = mustEnv("CIRRUS_USERS").split(",");
 const urlA = mustEnv("CIRRUS_URL");
 const urlB = mustEnv("CIRRUS_URL_B");
 const serverA = mustEnv("CIRRUS_SERVER_A");
+// The room version, when the other server does not know the default (v12):
+// Dendrite 0.13.8 knows 1 to 11.
+const roomVersion = process.env.CIRRUS_ROOM_VERSION;
 
 // login logs userId in on the server at baseUrl and returns a client of
 // the new device with Rust crypto, syncing.
@@ -76,6 +81,7 @@ async function main() {
   const { room_id: roomId } = await alice.createRoom({
     preset: "public_chat",
     name: "federated e2ee",
+    ...(roomVersion ? { room_version: roomVersion } : {}),
     initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
   });
   const aliceSeesJoin = until(alice, [RoomMemberEvent.Membership], () =>

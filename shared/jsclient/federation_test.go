@@ -68,3 +68,44 @@ func TestFederatedEncryptionWithRustCrypto(t *testing.T) {
 		t.Errorf("B never served %s", claim)
 	}
 }
+
+// TestFederatedEncryptionWithDendrite: the same exchange with bob on
+// Dendrite 0.13.8, another implementation of both sides of federation:
+// Dendrite asks Cirrus for alice's keys and one-time keys, Cirrus asks
+// Dendrite for bob's, to-device messages and device list updates go both
+// ways, in a version 10 room (Dendrite predates 12).
+func TestFederatedEncryptionWithDendrite(t *testing.T) {
+	const timeout = 90 * time.Second
+	a, _ := servertest.StartNamed(t)
+	a.RunQueue(t)
+	d := servertest.StartDendrite(t, nil)
+	alice := a.Register(t, "alice")
+	d.Register(t, "bob", password)
+	bob := "@bob:" + d.Name
+
+	out, err := testenv.RunJS(t, timeout+30*time.Second, "federated_e2ee.mjs",
+		"CIRRUS_URL="+a.URL,
+		"CIRRUS_URL_B="+d.ClientURL,
+		"CIRRUS_SERVER_A="+a.Name(),
+		"CIRRUS_USERS="+alice.ID+","+bob,
+		"CIRRUS_PASSWORD="+password,
+		"CIRRUS_ROOM_VERSION=10",
+		"CIRRUS_TIMEOUT_MS="+strconv.FormatInt(timeout.Milliseconds(), 10),
+	)
+	if err != nil || !strings.Contains(out, "\nPASS in ") {
+		t.Fatalf("matrix-js-sdk federated_e2ee.mjs with Dendrite: %v; its output:\n%s\nDendrite's log:\n%s", err, out, d.LogTail())
+	}
+	t.Logf("matrix-js-sdk federated_e2ee.mjs with Dendrite:\n%s", out)
+	checkServed(t, a)
+	// Dendrite fetched alice's keys from Cirrus (alice, who sent first,
+	// claimed bob's one-time key from Dendrite).
+	n := 0
+	for _, r := range a.Requests(t) {
+		if r.Path == "/_matrix/federation/v1/user/keys/query" && r.Status == 200 {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Error("Dendrite never asked Cirrus for alice's keys")
+	}
+}
