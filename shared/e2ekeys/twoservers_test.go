@@ -409,3 +409,97 @@ func rawJSON(v any) *json.RawMessage {
 	raw := json.RawMessage(doc)
 	return &raw
 }
+
+// deviceListLeft reports whether a sync answer lists user in
+// device_lists.left.
+func deviceListLeft(body map[string]any, user string) bool {
+	dl, _ := body["device_lists"].(map[string]any)
+	left, _ := dl["left"].([]any)
+	return slices.Contains(left, any(user))
+}
+
+// TestTwoServers_DeviceListUpdates: inbound m.device_list_update as the
+// spec orders them. One from a server for another server's user is
+// refused; one of a user who shares no room here is ignored; one whose
+// prev_id names a stream ID not seen makes A ask B's /user/devices; one
+// seen already tells nobody again. When bob leaves the only room he
+// shares with alice, her sync lists him in device_lists.left, and then
+// his updates are ignored.
+func TestTwoServers_DeviceListUpdates(t *testing.T) {
+	ctx := context.Background()
+	ts := startTwoServers(t)
+	alice, bob := ts.alice, ts.bob
+	aliceSync := newSyncer(t, ts.a, alice.user)
+	update := func(user string, stream int64, prev ...int64) []byte {
+		doc, _ := json.Marshal(map[string]any{"user_id": user, "device_id": "DEV", "stream_id": stream, "prev_id": prev,
+			"keys": map[string]any{}})
+		return doc
+	}
+	handle := func(origin string, content []byte) error {
+		return ts.a.Server.E2EKeys.HandleDeviceListUpdate(ctx, origin, content)
+	}
+	devicesAsked := func() int {
+		n := 0
+		for _, r := range ts.b.Requests(t) {
+			if r.Route != "" && strings.Contains(r.Path, "/user/devices/") && r.Status == http.StatusOK {
+				n++
+			}
+		}
+		return n
+	}
+
+	if err := handle(ts.a.Name(), update(bob.user.ID, 1)); err == nil {
+		t.Fatal("an update of bob's from A's own name was taken")
+	}
+	if err := handle(ts.b.Name(), update("@stranger:"+ts.b.Name(), 1)); err != nil {
+		t.Fatal(err)
+	}
+	if body := aliceSync.next(t); deviceListChanged(body, "@stranger:"+ts.b.Name()) {
+		t.Fatal("an update of a user who shares no room reached alice")
+	}
+
+	// The first update seen names prev_id 7, never seen: a gap.
+	before := devicesAsked()
+	if err := handle(ts.b.Name(), update(bob.user.ID, 8, 7)); err != nil {
+		t.Fatal(err)
+	}
+	if got := devicesAsked(); got != before+1 {
+		t.Fatalf("/user/devices asked %d times after a gap, want %d", got, before+1)
+	}
+	if body := aliceSync.next(t); !deviceListChanged(body, bob.user.ID) {
+		t.Fatalf("alice's sync after bob's update: %v", body["device_lists"])
+	}
+	// The next in order: no resync.
+	if err := handle(ts.b.Name(), update(bob.user.ID, 9, 8)); err != nil {
+		t.Fatal(err)
+	}
+	if got := devicesAsked(); got != before+1 {
+		t.Fatalf("/user/devices asked again for an update in order: %d", got)
+	}
+	if body := aliceSync.next(t); !deviceListChanged(body, bob.user.ID) {
+		t.Fatalf("alice's sync after bob's next update: %v", body["device_lists"])
+	}
+	// The same again: nobody is told.
+	if err := handle(ts.b.Name(), update(bob.user.ID, 9, 8)); err != nil {
+		t.Fatal(err)
+	}
+	if body := aliceSync.next(t); deviceListChanged(body, bob.user.ID) {
+		t.Fatal("an update seen already reached alice again")
+	}
+
+	// bob leaves: alice's sync lists him as left.
+	if _, err := bob.c.LeaveRoom(ctx, ts.room); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "bob in alice's device_lists.left", func() (string, bool) {
+		body := aliceSync.next(t)
+		dl, _ := json.Marshal(body["device_lists"])
+		return string(dl), deviceListLeft(body, bob.user.ID)
+	})
+	if err := handle(ts.b.Name(), update(bob.user.ID, 10, 9)); err != nil {
+		t.Fatal(err)
+	}
+	if body := aliceSync.next(t); deviceListChanged(body, bob.user.ID) {
+		t.Fatal("an update of bob's reached alice after he left")
+	}
+}
