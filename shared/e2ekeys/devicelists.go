@@ -355,7 +355,7 @@ func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, con
 	if err := s.Store.Put(ctx, streamItem{PK: remotePK(u.UserID), SK: streamSK, Stream: stream}); err != nil {
 		return fmt.Errorf("device list of %s: %w", u.UserID, err)
 	}
-	return s.remoteChanged(ctx, u.UserID)
+	return s.remoteChanged(ctx, u.UserID, st.rooms)
 }
 
 // HandleSigningKeyUpdate takes an inbound m.signing_key_update EDU from
@@ -375,14 +375,14 @@ func (s *Service) HandleSigningKeyUpdate(ctx context.Context, origin string, con
 	if err != nil || len(st.rooms) == 0 {
 		return err
 	}
-	return s.remoteChanged(ctx, u.UserID)
+	return s.remoteChanged(ctx, u.UserID, st.rooms)
 }
 
-func (s *Service) remoteChanged(ctx context.Context, userID string) error {
+func (s *Service) remoteChanged(ctx context.Context, userID string, rooms []string) error {
 	if s.RemoteChanged == nil {
 		return nil
 	}
-	if err := s.RemoteChanged(ctx, userID); err != nil {
+	if err := s.RemoteChanged(ctx, userID, rooms); err != nil {
 		return fmt.Errorf("device list of %s changed: %w", userID, err)
 	}
 	return nil

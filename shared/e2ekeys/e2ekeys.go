@@ -127,9 +127,9 @@ type Service struct {
 	// changes of their keys go.
 	Servers func(ctx context.Context, userID string) ([]string, error)
 	// RemoteChanged, when set, tells the local users who share a room with
-	// a user of another server that its devices or cross-signing keys
-	// changed (sync.Service.DeviceListChanged).
-	RemoteChanged func(ctx context.Context, userID string) error
+	// a user of another server, joined to rooms here, that its devices or
+	// cross-signing keys changed (sync.Service.RemoteDeviceListChanged).
+	RemoteChanged func(ctx context.Context, userID string, rooms []string) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }

@@ -28,7 +28,7 @@ func (s *Server) federateE2EE(e2e *e2ekeys.Service, toDevice *todevice.Service, 
 	e2e.Servers = func(ctx context.Context, userID string) ([]string, error) {
 		return sharedServers(ctx, rms, userID)
 	}
-	e2e.RemoteChanged = syncs.DeviceListChanged
+	e2e.RemoteChanged = syncs.RemoteDeviceListChanged
 	syncs.RemoteRooms = e2e.RemoteRooms
 	toDevice.SendEDU = s.Sender.SendEDU
 	s.EDUs.Handle(e2ekeys.DeviceListUpdate, e2e.HandleDeviceListUpdate)

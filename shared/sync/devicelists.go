@@ -185,6 +185,17 @@ func (s *Service) DeviceListChanged(ctx context.Context, userID string) error {
 	if err != nil {
 		return fmt.Errorf("device list of %s: %w", userID, err)
 	}
+	return s.deviceListChangedIn(ctx, userID, joined)
+}
+
+// RemoteDeviceListChanged is DeviceListChanged for a user of another
+// server whose rooms here the caller read already (the e2ekeys service's
+// RemoteChanged hook, after an inbound device list update).
+func (s *Service) RemoteDeviceListChanged(ctx context.Context, userID string, rooms []string) error {
+	return s.deviceListChangedIn(ctx, userID, rooms)
+}
+
+func (s *Service) deviceListChangedIn(ctx context.Context, userID string, joined []string) error {
 	others, err := s.Rooms.LocalJoinedIn(ctx, joined, userID)
 	if err != nil {
 		return fmt.Errorf("device list of %s: %w", userID, err)
