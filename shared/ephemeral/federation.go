@@ -73,8 +73,9 @@ func (s *Service) federateReceipt(ctx context.Context, userID, roomID, eventID, 
 
 // ReceiveTyping takes an m.typing EDU from origin (federation.EDUHandler):
 // the user must be of origin and joined to a room this server holds, whose
-// server ACL lets origin in (ErrRefused otherwise). Typing lasts RemoteTypingTimeout unless renewed;
-// local users see it as they see local typing.
+// server ACL lets origin in (ErrRefused otherwise). Typing lasts
+// RemoteTypingTimeout unless renewed; local users see it as they see local
+// typing.
 //
 // Cost: GetItem of the user's member event and of the room's ACL, then
 // what SetTyping costs after its membership check.
@@ -95,11 +96,11 @@ func (s *Service) ReceiveTyping(ctx context.Context, origin string, raw json.Raw
 // ReceiveReceipts takes an m.receipt EDU from origin (federation.
 // EDUHandler). Each receipt is taken or refused by itself: its user must
 // be of origin and joined to a room this server holds, whose server ACL
-// lets origin in. Only m.read
-// receipts are taken (m.read.private never leaves its server). The event
-// need not be held here yet: receipts are not ordered by it then. Local
-// users see them as they see local receipts; nothing else changes (unread
-// counts are of local users' receipts).
+// lets origin in. Only m.read receipts are taken (m.read.private never
+// leaves its server). The event need not be held here yet: receipts are
+// not ordered by it then. Local users see them as they see local
+// receipts; nothing else changes (unread counts are of local users'
+// receipts).
 //
 // Cost per receipt: GetItem of the user's member event, of the room's
 // ACL, of the event's pointer and slot, of the current receipt, then one
