@@ -26,6 +26,9 @@
 // for the room's ephemeral events. A typing notification that times out by
 // itself writes no news: nothing runs at that moment. Events leaves it out
 // from then on, and clients hear of it with the room's next news.
+//
+// Local users' typing and public receipts go to the other servers in the
+// room as EDUs, and theirs come in through the same items (federation.go).
 package ephemeral
 
 import (
