@@ -1,5 +1,8 @@
 // Package presence keeps whether users are online, what they say about it,
-// and tells the users who share a room with them when it changes.
+// and tells the users who share a room with them when it changes: local
+// users through their sync streams, other servers' users through an
+// m.presence EDU to their servers (federation.go), whose EDUs come in the
+// same way.
 package presence
 
 import (
