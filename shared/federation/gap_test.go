@@ -2,16 +2,22 @@ package federation_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/keys"
+	"github.com/cirrus-matrix/cirrus/shared/protocol"
 )
 
 // TestWorker_GapFilledByMessages: bob's server sends 30 messages this
@@ -20,10 +26,11 @@ import (
 // limit), which the room cannot place either, so the worker takes the
 // state before the 31st (/state_ids) and the room places it above a gap.
 // Alice's /sync shows the 31st alone; paging back through /messages fills
-// the gap (from /backfill, here the room's Backfiller answering as bob's
-// server would) and shows all 31 in order; no later /sync shows them.
+// the gap (the room's Backfiller asks bob's server, GET /backfill) and
+// shows all 31 in order; no later /sync shows them.
 func TestWorker_GapFilledByMessages(t *testing.T) {
-	rm := newRemote(t)
+	gs := newGapServer(t)
+	rm := gs.rm
 	fs := startFed(t, nil)
 	ctx := context.Background()
 	r := fs.Do(t, "POST", "/_matrix/client/v3/createRoom", fs.Alice.AccessToken, map[string]any{"preset": "public_chat"})
@@ -79,11 +86,14 @@ func TestWorker_GapFilledByMessages(t *testing.T) {
 		prev = []string{ev.EventID()}
 	}
 	last := all[30]
-	rm.mu.Lock()
-	rm.missing = slices.Clone(all[20:30]) // the 10 before the 31st
-	slices.Reverse(rm.missing)
-	rm.state, err = fs.Server.Rooms.CurrentState(ctx, room) // the state before each of bob's messages
-	rm.mu.Unlock()
+	gs.mu.Lock()
+	gs.missing = slices.Clone(all[20:30]) // the 10 before the 31st
+	slices.Reverse(gs.missing)
+	gs.state, err = fs.Server.Rooms.CurrentState(ctx, room) // the state before each of bob's messages
+	for _, ev := range append(slices.Clone(gs.state), all...) {
+		gs.byID[ev.EventID()] = ev
+	}
+	gs.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +101,7 @@ func TestWorker_GapFilledByMessages(t *testing.T) {
 		t.Fatalf("send: %d %s", r.Status, r.Raw)
 	}
 	fs.work(t)
-	asked := rm.Asked()
+	asked := gs.Asked()
 	if len(asked) < 2 || !strings.HasPrefix(asked[len(asked)-2], "POST /_matrix/federation/v1/get_missing_events/") ||
 		!strings.Contains(asked[len(asked)-2], `"limit":10`) ||
 		!strings.HasPrefix(asked[len(asked)-1], "GET /_matrix/federation/v1/state_ids/") {
@@ -102,25 +112,6 @@ func TestWorker_GapFilledByMessages(t *testing.T) {
 		t.Fatalf("sync after b31: %v, want [b31]", got)
 	}
 
-	byID := map[string]events.PDU{}
-	for _, ev := range all {
-		byID[ev.EventID()] = ev
-	}
-	calls := 0
-	fs.Server.Rooms.Backfiller = func(_ context.Context, roomID, _ string, from []string, limit int) ([]events.PDU, error) {
-		calls++
-		var out []events.PDU
-		queue := slices.Clone(from)
-		for len(queue) > 0 && len(out) < limit {
-			ev, ok := byID[queue[0]]
-			queue = queue[1:]
-			if ok && roomID == room {
-				out = append(out, ev)
-				queue = append(queue, ev.PrevEventIDs()...)
-			}
-		}
-		return out, nil
-	}
 	var want []string
 	for i := 1; i <= 31; i++ {
 		want = append(want, fmt.Sprintf("b%d", i))
@@ -128,8 +119,20 @@ func TestWorker_GapFilledByMessages(t *testing.T) {
 	if got := fs.pageBodies(t, room, 10); !slices.Equal(got, want) {
 		t.Fatalf("/messages, 10 a page: %v, want %v", got, want)
 	}
-	if calls < 3 {
-		t.Fatalf("/backfill asked %d times, want one per 10 events at least", calls)
+	var backfills []string
+	for _, a := range gs.Asked() {
+		if strings.HasPrefix(a, "GET /_matrix/federation/v1/backfill/") {
+			backfills = append(backfills, a)
+		}
+	}
+	if len(backfills) != 3 {
+		t.Fatalf("/backfill asked %d times (%q), want 3: 10 events a page", len(backfills), backfills)
+	}
+	if got := fs.pageBodies(t, room, 7); !slices.Equal(got, want) {
+		t.Fatalf("/messages again, 7 a page: %v, want %v", got, want)
+	}
+	if n := len(gs.Asked()); n != len(asked)+3 {
+		t.Fatalf("the remote was asked %q after the gap was filled", gs.Asked()[len(asked)+3:])
 	}
 	after := fs.sync(t, news.next)
 	if got := after.bodies(room); len(got) != 0 {
@@ -229,4 +232,101 @@ func (fs *fedStack) pageBodies(t *testing.T, room string, limit int) []string {
 	}
 	t.Fatal("messages: no end after 100 pages")
 	return nil
+}
+
+// gapServer is bob's server as a fake homeserver over TLS on loopback: it
+// serves its signing key, /get_missing_events (missing), /state_ids and
+// /state (state), /event and /backfill (byID), and records what it was
+// asked. rm sends as it.
+type gapServer struct {
+	rm      *remote
+	mu      sync.Mutex
+	missing []events.PDU
+	state   []events.PDU
+	byID    map[string]events.PDU
+	asked   []string
+}
+
+func newGapServer(t *testing.T) *gapServer {
+	t.Helper()
+	k, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := &gapServer{rm: &remote{Key: k}, byID: map[string]events.PDU{}}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/_matrix/key/v2/server" {
+			doc, _ := json.Marshal(map[string]any{
+				"server_name":    gs.rm.Name,
+				"valid_until_ts": time.Now().Add(time.Hour).UnixMilli(),
+				"verify_keys":    map[string]any{k.ID: map[string]string{"key": base64.RawStdEncoding.EncodeToString(k.Public())}},
+			})
+			signed, err := protocol.SignJSON(gs.rm.Name, k.ID, k.Private, doc)
+			if err != nil {
+				t.Error(err)
+			}
+			w.Write(signed)
+			return
+		}
+		gs.mu.Lock()
+		defer gs.mu.Unlock()
+		gs.asked = append(gs.asked, r.Method+" "+r.URL.Path+" "+func() string { b, _ := json.Marshal(r.URL.Query()); return string(b) }())
+		p := r.URL.Path
+		switch {
+		case strings.HasPrefix(p, "/_matrix/federation/v1/get_missing_events/"):
+			var req struct {
+				Limit int `json:"limit"`
+			}
+			_ = json.NewDecoder(r.Body).Decode(&req)
+			gs.asked[len(gs.asked)-1] += fmt.Sprintf(` {"limit":%d}`, req.Limit)
+			json.NewEncoder(w).Encode(map[string]any{"events": jsons(gs.missing)})
+		case strings.HasPrefix(p, "/_matrix/federation/v1/state_ids/"):
+			ids := []string{}
+			for _, ev := range gs.state {
+				ids = append(ids, ev.EventID())
+			}
+			json.NewEncoder(w).Encode(map[string]any{"pdu_ids": ids, "auth_chain_ids": []string{}})
+		case strings.HasPrefix(p, "/_matrix/federation/v1/state/"):
+			json.NewEncoder(w).Encode(map[string]any{"pdus": jsons(gs.state), "auth_chain": []any{}})
+		case strings.HasPrefix(p, "/_matrix/federation/v1/event/"):
+			ev, ok := gs.byID[strings.TrimPrefix(p, "/_matrix/federation/v1/event/")]
+			if !ok {
+				w.WriteHeader(http.StatusNotFound)
+				w.Write([]byte(`{"errcode":"M_NOT_FOUND"}`))
+				return
+			}
+			json.NewEncoder(w).Encode(map[string]any{"origin": gs.rm.Name, "origin_server_ts": 1, "pdus": jsons([]events.PDU{ev})})
+		case strings.HasPrefix(p, "/_matrix/federation/v1/backfill/"):
+			limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+			var out []events.PDU
+			seen := map[string]bool{}
+			queue := r.URL.Query()["v"]
+			for len(queue) > 0 && len(out) < limit {
+				id := queue[0]
+				queue = queue[1:]
+				ev, ok := gs.byID[id]
+				if !ok || seen[id] {
+					continue
+				}
+				seen[id] = true
+				out = append(out, ev)
+				queue = append(queue, ev.PrevEventIDs()...)
+			}
+			json.NewEncoder(w).Encode(map[string]any{"origin": gs.rm.Name, "origin_server_ts": time.Now().UnixMilli(), "pdus": jsons(out)})
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"errcode":"M_UNRECOGNIZED"}`))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	gs.rm.Name = srv.Listener.Addr().String()
+	return gs
+}
+
+// Asked returns the federation requests the server got.
+func (gs *gapServer) Asked() []string {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	return slices.Clone(gs.asked)
 }

@@ -264,12 +264,18 @@ func inGap(gapped []gap, seq int64) bool {
 	return false
 }
 
-// throughGaps fills the open gaps that a backwards /messages page went
-// past (the page read from from down to end, -1 for the room's start) and
+// throughGaps fills the open gaps that a backwards /messages page without
+// a "to" went past (the page read from from down to end, -1 for the
+// room's start) and
 // reads the page again, up to a few times: each fill places at most
 // max(q.Limit, 10) events, the newest of the gap. The gaps are known from
 // the room info the viewer read: a page past none costs nothing more.
 func (s *Service) throughGaps(ctx context.Context, roomID string, v *viewer, from, stop int64, q MessagesQuery, evs []Event, end, top int64) ([]Event, int64, int64, error) {
+	if stop >= 0 || v.news {
+		// A page bounded by a token (/sync's, a client's "to") asks no
+		// other server, as backfillBefore does not.
+		return evs, end, top, nil
+	}
 	for round := 0; round < 4; round++ {
 		g, ok := passed(gapsOf(v.info.Gaps), from, end)
 		if !ok {

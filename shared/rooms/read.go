@@ -160,8 +160,9 @@ type MessagesQuery struct {
 	Backward bool
 	Limit    int
 	Filter   *events.RoomEventFilter
-	// News is set by /sync for the events after its token: events placed
-	// in a gap of the timeline (gap.go) are history, left out.
+	// News is set by /sync, whose timelines are the events as they
+	// arrived: events placed in a gap of the timeline since (gap.go) are
+	// history, left out, and no other server is asked for them.
 	News bool
 }
 

@@ -714,7 +714,7 @@ func (p *position) sent(roomID string, head int64) {
 // changed in a gap the limited timeline skipped. It also returns the member
 // events behind it, for device_lists (roomMembers).
 func (s *Service) joined(ctx context.Context, req Request, roomID string, from, upto int64, full bool) (*JoinedRoom, int64, []memberEvent, error) {
-	q := rooms.MessagesQuery{Backward: true, Limit: req.Filter.TimelineLimit, Filter: req.Filter.Timeline, News: from >= 0}
+	q := rooms.MessagesQuery{Backward: true, Limit: req.Filter.TimelineLimit, Filter: req.Filter.Timeline, News: true}
 	if upto >= 0 {
 		q.From = rooms.Token(upto)
 	}
