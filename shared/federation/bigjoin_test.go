@@ -33,6 +33,10 @@ func TestJoin_BigRoom(t *testing.T) {
 	t.Logf("the peer built its room of %d members in %v", members, time.Since(built))
 	st := servertest.Start(t, p.env()...)
 	st.RunQueue(t)
+	// The test asserts what the join does, not how long it takes on a
+	// loaded machine: its time is logged, and docs/storage.md estimates it
+	// on AWS.
+	st.Server.Joiner.Timeout = 10 * time.Minute
 	alice := st.Member(t, "alice")
 	room := id.RoomID(p.roomID)
 

@@ -114,7 +114,8 @@ const takeInWriters = 16
 
 // takenIn is a room taken in through a remote join, laid out as items.
 type takenIn struct {
-	info *info
+	roomID string
+	info   *info
 	// items go first: blocks, snapshots, current state, pointers.
 	items []any
 	// head is the join's slot, written with the local users' items once
@@ -137,7 +138,7 @@ func (s *Service) layOutJoined(ctx context.Context, roomID string, evs []events.
 	n := len(evs)
 	joinSeq := joinBase + int64(n) - 1
 	preSeq := joinSeq - 1 // the last event before the join
-	t := &takenIn{}
+	t := &takenIn{roomID: roomID}
 	cur := map[events.StateKeyTuple]current{}
 	prev := map[events.StateKeyTuple]events.PDU{}
 	before := stateres.StateMap{}
@@ -218,10 +219,12 @@ func (s *Service) layOutJoined(ctx context.Context, roomID string, evs []events.
 	}
 	t.info.listing()
 	t.info.Rev = 1
+	// The room's local users first: they go with the head whatever the
+	// number of members' items.
+	t.locals = append(t.locals, *loc)
 	for _, m := range members {
 		t.locals = append(t.locals, *m)
 	}
-	t.locals = append(t.locals, *loc)
 	return t, nil
 }
 
@@ -269,22 +272,29 @@ func (s *Service) takeInMember(ctx context.Context, roomID string, ev events.PDU
 	return nil
 }
 
-// takeIn writes a laid out room. The room info is created first: that
-// claims the room (ErrExists when another join took it in). Then the
-// blocks, snapshots, current state and pointers; then, in one
-// transaction, the join's slot and the local users' items, from which on
-// the room is there with the join at its head; then the slots below it.
+// takeIn writes a laid out room. The room is claimed first (claimTakeIn:
+// ErrExists when another join took it in). Then the blocks, snapshots,
+// current state and pointers; then, in one transaction, the join's slot,
+// the room info and the local users' items, from which on the room is
+// there with the join at its head; then the slots below it.
 // A reader that finds the room (its head) finds what the head needs.
 func (s *Service) takeIn(ctx context.Context, t *takenIn) error {
-	if err := s.Store.Create(ctx, *t.info); err != nil {
+	if err := s.claimTakeIn(ctx, t.roomID); err != nil {
 		return err
 	}
-	if err := s.putAll(ctx, t.items); err != nil {
-		return err
-	}
-	ops := []store.Op{store.CreateOp(t.head)}
+	// The room info goes with the head: a room with an info item is a room
+	// held (joins and /send read it), never one without its head.
+	ops := []store.Op{store.CreateOp(t.head), store.PutOp(*t.info)}
+	items := t.items
 	for _, it := range t.locals {
-		ops = append(ops, store.PutOp(it))
+		if len(ops) < store.MaxTransactActions {
+			ops = append(ops, store.PutOp(it))
+		} else {
+			items = append(items, it)
+		}
+	}
+	if err := s.putAll(ctx, items); err != nil {
+		return err
 	}
 	if err := s.Store.Transact(ctx, ops...); err != nil {
 		return err

@@ -111,6 +111,9 @@ type Server struct {
 	// Inbox takes other servers' transactions (/send) and its queue
 	// worker gives their PDUs to the room engine.
 	Inbox *federation.Inbox
+	// Joiner joins local users to rooms other servers hold
+	// (rooms.Service.RemoteJoin).
+	Joiner *federation.Joiner
 	// Sender sends this server's events and EDUs to the other servers in
 	// their rooms, through the queue (shared/sender).
 	Sender *sender.Sender
@@ -226,8 +229,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	searches := &search.Service{Store: st, Rooms: rms, Disabled: !cfg.EnableSearch}
 	minRetry, maxRetry := cfg.Federation.RetryIntervals()
 	snd := &sender.Sender{Store: st, ServerName: cfg.ServerName, Members: rms.Members,
-		ServerACL: (&federation.Service{Rooms: rms}).ACLFilter,
-		Client: fed.Federation(), Logger: logger,
+		Client: fed.Federation(), Logger: logger, ServerACL: (&federation.Service{Rooms: rms}).ACLFilter,
 		MinRetry: minRetry, Multiplier: float64(cfg.Federation.DestinationRetryMultiplier), MaxRetry: maxRetry}
 	// Every append reaches the members' sync streams, the search index and
 	// the other servers' outboxes, side by side: no write waits for
@@ -302,6 +304,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		Accounts:    accts,
 		Push:        pushes,
 		Rooms:       rms,
+		Joiner:      joiner,
 		Profiles:    profiles,
 		Sync:        syncs,
 		AccountData: data,
