@@ -160,8 +160,12 @@ func TestTwoServers_RemoteEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Sixteen events backfilled, from msg 19 down to msg 4.
-	b.CheckCost(t, "/context fetched from A", "/context/{eventId}", servertest.Want(30, 57, 64))
+	// Sixteen events backfilled, from msg 19 down to msg 4. The read units
+	// of one read vary by one from run to run (its items' sizes near a
+	// 4 KB step).
+	if got := b.LastRequestTo(t, "/context/{eventId}").DynamoDB; got.Calls != 30 || got.WriteUnits != 64 || got.ReadUnits < 56 || got.ReadUnits > 57 {
+		t.Errorf("/context fetched from A: %d calls, %.1f RCU, %.1f WCU; want 30, 56 or 57, 64", got.Calls, got.ReadUnits, got.WriteUnits)
+	}
 	body := func(e *event.Event) string { s, _ := e.Content.Raw["body"].(string); return s }
 	if c.Event == nil || c.Event.ID != ids[5] || len(c.EventsBefore) != 1 || len(c.EventsAfter) != 1 ||
 		body(c.EventsBefore[0]) != "msg 4" || body(c.EventsAfter[0]) != "msg 6" {
