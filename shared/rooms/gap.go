@@ -292,13 +292,14 @@ func (s *Service) throughGaps(ctx context.Context, roomID string, v *viewer, fro
 	return evs, end, top, nil
 }
 
-// passed is the highest open gap whose top a backwards page from from to
-// end read past.
+// passed is the highest open gap whose first position to fill (just
+// below its top) a backwards page from from to end read: a page from a
+// token just below the top (a /sync's prev_batch) fills it too.
 func passed(gaps []gap, from, end int64) (gap, bool) {
 	var best gap
 	found := false
 	for _, g := range gaps {
-		if g.top <= from && g.top > end && (!found || g.top > best.top) {
+		if g.top-1 <= from && g.top-1 > end && (!found || g.top > best.top) {
 			best, found = g, true
 		}
 	}

@@ -157,12 +157,18 @@ func TestGap_FilledThroughMessages(t *testing.T) {
 	for i := 1; i <= 31; i++ {
 		want = append(want, fmt.Sprintf("b%d", i))
 	}
-	// The first page goes past the gap: it asks for 10 events and places
-	// them (TakeGap), then reads the page again.
-	if _, err := alice.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, 10); err != nil {
+	// The first page, from the sync's prev_batch (just below b31), goes
+	// into the gap: it asks for 10 events and places them (TakeGap), then
+	// reads the page again.
+	prevBatch := news.Rooms.Join[room].Timeline.PrevBatch
+	page, err := alice.Messages(bg, room, prevBatch, "", mautrix.DirectionBackward, nil, 10)
+	if err != nil {
 		t.Fatal(err)
 	}
-	st.CheckCost(t, "a /messages page through a gap", "/messages", servertest.Want(13, 30, 42))
+	b := bodies(page.Chunk)
+	slices.Reverse(b)
+	wantEqual(t, "the page from the sync's prev_batch", b, want[21:31])
+	st.CheckCost(t, "a /messages page through a gap", "/messages", servertest.Want(13, 29, 42))
 	wantEqual(t, "alice's /messages, 10 a page", pageAll(t, alice, room, 10), want)
 	if calls == 0 {
 		t.Fatal("no /backfill asked")
