@@ -312,7 +312,10 @@ func forgedAfterBan(t *testing.T, a, b *servertest.Stack, room, userID string) e
 // then A (make_knock, send_knock): his /sync lists the room under knock
 // with the stripped state A answered; alice sees the knock. bob withdraws
 // it (make_leave, send_leave to the server that took it), knocks again,
-// and alice accepts by inviting: bob's invite comes, he joins. A knock on
+// and alice accepts by inviting: bob's invite comes, he joins. He leaves,
+// so that B holds the room outside it: his next knock goes through A
+// with no via (the servers B saw in the room), and his join after the
+// acceptance takes A's state. A knock on
 // an invite-only room is A's 403 M_FORBIDDEN; on a version 6 room 400
 // M_INCOMPATIBLE_ROOM_VERSION.
 func TestTwoServers_Knock(t *testing.T) {
@@ -374,6 +377,28 @@ func TestTwoServers_Knock(t *testing.T) {
 		t.Fatalf("bob joins: %v", err)
 	}
 	waitMembership(t, a, room, bob.UserID, "join")
+
+	// bob leaves: B holds the room, outside it. His knock goes through A
+	// again, and his join after the acceptance takes A's state.
+	if _, err := bob.LeaveRoom(background, room); err != nil {
+		t.Fatal(err)
+	}
+	waitMembership(t, a, room, bob.UserID, "leave")
+	if _, err := bob.KnockRoom(background, string(room), &mautrix.ReqKnockRoom{Reason: "again"}); err != nil {
+		t.Fatalf("knock on a room B left: %v", err)
+	}
+	if m := membershipOn(t, a, room, bob.UserID); m != "knock" {
+		t.Fatalf("bob on A after knocking on a room B left: %q", m)
+	}
+	if _, err := alice.InviteUser(background, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(background, room); err != nil {
+		t.Fatalf("bob rejoins: %v", err)
+	}
+	if m := membershipOn(t, a, room, bob.UserID); m != "join" {
+		t.Fatalf("bob on A after rejoining: %q", m)
+	}
 
 	// Refusals.
 	private, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: "12"})
