@@ -279,9 +279,19 @@ func (s *Service) takeInMember(ctx context.Context, roomID string, ev events.PDU
 // there with the join at its head; then the slots below it.
 // A reader that finds the room (its head) finds what the head needs.
 func (s *Service) takeIn(ctx context.Context, t *takenIn) error {
-	if err := s.claimTakeIn(ctx, t.roomID); err != nil {
+	at, err := s.claimTakeIn(ctx, t.roomID)
+	if err != nil {
 		return err
 	}
+	if err := s.writeTakenIn(ctx, t); err != nil {
+		s.releaseTakeIn(ctx, t.roomID, at)
+		return err
+	}
+	return nil
+}
+
+// writeTakenIn writes the items of a claimed take-in, in takeIn's order.
+func (s *Service) writeTakenIn(ctx context.Context, t *takenIn) error {
 	// The room info goes with the head: a room with an info item is a room
 	// held (joins and /send read it), never one without its head.
 	ops := []store.Op{store.CreateOp(t.head), store.PutOp(*t.info)}

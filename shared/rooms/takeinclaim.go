@@ -34,42 +34,61 @@ type takeInClaim struct {
 	At int64 `dynamodbav:"at"`
 }
 
-// claimTakeIn claims roomID for a take-in. A room with a head already, or
-// whose take-in by another join ends while this one waits, is ErrExists;
-// a claim older than takeInStale is taken over.
-func (s *Service) claimTakeIn(ctx context.Context, roomID string) error {
+// claimTakeIn claims roomID for a take-in, and returns the claim's time,
+// which releaseTakeIn needs. A room with a head already, or whose take-in
+// by another join ends while this one waits, is ErrExists; a claim older
+// than takeInStale is taken over.
+func (s *Service) claimTakeIn(ctx context.Context, roomID string) (int64, error) {
 	for {
 		c := takeInClaim{PK: roomPK(roomID), SK: takeInSK, At: s.now().UnixMilli()}
 		claimErr := s.Store.Create(ctx, c)
 		if claimErr != nil && !errors.Is(claimErr, store.ErrExists) {
-			return claimErr
+			return 0, claimErr
 		}
 		// A head is a room held, claimed or not (a room taken in before
 		// claims were written has none).
 		if _, err := s.readHead(ctx, roomID); err == nil {
-			return fmt.Errorf("take in %s: %w", roomID, store.ErrExists)
+			return 0, fmt.Errorf("take in %s: %w", roomID, store.ErrExists)
 		} else if !errors.Is(err, ErrUnknownRoom) {
-			return err
+			return 0, err
 		}
 		if claimErr == nil {
-			return nil
+			return c.At, nil
 		}
 		var old takeInClaim
 		if err := s.Store.Get(ctx, store.Key{PK: c.PK, SK: c.SK}, &old); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
+			return 0, err
 		}
 		if s.now().Sub(time.UnixMilli(old.At)) > takeInStale {
 			err := s.Store.PutIf(ctx, c, "at", old.At)
+			if err == nil {
+				return c.At, nil // taken over
+			}
 			if !errors.Is(err, store.ErrConflict) {
-				return err // nil: taken over
+				return 0, err
 			}
 			continue // another join took it over first
 		}
 		// Another join is taking the room in: wait for its head.
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("take in %s: another join is taking the room in: %w", roomID, ctx.Err())
+			return 0, fmt.Errorf("take in %s: another join is taking the room in: %w", roomID, ctx.Err())
 		case <-time.After(takeInPoll):
 		}
 	}
+}
+
+// releaseTakeIn lets go of the claim made at `at` by a take-in that
+// failed, unless the room has its head (the slots below it failed): the
+// claim is dated 0, as old as a claim gets, so that the next join takes
+// it over at once rather than waiting out takeInStale. A claim taken over
+// meanwhile is left alone. It runs on when ctx has ended (a join out of
+// time), for a few seconds.
+func (s *Service) releaseTakeIn(ctx context.Context, roomID string, at int64) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := s.readHead(ctx, roomID); !errors.Is(err, ErrUnknownRoom) {
+		return
+	}
+	_ = s.Store.PutIf(ctx, takeInClaim{PK: roomPK(roomID), SK: takeInSK}, "at", at)
 }
