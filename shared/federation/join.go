@@ -149,11 +149,12 @@ type sendJoinResponse struct {
 // sendHandler serves PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}
 // (membership "join"), send_leave ("leave"), their deprecated v1 forms,
 // and PUT /_matrix/federation/v1/send_knock ("knock"), answered with the
-// room's stripped state as PDUs (knock_room_state). The event must parse for the room's version (its content hash
-// checked), be the one the path names, a membership of its sender setting
-// membership, sent by a user of the origin and signed by it (else 400 or
-// 403); it then goes to the room engine, which refuses what the auth
-// rules or the current state refuse (403). A join is answered with the
+// room's stripped state as PDUs (knock_room_state). The event must parse
+// for the room's version, its content hash checked (else 400 M_BAD_JSON),
+// be the one the path names, a membership of its sender setting
+// membership, sent by a user of the origin and signed by it (else 400
+// M_INVALID_PARAM, as the spec asks); it then goes to the room engine,
+// which refuses what the auth rules or the current state refuse (403). A join is answered with the
 // state before it and that state's auth chain. omit_members is ignored,
 // as the spec lets a resident server do: the whole state goes back, with
 // members_omitted false.
@@ -195,7 +196,7 @@ func (j *Joins) sendHandler(membership string, v1 bool) func(http.ResponseWriter
 		if err := events.VerifyOrigin(ctx, j.Verifier, from, ev); err != nil {
 			var na *events.NotAllowedError
 			if errors.As(err, &na) {
-				return httpapi.Forbidden("%s", na.Reason)
+				return httpapi.InvalidParam("%s", na.Reason)
 			}
 			return err
 		}
@@ -234,20 +235,20 @@ func (j *Joins) sendHandler(membership string, v1 bool) func(http.ResponseWriter
 // sender a user of origin.
 func checkMembership(ev events.PDU, roomID, eventID, membership, origin string) error {
 	if got := events.RoomID(ev); got != roomID {
-		return httpapi.BadJSON("the event is in room %s, not %s", got, roomID)
+		return httpapi.InvalidParam("the event is in room %s, not %s", got, roomID)
 	}
 	if ev.EventID() != eventID {
-		return httpapi.BadJSON("the event's ID is %s, not %s", ev.EventID(), eventID)
+		return httpapi.InvalidParam("the event's ID is %s, not %s", ev.EventID(), eventID)
 	}
 	sender := events.Sender(ev)
 	if ev.Type() != events.Member || ev.StateKey() == nil || *ev.StateKey() != sender {
-		return httpapi.BadJSON("the event is not a member event of its sender")
+		return httpapi.InvalidParam("the event is not a member event of its sender")
 	}
 	if m, _ := ev.Membership(); m != membership {
-		return httpapi.BadJSON("the event's membership is %q, not %q", m, membership)
+		return httpapi.InvalidParam("the event's membership is %q, not %q", m, membership)
 	}
 	if userServer(sender) != origin {
-		return httpapi.Forbidden("%s is not a user of %s", sender, origin)
+		return httpapi.InvalidParam("%s is not a user of %s", sender, origin)
 	}
 	return nil
 }

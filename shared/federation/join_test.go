@@ -215,7 +215,9 @@ func membership(t *testing.T, st *servertest.Stack, r room, user string) string 
 
 // TestSendJoin_Errors: send_join takes only the event the path names, a
 // join of a user of the origin, signed by the origin, into a room this
-// server holds; anything else is 400, 403 or 404 and leaves the user out.
+// server holds; anything else is 400 (M_INVALID_PARAM where the spec asks
+// for it: another event, a bad signature, a user of another server, the
+// wrong membership) or 404, and leaves the user out.
 func TestSendJoin_Errors(t *testing.T) {
 	f := start(t)
 	r := newRoom(t, f, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10"})
@@ -240,15 +242,15 @@ func TestSendJoin_Errors(t *testing.T) {
 		status   int
 		code     string
 	}{
-		{"OtherEventID", v2 + "/send_join", r, "$other", json.RawMessage(join.JSON()), http.StatusBadRequest, "M_BAD_JSON"},
+		{"OtherEventID", v2 + "/send_join", r, "$other", json.RawMessage(join.JSON()), http.StatusBadRequest, "M_INVALID_PARAM"},
 		{"NotJSON", v2 + "/send_join", r, join.EventID(), "{", http.StatusBadRequest, "M_BAD_JSON"},
 		{"NotAnEvent", v2 + "/send_join", r, join.EventID(), map[string]any{"type": "m.room.member"}, http.StatusBadRequest, "M_BAD_JSON"},
-		{"BadSignature", v2 + "/send_join", r, forged.EventID(), json.RawMessage(forged.JSON()), http.StatusForbidden, "M_FORBIDDEN"},
-		{"UserOfAnotherServer", v2 + "/send_join", r, eve.EventID(), json.RawMessage(eve.JSON()), http.StatusForbidden, "M_FORBIDDEN"},
-		{"LeaveToSendJoin", v2 + "/send_join", r, leave.EventID(), json.RawMessage(leave.JSON()), http.StatusBadRequest, "M_BAD_JSON"},
-		{"JoinToSendLeave", v2 + "/send_leave", r, join.EventID(), json.RawMessage(join.JSON()), http.StatusBadRequest, "M_BAD_JSON"},
+		{"BadSignature", v2 + "/send_join", r, forged.EventID(), json.RawMessage(forged.JSON()), http.StatusBadRequest, "M_INVALID_PARAM"},
+		{"UserOfAnotherServer", v2 + "/send_join", r, eve.EventID(), json.RawMessage(eve.JSON()), http.StatusBadRequest, "M_INVALID_PARAM"},
+		{"LeaveToSendJoin", v2 + "/send_join", r, leave.EventID(), json.RawMessage(leave.JSON()), http.StatusBadRequest, "M_INVALID_PARAM"},
+		{"JoinToSendLeave", v2 + "/send_leave", r, join.EventID(), json.RawMessage(join.JSON()), http.StatusBadRequest, "M_INVALID_PARAM"},
 		{"UnknownRoom", v2 + "/send_join", room{f: f, id: "!nowhere:example.org"}, join.EventID(), json.RawMessage(join.JSON()), http.StatusNotFound, "M_NOT_FOUND"},
-		{"OtherRoom", v2 + "/send_join", newRoomOf(t, f, r.alice, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10"}), join.EventID(), json.RawMessage(join.JSON()), http.StatusBadRequest, "M_BAD_JSON"},
+		{"OtherRoom", v2 + "/send_join", newRoomOf(t, f, r.alice, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10"}), join.EventID(), json.RawMessage(join.JSON()), http.StatusBadRequest, "M_INVALID_PARAM"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wantError(t, tc.name, tc.r.sendMember(t, f.rm, tc.endpoint, tc.eventID, tc.body), tc.status, tc.code)

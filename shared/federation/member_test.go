@@ -473,7 +473,7 @@ func TestMakeKnock(t *testing.T) {
 		t.Errorf("carol's membership after send_knock: %q", m)
 	}
 	// A join sent to send_knock is refused.
-	wantError(t, "a join sent to send_knock", f.rm.Do(t, f.url, "PUT", v1+"/send_knock/"+url.PathEscape(string(r12.id))+"/"+url.PathEscape(ev.EventID()), json.RawMessage(swapMembership(t, f.rm, ev, "join").JSON())), http.StatusBadRequest, "M_BAD_JSON")
+	wantError(t, "a join sent to send_knock", f.rm.Do(t, f.url, "PUT", v1+"/send_knock/"+url.PathEscape(string(r12.id))+"/"+url.PathEscape(ev.EventID()), json.RawMessage(swapMembership(t, f.rm, ev, "join").JSON())), http.StatusBadRequest, "M_INVALID_PARAM")
 }
 
 // TestTwoServers_JoinFailover: bob@B joins alice@A's room by its ID with
