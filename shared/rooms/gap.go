@@ -264,6 +264,17 @@ func inGap(gapped []gap, seq int64) bool {
 	return false
 }
 
+// gapAfter reports whether a gap with free positions has its top in
+// (stop, from]: a page of events after stop misses those it holds.
+func gapAfter(gapped []gap, stop, from int64) bool {
+	for _, g := range gapped {
+		if g.top > stop && g.top <= from && g.top-g.bottom > 1 {
+			return true
+		}
+	}
+	return false
+}
+
 // throughGaps fills the open gaps that a backwards /messages page without
 // a "to" went past (the page read from from down to end, -1 for the
 // room's start) and

@@ -150,6 +150,7 @@ func TestGap_FilledThroughMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantEqual(t, "sync after b31", bodies(news.Rooms.Join[room].Timeline.Events), []string{"b31"})
+	wantEqual(t, "sync after b31: limited", news.Rooms.Join[room].Timeline.Limited, true)
 
 	calls := 0
 	st.Server.Rooms.Backfiller = fakeBackfill(append(slices.Clone(missing), last), &calls)
@@ -190,6 +191,7 @@ func TestGap_FilledThroughMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantEqual(t, "carol's sync from before b31, after the fill", bodies(carolNext.Rooms.Join[room].Timeline.Events), []string{"b31"})
+	wantEqual(t, "carol's sync: limited", carolNext.Rooms.Join[room].Timeline.Limited, true)
 	say(t, alice, room, "a2")
 	next, err := alice.FullSyncRequest(bg, mautrix.ReqSync{Since: after.NextBatch})
 	if err != nil {

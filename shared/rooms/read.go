@@ -178,6 +178,10 @@ type Page struct {
 	// Resolved reports that at an event of Chunk resolving forks changed
 	// the room's state other than by a state event of the timeline.
 	Resolved bool `json:"-"`
+	// Gap reports, for a /sync page (News), that a gap of the timeline
+	// (gap.go) lies after To: events are missing from it, whatever was
+	// filled since, so its timeline is limited.
+	Gap bool `json:"-"`
 }
 
 // Messages pages through the room's timeline as userID may see it.
@@ -235,6 +239,7 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 		}
 		page.Resolved = page.Resolved || e.Resolved
 	}
+	page.Gap = v.news && gapAfter(v.gapped, stop, from)
 	if page.Chunk, err = s.renderFor(ctx, v, evs); err != nil {
 		return Page{}, err
 	}

@@ -744,6 +744,8 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 		end, err := rooms.ParseToken(page.End)
 		j.Timeline.Limited = err == nil && end > max(from, 0)
 	}
+	// Events the room took in a gap after from are missing from it.
+	j.Timeline.Limited = j.Timeline.Limited || page.Gap
 	j.Timeline.PrevBatch = rooms.Token(begin)
 	// The timeline holds every event after from: the state is known,
 	// unless resolving forks changed it at one of them other than by the
