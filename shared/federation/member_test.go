@@ -315,9 +315,9 @@ func forgedAfterBan(t *testing.T, a, b *servertest.Stack, room, userID string) e
 // and alice accepts by inviting: bob's invite comes, he joins. He leaves,
 // so that B holds the room outside it: his next knock goes through A
 // with no via (the servers B saw in the room), and his join after the
-// acceptance takes A's state. A knock on
-// an invite-only room is A's 403 M_FORBIDDEN; on a version 6 room 400
-// M_INCOMPATIBLE_ROOM_VERSION.
+// acceptance takes A's state. A knock on an invite-only room is A's 403
+// M_FORBIDDEN; on a version 6 room 400 M_INCOMPATIBLE_ROOM_VERSION. A knock
+// by A's alias, with no via, reaches A.
 func TestTwoServers_Knock(t *testing.T) {
 	a, _ := servertest.StartNamed(t)
 	a.RunQueue(t)
@@ -417,6 +417,20 @@ func TestTwoServers_Knock(t *testing.T) {
 	}
 	if r := syncRooms(t, b, bob.User.AccessToken); r["knock"][string(private.RoomID)] != nil || r["knock"][string(old.RoomID)] != nil {
 		t.Errorf("refused knocks in bob's /sync: %v", r["knock"])
+	}
+
+	// By A's alias, no via: A resolves it and takes the knock.
+	knockable.RoomAliasName = "knockme"
+	aliased, err := alice.CreateRoom(background, knockable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := bob.KnockRoom(background, "#knockme:"+a.Name(), nil)
+	if err != nil || got.RoomID != aliased.RoomID {
+		t.Fatalf("knock by alias: %+v %v", got, err)
+	}
+	if m := membershipOn(t, a, aliased.RoomID, bob.UserID); m != "knock" {
+		t.Errorf("bob on A after knocking by alias: %q", m)
 	}
 }
 
