@@ -1,6 +1,7 @@
 package federation_test
 
 import (
+	"fmt"
 	"net/url"
 	"slices"
 	"testing"
@@ -129,4 +130,49 @@ func TestTwoServers_RemoteHierarchy(t *testing.T) {
 	// room is.
 	r := b.Do(t, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape("!gone:127.0.0.1:1")+"/hierarchy", bob.User.AccessToken, nil)
 	wantError(t, "the hierarchy of a room no server describes", r, 403, "M_FORBIDDEN")
+}
+
+// TestTwoServers_RemoteHierarchyPaged: a space on B with 12 children held
+// by A: a page asks A about 10 of them at most, and the next page goes on
+// with the rest; every child is listed once, in the space's order.
+func TestTwoServers_RemoteHierarchyPaged(t *testing.T) {
+	a, b := twoServers(t)
+	alice := a.Member(t, "alice")
+	bob := b.Member(t, "bob")
+	created, err := bob.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Bob's space",
+		CreationContent: map[string]any{"type": "m.space"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	space := created.RoomID
+	want := []id.RoomID{space}
+	for i := range 12 {
+		child, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.SendStateEvent(background, space, event.StateSpaceChild, string(child.RoomID),
+			map[string]any{"via": []string{a.Name()}, "order": fmt.Sprintf("%02d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, child.RoomID)
+	}
+	first, err := bob.Hierarchy(background, space, &mautrix.ReqHierarchy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Rooms) != 11 || first.NextBatch == "" {
+		t.Fatalf("first page: %d rooms, next_batch %q; want 11 (the space and the 10 A was asked about) and more", len(first.Rooms), first.NextBatch)
+	}
+	second, err := bob.Hierarchy(background, space, &mautrix.ReqHierarchy{From: first.NextBatch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []id.RoomID
+	for _, r := range append(first.Rooms, second.Rooms...) {
+		got = append(got, r.RoomID)
+	}
+	if !slices.Equal(got, want) || second.NextBatch != "" {
+		t.Fatalf("both pages: %v (next_batch %q), want %v", got, second.NextBatch, want)
+	}
 }

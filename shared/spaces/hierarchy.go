@@ -132,6 +132,13 @@ func (s *Service) hierarchy(ctx context.Context, userID string, q hierarchyQuery
 		if err := s.fetch(ctx, read, []string{next.room}); err != nil {
 			return hierarchyPage{}, err
 		}
+		if read[next.room] == nil && rs.outOfAsks(s, next, q.maxDepth >= 0 && next.depth >= q.maxDepth) {
+			// Held elsewhere, and this page may ask no more: the next
+			// page starts with it.
+			delete(done, next.room)
+			queue = append(queue, next)
+			break
+		}
 		var entry hierarchyRoom
 		if sum := read[next.room]; sum != nil {
 			if !v.sees(*sum) {

@@ -86,6 +86,21 @@ func (s *Service) remoteRoom(ctx context.Context, rs *remotes, st step, leaf, su
 	return hierarchyRoom{}, false
 }
 
+// outOfAsks reports whether describing st would take a request that the
+// page has no more of.
+func (rs *remotes) outOfAsks(s *Service, st step, leaf bool) bool {
+	if rs.asks < maxRemoteAsks || s.Client == nil || rs.inaccessible[st.room] {
+		return false
+	}
+	if _, ok := rs.full[st.room]; ok {
+		return false
+	}
+	if r, ok := rs.summary[st.room]; ok && (leaf || r.RoomType != "m.space") {
+		return false
+	}
+	return slices.ContainsFunc(st.via, func(server string) bool { return server != s.ServerName })
+}
+
 // askHierarchy sends GET /_matrix/federation/v1/hierarchy/{roomId} to
 // server and checks its answer: the room asked for, its children_state
 // the m.space.child events that name a child (the suggested ones with
