@@ -27,8 +27,12 @@ func TestTwoServers_Costs(t *testing.T) {
 	// BatchGetItem of the signatures alice made on them); the keys come
 	// from B, whose answer reads the requesting server's key, the user's
 	// keys and devices.
-	if _, err := alice.c.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{id.UserID(bob.user.ID): {}}}); err != nil {
-		t.Fatal(err)
+	// The first request from A may find B without A's signing key (a
+	// fetch and a write, the first time only): that one is not counted.
+	for range 2 {
+		if _, err := alice.c.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{id.UserID(bob.user.ID): {}}}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ts.a.CheckCost(t, "/keys/query of a remote user, asking", "/keys/query", want(1, 1, 0))
 	ts.b.CheckCost(t, "/user/keys/query served, one user with one device", "/user/keys/query", want(3, 3, 0))
