@@ -69,9 +69,13 @@ func (s *Service) byServer(users []string) map[string][]string {
 	return out
 }
 
-// eachServer runs ask for every server at once, each within timeout, and
-// returns the failures of those that did not answer, by server name, as
-// the spec's failures object shows them.
+// maxServersAtOnce bounds the servers one request asks at once; all of
+// them share the request's timeout.
+const maxServersAtOnce = 16
+
+// eachServer runs ask for every server, up to maxServersAtOnce at once, all
+// within timeout, and returns the failures of those that did not answer,
+// by server name, as the spec's failures object shows them.
 func (s *Service) eachServer(ctx context.Context, servers []string, timeout time.Duration, ask func(ctx context.Context, server string) error) map[string]any {
 	failures := map[string]any{}
 	if s.Remote == nil {
@@ -80,15 +84,24 @@ func (s *Service) eachServer(ctx context.Context, servers []string, timeout time
 		}
 		return failures
 	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	var mu gosync.Mutex
 	var wg gosync.WaitGroup
+	slots := make(chan struct{}, maxServersAtOnce)
 	for _, srv := range servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			err := ask(rctx, srv)
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+			case <-ctx.Done():
+			}
+			err := ctx.Err()
+			if err == nil {
+				err = ask(ctx, srv)
+			}
 			if err == nil {
 				return
 			}
