@@ -208,7 +208,10 @@ func (s *Service) layOutJoined(ctx context.Context, roomID string, evs []events.
 				to = append(to, *ev.StateKey())
 			}
 		}
-		if len(to) > 0 {
+		// The hooks hear of the room's state but its thousands of member
+		// events (search indexes the name and topic); a member event that
+		// concerns a local user is heard of too.
+		if len(to) > 0 || ev.Type() != events.Member {
 			t.appended = append(t.appended, Appended{RoomID: roomID, Seq: seq, Event: ev, To: to, StateSeq: stateSeq})
 		}
 	}
