@@ -85,7 +85,8 @@ func waitMembership(t *testing.T, st *servertest.Stack, room id.RoomID, userID i
 // the room but is outside it; bob's next invite is kept with A's stripped
 // state, his rejection goes through A, and his join after a third invite
 // takes the room's state from A's send_join answer: messages flow both
-// ways again.
+// ways again. B out once more, the room made public meanwhile: bob joins
+// uninvited (the join rules caught up before his join).
 func TestTwoServers_RemoteInvite(t *testing.T) {
 	a, _ := servertest.StartNamed(t)
 	a.RunQueue(t)
@@ -258,6 +259,21 @@ func TestTwoServers_RemoteInvite(t *testing.T) {
 		got := bodies(t, alice.Client, room)
 		return got, slices.Contains(got, "back")
 	}, a.Logs)
+
+	// B out again; the room made public meanwhile: bob joins uninvited.
+	if _, err := bob.LeaveRoom(background, room); err != nil {
+		t.Fatal(err)
+	}
+	waitMembership(t, a, room, bob.UserID, "leave")
+	if _, err := alice.SendStateEvent(background, room, event.StateJoinRules, "", map[string]any{"join_rule": "public"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
+		t.Fatalf("bob joins the room made public while B was out: %v", err)
+	}
+	if m := membershipOn(t, a, room, bob.UserID); m != "join" {
+		t.Fatalf("bob on A after joining the public room: %q", m)
+	}
 }
 
 // strippedHas reports whether a /sync room's invite_state holds an event

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"sort"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -170,7 +171,7 @@ func (m *Memberships) Rejoin(ctx context.Context, userID, roomID string, servers
 				chain = append(chain, pdu)
 			}
 		}
-		if err := m.catchUpMember(ctx, userID, state, chain); err != nil {
+		if err := m.catchUp(ctx, userID, state, chain); err != nil {
 			return err
 		}
 		out, err := m.Rooms.ReceiveWithState(ctx, join, state, chain)
@@ -184,43 +185,64 @@ func (m *Memberships) Rejoin(ctx context.Context, userID, roomID string, servers
 	})
 }
 
-// catchUpMember takes in userID's member event of state (the invite the
-// join answers, most often) when this server does not hold it, before the
-// join: the join is checked against this server's current state, which,
-// stale since it left, would still show the user's old membership. The
-// state given for it is the rest of state, and the auth chain without it.
-func (m *Memberships) catchUpMember(ctx context.Context, userID string, state, chain []events.PDU) error {
-	var member events.PDU
-	rest := make([]events.PDU, 0, len(state))
-	for _, ev := range state {
-		if ev.Type() == events.Member && ev.StateKey() != nil && *ev.StateKey() == userID {
-			member = ev
-			continue
-		}
-		rest = append(rest, ev)
+// catchUp takes in, before the join, the events of state this server
+// does not hold that decide whether userID may join: their member event
+// (the invite the join answers, most often), the join rules and the power
+// levels. The join is checked against this server's current state, which,
+// stale since it left, would still show the old ones. Each goes in by
+// depth with the state given less the ones not yet in (which would
+// otherwise be stored as outliers, and then taken for placed), and with
+// the auth chain less all of them.
+func (m *Memberships) catchUp(ctx context.Context, userID string, state, chain []events.PDU) error {
+	decisive := func(ev events.PDU) bool {
+		k := ev.StateKey()
+		return k != nil && ((ev.Type() == events.Member && *k == userID) ||
+			(*k == "" && (ev.Type() == events.JoinRules || ev.Type() == events.PowerLevels)))
 	}
-	if member == nil {
+	var ids []string
+	for _, ev := range state {
+		if decisive(ev) {
+			ids = append(ids, ev.EventID())
+		}
+	}
+	if len(ids) == 0 {
 		return nil
 	}
-	roomID := events.RoomID(member)
-	held, err := m.Rooms.EventsByID(ctx, roomID, []string{member.EventID()})
-	if err != nil || len(held) > 0 {
-		return err
-	}
-	// The join's auth chain holds the member event: as an outlier it
-	// would be taken for placed.
-	others := make([]events.PDU, 0, len(chain))
-	for _, ev := range chain {
-		if ev.EventID() != member.EventID() {
-			others = append(others, ev)
-		}
-	}
-	out, err := m.Rooms.ReceiveWithState(ctx, member, rest, others)
+	roomID := events.RoomID(state[0])
+	held, err := m.Rooms.EventsByID(ctx, roomID, ids)
 	if err != nil {
 		return err
 	}
-	if out.Status != rooms.Accepted {
-		m.log().Info("rejoin: the user's member event kept out", "room", roomID, "event", member.EventID(), "status", out.Status, "reason", out.Reason)
+	pending := map[string]bool{}
+	var todo []events.PDU
+	for _, ev := range state {
+		if _, ok := held[ev.EventID()]; decisive(ev) && !ok {
+			pending[ev.EventID()] = true
+			todo = append(todo, ev)
+		}
+	}
+	sort.SliceStable(todo, func(i, j int) bool { return todo[i].Depth() < todo[j].Depth() })
+	others := make([]events.PDU, 0, len(chain))
+	for _, ev := range chain {
+		if !pending[ev.EventID()] {
+			others = append(others, ev)
+		}
+	}
+	for _, ev := range todo {
+		before := make([]events.PDU, 0, len(state))
+		for _, x := range state {
+			if !pending[x.EventID()] {
+				before = append(before, x)
+			}
+		}
+		out, err := m.Rooms.ReceiveWithState(ctx, ev, before, others)
+		if err != nil {
+			return err
+		}
+		delete(pending, ev.EventID())
+		if out.Status != rooms.Accepted {
+			m.log().Info("rejoin: an event of the room's state kept out", "room", roomID, "event", ev.EventID(), "status", out.Status, "reason", out.Reason)
+		}
 	}
 	return nil
 }
