@@ -553,9 +553,15 @@ func (in *Inbox) logger() *slog.Logger {
 // at most once for as long as it is used (one transaction, one PDU's
 // fetches): the KeyRing reads its database once per event otherwise.
 func (in *Inbox) verifier() gomatrixserverlib.JSONVerifier {
-	ring, ok := in.Verifier.(*gomatrixserverlib.KeyRing)
+	return memoVerifier(in.Verifier)
+}
+
+// memoVerifier is v reading each server's keys from the table at most once
+// for as long as it is used, when v is a KeyRing (memoKeys).
+func memoVerifier(v gomatrixserverlib.JSONVerifier) gomatrixserverlib.JSONVerifier {
+	ring, ok := v.(*gomatrixserverlib.KeyRing)
 	if !ok {
-		return in.Verifier
+		return v
 	}
 	return &gomatrixserverlib.KeyRing{KeyFetchers: ring.KeyFetchers,
 		KeyDatabase: &memoKeys{KeyDatabase: ring.KeyDatabase, m: map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}}}
