@@ -247,3 +247,47 @@ func waitHeld(t *testing.T, s *servertest.Stack, roomID, eventID string) {
 		return nil, err == nil
 	}, s.Logs)
 }
+
+// TestTwoServers_RemoteEventMissed: B works through no transaction (its
+// queue does not run), so alice's message after bob's join never reaches
+// its timeline; bob's /event of it fetches it from A and takes it in as
+// the inbound worker would (its prev_events are held), and /messages
+// shows it after his join.
+func TestTwoServers_RemoteEventMissed(t *testing.T) {
+	a, _ := servertest.StartNamed(t)
+	a.RunQueue(t)
+	b, _ := servertest.StartNamed(t)
+	alice := a.Member(t, "alice")
+	bob := b.Member(t, "bob")
+	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
+		t.Fatal(err)
+	}
+	sent, err := alice.SendText(background, room, "after bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Server.Rooms.Event(background, string(room), string(sent.EventID)); err == nil {
+		t.Fatal("B holds alice's message without working through a transaction")
+	}
+	ev, err := bob.GetEvent(background, room, sent.EventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.ID != sent.EventID || ev.Content.Raw["body"] != "after bob" {
+		t.Fatalf("/event of the missed message: %s %v", ev.ID, ev.Content.Raw)
+	}
+	// The /event read twice, the fetch, and Receive of a linear event.
+	b.CheckCost(t, "/event of a missed message", "/event/{eventId}", servertest.Want(23, 22, 7))
+	resp, err := bob.Messages(background, room, "", "", mautrix.DirectionBackward, nil, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Chunk) != 1 || resp.Chunk[0].ID != sent.EventID {
+		t.Fatalf("bob's newest event: %+v, want the missed message", resp.Chunk)
+	}
+}

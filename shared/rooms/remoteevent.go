@@ -85,8 +85,10 @@ const maxFetchRounds = 3
 // room (RemoteReads.Event) and, when it is older than what the server holds,
 // the history down to it is backfilled (as /messages does), so that it is
 // stored with a position and history visibility applies to it as to any
-// event. An event that cannot be fetched, or that is not history below
-// what is held, is 404 as before.
+// event; one no older than that (missed: a transaction not yet worked
+// through, a fork) is received as the inbound worker would, when its
+// prev_events are held. An event that cannot be fetched or placed is 404
+// as before.
 //
 // Cost: nothing more when the event is held and visible. Otherwise a
 // GetItem of its pointer, the room's info, the federation request, the
@@ -150,11 +152,11 @@ func (s *Service) fetchMissing(ctx context.Context, userID, roomID, eventID stri
 		return false, nil
 	}
 	limit, err := s.depthBelow(ctx, roomID, v, ev)
-	if err != nil || limit <= 0 {
-		if limit <= 0 {
-			s.RemoteReads.log().Info("fetched event is not history below what is held", "room", roomID, "event", eventID, "depth", ev.Depth())
-		}
+	if err != nil {
 		return false, err
+	}
+	if limit <= 0 {
+		return s.receiveFetched(ctx, roomID, ev)
 	}
 	for range maxFetchRounds {
 		more, err := s.backfillBefore(ctx, roomID, v, min(limit, MaxFederationEvents))
@@ -176,6 +178,23 @@ func (s *Service) fetchMissing(ctx context.Context, userID, roomID, eventID stri
 	}
 	s.RemoteReads.log().Info("fetched event not reached by backfill", "room", roomID, "event", eventID, "depth", ev.Depth())
 	return false, nil
+}
+
+// receiveFetched takes in ev, an event no older than the history held
+// that this server missed (a transaction not yet worked through, a fork
+// it never heard of), as the inbound worker does: through Receive, when
+// its prev_events are held; it reports whether ev is in the timeline then.
+func (s *Service) receiveFetched(ctx context.Context, roomID string, ev events.PDU) (bool, error) {
+	out, err := s.Receive(ctx, ev)
+	var missing *MissingEventsError
+	if errors.As(err, &missing) || errors.Is(err, ErrBadEvent) {
+		s.RemoteReads.log().Info("fetched event not taken in", "room", roomID, "event", ev.EventID(), "err", err)
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return out.Status == Accepted, nil
 }
 
 // depthBelow is how many events the backfill is to fetch to reach ev: the
