@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cirrus-matrix/cirrus/shared/refusal"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
@@ -107,14 +108,18 @@ type Public interface {
 }
 
 // WriteError sends err as a Matrix error. An *Error goes out as it is, a
-// Public error with its status, errcode and message; any other error is
+// *refusal.Error as its kind's Matrix error with its message (refusal.go),
+// a Public error with its status, errcode and message; any other error is
 // logged and answered with 500 M_UNKNOWN, so that internals never reach a
 // client.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	var me *Error
 	var public Public
+	var ref *refusal.Error
 	switch {
 	case errors.As(err, &me):
+	case errors.As(err, &ref):
+		me = refusalError(ref)
 	case errors.As(err, &public):
 		status, code := public.Matrix()
 		me = Errorf(status, code, "%s", public.Error())

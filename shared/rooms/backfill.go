@@ -223,7 +223,7 @@ func (s *Service) pointers(ctx context.Context, ids []string) (map[string]pointe
 	return out, nil
 }
 
-type refusal struct {
+type rejection struct {
 	ev     events.PDU
 	reason string
 }
@@ -231,7 +231,7 @@ type refusal struct {
 // authBackfill checks evs, oldest first, against their auth events, which
 // may be among evs: those allowed are placed, those refused rejected, and
 // those whose auth events are held nowhere skipped (with why, by ID).
-func (s *Service) authBackfill(ctx context.Context, roomID string, evs []events.PDU) (placed []events.PDU, rejected []refusal, skipped map[string]string, err error) {
+func (s *Service) authBackfill(ctx context.Context, roomID string, evs []events.PDU) (placed []events.PDU, rejected []rejection, skipped map[string]string, err error) {
 	l := newGraphLoader(s, roomID)
 	for _, ev := range evs {
 		l.known[ev.EventID()] = ev
@@ -242,7 +242,7 @@ func (s *Service) authBackfill(ctx context.Context, roomID string, evs []events.
 			// The room's own create event is held since the join: another
 			// is not of this room.
 			l.rejected[ev.EventID()] = true
-			rejected = append(rejected, refusal{ev, "a second create event"})
+			rejected = append(rejected, rejection{ev, "a second create event"})
 			continue
 		}
 		reason, err := s.checkAuthEvents(ctx, l, ev)
@@ -255,7 +255,7 @@ func (s *Service) authBackfill(ctx context.Context, roomID string, evs []events.
 			return nil, nil, nil, err
 		case reason != "":
 			l.rejected[ev.EventID()] = true
-			rejected = append(rejected, refusal{ev, reason})
+			rejected = append(rejected, rejection{ev, reason})
 		default:
 			placed = append(placed, ev)
 		}

@@ -1,93 +1,37 @@
 package rooms
 
-import (
-	"errors"
-	"fmt"
-)
+import "github.com/cirrus-matrix/cirrus/shared/refusal"
 
 // The room engine's refusals. Each is a *Refusal whose message is written
 // for the user who asked; errors.Is matches its kind. The engine knows
-// nothing of HTTP: Refusal.Matrix names the Matrix error of each kind, the
-// one table from which every handler answers, the client API's
-// (shared/roomsapi) and any other package's that passes a refusal on
-// (httpapi.Public).
+// nothing of HTTP: the kinds are shared/refusal's, and only the HTTP layer
+// (httpapi.WriteError) gives each its Matrix error, for the client API
+// (shared/roomsapi) and any other handler that passes a refusal on.
 var (
-	// ErrForbidden is a request the user may not make: not in the room,
-	// or refused by the auth rules or an endpoint's own rule.
-	ErrForbidden = errors.New("forbidden")
-	// ErrNotFound is something the user asked for that is not there, or
-	// not for them to see.
-	ErrNotFound = errors.New("not found")
-	// ErrInvalid is a parameter that cannot be right (a user ID, a token).
-	ErrInvalid = errors.New("invalid")
-	// ErrMalformed is content that cannot be right: an event's content,
-	// createRoom's initial state, a redaction without its target.
-	ErrMalformed = errors.New("malformed")
-	// ErrTooLarge is an event over the size limits.
-	ErrTooLarge = errors.New("too large")
-	// ErrUnsupportedVersion is a room version this server cannot create.
-	ErrUnsupportedVersion = errors.New("unsupported room version")
-	// ErrInvalidState is createRoom's initial state that the auth rules
-	// refuse: the request, not the user, is at fault.
-	ErrInvalidState = errors.New("invalid room state")
-	// ErrAliasInUse is a room alias that is already taken.
-	ErrAliasInUse = errors.New("alias in use")
-	// ErrBadAlias is an alias that m.room.canonical_alias names but that
-	// does not point to the room.
-	ErrBadAlias = errors.New("bad alias")
-	// ErrUnsupported is a feature this server does not have (invite_3pid:
-	// there is no identity server).
-	ErrUnsupported = errors.New("unsupported")
-	// ErrNeedsFederation is a request about another server's users or
-	// rooms that this server cannot serve yet.
-	ErrNeedsFederation = errors.New("needs federation")
-	// ErrNotLeft is a room forgotten while the user is still in it.
-	ErrNotLeft = errors.New("not left")
+	ErrForbidden          = refusal.Forbidden
+	ErrNotFound           = refusal.NotFound
+	ErrInvalid            = refusal.Invalid
+	ErrMalformed          = refusal.Malformed
+	ErrTooLarge           = refusal.TooLarge
+	ErrUnsupportedVersion = refusal.UnsupportedVersion
+	ErrInvalidState       = refusal.InvalidState
+	ErrAliasInUse         = refusal.AliasInUse
+	ErrBadAlias           = refusal.BadAlias
+	ErrUnsupported        = refusal.Unsupported
+	ErrNeedsFederation    = refusal.NeedsFederation
+	ErrNotLeft            = refusal.NotLeft
+	// ErrUnableToAuthorise is a restricted join this server cannot
+	// decide: it is in none of the rooms the join rules allow, so it
+	// cannot tell whether the user is.
+	ErrUnableToAuthorise = refusal.UnableToAuthorise
+	// ErrRemote is another server that could not be asked, or that
+	// refused (*Refusal with the cause, which only logs see).
+	ErrRemote = refusal.Unavailable
 )
 
 // Refusal is a request the room engine refuses.
-type Refusal struct {
-	Kind error
-	Msg  string
-}
-
-func (r *Refusal) Error() string { return r.Msg }
-
-func (r *Refusal) Unwrap() error { return r.Kind }
+type Refusal = refusal.Error
 
 func refuse(kind error, format string, args ...any) error {
-	return &Refusal{Kind: kind, Msg: fmt.Sprintf(format, args...)}
-}
-
-// Matrix gives each kind of refusal its HTTP status and errcode
-// (httpapi.Public), whichever handler passes it on: the client API's, or
-// federation's (make_join refused by the auth rules). It is the one
-// mapping of the engine's errors to Matrix errors.
-func (r *Refusal) Matrix() (int, string) {
-	switch r.Kind {
-	case ErrForbidden:
-		return 403, "M_FORBIDDEN"
-	case ErrNotFound:
-		return 404, "M_NOT_FOUND"
-	case ErrInvalid:
-		return 400, "M_INVALID_PARAM"
-	case ErrMalformed:
-		return 400, "M_BAD_JSON"
-	case ErrTooLarge:
-		return 413, "M_TOO_LARGE"
-	case ErrUnsupportedVersion:
-		return 400, "M_UNSUPPORTED_ROOM_VERSION"
-	case ErrInvalidState:
-		return 400, "M_INVALID_ROOM_STATE"
-	case ErrAliasInUse:
-		// PUT /directory/room's answer; createRoom's is 400 (roomsapi).
-		return 409, "M_ROOM_IN_USE"
-	case ErrBadAlias:
-		return 400, "M_BAD_ALIAS"
-	case ErrUnsupported, ErrNeedsFederation:
-		return 400, "M_UNRECOGNIZED"
-	}
-	// ErrNotLeft: /forget of a room the user is still in, 400 M_UNKNOWN
-	// as the spec has it.
-	return 400, "M_UNKNOWN"
+	return refusal.New(kind, format, args...)
 }

@@ -14,22 +14,6 @@ import (
 // make_join and make_leave offer, and the signed events send_join and
 // send_leave bring back, taken in through Receive.
 
-// ErrUnableToAuthorise is a restricted join this server cannot decide: it
-// is in none of the rooms the join rules allow, so it cannot tell whether
-// the user is.
-var ErrUnableToAuthorise = &unableToAuthorise{}
-
-type unableToAuthorise struct{}
-
-func (*unableToAuthorise) Error() string {
-	return "this server is in none of the rooms the join rules allow: it cannot authorise the join"
-}
-
-// Matrix is the error the spec names for it (httpapi.Public).
-func (*unableToAuthorise) Matrix() (int, string) {
-	return 400, "M_UNABLE_TO_AUTHORISE_JOIN"
-}
-
 // MembershipTemplate builds the event another server's user userID asks
 // this server to make for them, setting their membership ("join" or
 // "leave") in roomID: built on the room's forward extremities with auth
@@ -169,7 +153,7 @@ func (s *Service) authorisedVia(ctx context.Context, roomID, userID string) (str
 		}
 	}
 	if !resident {
-		return "", ErrUnableToAuthorise
+		return "", refuse(ErrUnableToAuthorise, "this server is in none of the rooms the join rules allow: it cannot authorise the join")
 	}
 	return "", refuse(ErrForbidden, "this room is restricted: %s is in none of the rooms its join rules allow", userID)
 }

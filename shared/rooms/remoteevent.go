@@ -35,26 +35,10 @@ func (r RemoteReads) log() *slog.Logger {
 	return slog.Default()
 }
 
-// RemoteError is another server that could not be asked, or that refused:
-// 502 M_UNKNOWN, as Synapse answers. Its message says which server and
-// what of, never the cause (which is logged).
-type RemoteError struct {
-	Server string
-	What   string
-	Err    error
-}
-
-func (e *RemoteError) Error() string { return "failed to fetch " + e.What + " from " + e.Server }
-
-func (e *RemoteError) Unwrap() error { return e.Err }
-
-// Matrix is 502 M_UNKNOWN (httpapi.Public).
-func (e *RemoteError) Matrix() (int, string) { return 502, "M_UNKNOWN" }
-
 // PublicRoomsOf lists the published rooms of another server, for GET and
 // POST /publicRooms?server= (RemoteReads.PublicRooms): its answer as given.
 // A server name the grammar refuses is ErrInvalid; a server that cannot be
-// asked, or refuses, is a *RemoteError.
+// asked, or refuses, is a *Refusal of kind ErrRemote.
 func (s *Service) PublicRoomsOf(ctx context.Context, server string, q DirectoryQuery) (json.RawMessage, error) {
 	if !protocol.ValidServerName(server) {
 		return nil, refuse(ErrInvalid, "%q is not a server name", server)
@@ -68,7 +52,7 @@ func (s *Service) PublicRoomsOf(ctx context.Context, server string, q DirectoryQ
 			return nil, ctx.Err()
 		}
 		s.RemoteReads.log().Info("public rooms of another server failed", "server", server, "err", err)
-		return nil, &RemoteError{Server: server, What: "the room list", Err: err}
+		return nil, &Refusal{Kind: ErrRemote, Msg: "failed to fetch the room list from " + server, Cause: err}
 	}
 	return out, nil
 }

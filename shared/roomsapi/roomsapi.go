@@ -4,7 +4,7 @@
 // engine (shared/rooms). It reads requests (path, query and body, checked
 // before the engine is asked), passes the engine the acting user and
 // typed options, and writes the answers. The engine's refusals carry their
-// Matrix errors (rooms.Refusal.Matrix, through httpapi.Public); the few
+// Matrix errors (httpapi.WriteError, from shared/refusal's kinds); the few
 // answers an endpoint words otherwise are said where they are made.
 package roomsapi
 
