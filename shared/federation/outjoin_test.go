@@ -80,8 +80,9 @@ func TestTwoServers(t *testing.T) {
 	// hooks' items; e2ekeys reads the members once to record the remote
 	// ones (a marker create, a Query, a BatchWriteItem), and presence
 	// once to index them (a Query, a BatchWriteItem).
-	if u := b.LastRequestTo(t, "/join/").DynamoDB; u.Calls > 30 || u.ReadUnits > 15 || u.WriteUnits > 52 {
-		t.Errorf("remote join of a room of 7 state events: %d calls, %.1f RCU, %.1f WCU; want at most 30, 15, 52", u.Calls, u.ReadUnits, u.WriteUnits)
+	// The room's name is indexed for search (2 writes).
+	if u := b.LastRequestTo(t, "/join/").DynamoDB; u.Calls > 31 || u.ReadUnits > 15 || u.WriteUnits > 54 {
+		t.Errorf("remote join of a room of 7 state events: %d calls, %.1f RCU, %.1f WCU; want at most 31, 15, 54", u.Calls, u.ReadUnits, u.WriteUnits)
 	}
 	if ev, err := a.Server.Rooms.StateEvent(background, string(room), "m.room.member", string(bob.UserID)); err != nil {
 		t.Fatalf("bob's member event on A: %v", err)

@@ -188,7 +188,11 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 }
 
 // makeJoin answers a template of the join of the user the path names.
+// Requests are answered one at a time: the library's events are not
+// safe to use from two goroutines at once.
 func (p *peer) makeJoin(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/_matrix/federation/v1/make_join/"), "/")
 	if len(parts) != 2 || parts[0] != p.roomID {
 		writeJSON(w, http.StatusNotFound, map[string]any{"errcode": "M_NOT_FOUND", "error": "no such room"})
@@ -207,6 +211,8 @@ func (p *peer) makeJoin(w http.ResponseWriter, r *http.Request) {
 // sendJoin answers the whole state and its auth chain.
 func (p *peer) sendJoin(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	state := make([]json.RawMessage, len(p.state))
 	for i, ev := range p.state {
 		state[i] = ev.JSON()
@@ -215,9 +221,7 @@ func (p *peer) sendJoin(w http.ResponseWriter, r *http.Request) {
 	for i, ev := range p.auth {
 		auth[i] = ev.JSON()
 	}
-	p.mu.Lock()
 	p.sendJSN++
-	p.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{"origin": p.name, "state": state, "auth_chain": auth, "event": json.RawMessage(body),
 		"members_omitted": false, "servers_in_room": []string{p.name}})
 }
