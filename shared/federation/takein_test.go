@@ -2,6 +2,8 @@ package federation_test
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +32,12 @@ func TestJoin_Concurrent(t *testing.T) {
 	p := newPeer(t, "peer.test", "12", members)
 	st := servertest.Start(t, p.env()...)
 	alice, bob := st.Member(t, "alice"), st.Member(t, "bob")
+	// The peer's key fetched first: two checks at once of a server whose
+	// key is being fetched find it neither in the table nor due again
+	// (serverkeys' refetch guard), and drop its events as unsigned.
+	if r := servertest.Call(t, "GET", st.FederationURL(t)+"/_matrix/key/v2/query/"+p.name, "", nil); r.Status != http.StatusOK {
+		t.Fatalf("key query of %s: %d %s", p.name, r.Status, r.Raw)
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i, m := range []servertest.Member{alice, bob} {
@@ -67,21 +75,41 @@ type claim struct {
 }
 
 // TestJoin_StaleTakeIn: a take-in cut short three minutes ago (a Lambda
-// timeout midway) left its claim, and no room info nor head, which come
-// together; the next join takes the claim over and takes the room in.
+// timeout midway) left its claim and a slot, and no room info nor head,
+// which come last; the next join takes the claim over, clears the slot,
+// and takes the room in: alice's message follows her join.
 func TestJoin_StaleTakeIn(t *testing.T) {
 	const members = 20
 	p := newPeer(t, "peer.test", "12", members)
 	st := servertest.Start(t, p.env()...)
 	alice := st.Member(t, "alice")
 	old := claim{PK: "room|" + p.roomID, SK: "takein", At: time.Now().Add(-3 * time.Minute).UnixMilli()}
-	if err := st.Server.Store.Put(context.Background(), old); err != nil {
-		t.Fatal(err)
+	// And a slot it wrote, above where this join's head goes (the state
+	// it was answered was larger).
+	slot := struct {
+		PK      string `dynamodbav:"pk"`
+		SK      string `dynamodbav:"sk"`
+		EventID string `dynamodbav:"id"`
+		PDU     string `dynamodbav:"pdu"`
+		Version string `dynamodbav:"v"`
+	}{"room|" + p.roomID, fmt.Sprintf("ev|%012d", 100_000_009_999), "$cut", "{}", "12"}
+	for _, item := range []any{old, slot} {
+		if err := st.Server.Store.Put(context.Background(), item); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := alice.JoinRoom(background, p.roomID, &mautrix.ReqJoinRoom{Via: []string{p.name}}); err != nil {
 		t.Fatalf("join after a take-in cut short: %v", err)
 	}
-	if n := joinedCount(t, alice.Client, id.RoomID(p.roomID)); n != members+1 {
+	room := id.RoomID(p.roomID)
+	if n := joinedCount(t, alice.Client, room); n != members+1 {
 		t.Errorf("alice sees %d joined members, want %d", n, members+1)
+	}
+	sent, err := alice.SendText(background, room, "after the cut")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := messageIDs(t, alice.Client, room); len(got) < 2 || got[len(got)-1] != string(sent.EventID) {
+		t.Errorf("alice's /messages ends %v, want her message last", got)
 	}
 }

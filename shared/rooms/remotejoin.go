@@ -116,15 +116,14 @@ const takeInWriters = 16
 type takenIn struct {
 	roomID string
 	info   *info
-	// items go first: blocks, snapshots, current state, pointers.
+	// items go first: blocks, snapshots, current state, pointers, and
+	// slots, those below the head.
 	items []any
-	// head is the join's slot, written with the local users' items once
-	// the items are: from then on the room is there, its head the join.
-	head   slot
-	locals []any
-	// slots are those below the head, written last: nothing builds on
-	// them.
-	slots    []any
+	slots []any
+	// head is the join's slot, written with the room info and the local
+	// users' items once the items are: from then on the room is held.
+	head     slot
+	locals   []any
 	appended []Appended
 }
 
@@ -277,14 +276,22 @@ func (s *Service) takeInMember(ctx context.Context, roomID string, ev events.PDU
 
 // takeIn writes a laid out room. The room is claimed first (claimTakeIn:
 // ErrExists when another join took it in). Then the blocks, snapshots,
-// current state and pointers; then, in one transaction, the join's slot,
-// the room info and the local users' items, from which on the room is
-// there with the join at its head; then the slots below it.
-// A reader that finds the room (its head) finds what the head needs.
+// current state, pointers and the slots below the join; then, in one
+// transaction, the join's slot, the room info and the local users' items,
+// from which on the room is held (its info), complete, with the join at
+// its head. Nothing reads a room without its info (joins, /send, the
+// inbox), so nothing builds on the slots written before it.
 func (s *Service) takeIn(ctx context.Context, t *takenIn) error {
-	at, err := s.claimTakeIn(ctx, t.roomID)
+	at, tookOver, err := s.claimTakeIn(ctx, t.roomID)
 	if err != nil {
 		return err
+	}
+	if tookOver {
+		// The slots of the take-in cut short may lie above this one's.
+		if err := s.clearSlots(ctx, t.roomID); err != nil {
+			s.releaseTakeIn(ctx, t.roomID, at)
+			return err
+		}
 	}
 	if err := s.writeTakenIn(ctx, t); err != nil {
 		s.releaseTakeIn(ctx, t.roomID, at)
@@ -298,7 +305,7 @@ func (s *Service) writeTakenIn(ctx context.Context, t *takenIn) error {
 	// The room info goes with the head: a room with an info item is a room
 	// held (joins and /send read it), never one without its head.
 	ops := []store.Op{store.CreateOp(t.head), store.PutOp(*t.info)}
-	items := t.items
+	items := append(t.items, t.slots...)
 	for _, it := range t.locals {
 		if len(ops) < store.MaxTransactActions {
 			ops = append(ops, store.PutOp(it))
@@ -309,10 +316,7 @@ func (s *Service) writeTakenIn(ctx context.Context, t *takenIn) error {
 	if err := s.putAll(ctx, items); err != nil {
 		return err
 	}
-	if err := s.Store.Transact(ctx, ops...); err != nil {
-		return err
-	}
-	return s.putAll(ctx, t.slots)
+	return s.Store.Transact(ctx, ops...)
 }
 
 // putAll writes items in batches of store.MaxBatchWrite, takeInWriters at
