@@ -190,7 +190,7 @@ func TestUserKeys(t *testing.T) {
 	if dev["device_id"] != u.DeviceID || keys["device_id"] != u.DeviceID || keys["user_id"] != u.ID {
 		t.Errorf("user devices: device %v", dev)
 	}
-	f.st.CheckCost(t, "user devices", "/user/devices", servertest.Want(3, 3, 0))
+	f.st.CheckCost(t, "user devices", "/user/devices", servertest.Want(4, 4, 0))
 	wantError(t, "devices of another server's user", f.get(t, v1+"/user/devices/"+url.PathEscape("@bob:other.org")), http.StatusBadRequest, "M_INVALID_PARAM")
 	r = f.get(t, v1+"/user/devices/"+url.PathEscape("@nobody:example.org"))
 	if devices, _ := r.Body["devices"].([]any); r.Status != http.StatusOK || devices == nil || len(devices) != 0 {
