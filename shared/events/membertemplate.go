@@ -9,11 +9,10 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 )
 
-// SignMemberTemplate fills the template a resident server's make_leave or
-// make_knock answered for userID in a room of version v, as
-// SignJoinTemplate does a join's: type, room, sender and state key set
-// again, content merged over the template's with the membership given,
-// the event signed by this server.
+// SignMemberTemplate fills the template a resident server's make_join,
+// make_leave or make_knock answered for userID in a room of version v:
+// type, room, sender and state key set again, content merged over the
+// template's with the membership given, the event signed by this server.
 func (s Signer) SignMemberTemplate(v, roomID, userID, membership string, template []byte, content map[string]any, now time.Time) (PDU, error) {
 	impl, err := version(v)
 	if err != nil {

@@ -20,44 +20,7 @@ import (
 // is merged over the template's with membership "join", and the event is
 // signed by this server.
 func (s Signer) SignJoinTemplate(v, roomID, userID string, template []byte, content map[string]any, now time.Time) (PDU, error) {
-	impl, err := version(v)
-	if err != nil {
-		return nil, err
-	}
-	var proto gomatrixserverlib.ProtoEvent
-	if err := json.Unmarshal(template, &proto); err != nil {
-		return nil, fmt.Errorf("make_join template: %w", err)
-	}
-	merged := map[string]any{}
-	if len(proto.Content) > 0 {
-		_ = json.Unmarshal(proto.Content, &merged) // a template's odd content is replaced
-	}
-	for k, val := range content {
-		merged[k] = val
-	}
-	merged["membership"] = "join"
-	raw, err := json.Marshal(merged)
-	if err != nil {
-		return nil, err
-	}
-	if err := CheckContent(raw); err != nil {
-		return nil, fmt.Errorf("join content: %w", err)
-	}
-	key := userID
-	proto.Type, proto.RoomID, proto.SenderID, proto.StateKey = Member, roomID, userID, &key
-	proto.Content, proto.Redacts, proto.Unsigned = raw, "", nil
-	if proto.PrevEvents == nil {
-		proto.PrevEvents = []string{}
-	}
-	if proto.AuthEvents == nil {
-		proto.AuthEvents = []string{}
-	}
-	b := impl.NewEventBuilderFromProtoEvent(&proto)
-	ev, err := b.Build(now, spec.ServerName(s.ServerName), gomatrixserverlib.KeyID(s.Key.ID), s.Key.Private)
-	if err != nil {
-		return nil, fmt.Errorf("build join event: %w", err)
-	}
-	return ev, nil
+	return s.SignMemberTemplate(v, roomID, userID, "join", template, content, now)
 }
 
 // SendJoinAnswer is what send_join answered: the state before the join,
