@@ -17,6 +17,31 @@ import (
 // one is resolved from the states after its prev_events, and the current
 // state from the states after every forward extremity.
 
+// authBeforeAndNow checks ev against the state before it, then against
+// the room's current state (its auth tuples read into e where missing).
+// A non-empty reason keeps ev out with status st: Rejected by the state
+// before it, SoftFailed by the current one.
+func (s *Service) authBeforeAndNow(ctx context.Context, roomID string, e *roomEntry, l *graphLoader, ev events.PDU, before stateres.StateMap) (st Status, reason string, err error) {
+	tuples, err := events.AuthStateNeeded(e.head.Version, protoOf(ev))
+	if err != nil {
+		return Rejected, err.Error(), nil
+	}
+	beforeAuth, err := l.state(ctx, before, tuples)
+	if err != nil {
+		return "", "", err
+	}
+	if reason, err := s.checkAuth(ctx, l, ev, beforeAuth); err != nil || reason != "" {
+		return Rejected, reason, err
+	}
+	if err := s.fill(ctx, roomID, e, tuples); err != nil {
+		return "", "", err
+	}
+	if reason := allowed(ev, authOnly(e.state, tuples)); reason != "" {
+		return SoftFailed, "not allowed by the current state: " + reason, nil
+	}
+	return "", "", nil
+}
+
 // receiveFork takes ev, whose prev_events are not the room's forward
 // extremities.
 func (s *Service) receiveFork(ctx context.Context, roomID string, e *roomEntry, ev events.PDU) (Outcome, func(context.Context) error, error) {
@@ -69,27 +94,11 @@ func (s *Service) receiveFork(ctx context.Context, roomID string, e *roomEntry, 
 	if err != nil {
 		return Outcome{}, nil, fmt.Errorf("state before %s: %w", ev.EventID(), err)
 	}
-	tuples, err := events.AuthStateNeeded(h.Version, protoOf(ev))
-	if err != nil {
-		return s.keepOut(ctx, roomID, ev, h, before, l.blocks, Rejected, err.Error())
-	}
-	beforeAuth, err := l.state(ctx, before, tuples)
-	if err != nil {
-		return Outcome{}, nil, err
-	}
-	reason, err := s.checkAuth(ctx, l, ev, beforeAuth)
-	if err != nil {
-		return Outcome{}, nil, err
-	}
-	if reason != "" {
-		return s.keepOut(ctx, roomID, ev, h, before, l.blocks, Rejected, reason)
-	}
-	// The current state's auth tuples, from the cache or read.
-	if err := s.fill(ctx, roomID, e, tuples); err != nil {
-		return Outcome{}, nil, err
-	}
-	if reason := allowed(ev, authOnly(e.state, tuples)); reason != "" {
-		return s.keepOut(ctx, roomID, ev, h, before, l.blocks, SoftFailed, "not allowed by the current state: "+reason)
+	if st, reason, err := s.authBeforeAndNow(ctx, roomID, e, l, ev, before); err != nil || reason != "" {
+		if err != nil {
+			return Outcome{}, nil, err
+		}
+		return s.keepOut(ctx, roomID, ev, h, before, l.blocks, st, reason)
 	}
 	return s.commitFork(ctx, roomID, e, ev, stateres.After(before, ev), l, fork{ext: ext, others: others, lists: lists[len(prevs):], cur: cur, before: before})
 }

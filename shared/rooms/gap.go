@@ -138,26 +138,11 @@ func (s *Service) tryReceiveWithState(ctx context.Context, roomID string, ev eve
 	if err := s.storeOutliers(ctx, roomID, l, append(slices.Clone(state), chain...)); err != nil {
 		return Outcome{}, nil, err
 	}
-	tuples, err := events.AuthStateNeeded(h.Version, protoOf(ev))
-	if err != nil {
-		return s.keepOut(ctx, roomID, ev, h, before, l.blocks, Rejected, err.Error())
-	}
-	beforeAuth, err := l.state(ctx, before, tuples)
-	if err != nil {
-		return Outcome{}, nil, err
-	}
-	reason, err := s.checkAuth(ctx, l, ev, beforeAuth)
-	if err != nil {
-		return Outcome{}, nil, err
-	}
-	if reason != "" {
-		return s.keepOut(ctx, roomID, ev, h, before, l.blocks, Rejected, reason)
-	}
-	if err := s.fill(ctx, roomID, e, tuples); err != nil {
-		return Outcome{}, nil, err
-	}
-	if reason := allowed(ev, authOnly(e.state, tuples)); reason != "" {
-		return s.keepOut(ctx, roomID, ev, h, before, l.blocks, SoftFailed, "not allowed by the current state: "+reason)
+	if st, reason, err := s.authBeforeAndNow(ctx, roomID, e, l, ev, before); err != nil || reason != "" {
+		if err != nil {
+			return Outcome{}, nil, err
+		}
+		return s.keepOut(ctx, roomID, ev, h, before, l.blocks, st, reason)
 	}
 	// The room's forward extremities stay beside it: their states and the
 	// event's are resolved into the current state.
