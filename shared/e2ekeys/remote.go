@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -134,16 +135,8 @@ func serverFailure(server string, err error) map[string]any {
 // counts only for its own users, and only for the devices asked for; a
 // device whose keys name another user or device is left out.
 func (s *Service) queryRemote(ctx context.Context, want map[string][]string, timeout time.Duration, resp *queryResponse) {
-	users := make([]string, 0, len(want))
-	for u := range want {
-		users = append(users, u)
-	}
-	groups := s.byServer(users)
-	servers := make([]string, 0, len(groups))
-	for srv := range groups {
-		servers = append(servers, srv)
-	}
-	slices.Sort(servers)
+	groups := s.byServer(slices.Collect(maps.Keys(want)))
+	servers := slices.Sorted(maps.Keys(groups))
 	var mu gosync.Mutex
 	failures := s.eachServer(ctx, servers, timeout, func(ctx context.Context, srv string) error {
 		body := map[string][]string{}
@@ -196,16 +189,8 @@ func keysOf(doc json.RawMessage, userID, deviceID string) bool {
 // to algorithm) from their servers and adds them to out; servers that do
 // not answer within timeout are returned as failures.
 func (s *Service) claimRemote(ctx context.Context, want map[string]map[string]string, timeout time.Duration, out map[string]map[string]map[string]json.RawMessage) map[string]any {
-	users := make([]string, 0, len(want))
-	for u := range want {
-		users = append(users, u)
-	}
-	groups := s.byServer(users)
-	servers := make([]string, 0, len(groups))
-	for srv := range groups {
-		servers = append(servers, srv)
-	}
-	slices.Sort(servers)
+	groups := s.byServer(slices.Collect(maps.Keys(want)))
+	servers := slices.Sorted(maps.Keys(groups))
 	var mu gosync.Mutex
 	return s.eachServer(ctx, servers, timeout, func(ctx context.Context, srv string) error {
 		body := map[string]map[string]string{}
