@@ -12,7 +12,6 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/stateres"
 	"github.com/cirrus-matrix/cirrus/shared/store"
-	"golang.org/x/sync/errgroup"
 )
 
 // Joining a room this server does not hold (server-server API, "Joining
@@ -108,9 +107,6 @@ func (s *Service) TakeJoined(ctx context.Context, join events.PDU, state []event
 	}
 	return s.notify(ctx, t.appended)
 }
-
-// takeInWriters is how many batch writes of a take-in go at once.
-const takeInWriters = 16
 
 // takenIn is a room taken in through a remote join, laid out as items.
 type takenIn struct {
@@ -313,24 +309,10 @@ func (s *Service) writeTakenIn(ctx context.Context, t *takenIn) error {
 			items = append(items, it)
 		}
 	}
-	if err := s.putAll(ctx, items); err != nil {
+	if err := s.Store.PutMany(ctx, items); err != nil {
 		return err
 	}
 	return s.Store.Transact(ctx, ops...)
-}
-
-// putAll writes items in batches of store.MaxBatchWrite, takeInWriters at
-// a time.
-func (s *Service) putAll(ctx context.Context, items []any) error {
-	g, ctx := errgroup.WithContext(ctx)
-	g.SetLimit(takeInWriters)
-	for len(items) > 0 {
-		n := min(len(items), store.MaxBatchWrite)
-		chunk := items[:n]
-		items = items[n:]
-		g.Go(func() error { return s.Store.PutMany(ctx, chunk) })
-	}
-	return g.Wait()
 }
 
 // joinedTimeline orders the state before a join and the join: the create

@@ -6,32 +6,56 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"golang.org/x/sync/errgroup"
 )
 
 // MaxBatchWrite is DynamoDB's limit on puts in one BatchWriteItem call.
 const MaxBatchWrite = 25
 
+// putParallel is how many BatchWriteItem calls PutMany has in flight at
+// once: each waits a round trip on DynamoDB, so thousands of items (a
+// remote join's take-in and the indexes of its members) take ~1/16 of
+// the time they would one call after another.
+const putParallel = 16
+
 // PutMany writes items, replacing any with the same keys, in as few calls
-// as DynamoDB allows. Unlike Transact it is not all or none: each item is
-// written on its own, and throttled ones are sent again.
+// as DynamoDB allows, several at a time. Unlike Transact it is not all or
+// none: each item is written on its own, in no set order, and throttled
+// ones are sent again.
 func (s *Store) PutMany(ctx context.Context, items []any) error {
-	var pending []types.WriteRequest
-	var units float64
+	var batches [][]types.WriteRequest
+	var units []float64
 	for i, item := range items {
 		av, size, err := s.marshalItem(item)
 		if err != nil {
 			return fmt.Errorf("put many: item %d: %w", i, err)
 		}
-		units += putUnits(av, size)
-		pending = append(pending, types.WriteRequest{PutRequest: &types.PutRequest{Item: av}})
+		if i%MaxBatchWrite == 0 {
+			batches = append(batches, make([]types.WriteRequest, 0, MaxBatchWrite))
+			units = append(units, 0)
+		}
+		b := len(batches) - 1
+		batches[b] = append(batches[b], types.WriteRequest{PutRequest: &types.PutRequest{Item: av}})
+		units[b] += putUnits(av, size)
 	}
-	first := true
+	if len(batches) == 1 {
+		return s.putBatch(ctx, batches[0], units[0])
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(putParallel)
+	for i, b := range batches {
+		g.Go(func() error { return s.putBatch(gctx, b, units[i]) })
+	}
+	return g.Wait()
+}
+
+// putBatch writes one batch of at most MaxBatchWrite puts, sending the
+// unprocessed ones again; units, the batch's estimate, is recorded with
+// the first call.
+func (s *Store) putBatch(ctx context.Context, pending []types.WriteRequest, units float64) error {
 	for len(pending) > 0 {
-		n := min(len(pending), MaxBatchWrite)
-		batch := pending[:n]
-		pending = pending[n:]
 		res, err := s.db.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{
-			RequestItems:           map[string][]types.WriteRequest{s.table: batch},
+			RequestItems:           map[string][]types.WriteRequest{s.table: pending},
 			ReturnConsumedCapacity: types.ReturnConsumedCapacityTotal,
 		})
 		if err != nil {
@@ -42,13 +66,9 @@ func (s *Store) PutMany(ctx context.Context, items []any) error {
 		if len(res.ConsumedCapacity) > 0 {
 			cc = &res.ConsumedCapacity[0]
 		}
-		// The estimate of all items is recorded with the first call.
-		w := 0.0
-		if first {
-			w, first = units, false
-		}
-		recordCapacity(ctx, cc, 0, w)
-		pending = append(pending, res.UnprocessedItems[s.table]...)
+		recordCapacity(ctx, cc, 0, units)
+		units = 0
+		pending = res.UnprocessedItems[s.table]
 	}
 	return nil
 }
