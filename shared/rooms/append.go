@@ -300,6 +300,9 @@ func (s *Service) fill(ctx context.Context, roomID string, e *roomEntry, tuples 
 	return nil
 }
 
+// authOnly returns the events of state at tuples, in the order of tuples,
+// those it lacks left out: the auth state an event needs, or the stripped
+// state shown to another server.
 func authOnly(state map[events.StateKeyTuple]events.PDU, tuples []events.StateKeyTuple) []events.PDU {
 	out := make([]events.PDU, 0, len(tuples))
 	for _, t := range tuples {

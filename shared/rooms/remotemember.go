@@ -114,17 +114,7 @@ func (s *Service) StrippedStatePDUs(ctx context.Context, roomID, sender string) 
 	if err != nil {
 		return nil, err
 	}
-	return strippedOrder(got, want), nil
-}
-
-func strippedOrder(got map[events.StateKeyTuple]events.PDU, want []events.StateKeyTuple) []events.PDU {
-	out := make([]events.PDU, 0, len(want))
-	for _, t := range want {
-		if ev := got[t]; ev != nil {
-			out = append(out, ev)
-		}
-	}
-	return out
+	return authOnly(got, want), nil
 }
 
 // inviteRemote invites c.target, a user of another server: the invite is
@@ -213,7 +203,7 @@ func (s *Service) buildInvite(ctx context.Context, c change, p events.Proto) (ev
 	if err := events.Allowed(ev, auth); err != nil {
 		return nil, nil, err
 	}
-	return ev, strippedOrder(state, append(strippedTuples[:len(strippedTuples):len(strippedTuples)], mine)), nil
+	return ev, authOnly(state, append(strippedTuples[:len(strippedTuples):len(strippedTuples)], mine)), nil
 }
 
 func wanted(want []string, now string) bool {
