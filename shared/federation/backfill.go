@@ -45,38 +45,17 @@ type backfillAnswer struct {
 // without the room's state: format, hashes (a mismatch keeps the redacted
 // form) and signatures. Events failing them are left out.
 func (b *Backfiller) Fetch(ctx context.Context, roomID, version string, from []string, limit int) ([]events.PDU, error) {
-	timeout := b.Timeout
-	if timeout == 0 {
-		timeout = 10 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	servers, err := b.Rooms.JoinedServers(ctx, roomID)
+	q := url.Values{"v": from, "limit": {strconv.Itoa(min(limit, rooms.MaxFederationEvents))}}
+	path := "/_matrix/federation/v1/backfill/" + url.PathEscape(roomID) + "?" + q.Encode()
+	var out []events.PDU
+	err := b.askEach(ctx, roomID, path, "backfill", func(ctx context.Context, server string, answer backfillAnswer) error {
+		out = b.check(ctx, roomID, version, server, answer.PDUs)
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("backfill %s: %w", roomID, err)
 	}
-	q := url.Values{"v": from, "limit": {strconv.Itoa(min(limit, rooms.MaxFederationEvents))}}
-	path := "/_matrix/federation/v1/backfill/" + url.PathEscape(roomID) + "?" + q.Encode()
-	var last error
-	for _, server := range servers {
-		if server == b.Rooms.Signer.ServerName {
-			continue
-		}
-		var answer backfillAnswer
-		if err := b.Client.Get(ctx, server, path, &answer); err != nil {
-			b.log().Info("backfill failed", "room", roomID, "server", server, "err", err)
-			last = err
-			if ctx.Err() != nil {
-				break
-			}
-			continue
-		}
-		return b.check(ctx, roomID, version, server, answer.PDUs), nil
-	}
-	if last == nil {
-		last = errors.New("no other server is in the room")
-	}
-	return nil, fmt.Errorf("backfill %s: %w", roomID, last)
+	return out, nil
 }
 
 // Event asks the servers joined to roomID (its current state), in turn,
@@ -86,6 +65,28 @@ func (b *Backfiller) Fetch(ctx context.Context, roomID, version string, from []s
 // of the PDU as received (a reference hash from room version 3), so a
 // server cannot answer another event in its place.
 func (b *Backfiller) Event(ctx context.Context, roomID, version, eventID string) (events.PDU, error) {
+	path := "/_matrix/federation/v1/event/" + url.PathEscape(eventID)
+	var found events.PDU
+	err := b.askEach(ctx, roomID, path, "fetching an event", func(ctx context.Context, server string, answer backfillAnswer) error {
+		for _, ev := range b.check(ctx, roomID, version, server, answer.PDUs) {
+			if ev.EventID() == eventID {
+				found = ev
+				return nil
+			}
+		}
+		return fmt.Errorf("%s answered no event %s of the room that passes the checks", server, eventID)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fetch event %s: %w", eventID, err)
+	}
+	return found, nil
+}
+
+// askEach GETs path from the other servers joined to roomID (its current
+// state), in turn, within b.Timeout, until take keeps an answer (returns
+// nil); otherwise the error is the last server's. what names the request
+// in the log.
+func (b *Backfiller) askEach(ctx context.Context, roomID, path, what string, take func(ctx context.Context, server string, answer backfillAnswer) error) error {
 	timeout := b.Timeout
 	if timeout == 0 {
 		timeout = 10 * time.Second
@@ -94,9 +95,8 @@ func (b *Backfiller) Event(ctx context.Context, roomID, version, eventID string)
 	defer cancel()
 	servers, err := b.Rooms.JoinedServers(ctx, roomID)
 	if err != nil {
-		return nil, fmt.Errorf("fetch event %s: %w", eventID, err)
+		return err
 	}
-	path := "/_matrix/federation/v1/event/" + url.PathEscape(eventID)
 	last := errors.New("no other server is in the room")
 	for _, server := range servers {
 		if server == b.Rooms.Signer.ServerName {
@@ -104,21 +104,18 @@ func (b *Backfiller) Event(ctx context.Context, roomID, version, eventID string)
 		}
 		var answer backfillAnswer
 		if err := b.Client.Get(ctx, server, path, &answer); err != nil {
-			b.log().Info("fetching an event failed", "room", roomID, "event", eventID, "server", server, "err", err)
+			b.log().Info(what+" failed", "room", roomID, "path", path, "server", server, "err", err)
 			last = err
 			if ctx.Err() != nil {
 				break
 			}
 			continue
 		}
-		for _, ev := range b.check(ctx, roomID, version, server, answer.PDUs) {
-			if ev.EventID() == eventID {
-				return ev, nil
-			}
+		if last = take(ctx, server, answer); last == nil {
+			return nil
 		}
-		last = fmt.Errorf("%s answered no event %s of the room that passes the checks", server, eventID)
 	}
-	return nil, fmt.Errorf("fetch event %s: %w", eventID, last)
+	return last
 }
 
 // check keeps the PDUs of roomID that parse for its version and carry
