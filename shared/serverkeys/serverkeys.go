@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -87,11 +88,12 @@ func New(o Options) (*Keys, error) {
 	}
 	db := &Database{Store: o.Store, Now: now}
 	client := recorder{Client: o.Client, db: db}
+	fl := &flights{}
 	fetchers := []gomatrixserverlib.KeyFetcher{guarded{&gomatrixserverlib.DirectKeyFetcher{
 		Client:            client,
 		IsLocalServerName: func(s spec.ServerName) bool { return string(s) == o.ServerName },
 		LocalPublicKey:    spec.Base64Bytes(o.Key.Public()),
-	}, db, o.ServerName}}
+	}, db, o.ServerName, fl}}
 	for _, t := range o.Trusted {
 		verify := map[gomatrixserverlib.KeyID]ed25519.PublicKey{}
 		for id, b64 := range t.VerifyKeys {
@@ -105,7 +107,7 @@ func New(o Options) (*Keys, error) {
 			PerspectiveServerName: spec.ServerName(t.ServerName),
 			PerspectiveServerKeys: verify,
 			Client:                client,
-		}, db, o.ServerName})
+		}, db, o.ServerName, fl})
 	}
 	return &Keys{
 		ring:       gomatrixserverlib.KeyRing{KeyFetchers: fetchers, KeyDatabase: db},
@@ -390,11 +392,14 @@ const MinRefetch = time.Minute
 // guarded runs a fetcher for the servers it has not been run for within
 // MinRefetch, until the deadline of withFetchDeadline, or for
 // DefaultFetchTimeout without one (gomatrixserverlib's own checks): the
-// table's reads and writes around it are not cut short.
+// table's reads and writes around it are not cut short. Checks of one
+// process share its runs (flights): one that needs a server the fetcher
+// is asking, or asked within MinRefetch, takes that run's answer.
 type guarded struct {
 	gomatrixserverlib.KeyFetcher
-	db    *Database
-	local string
+	db      *Database
+	local   string
+	flights *flights
 }
 
 // fetchMark records when a fetcher last asked for a server's keys.
@@ -406,17 +411,51 @@ type fetchMark struct {
 }
 
 func (g guarded) FetchKeys(ctx context.Context, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
-	requests, err := g.due(ctx, requests)
-	if err != nil || len(requests) == 0 {
-		return nil, err
-	}
 	deadline, ok := ctx.Value(deadlineKey{}).(time.Time)
 	if !ok {
 		deadline = time.Now().Add(DefaultFetchTimeout)
 	}
+	own, mine, others := g.flights.join(g.FetcherName(), g.local, requests, g.db.now())
+	var out map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult
+	if len(own) > 0 {
+		var err error
+		if out, err = g.fly(ctx, deadline, own, mine); err != nil {
+			return nil, err
+		}
+	}
+	if len(others) == 0 {
+		return out, nil
+	}
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	shared, err := wait(wctx, others, requests)
+	if out == nil {
+		return shared, err
+	}
+	maps.Copy(out, shared)
+	return out, err
+}
+
+// fly runs the fetcher for the requests this check fetches itself, those
+// its guard lets through, as flight mine (when it holds other servers
+// than the local one). The fetch is not cut short when ctx is cancelled,
+// only at the deadline: other checks may be waiting for it.
+func (g guarded) fly(ctx context.Context, deadline time.Time, own map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp, mine *flight) (res map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, err error) {
+	fetched := map[spec.ServerName]bool{}
+	if mine != nil {
+		defer func() { g.flights.land(mine, res, fetched, err == nil) }()
+	}
+	ctx = context.WithoutCancel(ctx)
+	due, err := g.due(ctx, own)
+	if err != nil || len(due) == 0 {
+		return nil, err
+	}
+	for req := range due {
+		fetched[req.ServerName] = true
+	}
 	fctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	return g.KeyFetcher.FetchKeys(fctx, requests)
+	return g.KeyFetcher.FetchKeys(fctx, due)
 }
 
 // due keeps the requests for servers this fetcher was not run for within

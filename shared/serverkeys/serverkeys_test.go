@@ -45,9 +45,13 @@ type remote struct {
 	Old      map[string]oldKey // key ID to old key
 	Validity time.Duration
 	Fetches  atomic.Int64
-	clock    *clock
-	srv      *httptest.Server
-	mu       sync.Mutex
+	// Hold, while locked, keeps the answers back; each request sends on
+	// Arrived (when there is room) before it waits.
+	Hold    sync.RWMutex
+	Arrived chan struct{}
+	clock   *clock
+	srv     *httptest.Server
+	mu      sync.Mutex
 }
 
 type oldKey struct {
@@ -57,13 +61,19 @@ type oldKey struct {
 
 func newRemote(t *testing.T, c *clock) *remote {
 	t.Helper()
-	rm := &remote{Key: mustKey(t), Validity: time.Hour, clock: c, Old: map[string]oldKey{}}
+	rm := &remote{Key: mustKey(t), Validity: time.Hour, clock: c, Old: map[string]oldKey{}, Arrived: make(chan struct{}, 1)}
 	rm.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/_matrix/key/v2/server" {
 			http.NotFound(w, r)
 			return
 		}
 		rm.Fetches.Add(1)
+		select {
+		case rm.Arrived <- struct{}{}:
+		default:
+		}
+		rm.Hold.RLock()
+		rm.Hold.RUnlock()
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(rm.Doc(t))
 	}))

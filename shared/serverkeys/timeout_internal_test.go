@@ -34,7 +34,7 @@ func TestTimed(t *testing.T) {
 		t.Fatalf("a second withFetchDeadline moved the deadline from %v to %v", want, again)
 	}
 	// Requests for this server's own keys only: no fetch marks to read.
-	g := guarded{f, &Database{}, "local.example"}
+	g := guarded{f, &Database{}, "local.example", &flights{}}
 	reqs := map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{{ServerName: "local.example", KeyID: "ed25519:a"}: 0}
 	for range 2 {
 		g.FetchKeys(ctx, reqs)

@@ -1,0 +1,108 @@
+package serverkeys_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// TestKeys_ConcurrentColdCache: checks of a server's signature that start
+// while its key is being fetched wait for that fetch and use its answer,
+// rather than being turned away by the refetch guard as if the server had
+// just been asked and had no such key: all verify, and the server is asked
+// once.
+func TestKeys_ConcurrentColdCache(t *testing.T) {
+	ctx := context.Background()
+	c := newClock()
+	rm := newRemote(t, c)
+	k, _ := newKeys(t, openStore(t), c, "example.org")
+	msg := signed(t, rm.Name, rm.Key, `{"hello":"world"}`)
+
+	const n = 8
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	verify := func(ctx context.Context, i int) {
+		defer wg.Done()
+		errs[i] = k.VerifyJSON(ctx, rm.Name, c.Now(), msg)
+	}
+	// The first check fetches the key; the remote holds its answer back
+	// until the others have all found the table without it.
+	rm.Hold.Lock()
+	wg.Add(1)
+	first := make(chan struct{})
+	go func() { defer close(first); verify(ctx, 0) }()
+	select {
+	case <-rm.Arrived:
+	case <-first:
+		rm.Hold.Unlock()
+		t.Fatalf("the first check ended without asking the remote: %v", errs[0])
+	}
+	start := make(chan struct{})
+	meters := make([]*store.Meter, n)
+	for i := 1; i < n; i++ {
+		mctx, m := store.WithMeter(ctx)
+		meters[i] = m
+		wg.Add(1)
+		go func() { <-start; verify(mctx, i) }()
+	}
+	close(start)
+	for i := 1; i < n; i++ {
+		for meters[i].Usage().Calls == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	rm.Hold.Unlock()
+	wg.Wait()
+
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("check %d of %d at once: %v", i, n, err)
+		}
+	}
+	if got := rm.Fetches.Load(); got != 1 {
+		t.Errorf("%d checks at once on a cold cache asked the remote %d times, want 1", n, got)
+	}
+	// The fetch was stored once: another check reads the table, no fetch.
+	if err := k.VerifyJSON(ctx, rm.Name, c.Now(), msg); err != nil || rm.Fetches.Load() != 1 {
+		t.Errorf("a check after them: %v, %d fetches, want nil and 1", err, rm.Fetches.Load())
+	}
+}
+
+// TestKeys_ConcurrentLeaderGone: the check whose fetch others wait for
+// goes away (its client disconnected); the fetch goes on, and the others
+// verify with its answer.
+func TestKeys_ConcurrentLeaderGone(t *testing.T) {
+	c := newClock()
+	rm := newRemote(t, c)
+	k, _ := newKeys(t, openStore(t), c, "example.org")
+	msg := signed(t, rm.Name, rm.Key, `{"hello":"world"}`)
+
+	rm.Hold.Lock()
+	gone, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() { first <- k.VerifyJSON(gone, rm.Name, c.Now(), msg) }()
+	select {
+	case <-rm.Arrived:
+	case err := <-first:
+		rm.Hold.Unlock()
+		t.Fatalf("the first check ended without asking the remote: %v", err)
+	}
+	mctx, meter := store.WithMeter(context.Background())
+	second := make(chan error, 1)
+	go func() { second <- k.VerifyJSON(mctx, rm.Name, c.Now(), msg) }()
+	for meter.Usage().Calls == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	rm.Hold.Unlock()
+	<-first
+	if err := <-second; err != nil {
+		t.Errorf("a check waiting for a fetch whose check went away: %v", err)
+	}
+	if got := rm.Fetches.Load(); got != 1 {
+		t.Errorf("the remote was asked %d times, want 1", got)
+	}
+}
