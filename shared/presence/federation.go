@@ -158,8 +158,9 @@ func (s *Service) roomsOf(ctx context.Context, userID string) ([]string, error) 
 //
 // Cost: a write (put or delete) per member event of another server's user,
 // none for other events; for the first local join of a room, a Query of
-// its member events and a write per joined remote member (BatchWriteItem,
-// 25 a call).
+// its member events (none when the join took the room in: it carries
+// them) and a write per joined remote member (BatchWriteItem, 25 a call,
+// 16 calls at a time).
 func (s *Service) MembersChanged(ctx context.Context, evs []rooms.Appended) error {
 	if !s.Enabled {
 		return nil
@@ -185,7 +186,7 @@ func (s *Service) MembersChanged(ctx context.Context, evs []rooms.Appended) erro
 		userID := *ev.StateKey()
 		m, _ := ev.Membership()
 		if m == "join" && len(a.To) == 1 && a.To[0] == userID {
-			if err := s.indexRoom(ctx, a.RoomID, set); err != nil {
+			if err := s.indexRoom(ctx, a, set); err != nil {
 				return err
 			}
 		}
@@ -213,16 +214,20 @@ func (s *Service) MembersChanged(ctx context.Context, evs []rooms.Appended) erro
 	return nil
 }
 
-// indexRoom sets the room's joined members through set: one Query of the
-// room's member events.
-func (s *Service) indexRoom(ctx context.Context, roomID string, set func(userID, roomID string, joined bool)) error {
-	members, err := s.Rooms.Members(ctx, roomID)
-	if err != nil {
-		return fmt.Errorf("index remote members of %s: %w", roomID, err)
+// indexRoom sets the joined members of the room a local user joined
+// through set: the members the join carries when it took the room in
+// (rooms.Appended.Members), else one Query of the room's member events.
+func (s *Service) indexRoom(ctx context.Context, join rooms.Appended, set func(userID, roomID string, joined bool)) error {
+	members := join.Members
+	if members == nil {
+		var err error
+		if members, err = s.Rooms.Members(ctx, join.RoomID); err != nil {
+			return fmt.Errorf("index remote members of %s: %w", join.RoomID, err)
+		}
 	}
 	for _, ev := range members {
 		if m, _ := ev.Membership(); m == "join" && ev.StateKey() != nil {
-			set(*ev.StateKey(), roomID, true)
+			set(*ev.StateKey(), join.RoomID, true)
 		}
 	}
 	return nil

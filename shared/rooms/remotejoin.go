@@ -207,7 +207,11 @@ func (s *Service) layOutJoined(ctx context.Context, roomID string, evs []events.
 		// events (search indexes the name and topic); a member event that
 		// concerns a local user is heard of too.
 		if len(to) > 0 || ev.Type() != events.Member {
-			t.appended = append(t.appended, Appended{RoomID: roomID, Seq: seq, Event: ev, To: to, StateSeq: stateSeq})
+			a := Appended{RoomID: roomID, Seq: seq, Event: ev, To: to, StateSeq: stateSeq}
+			if i == n-1 {
+				a.Members = memberEvents(prev)
+			}
+			t.appended = append(t.appended, a)
 		}
 	}
 	for _, c := range cur {

@@ -89,6 +89,11 @@ type Appended struct {
 	// Events with one StateSeq saw one state: what is derived from the state
 	// (the servers in the room) may be kept under it.
 	StateSeq int64
+	// Members, on the local join that took a room in (TakeJoined), are
+	// the room's member events after it, as the take-in holds them: the
+	// hooks that keep track of members take them from here rather than
+	// each reading the room's member state again. Nil elsewhere.
+	Members []events.PDU
 }
 
 // notify records the thread replies among appended events and passes the

@@ -251,8 +251,8 @@ func (s *Sender) destinations(ctx context.Context, roomID string, evs []rooms.Ap
 // joinedServers lists the servers with a joined member in the room's
 // current state that its server ACL allows: from the cache when every
 // event of evs carries the state snapshot the cache holds (an ACL change
-// moves the snapshot), else from the room's member events and, when other
-// servers have members, its ACL (one Query, one GetItem).
+// moves the snapshot), else from the room's member events (membersAfter)
+// and, when other servers have members, its ACL (one Query, one GetItem).
 func (s *Sender) joinedServers(ctx context.Context, roomID string, evs []rooms.Appended) ([]string, error) {
 	seq := evs[0].StateSeq
 	for _, a := range evs[1:] {
@@ -263,7 +263,7 @@ func (s *Sender) joinedServers(ctx context.Context, roomID string, evs []rooms.A
 	if servers, ok := s.joined.get(roomID, seq); ok {
 		return servers, nil
 	}
-	members, err := s.Members(ctx, roomID)
+	members, err := membersAfter(ctx, s.Members, roomID, evs)
 	if err != nil {
 		return nil, fmt.Errorf("destinations of %s: %w", roomID, err)
 	}
@@ -294,6 +294,16 @@ func (s *Sender) joinedServers(ctx context.Context, roomID string, evs []rooms.A
 	}
 	s.joined.put(roomID, seq, servers)
 	return servers, nil
+}
+
+// membersAfter reads the room's member events after evs: those the join
+// that took the room in carries (rooms.Appended.Members), else the room's
+// member state (one Query).
+func membersAfter(ctx context.Context, read func(context.Context, string) ([]events.PDU, error), roomID string, evs []rooms.Appended) ([]events.PDU, error) {
+	if last := evs[len(evs)-1]; last.Members != nil {
+		return last.Members, nil
+	}
+	return read(ctx, roomID)
 }
 
 // aclFilter is what the room's server ACL allows.

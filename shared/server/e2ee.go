@@ -42,12 +42,17 @@ func (s *Server) federateE2EE(e2e *e2ekeys.Service, toDevice *todevice.Service, 
 			g.Go(func() error { return appended(ctx, evs) })
 		}
 		g.Go(func() error { return e2e.MembersChanged(ctx, remoteMembers(evs, s.Config.ServerName)) })
-		for _, roomID := range localJoins(evs, s.Config.ServerName) {
+		for _, join := range localJoins(evs, s.Config.ServerName) {
+			roomID := join.RoomID
 			g.Go(func() error {
 				return e2e.RoomJoined(ctx, roomID, func(ctx context.Context) ([]e2ekeys.MemberChange, error) {
-					members, err := rms.Members(ctx, roomID)
-					if err != nil {
-						return nil, err
+					// The join that took the room in carries its members.
+					members := join.Members
+					if members == nil {
+						var err error
+						if members, err = rms.Members(ctx, roomID); err != nil {
+							return nil, err
+						}
 					}
 					var out []e2ekeys.MemberChange
 					for _, ev := range members {
@@ -84,16 +89,18 @@ func remoteMembers(evs []rooms.Appended, serverName string) []e2ekeys.MemberChan
 	return out
 }
 
-// localJoins lists the rooms among evs, taken in through a remote join,
-// that a local user joined: rooms created here had every member appended.
-func localJoins(evs []rooms.Appended, serverName string) []string {
-	var out []string
+// localJoins lists the local users' joins among evs of rooms taken in
+// through a remote join, one per room: rooms created here had every
+// member appended.
+func localJoins(evs []rooms.Appended, serverName string) []rooms.Appended {
+	var out []rooms.Appended
 	for _, a := range evs {
 		if !rooms.TakenIn(a.Seq) || a.Event.Type() != events.Member || a.Event.StateKey() == nil || serverOf(*a.Event.StateKey()) != serverName {
 			continue
 		}
-		if m, _ := a.Event.Membership(); m == "join" && !slices.Contains(out, a.RoomID) {
-			out = append(out, a.RoomID)
+		seen := slices.ContainsFunc(out, func(j rooms.Appended) bool { return j.RoomID == a.RoomID })
+		if m, _ := a.Event.Membership(); m == "join" && !seen {
+			out = append(out, a)
 		}
 	}
 	return out
