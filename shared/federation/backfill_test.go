@@ -69,11 +69,7 @@ func TestTwoServers_Backfill(t *testing.T) {
 	b.RunQueue(t)
 	alice := a.Member(t, "alice")
 	bob := b.Member(t, "bob")
-	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
+	room := publicRoom(t, alice)
 	var old []events.PDU
 	var want []string
 	for i := range 5 {
@@ -89,9 +85,7 @@ func TestTwoServers_Backfill(t *testing.T) {
 		old = append(old, e.PDU)
 		want = append(want, body)
 	}
-	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
-		t.Fatal(err)
-	}
+	joinVia(t, bob, room, a.Name())
 	low, err := b.Server.Rooms.Lowest(background, string(room))
 	if err != nil || low != joinBase {
 		t.Fatalf("B's first position in the room: %d %v, want %d", low, err, joinBase)
@@ -255,17 +249,10 @@ func stateIDs(t *testing.T, st *servertest.Stack, room string) []string {
 // below the state taken in. Paging again asks for nothing more and shows
 // the same; an incremental /sync shows none of them.
 func TestTwoServers_BackfillOnMessages(t *testing.T) {
-	a, _ := servertest.StartNamed(t)
-	a.RunQueue(t)
-	b, _ := servertest.StartNamed(t)
-	b.RunQueue(t)
+	a, b := twoServers(t)
 	alice := a.Member(t, "alice")
 	bob := b.Member(t, "bob")
-	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
+	room := publicRoom(t, alice)
 	var want []string
 	for i := range 25 {
 		body := fmt.Sprintf("old %d", i)
@@ -274,9 +261,7 @@ func TestTwoServers_BackfillOnMessages(t *testing.T) {
 		}
 		want = append(want, body)
 	}
-	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
-		t.Fatal(err)
-	}
+	joinVia(t, bob, room, a.Name())
 	synced, err := bob.SyncRequest(background, 0, "", "", false, "")
 	if err != nil {
 		t.Fatal(err)
@@ -339,17 +324,10 @@ func TestTwoServers_BackfillOnMessages(t *testing.T) {
 // answers with events of another room, bob's /messages still answers
 // with what B holds (the history from the join on) and B stores nothing.
 func TestTwoServers_BackfillRefused(t *testing.T) {
-	a, _ := servertest.StartNamed(t)
-	a.RunQueue(t)
-	b, _ := servertest.StartNamed(t)
-	b.RunQueue(t)
+	a, b := twoServers(t)
 	alice := a.Member(t, "alice")
 	bob := b.Member(t, "bob")
-	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
+	room := publicRoom(t, alice)
 	other, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
 	if err != nil {
 		t.Fatal(err)
@@ -365,9 +343,7 @@ func TestTwoServers_BackfillRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
-		t.Fatal(err)
-	}
+	joinVia(t, bob, room, a.Name())
 	asked := 0
 	for _, answer := range []func() ([]events.PDU, error){
 		func() ([]events.PDU, error) { return nil, fmt.Errorf("no server answered") },
@@ -420,9 +396,7 @@ func TestTwoServers_BackfillJoinedVisibility(t *testing.T) {
 		}
 		old = append(old, e.PDU)
 	}
-	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
-		t.Fatal(err)
-	}
+	joinVia(t, bob, room, a.Name())
 	out, err := b.Server.Rooms.TakeBackfilled(background, string(room), old)
 	if err != nil {
 		t.Fatal(err)

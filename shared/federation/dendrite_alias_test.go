@@ -8,17 +8,13 @@ import (
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/cirrus-matrix/cirrus/shared/servertest"
 )
 
 // TestDendrite_AliasStateLeave: a Cirrus user joins a Dendrite 0.13.8 room
 // by its alias alone (/query/directory asked of Dendrite), state changes
 // made on each side (power levels, a topic, a name) are seen on the other, and her leave reaches Dendrite.
 func TestDendrite_AliasStateLeave(t *testing.T) {
-	st, _ := servertest.StartNamed(t)
-	st.RunQueue(t)
-	d := servertest.StartDendrite(t, nil)
+	st, d := withDendrite(t)
 	alice := st.Member(t, "alice")
 	bobToken := d.Register(t, "bob", "correct horse battery staple")
 	dendrite := func(method, path string, body any) (int, map[string]any) {

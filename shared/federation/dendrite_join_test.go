@@ -12,8 +12,6 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/cirrus-matrix/cirrus/shared/servertest"
 )
 
 // TestDendrite_Join: a Dendrite 0.13.8 user joins a public room of a
@@ -32,26 +30,15 @@ func TestDendrite_Join(t *testing.T) {
 }
 
 func testDendriteJoin(t *testing.T, version string) {
-	st, _ := servertest.StartNamed(t)
-	st.RunQueue(t)
-	d := servertest.StartDendrite(t, nil)
+	st, d := withDendrite(t)
 	alice := st.Member(t, "alice")
 	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: id.RoomVersion(version), Name: "Lobby"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	room := string(created.RoomID)
-	bobToken := d.Register(t, "bob", "correct horse battery staple")
+	_, dendrite := dendriteUser(t, d, "bob")
 	bob := "@bob:" + d.Name
-	dendrite := func(method, path string, body any) map[string]any {
-		t.Helper()
-		status, raw := d.Do(t, method, path, bobToken, body)
-		var out map[string]any
-		if status != http.StatusOK || json.Unmarshal([]byte(raw), &out) != nil {
-			t.Fatalf("Dendrite %s %s: %d %s\n%s", method, path, status, raw, d.LogTail())
-		}
-		return out
-	}
 
 	joined := dendrite("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(st.Name()), map[string]any{})
 	if joined["room_id"] != room {
@@ -132,13 +119,7 @@ func waitFor(t *testing.T, what string, check func() ([]string, bool), logs func
 // answer.
 func timelineBodies(sync map[string]any, room string) []string {
 	var out []string
-	rooms, _ := sync["rooms"].(map[string]any)
-	join, _ := rooms["join"].(map[string]any)
-	r, _ := join[room].(map[string]any)
-	tl, _ := r["timeline"].(map[string]any)
-	evs, _ := tl["events"].([]any)
-	for _, e := range evs {
-		ev, _ := e.(map[string]any)
+	for _, ev := range timelineOf(sync, room) {
 		c, _ := ev["content"].(map[string]any)
 		if b, ok := c["body"].(string); ok {
 			out = append(out, b)
@@ -190,20 +171,9 @@ func eventIDs(evs []map[string]any) []string {
 // /v2/invite, takes Cirrus's signature back, and the invite shows in the
 // Cirrus user's /sync with the room's name from the stripped state.
 func TestDendrite_Invite(t *testing.T) {
-	st, _ := servertest.StartNamed(t)
-	st.RunQueue(t)
-	d := servertest.StartDendrite(t, nil)
+	st, d := withDendrite(t)
 	alice := st.Member(t, "alice")
-	bobToken := d.Register(t, "bob", "correct horse battery staple")
-	dendrite := func(method, path string, body any) map[string]any {
-		t.Helper()
-		status, raw := d.Do(t, method, path, bobToken, body)
-		var out map[string]any
-		if status != http.StatusOK || json.Unmarshal([]byte(raw), &out) != nil {
-			t.Fatalf("Dendrite %s %s: %d %s\n%s", method, path, status, raw, d.LogTail())
-		}
-		return out
-	}
+	_, dendrite := dendriteUser(t, d, "bob")
 	created := dendrite("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "Dendrite's room"})
 	room, _ := created["room_id"].(string)
 	dendrite("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]any{"user_id": alice.User.ID})
@@ -223,9 +193,7 @@ func TestDendrite_Invite(t *testing.T) {
 // alice as the authoriser, Dendrite signs it, Cirrus countersigns it at
 // send_join, and Dendrite takes the answer.
 func TestDendrite_RestrictedJoin(t *testing.T) {
-	st, _ := servertest.StartNamed(t)
-	st.RunQueue(t)
-	d := servertest.StartDendrite(t, nil)
+	st, d := withDendrite(t)
 	alice := st.Member(t, "alice")
 	space, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10"})
 	if err != nil {

@@ -35,16 +35,7 @@ func TestDendrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	uploadSignedKeys(t, st, alice.User)
-	bob := d.Register(t, "bob", "correct horse battery staple")
-	dendrite := func(method, path string, body any) map[string]any {
-		t.Helper()
-		status, raw := d.Do(t, method, path, bob, body)
-		var out map[string]any
-		if status != http.StatusOK || json.Unmarshal([]byte(raw), &out) != nil {
-			t.Fatalf("Dendrite %s %s: %d %s\n%s", method, path, status, raw, d.LogTail())
-		}
-		return out
-	}
+	_, dendrite := dendriteUser(t, d, "bob")
 
 	profile := dendrite("GET", "/_matrix/client/v3/profile/"+url.PathEscape(alice.User.ID), nil)
 	if profile["displayname"] != "Alice of Cirrus" {

@@ -186,10 +186,7 @@ func checkTransaction(t *testing.T, st *servertest.Stack, n int, what string, wa
 // bob's threaded receipt reaches alice; each one's presence and status
 // message reaches the other. Every step is seen in the other user's /sync.
 func TestTwoServers_EDUs(t *testing.T) {
-	a, _ := servertest.StartNamed(t, "CIRRUS_PRESENCE_ENABLED=true")
-	a.RunQueue(t)
-	b, _ := servertest.StartNamed(t, "CIRRUS_PRESENCE_ENABLED=true")
-	b.RunQueue(t)
+	a, b := twoServers(t, "CIRRUS_PRESENCE_ENABLED=true")
 	sentByA := recordEDUs(a)
 	// B's clock, to be moved past its timeout of remote typing.
 	var ahead atomic.Int64
@@ -197,14 +194,8 @@ func TestTwoServers_EDUs(t *testing.T) {
 	b.Server.Sync.Now, b.Server.Ephemeral.Now = clock, clock
 	alice := a.Member(t, "alice")
 	bob := b.Member(t, "bob")
-	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
-	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
-		t.Fatalf("bob joins through %s: %v", a.Name(), err)
-	}
+	room := publicRoom(t, alice)
+	joinVia(t, bob, room, a.Name())
 	aw, bw := watch(t, alice.Client), watch(t, bob.Client)
 	aliceID, bobID := string(alice.UserID), string(bob.UserID)
 
@@ -325,17 +316,10 @@ func TestTwoServers_EDUs(t *testing.T) {
 // and alice saw none of the dropped ones. The transaction itself is
 // accepted (200), and A's log says why each was dropped.
 func TestTwoServers_EDURefused(t *testing.T) {
-	a, _ := servertest.StartNamed(t, "CIRRUS_PRESENCE_ENABLED=true")
-	a.RunQueue(t)
-	b, _ := servertest.StartNamed(t, "CIRRUS_PRESENCE_ENABLED=true")
-	b.RunQueue(t)
+	a, b := twoServers(t, "CIRRUS_PRESENCE_ENABLED=true")
 	alice, carol := a.Member(t, "alice"), a.Member(t, "carol")
 	bob := b.Member(t, "bob")
-	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
+	room := publicRoom(t, alice)
 	private, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: "12"})
 	if err != nil {
 		t.Fatal(err)
@@ -343,9 +327,7 @@ func TestTwoServers_EDURefused(t *testing.T) {
 	if _, err := carol.JoinRoomByID(background, room); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
-		t.Fatalf("bob joins through %s: %v", a.Name(), err)
-	}
+	joinVia(t, bob, room, a.Name())
 	msg, err := alice.SendText(background, room, "hello")
 	if err != nil {
 		t.Fatal(err)
@@ -414,14 +396,7 @@ func TestTwoServers_EDURefused(t *testing.T) {
 	if _, err := bob.LeaveRoom(background, room); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "bob's leave on A", func() ([]string, bool) {
-		ev, err := a.Server.Rooms.StateEvent(background, string(room), "m.room.member", bobID)
-		if err != nil {
-			return []string{err.Error()}, false
-		}
-		m, _ := ev.Membership()
-		return []string{m}, m == "leave"
-	}, a.Logs)
+	waitMembership(t, a, room, id.UserID(bobID), "leave")
 	for _, u := range []string{"@nobody:" + b.Name(), bobID} {
 		p := json.RawMessage(fmt.Sprintf(`{"push":[{"user_id":%q,"presence":"online","status_msg":"here","last_active_ago":1}]}`, u))
 		if err := b.Server.Sender.SendEDU(background, []string{a.Name()}, "m.presence", p); err != nil {
@@ -496,12 +471,7 @@ func newDendriteRoom(t *testing.T, extra map[string]any) *dendriteRoom {
 // do is a request of bob's to Dendrite, which must answer 200.
 func (dr *dendriteRoom) do(t *testing.T, method, path string, body any) map[string]any {
 	t.Helper()
-	status, raw := dr.d.Do(t, method, path, dr.token, body)
-	var out map[string]any
-	if status != 200 || json.Unmarshal([]byte(raw), &out) != nil {
-		t.Fatalf("Dendrite %s %s: %d %s\n%s", method, path, status, raw, dr.d.LogTail())
-	}
-	return out
+	return dendriteDo(t, dr.d, dr.token, method, path, body)
 }
 
 // sync is bob's next /sync on Dendrite: the room's ephemeral events and

@@ -33,27 +33,7 @@ func TestWorker_GapFilledByMessages(t *testing.T) {
 	rm := gs.rm
 	fs := startFed(t, nil)
 	ctx := context.Background()
-	r := fs.Do(t, "POST", "/_matrix/client/v3/createRoom", fs.Alice.AccessToken, map[string]any{"preset": "public_chat"})
-	room, _ := r.Body["room_id"].(string)
-	if r.Status != http.StatusOK {
-		t.Fatalf("createRoom: %d %s", r.Status, r.Raw)
-	}
-	info, err := fs.Server.Rooms.Info(ctx, room)
-	if err != nil {
-		t.Fatal(err)
-	}
-	current, err := fs.Server.Rooms.CurrentState(ctx, room)
-	if err != nil {
-		t.Fatal(err)
-	}
-	state, err := events.NewState(current)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ext, depth, err := fs.Server.Rooms.Extremities(ctx, room)
-	if err != nil {
-		t.Fatal(err)
-	}
+	room, version, state, ext, depth := fs.publicRoomTip(t)
 	bob := "@bob:" + rm.Name
 	signer := events.Signer{ServerName: rm.Name, Key: rm.Key}
 	clock := time.Now()
@@ -62,7 +42,7 @@ func TestWorker_GapFilledByMessages(t *testing.T) {
 		depth++
 		clock = clock.Add(time.Millisecond)
 		p.RoomID = room
-		ev, err := signer.Build(info.Version, p, events.Graph{PrevEvents: prev, Depth: depth}, state, clock)
+		ev, err := signer.Build(version, p, events.Graph{PrevEvents: prev, Depth: depth}, state, clock)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,6 +69,7 @@ func TestWorker_GapFilledByMessages(t *testing.T) {
 	gs.mu.Lock()
 	gs.missing = slices.Clone(all[20:30]) // the 10 before the 31st
 	slices.Reverse(gs.missing)
+	var err error
 	gs.state, err = fs.Server.Rooms.CurrentState(ctx, room) // the state before each of bob's messages
 	for _, ev := range append(slices.Clone(gs.state), all...) {
 		gs.byID[ev.EventID()] = ev

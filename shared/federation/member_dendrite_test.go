@@ -8,8 +8,6 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/cirrus-matrix/cirrus/shared/servertest"
 )
 
 // TestDendrite_Memberships: Cirrus's outbound membership changes against
@@ -20,21 +18,10 @@ import (
 // Dendrite) and Dendrite sees her leave. Dendrite 0.13.8 serves no
 // make_knock: a knock on its room is 502, and nothing is kept here.
 func TestDendrite_Memberships(t *testing.T) {
-	st, _ := servertest.StartNamed(t)
-	st.RunQueue(t)
-	d := servertest.StartDendrite(t, nil)
+	st, d := withDendrite(t)
 	alice := st.Member(t, "alice")
 	bob := "@bob:" + d.Name
-	bobToken := d.Register(t, "bob", "correct horse battery staple")
-	dendrite := func(method, path string, body any) map[string]any {
-		t.Helper()
-		status, raw := d.Do(t, method, path, bobToken, body)
-		var out map[string]any
-		if status != http.StatusOK || json.Unmarshal([]byte(raw), &out) != nil {
-			t.Fatalf("Dendrite %s %s: %d %s\n%s", method, path, status, raw, d.LogTail())
-		}
-		return out
-	}
+	bobToken, dendrite := dendriteUser(t, d, "bob")
 	memberOnDendrite := func(room, user string) string {
 		status, raw := d.Do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.member/"+url.PathEscape(user), bobToken, nil)
 		var c struct {

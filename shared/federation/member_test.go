@@ -88,10 +88,7 @@ func waitMembership(t *testing.T, st *servertest.Stack, room id.RoomID, userID i
 // ways again. B out once more, the room made public meanwhile: bob joins
 // uninvited (the join rules caught up before his join).
 func TestTwoServers_RemoteInvite(t *testing.T) {
-	a, _ := servertest.StartNamed(t)
-	a.RunQueue(t)
-	b, _ := servertest.StartNamed(t)
-	b.RunQueue(t)
+	a, b := twoServers(t)
 	alice := a.Member(t, "alice")
 	bob := b.Member(t, "bob")
 	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{
@@ -268,9 +265,7 @@ func TestTwoServers_RemoteInvite(t *testing.T) {
 	if _, err := alice.SendStateEvent(background, room, event.StateJoinRules, "", map[string]any{"join_rule": "public"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
-		t.Fatalf("bob joins the room made public while B was out: %v", err)
-	}
+	joinVia(t, bob, room, a.Name())
 	if m := membershipOn(t, a, room, bob.UserID); m != "join" {
 		t.Fatalf("bob on A after joining the public room: %q", m)
 	}
@@ -335,10 +330,7 @@ func forgedAfterBan(t *testing.T, a, b *servertest.Stack, room, userID string) e
 // M_FORBIDDEN; on a version 6 room 400 M_INCOMPATIBLE_ROOM_VERSION. A knock
 // by A's alias, with no via, reaches A.
 func TestTwoServers_Knock(t *testing.T) {
-	a, _ := servertest.StartNamed(t)
-	a.RunQueue(t)
-	b, _ := servertest.StartNamed(t)
-	b.RunQueue(t)
+	a, b := twoServers(t)
 	alice := a.Member(t, "alice")
 	bob := b.Member(t, "bob")
 	knockable := &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: "12", Name: "Knock here",
@@ -512,10 +504,7 @@ func TestMakeKnock(t *testing.T) {
 // private room, carol@B joins naming only the closed port: the inviter's
 // server comes after it.
 func TestTwoServers_JoinFailover(t *testing.T) {
-	a, _ := servertest.StartNamed(t)
-	a.RunQueue(t)
-	b, _ := servertest.StartNamed(t)
-	b.RunQueue(t)
+	a, b := twoServers(t)
 	c, _ := servertest.StartNamed(t)
 	alice := a.Member(t, "alice")
 	bob := b.Member(t, "bob")

@@ -1,16 +1,12 @@
 package federation_test
 
 import (
-	"encoding/json"
-	"net/http"
 	"net/url"
 	"slices"
 	"testing"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/cirrus-matrix/cirrus/shared/servertest"
 )
 
 // TestDendrite_OutboundJoin: a Cirrus user joins a Dendrite 0.13.8 room
@@ -20,20 +16,9 @@ import (
 // private room (Dendrite's /v2/invite) and she accepts it by its ID
 // alone: the inviter's server is asked.
 func TestDendrite_OutboundJoin(t *testing.T) {
-	st, _ := servertest.StartNamed(t)
-	st.RunQueue(t)
-	d := servertest.StartDendrite(t, nil)
+	st, d := withDendrite(t)
 	alice := st.Member(t, "alice")
-	bobToken := d.Register(t, "bob", "correct horse battery staple")
-	dendrite := func(method, path string, body any) map[string]any {
-		t.Helper()
-		status, raw := d.Do(t, method, path, bobToken, body)
-		var out map[string]any
-		if status != http.StatusOK || json.Unmarshal([]byte(raw), &out) != nil {
-			t.Fatalf("Dendrite %s %s: %d %s\n%s", method, path, status, raw, d.LogTail())
-		}
-		return out
-	}
+	_, dendrite := dendriteUser(t, d, "bob")
 	created := dendrite("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "name": "Dendrite's lobby", "room_version": "10"})
 	room, _ := created["room_id"].(string)
 	if _, err := alice.JoinRoom(background, room, &mautrix.ReqJoinRoom{Via: []string{d.Name}}); err != nil {

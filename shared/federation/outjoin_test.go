@@ -41,10 +41,7 @@ func messageIDs(t *testing.T, c *mautrix.Client, room id.RoomID) []string {
 // servers end with the same events and the same current state, and the
 // next message of each side builds on every extremity it holds.
 func TestTwoServers(t *testing.T) {
-	a, _ := servertest.StartNamed(t)
-	a.RunQueue(t)
-	b, _ := servertest.StartNamed(t)
-	b.RunQueue(t)
+	a, b := twoServers(t)
 	alice := a.Member(t, "alice")
 	bob := b.Member(t, "bob")
 	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12", Name: "Lobby"})
@@ -292,10 +289,7 @@ func TestTwoServers_LargeRoom(t *testing.T) {
 	if testing.Short() {
 		t.Skip("300 members")
 	}
-	a, _ := servertest.StartNamed(t)
-	a.RunQueue(t)
-	b, _ := servertest.StartNamed(t)
-	b.RunQueue(t)
+	a, b := twoServers(t)
 	alice := a.Member(t, "alice")
 	bob := b.Member(t, "bob")
 	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
@@ -323,10 +317,7 @@ func TestTwoServers_LargeRoom(t *testing.T) {
 // format, send_join's answer checked); his /sync shows the room joined
 // with its name; alice's next message reaches him.
 func TestTwoServers_EveryVersion(t *testing.T) {
-	a, _ := servertest.StartNamed(t)
-	a.RunQueue(t)
-	b, _ := servertest.StartNamed(t)
-	b.RunQueue(t)
+	a, b := twoServers(t)
 	alice := a.Member(t, "alice")
 	bob := b.Member(t, "bob")
 	for v := 1; v <= 12; v++ {
@@ -371,10 +362,7 @@ func TestTwoServers_EveryVersion(t *testing.T) {
 // (query/directory to A, then the join through A and the servers it
 // names); an alias A does not know is 404 M_NOT_FOUND.
 func TestTwoServers_Alias(t *testing.T) {
-	a, _ := servertest.StartNamed(t)
-	a.RunQueue(t)
-	b, _ := servertest.StartNamed(t)
-	b.RunQueue(t)
+	a, b := twoServers(t)
 	alice := a.Member(t, "alice")
 	bob := b.Member(t, "bob")
 	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "lobby"})

@@ -13,17 +13,6 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
 )
 
-// twoServers starts A and B, named by their federation listeners, with
-// their queues running.
-func twoServers(t *testing.T) (a, b *servertest.Stack) {
-	t.Helper()
-	a, _ = servertest.StartNamed(t)
-	a.RunQueue(t)
-	b, _ = servertest.StartNamed(t)
-	b.RunQueue(t)
-	return a, b
-}
-
 // TestTwoServers_RemoteHierarchy: alice's space on A (version 10, so its
 // room ID names A) has a public child and an invite-only one; bob's space
 // on B has alice's space as a child, via A, and a child via a server that

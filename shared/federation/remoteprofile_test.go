@@ -5,11 +5,8 @@ import (
 	"net/url"
 	"testing"
 
-	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/cirrus-matrix/cirrus/shared/servertest"
 )
 
 // TestTwoServers_RemoteProfile: bob@B reads alice@A's profile, whole and
@@ -19,10 +16,7 @@ import (
 // reaches B, where bob's /members, /joined_members and incremental /sync
 // show the new name.
 func TestTwoServers_RemoteProfile(t *testing.T) {
-	a, _ := servertest.StartNamed(t)
-	a.RunQueue(t)
-	b, _ := servertest.StartNamed(t)
-	b.RunQueue(t)
+	a, b := twoServers(t)
 	alice := a.Member(t, "alice")
 	bob := b.Member(t, "bob")
 	if err := alice.SetDisplayName(background, "Alice of A"); err != nil {
@@ -52,14 +46,8 @@ func TestTwoServers_RemoteProfile(t *testing.T) {
 		t.Errorf("profile on a server that does not answer: %v, want 502", err)
 	}
 
-	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
-	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
-		t.Fatal(err)
-	}
+	room := publicRoom(t, alice)
+	joinVia(t, bob, room, a.Name())
 	waitMembership(t, a, room, bob.UserID, "join")
 	since := b.Do(t, "GET", "/_matrix/client/v3/sync?timeout=0", bob.User.AccessToken, nil).Body["next_batch"].(string)
 	if err := alice.SetDisplayName(background, "Alice renamed"); err != nil {
@@ -97,13 +85,7 @@ func TestTwoServers_RemoteProfile(t *testing.T) {
 // room's /sync timeline.
 func timelineNames(sync map[string]any, room, userID string) []string {
 	var out []string
-	rooms, _ := sync["rooms"].(map[string]any)
-	join, _ := rooms["join"].(map[string]any)
-	r, _ := join[room].(map[string]any)
-	tl, _ := r["timeline"].(map[string]any)
-	evs, _ := tl["events"].([]any)
-	for _, e := range evs {
-		ev, _ := e.(map[string]any)
+	for _, ev := range timelineOf(sync, room) {
 		if ev["type"] == event.StateMember.Type && ev["state_key"] == userID {
 			c, _ := ev["content"].(map[string]any)
 			name, _ := c["displayname"].(string)

@@ -1,9 +1,7 @@
 package federation_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"slices"
 	"testing"
@@ -11,8 +9,6 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/cirrus-matrix/cirrus/shared/servertest"
 )
 
 // TestDendrite_RemoteReads: a Cirrus user reads what a Dendrite 0.13.8
@@ -22,20 +18,9 @@ import (
 // older one (/context), and Dendrite's space in the hierarchy of her own
 // space (Dendrite's /hierarchy).
 func TestDendrite_RemoteReads(t *testing.T) {
-	st, _ := servertest.StartNamed(t)
-	st.RunQueue(t)
-	d := servertest.StartDendrite(t, nil)
+	st, d := withDendrite(t)
 	alice := st.Member(t, "alice")
-	bobToken := d.Register(t, "bob", "correct horse battery staple")
-	dendrite := func(method, path string, body any) map[string]any {
-		t.Helper()
-		status, raw := d.Do(t, method, path, bobToken, body)
-		var out map[string]any
-		if status != http.StatusOK || json.Unmarshal([]byte(raw), &out) != nil {
-			t.Fatalf("Dendrite %s %s: %d %s\n%s", method, path, status, raw, d.LogTail())
-		}
-		return out
-	}
+	_, dendrite := dendriteUser(t, d, "bob")
 	created := dendrite("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "visibility": "public",
 		"name": "Dendrite's garden", "room_version": "10"})
 	room, _ := created["room_id"].(string)

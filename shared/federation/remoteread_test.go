@@ -113,11 +113,7 @@ func TestTwoServers_RemoteEvent(t *testing.T) {
 	alice := a.Member(t, "alice")
 	bob := b.Member(t, "bob")
 	carol := b.Member(t, "carol")
-	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
+	room := publicRoom(t, alice)
 	var ids []id.EventID
 	for i := range 30 {
 		sent, err := alice.SendText(background, room, fmt.Sprintf("msg %d", i))
@@ -126,9 +122,7 @@ func TestTwoServers_RemoteEvent(t *testing.T) {
 		}
 		ids = append(ids, sent.EventID)
 	}
-	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
-		t.Fatal(err)
-	}
+	joinVia(t, bob, room, a.Name())
 	if _, err := b.Server.Rooms.Event(background, string(room), string(ids[25])); err == nil {
 		t.Fatal("B holds msg 25 before anyone asked for it")
 	}
@@ -217,9 +211,7 @@ func TestTwoServers_RemoteEventHidden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
-		t.Fatal(err)
-	}
+	joinVia(t, bob, room, a.Name())
 	path := "/_matrix/client/v3/rooms/" + url.PathEscape(string(room))
 	r := b.Do(t, "GET", path+"/event/"+url.PathEscape(string(secret.EventID)), bob.User.AccessToken, nil)
 	wantError(t, "/event of a message before bob joined a joined-only room", r, 404, "M_NOT_FOUND")
@@ -259,14 +251,8 @@ func TestTwoServers_RemoteEventMissed(t *testing.T) {
 	b, _ := servertest.StartNamed(t)
 	alice := a.Member(t, "alice")
 	bob := b.Member(t, "bob")
-	created, err := alice.CreateRoom(background, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
-	if _, err := bob.JoinRoom(background, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Name()}}); err != nil {
-		t.Fatal(err)
-	}
+	room := publicRoom(t, alice)
+	joinVia(t, bob, room, a.Name())
 	sent, err := alice.SendText(background, room, "after bob")
 	if err != nil {
 		t.Fatal(err)

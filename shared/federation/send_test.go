@@ -640,31 +640,10 @@ func TestSend_Cost(t *testing.T) {
 func TestSend_RealEngine(t *testing.T) {
 	rm := newRemote(t)
 	fs := startFed(t, nil)
-	ctx := context.Background()
-	r := fs.Do(t, "POST", "/_matrix/client/v3/createRoom", fs.Alice.AccessToken, map[string]any{"preset": "public_chat"})
-	room, _ := r.Body["room_id"].(string)
-	if r.Status != http.StatusOK {
-		t.Fatalf("createRoom: %d %s", r.Status, r.Raw)
-	}
-	info, err := fs.Server.Rooms.Info(ctx, room)
-	if err != nil {
-		t.Fatal(err)
-	}
-	current, err := fs.Server.Rooms.CurrentState(ctx, room)
-	if err != nil {
-		t.Fatal(err)
-	}
-	state, err := events.NewState(current)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ext, depth, err := fs.Server.Rooms.Extremities(ctx, room)
-	if err != nil {
-		t.Fatal(err)
-	}
+	room, version, state, ext, depth := fs.publicRoomTip(t)
 	bob := "@bob:" + rm.Name
 	signer := events.Signer{ServerName: rm.Name, Key: rm.Key}
-	join, err := signer.Build(info.Version, events.Proto{RoomID: room, Sender: bob, Type: "m.room.member", StateKey: &bob,
+	join, err := signer.Build(version, events.Proto{RoomID: room, Sender: bob, Type: "m.room.member", StateKey: &bob,
 		Content: json.RawMessage(`{"membership":"join"}`)}, events.Graph{PrevEvents: ext, Depth: depth + 1}, state, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -672,13 +651,13 @@ func TestSend_RealEngine(t *testing.T) {
 	if err := state.Add(join); err != nil {
 		t.Fatal(err)
 	}
-	msg, err := signer.Build(info.Version, events.Proto{RoomID: room, Sender: bob, Type: "m.room.message",
+	msg, err := signer.Build(version, events.Proto{RoomID: room, Sender: bob, Type: "m.room.message",
 		Content: json.RawMessage(`{"msgtype":"m.text","body":"hello from afar"}`)}, events.Graph{PrevEvents: []string{join.EventID()}, Depth: depth + 2}, state, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	r = rm.send(t, fs.FedURL, "real", []json.RawMessage{join.JSON(), msg.JSON()}, nil)
+	r := rm.send(t, fs.FedURL, "real", []json.RawMessage{join.JSON(), msg.JSON()}, nil)
 	if res := pduResults(t, r); r.Status != 200 || len(res) != 2 || len(res[join.EventID()]) != 0 || len(res[msg.EventID()]) != 0 {
 		t.Fatalf("send: %d %s", r.Status, r.Raw)
 	}
