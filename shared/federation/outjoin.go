@@ -38,12 +38,6 @@ type Joiner struct {
 	Now func() time.Time
 }
 
-// makeJoinAnswer is make_join's answer.
-type makeJoinAnswer struct {
-	RoomVersion string          `json:"room_version"`
-	Event       json.RawMessage `json:"event"`
-}
-
 // Join asks servers in turn until one lets userID join roomID. A server
 // that refuses (make_join's 403, 404, an unsupported room version) or
 // does not answer is passed over; when none lets the user in, the most
@@ -92,7 +86,7 @@ func (j *Joiner) log() *slog.Logger {
 func (j *Joiner) joinVia(ctx context.Context, userID, roomID, server, reason string) error {
 	q := url.Values{"ver": events.Versions()}
 	path := "/_matrix/federation/v1/make_join/" + url.PathEscape(roomID) + "/" + url.PathEscape(userID) + "?" + q.Encode()
-	var tmpl makeJoinAnswer
+	var tmpl templateAnswer
 	if err := j.Client.Get(ctx, server, path, &tmpl); err != nil {
 		return remoteRefusal(server, "make_join", err)
 	}

@@ -106,7 +106,7 @@ func passRefusal(server, what string, err error) error {
 	return httpapi.Errorf(http.StatusBadGateway, "M_UNKNOWN", "%s did not take the request to %s: %v", server, what, err)
 }
 
-// templateAnswer is make_leave's and make_knock's answer.
+// templateAnswer is make_join's, make_leave's and make_knock's answer.
 type templateAnswer struct {
 	RoomVersion string          `json:"room_version"`
 	Event       json.RawMessage `json:"event"`
