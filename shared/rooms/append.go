@@ -242,18 +242,8 @@ func (s *Service) appendLocked(ctx context.Context, e *roomEntry, roomID string,
 			return nil, nil, err
 		}
 	}
-	auth, err := events.NewState(authOnly(e.state, tuples))
+	ev, err := s.buildLocal(h, req.proto, e.state, tuples)
 	if err != nil {
-		return nil, nil, err
-	}
-	ev, err := s.Signer.Build(h.Version, req.proto, h.graph(), auth, s.now())
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := events.CheckSize(ev.JSON()); err != nil {
-		return nil, nil, err
-	}
-	if err := events.Allowed(ev, auth); err != nil {
 		return nil, nil, err
 	}
 	next, finish, err := s.commit(ctx, roomID, h, []events.PDU{ev}, e.state, req.txn, e.locals)
@@ -298,6 +288,27 @@ func (s *Service) fill(ctx context.Context, roomID string, e *roomEntry, tuples 
 		e.state[t] = found[t]
 	}
 	return nil
+}
+
+// buildLocal builds p, an event of this server's, on h with the events of
+// state at tuples as its auth events, and checks it as every local event
+// is checked: its size, and the auth rules against those events.
+func (s *Service) buildLocal(h *head, p events.Proto, state map[events.StateKeyTuple]events.PDU, tuples []events.StateKeyTuple) (events.PDU, error) {
+	auth, err := events.NewState(authOnly(state, tuples))
+	if err != nil {
+		return nil, err
+	}
+	ev, err := s.Signer.Build(h.Version, p, h.graph(), auth, s.now())
+	if err != nil {
+		return nil, err
+	}
+	if err := events.CheckSize(ev.JSON()); err != nil {
+		return nil, err
+	}
+	if err := events.Allowed(ev, auth); err != nil {
+		return nil, err
+	}
+	return ev, nil
 }
 
 // authOnly returns the events of state at tuples, in the order of tuples,

@@ -189,18 +189,8 @@ func (s *Service) buildInvite(ctx context.Context, c change, p events.Proto) (ev
 	if !wanted(c.want, now) {
 		return nil, nil, refuse(ErrForbidden, "%s", c.refusal)
 	}
-	auth, err := events.NewState(authOnly(state, tuples))
+	ev, err := s.buildLocal(h, p, state, tuples)
 	if err != nil {
-		return nil, nil, err
-	}
-	ev, err := s.Signer.Build(h.Version, p, h.graph(), auth, s.now())
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := events.CheckSize(ev.JSON()); err != nil {
-		return nil, nil, err
-	}
-	if err := events.Allowed(ev, auth); err != nil {
 		return nil, nil, err
 	}
 	return ev, authOnly(state, append(strippedTuples[:len(strippedTuples):len(strippedTuples)], mine)), nil
