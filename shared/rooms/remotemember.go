@@ -212,6 +212,23 @@ func wanted(want []string, now string) bool {
 // server is outside of (remoteInvite), when it is one: invite or knock.
 // Cost: one GetItem; for such an item, Outside's reads.
 func (s *Service) remoteMembership(ctx context.Context, userID, roomID string) (*remoteInvite, error) {
+	item, err := s.outsideItem(ctx, userID, roomID)
+	if err != nil || item == nil || (item.Membership != "invite" && item.Membership != "knock") {
+		return nil, err
+	}
+	out, held, err := s.outside(ctx, roomID)
+	if err != nil || !out {
+		return nil, err
+	}
+	item.held = held
+	return item, nil
+}
+
+// outsideItem is userID's membership item in roomID when it holds the
+// event of a membership made outside the room's graph here (remoteInvite:
+// an invite, a knock, or their rejection or withdrawal), else nil.
+// Cost: one GetItem.
+func (s *Service) outsideItem(ctx context.Context, userID, roomID string) (*remoteInvite, error) {
 	var item remoteInvite
 	err := s.Store.Get(ctx, store.Key{PK: userPK(userID), SK: membershipPrefix + roomID}, &item)
 	if errors.Is(err, store.ErrNotFound) {
@@ -220,14 +237,9 @@ func (s *Service) remoteMembership(ctx context.Context, userID, roomID string) (
 	if err != nil {
 		return nil, fmt.Errorf("membership of %s in %s: %w", userID, roomID, err)
 	}
-	if (item.Membership != "invite" && item.Membership != "knock") || item.PDU == "" {
+	if item.PDU == "" {
 		return nil, nil
 	}
-	out, held, err := s.outside(ctx, roomID)
-	if err != nil || !out {
-		return nil, err
-	}
-	item.held = held
 	return &item, nil
 }
 
@@ -367,16 +379,9 @@ func (s *Service) knockRemote(ctx context.Context, userID, roomID, reason string
 // as the left room's timeline; nil for any other membership, whose room
 // this server holds. Cost: one GetItem.
 func (s *Service) OutsideLeave(ctx context.Context, userID, roomID string) (json.RawMessage, error) {
-	var item remoteInvite
-	err := s.Store.Get(ctx, store.Key{PK: userPK(userID), SK: membershipPrefix + roomID}, &item)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("membership of %s in %s: %w", userID, roomID, err)
-	}
-	if item.Membership != "leave" || item.PDU == "" {
-		return nil, nil
+	item, err := s.outsideItem(ctx, userID, roomID)
+	if err != nil || item == nil || item.Membership != "leave" {
+		return nil, err
 	}
 	ev, err := events.Parse(item.Version, item.EventID, []byte(item.PDU))
 	if err != nil {
