@@ -56,21 +56,30 @@ func TestStateVis_ForkDidNotSeeJoinedOnly(t *testing.T) {
 	wantEqual(t, "dave's sync timeline", bodies(resp.Rooms.Join[room].Timeline.Events), want)
 }
 
-// TestStateVis_ForkDidNotSeeBan: in a joined-only room alice bans carol;
-// bob's message on a branch that did not see the ban is one carol was
-// joined at, so she still sees it, though she is banned and the ban came
-// first; alice's message after the ban she does not see.
-func TestStateVis_ForkDidNotSeeBan(t *testing.T) {
-	st := servertest.Start(t)
-	alice := st.Member(t, "alice")
-	carol := st.Member(t, "carol")
-	r := newRemote(t, st)
-	room, _ := joinBob(t, st, r, alice)
+// carolInJoinedOnly starts a server with alice's joined-only room, which
+// bob of a remote server and then carol have joined; carol has said
+// "carol is in".
+func carolInJoinedOnly(t *testing.T) (st *servertest.Stack, alice, carol servertest.Member, r *remote, room id.RoomID) {
+	t.Helper()
+	st = servertest.Start(t)
+	alice = st.Member(t, "alice")
+	carol = st.Member(t, "carol")
+	r = newRemote(t, st)
+	room, _ = joinBob(t, st, r, alice)
 	setVisibility(t, alice, room, "joined")
 	if _, err := carol.JoinRoomByID(bg, room); err != nil {
 		t.Fatalf("carol joins: %v", err)
 	}
 	say(t, carol, room, "carol is in")
+	return st, alice, carol, r, room
+}
+
+// TestStateVis_ForkDidNotSeeBan: in a joined-only room alice bans carol;
+// bob's message on a branch that did not see the ban is one carol was
+// joined at, so she still sees it, though she is banned and the ban came
+// first; alice's message after the ban she does not see.
+func TestStateVis_ForkDidNotSeeBan(t *testing.T) {
+	st, alice, carol, r, room := carolInJoinedOnly(t)
 	ext, _, err := st.Server.Rooms.Extremities(bg, string(room))
 	if err != nil {
 		t.Fatal(err)
@@ -96,16 +105,7 @@ func TestStateVis_ForkDidNotSeeBan(t *testing.T) {
 // is one she was not joined at: she does not see it, though the room's
 // current state had her joined when it arrived; /sync does not bring it.
 func TestStateVis_ForkSawLeave(t *testing.T) {
-	st := servertest.Start(t)
-	alice := st.Member(t, "alice")
-	carol := st.Member(t, "carol")
-	r := newRemote(t, st)
-	room, _ := joinBob(t, st, r, alice)
-	setVisibility(t, alice, room, "joined")
-	if _, err := carol.JoinRoomByID(bg, room); err != nil {
-		t.Fatalf("carol joins: %v", err)
-	}
-	say(t, carol, room, "carol is in")
+	st, alice, carol, r, room := carolInJoinedOnly(t)
 	if _, err := carol.LeaveRoom(bg, room); err != nil {
 		t.Fatalf("carol leaves: %v", err)
 	}
