@@ -124,7 +124,7 @@ func (s *Service) askHierarchy(ctx context.Context, server, roomID string, sugge
 		if c.Type != "m.space.child" || !rooms.ValidRoomID(c.StateKey) {
 			continue
 		}
-		if c, ok := remoteChild(c); ok && (c.suggested || !suggested) {
+		if c, ok := childContent(c); ok && (c.suggested || !suggested) {
 			kept = append(kept, c)
 		}
 	}
@@ -137,9 +137,10 @@ type errAnswer string
 
 func (e errAnswer) Error() string { return "remote hierarchy: " + string(e) }
 
-// remoteChild reads the order, suggested flag and via list of a child
-// event another server gave, as childOf does for one held here.
-func remoteChild(c child) (child, bool) {
+// childContent reads the order, suggested flag and via list of c's
+// content, a child event held here (childOf) or one another server gave;
+// ok is false when it names no child.
+func childContent(c child) (child, bool) {
 	var content struct {
 		Via       any `json:"via"`
 		Order     any `json:"order"`

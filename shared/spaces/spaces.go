@@ -157,26 +157,11 @@ type child struct {
 // childOf reads a space's child event; ok is false when it names no child:
 // the spec ignores a child event without a valid via list, which is how a
 // child is removed.
-func childOf(ev events.PDU) (c child, ok bool) {
-	var content struct {
-		Via       any `json:"via"`
-		Order     any `json:"order"`
-		Suggested any `json:"suggested"`
-	}
-	if json.Unmarshal(ev.Content(), &content) != nil || !validVia(content.Via) {
-		return child{}, false
-	}
-	c = child{
+func childOf(ev events.PDU) (child, bool) {
+	return childContent(child{
 		Type: ev.Type(), StateKey: *ev.StateKey(), Content: json.RawMessage(ev.Content()),
 		Sender: events.Sender(ev), OriginServerTS: int64(ev.OriginServerTS()),
-	}
-	c.order, _ = content.Order.(string)
-	if !validOrder(c.order) {
-		c.order = ""
-	}
-	c.suggested, _ = content.Suggested.(bool)
-	c.via = viaOf(content.Via)
-	return c, true
+	})
 }
 
 // validVia reports whether via is a non-empty list of strings, as Synapse
