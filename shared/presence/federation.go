@@ -27,6 +27,16 @@ var ErrRefused = errors.New("presence refused")
 // joined. An inbound update reads it to find whom to tell.
 const roomPrefix = "presence|room|"
 
+// membersPK is the partition of the other index, the room's remote members
+// (sort key their user ID): an initial sync reads it to give the presence
+// of other servers' users who share a room with the syncing user.
+func membersPK(roomID string) string { return roomPrefix + roomID }
+
+// reverse is the members item of the room index item k.
+func reverse(k store.Key) store.Key {
+	return store.Key{PK: membersPK(strings.TrimPrefix(k.SK, roomPrefix)), SK: strings.TrimPrefix(k.PK, "user|")}
+}
+
 type roomItem struct {
 	PK string `dynamodbav:"pk"`
 	SK string `dynamodbav:"sk"`
@@ -195,10 +205,11 @@ func (s *Service) MembersChanged(ctx context.Context, evs []rooms.Appended) erro
 	var puts []any
 	var dels []store.Key
 	for _, k := range order {
+		r := reverse(k)
 		if last[k] {
-			puts = append(puts, roomItem{PK: k.PK, SK: k.SK})
+			puts = append(puts, roomItem{PK: k.PK, SK: k.SK}, roomItem{PK: r.PK, SK: r.SK})
 		} else {
-			dels = append(dels, k)
+			dels = append(dels, k, r)
 		}
 	}
 	if len(puts) > 0 {
@@ -231,4 +242,36 @@ func (s *Service) indexRoom(ctx context.Context, join rooms.Appended, set func(u
 		}
 	}
 	return nil
+}
+
+// RemoteJoinedIn lists the other servers' users joined to any of the
+// rooms, each once: whose presence an initial sync gives beside the local
+// members'. One Query of each room's members index.
+func (s *Service) RemoteJoinedIn(ctx context.Context, roomIDs []string) ([]string, error) {
+	if !s.Enabled {
+		return nil, nil
+	}
+	seen := map[string]bool{}
+	var users []string
+	for _, roomID := range roomIDs {
+		q := store.Query{PK: membersPK(roomID), Eventual: true}
+		for {
+			var page []roomItem
+			next, err := s.Store.QueryPage(ctx, q, &page)
+			if err != nil {
+				return nil, fmt.Errorf("remote members of %s: %w", roomID, err)
+			}
+			for _, it := range page {
+				if !seen[it.SK] {
+					seen[it.SK] = true
+					users = append(users, it.SK)
+				}
+			}
+			if next == "" {
+				break
+			}
+			q.Cursor = next
+		}
+	}
+	return users, nil
 }

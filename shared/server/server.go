@@ -257,6 +257,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 			return g.Wait()
 		}
 		syncs.Presence = pres.Events
+		syncs.RemoteJoinedIn = pres.RemoteJoinedIn
 		syncs.SetPresence = func(ctx context.Context, userID, p string) error { return pres.Set(ctx, userID, p, "") }
 	}
 	eph := &ephemeral.Service{Store: st, Rooms: rms, AccountData: data, Touch: syncs.Touch, Federate: snd.SendRoomEDU}

@@ -33,6 +33,9 @@ type Service struct {
 	// sync's set_presence. nil: presence is off.
 	Presence    func(ctx context.Context, users []string) ([]json.RawMessage, error)
 	SetPresence func(ctx context.Context, userID, presence string) error
+	// RemoteJoinedIn lists the other servers' users joined to any of the
+	// rooms, whose presence an initial sync gives too; nil gives none.
+	RemoteJoinedIn func(ctx context.Context, roomIDs []string) ([]string, error)
 	// Unread counts the notifying events a user has not read in a room,
 	// with threads apart by thread root when threads is set; nil leaves
 	// unread_notifications out.
@@ -976,15 +979,23 @@ func changesMembers(timeline []json.RawMessage) bool {
 	return false
 }
 
-// initialPresence gives an initial sync the presence of the local users who
-// share a joined room with the user.
+// initialPresence gives an initial sync the presence of the users, local
+// and of other servers, who share a joined room with the user.
 func (s *Service) initialPresence(ctx context.Context, userID string, resp *Response) error {
 	if s.Presence == nil {
 		return nil
 	}
-	users, err := s.Rooms.LocalJoinedIn(ctx, slices.Collect(maps.Keys(resp.Rooms.Join)), userID)
+	joined := slices.Collect(maps.Keys(resp.Rooms.Join))
+	users, err := s.Rooms.LocalJoinedIn(ctx, joined, userID)
 	if err != nil {
 		return err
+	}
+	if s.RemoteJoinedIn != nil {
+		remote, err := s.RemoteJoinedIn(ctx, joined)
+		if err != nil {
+			return err
+		}
+		users = append(users, remote...)
 	}
 	if len(users) == 0 {
 		return nil
