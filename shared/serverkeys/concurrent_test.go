@@ -2,10 +2,12 @@ package serverkeys_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/cirrus-matrix/cirrus/shared/serverkeys"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
@@ -113,5 +115,108 @@ func TestKeys_ConcurrentLeaderGone(t *testing.T) {
 	}
 	if got := rm.Fetches.Load(); got != 1 {
 		t.Errorf("the remote was asked %d times, want 1", got)
+	}
+}
+
+// TestKeys_OtherInstanceFetching: a check on a second instance over the
+// same table, needing a key the first instance is fetching, finds the
+// fetch under way in its mark and waits for the first to store the key,
+// rather than being refused a fetch: both verify, the server is asked
+// once, and the waiting check writes nothing.
+func TestKeys_OtherInstanceFetching(t *testing.T) {
+	c := newClock()
+	st := openStore(t)
+	rm := newRemote(t, c)
+	k1, _ := newKeys(t, st, c, "example.org")
+	k2, _ := newKeys(t, st, c, "example.org")
+	msg := signed(t, rm.Name, rm.Key, `{"hello":"world"}`)
+
+	rm.Hold.Lock()
+	first := make(chan error, 1)
+	go func() { first <- k1.VerifyJSON(context.Background(), rm.Name, c.Now(), msg) }()
+	select {
+	case <-rm.Arrived:
+	case err := <-first:
+		rm.Hold.Unlock()
+		t.Fatalf("the first instance's check ended without asking the remote: %v", err)
+	}
+	mctx, meter := store.WithMeter(context.Background())
+	second := make(chan error, 1)
+	go func() { second <- k2.VerifyJSON(mctx, rm.Name, c.Now(), msg) }()
+	awaitPolling(t, rm, meter, second)
+	rm.Hold.Unlock()
+	if err := <-first; err != nil {
+		t.Errorf("the fetching instance: %v", err)
+	}
+	if err := <-second; err != nil {
+		t.Errorf("the instance waiting for the other's fetch: %v", err)
+	}
+	if got := rm.Fetches.Load(); got != 1 {
+		t.Errorf("the remote was asked %d times, want 1", got)
+	}
+	u := meter.Usage()
+	t.Logf("check waiting for another instance's fetch: %+v", u)
+	if u.WriteUnits != 0 {
+		t.Errorf("the waiting check wrote %+v, want nothing", u)
+	}
+}
+
+// TestKeys_OtherInstanceFetchedNoSuchKey: the fetch the second instance
+// waits for ends without the key asked for (the server does not publish
+// it); its mark, marked done, ends the wait, with a fetch deadline of an
+// hour that would otherwise hold it: both fail as signatures that do not
+// verify, and the server is asked once.
+func TestKeys_OtherInstanceFetchedNoSuchKey(t *testing.T) {
+	c := newClock()
+	st := openStore(t)
+	rm := newRemote(t, c)
+	instance := func() *serverkeys.Keys {
+		k, err := serverkeys.New(serverkeys.Options{Store: st, ServerName: "example.org", Key: mustKey(t), Client: client(), Now: c.Now, FetchTimeout: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	k1, k2 := instance(), instance()
+	msg := signed(t, rm.Name, mustKey(t), `{"hello":"world"}`)
+
+	rm.Hold.Lock()
+	first := make(chan error, 1)
+	go func() { first <- k1.VerifyJSON(context.Background(), rm.Name, c.Now(), msg) }()
+	select {
+	case <-rm.Arrived:
+	case err := <-first:
+		rm.Hold.Unlock()
+		t.Fatalf("the first instance's check ended without asking the remote: %v", err)
+	}
+	mctx, meter := store.WithMeter(context.Background())
+	second := make(chan error, 1)
+	go func() { second <- k2.VerifyJSON(mctx, rm.Name, c.Now(), msg) }()
+	awaitPolling(t, rm, meter, second)
+	rm.Hold.Unlock()
+	for i, err := range []error{<-first, <-second} {
+		if !errors.Is(err, serverkeys.ErrSignature) {
+			t.Errorf("instance %d: %v, want %v", i+1, err, serverkeys.ErrSignature)
+		}
+	}
+	if got := rm.Fetches.Load(); got != 1 {
+		t.Errorf("the remote was asked %d times, want 1", got)
+	}
+}
+
+// awaitPolling returns once the check metered by meter, whose error comes
+// on done, has read the table three times: the key, the fetch mark, then
+// a first poll of both while rm holds its answer. It fails the test if
+// the check ends first: refused a fetch rather than waiting for it.
+func awaitPolling(t *testing.T, rm *remote, meter *store.Meter, done <-chan error) {
+	t.Helper()
+	for meter.Usage().Calls < 3 {
+		select {
+		case err := <-done:
+			rm.Hold.Unlock()
+			t.Fatalf("the second instance's check ended while the first fetched: %v", err)
+		default:
+			time.Sleep(time.Millisecond)
+		}
 	}
 }

@@ -253,25 +253,31 @@ func (db *Database) FetchKeys(ctx context.Context, requests map[gomatrixserverli
 		return out, nil
 	}
 	err := db.Store.GetMany(ctx, ks, func(k store.Key, decode func(any) error) error {
-		var it keyItem
-		if err := decode(&it); err != nil {
-			return err
-		}
-		req := gomatrixserverlib.PublicKeyLookupRequest{
-			ServerName: spec.ServerName(strings.TrimPrefix(k.PK, keyPrefix)),
-			KeyID:      gomatrixserverlib.KeyID(k.SK),
-		}
-		res, ok := it.result()
-		if !ok || (it.ExpiredTS == 0 && spec.Timestamp(it.ValidUntil) < requests[req]) {
-			return nil
-		}
-		out[req] = res
-		return nil
+		return readKey(k, decode, requests, out)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server keys: %w", err)
 	}
 	return out, nil
+}
+
+// readKey decodes the key item at k into out if it answers requests: an
+// old key always, a current one while valid at the time asked for.
+func readKey(k store.Key, decode func(any) error, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp, out map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult) error {
+	var it keyItem
+	if err := decode(&it); err != nil {
+		return err
+	}
+	req := gomatrixserverlib.PublicKeyLookupRequest{
+		ServerName: spec.ServerName(strings.TrimPrefix(k.PK, keyPrefix)),
+		KeyID:      gomatrixserverlib.KeyID(k.SK),
+	}
+	res, ok := it.result()
+	if !ok || (it.ExpiredTS == 0 && spec.Timestamp(it.ValidUntil) < requests[req]) {
+		return nil
+	}
+	out[req] = res
+	return nil
 }
 
 // StoreKeys implements gomatrixserverlib.KeyDatabase: it writes the keys
@@ -394,7 +400,9 @@ const MinRefetch = time.Minute
 // DefaultFetchTimeout without one (gomatrixserverlib's own checks): the
 // table's reads and writes around it are not cut short. Checks of one
 // process share its runs (flights): one that needs a server the fetcher
-// is asking, or asked within MinRefetch, takes that run's answer.
+// is asking, or asked within MinRefetch, takes that run's answer. A check
+// needing a server another instance is asking waits for that instance to
+// store the answer (await).
 type guarded struct {
 	gomatrixserverlib.KeyFetcher
 	db      *Database
@@ -402,13 +410,21 @@ type guarded struct {
 	flights *flights
 }
 
-// fetchMark records when a fetcher last asked for a server's keys.
+// fetchMark records when a fetcher last asked for a server's keys, and
+// whether that fetch is still under way.
 type fetchMark struct {
 	PK        string `dynamodbav:"pk"` // serverfetch|<server name>
 	SK        string `dynamodbav:"sk"` // the fetcher's name
 	FetchedTS int64  `dynamodbav:"fetched_ts"`
-	Expires   int64  `dynamodbav:"expires_at"`
+	// Until, while the fetch is under way, is its deadline in milliseconds
+	// (network time, as the deadline itself); 0 once its answer is stored
+	// or it failed.
+	Until   int64 `dynamodbav:"fetch_until,omitempty"`
+	Expires int64 `dynamodbav:"expires_at"`
 }
+
+// inFlight reports whether the fetch m marks may still be under way.
+func (m fetchMark) inFlight() bool { return m.Until > time.Now().UnixMilli() }
 
 func (g guarded) FetchKeys(ctx context.Context, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
 	deadline, ok := ctx.Value(deadlineKey{}).(time.Time)
@@ -438,75 +454,145 @@ func (g guarded) FetchKeys(ctx context.Context, requests map[gomatrixserverlib.P
 
 // fly runs the fetcher for the requests this check fetches itself, those
 // its guard lets through, as flight mine (when it holds other servers
-// than the local one). The fetch is not cut short when ctx is cancelled,
-// only at the deadline: other checks may be waiting for it.
+// than the local one), stores their answer and marks the fetch done; then
+// it waits for the servers another instance is fetching. Neither is cut
+// short when ctx is cancelled, only at the deadline: other checks may be
+// waiting for them.
 func (g guarded) fly(ctx context.Context, deadline time.Time, own map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp, mine *flight) (res map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, err error) {
 	fetched := map[spec.ServerName]bool{}
 	if mine != nil {
 		defer func() { g.flights.land(mine, res, fetched, err == nil) }()
 	}
 	ctx = context.WithoutCancel(ctx)
-	due, err := g.due(ctx, own)
-	if err != nil || len(due) == 0 {
+	now := g.db.now()
+	due, elsewhere, err := g.due(ctx, now, deadline, own)
+	if err != nil {
 		return nil, err
 	}
-	for req := range due {
-		fetched[req.ServerName] = true
+	res = map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
+	if len(due) > 0 {
+		for req := range due {
+			fetched[req.ServerName] = true
+		}
+		if res, err = g.fetch(ctx, now, deadline, due); err != nil {
+			return nil, err
+		}
 	}
+	if len(elsewhere) == 0 {
+		return res, nil
+	}
+	waiting := map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{}
+	for req, ts := range own {
+		if _, ok := elsewhere[req.ServerName]; ok {
+			waiting[req] = ts
+		}
+	}
+	got, err := g.await(ctx, deadline, waiting, elsewhere)
+	for req, r := range got {
+		fetched[req.ServerName] = true
+		res[req] = r
+	}
+	return res, err
+}
+
+// fetch runs the fetcher until the deadline, stores what it returned
+// (the KeyRing's StoreKeys then finds nothing left to write) and marks the
+// fetch done, so that checks on other instances waiting for it stop: one
+// BatchWriteItem of the keys, one of the marks.
+func (g guarded) fetch(ctx context.Context, started, deadline time.Time, due map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
 	fctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	return g.KeyFetcher.FetchKeys(fctx, due)
+	res, ferr := g.KeyFetcher.FetchKeys(fctx, due)
+	cancel()
+	var err error
+	if ferr == nil {
+		err = g.db.StoreKeys(ctx, res)
+	}
+	if merr := g.mark(ctx, started, time.Time{}, due); err == nil {
+		err = merr
+	}
+	if ferr != nil {
+		return nil, ferr
+	}
+	return res, err
 }
 
 // due keeps the requests for servers this fetcher was not run for within
-// MinRefetch, and marks those servers as fetched now: one BatchGetItem and
-// one BatchWriteItem of a mark per server.
-func (g guarded) due(ctx context.Context, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp, error) {
-	now := g.db.now()
-	servers := map[spec.ServerName]bool{}
+// MinRefetch, and marks those servers as being fetched from now until the
+// deadline: one BatchGetItem and one BatchWriteItem of a mark per server.
+// Of the others, it returns those whose fetch is still under way on
+// another instance, with that fetch's deadline.
+func (g guarded) due(ctx context.Context, now, deadline time.Time, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (due map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp, elsewhere map[spec.ServerName]time.Time, err error) {
 	var ks []store.Key
+	seen := map[spec.ServerName]bool{}
 	for req := range requests {
-		if string(req.ServerName) != g.local && !servers[req.ServerName] {
-			servers[req.ServerName] = true
-			ks = append(ks, store.Key{PK: markPrefix + string(req.ServerName), SK: g.FetcherName()})
+		if string(req.ServerName) != g.local && !seen[req.ServerName] {
+			seen[req.ServerName] = true
+			ks = append(ks, g.markKey(req.ServerName))
 		}
 	}
 	if len(ks) == 0 {
-		return requests, nil
+		return requests, nil, nil
 	}
 	recent := map[spec.ServerName]bool{}
-	err := g.db.Store.GetMany(ctx, ks, func(k store.Key, decode func(any) error) error {
+	elsewhere = map[spec.ServerName]time.Time{}
+	err = g.db.Store.GetMany(ctx, ks, func(k store.Key, decode func(any) error) error {
 		var m fetchMark
 		if err := decode(&m); err != nil {
 			return err
 		}
 		if m.FetchedTS > now.Add(-MinRefetch).UnixMilli() {
-			recent[spec.ServerName(strings.TrimPrefix(k.PK, markPrefix))] = true
+			server := spec.ServerName(strings.TrimPrefix(k.PK, markPrefix))
+			recent[server] = true
+			if m.inFlight() {
+				elsewhere[server] = time.UnixMilli(m.Until)
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("server keys: %w", err)
+		return nil, nil, fmt.Errorf("server keys: %w", err)
 	}
-	due := map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{}
-	var marks []any
+	due = map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{}
 	for req, ts := range requests {
 		if !recent[req.ServerName] {
 			due[req] = ts
 		}
 	}
-	for server := range servers {
-		if !recent[server] {
-			marks = append(marks, fetchMark{PK: markPrefix + string(server), SK: g.FetcherName(),
-				FetchedTS: now.UnixMilli(), Expires: now.Add(MinRefetch + time.Hour).Unix()})
-		}
+	if err := g.mark(ctx, now, deadline, due); err != nil {
+		return nil, nil, err
 	}
-	if len(marks) > 0 {
-		if err := g.db.Store.PutMany(ctx, marks); err != nil {
-			return nil, fmt.Errorf("server keys: %w", err)
+	return due, elsewhere, nil
+}
+
+// mark writes the fetch marks of the servers of requests (but this one):
+// fetched at started, under way until the deadline, or done when it is
+// zero. One BatchWriteItem.
+func (g guarded) mark(ctx context.Context, started, deadline time.Time, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) error {
+	seen := map[spec.ServerName]bool{}
+	var marks []any
+	for req := range requests {
+		if string(req.ServerName) == g.local || seen[req.ServerName] {
+			continue
 		}
+		seen[req.ServerName] = true
+		m := fetchMark{PK: markPrefix + string(req.ServerName), SK: g.FetcherName(),
+			FetchedTS: started.UnixMilli(), Expires: started.Add(MinRefetch + time.Hour).Unix()}
+		if !deadline.IsZero() {
+			m.Until = deadline.UnixMilli()
+		}
+		marks = append(marks, m)
 	}
-	return due, nil
+	if len(marks) == 0 {
+		return nil
+	}
+	if err := g.db.Store.PutMany(ctx, marks); err != nil {
+		return fmt.Errorf("server keys: %w", err)
+	}
+	return nil
+}
+
+func (g guarded) markKey(server spec.ServerName) store.Key {
+	return store.Key{PK: markPrefix + string(server), SK: g.FetcherName()}
 }
 
 // markPrefix starts the partition of a server's fetch marks.
