@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -64,16 +65,63 @@ func (s *Service) sendRemote(ctx context.Context, out Outgoing) error {
 	id := messageID(out)
 	var errs []error
 	for _, srv := range servers {
-		edu := directToDevice{Sender: out.Sender, Type: out.Type, MessageID: id, Messages: byServer[srv]}
-		content, err := json.Marshal(edu)
-		if err != nil {
-			return fmt.Errorf("send to device: %w", err)
-		}
-		if err := s.SendEDU(ctx, []string{srv}, DirectToDevice, content); err != nil {
-			errs = append(errs, fmt.Errorf("send to device via %s: %w", srv, err))
+		// The messages' bound leaves room for the rest of the EDU.
+		envelope := len(out.Sender) + len(out.Type) + len(id) + 64
+		for i, msgs := range split(byServer[srv], maxEDUBytes-envelope) {
+			edu := directToDevice{Sender: out.Sender, Type: out.Type, MessageID: partID(id, i), Messages: msgs}
+			content, err := json.Marshal(edu)
+			if err != nil {
+				return fmt.Errorf("send to device: %w", err)
+			}
+			if err := s.SendEDU(ctx, []string{srv}, DirectToDevice, content); err != nil {
+				errs = append(errs, fmt.Errorf("send to device via %s: %w", srv, err))
+			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// maxEDUBytes bounds the messages of one m.direct_to_device EDU: a
+// transaction holds up to 100 EDUs and travels in one request, and an
+// EDU waits in the outbox as one item, so a large send goes in several
+// EDUs, as Synapse splits them. A single message over it (one of
+// MaxEventBytes, with its user and device IDs) goes alone.
+const maxEDUBytes = 65536
+
+// split parts messages (user, device, content) into groups whose JSON is
+// at most max bytes each, in user then device order, so that a retry of
+// the transaction splits them the same way and keeps the message IDs.
+func split(messages map[string]map[string]json.RawMessage, max int) []map[string]map[string]json.RawMessage {
+	var parts []map[string]map[string]json.RawMessage
+	var part map[string]map[string]json.RawMessage
+	size := 0
+	for _, user := range slices.Sorted(maps.Keys(messages)) {
+		byDevice := messages[user]
+		for _, device := range slices.Sorted(maps.Keys(byDevice)) {
+			// "user":{"device":content}, with quotes, colons and commas.
+			n := len(user) + len(device) + len(byDevice[device]) + 8
+			if part == nil || size+n > max {
+				part = map[string]map[string]json.RawMessage{}
+				parts = append(parts, part)
+				size = 0
+			}
+			if part[user] == nil {
+				part[user] = map[string]json.RawMessage{}
+			}
+			part[user][device] = byDevice[device]
+			size += n
+		}
+	}
+	return parts
+}
+
+// partID is the message ID of the EDU holding part i of a send: the
+// first keeps the send's ID.
+func partID(id string, i int) string {
+	if i == 0 {
+		return id
+	}
+	return fmt.Sprintf("%s.%d", id, i)
 }
 
 // messageID names a transaction of a device for other servers.
