@@ -202,6 +202,16 @@ func TestKeys_OtherInstanceFetchedNoSuchKey(t *testing.T) {
 	if got := rm.Fetches.Load(); got != 1 {
 		t.Errorf("the remote was asked %d times, want 1", got)
 	}
+	// Within the minute, a third instance is refused a fetch by the mark,
+	// done now: it reads the key and the mark, and neither fetches nor
+	// waits.
+	mctx, meter = store.WithMeter(context.Background())
+	if err := instance().VerifyJSON(mctx, rm.Name, c.Now(), msg); !errors.Is(err, serverkeys.ErrSignature) {
+		t.Errorf("a third instance within the minute: %v, want %v", err, serverkeys.ErrSignature)
+	}
+	if u := meter.Usage(); u.Calls != 2 || u.WriteUnits != 0 || rm.Fetches.Load() != 1 {
+		t.Errorf("a third instance within the minute: %+v and %d fetches, want 2 reads and 1 fetch", u, rm.Fetches.Load())
+	}
 }
 
 // awaitPolling returns once the check metered by meter, whose error comes
@@ -218,5 +228,46 @@ func awaitPolling(t *testing.T, rm *remote, meter *store.Meter, done <-chan erro
 		default:
 			time.Sleep(time.Millisecond)
 		}
+	}
+}
+
+// TestKeys_FetchingInstanceGone: the instance that marked a server as
+// being fetched went away before marking the fetch done. Another
+// instance's check waits for it at most until the earlier of that fetch's
+// deadline and its own, then fails as a key it could not get, without
+// fetching (the mark still guards the minute).
+func TestKeys_FetchingInstanceGone(t *testing.T) {
+	ctx := context.Background()
+	c := newClock()
+	st := openStore(t)
+	rm := newRemote(t, c)
+	msg := signed(t, rm.Name, rm.Key, `{"hello":"world"}`)
+	k, err := serverkeys.New(serverkeys.Options{Store: st, ServerName: "example.org", Key: mustKey(t), Client: client(), Now: c.Now, FetchTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		deadline time.Time
+		polls    bool
+	}{
+		{"its deadline passed", time.Now().Add(-time.Second), false},
+		{"its deadline to come", time.Now().Add(time.Hour), true},
+	} {
+		if err := serverkeys.PutDirectFetchMark(ctx, st, rm.Name, c.Now(), tc.deadline); err != nil {
+			t.Fatal(err)
+		}
+		mctx, meter := store.WithMeter(ctx)
+		if err := k.VerifyJSON(mctx, rm.Name, c.Now(), msg); !errors.Is(err, serverkeys.ErrSignature) {
+			t.Errorf("%s: %v, want %v", tc.name, err, serverkeys.ErrSignature)
+		}
+		u := meter.Usage()
+		t.Logf("%s: %+v", tc.name, u)
+		if polled := u.Calls > 2; polled != tc.polls || u.WriteUnits != 0 {
+			t.Errorf("%s: %+v, want the key and the mark read, polled %v, nothing written", tc.name, u, tc.polls)
+		}
+	}
+	if got := rm.Fetches.Load(); got != 0 {
+		t.Errorf("the remote was asked %d times, want 0", got)
 	}
 }
