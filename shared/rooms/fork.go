@@ -54,13 +54,15 @@ func (s *Service) receiveFork(ctx context.Context, roomID string, e *roomEntry, 
 	if err != nil {
 		return Outcome{}, nil, err
 	}
-	if r, ok := recs[ev.EventID()]; ok {
+	r, held := recs[ev.EventID()]
+	if held && r.placed() {
 		return r.ptr.outcome(), nil, nil
 	}
 	var missing []string
 	var prevs, others []*record
 	for _, id := range prevIDs {
-		if r, ok := recs[id]; ok {
+		// An outlier's place, and the state after it, are unknown.
+		if r, ok := recs[id]; ok && r.placed() {
 			prevs = append(prevs, r)
 		} else {
 			missing = append(missing, id)
@@ -80,7 +82,7 @@ func (s *Service) receiveFork(ctx context.Context, roomID string, e *roomEntry, 
 	if err != nil {
 		return Outcome{}, nil, err
 	}
-	if ev.StateKey() == nil && ev.Type() != events.Redaction && allState(cur, lists, append(slices.Clone(prevs), others...)) {
+	if !held && ev.StateKey() == nil && ev.Type() != events.Redaction && allState(cur, lists, append(slices.Clone(prevs), others...)) {
 		return s.receiveBeside(ctx, roomID, e, ev, ext)
 	}
 	l := newGraphLoader(s, roomID)
@@ -100,7 +102,7 @@ func (s *Service) receiveFork(ctx context.Context, roomID string, e *roomEntry, 
 		}
 		return s.keepOut(ctx, roomID, ev, h, before, l.blocks, st, reason)
 	}
-	return s.commitFork(ctx, roomID, e, ev, stateres.After(before, ev), l, fork{ext: ext, others: others, lists: lists[len(prevs):], cur: cur, before: before})
+	return s.commitFork(ctx, roomID, e, ev, stateres.After(before, ev), l, fork{ext: ext, others: others, lists: lists[len(prevs):], cur: cur, before: before, outlier: held})
 }
 
 // extremitiesAfter are the room's forward extremities once ev, built on
@@ -184,6 +186,9 @@ type fork struct {
 	// gap, when not 0, is how many positions to leave free below the
 	// event for its missing prev_events (gap.go).
 	gap int64
+	// outlier is set when the event is held as an outlier, whose pointer
+	// its slot's replaces.
+	outlier bool
 }
 
 // state loads the events of m under tuples.
@@ -360,7 +365,7 @@ func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, e
 		sl.Blocks = afterHashes
 		putBlocks(blks)
 	}
-	b.ops = append(b.ops, store.CreateOp(newPointer(roomID, seq, ev)))
+	b.ops = append(b.ops, pointerOp(newPointer(roomID, seq, ev), f.outlier))
 	if rel := relationOf(roomID, seq, ev); rel != nil {
 		b.ops = append(b.ops, store.PutOp(*rel))
 	}

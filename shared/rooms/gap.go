@@ -114,12 +114,19 @@ func (s *Service) tryReceiveWithState(ctx context.Context, roomID string, ev eve
 	if err != nil {
 		return Outcome{}, nil, err
 	}
-	if r, ok := recs[ev.EventID()]; ok {
+	r, held := recs[ev.EventID()]
+	if held && r.placed() {
 		return r.ptr.outcome(), nil, nil
 	}
-	if len(recs) == len(ev.PrevEventIDs()) {
+	heldPrevs := 0
+	for _, id := range ev.PrevEventIDs() {
+		if p, ok := recs[id]; ok && p.placed() {
+			heldPrevs++
+		}
+	}
+	if heldPrevs == len(ev.PrevEventIDs()) {
 		// Every prev_event is held by now.
-		out, finish, err := s.placeHeld(ctx, roomID, e, ev)
+		out, finish, err := s.placeHeld(ctx, roomID, e, ev, held)
 		return out, finish, err
 	}
 	l := newGraphLoader(s, roomID)
@@ -165,12 +172,12 @@ func (s *Service) tryReceiveWithState(ctx context.Context, roomID string, ev eve
 	if err != nil {
 		return Outcome{}, nil, err
 	}
-	return s.commitFork(ctx, roomID, e, ev, stateres.After(before, ev), l, fork{ext: ext, others: otherRecs, lists: lists, cur: cur, before: before, gap: gapReserve})
+	return s.commitFork(ctx, roomID, e, ev, stateres.After(before, ev), l, fork{ext: ext, others: otherRecs, lists: lists, cur: cur, before: before, gap: gapReserve, outlier: held})
 }
 
 // placeHeld takes ev, whose prev_events are all held, as Receive does.
-func (s *Service) placeHeld(ctx context.Context, roomID string, e *roomEntry, ev events.PDU) (Outcome, func(context.Context) error, error) {
-	if sameSet(ev.PrevEventIDs(), e.head.extremities()) {
+func (s *Service) placeHeld(ctx context.Context, roomID string, e *roomEntry, ev events.PDU, held bool) (Outcome, func(context.Context) error, error) {
+	if !held && sameSet(ev.PrevEventIDs(), e.head.extremities()) {
 		return s.receiveLinear(ctx, roomID, e, ev)
 	}
 	return s.receiveFork(ctx, roomID, e, ev)
@@ -218,6 +225,25 @@ func (s *Service) storeOutliers(ctx context.Context, roomID string, l *graphLoad
 // another server gave: not in the timeline, but its place there is still
 // open (a gap's filling takes it in).
 const outlier = "outlier"
+
+// errOutlier is a write that found ev's pointer held by an outlier: the
+// event arrives in the timeline after its state was given, and is taken
+// again as one whose pointer its placing replaces.
+var errOutlier = fmt.Errorf("%w: the event is held as an outlier", errMoved)
+
+// pointerOp is the write of the pointer p of an event placed or kept out
+// on its receipt: a create, or, for an event held as an outlier (held),
+// a write over the outlier's pointer alone.
+func pointerOp(p pointer, held bool) store.Op {
+	if held {
+		return store.PutIfOp(p, "st", outlier)
+	}
+	return store.CreateOp(p)
+}
+
+// placed reports whether r is in the timeline or kept out of it, not an
+// outlier whose place is still open.
+func (r *record) placed() bool { return r.ptr.Status != outlier }
 
 // openGap records, in the transaction of sl, the event placed above a gap
 // whose first position is bottom+1: the gap in the room info, and the slot

@@ -82,8 +82,10 @@ func (s *Service) Receive(ctx context.Context, ev events.PDU) (Outcome, error) {
 	if ev.Type() == events.Create {
 		return Outcome{}, fmt.Errorf("%w: a create event of a room held already (%s)", ErrBadEvent, roomID)
 	}
+	held := false // as an outlier
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		out, finish, err := s.tryReceive(ctx, roomID, ev)
+		out, finish, err := s.tryReceive(ctx, roomID, ev, held)
+		held = held || errors.Is(err, errOutlier)
 		if errors.Is(err, errMoved) {
 			if err := raceBackoff.Wait(ctx, attempt); err != nil {
 				return Outcome{}, err
@@ -102,8 +104,9 @@ func (s *Service) Receive(ctx context.Context, ev events.PDU) (Outcome, error) {
 }
 
 // tryReceive takes ev with the room's cache entry locked, as trySend
-// appends.
-func (s *Service) tryReceive(ctx context.Context, roomID string, ev events.PDU) (Outcome, func(context.Context) error, error) {
+// appends. An event held as an outlier (held) is taken as a forked one,
+// whose reads find its pointer, so that its placing replaces it.
+func (s *Service) tryReceive(ctx context.Context, roomID string, ev events.PDU, held bool) (Outcome, func(context.Context) error, error) {
 	e := s.cache.entry(roomID)
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -132,7 +135,7 @@ func (s *Service) tryReceive(ctx context.Context, roomID string, ev events.PDU) 
 	var out Outcome
 	var finish func(context.Context) error
 	var err error
-	if sameSet(ev.PrevEventIDs(), e.head.extremities()) {
+	if !held && sameSet(ev.PrevEventIDs(), e.head.extremities()) {
 		out, finish, err = s.receiveLinear(ctx, roomID, e, ev)
 	} else {
 		out, finish, err = s.receiveFork(ctx, roomID, e, ev)
@@ -391,7 +394,8 @@ func (s *Service) commitReceivedMessage(ctx context.Context, roomID string, h *h
 }
 
 // storedOrMoved tells, after a failed write, a second receipt of ev (its
-// pointer is there) from a lost race for the slot.
+// pointer is there) from a lost race for the slot, and from an event held
+// as an outlier (errOutlier), whose pointer a create cannot replace.
 func (s *Service) storedOrMoved(ctx context.Context, ev events.PDU) (Outcome, func(context.Context) error, error) {
 	var p pointer
 	err := s.Store.Get(ctx, store.Key{PK: pointerPK(ev.EventID()), SK: "event"}, &p)
@@ -400,6 +404,8 @@ func (s *Service) storedOrMoved(ctx context.Context, ev events.PDU) (Outcome, fu
 		return Outcome{}, nil, errMoved
 	case err != nil:
 		return Outcome{}, nil, err
+	case p.Status == outlier:
+		return Outcome{}, nil, errOutlier
 	}
 	if p.Status == "" {
 		// A local event's pointer is written before its slot is claimed:
@@ -448,10 +454,23 @@ func (s *Service) keepOut(ctx context.Context, roomID string, ev events.PDU, h *
 		}
 	}
 	ops = append(ops, store.CreateOp(p))
-	if err := s.transactChunks(ctx, ops); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return s.storedOrMoved(ctx, ev)
+	err := s.transactChunks(ctx, ops)
+	if errors.Is(err, store.ErrConflict) {
+		out, finish, err := s.storedOrMoved(ctx, ev)
+		if !errors.Is(err, errOutlier) {
+			return out, finish, err
 		}
+		// Held as an outlier: its receipt in the timeline decides.
+		ops[len(ops)-1] = pointerOp(p, true)
+		if err := s.transactChunks(ctx, ops); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return s.storedOrMoved(ctx, ev)
+			}
+			return Outcome{}, nil, err
+		}
+		return Outcome{Status: st, Reason: reason}, nil, nil
+	}
+	if err != nil {
 		return Outcome{}, nil, err
 	}
 	return Outcome{Status: st, Reason: reason}, nil, nil

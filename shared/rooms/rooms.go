@@ -317,7 +317,8 @@ func (s *Service) StateAt(ctx context.Context, roomID string, ev Event) ([]event
 }
 
 // eventsByID loads state events: most are still current state, read in one
-// query; the others through their pointers.
+// query; the others through their pointers (and slots), outliers among
+// them (a gap's state names events held only as such).
 func (s *Service) eventsByID(ctx context.Context, roomID string, ids map[string]bool) ([]events.PDU, error) {
 	cur, err := s.CurrentState(ctx, roomID)
 	if err != nil {
@@ -330,12 +331,20 @@ func (s *Service) eventsByID(ctx context.Context, roomID string, ids map[string]
 			delete(ids, ev.EventID())
 		}
 	}
+	rest := make([]string, 0, len(ids))
 	for id := range ids {
-		e, err := s.Event(ctx, roomID, id)
-		if err != nil {
-			return nil, err
+		rest = append(rest, id)
+	}
+	recs, err := s.records(ctx, roomID, rest)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range rest {
+		r, ok := recs[id]
+		if !ok {
+			return nil, fmt.Errorf("%w %s", ErrUnknownEvent, id)
 		}
-		out = append(out, e.PDU)
+		out = append(out, r.ev)
 	}
 	return out, nil
 }
