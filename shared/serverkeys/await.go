@@ -86,7 +86,9 @@ func (g guarded) peek(ctx context.Context, requests map[gomatrixserverlib.Public
 	var ks []store.Key
 	servers := map[spec.ServerName]bool{}
 	for req := range requests {
-		ks = append(ks, itemKey(req.ServerName, req.KeyID))
+		if req.KeyID != "" { // a notary query's "any key": the mark only
+			ks = append(ks, itemKey(req.ServerName, req.KeyID))
+		}
 		if !servers[req.ServerName] {
 			servers[req.ServerName] = true
 			ks = append(ks, g.markKey(req.ServerName))

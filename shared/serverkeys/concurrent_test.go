@@ -2,11 +2,16 @@ package serverkeys_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/serverkeys"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
@@ -270,4 +275,78 @@ func TestKeys_FetchingInstanceGone(t *testing.T) {
 	if got := rm.Fetches.Load(); got != 0 {
 		t.Errorf("the remote was asked %d times, want 0", got)
 	}
+}
+
+// TestNotary_OtherInstanceFetching: a key query on a second instance,
+// asking for any key of a server the first instance is fetching, waits
+// for that fetch to be marked done, then answers with what it stored: the
+// server is asked once.
+func TestNotary_OtherInstanceFetching(t *testing.T) {
+	c := newClock()
+	st := openStore(t)
+	rm := newRemote(t, c)
+	k1, _ := newKeys(t, st, c, "example.org")
+	k2, key2 := newKeys(t, st, c, "second.example")
+	rt := httpapi.NewRouter()
+	k2.Register(rt)
+	meters := make(chan *store.Meter, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, m := store.WithMeter(r.Context())
+		meters <- m
+		rt.ServeHTTP(w, r.WithContext(ctx))
+	}))
+	t.Cleanup(srv.Close)
+	msg := signed(t, rm.Name, rm.Key, `{"hello":"world"}`)
+
+	rm.Hold.Lock()
+	first := make(chan error, 1)
+	go func() { first <- k1.VerifyJSON(context.Background(), rm.Name, c.Now(), msg) }()
+	select {
+	case <-rm.Arrived:
+	case err := <-first:
+		rm.Hold.Unlock()
+		t.Fatalf("the first instance's check ended without asking the remote: %v", err)
+	}
+	type answer struct {
+		status int
+		body   []byte
+		err    error
+	}
+	second := make(chan answer, 1)
+	go func() {
+		res, err := http.Get(srv.URL + "/_matrix/key/v2/query/" + rm.Name)
+		if err != nil {
+			second <- answer{err: err}
+			return
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		second <- answer{res.StatusCode, body, err}
+	}()
+	meter := <-meters
+	for meter.Usage().Calls < 3 {
+		select {
+		case a := <-second:
+			rm.Hold.Unlock()
+			t.Fatalf("the second instance answered while the first fetched: %d %s %v", a.status, a.body, a.err)
+		default:
+			time.Sleep(time.Millisecond)
+		}
+	}
+	rm.Hold.Unlock()
+	if err := <-first; err != nil {
+		t.Errorf("the fetching instance: %v", err)
+	}
+	a := <-second
+	var body map[string]any
+	if a.err != nil || a.status != http.StatusOK || json.Unmarshal(a.body, &body) != nil {
+		t.Fatalf("the second instance's query: %d %s %v", a.status, a.body, a.err)
+	}
+	if docs := serverKeys(t, &notary{Name: "second.example", Key: key2}, body, rm.Key); len(docs) != 1 {
+		t.Errorf("the second instance's query: %d documents, want the one the first fetched", len(docs))
+	}
+	if got := rm.Fetches.Load(); got != 1 {
+		t.Errorf("the remote was asked %d times, want 1", got)
+	}
+	t.Logf("query waiting for another instance's fetch: %+v", meter.Usage())
 }
