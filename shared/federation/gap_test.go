@@ -217,8 +217,8 @@ func (fs *fedStack) pageBodies(t *testing.T, room string, limit int) []string {
 
 // gapServer is bob's server as a fake homeserver over TLS on loopback: it
 // serves its signing key, /get_missing_events (missing), /state_ids and
-// /state (state), /event and /backfill (byID), and records what it was
-// asked. rm sends as it.
+// /state (state), /event, /event_auth and /backfill (byID), and records
+// what it was asked. rm sends as it.
 type gapServer struct {
 	rm      *remote
 	mu      sync.Mutex
@@ -270,6 +270,26 @@ func newGapServer(t *testing.T) *gapServer {
 			json.NewEncoder(w).Encode(map[string]any{"pdu_ids": ids, "auth_chain_ids": []string{}})
 		case strings.HasPrefix(p, "/_matrix/federation/v1/state/"):
 			json.NewEncoder(w).Encode(map[string]any{"pdus": jsons(gs.state), "auth_chain": []any{}})
+		case strings.HasPrefix(p, "/_matrix/federation/v1/event_auth/"):
+			// The auth chain of the event named last, from byID.
+			var chain []events.PDU
+			seen := map[string]bool{}
+			queue := []string{p[strings.LastIndex(p, "/")+1:]}
+			for len(queue) > 0 {
+				ev, ok := gs.byID[queue[0]]
+				queue = queue[1:]
+				if !ok {
+					continue
+				}
+				for _, id := range ev.AuthEventIDs() {
+					if a, ok := gs.byID[id]; ok && !seen[id] {
+						seen[id] = true
+						chain = append(chain, a)
+						queue = append(queue, id)
+					}
+				}
+			}
+			json.NewEncoder(w).Encode(map[string]any{"auth_chain": jsons(chain)})
 		case strings.HasPrefix(p, "/_matrix/federation/v1/event/"):
 			ev, ok := gs.byID[strings.TrimPrefix(p, "/_matrix/federation/v1/event/")]
 			if !ok {

@@ -219,18 +219,18 @@ func (in *Inbox) process(ctx context.Context, it inboxItem) error {
 	if err != nil {
 		return fmt.Errorf("%w: stored PDU does not parse: %v", errGiveUp, err)
 	}
-	err = in.Engine.Receive(ctx, ev)
+	fctx, cancel := context.WithTimeout(ctx, FetchTimeout)
+	defer cancel()
+	err = in.receiveAuth(ctx, fctx, it.Origin, ev)
 	missing := in.Engine.MissingPrevEvents(err)
 	if missing == nil {
 		return err
 	}
-	fctx, cancel := context.WithTimeout(ctx, FetchTimeout)
-	defer cancel()
 	if gerr := in.fillGap(fctx, it, ev); gerr != nil {
 		in.logger().LogAttrs(ctx, slog.LevelInfo, "get_missing_events failed",
 			slog.String("event_id", it.EventID), slog.String("origin", it.Origin), slog.Any("error", gerr))
 	}
-	err = in.Engine.Receive(ctx, ev)
+	err = in.receiveAuth(ctx, fctx, it.Origin, ev)
 	missing = in.Engine.MissingPrevEvents(err)
 	if missing == nil {
 		return err
@@ -266,7 +266,7 @@ func (in *Inbox) fillGap(ctx context.Context, it inboxItem, ev events.PDU) error
 		if m.EventID() == ev.EventID() {
 			continue
 		}
-		if err := in.Engine.Receive(ctx, m); err != nil {
+		if err := in.receiveAuth(ctx, ctx, it.Origin, m); err != nil {
 			return fmt.Errorf("missing event %s: %w", m.EventID(), err)
 		}
 	}

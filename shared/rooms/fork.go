@@ -94,7 +94,7 @@ func (s *Service) receiveFork(ctx context.Context, roomID string, e *roomEntry, 
 	}
 	before, err := stateres.Resolve(ctx, h.Version, states, l)
 	if err != nil {
-		return Outcome{}, nil, fmt.Errorf("state before %s: %w", ev.EventID(), err)
+		return Outcome{}, nil, fmt.Errorf("state before %s: %w", ev.EventID(), l.missingAuth(ev, err))
 	}
 	if st, reason, err := s.authBeforeAndNow(ctx, roomID, e, l, ev, before); err != nil || reason != "" {
 		if err != nil {
@@ -315,7 +315,7 @@ func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, e
 			return Outcome{}, nil, err
 		}
 		if newCur, err = stateres.Resolve(ctx, h.Version, append(states, after), l); err != nil {
-			return Outcome{}, nil, fmt.Errorf("current state of %s: %w", roomID, err)
+			return Outcome{}, nil, fmt.Errorf("current state of %s: %w", roomID, l.missingAuth(ev, err))
 		}
 	}
 	// The current state before is the head's snapshot: only the buckets

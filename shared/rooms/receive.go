@@ -598,6 +598,9 @@ type graphLoader struct {
 	rejected map[string]bool
 	// blocks are the state blocks read, by hash.
 	blocks map[string]map[string]string
+	// missing are the events asked for and not held, for the error that
+	// has the caller fetch them (missingAuth).
+	missing []string
 }
 
 func newGraphLoader(s *Service, roomID string) *graphLoader {
@@ -631,6 +634,11 @@ func (l *graphLoader) Events(ctx context.Context, ids []string) (map[string]even
 	l.add(recs)
 	for id, r := range recs {
 		out[id] = r.ev
+	}
+	for _, id := range rest {
+		if _, ok := recs[id]; !ok && !slices.Contains(l.missing, id) {
+			l.missing = append(l.missing, id)
+		}
 	}
 	return out, nil
 }

@@ -1,0 +1,119 @@
+package federation_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+)
+
+// TestWorker_FetchesMissingAuthEvents: bob's server changes bob's display
+// name (D), which this server never gets, and sends a message (M) whose
+// prev_events are held but whose auth events name D. The worker fetches
+// D (/event_auth of M) and M is placed: alice's /messages shows it after
+// bob's join. Alice then bans bob while bob's server, not yet told, sends
+// a second message (M2) on the same fork, its auth events naming a second
+// display name change (D2) this server lacks: D2 is fetched, M2 is
+// checked against the state before it (bob joined) and the current state
+// (bob banned), and soft failed; bob stays banned and /messages is
+// unchanged.
+func TestWorker_FetchesMissingAuthEvents(t *testing.T) {
+	gs := newGapServer(t)
+	rm := gs.rm
+	fs := startFed(t, nil)
+	ctx := context.Background()
+	room, version, state, ext, depth := fs.publicRoomTip(t)
+	bob := "@bob:" + rm.Name
+	signer := events.Signer{ServerName: rm.Name, Key: rm.Key}
+	clock := time.Now()
+	build := func(p events.Proto, prev []string) events.PDU {
+		t.Helper()
+		depth++
+		clock = clock.Add(time.Millisecond)
+		p.RoomID = room
+		ev, err := signer.Build(version, p, events.Graph{PrevEvents: prev, Depth: depth}, state, clock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs.mu.Lock()
+		gs.byID[ev.EventID()] = ev
+		gs.mu.Unlock()
+		return ev
+	}
+	cur, err := fs.Server.Rooms.CurrentState(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs.mu.Lock()
+	for _, ev := range cur {
+		gs.byID[ev.EventID()] = ev
+	}
+	gs.mu.Unlock()
+	join := build(events.Proto{Sender: bob, Type: "m.room.member", StateKey: &bob, Content: json.RawMessage(`{"membership":"join"}`)}, ext)
+	if err := state.Add(join); err != nil {
+		t.Fatal(err)
+	}
+	if r := rm.send(t, fs.FedURL, "join", []json.RawMessage{join.JSON()}, nil); r.Status != 200 {
+		t.Fatalf("send: %d %s", r.Status, r.Raw)
+	}
+	fs.work(t)
+
+	rename := func(name string) {
+		t.Helper()
+		d := build(events.Proto{Sender: bob, Type: "m.room.member", StateKey: &bob, Content: json.RawMessage(`{"membership":"join","displayname":"` + name + `"}`)}, []string{join.EventID()})
+		if err := state.Add(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rename("Bob 1")
+	m := build(events.Proto{Sender: bob, Type: "m.room.message", Content: json.RawMessage(`{"msgtype":"m.text","body":"m1"}`)}, []string{join.EventID()})
+	if r := rm.send(t, fs.FedURL, "m1", []json.RawMessage{m.JSON()}, nil); r.Status != 200 {
+		t.Fatalf("send: %d %s", r.Status, r.Raw)
+	}
+	fs.work(t)
+	if got := fs.pageBodies(t, room, 10); !slices.Equal(got, []string{"m1"}) {
+		t.Fatalf("/messages after M: %v, want [m1]", got)
+	}
+	asked := false
+	for _, a := range gs.Asked() {
+		asked = asked || strings.HasPrefix(a, "GET /_matrix/federation/v1/event_auth/")
+	}
+	if !asked {
+		t.Fatalf("the remote was asked %q, want /event_auth", gs.Asked())
+	}
+
+	r := fs.Do(t, "POST", "/_matrix/client/v3/rooms/"+room+"/ban", fs.Alice.AccessToken, map[string]any{"user_id": bob, "reason": "spam"})
+	if r.Status != 200 {
+		t.Fatalf("ban: %d %s", r.Status, r.Raw)
+	}
+	rename("Bob 2")
+	m2 := build(events.Proto{Sender: bob, Type: "m.room.message", Content: json.RawMessage(`{"msgtype":"m.text","body":"m2"}`)}, []string{m.EventID()})
+	if r := rm.send(t, fs.FedURL, "m2", []json.RawMessage{m2.JSON()}, nil); r.Status != 200 {
+		t.Fatalf("send: %d %s", r.Status, r.Raw)
+	}
+	fs.work(t)
+	out, err := fs.Server.Rooms.Receive(ctx, m2)
+	if err != nil || out.Status != "soft_failed" {
+		t.Fatalf("M2 on this server: %+v %v, want soft failed", out, err)
+	}
+	if got := fs.pageBodies(t, room, 10); !slices.Equal(got, []string{"m1"}) {
+		t.Fatalf("/messages after the ban and M2: %v, want [m1]", got)
+	}
+	if got := membershipOf(t, fs, room, bob); got != "ban" {
+		t.Fatalf("bob's membership: %q, want ban", got)
+	}
+}
+
+func membershipOf(t *testing.T, fs *fedStack, room, user string) string {
+	t.Helper()
+	r := fs.Do(t, "GET", "/_matrix/client/v3/rooms/"+room+"/state/m.room.member/"+user, fs.Alice.AccessToken, nil)
+	if r.Status != 200 {
+		t.Fatalf("member state: %d %s", r.Status, r.Raw)
+	}
+	m, _ := r.Body["membership"].(string)
+	return m
+}
