@@ -48,6 +48,9 @@ type Service struct {
 	// DeviceDeleted, when set, runs after a device is deleted or logged out,
 	// for what other packages keep per device (pushers).
 	DeviceDeleted func(ctx context.Context, userID, deviceID string) error
+	// DeviceRenamed, when set, runs after a device's display name is
+	// changed, which is part of its user's device list (e2ekeys).
+	DeviceRenamed func(ctx context.Context, userID, deviceID string) error
 	// Profiles reads and writes profiles (shared/profile, their one
 	// owner); nil makes and shows no profile.
 	Profiles Profiles

@@ -148,9 +148,15 @@ func (s *Service) handleUpdateDevice(w http.ResponseWriter, r *http.Request) err
 		if len(*req.DisplayName) > 100 {
 			return httpapi.InvalidParam("display_name is longer than 100 characters")
 		}
+		renamed := d.DisplayName != *req.DisplayName
 		d.DisplayName = *req.DisplayName
 		if err := s.Store.Put(r.Context(), d); err != nil {
 			return err
+		}
+		if renamed && s.DeviceRenamed != nil {
+			if err := s.DeviceRenamed(r.Context(), Caller(r.Context()).UserID, d.DeviceID); err != nil {
+				return err
+			}
 		}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})

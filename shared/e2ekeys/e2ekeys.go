@@ -318,6 +318,27 @@ func countKeys(items []deviceKey) Counts {
 	return c
 }
 
+// DeviceRenamed tells of a new display name of a device with keys: the
+// local users who share a room with its user through Changed, other
+// servers by an m.device_list_update (without the name, which view keeps
+// from them) so that their clients read the device again, as Synapse
+// does. It is accounts' DeviceRenamed hook. Cost: a GetItem of the
+// device's keys; with keys, Changed and devicesChanged.
+func (s *Service) DeviceRenamed(ctx context.Context, userID, deviceID string) error {
+	var dev userKey
+	err := s.Store.Get(ctx, devKey(userID, deviceID), &dev)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // no keys: nobody knows of the device
+	}
+	if err != nil {
+		return fmt.Errorf("rename of device %s: %w", deviceID, err)
+	}
+	if err := s.changed(ctx, userID); err != nil {
+		return err
+	}
+	return s.devicesChanged(ctx, userID, []string{deviceID}, false)
+}
+
 // DeleteDevice deletes a device's keys: its identity keys, the signatures
 // on them, its one-time and fallback keys. It is accounts' DeviceDeleted
 // hook, run after a device is deleted or logged out. When the device had

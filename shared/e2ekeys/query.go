@@ -140,7 +140,10 @@ func (s *Service) handleQuery(w http.ResponseWriter, r *http.Request) error {
 }
 
 // view reads what requester may see of a local user's keys: devices (all
-// when none are named) and cross-signing keys. Cost: one Query of the
+// when none are named) and cross-signing keys. Another server (requester
+// "") is not shown the devices' display names, as Synapse's default
+// (allow_device_name_lookup_over_federation false) keeps them: the
+// spec's device_display_name is optional there. Cost: one Query of the
 // user's keys (1 RCU per 4 KB: about 6 devices) and the user's devices
 // (accounts: one Query).
 func (s *Service) view(ctx context.Context, userID, requester string, devices []string) (userView, error) {
@@ -179,7 +182,7 @@ func (s *Service) view(ctx context.Context, userID, requester string, devices []
 			continue // a device deleted, its keys not yet
 		}
 		unsigned := map[string]any{}
-		if name != "" {
+		if name != "" && requester != "" {
 			unsigned["device_display_name"] = name
 		}
 		doc, err := withSignatures(it.Key, bySigner(userID, sigs[id]), unsigned)

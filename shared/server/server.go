@@ -186,6 +186,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 			}
 			return e2e.DeleteDevice(ctx, userID, deviceID)
 		},
+		DeviceRenamed: e2e.DeviceRenamed,
 	}
 	e2e.Devices, e2e.UIA = accts.DeviceNames, accts.PasswordUIA
 	toDevice.Devices = accts.DeviceIDs
