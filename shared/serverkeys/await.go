@@ -22,18 +22,27 @@ const (
 )
 
 // await reads the table until the keys asked for, of servers another
-// instance is fetching, are there, that fetch is marked done, or its
-// deadline (elsewhere) or this check's passes, and returns the keys
-// found; the first read comes after the first wait, the key and the mark
-// having just been read. Each read is one BatchGetItem of the keys and the servers' fetch
-// marks; a server whose mark was seen done gets one more read of its keys,
-// which may have been read in the same call just before they were stored.
-func (g guarded) await(ctx context.Context, deadline time.Time, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp, elsewhere map[spec.ServerName]time.Time) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
-	out := map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
+// instance is fetching, are there (for a request naming no key, a key
+// query's, any key stored since that fetch began), that fetch is marked
+// done, or its deadline or this check's passes, and returns the keys
+// found. The first read comes after the first wait, the key and the mark
+// having just been read. Each read is one BatchGetItem of the keys and
+// the servers' fetch marks, and one Query of the partition of a server
+// asked for with no key ID. A server whose mark was seen done gets one
+// more read of its keys, which may have been read in the same call just
+// before they were stored. A key the fetch did not bring, asked for by
+// another check than the one that fetched, is waited for until the
+// deadline.
+func (g guarded) await(ctx context.Context, deadline time.Time, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp, elsewhere map[spec.ServerName]fetchMark) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+	w := waiting{
+		requests: requests,
+		out:      map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{},
+		fresh:    map[spec.ServerName]bool{},
+	}
 	until := map[spec.ServerName]time.Time{}
-	for server, d := range elsewhere {
-		until[server] = d
-		if deadline.Before(d) {
+	for server, m := range elsewhere {
+		until[server] = time.UnixMilli(m.Until)
+		if deadline.Before(until[server]) {
 			until[server] = deadline
 		}
 	}
@@ -53,40 +62,76 @@ func (g guarded) await(ctx context.Context, deadline time.Time, requests map[gom
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
-				return out, ctx.Err()
+				return w.out, ctx.Err()
 			}
 		}
 		pending := map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{}
 		for req, ts := range requests {
-			if _, found := out[req]; !found && !until[req.ServerName].IsZero() {
+			if !w.found(req) && !until[req.ServerName].IsZero() {
 				pending[req] = ts
 			}
 		}
-		live, err := g.peek(ctx, pending, out)
+		live, err := g.peek(ctx, pending, elsewhere, &w)
 		if err != nil {
-			return out, err
+			return w.out, err
 		}
 		now := time.Now()
 		for server, d := range until {
 			switch {
-			case settled[server] || !now.Before(d) || complete(server, requests, out):
+			case settled[server] || !now.Before(d) || w.complete(server):
 				delete(until, server)
 			case !live[server]:
 				settled[server] = true
 			}
 		}
 	}
-	return out, nil
+	return w.out, nil
 }
 
-// peek reads the keys asked for into out and the servers' fetch marks,
-// and returns the servers whose fetch is still under way: one
-// BatchGetItem.
-func (g guarded) peek(ctx context.Context, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp, out map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult) (map[spec.ServerName]bool, error) {
+// waiting is what await found: the keys asked for, and the servers asked
+// for with no key ID that have keys stored since their fetch began.
+type waiting struct {
+	requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp
+	out      map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult
+	fresh    map[spec.ServerName]bool
+}
+
+func (w *waiting) found(req gomatrixserverlib.PublicKeyLookupRequest) bool {
+	if req.KeyID == "" {
+		return w.fresh[req.ServerName]
+	}
+	_, ok := w.out[req]
+	return ok
+}
+
+// complete reports whether every key of server asked for was found.
+func (w *waiting) complete(server spec.ServerName) bool {
+	for req := range w.requests {
+		if req.ServerName == server && !w.found(req) {
+			return false
+		}
+	}
+	return true
+}
+
+// peek reads the keys asked for and the servers' fetch marks, and
+// returns the servers whose fetch is still under way: one BatchGetItem,
+// and a Query per server asked for with no key ID.
+func (g guarded) peek(ctx context.Context, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp, marks map[spec.ServerName]fetchMark, w *waiting) (map[spec.ServerName]bool, error) {
 	var ks []store.Key
 	servers := map[spec.ServerName]bool{}
 	for req := range requests {
-		if req.KeyID != "" { // a notary query's "any key": the mark only
+		if req.KeyID == "" {
+			items, err := g.db.items(ctx, string(req.ServerName))
+			if err != nil {
+				return nil, fmt.Errorf("server keys: %w", err)
+			}
+			for _, it := range items {
+				if it.FetchedTS >= marks[req.ServerName].FetchedTS {
+					w.fresh[req.ServerName] = true
+				}
+			}
+		} else {
 			ks = append(ks, itemKey(req.ServerName, req.KeyID))
 		}
 		if !servers[req.ServerName] {
@@ -97,7 +142,7 @@ func (g guarded) peek(ctx context.Context, requests map[gomatrixserverlib.Public
 	live := map[spec.ServerName]bool{}
 	err := g.db.Store.GetMany(ctx, ks, func(k store.Key, decode func(any) error) error {
 		if !strings.HasPrefix(k.PK, markPrefix) {
-			return readKey(k, decode, requests, out)
+			return readKey(k, decode, requests, w.out)
 		}
 		var m fetchMark
 		if err := decode(&m); err != nil {
@@ -110,16 +155,4 @@ func (g guarded) peek(ctx context.Context, requests map[gomatrixserverlib.Public
 		return nil, fmt.Errorf("server keys: %w", err)
 	}
 	return live, nil
-}
-
-// complete reports whether out holds every key of server asked for.
-func complete(server spec.ServerName, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp, out map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult) bool {
-	for req := range requests {
-		if req.ServerName == server {
-			if _, ok := out[req]; !ok {
-				return false
-			}
-		}
-	}
-	return true
 }

@@ -417,8 +417,9 @@ type fetchMark struct {
 	SK        string `dynamodbav:"sk"` // the fetcher's name
 	FetchedTS int64  `dynamodbav:"fetched_ts"`
 	// Until, while the fetch is under way, is its deadline in milliseconds
-	// (network time, as the deadline itself); 0 once its answer is stored
-	// or it failed.
+	// (network time, as the deadline itself); 0 once the fetch is done
+	// and failed or lacked a key asked for (a fetch that brought the keys
+	// asked for is seen done by its keys, and its mark is not written again).
 	Until   int64 `dynamodbav:"fetch_until,omitempty"`
 	Expires int64 `dynamodbav:"expires_at"`
 }
@@ -495,10 +496,12 @@ func (g guarded) fly(ctx context.Context, deadline time.Time, own map[gomatrixse
 	return res, err
 }
 
-// fetch runs the fetcher until the deadline, stores what it returned
-// (the KeyRing's StoreKeys then finds nothing left to write) and marks the
-// fetch done, so that checks on other instances waiting for it stop: one
-// BatchWriteItem of the keys, one of the marks.
+// fetch runs the fetcher until the deadline and stores what it returned
+// (the KeyRing's StoreKeys then finds nothing left to write): one
+// BatchWriteItem. Checks on other instances waiting for the fetch see the
+// keys they need appear; when the fetch failed, or its answer lacks a key
+// it was asked for, it also marks the fetch done (one more
+// BatchWriteItem), so that those waiting for that key stop.
 func (g guarded) fetch(ctx context.Context, started, deadline time.Time, due map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
 	fctx, cancel := context.WithDeadline(ctx, deadline)
 	res, ferr := g.KeyFetcher.FetchKeys(fctx, due)
@@ -507,8 +510,10 @@ func (g guarded) fetch(ctx context.Context, started, deadline time.Time, due map
 	if ferr == nil {
 		err = g.db.StoreKeys(ctx, res)
 	}
-	if merr := g.mark(ctx, started, time.Time{}, due); err == nil {
-		err = merr
+	if ferr != nil || err != nil || !answers(res, due) {
+		if merr := g.mark(ctx, started, time.Time{}, due); err == nil {
+			err = merr
+		}
 	}
 	if ferr != nil {
 		return nil, ferr
@@ -516,12 +521,27 @@ func (g guarded) fetch(ctx context.Context, started, deadline time.Time, due map
 	return res, err
 }
 
+// answers reports whether res holds every key asked for, or any key of
+// the server for a request naming none (a key query's).
+func answers(res map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) bool {
+	servers := map[spec.ServerName]bool{}
+	for req := range res {
+		servers[req.ServerName] = true
+	}
+	for req := range requests {
+		if _, ok := res[req]; !ok && (req.KeyID != "" || !servers[req.ServerName]) {
+			return false
+		}
+	}
+	return true
+}
+
 // due keeps the requests for servers this fetcher was not run for within
 // MinRefetch, and marks those servers as being fetched from now until the
 // deadline: one BatchGetItem and one BatchWriteItem of a mark per server.
 // Of the others, it returns those whose fetch is still under way on
-// another instance, with that fetch's deadline.
-func (g guarded) due(ctx context.Context, now, deadline time.Time, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (due map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp, elsewhere map[spec.ServerName]time.Time, err error) {
+// another instance, with that fetch's mark.
+func (g guarded) due(ctx context.Context, now, deadline time.Time, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (due map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp, elsewhere map[spec.ServerName]fetchMark, err error) {
 	var ks []store.Key
 	seen := map[spec.ServerName]bool{}
 	for req := range requests {
@@ -534,7 +554,7 @@ func (g guarded) due(ctx context.Context, now, deadline time.Time, requests map[
 		return requests, nil, nil
 	}
 	recent := map[spec.ServerName]bool{}
-	elsewhere = map[spec.ServerName]time.Time{}
+	elsewhere = map[spec.ServerName]fetchMark{}
 	err = g.db.Store.GetMany(ctx, ks, func(k store.Key, decode func(any) error) error {
 		var m fetchMark
 		if err := decode(&m); err != nil {
@@ -544,7 +564,7 @@ func (g guarded) due(ctx context.Context, now, deadline time.Time, requests map[
 			server := spec.ServerName(strings.TrimPrefix(k.PK, markPrefix))
 			recent[server] = true
 			if m.inFlight() {
-				elsewhere[server] = time.UnixMilli(m.Until)
+				elsewhere[server] = m
 			}
 		}
 		return nil
