@@ -195,6 +195,9 @@ func (s *Service) MembersChanged(ctx context.Context, evs []rooms.Appended) erro
 		}
 		userID := *ev.StateKey()
 		m, _ := ev.Membership()
+		if m == "invite" || m == "knock" {
+			continue // the auth rules let no joined user be invited or knock: nothing to drop
+		}
 		if m == "join" && len(a.To) == 1 && a.To[0] == userID {
 			if err := s.indexRoom(ctx, a, set); err != nil {
 				return err
