@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
@@ -13,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 )
 
@@ -143,4 +146,47 @@ func (e RoomEngine) StoreAuthEvents(ctx context.Context, roomID string, evs []ev
 		return fmt.Errorf("auth events: %w", err)
 	}
 	return nil
+}
+
+// eventAuthOf is the event id of roomID whose auth chain server may have:
+// a server in the room, or one whose user the event removed from it (a
+// kick or ban of the server's last user is sent to it, and checking it,
+// or resolving the fork it makes, needs its auth chain, which the room's
+// current state no longer lets the server ask for). The server ACL
+// applies either way.
+func (s *Service) eventAuthOf(ctx context.Context, roomID, server, id string) (rooms.Event, error) {
+	inRoom := s.checkRoom(ctx, roomID, server)
+	var refused *httpapi.Error
+	if inRoom != nil && (!errors.As(inRoom, &refused) || refused.Status != http.StatusForbidden) {
+		return rooms.Event{}, inRoom
+	}
+	ev, err := s.Rooms.Event(ctx, roomID, id)
+	if inRoom != nil {
+		if err != nil || !removes(ev.PDU, server) {
+			return rooms.Event{}, inRoom
+		}
+		ok, err := s.ACLAllows(ctx, roomID, server)
+		if err != nil {
+			return rooms.Event{}, err
+		}
+		if !ok {
+			return rooms.Event{}, inRoom
+		}
+		return ev, nil
+	}
+	if err != nil {
+		return rooms.Event{}, notFoundEvent(err, id)
+	}
+	return ev, nil
+}
+
+// removes reports whether ev is a member event that takes a user of
+// server out of the room.
+func removes(ev events.PDU, server string) bool {
+	if ev.Type() != events.Member || ev.StateKey() == nil {
+		return false
+	}
+	_, host, _ := strings.Cut(*ev.StateKey(), ":")
+	m, _ := ev.Membership()
+	return host == server && (m == "leave" || m == "ban")
 }

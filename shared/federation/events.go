@@ -140,12 +140,9 @@ func (s *Service) handleEventAuth(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	ctx := r.Context()
-	if err := s.checkRoom(ctx, roomID, origin(r)); err != nil {
-		return err
-	}
-	ev, err := s.Rooms.Event(ctx, roomID, id)
+	ev, err := s.eventAuthOf(ctx, roomID, origin(r), id)
 	if err != nil {
-		return notFoundEvent(err, id)
+		return err
 	}
 	chain, err := s.Rooms.AuthChain(ctx, roomID, []events.PDU{ev.PDU})
 	if err != nil {
