@@ -3,6 +3,7 @@ package federation_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -61,6 +62,8 @@ func TestTwoServers_BanWhileSending(t *testing.T) {
 	waitMembership(t, a, room, bob.UserID, "ban")
 	// After the ban B has no member left: A sends it nothing more, and
 	// what each holds is settled.
+	// Whether the ban forked the room depends on the race: say so.
+	t.Logf("B asked A for %d auth chains", strings.Count(a.Logs(), `"path":"/_matrix/federation/v1/event_auth/`))
 	sameState(t, a, b, string(room))
 	ax, bx := messageIDs(t, alice.Client, room), messageIDs(t, bob.Client, room)
 	both := func(xs, ys []string) []string {
