@@ -34,41 +34,19 @@ func TestWorker_FetchesMissingAuthEvents(t *testing.T) {
 	rm := gs.rm
 	fs := startFed(t, nil)
 	ctx := context.Background()
-	room, version, state, ext, depth := fs.publicRoomTip(t)
-	bob := "@bob:" + rm.Name
-	signer := events.Signer{ServerName: rm.Name, Key: rm.Key}
-	clock := time.Now()
+	br := newBobRoom(t, gs, fs, gs.keep)
+	room, state, bob, join := br.room, br.state, br.bob, br.join
 	build := func(p events.Proto, prev []string) events.PDU {
 		t.Helper()
-		depth++
-		clock = clock.Add(time.Millisecond)
-		p.RoomID = room
-		ev, err := signer.Build(version, p, events.Graph{PrevEvents: prev, Depth: depth}, state, clock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		gs.mu.Lock()
-		gs.byID[ev.EventID()] = ev
-		gs.mu.Unlock()
-		return ev
+		return br.build(t, p, prev)
 	}
 	cur, err := fs.Server.Rooms.CurrentState(ctx, room)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs.mu.Lock()
 	for _, ev := range cur {
-		gs.byID[ev.EventID()] = ev
+		gs.keep(ev)
 	}
-	gs.mu.Unlock()
-	join := build(events.Proto{Sender: bob, Type: "m.room.member", StateKey: &bob, Content: json.RawMessage(`{"membership":"join"}`)}, ext)
-	if err := state.Add(join); err != nil {
-		t.Fatal(err)
-	}
-	if r := rm.send(t, fs.FedURL, "join", []json.RawMessage{join.JSON()}, nil); r.Status != 200 {
-		t.Fatalf("send: %d %s", r.Status, r.Raw)
-	}
-	fs.work(t)
 
 	rename := func(name string) {
 		t.Helper()

@@ -33,29 +33,12 @@ func TestWorker_GapFilledByMessages(t *testing.T) {
 	rm := gs.rm
 	fs := startFed(t, nil)
 	ctx := context.Background()
-	room, version, state, ext, depth := fs.publicRoomTip(t)
-	bob := "@bob:" + rm.Name
-	signer := events.Signer{ServerName: rm.Name, Key: rm.Key}
-	clock := time.Now()
+	br := newBobRoom(t, gs, fs, nil)
+	room, bob, join := br.room, br.bob, br.join
 	build := func(p events.Proto, prev []string) events.PDU {
 		t.Helper()
-		depth++
-		clock = clock.Add(time.Millisecond)
-		p.RoomID = room
-		ev, err := signer.Build(version, p, events.Graph{PrevEvents: prev, Depth: depth}, state, clock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ev
+		return br.build(t, p, prev)
 	}
-	join := build(events.Proto{Sender: bob, Type: "m.room.member", StateKey: &bob, Content: json.RawMessage(`{"membership":"join"}`)}, ext)
-	if err := state.Add(join); err != nil {
-		t.Fatal(err)
-	}
-	if r := rm.send(t, fs.FedURL, "join", []json.RawMessage{join.JSON()}, nil); r.Status != 200 {
-		t.Fatalf("send: %d %s", r.Status, r.Raw)
-	}
-	fs.work(t)
 	before := fs.sync(t, "")
 
 	var all []events.PDU
@@ -219,6 +202,59 @@ func (fs *fedStack) pageBodies(t *testing.T, room string, limit int) []string {
 // serves its signing key, /get_missing_events (missing), /state_ids and
 // /state (state), /event, /event_auth and /backfill (byID), and records
 // what it was asked. rm sends as it.
+// bobRoom is a public room of alice's on fs that bob, of gs's server,
+// joined through /send: the set-up of the worker tests whose remote
+// withholds events. build makes bob's server's next events in it.
+type bobRoom struct {
+	room, version string
+	state         *events.State
+	bob           string
+	join          events.PDU
+	depth         int64
+	clock         time.Time
+	signer        events.Signer
+	// keep, if set, is given each event built: what the remote serves.
+	keep func(events.PDU)
+}
+
+func newBobRoom(t *testing.T, gs *gapServer, fs *fedStack, keep func(events.PDU)) *bobRoom {
+	t.Helper()
+	room, version, state, ext, depth := fs.publicRoomTip(t)
+	b := &bobRoom{room: room, version: version, state: state, bob: "@bob:" + gs.rm.Name, depth: depth,
+		clock: time.Now(), signer: events.Signer{ServerName: gs.rm.Name, Key: gs.rm.Key}, keep: keep}
+	b.join = b.build(t, events.Proto{Sender: b.bob, Type: "m.room.member", StateKey: &b.bob, Content: json.RawMessage(`{"membership":"join"}`)}, ext)
+	if err := state.Add(b.join); err != nil {
+		t.Fatal(err)
+	}
+	if r := gs.rm.send(t, fs.FedURL, "join", []json.RawMessage{b.join.JSON()}, nil); r.Status != 200 {
+		t.Fatalf("send: %d %s", r.Status, r.Raw)
+	}
+	fs.work(t)
+	return b
+}
+
+func (b *bobRoom) build(t *testing.T, p events.Proto, prev []string) events.PDU {
+	t.Helper()
+	b.depth++
+	b.clock = b.clock.Add(time.Millisecond)
+	p.RoomID = b.room
+	ev, err := b.signer.Build(b.version, p, events.Graph{PrevEvents: prev, Depth: b.depth}, b.state, b.clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.keep != nil {
+		b.keep(ev)
+	}
+	return ev
+}
+
+// keep serves ev through /event and /event_auth.
+func (gs *gapServer) keep(ev events.PDU) {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	gs.byID[ev.EventID()] = ev
+}
+
 type gapServer struct {
 	rm      *remote
 	mu      sync.Mutex

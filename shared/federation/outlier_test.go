@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
 )
@@ -25,29 +24,12 @@ func TestWorker_OutlierArrivesThroughSend(t *testing.T) {
 	rm := gs.rm
 	fs := startFed(t, nil)
 	ctx := context.Background()
-	room, version, state, ext, depth := fs.publicRoomTip(t)
-	bob := "@bob:" + rm.Name
-	signer := events.Signer{ServerName: rm.Name, Key: rm.Key}
-	clock := time.Now()
+	br := newBobRoom(t, gs, fs, nil)
+	room, bob, join := br.room, br.bob, br.join
 	build := func(p events.Proto, prev []string) events.PDU {
 		t.Helper()
-		depth++
-		clock = clock.Add(time.Millisecond)
-		p.RoomID = room
-		ev, err := signer.Build(version, p, events.Graph{PrevEvents: prev, Depth: depth}, state, clock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ev
+		return br.build(t, p, prev)
 	}
-	join := build(events.Proto{Sender: bob, Type: "m.room.member", StateKey: &bob, Content: json.RawMessage(`{"membership":"join"}`)}, ext)
-	if err := state.Add(join); err != nil {
-		t.Fatal(err)
-	}
-	if r := rm.send(t, fs.FedURL, "join", []json.RawMessage{join.JSON()}, nil); r.Status != 200 {
-		t.Fatalf("send: %d %s", r.Status, r.Raw)
-	}
-	fs.work(t)
 	topic := build(events.Proto{Sender: bob, Type: "m.room.member", StateKey: &bob, Content: json.RawMessage(`{"membership":"join","displayname":"Bob"}`)}, []string{join.EventID()})
 	msg := build(events.Proto{Sender: bob, Type: "m.room.message", Content: json.RawMessage(`{"msgtype":"m.text","body":"after the topic"}`)}, []string{topic.EventID()})
 
