@@ -145,6 +145,16 @@ func (s *Service) tryReceiveWithState(ctx context.Context, roomID string, ev eve
 	if err := s.storeOutliers(ctx, roomID, l, append(slices.Clone(state), chain...)); err != nil {
 		return Outcome{}, nil, err
 	}
+	for k, id := range before {
+		if l.Rejected(id) {
+			// Refused by its own auth events: not state (a create refused
+			// leaves none, below).
+			delete(before, k)
+		}
+	}
+	if _, ok := before[stateres.Key{Type: events.Create}]; !ok {
+		return Outcome{}, nil, fmt.Errorf("%w: the create event of the state given before it is rejected", ErrBadEvent)
+	}
 	if st, reason, err := s.authBeforeAndNow(ctx, roomID, e, l, ev, before); err != nil || reason != "" {
 		if err != nil {
 			return Outcome{}, nil, err
@@ -205,6 +215,7 @@ func (s *Service) storeOutliers(ctx context.Context, roomID string, l *graphLoad
 	if err != nil {
 		return err
 	}
+	var fresh []string
 	for _, id := range ids {
 		if p, ok := held[id]; ok {
 			if p.Status == string(Rejected) {
@@ -212,13 +223,70 @@ func (s *Service) storeOutliers(ctx context.Context, roomID string, l *graphLoad
 			}
 			continue
 		}
+		fresh = append(fresh, id)
+	}
+	for _, id := range authOrder(fresh, byID) {
 		x := byID[id]
+		reason, err := s.checkOutlier(ctx, l, x)
+		if err != nil {
+			return err
+		}
 		p := pointer{PK: pointerPK(id), SK: "event", RoomID: roomID, Status: outlier, PDU: string(x.JSON()), Version: string(x.Version())}
+		if reason != "" {
+			l.rejected[id] = true
+			p.Status, p.Reason = string(Rejected), reason
+		}
 		if err := s.Store.Create(ctx, p); err != nil && !errors.Is(err, store.ErrExists) {
 			return fmt.Errorf("store outlier %s: %w", id, err)
 		}
 	}
 	return nil
+}
+
+// checkOutlier is why ev, about to be stored as an outlier, is rejected
+// ("" if it is not): like every received event, it must pass the auth
+// rules against its own auth events (the receipt checks, step 4), which
+// l holds, checked before it, or the room holds. One whose auth events
+// are missing or rejected is rejected too, so that it is never taken as
+// an auth event or as state.
+func (s *Service) checkOutlier(ctx context.Context, l *graphLoader, ev events.PDU) (string, error) {
+	if ev.Type() == events.Create {
+		return allowed(ev, nil), nil
+	}
+	reason, err := s.checkAuthEvents(ctx, l, ev)
+	var missing *MissingEventsError
+	if errors.As(err, &missing) {
+		return fmt.Sprintf("auth events %v are not held", missing.AuthIDs), nil
+	}
+	return reason, err
+}
+
+// authOrder is ids with each event after those of its auth events that
+// are among ids (byID holds them): the order they are checked in.
+func authOrder(ids []string, byID map[string]events.PDU) []string {
+	in := map[string]bool{}
+	for _, id := range ids {
+		in[id] = true
+	}
+	done := map[string]bool{}
+	var out []string
+	var visit func(id string)
+	visit = func(id string) {
+		if done[id] {
+			return
+		}
+		done[id] = true // before its auth events: a cycle ends here
+		for _, a := range byID[id].AuthEventIDs() {
+			if in[a] {
+				visit(a)
+			}
+		}
+		out = append(out, id)
+	}
+	for _, id := range ids {
+		visit(id)
+	}
+	return out
 }
 
 // outlier is the status of an event stored only as part of the state
