@@ -31,9 +31,10 @@ func (l *graphLoader) missingAuth(ev events.PDU, err error) error {
 // and hashes checked by the caller) this server does not hold as
 // outliers, as the state given with a gap's event is: outside the
 // timeline, there for the auth checks and state resolution of the events
-// that name them, placed if they arrive as timeline events later. Cost:
-// one BatchGetItem of their pointers, one conditional PutItem for each
-// not held.
+// that name them, placed if they arrive as timeline events later. Each
+// is checked against its own auth events first and stored rejected if
+// refused (storeOutliers). Cost: one BatchGetItem of their pointers, one
+// conditional PutItem for each not held.
 func (s *Service) StoreAuthEvents(ctx context.Context, roomID string, evs []events.PDU) error {
 	var keep []events.PDU
 	for _, ev := range evs {

@@ -195,9 +195,11 @@ func (s *Service) placeHeld(ctx context.Context, roomID string, e *roomEntry, ev
 
 // storeOutliers stores the events of evs this server does not hold as
 // outliers: a pointer holding the PDU, outside the timeline, created
-// conditionally (one stored meanwhile is left as it is). They are added
-// to l. Cost: one BatchGetItem of their pointers, one conditional PutItem
-// for each not held.
+// conditionally (one stored meanwhile is left as it is), each after the
+// auth rules against its own auth events (checkOutlier): one refused is
+// stored rejected. They are added to l, the rejected marked. Cost: one
+// BatchGetItem of their pointers, one conditional PutItem for each not
+// held, and a BatchGetItem of the auth events neither among evs nor in l.
 func (s *Service) storeOutliers(ctx context.Context, roomID string, l *graphLoader, evs []events.PDU) error {
 	var ids []string
 	byID := map[string]events.PDU{}
