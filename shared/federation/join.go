@@ -155,9 +155,13 @@ type sendJoinResponse struct {
 // membership, sent by a user of the origin and signed by it (else 400
 // M_INVALID_PARAM, as the spec asks); it then goes to the room engine,
 // which refuses what the auth rules or the current state refuse (403). A join is answered with the
-// state before it and that state's auth chain. omit_members is ignored,
-// as the spec lets a resident server do: the whole state goes back, with
-// members_omitted false.
+// state before it and that state's auth chain. With omit_members=true (v2
+// only; a value other than true or false is 400 M_INVALID_PARAM, checked
+// before the join is taken in) the member events are left out of the
+// state but for the heroes' of an unnamed room and those the join's auth
+// rest on, the auth chain without the events of that state, and
+// members_omitted is true (rooms.Service.OmitMembers): a partial-state
+// join's answer no longer grows with the room's members.
 // https://spec.matrix.org/v1.19/server-server-api/#put_matrixfederationv2send_joinroomideventid
 // https://spec.matrix.org/v1.19/server-server-api/#put_matrixfederationv2send_leaveroomideventid
 func (j *Joins) sendHandler(membership string, v1 bool) func(http.ResponseWriter, *http.Request) error {
@@ -171,6 +175,12 @@ func (j *Joins) sendHandler(membership string, v1 bool) func(http.ResponseWriter
 		eventID, err := eventParam("eventId", r.PathValue("eventId"))
 		if err != nil {
 			return err
+		}
+		omit := false
+		if membership == "join" && !v1 {
+			if omit, err = boolParam(r, "omit_members"); err != nil {
+				return err
+			}
 		}
 		info, err := j.Rooms.Info(ctx, roomID)
 		if errors.Is(err, rooms.ErrUnknownRoom) {
@@ -217,9 +227,15 @@ func (j *Joins) sendHandler(membership string, v1 bool) func(http.ResponseWriter
 			if err != nil {
 				return err
 			}
+			state, chain := got.State, got.AuthChain
+			if omit {
+				if state, chain, err = j.Rooms.OmitMembers(ctx, got.Event, got.State); err != nil {
+					return err
+				}
+			}
 			answer = sendJoinResponse{
-				Origin: j.ServerName, State: rawPDUs(got.State), AuthChain: rawPDUs(got.AuthChain),
-				Event: got.Event.JSON(), ServersInRoom: servers,
+				Origin: j.ServerName, State: rawPDUs(state), AuthChain: rawPDUs(chain),
+				Event: got.Event.JSON(), MembersOmitted: omit, ServersInRoom: servers,
 			}
 		}
 		if v1 {
@@ -251,6 +267,19 @@ func checkMembership(ev events.PDU, roomID, eventID, membership, origin string) 
 		return httpapi.InvalidParam("%s is not a user of %s", sender, origin)
 	}
 	return nil
+}
+
+// boolParam reads the boolean query parameter name: "true" or "false",
+// as the spec's schemas write booleans; absent is false.
+func boolParam(r *http.Request, name string) (bool, error) {
+	switch v := r.URL.Query().Get(name); v {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	default:
+		return false, httpapi.InvalidParam("%s must be true or false, not %q", name, v)
+	}
 }
 
 // rawPDUs is evs as JSON, never null.
