@@ -30,6 +30,11 @@ type SendJoinAnswer struct {
 	State     []json.RawMessage `json:"state"`
 	AuthChain []json.RawMessage `json:"auth_chain"`
 	Event     json.RawMessage   `json:"event,omitempty"`
+	// MembersOmitted says that State lacks member events (the joining
+	// server asked with omit_members), ServersInRoom then lists the
+	// servers in the room.
+	MembersOmitted bool     `json:"members_omitted,omitempty"`
+	ServersInRoom  []string `json:"servers_in_room,omitempty"`
 }
 
 func (a *SendJoinAnswer) GetAuthEvents() gomatrixserverlib.EventJSONs  { return jsons(a.AuthChain) }
@@ -64,10 +69,45 @@ func CheckSendJoin(ctx context.Context, v string, a *SendJoinAnswer, join PDU, v
 	missing := func(gomatrixserverlib.RoomVersion, []string) ([]PDU, error) {
 		return nil, fmt.Errorf("the send_join answer lacks auth events")
 	}
+	if a.MembersOmitted {
+		a = withJoinAuth(impl, a, join)
+	}
 	checked, err := gomatrixserverlib.CheckSendJoinResponse(ctx, impl.Version(), a, verifier, join, missing, userIDForSender)
 	if err != nil {
 		return nil, nil, &NotAllowedError{Reason: err.Error()}
 	}
 	state := checked.GetStateEvents().TrustedEvents(impl.Version(), false)
 	return join, state, nil
+}
+
+// withJoinAuth is a, an answer without most member events, with the
+// member events among join's auth events added to its state from its auth
+// chain where the state lacks their key: they are the state before the
+// join (auth events are chosen from it), and the join is checked against
+// that state (the user authorising a restricted join, the joiner's
+// earlier membership).
+func withJoinAuth(impl gomatrixserverlib.IRoomVersion, a *SendJoinAnswer, join PDU) *SendJoinAnswer {
+	want := map[string]bool{}
+	for _, id := range join.AuthEventIDs() {
+		want[id] = true
+	}
+	have := map[string]bool{}
+	for _, raw := range a.State {
+		if ev, err := impl.NewEventFromUntrustedJSON(raw); err == nil && ev.StateKey() != nil {
+			have[ev.Type()+"\x00"+*ev.StateKey()] = true
+		}
+	}
+	out := *a
+	out.State = append([]json.RawMessage(nil), a.State...)
+	for _, raw := range a.AuthChain {
+		ev, err := impl.NewEventFromUntrustedJSON(raw)
+		if err != nil || !want[ev.EventID()] || ev.Type() != Member || ev.StateKey() == nil {
+			continue
+		}
+		if k := ev.Type() + "\x00" + *ev.StateKey(); !have[k] {
+			have[k] = true
+			out.State = append(out.State, raw)
+		}
+	}
+	return &out
 }

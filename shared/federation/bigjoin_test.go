@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -129,4 +131,75 @@ func containsEventBody(pdu, body string) bool {
 		} `json:"content"`
 	}
 	return json.Unmarshal([]byte(pdu), &ev) == nil && ev.Content.Body == body
+}
+
+// TestJoin_BigRoomPartial: alice joins a room of 5,000 members (or
+// CIRRUS_TEST_BIG_MEMBERS) whose resident server answers send_join
+// without its members. The join takes in the room's other state alone;
+// the worker then loads the members (GET /state) in the background. Both
+// are logged with their cost (docs/storage.md quotes them); the room is
+// usable at once, and once loaded /joined_members counts every member.
+func TestJoin_BigRoomPartial(t *testing.T) {
+	if testing.Short() {
+		t.Skip("5,000 members")
+	}
+	members := 5000
+	if n, err := strconv.Atoi(os.Getenv("CIRRUS_TEST_BIG_MEMBERS")); err == nil && n > 0 {
+		members = n
+	}
+	built := time.Now()
+	p := newPeer(t, "big.test", "12", members)
+	p.omit = true
+	t.Logf("the peer built its room of %d members in %v", members, time.Since(built))
+	st := servertest.Start(t, p.env()...)
+	st.RunQueue(t)
+	st.Server.Joiner.StateWait = -1 // the partial join, whatever the time
+	alice := st.Member(t, "alice")
+	room := id.RoomID(p.roomID)
+	ctx := context.Background()
+
+	start := time.Now()
+	if _, err := alice.JoinRoom(background, p.roomID, &mautrix.ReqJoinRoom{Via: []string{p.name}}); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	u := st.LastRequestTo(t, "/join/").DynamoDB
+	t.Logf("partial join of a room of %d members: %v, %d calls, %.1f RCU, %.1f WCU", members, took, u.Calls, u.ReadUnits, u.WriteUnits)
+	sent, err := alice.SendText(background, room, "hello, big room")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the members are loaded", func() ([]string, bool) {
+		servers, err := st.Server.Rooms.PartialServers(ctx, p.roomID)
+		return servers, err == nil && servers == nil
+	}, st.Logs)
+	t.Logf("members loaded %v after the join began", time.Since(start))
+	waitFor(t, "the job's log line", func() ([]string, bool) {
+		var got []string
+		for _, line := range strings.Split(st.Logs(), "\n") {
+			if strings.Contains(line, "partial state: loaded") || strings.Contains(line, `"kind":"partial-state"`) {
+				got = append(got, line)
+			}
+		}
+		return got, len(got) == 2
+	}, st.Logs)
+	for _, line := range strings.Split(st.Logs(), "\n") {
+		if strings.Contains(line, "partial state: loaded") || strings.Contains(line, `"kind":"partial-state"`) {
+			t.Log(line)
+		}
+	}
+	joined, err := alice.JoinedMembers(background, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(joined.Joined); got != members+1 {
+		t.Fatalf("joined members: %d, want %d", got, members+1)
+	}
+	msgs, err := alice.Messages(background, room, "", "", mautrix.DirectionBackward, nil, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs.Chunk) != 1 || msgs.Chunk[0].ID != sent.EventID {
+		t.Fatalf("/messages after the join: %v, want alice's message", describeChunk(msgs.Chunk))
+	}
 }

@@ -71,6 +71,9 @@ func (s *Service) stateAt(r *http.Request) (state, chain []events.PDU, err error
 	if err := s.checkRoom(ctx, roomID, origin(r)); err != nil {
 		return nil, nil, err
 	}
+	if err := partialRefusal(ctx, s.Rooms, roomID); err != nil {
+		return nil, nil, err
+	}
 	ev, err := s.Rooms.Event(ctx, roomID, id)
 	if err != nil {
 		return nil, nil, notFoundEvent(err, id)

@@ -90,6 +90,11 @@ func (j *Joins) makeHandler(membership string) func(http.ResponseWriter, *http.R
 		if err != nil {
 			return err
 		}
+		if membership != "leave" {
+			if err := partialRefusal(ctx, j.Rooms, roomID); err != nil {
+				return err
+			}
+		}
 		if membership == "knock" && !events.Knocking(info.Version) {
 			e := httpapi.Errorf(http.StatusBadRequest, "M_INCOMPATIBLE_ROOM_VERSION",
 				"room %s is of version %s, which has no knocking (version 7 on)", roomID, info.Version)
@@ -289,4 +294,18 @@ func rawPDUs(evs []events.PDU) []json.RawMessage {
 		out = append(out, ev.JSON())
 	}
 	return out
+}
+
+// partialRefusal is 404 M_NOT_FOUND for a room this server holds with
+// partial state (rooms/partial.go), as Synapse answers: a joining server
+// then asks another, and no server takes an incomplete state from here.
+func partialRefusal(ctx context.Context, rms *rooms.Service, roomID string) error {
+	partial, err := rms.PartialServers(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	if partial != nil {
+		return httpapi.NotFound("this server is still loading the state of room %s (it joined with partial state); ask another server", roomID)
+	}
+	return nil
 }

@@ -121,7 +121,7 @@ func TestJoin(t *testing.T) {
 
 	tmplReply := r.makeJoin(t, f.rm, bob, allVersions())
 	wantOK(t, "make_join", tmplReply)
-	f.st.CheckCost(t, "make_join", "/make_join/", servertest.Want(7, 10, 0))
+	f.st.CheckCost(t, "make_join", "/make_join/", servertest.Want(8, 11, 0))
 	if tmplReply.Body["room_version"] != "10" {
 		t.Errorf("room_version: %s", tmplReply.Raw)
 	}

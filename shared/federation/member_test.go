@@ -346,7 +346,7 @@ func TestTwoServers_Knock(t *testing.T) {
 		t.Fatalf("knock: %v", err)
 	}
 	b.CheckCost(t, "knock on a remote room", "/knock/", servertest.Want(6, 4, 3))
-	a.CheckCost(t, "make_knock served", "/make_knock/", servertest.Want(9, 10, 2))
+	a.CheckCost(t, "make_knock served", "/make_knock/", servertest.Want(10, 11, 2))
 	// send_knock's reads vary by a call with what the room's cache holds.
 	if c := a.LastRequestTo(t, "/send_knock/").DynamoDB; c.Calls == 0 || c.Calls > 16 {
 		t.Errorf("send_knock served: %+v", c)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,6 +37,17 @@ type Joiner struct {
 	Timeout time.Duration
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// Resync loads the rest of the state of a room joined with partial
+	// state (Resync.Start). When set, joins ask for partial state
+	// (omit_members): a room of any size is then taken in within the
+	// join's time, its members loaded in the background.
+	Resync *Resync
+	// StateWait bounds the wait, after a send_join answered with partial
+	// state, for the whole state (GET /state at the join), which the room
+	// is then taken in with as if send_join had given it: only a room too
+	// large to fetch within it is taken in with partial state. 0 is 10 s;
+	// negative takes every such room in with partial state at once.
+	StateWait time.Duration
 }
 
 // Join asks servers in turn until one lets userID join roomID. A server
@@ -110,6 +122,9 @@ func (j *Joiner) joinVia(ctx context.Context, userID, roomID, server, reason str
 	}
 	var answer events.SendJoinAnswer
 	path = "/_matrix/federation/v2/send_join/" + url.PathEscape(roomID) + "/" + url.PathEscape(ev.EventID())
+	if j.Resync != nil {
+		path += "?omit_members=true"
+	}
 	t0, u0 := time.Now(), store.MeterFrom(ctx).Usage()
 	if err := j.Client.Put(ctx, server, path, json.RawMessage(ev.JSON()), &answer); err != nil {
 		return remoteRefusal(server, "send_join", err)
@@ -122,8 +137,18 @@ func (j *Joiner) joinVia(ctx context.Context, userID, roomID, server, reason str
 	if err != nil {
 		return fmt.Errorf("%s's send_join answer: %w", server, err)
 	}
+	var partial []string
+	if answer.MembersOmitted && j.Resync != nil {
+		servers := serversInRoom(server, answer.ServersInRoom, j.Rooms.Signer.ServerName)
+		if full, err := j.wholeState(ctx, roomID, v, join.EventID(), server); err == nil {
+			state = full
+		} else {
+			j.log().Info("remote join: partial state", "room", roomID, "via", server, "why", err)
+			partial = servers
+		}
+	}
 	t2, u2 := time.Now(), store.MeterFrom(ctx).Usage()
-	err = j.Rooms.TakeJoined(ctx, join, state)
+	err = j.Rooms.TakeJoined(ctx, join, state, partial)
 	t3, u3 := time.Now(), store.MeterFrom(ctx).Usage()
 	// The phases of a join, for the rooms whose joins take long.
 	j.log().LogAttrs(ctx, slog.LevelInfo, "remote join phases", slog.String("room", roomID), slog.String("via", server),
@@ -131,7 +156,10 @@ func (j *Joiner) joinVia(ctx context.Context, userID, roomID, server, reason str
 		slog.Duration("send_join", t1.Sub(t0)), slog.Int64("send_join_calls", u1.Calls-u0.Calls),
 		slog.Duration("check", t2.Sub(t1)), slog.Int64("check_calls", u2.Calls-u1.Calls),
 		slog.Duration("take_in", t3.Sub(t2)), slog.Int64("take_in_calls", u3.Calls-u2.Calls),
-		slog.Float64("take_in_wcu", u3.WriteUnits-u2.WriteUnits))
+		slog.Float64("take_in_wcu", u3.WriteUnits-u2.WriteUnits), slog.Bool("partial", partial != nil))
+	if err == nil && partial != nil {
+		return j.Resync.Start(ctx, roomID, v, join.EventID(), partial)
+	}
 	if errors.Is(err, store.ErrExists) {
 		// Another local user took the room in meanwhile: the join goes
 		// into the room as it stands.
@@ -182,4 +210,32 @@ func (j *Joiner) LookupAlias(ctx context.Context, alias string) (string, []strin
 		return "", nil, httpapi.Errorf(http.StatusBadGateway, "M_UNKNOWN", "%s resolved %s to an invalid room ID", server, alias)
 	}
 	return answer.RoomID, answer.Servers, nil
+}
+
+// wholeState fetches the state before the join joinID from server, which
+// answered the join with partial state, within StateWait.
+func (j *Joiner) wholeState(ctx context.Context, roomID, v, joinID, server string) ([]events.PDU, error) {
+	wait := j.StateWait
+	switch {
+	case wait < 0:
+		return nil, errors.New("taken in with partial state at once (StateWait)")
+	case wait == 0:
+		wait = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return j.Resync.fetch(ctx, resyncJob{Room: roomID, Version: v, Join: joinID}, server)
+}
+
+// serversInRoom are the servers to send a room joined with partial state
+// to, and to ask for its state: via, the server that answered the join,
+// first, then the others send_join named, once each, never this server.
+func serversInRoom(via string, named []string, self string) []string {
+	out := []string{via}
+	for _, srv := range named {
+		if srv != "" && srv != self && !slices.Contains(out, srv) {
+			out = append(out, srv)
+		}
+	}
+	return out
 }

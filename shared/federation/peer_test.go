@@ -36,9 +36,20 @@ type peer struct {
 	joins   int
 	sendJSN int // send_join requests answered
 
+	// omit, when set, has send_join honour omit_members: the state without
+	// member events but the creator's, and servers (the servers in the
+	// room; the peer alone when nil).
+	omit    bool
+	servers []string
+	// stateGate, when set, holds each /state answer until it is closed.
+	stateGate chan struct{}
+
 	mu   sync.Mutex
 	down bool
 	txns []peerTxn
+	// asked lists "<method> <path>?<query>" of the federation requests
+	// other than /send.
+	asked []string
 }
 
 // peerTxn is a transaction the peer received.
@@ -159,7 +170,16 @@ func (p *peer) serve(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"errcode": "M_UNKNOWN", "error": "down"})
 		return
 	}
+	if !strings.HasPrefix(path, "/_matrix/federation/v1/send/") {
+		p.mu.Lock()
+		p.asked = append(p.asked, r.Method+" "+path+"?"+r.URL.RawQuery)
+		p.mu.Unlock()
+	}
 	switch {
+	case strings.HasPrefix(path, "/_matrix/federation/v1/state/"):
+		p.stateAt(w, r)
+	case strings.HasPrefix(path, "/_matrix/federation/v1/event/"):
+		p.event(w, strings.TrimPrefix(path, "/_matrix/federation/v1/event/"))
 	case strings.HasPrefix(path, "/_matrix/federation/v1/make_join/"):
 		p.makeJoin(w, r)
 	case strings.HasPrefix(path, "/_matrix/federation/v2/send_join/"):
@@ -208,11 +228,48 @@ func (p *peer) makeJoin(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"room_version": p.v, "event": tmpl})
 }
 
-// sendJoin answers the whole state and its auth chain.
+// sendJoin answers the whole state and its auth chain, or, asked to omit
+// members when p.omit is set, the state without the members but the
+// creator.
 func (p *peer) sendJoin(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	omit := p.omit && r.URL.Query().Get("omit_members") == "true"
+	creator := p.userID("creator")
+	var state []json.RawMessage
+	for _, ev := range p.state {
+		if omit && ev.Type() == events.Member && *ev.StateKey() != creator {
+			continue
+		}
+		state = append(state, ev.JSON())
+	}
+	auth := make([]json.RawMessage, len(p.auth))
+	for i, ev := range p.auth {
+		auth[i] = ev.JSON()
+	}
+	servers := p.servers
+	if servers == nil {
+		servers = []string{p.name}
+	}
+	p.sendJSN++
+	writeJSON(w, http.StatusOK, map[string]any{"origin": p.name, "state": state, "auth_chain": auth, "event": json.RawMessage(body),
+		"members_omitted": omit, "servers_in_room": servers})
+}
+
+// stateAt answers GET /state of the room at any event with the whole
+// state the room had before the joins it answered (the peer keeps no
+// joins of other servers), once stateGate, if set, is closed.
+func (p *peer) stateAt(w http.ResponseWriter, r *http.Request) {
+	if p.stateGate != nil {
+		<-p.stateGate
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if strings.TrimPrefix(r.URL.Path, "/_matrix/federation/v1/state/") != p.roomID {
+		writeJSON(w, http.StatusNotFound, map[string]any{"errcode": "M_NOT_FOUND", "error": "no such room"})
+		return
+	}
 	state := make([]json.RawMessage, len(p.state))
 	for i, ev := range p.state {
 		state[i] = ev.JSON()
@@ -221,7 +278,25 @@ func (p *peer) sendJoin(w http.ResponseWriter, r *http.Request) {
 	for i, ev := range p.auth {
 		auth[i] = ev.JSON()
 	}
-	p.sendJSN++
-	writeJSON(w, http.StatusOK, map[string]any{"origin": p.name, "state": state, "auth_chain": auth, "event": json.RawMessage(body),
-		"members_omitted": false, "servers_in_room": []string{p.name}})
+	writeJSON(w, http.StatusOK, map[string]any{"pdus": state, "auth_chain": auth})
+}
+
+// event answers GET /event of an event of the room's state.
+func (p *peer) event(w http.ResponseWriter, id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ev := range p.state {
+		if ev.EventID() == id {
+			writeJSON(w, http.StatusOK, map[string]any{"origin": p.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": []json.RawMessage{ev.JSON()}})
+			return
+		}
+	}
+	writeJSON(w, http.StatusNotFound, map[string]any{"errcode": "M_NOT_FOUND", "error": "no such event"})
+}
+
+// requests lists what the peer was asked but /send.
+func (p *peer) requests() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.asked...)
 }

@@ -202,12 +202,12 @@ func TestRoomEndpoints(t *testing.T) {
 	if !slices.Contains(chainIDs, createID) || slices.Contains(chainIDs, m3) || slices.Contains(chainIDs, m1) {
 		t.Errorf("state_ids auth_chain_ids %v: want the create event, no messages", chainIDs)
 	}
-	f.st.CheckCost(t, "state_ids", "/state_ids/", servertest.Want(9, 16, 0))
+	f.st.CheckCost(t, "state_ids", "/state_ids/", servertest.Want(10, 17, 0))
 	reply = f.get(t, r.path("state")+"?event_id="+url.QueryEscape(m3))
 	wantOK(t, "state", reply)
 	wantEqual(t, "state pdus", sorted(ids(r.pdus(t, reply, "pdus"))), sorted(ids(current)))
 	wantEqual(t, "state auth_chain", sorted(ids(r.pdus(t, reply, "auth_chain"))), sorted(chainIDs))
-	f.st.CheckCost(t, "state", "/state/", servertest.Want(9, 16, 0))
+	f.st.CheckCost(t, "state", "/state/", servertest.Want(10, 17, 0))
 
 	// Before a state event: without it, with what it replaced.
 	t1 := r.state(t, event.StateTopic, map[string]any{"topic": "first"})
@@ -362,7 +362,7 @@ func TestRoomEndpoints_HistoryVisibility(t *testing.T) {
 	wantEqual(t, "backfill bodies", []string{body(got[0]), body(got[2])}, []string{"after bob", ""})
 	wantError(t, "state at an event the remote may not see", f.get(t, r.path("state_ids")+"?event_id="+url.QueryEscape(early)), http.StatusForbidden, "M_FORBIDDEN")
 	wantOK(t, "state at an event the remote may see", f.get(t, r.path("state_ids")+"?event_id="+url.QueryEscape(late)))
-	f.st.CheckCost(t, "state_ids under joined visibility", "/state_ids/", servertest.Want(13, 26, 0))
+	f.st.CheckCost(t, "state_ids under joined visibility", "/state_ids/", servertest.Want(14, 27, 0))
 }
 
 // TestRoomEndpoints_Invited: under invited history visibility, a server

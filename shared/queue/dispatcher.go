@@ -34,6 +34,29 @@ type Dispatcher struct {
 
 	mu       sync.RWMutex
 	handlers map[string]Handler
+	// long are the kinds whose messages run beside the others of their
+	// batch (HandleLong).
+	long map[string]bool
+}
+
+// HandleLong registers h for messages of kind, as Handle does, for work
+// that takes long (the whole state of a large room): such a message runs
+// beside the other messages of its batch, not before them, so that it
+// holds up no delivery.
+func (d *Dispatcher) HandleLong(kind string, h Handler) {
+	d.Handle(kind, h)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.long == nil {
+		d.long = map[string]bool{}
+	}
+	d.long[kind] = true
+}
+
+func (d *Dispatcher) isLong(kind string) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.long[kind]
 }
 
 // Handle registers h for messages of kind. It panics if kind is empty, h is
@@ -67,15 +90,31 @@ func (d *Dispatcher) Handle(kind string, h Handler) {
 // batch, including the records that succeeded.
 func (d *Dispatcher) HandleSQSEvent(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
 	resp := events.SQSEventResponse{BatchItemFailures: []events.SQSBatchItemFailure{}}
+	var mu sync.Mutex
+	fail := func(id string) {
+		mu.Lock()
+		resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: id})
+		mu.Unlock()
+	}
+	var long sync.WaitGroup
 	for _, rec := range ev.Records {
 		kind := ""
 		if a, ok := rec.MessageAttributes[AttrKind]; ok {
 			kind = aws.ToString(a.StringValue)
 		}
+		if d.isLong(kind) {
+			long.Go(func() {
+				if err := d.dispatch(ctx, kind, rec.MessageId, []byte(rec.Body)); err != nil {
+					fail(rec.MessageId)
+				}
+			})
+			continue
+		}
 		if err := d.dispatch(ctx, kind, rec.MessageId, []byte(rec.Body)); err != nil {
-			resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: rec.MessageId})
+			fail(rec.MessageId)
 		}
 	}
+	long.Wait()
 	return resp, nil
 }
 
@@ -87,6 +126,8 @@ func (d *Dispatcher) HandleSQSEvent(ctx context.Context, ev events.SQSEvent) (ev
 func (d *Dispatcher) Poll(ctx context.Context, q API, url string) {
 	const minPause, maxPause = 100 * time.Millisecond, 30 * time.Second
 	pause := minPause
+	var long sync.WaitGroup
+	defer long.Wait()
 	for ctx.Err() == nil {
 		out, err := q.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
 			QueueUrl:              aws.String(url),
@@ -114,18 +155,25 @@ func (d *Dispatcher) Poll(ctx context.Context, q API, url string) {
 			if a, ok := m.MessageAttributes[AttrKind]; ok {
 				kind = aws.ToString(a.StringValue)
 			}
-			id := aws.ToString(m.MessageId)
-			if err := d.dispatch(ctx, kind, id, []byte(aws.ToString(m.Body))); err != nil {
-				continue
+			run := func() {
+				id := aws.ToString(m.MessageId)
+				if err := d.dispatch(ctx, kind, id, []byte(aws.ToString(m.Body))); err != nil {
+					return
+				}
+				// The work is done: delete even if ctx has just ended, so
+				// that a shutdown does not make the message run twice.
+				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteTimeout)
+				_, err := q.DeleteMessage(dctx, &sqs.DeleteMessageInput{QueueUrl: aws.String(url), ReceiptHandle: m.ReceiptHandle})
+				cancel()
+				if err != nil {
+					d.logger().LogAttrs(ctx, slog.LevelWarn, "queue delete failed; the message will be handled again",
+						slog.String("kind", kind), slog.String("message_id", id), slog.Any("error", err))
+				}
 			}
-			// The work is done: delete even if ctx has just ended, so that
-			// a shutdown does not make the message run twice.
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteTimeout)
-			_, err := q.DeleteMessage(dctx, &sqs.DeleteMessageInput{QueueUrl: aws.String(url), ReceiptHandle: m.ReceiptHandle})
-			cancel()
-			if err != nil {
-				d.logger().LogAttrs(ctx, slog.LevelWarn, "queue delete failed; the message will be handled again",
-					slog.String("kind", kind), slog.String("message_id", id), slog.Any("error", err))
+			if d.isLong(kind) {
+				long.Go(run)
+			} else {
+				run()
 			}
 		}
 	}

@@ -232,3 +232,45 @@ func TestDispatcher_PollStopsPromptly(t *testing.T) {
 		t.Fatal("Poll still running 10s after its context ended, in its 20 s long poll")
 	}
 }
+
+// TestDispatcher_HandleLong: a long message runs beside the rest of its
+// batch. The long one, first in the batch, waits for the short one behind
+// it: run before it, the batch would never end. The long one's failure
+// is the batch's failure of that message alone.
+func TestDispatcher_HandleLong(t *testing.T) {
+	d := &queue.Dispatcher{Logger: slog.New(slog.NewJSONHandler(&bytes.Buffer{}, nil))}
+	shortDone := make(chan struct{})
+	var order []string
+	d.HandleLong("long", func(ctx context.Context, body []byte) error {
+		select {
+		case <-shortDone:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return errors.New("the long one fails")
+	})
+	d.Handle("short", func(ctx context.Context, body []byte) error {
+		order = append(order, string(body))
+		if string(body) == "s2" {
+			close(shortDone)
+		}
+		return nil
+	})
+	rec := func(id, kind string) events.SQSMessage {
+		return events.SQSMessage{MessageId: id, Body: id, MessageAttributes: map[string]events.SQSMessageAttribute{
+			queue.AttrKind: {StringValue: aws.String(kind), DataType: "String"}}}
+	}
+	// The test's own bound on a batch that never ends, not a timing.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := d.HandleSQSEvent(ctx, events.SQSEvent{Records: []events.SQSMessage{rec("l1", "long"), rec("s1", "short"), rec("s2", "short")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(order, ",") != "s1,s2" {
+		t.Fatalf("short messages ran %v, want s1,s2 in order", order)
+	}
+	if len(res.BatchItemFailures) != 1 || res.BatchItemFailures[0].ItemIdentifier != "l1" {
+		t.Fatalf("failures %+v, want l1 alone", res.BatchItemFailures)
+	}
+}

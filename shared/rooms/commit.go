@@ -157,7 +157,7 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 		return nil, nil, err
 	}
 	finish := func(ctx context.Context) error {
-		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined(), StateSeq: sl.StateSeq}})
+		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined(), StateSeq: sl.StateSeq, Servers: loc.Partial}})
 	}
 	sl.Txn = ""
 	return headAt(sl, seq, ev), finish, nil
@@ -198,7 +198,7 @@ func (s *Service) commitRedaction(ctx context.Context, roomID string, h *head, e
 		return nil, nil, err
 	}
 	finish := func(ctx context.Context) error {
-		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined(), StateSeq: sl.StateSeq}})
+		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined(), StateSeq: sl.StateSeq, Servers: loc.Partial}})
 	}
 	sl.Txn = ""
 	return headAt(sl, seq, ev), finish, nil
@@ -286,7 +286,7 @@ func (s *Service) commitBatch(ctx context.Context, roomID string, base int64, h 
 		b.locals = loc
 	}
 	// The cached copy changes only once the batch is stored.
-	b.locals = &locals{PK: b.locals.PK, SK: b.locals.SK, Users: maps.Clone(b.locals.Users)}
+	b.locals = &locals{PK: b.locals.PK, SK: b.locals.SK, Users: maps.Clone(b.locals.Users), Partial: b.locals.Partial}
 	var appended []Appended
 	stateSeq := int64(0)
 	if h != nil {
@@ -302,7 +302,7 @@ func (s *Service) commitBatch(ctx context.Context, roomID string, base int64, h 
 				return nil, nil, err
 			}
 		}
-		appended = append(appended, Appended{RoomID: roomID, Seq: b.seq, Event: ev, To: b.recipients(ev)})
+		appended = append(appended, Appended{RoomID: roomID, Seq: b.seq, Event: ev, To: b.recipients(ev), Servers: b.locals.Partial})
 		sl := s.newSlot(roomID, b.seq, ev, stateSeq)
 		sl.carry(h, ev)
 		if replaced != nil {

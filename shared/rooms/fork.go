@@ -30,13 +30,22 @@ func (s *Service) authBeforeAndNow(ctx context.Context, roomID string, e *roomEn
 	if err != nil {
 		return "", "", err
 	}
+	if e.locals.Partial != nil {
+		if beforeAuth, err = l.membersFromAuth(ctx, ev, beforeAuth, tuples); err != nil {
+			return "", "", err
+		}
+	}
 	if reason, err := s.checkAuth(ctx, l, ev, beforeAuth); err != nil || reason != "" {
 		return Rejected, reason, err
 	}
 	if err := s.fill(ctx, roomID, e, tuples); err != nil {
 		return "", "", err
 	}
-	if reason := allowed(ev, authOnly(e.state, tuples)); reason != "" {
+	now, err := l.currentAuth(ctx, e, ev, tuples)
+	if err != nil {
+		return "", "", err
+	}
+	if reason := allowed(ev, now); reason != "" {
 		return SoftFailed, "not allowed by the current state: " + reason, nil
 	}
 	return "", "", nil
@@ -157,7 +166,11 @@ func (s *Service) receiveBeside(ctx context.Context, roomID string, e *roomEntry
 			l.known[pdu.EventID()] = pdu
 		}
 	}
-	if reason, err := s.checkAuth(ctx, l, ev, authOnly(e.state, tuples)); err != nil || reason != "" {
+	before, err := l.currentAuth(ctx, e, ev, tuples)
+	if err != nil {
+		return Outcome{}, nil, err
+	}
+	if reason, err := s.checkAuth(ctx, l, ev, before); err != nil || reason != "" {
 		if err != nil {
 			return Outcome{}, nil, err
 		}
@@ -324,7 +337,7 @@ func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, e
 	newHashes, newBlks := blocksOf(roomID, newCur)
 	b := &batch{s: s, roomID: roomID, seq: seq, loaded: map[string]block{}, members: map[string]*membership{},
 		bySlot: map[string]int{}, currentOps: map[string]int{}}
-	b.locals = &locals{PK: roomPK(roomID), SK: localsSK, Users: maps.Clone(e.locals.Users)}
+	b.locals = &locals{PK: roomPK(roomID), SK: localsSK, Users: maps.Clone(e.locals.Users), Partial: e.locals.Partial}
 	if b.locals.Users == nil {
 		b.locals.Users = map[string]string{}
 	}
@@ -416,7 +429,7 @@ func (s *Service) commitFork(ctx context.Context, roomID string, e *roomEntry, e
 	e.head, e.state = headAt(sl, seq, ev), map[events.StateKeyTuple]events.PDU{}
 	e.locals = b.locals
 	finish := func(ctx context.Context) error {
-		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: to}})
+		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: to, Servers: b.locals.Partial}})
 	}
 	return Outcome{Status: Accepted, Seq: seq}, finish, nil
 }

@@ -220,6 +220,10 @@ type locals struct {
 	PK    string            `dynamodbav:"pk"`
 	SK    string            `dynamodbav:"sk"` // locals
 	Users map[string]string `dynamodbav:"u,omitempty"`
+	// Partial lists the servers in the room when a local user joined it
+	// with partial state (partial.go), until its member state is loaded;
+	// nil for a room whose state is whole.
+	Partial []string `dynamodbav:"partial,omitempty"`
 }
 
 const localsSK = "locals"

@@ -206,7 +206,11 @@ func (s *Service) receiveLinear(ctx context.Context, roomID string, e *roomEntry
 			l.known[pdu.EventID()] = pdu
 		}
 	}
-	if reason, err := s.checkAuth(ctx, l, ev, authOnly(e.state, tuples)); err != nil || reason != "" {
+	before, err := l.currentAuth(ctx, e, ev, tuples)
+	if err != nil {
+		return Outcome{}, nil, err
+	}
+	if reason, err := s.checkAuth(ctx, l, ev, before); err != nil || reason != "" {
 		if err != nil {
 			return Outcome{}, nil, err
 		}
@@ -388,7 +392,7 @@ func (s *Service) commitReceivedMessage(ctx context.Context, roomID string, h *h
 		return nil, nil, err
 	}
 	finish := func(ctx context.Context) error {
-		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined()}})
+		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined(), Servers: loc.Partial}})
 	}
 	return headAt(sl, seq, ev), finish, nil
 }

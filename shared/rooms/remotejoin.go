@@ -92,13 +92,18 @@ func (s *Service) joinRemote(ctx context.Context, userID, roomID, reason string)
 // of a room of thousands of members is written in batches of 25 items,
 // several at a time (takeIn), so that the join fits in API Gateway's 30 s
 // whatever the room's size.
-func (s *Service) TakeJoined(ctx context.Context, join events.PDU, state []events.PDU) error {
+//
+// partial, when not nil, says that state lacks member events (send_join's
+// members_omitted) and lists the servers in the room (servers_in_room):
+// the room is held with partial state until CompletePartialState loads
+// the rest (partial.go).
+func (s *Service) TakeJoined(ctx context.Context, join events.PDU, state []events.PDU, partial []string) error {
 	roomID := events.RoomID(join)
 	evs, err := joinedTimeline(join, state)
 	if err != nil {
 		return err
 	}
-	t, err := s.layOutJoined(ctx, roomID, evs)
+	t, err := s.layOutJoined(ctx, roomID, evs, partial)
 	if err != nil {
 		return fmt.Errorf("take in %s: %w", roomID, err)
 	}
@@ -129,7 +134,7 @@ type takenIn struct {
 // its state (one snapshot): the state the room had at each of them is not
 // known, and the order of the answer's events is not theirs. The join
 // has a snapshot of its own.
-func (s *Service) layOutJoined(ctx context.Context, roomID string, evs []events.PDU) (*takenIn, error) {
+func (s *Service) layOutJoined(ctx context.Context, roomID string, evs []events.PDU, partial []string) (*takenIn, error) {
 	n := len(evs)
 	joinSeq := joinBase + int64(n) - 1
 	preSeq := joinSeq - 1 // the last event before the join
@@ -174,7 +179,7 @@ func (s *Service) layOutJoined(ctx context.Context, roomID string, evs []events.
 	for _, c := range cur {
 		t.items = append(t.items, c)
 	}
-	loc := &locals{PK: roomPK(roomID), SK: localsSK, Users: map[string]string{}}
+	loc := &locals{PK: roomPK(roomID), SK: localsSK, Users: map[string]string{}, Partial: partial}
 	members := map[string]*membership{}
 	for i, ev := range evs {
 		seq := joinBase + int64(i)
@@ -207,7 +212,7 @@ func (s *Service) layOutJoined(ctx context.Context, roomID string, evs []events.
 		// events (search indexes the name and topic); a member event that
 		// concerns a local user is heard of too.
 		if len(to) > 0 || ev.Type() != events.Member {
-			a := Appended{RoomID: roomID, Seq: seq, Event: ev, To: to, StateSeq: stateSeq}
+			a := Appended{RoomID: roomID, Seq: seq, Event: ev, To: to, StateSeq: stateSeq, Servers: partial}
 			if i == n-1 {
 				a.Members = memberEvents(prev)
 			}

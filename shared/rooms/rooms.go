@@ -94,6 +94,10 @@ type Appended struct {
 	// hooks that keep track of members take them from here rather than
 	// each reading the room's member state again. Nil elsewhere.
 	Members []events.PDU
+	// Servers are the servers in a room joined with partial state that
+	// its member state does not show yet (partial.go): the sender sends to
+	// them too. Nil in a room whose state is whole.
+	Servers []string
 }
 
 // notify records the thread replies among appended events and passes the
@@ -115,12 +119,14 @@ func (s *Service) notify(ctx context.Context, evs []Appended) error {
 func (s *Service) readLocals(ctx context.Context, roomID string) (*locals, error) {
 	l := &locals{PK: roomPK(roomID), SK: localsSK, Users: map[string]string{}}
 	var stored struct {
-		Users any `dynamodbav:"u"`
+		Users   any      `dynamodbav:"u"`
+		Partial []string `dynamodbav:"partial"`
 	}
 	err := s.Store.Get(ctx, store.Key{PK: l.PK, SK: l.SK}, &stored)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
+	l.Partial = stored.Partial
 	users, _ := stored.Users.(map[string]any)
 	for u, m := range users {
 		if m, ok := m.(string); ok {

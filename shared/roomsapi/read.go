@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
@@ -134,6 +135,9 @@ func (a *API) handleMembers(w http.ResponseWriter, r *http.Request) error {
 			return httpapi.InvalidParam("unknown membership %q", m)
 		}
 	}
+	if err := a.awaitMembers(r.Context(), id); err != nil {
+		return err
+	}
 	chunk, err := a.Rooms.MemberEvents(r.Context(), caller(r).UserID, id, mq)
 	if err != nil {
 		return err
@@ -148,6 +152,9 @@ func (a *API) handleMembers(w http.ResponseWriter, r *http.Request) error {
 func (a *API) handleJoinedMembers(w http.ResponseWriter, r *http.Request) error {
 	id, err := roomID(r)
 	if err != nil {
+		return err
+	}
+	if err := a.awaitMembers(r.Context(), id); err != nil {
 		return err
 	}
 	joined, err := a.Rooms.JoinedMembers(r.Context(), caller(r).UserID, id)
@@ -214,4 +221,30 @@ func (a *API) handleThreads(w http.ResponseWriter, r *http.Request) error {
 	}
 	page, err := a.Rooms.ThreadsOf(reading(r), caller(r).UserID, id, q)
 	return reply(w, page, err)
+}
+
+// memberWait bounds how long a member list waits for the members of a
+// room joined with partial state, memberPoll how often it looks.
+const (
+	memberWait = 20 * time.Second
+	memberPoll = 500 * time.Millisecond
+)
+
+// awaitMembers waits, as Synapse does, while roomID is held with partial
+// state (a join that left most members to load in the background), so
+// that a client's member list is whole; past memberWait the list is
+// what is known. One GetItem, and one more each memberPoll of the wait.
+func (a *API) awaitMembers(ctx context.Context, roomID string) error {
+	deadline := time.Now().Add(memberWait)
+	for {
+		partial, err := a.Rooms.PartialServers(ctx, roomID)
+		if err != nil || partial == nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(memberPoll):
+		}
+	}
 }

@@ -208,8 +208,9 @@ func (s *Sender) enqueueRoom(ctx context.Context, q Queue, roomID string, evs []
 }
 
 // destinations lists the servers, other than this one, with a joined member
-// in the room after evs, and the servers of remote users evs make leave (a
-// kick or ban reaches the server it concerns), sorted: those the room's
+// in the room after evs, the servers in a room joined with partial state
+// (rooms.Appended.Servers), and the servers of remote users evs make leave
+// (a kick or ban reaches the server it concerns), sorted: those the room's
 // server ACL allows.
 func (s *Sender) destinations(ctx context.Context, roomID string, evs []rooms.Appended) ([]string, error) {
 	joined, err := s.joinedServers(ctx, roomID, evs)
@@ -222,6 +223,20 @@ func (s *Sender) destinations(ctx context.Context, roomID string, evs []rooms.Ap
 	}
 	var allows func(string) bool
 	for _, a := range evs {
+		// A room joined with partial state: the servers in it that its
+		// member state does not show yet.
+		for _, srv := range a.Servers {
+			if !set[srv] {
+				if allows == nil {
+					if allows, err = s.aclFilter(ctx, roomID); err != nil {
+						return nil, err
+					}
+				}
+				if allows(srv) {
+					set[srv] = true
+				}
+			}
+		}
 		// Invites go by PUT /invite, not here.
 		if ms, _ := a.Event.Membership(); a.Event.Type() == events.Member && (ms == "leave" || ms == "ban") && a.Event.StateKey() != nil {
 			srv := serverOf(*a.Event.StateKey())
@@ -292,7 +307,11 @@ func (s *Sender) joinedServers(ctx context.Context, roomID string, evs []rooms.A
 	for srv := range set {
 		servers = append(servers, srv)
 	}
-	s.joined.put(roomID, seq, servers)
+	// A room joined with partial state gains members under the same
+	// snapshot once its state is loaded: nothing is kept of it meanwhile.
+	if !slices.ContainsFunc(evs, func(a rooms.Appended) bool { return a.Servers != nil }) {
+		s.joined.put(roomID, seq, servers)
+	}
 	return servers, nil
 }
 

@@ -342,7 +342,36 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	srv.Sender = snd
 	srv.Jobs.Handle(sender.Kind, snd.Handle)
 	srv.federateE2EE(e2e, toDevice, syncs, rms)
+	joiner.Resync = srv.newResync(pres, e2e)
+	srv.Jobs.HandleLong(federation.ResyncKind, joiner.Resync.Work)
 	return srv, nil
+}
+
+// newResync builds the loading of the state of rooms joined with partial
+// state. The members it adds reach the indexes of remote members that
+// the append hooks keep (presence, device lists), as if appended.
+func (s *Server) newResync(pres *presence.Service, e2e *e2ekeys.Service) *federation.Resync {
+	r := &federation.Resync{Rooms: s.Rooms, Remote: s.Federation.Federation(), ServerName: s.Config.ServerName,
+		Verifier: s.ServerKeys.Ring(), Logger: s.Logger}
+	r.Queue = func() interface {
+		Send(ctx context.Context, kind string, body []byte) error
+	} {
+		if s.Queue == nil {
+			return nil
+		}
+		return s.Queue
+	}
+	r.Loaded = func(ctx context.Context, roomID string, added []events.PDU) error {
+		evs := make([]rooms.Appended, len(added))
+		for i, ev := range added {
+			evs[i] = rooms.Appended{RoomID: roomID, Event: ev}
+		}
+		var g errgroup.Group
+		g.Go(func() error { return pres.MembersChanged(ctx, evs) })
+		g.Go(func() error { return e2e.MembersChanged(ctx, remoteMembers(evs, s.Config.ServerName)) })
+		return g.Wait()
+	}
+	return r
 }
 
 // newInbox builds the inbound /send and its worker over the room engine.

@@ -497,3 +497,36 @@ func (s *Store) Increment(ctx context.Context, k Key, attr string, expires time.
 	}
 	return out[attr], nil
 }
+
+// ClearAttr sets the attribute attr of the item at k to null, leaving the
+// rest of it as it is: one UpdateItem, no read, so a writer of the item's
+// other attributes loses nothing to it. An absent item stays absent.
+// (Null rather than REMOVE: the embedded DynamoDB leaves removed
+// attributes in place.)
+func (s *Store) ClearAttr(ctx context.Context, k Key, attr string) error {
+	key, err := keyAV(k)
+	if err != nil {
+		return fmt.Errorf("clear %s: %w", attr, err)
+	}
+	res, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 &s.table,
+		Key:                       key,
+		UpdateExpression:          aws.String("SET #a = :null"),
+		ConditionExpression:       aws.String("attribute_exists(#pk)"),
+		ExpressionAttributeNames:  map[string]string{"#a": attr, "#pk": attrPK},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":null": &types.AttributeValueMemberNULL{Value: true}},
+		ReturnValues:              types.ReturnValueAllNew,
+		ReturnConsumedCapacity:    types.ReturnConsumedCapacityTotal,
+	})
+	var failed *types.ConditionalCheckFailedException
+	if errors.As(err, &failed) {
+		record(ctx, 0, 1)
+		return nil
+	}
+	if err != nil {
+		record(ctx, 0, 0)
+		return fmt.Errorf("clear %s of %s: %w", attr, describeKey(key), err)
+	}
+	recordCapacity(ctx, res.ConsumedCapacity, 0, writeUnits(itemSize(res.Attributes)))
+	return nil
+}

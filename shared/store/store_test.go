@@ -572,3 +572,29 @@ func TestStore_PutMany(t *testing.T) {
 		t.Fatalf("read back %d items: %v", len(page), err)
 	}
 }
+
+// TestStore_ClearAttr: one attribute goes, the others stay; an absent
+// item is not created.
+func TestStore_ClearAttr(t *testing.T) {
+	s, ctx := open(t)
+	in := thing{PK: "room|!a:x", SK: "locals", Name: "kept", Count: 7, Blob: []byte{1}}
+	if err := s.Put(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ClearAttr(ctx, store.Key{PK: in.PK, SK: in.SK}, "blob"); err != nil {
+		t.Fatal(err)
+	}
+	var got thing
+	if err := s.Get(ctx, store.Key{PK: in.PK, SK: in.SK}, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Blob != nil || got.Name != "kept" || got.Count != 7 {
+		t.Fatalf("after ClearAttr: %+v, want the blob gone and the rest kept", got)
+	}
+	if err := s.ClearAttr(ctx, store.Key{PK: in.PK, SK: "absent"}, "blob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Get(ctx, store.Key{PK: in.PK, SK: "absent"}, &got); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("ClearAttr of an absent item: %v, want it still absent", err)
+	}
+}
