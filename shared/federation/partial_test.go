@@ -214,3 +214,72 @@ func (p *peer) memberMessage(t *testing.T, userID string, roomID id.RoomID, body
 	}
 	return ev
 }
+
+// TestJoin_PartialStateTooLarge: the resident answers /state at once, but
+// the whole state is larger than a join takes in (MaxWholeState, here
+// 100 for a room of 150 members): the room is taken in with partial
+// state, and the worker loads the members.
+func TestJoin_PartialStateTooLarge(t *testing.T) {
+	const members = 150
+	p := newPeer(t, "partial.test", "12", members)
+	p.omit = true
+	st := servertest.Start(t, p.env()...)
+	st.RunQueue(t)
+	st.Server.Joiner.MaxWholeState = 100
+	alice := st.Member(t, "alice")
+	ctx := context.Background()
+	if _, err := alice.JoinRoom(background, p.roomID, &mautrix.ReqJoinRoom{Via: []string{p.name}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the join taken in with partial state", func() ([]string, bool) {
+		var got []string
+		for _, line := range strings.Split(st.Logs(), "\n") {
+			if strings.Contains(line, "remote join phases") {
+				got = append(got, line)
+			}
+		}
+		return got, len(got) == 1 && strings.Contains(got[0], `"partial":true`)
+	}, st.Logs)
+	waitFor(t, "the members are loaded", func() ([]string, bool) {
+		servers, err := st.Server.Rooms.PartialServers(ctx, p.roomID)
+		return servers, err == nil && servers == nil
+	}, st.Logs)
+	jm, err := alice.JoinedMembers(background, id.RoomID(p.roomID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jm.Joined) != members+1 {
+		t.Fatalf("joined members: %d, want %d", len(jm.Joined), members+1)
+	}
+}
+
+// TestJoin_PartialStateFetchedWhole: the resident answers send_join
+// without its members and /state at once: the join fetches the whole
+// state and takes the room in with it, so that the room is whole when
+// the join returns.
+func TestJoin_PartialStateFetchedWhole(t *testing.T) {
+	const members = 50
+	p := newPeer(t, "partial.test", "12", members)
+	p.omit = true
+	st := servertest.Start(t, p.env()...)
+	st.RunQueue(t)
+	alice := st.Member(t, "alice")
+	if _, err := alice.JoinRoom(background, p.roomID, &mautrix.ReqJoinRoom{Via: []string{p.name}}); err != nil {
+		t.Fatal(err)
+	}
+	servers, err := st.Server.Rooms.PartialServers(context.Background(), p.roomID)
+	if err != nil || servers != nil {
+		t.Fatalf("partial servers after the join: %v %v, want none", servers, err)
+	}
+	got := p.requests()
+	if len(got) < 3 || !strings.HasPrefix(got[len(got)-1], "GET /_matrix/federation/v1/state/") || !strings.HasPrefix(got[len(got)-2], "PUT /_matrix/federation/v2/send_join/") {
+		t.Fatalf("the resident was asked %q, want send_join then /state", got)
+	}
+	members0, err := st.Server.Rooms.Members(context.Background(), p.roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(members0) != members+1 {
+		t.Fatalf("%d member events after the join, want %d", len(members0), members+1)
+	}
+}

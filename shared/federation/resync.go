@@ -91,7 +91,7 @@ func (r *Resync) Work(ctx context.Context, body []byte) error {
 	}
 	var errs []error
 	for _, server := range job.Servers {
-		state, err := r.fetch(ctx, job, server)
+		state, err := r.fetch(ctx, job, server, 0)
 		if err != nil {
 			r.log().Info("partial state: fetch failed", "room", job.Room, "server", server, "err", err)
 			errs = append(errs, err)
@@ -110,13 +110,18 @@ func (r *Resync) Work(ctx context.Context, body []byte) error {
 	return fmt.Errorf("no server gave the state of %s: %w", job.Room, errors.Join(errs...))
 }
 
-// fetch asks server for the state before the join and checks it.
-func (r *Resync) fetch(ctx context.Context, job resyncJob, server string) ([]events.PDU, error) {
+// fetch asks server for the state before the join and checks it; a
+// state of more than max events (when max is not 0) is an error, before
+// the checks' CPU is spent on it.
+func (r *Resync) fetch(ctx context.Context, job resyncJob, server string, max int) ([]events.PDU, error) {
 	ctx, cancel := context.WithTimeout(ctx, resyncTimeout)
 	defer cancel()
 	res, err := r.Remote.LookupState(ctx, spec.ServerName(r.ServerName), spec.ServerName(server), job.Room, job.Join, gomatrixserverlib.RoomVersion(job.Version))
 	if err != nil {
 		return nil, err
+	}
+	if max > 0 && len(res.StateEvents) > max {
+		return nil, fmt.Errorf("the state holds %d events, more than %d", len(res.StateEvents), max)
 	}
 	return events.CheckState(ctx, job.Version, raws(res.StateEvents), raws(res.AuthEvents), memoVerifier(r.Verifier))
 }

@@ -65,6 +65,11 @@ type Server struct {
 	// Queue carries work for the sender (outbound federation); nil in a
 	// Lambda function without queue_url.
 	Queue *queue.Queue
+	// LongQueue, when set, takes the queue jobs that run long (loading
+	// the state of a room joined with partial state: queue.HandleLong's
+	// kinds), drained by a function whose timeout allows them; nil sends
+	// them to Queue.
+	LongQueue *queue.Queue
 	// Jobs runs queued work by its kind: the sender function and `cirrus
 	// serve` drain the queue through it. Packages register their kinds here.
 	Jobs *queue.Dispatcher
@@ -356,6 +361,9 @@ func (s *Server) newResync(pres *presence.Service, e2e *e2ekeys.Service) *federa
 	r.Queue = func() interface {
 		Send(ctx context.Context, kind string, body []byte) error
 	} {
+		if s.LongQueue != nil {
+			return s.LongQueue
+		}
 		if s.Queue == nil {
 			return nil
 		}
