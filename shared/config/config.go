@@ -91,6 +91,11 @@ type Config struct {
 	// QueueURL is the SQS queue of outbound federation work; empty locally,
 	// where an in-process queue stands in.
 	QueueURL string `yaml:"queue_url"`
+	// LongQueueURL is the SQS queue of the jobs that outlast the sender's
+	// timeout (loading the state of a room joined with partial state),
+	// drained by a function whose timeout allows them; empty, they go to
+	// queue_url. Locally one in-process queue runs both.
+	LongQueueURL string `yaml:"long_queue_url"`
 	// LambdaResponseLimit is the largest response a function may return, in
 	// bytes, as Lambda counts it (shared/bigbody): a larger one is gzipped,
 	// or put into LargeResponseBucket and redirected to; requests over

@@ -205,6 +205,34 @@ func TestLoadLambda(t *testing.T) {
 	}
 }
 
+// TestLoad_QueueURLs: the queues are the stack's, given in the environment
+// (or the file); unset, there are none and long jobs share the one queue.
+func TestLoad_QueueURLs(t *testing.T) {
+	c, err := config.LoadLambda(env(map[string]string{"CIRRUS_SERVER_NAME": "example.org"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.QueueURL != "" || c.LongQueueURL != "" {
+		t.Fatalf("queue_url %q, long_queue_url %q; want both empty by default", c.QueueURL, c.LongQueueURL)
+	}
+	const fed, long = "https://sqs.eu-west-1.amazonaws.com/1/fed", "https://sqs.eu-west-1.amazonaws.com/1/load"
+	c, err = config.LoadLambda(env(map[string]string{"CIRRUS_SERVER_NAME": "example.org",
+		"CIRRUS_QUEUE_URL": fed, "CIRRUS_LONG_QUEUE_URL": long}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.QueueURL != fed || c.LongQueueURL != long {
+		t.Fatalf("queue_url %q, long_queue_url %q; want %q and %q", c.QueueURL, c.LongQueueURL, fed, long)
+	}
+	c, err = config.Load(writeFile(t, "long_queue_url: "+long+"\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.QueueURL != "" || c.LongQueueURL != long {
+		t.Fatalf("from the file: queue_url %q, long_queue_url %q; want none and %q", c.QueueURL, c.LongQueueURL, long)
+	}
+}
+
 // TestLoad_DefaultRoomVersion: Synapse's default_room_version, 12 unless
 // set, from the file or the environment, locally and in Lambda.
 func TestLoad_DefaultRoomVersion(t *testing.T) {

@@ -436,7 +436,7 @@ func OpenLambda(ctx context.Context) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.QueueURL == "" && cfg.Email == nil {
+	if cfg.QueueURL == "" && cfg.LongQueueURL == "" && cfg.Email == nil {
 		return srv, nil
 	}
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
@@ -445,6 +445,9 @@ func OpenLambda(ctx context.Context) (*Server, error) {
 	}
 	if cfg.QueueURL != "" {
 		srv.Queue = queue.New(sqs.NewFromConfig(awsCfg), cfg.QueueURL)
+	}
+	if cfg.LongQueueURL != "" {
+		srv.LongQueue = queue.New(sqs.NewFromConfig(awsCfg), cfg.LongQueueURL)
 	}
 	if cfg.Email != nil {
 		ses := mail.NewSES(sesv2.NewFromConfig(awsCfg), cfg.Email.NotifFrom)
