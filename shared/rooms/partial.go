@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 
+	"time"
+
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
@@ -99,7 +101,24 @@ func (l *graphLoader) currentAuth(ctx context.Context, e *roomEntry, ev events.P
 
 // partialWrites bounds the conditional writes of the current state that
 // CompletePartialState makes at once.
-const partialWrites = 16
+const partialWrites = 64
+
+// loadLease is how long a load of a room's state holds the room against
+// another (the queue delivering its message again while it runs): past
+// it, a load cut short (a Lambda timeout) is taken over. The loader
+// function's timeout is 15 minutes.
+const loadLease = 16 * time.Minute
+
+// ErrLoading is a load of the room's state that another worker holds:
+// the message is to be tried again later.
+var ErrLoading = errors.New("another worker is loading the state of the room")
+
+// loadClaim holds a room's state load (CompletePartialState).
+type loadClaim struct {
+	PK      string `dynamodbav:"pk"` // room|<room ID>
+	SK      string `dynamodbav:"sk"` // partial-load
+	Expires int64  `dynamodbav:"expires_at"`
+}
 
 // CompletePartialState loads the whole state of roomID, held with partial
 // state since a local user's join (joinID): full is the state before the
@@ -110,7 +129,9 @@ const partialWrites = 16
 // every snapshot since where the key is unset, and to the current state
 // where no later event set it. It returns the events added to the
 // current state. A room whose state is whole already is left alone: a
-// second run (a queue message delivered twice) does nothing.
+// second run (a queue message delivered twice) does nothing. One load of
+// a room runs at a time (a lease: ErrLoading); a load cut short is done
+// again from the start, each step finding what it wrote.
 func (s *Service) CompletePartialState(ctx context.Context, roomID, joinID string, full []events.PDU) ([]events.PDU, error) {
 	loc, err := s.readLocals(ctx, roomID)
 	if err != nil {
@@ -119,6 +140,22 @@ func (s *Service) CompletePartialState(ctx context.Context, roomID, joinID strin
 	if loc.Partial == nil {
 		return nil, nil
 	}
+	lease := loadClaim{PK: roomPK(roomID), SK: "partial-load", Expires: s.now().Add(loadLease).Unix()}
+	switch err := s.Store.Create(ctx, lease); {
+	case errors.Is(err, store.ErrExists):
+		return nil, fmt.Errorf("complete the state of %s: %w", roomID, ErrLoading)
+	case err != nil:
+		return nil, err
+	}
+	defer func() {
+		// A lease left by a failed delete ends by itself.
+		_ = s.Store.Delete(context.WithoutCancel(ctx), store.Key{PK: lease.PK, SK: lease.SK})
+	}()
+	return s.completePartial(ctx, roomID, joinID, full)
+}
+
+// completePartial is CompletePartialState under the room's lease.
+func (s *Service) completePartial(ctx context.Context, roomID, joinID string, full []events.PDU) ([]events.PDU, error) {
 	ptrs, err := s.pointers(ctx, []string{joinID})
 	if err != nil {
 		return nil, err
@@ -132,17 +169,8 @@ func (s *Service) CompletePartialState(ctx context.Context, roomID, joinID strin
 	if err != nil {
 		return nil, err
 	}
-	missing := map[stateres.Key]events.PDU{}
-	for _, ev := range full {
-		if ev.StateKey() == nil || events.RoomID(ev) != roomID || ev.EventID() == joinID {
-			continue
-		}
-		k := stateres.Key{Type: ev.Type(), StateKey: *ev.StateKey()}
-		if _, ok := before[k]; !ok {
-			missing[k] = ev
-		}
-	}
-	if err := s.storePartialOutliers(ctx, roomID, missing); err != nil {
+	missing, err := s.missingState(ctx, roomID, joinID, before, full)
+	if err != nil {
 		return nil, err
 	}
 	if err := s.addToSnapshots(ctx, roomID, preSeq, missing); err != nil {
@@ -151,6 +179,9 @@ func (s *Service) CompletePartialState(ctx context.Context, roomID, joinID strin
 	added, err := s.addToCurrent(ctx, roomID, preSeq, missing)
 	if err != nil {
 		return nil, err
+	}
+	if s.halted("partial-count") {
+		return nil, errHalted
 	}
 	joined := int64(0)
 	for _, ev := range added {
@@ -199,29 +230,45 @@ func (s *Service) blocksMap(ctx context.Context, roomID string, hashes []string)
 	return m, nil
 }
 
-// storePartialOutliers stores the events of missing that the room does
-// not hold as outliers, so that the snapshots naming them can be read:
-// one BatchGetItem of their pointers per 100, one BatchWriteItem per 25.
-func (s *Service) storePartialOutliers(ctx context.Context, roomID string, missing map[stateres.Key]events.PDU) error {
-	ids := make([]string, 0, len(missing))
-	for _, ev := range missing {
-		ids = append(ids, ev.EventID())
+// missingState is the state of full that the state before the join,
+// before, lacks: the events whose key before does not set, and those it
+// sets to them as outliers (a load cut short added them), not taken in
+// with the join. The events the room does not hold are stored as
+// outliers, so that the snapshots naming them can be read: one
+// BatchGetItem of their pointers per 100, one BatchWriteItem per 25.
+func (s *Service) missingState(ctx context.Context, roomID, joinID string, before stateres.StateMap, full []events.PDU) (map[stateres.Key]events.PDU, error) {
+	cand := map[stateres.Key]events.PDU{}
+	var ids []string
+	for _, ev := range full {
+		if ev.StateKey() == nil || events.RoomID(ev) != roomID || ev.EventID() == joinID {
+			continue
+		}
+		k := stateres.Key{Type: ev.Type(), StateKey: *ev.StateKey()}
+		if id, ok := before[k]; !ok || id == ev.EventID() {
+			cand[k] = ev
+			ids = append(ids, ev.EventID())
+		}
 	}
 	held, err := s.pointers(ctx, ids)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	missing := map[stateres.Key]events.PDU{}
 	var items []any
-	for _, ev := range missing {
-		if _, ok := held[ev.EventID()]; ok {
-			continue
+	for k, ev := range cand {
+		p, ok := held[ev.EventID()]
+		if _, set := before[k]; set && (!ok || p.RoomID != roomID || p.Status != outlier) {
+			continue // taken in with the join
 		}
-		items = append(items, pointer{PK: pointerPK(ev.EventID()), SK: "event", RoomID: roomID, Status: outlier, PDU: string(ev.JSON()), Version: string(ev.Version())})
+		missing[k] = ev
+		if !ok {
+			items = append(items, pointer{PK: pointerPK(ev.EventID()), SK: "event", RoomID: roomID, Status: outlier, PDU: string(ev.JSON()), Version: string(ev.Version())})
+		}
 	}
 	if err := s.Store.PutMany(ctx, items); err != nil {
-		return fmt.Errorf("store the state of %s: %w", roomID, err)
+		return nil, fmt.Errorf("store the state of %s: %w", roomID, err)
 	}
-	return nil
+	return missing, nil
 }
 
 // addToSnapshots adds missing to the snapshots of roomID from position
@@ -286,7 +333,8 @@ func (s *Service) addToSnapshots(ctx context.Context, roomID string, from int64,
 // addToCurrent writes the events of missing into the current state of
 // roomID, each where no event has set its key since (a conditional
 // PutItem each, partialWrites at a time), at position seq, the state
-// before the join. It returns those written.
+// before the join. It returns those written, and those a load cut short
+// wrote (found in place: a second conditional PutItem on the event ID).
 func (s *Service) addToCurrent(ctx context.Context, roomID string, seq int64, missing map[stateres.Key]events.PDU) ([]events.PDU, error) {
 	evs := make([]events.PDU, 0, len(missing))
 	for _, ev := range missing {
@@ -303,7 +351,10 @@ func (s *Service) addToCurrent(ctx context.Context, roomID string, seq int64, mi
 			}
 			err := s.Store.Create(gctx, c)
 			if errors.Is(err, store.ErrExists) {
-				return nil
+				err = s.Store.PutIf(gctx, c, "id", c.EventID)
+				if errors.Is(err, store.ErrConflict) {
+					return nil // a later event set the key
+				}
 			}
 			if err != nil {
 				return fmt.Errorf("write the current state of %s: %w", roomID, err)
