@@ -49,22 +49,25 @@ const (
 // the client function's timeout is 30 s and the /sync long-poll must be capped
 // below it: SyncLongPollCap (25 s) leaves 5 s for the rest of the request.
 const (
-	SyncLongPollCap       = 25 // seconds; the most a /sync waits for news
-	clientTimeoutSeconds  = 30 // above SyncLongPollCap, at API Gateway's limit
-	federationTimeout     = 29 // seconds; under API Gateway's 30 s
-	senderTimeoutSeconds  = 60 // one batch of outbound federation sends
-	queueVisibilityFactor = 6  // AWS's advice for SQS event sources: 6x the function timeout
-	queueMaxReceiveCount  = 5  // tries before a message goes to the dead-letter queue
+	SyncLongPollCap       = 25  // seconds; the most a /sync waits for news
+	clientTimeoutSeconds  = 30  // above SyncLongPollCap, at API Gateway's limit
+	federationTimeout     = 29  // seconds; under API Gateway's 30 s
+	senderTimeoutSeconds  = 60  // one batch of outbound federation sends
+	loaderTimeoutSeconds  = 900 // Lambda's most: a room's whole state after a partial-state join, minutes for 50,000 members
+	queueVisibilityFactor = 6   // AWS's advice for SQS event sources: 6x the function timeout
+	queueMaxReceiveCount  = 5   // tries before a message goes to the dead-letter queue
 	clientMemoryMB        = 256
 	federationMemoryMB    = 256
 	senderMemoryMB        = 256
+	loaderMemoryMB        = 1024 // 50,000 members' state is ~50 MB of JSON, held parsed at once; the CPU share speeds the signature checks
 	logRetention          = awslogs.RetentionDays_ONE_MONTH
 	apiRateLimit          = 200 // requests per second across the API (stage default)
 	apiBurstLimit         = 400
 )
 
 // Functions are the Lambda functions of the stack, each built by `make build`
-// into dist/<name>.zip.
+// into dist/<name>.zip. The loader runs the sender's zip: one dispatcher
+// handles every kind of job, whichever queue delivers it.
 var Functions = []string{"client", "federation", "sender"}
 
 // CirrusStackProps are the operator's choices, read from CDK context values
@@ -310,10 +313,11 @@ type builder struct {
 	largeResponses         awss3.Bucket
 	seed, sharedSecret     awssecretsmanager.Secret
 	queue, dlq             awssqs.Queue
+	loadQueue              awssqs.Queue
 	identity               awsses.EmailIdentity
 	configSet              awsses.ConfigurationSet
 	client, federation     awslambda.Function
-	sender                 awslambda.Function
+	sender, loader         awslambda.Function
 	api                    awsapigatewayv2.HttpApi
 	domain                 awsapigatewayv2.DomainName
 	alarmTopic             awssns.Topic
@@ -398,6 +402,17 @@ func (s *builder) federationQueue() {
 		EnforceSSL:        jsii.Bool(true),
 		DeadLetterQueue:   &awssqs.DeadLetterQueue{Queue: s.dlq, MaxReceiveCount: jsii.Number(queueMaxReceiveCount)},
 	})
+	// The jobs that outlast the sender's timeout (shared/server.Server's
+	// LongQueue: loading the state of a room joined with partial state),
+	// drained by the loader. Their failures go to the same dead-letter
+	// queue, which one alarm and one redrive procedure watch.
+	s.loadQueue = awssqs.NewQueue(s.stack, jsii.String("LoadQueue"), &awssqs.QueueProps{
+		VisibilityTimeout: awscdk.Duration_Seconds(jsii.Number(queueVisibilityFactor * loaderTimeoutSeconds)),
+		RetentionPeriod:   awscdk.Duration_Days(jsii.Number(4)),
+		Encryption:        awssqs.QueueEncryption_SQS_MANAGED,
+		EnforceSSL:        jsii.Bool(true),
+		DeadLetterQueue:   &awssqs.DeadLetterQueue{Queue: s.dlq, MaxReceiveCount: jsii.Number(queueMaxReceiveCount)},
+	})
 }
 
 func (s *builder) mail() {
@@ -424,6 +439,12 @@ func (s *builder) mail() {
 }
 
 func (s *builder) function(name string, memory, timeout float64, env map[string]*string) awslambda.Function {
+	return s.functionOf(name, name, memory, timeout, env)
+}
+
+// functionOf is a function named name running the code of another,
+// dist/<code>.zip, with its own role and log group.
+func (s *builder) functionOf(name, code string, memory, timeout float64, env map[string]*string) awslambda.Function {
 	title := strings.ToUpper(name[:1]) + name[1:]
 	logs := awslogs.NewLogGroup(s.stack, jsii.String(title+"Logs"), &awslogs.LogGroupProps{
 		Retention:     logRetention,
@@ -437,11 +458,11 @@ func (s *builder) function(name string, memory, timeout float64, env map[string]
 	})
 	logs.GrantWrite(role)
 	return awslambda.NewFunction(s.stack, jsii.String(title+"Function"), &awslambda.FunctionProps{
-		Description:  jsii.String("Cirrus " + name + " (functions/" + name + ")"),
+		Description:  jsii.String("Cirrus " + name + " (functions/" + code + ")"),
 		Runtime:      awslambda.Runtime_PROVIDED_AL2023(),
 		Architecture: awslambda.Architecture_ARM_64(),
 		Handler:      jsii.String("bootstrap"),
-		Code:         awslambda.Code_FromAsset(jsii.String(filepath.Join(s.p.DistDir, name+".zip")), nil),
+		Code:         awslambda.Code_FromAsset(jsii.String(filepath.Join(s.p.DistDir, code+".zip")), nil),
 		MemorySize:   jsii.Number(memory),
 		Timeout:      awscdk.Duration_Seconds(jsii.Number(timeout)),
 		Environment:  &env,
@@ -477,6 +498,7 @@ func (s *builder) functions() {
 	}
 	clientEnv := common()
 	clientEnv["CIRRUS_QUEUE_URL"] = s.queue.QueueUrl()
+	clientEnv["CIRRUS_LONG_QUEUE_URL"] = s.loadQueue.QueueUrl()
 	clientEnv["CIRRUS_ENABLE_REGISTRATION"] = jsii.String(strconv.FormatBool(s.p.EnableRegistration))
 	clientEnv["CIRRUS_EMAIL_NOTIF_FROM"] = jsii.String(s.p.MailFrom)
 	clientEnv["CIRRUS_EMAIL_SES_CONFIGURATION_SET"] = s.configSet.ConfigurationSetName()
@@ -495,6 +517,7 @@ func (s *builder) functions() {
 
 	fedEnv := common()
 	fedEnv["CIRRUS_QUEUE_URL"] = s.queue.QueueUrl()
+	fedEnv["CIRRUS_LONG_QUEUE_URL"] = s.loadQueue.QueueUrl()
 	fedEnv["CIRRUS_LARGE_RESPONSE_BUCKET"] = s.largeResponses.BucketName()
 	s.federation = s.function("federation", federationMemoryMB, federationTimeout, fedEnv)
 
@@ -504,11 +527,19 @@ func (s *builder) functions() {
 	senderEnv["CIRRUS_QUEUE_URL"] = s.queue.QueueUrl()
 	s.sender = s.function("sender", senderMemoryMB, senderTimeoutSeconds, senderEnv)
 
+	// The loader is the sender's code on the load queue, with the time and
+	// memory a room's whole state takes; what its jobs queue goes where
+	// the client's and federation's would.
+	loaderEnv := common()
+	loaderEnv["CIRRUS_QUEUE_URL"] = s.queue.QueueUrl()
+	loaderEnv["CIRRUS_LONG_QUEUE_URL"] = s.loadQueue.QueueUrl()
+	s.loader = s.functionOf("loader", "sender", loaderMemoryMB, loaderTimeoutSeconds, loaderEnv)
+
 	// Least privilege: each function gets the table and its index, the
 	// secrets it reads, and its side of the queue; only the client sends mail
 	// and reads the registration shared secret.
 	indexArn := awscdk.Fn_Join(jsii.String(""), &[]*string{s.table.TableArn(), jsii.String("/index/*")})
-	for _, fn := range []awslambda.Function{s.client, s.federation, s.sender} {
+	for _, fn := range []awslambda.Function{s.client, s.federation, s.sender, s.loader} {
 		fn.AddToRolePolicy(allow("TableItems", tableItemActions, s.table.TableArn()))
 		fn.AddToRolePolicy(allow("TableQueries", tableQueryActions, s.table.TableArn(), indexArn))
 		fn.AddToRolePolicy(allow("SigningKeySeed", []string{"secretsmanager:GetSecretValue"}, s.seed.SecretArn()))
@@ -521,16 +552,26 @@ func (s *builder) functions() {
 	}
 	for _, fn := range []awslambda.Function{s.client, s.federation} {
 		fn.AddToRolePolicy(allow("FederationQueueSend", []string{"sqs:SendMessage"}, s.queue.QueueArn()))
+		// Joins run here, and a join with partial state queues the load.
+		fn.AddToRolePolicy(allow("LoadQueueSend", []string{"sqs:SendMessage"}, s.loadQueue.QueueArn()))
 		// GetObject too: a presigned URL acts with its signer's rights.
 		fn.AddToRolePolicy(allow("LargeResponses", []string{"s3:PutObject", "s3:GetObject"}, s.largeResponses.ArnForObjects(jsii.String(LargeResponsePrefix+"*"))))
 	}
-	s.sender.AddToRolePolicy(allow("FederationQueueSend", []string{"sqs:SendMessage"}, s.queue.QueueArn()))
+	for _, fn := range []awslambda.Function{s.sender, s.loader} {
+		fn.AddToRolePolicy(allow("FederationQueueSend", []string{"sqs:SendMessage"}, s.queue.QueueArn()))
+	}
 	s.client.AddToRolePolicy(allow("MailFromTheIdentity", []string{"ses:SendEmail"}, s.identity.EmailIdentityArn(), s.configurationSetArnStr))
 	// The event source mapping grants the sender what consuming takes:
 	// sqs:ReceiveMessage, DeleteMessage, ChangeMessageVisibility, GetQueueAttributes, GetQueueUrl.
 	s.sender.AddEventSource(awslambdaeventsources.NewSqsEventSource(s.queue, &awslambdaeventsources.SqsEventSourceProps{
 		BatchSize:               jsii.Number(10),
 		MaxBatchingWindow:       awscdk.Duration_Seconds(jsii.Number(1)),
+		ReportBatchItemFailures: jsii.Bool(true),
+	}))
+	// One job an invocation: each may take the whole timeout, and a batch
+	// would have the later ones wait for the earlier.
+	s.loader.AddEventSource(awslambdaeventsources.NewSqsEventSource(s.loadQueue, &awslambdaeventsources.SqsEventSourceProps{
+		BatchSize:               jsii.Number(1),
 		ReportBatchItemFailures: jsii.Bool(true),
 	}))
 }
@@ -675,7 +716,7 @@ func (s *builder) alarms() {
 	for _, f := range []struct {
 		name string
 		fn   awslambda.Function
-	}{{"Client", s.client}, {"Federation", s.federation}, {"Sender", s.sender}} {
+	}{{"Client", s.client}, {"Federation", s.federation}, {"Sender", s.sender}, {"Loader", s.loader}} {
 		alarm(f.name+"ErrorsAlarm", "The "+strings.ToLower(f.name)+" function failed (errors, crashes or timeouts) in the last 5 minutes",
 			f.fn.MetricErrors(&awscloudwatch.MetricOptions{Period: five, Statistic: jsii.String("Sum")}),
 			1, awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD)

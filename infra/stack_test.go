@@ -279,9 +279,10 @@ func TestSecrets_NeverInTheTemplate(t *testing.T) {
 
 func TestFunctions(t *testing.T) {
 	s := full(t)
-	s.template.ResourceCountIs(jsii.String("AWS::Lambda::Function"), jsii.Number(3))
+	s.template.ResourceCountIs(jsii.String("AWS::Lambda::Function"), jsii.Number(4))
 	table, _ := s.one(t, "AWS::DynamoDB::Table", "Table")
 	queue, _ := s.one(t, "AWS::SQS::Queue", "FederationQueue")
+	loadQueue, _ := s.one(t, "AWS::SQS::Queue", "LoadQueue")
 	seed, _ := s.one(t, "AWS::SecretsManager::Secret", "SigningKeySeed")
 	shared, _ := s.one(t, "AWS::SecretsManager::Secret", "RegistrationSharedSecret")
 	configSet, _ := s.one(t, "AWS::SES::ConfigurationSet", "MailConfigurationSet")
@@ -309,6 +310,7 @@ func TestFunctions(t *testing.T) {
 	}{
 		{"Client", clientMemoryMB, 30, with(map[string]any{
 			"CIRRUS_QUEUE_URL":                             ref(queue),
+			"CIRRUS_LONG_QUEUE_URL":                        ref(loadQueue),
 			"CIRRUS_ENABLE_REGISTRATION":                   "true",
 			"CIRRUS_EMAIL_NOTIF_FROM":                      "Cirrus <noreply@example.org>",
 			"CIRRUS_EMAIL_SES_CONFIGURATION_SET":           ref(configSet),
@@ -316,8 +318,9 @@ func TestFunctions(t *testing.T) {
 			"CIRRUS_WEB_CLIENT_LOCATION":                   "https://chat.example.org/",
 			"CIRRUS_LARGE_RESPONSE_BUCKET":                 ref(bucket),
 		})},
-		{"Federation", federationMemoryMB, federationTimeout, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue), "CIRRUS_LARGE_RESPONSE_BUCKET": ref(bucket)})},
+		{"Federation", federationMemoryMB, federationTimeout, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue), "CIRRUS_LONG_QUEUE_URL": ref(loadQueue), "CIRRUS_LARGE_RESPONSE_BUCKET": ref(bucket)})},
 		{"Sender", senderMemoryMB, senderTimeoutSeconds, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue)})},
+		{"Loader", loaderMemoryMB, 900, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue), "CIRRUS_LONG_QUEUE_URL": ref(loadQueue)})},
 	} {
 		_, p := s.one(t, "AWS::Lambda::Function", want.name+"Function")
 		if js(p["Architectures"]) != `["arm64"]` || p["Runtime"] != "provided.al2023" || p["Handler"] != "bootstrap" {
@@ -341,6 +344,19 @@ func TestFunctions(t *testing.T) {
 		if num(lg["RetentionInDays"]) != 30 {
 			t.Errorf("%s: log retention %v days, want 30", want.name, lg["RetentionInDays"])
 		}
+	}
+	// The loader is the sender's build: the same asset, so `make build`
+	// makes no zip for it.
+	_, sender := s.one(t, "AWS::Lambda::Function", "SenderFunction")
+	_, loader := s.one(t, "AWS::Lambda::Function", "LoaderFunction")
+	if key := obj(sender["Code"])["S3Key"]; key == nil || !reflect.DeepEqual(obj(loader["Code"])["S3Key"], key) {
+		t.Errorf("loader code %v, want the sender's %v", loader["Code"], sender["Code"])
+	}
+	if slices.Contains(Functions, "loader") {
+		t.Errorf("Functions %v names the loader, which has no build of its own", Functions)
+	}
+	if loaderMemoryMB < senderMemoryMB {
+		t.Errorf("loader memory %d MB is under the sender's %d MB", loaderMemoryMB, senderMemoryMB)
 	}
 	if clientTimeoutSeconds <= SyncLongPollCap || clientTimeoutSeconds > 30 {
 		t.Errorf("client timeout %d s must be above the /sync cap (%d s) and at most API Gateway's 30 s", clientTimeoutSeconds, SyncLongPollCap)
@@ -396,6 +412,7 @@ func TestIAM_LeastPrivilege(t *testing.T) {
 	s := full(t)
 	table, _ := s.one(t, "AWS::DynamoDB::Table", "Table")
 	queue, _ := s.one(t, "AWS::SQS::Queue", "FederationQueue")
+	loadQueue, _ := s.one(t, "AWS::SQS::Queue", "LoadQueue")
 	seed, _ := s.one(t, "AWS::SecretsManager::Secret", "SigningKeySeed")
 	shared, _ := s.one(t, "AWS::SecretsManager::Secret", "RegistrationSharedSecret")
 	identity, _ := s.one(t, "AWS::SES::EmailIdentity", "MailIdentity")
@@ -423,16 +440,20 @@ func TestIAM_LeastPrivilege(t *testing.T) {
 	queries := g(tableQueryActions, tableArn, indexArn)
 	seedRead := g([]string{"secretsmanager:GetSecretValue"}, ref(seed))
 	send := g([]string{"sqs:SendMessage"}, map[string]any{"Fn::GetAtt": getAtt(queue, "Arn")})
+	sendLoad := g([]string{"sqs:SendMessage"}, map[string]any{"Fn::GetAtt": getAtt(loadQueue, "Arn")})
+	consume := func(q string) string {
+		return g([]string{"sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}, map[string]any{"Fn::GetAtt": getAtt(q, "Arn")})
+	}
 	bucket, _ := s.one(t, "AWS::S3::Bucket", "LargeResponses")
 	large := g([]string{"s3:PutObject", "s3:GetObject"},
 		map[string]any{"Fn::Join": []any{"", []any{map[string]any{"Fn::GetAtt": getAtt(bucket, "Arn")}, "/" + LargeResponsePrefix + "*"}}})
 	want := map[string][]string{
-		"Client": {logs("Client"), items, queries, seedRead, send, large,
+		"Client": {logs("Client"), items, queries, seedRead, send, sendLoad, large,
 			g([]string{"secretsmanager:GetSecretValue"}, ref(shared)),
 			g([]string{"ses:SendEmail"}, sesArn("identity", identity), sesArn("configuration-set", configSet))},
-		"Federation": {logs("Federation"), items, queries, seedRead, send, large},
-		"Sender": {logs("Sender"), items, queries, seedRead, send,
-			g([]string{"sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}, map[string]any{"Fn::GetAtt": getAtt(queue, "Arn")})},
+		"Federation": {logs("Federation"), items, queries, seedRead, send, sendLoad, large},
+		"Sender":     {logs("Sender"), items, queries, seedRead, send, consume(queue)},
+		"Loader":     {logs("Loader"), items, queries, seedRead, send, consume(loadQueue)},
 	}
 	for fn, wantGrants := range want {
 		statements, managed := s.statements(t, fn)
@@ -485,7 +506,7 @@ func TestTURN(t *testing.T) {
 	if found != 1 {
 		t.Errorf("the client may read the TURN secret in %d statements, want 1", found)
 	}
-	for _, fn := range []string{"Federation", "Sender"} {
+	for _, fn := range []string{"Federation", "Sender", "Loader"} {
 		_, f := s.one(t, "AWS::Lambda::Function", fn+"Function")
 		for k := range obj(obj(f["Environment"])["Variables"]) {
 			if strings.HasPrefix(k, "CIRRUS_TURN_") {
@@ -613,7 +634,6 @@ func TestAPI(t *testing.T) {
 
 func TestQueue(t *testing.T) {
 	s := full(t)
-	s.template.ResourceCountIs(jsii.String("AWS::SQS::Queue"), jsii.Number(2))
 	dlq, _ := s.one(t, "AWS::SQS::Queue", "FederationDeadLetterQueue")
 	queue, q := s.one(t, "AWS::SQS::Queue", "FederationQueue5")
 	redrive := obj(q["RedrivePolicy"])
@@ -631,7 +651,55 @@ func TestQueue(t *testing.T) {
 		js(esm["FunctionResponseTypes"]) != `["ReportBatchItemFailures"]` {
 		t.Errorf("event source mapping %s", js(esm))
 	}
-	s.template.ResourceCountIs(jsii.String("AWS::Lambda::EventSourceMapping"), jsii.Number(1))
+	s.template.ResourceCountIs(jsii.String("AWS::Lambda::EventSourceMapping"), jsii.Number(2))
+}
+
+// TestLoadQueue checks the queue of the jobs that outlast the sender (a
+// room's whole state after a partial-state join): encrypted, TLS only,
+// failures to the federation dead-letter queue, drained one job at a time
+// by the loader, long enough invisible that no second loader takes a job
+// still running.
+func TestLoadQueue(t *testing.T) {
+	s := full(t)
+	s.template.ResourceCountIs(jsii.String("AWS::SQS::Queue"), jsii.Number(3))
+	dlq, _ := s.one(t, "AWS::SQS::Queue", "FederationDeadLetterQueue")
+	queue, q := s.one(t, "AWS::SQS::Queue", "LoadQueue")
+	redrive := obj(q["RedrivePolicy"])
+	if num(redrive["maxReceiveCount"]) != queueMaxReceiveCount || !reflect.DeepEqual(redrive["deadLetterTargetArn"], map[string]any{"Fn::GetAtt": getAtt(dlq, "Arn")}) {
+		t.Errorf("redrive policy %s", js(redrive))
+	}
+	if q["SqsManagedSseEnabled"] != true || num(q["MessageRetentionPeriod"]) != 4*24*3600 {
+		t.Errorf("load queue %s, want SQS-managed encryption and 4 days' retention", js(q))
+	}
+	var ssl bool
+	for _, r := range s.resources("AWS::SQS::QueuePolicy") {
+		p := props(r)
+		if reflect.DeepEqual(p["Queues"], []any{ref(queue)}) && strings.Contains(js(p["PolicyDocument"]), `"aws:SecureTransport":"false"`) {
+			ssl = true
+		}
+	}
+	if !ssl {
+		t.Error("the load queue accepts requests without TLS")
+	}
+	loaderID, loader := s.one(t, "AWS::Lambda::Function", "LoaderFunction")
+	if num(q["VisibilityTimeout"]) < 6*num(loader["Timeout"]) || num(loader["Timeout"]) != 900 {
+		t.Errorf("visibility timeout %v s, loader timeout %v s; want 900 s and at least six times it", q["VisibilityTimeout"], loader["Timeout"])
+	}
+	var found bool
+	for _, r := range s.resources("AWS::Lambda::EventSourceMapping") {
+		esm := props(r)
+		if !reflect.DeepEqual(esm["EventSourceArn"], map[string]any{"Fn::GetAtt": getAtt(queue, "Arn")}) {
+			continue
+		}
+		found = true
+		if !reflect.DeepEqual(esm["FunctionName"], ref(loaderID)) || num(esm["BatchSize"]) != 1 ||
+			js(esm["FunctionResponseTypes"]) != `["ReportBatchItemFailures"]` {
+			t.Errorf("load queue event source mapping %s", js(esm))
+		}
+	}
+	if !found {
+		t.Error("nothing drains the load queue")
+	}
 }
 
 // --- mail ---
@@ -742,8 +810,8 @@ func TestAlarms(t *testing.T) {
 			}
 		}
 	}
-	if len(alarms) != 6 {
-		t.Errorf("%d alarms, want 6 (three functions, dead letters, throttling, 5xx rate)", len(alarms))
+	if len(alarms) != 7 {
+		t.Errorf("%d alarms, want 7 (four functions, dead letters, throttling, 5xx rate)", len(alarms))
 	}
 	for _, m := range []string{"Errors", "ApproximateNumberOfMessagesVisible", "ReadThrottleEvents", "WriteThrottleEvents", "5xx"} {
 		if !metrics[m] {
@@ -755,7 +823,7 @@ func TestAlarms(t *testing.T) {
 		"MetricName": "ApproximateNumberOfMessagesVisible", "Threshold": 0, "ComparisonOperator": "GreaterThanThreshold",
 		"Dimensions": []any{map[string]any{"Name": "QueueName", "Value": map[string]any{"Fn::GetAtt": getAtt(dlq, "QueueName")}}},
 	})
-	for _, fn := range []string{"Client", "Federation", "Sender"} {
+	for _, fn := range []string{"Client", "Federation", "Sender", "Loader"} {
 		id, _ := s.one(t, "AWS::Lambda::Function", fn+"Function")
 		s.template.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), map[string]any{
 			"MetricName": "Errors", "Namespace": "AWS/Lambda", "Threshold": 1,
@@ -792,7 +860,7 @@ func TestGoformation(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: goformation: %v", name, err)
 		}
-		if n := len(tpl.GetAllLambdaFunctionResources()); n != 3 {
+		if n := len(tpl.GetAllLambdaFunctionResources()); n != 4 {
 			t.Errorf("%s: goformation sees %d functions", name, n)
 		}
 		if n := len(tpl.GetAllDynamoDBTableResources()); n != 1 {
