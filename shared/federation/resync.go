@@ -91,17 +91,20 @@ func (r *Resync) Work(ctx context.Context, body []byte) error {
 	}
 	var errs []error
 	for _, server := range job.Servers {
+		t0 := time.Now()
 		state, err := r.fetch(ctx, job, server, 0)
 		if err != nil {
 			r.log().Info("partial state: fetch failed", "room", job.Room, "server", server, "err", err)
 			errs = append(errs, err)
 			continue
 		}
+		t1 := time.Now()
 		added, err := r.Rooms.CompletePartialState(ctx, job.Room, job.Join, state)
 		if err != nil {
 			return fmt.Errorf("load the state of %s: %w", job.Room, err)
 		}
-		r.log().Info("partial state: loaded", "room", job.Room, "server", server, "state", len(state), "added", len(added))
+		r.log().Info("partial state: loaded", "room", job.Room, "server", server, "state", len(state), "added", len(added),
+			"fetch", t1.Sub(t0), "load", time.Since(t1))
 		if r.Loaded != nil && len(added) > 0 {
 			return r.Loaded(ctx, job.Room, added)
 		}

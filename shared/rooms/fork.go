@@ -280,13 +280,7 @@ func (s *Service) mapsOf(ctx context.Context, roomID string, blockCache map[stri
 	}
 	out := make([]stateres.StateMap, len(recs))
 	for i, r := range recs {
-		m := stateres.StateMap{}
-		for _, h := range lists[i] {
-			for k, id := range blocks[h] {
-				typ, key, _ := cutTuple(k)
-				m[stateres.Key{Type: typ, StateKey: key}] = id
-			}
-		}
+		m := mapOf(blocks, lists[i])
 		if r.sl == nil && r.ptr.Status == string(SoftFailed) {
 			// The state after a soft-failed event holds it: it passed the
 			// auth rules where it was sent.
@@ -295,6 +289,18 @@ func (s *Service) mapsOf(ctx context.Context, roomID string, blockCache map[stri
 		out[i] = m
 	}
 	return out, nil
+}
+
+// mapOf is the state the blocks of hashes hold, read into blocks.
+func mapOf(blocks map[string]map[string]string, hashes []string) stateres.StateMap {
+	m := stateres.StateMap{}
+	for _, h := range hashes {
+		for k, id := range blocks[h] {
+			typ, key, _ := cutTuple(k)
+			m[stateres.Key{Type: typ, StateKey: key}] = id
+		}
+	}
+	return m
 }
 
 func cutTuple(k string) (string, string, bool) {
@@ -450,13 +456,7 @@ func (b *batch) setChanged(ctx context.Context, l *graphLoader, oldHashes, newHa
 	if err != nil {
 		return false, err
 	}
-	old := stateres.StateMap{}
-	for _, h := range differ {
-		for k, id := range blocks[h] {
-			typ, key, _ := cutTuple(k)
-			old[stateres.Key{Type: typ, StateKey: key}] = id
-		}
-	}
+	old := mapOf(blocks, differ)
 	var changed []events.StateKeyTuple
 	var ids, oldMembers []string
 	for k, id := range next {

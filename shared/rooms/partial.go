@@ -220,14 +220,7 @@ func (s *Service) blocksMap(ctx context.Context, roomID string, hashes []string)
 	if err != nil {
 		return nil, err
 	}
-	m := stateres.StateMap{}
-	for _, h := range hashes {
-		for k, id := range got[h] {
-			typ, key, _ := cutTuple(k)
-			m[stateres.Key{Type: typ, StateKey: key}] = id
-		}
-	}
-	return m, nil
+	return mapOf(got, hashes), nil
 }
 
 // missingState is the state of full that the state before the join,
