@@ -65,14 +65,14 @@ func skipSubBlocks(b []byte, p int) int {
 // are then whole pictures, each disposed to the background, which any
 // decoder shows the same way.
 func makeAnimated(src []byte, cfg image.Config, s Size) ([]byte, string, error) {
-	g, err := gif.DecodeAll(bytes.NewReader(src))
-	if err != nil {
-		return nil, "", fmt.Errorf("thumbnail: decode animated gif: %w: %w", ErrInvalid, err)
-	}
 	w, h, _, _ := dims(cfg.Width, cfg.Height, s)
 	if w == cfg.Width && h == cfg.Height {
 		// Already within the box: the source is its own thumbnail.
 		return src, "image/gif", nil
+	}
+	g, err := gif.DecodeAll(bytes.NewReader(src))
+	if err != nil {
+		return nil, "", fmt.Errorf("thumbnail: decode animated gif: %w: %w", ErrInvalid, err)
 	}
 	out := &gif.GIF{
 		LoopCount: g.LoopCount,

@@ -228,6 +228,11 @@ func isOpaque(img image.Image) bool {
 	return false
 }
 
+// resample is the resizing filter: Catmull-Rom is about as sharp as Lanczos
+// at thumbnail sizes for half its cost (BenchmarkMake_*: a 1 MB JPEG to
+// 320x240 went from about 300 ms to 120 ms on 2 vCPUs).
+var resample = imaging.CatmullRom
+
 // fit scales or crops img to s without upscaling. It reports false, and
 // returns img, when img already fits in the box.
 func fit(img image.Image, s Size) (image.Image, bool) {
@@ -241,9 +246,9 @@ func fit(img image.Image, s Size) (image.Image, bool) {
 		if w == cw && h == ch {
 			return imaging.CropCenter(img, cw, ch), true
 		}
-		return imaging.Fill(img, w, h, imaging.Center, imaging.Lanczos), true
+		return imaging.Fill(img, w, h, imaging.Center, resample), true
 	}
-	return imaging.Resize(img, w, h, imaging.Lanczos), true
+	return imaging.Resize(img, w, h, resample), true
 }
 
 // dims computes the thumbnail of a sw x sh source at s: the centred region
