@@ -501,3 +501,35 @@ func BenchmarkMake_JPEG1MB_Crop96x96(b *testing.B) {
 		}
 	}
 }
+
+// withOrientation inserts an EXIF APP1 segment with the given orientation
+// after a JPEG's SOI marker.
+func withOrientation(jpg []byte, orientation uint16) []byte {
+	tiff := []byte("II*\x00\x08\x00\x00\x00")             // little-endian TIFF, IFD at 8
+	tiff = binary.LittleEndian.AppendUint16(tiff, 1)      // one entry
+	tiff = binary.LittleEndian.AppendUint16(tiff, 0x0112) // Orientation
+	tiff = binary.LittleEndian.AppendUint16(tiff, 3)      // SHORT
+	tiff = binary.LittleEndian.AppendUint32(tiff, 1)      // count
+	tiff = binary.LittleEndian.AppendUint16(tiff, orientation)
+	tiff = append(tiff, 0, 0, 0, 0, 0, 0) // value padding, no next IFD
+	payload := append([]byte("Exif\x00\x00"), tiff...)
+	seg := []byte{0xff, 0xe1}
+	seg = binary.BigEndian.AppendUint16(seg, uint16(len(payload)+2))
+	seg = append(seg, payload...)
+	out := append([]byte{}, jpg[:2]...)
+	out = append(out, seg...)
+	return append(out, jpg[2:]...)
+}
+
+func TestMake_JPEGOrientation(t *testing.T) {
+	// Stored 1000x500, shown rotated a quarter turn (orientation 6):
+	// 500x1000, so its 320x240 scale is 120x240, not 320x160.
+	src := withOrientation(encodeJPEG(t, gradient(1000, 500), 90), 6)
+	out, outType, err := thumbnail.Make(src, "image/jpeg", thumbnail.Size{Width: 320, Height: 240, Method: "scale"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := decode(t, out, outType).Bounds(); b.Dx() != 120 || b.Dy() != 240 {
+		t.Fatalf("got %v, want 120x240", b)
+	}
+}
