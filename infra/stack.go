@@ -106,10 +106,17 @@ type CirrusStackProps struct {
 	// is never in the template; both or neither.
 	TurnURIs            []string
 	TurnSharedSecretArn string
+	// MediaRemoteCacheDays is how long copies of other servers' media stay
+	// in the media bucket (context value mediaRemoteCacheDays) before S3
+	// deletes them; a later request fetches them again. Default 30.
+	MediaRemoteCacheDays int
 }
 
+// DefaultMediaRemoteCacheDays is MediaRemoteCacheDays when not given.
+const DefaultMediaRemoteCacheDays = 30
+
 // contextKeys are the context values the stack reads.
-var contextKeys = []string{"domainName", "serverName", "hostedZoneId", "hostedZoneName", "certificateArn", "mailFrom", "enableRegistration", "alarmEmail", "webClientLocation", "distDir", "turnUris", "turnSharedSecretArn"}
+var contextKeys = []string{"domainName", "serverName", "hostedZoneId", "hostedZoneName", "certificateArn", "mailFrom", "enableRegistration", "alarmEmail", "webClientLocation", "distDir", "turnUris", "turnSharedSecretArn", "mediaRemoteCacheDays"}
 
 // PropsFromContext reads the stack's context values (from -c key=value or
 // cdk.json). A value of the wrong type is an error; missing ones are left to
@@ -161,6 +168,20 @@ func PropsFromContext(app awscdk.App) (*CirrusStackProps, error) {
 		p.EnableRegistration = b
 	default:
 		errs = append(errs, fmt.Errorf("context value enableRegistration must be true or false, got %v", v))
+	}
+	// -c gives a string, cdk.json a number. Zero in the props means the
+	// default, but given here it is a mistake, as S3 expires after a day at
+	// the soonest.
+	switch v := app.Node().TryGetContext(jsii.String("mediaRemoteCacheDays")).(type) {
+	case nil:
+	case float64, string:
+		n, err := strconv.Atoi(strings.TrimSpace(fmt.Sprint(v)))
+		if err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("context value mediaRemoteCacheDays=%v is not a whole number of days, 1 or more (default %d)", v, DefaultMediaRemoteCacheDays))
+		}
+		p.MediaRemoteCacheDays = n
+	default:
+		errs = append(errs, fmt.Errorf("context value mediaRemoteCacheDays must be a number of days, got %v", v))
 	}
 	if account, region := os.Getenv("CDK_DEFAULT_ACCOUNT"), os.Getenv("CDK_DEFAULT_REGION"); account != "" || region != "" {
 		p.Env = &awscdk.Environment{}
@@ -249,6 +270,12 @@ func (p *CirrusStackProps) Validate() error {
 	if (p.TurnURIs == nil) != (p.TurnSharedSecretArn == "") {
 		bad("context values turnUris and turnSharedSecretArn go together: pass both (the TURN servers, and the secret they share with the server in Secrets Manager) or neither")
 	}
+	switch {
+	case p.MediaRemoteCacheDays == 0:
+		p.MediaRemoteCacheDays = DefaultMediaRemoteCacheDays
+	case p.MediaRemoteCacheDays < 0:
+		bad("context value mediaRemoteCacheDays=%d is not a number of days: pass 1 or more (default %d)", p.MediaRemoteCacheDays, DefaultMediaRemoteCacheDays)
+	}
 	if p.DistDir == "" {
 		p.DistDir = defaultDistDir()
 	}
@@ -311,6 +338,7 @@ type builder struct {
 	zone                   awsroute53.IPublicHostedZone
 	table                  awsdynamodb.Table
 	largeResponses         awss3.Bucket
+	media                  awss3.Bucket
 	seed, sharedSecret     awssecretsmanager.Secret
 	queue, dlq             awssqs.Queue
 	loadQueue              awssqs.Queue
@@ -371,6 +399,39 @@ func (s *builder) data() {
 		}},
 		// Nothing in it outlives a day.
 		RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
+	})
+	// The content repository (shared/media): uploads, their thumbnails, and
+	// copies of other servers' media under MediaRemotePrefix, which S3
+	// deletes after MediaRemoteCacheDays (a later request fetches them
+	// again). Downloads redirect to presigned URLs, which Element Web follows
+	// with fetch from its own origin: CORS GET and HEAD from any origin with
+	// any header (Range among them, for seeking in audio and video), the
+	// URL's signature being the only credential; the headers a script reads
+	// of a ranged or named download are exposed. No versioning: deleting
+	// media (retention, the admin API, quarantine) must delete the bytes.
+	s.media = awss3.NewBucket(s.stack, jsii.String("Media"), &awss3.BucketProps{
+		BlockPublicAccess: awss3.BlockPublicAccess_BLOCK_ALL(),
+		Encryption:        awss3.BucketEncryption_S3_MANAGED,
+		EnforceSSL:        jsii.Bool(true),
+		LifecycleRules: &[]*awss3.LifecycleRule{{
+			Id:         jsii.String("MediaRemoteCacheExpire"),
+			Prefix:     jsii.String(MediaRemotePrefix),
+			Expiration: awscdk.Duration_Days(jsii.Number(float64(s.p.MediaRemoteCacheDays))),
+		}, {
+			// Parts of uploads that never completed are billed and
+			// invisible: a day is longer than any upload through Lambda.
+			Id:                                  jsii.String("MediaAbortIncompleteUploads"),
+			AbortIncompleteMultipartUploadAfter: awscdk.Duration_Days(jsii.Number(1)),
+		}},
+		Cors: &[]*awss3.CorsRule{{
+			AllowedMethods: &[]awss3.HttpMethods{awss3.HttpMethods_GET, awss3.HttpMethods_HEAD},
+			AllowedOrigins: jsii.Strings("*"),
+			AllowedHeaders: jsii.Strings("*"),
+			ExposedHeaders: jsii.Strings(mediaExposedHeaders...),
+			MaxAge:         jsii.Number(3600),
+		}},
+		// Users' files: deleting the stack never deletes them.
+		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
 	})
 	// Secrets are generated by Secrets Manager at deploy time: their values
 	// are never in the template, nor in a function's environment (which names
@@ -511,6 +572,7 @@ func (s *builder) functions() {
 		clientEnv["CIRRUS_TURN_SHARED_SECRET_SECRET_ARN"] = jsii.String(s.p.TurnSharedSecretArn)
 	}
 	clientEnv["CIRRUS_LARGE_RESPONSE_BUCKET"] = s.largeResponses.BucketName()
+	clientEnv["CIRRUS_MEDIA_BUCKET"] = s.media.BucketName()
 	// The client function's timeout is at API Gateway's 30 s; /sync
 	// long-polls are capped at SyncLongPollCap (25 s) to end before it.
 	s.client = s.function("client", clientMemoryMB, clientTimeoutSeconds, clientEnv)
@@ -519,6 +581,7 @@ func (s *builder) functions() {
 	fedEnv["CIRRUS_QUEUE_URL"] = s.queue.QueueUrl()
 	fedEnv["CIRRUS_LONG_QUEUE_URL"] = s.loadQueue.QueueUrl()
 	fedEnv["CIRRUS_LARGE_RESPONSE_BUCKET"] = s.largeResponses.BucketName()
+	fedEnv["CIRRUS_MEDIA_BUCKET"] = s.media.BucketName()
 	s.federation = s.function("federation", federationMemoryMB, federationTimeout, fedEnv)
 
 	// The sender queues work too: a destination's wake-up after its
@@ -557,6 +620,26 @@ func (s *builder) functions() {
 		// GetObject too: a presigned URL acts with its signer's rights.
 		fn.AddToRolePolicy(allow("LargeResponses", []string{"s3:PutObject", "s3:GetObject"}, s.largeResponses.ArnForObjects(jsii.String(LargeResponsePrefix+"*"))))
 	}
+	// Media: the client uploads, serves, fetches and caches remote media,
+	// and deletes (retention, the admin API). GetObject is also what its
+	// presigned download URLs act with.
+	mediaObjects := s.media.ArnForObjects(jsii.String("*"))
+	s.client.AddToRolePolicy(allow("MediaObjects", []string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, mediaObjects))
+	// Federation serves this server's media to others (the spec's
+	// federation media endpoints serve local media only): it reads, and
+	// may store a thumbnail it makes on a first request. It never deletes.
+	s.federation.AddToRolePolicy(allow("MediaObjects", []string{"s3:GetObject", "s3:PutObject"}, mediaObjects))
+	// ListBucket, on the bucket and no object: without it S3 answers a read
+	// of a missing key 403 AccessDenied instead of 404 NoSuchKey, and
+	// shared/objects could not tell "not stored" (ErrNotFound) from a
+	// denial. Both writers need that answer: storing identical content once
+	// (shared/media putContent) asks with a HeadObject whether its SHA-256
+	// is already there before every put, and a remote copy that the
+	// lifecycle rule expired under its table row must read as missing, to be
+	// fetched again rather than answered 500.
+	for _, fn := range []awslambda.Function{s.client, s.federation} {
+		fn.AddToRolePolicy(allow("MediaList", []string{"s3:ListBucket"}, s.media.BucketArn()))
+	}
 	for _, fn := range []awslambda.Function{s.sender, s.loader} {
 		fn.AddToRolePolicy(allow("FederationQueueSend", []string{"sqs:SendMessage"}, s.queue.QueueArn()))
 	}
@@ -580,6 +663,17 @@ func (s *builder) functions() {
 // 6 MB in the LargeResponses bucket: shared/bigbody.Prefix (the infra
 // module does not import the server's).
 const LargeResponsePrefix = "large-responses/"
+
+// MediaRemotePrefix is where the media service caches other servers' media
+// in the media bucket (shared/media), the only objects the lifecycle rule
+// expires: local media lives as long as retention says.
+const MediaRemotePrefix = "remote/"
+
+// mediaExposedHeaders are the answer headers of a presigned media download
+// that a script on another origin may read beyond CORS's safelisted ones:
+// those of ranged requests (seeking in audio and video), the file name, and
+// the ETag a cache revalidates with.
+var mediaExposedHeaders = []string{"Content-Range", "Accept-Ranges", "Content-Disposition", "ETag"}
 
 // Routes of the HTTP API, by function.
 var (
@@ -754,6 +848,7 @@ func (s *builder) outputs() {
 		s.domain.RegionalDomainName())
 	out("ApiDomainTargetZoneId", "The hosted zone ID of ApiDomainTarget, for an alias record", s.domain.RegionalHostedZoneId())
 	out("TableName", "The DynamoDB table", s.table.TableName())
+	out("MediaBucketName", "The S3 bucket of media (uploads, thumbnails, cached remote media): kept when the stack is deleted", s.media.BucketName())
 	out("FederationDeadLetterQueueUrl", "Federation work that failed every try", s.dlq.QueueUrl())
 	out("RegistrationSharedSecretArn", "The registration shared secret in Secrets Manager", s.sharedSecret.SecretArn())
 	out("AlarmTopicArn", "The SNS topic alarms go to", s.alarmTopic.TopicArn())

@@ -63,6 +63,8 @@ var (
 		"enableRegistration": "true",
 		"alarmEmail":         "ops@example.org",
 		"webClientLocation":  "https://chat.example.org/",
+		// As -c gives it.
+		"mediaRemoteCacheDays": "7",
 	}
 	bareContext = map[string]any{"domainName": "chat.example.net"}
 	certContext = map[string]any{
@@ -70,6 +72,8 @@ var (
 		"certificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d-1111-2222-3333-444455556666",
 		// cdk.json gives booleans as booleans.
 		"enableRegistration": false,
+		// cdk.json gives numbers as numbers.
+		"mediaRemoteCacheDays": 14.0,
 	}
 	// turnContext is a bare deployment with the operator's TURN servers.
 	turnContext = map[string]any{
@@ -287,6 +291,7 @@ func TestFunctions(t *testing.T) {
 	shared, _ := s.one(t, "AWS::SecretsManager::Secret", "RegistrationSharedSecret")
 	configSet, _ := s.one(t, "AWS::SES::ConfigurationSet", "MailConfigurationSet")
 	bucket, _ := s.one(t, "AWS::S3::Bucket", "LargeResponses")
+	media, _ := s.one(t, "AWS::S3::Bucket", "Media")
 	common := map[string]any{
 		"CIRRUS_SERVER_NAME":                 "example.org",
 		"CIRRUS_PUBLIC_BASEURL":              "https://matrix.example.org/",
@@ -317,8 +322,10 @@ func TestFunctions(t *testing.T) {
 			"CIRRUS_REGISTRATION_SHARED_SECRET_SECRET_ARN": ref(shared),
 			"CIRRUS_WEB_CLIENT_LOCATION":                   "https://chat.example.org/",
 			"CIRRUS_LARGE_RESPONSE_BUCKET":                 ref(bucket),
+			"CIRRUS_MEDIA_BUCKET":                          ref(media),
 		})},
-		{"Federation", federationMemoryMB, federationTimeout, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue), "CIRRUS_LONG_QUEUE_URL": ref(loadQueue), "CIRRUS_LARGE_RESPONSE_BUCKET": ref(bucket)})},
+		{"Federation", federationMemoryMB, federationTimeout, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue), "CIRRUS_LONG_QUEUE_URL": ref(loadQueue),
+			"CIRRUS_LARGE_RESPONSE_BUCKET": ref(bucket), "CIRRUS_MEDIA_BUCKET": ref(media)})},
 		{"Sender", senderMemoryMB, senderTimeoutSeconds, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue)})},
 		{"Loader", loaderMemoryMB, 900, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue), "CIRRUS_LONG_QUEUE_URL": ref(loadQueue)})},
 	} {
@@ -447,13 +454,19 @@ func TestIAM_LeastPrivilege(t *testing.T) {
 	bucket, _ := s.one(t, "AWS::S3::Bucket", "LargeResponses")
 	large := g([]string{"s3:PutObject", "s3:GetObject"},
 		map[string]any{"Fn::Join": []any{"", []any{map[string]any{"Fn::GetAtt": getAtt(bucket, "Arn")}, "/" + LargeResponsePrefix + "*"}}})
+	mediaBucket, _ := s.one(t, "AWS::S3::Bucket", "Media")
+	mediaObjects := map[string]any{"Fn::Join": []any{"", []any{map[string]any{"Fn::GetAtt": getAtt(mediaBucket, "Arn")}, "/*"}}}
 	want := map[string][]string{
 		"Client": {logs("Client"), items, queries, seedRead, send, sendLoad, large,
+			g([]string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, mediaObjects),
+			g([]string{"s3:ListBucket"}, map[string]any{"Fn::GetAtt": getAtt(mediaBucket, "Arn")}),
 			g([]string{"secretsmanager:GetSecretValue"}, ref(shared)),
 			g([]string{"ses:SendEmail"}, sesArn("identity", identity), sesArn("configuration-set", configSet))},
-		"Federation": {logs("Federation"), items, queries, seedRead, send, sendLoad, large},
-		"Sender":     {logs("Sender"), items, queries, seedRead, send, consume(queue)},
-		"Loader":     {logs("Loader"), items, queries, seedRead, send, consume(loadQueue)},
+		"Federation": {logs("Federation"), items, queries, seedRead, send, sendLoad, large,
+			g([]string{"s3:GetObject", "s3:PutObject"}, mediaObjects),
+			g([]string{"s3:ListBucket"}, map[string]any{"Fn::GetAtt": getAtt(mediaBucket, "Arn")})},
+		"Sender": {logs("Sender"), items, queries, seedRead, send, consume(queue)},
+		"Loader": {logs("Loader"), items, queries, seedRead, send, consume(loadQueue)},
 	}
 	for fn, wantGrants := range want {
 		statements, managed := s.statements(t, fn)
@@ -912,6 +925,10 @@ func TestContext_Errors(t *testing.T) {
 		{"bad web client", with("webClientLocation", "app.element.io"), []string{`webClientLocation="app.element.io" is not an absolute http(s) URL`}},
 		{"bad registration", with("enableRegistration", "yes please"), []string{`enableRegistration="yes please" is not true or false`}},
 		{"number as string", with("domainName", 42.0), []string{"domainName must be a string"}},
+		{"media cache days zero", with("mediaRemoteCacheDays", "0"), []string{`mediaRemoteCacheDays=0 is not a whole number of days, 1 or more`}},
+		{"media cache days fraction", with("mediaRemoteCacheDays", 1.5), []string{`mediaRemoteCacheDays=1.5 is not a whole number of days`}},
+		{"media cache days word", with("mediaRemoteCacheDays", "a month"), []string{`mediaRemoteCacheDays=a month is not a whole number of days`}},
+		{"media cache days as a list", with("mediaRemoteCacheDays", []any{30.0}), []string{"mediaRemoteCacheDays must be a number of days"}},
 		{"no build", with("distDir", filepath.Join(t.TempDir(), "nothing")), []string{"client.zip is missing: run `make build` first"}},
 		{"several at once", with("domainName", nil, "alarmEmail", "x"), []string{"domainName is missing", "alarmEmail"}},
 		{"turn uris alone", with("turnUris", "turn:turn.example.org"), []string{"turnUris and turnSharedSecretArn go together"}},
@@ -956,7 +973,14 @@ func TestContext_Defaults(t *testing.T) {
 	if p.DomainName != "matrix.example.org" || p.ServerName != "matrix.example.org" || p.MailFrom != "noreply@matrix.example.org" {
 		t.Errorf("defaults: %+v", p)
 	}
-	for _, k := range []string{"domainName", "turnUris", "turnSharedSecretArn"} {
+	if p.MediaRemoteCacheDays != DefaultMediaRemoteCacheDays {
+		t.Errorf("remote media cached %d days by default, want %d", p.MediaRemoteCacheDays, DefaultMediaRemoteCacheDays)
+	}
+	neg := &CirrusStackProps{DomainName: "matrix.example.org", DistDir: distDir, MediaRemoteCacheDays: -3}
+	if err := neg.Validate(); err == nil || !strings.Contains(err.Error(), "mediaRemoteCacheDays=-3") {
+		t.Errorf("negative cache days: %v", err)
+	}
+	for _, k := range []string{"domainName", "turnUris", "turnSharedSecretArn", "mediaRemoteCacheDays"} {
 		if !slices.Contains(contextKeys, k) {
 			t.Errorf("contextKeys %v lacks %s", contextKeys, k)
 		}
@@ -968,7 +992,6 @@ func TestContext_Defaults(t *testing.T) {
 // Web's fetch from any origin through presigned URLs.
 func TestLargeResponses(t *testing.T) {
 	s := full(t)
-	s.template.ResourceCountIs(jsii.String("AWS::S3::Bucket"), jsii.Number(1))
 	id, p := s.one(t, "AWS::S3::Bucket", "LargeResponses")
 	pab := obj(p["PublicAccessBlockConfiguration"])
 	for _, k := range []string{"BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"} {
@@ -1005,4 +1028,182 @@ func TestLargeResponses(t *testing.T) {
 	if !ssl {
 		t.Error("the bucket accepts requests without TLS")
 	}
+}
+
+// TestMedia checks the content repository's bucket: private, encrypted, TLS
+// only, unversioned (a deleted file is gone), kept when the stack is
+// deleted, the remote-media cache expiring after mediaRemoteCacheDays and
+// abandoned multipart uploads after a day, presigned downloads readable by
+// Element Web's fetch from any origin with ranges; and who may do what in it.
+func TestMedia(t *testing.T) {
+	s := full(t)
+	s.template.ResourceCountIs(jsii.String("AWS::S3::Bucket"), jsii.Number(2))
+	id, p := s.one(t, "AWS::S3::Bucket", "Media")
+	if r := s.resources("AWS::S3::Bucket")[id]; r["DeletionPolicy"] != "Retain" || r["UpdateReplacePolicy"] != "Retain" {
+		t.Errorf("the media bucket is not retained: %v, %v", r["DeletionPolicy"], r["UpdateReplacePolicy"])
+	}
+	if _, named := p["BucketName"]; named {
+		t.Error("the media bucket has a fixed name: two stacks in one account would collide")
+	}
+	pab := obj(p["PublicAccessBlockConfiguration"])
+	for _, k := range []string{"BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"} {
+		if pab[k] != true {
+			t.Errorf("public access block %s = %v, want true", k, pab[k])
+		}
+	}
+	enc := obj(p["BucketEncryption"])["ServerSideEncryptionConfiguration"].([]any)
+	if len(enc) != 1 || obj(obj(enc[0])["ServerSideEncryptionByDefault"])["SSEAlgorithm"] != "AES256" {
+		t.Errorf("encryption %s, want S3-managed", js(p["BucketEncryption"]))
+	}
+	if v, ok := p["VersioningConfiguration"]; ok && obj(v)["Status"] != "Suspended" {
+		t.Errorf("versioning %s: deleted media would stay as old versions", js(v))
+	}
+
+	rules := map[string]map[string]any{}
+	for _, r := range obj(p["LifecycleConfiguration"])["Rules"].([]any) {
+		rules[obj(r)["Id"].(string)] = obj(r)
+	}
+	want := map[string]map[string]any{
+		"MediaRemoteCacheExpire":      {"Id": "MediaRemoteCacheExpire", "Prefix": "remote/", "ExpirationInDays": 7.0, "Status": "Enabled"},
+		"MediaAbortIncompleteUploads": {"Id": "MediaAbortIncompleteUploads", "AbortIncompleteMultipartUpload": map[string]any{"DaysAfterInitiation": 1.0}, "Status": "Enabled"},
+	}
+	if !reflect.DeepEqual(rules, want) {
+		t.Errorf("lifecycle rules\n got %s\nwant %s", js(rules), js(want))
+	}
+	if MediaRemotePrefix != "remote/" {
+		t.Errorf("MediaRemotePrefix %q is not the media service's remote/", MediaRemotePrefix)
+	}
+	// The default, and the number cdk.json gives.
+	for name, days := range map[string]float64{"bare": DefaultMediaRemoteCacheDays, "cert": 14} {
+		_, mp := synth(t, name, map[string]map[string]any{"bare": bareContext, "cert": certContext}[name]).one(t, "AWS::S3::Bucket", "Media")
+		var got []float64
+		for _, r := range obj(mp["LifecycleConfiguration"])["Rules"].([]any) {
+			if obj(r)["Prefix"] == MediaRemotePrefix {
+				got = append(got, num(obj(r)["ExpirationInDays"]))
+			}
+		}
+		if !reflect.DeepEqual(got, []float64{days}) {
+			t.Errorf("%s: remote media expires after %v days, want %v", name, got, days)
+		}
+	}
+
+	cors := obj(p["CorsConfiguration"])["CorsRules"].([]any)
+	if len(cors) != 1 {
+		t.Fatalf("CORS rules %s, want one", js(cors))
+	}
+	c := obj(cors[0])
+	if js(c["AllowedOrigins"]) != `["*"]` || js(c["AllowedMethods"]) != `["GET","HEAD"]` {
+		t.Errorf("CORS rule %s, want GET and HEAD from any origin", js(c))
+	}
+	// A Range header makes the browser ask first unless it is allowed.
+	if h := js(c["AllowedHeaders"]); h != `["*"]` && !strings.Contains(strings.ToLower(h), `"range"`) {
+		t.Errorf("CORS allowed headers %s: ranged requests would fail their preflight", h)
+	}
+	for _, h := range []string{"Content-Range", "Accept-Ranges", "Content-Disposition"} {
+		if !slices.Contains(strSlice(c["ExposedHeaders"]), h) {
+			t.Errorf("CORS exposes %s, not %s", js(c["ExposedHeaders"]), h)
+		}
+	}
+
+	var ssl bool
+	for _, bp := range s.resources("AWS::S3::BucketPolicy") {
+		pp := props(bp)
+		if !reflect.DeepEqual(pp["Bucket"], ref(id)) {
+			continue
+		}
+		for _, st := range obj(pp["PolicyDocument"])["Statement"].([]any) {
+			st := obj(st)
+			if st["Effect"] == "Deny" && js(st["Condition"]) == `{"Bool":{"aws:SecureTransport":"false"}}` && st["Action"] == "s3:*" {
+				ssl = true
+			}
+		}
+	}
+	if !ssl {
+		t.Error("the media bucket accepts requests without TLS")
+	}
+
+	if got := obj(obj(s.json["Outputs"])["MediaBucketName"])["Value"]; !reflect.DeepEqual(got, ref(id)) {
+		t.Errorf("output MediaBucketName = %s, want the bucket", js(got))
+	}
+
+	// Who may do what in the bucket: exact actions by function.
+	arn := js(map[string]any{"Fn::GetAtt": getAtt(id, "Arn")})
+	wantActions := map[string][]string{
+		"Client":     {"s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "s3:PutObject"},
+		"Federation": {"s3:GetObject", "s3:ListBucket", "s3:PutObject"},
+		"Sender":     nil,
+		"Loader":     nil,
+	}
+	for fn, wantA := range wantActions {
+		_, f := s.one(t, "AWS::Lambda::Function", fn+"Function")
+		_, hasEnv := obj(obj(f["Environment"])["Variables"])["CIRRUS_MEDIA_BUCKET"]
+		if hasEnv != (wantA != nil) {
+			t.Errorf("%s: CIRRUS_MEDIA_BUCKET in its environment: %v", fn, hasEnv)
+		}
+		statements, _ := s.statements(t, fn)
+		var got []string
+		for _, st := range statements {
+			if strings.Contains(js(st["Resource"]), arn) {
+				got = append(got, strSlice(st["Action"])...)
+			}
+		}
+		sort.Strings(got)
+		if !reflect.DeepEqual(got, wantA) {
+			t.Errorf("%s: actions on the media bucket %v, want %v", fn, got, wantA)
+		}
+	}
+}
+
+// TestIAM_NoS3Wildcard: no statement in any policy allows s3:* or any other
+// wildcard S3 action; the buckets' TLS-only policies deny s3:*, which is
+// the one place it belongs.
+func TestIAM_NoS3Wildcard(t *testing.T) {
+	for name, ctx := range map[string]map[string]any{"full": fullContext, "bare": bareContext, "cert": certContext, "turn": turnContext} {
+		s := synth(t, name, ctx)
+		var docs []any
+		for _, r := range s.resources("AWS::IAM::Policy") {
+			docs = append(docs, props(r)["PolicyDocument"])
+		}
+		for _, r := range s.resources("AWS::S3::BucketPolicy") {
+			docs = append(docs, props(r)["PolicyDocument"])
+		}
+		for _, r := range s.resources("AWS::IAM::Role") {
+			for _, pol := range func() []any { a, _ := props(r)["Policies"].([]any); return a }() {
+				docs = append(docs, obj(pol)["PolicyDocument"])
+			}
+		}
+		var checked int
+		for _, d := range docs {
+			for _, st := range obj(d)["Statement"].([]any) {
+				st := obj(st)
+				if st["Effect"] != "Allow" {
+					continue
+				}
+				for _, a := range strSlice(st["Action"]) {
+					checked++
+					if a == "*" || (strings.HasPrefix(a, "s3:") && strings.Contains(a, "*")) {
+						t.Errorf("%s: a policy allows %s: %s", name, a, js(st))
+					}
+				}
+			}
+		}
+		if checked == 0 {
+			t.Fatalf("%s: no allowed actions found to check", name)
+		}
+	}
+}
+
+// strSlice reads an IAM or CORS value that is one string or a list of them.
+func strSlice(v any) []string {
+	switch v := v.(type) {
+	case string:
+		return []string{v}
+	case []any:
+		var out []string
+		for _, x := range v {
+			out = append(out, x.(string))
+		}
+		return out
+	}
+	return nil
 }
