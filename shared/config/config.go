@@ -108,6 +108,32 @@ type Config struct {
 	// S3Endpoint points at an S3 API other than AWS's, such as MinIO.
 	S3Endpoint string `yaml:"s3_endpoint"`
 
+	// Media (shared/media): the content repository.
+	//
+	// MediaBucket is the S3 bucket uploaded files are kept in; locally,
+	// empty means the embedded S3 API (files under data_dir/media). In
+	// Lambda, empty turns uploads off (the stack names its bucket).
+	MediaBucket string `yaml:"media_bucket"`
+	// MaxUploadSize is the largest upload in bytes, Synapse's
+	// max_upload_size, advertised as m.upload.size. Its default,
+	// MaxLambdaUpload, is the most API Gateway and Lambda let through; only
+	// `cirrus serve` may be given more.
+	MaxUploadSize int64 `yaml:"max_upload_size"`
+	// MediaFreeze is the date (2006-01-02, or an RFC 3339 time) from which
+	// newly uploaded media is served only by the authenticated endpoints
+	// (spec v1.11's freeze of /_matrix/media/v3/download and thumbnail):
+	// media uploaded before it stays readable without a token. Empty,
+	// nothing is: the freeze is at the beginning.
+	MediaFreeze string `yaml:"media_freeze"`
+	// MaxPendingMediaUploads is how many media IDs a user may hold from
+	// POST /_matrix/media/v1/create with nothing uploaded yet; Synapse's
+	// key and default, 5.
+	MaxPendingMediaUploads int64 `yaml:"max_pending_media_uploads"`
+	// UnusedExpirationTime is how long such an ID waits for its upload
+	// (Synapse's unused_expiration_time, a duration such as 24h, its
+	// default).
+	UnusedExpirationTime string `yaml:"unused_expiration_time"`
+
 	// ClientListen and FederationListen are the local listeners of cirrus serve.
 	// Unset, FederationListen is where the server name says other servers
 	// connect (federationListenFor).
@@ -285,6 +311,35 @@ func ParseDuration(v string) (time.Duration, error) {
 	return time.Duration(n) * unit, nil
 }
 
+// ParseDate reads a day (2006-01-02, midnight UTC) or an RFC 3339 time.
+func ParseDate(v string) (time.Time, error) {
+	if t, err := time.Parse(time.DateOnly, v); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is not a date such as 2024-09-01 or a time such as 2024-09-01T12:00:00Z", v)
+	}
+	return t, nil
+}
+
+// MediaFreezeTime is media_freeze as a time (Validate has checked it); the
+// zero time when unset, before every upload.
+func (c *Config) MediaFreezeTime() time.Time {
+	t, _ := ParseDate(c.MediaFreeze)
+	return t
+}
+
+// UnusedExpiration is unused_expiration_time as a duration (Validate has
+// checked it).
+func (c *Config) UnusedExpiration() time.Duration {
+	d, err := ParseDuration(c.UnusedExpirationTime)
+	if err != nil || c.UnusedExpirationTime == "" {
+		return DefaultUnusedExpiration
+	}
+	return d
+}
+
 // Sync tunes /sync long-polling: how often a waiting request looks for news
 // (each look is one small read) and the longest it waits, which must stay
 // under API Gateway's 30 s.
@@ -356,6 +411,22 @@ const DefaultWebClient = "https://app.element.io/"
 // carries: 6 MB, counted as the JSON document of the invocation.
 const LambdaPayloadLimit = 6 << 20
 
+// MaxLambdaUpload is the largest upload that reaches a Lambda function
+// through API Gateway's HTTP API: the default max_upload_size. The request
+// event is at most LambdaPayloadLimit (6 MB) as a JSON document, and a binary
+// body travels in it base64-encoded, 4 bytes for every 3; the rest of the
+// event (headers, which the HTTP API caps at 10 KB, the path and query twice
+// over, the request context) is kept under 64 KB. (6 MiB - 64 KiB) * 3/4 =
+// 4,669,440 bytes, about 4.45 MiB: the largest file that arrives whole.
+const MaxLambdaUpload = (LambdaPayloadLimit - 64<<10) / 4 * 3
+
+// DefaultMaxPendingMediaUploads and DefaultUnusedExpiration are Synapse's
+// defaults for asynchronous uploads (MSC2246).
+const (
+	DefaultMaxPendingMediaUploads = 5
+	DefaultUnusedExpiration       = 24 * time.Hour
+)
+
 // minResponseLimit leaves room for headers and any small answer.
 const minResponseLimit = 16 << 10
 
@@ -370,6 +441,8 @@ func Defaults() Config {
 		ServeServerWellknown:         true,
 		WebClientLocation:            DefaultWebClient,
 		MaxRequestSize:               1 << 20,
+		MaxUploadSize:                MaxLambdaUpload,
+		MaxPendingMediaUploads:       DefaultMaxPendingMediaUploads,
 		DefaultRoomVersion:           events.DefaultVersion,
 		DynamoDBTable:                "cirrus",
 		ClientListen:                 "127.0.0.1:8008",
@@ -411,6 +484,8 @@ func LoadLambda(lookup LookupFunc) (*Config, error) {
 		ServeServerWellknown:         true,
 		WebClientLocation:            DefaultWebClient,
 		MaxRequestSize:               1 << 20,
+		MaxUploadSize:                MaxLambdaUpload,
+		MaxPendingMediaUploads:       DefaultMaxPendingMediaUploads,
 		DefaultRoomVersion:           events.DefaultVersion,
 		DynamoDBTable:                "cirrus",
 		LambdaResponseLimit:          LambdaPayloadLimit,
@@ -434,6 +509,9 @@ func LoadLambda(lookup LookupFunc) (*Config, error) {
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
+	}
+	if c.MaxUploadSize > MaxLambdaUpload {
+		return nil, fmt.Errorf("config: max_upload_size %d is over %d, the largest upload API Gateway and Lambda let through (a 6 MB event, the body in base64): lower it", c.MaxUploadSize, MaxLambdaUpload)
 	}
 	return &c, nil
 }
@@ -599,8 +677,24 @@ func (c *Config) Validate() error {
 	if c.S3Endpoint != "" {
 		if u, err := url.Parse(c.S3Endpoint); err != nil || u.Scheme == "" || u.Host == "" {
 			bad("s3_endpoint %q is not a URL such as http://127.0.0.1:9000", c.S3Endpoint)
-		} else if c.LargeResponseBucket == "" {
-			bad("s3_endpoint needs large_response_bucket: name the bucket to use there")
+		} else if c.LargeResponseBucket == "" && c.MediaBucket == "" {
+			bad("s3_endpoint needs media_bucket or large_response_bucket: name the buckets to use there")
+		}
+	}
+	if c.MaxUploadSize <= 0 {
+		bad("max_upload_size must be a positive number of bytes, got %d", c.MaxUploadSize)
+	}
+	if c.MediaFreeze != "" {
+		if _, err := ParseDate(c.MediaFreeze); err != nil {
+			bad("media_freeze: %v", err)
+		}
+	}
+	if c.MaxPendingMediaUploads <= 0 {
+		bad("max_pending_media_uploads must be 1 or more, got %d", c.MaxPendingMediaUploads)
+	}
+	if c.UnusedExpirationTime != "" {
+		if _, err := ParseDuration(c.UnusedExpirationTime); err != nil {
+			bad("unused_expiration_time: %v", err)
 		}
 	}
 	if c.Sync.PollIntervalMS < 50 || c.Sync.PollIntervalMS > 10000 {
