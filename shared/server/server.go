@@ -34,7 +34,9 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/keybackup"
 	"github.com/cirrus-matrix/cirrus/shared/keys"
 	"github.com/cirrus-matrix/cirrus/shared/mail"
+	"github.com/cirrus-matrix/cirrus/shared/media"
 	"github.com/cirrus-matrix/cirrus/shared/notices"
+	"github.com/cirrus-matrix/cirrus/shared/objects"
 	"github.com/cirrus-matrix/cirrus/shared/presence"
 	"github.com/cirrus-matrix/cirrus/shared/profile"
 	"github.com/cirrus-matrix/cirrus/shared/push"
@@ -108,6 +110,8 @@ type Server struct {
 	// LargeResponses holds answers over lambda_response_limit; nil without
 	// large_response_bucket.
 	LargeResponses bigbody.Bucket
+	// Media is the content repository (uploads and downloads).
+	Media *media.Service
 	// Federation sends this server's requests to other servers.
 	Federation *fedclient.Client
 	// ServerKeys holds other servers' signing keys: it answers the notary
@@ -163,6 +167,10 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 			}
 		}
 		large = b
+	}
+	mediaSvc, err := openMedia(ctx, cfg, st)
+	if err != nil {
+		return nil, err
 	}
 	pushes := &push.Service{Store: st}
 	data := &accountdata.Service{Store: st, Computed: map[string]func(context.Context, string) (any, error){
@@ -328,6 +336,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		ServerKeys:  serverKeys,
 
 		LargeResponses: large,
+		Media:          mediaSvc,
 	}
 	srv.EDUs = &federation.EDUMux{}
 	eph.ACLAllows = (&federation.Service{Rooms: rms}).ACLAllows
@@ -350,6 +359,28 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	joiner.Resync = srv.newResync(pres, e2e)
 	srv.Jobs.HandleLong(federation.ResyncKind, joiner.Resync.Work)
 	return srv, nil
+}
+
+// openMedia builds the content repository over media_bucket, made when it
+// is in a local S3 API, as the table is; without a bucket (a Lambda
+// function the stack gave none) uploads are refused.
+func openMedia(ctx context.Context, cfg *config.Config, st *store.Store) (*media.Service, error) {
+	m := &media.Service{Store: st, ServerName: cfg.ServerName, MaxUploadSize: cfg.MaxUploadSize,
+		Freeze: cfg.MediaFreezeTime(), MaxPending: int(cfg.MaxPendingMediaUploads), UnusedExpiration: cfg.UnusedExpiration()}
+	if cfg.MediaBucket == "" {
+		return m, nil
+	}
+	b, err := objects.Open(ctx, cfg.MediaBucket, cfg.S3Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.S3Endpoint != "" {
+		if err := b.CreateBucket(ctx); err != nil {
+			return nil, err
+		}
+	}
+	m.Objects = b
+	return m, nil
 }
 
 // newResync builds the loading of the state of rooms joined with partial
@@ -551,7 +582,9 @@ func (s *Server) ClientHandler() http.Handler {
 	(&spaces.Service{Rooms: s.Rooms, Store: s.Store, Client: s.Federation, ServerName: s.Config.ServerName,
 		Logger: s.Logger}).Register(rt, s.Accounts.RequireAuth)
 	s.UserDir.Register(rt, s.Accounts.RequireAuth)
-	return httpapi.Logging(s.Logger, httpapi.CORS(s.limitResponses(httpapi.LimitBody(s.Config.MaxRequestSize, rt))))
+	s.Media.Register(rt, s.Accounts.RequireAuth)
+	// Uploads may be larger than other requests (max_upload_size).
+	return httpapi.Logging(s.Logger, httpapi.CORS(s.limitResponses(media.LimitBody(s.Config.MaxRequestSize, s.Config.MaxUploadSize, rt))))
 }
 
 // limitResponses keeps answers within lambda_response_limit (shared/bigbody):
