@@ -97,8 +97,8 @@ func withoutAge(body map[string]any) map[string]any {
 
 // TestHandlers_WrongMethod checks that a known path asked with a method it
 // does not serve is 405 M_UNRECOGNIZED with Allow on every tree: client
-// (v3 and r0), federation and key; media has no routes yet, so its paths are
-// 404 M_UNRECOGNIZED, in JSON too.
+// (v3 and r0), federation, key and media; media has no r0 routes, so those
+// paths are 404 M_UNRECOGNIZED, in JSON too.
 func TestHandlers_WrongMethod(t *testing.T) {
 	s := servertest.Start(t)
 	fed := httptest.NewServer(s.Server.FederationHandler())
@@ -113,7 +113,7 @@ func TestHandlers_WrongMethod(t *testing.T) {
 		{"client v3", s.URL, "DELETE", v3 + "/login", 405, "GET, HEAD, POST"},
 		{"client r0", s.URL, "POST", r0 + "/sync", 405, "GET, HEAD"},
 		{"client unknown", s.URL, "GET", v3 + "/nonexistent", 404, ""},
-		{"media", s.URL, "GET", "/_matrix/media/v3/config", 404, ""},
+		{"media", s.URL, "DELETE", "/_matrix/media/v3/config", 405, "GET, HEAD"},
 		{"media r0", s.URL, "POST", "/_matrix/media/r0/upload", 404, ""},
 		{"federation", fed.URL, "POST", "/_matrix/federation/v1/version", 405, "GET, HEAD"},
 		{"federation unknown", fed.URL, "GET", "/_matrix/federation/v1/nonexistent", 404, ""},
