@@ -161,7 +161,7 @@ func (s *Service) download(w http.ResponseWriter, r *http.Request, legacy bool) 
 	}
 	disposition := contentDisposition(m.ContentType, filename)
 	if r.URL.Query().Get("allow_redirect") == "true" && m.Size > s.redirectOver() {
-		u, err := s.Objects.PresignGet(r.Context(), ObjectKey(m.SHA256), URLLifetime, m.ContentType, disposition)
+		u, err := s.Objects.PresignGet(r.Context(), m.Key(), URLLifetime, m.ContentType, disposition)
 		if err != nil {
 			return err
 		}

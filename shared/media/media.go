@@ -53,7 +53,8 @@ var _ Objects = (*objects.Bucket)(nil)
 
 // Remote fetches other servers' media (federation's task). Media returns
 // the metadata of serverName's mediaID once its content is in the bucket
-// under ObjectKey(m.SHA256), fetching it first when it is not, waiting at
+// under m.Key() (a cache key under remote/, which the stack's lifecycle
+// rule expires, in m.Object), fetching it first when it is not, waiting at
 // most timeout; ErrNotFound when the server has no such media.
 type Remote interface {
 	Media(ctx context.Context, serverName, mediaID string, timeout time.Duration) (Media, error)
@@ -136,6 +137,9 @@ type Media struct {
 	Filename    string
 	// SHA256 is the hex SHA-256 of the content, which names its object.
 	SHA256 string
+	// Object is the bucket key of the content when it is not
+	// ObjectKey(SHA256): other servers' media cached under remote/.
+	Object string
 	// Created is when the ID was made; Uploaded when the content came
 	// (the zero time while pending).
 	Created, Uploaded time.Time
@@ -145,6 +149,14 @@ type Media struct {
 
 // Pending reports whether m awaits its content.
 func (m Media) Pending() bool { return m.Uploaded.IsZero() }
+
+// Key is the bucket key of m's content.
+func (m Media) Key() string {
+	if m.Object != "" {
+		return m.Object
+	}
+	return ObjectKey(m.SHA256)
+}
 
 // URI is m's mxc:// URI.
 func (m Media) URI() string { return "mxc://" + m.ServerName + "/" + m.MediaID }

@@ -27,6 +27,7 @@ type item struct {
 	ContentType string `dynamodbav:"content_type,omitempty"`
 	Filename    string `dynamodbav:"filename,omitempty"`
 	SHA256      string `dynamodbav:"sha256,omitempty"`
+	Object      string `dynamodbav:"object,omitempty"`
 	CreatedMS   int64  `dynamodbav:"created_ms"`
 	UploadedMS  int64  `dynamodbav:"uploaded_ms,omitempty"`
 	ExpiresAt   int64  `dynamodbav:"expires_at,omitempty"`
@@ -51,7 +52,7 @@ func userPartition(userID string) string    { return "mediauser|" + userID }
 
 func (it item) media() Media {
 	m := Media{ServerName: it.ServerName, MediaID: it.MediaID, UserID: it.UserID, Size: it.Size,
-		ContentType: it.ContentType, Filename: it.Filename, SHA256: it.SHA256, Created: time.UnixMilli(it.CreatedMS)}
+		ContentType: it.ContentType, Filename: it.Filename, SHA256: it.SHA256, Object: it.Object, Created: time.UnixMilli(it.CreatedMS)}
 	if it.UploadedMS != 0 {
 		m.Uploaded = time.UnixMilli(it.UploadedMS)
 	}
@@ -65,7 +66,7 @@ func uploadedItem(m Media) item {
 	return item{
 		PK: mediaKey(m.ServerName, m.MediaID).PK, SK: "media",
 		ServerName: m.ServerName, MediaID: m.MediaID, UserID: m.UserID, State: stateUploaded,
-		Size: m.Size, ContentType: m.ContentType, Filename: m.Filename, SHA256: m.SHA256,
+		Size: m.Size, ContentType: m.ContentType, Filename: m.Filename, SHA256: m.SHA256, Object: m.Object,
 		CreatedMS: m.Created.UnixMilli(), UploadedMS: m.Uploaded.UnixMilli(),
 		GSI1PK: userPartition(m.UserID), GSI1SK: fmt.Sprintf("%013d|%s", m.Uploaded.UnixMilli(), m.MediaID),
 	}
@@ -204,7 +205,7 @@ func (s *Service) Open(ctx context.Context, m Media) (io.ReadCloser, error) {
 	if s.Objects == nil {
 		return nil, ErrNotFound
 	}
-	body, _, err := s.Objects.Get(ctx, ObjectKey(m.SHA256))
+	body, _, err := s.Objects.Get(ctx, m.Key())
 	if errors.Is(err, objects.ErrNotFound) {
 		return nil, fmt.Errorf("content of %s: %w", m.MediaID, ErrNotFound)
 	}
