@@ -133,6 +133,20 @@ type Config struct {
 	// (Synapse's unused_expiration_time, a duration such as 24h, its
 	// default).
 	UnusedExpirationTime string `yaml:"unused_expiration_time"`
+	// URL previews (GET /_matrix/client/v1/media/preview_url), Synapse's
+	// keys. URLPreviewEnabled turns them on (off by default, as in
+	// Synapse: the server then fetches pages its users name).
+	URLPreviewEnabled bool `yaml:"url_preview_enabled"`
+	// URLPreviewIPRangeBlacklist are the addresses (CIDR ranges or single
+	// addresses) a preview never connects to; unset (nil, or an empty
+	// environment variable) means urlpreview.DefaultBlacklist, Synapse's
+	// recommended list: loopback, private, link-local, multicast and the
+	// documentation ranges. URLPreviewIPRangeWhitelist are exceptions.
+	URLPreviewIPRangeBlacklist []string `yaml:"url_preview_ip_range_blacklist"`
+	URLPreviewIPRangeWhitelist []string `yaml:"url_preview_ip_range_whitelist"`
+	// MaxSpiderSize bounds each body a preview reads, the page and its
+	// og:image apart, in bytes (Synapse's max_spider_size, default 10M).
+	MaxSpiderSize int64 `yaml:"max_spider_size"`
 
 	// ClientListen and FederationListen are the local listeners of cirrus serve.
 	// Unset, FederationListen is where the server name says other servers
@@ -427,6 +441,9 @@ const (
 	DefaultUnusedExpiration       = 24 * time.Hour
 )
 
+// DefaultMaxSpiderSize is Synapse's max_spider_size, 10M.
+const DefaultMaxSpiderSize = 10 << 20
+
 // minResponseLimit leaves room for headers and any small answer.
 const minResponseLimit = 16 << 10
 
@@ -443,6 +460,7 @@ func Defaults() Config {
 		MaxRequestSize:               1 << 20,
 		MaxUploadSize:                MaxLambdaUpload,
 		MaxPendingMediaUploads:       DefaultMaxPendingMediaUploads,
+		MaxSpiderSize:                DefaultMaxSpiderSize,
 		DefaultRoomVersion:           events.DefaultVersion,
 		DynamoDBTable:                "cirrus",
 		ClientListen:                 "127.0.0.1:8008",
@@ -486,6 +504,7 @@ func LoadLambda(lookup LookupFunc) (*Config, error) {
 		MaxRequestSize:               1 << 20,
 		MaxUploadSize:                MaxLambdaUpload,
 		MaxPendingMediaUploads:       DefaultMaxPendingMediaUploads,
+		MaxSpiderSize:                DefaultMaxSpiderSize,
 		DefaultRoomVersion:           events.DefaultVersion,
 		DynamoDBTable:                "cirrus",
 		LambdaResponseLimit:          LambdaPayloadLimit,
@@ -725,7 +744,11 @@ func (c *Config) Validate() error {
 	if (c.TLSCACertificatePath == "") != (c.TLSCAKeyPath == "") {
 		bad("tls_ca_certificate_path and tls_ca_key_path go together: set both or neither")
 	}
-	for key, list := range map[string][]string{"ip_range_blacklist": c.IPRangeBlacklist, "ip_range_whitelist": c.IPRangeWhitelist} {
+	if c.MaxSpiderSize <= 0 {
+		bad("max_spider_size must be a positive number of bytes, got %d", c.MaxSpiderSize)
+	}
+	for key, list := range map[string][]string{"ip_range_blacklist": c.IPRangeBlacklist, "ip_range_whitelist": c.IPRangeWhitelist,
+		"url_preview_ip_range_blacklist": c.URLPreviewIPRangeBlacklist, "url_preview_ip_range_whitelist": c.URLPreviewIPRangeWhitelist} {
 		for _, r := range list {
 			if _, err := netip.ParsePrefix(r); err != nil {
 				if _, err := netip.ParseAddr(r); err != nil {
