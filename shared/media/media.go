@@ -98,6 +98,9 @@ type Service struct {
 	Remote Remote
 	// Thumbnailer makes thumbnails; nil, none are served.
 	Thumbnailer Thumbnailer
+	// Retention deletes media unused for its lifetime (retention.go);
+	// the zero value keeps all and records no accesses.
+	Retention Retention
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// PollInterval is how often a download waiting for an asynchronous
