@@ -133,6 +133,9 @@ type Config struct {
 	// (Synapse's unused_expiration_time, a duration such as 24h, its
 	// default).
 	UnusedExpirationTime string `yaml:"unused_expiration_time"`
+	// MediaRetention deletes media nobody downloaded for a while
+	// (Synapse's media_retention, shared/media retention.go).
+	MediaRetention MediaRetention `yaml:"media_retention"`
 	// URL previews (GET /_matrix/client/v1/media/preview_url), Synapse's
 	// keys. URLPreviewEnabled turns them on (off by default, as in
 	// Synapse: the server then fetches pages its users name).
@@ -342,6 +345,27 @@ func ParseDate(v string) (time.Time, error) {
 func (c *Config) MediaFreezeTime() time.Time {
 	t, _ := ParseDate(c.MediaFreeze)
 	return t
+}
+
+// MediaRetention is Synapse's media_retention block: durations such as
+// 90d; unset keeps media for ever. Local media is deleted once unused for
+// LocalMediaLifetime, cached copies of other servers' for
+// RemoteMediaLifetime, by the hourly job of the media.retention kind.
+// Environment: CIRRUS_MEDIA_RETENTION_LOCAL_MEDIA_LIFETIME and _REMOTE_.
+type MediaRetention struct {
+	LocalMediaLifetime  string `yaml:"local_media_lifetime"`
+	RemoteMediaLifetime string `yaml:"remote_media_lifetime"`
+}
+
+// Local and Remote are the lifetimes as durations (Validate has checked
+// them); 0 when unset.
+func (r MediaRetention) Local() time.Duration {
+	d, _ := ParseDuration(r.LocalMediaLifetime)
+	return d
+}
+func (r MediaRetention) Remote() time.Duration {
+	d, _ := ParseDuration(r.RemoteMediaLifetime)
+	return d
 }
 
 // UnusedExpiration is unused_expiration_time as a duration (Validate has
@@ -714,6 +738,11 @@ func (c *Config) Validate() error {
 	if c.UnusedExpirationTime != "" {
 		if _, err := ParseDuration(c.UnusedExpirationTime); err != nil {
 			bad("unused_expiration_time: %v", err)
+		}
+	}
+	for _, l := range []struct{ key, v string }{{"local_media_lifetime", c.MediaRetention.LocalMediaLifetime}, {"remote_media_lifetime", c.MediaRetention.RemoteMediaLifetime}} {
+		if _, err := ParseDuration(l.v); l.v != "" && err != nil {
+			bad("media_retention.%s: %v", l.key, err)
 		}
 	}
 	if c.Sync.PollIntervalMS < 50 || c.Sync.PollIntervalMS > 10000 {
