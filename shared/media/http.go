@@ -30,8 +30,7 @@ func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc
 		rt.HandleFunc("GET /_matrix/client/v1/media/download"+p, auth(s.handleDownload))
 		rt.HandleFunc("GET /_matrix/media/v3/download"+p, httpapi.Handle(s.handleLegacyDownload))
 	}
-	rt.HandleFunc("GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}", auth(s.handleThumbnail))
-	rt.HandleFunc("GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}", httpapi.Handle(s.handleLegacyThumbnail))
+	s.registerThumbnails(rt, auth) // thumbnails.go
 }
 
 // IsUpload reports whether r is an upload, whose body may be as large as
@@ -217,65 +216,6 @@ func (s *Service) find(r *http.Request, legacy bool) (Media, error) {
 		return Media{}, httpapi.NotFound("media uploaded since the freeze of unauthenticated media is served by /_matrix/client/v1/media only")
 	}
 	return m, nil
-}
-
-// handleThumbnail serves GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}.
-// https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv1mediathumbnailservernamemediaid
-func (s *Service) handleThumbnail(w http.ResponseWriter, r *http.Request) error {
-	return s.thumbnail(w, r, false)
-}
-
-// handleLegacyThumbnail serves GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId},
-// frozen as the legacy download is.
-// https://spec.matrix.org/v1.16/client-server-api/#get_matrixmediav3thumbnailservernamemediaid
-func (s *Service) handleLegacyThumbnail(w http.ResponseWriter, r *http.Request) error {
-	return s.thumbnail(w, r, true)
-}
-
-func (s *Service) thumbnail(w http.ResponseWriter, r *http.Request, legacy bool) error {
-	setSafetyHeaders(w.Header())
-	q := r.URL.Query()
-	req := ThumbnailRequest{Method: q.Get("method"), Animated: q.Get("animated") == "true"}
-	var err1, err2 error
-	req.Width, err1 = strconv.Atoi(q.Get("width"))
-	req.Height, err2 = strconv.Atoi(q.Get("height"))
-	if err1 != nil || err2 != nil || req.Width <= 0 || req.Height <= 0 {
-		return httpapi.InvalidParam("width and height must be positive whole numbers")
-	}
-	if req.Method == "" {
-		req.Method = "scale"
-	}
-	if req.Method != "scale" && req.Method != "crop" {
-		return httpapi.InvalidParam("method must be scale or crop")
-	}
-	m, err := s.find(r, legacy)
-	if err != nil {
-		return err
-	}
-	if s.Thumbnailer == nil {
-		return httpapi.NotFound("thumbnails are not made by this server yet")
-	}
-	body, err := s.Open(r.Context(), m)
-	if err != nil {
-		return matrixError(err)
-	}
-	content, err := io.ReadAll(body)
-	body.Close()
-	if err != nil {
-		return fmt.Errorf("read %s: %w", m.MediaID, err)
-	}
-	thumb, ctype, err := s.Thumbnailer.Thumbnail(r.Context(), m, content, req)
-	if err != nil {
-		return matrixError(err)
-	}
-	h := w.Header()
-	h.Set("Content-Type", ctype)
-	h.Set("Content-Disposition", contentDisposition(ctype, "thumbnail"))
-	h.Set("Content-Length", strconv.Itoa(len(thumb)))
-	h.Set("Cache-Control", "private, max-age=86400")
-	w.WriteHeader(http.StatusOK)
-	w.Write(thumb)
-	return nil
 }
 
 // matrixError maps the service's errors to the spec's.

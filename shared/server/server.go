@@ -366,7 +366,8 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 // function the stack gave none) uploads are refused.
 func openMedia(ctx context.Context, cfg *config.Config, st *store.Store) (*media.Service, error) {
 	m := &media.Service{Store: st, ServerName: cfg.ServerName, MaxUploadSize: cfg.MaxUploadSize,
-		Freeze: cfg.MediaFreezeTime(), MaxPending: int(cfg.MaxPendingMediaUploads), UnusedExpiration: cfg.UnusedExpiration()}
+		Freeze: cfg.MediaFreezeTime(), MaxPending: int(cfg.MaxPendingMediaUploads), UnusedExpiration: cfg.UnusedExpiration(),
+		Thumbnailer: media.ImageThumbnailer{}}
 	if cfg.MediaBucket == "" {
 		return m, nil
 	}
