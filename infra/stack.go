@@ -18,6 +18,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatchactions"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsevents"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambdaeventsources"
@@ -110,13 +112,19 @@ type CirrusStackProps struct {
 	// in the media bucket (context value mediaRemoteCacheDays) before S3
 	// deletes them; a later request fetches them again. Default 30.
 	MediaRemoteCacheDays int
+	// MediaLocalLifetime and MediaRemoteLifetime are media_retention's
+	// local_media_lifetime and remote_media_lifetime (context values
+	// mediaLocalLifetime, mediaRemoteLifetime: durations such as 90d):
+	// media unused that long is deleted by an hourly run in the sender.
+	// Unset, media is kept, and the sender has no rights on the bucket.
+	MediaLocalLifetime, MediaRemoteLifetime string
 }
 
 // DefaultMediaRemoteCacheDays is MediaRemoteCacheDays when not given.
 const DefaultMediaRemoteCacheDays = 30
 
 // contextKeys are the context values the stack reads.
-var contextKeys = []string{"domainName", "serverName", "hostedZoneId", "hostedZoneName", "certificateArn", "mailFrom", "enableRegistration", "alarmEmail", "webClientLocation", "distDir", "turnUris", "turnSharedSecretArn", "mediaRemoteCacheDays"}
+var contextKeys = []string{"domainName", "serverName", "hostedZoneId", "hostedZoneName", "certificateArn", "mailFrom", "enableRegistration", "alarmEmail", "webClientLocation", "distDir", "turnUris", "turnSharedSecretArn", "mediaRemoteCacheDays", "mediaLocalLifetime", "mediaRemoteLifetime"}
 
 // PropsFromContext reads the stack's context values (from -c key=value or
 // cdk.json). A value of the wrong type is an error; missing ones are left to
@@ -183,6 +191,11 @@ func PropsFromContext(app awscdk.App) (*CirrusStackProps, error) {
 	default:
 		errs = append(errs, fmt.Errorf("context value mediaRemoteCacheDays must be a number of days, got %v", v))
 	}
+	for key, dst := range map[string]*string{"mediaLocalLifetime": &p.MediaLocalLifetime, "mediaRemoteLifetime": &p.MediaRemoteLifetime} {
+		if v := app.Node().TryGetContext(jsii.String(key)); v != nil {
+			*dst = strings.TrimSpace(fmt.Sprint(v))
+		}
+	}
 	if account, region := os.Getenv("CDK_DEFAULT_ACCOUNT"), os.Getenv("CDK_DEFAULT_REGION"); account != "" || region != "" {
 		p.Env = &awscdk.Environment{}
 		if account != "" {
@@ -194,6 +207,10 @@ func PropsFromContext(app awscdk.App) (*CirrusStackProps, error) {
 	}
 	return p, errors.Join(errs...)
 }
+
+// lifetimeRE is a media_retention lifetime as shared/config.ParseDuration
+// reads it, which is not imported here.
+var lifetimeRE = regexp.MustCompile(`^[1-9][0-9]{0,9}[smhdwy]?$`)
 
 var (
 	hostnameRE       = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
@@ -275,6 +292,11 @@ func (p *CirrusStackProps) Validate() error {
 		p.MediaRemoteCacheDays = DefaultMediaRemoteCacheDays
 	case p.MediaRemoteCacheDays < 0:
 		bad("context value mediaRemoteCacheDays=%d is not a number of days: pass 1 or more (default %d)", p.MediaRemoteCacheDays, DefaultMediaRemoteCacheDays)
+	}
+	for _, l := range []struct{ key, v string }{{"mediaLocalLifetime", p.MediaLocalLifetime}, {"mediaRemoteLifetime", p.MediaRemoteLifetime}} {
+		if l.v != "" && !lifetimeRE.MatchString(l.v) {
+			bad("context value %s=%q is not a duration such as 90d (a whole number followed by s, m, h, d, w or y, as Synapse's media_retention)", l.key, l.v)
+		}
 	}
 	if p.DistDir == "" {
 		p.DistDir = defaultDistDir()
@@ -573,6 +595,7 @@ func (s *builder) functions() {
 	}
 	clientEnv["CIRRUS_LARGE_RESPONSE_BUCKET"] = s.largeResponses.BucketName()
 	clientEnv["CIRRUS_MEDIA_BUCKET"] = s.media.BucketName()
+	s.retentionEnv(clientEnv) // the client records accesses
 	// The client function's timeout is at API Gateway's 30 s; /sync
 	// long-polls are capped at SyncLongPollCap (25 s) to end before it.
 	s.client = s.function("client", clientMemoryMB, clientTimeoutSeconds, clientEnv)
@@ -588,6 +611,7 @@ func (s *builder) functions() {
 	// backoff, the rest of a long outbox or inbox for the next invocation.
 	senderEnv := common()
 	senderEnv["CIRRUS_QUEUE_URL"] = s.queue.QueueUrl()
+	s.retentionEnv(senderEnv)
 	s.sender = s.function("sender", senderMemoryMB, senderTimeoutSeconds, senderEnv)
 
 	// The loader is the sender's code on the load queue, with the time and
@@ -651,12 +675,66 @@ func (s *builder) functions() {
 		MaxBatchingWindow:       awscdk.Duration_Seconds(jsii.Number(1)),
 		ReportBatchItemFailures: jsii.Bool(true),
 	}))
+	s.mediaRetention()
 	// One job an invocation: each may take the whole timeout, and a batch
 	// would have the later ones wait for the earlier.
 	s.loader.AddEventSource(awslambdaeventsources.NewSqsEventSource(s.loadQueue, &awslambdaeventsources.SqsEventSourceProps{
 		BatchSize:               jsii.Number(1),
 		ReportBatchItemFailures: jsii.Bool(true),
 	}))
+}
+
+// retention reports whether media_retention is on (a lifetime is set).
+func (s *builder) retention() bool {
+	return s.p.MediaLocalLifetime != "" || s.p.MediaRemoteLifetime != ""
+}
+
+// retentionEnv gives a function the media_retention settings and, for the
+// sender, the bucket.
+func (s *builder) retentionEnv(env map[string]*string) {
+	if !s.retention() {
+		return
+	}
+	env["CIRRUS_MEDIA_BUCKET"] = s.media.BucketName()
+	if s.p.MediaLocalLifetime != "" {
+		env["CIRRUS_MEDIA_RETENTION_LOCAL_MEDIA_LIFETIME"] = jsii.String(s.p.MediaLocalLifetime)
+	}
+	if s.p.MediaRemoteLifetime != "" {
+		env["CIRRUS_MEDIA_RETENTION_REMOTE_MEDIA_LIFETIME"] = jsii.String(s.p.MediaRemoteLifetime)
+	}
+}
+
+// MediaRetentionEvent is what the schedule invokes the sender with: a
+// one-record batch in SQS's shape, so that its one entry point
+// (queue.Dispatcher.HandleSQSEvent) runs it as a job of the
+// media.retention kind, with no queue in between and no right to send to
+// one. The kind is shared/media.RetentionKind.
+var MediaRetentionEvent = map[string]any{"Records": []any{map[string]any{
+	"messageId":         "media-retention",
+	"body":              "{}",
+	"messageAttributes": map[string]any{"kind": map[string]any{"dataType": "String", "stringValue": "media.retention"}},
+}}}
+
+// mediaRetention schedules the retention run hourly, as Synapse does
+// (MEDIA_RETENTION_CHECK_PERIOD_MS), each run bounded (RetentionBatch) and
+// the next going on where it stopped; and gives the sender what deleting
+// takes: DeleteObject, and ListBucket so that a missing object reads as
+// missing (404), not denied. It never reads or writes content.
+func (s *builder) mediaRetention() {
+	if !s.retention() {
+		return
+	}
+	rule := awsevents.NewRule(s.stack, jsii.String("MediaRetentionSchedule"), &awsevents.RuleProps{
+		Description: jsii.String("Cirrus: media_retention, hourly: deletes media unused for its lifetime (shared/media retention.go)"),
+		Schedule:    awsevents.Schedule_Rate(awscdk.Duration_Hours(jsii.Number(1))),
+	})
+	// A failed run is not retried: the next hour's does its work.
+	rule.AddTarget(awseventstargets.NewLambdaFunction(s.sender, &awseventstargets.LambdaFunctionProps{
+		Event:         awsevents.RuleTargetInput_FromObject(MediaRetentionEvent),
+		RetryAttempts: jsii.Number(0),
+	}))
+	s.sender.AddToRolePolicy(allow("MediaDelete", []string{"s3:DeleteObject"}, s.media.ArnForObjects(jsii.String("*"))))
+	s.sender.AddToRolePolicy(allow("MediaList", []string{"s3:ListBucket"}, s.media.BucketArn()))
 }
 
 // LargeResponsePrefix is where the functions put answers over Lambda's

@@ -67,6 +67,14 @@ var (
 		"mediaRemoteCacheDays": "7",
 	}
 	bareContext = map[string]any{"domainName": "chat.example.net"}
+	// retentionContext is fullContext with media_retention on.
+	retentionContext = func() map[string]any {
+		c := map[string]any{"mediaLocalLifetime": "90d", "mediaRemoteLifetime": "14d"}
+		for k, v := range fullContext {
+			c[k] = v
+		}
+		return c
+	}()
 	certContext = map[string]any{
 		"domainName":     "matrix.example.com",
 		"certificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d-1111-2222-3333-444455556666",
@@ -929,6 +937,8 @@ func TestContext_Errors(t *testing.T) {
 		{"media cache days fraction", with("mediaRemoteCacheDays", 1.5), []string{`mediaRemoteCacheDays=1.5 is not a whole number of days`}},
 		{"media cache days word", with("mediaRemoteCacheDays", "a month"), []string{`mediaRemoteCacheDays=a month is not a whole number of days`}},
 		{"media cache days as a list", with("mediaRemoteCacheDays", []any{30.0}), []string{"mediaRemoteCacheDays must be a number of days"}},
+		{"media lifetime words", with("mediaLocalLifetime", "three months"), []string{`mediaLocalLifetime="three months" is not a duration such as 90d`}},
+		{"media lifetime zero", with("mediaRemoteLifetime", "0d"), []string{`mediaRemoteLifetime="0d" is not a duration`}},
 		{"no build", with("distDir", filepath.Join(t.TempDir(), "nothing")), []string{"client.zip is missing: run `make build` first"}},
 		{"several at once", with("domainName", nil, "alarmEmail", "x"), []string{"domainName is missing", "alarmEmail"}},
 		{"turn uris alone", with("turnUris", "turn:turn.example.org"), []string{"turnUris and turnSharedSecretArn go together"}},
@@ -1158,7 +1168,7 @@ func TestMedia(t *testing.T) {
 // wildcard S3 action; the buckets' TLS-only policies deny s3:*, which is
 // the one place it belongs.
 func TestIAM_NoS3Wildcard(t *testing.T) {
-	for name, ctx := range map[string]map[string]any{"full": fullContext, "bare": bareContext, "cert": certContext, "turn": turnContext} {
+	for name, ctx := range map[string]map[string]any{"full": fullContext, "bare": bareContext, "cert": certContext, "turn": turnContext, "retention": retentionContext} {
 		s := synth(t, name, ctx)
 		var docs []any
 		for _, r := range s.resources("AWS::IAM::Policy") {
@@ -1206,4 +1216,100 @@ func strSlice(v any) []string {
 		return out
 	}
 	return nil
+}
+
+// TestMediaRetention: with media_retention set, an hourly rule invokes the
+// sender with a one-record SQS-shaped batch of kind media.retention (what
+// queue.Dispatcher.HandleSQSEvent dispatches), EventBridge alone may invoke
+// it for that rule, the client and sender get the lifetimes, and the
+// sender gains exactly DeleteObject on the media objects and ListBucket on
+// the bucket, every other right as without retention. Without it, there is
+// no rule and the sender has no media rights (TestMedia).
+func TestMediaRetention(t *testing.T) {
+	s := synth(t, "retention", retentionContext)
+	_, rule := s.one(t, "AWS::Events::Rule", "MediaRetentionSchedule")
+	ruleID, _ := s.one(t, "AWS::Events::Rule", "MediaRetentionSchedule")
+	if rule["ScheduleExpression"] != "rate(1 hour)" || rule["State"] != "ENABLED" {
+		t.Errorf("schedule %v, state %v; want rate(1 hour), enabled", rule["ScheduleExpression"], rule["State"])
+	}
+	senderID, sender := s.one(t, "AWS::Lambda::Function", "SenderFunction")
+	targets, _ := rule["Targets"].([]any)
+	if len(targets) != 1 {
+		t.Fatalf("targets %s, want the sender", js(targets))
+	}
+	target := obj(targets[0])
+	if !reflect.DeepEqual(target["Arn"], map[string]any{"Fn::GetAtt": getAtt(senderID, "Arn")}) {
+		t.Errorf("target %s, want the sender", js(target["Arn"]))
+	}
+	var batch struct {
+		Records []struct {
+			MessageID         string `json:"messageId"`
+			Body              string `json:"body"`
+			MessageAttributes map[string]struct {
+				DataType    string `json:"dataType"`
+				StringValue string `json:"stringValue"`
+			} `json:"messageAttributes"`
+		}
+	}
+	if err := json.Unmarshal([]byte(target["Input"].(string)), &batch); err != nil || len(batch.Records) != 1 {
+		t.Fatalf("input %v: %v, want one SQS record", target["Input"], err)
+	}
+	if k := batch.Records[0].MessageAttributes["kind"]; k.StringValue != "media.retention" || k.DataType != "String" || batch.Records[0].MessageID == "" {
+		t.Errorf("input %v: want a record of kind media.retention with a message ID", target["Input"])
+	}
+	if obj(target["RetryPolicy"])["MaximumRetryAttempts"] != 0.0 {
+		t.Errorf("retry policy %s: a failed run waits for the next hour", js(target["RetryPolicy"]))
+	}
+	var invoke int
+	for _, perm := range s.resources("AWS::Lambda::Permission") {
+		p := props(perm)
+		if p["Principal"] == "events.amazonaws.com" {
+			invoke++
+			if !reflect.DeepEqual(p["SourceArn"], map[string]any{"Fn::GetAtt": getAtt(ruleID, "Arn")}) ||
+				!reflect.DeepEqual(p["FunctionName"], map[string]any{"Fn::GetAtt": getAtt(senderID, "Arn")}) || p["Action"] != "lambda:InvokeFunction" {
+				t.Errorf("EventBridge permission %s, want the sender invoked for this rule only", js(p))
+			}
+		}
+	}
+	if invoke != 1 {
+		t.Errorf("%d EventBridge invoke permissions, want 1", invoke)
+	}
+
+	mediaID, _ := s.one(t, "AWS::S3::Bucket", "Media")
+	_, client := s.one(t, "AWS::Lambda::Function", "ClientFunction")
+	for fn, f := range map[string]map[string]any{"Client": client, "Sender": sender} {
+		env := obj(obj(f["Environment"])["Variables"])
+		if env["CIRRUS_MEDIA_RETENTION_LOCAL_MEDIA_LIFETIME"] != "90d" || env["CIRRUS_MEDIA_RETENTION_REMOTE_MEDIA_LIFETIME"] != "14d" ||
+			!reflect.DeepEqual(env["CIRRUS_MEDIA_BUCKET"], ref(mediaID)) {
+			t.Errorf("%s: environment %s, want the lifetimes and the media bucket", fn, js(env))
+		}
+	}
+
+	// Every function's rights as without retention, the sender's plus two.
+	mediaArn := map[string]any{"Fn::GetAtt": getAtt(mediaID, "Arn")}
+	extra := map[string][]string{"Sender": {
+		grant(map[string]any{"Action": "s3:DeleteObject", "Resource": map[string]any{"Fn::Join": []any{"", []any{mediaArn, "/*"}}}}),
+		grant(map[string]any{"Action": "s3:ListBucket", "Resource": mediaArn}),
+	}}
+	plain := full(t)
+	for _, fn := range []string{"Client", "Federation", "Sender", "Loader"} {
+		grants := func(s *synthesized) []string {
+			statements, _ := s.statements(t, fn)
+			var out []string
+			for _, st := range statements {
+				out = append(out, grant(st))
+			}
+			return out
+		}
+		want := append(grants(plain), extra[fn]...)
+		got := grants(s)
+		sort.Strings(want)
+		sort.Strings(got)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: IAM statements with retention\n got %s\nwant %s", fn, strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+		}
+	}
+	if n := len(plain.resources("AWS::Events::Rule")); n != 0 {
+		t.Errorf("without media_retention: %d rules, want none", n)
+	}
 }
