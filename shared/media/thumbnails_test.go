@@ -261,6 +261,7 @@ func TestThumbnail_Refused(t *testing.T) {
 	made := counting(st)
 	alice := st.Member(t, "alice")
 	token := alice.User.AccessToken
+	requests := 0
 	svg := []byte(`<svg xmlns="http://www.w3.org/2000/svg" width="500" height="500"><script>alert(1)</script></svg>`)
 	for _, tc := range []struct {
 		name, ctype string
@@ -280,11 +281,13 @@ func TestThumbnail_Refused(t *testing.T) {
 					t.Errorf("thumbnail of %s, request %d: %d %s, want 400 M_UNKNOWN", tc.name, i+1, a.Status, a.Body)
 				}
 				checkSafety(t, "refusal", a)
+				requests++
 			}
-			want := int32(0)
+			want, cost := int32(0), servertest.Want(2, 2, 0) // refused by its type: no thumbnail item read
 			if tc.decodes {
-				want = 1
+				want, cost = 1, servertest.Want(3, 3, 0) // the recorded refusal
 			}
+			checkThumbCost(t, st, "refused again", "GET /_matrix/client/v1/media/thumbnail/", requests, cost)
 			if got := made.made.Load() - before; got != want {
 				t.Errorf("%s: the thumbnailer ran %d times for two requests, want %d", tc.name, got, want)
 			}
