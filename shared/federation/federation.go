@@ -19,6 +19,7 @@ import (
 
 	"github.com/cirrus-matrix/cirrus/shared/e2ekeys"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/media"
 	"github.com/cirrus-matrix/cirrus/shared/profile"
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/serverkeys"
@@ -33,6 +34,9 @@ type Service struct {
 	Profiles   *profile.Service
 	E2EKeys    *e2ekeys.Service
 	Spaces     *spaces.Service
+	// Media is the content repository, whose own files other servers
+	// download (media.go); nil answers 404.
+	Media *media.Service
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
@@ -64,6 +68,8 @@ func (s *Service) Register(rt *httpapi.Router, auth func(http.Handler) http.Hand
 		"POST " + v1 + "/user/keys/query":              s.handleKeysQuery,
 		"POST " + v1 + "/user/keys/claim":              s.handleKeysClaim,
 		"GET " + v1 + "/hierarchy/{roomId}":            s.handleHierarchy,
+		"GET " + v1 + "/media/download/{mediaId}":      s.handleMediaDownload,
+		"GET " + v1 + "/media/thumbnail/{mediaId}":     s.handleMediaThumbnail,
 	} {
 		rt.Handle(pattern, auth(httpapi.Handle(h)))
 	}
