@@ -172,6 +172,10 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	if err != nil {
 		return nil, err
 	}
+	// Other servers' media is fetched over federation and cached under
+	// remote/ (shared/media/remote.go).
+	mediaSvc.Remote = &media.Fetcher{Service: mediaSvc, Client: fed, Logger: logger,
+		IPRangeBlacklist: cfg.IPRangeBlacklist, IPRangeWhitelist: cfg.IPRangeWhitelist, SkipVerify: !cfg.FederationVerifyCertificates}
 	pushes := &push.Service{Store: st}
 	data := &accountdata.Service{Store: st, Computed: map[string]func(context.Context, string) (any, error){
 		"m.push_rules": pushes.AccountData,
@@ -615,7 +619,7 @@ func (s *Server) FederationHandler() http.Handler {
 	s.ServerKeys.Register(rt)
 	s.Inbox.Register(rt, s.ServerKeys.RequireServer)
 	(&federation.Service{ServerName: s.Config.ServerName, Rooms: s.Rooms, Profiles: s.Profiles, E2EKeys: s.E2EKeys,
-		Spaces: &spaces.Service{Rooms: s.Rooms, Store: s.Store}}).Register(rt, s.ServerKeys.RequireServer)
+		Spaces: &spaces.Service{Rooms: s.Rooms, Store: s.Store}, Media: s.Media}).Register(rt, s.ServerKeys.RequireServer)
 	(&federation.Joins{ServerName: s.Config.ServerName, Rooms: s.Rooms, Verifier: s.ServerKeys.Ring(),
 		UserExists: s.Accounts.Exists}).Register(rt, s.ServerKeys.RequireServer)
 	// Every /_matrix/federation route but /version goes behind
