@@ -13,6 +13,10 @@
 // that a server cannot run (an endpoint it lacks) is reported as failed on
 // that server, with the error, and the bench goes on.
 //
+// The media workloads (media.go; -media=false skips them, -media-only runs
+// them alone) upload, download and thumbnail a megabyte on the servers of
+// the room workloads, after them.
+//
 // The federation workloads (-federation=false skips them) run last, on two
 // servers of each kind named by their federation listeners: a fake remote
 // server in the bench process joins a room and sends transactions of 50
@@ -60,6 +64,7 @@ Examples:
   go run ./scripts/bench -baseline=false
   go run ./scripts/bench -federation=false
   go run ./scripts/bench -federation-only -n 20
+  make bench ARGS="-media-only"
   go run ./scripts/bench -n 100 -sync-poll 500ms
 
 Flags:
@@ -92,6 +97,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	timeout := fs.Duration("timeout", 20*time.Minute, "give up after this long (the first Dendrite build takes minutes)")
 	federation := fs.Bool("federation", true, "measure the federation workloads (inbound /send, outbound delivery) on servers of their own; false skips them (about a minute)")
 	federationOnly := fs.Bool("federation-only", false, "measure the federation workloads alone")
+	media := fs.Bool("media", true, "measure the media workloads (upload, download and a thumbnail of a megabyte)")
+	mediaOnly := fs.Bool("media-only", false, "measure the media workloads alone")
 	syncPoll := fs.Duration("sync-poll", time.Second, "Cirrus's sync poll `interval` (CIRRUS_SYNC_POLL_INTERVAL_MS), 50ms to 10s")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, usageText, dendriteVersion)
@@ -108,6 +115,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *federationOnly && !*federation {
 		return errors.New("-federation-only and -federation=false contradict each other")
+	}
+	if *mediaOnly && (!*media || *federationOnly) {
+		return errors.New("-media-only contradicts -media=false and -federation-only")
 	}
 	if *requireBaseline && !*baseline {
 		return errors.New("-require-baseline and -baseline=false contradict each other")
@@ -204,31 +214,39 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				}
 			}
 		}
-		if err := measureAll(servers, workload); err != nil {
-			return err
-		}
-		stopAll(servers)
-
-		// The sync workloads run on fresh servers, so that they find the same
-		// data on both, whatever the room workloads stored (more with a larger
-		// -n).
-		servers, err = startServers(ctx, cirrusBin, dendrite, *syncPoll, rep, *requireBaseline, stderr)
-		started = append(started, servers...)
-		if err != nil {
-			return err
-		}
-		for _, s := range servers {
-			if s.cmd != nil {
-				fmt.Fprintf(stderr, "bench: fresh %s for the sync workloads (pid %d) on %s\n", s.Name, s.cmd.Process.Pid, s.ClientURL)
+		if !*mediaOnly {
+			if err := measureAll(servers, workload); err != nil {
+				return err
 			}
 		}
-		if err := measureAll(servers, syncWorkload); err != nil {
-			return err
+		if *media {
+			if err := measureAll(servers, mediaWorkload()); err != nil {
+				return err
+			}
 		}
 		stopAll(servers)
+		if !*mediaOnly {
+			// The sync workloads run on fresh servers, so that they find the same
+			// data on both, whatever the room workloads stored (more with a larger
+			// -n).
+			servers, err = startServers(ctx, cirrusBin, dendrite, *syncPoll, rep, *requireBaseline, stderr)
+			started = append(started, servers...)
+			if err != nil {
+				return err
+			}
+			for _, s := range servers {
+				if s.cmd != nil {
+					fmt.Fprintf(stderr, "bench: fresh %s for the sync workloads (pid %d) on %s\n", s.Name, s.cmd.Process.Pid, s.ClientURL)
+				}
+			}
+			if err := measureAll(servers, syncWorkload); err != nil {
+				return err
+			}
+			stopAll(servers)
+		}
 	}
 
-	if *federation {
+	if *federation && !*mediaOnly {
 		fed, rs, err := runFederation(ctx, cirrusBin, dendrite, *syncPoll, rep, *n, stderr)
 		started = append(started, fed...)
 		if err != nil {

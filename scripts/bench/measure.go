@@ -133,7 +133,7 @@ var syncWorkload = []endpoint{
 
 // allWorkloads is every endpoint of the report, in its order.
 func allWorkloads() []endpoint {
-	return append(append(slices.Clone(workload), syncWorkload...), fedWorkload()...)
+	return append(append(append(slices.Clone(workload), mediaWorkload()...), syncWorkload...), fedWorkload()...)
 }
 
 // result is one endpoint measured on one server.
