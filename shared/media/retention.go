@@ -142,11 +142,22 @@ func (s *Service) accessedQuietly(ctx context.Context, m Media) {
 	}
 }
 
+// uploadedQuietly is Uploaded for the upload path, logged as
+// accessedQuietly is: the upload has succeeded.
+func (s *Service) uploadedQuietly(ctx context.Context, m Media) {
+	if err := s.Uploaded(ctx, m); err != nil {
+		slog.Default().LogAttrs(ctx, slog.LevelWarn, "media upload not recorded for retention",
+			slog.String("media_id", m.MediaID), slog.Any("error", err))
+	}
+}
+
 // RetentionRun is what one run did.
 type RetentionRun struct {
-	// Deleted media IDs; Moved stale access entries; Kept protected or
-	// quarantined ones, which retention never deletes (as Synapse).
-	Deleted, Moved, Kept int
+	// Deleted are the mxc:// URIs of the media IDs deleted (or found
+	// deleted otherwise); Moved counts stale access entries moved, Kept
+	// quarantined media, which retention never deletes (as Synapse).
+	Deleted     []string
+	Moved, Kept int
 	// More is true when the run stopped at its bound with expired entries
 	// left for the next.
 	More bool
@@ -236,7 +247,7 @@ func (s *Service) expireOne(ctx context.Context, e accessItem, run *RetentionRun
 	} else if err := s.deleteMedia(ctx, e.ServerName, e.MediaID); err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("delete expired media %s: %w", e.MediaID, err)
 	} else {
-		run.Deleted++
+		run.Deleted = append(run.Deleted, "mxc://"+e.ServerName+"/"+e.MediaID)
 	}
 	if err := s.Store.DeleteEach(ctx, []store.Key{accessKey(e.ServerName, e.MediaID), entryKey}); err != nil {
 		return fmt.Errorf("forget access of %s: %w", e.MediaID, err)
@@ -276,6 +287,6 @@ func tooLate(ctx context.Context) bool {
 func (s *Service) HandleRetention(ctx context.Context, _ []byte) error {
 	run, err := s.ApplyRetention(ctx)
 	slog.Default().LogAttrs(ctx, slog.LevelInfo, "media retention",
-		slog.Int("deleted", run.Deleted), slog.Int("moved", run.Moved), slog.Int("kept", run.Kept), slog.Bool("more", run.More))
+		slog.Int("deleted", len(run.Deleted)), slog.Int("moved", run.Moved), slog.Int("kept", run.Kept), slog.Bool("more", run.More))
 	return err
 }
