@@ -102,6 +102,7 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return matrixError(err)
 	}
+	s.uploadedQuietly(r.Context(), m) // retention.go
 	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"content_uri": m.URI()})
 	return nil
 }
@@ -127,9 +128,11 @@ func (s *Service) handleUploadTo(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.UploadTo(r.Context(), accounts.Caller(r.Context()).UserID, r.PathValue("mediaId"), c); err != nil {
+	m, err := s.UploadTo(r.Context(), accounts.Caller(r.Context()).UserID, r.PathValue("mediaId"), c)
+	if err != nil {
 		return matrixError(err)
 	}
+	s.uploadedQuietly(r.Context(), m) // retention.go
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
 	return nil
 }
@@ -215,6 +218,7 @@ func (s *Service) find(r *http.Request, legacy bool) (Media, error) {
 	if legacy && !m.Created.Before(s.Freeze) {
 		return Media{}, httpapi.NotFound("media uploaded since the freeze of unauthenticated media is served by /_matrix/client/v1/media only")
 	}
+	s.accessedQuietly(r.Context(), m) // retention.go
 	return m, nil
 }
 

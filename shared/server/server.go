@@ -54,7 +54,6 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/thirdparty"
 	"github.com/cirrus-matrix/cirrus/shared/todevice"
 	"github.com/cirrus-matrix/cirrus/shared/unread"
-	"github.com/cirrus-matrix/cirrus/shared/urlpreview"
 	"github.com/cirrus-matrix/cirrus/shared/userdir"
 	"github.com/cirrus-matrix/cirrus/shared/voip"
 )
@@ -113,8 +112,6 @@ type Server struct {
 	LargeResponses bigbody.Bucket
 	// Media is the content repository (uploads and downloads).
 	Media *media.Service
-	// Previews serves preview_url; nil when url_preview_enabled is off.
-	Previews *media.Previews
 	// Federation sends this server's requests to other servers.
 	Federation *fedclient.Client
 	// ServerKeys holds other servers' signing keys: it answers the notary
@@ -172,10 +169,6 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		large = b
 	}
 	mediaSvc, err := openMedia(ctx, cfg, st)
-	if err != nil {
-		return nil, err
-	}
-	previews, err := openPreviews(cfg, mediaSvc, st)
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +341,6 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 
 		LargeResponses: large,
 		Media:          mediaSvc,
-		Previews:       previews,
 	}
 	srv.EDUs = &federation.EDUMux{}
 	eph.ACLAllows = (&federation.Service{Rooms: rms}).ACLAllows
@@ -370,6 +362,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	srv.federateE2EE(e2e, toDevice, syncs, rms)
 	joiner.Resync = srv.newResync(pres, e2e)
 	srv.Jobs.HandleLong(federation.ResyncKind, joiner.Resync.Work)
+	srv.Jobs.Handle(media.RetentionKind, srv.Media.HandleRetention) // the stack's hourly schedule
 	return srv, nil
 }
 
@@ -380,6 +373,7 @@ func openMedia(ctx context.Context, cfg *config.Config, st *store.Store) (*media
 	m := &media.Service{Store: st, ServerName: cfg.ServerName, MaxUploadSize: cfg.MaxUploadSize,
 		Freeze: cfg.MediaFreezeTime(), MaxPending: int(cfg.MaxPendingMediaUploads), UnusedExpiration: cfg.UnusedExpiration(),
 		Thumbnailer: media.ImageThumbnailer{}}
+	m.Retention = media.Retention{Local: cfg.MediaRetention.Local(), Remote: cfg.MediaRetention.Remote()}
 	if cfg.MediaBucket == "" {
 		return m, nil
 	}
@@ -394,29 +388,6 @@ func openMedia(ctx context.Context, cfg *config.Config, st *store.Store) (*media
 	}
 	m.Objects = b
 	return m, nil
-}
-
-// openPreviews builds URL previews over the content repository when
-// url_preview_enabled is on; nil otherwise.
-func openPreviews(cfg *config.Config, m *media.Service, st *store.Store) (*media.Previews, error) {
-	if !cfg.URLPreviewEnabled {
-		return nil, nil
-	}
-	pc := urlpreview.Config{MaxBytes: cfg.MaxSpiderSize}
-	if cfg.URLPreviewIPRangeBlacklist != nil {
-		black, err := urlpreview.ParsePrefixes(cfg.URLPreviewIPRangeBlacklist)
-		if err != nil {
-			return nil, fmt.Errorf("config: url_preview_ip_range_blacklist: %w", err)
-		}
-		pc.Blacklist = black
-	}
-	white, err := urlpreview.ParsePrefixes(cfg.URLPreviewIPRangeWhitelist)
-	if err != nil {
-		return nil, fmt.Errorf("config: url_preview_ip_range_whitelist: %w", err)
-	}
-	pc.Whitelist = white
-	return &media.Previews{Media: m, Previewer: urlpreview.New(pc),
-		Limiter: &ratelimit.Limiter{Store: st}, Limit: media.DefaultPreviewLimit}, nil
 }
 
 // newResync builds the loading of the state of rooms joined with partial
@@ -619,11 +590,6 @@ func (s *Server) ClientHandler() http.Handler {
 		Logger: s.Logger}).Register(rt, s.Accounts.RequireAuth)
 	s.UserDir.Register(rt, s.Accounts.RequireAuth)
 	s.Media.Register(rt, s.Accounts.RequireAuth)
-	if s.Previews != nil {
-		// Off, preview_url is not routed: 404 M_UNRECOGNIZED, as Synapse
-		// (media.Previews.Register).
-		s.Previews.Register(rt, s.Accounts.RequireAuth)
-	}
 	// Uploads may be larger than other requests (max_upload_size).
 	return httpapi.Logging(s.Logger, httpapi.CORS(s.limitResponses(media.LimitBody(s.Config.MaxRequestSize, s.Config.MaxUploadSize, rt))))
 }
