@@ -16,6 +16,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/media"
 	"github.com/cirrus-matrix/cirrus/shared/objects"
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
+	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
 // cachedRemote stands in for the fetching of other servers' media: it
@@ -58,6 +59,10 @@ func TestRetention(t *testing.T) {
 	}
 
 	old := upload(t, st, token, "text/plain", "", []byte("old but read"))
+	// The upload's own cost is the upload path's (media_test.go), two
+	// PutItems more: the access item and its entry.
+	u := st.LastRequestTo(t, "POST /_matrix/media/v3/upload").DynamoDB
+	t.Logf("upload with retention: %d calls, %.1f RCU, %.1f WCU", u.Calls, u.ReadUnits, u.WriteUnits)
 	at(10)
 	shared := upload(t, st, token, "text/plain", "", []byte("shared bytes"))
 	twin := upload(t, st, token, "text/plain", "", []byte("shared bytes"))
@@ -69,6 +74,9 @@ func TestRetention(t *testing.T) {
 			t.Fatalf("download %s: %d %s", uri, a.Status, a.Body)
 		}
 	}
+	st.CheckCost(t, "download recording an access", "GET /_matrix/client/v1/media/download/", servertest.Want(6, 3, 3))
+	download(old)
+	st.CheckCost(t, "download, access recorded today", "GET /_matrix/client/v1/media/download/", servertest.Want(3, 3, 0))
 
 	// Other servers' media: read at day 0, and one of them again at day 50.
 	remote := cachedRemote{}
@@ -90,10 +98,14 @@ func TestRetention(t *testing.T) {
 	download("mxc://other.example/FRESH")
 
 	at(52)
-	run, err := svc.ApplyRetention(ctx)
+	mctx, meter := store.WithMeter(ctx)
+	run, err := svc.ApplyRetention(mctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// DeleteMedia's share is admin.go's; logged for docs/storage.md.
+	u = meter.Usage()
+	t.Logf("run deleting 2 local, 1 remote: %d calls, %.1f RCU, %.1f WCU", u.Calls, u.ReadUnits, u.WriteUnits)
 	sort.Strings(run.Deleted)
 	want := []string{shared, unread, "mxc://other.example/STALE"}
 	sort.Strings(want)
@@ -133,7 +145,9 @@ func TestRetention(t *testing.T) {
 	if err != nil || len(res.BatchItemFailures) != 0 {
 		t.Fatalf("the scheduled run: %v, failures %v", err, res.BatchItemFailures)
 	}
-	again, err := svc.ApplyRetention(ctx)
+	mctx, meter = store.WithMeter(ctx)
+	again, err := svc.ApplyRetention(mctx)
+	servertest.CheckUsage(t, "run with nothing to do", meter.Usage(), servertest.Want(2, 2, 0))
 	if err != nil || len(again.Deleted) != 0 || again.Moved != 0 || again.More {
 		t.Errorf("a run after: %+v, %v; want nothing done", again, err)
 	}
