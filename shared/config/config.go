@@ -136,6 +136,16 @@ type Config struct {
 	// MediaRetention deletes media nobody downloaded for a while
 	// (Synapse's media_retention, shared/media retention.go).
 	MediaRetention MediaRetention `yaml:"media_retention"`
+	// MediaUploadLimits are Synapse's media_upload_limits: how many bytes
+	// a user may upload in any time_period (each a duration such as 1h,
+	// max_size a size such as 100M); none, no budget. Past one an upload
+	// is 400 M_RESOURCE_LIMIT_EXCEEDED, as in Synapse. Environment:
+	// CIRRUS_MEDIA_UPLOAD_LIMITS as a JSON list.
+	MediaUploadLimits []MediaUploadLimit `yaml:"media_upload_limits"`
+	// RCMediaUpload limits each user's uploads (POST and PUT /upload)
+	// in the shape of Synapse's rc_* settings (Synapse has no such limit
+	// on uploads; rc_media_create is its nearest). 0 turns it off.
+	RCMediaUpload RateLimit `yaml:"rc_media_upload"`
 	// URL previews (GET /_matrix/client/v1/media/preview_url), Synapse's
 	// keys. URLPreviewEnabled turns them on (off by default, as in
 	// Synapse: the server then fetches pages its users name).
@@ -368,6 +378,51 @@ func (r MediaRetention) Remote() time.Duration {
 	return d
 }
 
+// MediaUploadLimit is one of media_upload_limits.
+type MediaUploadLimit struct {
+	TimePeriod string `yaml:"time_period"`
+	MaxSize    string `yaml:"max_size"`
+}
+
+// Period and Bytes are the limit's values (Validate has checked them).
+func (l MediaUploadLimit) Period() time.Duration {
+	d, _ := ParseDuration(l.TimePeriod)
+	return d
+}
+func (l MediaUploadLimit) Bytes() int64 {
+	n, _ := ParseSize(l.MaxSize)
+	return n
+}
+
+// RateLimit is Synapse's shape of a rate limit: per_second requests on
+// average, burst_count at once.
+type RateLimit struct {
+	PerSecond  float64 `yaml:"per_second"`
+	BurstCount float64 `yaml:"burst_count"`
+}
+
+// DefaultRCMediaUpload is Synapse's default rc_media_create: uploads are
+// no cheaper than creates.
+var DefaultRCMediaUpload = RateLimit{PerSecond: 10, BurstCount: 50}
+
+// ParseSize reads a size as Synapse's config does: a whole number of
+// bytes, or one followed by K, M, G or T (powers of 1024).
+func ParseSize(v string) (int64, error) {
+	units := map[byte]int64{'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40}
+	v = strings.TrimSpace(v)
+	unit := int64(1)
+	if v != "" {
+		if u, ok := units[v[len(v)-1]]; ok {
+			unit, v = u, v[:len(v)-1]
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/unit {
+		return 0, fmt.Errorf("%q is not a size such as 100M, 1G or 1048576 (bytes)", v)
+	}
+	return n * unit, nil
+}
+
 // UnusedExpiration is unused_expiration_time as a duration (Validate has
 // checked it).
 func (c *Config) UnusedExpiration() time.Duration {
@@ -485,6 +540,7 @@ func Defaults() Config {
 		MaxUploadSize:                MaxLambdaUpload,
 		MaxPendingMediaUploads:       DefaultMaxPendingMediaUploads,
 		MaxSpiderSize:                DefaultMaxSpiderSize,
+		RCMediaUpload:                DefaultRCMediaUpload,
 		DefaultRoomVersion:           events.DefaultVersion,
 		DynamoDBTable:                "cirrus",
 		ClientListen:                 "127.0.0.1:8008",
@@ -529,6 +585,7 @@ func LoadLambda(lookup LookupFunc) (*Config, error) {
 		MaxUploadSize:                MaxLambdaUpload,
 		MaxPendingMediaUploads:       DefaultMaxPendingMediaUploads,
 		MaxSpiderSize:                DefaultMaxSpiderSize,
+		RCMediaUpload:                DefaultRCMediaUpload,
 		DefaultRoomVersion:           events.DefaultVersion,
 		DynamoDBTable:                "cirrus",
 		LambdaResponseLimit:          LambdaPayloadLimit,
@@ -732,6 +789,17 @@ func (c *Config) Validate() error {
 			bad("media_freeze: %v", err)
 		}
 	}
+	for i, l := range c.MediaUploadLimits {
+		if _, err := ParseDuration(l.TimePeriod); err != nil {
+			bad("media_upload_limits[%d].time_period: %v", i, err)
+		}
+		if _, err := ParseSize(l.MaxSize); err != nil {
+			bad("media_upload_limits[%d].max_size: %v", i, err)
+		}
+	}
+	if r := c.RCMediaUpload; r.PerSecond < 0 || r.BurstCount < 0 || (r.PerSecond == 0) != (r.BurstCount == 0) {
+		bad("rc_media_upload: per_second and burst_count must both be positive, or both 0 (off), got %v and %v", r.PerSecond, r.BurstCount)
+	}
 	if c.MaxPendingMediaUploads <= 0 {
 		bad("max_pending_media_uploads must be 1 or more, got %d", c.MaxPendingMediaUploads)
 	}
@@ -883,6 +951,12 @@ func applyEnvStruct(v reflect.Value, prefix string, lookup LookupFunc) error {
 				return fmt.Errorf("config: %s=%q is not a boolean: use true or false", name, raw)
 			}
 			value.SetBool(b)
+		case reflect.Float64:
+			f, err := strconv.ParseFloat(raw, 64)
+			if err != nil {
+				return fmt.Errorf("config: %s=%q is not a number", name, raw)
+			}
+			value.SetFloat(f)
 		case reflect.Int64:
 			n, err := strconv.ParseInt(raw, 10, 64)
 			if err != nil {

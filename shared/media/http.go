@@ -31,6 +31,7 @@ func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc
 		rt.HandleFunc("GET /_matrix/media/v3/download"+p, httpapi.Handle(s.handleLegacyDownload))
 	}
 	s.registerThumbnails(rt, auth) // thumbnails.go
+	s.registerAdmin(rt)            // admin.go
 }
 
 // IsUpload reports whether r is an upload, whose body may be as large as
@@ -98,6 +99,9 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := s.allowUpload(r.Context(), accounts.Caller(r.Context()).UserID, int64(len(c.Body))); err != nil {
+		return err
+	}
 	m, err := s.Upload(r.Context(), accounts.Caller(r.Context()).UserID, c)
 	if err != nil {
 		return matrixError(err)
@@ -126,6 +130,9 @@ func (s *Service) handleUploadTo(w http.ResponseWriter, r *http.Request) error {
 	}
 	c, err := s.readContent(r)
 	if err != nil {
+		return err
+	}
+	if err := s.allowUpload(r.Context(), accounts.Caller(r.Context()).UserID, int64(len(c.Body))); err != nil {
 		return err
 	}
 	m, err := s.UploadTo(r.Context(), accounts.Caller(r.Context()).UserID, r.PathValue("mediaId"), c)

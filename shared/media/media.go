@@ -110,6 +110,10 @@ type Service struct {
 	// Waiting, when set, is told that a download starts waiting for an
 	// upload: for tests, which assert order rather than time.
 	Waiting func(serverName, mediaID string)
+	// Admin serves Synapse's admin API for media (admin.go); Limits bound
+	// each user's uploads (limits.go).
+	Admin  Admin
+	Limits Limits
 }
 
 // RedirectThreshold is the default RedirectOver: smaller files (avatars,

@@ -130,7 +130,7 @@ func TestUploadDownload(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st.CheckCost(t, "upload", "POST /_matrix/media/v3/upload", servertest.Want(2, 1, 2))
+			st.CheckCost(t, "upload", "POST /_matrix/media/v3/upload", servertest.Want(4, 2, 7))
 			mxc := mustMXC(t, up.ContentURI.String())
 			res, err := alice.Download(ctx, mxc)
 			if err != nil {
@@ -353,7 +353,7 @@ func TestAsync(t *testing.T) {
 	if _, err := alice.UploadMedia(ctx, mautrix.ReqUploadMedia{ContentBytes: []byte("late content"), ContentType: "text/plain", MXC: mxc, FileName: "late.txt"}); err != nil {
 		t.Fatal(err)
 	}
-	st.CheckCost(t, "upload to a created ID", "PUT /_matrix/media/v3/upload/", servertest.Want(3, 2, 2))
+	st.CheckCost(t, "upload to a created ID", "PUT /_matrix/media/v3/upload/", servertest.Want(5, 3, 7))
 	a := <-done
 	if a.Status != 200 || string(a.Body) != "late content" || a.Header.Get("Content-Type") != "text/plain" {
 		t.Fatalf("waiting download: %d %q (%s), want the uploaded text", a.Status, a.Body, a.Header.Get("Content-Type"))

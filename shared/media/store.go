@@ -2,8 +2,6 @@ package media
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +31,9 @@ type item struct {
 	ExpiresAt   int64  `dynamodbav:"expires_at,omitempty"`
 	GSI1PK      string `dynamodbav:"gsi1pk,omitempty"`
 	GSI1SK      string `dynamodbav:"gsi1sk,omitempty"`
+	// QuarantinedBy is the admin who quarantined the ID (admin.go): it
+	// then reads as absent to downloads and thumbnails.
+	QuarantinedBy string `dynamodbav:"quarantined_by,omitempty"`
 }
 
 // Item states: a created ID awaiting content, and one that has it.
@@ -81,14 +82,11 @@ type Content struct {
 
 // Upload stores c as a new media ID of userID's (POST /upload).
 func (s *Service) Upload(ctx context.Context, userID string, c Content) (Media, error) {
-	sum, err := s.putContent(ctx, c)
-	if err != nil {
-		return Media{}, err
-	}
+	sum := contentSum(c.Body)
 	now := s.now()
 	m := Media{ServerName: s.ServerName, MediaID: newMediaID(), UserID: userID, Size: int64(len(c.Body)),
 		ContentType: c.ContentType, Filename: c.Filename, SHA256: sum, Created: now, Uploaded: now}
-	if err := s.Store.Create(ctx, uploadedItem(m)); err != nil {
+	if err := s.storeContent(ctx, c.Body, sum, store.CreateOp(uploadedItem(m))); err != nil {
 		return Media{}, fmt.Errorf("upload: store media %s: %w", m.MediaID, err)
 	}
 	return m, nil
@@ -144,12 +142,9 @@ func (s *Service) UploadTo(ctx context.Context, userID, mediaID string, c Conten
 	if !m.Pending() {
 		return Media{}, ErrUploaded
 	}
-	sum, err := s.putContent(ctx, c)
-	if err != nil {
-		return Media{}, err
-	}
+	sum := contentSum(c.Body)
 	m.Size, m.ContentType, m.Filename, m.SHA256, m.Uploaded, m.ExpiresAt = int64(len(c.Body)), c.ContentType, c.Filename, sum, s.now(), time.Time{}
-	if err := s.Store.PutIf(ctx, uploadedItem(m), "state", statePending); errors.Is(err, store.ErrConflict) {
+	if err := s.storeContent(ctx, c.Body, sum, store.PutIfOp(uploadedItem(m), "state", statePending)); errors.Is(err, store.ErrConflict) {
 		return Media{}, ErrUploaded
 	} else if err != nil {
 		return Media{}, fmt.Errorf("upload to %s: %w", mediaID, err)
@@ -168,6 +163,10 @@ func (s *Service) Get(ctx context.Context, serverName, mediaID string) (Media, e
 		return Media{}, ErrNotFound
 	} else if err != nil {
 		return Media{}, fmt.Errorf("get media %s: %w", mediaID, err)
+	}
+	// The one read of every download and thumbnail: quarantine hides here.
+	if it.QuarantinedBy != "" {
+		return Media{}, ErrNotFound
 	}
 	return it.media(), nil
 }
@@ -210,27 +209,4 @@ func (s *Service) Open(ctx context.Context, m Media) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("content of %s: %w", m.MediaID, ErrNotFound)
 	}
 	return body, err
-}
-
-// putContent stores c's body under its SHA-256 unless it is there already
-// (one HeadObject: identical files are stored once) and returns the sum.
-func (s *Service) putContent(ctx context.Context, c Content) (string, error) {
-	if s.Objects == nil {
-		return "", ErrNoBucket
-	}
-	h := sha256.Sum256(c.Body)
-	sum := hex.EncodeToString(h[:])
-	key := ObjectKey(sum)
-	if _, err := s.Objects.Head(ctx, key); err == nil {
-		return sum, nil
-	} else if !errors.Is(err, objects.ErrNotFound) {
-		return "", fmt.Errorf("store content: %w", err)
-	}
-	// The object's own type is neutral: downloads through the server set
-	// each media ID's, and presigned URLs override it per request.
-	if err := s.Objects.PutObject(ctx, key, c.Body, objects.Meta{ContentType: "application/octet-stream",
-		CacheControl: "private, max-age=31536000, immutable"}); err != nil {
-		return "", fmt.Errorf("store content: %w", err)
-	}
-	return sum, nil
 }
