@@ -256,9 +256,19 @@ func (s *Service) expireOne(ctx context.Context, e accessItem, run *RetentionRun
 }
 
 // retained reports whether retention keeps serverName's mediaID whatever
-// its age: Synapse's never deletes quarantined or protected media.
+// its age: Synapse's never deletes quarantined media. The mark is the item's
+// quarantined_by (admin.go's Quarantine), local or remote; one GetItem.
 func (s *Service) retained(ctx context.Context, serverName, mediaID string) (bool, error) {
-	return false, nil
+	var it struct {
+		QuarantinedBy string `dynamodbav:"quarantined_by"`
+	}
+	err := s.Store.Get(ctx, mediaKey(serverName, mediaID), &it)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("read media %s: %w", mediaID, err)
+	}
+	return it.QuarantinedBy != "", nil
 }
 
 // deleteMedia is the admin API's safe deletion (DeleteMedia): the object
