@@ -213,6 +213,11 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	// API go through it, so an admin's change of a display name reaches the
 	// user's rooms like the user's own.
 	accts.Profiles = profiles
+	// The admin API for media: deletes by date keep users' avatars.
+	mediaSvc.Admin = media.Admin{RequireAdmin: accts.RequireAdmin, Avatar: func(ctx context.Context, userID string) (string, error) {
+		_, avatar, err := profiles.Names(ctx, userID)
+		return avatar, err
+	}}
 	rms := &rooms.Service{
 		Store:              st,
 		Signer:             events.Signer{ServerName: cfg.ServerName, Key: key},
@@ -374,6 +379,11 @@ func openMedia(ctx context.Context, cfg *config.Config, st *store.Store) (*media
 		Freeze: cfg.MediaFreezeTime(), MaxPending: int(cfg.MaxPendingMediaUploads), UnusedExpiration: cfg.UnusedExpiration(),
 		Thumbnailer: media.ImageThumbnailer{}}
 	m.Retention = media.Retention{Local: cfg.MediaRetention.Local(), Remote: cfg.MediaRetention.Remote()}
+	m.Limits = media.Limits{Limiter: &ratelimit.Limiter{Store: st},
+		Rate: media.RateLimit("media.upload", cfg.RCMediaUpload.PerSecond, cfg.RCMediaUpload.BurstCount)}
+	for _, l := range cfg.MediaUploadLimits {
+		m.Limits.Uploads = append(m.Limits.Uploads, media.UploadLimit{Period: l.Period(), MaxBytes: l.Bytes()})
+	}
 	if cfg.MediaBucket == "" {
 		return m, nil
 	}
