@@ -281,7 +281,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // workload fails.
 func startServers(ctx context.Context, cirrusBin string, dendrite dendriteBuild, syncPoll time.Duration, rep *report, requireBaseline bool, stderr io.Writer) ([]*server, error) {
 	var servers []*server
-	cirrus, err := startRetrying(func() (*server, error) { return startCirrus(ctx, cirrusBin, syncPoll) })
+	cirrus, err := startRetrying(func() (*server, error) { return startCirrus(ctx, cirrusBin, syncPoll, mediaEnv...) })
 	if err != nil {
 		return servers, fmt.Errorf("cirrus: %w", err)
 	}

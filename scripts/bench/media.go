@@ -39,6 +39,11 @@ const (
 	mediaTimeout = 2 * time.Minute
 )
 
+// mediaEnv turns off Cirrus's limit on uploads per user (rc_media_upload,
+// 50 at once by default), as the bench turns off Dendrite's rate limits:
+// the upload workloads send hundreds a minute as one user.
+var mediaEnv = []string{"CIRRUS_RC_MEDIA_UPLOAD_PER_SECOND=0", "CIRRUS_RC_MEDIA_UPLOAD_BURST_COUNT=0"}
+
 // mediaFixture is a server's media for the download and cached-thumbnail
 // workloads, uploaded once.
 type mediaFixture struct {
