@@ -240,11 +240,13 @@ func (s *Service) expireOne(ctx context.Context, e accessItem, run *RetentionRun
 	if err != nil {
 		return fmt.Errorf("expired media %s: %w", e.MediaID, err)
 	}
+	// A quarantined ID is kept and no longer tracked: an access after it
+	// is released tracks it again. Otherwise DeleteMedia (admin.go) drops
+	// the object only with its last reference: media sharing its bytes
+	// keeps them; an ID deleted otherwise is only forgotten.
 	if keep {
-		// Kept, and no longer tracked: an access after it is released
-		// tracks it again.
 		run.Kept++
-	} else if err := s.deleteMedia(ctx, e.ServerName, e.MediaID); err != nil && !errors.Is(err, ErrNotFound) {
+	} else if err := s.DeleteMedia(ctx, e.ServerName, e.MediaID); err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("delete expired media %s: %w", e.MediaID, err)
 	} else {
 		run.Deleted = append(run.Deleted, "mxc://"+e.ServerName+"/"+e.MediaID)
@@ -269,18 +271,6 @@ func (s *Service) retained(ctx context.Context, serverName, mediaID string) (boo
 		return false, fmt.Errorf("read media %s: %w", mediaID, err)
 	}
 	return it.QuarantinedBy != "", nil
-}
-
-// deleteMedia is the admin API's safe deletion (DeleteMedia): the object
-// goes only when no other media ID refers to it.
-func (s *Service) deleteMedia(ctx context.Context, serverName, mediaID string) error {
-	d, ok := any(s).(interface {
-		DeleteMedia(ctx context.Context, serverName, mediaID string) error
-	})
-	if !ok {
-		return errors.New("no DeleteMedia yet")
-	}
-	return d.DeleteMedia(ctx, serverName, mediaID)
 }
 
 // tooLate reports whether ctx ends too soon for another deletion.

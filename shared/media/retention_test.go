@@ -37,7 +37,8 @@ func (r cachedRemote) Media(_ context.Context, serverName, mediaID string, _ tim
 // the second) and 20, with the first and third downloaded at day 25, a run
 // at day 52 deletes the second and fourth (downloads then 404
 // M_NOT_FOUND); the fourth's object goes, the second's stays (the third
-// refers to it); the others still download. Other servers' cached media
+// refers to it); the others still download, and one quarantined at day 10
+// is kept as Synapse keeps it. Other servers' cached media
 // expires by its last download. A second run, through the queue kind the
 // schedule sends, deletes nothing.
 func TestRetention(t *testing.T) {
@@ -66,6 +67,7 @@ func TestRetention(t *testing.T) {
 	at(10)
 	shared := upload(t, st, token, "text/plain", "", []byte("shared bytes"))
 	twin := upload(t, st, token, "text/plain", "", []byte("shared bytes"))
+	held := upload(t, st, token, "text/plain", "", []byte("quarantined"))
 	at(20)
 	unread := upload(t, st, token, "text/plain", "", []byte("never read"))
 	at(25)
@@ -97,6 +99,11 @@ func TestRetention(t *testing.T) {
 	at(50)
 	download("mxc://other.example/FRESH")
 
+	// Quarantined media is never deleted by retention, as in Synapse.
+	if err := svc.Quarantine(ctx, servertest.ServerName, mustMXC(t, held).FileID, "@admin:"+servertest.ServerName); err != nil {
+		t.Fatal(err)
+	}
+
 	at(52)
 	mctx, meter := store.WithMeter(ctx)
 	run, err := svc.ApplyRetention(mctx)
@@ -109,8 +116,14 @@ func TestRetention(t *testing.T) {
 	sort.Strings(run.Deleted)
 	want := []string{shared, unread, "mxc://other.example/STALE"}
 	sort.Strings(want)
-	if !slices.Equal(run.Deleted, want) || run.More {
-		t.Fatalf("run deleted %v (more: %v), want %v", run.Deleted, run.More, want)
+	if !slices.Equal(run.Deleted, want) || run.More || run.Kept != 1 {
+		t.Fatalf("run deleted %v (more: %v, kept %d), want %v and the quarantined one kept", run.Deleted, run.More, run.Kept, want)
+	}
+	if err := svc.Quarantine(ctx, servertest.ServerName, mustMXC(t, held).FileID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if a := download(held); a.Status != 200 || string(a.Body) != "quarantined" {
+		t.Errorf("download of the quarantined media once released: %d %q, want it kept", a.Status, a.Body)
 	}
 	for _, uri := range []string{shared, unread} {
 		if a := download(uri); a.Status != 404 || a.errcode() != "M_NOT_FOUND" {
