@@ -54,6 +54,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/thirdparty"
 	"github.com/cirrus-matrix/cirrus/shared/todevice"
 	"github.com/cirrus-matrix/cirrus/shared/unread"
+	"github.com/cirrus-matrix/cirrus/shared/urlpreview"
 	"github.com/cirrus-matrix/cirrus/shared/userdir"
 	"github.com/cirrus-matrix/cirrus/shared/voip"
 )
@@ -112,6 +113,8 @@ type Server struct {
 	LargeResponses bigbody.Bucket
 	// Media is the content repository (uploads and downloads).
 	Media *media.Service
+	// Previews serves preview_url; nil when url_preview_enabled is off.
+	Previews *media.Previews
 	// Federation sends this server's requests to other servers.
 	Federation *fedclient.Client
 	// ServerKeys holds other servers' signing keys: it answers the notary
@@ -169,6 +172,10 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		large = b
 	}
 	mediaSvc, err := openMedia(ctx, cfg, st)
+	if err != nil {
+		return nil, err
+	}
+	previews, err := openPreviews(cfg, mediaSvc, st)
 	if err != nil {
 		return nil, err
 	}
@@ -346,6 +353,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 
 		LargeResponses: large,
 		Media:          mediaSvc,
+		Previews:       previews,
 	}
 	srv.EDUs = &federation.EDUMux{}
 	eph.ACLAllows = (&federation.Service{Rooms: rms}).ACLAllows
@@ -398,6 +406,29 @@ func openMedia(ctx context.Context, cfg *config.Config, st *store.Store) (*media
 	}
 	m.Objects = b
 	return m, nil
+}
+
+// openPreviews builds URL previews over the content repository when
+// url_preview_enabled is on; nil otherwise.
+func openPreviews(cfg *config.Config, m *media.Service, st *store.Store) (*media.Previews, error) {
+	if !cfg.URLPreviewEnabled {
+		return nil, nil
+	}
+	pc := urlpreview.Config{MaxBytes: cfg.MaxSpiderSize}
+	if cfg.URLPreviewIPRangeBlacklist != nil {
+		black, err := urlpreview.ParsePrefixes(cfg.URLPreviewIPRangeBlacklist)
+		if err != nil {
+			return nil, fmt.Errorf("config: url_preview_ip_range_blacklist: %w", err)
+		}
+		pc.Blacklist = black
+	}
+	white, err := urlpreview.ParsePrefixes(cfg.URLPreviewIPRangeWhitelist)
+	if err != nil {
+		return nil, fmt.Errorf("config: url_preview_ip_range_whitelist: %w", err)
+	}
+	pc.Whitelist = white
+	return &media.Previews{Media: m, Previewer: urlpreview.New(pc),
+		Limiter: &ratelimit.Limiter{Store: st}, Limit: media.DefaultPreviewLimit}, nil
 }
 
 // newResync builds the loading of the state of rooms joined with partial
@@ -600,6 +631,11 @@ func (s *Server) ClientHandler() http.Handler {
 		Logger: s.Logger}).Register(rt, s.Accounts.RequireAuth)
 	s.UserDir.Register(rt, s.Accounts.RequireAuth)
 	s.Media.Register(rt, s.Accounts.RequireAuth)
+	if s.Previews != nil {
+		// Off, preview_url is not routed: 404 M_UNRECOGNIZED, as Synapse
+		// (media.Previews.Register).
+		s.Previews.Register(rt, s.Accounts.RequireAuth)
+	}
 	// Uploads may be larger than other requests (max_upload_size).
 	return httpapi.Logging(s.Logger, httpapi.CORS(s.limitResponses(media.LimitBody(s.Config.MaxRequestSize, s.Config.MaxUploadSize, rt))))
 }
