@@ -409,10 +409,13 @@ func TestHeaders(t *testing.T) {
 		t.Errorf("unknown media: %d %s", missing.Status, missing.Body)
 	}
 	checkSafety(t, "unknown media", missing)
+	// Another server that cannot be reached: 502 M_UNKNOWN, as Synapse
+	// answers a failed remote fetch (remote.go), with the safe headers.
 	remote := do(t, "GET", st.URL+"/_matrix/client/v1/media/download/other.example/abc", alice.User.AccessToken, "", nil)
-	if remote.Status != 404 || remote.errcode() != "M_NOT_FOUND" || !strings.Contains(string(remote.Body), "other servers") {
-		t.Errorf("another server's media: %d %s, want 404 M_NOT_FOUND saying why", remote.Status, remote.Body)
+	if remote.Status != 502 || remote.errcode() != "M_UNKNOWN" || !strings.Contains(string(remote.Body), "other.example") {
+		t.Errorf("another server's media: %d %s, want 502 M_UNKNOWN naming the server", remote.Status, remote.Body)
 	}
+	checkSafety(t, "another server's media", remote)
 }
 
 // TestDownload_Redirect: with allow_redirect=true a file over the threshold

@@ -107,7 +107,7 @@ func TestPreview(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.CheckCost(t, "preview (fetched)", "GET "+previewV1, servertest.Want(5, 2, 4))
+	st.CheckCost(t, "preview (fetched)", "GET "+previewV1, servertest.Want(6, 3, 8))
 	if og.Title != ogTitle || og.Description != ogDesc {
 		t.Errorf("og:title %q, og:description %q; want %q and %q", og.Title, og.Description, ogTitle, ogDesc)
 	}
