@@ -15,7 +15,9 @@ import (
 // served by the route its path matches with v3 in place of r0: v1.1 renamed
 // every r0 endpoint to v3 and changed none of them (MSC2844), and Synapse
 // and Dendrite still serve both. Endpoints that began under v1 (relations,
-// hierarchy) never had an r0 form and are not served there.
+// hierarchy) never had an r0 form and are not served there. The content
+// repository's /_matrix/media/r0/ (Hydrogen uploads through it) is served
+// as /_matrix/media/v3/ likewise.
 type Router struct {
 	mux *http.ServeMux
 }
@@ -35,8 +37,10 @@ func (rt *Router) HandleFunc(pattern string, f func(http.ResponseWriter, *http.R
 // r0Prefix and v3Prefix are the client-server API's legacy and current
 // prefixes.
 const (
-	r0Prefix = "/_matrix/client/r0/"
-	v3Prefix = "/_matrix/client/v3/"
+	r0Prefix      = "/_matrix/client/r0/"
+	v3Prefix      = "/_matrix/client/v3/"
+	mediaR0Prefix = "/_matrix/media/r0/"
+	mediaV3Prefix = "/_matrix/media/v3/"
 )
 
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -66,17 +70,22 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // asV3 returns r with its path under /_matrix/client/v3/ when it is under
-// /_matrix/client/r0/, and nil otherwise. Only the path the mux routes on
+// /_matrix/client/r0/ (/_matrix/media/v3/ for /_matrix/media/r0/), and nil
+// otherwise. Only the path the mux routes on
 // (Path and RawPath) changes; RequestURI keeps the path as sent.
 func asV3(r *http.Request) *http.Request {
-	rest, ok := strings.CutPrefix(r.URL.Path, r0Prefix)
+	from, to := r0Prefix, v3Prefix
+	rest, ok := strings.CutPrefix(r.URL.Path, from)
 	if !ok {
-		return nil
+		from, to = mediaR0Prefix, mediaV3Prefix
+		if rest, ok = strings.CutPrefix(r.URL.Path, from); !ok {
+			return nil
+		}
 	}
 	v3 := r.Clone(r.Context())
-	v3.URL.Path = v3Prefix + rest
-	if raw, ok := strings.CutPrefix(r.URL.RawPath, r0Prefix); ok {
-		v3.URL.RawPath = v3Prefix + raw
+	v3.URL.Path = to + rest
+	if raw, ok := strings.CutPrefix(r.URL.RawPath, from); ok {
+		v3.URL.RawPath = to + raw
 	} else {
 		// A RawPath that does not begin as Path does is not a valid
 		// encoding of it; EscapedPath already ignores it.

@@ -318,9 +318,8 @@ func (s *Service) deleteThumbnailObjects(ctx context.Context, content string, su
 // stops expiring while quarantined (a lifted one is dropped, to be fetched
 // again).
 //
-// TODO(remote.go): Fetcher.Media reads its cached item itself, past Get:
-// other servers' media is hidden only once it treats quarantined_by (and
-// the marker) as absent without fetching.
+// Fetcher.Media (remote.go), which reads its cached item itself, takes
+// quarantined_by and the marker for absent and fetches nothing.
 //
 // The item is read and written back whole as a map, so that the
 // attributes other writers add (remote.go's) survive.

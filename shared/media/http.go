@@ -38,6 +38,9 @@ func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc
 // max_upload_size rather than max_request_size.
 func IsUpload(r *http.Request) bool {
 	p := r.URL.Path
+	// r0 is the legacy prefix older clients (Hydrogen) upload through,
+	// which the router serves as v3.
+	p = strings.Replace(p, "/_matrix/media/r0/", "/_matrix/media/v3/", 1)
 	return (r.Method == http.MethodPost && p == "/_matrix/media/v3/upload") ||
 		(r.Method == http.MethodPut && strings.HasPrefix(p, "/_matrix/media/v3/upload/"))
 }

@@ -11,6 +11,7 @@ import (
 	"image/png"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -443,5 +444,41 @@ func TestDownload_Redirect(t *testing.T) {
 	small := mustMXC(t, upload(t, st, alice.User.AccessToken, "image/png", "", images(t)["image/png"]))
 	if a := do(t, "GET", st.URL+"/_matrix/client/v1/media/download/"+small.Homeserver+"/"+small.FileID+"?allow_redirect=true", alice.User.AccessToken, "", nil); a.Status != 200 {
 		t.Errorf("small file with allow_redirect: %d, want 200 (served at once)", a.Status)
+	}
+}
+
+// TestUpload_R0: the legacy /_matrix/media/r0/ prefix, through which older
+// clients (Hydrogen) upload, is served as v3: its config, and an upload of
+// the largest size (max_upload_size, not max_request_size) that downloads
+// back byte-identical through v1; one byte more is 413 M_TOO_LARGE.
+func TestUpload_R0(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Member(t, "alice")
+	cfg := do(t, "GET", st.URL+"/_matrix/media/r0/config", alice.User.AccessToken, "", nil)
+	if cfg.Status != 200 || !strings.Contains(string(cfg.Body), `"m.upload.size":`+strconv.Itoa(config.MaxLambdaUpload)) {
+		t.Fatalf("r0 config: %d %s", cfg.Status, cfg.Body)
+	}
+	data := bytes.Repeat([]byte{0x5A}, config.MaxLambdaUpload+1)
+	a := do(t, "POST", st.URL+"/_matrix/media/r0/upload?filename=r0.bin", alice.User.AccessToken, "application/octet-stream", data[:config.MaxLambdaUpload])
+	if a.Status != 200 {
+		t.Fatalf("r0 upload: %d %s", a.Status, a.Body)
+	}
+	var up struct {
+		ContentURI string `json:"content_uri"`
+	}
+	if err := json.Unmarshal(a.Body, &up); err != nil {
+		t.Fatal(err)
+	}
+	res, err := alice.Download(context.Background(), mustMXC(t, up.ContentURI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !bytes.Equal(got, data[:config.MaxLambdaUpload]) {
+		t.Fatalf("download of the r0 upload: %d bytes, not the %d uploaded", len(got), config.MaxLambdaUpload)
+	}
+	if a := do(t, "POST", st.URL+"/_matrix/media/r0/upload", alice.User.AccessToken, "application/octet-stream", data); a.Status != 413 || a.errcode() != "M_TOO_LARGE" {
+		t.Errorf("r0 upload of max+1 bytes: %d %s, want 413 M_TOO_LARGE", a.Status, a.Body)
 	}
 }

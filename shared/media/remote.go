@@ -125,6 +125,9 @@ type remoteItem struct {
 	UploadedMS   int64  `dynamodbav:"uploaded_ms"`
 	LastAccessMS int64  `dynamodbav:"last_access_ms"`
 	ExpiresAt    int64  `dynamodbav:"expires_at"`
+	// QuarantinedBy is the admin who quarantined the media (admin.go):
+	// never served, never fetched again, kept by touch's write.
+	QuarantinedBy string `dynamodbav:"quarantined_by,omitempty"`
 }
 
 // originFederation and originLegacy say which endpoint a file came from.
@@ -158,6 +161,9 @@ func (f *Fetcher) Media(ctx context.Context, serverName, mediaID string, timeout
 	}
 	var it remoteItem
 	err := f.Service.Store.Get(ctx, mediaKey(serverName, mediaID), &it)
+	if err == nil && (it.QuarantinedBy != "" || it.State == stateQuarantined) {
+		return Media{}, ErrNotFound
+	}
 	if err == nil && it.State == stateUploaded {
 		f.touch(ctx, it)
 		return it.media(), nil

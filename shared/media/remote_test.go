@@ -2,6 +2,7 @@ package media_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"mime/multipart"
 	"net"
@@ -197,5 +198,18 @@ func TestRemote_Download(t *testing.T) {
 	}
 	if n := peer.count("/_matrix/federation/v1/media/download/big"); n != 1 {
 		t.Errorf("big file asked %d times", n)
+	}
+	// Quarantined, cached remote media and media not fetched yet are 404,
+	// and the peer is not asked for them.
+	for _, id := range []string{"plain", "never-fetched"} {
+		if err := st.Server.Media.Quarantine(context.Background(), "peer.test", id, "@root:"+servertest.ServerName); err != nil {
+			t.Fatal(err)
+		}
+		if a := get("peer.test", id); a.Status != 404 || a.errcode() != "M_NOT_FOUND" {
+			t.Errorf("quarantined %s: %d %s, want 404 M_NOT_FOUND", id, a.Status, a.Body)
+		}
+	}
+	if n := peer.count("/_matrix/federation/v1/media/download/plain") + peer.count("/_matrix/federation/v1/media/download/never-fetched"); n != 1 {
+		t.Errorf("the peer was asked %d times for quarantined media, want the one earlier fetch", n)
 	}
 }

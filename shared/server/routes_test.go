@@ -114,7 +114,7 @@ func TestHandlers_WrongMethod(t *testing.T) {
 		{"client r0", s.URL, "POST", r0 + "/sync", 405, "GET, HEAD"},
 		{"client unknown", s.URL, "GET", v3 + "/nonexistent", 404, ""},
 		{"media", s.URL, "DELETE", "/_matrix/media/v3/config", 405, "GET, HEAD"},
-		{"media r0", s.URL, "POST", "/_matrix/media/r0/upload", 404, ""},
+		{"media r0", s.URL, "DELETE", "/_matrix/media/r0/config", 405, "GET, HEAD"},
 		{"federation", fed.URL, "POST", "/_matrix/federation/v1/version", 405, "GET, HEAD"},
 		{"federation unknown", fed.URL, "GET", "/_matrix/federation/v1/nonexistent", 404, ""},
 		{"key", fed.URL, "PUT", "/_matrix/key/v2/server", 405, "GET, HEAD"},
