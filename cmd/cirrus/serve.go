@@ -19,6 +19,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/bigbody/fakes3"
 	"github.com/cirrus-matrix/cirrus/shared/config"
 	"github.com/cirrus-matrix/cirrus/shared/mail"
+	"github.com/cirrus-matrix/cirrus/shared/media"
 	"github.com/cirrus-matrix/cirrus/shared/queue"
 	"github.com/cirrus-matrix/cirrus/shared/server"
 	"github.com/cirrus-matrix/cirrus/shared/store/embedded"
@@ -113,6 +114,26 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 		go func() { defer polling.Done(); srv.Jobs.Poll(pollCtx, mem, queueURL) }()
 	}
 	defer func() { stopPoll(); polling.Wait() }()
+	if r := srv.Media.Retention; r.Local > 0 || r.Remote > 0 {
+		// The stack runs media retention hourly from a schedule; here a
+		// ticker queues the same job.
+		polling.Add(1)
+		go func() {
+			defer polling.Done()
+			tick := time.NewTicker(time.Hour)
+			defer tick.Stop()
+			for {
+				select {
+				case <-pollCtx.Done():
+					return
+				case <-tick.C:
+					if err := srv.Queue.Send(pollCtx, media.RetentionKind, []byte("{}")); err != nil {
+						logger.Warn("media retention not queued", "error", err)
+					}
+				}
+			}
+		}()
+	}
 
 	tlsConfig, err := federationTLS(cfg)
 	if err != nil {
