@@ -331,18 +331,7 @@ func TestAsync(t *testing.T) {
 		t.Errorf("download before the upload: %d %s, want 504 M_NOT_YET_UPLOADED", a.Status, a.Body)
 	}
 
-	waiting := make(chan struct{})
-	st.Server.Media.Waiting = func(_, mediaID string) {
-		if mediaID == mxc.FileID {
-			close(waiting)
-		}
-	}
-	st.Server.Media.PollInterval = 20 * time.Millisecond
-	done := make(chan answer)
-	go func() {
-		done <- do(t, "GET", st.URL+"/_matrix/client/v1/media/download"+path+"?timeout_ms=20000", bob.AccessToken, "", nil)
-	}()
-	<-waiting
+	done := waitingGet(t, st, mxc.FileID, st.URL+"/_matrix/client/v1/media/download"+path+"?timeout_ms=20000", bob.AccessToken)
 	if a := do(t, "PUT", st.URL+"/_matrix/media/v3/upload"+path, bob.AccessToken, "text/plain", []byte("not bob's")); a.Status != 403 || a.errcode() != "M_FORBIDDEN" {
 		t.Errorf("upload by another user: %d %s, want 403 M_FORBIDDEN", a.Status, a.Body)
 	}
@@ -481,4 +470,23 @@ func TestUpload_R0(t *testing.T) {
 	if a := do(t, "POST", st.URL+"/_matrix/media/r0/upload", alice.User.AccessToken, "application/octet-stream", data); a.Status != 413 || a.errcode() != "M_TOO_LARGE" {
 		t.Errorf("r0 upload of max+1 bytes: %d %s, want 413 M_TOO_LARGE", a.Status, a.Body)
 	}
+}
+
+// waitingGet starts GET url as token in the background and returns once
+// the server waits for mediaID's upload (Service.Waiting): the test then
+// uploads, in order rather than after a delay. The answer comes on the
+// channel.
+func waitingGet(t *testing.T, st *servertest.Stack, mediaID, url, token string) <-chan answer {
+	t.Helper()
+	waiting := make(chan struct{})
+	st.Server.Media.Waiting = func(_, id string) {
+		if id == mediaID {
+			close(waiting)
+		}
+	}
+	st.Server.Media.PollInterval = 20 * time.Millisecond
+	done := make(chan answer, 1)
+	go func() { done <- do(t, "GET", url, token, "", nil) }()
+	<-waiting
+	return done
 }

@@ -350,18 +350,7 @@ func TestThumbnail_Async(t *testing.T) {
 	if a := do(t, "GET", st.URL+thumbPath(mxc, "width=32&height=32&timeout_ms=0"), alice.User.AccessToken, "", nil); a.Status != 504 || a.errcode() != "M_NOT_YET_UPLOADED" {
 		t.Errorf("thumbnail before the upload: %d %s, want 504 M_NOT_YET_UPLOADED", a.Status, a.Body)
 	}
-	waiting := make(chan struct{})
-	st.Server.Media.Waiting = func(_, mediaID string) {
-		if mediaID == mxc.FileID {
-			close(waiting)
-		}
-	}
-	st.Server.Media.PollInterval = 20 * time.Millisecond
-	done := make(chan answer)
-	go func() {
-		done <- do(t, "GET", st.URL+thumbPath(mxc, "width=32&height=32&method=crop&timeout_ms=20000"), alice.User.AccessToken, "", nil)
-	}()
-	<-waiting
+	done := waitingGet(t, st, mxc.FileID, st.URL+thumbPath(mxc, "width=32&height=32&method=crop&timeout_ms=20000"), alice.User.AccessToken)
 	if _, err := alice.UploadMedia(ctx, mautrix.ReqUploadMedia{ContentBytes: picture(t, "image/png", 64, 48), ContentType: "image/png", MXC: mxc}); err != nil {
 		t.Fatal(err)
 	}
