@@ -201,6 +201,18 @@ type Config struct {
 	// name=host:port pairs separated by commas.
 	FederationHosts map[string]string `yaml:"federation_hosts"`
 
+	// RegistrationsRequire3PID are the kinds of address a new account must
+	// validate (Synapse's key): only "email" is supported, and it needs
+	// the email block.
+	RegistrationsRequire3PID []string `yaml:"registrations_require_3pid"`
+	// RequestTokenInhibit3PIDErrors hides whether an address is bound to an
+	// account: requestToken answers as if it sent the mail (Synapse's key,
+	// on by default here). Environment: CIRRUS_REQUEST_TOKEN_INHIBIT_3PID_ERRORS.
+	RequestTokenInhibit3PIDErrors bool `yaml:"request_token_inhibit_3pid_errors"`
+	// RC3PIDValidation limits validation mail, per address and per client
+	// IP address (Synapse's rc_3pid_validation and its default).
+	RC3PIDValidation RateLimit `yaml:"rc_3pid_validation"`
+
 	// RateLimits bound login and registration attempts per minute.
 	RateLimits RateLimits `yaml:"rate_limits"`
 	// Sync tunes /sync long-polling.
@@ -240,8 +252,70 @@ type Email struct {
 	NotifFrom string `yaml:"notif_from"`
 	// AppName names the service in mail text.
 	AppName string `yaml:"app_name"`
-	// SESConfigurationSet is the SES configuration set mail is sent with.
+	// SESConfigurationSet is the SES configuration set mail is sent with;
+	// its event destination reports bounces and complaints (shared/mail
+	// suppression).
 	SESConfigurationSet string `yaml:"ses_configuration_set"`
+	// ClientBaseURL is the web client that notification mail links to;
+	// empty, web_client_location.
+	ClientBaseURL string `yaml:"client_base_url"`
+	// ValidationTokenLifetime is how long the link in a validation mail
+	// works, a duration such as 1h (Synapse's key and default).
+	ValidationTokenLifetime string `yaml:"validation_token_lifetime"`
+	// EnableNotifs sends notification mail through email pushers (off by
+	// default, as in Synapse).
+	EnableNotifs bool `yaml:"enable_notifs"`
+	// NotifForNewUsers gives each user who registers with an email address
+	// an email pusher for it when enable_notifs is on; Synapse's key. Unset
+	// means on, as in Synapse.
+	NotifForNewUsers *bool `yaml:"notif_for_new_users"`
+	// NotifDelayBeforeMail is how long a notification stays unread before
+	// it is mailed, a duration such as 10m (Synapse's key and default).
+	NotifDelayBeforeMail string `yaml:"notif_delay_before_mail"`
+	// TemplateDir holds templates that replace the embedded ones, file by
+	// file (shared/mail templates); a file there that is not one of the
+	// expected names, or that does not parse, stops the server at start-up.
+	TemplateDir string `yaml:"template_dir"`
+}
+
+// Defaults of the email block, Synapse's.
+const (
+	DefaultValidationTokenLifetime = time.Hour
+	DefaultNotifDelayBeforeMail    = 10 * time.Minute
+	DefaultAppName                 = "Matrix"
+)
+
+// ValidationLifetime is validation_token_lifetime, its default when unset.
+func (e *Email) ValidationLifetime() time.Duration {
+	return durationOr(e.ValidationTokenLifetime, DefaultValidationTokenLifetime)
+}
+
+// NotifDelay is notif_delay_before_mail, its default when unset.
+func (e *Email) NotifDelay() time.Duration {
+	return durationOr(e.NotifDelayBeforeMail, DefaultNotifDelayBeforeMail)
+}
+
+// NotifNewUsers reports whether new users get an email pusher: only with
+// enable_notifs, and unless notif_for_new_users is off.
+func (e *Email) NotifNewUsers() bool {
+	return e.EnableNotifs && (e.NotifForNewUsers == nil || *e.NotifForNewUsers)
+}
+
+// App is app_name, "Matrix" when unset.
+func (e *Email) App() string {
+	if e.AppName == "" {
+		return DefaultAppName
+	}
+	return e.AppName
+}
+
+// durationOr parses v (checked by Validate), or gives def when v is empty.
+func durationOr(v string, def time.Duration) time.Duration {
+	d, err := time.ParseDuration(v)
+	if v == "" || err != nil {
+		return def
+	}
+	return d
 }
 
 // ServerNotices is Synapse's server_notices block: who sends server notices
@@ -405,6 +479,10 @@ type RateLimit struct {
 // no cheaper than creates.
 var DefaultRCMediaUpload = RateLimit{PerSecond: 10, BurstCount: 50}
 
+// DefaultRC3PIDValidation is Synapse's default rc_3pid_validation: a burst
+// of five mails, then one every five minutes or so.
+var DefaultRC3PIDValidation = RateLimit{PerSecond: 0.003, BurstCount: 5}
+
 // ParseSize reads a size as Synapse's config does: a whole number of
 // bytes, or one followed by K, M, G or T (powers of 1024).
 func ParseSize(v string) (int64, error) {
@@ -533,25 +611,27 @@ type LookupFunc func(key string) (string, bool)
 // on loopback, registration closed, data under ./data.
 func Defaults() Config {
 	return Config{
-		ServerName:                   "localhost:8008",
-		ServeServerWellknown:         true,
-		WebClientLocation:            DefaultWebClient,
-		MaxRequestSize:               1 << 20,
-		MaxUploadSize:                MaxLambdaUpload,
-		MaxPendingMediaUploads:       DefaultMaxPendingMediaUploads,
-		MaxSpiderSize:                DefaultMaxSpiderSize,
-		RCMediaUpload:                DefaultRCMediaUpload,
-		DefaultRoomVersion:           events.DefaultVersion,
-		DynamoDBTable:                "cirrus",
-		ClientListen:                 "127.0.0.1:8008",
-		DataDir:                      "data",
-		RateLimits:                   defaultRateLimits,
-		Sync:                         defaultSync,
-		Presence:                     Presence{Enabled: true},
-		UserDirectory:                UserDirectory{Enabled: true},
-		FederationVerifyCertificates: true,
-		EnableSearch:                 true,
-		LogLevel:                     "info",
+		ServerName:                    "localhost:8008",
+		ServeServerWellknown:          true,
+		WebClientLocation:             DefaultWebClient,
+		MaxRequestSize:                1 << 20,
+		MaxUploadSize:                 MaxLambdaUpload,
+		MaxPendingMediaUploads:        DefaultMaxPendingMediaUploads,
+		MaxSpiderSize:                 DefaultMaxSpiderSize,
+		RCMediaUpload:                 DefaultRCMediaUpload,
+		RC3PIDValidation:              DefaultRC3PIDValidation,
+		RequestTokenInhibit3PIDErrors: true,
+		DefaultRoomVersion:            events.DefaultVersion,
+		DynamoDBTable:                 "cirrus",
+		ClientListen:                  "127.0.0.1:8008",
+		DataDir:                       "data",
+		RateLimits:                    defaultRateLimits,
+		Sync:                          defaultSync,
+		Presence:                      Presence{Enabled: true},
+		UserDirectory:                 UserDirectory{Enabled: true},
+		FederationVerifyCertificates:  true,
+		EnableSearch:                  true,
+		LogLevel:                      "info",
 	}
 }
 
@@ -579,23 +659,25 @@ func Load(path string, lookup LookupFunc) (*Config, error) {
 // given, and nothing listens or writes to disk.
 func LoadLambda(lookup LookupFunc) (*Config, error) {
 	c := Config{
-		ServeServerWellknown:         true,
-		WebClientLocation:            DefaultWebClient,
-		MaxRequestSize:               1 << 20,
-		MaxUploadSize:                MaxLambdaUpload,
-		MaxPendingMediaUploads:       DefaultMaxPendingMediaUploads,
-		MaxSpiderSize:                DefaultMaxSpiderSize,
-		RCMediaUpload:                DefaultRCMediaUpload,
-		DefaultRoomVersion:           events.DefaultVersion,
-		DynamoDBTable:                "cirrus",
-		LambdaResponseLimit:          LambdaPayloadLimit,
-		RateLimits:                   defaultRateLimits,
-		Sync:                         defaultSync,
-		Presence:                     Presence{Enabled: true},
-		UserDirectory:                UserDirectory{Enabled: true},
-		FederationVerifyCertificates: true,
-		EnableSearch:                 true,
-		LogLevel:                     "info",
+		ServeServerWellknown:          true,
+		WebClientLocation:             DefaultWebClient,
+		MaxRequestSize:                1 << 20,
+		MaxUploadSize:                 MaxLambdaUpload,
+		MaxPendingMediaUploads:        DefaultMaxPendingMediaUploads,
+		MaxSpiderSize:                 DefaultMaxSpiderSize,
+		RCMediaUpload:                 DefaultRCMediaUpload,
+		RC3PIDValidation:              DefaultRC3PIDValidation,
+		RequestTokenInhibit3PIDErrors: true,
+		DefaultRoomVersion:            events.DefaultVersion,
+		DynamoDBTable:                 "cirrus",
+		LambdaResponseLimit:           LambdaPayloadLimit,
+		RateLimits:                    defaultRateLimits,
+		Sync:                          defaultSync,
+		Presence:                      Presence{Enabled: true},
+		UserDirectory:                 UserDirectory{Enabled: true},
+		FederationVerifyCertificates:  true,
+		EnableSearch:                  true,
+		LogLevel:                      "info",
 	}
 	if err := c.applyEnv(lookup); err != nil {
 		return nil, err
@@ -763,6 +845,23 @@ func (c *Config) Validate() error {
 		}
 		if _, err := mail.ParseAddress(c.Email.NotifFrom); err != nil {
 			bad("email.notif_from %q is not a mail address: use one such as \"Cirrus <noreply@example.org>\"", c.Email.NotifFrom)
+		}
+		for key, v := range map[string]string{"validation_token_lifetime": c.Email.ValidationTokenLifetime, "notif_delay_before_mail": c.Email.NotifDelayBeforeMail} {
+			if d, err := time.ParseDuration(v); v != "" && (err != nil || d <= 0) {
+				bad("email.%s %q is not a positive duration such as 1h or 10m", key, v)
+			}
+		}
+		if u := c.Email.ClientBaseURL; u != "" {
+			if p, err := url.Parse(u); err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
+				bad("email.client_base_url %q is not a URL such as https://app.element.io/", u)
+			}
+		}
+	}
+	for _, m := range c.RegistrationsRequire3PID {
+		if m != "email" {
+			bad("registrations_require_3pid: %q is not supported: only email is (this server sends no SMS)", m)
+		} else if c.Email == nil {
+			bad("registrations_require_3pid names email, but there is no email block to send the validation mail: add one")
 		}
 	}
 	if !events.Supported(c.DefaultRoomVersion) {
@@ -940,6 +1039,15 @@ func applyEnvStruct(v reflect.Value, prefix string, lookup LookupFunc) error {
 		}
 		raw, ok := lookup(name)
 		if !ok {
+			continue
+		}
+		if value.Kind() == reflect.Pointer && value.Type().Elem().Kind() == reflect.Bool {
+			// An optional boolean: unset keeps its own default.
+			b, err := strconv.ParseBool(raw)
+			if err != nil {
+				return fmt.Errorf("config: %s=%q is not a boolean: use true or false", name, raw)
+			}
+			value.Set(reflect.ValueOf(&b))
 			continue
 		}
 		switch value.Kind() {

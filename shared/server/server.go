@@ -78,6 +78,9 @@ type Server struct {
 	Jobs *queue.Dispatcher
 	// Mail sends verification and reset mail; nil when no email block is set.
 	Mail mail.Sender
+	// Templates are the mails and pages of the email block: the embedded
+	// ones, with email.template_dir's in their place.
+	Templates *mail.Templates
 	// Accounts holds users, devices and access tokens.
 	Accounts *accounts.Service
 	// Push holds push rules and pushers.
@@ -170,6 +173,12 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 			}
 		}
 		large = b
+	}
+	templates := mail.DefaultTemplates()
+	if cfg.Email != nil && cfg.Email.TemplateDir != "" {
+		if templates, err = mail.LoadTemplates(cfg.Email.TemplateDir); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
 	}
 	mediaSvc, err := openMedia(ctx, cfg, st)
 	if err != nil {
@@ -352,6 +361,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		ServerKeys:  serverKeys,
 
 		LargeResponses: large,
+		Templates:      templates,
 		Media:          mediaSvc,
 		Previews:       previews,
 	}

@@ -72,9 +72,15 @@ func Start(t testing.TB, env ...string) *Stack {
 		"CIRRUS_CLIENT_LISTEN":              "127.0.0.1:0",
 		"CIRRUS_FEDERATION_LISTEN":          "127.0.0.1:0",
 	}
+	// The listener comes first, so that a stack with an email block has
+	// its address as public_baseurl: the links in its mail lead back to it.
+	hs := httptest.NewUnstartedServer(nil)
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
 		vars[k] = v
+		if strings.HasPrefix(k, "CIRRUS_EMAIL_") && vars["CIRRUS_PUBLIC_BASEURL"] == "" {
+			vars["CIRRUS_PUBLIC_BASEURL"] = "http://" + hs.Listener.Addr().String() + "/"
+		}
 	}
 	cfg, err := config.Load("", func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
 	if err != nil {
@@ -96,7 +102,8 @@ func Start(t testing.TB, env ...string) *Stack {
 	if err := srv.Store.CreateTable(ctx); err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv.ClientHandler())
+	hs.Config.Handler = srv.ClientHandler()
+	hs.Start()
 	t.Cleanup(hs.Close)
 	return &Stack{URL: hs.URL, Server: srv, secret: secret, logs: logs, cfg: cfg}
 }
