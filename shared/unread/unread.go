@@ -211,6 +211,24 @@ func (s *Service) context(ctx context.Context, userID, roomID string) (*roomCont
 	return c, nil
 }
 
+// Rules reads the user's push rules, reused for rulesFor as a sync's
+// count reuses them.
+func (s *Service) Rules(ctx context.Context, userID string) (push.Ruleset, error) {
+	return s.rulesOf(ctx, userID)
+}
+
+// Context is what evaluating userID's push rules on eventJSON, an event of
+// roomID, needs beyond the event (push.EventContext): the room's member
+// count, the user's display name in it and the sender's power level. It
+// reads the room's summary and three pieces of its state.
+func (s *Service) Context(ctx context.Context, userID, roomID string, eventJSON json.RawMessage) (push.EventContext, error) {
+	c, err := s.context(ctx, userID, roomID)
+	if err != nil {
+		return push.EventContext{}, err
+	}
+	return c.forSender(eventJSON), nil
+}
+
 // forSender completes the context with the sender's power level.
 func (c *roomContext) forSender(raw json.RawMessage) push.EventContext {
 	var ev struct {
