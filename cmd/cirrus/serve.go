@@ -102,7 +102,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 	if cfg.Email != nil {
 		folder.From = cfg.Email.NotifFrom
 	}
-	srv.Mail = folder
+	srv.SetMail(folder)
 	// Several pollers, as Lambda runs several batches at once: a /send to a
 	// server that does not answer (up to 60 s) holds up one of them, not the
 	// inbound work and the other destinations. The jobs are safe in

@@ -541,9 +541,18 @@ func OpenLambda(ctx context.Context) (*Server, error) {
 	if cfg.Email != nil {
 		ses := mail.NewSES(sesv2.NewFromConfig(awsCfg), cfg.Email.NotifFrom)
 		ses.ConfigurationSet = cfg.Email.SESConfigurationSet
-		srv.Mail = ses
+		srv.SetMail(ses)
 	}
 	return srv, nil
+}
+
+// SetMail makes m the server's mail sender (SES in Lambda, a folder in
+// `cirrus serve`) behind the suppression list: nothing is sent to an
+// address that bounced for good or complained (mail.Suppressing, fed by
+// the sender function from SES's events); such a send fails with
+// mail.ErrSuppressed.
+func (s *Server) SetMail(m mail.Sender) {
+	s.Mail = &mail.Suppressing{Next: m, List: &mail.Suppressions{Store: s.Store, Logger: s.Logger}, Logger: s.Logger}
 }
 
 // accountData lists a user's account data for /sync: what was written
