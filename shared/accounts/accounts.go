@@ -61,6 +61,16 @@ type Service struct {
 	// ActiveChanged, when set, runs after an account is deactivated
 	// (active false) or an admin reactivates it (active true).
 	ActiveChanged func(ctx context.Context, userID string, active bool) error
+	// ThreePIDs validates and binds email addresses (shared/threepid); nil
+	// means no email support: no login, reset or registration by address.
+	ThreePIDs ThreePIDs
+	// RegistrationRequiresEmail is registrations_require_3pid naming
+	// email: open registration then offers only flows that validate an
+	// address. It needs ThreePIDs.
+	RegistrationRequiresEmail bool
+	// EmailBound, when set, runs after registration binds an address, for
+	// the email pusher of notif_for_new_users.
+	EmailBound func(ctx context.Context, userID, address string) error
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

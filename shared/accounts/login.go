@@ -27,16 +27,22 @@ var errBadLogin = httpapi.Forbidden("invalid username or password")
 type identifier struct {
 	Type string `json:"type"`
 	User string `json:"user"`
+	// Medium and Address are an m.id.thirdparty identifier.
+	Medium  string `json:"medium"`
+	Address string `json:"address"`
 }
 
 type loginRequest struct {
-	Type                     string     `json:"type"`
-	Identifier               identifier `json:"identifier"`
-	User                     string     `json:"user"` // deprecated, still sent by old clients
-	Password                 string     `json:"password"`
-	DeviceID                 string     `json:"device_id"`
-	InitialDeviceDisplayName string     `json:"initial_device_display_name"`
-	RefreshToken             bool       `json:"refresh_token"`
+	Type       string     `json:"type"`
+	Identifier identifier `json:"identifier"`
+	User       string     `json:"user"` // deprecated, still sent by old clients
+	// Medium and Address are the deprecated form of m.id.thirdparty.
+	Medium                   string `json:"medium"`
+	Address                  string `json:"address"`
+	Password                 string `json:"password"`
+	DeviceID                 string `json:"device_id"`
+	InitialDeviceDisplayName string `json:"initial_device_display_name"`
+	RefreshToken             bool   `json:"refresh_token"`
 }
 
 // handleLoginFlows serves GET /_matrix/client/v3/login.
@@ -58,17 +64,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if req.Type != "m.login.password" {
 		return httpapi.Errorf(http.StatusBadRequest, "M_UNKNOWN", "unknown login type %q: this server offers m.login.password", req.Type)
 	}
-	user := req.User
-	if req.Identifier.Type != "" {
-		if req.Identifier.Type != "m.id.user" {
-			return httpapi.Errorf(http.StatusBadRequest, "M_UNKNOWN", "identifier type %q is not supported: use m.id.user", req.Identifier.Type)
-		}
-		user = req.Identifier.User
-	}
-	if user == "" || req.Password == "" {
-		return httpapi.MissingParam("a user identifier and a password are required")
-	}
-	userID, local, err := s.accountOf(user)
+	userID, local, err := s.loginUser(r.Context(), req)
 	if err != nil {
 		return err
 	}
@@ -85,6 +81,36 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.writeSession(w, sess, true)
 	return nil
+}
+
+// loginUser is the account a login names, as accountOf makes it: by a user
+// ID or localpart (m.id.user, or the deprecated user), or by a bound
+// address (m.id.thirdparty, or the deprecated medium and address; the
+// spec's own example of it has no type). An unknown address is answered
+// as an unknown user is, by verifyPassword.
+func (s *Service) loginUser(ctx context.Context, req loginRequest) (string, bool, error) {
+	id := req.Identifier
+	switch {
+	case id.Type == "m.id.thirdparty" || id.Type == "" && id.Address != "":
+		if req.Password == "" {
+			return "", false, httpapi.MissingParam("a password is required")
+		}
+		return s.thirdPartyUser(ctx, id.Medium, id.Address)
+	case id.Type == "m.id.user":
+	case id.Type != "":
+		return "", false, httpapi.Errorf(http.StatusBadRequest, "M_UNKNOWN", "identifier type %q is not supported: use m.id.user or m.id.thirdparty", id.Type)
+	case req.Address != "" && req.User == "":
+		if req.Password == "" {
+			return "", false, httpapi.MissingParam("a password is required")
+		}
+		return s.thirdPartyUser(ctx, req.Medium, req.Address)
+	default:
+		id.User = req.User
+	}
+	if id.User == "" || req.Password == "" {
+		return "", false, httpapi.MissingParam("a user identifier and a password are required")
+	}
+	return s.accountOf(id.User)
 }
 
 // writeSession answers a login or registration.

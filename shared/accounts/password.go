@@ -14,32 +14,40 @@ import (
 // logout_devices is false, every other device is logged out. A new password
 // over 512 bytes is refused as Synapse refuses it, before the auth.
 // https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3accountpassword
+//
+// When this server validates email addresses, m.login.email.identity is
+// offered beside the password: the validated address must be the caller's.
 func (s *Service) handleChangePassword(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		NewPassword   string   `json:"new_password"`
-		LogoutDevices *bool    `json:"logout_devices"`
-		Auth          authData `json:"auth"`
-	}
+	var req passwordRequest
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return err
 	}
 	if err := checkNewPassword(req.NewPassword); err != nil {
 		return err
 	}
-	if ok, err := s.passwordUIA(w, r, req.Auth); !ok {
+	if ok, err := s.callerUIA(w, r, req.Auth, s.ThreePIDs != nil); !ok {
 		return err
 	}
 	if req.NewPassword == "" {
 		return httpapi.MissingParam("new_password is required")
 	}
 	caller := Caller(r.Context())
-	logout := req.LogoutDevices == nil || *req.LogoutDevices
-	if err := s.SetPassword(r.Context(), caller.UserID, req.NewPassword, logout, caller.DeviceID); err != nil {
+	if err := s.SetPassword(r.Context(), caller.UserID, req.NewPassword, req.logout(), caller.DeviceID); err != nil {
 		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})
 	return nil
 }
+
+// passwordRequest is the body of POST /account/password.
+type passwordRequest struct {
+	NewPassword   string   `json:"new_password"`
+	LogoutDevices *bool    `json:"logout_devices"`
+	Auth          authData `json:"auth"`
+}
+
+// logout is logout_devices, true unless the client says false.
+func (req passwordRequest) logout() bool { return req.LogoutDevices == nil || *req.LogoutDevices }
 
 // SetPassword replaces a user's password hash and, with logout, logs out
 // every device but keep (empty: all of them). A password over 512 bytes is
@@ -72,6 +80,13 @@ func (s *Service) deactivate(ctx context.Context, acct accountItem) error {
 	}
 	if s.ActiveChanged != nil {
 		if err := s.ActiveChanged(ctx, acct.UserID, false); err != nil {
+			return fmt.Errorf("deactivate: %w", err)
+		}
+	}
+	// Its addresses go, as Synapse's do: they may be bound to a new
+	// account, and no longer reset this one's password.
+	if s.ThreePIDs != nil {
+		if err := s.ThreePIDs.RemoveAll(ctx, acct.UserID); err != nil {
 			return fmt.Errorf("deactivate: %w", err)
 		}
 	}

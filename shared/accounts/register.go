@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
@@ -32,8 +33,9 @@ type Registration struct {
 	RequireToken bool
 }
 
-// handleRegister serves POST /_matrix/client/v3/register with
-// user-interactive auth m.login.dummy (or m.login.registration_token). A
+// handleRegister serves POST /_matrix/client/v3/register behind
+// user-interactive auth with the flows of Registration.flows: stages may
+// be completed one request at a time, the session keeping them. A
 // password over 512 bytes is refused as Synapse refuses it.
 // https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3register
 func (h *Registration) handleRegister(w http.ResponseWriter, r *http.Request) error {
@@ -69,32 +71,27 @@ func (h *Registration) handleRegister(w http.ResponseWriter, r *http.Request) er
 	if err := h.available(r, req.Username); err != nil {
 		return err
 	}
-	stage := "m.login.dummy"
-	if h.RequireToken {
-		stage = "m.login.registration_token"
-	}
-	flows := []uiaFlow{{Stages: []string{stage}}}
+	flows := h.flows()
+	var it uiaItem
 	if req.Auth.Session != "" {
-		if _, err := h.Accounts.session(r.Context(), r, req.Auth.Session); err != nil {
+		var err error
+		if it, err = h.Accounts.session(r.Context(), r, req.Auth.Session); err != nil {
 			return err
 		}
 	}
-	if req.Auth.Type != stage {
-		var failure *httpapi.Error
-		if req.Auth.Type != "" {
-			failure = httpapi.Errorf(http.StatusUnauthorized, "M_UNRECOGNIZED", "auth type %q is not offered here: use %s", req.Auth.Type, stage)
-		}
-		return h.Accounts.challenge(w, r, flows, req.Auth.Session, "", failure)
+	if req.Auth.Type == "" {
+		return h.Accounts.progress(w, r, flows, it, false, nil)
 	}
-	if h.RequireToken {
-		ok, err := h.Accounts.validToken(r.Context(), req.Auth.Token)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return h.Accounts.challenge(w, r, flows, req.Auth.Session, "",
-				httpapi.Errorf(http.StatusUnauthorized, "M_UNAUTHORIZED", "invalid registration token"))
-		}
+	if !offered(flows, req.Auth.Type) {
+		return h.Accounts.progress(w, r, flows, it, false, httpapi.Errorf(http.StatusUnauthorized, "M_UNRECOGNIZED",
+			"auth type %q is not offered here: complete one of the flows", req.Auth.Type))
+	}
+	failure, err := h.stage(r, req.Auth, &it)
+	if err != nil {
+		return err
+	}
+	if failure != nil || !satisfied(flows, it.Completed) {
+		return h.Accounts.progress(w, r, flows, it, failure == nil, failure)
 	}
 	if req.Password == "" {
 		return httpapi.MissingParam("password is required")
@@ -106,21 +103,99 @@ func (h *Registration) handleRegister(w http.ResponseWriter, r *http.Request) er
 	if err := registrationError(err); err != nil {
 		return err
 	}
-	if h.RequireToken {
-		if err := h.Accounts.useToken(r.Context(), req.Auth.Token); err != nil {
-			return err
-		}
-	}
-	if req.Auth.Session != "" {
-		if err := h.Accounts.Store.Delete(r.Context(), uiaKey(req.Auth.Session)); err != nil {
-			return err
-		}
+	if err := h.finish(r, sess.UserID, it); err != nil {
+		return err
 	}
 	if req.InhibitLogin {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"user_id": sess.UserID, "home_server": h.Accounts.ServerName})
 		return nil
 	}
 	h.Accounts.writeSession(w, sess, false)
+	return nil
+}
+
+// flows are the registration flows offered, as Synapse makes them: the
+// dummy stage unless an email address is required, an email stage when
+// addresses are validated, each after the registration token when one is
+// required (the token alone stands for the dummy stage here).
+func (h *Registration) flows() []uiaFlow {
+	var flows []uiaFlow
+	email := h.Accounts.ThreePIDs != nil
+	if !email || !h.Accounts.RegistrationRequiresEmail {
+		if h.RequireToken {
+			flows = append(flows, uiaFlow{Stages: []string{"m.login.registration_token"}})
+		} else {
+			flows = append(flows, uiaFlow{Stages: []string{"m.login.dummy"}})
+		}
+	}
+	if email {
+		f := uiaFlow{Stages: []string{emailStage}}
+		if h.RequireToken {
+			f.Stages = []string{"m.login.registration_token", emailStage}
+		}
+		flows = append(flows, f)
+	}
+	return flows
+}
+
+// stage checks the stage the request completes and records it in the
+// session. A failed stage is the *httpapi.Error for the 401's errcode; a
+// validated address already bound to an account is Synapse's 400
+// M_THREEPID_IN_USE.
+func (h *Registration) stage(r *http.Request, auth authData, it *uiaItem) (*httpapi.Error, error) {
+	switch auth.Type {
+	case "m.login.registration_token":
+		ok, err := h.Accounts.validToken(r.Context(), auth.Token)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return httpapi.Errorf(http.StatusUnauthorized, "M_UNAUTHORIZED", "invalid registration token"), nil
+		}
+		it.RegToken = auth.Token
+	case emailStage:
+		address, failure, err := h.Accounts.emailStageAddress(r, auth)
+		if err != nil || failure != nil {
+			return failure, err
+		}
+		owner, err := h.Accounts.ThreePIDs.UserOf(r.Context(), mediumEmail, address)
+		if err != nil {
+			return nil, err
+		}
+		if owner != "" {
+			return nil, httpapi.Errorf(http.StatusBadRequest, "M_THREEPID_IN_USE", "this email address is already in use")
+		}
+		it.Email = address
+	}
+	if !slices.Contains(it.Completed, auth.Type) {
+		it.Completed = append(it.Completed, auth.Type)
+	}
+	return nil, nil
+}
+
+// finish does what a registration's stages asked once the account exists:
+// the token counts one use, the validated address is bound (and
+// EmailBound told), the session goes.
+func (h *Registration) finish(r *http.Request, userID string, it uiaItem) error {
+	ctx := r.Context()
+	if it.RegToken != "" {
+		if err := h.Accounts.useToken(ctx, it.RegToken); err != nil {
+			return err
+		}
+	}
+	if it.Email != "" {
+		if err := h.Accounts.ThreePIDs.Bind(ctx, userID, mediumEmail, it.Email); err != nil {
+			return fmt.Errorf("register %s: bind its address: %w", userID, err)
+		}
+		if h.Accounts.EmailBound != nil {
+			if err := h.Accounts.EmailBound(ctx, userID, it.Email); err != nil {
+				return fmt.Errorf("register %s: %w", userID, err)
+			}
+		}
+	}
+	if it.PK != "" {
+		return h.Accounts.Store.Delete(ctx, store.Key{PK: it.PK, SK: it.SK})
+	}
 	return nil
 }
 

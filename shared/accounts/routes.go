@@ -27,7 +27,7 @@ func (s *Service) Routes(rt *httpapi.Router, registrationOpen, requireToken bool
 	rt.HandleFunc("GET "+v3+"/register/available", h(reg.handleAvailable))
 	rt.HandleFunc("GET /_matrix/client/v1/register/m.login.registration_token/validity", h(reg.handleTokenValidity))
 	rt.HandleFunc("GET "+v3+"/account/whoami", auth(h(s.handleWhoami)))
-	rt.HandleFunc("POST "+v3+"/account/password", auth(h(s.handleChangePassword)))
+	rt.HandleFunc("POST "+v3+"/account/password", s.handlePassword)
 	rt.HandleFunc("POST "+v3+"/account/deactivate", auth(h(s.handleDeactivate)))
 	rt.HandleFunc("GET "+v3+"/devices", auth(h(s.handleListDevices)))
 	rt.HandleFunc("GET "+v3+"/devices/{deviceId}", auth(h(s.handleGetDevice)))

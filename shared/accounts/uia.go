@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
@@ -27,6 +28,10 @@ type authData struct {
 	User       string     `json:"user"`
 	Password   string     `json:"password"`
 	Token      string     `json:"token"` // m.login.registration_token
+	// ThreePIDCreds name the validation session of m.login.email.identity;
+	// LegacyThreePIDCreds is the name old clients send it under.
+	ThreePIDCreds       *threePIDCreds `json:"threepid_creds"`
+	LegacyThreePIDCreds *threePIDCreds `json:"threepidCreds"`
 }
 
 type uiaItem struct {
@@ -37,6 +42,13 @@ type uiaItem struct {
 	Request string `dynamodbav:"request"`
 	UserID  string `dynamodbav:"user_id,omitempty"`
 	Expires int64  `dynamodbav:"expires_at"`
+	// Completed are the stages done so far, for flows of more than one
+	// stage (registration with a token and an email address); Email is
+	// the address m.login.email.identity proved and RegToken the token
+	// m.login.registration_token gave, used when the flow is done.
+	Completed []string `dynamodbav:"completed,omitempty"`
+	Email     string   `dynamodbav:"email,omitempty"`
+	RegToken  string   `dynamodbav:"reg_token,omitempty"`
 }
 
 func uiaKey(session string) store.Key { return store.Key{PK: "uia|" + session, SK: "uia"} }
@@ -51,22 +63,43 @@ type uiaFlow struct {
 // error, and has answered nothing, only when the session cannot be stored.
 func (s *Service) challenge(w http.ResponseWriter, r *http.Request, flows []uiaFlow, session, userID string, failure *httpapi.Error) error {
 	if session == "" {
+		return s.progress(w, r, flows, uiaItem{UserID: userID}, false, failure)
+	}
+	writeChallenge(w, flows, session, nil, failure)
+	return nil
+}
+
+// progress answers 401 with the flows, the stages completed so far and,
+// with a failed stage, why. A session without a key yet is made and
+// stored; an existing one is stored again only when changed says a stage
+// was just completed.
+func (s *Service) progress(w http.ResponseWriter, r *http.Request, flows []uiaFlow, it uiaItem, changed bool, failure *httpapi.Error) error {
+	if it.PK == "" {
 		var b [18]byte
 		rand.Read(b[:])
-		session = base64.RawURLEncoding.EncodeToString(b[:])
-		item := uiaItem{PK: uiaKey(session).PK, SK: "uia", Request: r.Method + " " + r.URL.Path, UserID: userID,
-			Expires: s.now().Add(uiaLifetime).Unix()}
-		if err := s.Store.Put(r.Context(), item); err != nil {
+		it.PK, it.SK, it.Request = uiaKey(base64.RawURLEncoding.EncodeToString(b[:])).PK, "uia", r.Method+" "+r.URL.Path
+		changed = true
+	}
+	if changed {
+		it.Expires = s.now().Add(uiaLifetime).Unix()
+		if err := s.Store.Put(r.Context(), it); err != nil {
 			return err
 		}
 	}
+	writeChallenge(w, flows, strings.TrimPrefix(it.PK, "uia|"), it.Completed, failure)
+	return nil
+}
+
+// writeChallenge answers 401 with the flows and the session.
+func writeChallenge(w http.ResponseWriter, flows []uiaFlow, session string, completed []string, failure *httpapi.Error) {
 	body := map[string]any{"flows": flows, "params": map[string]any{}, "session": session}
+	if len(completed) > 0 || failure != nil {
+		body["completed"] = append([]string{}, completed...)
+	}
 	if failure != nil {
 		body["errcode"], body["error"] = failure.Code, failure.Message
-		body["completed"] = []string{}
 	}
 	httpapi.WriteJSON(w, http.StatusUnauthorized, body)
-	return nil
 }
 
 // session loads a UIA session and checks it is for this request. A
@@ -97,8 +130,18 @@ func (s *Service) session(ctx context.Context, r *http.Request, id string) (uiaI
 // The password is checked by verifyPassword, under the same rate limits
 // as logins: the caller's account, and the caller's address.
 func (s *Service) passwordUIA(w http.ResponseWriter, r *http.Request, auth authData) (bool, error) {
+	return s.callerUIA(w, r, auth, false)
+}
+
+// callerUIA is passwordUIA that, with email, also offers
+// m.login.email.identity: an address validated now that is bound to the
+// caller passes, another is 403 as another user's password is.
+func (s *Service) callerUIA(w http.ResponseWriter, r *http.Request, auth authData, email bool) (bool, error) {
 	caller := Caller(r.Context())
 	flows := []uiaFlow{{Stages: []string{"m.login.password"}}}
+	if email {
+		flows = append(flows, uiaFlow{Stages: []string{emailStage}})
+	}
 	if auth.Session != "" {
 		if _, err := s.session(r.Context(), r, auth.Session); err != nil {
 			return false, err
@@ -107,18 +150,23 @@ func (s *Service) passwordUIA(w http.ResponseWriter, r *http.Request, auth authD
 	if auth.Type == "" {
 		return false, s.challenge(w, r, flows, auth.Session, caller.UserID, nil)
 	}
-	if auth.Type != "m.login.password" {
+	if !offered(flows, auth.Type) {
 		return false, s.challenge(w, r, flows, auth.Session, caller.UserID,
 			httpapi.Errorf(http.StatusUnauthorized, "M_UNRECOGNIZED", "auth type %q is not offered here", auth.Type))
 	}
-	user := auth.User
-	if auth.Identifier.User != "" {
-		user = auth.Identifier.User
+	if auth.Type == emailStage {
+		return s.callerEmail(w, r, flows, auth)
 	}
-	if user == "" {
-		user = caller.UserID
+	userID := caller.UserID
+	var err error
+	switch {
+	case auth.Identifier.Type == "m.id.thirdparty":
+		userID, _, err = s.thirdPartyUser(r.Context(), auth.Identifier.Medium, auth.Identifier.Address)
+	case auth.Identifier.User != "":
+		userID, _, err = s.accountOf(auth.Identifier.User)
+	case auth.User != "":
+		userID, _, err = s.accountOf(auth.User)
 	}
-	userID, _, err := s.accountOf(user)
 	if err != nil {
 		return false, err
 	}
@@ -137,6 +185,32 @@ func (s *Service) passwordUIA(w http.ResponseWriter, r *http.Request, auth authD
 	}
 	if auth.Session != "" {
 		// Done: the session cannot authorise a second request.
+		if err := s.Store.Delete(r.Context(), uiaKey(auth.Session)); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// callerEmail checks callerUIA's m.login.email.identity stage.
+func (s *Service) callerEmail(w http.ResponseWriter, r *http.Request, flows []uiaFlow, auth authData) (bool, error) {
+	caller := Caller(r.Context())
+	address, failure, err := s.emailStageAddress(r, auth)
+	if err != nil {
+		return false, err
+	}
+	if failure != nil {
+		return false, s.challenge(w, r, flows, auth.Session, caller.UserID, failure)
+	}
+	owner, err := s.ThreePIDs.UserOf(r.Context(), mediumEmail, address)
+	if err != nil {
+		return false, err
+	}
+	if owner != caller.UserID {
+		// Synapse's 403 "Invalid auth" for auth of another user.
+		return false, httpapi.Forbidden("Invalid auth: the validated address is not one of the caller's")
+	}
+	if auth.Session != "" {
 		if err := s.Store.Delete(r.Context(), uiaKey(auth.Session)); err != nil {
 			return false, err
 		}
