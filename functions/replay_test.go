@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/cirrus-matrix/cirrus/shared/keys"
+	"github.com/cirrus-matrix/cirrus/shared/mail"
 	"github.com/cirrus-matrix/cirrus/shared/protocol"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 	"github.com/cirrus-matrix/cirrus/shared/store/embedded"
@@ -33,16 +34,39 @@ type expectation struct {
 	Headers      map[string]string `json:"headers"`
 	// BatchItemFailures lists the message IDs an SQS batch reports failed.
 	BatchItemFailures []string `json:"batchItemFailures"`
+	// Suppressed and NotSuppressed check the mail suppression list in the
+	// table after an SES event from SNS: the addresses (lower-cased) it
+	// holds and those it does not.
+	Suppressed    []string `json:"suppressed"`
+	NotSuppressed []string `json:"notSuppressed"`
 }
 
-// eventTypes is the Lambda event type of each folder of events/: a new
-// function or schedule adds its folder here, and its samples are then
-// checked to decode into that type.
-var eventTypes = map[string]func() any{
-	"client":     func() any { return new(events.APIGatewayV2HTTPRequest) },
-	"federation": func() any { return new(events.APIGatewayV2HTTPRequest) },
-	"sender":     func() any { return new(events.SQSEvent) },
-	"schedule":   func() any { return new(events.EventBridgeEvent) },
+// eventTypes is the Lambda event type of each folder of events/, given a
+// sample: a new function or schedule adds its folder here, and its samples
+// are then checked to decode into that type. The sender gets SQS batches
+// and SES's mail events from SNS, told apart by their source as the
+// function does.
+var eventTypes = map[string]func(sample []byte) any{
+	"client":     func([]byte) any { return new(events.APIGatewayV2HTTPRequest) },
+	"federation": func([]byte) any { return new(events.APIGatewayV2HTTPRequest) },
+	"sender": func(sample []byte) any {
+		if isSNS(sample) {
+			return new(events.SNSEvent)
+		}
+		return new(events.SQSEvent)
+	},
+	"schedule": func([]byte) any { return new(events.EventBridgeEvent) },
+}
+
+// isSNS reports whether a sample is an SNS notification: its first
+// record's source is aws:sns.
+func isSNS(sample []byte) bool {
+	var peek struct {
+		Records []struct {
+			EventSource string `json:"EventSource"`
+		} `json:"Records"`
+	}
+	return json.Unmarshal(sample, &peek) == nil && len(peek.Records) > 0 && peek.Records[0].EventSource == "aws:sns"
 }
 
 // TestSampleEvents_Decode decodes every sample in events/ into the event
@@ -74,7 +98,11 @@ func TestSampleEvents_Decode(t *testing.T) {
 				decodeStrict(t, f, &want)
 				continue
 			}
-			decodeStrict(t, f, newEvent())
+			sample, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			decodeStrict(t, f, newEvent(sample))
 		}
 	}
 }
@@ -137,6 +165,10 @@ func TestReplayEvents(t *testing.T) {
 						t.Fatal(err)
 					}
 					got := testenv.Invoke(t, url, payload)
+					if fn == "sender" && isSNS(payload) {
+						checkSuppressed(t, st, got, want)
+						return
+					}
 					if fn == "sender" {
 						checkBatch(t, got, want)
 						return
@@ -204,6 +236,30 @@ func checkBatch(t *testing.T, payload []byte, want expectation) {
 	}
 	if !slices.Equal(failed, wantFailed) {
 		t.Errorf("batch item failures: got %v, want %v", failed, wantFailed)
+	}
+}
+
+// checkSuppressed checks the answer to an SNS notification, none, and the
+// suppression list the SES event in it left in the table.
+func checkSuppressed(t *testing.T, st *store.Store, payload []byte, want expectation) {
+	t.Helper()
+	if string(bytes.TrimSpace(payload)) != "null" {
+		t.Errorf("response %s, want null (no error)", payload)
+	}
+	if len(want.Suppressed)+len(want.NotSuppressed) == 0 {
+		t.Fatal("expectation checks no address: set suppressed or notSuppressed")
+	}
+	list := &mail.Suppressions{Store: st}
+	for _, addr := range want.Suppressed {
+		s, found, err := list.Lookup(context.Background(), addr)
+		if err != nil || !found || s.Address != addr || s.Reason == "" || s.At.IsZero() {
+			t.Errorf("%s: got %+v, found %v, err %v; want it suppressed with a reason and a time", addr, s, found, err)
+		}
+	}
+	for _, addr := range want.NotSuppressed {
+		if s, found, err := list.Lookup(context.Background(), addr); err != nil || found {
+			t.Errorf("%s: suppressed as %+v (err %v), want not", addr, s, err)
+		}
 	}
 }
 

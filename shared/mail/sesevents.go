@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
 // sesEvent is the part of an SES event record that suppression reads: the
@@ -98,9 +100,19 @@ func parseTime(s string, now time.Time) time.Time {
 // logged and skipped: SNS would deliver it again unchanged. The error
 // returned is a failed table write only, after every record was tried, so
 // that Lambda's retries of the invocation redo the writes; they are
-// idempotent.
-func (l *Suppressions) HandleSNSEvent(ctx context.Context, ev events.SNSEvent) error {
+// idempotent. Each invocation logs one line with its DynamoDB usage, as a
+// queue job does: one PutItem per address suppressed.
+func (l *Suppressions) HandleSNSEvent(ctx context.Context, ev events.SNSEvent) (err error) {
 	logger := l.logger()
+	ctx, meter := store.WithMeter(ctx)
+	added := 0
+	defer func() {
+		u := meter.Usage()
+		logger.LogAttrs(ctx, slog.LevelInfo, "ses events",
+			slog.Int("records", len(ev.Records)), slog.Int("suppressed", added), slog.Bool("ok", err == nil),
+			slog.Group("dynamodb",
+				slog.Int64("calls", u.Calls), slog.Float64("rcu", u.ReadUnits), slog.Float64("wcu", u.WriteUnits)))
+	}()
 	var errs []error
 	for _, rec := range ev.Records {
 		msgID := rec.SNS.MessageID
@@ -124,6 +136,7 @@ func (l *Suppressions) HandleSNSEvent(ctx context.Context, ev events.SNSEvent) e
 				errs = append(errs, fmt.Errorf("ses event %s: %w", msgID, err))
 				continue
 			}
+			added++
 			logger.LogAttrs(ctx, slog.LevelInfo, "mail address suppressed",
 				slog.String("to", s.Address), slog.String("reason", s.Reason), slog.String("detail", s.Detail),
 				slog.String("sns_message_id", msgID))

@@ -108,6 +108,12 @@ func TestHandleSNSEvent(t *testing.T) {
 	if n := strings.Count(text, `"msg":"mail address suppressed"`); n != 5 {
 		t.Errorf("%d suppressed lines, want 5:\n%s", n, text)
 	}
+	if !strings.Contains(text, `"msg":"ses events","records":10,"suppressed":5,"ok":true,"dynamodb":{"calls":5,`) {
+		t.Errorf("no summary line with five writes:\n%s", text)
+	}
+	if testing.Verbose() {
+		t.Log(text)
+	}
 	if strings.Contains(text, "Verify your address") {
 		t.Errorf("log quotes the bounced mail's headers:\n%s", text)
 	}
