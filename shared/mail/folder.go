@@ -102,6 +102,9 @@ func renderEML(now time.Time, fromAddr, from, to string, m Message) ([]byte, err
 	header("Subject", strings.ReplaceAll(mime.QEncoding.Encode("utf-8", m.Subject), "?= =?", "?=\r\n =?"))
 	header("Message-ID", "<"+randomHex(16)+"@"+domain+">")
 	header("MIME-Version", "1.0")
+	for _, h := range m.Headers {
+		header(h.Name, h.Value)
+	}
 
 	type part struct{ contentType, body string }
 	var parts []part

@@ -23,6 +23,7 @@ var (
 	ErrNoBody      = errors.New("message has neither a text nor an HTML body")
 	ErrBadAddress  = errors.New("not a mail address")
 	ErrBadSubject  = errors.New("subject contains a line break")
+	ErrBadHeader   = errors.New("header field name or value SES does not accept")
 )
 
 // Message is one mail to one recipient.
@@ -35,6 +36,16 @@ type Message struct {
 	// Text and HTML are the two forms of the body; at least one is set, and
 	// a mail client shows the HTML one if it can.
 	Text, HTML string
+	// Headers are header fields to add, such as List-Unsubscribe; nil for
+	// none.
+	Headers []Header
+}
+
+// Header is one header field of a Message. SES takes a name of printable
+// ASCII without a colon (at most 126 characters) and a value of printable
+// ASCII (at most 995), and keeps for itself the fields it writes.
+type Header struct {
+	Name, Value string
 }
 
 // Sender sends mail.
@@ -68,7 +79,31 @@ func (m Message) Validate() error {
 	if m.Text == "" && m.HTML == "" {
 		return ErrNoBody
 	}
+	for _, h := range m.Headers {
+		if !printable(h.Name, false) || len(h.Name) > 126 || !printable(h.Value, true) || len(h.Value) > 995 {
+			return fmt.Errorf("%w: %q", ErrBadHeader, h.Name)
+		}
+		switch strings.ToLower(h.Name) {
+		case "from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version", "content-type", "content-transfer-encoding":
+			return fmt.Errorf("%w: %s is set by the sender", ErrBadHeader, h.Name)
+		}
+	}
 	return nil
+}
+
+// printable reports whether s is non-empty printable ASCII, with spaces
+// only in a value, never a colon in a name: no line break can inject
+// another header field.
+func printable(s string, value bool) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c < 0x20 || c > 0x7e || (c == ' ' && !value) || (c == ':' && !value) {
+			return false
+		}
+	}
+	return true
 }
 
 // parseAddress parses one RFC 5322 address, such as "a@example.org" or

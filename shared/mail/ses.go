@@ -60,6 +60,10 @@ func (s *SES) Send(ctx context.Context, m Message) error {
 			Body:    body,
 		}},
 	}
+	for _, h := range m.Headers {
+		in.Content.Simple.Headers = append(in.Content.Simple.Headers,
+			types.MessageHeader{Name: aws.String(h.Name), Value: aws.String(h.Value)})
+	}
 	if s.ConfigurationSet != "" {
 		in.ConfigurationSetName = aws.String(s.ConfigurationSet)
 	}
