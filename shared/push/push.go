@@ -31,6 +31,10 @@ type Service struct {
 	// their next /sync brings the new m.push_rules (AccountDataSince); nil
 	// does nothing.
 	Changed func(ctx context.Context, userID string) error
+	// OwnsAddress reports whether the email address is bound to the user's
+	// account: with it, email pushers to such addresses can be set
+	// (email.go); nil refuses every email pusher.
+	OwnsAddress func(ctx context.Context, userID, address string) (bool, error)
 }
 
 func (s *Service) now() time.Time {

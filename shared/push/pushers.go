@@ -172,7 +172,7 @@ func (s *Service) setPusher(r *http.Request) error {
 	if kind == nil {
 		return s.Store.Delete(ctx, pusherKey(sess.UserID, appID, pushKey))
 	}
-	data, err := checkPusherData(*kind, req.Data)
+	data, err := s.pusherData(ctx, sess.UserID, *kind, appID, pushKey, req.Data)
 	if err != nil {
 		return err
 	}
@@ -193,10 +193,10 @@ func (s *Service) setPusher(r *http.Request) error {
 	return s.removeOthers(ctx, sess.UserID, appID, pushKey)
 }
 
-// checkPusherData checks the data object for the kind of pusher and
-// returns it as compact JSON. Only http pushers exist here: email pushers
-// need an email address bound to the account, which Cirrus does not keep
-// yet.
+// checkPusherData checks the data object of an http pusher and returns it
+// as compact JSON. Email pushers are refused here: they are checked by
+// pusherData (email.go) when the service knows users' addresses
+// (OwnsAddress).
 func checkPusherData(kind string, raw json.RawMessage) (string, error) {
 	switch kind {
 	case "http":
