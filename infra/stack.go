@@ -371,6 +371,7 @@ type builder struct {
 	api                    awsapigatewayv2.HttpApi
 	domain                 awsapigatewayv2.DomainName
 	alarmTopic             awssns.Topic
+	mailEvents             awssns.Topic
 	configurationSetArnStr *string
 }
 
@@ -519,6 +520,18 @@ func (s *builder) mail() {
 		Resource:     jsii.String("configuration-set"),
 		ResourceName: s.configSet.ConfigurationSetName(),
 	})
+	// Bounces and complaints of the mail sent with the configuration set
+	// go to a topic the sender function is subscribed to (functions), which
+	// puts the addresses on the suppression list the server honours
+	// (shared/mail Suppressions): SES reviews, then pauses, an account
+	// whose bounce or complaint rate stays high.
+	s.mailEvents = awssns.NewTopic(s.stack, jsii.String("MailEventsTopic"), &awssns.TopicProps{
+		DisplayName: jsii.String("Cirrus mail bounces and complaints for " + s.p.ServerName),
+	})
+	s.configSet.AddEventDestination(jsii.String("MailEvents"), &awsses.ConfigurationSetEventDestinationOptions{
+		Destination: awsses.EventDestination_SnsTopic(s.mailEvents),
+		Events:      &[]awsses.EmailSendingEvent{awsses.EmailSendingEvent_BOUNCE, awsses.EmailSendingEvent_COMPLAINT},
+	})
 }
 
 func (s *builder) function(name string, memory, timeout float64, env map[string]*string) awslambda.Function {
@@ -611,6 +624,10 @@ func (s *builder) functions() {
 	// backoff, the rest of a long outbox or inbox for the next invocation.
 	senderEnv := common()
 	senderEnv["CIRRUS_QUEUE_URL"] = s.queue.QueueUrl()
+	// The sender sends notification mail (email pushers), as the client
+	// sends validation mail: the same sender and configuration set.
+	senderEnv["CIRRUS_EMAIL_NOTIF_FROM"] = jsii.String(s.p.MailFrom)
+	senderEnv["CIRRUS_EMAIL_SES_CONFIGURATION_SET"] = s.configSet.ConfigurationSetName()
 	s.retentionEnv(senderEnv)
 	s.sender = s.function("sender", senderMemoryMB, senderTimeoutSeconds, senderEnv)
 
@@ -623,8 +640,9 @@ func (s *builder) functions() {
 	s.loader = s.functionOf("loader", "sender", loaderMemoryMB, loaderTimeoutSeconds, loaderEnv)
 
 	// Least privilege: each function gets the table and its index, the
-	// secrets it reads, and its side of the queue; only the client sends mail
-	// and reads the registration shared secret.
+	// secrets it reads, and its side of the queue; only the client and the
+	// sender send mail, and only the client reads the registration shared
+	// secret.
 	indexArn := awscdk.Fn_Join(jsii.String(""), &[]*string{s.table.TableArn(), jsii.String("/index/*")})
 	for _, fn := range []awslambda.Function{s.client, s.federation, s.sender, s.loader} {
 		fn.AddToRolePolicy(allow("TableItems", tableItemActions, s.table.TableArn()))
@@ -667,7 +685,12 @@ func (s *builder) functions() {
 	for _, fn := range []awslambda.Function{s.sender, s.loader} {
 		fn.AddToRolePolicy(allow("FederationQueueSend", []string{"sqs:SendMessage"}, s.queue.QueueArn()))
 	}
-	s.client.AddToRolePolicy(allow("MailFromTheIdentity", []string{"ses:SendEmail"}, s.identity.EmailIdentityArn(), s.configurationSetArnStr))
+	for _, fn := range []awslambda.Function{s.client, s.sender} {
+		fn.AddToRolePolicy(allow("MailFromTheIdentity", []string{"ses:SendEmail"}, s.identity.EmailIdentityArn(), s.configurationSetArnStr))
+	}
+	// SNS invokes the sender with each bounce or complaint (the
+	// subscription adds the permission, from this topic only).
+	s.mailEvents.AddSubscription(awssnssubscriptions.NewLambdaSubscription(s.sender, nil))
 	// The event source mapping grants the sender what consuming takes:
 	// sqs:ReceiveMessage, DeleteMessage, ChangeMessageVisibility, GetQueueAttributes, GetQueueUrl.
 	s.sender.AddEventSource(awslambdaeventsources.NewSqsEventSource(s.queue, &awslambdaeventsources.SqsEventSourceProps{
@@ -756,7 +779,9 @@ var mediaExposedHeaders = []string{"Content-Range", "Accept-Ranges", "Content-Di
 // Routes of the HTTP API, by function.
 var (
 	// "/" is the page saying the server runs, for whoever opens its address.
-	ClientRoutes     = []string{"/", "/_matrix/client/{proxy+}", "/_matrix/media/{proxy+}", "/_synapse/admin/{proxy+}", "/.well-known/matrix/{proxy+}"}
+	// "/_synapse/client/" holds the pages mail links to: address
+	// validation and unsubscribing from notification mail.
+	ClientRoutes     = []string{"/", "/_matrix/client/{proxy+}", "/_matrix/media/{proxy+}", "/_synapse/admin/{proxy+}", "/_synapse/client/{proxy+}", "/.well-known/matrix/{proxy+}"}
 	FederationRoutes = []string{"/_matrix/federation/{proxy+}", "/_matrix/key/{proxy+}"}
 )
 

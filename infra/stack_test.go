@@ -334,7 +334,8 @@ func TestFunctions(t *testing.T) {
 		})},
 		{"Federation", federationMemoryMB, federationTimeout, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue), "CIRRUS_LONG_QUEUE_URL": ref(loadQueue),
 			"CIRRUS_LARGE_RESPONSE_BUCKET": ref(bucket), "CIRRUS_MEDIA_BUCKET": ref(media)})},
-		{"Sender", senderMemoryMB, senderTimeoutSeconds, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue)})},
+		{"Sender", senderMemoryMB, senderTimeoutSeconds, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue),
+			"CIRRUS_EMAIL_NOTIF_FROM": "Cirrus <noreply@example.org>", "CIRRUS_EMAIL_SES_CONFIGURATION_SET": ref(configSet)})},
 		{"Loader", loaderMemoryMB, 900, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue), "CIRRUS_LONG_QUEUE_URL": ref(loadQueue)})},
 	} {
 		_, p := s.one(t, "AWS::Lambda::Function", want.name+"Function")
@@ -464,16 +465,19 @@ func TestIAM_LeastPrivilege(t *testing.T) {
 		map[string]any{"Fn::Join": []any{"", []any{map[string]any{"Fn::GetAtt": getAtt(bucket, "Arn")}, "/" + LargeResponsePrefix + "*"}}})
 	mediaBucket, _ := s.one(t, "AWS::S3::Bucket", "Media")
 	mediaObjects := map[string]any{"Fn::Join": []any{"", []any{map[string]any{"Fn::GetAtt": getAtt(mediaBucket, "Arn")}, "/*"}}}
+	// Mail goes from the identity with the configuration set, and from
+	// nothing else: not "*".
+	sendMail := g([]string{"ses:SendEmail"}, sesArn("identity", identity), sesArn("configuration-set", configSet))
 	want := map[string][]string{
 		"Client": {logs("Client"), items, queries, seedRead, send, sendLoad, large,
 			g([]string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, mediaObjects),
 			g([]string{"s3:ListBucket"}, map[string]any{"Fn::GetAtt": getAtt(mediaBucket, "Arn")}),
 			g([]string{"secretsmanager:GetSecretValue"}, ref(shared)),
-			g([]string{"ses:SendEmail"}, sesArn("identity", identity), sesArn("configuration-set", configSet))},
+			sendMail},
 		"Federation": {logs("Federation"), items, queries, seedRead, send, sendLoad, large,
 			g([]string{"s3:GetObject", "s3:PutObject"}, mediaObjects),
 			g([]string{"s3:ListBucket"}, map[string]any{"Fn::GetAtt": getAtt(mediaBucket, "Arn")})},
-		"Sender": {logs("Sender"), items, queries, seedRead, send, consume(queue)},
+		"Sender": {logs("Sender"), items, queries, seedRead, send, consume(queue), sendMail},
 		"Loader": {logs("Loader"), items, queries, seedRead, send, consume(loadQueue)},
 	}
 	for fn, wantGrants := range want {
@@ -592,15 +596,19 @@ func TestAPI(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("routes\n got %v\nwant %v", got, want)
 	}
-	for _, r := range []string{"ANY /", "ANY /_matrix/client/{proxy+}", "ANY /_matrix/media/{proxy+}", "ANY /_synapse/admin/{proxy+}",
+	for _, r := range []string{"ANY /", "ANY /_matrix/client/{proxy+}", "ANY /_matrix/media/{proxy+}", "ANY /_synapse/admin/{proxy+}", "ANY /_synapse/client/{proxy+}",
 		"ANY /.well-known/matrix/{proxy+}", "ANY /_matrix/federation/{proxy+}", "ANY /_matrix/key/{proxy+}"} {
 		if _, ok := got[r]; !ok {
 			t.Errorf("route %s is missing", r)
 		}
 	}
-	// API Gateway may invoke each function, from this API only.
+	// API Gateway may invoke each function, from this API only. SNS's
+	// permission to invoke the sender is TestMailEvents's.
 	for id, r := range s.resources("AWS::Lambda::Permission") {
 		p := props(r)
+		if p["Principal"] == "sns.amazonaws.com" {
+			continue
+		}
 		if p["Principal"] != "apigateway.amazonaws.com" || !strings.Contains(js(p["SourceArn"]), `"Ref":"`+apiID+`"`) {
 			t.Errorf("permission %s: %s", id, js(p))
 		}
@@ -751,6 +759,80 @@ func TestMail(t *testing.T) {
 	}
 }
 
+// TestMailEvents checks the way of bounces and complaints: the
+// configuration set publishes them (and nothing else) to a topic, SNS
+// invokes the sender with them, from that topic only, and the sender may
+// send mail from the identity alone.
+func TestMailEvents(t *testing.T) {
+	s := full(t)
+	configSet, _ := s.one(t, "AWS::SES::ConfigurationSet", "MailConfigurationSet")
+	topic, _ := s.one(t, "AWS::SNS::Topic", "MailEventsTopic")
+	sender, _ := s.one(t, "AWS::Lambda::Function", "SenderFunction")
+	_, dest := s.one(t, "AWS::SES::ConfigurationSetEventDestination", "MailConfigurationSetMailEvents")
+	if !reflect.DeepEqual(dest["ConfigurationSetName"], ref(configSet)) {
+		t.Errorf("event destination of %v, want the configuration set %s", dest["ConfigurationSetName"], configSet)
+	}
+	ed := obj(dest["EventDestination"])
+	if ed["Enabled"] != true || !reflect.DeepEqual(obj(ed["SnsDestination"])["TopicARN"], ref(topic)) {
+		t.Errorf("event destination %s, want enabled, to the topic %s", js(ed), topic)
+	}
+	events := strSlice(ed["MatchingEventTypes"])
+	sort.Strings(events)
+	if !reflect.DeepEqual(events, []string{"bounce", "complaint"}) {
+		t.Errorf("matching event types %v, want bounce and complaint", events)
+	}
+	// SES may publish to the topic, for this account's configuration set.
+	policies := 0
+	for _, r := range s.resources("AWS::SNS::TopicPolicy") {
+		p := props(r)
+		if !reflect.DeepEqual(p["Topics"], []any{ref(topic)}) {
+			continue
+		}
+		policies++
+		raw := js(obj(p["PolicyDocument"])["Statement"])
+		for _, want := range []string{`"Action":"sns:Publish"`, `"Service":"ses.amazonaws.com"`, `"AWS:SourceAccount"`, `:configuration-set/`} {
+			if !strings.Contains(raw, want) {
+				t.Errorf("mail events topic policy %s lacks %s", raw, want)
+			}
+		}
+	}
+	if policies != 1 {
+		t.Errorf("%d policies on the mail events topic, want 1 letting SES publish", policies)
+	}
+	s.template.HasResourceProperties(jsii.String("AWS::SNS::Subscription"), map[string]any{
+		"Protocol": "lambda", "TopicArn": ref(topic), "Endpoint": map[string]any{"Fn::GetAtt": getAtt(sender, "Arn")},
+	})
+	subs := 0
+	for _, r := range s.resources("AWS::SNS::Subscription") {
+		if reflect.DeepEqual(props(r)["TopicArn"], ref(topic)) {
+			subs++
+		}
+	}
+	if subs != 1 {
+		t.Errorf("%d subscriptions to the mail events topic, want the sender's alone", subs)
+	}
+	s.template.HasResourceProperties(jsii.String("AWS::Lambda::Permission"), map[string]any{
+		"Action": "lambda:InvokeFunction", "Principal": "sns.amazonaws.com", "SourceArn": ref(topic),
+		"FunctionName": map[string]any{"Fn::GetAtt": getAtt(sender, "Arn")},
+	})
+	// The sender's right to send is scoped as the client's is (the whole
+	// statement is TestIAM_LeastPrivilege's): never on "*".
+	statements, _ := s.statements(t, "Sender")
+	found := false
+	for _, st := range statements {
+		if !strings.Contains(js(st["Action"]), "ses:") {
+			continue
+		}
+		found = true
+		if raw := js(st["Resource"]); strings.Contains(raw, `"*"`) || !strings.Contains(raw, ":identity/") {
+			t.Errorf("sender's SES statement on %s, want the identity and configuration set only", raw)
+		}
+	}
+	if !found {
+		t.Error("the sender may not send mail")
+	}
+}
+
 // --- DNS ---
 
 func TestDNS(t *testing.T) {
@@ -796,7 +878,13 @@ func TestBareAndImportedCertificate(t *testing.T) {
 	if env["CIRRUS_SERVER_NAME"] != "chat.example.net" || env["CIRRUS_ENABLE_REGISTRATION"] != "false" || env["CIRRUS_EMAIL_NOTIF_FROM"] != "noreply@chat.example.net" {
 		t.Errorf("defaults in the environment: %s", js(env))
 	}
-	bare.template.ResourceCountIs(jsii.String("AWS::SNS::Subscription"), jsii.Number(0))
+	// No alarm mail without alarmEmail; the sender's subscription to mail
+	// events is there always.
+	for id, r := range bare.resources("AWS::SNS::Subscription") {
+		if p := props(r); p["Protocol"] != "lambda" {
+			t.Errorf("subscription %s without alarmEmail: %s", id, js(p))
+		}
+	}
 
 	cert := synth(t, "cert", certContext)
 	cert.template.ResourceCountIs(jsii.String("AWS::CertificateManager::Certificate"), jsii.Number(0))
