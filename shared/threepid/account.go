@@ -138,7 +138,7 @@ func (s *Service) handleDelete(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	userID := s.Caller(r.Context())
-	if _, err := s.unbindLocal(r.Context(), userID, body.Medium, body.Address); err != nil {
+	if err := s.unbindLocal(r.Context(), userID, body.Medium, body.Address); err != nil {
 		return err
 	}
 	result, err := s.unbindRemote(r, userID, body, false)

@@ -144,10 +144,15 @@ func (s *Service) handleRequestToken(purpose string) func(http.ResponseWriter, *
 		}
 		sid := sessionID(body.ClientSecret, purpose, MediumEmail, address)
 		if err := s.checkPurpose(r.Context(), purpose, address); err != nil {
-			if s.Config.RequestTokenInhibit3PIDErrors {
+			var me *httpapi.Error
+			if s.Config.RequestTokenInhibit3PIDErrors && errors.As(err, &me) {
 				// Answer as if the mail went out, so that the answer does
 				// not tell whether the address has an account. No session
 				// is stored: submitting this sid fails as a wrong token.
+				// The wait stands in for the mail's (Synapse waits too).
+				if err := sleepRandomly(r.Context()); err != nil {
+					return err
+				}
 				httpapi.WriteJSON(w, http.StatusOK, map[string]string{"sid": sid})
 				return nil
 			}
@@ -158,6 +163,20 @@ func (s *Service) handleRequestToken(purpose string) func(http.ResponseWriter, *
 		}
 		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"sid": sid})
 		return nil
+	}
+}
+
+// sleepRandomly waits 100 ms to 1 s, about what sending a mail takes.
+func sleepRandomly(ctx context.Context) error {
+	var b [1]byte
+	rand.Read(b[:])
+	t := time.NewTimer(100*time.Millisecond + time.Duration(b[0])*900*time.Millisecond/255)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

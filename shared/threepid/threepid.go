@@ -255,21 +255,21 @@ func (s *Service) userItems(ctx context.Context, userID, prefix string) ([]userI
 	}
 }
 
-// unbindLocal removes the binding of the address from userID; it reports
-// whether there was one.
-func (s *Service) unbindLocal(ctx context.Context, userID, medium, address string) (bool, error) {
+// unbindLocal removes the binding of the address from userID, if it has
+// it.
+func (s *Service) unbindLocal(ctx context.Context, userID, medium, address string) error {
 	owner, err := s.UserOf(ctx, medium, address)
 	if err != nil {
-		return false, err
+		return err
 	}
 	keys := []store.Key{userBindKey(userID, medium, address)}
 	if owner == userID {
 		keys = append(keys, bindingKey(medium, address))
 	}
 	if err := s.Store.DeleteEach(ctx, keys); err != nil {
-		return false, fmt.Errorf("threepid: unbind: %w", err)
+		return fmt.Errorf("threepid: unbind: %w", err)
 	}
-	return owner == userID, nil
+	return nil
 }
 
 // RemoveAll removes every address of userID and what it remembers of
