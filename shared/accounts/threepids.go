@@ -64,6 +64,13 @@ func (s *Service) thirdPartyUser(ctx context.Context, medium, address string) (u
 	}
 	if s.ThreePIDs != nil {
 		userID, err = s.ThreePIDs.UserOf(ctx, medium, address)
+		// A medium or address that cannot be bound is one bound to
+		// nobody: the spec's 403 for an unknown 3PID, not a 400 that
+		// would tell it apart.
+		var bad *httpapi.Error
+		if errors.As(err, &bad) && bad.Status == http.StatusBadRequest {
+			err, userID = nil, ""
+		}
 		if err != nil {
 			return "", false, err
 		}
@@ -109,7 +116,7 @@ func (s *Service) emailStageAddress(r *http.Request, auth authData) (string, *ht
 	}
 	medium, address, err := s.ThreePIDs.Validated(r.Context(), creds.SID, creds.ClientSecret)
 	var failure *httpapi.Error
-	if errors.As(err, &failure) {
+	if errors.As(err, &failure) && failure.Code == "M_THREEPID_AUTH_FAILED" {
 		return "", failure, nil
 	}
 	if err != nil {
