@@ -94,9 +94,9 @@ func (a authData) creds() *threePIDCreds {
 // address its validation session proved. A failure of the stage itself
 // (missing creds, a session not validated) is a *httpapi.Error for the
 // UIA answer's errcode, as Synapse merges it into the 401; anything else is
-// an error of the request. Each check counts under the login limit of the
-// caller's address, as password checks do: a session ID and client secret
-// are guessed no faster than passwords.
+// an error of the request. Its callers count the request under a limit of
+// the caller's address first (a session ID and client secret are guessed
+// no faster than passwords are).
 func (s *Service) emailStageAddress(r *http.Request, auth authData) (string, *httpapi.Error, error) {
 	creds := auth.creds()
 	if creds == nil {
@@ -109,9 +109,6 @@ func (s *Service) emailStageAddress(r *http.Request, auth authData) (string, *ht
 		return "", nil, err
 	}
 	if err := checkID("threepid_creds.client_secret", creds.ClientSecret); err != nil {
-		return "", nil, err
-	}
-	if err := s.Limiter.Allow(r.Context(), s.Limits.LoginAddress, clientAddress(r)); err != nil {
 		return "", nil, err
 	}
 	medium, address, err := s.ThreePIDs.Validated(r.Context(), creds.SID, creds.ClientSecret)
@@ -148,8 +145,14 @@ func (s *Service) handlePassword(w http.ResponseWriter, r *http.Request) {
 // device of the account is logged out. An address bound to nobody is
 // Synapse's 404 M_NOT_FOUND "Email address not found" (requestToken has
 // normally refused it, or pretended to send a mail that never validates).
+//
+// Every request counts under the login limit of the caller's address, as
+// a password check does: it is anonymous, and may write a UIA session.
 // https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3accountpassword
 func (s *Service) handleResetPassword(w http.ResponseWriter, r *http.Request) error {
+	if err := s.Limiter.Allow(r.Context(), s.Limits.LoginAddress, clientAddress(r)); err != nil {
+		return err
+	}
 	var req passwordRequest
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
 		return err

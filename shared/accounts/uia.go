@@ -195,6 +195,9 @@ func (s *Service) callerUIA(w http.ResponseWriter, r *http.Request, auth authDat
 // callerEmail checks callerUIA's m.login.email.identity stage.
 func (s *Service) callerEmail(w http.ResponseWriter, r *http.Request, flows []uiaFlow, auth authData) (bool, error) {
 	caller := Caller(r.Context())
+	if err := s.Limiter.Allow(r.Context(), s.Limits.LoginAddress, clientAddress(r)); err != nil {
+		return false, err
+	}
 	address, failure, err := s.emailStageAddress(r, auth)
 	if err != nil {
 		return false, err
