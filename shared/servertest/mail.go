@@ -26,7 +26,8 @@ type Mail struct {
 	To, From, Subject, Text, HTML string
 }
 
-// UseSES sends the stack's mail through the real SES v2 client to the
+// UseSES sends the stack's mail through the suppression list and the real
+// SES v2 client to the
 // stand-in, as a Lambda function sends it to SES. The package's TestMain
 // must be testenv.Main, which stops the stand-in. Start the stack with an
 // email block (CIRRUS_EMAIL_NOTIF_FROM=...).
@@ -37,7 +38,7 @@ func (s *Stack) UseSES(t testing.TB) *Mailbox {
 	if s.cfg.Email != nil && s.cfg.Email.NotifFrom != "" {
 		from = s.cfg.Email.NotifFrom
 	}
-	s.Server.Mail = cmail.NewSES(sesv2.NewFromConfig(testenv.AWSConfig(endpoint)), from)
+	s.Server.SetMail(cmail.NewSES(sesv2.NewFromConfig(testenv.AWSConfig(endpoint)), from))
 	return &Mailbox{Endpoint: endpoint}
 }
 
