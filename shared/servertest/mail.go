@@ -27,10 +27,9 @@ type Mail struct {
 }
 
 // UseSES sends the stack's mail through the suppression list and the real
-// SES v2 client to the
-// stand-in, as a Lambda function sends it to SES. The package's TestMain
-// must be testenv.Main, which stops the stand-in. Start the stack with an
-// email block (CIRRUS_EMAIL_NOTIF_FROM=...).
+// SES v2 client to the stand-in, as a Lambda function sends it to SES. The
+// package's TestMain must be testenv.Main, which stops the stand-in. Start
+// the stack with an email block (CIRRUS_EMAIL_NOTIF_FROM=...).
 func (s *Stack) UseSES(t testing.TB) *Mailbox {
 	t.Helper()
 	endpoint := testenv.StartSES(t)
