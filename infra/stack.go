@@ -93,6 +93,10 @@ type CirrusStackProps struct {
 	MailFrom string
 	// EnableRegistration opens POST /register to anyone.
 	EnableRegistration bool
+	// EnableNotifs mails users about messages left unread
+	// (email.enable_notifs): email pushers, and one for each user who
+	// registers with an address.
+	EnableNotifs bool
 	// AlarmEmail is subscribed to the alarm topic when given.
 	AlarmEmail string
 	// WebClientLocation is the web client the page at / links to; when
@@ -124,7 +128,7 @@ type CirrusStackProps struct {
 const DefaultMediaRemoteCacheDays = 30
 
 // contextKeys are the context values the stack reads.
-var contextKeys = []string{"domainName", "serverName", "hostedZoneId", "hostedZoneName", "certificateArn", "mailFrom", "enableRegistration", "alarmEmail", "webClientLocation", "distDir", "turnUris", "turnSharedSecretArn", "mediaRemoteCacheDays", "mediaLocalLifetime", "mediaRemoteLifetime"}
+var contextKeys = []string{"domainName", "serverName", "hostedZoneId", "hostedZoneName", "certificateArn", "mailFrom", "enableRegistration", "enableNotifs", "alarmEmail", "webClientLocation", "distDir", "turnUris", "turnSharedSecretArn", "mediaRemoteCacheDays", "mediaLocalLifetime", "mediaRemoteLifetime"}
 
 // PropsFromContext reads the stack's context values (from -c key=value or
 // cdk.json). A value of the wrong type is an error; missing ones are left to
@@ -164,19 +168,24 @@ func PropsFromContext(app awscdk.App) (*CirrusStackProps, error) {
 			}
 		}
 	}
-	switch v := app.Node().TryGetContext(jsii.String("enableRegistration")).(type) {
-	case nil:
-	case bool:
-		p.EnableRegistration = v
-	case string:
-		b, err := strconv.ParseBool(strings.TrimSpace(v))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("context value enableRegistration=%q is not true or false", v))
+	flag := func(key string) bool {
+		switch v := app.Node().TryGetContext(jsii.String(key)).(type) {
+		case nil:
+		case bool:
+			return v
+		case string:
+			b, err := strconv.ParseBool(strings.TrimSpace(v))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("context value %s=%q is not true or false", key, v))
+			}
+			return b
+		default:
+			errs = append(errs, fmt.Errorf("context value %s must be true or false, got %v", key, v))
 		}
-		p.EnableRegistration = b
-	default:
-		errs = append(errs, fmt.Errorf("context value enableRegistration must be true or false, got %v", v))
+		return false
 	}
+	p.EnableRegistration = flag("enableRegistration")
+	p.EnableNotifs = flag("enableNotifs")
 	// -c gives a string, cdk.json a number. Zero in the props means the
 	// default, but given here it is a mistake, as S3 expires after a day at
 	// the soonest.
@@ -598,6 +607,7 @@ func (s *builder) functions() {
 	clientEnv["CIRRUS_ENABLE_REGISTRATION"] = jsii.String(strconv.FormatBool(s.p.EnableRegistration))
 	clientEnv["CIRRUS_EMAIL_NOTIF_FROM"] = jsii.String(s.p.MailFrom)
 	clientEnv["CIRRUS_EMAIL_SES_CONFIGURATION_SET"] = s.configSet.ConfigurationSetName()
+	clientEnv["CIRRUS_EMAIL_ENABLE_NOTIFS"] = jsii.String(strconv.FormatBool(s.p.EnableNotifs))
 	clientEnv["CIRRUS_REGISTRATION_SHARED_SECRET_SECRET_ARN"] = s.sharedSecret.SecretArn()
 	if s.p.WebClientLocation != "" {
 		clientEnv["CIRRUS_WEB_CLIENT_LOCATION"] = jsii.String(s.p.WebClientLocation)
@@ -628,6 +638,7 @@ func (s *builder) functions() {
 	// sends validation mail: the same sender and configuration set.
 	senderEnv["CIRRUS_EMAIL_NOTIF_FROM"] = jsii.String(s.p.MailFrom)
 	senderEnv["CIRRUS_EMAIL_SES_CONFIGURATION_SET"] = s.configSet.ConfigurationSetName()
+	senderEnv["CIRRUS_EMAIL_ENABLE_NOTIFS"] = jsii.String(strconv.FormatBool(s.p.EnableNotifs))
 	s.retentionEnv(senderEnv)
 	s.sender = s.function("sender", senderMemoryMB, senderTimeoutSeconds, senderEnv)
 

@@ -61,6 +61,7 @@ var (
 		"hostedZoneName":     "example.org",
 		"mailFrom":           "Cirrus <noreply@example.org>",
 		"enableRegistration": "true",
+		"enableNotifs":       "true",
 		"alarmEmail":         "ops@example.org",
 		"webClientLocation":  "https://chat.example.org/",
 		// As -c gives it.
@@ -327,6 +328,7 @@ func TestFunctions(t *testing.T) {
 			"CIRRUS_ENABLE_REGISTRATION":                   "true",
 			"CIRRUS_EMAIL_NOTIF_FROM":                      "Cirrus <noreply@example.org>",
 			"CIRRUS_EMAIL_SES_CONFIGURATION_SET":           ref(configSet),
+			"CIRRUS_EMAIL_ENABLE_NOTIFS":                   "true",
 			"CIRRUS_REGISTRATION_SHARED_SECRET_SECRET_ARN": ref(shared),
 			"CIRRUS_WEB_CLIENT_LOCATION":                   "https://chat.example.org/",
 			"CIRRUS_LARGE_RESPONSE_BUCKET":                 ref(bucket),
@@ -335,7 +337,8 @@ func TestFunctions(t *testing.T) {
 		{"Federation", federationMemoryMB, federationTimeout, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue), "CIRRUS_LONG_QUEUE_URL": ref(loadQueue),
 			"CIRRUS_LARGE_RESPONSE_BUCKET": ref(bucket), "CIRRUS_MEDIA_BUCKET": ref(media)})},
 		{"Sender", senderMemoryMB, senderTimeoutSeconds, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue),
-			"CIRRUS_EMAIL_NOTIF_FROM": "Cirrus <noreply@example.org>", "CIRRUS_EMAIL_SES_CONFIGURATION_SET": ref(configSet)})},
+			"CIRRUS_EMAIL_NOTIF_FROM": "Cirrus <noreply@example.org>", "CIRRUS_EMAIL_SES_CONFIGURATION_SET": ref(configSet),
+			"CIRRUS_EMAIL_ENABLE_NOTIFS": "true"})},
 		{"Loader", loaderMemoryMB, 900, with(map[string]any{"CIRRUS_QUEUE_URL": ref(queue), "CIRRUS_LONG_QUEUE_URL": ref(loadQueue)})},
 	} {
 		_, p := s.one(t, "AWS::Lambda::Function", want.name+"Function")
@@ -875,7 +878,8 @@ func TestBareAndImportedCertificate(t *testing.T) {
 	})
 	_, fn := bare.one(t, "AWS::Lambda::Function", "ClientFunction")
 	env := obj(obj(fn["Environment"])["Variables"])
-	if env["CIRRUS_SERVER_NAME"] != "chat.example.net" || env["CIRRUS_ENABLE_REGISTRATION"] != "false" || env["CIRRUS_EMAIL_NOTIF_FROM"] != "noreply@chat.example.net" {
+	if env["CIRRUS_SERVER_NAME"] != "chat.example.net" || env["CIRRUS_ENABLE_REGISTRATION"] != "false" || env["CIRRUS_EMAIL_NOTIF_FROM"] != "noreply@chat.example.net" ||
+		env["CIRRUS_EMAIL_ENABLE_NOTIFS"] != "false" {
 		t.Errorf("defaults in the environment: %s", js(env))
 	}
 	// No alarm mail without alarmEmail; the sender's subscription to mail
@@ -1020,6 +1024,7 @@ func TestContext_Errors(t *testing.T) {
 		{"bad alarm mail", with("alarmEmail", "ops at example.org"), []string{`alarmEmail="ops at example.org" is not a mail address`}},
 		{"bad web client", with("webClientLocation", "app.element.io"), []string{`webClientLocation="app.element.io" is not an absolute http(s) URL`}},
 		{"bad registration", with("enableRegistration", "yes please"), []string{`enableRegistration="yes please" is not true or false`}},
+		{"bad notifs", with("enableNotifs", 3.0), []string{`enableNotifs must be true or false`}},
 		{"number as string", with("domainName", 42.0), []string{"domainName must be a string"}},
 		{"media cache days zero", with("mediaRemoteCacheDays", "0"), []string{`mediaRemoteCacheDays=0 is not a whole number of days, 1 or more`}},
 		{"media cache days fraction", with("mediaRemoteCacheDays", 1.5), []string{`mediaRemoteCacheDays=1.5 is not a whole number of days`}},
