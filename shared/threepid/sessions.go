@@ -296,7 +296,7 @@ func (s *Service) sendMail(ctx context.Context, purpose, address, sid, token str
 	// The client secret is not in the link: the page needs only the sid
 	// and the token, which prove the mail was read.
 	q := url.Values{"sid": {sid}, "token": {token}}
-	link := strings.TrimSuffix(s.Config.PublicBaseURL, "/") + SubmitPath + "?" + q.Encode()
+	link := s.submitURL() + "?" + q.Encode()
 	data := map[string]any{
 		"App":      s.Config.Email.App(),
 		"Address":  address,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -55,8 +56,14 @@ func (s *Service) handleSubmitPage(w http.ResponseWriter, r *http.Request) {
 	}
 	s.page(w, r, http.StatusOK, pageConfirm, map[string]string{
 		"App": s.Config.Email.App(), "Address": it.Address, "Purpose": purposeText[it.Purpose],
-		"Action": SubmitPath, "SID": sid, "Token": token,
+		"Action": s.submitURL(), "SID": sid, "Token": token,
 	})
+}
+
+// submitURL is the page's address under public_baseurl, as the mail's
+// link has it (a base URL with a path keeps it).
+func (s *Service) submitURL() string {
+	return strings.TrimSuffix(s.Config.PublicBaseURL, "/") + SubmitPath
 }
 
 // handleSubmit validates the session: the token, compared in constant
