@@ -94,6 +94,10 @@ type Service struct {
 	// deliveries; an error fails the job, which the queue runs again (so it
 	// must tolerate seeing an event twice). Nil does nothing.
 	Notified func(ctx context.Context, userID string, p push.Stored, roomID string, event json.RawMessage, o push.Outcome) error
+	// Ignored lists the users userID ignores (m.ignored_user_list), whose
+	// events other than state notify them of nothing, as in Synapse; nil
+	// ignores no one.
+	Ignored func(ctx context.Context, userID string) (map[string]bool, error)
 	// MinRetry, MaxRetry and GiveUpAfter shape the backoff of a failing
 	// gateway; zero means the Default values.
 	MinRetry, MaxRetry, GiveUpAfter time.Duration
@@ -265,6 +269,7 @@ func (w *work) event(ctx context.Context, e jobEvent) error {
 		return fmt.Errorf("push %s: %w", e.EventID, err)
 	}
 	raw := json.RawMessage(ev.PDU.JSON())
+	sender := events.Sender(ev.PDU)
 	var room *roomFacts
 	for _, userID := range e.To {
 		pushers, err := s.pushersOf(ctx, userID)
@@ -273,6 +278,15 @@ func (w *work) event(ctx context.Context, e jobEvent) error {
 		}
 		if len(pushers) == 0 {
 			continue
+		}
+		if s.Ignored != nil && ev.PDU.StateKey() == nil {
+			ignored, err := s.Ignored(ctx, userID)
+			if err != nil {
+				return err
+			}
+			if ignored[sender] {
+				continue
+			}
 		}
 		rules, err := s.Unread.Rules(ctx, userID)
 		if err != nil {
@@ -296,7 +310,7 @@ func (w *work) event(ctx context.Context, e jobEvent) error {
 				}
 			case "http":
 				if room == nil {
-					if room, err = s.factsOf(ctx, e.RoomID, events.Sender(ev.PDU)); err != nil {
+					if room, err = s.factsOf(ctx, e.RoomID, sender); err != nil {
 						return err
 					}
 				}
