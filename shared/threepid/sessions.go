@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	cmail "github.com/cirrus-matrix/cirrus/shared/mail"
 	"github.com/cirrus-matrix/cirrus/shared/ratelimit"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
@@ -307,7 +308,12 @@ func (s *Service) sendMail(ctx context.Context, purpose, address, sid, token str
 	if err != nil {
 		return fmt.Errorf("threepid: render %s mail: %w", purpose, err)
 	}
-	if err := s.Mail().Send(ctx, msg); err != nil {
+	err = s.Mail().Send(ctx, msg)
+	if errors.Is(err, cmail.ErrSuppressed) {
+		return httpapi.Errorf(http.StatusForbidden, "M_THREEPID_DENIED",
+			"mail to %s bounced or was reported as spam, so this server sends it no more: use another address", address)
+	}
+	if err != nil {
 		httpapi.Logger(ctx).ErrorContext(ctx, "validation mail not sent", "purpose", purpose, "err", err)
 		return httpapi.Errorf(http.StatusInternalServerError, "M_UNKNOWN",
 			"the validation mail could not be sent: try again later with a greater send_attempt")
