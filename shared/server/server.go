@@ -4,6 +4,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -36,6 +38,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/mail"
 	"github.com/cirrus-matrix/cirrus/shared/media"
 	"github.com/cirrus-matrix/cirrus/shared/notices"
+	"github.com/cirrus-matrix/cirrus/shared/notify"
 	"github.com/cirrus-matrix/cirrus/shared/objects"
 	"github.com/cirrus-matrix/cirrus/shared/presence"
 	"github.com/cirrus-matrix/cirrus/shared/profile"
@@ -52,6 +55,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/store"
 	"github.com/cirrus-matrix/cirrus/shared/sync"
 	"github.com/cirrus-matrix/cirrus/shared/thirdparty"
+	"github.com/cirrus-matrix/cirrus/shared/threepid"
 	"github.com/cirrus-matrix/cirrus/shared/todevice"
 	"github.com/cirrus-matrix/cirrus/shared/unread"
 	"github.com/cirrus-matrix/cirrus/shared/urlpreview"
@@ -135,6 +139,14 @@ type Server struct {
 	// EDUs routes the EDUs of inbound transactions by type to the
 	// services that own them.
 	EDUs *federation.EDUMux
+	// ThreePIDs holds email validation sessions and accounts' addresses.
+	ThreePIDs *threepid.Service
+	// Notify tells pushers of the events that notify their users, from
+	// the queue (shared/notify).
+	Notify *notify.Service
+	// NotifMail mails users' unread notifications to their email pushers;
+	// nil unless email.enable_notifs is on.
+	NotifMail *notify.Mailer
 }
 
 // Open connects to the table named in cfg and loads the signing key: from
@@ -386,6 +398,66 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	joiner.Resync = srv.newResync(pres, e2e)
 	srv.Jobs.HandleLong(federation.ResyncKind, joiner.Resync.Work)
 	srv.Jobs.Handle(media.RetentionKind, srv.Media.HandleRetention) // the stack's hourly schedule
+	// Email validation and accounts' addresses; the mail sender is set
+	// after Open (Lambda, `cirrus serve`, tests): read when a mail is sent.
+	srv.ThreePIDs = &threepid.Service{Store: st, Config: cfg, Templates: templates,
+		Mail:    func() mail.Sender { return srv.Mail },
+		Limiter: &ratelimit.Limiter{Store: st}, UIA: accts.PasswordUIA,
+		Caller: func(ctx context.Context) string { return accounts.Caller(ctx).UserID },
+		Sign:   fed.NewRequest}
+	// Accounts log in, reset passwords and register by email address only
+	// when mail is configured to validate them.
+	if cfg.Email != nil {
+		accts.ThreePIDs = srv.ThreePIDs
+		accts.RegistrationRequiresEmail = slices.Contains(cfg.RegistrationsRequire3PID, threepid.MediumEmail)
+	}
+	// Pushers hear of new events from the queue, never in the send: each
+	// appended batch queues one push job (shared/notify), and gateways are
+	// reached through the ip_range_blacklist as federation is.
+	pushClient, err := notify.NewClient(notify.ClientOptions{IPRangeBlacklist: cfg.IPRangeBlacklist, IPRangeWhitelist: cfg.IPRangeWhitelist})
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	notifier := &notify.Service{Rooms: rms, Push: pushes, Unread: counter, Client: pushClient, Logger: logger,
+		Ignored: data.IgnoredUsers,
+		Queue: func() notify.Queue {
+			if srv.Queue == nil {
+				return nil
+			}
+			return srv.Queue
+		}}
+	srv.Notify = notifier
+	beforeNotify := rms.Appended
+	rms.Appended = func(ctx context.Context, evs []rooms.Appended) error {
+		var g errgroup.Group
+		g.Go(func() error { return beforeNotify(ctx, evs) })
+		g.Go(func() error { return notifier.Appended(ctx, evs) })
+		return g.Wait()
+	}
+	srv.Jobs.Handle(notify.Kind, notifier.Handle)
+	srv.Jobs.Handle(notify.RetryKind, notifier.HandleRetry)
+	// Notification mail (shared/notify/mail.go): email pushers to the
+	// addresses users own, a delayed job per user that mails what is still
+	// unread, and the unsubscribe page its links lead to.
+	if cfg.Email != nil && cfg.Email.EnableNotifs {
+		srv.NotifMail = &notify.Mailer{Store: st, Unread: counter, Rooms: rms, Push: pushes, Templates: templates,
+			Mail: func() mail.Sender { return srv.Mail },
+			Queue: func() notify.Delayer {
+				if srv.Queue == nil {
+					return nil
+				}
+				return srv.Queue
+			},
+			Delay: cfg.Email.NotifDelay(), AppName: cfg.Email.App(), BaseURL: cfg.PublicBaseURL,
+			ClientURL: cmp.Or(cfg.Email.ClientBaseURL, cfg.WebClientLocation),
+			Key:       notify.UnsubscribeKey(key.Private.Seed()), Logger: logger}
+		notifier.Notified = srv.NotifMail.Notified
+		srv.Jobs.Handle(notify.MailKind, srv.NotifMail.HandleMail)
+		pushes.OwnsAddress = srv.ThreePIDs.Owns
+		if cfg.Email.NotifNewUsers() {
+			accts.EmailBound = pushes.AddEmailPusher
+		}
+	}
 	return srv, nil
 }
 
@@ -642,8 +714,12 @@ func (s *Server) ClientHandler() http.Handler {
 	s.KeyBackup.Register(rt, s.Accounts.RequireAuth)
 	s.E2EKeys.Register(rt, s.Accounts.RequireAuth)
 	s.Search.Register(rt, s.Accounts.RequireAuth)
+	s.ThreePIDs.Register(rt, s.Accounts.RequireAuth)
 	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handler(s.Config.DefaultRoomVersion)))
 	s.Push.Register(rt, s.Accounts.RequireAuth)
+	if s.NotifMail != nil {
+		s.NotifMail.Register(rt) // the unsubscribe page of notification mail
+	}
 	(&voip.Service{TURN: s.Config.TURN}).Register(rt, s.Accounts.RequireAuth)
 	thirdparty.Register(rt, s.Accounts.RequireAuth)
 	(&spaces.Service{Rooms: s.Rooms, Store: s.Store, Client: s.Federation, ServerName: s.Config.ServerName,
