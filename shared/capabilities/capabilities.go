@@ -18,8 +18,10 @@ type enabled struct {
 
 // Current is the capabilities object of this server, whose new rooms are
 // of version defaultRoomVersion ("" is events.DefaultVersion; the
-// configuration's default_room_version).
-func Current(defaultRoomVersion string) map[string]any {
+// configuration's default_room_version), and whose users may add and remove
+// email addresses when threePIDChanges (there is an email block to
+// validate them).
+func Current(defaultRoomVersion string, threePIDChanges bool) map[string]any {
 	if defaultRoomVersion == "" {
 		defaultRoomVersion = events.DefaultVersion
 	}
@@ -36,19 +38,19 @@ func Current(defaultRoomVersion string) map[string]any {
 		"m.set_displayname": enabled{true},
 		"m.set_avatar_url":  enabled{true},
 		"m.profile_fields":  map[string]any{"enabled": true, "allowed": ProfileFields},
-		// No third-party identifiers (email, phone) are bound to accounts.
-		"m.3pid_changes": enabled{false},
+		// Email addresses, validated by mail (shared/threepid); no phones.
+		"m.3pid_changes": enabled{threePIDChanges},
 		// No POST /login/get_token.
 		"m.get_login_token": enabled{false},
 	}
 }
 
-// Handler serves GET /_matrix/client/v3/capabilities for a server whose
-// new rooms are of version defaultRoomVersion; it needs an access token
+// Handler serves GET /_matrix/client/v3/capabilities, Current's object; it needs an access token
 // (wrap it in accounts.Service.RequireAuth) but reads nothing more.
 // https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3capabilities
-func Handler(defaultRoomVersion string) http.HandlerFunc {
+func Handler(defaultRoomVersion string, threePIDChanges bool) http.HandlerFunc {
+	caps := map[string]any{"capabilities": Current(defaultRoomVersion, threePIDChanges)}
 	return func(w http.ResponseWriter, r *http.Request) {
-		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"capabilities": Current(defaultRoomVersion)})
+		httpapi.WriteJSON(w, http.StatusOK, caps)
 	}
 }

@@ -60,3 +60,20 @@ func TestCapabilities_Mautrix(t *testing.T) {
 		t.Fatalf("capabilities with an unknown token: %d %s", r.Status, r.Raw)
 	}
 }
+
+// With an email block, users may add and remove addresses (shared/threepid).
+func TestCapabilities_ThreePIDChangesWithMail(t *testing.T) {
+	st := servertest.Start(t, "CIRRUS_EMAIL_NOTIF_FROM=Cirrus <noreply@example.org>")
+	kim := st.Register(t, "kim")
+	cli, err := mautrix.NewClient(st.URL, id.UserID(kim.ID), kim.AccessToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caps, err := cli.Capabilities(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := caps.ThreePIDChanges; c == nil || !c.Enabled {
+		t.Fatalf("m.3pid_changes: %+v, want enabled", c)
+	}
+}

@@ -715,7 +715,7 @@ func (s *Server) ClientHandler() http.Handler {
 	s.E2EKeys.Register(rt, s.Accounts.RequireAuth)
 	s.Search.Register(rt, s.Accounts.RequireAuth)
 	s.ThreePIDs.Register(rt, s.Accounts.RequireAuth)
-	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handler(s.Config.DefaultRoomVersion)))
+	rt.HandleFunc("GET /_matrix/client/v3/capabilities", s.Accounts.RequireAuth(capabilities.Handler(s.Config.DefaultRoomVersion, s.Config.Email != nil)))
 	s.Push.Register(rt, s.Accounts.RequireAuth)
 	if s.NotifMail != nil {
 		s.NotifMail.Register(rt) // the unsubscribe page of notification mail
