@@ -51,6 +51,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 		return err
 	}
 	logger := server.NewLogger(cfg, stderr)
+	if cfg.Email == nil {
+		// Locally mail goes to a folder, so validation and reset mail work
+		// with no email block: its links lead to the local listener.
+		cfg.Email = &config.Email{NotifFrom: mail.DefaultFolderFrom}
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data folder: %w", err)
 	}

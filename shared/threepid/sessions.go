@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -299,10 +300,11 @@ func (s *Service) sendMail(ctx context.Context, purpose, address, sid, token str
 	q := url.Values{"sid": {sid}, "token": {token}}
 	link := s.submitURL() + "?" + q.Encode()
 	data := map[string]any{
-		"App":      s.Config.Email.App(),
-		"Address":  address,
-		"Link":     link,
-		"Lifetime": s.Config.Email.ValidationLifetime().String(),
+		"App":        s.Config.Email.App(),
+		"ServerName": s.Config.ServerName,
+		"Address":    address,
+		"Link":       link,
+		"Lifetime":   spell(s.Config.Email.ValidationLifetime()),
 	}
 	msg, err := s.Templates.Mail(purpose, address, data)
 	if err != nil {
@@ -366,4 +368,24 @@ func (s *Service) session(ctx context.Context, sid, clientSecret string) (sessio
 		return it, errAuthFailed("no validation session with this sid and client_secret (or it expired)")
 	}
 	return it, nil
+}
+
+// spell writes a lifetime as a reader says it: "1 hour", "90 minutes",
+// "2 days", rather than Go's "1h0m0s".
+func spell(d time.Duration) string {
+	unit := func(n int64, name string) string {
+		if n == 1 {
+			return "1 " + name
+		}
+		return strconv.FormatInt(n, 10) + " " + name + "s"
+	}
+	switch {
+	case d >= 24*time.Hour && d%(24*time.Hour) == 0:
+		return unit(int64(d/(24*time.Hour)), "day")
+	case d >= time.Hour && d%time.Hour == 0:
+		return unit(int64(d/time.Hour), "hour")
+	case d >= time.Minute:
+		return unit(int64(d/time.Minute), "minute")
+	}
+	return unit(max(int64(d/time.Second), 1), "second")
 }
