@@ -498,3 +498,18 @@ func pusherOf(t *testing.T, s mailStack, u servertest.User) push.Stored {
 }
 
 func notifyOutcome() push.Outcome { return push.Outcome{Notify: true} }
+
+// TestNotifMail_AddressRemoved: an address the account loses takes its
+// email pusher with it, as in Synapse.
+func TestNotifMail_AddressRemoved(t *testing.T) {
+	s := startMailStack(t)
+	dora, addr := s.withEmailPusher(t, "dora")
+	if n := emailPushers(t, s, dora); n != 1 {
+		t.Fatalf("dora has %d email pushers, want 1", n)
+	}
+	r := s.Do(t, "POST", "/_matrix/client/v3/account/3pid/delete", dora.AccessToken, map[string]any{"medium": "email", "address": addr})
+	want(t, "delete address", r, http.StatusOK, "")
+	if n := emailPushers(t, s, dora); n != 0 {
+		t.Errorf("after the address went: %d email pushers, want 0", n)
+	}
+}

@@ -404,7 +404,13 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		Mail:    func() mail.Sender { return srv.Mail },
 		Limiter: &ratelimit.Limiter{Store: st}, UIA: accts.PasswordUIA,
 		Caller: func(ctx context.Context) string { return accounts.Caller(ctx).UserID },
-		Sign:   fed.NewRequest}
+		Sign:   fed.NewRequest,
+		Removed: func(ctx context.Context, userID, medium, address string) error {
+			if medium != threepid.MediumEmail {
+				return nil
+			}
+			return pushes.RemovePusher(ctx, userID, push.EmailAppID, address)
+		}}
 	// Accounts log in, reset passwords and register by email address only
 	// when mail is configured to validate them.
 	if cfg.Email != nil {

@@ -61,8 +61,19 @@ type Service struct {
 	// IdentityClient sends requests to identity servers; nil, a client
 	// that refuses loopback and private addresses (identityClient).
 	IdentityClient *http.Client
+	// Removed is told of each address an account loses (delete,
+	// deactivation), after the binding is gone: the server removes the
+	// email pushers that mailed it, as Synapse does. nil does nothing.
+	Removed func(ctx context.Context, userID, medium, address string) error
 	// Now is the clock; nil, time.Now.
 	Now func() time.Time
+}
+
+func (s *Service) removed(ctx context.Context, userID, medium, address string) error {
+	if s.Removed == nil {
+		return nil
+	}
+	return s.Removed(ctx, userID, medium, address)
 }
 
 // ThreePID is one address bound to an account.
@@ -269,7 +280,7 @@ func (s *Service) unbindLocal(ctx context.Context, userID, medium, address strin
 	if err := s.Store.DeleteEach(ctx, keys); err != nil {
 		return fmt.Errorf("threepid: unbind: %w", err)
 	}
-	return nil
+	return s.removed(ctx, userID, medium, address)
 }
 
 // RemoveAll removes every address of userID and what it remembers of
@@ -299,6 +310,13 @@ func (s *Service) RemoveAll(ctx context.Context, userID string) error {
 	}
 	if err := s.Store.DeleteEach(ctx, keys); err != nil {
 		return fmt.Errorf("threepid: remove all: %w", err)
+	}
+	for _, it := range items {
+		if strings.HasPrefix(it.SK, userBindPfx) {
+			if err := s.removed(ctx, userID, it.Medium, it.Address); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -222,7 +222,8 @@ func TestAddAddress_ByTheLinkInTheMail(t *testing.T) {
 		map[string]string{"medium": "email", "address": address}, &del); err != nil {
 		t.Fatal(err)
 	}
-	st.CheckCost(t, "3pid/delete (no identity server)", "/account/3pid/delete", servertest.Want(5, 3, 2))
+	// The last write is the DeleteItem of the address's email pusher.
+	st.CheckCost(t, "3pid/delete (no identity server)", "/account/3pid/delete", servertest.Want(6, 3, 3))
 	if del.Result != "no-support" {
 		t.Errorf("id_server_unbind_result %q, want no-support (no identity server known)", del.Result)
 	}
