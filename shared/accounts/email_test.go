@@ -266,6 +266,10 @@ func TestPasswordResetByEmail(t *testing.T) {
 	r = st.Do(t, "POST", "/_matrix/client/v3/login", "", loginBy(map[string]any{"type": "m.id.user", "user": "bob"}, "brand new password"))
 	wantReply(t, "the new password", r, http.StatusOK, "")
 	device, _ := r.Body["access_token"].(string)
+	// The session reset the password once: whoever holds its secret cannot
+	// set another.
+	r = st.Do(t, "POST", path, "", resetBody(sid, "secret1", "fourth password", nil))
+	wantReply(t, "the same session again", r, http.StatusUnauthorized, "M_THREEPID_AUTH_FAILED")
 
 	// logout_devices false keeps them; the legacy threepidCreds works.
 	sid = requestToken(t, st, "/account/password/email/requestToken", "bob@example.com", "secret2")
@@ -284,10 +288,13 @@ func TestPasswordResetByEmail(t *testing.T) {
 	// offered; the address must be the caller's.
 	r = st.Do(t, "POST", path, device, map[string]any{"new_password": "x"})
 	wantFlows(t, "with an access token", r, "m.login.password", "m.login.email.identity")
+	// (The reset used its session up: a new one.)
+	sid = requestToken(t, st, "/account/password/email/requestToken", "bob@example.com", "secret4")
+	followMail(t, st, mb, "bob@example.com", 3)
 	carol := st.Register(t, "carol")
-	r = st.Do(t, "POST", path, carol.AccessToken, resetBody(sid, "secret2", "x", nil))
+	r = st.Do(t, "POST", path, carol.AccessToken, resetBody(sid, "secret4", "x", nil))
 	wantReply(t, "carol with bob's address", r, http.StatusForbidden, "M_FORBIDDEN")
-	r = st.Do(t, "POST", path, device, resetBody(sid, "secret2", "fourth password", &keep))
+	r = st.Do(t, "POST", path, device, resetBody(sid, "secret4", "fourth password", &keep))
 	wantReply(t, "bob with his address and his token", r, http.StatusOK, "")
 
 	// An address validated (for registration) but bound to nobody:
@@ -461,9 +468,9 @@ func TestCost_Email(t *testing.T) {
 	// GetItem (the binding), GetItem and PutItem (the account), then the
 	// logout of hal's two devices: the Query of devices, and what each
 	// device's deletion costs (its tokens, pushers, to-device messages,
-	// account data and keys).
+	// account data and keys), and the validation session's DeleteItem.
 	st.Do(t, "POST", "/_matrix/client/v3/account/password", "", resetBody(sid, "hsecret", "new password", nil))
-	st.CheckCost(t, "password reset", "POST /_matrix/client/v3/account/password", servertest.Want(19, 12, 15))
+	st.CheckCost(t, "password reset", "POST /_matrix/client/v3/account/password", servertest.Want(20, 12, 16))
 
 	sid = requestToken(t, st, "/register/email/requestToken", "ida@example.com", "isecret")
 	followMail(t, st, mb, "ida@example.com", 1)

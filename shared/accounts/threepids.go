@@ -19,6 +19,9 @@ type ThreePIDs interface {
 	// Validated returns the address a validated session proved; an unknown,
 	// unvalidated or expired session is a 400 M_THREEPID_AUTH_FAILED *httpapi.Error.
 	Validated(ctx context.Context, sid, clientSecret string) (medium, address string, err error)
+	// Consume ends a validation session once it did what it proved the
+	// address for (a password reset), so that it cannot do it again.
+	Consume(ctx context.Context, sid string) error
 	// Bind binds the address to the user (400 M_THREEPID_IN_USE if another has it).
 	Bind(ctx context.Context, userID, medium, address string) error
 	// RemoveAll unbinds every address of the user (deactivation).
@@ -197,6 +200,9 @@ func (s *Service) handleResetPassword(w http.ResponseWriter, r *http.Request) er
 		}
 	}
 	if err := s.SetPassword(r.Context(), userID, req.NewPassword, req.logout(), ""); err != nil {
+		return err
+	}
+	if err := s.ThreePIDs.Consume(r.Context(), req.Auth.creds().SID); err != nil {
 		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{})

@@ -339,6 +339,16 @@ func (s *Service) Validated(ctx context.Context, sid, clientSecret string) (medi
 	return it.Medium, it.Address, nil
 }
 
+// Consume deletes the session sid, once it did what it proved the address
+// for (a password reset): a validated session is otherwise good until it
+// expires. One DeleteItem.
+func (s *Service) Consume(ctx context.Context, sid string) error {
+	if err := s.Store.Delete(ctx, sessionKey(sid)); err != nil {
+		return fmt.Errorf("threepid: consume session: %w", err)
+	}
+	return nil
+}
+
 func errAuthFailed(msg string) *httpapi.Error {
 	return httpapi.Errorf(http.StatusBadRequest, "M_THREEPID_AUTH_FAILED", "%s", msg)
 }
