@@ -41,7 +41,7 @@ type Handlers struct {
 func (h *Handlers) Versions(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
 		"versions":          SpecVersions,
-		"unstable_features": map[string]bool{},
+		"unstable_features": map[string]bool{"org.matrix.simplified_msc3575": true},
 	})
 }
 

@@ -20,6 +20,7 @@ import (
 func (s *Service) Register(rt *httpapi.Router, requireAuth func(http.HandlerFunc) http.HandlerFunc,
 	loadFilter func(ctx context.Context, userID, filterID string) (json.RawMessage, error)) {
 	rt.HandleFunc("GET /_matrix/client/v3/keys/changes", requireAuth(s.keyChanges))
+	s.registerSliding(rt, requireAuth)
 	rt.HandleFunc("GET /_matrix/client/v3/sync", requireAuth(func(w http.ResponseWriter, r *http.Request) {
 		req, err := parseRequest(r, loadFilter)
 		if err != nil {

@@ -1,0 +1,614 @@
+package sync
+
+import (
+	"cmp"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	gosync "sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/httpapi"
+	"github.com/cirrus-matrix/cirrus/shared/rooms"
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// Simplified sliding sync (MSC4186) is built on /sync's machinery: the pos
+// token carries a /sync position (so the stream, the waiters, the to-device
+// inbox and the key counts work as for /sync, on any instance), and the
+// connection's room list lives in one item per connection.
+//
+// The connection item holds, for every room of the user's list, its bump
+// stamp (the time of its newest event), the user's membership, and whether
+// the client holds the room as it is now. A first request builds it from
+// the user's memberships and each room's newest event; later requests
+// update only the rooms the user's stream names, so an incremental request
+// reads the rooms with news, not every room.
+
+// connTTL is how long an unused connection is kept: as long as the stream
+// entries its position reads.
+const connTTL = streamTTL
+
+// ErrUnknownPos is the MSC's answer to a pos the server no longer knows:
+// the client starts the connection over.
+func errUnknownPos(why string) error {
+	return httpapi.Errorf(http.StatusBadRequest, "M_UNKNOWN_POS", "unknown pos: %s", why)
+}
+
+// connRoom is one room of a connection's list.
+type connRoom struct {
+	// Bump is the bump stamp: Unix ms of the room's newest event as the
+	// stream saw it.
+	Bump int64 `json:"b"`
+	// M is the user's membership.
+	M string `json:"m"`
+	// Sent: the client holds the room as of the connection's position.
+	Sent bool `json:"s,omitempty"`
+	// Enc: 0 not read, 1 not encrypted, 2 encrypted. Type: room type, read
+	// with TypeRead. Both are read only when a filter needs them.
+	Enc      int8   `json:"e,omitempty"`
+	Type     string `json:"t,omitempty"`
+	TypeRead bool   `json:"tr,omitempty"`
+}
+
+// connItem is a connection's state: pk slide|<user>, sk <device>|<conn_id>.
+type connItem struct {
+	PK      string `dynamodbav:"pk"`
+	SK      string `dynamodbav:"sk"`
+	Ver     int64  `dynamodbav:"ver"`
+	Rooms   string `dynamodbav:"rooms"` // JSON of map[room ID]connRoom
+	DMs     string `dynamodbav:"dms"`   // JSON of the m.direct room IDs
+	Expires int64  `dynamodbav:"expires_at"`
+}
+
+type conn struct {
+	ver   int64
+	rooms map[string]*connRoom
+	dms   map[string]bool
+	dirty bool
+	// news holds the rooms with new events since the position.
+	news map[string]bool
+}
+
+func connKey(userID, deviceID, connID string) store.Key {
+	return store.Key{PK: "slide|" + userID, SK: deviceID + "|" + connID}
+}
+
+// slidingPos is what a pos token holds.
+type slidingPos struct {
+	P position `json:"p"`
+	V int64    `json:"v"`
+}
+
+func (p slidingPos) encode() string {
+	doc, _ := json.Marshal(p) // strings and numbers always encode
+	return "ss" + base64.RawURLEncoding.EncodeToString(doc)
+}
+
+func decodeSlidingPos(token, userID string) (slidingPos, error) {
+	doc, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(token, "ss"))
+	var p slidingPos
+	if err != nil || !strings.HasPrefix(token, "ss") || json.Unmarshal(doc, &p) != nil || !p.P.valid() {
+		return p, errUnknownPos("not a pos this server gave")
+	}
+	if p.P.User != userTag(userID) {
+		return p, errUnknownPos("the pos belongs to another user")
+	}
+	return p, nil
+}
+
+func (s *Service) loadConn(ctx context.Context, k store.Key) (*conn, error) {
+	var it connItem
+	if err := s.Store.Get(ctx, k, &it); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read sliding sync connection: %w", err)
+	}
+	c := &conn{ver: it.Ver, rooms: map[string]*connRoom{}, dms: map[string]bool{}, news: map[string]bool{}}
+	var dms []string
+	if json.Unmarshal([]byte(it.Rooms), &c.rooms) != nil || (it.DMs != "" && json.Unmarshal([]byte(it.DMs), &dms) != nil) {
+		return nil, nil
+	}
+	for _, d := range dms {
+		c.dms[d] = true
+	}
+	return c, nil
+}
+
+func (s *Service) saveConn(ctx context.Context, k store.Key, c *conn) error {
+	rms, _ := json.Marshal(c.rooms)
+	var dms []string
+	for d := range c.dms {
+		dms = append(dms, d)
+	}
+	slices.Sort(dms)
+	dd, _ := json.Marshal(dms)
+	it := connItem{PK: k.PK, SK: k.SK, Ver: c.ver, Rooms: string(rms), DMs: string(dd), Expires: s.now().Add(connTTL).Unix()}
+	if err := s.Store.Put(ctx, it); err != nil {
+		return fmt.Errorf("save sliding sync connection: %w", err)
+	}
+	return nil
+}
+
+// SlidingSync answers a simplified sliding sync request.
+func (s *Service) SlidingSync(ctx context.Context, sr SlidingRequest) (*SlidingResponse, error) {
+	start := s.now()
+	ctx = rooms.WithDevice(ctx, sr.DeviceID)
+	req := Request{UserID: sr.UserID, DeviceID: sr.DeviceID, SetPresence: sr.SetPresence, Timeout: sr.Timeout}
+	req.Filter.IncludeLeave = true
+	// required_state is the state at the timeline's end, its own state
+	// events included, as /sync's use_state_after gives it.
+	req.StateAfter = true
+	key := connKey(sr.UserID, sr.DeviceID, sr.ConnID)
+	var pos slidingPos
+	var c *conn
+	if sr.Pos != "" {
+		var err error
+		if pos, err = decodeSlidingPos(sr.Pos, sr.UserID); err != nil {
+			return nil, err
+		}
+		if c, err = s.loadConn(ctx, key); err != nil {
+			return nil, err
+		}
+		if c == nil || c.ver != pos.V {
+			return nil, errUnknownPos("the connection expired or moved on")
+		}
+		req.Since = sr.Pos
+	}
+	if err := s.presence(ctx, req, pos.P.Presence); err != nil {
+		return nil, err
+	}
+	box := openInbox(pos.P, sr.DeviceID)
+	var fresh []news
+	if c == nil {
+		var err error
+		if c, err = s.buildConn(ctx, sr.UserID, pos.V+1); err != nil {
+			return nil, err
+		}
+		if s.ToDevice != nil && sr.Extensions.ToDevice {
+			if _, err := s.readInbox(ctx, req, box, nil); err != nil {
+				return nil, err
+			}
+		}
+		pos.P = position{User: userTag(sr.UserID), Time: start.UnixMilli(), Sent: map[string][2]int64{}, Ephemeral: start.UnixMilli()}
+	} else {
+		// A request with rooms to send at once reads the stream once.
+		if !waitable(sr, c) {
+			req.Timeout = 0
+		}
+		var err error
+		if fresh, _, err = s.await(ctx, req, pos.P, box, start); err != nil {
+			return nil, err
+		}
+		if err := s.applyNews(ctx, sr.UserID, c, fresh); err != nil {
+			return nil, err
+		}
+	}
+	return s.slidingAnswer(ctx, sr, req, key, c, pos, fresh, box, s.now())
+}
+
+// waitable reports whether the request has nothing to send before news:
+// every room it selects is up to date on the client.
+func waitable(sr SlidingRequest, c *conn) bool {
+	sel, _ := selectRooms(sr, c)
+	for id := range sel {
+		if r := c.rooms[id]; r != nil && !r.Sent {
+			return false
+		}
+	}
+	return true
+}
+
+// buildConn makes a connection's room list from the user's memberships and
+// each room's newest event: one read per room, on a connection's first
+// request only.
+func (s *Service) buildConn(ctx context.Context, userID string, ver int64) (*conn, error) {
+	ms, err := s.Rooms.Memberships(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{ver: ver, rooms: map[string]*connRoom{}, dms: map[string]bool{}, dirty: true}
+	var mu gosync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(initialParallelism)
+	for _, m := range ms {
+		// Rooms the user left or was banned from before the connection
+		// are not in its list (the user knows they left).
+		if m.Forgotten || m.Membership == "leave" || m.Membership == "ban" {
+			continue
+		}
+		g.Go(func() error {
+			bump := s.bumpOf(gctx, userID, m.RoomID)
+			mu.Lock()
+			defer mu.Unlock()
+			c.rooms[m.RoomID] = &connRoom{Bump: bump, M: m.Membership}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if err := s.readDMs(ctx, userID, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// bumpOf is the time of the newest event of a room the user may see; 0
+// when there is none (an invite to a room this server is not in).
+func (s *Service) bumpOf(ctx context.Context, userID, roomID string) int64 {
+	page, err := s.Rooms.Messages(ctx, userID, roomID, rooms.MessagesQuery{Backward: true, Limit: 1, News: true})
+	if err != nil || len(page.Chunk) == 0 {
+		return 0
+	}
+	var ev struct {
+		TS int64 `json:"origin_server_ts"`
+	}
+	_ = json.Unmarshal(page.Chunk[0], &ev)
+	return ev.TS
+}
+
+// readDMs reads the rooms m.direct names.
+func (s *Service) readDMs(ctx context.Context, userID string, c *conn) error {
+	if s.AccountData == nil {
+		return nil
+	}
+	evs, err := s.AccountData(ctx, userID, "", time.Time{})
+	if err != nil {
+		return err
+	}
+	c.dms = map[string]bool{}
+	for _, raw := range evs {
+		var ev struct {
+			Type    string              `json:"type"`
+			Content map[string][]string `json:"content"`
+		}
+		if json.Unmarshal(raw, &ev) != nil || ev.Type != "m.direct" {
+			continue
+		}
+		for _, ids := range ev.Content {
+			for _, id := range ids {
+				c.dms[id] = true
+			}
+		}
+	}
+	c.dirty = true
+	return nil
+}
+
+// applyNews updates the connection's list from the stream's news: rooms
+// with new events move up and are stale on the client, memberships are
+// read again for them, and m.direct again when global account data
+// changed.
+func (s *Service) applyNews(ctx context.Context, userID string, c *conn, fresh []news) error {
+	bumped := map[string]int64{}
+	touched := map[string]bool{}
+	global := false
+	for _, n := range fresh {
+		switch {
+		case n.RoomID == "" && n.Seq == 0:
+			global = true
+		case strings.HasPrefix(n.RoomID, "!") && n.Seq > 0:
+			bumped[n.RoomID] = max(bumped[n.RoomID], n.TS)
+		case strings.HasPrefix(n.RoomID, "!"):
+			touched[n.RoomID] = true
+		}
+	}
+	if global {
+		if err := s.readDMs(ctx, userID, c); err != nil {
+			return err
+		}
+	}
+	if len(bumped) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(bumped))
+	for id := range bumped {
+		ids = append(ids, id)
+	}
+	ms, err := s.Rooms.MembershipsIn(ctx, userID, ids)
+	if err != nil {
+		return err
+	}
+	c.dirty = true
+	for _, m := range ms {
+		r := c.rooms[m.RoomID]
+		if r == nil {
+			if m.Membership == "leave" || m.Membership == "ban" {
+				continue
+			}
+			r = &connRoom{}
+			c.rooms[m.RoomID] = r
+		}
+		r.Bump = max(r.Bump, bumped[m.RoomID])
+		r.M = m.Membership
+		c.news[m.RoomID] = true
+		if m.Forgotten {
+			delete(c.rooms, m.RoomID)
+		}
+	}
+	return nil
+}
+
+// selection is why a room is in a response: the lists it is in, and the
+// combined config.
+type selection struct {
+	lists  []string
+	config RoomConfig
+	sub    bool
+}
+
+// order is the connection's rooms by recency, newest first.
+func (c *conn) order() []string {
+	ids := make([]string, 0, len(c.rooms))
+	for id := range c.rooms {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b string) int {
+		if d := cmp.Compare(c.rooms[b].Bump, c.rooms[a].Bump); d != 0 {
+			return d
+		}
+		return cmp.Compare(a, b)
+	})
+	return ids
+}
+
+// listRooms is each list's filtered rooms, in order.
+func listRooms(sr SlidingRequest, c *conn) map[string][]string {
+	ordered := c.order()
+	out := map[string][]string{}
+	for name, l := range sr.Lists {
+		kept := []string{}
+		for _, id := range ordered {
+			if l.Filters.keep(id, c) {
+				kept = append(kept, id)
+			}
+		}
+		out[name] = kept
+	}
+	return out
+}
+
+// selectRooms is the rooms that the lists' ranges and the subscriptions
+// name, with the config each gets; and each list's rooms.
+func selectRooms(sr SlidingRequest, c *conn) (map[string]*selection, map[string][]string) {
+	lists := listRooms(sr, c)
+	sel := map[string]*selection{}
+	add := func(id string, conf RoomConfig) *selection {
+		if s, ok := sel[id]; ok {
+			s.config = s.config.combine(conf)
+			return s
+		}
+		s := &selection{config: conf}
+		sel[id] = s
+		return s
+	}
+	for name, l := range sr.Lists {
+		all := lists[name]
+		ranges := l.Ranges
+		if ranges == nil {
+			ranges = [][2]int{{0, len(all) - 1}}
+		}
+		for _, rg := range ranges {
+			for i := rg[0]; i <= rg[1] && i < len(all); i++ {
+				s := add(all[i], l.RoomConfig)
+				if !slices.Contains(s.lists, name) {
+					s.lists = append(s.lists, name)
+				}
+			}
+		}
+	}
+	for id, conf := range sr.Subscriptions {
+		if r := c.rooms[id]; r != nil {
+			add(id, conf).sub = true
+		}
+	}
+	return sel, lists
+}
+
+// keep reports whether a room passes the list's filters. Encryption and
+// room type are filled in by needFilterData before.
+func (f ListFilters) keep(id string, c *conn) bool {
+	r := c.rooms[id]
+	if f.IsDM != nil && *f.IsDM != c.dms[id] {
+		return false
+	}
+	if f.IsInvite != nil && *f.IsInvite != (r.M == "invite") {
+		return false
+	}
+	if f.IsEncrypted != nil && *f.IsEncrypted != (r.Enc == 2) {
+		return false
+	}
+	if f.HasRoomTypes && !slices.Contains(f.RoomTypes, r.Type) {
+		return false
+	}
+	return !slices.Contains(f.NotRoomTypes, r.Type)
+}
+
+// needFilterData reads, once per room and connection, the encryption and
+// room type of rooms the lists' filters need them of.
+func (s *Service) needFilterData(ctx context.Context, sr SlidingRequest, c *conn) error {
+	enc, typ := false, false
+	for _, l := range sr.Lists {
+		enc = enc || l.Filters.IsEncrypted != nil
+		typ = typ || l.Filters.HasRoomTypes || l.Filters.NotRoomTypes != nil
+	}
+	if !enc && !typ {
+		return nil
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(initialParallelism)
+	for id, r := range c.rooms {
+		if r.M != "join" && r.M != "leave" && r.M != "ban" {
+			continue
+		}
+		needEnc, needType := enc && r.Enc == 0, typ && !r.TypeRead
+		if !needEnc && !needType {
+			continue
+		}
+		c.dirty = true
+		g.Go(func() error {
+			if needEnc {
+				r.Enc = 1
+				if _, err := s.Rooms.StateEvent(gctx, id, events.Encryption, ""); err == nil {
+					r.Enc = 2
+				}
+			}
+			if needType {
+				if info, err := s.Rooms.Info(gctx, id); err == nil {
+					r.Type = info.RoomType
+				}
+				r.TypeRead = true
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// slidingAnswer builds the response once news (if any) is in.
+func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Request, key store.Key, c *conn, pos slidingPos, fresh []news, box *inbox, now time.Time) (*SlidingResponse, error) {
+	if err := s.needFilterData(ctx, sr, c); err != nil {
+		return nil, err
+	}
+	sel, lists := selectRooms(sr, c)
+	maxLimit := 1
+	var known, unknown []string
+	for id, x := range sel {
+		if c.rooms[id].Sent {
+			known = append(known, id)
+			maxLimit = max(maxLimit, x.config.TimelineLimit)
+		} else {
+			unknown = append(unknown, id)
+		}
+	}
+	// News of rooms the client holds goes through /sync's incremental
+	// answer; news of other rooms is only their place in the list.
+	var kept []news
+	for _, n := range fresh {
+		if !strings.HasPrefix(n.RoomID, "!") || slices.Contains(known, n.RoomID) {
+			kept = append(kept, n)
+		}
+	}
+	ireq := req
+	ireq.Filter.Rooms = append([]string{}, known...)
+	ireq.Filter.TimelineLimit = maxLimit
+	ireq.Filter.State = lazyFilter(sel, known)
+	var resp *Response
+	var next position
+	var err error
+	if sr.Pos == "" {
+		resp = emptyResponse()
+		next = pos.P
+		if sr.Extensions.AccountData {
+			if err := s.globalData(ctx, sr.UserID, time.Time{}, resp); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		if resp, next, err = s.incremental(ctx, ireq, pos.P, kept, now); err != nil {
+			return nil, err
+		}
+		if sr.Extensions.E2EE {
+			if err := s.settleDevices(ctx, req, resp); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// Rooms new to the client come whole, each with its own config.
+	ms, err := s.Rooms.MembershipsIn(ctx, sr.UserID, unknown)
+	if err != nil {
+		return nil, err
+	}
+	var mu gosync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(initialParallelism)
+	for _, m := range ms {
+		rreq := req
+		rreq.Filter.TimelineLimit = max(sel[m.RoomID].config.TimelineLimit, 1)
+		rreq.Filter.State = lazyFilter(sel, []string{m.RoomID})
+		g.Go(func() error { return s.initialRoom(gctx, rreq, resp, &next, &mu, m) })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	// An invite or knock shown whole is delivered up to its event: the
+	// stream entry that brought it is old news to the next request.
+	for _, m := range ms {
+		if m.Membership == "invite" || m.Membership == "knock" {
+			next.sent(m.RoomID, m.Seq)
+		}
+	}
+	if sr.Extensions.E2EE {
+		if err := s.keyCounts(ctx, req, pos.P, resp, &next); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.dropIgnoredInvites(ctx, sr.UserID, resp); err != nil {
+		return nil, err
+	}
+	next.Presence = req.SetPresence
+	if s.ToDevice != nil {
+		if sr.Extensions.ToDevice {
+			box.save(&next, sr.DeviceID)
+		} else {
+			// The messages stay in the inbox for when the client asks.
+			cursor := pos.P.ToDevice
+			box.save(&next, sr.DeviceID)
+			next.ToDevice = cursor
+			box.events = nil
+		}
+	}
+	out := s.render(sr, c, sel, lists, resp, pos.P, box)
+	// Rooms outside the lists' ranges that had news are stale on the
+	// client: they come whole when they are selected again.
+	for id := range c.news {
+		if r := c.rooms[id]; r != nil && sel[id] == nil && r.Sent {
+			r.Sent = false
+			c.dirty = true
+		}
+	}
+	for id := range sel {
+		if _, ok := out.Rooms[id]; ok || slices.Contains(unknown, id) {
+			c.rooms[id].Sent = true
+			c.dirty = true
+		}
+	}
+	if c.dirty {
+		if sr.Pos != "" {
+			c.ver = pos.V + 1
+		}
+		if err := s.saveConn(ctx, key, c); err != nil {
+			return nil, err
+		}
+	}
+	out.Pos = slidingPos{P: next, V: c.ver}.encode()
+	if sr.Extensions.ToDevice {
+		out.Extensions.ToDevice.NextBatch = out.Pos
+	}
+	return out, nil
+}
+
+// lazyFilter is the state filter for rooms: lazy members when a config
+// asks for them and none asks for every member.
+func lazyFilter(sel map[string]*selection, ids []string) *events.RoomEventFilter {
+	lazy, all := false, false
+	for _, id := range ids {
+		st := sel[id].config.State
+		lazy = lazy || st.Lazy
+		all = all || st.allMembers()
+	}
+	if lazy && !all {
+		return &events.RoomEventFilter{LazyLoadMembers: true}
+	}
+	return nil
+}
