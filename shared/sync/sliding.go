@@ -493,14 +493,19 @@ func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Requ
 	}
 	// News of rooms the client holds goes through /sync's incremental
 	// answer; news of other rooms is only their place in the list.
+	// The e2ee extension needs the member changes of every room with news
+	// (device_lists), so it reads them all: still only rooms with news.
 	var kept []news
 	for _, n := range fresh {
-		if !strings.HasPrefix(n.RoomID, "!") || slices.Contains(known, n.RoomID) {
+		if sr.Extensions.E2EE || !strings.HasPrefix(n.RoomID, "!") || slices.Contains(known, n.RoomID) {
 			kept = append(kept, n)
 		}
 	}
 	ireq := req
 	ireq.Filter.Rooms = append([]string{}, known...)
+	if sr.Extensions.E2EE {
+		ireq.Filter.Rooms = nil
+	}
 	ireq.Filter.TimelineLimit = maxLimit
 	ireq.Filter.State = lazyFilter(sel, known)
 	var resp *Response
