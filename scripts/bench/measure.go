@@ -129,6 +129,12 @@ var syncWorkload = []endpoint{
 	idleSync(0),
 	idleSync(idleTimeout),
 	wakeUp(true),
+	// Sliding sync (sliding.go), on Cirrus only: Dendrite has none.
+	slidingFirst(),
+	slidingIncremental(),
+	slidingWakeUp(),
+	slidingIdle(0),
+	slidingIdle(idleTimeout),
 }
 
 // allWorkloads is every endpoint of the report, in its order.

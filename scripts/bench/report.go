@@ -147,6 +147,7 @@ func printTable(w io.Writer, r *report) {
 		fmt.Fprintf(w, "baseline %s: built in %.0fs, cached in %s\n", b.Module, b.BuildSeconds, b.CacheDir)
 	}
 	printSync(w, r)
+	printSliding(w, r)
 	printGoals(w, r.Goals)
 }
 
