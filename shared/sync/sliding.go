@@ -209,14 +209,26 @@ func waitable(sr SlidingRequest, c *conn) bool {
 }
 
 // buildConn makes a connection's room list from the user's memberships and
-// each room's newest event: one read per room, on a connection's first
-// request only.
+// their news: the stream's week of entries, and the newest event of rooms
+// quiet for longer (one read each), on a connection's first request only.
 func (s *Service) buildConn(ctx context.Context, userID string, ver int64) (*conn, error) {
 	ms, err := s.Rooms.Memberships(ctx, userID)
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{ver: ver, rooms: map[string]*connRoom{}, dms: map[string]bool{}, dirty: true}
+	c := &conn{ver: ver, rooms: map[string]*connRoom{}, dms: map[string]bool{}, dirty: true, news: map[string]bool{}}
+	// The stream holds a week of news: one Query gives the bump stamps of
+	// the rooms active in it; only quieter rooms read their newest event.
+	all, err := s.readStream(ctx, userID, s.now().Add(-streamTTL).UnixMilli(), false)
+	if err != nil {
+		return nil, err
+	}
+	recent := map[string]int64{}
+	for _, n := range all {
+		if n.Seq > 0 && strings.HasPrefix(n.RoomID, "!") {
+			recent[n.RoomID] = max(recent[n.RoomID], n.TS)
+		}
+	}
 	var mu gosync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(initialParallelism)
@@ -227,7 +239,10 @@ func (s *Service) buildConn(ctx context.Context, userID string, ver int64) (*con
 			continue
 		}
 		g.Go(func() error {
-			bump := s.bumpOf(gctx, userID, m.RoomID)
+			bump, ok := recent[m.RoomID]
+			if !ok {
+				bump = s.bumpOf(gctx, userID, m.RoomID)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			c.rooms[m.RoomID] = &connRoom{Bump: bump, M: m.Membership}
@@ -477,6 +492,7 @@ func (s *Service) needFilterData(ctx context.Context, sr SlidingRequest, c *conn
 
 // slidingAnswer builds the response once news (if any) is in.
 func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Request, key store.Key, c *conn, pos slidingPos, fresh []news, box *inbox, now time.Time) (*SlidingResponse, error) {
+
 	if err := s.needFilterData(ctx, sr, c); err != nil {
 		return nil, err
 	}
