@@ -66,6 +66,9 @@ type connItem struct {
 	Ver     int64  `dynamodbav:"ver"`
 	Rooms   string `dynamodbav:"rooms"` // JSON of map[room ID]connRoom
 	DMs     string `dynamodbav:"dms"`   // JSON of the m.direct room IDs
+	// Fresh lists the rooms the last answer sent whole for the first time:
+	// a retry of the pos before it (the answer was lost) sends them again.
+	Fresh string `dynamodbav:"fresh,omitempty"`
 	Expires int64  `dynamodbav:"expires_at"`
 }
 
@@ -74,6 +77,9 @@ type conn struct {
 	rooms map[string]*connRoom
 	dms   map[string]bool
 	dirty bool
+	// fresh are the rooms this answer sends whole for the first time, and
+	// last those of the answer before.
+	fresh, last []string
 	// news holds the rooms with new events since the position.
 	news map[string]bool
 }
@@ -121,6 +127,9 @@ func (s *Service) loadConn(ctx context.Context, k store.Key) (*conn, error) {
 	for _, d := range dms {
 		c.dms[d] = true
 	}
+	if it.Fresh != "" && json.Unmarshal([]byte(it.Fresh), &c.last) != nil {
+		return nil, nil
+	}
 	return c, nil
 }
 
@@ -133,6 +142,10 @@ func (s *Service) saveConn(ctx context.Context, k store.Key, c *conn) error {
 	slices.Sort(dms)
 	dd, _ := json.Marshal(dms)
 	it := connItem{PK: k.PK, SK: k.SK, Ver: c.ver, Rooms: string(rms), DMs: string(dd), Expires: s.now().Add(connTTL).Unix()}
+	if len(c.fresh) > 0 {
+		f, _ := json.Marshal(c.fresh)
+		it.Fresh = string(f)
+	}
 	if err := s.Store.Put(ctx, it); err != nil {
 		return fmt.Errorf("save sliding sync connection: %w", err)
 	}
@@ -159,6 +172,13 @@ func (s *Service) SlidingSync(ctx context.Context, sr SlidingRequest) (*SlidingR
 		if c, err = s.loadConn(ctx, key); err != nil {
 			return nil, err
 		}
+		if c != nil && c.ver == pos.V+1 {
+			// The client retries the pos before the last answer, which it
+			// did not take: the rooms that answer sent whole for the first
+			// time are not on the client. Its other news comes again from
+			// the stream, read from the older pos.
+			c.retry()
+		}
 		if c == nil || c.ver != pos.V {
 			return nil, errUnknownPos("the connection expired or moved on")
 		}
@@ -171,7 +191,9 @@ func (s *Service) SlidingSync(ctx context.Context, sr SlidingRequest) (*SlidingR
 	var fresh []news
 	if c == nil {
 		var err error
-		if c, err = s.buildConn(ctx, sr.UserID, pos.V+1); err != nil {
+		// Versions start at the time, so that a pos of an earlier
+		// connection of the same conn_id is not taken for this one's.
+		if c, err = s.buildConn(ctx, sr.UserID, start.UnixMicro()); err != nil {
 			return nil, err
 		}
 		if s.ToDevice != nil && sr.Extensions.ToDevice {
@@ -194,6 +216,18 @@ func (s *Service) SlidingSync(ctx context.Context, sr SlidingRequest) (*SlidingR
 		}
 	}
 	return s.slidingAnswer(ctx, sr, req, key, c, pos, fresh, box, s.now())
+}
+
+// retry takes the connection back to the version before its last answer.
+func (c *conn) retry() {
+	for _, id := range c.last {
+		if r := c.rooms[id]; r != nil {
+			r.Sent = false
+		}
+	}
+	c.ver--
+	c.last = nil
+	c.dirty = true
 }
 
 // waitable reports whether the request has nothing to send before news:
@@ -600,6 +634,9 @@ func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Requ
 	}
 	for id := range sel {
 		if _, ok := out.Rooms[id]; ok || slices.Contains(unknown, id) {
+			if !c.rooms[id].Sent {
+				c.fresh = append(c.fresh, id)
+			}
 			c.rooms[id].Sent = true
 			c.dirty = true
 		}

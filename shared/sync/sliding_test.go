@@ -247,6 +247,15 @@ func TestSliding_ListsIncrementalAndPaths(t *testing.T) {
 	if len(v4b.Rooms) != 1 || !v4b.Rooms[newer.String()].Initial {
 		t.Fatalf("widened range: %v", v4b.Rooms)
 	}
+	// The answer was lost: the client retries the same pos and gets the
+	// room again.
+	retry := ssSlide(t, st.URL, ssV4, au, v4.Pos, 0, map[string]any{
+		"conn_id": "v4",
+		"lists":   map[string]any{"all": map[string]any{"range": []int{0, 9}, "timeline_limit": 1}},
+	})
+	if len(retry.Rooms) != 1 || !retry.Rooms[newer.String()].Initial {
+		t.Fatalf("retried pos: %v", retry.Rooms)
+	}
 }
 
 func TestSliding_SubscriptionInviteTwinUnknownPos(t *testing.T) {
@@ -312,6 +321,17 @@ func TestSliding_SubscriptionInviteTwinUnknownPos(t *testing.T) {
 		woke = ssSlide(t, twin.URL, ssUnstable, au, woke.Pos, 20000, body)
 	}
 
+	// Two answers on, the first pos is too old to retry.
+	say(t, bob, shared, "one more")
+	for deadline := time.Now().Add(time.Minute); ; {
+		woke = ssSlide(t, st.URL, ssUnstable, au, woke.Pos, 20000, body)
+		if slices.Contains(ssBodies(woke.Rooms[shared.String()].timeline()), "one more") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the message never came: %+v", woke.Rooms)
+		}
+	}
 	// An old pos (the connection moved on), a bad one, another conn_id's.
 	for _, pos := range []string{first.Pos, "garbage", woke.Pos + "x"} {
 		r := ssSlideRaw(t, st.URL, ssUnstable, au, pos, 0, body)
