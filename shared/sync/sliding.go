@@ -61,14 +61,14 @@ type connRoom struct {
 
 // connItem is a connection's state: pk slide|<user>, sk <device>|<conn_id>.
 type connItem struct {
-	PK      string `dynamodbav:"pk"`
-	SK      string `dynamodbav:"sk"`
-	Ver     int64  `dynamodbav:"ver"`
-	Rooms   string `dynamodbav:"rooms"` // JSON of map[room ID]connRoom
-	DMs     string `dynamodbav:"dms"`   // JSON of the m.direct room IDs
+	PK    string `dynamodbav:"pk"`
+	SK    string `dynamodbav:"sk"`
+	Ver   int64  `dynamodbav:"ver"`
+	Rooms string `dynamodbav:"rooms"` // JSON of map[room ID]connRoom
+	DMs   string `dynamodbav:"dms"`   // JSON of the m.direct room IDs
 	// Fresh lists the rooms the last answer sent whole for the first time:
 	// a retry of the pos before it (the answer was lost) sends them again.
-	Fresh string `dynamodbav:"fresh,omitempty"`
+	Fresh   string `dynamodbav:"fresh,omitempty"`
 	Expires int64  `dynamodbav:"expires_at"`
 }
 
