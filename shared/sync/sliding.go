@@ -52,6 +52,9 @@ type connRoom struct {
 	M string `json:"m"`
 	// Sent: the client holds the room as of the connection's position.
 	Sent bool `json:"s,omitempty"`
+	// L is the largest timeline_limit the room was sent whole with: a
+	// larger one sends its timeline again (expanded_timeline).
+	L int `json:"l,omitempty"`
 	// Enc: 0 not read, 1 not encrypted, 2 encrypted. Type: room type, read
 	// with TypeRead. Both are read only when a filter needs them.
 	Enc      int8   `json:"e,omitempty"`
@@ -80,6 +83,9 @@ type conn struct {
 	// fresh are the rooms this answer sends whole for the first time, and
 	// last those of the answer before.
 	fresh, last []string
+	// expanded are the rooms this answer sends again for a larger
+	// timeline_limit.
+	expanded map[string]bool
 	// news holds the rooms with new events since the position.
 	news map[string]bool
 }
@@ -234,8 +240,8 @@ func (c *conn) retry() {
 // every room it selects is up to date on the client.
 func waitable(sr SlidingRequest, c *conn) bool {
 	sel, _ := selectRooms(sr, c)
-	for id := range sel {
-		if r := c.rooms[id]; r != nil && !r.Sent {
+	for id, x := range sel {
+		if r := c.rooms[id]; r != nil && (!r.Sent || x.config.TimelineLimit > r.L) {
 			return false
 		}
 	}
@@ -533,11 +539,19 @@ func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Requ
 	sel, lists := selectRooms(sr, c)
 	maxLimit := 1
 	var known, unknown []string
+	c.expanded = map[string]bool{}
 	for id, x := range sel {
-		if c.rooms[id].Sent {
+		r := c.rooms[id]
+		switch {
+		case r.Sent && x.config.TimelineLimit > r.L:
+			// The client holds fewer of the latest events than it now
+			// asks for: they come again, as the MSC's expanded timeline.
+			c.expanded[id] = true
+			unknown = append(unknown, id)
+		case r.Sent:
 			known = append(known, id)
 			maxLimit = max(maxLimit, x.config.TimelineLimit)
-		} else {
+		default:
 			unknown = append(unknown, id)
 		}
 	}
@@ -573,6 +587,7 @@ func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Requ
 		if resp, next, err = s.incremental(ctx, ireq, pos.P, kept, now); err != nil {
 			return nil, err
 		}
+		handled(&next, fresh, kept)
 		if sr.Extensions.E2EE {
 			if err := s.settleDevices(ctx, req, resp); err != nil {
 				return nil, err
@@ -634,10 +649,14 @@ func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Requ
 	}
 	for id := range sel {
 		if _, ok := out.Rooms[id]; ok || slices.Contains(unknown, id) {
-			if !c.rooms[id].Sent {
+			r := c.rooms[id]
+			if !r.Sent || c.expanded[id] {
 				c.fresh = append(c.fresh, id)
 			}
-			c.rooms[id].Sent = true
+			if slices.Contains(unknown, id) {
+				r.L = max(r.L, sel[id].config.TimelineLimit)
+			}
+			r.Sent = true
 			c.dirty = true
 		}
 	}
@@ -654,6 +673,27 @@ func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Requ
 		out.Extensions.ToDevice.NextBatch = out.Pos
 	}
 	return out, nil
+}
+
+// handled records in next the news that did not go through the incremental
+// answer: rooms outside the ranges (their place in the list is all they
+// change) and rooms sent whole. The next request does not take it for news
+// again, nor wake on it.
+func handled(next *position, fresh, kept []news) {
+	if next.Sent == nil {
+		next.Sent = map[string][2]int64{}
+	}
+	for _, n := range fresh {
+		if !strings.HasPrefix(n.RoomID, "!") || slices.Contains(kept, n) {
+			continue
+		}
+		if n.Seq == 0 {
+			next.Ephemeral = max(next.Ephemeral, n.TS)
+			continue
+		}
+		old := next.Sent[n.RoomID]
+		next.Sent[n.RoomID] = [2]int64{max(old[0], n.Seq), max(old[1], n.TS)}
+	}
 }
 
 // lazyFilter is the state filter for rooms: lazy members when a config

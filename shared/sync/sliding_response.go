@@ -41,14 +41,17 @@ type Hero struct {
 // SlidingRoom is one room of a response. Name and Avatar are JSON: null
 // (v4) says the room's name or avatar was removed.
 type SlidingRoom struct {
-	Name          json.RawMessage   `json:"name,omitempty"`
-	Avatar        json.RawMessage   `json:"avatar,omitempty"`
-	Heroes        []Hero            `json:"heroes,omitempty"`
-	IsDM          bool              `json:"is_dm,omitempty"`
-	Initial       bool              `json:"initial,omitempty"`
-	Membership    string            `json:"membership,omitempty"`
-	Lists         []string          `json:"lists,omitempty"`
-	RequiredState []json.RawMessage `json:"required_state,omitempty"`
+	Name    json.RawMessage `json:"name,omitempty"`
+	Avatar  json.RawMessage `json:"avatar,omitempty"`
+	Heroes  []Hero          `json:"heroes,omitempty"`
+	IsDM    bool            `json:"is_dm,omitempty"`
+	Initial bool            `json:"initial,omitempty"`
+	// UnstableExpanded is the unstable name, Expanded v4's.
+	UnstableExpanded bool              `json:"unstable_expanded_timeline,omitempty"`
+	Expanded         bool              `json:"expanded_timeline,omitempty"`
+	Membership       string            `json:"membership,omitempty"`
+	Lists            []string          `json:"lists,omitempty"`
+	RequiredState    []json.RawMessage `json:"required_state,omitempty"`
 	// Timeline is the unstable name, TimelineEvents v4's.
 	Timeline          []json.RawMessage `json:"timeline,omitempty"`
 	TimelineEvents    []json.RawMessage `json:"timeline_events,omitempty"`
@@ -193,6 +196,9 @@ func (s *Service) baseRoom(sr SlidingRequest, c *conn, id string, x *selection, 
 	r := c.rooms[id]
 	bump := r.Bump
 	out := &SlidingRoom{BumpStamp: &bump, IsDM: c.dms[id], Initial: !r.Sent}
+	if c.expanded[id] {
+		out.Expanded, out.UnstableExpanded = sr.V4, !sr.V4
+	}
 	if sr.V4 {
 		out.Membership = membership
 		out.Lists = x.lists

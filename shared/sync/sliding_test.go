@@ -40,6 +40,7 @@ type ssRoom struct {
 	StrippedState []json.RawMessage `json:"stripped_state"`
 	Membership    string            `json:"membership"`
 	IsDM          bool              `json:"is_dm"`
+	Expanded      bool              `json:"expanded_timeline"`
 }
 
 type ssResp struct {
@@ -255,6 +256,17 @@ func TestSliding_ListsIncrementalAndPaths(t *testing.T) {
 	})
 	if len(retry.Rooms) != 1 || !retry.Rooms[newer.String()].Initial {
 		t.Fatalf("retried pos: %v", retry.Rooms)
+	}
+	// Subscribing with a larger timeline_limit sends the latest events
+	// again, as an expanded timeline; the room is not new to the client.
+	exp := ssSlide(t, st.URL, ssV4, au, retry.Pos, 20000, map[string]any{
+		"conn_id":            "v4",
+		"lists":              map[string]any{"all": map[string]any{"range": []int{0, 9}, "timeline_limit": 1}},
+		"room_subscriptions": map[string]any{older.String(): map[string]any{"timeline_limit": 10}},
+	})
+	e := exp.Rooms[older.String()]
+	if len(exp.Rooms) != 1 || e.Initial || !e.Expanded || !slices.Equal(ssBodies(e.TimelineEvents), []string{"old news", "newest"}) {
+		t.Fatalf("expanded timeline: %+v", exp.Rooms)
 	}
 }
 
