@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -214,14 +215,52 @@ func (s *Service) SlidingSync(ctx context.Context, sr SlidingRequest) (*SlidingR
 			req.Timeout = 0
 		}
 		var err error
-		if fresh, _, err = s.await(ctx, req, pos.P, box, start); err != nil {
-			return nil, err
-		}
-		if err := s.applyNews(ctx, sr.UserID, c, fresh); err != nil {
+		if fresh, err = s.slidingWait(ctx, sr, req, c, pos.P, box, start); err != nil {
 			return nil, err
 		}
 	}
 	return s.slidingAnswer(ctx, sr, req, key, c, pos, fresh, box, s.now())
+}
+
+// slidingWait waits for news the request answers, updating the list with
+// the news it does not: a message in a room outside the ranges moves the
+// room in the list, and the request waits on unless that brings the room
+// into a range.
+func (s *Service) slidingWait(ctx context.Context, sr SlidingRequest, req Request, c *conn, pos position, box *inbox, start time.Time) ([]news, error) {
+	deadline := start.Add(min(req.Timeout, s.MaxTimeout))
+	pos.Sent = maps.Clone(pos.Sent)
+	var fresh []news
+	for {
+		got, _, err := s.await(ctx, req, pos, box, start)
+		if err != nil {
+			return nil, err
+		}
+		fresh = append(fresh, got...)
+		if err := s.applyNews(ctx, sr.UserID, c, got); err != nil {
+			return nil, err
+		}
+		if len(got) == 0 || len(box.events) > 0 || !s.now().Before(deadline) || answers(sr, c, got) {
+			return fresh, nil
+		}
+		// Seen: the next wait does not take it for news again.
+		handled(&pos, got, nil)
+	}
+}
+
+// answers reports whether news concerns the request: anything but timeline
+// or ephemeral news of rooms it does not select (which the e2ee extension
+// needs for device_lists), or a room that the news brought into a range.
+func answers(sr SlidingRequest, c *conn, got []news) bool {
+	if sr.Extensions.E2EE || !waitable(sr, c) {
+		return true
+	}
+	sel, _ := selectRooms(sr, c)
+	for _, n := range got {
+		if !strings.HasPrefix(n.RoomID, "!") || sel[n.RoomID] != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // retry takes the connection back to the version before its last answer.

@@ -419,3 +419,37 @@ func TestSliding_BadInput(t *testing.T) {
 		t.Errorf("bad timeout: %d %s", r.Status, r.Raw)
 	}
 }
+
+// A request that subscribes to one room waits on through a message in
+// another room, and answers with the message in its own.
+func TestSliding_WaitsThroughOtherRooms(t *testing.T) {
+	st := servertest.Start(t)
+	au := st.Register(t, "alice")
+	alice := st.Client(t, au)
+	mine := ssRoomOf(t, alice, "Mine")
+	other := ssRoomOf(t, alice, "Other")
+	body := map[string]any{"room_subscriptions": map[string]any{mine.String(): map[string]any{"timeline_limit": 5}}}
+	first := ssSlide(t, st.URL, ssUnstable, au, "", 0, body)
+	if len(first.Rooms) != 1 {
+		t.Fatalf("first: %v", first.Rooms)
+	}
+	got := make(chan servertest.Reply, 1)
+	go func() { got <- ssSlideRaw(t, st.URL, ssUnstable, au, first.Pos, 20000, body) }()
+	time.Sleep(300 * time.Millisecond)
+	say(t, alice, other, "elsewhere")
+	time.Sleep(300 * time.Millisecond)
+	say(t, alice, mine, "here")
+	var reply servertest.Reply
+	select {
+	case reply = <-got:
+	case <-time.After(time.Minute):
+		t.Fatal("the waiting request did not return")
+	}
+	var r ssResp
+	if err := json.Unmarshal(reply.Raw, &r); err != nil || reply.Status != http.StatusOK {
+		t.Fatalf("%d %s", reply.Status, reply.Raw)
+	}
+	if len(r.Rooms) != 1 || !slices.Equal(ssBodies(r.Rooms[mine.String()].timeline()), []string{"here"}) {
+		t.Fatalf("answer: %s", reply.Raw)
+	}
+}
