@@ -30,6 +30,11 @@ func TestSlidingWorkloads_Cirrus(t *testing.T) {
 	if s.sync.err = setupSync(ctx, s, 3, 2); s.sync.err != nil {
 		t.Fatal(s.sync.err)
 	}
+	// As in the bench, the /sync workloads come first: the last message of
+	// a room is then a wake-up's.
+	if _, _, err := runWakeUp(ctx, s, 0); err != nil {
+		t.Fatal(err)
+	}
 	dendrite := &server{Name: "dendrite", client: newHTTPClient()}
 	for _, ep := range []endpoint{slidingFirst(), slidingIncremental(), slidingWakeUp(), slidingIdle(0), slidingIdle(200 * time.Millisecond)} {
 		rs := measureEndpoint(ctx, []*server{s, dendrite}, ep, 3, 1, 1, 1)
@@ -61,7 +66,7 @@ func TestPrintSliding(t *testing.T) {
 		"sliding sync first (50 rooms)            cirrus      1        5      0  300.000  400.000         3     120.00   191.00     2.00",
 		"FAILED on dendrite sliding sync first (50 rooms): Dendrite v0.13.8 has no sliding sync (MSC4186)",
 		"sliding sync (MSC4186, Element X's room list request) beside /sync, both on Cirrus",
-		"sliding sync first (50 rooms): p50 300.0 ms, p99 400.0 ms, 120.00 calls, 191.00 RCU, 2.00 WCU; initial sync (50 rooms): p50 900.0 ms, 955.00 RCU; p50 sliding/sync 0.33x, RCU sliding/sync 0.20x",
+		"sliding sync first (50 rooms): p50 300.0 ms, p99 400.0 ms, 120.00 calls, 191.00 RCU, 2.00 WCU; initial sync (50 rooms): p50 900.0 ms, 504.00 calls, 955.00 RCU, 0.00 WCU; p50 sliding/sync 0.33x, RCU sliding/sync 0.20x",
 		"sliding sync incremental:    cirrus not measured",
 		"idle sliding sync, timeout 3000 ms: 0.50 RCU per poll (3.00 polls beyond the first read)",
 	} {

@@ -11,7 +11,8 @@
 //
 // Steps: /versions lists org.matrix.simplified_msc3575; alice and bob log in
 // with Rust crypto and start sliding sync with a room list as Element Web
-// configures it; alice creates an encrypted room and invites bob, who joins;
+// configures it; alice creates an encrypted room and invites bob, who sees
+// the invite in his room list and joins;
 // both subscribe to the room, as a client does when the room is opened;
 // alice's message decrypts at bob's and bob's reply at alice's; neither
 // client made a /v3/sync request. Exit status and output as in scenario.mjs
@@ -122,19 +123,29 @@ async function main() {
   const alice = a.client;
   const bob = b.client;
 
-  step("alice creates an encrypted room and invites bob; bob joins");
+  step("alice creates an encrypted room and invites bob; bob sees the invite and joins");
   const { room_id: roomId } = await alice.createRoom({
     name: "sliding e2ee scenario",
     preset: "private_chat",
     initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
   });
   await alice.invite(roomId, bobId);
+  // The invite reaches bob's room list with its stripped state
+  // (invite_state on the unstable path).
+  const invite = await poll(async () => {
+    const room = bob.getRoom(roomId);
+    return room?.getMyMembership() === "invite" ? room : undefined;
+  }, 250);
+  say(`  bob is invited to "${invite.name}"`);
   await bob.joinRoom(roomId);
   // Both open the room: the subscription brings its state and timeline.
   a.slidingSync.modifyRoomSubscriptions(new Set([roomId]));
   b.slidingSync.modifyRoomSubscriptions(new Set([roomId]));
-  await Promise.all([joined(alice, roomId, bobId), joined(bob, roomId, bobId)]);
   say(`  room ${roomId}`);
+  step("alice's and bob's clients see bob joined");
+  await joined(alice, roomId, bobId);
+  step("bob's client sees himself joined");
+  await joined(bob, roomId, bobId);
 
   step("both clients see the room as encrypted through required_state");
   await poll(async () => ((await alice.getCrypto().isEncryptionEnabledInRoom(roomId)) ? true : undefined), 250);

@@ -552,7 +552,6 @@ func slHasEvent(chunk any, want id.EventID) bool {
 // does it whenever a room subscription changes): the server answers it, and
 // with the news the lost answer held, since the client never processed it.
 func TestSlidingSync_RetrySamePos(t *testing.T) {
-	t.Skip("the server answers a pos sent again after its answer was lost with 400 M_UNKNOWN_POS; MSC4186 (Connections) says it MUST handle several requests with the latest pos")
 	w := newElementXWorld(t)
 	st, alice := w.st, w.alice
 	first := slide(t, st, alice.AccessToken, "", 0, roomListBody([][2]int{{0, 19}}))
