@@ -637,3 +637,24 @@ func TestSlidingSync_ToDeviceSinceAfterReset(t *testing.T) {
 		t.Fatalf("a new connection with since %q: to-device messages %v, want only the second: %s", since, got, again.raw)
 	}
 }
+
+// TestSlidingSync_BadInput: the MSC's error for an unknown set_presence,
+// and the spec's for a body that is not JSON, on both paths; never a 500.
+func TestSlidingSync_BadInput(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Register(t, "alice")
+	for _, path := range []string{slidingUnstable, slidingV4} {
+		r := st.Do(t, "POST", path, alice.AccessToken, map[string]any{"set_presence": "dancing"})
+		if r.Status != http.StatusBadRequest || r.Body["errcode"] != "M_INVALID_PARAM" {
+			t.Errorf("POST %s with set_presence dancing: %d %s, want 400 M_INVALID_PARAM", path, r.Status, r.Raw)
+		}
+		r = st.Do(t, "POST", path, alice.AccessToken, "{not json")
+		if r.Status != http.StatusBadRequest || r.Body["errcode"] != "M_NOT_JSON" {
+			t.Errorf("POST %s with a body that is not JSON: %d %s, want 400 M_NOT_JSON", path, r.Status, r.Raw)
+		}
+		r = st.Do(t, "POST", path, "", map[string]any{})
+		if r.Status != http.StatusUnauthorized || r.Body["errcode"] != "M_MISSING_TOKEN" {
+			t.Errorf("POST %s without a token: %d %s, want 401 M_MISSING_TOKEN", path, r.Status, r.Raw)
+		}
+	}
+}
