@@ -1,12 +1,15 @@
 package sync
 
 import (
+	"bytes"
 	"cmp"
+	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"slices"
@@ -68,7 +71,7 @@ type connItem struct {
 	PK    string `dynamodbav:"pk"`
 	SK    string `dynamodbav:"sk"`
 	Ver   int64  `dynamodbav:"ver"`
-	Rooms string `dynamodbav:"rooms"` // JSON of map[room ID]connRoom
+	Rooms []byte `dynamodbav:"rooms"` // gzip of the JSON of map[room ID]connRoom
 	DMs   string `dynamodbav:"dms"`   // JSON of the m.direct room IDs
 	// Fresh lists the rooms the last answer sent whole for the first time:
 	// a retry of the pos before it (the answer was lost) sends them again.
@@ -128,7 +131,7 @@ func (s *Service) loadConn(ctx context.Context, k store.Key) (*conn, error) {
 	}
 	c := &conn{ver: it.Ver, rooms: map[string]*connRoom{}, dms: map[string]bool{}, news: map[string]bool{}}
 	var dms []string
-	if json.Unmarshal([]byte(it.Rooms), &c.rooms) != nil || (it.DMs != "" && json.Unmarshal([]byte(it.DMs), &dms) != nil) {
+	if unpack(it.Rooms, &c.rooms) != nil || (it.DMs != "" && json.Unmarshal([]byte(it.DMs), &dms) != nil) {
 		return nil, nil
 	}
 	for _, d := range dms {
@@ -141,14 +144,17 @@ func (s *Service) loadConn(ctx context.Context, k store.Key) (*conn, error) {
 }
 
 func (s *Service) saveConn(ctx context.Context, k store.Key, c *conn) error {
-	rms, _ := json.Marshal(c.rooms)
+	rms, err := pack(c.rooms)
+	if err != nil {
+		return err
+	}
 	var dms []string
 	for d := range c.dms {
 		dms = append(dms, d)
 	}
 	slices.Sort(dms)
 	dd, _ := json.Marshal(dms)
-	it := connItem{PK: k.PK, SK: k.SK, Ver: c.ver, Rooms: string(rms), DMs: string(dd), Expires: s.now().Add(connTTL).Unix()}
+	it := connItem{PK: k.PK, SK: k.SK, Ver: c.ver, Rooms: rms, DMs: string(dd), Expires: s.now().Add(connTTL).Unix()}
 	if len(c.fresh) > 0 {
 		f, _ := json.Marshal(c.fresh)
 		it.Fresh = string(f)
@@ -157,6 +163,38 @@ func (s *Service) saveConn(ctx context.Context, k store.Key, c *conn) error {
 		return fmt.Errorf("save sliding sync connection: %w", err)
 	}
 	return nil
+}
+
+// pack is the gzip of v's JSON: a connection's rooms are mostly room IDs
+// and repeated keys, and the item is read on every request and written on
+// every answer that changes it, at 1 RCU per 4 KB and 1 WCU per KB.
+func pack(v any) ([]byte, error) {
+	doc, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode sliding sync connection: %w", err)
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(doc); err != nil {
+		return nil, fmt.Errorf("compress sliding sync connection: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("compress sliding sync connection: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// unpack reads what pack wrote.
+func unpack(b []byte, v any) error {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	doc, err := io.ReadAll(io.LimitReader(zr, 64<<20))
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(doc, v)
 }
 
 // SlidingSync answers a simplified sliding sync request.
