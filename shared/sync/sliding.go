@@ -266,7 +266,7 @@ func (s *Service) SlidingSync(ctx context.Context, sr SlidingRequest) (*SlidingR
 // into a range.
 func (s *Service) slidingWait(ctx context.Context, sr SlidingRequest, req Request, c *conn, pos position, box *inbox, start time.Time) ([]news, error) {
 	deadline := start.Add(min(req.Timeout, s.MaxTimeout))
-	pos.Sent = maps.Clone(pos.Sent)
+	pos.Sent, pos.Typing = maps.Clone(pos.Sent), maps.Clone(pos.Typing)
 	var fresh []news
 	for {
 		got, _, err := s.await(ctx, req, pos, box, start)
@@ -766,6 +766,9 @@ func handled(next *position, fresh, kept []news) {
 		}
 		if n.Seq == 0 {
 			next.Ephemeral = max(next.Ephemeral, n.TS)
+			// Typing that timed out in a room the client no longer
+			// selects: nothing to say, nothing to wake for.
+			delete(next.Typing, n.RoomID)
 			continue
 		}
 		old := next.Sent[n.RoomID]
