@@ -453,3 +453,102 @@ func TestSliding_WaitsThroughOtherRooms(t *testing.T) {
 		t.Fatalf("answer: %s", reply.Raw)
 	}
 }
+
+func TestSliding_FiltersAndAccountData(t *testing.T) {
+	st := servertest.Start(t)
+	au, bu := st.Register(t, "alice"), st.Register(t, "bob")
+	alice, bob := st.Client(t, au), st.Client(t, bu)
+	plain := ssRoomOf(t, alice, "Plain")
+	dm, err := bob.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{id.UserID(au.ID)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.JoinRoomByID(bg, dm.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.SetAccountData(bg, "m.direct", map[string][]string{bu.ID: {dm.RoomID.String()}}); err != nil {
+		t.Fatal(err)
+	}
+	enc, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{{
+		Type: event.StateEncryption, Content: event.Content{Raw: map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	space, err := alice.CreateRoom(bg, &mautrix.ReqCreateRoom{Preset: "private_chat", CreationContent: map[string]any{"type": "m.space"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.SetRoomAccountData(bg, plain, "org.example.note", map[string]any{"n": 1}); err != nil {
+		t.Fatal(err)
+	}
+	list := func(filters map[string]any) map[string]any {
+		return map[string]any{"ranges": [][]int{{0, 9}}, "timeline_limit": 1, "required_state": [][]string{}, "filters": filters}
+	}
+	body := map[string]any{
+		"lists": map[string]any{
+			"dms":    list(map[string]any{"is_dm": true}),
+			"enc":    list(map[string]any{"is_encrypted": true}),
+			"spaces": list(map[string]any{"room_types": []any{"m.space"}}),
+			"rooms":  list(map[string]any{"not_room_types": []any{"m.space"}, "is_dm": false}),
+		},
+		"extensions": map[string]any{"account_data": map[string]any{"enabled": true}},
+	}
+	r := ssSlideRaw(t, st.URL, ssUnstable, au, "", 0, body)
+	if r.Status != http.StatusOK {
+		t.Fatalf("%d %s", r.Status, r.Raw)
+	}
+	var resp struct {
+		Lists map[string]struct {
+			Ops []struct {
+				RoomIDs []string `json:"room_ids"`
+			} `json:"ops"`
+		} `json:"lists"`
+		Rooms      map[string]ssRoom `json:"rooms"`
+		Extensions struct {
+			AccountData struct {
+				Global []struct {
+					Type string `json:"type"`
+				} `json:"global"`
+				Rooms map[string][]struct {
+					Type string `json:"type"`
+				} `json:"rooms"`
+			} `json:"account_data"`
+		} `json:"extensions"`
+	}
+	if err := json.Unmarshal(r.Raw, &resp); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(name string) []string {
+		out := resp.Lists[name].Ops[0].RoomIDs
+		slices.Sort(out)
+		return out
+	}
+	want := func(rooms ...id.RoomID) []string {
+		var out []string
+		for _, r := range rooms {
+			out = append(out, r.String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	for name, w := range map[string][]string{
+		"dms": want(dm.RoomID), "enc": want(enc.RoomID), "spaces": want(space.RoomID),
+		"rooms": want(plain, enc.RoomID),
+	} {
+		if got := ids(name); !slices.Equal(got, w) {
+			t.Errorf("list %s: %v, want %v", name, got, w)
+		}
+	}
+	if !resp.Rooms[dm.RoomID.String()].IsDM || resp.Rooms[plain.String()].IsDM {
+		t.Errorf("is_dm: %+v", resp.Rooms)
+	}
+	global := false
+	for _, ev := range resp.Extensions.AccountData.Global {
+		global = global || ev.Type == "m.direct"
+	}
+	note := resp.Extensions.AccountData.Rooms[plain.String()]
+	if !global || len(note) != 1 || note[0].Type != "org.example.note" {
+		t.Errorf("account_data: %s", r.Raw)
+	}
+}
