@@ -90,6 +90,9 @@ type conn struct {
 	// expanded are the rooms this answer sends again for a larger
 	// timeline_limit.
 	expanded map[string]bool
+	// kids are the children of the spaces the lists filter by, read once
+	// per request.
+	kids map[string]map[string]bool
 	// news holds the rooms with new events since the position.
 	news map[string]bool
 }
@@ -248,6 +251,9 @@ func (s *Service) SlidingSync(ctx context.Context, sr SlidingRequest) (*SlidingR
 		}
 		pos.P = position{User: userTag(sr.UserID), Time: start.UnixMilli(), Sent: map[string][2]int64{}, Ephemeral: start.UnixMilli()}
 	} else {
+		if err := s.needFilterData(ctx, sr, c); err != nil {
+			return nil, err
+		}
 		// A request with rooms to send at once reads the stream once.
 		if !waitable(sr, c) {
 			req.Timeout = 0
@@ -563,12 +569,18 @@ func (f ListFilters) keep(id string, c *conn) bool {
 	if f.HasRoomTypes && !slices.Contains(f.RoomTypes, r.Type) {
 		return false
 	}
+	if f.Spaces != nil && !slices.ContainsFunc(f.Spaces, func(sp string) bool { return c.kids[sp][id] }) {
+		return false
+	}
 	return !slices.Contains(f.NotRoomTypes, r.Type)
 }
 
 // needFilterData reads, once per room and connection, the encryption and
 // room type of rooms the lists' filters need them of.
 func (s *Service) needFilterData(ctx context.Context, sr SlidingRequest, c *conn) error {
+	if err := s.spaceKids(ctx, sr, c); err != nil {
+		return err
+	}
 	enc, typ := false, false
 	for _, l := range sr.Lists {
 		enc = enc || l.Filters.IsEncrypted != nil
@@ -605,6 +617,41 @@ func (s *Service) needFilterData(ctx context.Context, sr SlidingRequest, c *conn
 		})
 	}
 	return g.Wait()
+}
+
+// spaceKids reads the children of the spaces the lists filter by, that the
+// user is joined to: one Query of each space's m.space.child state.
+// Subspaces are not followed, as the MSC says.
+func (s *Service) spaceKids(ctx context.Context, sr SlidingRequest, c *conn) error {
+	if c.kids != nil {
+		return nil
+	}
+	c.kids = map[string]map[string]bool{}
+	for _, l := range sr.Lists {
+		for _, sp := range l.Filters.Spaces {
+			if _, done := c.kids[sp]; done {
+				continue
+			}
+			kids := map[string]bool{}
+			c.kids[sp] = kids
+			if r := c.rooms[sp]; r == nil || r.M != "join" {
+				continue
+			}
+			evs, err := s.Rooms.SpaceChildren(ctx, sp)
+			if err != nil {
+				return err
+			}
+			for _, ev := range evs {
+				var content struct {
+					Via []string `json:"via"`
+				}
+				if json.Unmarshal(ev.Content(), &content) == nil && len(content.Via) > 0 && ev.StateKey() != nil {
+					kids[*ev.StateKey()] = true
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // slidingAnswer builds the response once news (if any) is in.

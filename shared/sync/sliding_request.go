@@ -58,6 +58,9 @@ type ListFilters struct {
 	// RoomTypes and NotRoomTypes hold "" for rooms without a type.
 	RoomTypes, NotRoomTypes []string
 	HasRoomTypes            bool
+	// Spaces keeps the rooms that are children (m.space.child) of any of
+	// these spaces the user is joined to; nil does not filter.
+	Spaces []string
 }
 
 // SlidingExtensions are the extensions asked for.
@@ -99,6 +102,7 @@ type rawFilters struct {
 	IsInvited    *bool             `json:"is_invited"`
 	RoomTypes    []json.RawMessage `json:"room_types"`
 	NotRoomTypes []json.RawMessage `json:"not_room_types"`
+	Spaces       []string          `json:"spaces"`
 }
 
 type rawExt struct {
@@ -212,7 +216,7 @@ func parseList(name string, l rawList, userID string, v4 bool) (SlidingList, err
 		if err := json.Unmarshal(l.Filters, &f); err != nil {
 			return list, httpapi.BadJSON("lists.%s.filters: %v", name, err)
 		}
-		list.Filters = ListFilters{IsDM: f.IsDM, IsEncrypted: f.IsEncrypted, IsInvite: f.IsInvite}
+		list.Filters = ListFilters{IsDM: f.IsDM, IsEncrypted: f.IsEncrypted, IsInvite: f.IsInvite, Spaces: f.Spaces}
 		if f.IsInvited != nil {
 			list.Filters.IsInvite = f.IsInvited
 		}

@@ -479,6 +479,10 @@ func TestSliding_FiltersAndAccountData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	child := map[string]any{"via": []string{"example.org"}}
+	if _, err := alice.SendStateEvent(bg, space.RoomID, event.StateSpaceChild, enc.RoomID.String(), child); err != nil {
+		t.Fatal(err)
+	}
 	if err := alice.SetRoomAccountData(bg, plain, "org.example.note", map[string]any{"n": 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -491,6 +495,7 @@ func TestSliding_FiltersAndAccountData(t *testing.T) {
 			"enc":    list(map[string]any{"is_encrypted": true}),
 			"spaces": list(map[string]any{"room_types": []any{"m.space"}}),
 			"rooms":  list(map[string]any{"not_room_types": []any{"m.space"}, "is_dm": false}),
+			"kids":   list(map[string]any{"spaces": []string{space.RoomID.String()}}),
 		},
 		"extensions": map[string]any{"account_data": map[string]any{"enabled": true}},
 	}
@@ -534,7 +539,7 @@ func TestSliding_FiltersAndAccountData(t *testing.T) {
 	}
 	for name, w := range map[string][]string{
 		"dms": want(dm.RoomID), "enc": want(enc.RoomID), "spaces": want(space.RoomID),
-		"rooms": want(plain, enc.RoomID),
+		"rooms": want(plain, enc.RoomID), "kids": want(enc.RoomID),
 	} {
 		if got := ids(name); !slices.Equal(got, w) {
 			t.Errorf("list %s: %v, want %v", name, got, w)
