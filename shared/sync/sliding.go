@@ -683,9 +683,13 @@ func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Requ
 	// answer; news of other rooms is only their place in the list.
 	// The e2ee extension needs the member changes of every room with news
 	// (device_lists), so it reads them all: still only rooms with news.
+	held := map[string]bool{}
+	for _, id := range known {
+		held[id] = true
+	}
 	var kept []news
 	for _, n := range fresh {
-		if sr.Extensions.E2EE || !strings.HasPrefix(n.RoomID, "!") || slices.Contains(known, n.RoomID) {
+		if sr.Extensions.E2EE || !strings.HasPrefix(n.RoomID, "!") || held[n.RoomID] {
 			kept = append(kept, n)
 		}
 	}
@@ -807,8 +811,12 @@ func handled(next *position, fresh, kept []news) {
 	if next.Sent == nil {
 		next.Sent = map[string][2]int64{}
 	}
+	answered := map[news]bool{}
+	for _, n := range kept {
+		answered[n] = true
+	}
 	for _, n := range fresh {
-		if !strings.HasPrefix(n.RoomID, "!") || slices.Contains(kept, n) {
+		if !strings.HasPrefix(n.RoomID, "!") || answered[n] {
 			continue
 		}
 		if n.Seq == 0 {
