@@ -404,7 +404,7 @@ func (s *Service) readDMs(ctx context.Context, userID string, c *conn) error {
 	if err != nil {
 		return err
 	}
-	c.dms = map[string]bool{}
+	dms := map[string]bool{}
 	for _, raw := range evs {
 		var ev struct {
 			Type    string              `json:"type"`
@@ -415,11 +415,20 @@ func (s *Service) readDMs(ctx context.Context, userID string, c *conn) error {
 		}
 		for _, ids := range ev.Content {
 			for _, id := range ids {
-				c.dms[id] = true
+				dms[id] = true
 			}
 		}
 	}
-	c.dirty = true
+	// A room held by the client whose is_dm changed comes again whole: the
+	// MSC has the change sent, and it is rare.
+	for id, r := range c.rooms {
+		if dms[id] != c.dms[id] && r.Sent {
+			r.Sent = false
+		}
+	}
+	if !maps.Equal(dms, c.dms) {
+		c.dms, c.dirty = dms, true
+	}
 	return nil
 }
 

@@ -556,4 +556,26 @@ func TestSliding_FiltersAndAccountData(t *testing.T) {
 	if !global || len(note) != 1 || note[0].Type != "org.example.note" {
 		t.Errorf("account_data: %s", r.Raw)
 	}
+
+	// The room stops being a DM: it comes again, no longer is_dm.
+	var pos struct {
+		Pos string `json:"pos"`
+	}
+	_ = json.Unmarshal(r.Raw, &pos)
+	if err := alice.SetAccountData(bg, "m.direct", map[string][]string{}); err != nil {
+		t.Fatal(err)
+	}
+	next := ssSlide(t, st.URL, ssUnstable, au, pos.Pos, 20000, body)
+	for deadline := time.Now().Add(time.Minute); ; {
+		if _, ok := next.Rooms[dm.RoomID.String()]; ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the DM room did not come again: %v", next.Rooms)
+		}
+		next = ssSlide(t, st.URL, ssUnstable, au, next.Pos, 20000, body)
+	}
+	if got := next.Rooms[dm.RoomID.String()]; got.IsDM || !got.Initial {
+		t.Fatalf("former DM: %+v", got)
+	}
 }
