@@ -725,6 +725,9 @@ func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Requ
 			return nil, err
 		}
 		handled(&next, fresh, kept)
+		if err := s.lazyMembers(ctx, sel, resp); err != nil {
+			return nil, err
+		}
 		if sr.Extensions.E2EE {
 			if err := s.settleDevices(ctx, req, resp); err != nil {
 				return nil, err
@@ -838,6 +841,75 @@ func handled(next *position, fresh, kept []news) {
 		old := next.Sent[n.RoomID]
 		next.Sent[n.RoomID] = [2]int64{max(old[0], n.Seq), max(old[1], n.TS)}
 	}
+}
+
+// lazyMembers adds to the rooms of an incremental answer whose config has
+// lazy members the member events of their timeline's senders and targets
+// that the answer's state lacks: an incremental state holds only what
+// changed, and the client may not hold a new sender's member event. One
+// BatchGetItem per such room; a member event the client holds already
+// comes again, harmlessly.
+func (s *Service) lazyMembers(ctx context.Context, sel map[string]*selection, resp *Response) error {
+	for id, j := range resp.Rooms.Join {
+		x := sel[id]
+		if x == nil || !x.config.State.Lazy || len(j.Timeline.Events) == 0 {
+			continue
+		}
+		have := map[string]bool{}
+		list := &j.State
+		if j.StateAfter != nil {
+			list = j.StateAfter
+		}
+		for _, raw := range list.Events {
+			var ev struct {
+				Type     string `json:"type"`
+				StateKey string `json:"state_key"`
+			}
+			if json.Unmarshal(raw, &ev) == nil && ev.Type == events.Member {
+				have[ev.StateKey] = true
+			}
+		}
+		var want []events.StateKeyTuple
+		for _, raw := range j.Timeline.Events {
+			var ev struct {
+				Sender   string  `json:"sender"`
+				Type     string  `json:"type"`
+				StateKey *string `json:"state_key"`
+			}
+			if json.Unmarshal(raw, &ev) != nil {
+				continue
+			}
+			users := []string{ev.Sender}
+			if ev.Type == events.Member && ev.StateKey != nil {
+				users = append(users, *ev.StateKey)
+			}
+			for _, u := range users {
+				if u != "" && !have[u] {
+					have[u] = true
+					want = append(want, events.StateKeyTuple{Type: events.Member, StateKey: u})
+				}
+			}
+		}
+		if len(want) == 0 {
+			continue
+		}
+		found, err := s.Rooms.StateEvents(ctx, id, want)
+		if err != nil {
+			return err
+		}
+		var pdus []events.PDU
+		for _, t := range want {
+			if ev, ok := found[t]; ok {
+				pdus = append(pdus, ev)
+			}
+		}
+		rendered, err := s.Rooms.Render(ctx, pdus)
+		if err != nil {
+			return err
+		}
+		list.Events = append(list.Events, rendered...)
+	}
+	return nil
 }
 
 // lazyFilter is the state filter for rooms: lazy members when a config

@@ -268,6 +268,14 @@ func TestSliding_ListsIncrementalAndPaths(t *testing.T) {
 	if len(exp.Rooms) != 1 || e.Initial || !e.Expanded || !slices.Equal(ssBodies(e.TimelineEvents), []string{"old news", "newest"}) {
 		t.Fatalf("expanded timeline: %+v", exp.Rooms)
 	}
+
+	// A new sender in a held room: $LAZY sends her member event, which
+	// did not change.
+	say(t, carol, newer, "carol speaks")
+	inc2 := ssSlide(t, st.URL, ssUnstable, au, inc.Pos, 20000, ssList(2, state))
+	if got := ssStateKeys(inc2.Rooms[newer.String()].RequiredState, "m.room.member"); !slices.Contains(got, cu.ID) {
+		t.Fatalf("lazy members of an incremental answer: %v", got)
+	}
 }
 
 func TestSliding_SubscriptionInviteTwinUnknownPos(t *testing.T) {
