@@ -33,7 +33,7 @@ import (
 // The connection item holds, for every room of the user's list, its bump
 // stamp (the time of its newest event), the user's membership, and whether
 // the client holds the room as it is now. A first request builds it from
-// the user's memberships and each room's newest event; later requests
+// the user's memberships and stream (buildConn); later requests
 // update only the rooms the user's stream names, so an incremental request
 // reads the rooms with news, not every room.
 
@@ -41,7 +41,7 @@ import (
 // entries its position reads.
 const connTTL = streamTTL
 
-// ErrUnknownPos is the MSC's answer to a pos the server no longer knows:
+// errUnknownPos is the MSC's answer to a pos the server no longer knows:
 // the client starts the connection over.
 func errUnknownPos(why string) error {
 	return httpapi.Errorf(http.StatusBadRequest, "M_UNKNOWN_POS", "unknown pos: %s", why)
