@@ -286,57 +286,29 @@ func runSlidingWakeUp(ctx context.Context, s *server) (string, time.Duration, er
 	}
 	room := f.rooms[0]
 	text := sentBody + " (sliding wake-up " + randomHex(4) + ")"
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type answer struct {
-		id  string
-		at  time.Time
-		pos string
-		err error
-	}
-	got := make(chan answer, 1)
-	go func() {
-		p := pos
-		for {
-			id, raw, at, err := slidingRequest(ctx, s, p, wakeUpTimeout)
-			if err != nil {
-				got <- answer{err: err, pos: p}
-				return
-			}
-			a, err := parseSliding(raw)
-			if err != nil {
-				got <- answer{err: err, pos: p}
-				return
-			}
-			p = a.Pos
-			if a.has(room, func(_, b string) bool { return b == text }) {
-				got <- answer{id: id, at: at, pos: p}
-				return
-			}
+	poll := func(ctx context.Context, p string) (string, time.Time, string, bool, error) {
+		id, raw, at, err := slidingRequest(ctx, s, p, wakeUpTimeout)
+		if err != nil {
+			return "", at, p, false, err
 		}
-	}()
-	select {
-	case <-time.After(wakeUpDelay):
-	case <-ctx.Done():
+		a, err := parseSliding(raw)
+		if err != nil {
+			return "", at, p, false, err
+		}
+		return id, at, a.Pos, a.has(room, func(_, b string) bool { return b == text }), nil
 	}
-	_, err = sendText(ctx, s, s, room, text)
-	sent := time.Now()
-	if err == nil {
+	a, sent, err := awaitSent(ctx, pos, poll, wakeUpDelay, func(ctx context.Context) error {
+		_, err := sendText(ctx, s, s, room, text)
+		return err
+	})
+	slidingOf(s).pos = a.token
+	if !sent.IsZero() {
 		f.lastSent = sent
-		select {
-		case a := <-got:
-			slidingOf(s).pos = a.pos
-			if a.err != nil {
-				return "", 0, fmt.Errorf("waiting sliding sync: %w", a.err)
-			}
-			return a.id, max(0, a.at.Sub(sent)), nil
-		case <-time.After(wakeUpTimeout):
-			err = fmt.Errorf("no sliding sync answer held the message within %s", wakeUpTimeout)
-		}
 	}
-	cancel()
-	slidingOf(s).pos = (<-got).pos
-	return "", 0, err
+	if err != nil {
+		return "", 0, fmt.Errorf("sliding wake-up: %w", err)
+	}
+	return a.id, max(0, a.at.Sub(sent)), nil
 }
 
 // slidingIdle measures the room list request from the newest pos while

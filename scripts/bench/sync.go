@@ -469,42 +469,20 @@ func runWakeUp(ctx context.Context, s *server, jitter time.Duration) (string, ti
 	}
 	room := f.rooms[0]
 	body := sentBody + " (wake-up " + randomHex(4) + ")"
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type answer struct {
-		id    string
-		at    time.Time
-		since string
-		err   error
-	}
-	got := make(chan answer, 1)
-	go func() {
-		token := since
-		for {
-			id, raw, at, err := syncRequest(ctx, s, token, wakeUpTimeout)
-			if err != nil {
-				got <- answer{err: err, since: token}
-				return
-			}
-			a, err := parseSync(raw)
-			if err != nil {
-				got <- answer{err: err, since: token}
-				return
-			}
-			token = a.NextBatch
-			if a.has(room, func(_, b string) bool { return b == body }) {
-				got <- answer{id: id, at: at, since: token}
-				return
-			}
+	poll := func(ctx context.Context, token string) (string, time.Time, string, bool, error) {
+		id, raw, at, err := syncRequest(ctx, s, token, wakeUpTimeout)
+		if err != nil {
+			return "", at, token, false, err
 		}
-	}()
+		a, err := parseSync(raw)
+		if err != nil {
+			return "", at, token, false, err
+		}
+		return id, at, a.NextBatch, a.has(room, func(_, b string) bool { return b == body }), nil
+	}
 	delay := wakeUpDelay
 	if jitter > 0 {
 		delay += rand.N(jitter)
-	}
-	select {
-	case <-time.After(delay):
-	case <-ctx.Done():
 	}
 	via, owner := s, s
 	if f.sender != nil {
@@ -513,28 +491,77 @@ func runWakeUp(ctx context.Context, s *server, jitter time.Duration) (string, ti
 	if f.senderOwns {
 		owner = f.sender
 	}
-	_, err = sendText(ctx, via, owner, room, body)
-	sent := time.Now()
-	if err == nil {
+	a, sent, err := awaitSent(ctx, since, poll, delay, func(ctx context.Context) error {
+		_, err := sendText(ctx, via, owner, room, body)
+		return err
+	})
+	f.since = a.token
+	if !sent.IsZero() {
 		f.lastSent = sent
-		select {
-		case a := <-got:
-			f.since = a.since
-			if a.err != nil {
-				return "", 0, fmt.Errorf("waiting sync: %w", a.err)
-			}
-			f.wakeUps++
-			if a.at.Before(sent) {
-				f.early++
-			}
-			return a.id, max(0, a.at.Sub(sent)), nil
-		case <-time.After(wakeUpTimeout):
-			err = fmt.Errorf("no sync answer held the message within %s", wakeUpTimeout)
-		}
 	}
-	cancel()
-	f.since = (<-got).since
-	return "", 0, err
+	if err != nil {
+		return "", 0, fmt.Errorf("wake-up: %w", err)
+	}
+	f.wakeUps++
+	if a.at.Before(sent) {
+		f.early++
+	}
+	return a.id, max(0, a.at.Sub(sent)), nil
+}
+
+// wakeAnswer is the waiting request's answer that held the message, or
+// its error; token is where the waiting requests got to either way.
+type wakeAnswer struct {
+	id    string
+	at    time.Time
+	token string
+	err   error
+}
+
+// awaitSent is one wake-up, for /sync and sliding sync alike: poll waits
+// from token (answering the request ID, when its answer came, the next
+// token, and whether the answer held the message) and waits again while
+// answers come without the message; after delay, send sends it. It returns
+// the answer that held it and when the send was answered (zero if the send
+// failed).
+func awaitSent(ctx context.Context, token string, poll func(ctx context.Context, token string) (string, time.Time, string, bool, error),
+	delay time.Duration, send func(context.Context) error) (wakeAnswer, time.Time, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	got := make(chan wakeAnswer, 1)
+	go func() {
+		for {
+			id, at, next, held, err := poll(ctx, token)
+			if err != nil {
+				got <- wakeAnswer{err: err, token: token}
+				return
+			}
+			token = next
+			if held {
+				got <- wakeAnswer{id: id, at: at, token: token}
+				return
+			}
+		}
+	}()
+	select {
+	case <-time.After(delay):
+	case <-ctx.Done():
+	}
+	if err := send(ctx); err != nil {
+		cancel()
+		return <-got, time.Time{}, err
+	}
+	sent := time.Now()
+	select {
+	case a := <-got:
+		if a.err != nil {
+			return a, sent, fmt.Errorf("waiting request: %w", a.err)
+		}
+		return a, sent, nil
+	case <-time.After(wakeUpTimeout):
+		cancel()
+		return <-got, sent, fmt.Errorf("no answer held the message within %s", wakeUpTimeout)
+	}
 }
 
 // idleSync measures a sync from the newest token with the given timeout
