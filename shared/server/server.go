@@ -323,7 +323,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	}
 	syncs.Ephemeral = eph.Events
 	syncs.Ignored, rms.Ignored = data.IgnoredUsers, data.IgnoredUsers
-	syncs.ToDevice = toDevice.Deliver
+	syncs.ToDevice, syncs.ToDeviceAtMost = toDevice.Deliver, toDevice.DeliverAtMost
 	e2e.Changed, e2e.CountsChanged, e2e.Uploading = syncs.DeviceListChanged, syncs.KeyCountsChanged, syncs.Uploading
 	syncs.KeyCounts = func(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
 		c, err := e2e.Counts(ctx, userID, deviceID)

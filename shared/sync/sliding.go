@@ -235,7 +235,10 @@ func (s *Service) SlidingSync(ctx context.Context, sr SlidingRequest) (*SlidingR
 	if err := s.presence(ctx, req, pos.P.Presence); err != nil {
 		return nil, err
 	}
-	box := openInbox(pos.P, sr.DeviceID)
+	box, err := sinceInbox(sr, pos.P)
+	if err != nil {
+		return nil, err
+	}
 	var fresh []news
 	if c == nil {
 		var err error
@@ -264,6 +267,40 @@ func (s *Service) SlidingSync(ctx context.Context, sr SlidingRequest) (*SlidingR
 		}
 	}
 	return s.slidingAnswer(ctx, sr, req, key, c, pos, fresh, box, s.now())
+}
+
+// sinceInbox is what the request knows of the device's to-device inbox.
+// The to_device extension's since (MSC3885) says which messages the client
+// processed, apart from pos: a client that lost its pos (M_UNKNOWN_POS, a
+// restart) starts a new connection with its last next_batch and gets only
+// later messages. Without since, pos says it, as /sync's since does.
+func sinceInbox(sr SlidingRequest, pos position) (*inbox, error) {
+	box := openInbox(pos, sr.DeviceID)
+	if !sr.Extensions.ToDevice || sr.Extensions.ToDeviceSince == "" {
+		box.limit = sr.Extensions.ToDeviceLimit
+		return box, nil
+	}
+	since, err := decodeSlidingPos(sr.Extensions.ToDeviceSince, sr.UserID)
+	if err != nil {
+		return nil, httpapi.InvalidParam("extensions.to_device.since is not a next_batch this server gave")
+	}
+	sb := openInbox(since.P, sr.DeviceID)
+	// A since that is not what pos carries (the client did not process
+	// pos's answer, or has no pos) reads the inbox at once: the stream
+	// from pos may not show the entries of what since did not deliver.
+	if sr.Pos == "" || sb.cursor != box.cursor || sb.read != box.read || !slices.Equal(sb.seen, box.seen) {
+		sb.due = true
+	}
+	sb.limit = sr.Extensions.ToDeviceLimit
+	return sb, nil
+}
+
+// toDeviceBatch is the to_device extension's next_batch: a pos holding only
+// the user and the device's inbox state of next, which says how far
+// delivery went.
+func toDeviceBatch(next position) string {
+	return slidingPos{P: position{User: next.User, Time: next.Time, Device: next.Device,
+		ToDevice: next.ToDevice, DeviceRead: next.DeviceRead, DeviceSeen: next.DeviceSeen}}.encode()
 }
 
 // slidingWait waits for news the request answers, updating the list with
@@ -810,7 +847,7 @@ func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Requ
 	}
 	out.Pos = slidingPos{P: next, V: c.ver}.encode()
 	if sr.Extensions.ToDevice {
-		out.Extensions.ToDevice.NextBatch = out.Pos
+		out.Extensions.ToDevice.NextBatch = toDeviceBatch(next)
 	}
 	return out, nil
 }

@@ -596,7 +596,6 @@ func TestSlidingSync_RetrySamePos(t *testing.T) {
 // new connection with its last next_batch as since, and does not get the
 // messages it already processed again; a message sent since comes once.
 func TestSlidingSync_ToDeviceSinceAfterReset(t *testing.T) {
-	t.Skip("the server ignores the to_device extension's since: a new connection gets to-device messages acknowledged by an earlier next_batch again")
 	st := servertest.Start(t)
 	alice, bob := st.Register(t, "alice"), st.Register(t, "bob")
 	send := func(txn, body string) {
@@ -635,6 +634,32 @@ func TestSlidingSync_ToDeviceSinceAfterReset(t *testing.T) {
 	again := slide(t, st, alice.AccessToken, "", 0, body(since))
 	if got := bodiesOf(again); !slices.Equal(got, []string{"second"}) {
 		t.Fatalf("a new connection with since %q: to-device messages %v, want only the second: %s", since, got, again.raw)
+	}
+	// limit caps an answer; the rest come with the next since, on the
+	// same connection, each once.
+	send("t3", "third")
+	send("t4", "fourth")
+	lim := body(again.Extensions.ToDevice.NextBatch)
+	lim["extensions"].(map[string]any)["to_device"].(map[string]any)["limit"] = 1
+	one := slide(t, st, alice.AccessToken, again.Pos, 0, lim)
+	if got := bodiesOf(one); !slices.Equal(got, []string{"third"}) {
+		t.Fatalf("limit 1: to-device messages %v, want the third: %s", got, one.raw)
+	}
+	lim = body(one.Extensions.ToDevice.NextBatch)
+	two := slide(t, st, alice.AccessToken, one.Pos, 0, lim)
+	if got := bodiesOf(two); !slices.Equal(got, []string{"fourth"}) {
+		t.Fatalf("after limit 1: to-device messages %v, want the fourth: %s", got, two.raw)
+	}
+	// A restart with the last since: nothing again.
+	last := slide(t, st, alice.AccessToken, "", 0, body(two.Extensions.ToDevice.NextBatch))
+	if got := bodiesOf(last); len(got) != 0 {
+		t.Fatalf("a new connection after all were processed: to-device messages %v: %s", got, last.raw)
+	}
+	for _, bad := range []map[string]any{{"enabled": true, "since": "nonsense"}, {"enabled": true, "limit": 0}} {
+		r := st.Do(t, "POST", slidingUnstable, alice.AccessToken, map[string]any{"conn_id": "encryption", "extensions": map[string]any{"to_device": bad}})
+		if r.Status != http.StatusBadRequest || r.Body["errcode"] != "M_INVALID_PARAM" {
+			t.Errorf("to_device %v: %d %s, want 400 M_INVALID_PARAM", bad, r.Status, r.Raw)
+		}
 	}
 }
 

@@ -66,6 +66,11 @@ type ListFilters struct {
 // SlidingExtensions are the extensions asked for.
 type SlidingExtensions struct {
 	ToDevice, E2EE, AccountData, Receipts, Typing bool
+	// ToDeviceSince is the to_device extension's since: the next_batch
+	// whose messages the client processed ("" for none). ToDeviceLimit is
+	// how many messages an answer carries at most.
+	ToDeviceSince string
+	ToDeviceLimit int
 	// Scope limits account_data, receipts and typing to rooms of these
 	// lists and these rooms (nil: all the response's rooms).
 	Scope map[string]extScope
@@ -109,6 +114,9 @@ type rawExt struct {
 	Enabled *bool    `json:"enabled"`
 	Lists   []string `json:"lists"`
 	Rooms   []string `json:"rooms"`
+	// Since and Limit are the to_device extension's (MSC3885).
+	Since *string `json:"since"`
+	Limit *int    `json:"limit"`
 }
 
 type rawSliding struct {
@@ -191,7 +199,11 @@ func parseSliding(r *http.Request, v4 bool) (SlidingRequest, error) {
 		}
 		req.Subscriptions[roomID] = conf
 	}
-	req.Extensions = parseExtensions(raw.Extensions)
+	ext, err := parseExtensions(raw.Extensions)
+	if err != nil {
+		return req, err
+	}
+	req.Extensions = ext
 	return req, nil
 }
 
@@ -344,7 +356,11 @@ func v4State(raw json.RawMessage, userID string) (RequiredState, error) {
 	return rs, nil
 }
 
-func parseExtensions(raw map[string]rawExt) SlidingExtensions {
+// defaultToDeviceLimit is the to_device extension's limit when the client
+// gives none, as Synapse's; it is also the most an answer carries.
+const defaultToDeviceLimit = 100
+
+func parseExtensions(raw map[string]rawExt) (SlidingExtensions, error) {
 	on := func(name string) bool {
 		e, ok := raw[name]
 		return ok && e.Enabled != nil && *e.Enabled
@@ -358,7 +374,19 @@ func parseExtensions(raw map[string]rawExt) SlidingExtensions {
 			ext.Scope[name] = extScope{Lists: e.Lists, Rooms: e.Rooms}
 		}
 	}
-	return ext
+	ext.ToDeviceLimit = defaultToDeviceLimit
+	if td := raw["to_device"]; ext.ToDevice {
+		if td.Since != nil {
+			ext.ToDeviceSince = *td.Since
+		}
+		if td.Limit != nil {
+			if *td.Limit < 1 {
+				return ext, httpapi.InvalidParam("extensions.to_device.limit must be a positive number")
+			}
+			ext.ToDeviceLimit = min(*td.Limit, defaultToDeviceLimit)
+		}
+	}
+	return ext, nil
 }
 
 // matches reports whether the state event of type t and key k is asked for.

@@ -48,6 +48,10 @@ type Service struct {
 	// and returns the next ones with the cursor that says these were
 	// (todevice.Service.Deliver). nil leaves to_device out.
 	ToDevice func(ctx context.Context, userID, deviceID, cursor string) ([]json.RawMessage, string, error)
+	// ToDeviceAtMost is ToDevice returning at most limit messages
+	// (todevice.Service.DeliverAtMost), for sliding sync's to_device
+	// limit; nil: ToDevice.
+	ToDeviceAtMost func(ctx context.Context, userID, deviceID, cursor string, limit int) ([]json.RawMessage, string, error)
 	// Ignored lists the users whose invites userID does not want to see
 	// (m.ignored_user_list); nil ignores no one.
 	Ignored func(ctx context.Context, userID string) (map[string]bool, error)

@@ -29,6 +29,9 @@ type inbox struct {
 	seen []int64
 	// events is what this sync delivers.
 	events []json.RawMessage
+	// limit caps events (sliding sync's to_device limit); 0: the inbox's
+	// own cap.
+	limit int
 }
 
 // deviceTag ties a token's to-device fields to their device without
@@ -84,7 +87,14 @@ func (s *Service) check(ctx context.Context, req Request, b *inbox, all []news) 
 // seen before the read, as handled.
 func (s *Service) readInbox(ctx context.Context, req Request, b *inbox, pending []int64) (bool, error) {
 	read := s.now().UnixMilli()
-	evs, cursor, err := s.ToDevice(ctx, req.UserID, req.DeviceID, b.cursor)
+	var evs []json.RawMessage
+	var cursor string
+	var err error
+	if b.limit > 0 && s.ToDeviceAtMost != nil {
+		evs, cursor, err = s.ToDeviceAtMost(ctx, req.UserID, req.DeviceID, b.cursor, b.limit)
+	} else {
+		evs, cursor, err = s.ToDevice(ctx, req.UserID, req.DeviceID, b.cursor)
+	}
 	if err != nil {
 		return false, err
 	}

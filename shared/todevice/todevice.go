@@ -371,6 +371,13 @@ func Event(eventType, sender string, content json.RawMessage) (json.RawMessage, 
 // MaxPerSync, with the cursor that says these were delivered ("" when there
 // are none).
 func (s *Service) Deliver(ctx context.Context, userID, deviceID, cursor string) ([]json.RawMessage, string, error) {
+	return s.DeliverAtMost(ctx, userID, deviceID, cursor, MaxPerSync)
+}
+
+// DeliverAtMost is Deliver returning at most limit messages (1 to
+// MaxPerSync), for sliding sync's to_device limit (MSC3885).
+func (s *Service) DeliverAtMost(ctx context.Context, userID, deviceID, cursor string, limit int) ([]json.RawMessage, string, error) {
+	limit = min(max(limit, 1), MaxPerSync)
 	acked, err := parseCursor(cursor)
 	if err != nil {
 		return nil, "", err
@@ -380,7 +387,7 @@ func (s *Service) Deliver(ctx context.Context, userID, deviceID, cursor string) 
 	var fresh []message
 	// The messages delivered last come first: reading as many more as a
 	// response carries usually takes one page.
-	q := store.Query{PK: pk, Prefix: msgPrefix, Limit: MaxPerSync + acked.count}
+	q := store.Query{PK: pk, Prefix: msgPrefix, Limit: limit + acked.count}
 	for {
 		var page []message
 		next, err := s.Store.QueryPage(ctx, q, &page)
@@ -395,11 +402,11 @@ func (s *Service) Deliver(ctx context.Context, userID, deviceID, cursor string) 
 			switch {
 			case acked.has(us, id):
 				done = append(done, store.Key{PK: m.PK, SK: m.SK})
-			case len(fresh) < MaxPerSync:
+			case len(fresh) < limit:
 				fresh = append(fresh, m)
 			}
 		}
-		if next == "" || len(fresh) == MaxPerSync {
+		if next == "" || len(fresh) == limit {
 			break
 		}
 		q.Cursor = next
