@@ -385,7 +385,7 @@ func (s *Service) buildConn(ctx context.Context, userID string, ver int64) (*con
 	}
 	recent := map[string]int64{}
 	for _, n := range all {
-		if n.Seq > 0 && strings.HasPrefix(n.RoomID, "!") {
+		if n.Seq > 0 && !n.NoBump && strings.HasPrefix(n.RoomID, "!") {
 			recent[n.RoomID] = max(recent[n.RoomID], n.TS)
 		}
 	}
@@ -418,18 +418,53 @@ func (s *Service) buildConn(ctx context.Context, userID string, ver int64) (*con
 	return c, nil
 }
 
-// bumpOf is the time of the newest event of a room the user may see; 0
-// when there is none (an invite to a room this server is not in).
+// bumpTypes are the event types that move a room in the list (the MSC's
+// "proper" activity, as Synapse's SLIDING_SYNC_DEFAULT_BUMP_EVENT_TYPES):
+// not reactions, receipts, edits of state or others' member changes.
+var bumpTypes = map[string]bool{
+	"m.room.create": true, "m.room.message": true, "m.room.encrypted": true, "m.sticker": true,
+	"m.call.invite": true, "m.poll.start": true, "m.beacon_info": true,
+}
+
+// slidingBumps reports whether ev moves its room in userID's list: a bump
+// type, or the user's own membership (for rooms the user is not joined to,
+// the MSC's bump_stamp is when that membership happened).
+func slidingBumps(ev events.PDU, userID string) bool {
+	if bumpTypes[ev.Type()] {
+		return true
+	}
+	return ev.Type() == events.Member && ev.StateKey() != nil && *ev.StateKey() == userID
+}
+
+// bumpScan is how many of a quiet room's newest events bumpOf looks at: a
+// page of the room's timeline is read whole anyway (rooms reads 20 slots
+// at least), so this costs the one Query that a single event would.
+const bumpScan = 20
+
+// bumpOf is the time of the newest event of a room the user may see that
+// moves the room (slidingBumps), among its bumpScan newest; the oldest of
+// those when none does (the true bump stamp is older still: the room is
+// quiet). 0 when there is none (an invite to a room this server is not
+// in).
 func (s *Service) bumpOf(ctx context.Context, userID, roomID string) int64 {
-	page, err := s.Rooms.Messages(ctx, userID, roomID, rooms.MessagesQuery{Backward: true, Limit: 1, News: true})
+	page, err := s.Rooms.Messages(ctx, userID, roomID, rooms.MessagesQuery{Backward: true, Limit: bumpScan, News: true})
 	if err != nil || len(page.Chunk) == 0 {
 		return 0
 	}
-	var ev struct {
-		TS int64 `json:"origin_server_ts"`
+	var oldest int64
+	for _, raw := range page.Chunk {
+		var ev struct {
+			TS       int64   `json:"origin_server_ts"`
+			Type     string  `json:"type"`
+			StateKey *string `json:"state_key"`
+		}
+		_ = json.Unmarshal(raw, &ev)
+		if bumpTypes[ev.Type] || (ev.Type == events.Member && ev.StateKey != nil && *ev.StateKey == userID) {
+			return ev.TS
+		}
+		oldest = ev.TS
 	}
-	_ = json.Unmarshal(page.Chunk[0], &ev)
-	return ev.TS
+	return oldest
 }
 
 // readDMs reads the rooms m.direct names.
@@ -474,17 +509,21 @@ func (s *Service) readDMs(ctx context.Context, userID string, c *conn) error {
 // read again for them, and m.direct again when global account data
 // changed.
 func (s *Service) applyNews(ctx context.Context, userID string, c *conn, fresh []news) error {
+	// bumped holds every room with new events, with the time of the
+	// newest that moves it (0 for none: a reaction, others' member
+	// changes).
 	bumped := map[string]int64{}
-	touched := map[string]bool{}
 	global := false
 	for _, n := range fresh {
 		switch {
 		case n.RoomID == "" && n.Seq == 0:
 			global = true
 		case strings.HasPrefix(n.RoomID, "!") && n.Seq > 0:
-			bumped[n.RoomID] = max(bumped[n.RoomID], n.TS)
-		case strings.HasPrefix(n.RoomID, "!"):
-			touched[n.RoomID] = true
+			ts := n.TS
+			if n.NoBump {
+				ts = 0
+			}
+			bumped[n.RoomID] = max(bumped[n.RoomID], ts)
 		}
 	}
 	if global {

@@ -39,6 +39,10 @@ type entry struct {
 	PK      string `dynamodbav:"pk"` // sync|<user ID>
 	SK      string `dynamodbav:"sk"` // <Unix ms, 13 digits>|<room ID>|<position, 12 digits>
 	Expires int64  `dynamodbav:"expires_at"`
+	// NoBump marks an event that does not move its room in sliding sync's
+	// list (slidingBumps): decided once at fan-out, where the event is at
+	// hand, so that the list never reads events to order rooms.
+	NoBump bool `dynamodbav:"nb,omitempty"`
 }
 
 func streamPK(userID string) string { return "sync|" + userID }
@@ -52,6 +56,9 @@ type news struct {
 	TS     int64
 	RoomID string
 	Seq    int64
+	// NoBump: the entry's event does not move the room in sliding sync's
+	// list. Entries written before the mark existed have it false.
+	NoBump bool
 }
 
 func parseEntry(sk string) (news, error) {
@@ -82,7 +89,9 @@ func (s *Service) Fanout(ctx context.Context, evs []rooms.Appended) error {
 	var users []string
 	for _, ev := range evs {
 		for _, u := range ev.To {
-			items = append(items, s.entry(now, u, ev.RoomID, ev.Seq))
+			e := s.entry(now, u, ev.RoomID, ev.Seq)
+			e.NoBump = ev.Event != nil && !slidingBumps(ev.Event, u)
+			items = append(items, e)
 			users = append(users, u)
 		}
 	}
@@ -154,6 +163,7 @@ func (s *Service) readStream(ctx context.Context, userID string, from int64, con
 			if err != nil {
 				return nil, err
 			}
+			n.NoBump = e.NoBump
 			out = append(out, n)
 		}
 		if next == "" {
