@@ -19,6 +19,19 @@ type Membership struct {
 	// Seq is the position of the event that set it.
 	Seq       int64
 	Forgotten bool
+	// Joined: the user was joined to the room at some time (from the
+	// item's history), as sliding sync's list needs of banned users.
+	Joined bool
+}
+
+// everJoined reports whether a membership history holds a join.
+func everJoined(history []string) bool {
+	for _, h := range history {
+		if strings.HasSuffix(h, ":join") {
+			return true
+		}
+	}
+	return false
 }
 
 // Memberships lists every room a local user has a membership in: one
@@ -32,7 +45,7 @@ func (s *Service) Memberships(ctx context.Context, userID string) ([]Membership,
 	for _, m := range ms {
 		out = append(out, Membership{
 			RoomID: strings.TrimPrefix(m.SK, membershipPrefix), Membership: m.Membership,
-			Seq: m.Seq, Forgotten: m.Forgotten,
+			Seq: m.Seq, Forgotten: m.Forgotten, Joined: everJoined(m.History),
 		})
 	}
 	return out, nil
@@ -58,7 +71,7 @@ func (s *Service) MembershipsIn(ctx context.Context, userID string, roomIDs []st
 		if err := decode(&m); err != nil {
 			return err
 		}
-		out = append(out, Membership{RoomID: strings.TrimPrefix(m.SK, membershipPrefix), Membership: m.Membership, Seq: m.Seq, Forgotten: m.Forgotten})
+		out = append(out, Membership{RoomID: strings.TrimPrefix(m.SK, membershipPrefix), Membership: m.Membership, Seq: m.Seq, Forgotten: m.Forgotten, Joined: everJoined(m.History)})
 		return nil
 	})
 	return out, err

@@ -393,12 +393,20 @@ func (s *Service) buildConn(ctx context.Context, userID string, ver int64) (*con
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(initialParallelism)
 	for _, m := range ms {
-		// Rooms the user left or was banned from before the connection
-		// are not in its list (the user knows they left).
-		if m.Forgotten || m.Membership == "leave" || m.Membership == "ban" {
+		// Rooms the user left before the connection are not in its list
+		// (the user knows they left); rooms they were kicked or banned
+		// from are, as the MSC says, but not a ban from a room they never
+		// joined.
+		if m.Forgotten || (m.Membership == "ban" && !m.Joined) {
 			continue
 		}
 		g.Go(func() error {
+			if m.Membership == "leave" {
+				kicked, err := s.kicked(gctx, userID, m.RoomID)
+				if err != nil || !kicked {
+					return err
+				}
+			}
 			bump, ok := recent[m.RoomID]
 			if !ok {
 				bump = s.bumpOf(gctx, userID, m.RoomID)
@@ -416,6 +424,20 @@ func (s *Service) buildConn(ctx context.Context, userID string, ver int64) (*con
 		return nil, err
 	}
 	return c, nil
+}
+
+// kicked reports whether the user's leave of a room was someone else's
+// doing (a kick, or a withdrawn invite): one GetItem of the user's member
+// event, for left rooms only.
+func (s *Service) kicked(ctx context.Context, userID, roomID string) (bool, error) {
+	ev, err := s.Rooms.StateEvent(ctx, roomID, events.Member, userID)
+	if errors.Is(err, rooms.ErrUnknownEvent) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read the leave of %s in %s: %w", userID, roomID, err)
+	}
+	return events.Sender(ev) != userID, nil
 }
 
 // bumpTypes are the event types that move a room in the list (the MSC's
@@ -551,6 +573,18 @@ func (s *Service) applyNews(ctx context.Context, userID string, c *conn, fresh [
 			}
 			r = &connRoom{}
 			c.rooms[m.RoomID] = r
+		}
+		// A room the user left themselves stays only if it was sent on
+		// the connection (the MSC): a kick or a ban always stays.
+		if m.Membership == "leave" && r.M != "leave" && !r.Sent && r.L == 0 {
+			kicked, err := s.kicked(ctx, userID, m.RoomID)
+			if err != nil {
+				return err
+			}
+			if !kicked {
+				delete(c.rooms, m.RoomID)
+				continue
+			}
 		}
 		r.Bump = max(r.Bump, bumped[m.RoomID])
 		r.M = m.Membership
