@@ -251,7 +251,15 @@ func (s *Service) renderJoined(sr SlidingRequest, c *conn, id string, x *selecti
 		out.RequiredState = []json.RawMessage{}
 	}
 	timeline := tl.Events
-	if timeline == nil {
+	out.PrevBatch, out.Limited = tl.PrevBatch, tl.Limited
+	if timeline == nil || x.config.TimelineLimit == 0 {
+		// timeline_limit 0 sends no events (they are read, one at least,
+		// for the room's name and heroes). The prev_batch of the events
+		// read would skip them: without it, /messages pages back from
+		// the room's end.
+		if len(timeline) > 0 {
+			out.PrevBatch, out.Limited = "", true
+		}
 		timeline = []json.RawMessage{}
 	}
 	if sr.V4 {
@@ -259,7 +267,6 @@ func (s *Service) renderJoined(sr SlidingRequest, c *conn, id string, x *selecti
 	} else {
 		out.Timeline = timeline
 	}
-	out.PrevBatch, out.Limited = tl.PrevBatch, tl.Limited
 	live := len(timeline)
 	if out.Initial {
 		// Events after the connection's position are live; a first
