@@ -64,6 +64,11 @@ type connRoom struct {
 	Enc      int8   `json:"e,omitempty"`
 	Type     string `json:"t,omitempty"`
 	TypeRead bool   `json:"tr,omitempty"`
+	// Tags are the room's m.tag tags, read with TagsRead when a tags
+	// filter needs them, and read again after the room's account data
+	// (or other ephemeral news of it) changed.
+	Tags     []string `json:"g,omitempty"`
+	TagsRead bool     `json:"gr,omitempty"`
 }
 
 // connItem is a connection's state: pk slide|<user>, sk <device>|<conn_id>.
@@ -320,6 +325,10 @@ func (s *Service) slidingWait(ctx context.Context, sr SlidingRequest, req Reques
 		if err := s.applyNews(ctx, sr.UserID, c, got); err != nil {
 			return nil, err
 		}
+		// A room whose tags changed may enter a filtered list's range.
+		if err := s.needFilterData(ctx, sr, c); err != nil {
+			return nil, err
+		}
 		if len(got) == 0 || len(box.events) > 0 || !s.now().Before(deadline) || answers(sr, c, got) {
 			return fresh, nil
 		}
@@ -546,6 +555,12 @@ func (s *Service) applyNews(ctx context.Context, userID string, c *conn, fresh [
 				ts = 0
 			}
 			bumped[n.RoomID] = max(bumped[n.RoomID], ts)
+		case strings.HasPrefix(n.RoomID, "!"):
+			// Room account data (or a receipt, typing) changed: the
+			// tags are read again if a filter needs them.
+			if r := c.rooms[n.RoomID]; r != nil && r.TagsRead {
+				r.TagsRead, c.dirty = false, true
+			}
 		}
 	}
 	if global {
@@ -691,6 +706,15 @@ func (f ListFilters) keep(id string, c *conn) bool {
 	if f.Spaces != nil && !slices.ContainsFunc(f.Spaces, func(sp string) bool { return c.kids[sp][id] }) {
 		return false
 	}
+	tagged := func(tags []string) bool {
+		return slices.ContainsFunc(r.Tags, func(t string) bool { return slices.Contains(tags, t) })
+	}
+	if len(f.NotTags) > 0 && tagged(f.NotTags) {
+		return false
+	}
+	if len(f.Tags) > 0 && !tagged(f.Tags) {
+		return false
+	}
 	return !slices.Contains(f.NotRoomTypes, r.Type)
 }
 
@@ -700,10 +724,16 @@ func (s *Service) needFilterData(ctx context.Context, sr SlidingRequest, c *conn
 	if err := s.spaceKids(ctx, sr, c); err != nil {
 		return err
 	}
-	enc, typ := false, false
+	enc, typ, tags := false, false, false
 	for _, l := range sr.Lists {
 		enc = enc || l.Filters.IsEncrypted != nil
 		typ = typ || l.Filters.HasRoomTypes || l.Filters.NotRoomTypes != nil
+		tags = tags || len(l.Filters.Tags) > 0 || len(l.Filters.NotTags) > 0
+	}
+	if tags {
+		if err := s.readTags(ctx, sr.UserID, c); err != nil {
+			return err
+		}
 	}
 	if !enc && !typ {
 		return nil
@@ -732,6 +762,50 @@ func (s *Service) needFilterData(ctx context.Context, sr SlidingRequest, c *conn
 				}
 				r.TypeRead = true
 			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// readTags reads the m.tag room account data of the rooms whose tags the
+// connection does not hold: one Query of the room's account data each, once
+// per room and connection, and again after the room's account data changed.
+func (s *Service) readTags(ctx context.Context, userID string, c *conn) error {
+	if s.AccountData == nil {
+		return nil
+	}
+	var mu gosync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(initialParallelism)
+	for id, r := range c.rooms {
+		if r.TagsRead {
+			continue
+		}
+		c.dirty = true
+		g.Go(func() error {
+			evs, err := s.AccountData(gctx, userID, id, time.Time{})
+			if err != nil {
+				return err
+			}
+			var tags []string
+			for _, raw := range evs {
+				var ev struct {
+					Type    string `json:"type"`
+					Content struct {
+						Tags map[string]json.RawMessage `json:"tags"`
+					} `json:"content"`
+				}
+				if json.Unmarshal(raw, &ev) == nil && ev.Type == "m.tag" {
+					for t := range ev.Content.Tags {
+						tags = append(tags, t)
+					}
+				}
+			}
+			slices.Sort(tags)
+			mu.Lock()
+			defer mu.Unlock()
+			r.Tags, r.TagsRead = tags, true
 			return nil
 		})
 	}

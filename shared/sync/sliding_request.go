@@ -61,6 +61,10 @@ type ListFilters struct {
 	// Spaces keeps the rooms that are children (m.space.child) of any of
 	// these spaces the user is joined to; nil does not filter.
 	Spaces []string
+	// Tags keeps the rooms with any of these tags (m.tag room account
+	// data), NotTags drops those with any of these; it wins. Empty: no
+	// filter.
+	Tags, NotTags []string
 }
 
 // SlidingExtensions are the extensions asked for.
@@ -108,6 +112,8 @@ type rawFilters struct {
 	RoomTypes    []json.RawMessage `json:"room_types"`
 	NotRoomTypes []json.RawMessage `json:"not_room_types"`
 	Spaces       []string          `json:"spaces"`
+	Tags         []string          `json:"tags"`
+	NotTags      []string          `json:"not_tags"`
 }
 
 type rawExt struct {
@@ -228,7 +234,7 @@ func parseList(name string, l rawList, userID string, v4 bool) (SlidingList, err
 		if err := json.Unmarshal(l.Filters, &f); err != nil {
 			return list, httpapi.BadJSON("lists.%s.filters: %v", name, err)
 		}
-		list.Filters = ListFilters{IsDM: f.IsDM, IsEncrypted: f.IsEncrypted, IsInvite: f.IsInvite, Spaces: f.Spaces}
+		list.Filters = ListFilters{IsDM: f.IsDM, IsEncrypted: f.IsEncrypted, IsInvite: f.IsInvite, Spaces: f.Spaces, Tags: f.Tags, NotTags: f.NotTags}
 		if f.IsInvited != nil {
 			list.Filters.IsInvite = f.IsInvited
 		}
