@@ -75,4 +75,19 @@ func TestSliding_Costs(t *testing.T) {
 	if u.WriteUnits != 0 || extra < 2 || perCheck > 0.5 {
 		t.Fatalf("idle poll: %d further wake checks, %.2f RCU each, %.1f WCU", extra, perCheck, u.WriteUnits)
 	}
+
+	// The tags filters read each room's account data once per
+	// connection: a new connection with and without one.
+	plain := map[string]any{"conn_id": "plain", "lists": map[string]any{"all": map[string]any{
+		"ranges": [][]int{{0, 19}}, "timeline_limit": 1, "required_state": [][]string{},
+	}}}
+	ssSlide(t, st.URL, ssUnstable, au, "", 0, plain)
+	p := st.LastRequestTo(t, route).DynamoDB
+	tagged := map[string]any{"conn_id": "tagged", "lists": map[string]any{"all": map[string]any{
+		"ranges": [][]int{{0, 19}}, "timeline_limit": 1, "required_state": [][]string{},
+		"filters": map[string]any{"not_tags": []string{"m.lowpriority"}},
+	}}}
+	ssSlide(t, st.URL, ssUnstable, au, "", 0, tagged)
+	q := st.LastRequestTo(t, route).DynamoDB
+	t.Logf("new connection, %d rooms: %d calls, %.1f RCU, %.1f WCU; with not_tags: %d calls, %.1f RCU, %.1f WCU", n, p.Calls, p.ReadUnits, p.WriteUnits, q.Calls, q.ReadUnits, q.WriteUnits)
 }
