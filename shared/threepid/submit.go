@@ -41,17 +41,8 @@ var purposeText = map[string]string{
 func (s *Service) handleSubmitPage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	sid, token := q.Get("sid"), q.Get("token")
-	it, ok, err := s.checkLink(r.Context(), sid, token)
-	if err != nil {
-		s.failPage(w, r, err)
-		return
-	}
+	it, ok := s.openLink(w, r, sid, token, http.StatusOK)
 	if !ok {
-		s.resultPage(w, r, http.StatusBadRequest, false, failBadLink, "")
-		return
-	}
-	if it.State == stateValidated {
-		s.resultPage(w, r, http.StatusOK, false, failUsed, "")
 		return
 	}
 	s.page(w, r, http.StatusOK, pageConfirm, map[string]string{
@@ -76,22 +67,13 @@ func (s *Service) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sid, token := r.PostForm.Get("sid"), r.PostForm.Get("token")
-	it, ok, err := s.checkLink(r.Context(), sid, token)
-	if err != nil {
-		s.failPage(w, r, err)
-		return
-	}
+	it, ok := s.openLink(w, r, sid, token, http.StatusBadRequest)
 	if !ok {
-		s.resultPage(w, r, http.StatusBadRequest, false, failBadLink, "")
-		return
-	}
-	if it.State == stateValidated {
-		s.resultPage(w, r, http.StatusBadRequest, false, failUsed, "")
 		return
 	}
 	prev := it.State
 	it.State, it.ValidatedAt = stateValidated, s.now().UnixMilli()
-	err = s.Store.PutIf(r.Context(), it, "state", prev)
+	err := s.Store.PutIf(r.Context(), it, "state", prev)
 	if errors.Is(err, store.ErrConflict) {
 		// Another submit of this session came first.
 		s.resultPage(w, r, http.StatusBadRequest, false, failUsed, "")
@@ -102,6 +84,25 @@ func (s *Service) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.resultPage(w, r, http.StatusOK, true, "Your email address "+it.Address+" is confirmed. You can close this page and go back to your Matrix client.", it.NextLink)
+}
+
+// openLink loads the session a link names and, when the link is bad or
+// its session already validated, answers the failure page (a used link
+// with usedStatus: a page to look at for the GET, an error for the POST);
+// it reports whether the session may go on to be validated.
+func (s *Service) openLink(w http.ResponseWriter, r *http.Request, sid, token string, usedStatus int) (sessionItem, bool) {
+	it, ok, err := s.checkLink(r.Context(), sid, token)
+	switch {
+	case err != nil:
+		s.failPage(w, r, err)
+	case !ok:
+		s.resultPage(w, r, http.StatusBadRequest, false, failBadLink, "")
+	case it.State == stateValidated:
+		s.resultPage(w, r, usedStatus, false, failUsed, "")
+	default:
+		return it, true
+	}
+	return it, false
 }
 
 // checkLink loads the session of sid and reports whether token is one of
