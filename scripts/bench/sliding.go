@@ -239,32 +239,24 @@ func slidingIncremental() endpoint {
 }
 
 func runSlidingIncremental(ctx context.Context, s *server) (string, time.Duration, error) {
-	f := &s.sync
 	pos, err := currentPos(ctx, s)
 	if err != nil {
 		return "", 0, err
 	}
-	room := f.rooms[f.next%len(f.rooms)]
-	f.next++
-	eventID, err := sendText(ctx, s, s, room, sentBody)
-	if err != nil {
-		return "", 0, err
-	}
-	f.lastSent = time.Now()
-	t0 := time.Now()
-	id, body, at, err := slidingRequest(ctx, s, pos, incrementalTimeout)
-	if err != nil {
-		return "", 0, err
-	}
-	a, err := parseSliding(body)
-	if err != nil {
-		return "", 0, err
-	}
-	slidingOf(s).pos = a.Pos
-	if !a.has(room, func(id, _ string) bool { return id == eventID }) {
-		return "", 0, fmt.Errorf("the sliding sync after the message %s did not hold it", eventID)
-	}
-	return id, at.Sub(t0), nil
+	return sendThenRead(ctx, s, "sliding sync", func(ctx context.Context) (string, time.Time, func(room, eventID string) bool, error) {
+		id, body, at, err := slidingRequest(ctx, s, pos, incrementalTimeout)
+		if err != nil {
+			return "", at, nil, err
+		}
+		a, err := parseSliding(body)
+		if err != nil {
+			return "", at, nil, err
+		}
+		slidingOf(s).pos = a.Pos
+		return id, at, func(room, eventID string) bool {
+			return a.has(room, func(id, _ string) bool { return id == eventID })
+		}, nil
+	})
 }
 
 // slidingWakeUp has the sync user wait in a room list request with

@@ -396,11 +396,31 @@ func incrementalSync() endpoint {
 }
 
 func runIncremental(ctx context.Context, s *server) (string, time.Duration, error) {
-	f := &s.sync
 	since, err := currentSince(ctx, s)
 	if err != nil {
 		return "", 0, err
 	}
+	return sendThenRead(ctx, s, "sync", func(ctx context.Context) (string, time.Time, func(room, eventID string) bool, error) {
+		id, body, at, err := syncRequest(ctx, s, since, incrementalTimeout)
+		if err != nil {
+			return "", at, nil, err
+		}
+		a, err := parseSync(body)
+		if err != nil {
+			return "", at, nil, err
+		}
+		s.sync.since = a.NextBatch
+		return id, at, func(room, eventID string) bool {
+			return a.has(room, func(id, _ string) bool { return id == eventID })
+		}, nil
+	})
+}
+
+// sendThenRead is one incremental request, of /sync or sliding sync
+// (what): the bench user sends a message into the next of the sync user's
+// rooms, then read is timed, and its answer must hold the message.
+func sendThenRead(ctx context.Context, s *server, what string, read func(context.Context) (string, time.Time, func(room, eventID string) bool, error)) (string, time.Duration, error) {
+	f := &s.sync
 	room := f.rooms[f.next%len(f.rooms)]
 	f.next++
 	eventID, err := sendText(ctx, s, s, room, sentBody)
@@ -409,17 +429,12 @@ func runIncremental(ctx context.Context, s *server) (string, time.Duration, erro
 	}
 	f.lastSent = time.Now()
 	t0 := time.Now()
-	id, body, at, err := syncRequest(ctx, s, since, incrementalTimeout)
+	id, at, holds, err := read(ctx)
 	if err != nil {
 		return "", 0, err
 	}
-	a, err := parseSync(body)
-	if err != nil {
-		return "", 0, err
-	}
-	f.since = a.NextBatch
-	if !a.has(room, func(id, _ string) bool { return id == eventID }) {
-		return "", 0, fmt.Errorf("the sync after the message %s did not hold it", eventID)
+	if !holds(room, eventID) {
+		return "", 0, fmt.Errorf("the %s after the message %s did not hold it", what, eventID)
 	}
 	return id, at.Sub(t0), nil
 }
