@@ -1,0 +1,287 @@
+package synctier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/apigatewayv2"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
+	cwtypes "github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+
+	"github.com/cirrus-matrix/cirrus/shared/store"
+)
+
+// ECS is the part of the ECS API the controller uses (*ecs.Client).
+type ECS interface {
+	DescribeServices(ctx context.Context, in *ecs.DescribeServicesInput, opts ...func(*ecs.Options)) (*ecs.DescribeServicesOutput, error)
+	UpdateService(ctx context.Context, in *ecs.UpdateServiceInput, opts ...func(*ecs.Options)) (*ecs.UpdateServiceOutput, error)
+}
+
+// Routes is the part of the API Gateway v2 API the controller uses
+// (*apigatewayv2.Client).
+type Routes interface {
+	GetRoute(ctx context.Context, in *apigatewayv2.GetRouteInput, opts ...func(*apigatewayv2.Options)) (*apigatewayv2.GetRouteOutput, error)
+	UpdateRoute(ctx context.Context, in *apigatewayv2.UpdateRouteInput, opts ...func(*apigatewayv2.Options)) (*apigatewayv2.UpdateRouteOutput, error)
+}
+
+// Metrics is the part of the CloudWatch API the controller uses
+// (*cloudwatch.Client).
+type Metrics interface {
+	GetMetricData(ctx context.Context, in *cloudwatch.GetMetricDataInput, opts ...func(*cloudwatch.Options)) (*cloudwatch.GetMetricDataOutput, error)
+}
+
+// Config says what the controller controls. LoadConfig reads it from the
+// tier function's environment.
+type Config struct {
+	// Table is the DynamoDB table; DynamoDBEndpoint another DynamoDB API
+	// than AWS's, for local runs.
+	Table, DynamoDBEndpoint string
+	// Cluster and Service name the tier's ECS service.
+	Cluster, Service string
+	// APIID is the HTTP API; RouteIDs its sync routes.
+	APIID    string
+	RouteIDs []string
+	// LambdaIntegrationID and TierIntegrationID are the integrations the
+	// sync routes switch between: the client function's and the tier's.
+	LambdaIntegrationID, TierIntegrationID string
+	// ClientFunction is the client function's name, whose Duration
+	// metric gives the concurrency on Lambda.
+	ClientFunction string
+}
+
+// LoadConfig reads the tier function's configuration through lookup
+// (os.LookupEnv). It names every variable missing.
+func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
+	var missing []string
+	get := func(name string) string {
+		v, _ := lookup(name)
+		v = strings.TrimSpace(v)
+		if v == "" {
+			missing = append(missing, name)
+		}
+		return v
+	}
+	c := Config{
+		Table:               get("CIRRUS_DYNAMODB_TABLE"),
+		Cluster:             get("CIRRUS_TIER_CLUSTER"),
+		Service:             get("CIRRUS_TIER_SERVICE"),
+		APIID:               get("CIRRUS_TIER_API_ID"),
+		LambdaIntegrationID: get("CIRRUS_TIER_LAMBDA_INTEGRATION_ID"),
+		TierIntegrationID:   get("CIRRUS_TIER_FARGATE_INTEGRATION_ID"),
+		ClientFunction:      get("CIRRUS_TIER_CLIENT_FUNCTION"),
+	}
+	for _, id := range strings.Split(get("CIRRUS_TIER_ROUTE_IDS"), ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			c.RouteIDs = append(c.RouteIDs, id)
+		}
+	}
+	c.DynamoDBEndpoint, _ = lookup("DYNAMODB_ENDPOINT")
+	if len(missing) > 0 {
+		return Config{}, fmt.Errorf("sync tier controller: missing configuration: %s", strings.Join(missing, ", "))
+	}
+	if c.LambdaIntegrationID == c.TierIntegrationID {
+		return Config{}, fmt.Errorf("sync tier controller: CIRRUS_TIER_LAMBDA_INTEGRATION_ID and CIRRUS_TIER_FARGATE_INTEGRATION_ID are both %q", c.TierIntegrationID)
+	}
+	return c, nil
+}
+
+// target is the route target of an integration, as API Gateway spells it.
+func target(integrationID string) string { return "integrations/" + integrationID }
+
+// Controller switches the sync routes between Lambda and the tier and
+// scales the tier; see the package doc.
+type Controller struct {
+	Config  Config
+	Store   *store.Store
+	ECS     ECS
+	Routes  Routes
+	Metrics Metrics
+	Logger  *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Run is one run: observe, decide, act, and remember the decision once
+// every action succeeded.
+func (c *Controller) Run(ctx context.Context) error {
+	s, err := c.Observe(ctx)
+	if err != nil {
+		return err
+	}
+	d := Decide(s)
+	logDecision(ctx, c.Logger, s, d)
+	if err := c.Act(ctx, s, d); err != nil {
+		// The memory stays as it was: the next run decides the same and
+		// finishes what failed.
+		c.Logger.ErrorContext(ctx, "sync tier action failed", "err", err)
+		return err
+	}
+	return WriteMemory(ctx, c.Store, d.Memory, s.Now)
+}
+
+func (c *Controller) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+// Observe reads the state the controller decides on.
+func (c *Controller) Observe(ctx context.Context) (State, error) {
+	s := State{Now: c.now()}
+	var err error
+	if s.Memory, err = ReadMemory(ctx, c.Store); err != nil {
+		return State{}, err
+	}
+	if s.Statuses, err = ReadStatuses(ctx, c.Store, s.Now); err != nil {
+		return State{}, err
+	}
+	if err := c.observeService(ctx, &s); err != nil {
+		return State{}, err
+	}
+	if err := c.observeRoutes(ctx, &s); err != nil {
+		return State{}, err
+	}
+	if s.Concurrency, err = c.concurrency(ctx, s.Now); err != nil {
+		return State{}, err
+	}
+	return s, nil
+}
+
+// observeService reads the tier service's task counts.
+func (c *Controller) observeService(ctx context.Context, s *State) error {
+	out, err := c.ECS.DescribeServices(ctx, &ecs.DescribeServicesInput{
+		Cluster:  &c.Config.Cluster,
+		Services: []string{c.Config.Service},
+	})
+	if err != nil {
+		return fmt.Errorf("describe sync tier service %s: %w", c.Config.Service, err)
+	}
+	if len(out.Services) != 1 {
+		reason := "not found"
+		if len(out.Failures) > 0 {
+			reason = aws.ToString(out.Failures[0].Reason)
+		}
+		return fmt.Errorf("describe sync tier service %s in cluster %s: %s", c.Config.Service, c.Config.Cluster, reason)
+	}
+	s.Desired = int(out.Services[0].DesiredCount)
+	s.Running = int(out.Services[0].RunningCount)
+	return nil
+}
+
+// observeRoutes reads each sync route's target and where they all point.
+func (c *Controller) observeRoutes(ctx context.Context, s *State) error {
+	s.Targets = make(map[string]string, len(c.Config.RouteIDs))
+	onLambda, onTier := 0, 0
+	for _, id := range c.Config.RouteIDs {
+		out, err := c.Routes.GetRoute(ctx, &apigatewayv2.GetRouteInput{ApiId: &c.Config.APIID, RouteId: aws.String(id)})
+		if err != nil {
+			return fmt.Errorf("get sync route %s: %w", id, err)
+		}
+		t := aws.ToString(out.Target)
+		s.Targets[id] = t
+		switch t {
+		case target(c.Config.LambdaIntegrationID):
+			onLambda++
+		case target(c.Config.TierIntegrationID):
+			onTier++
+		}
+	}
+	switch len(c.Config.RouteIDs) {
+	case onLambda:
+		s.Routes = OnLambda
+	case onTier:
+		s.Routes = OnTier
+	}
+	return nil
+}
+
+// concurrency is the client function's mean concurrency over the
+// ConcurrencyWindow that ended a minute before the minute of now: the sum
+// of its invocations' durations over the window's length. The last minute
+// is left out as Lambda's metrics arrive a little late and it would read
+// low.
+func (c *Controller) concurrency(ctx context.Context, now time.Time) (float64, error) {
+	end := now.Truncate(time.Minute).Add(-time.Minute)
+	start := end.Add(-ConcurrencyWindow)
+	in := &cloudwatch.GetMetricDataInput{
+		StartTime: &start,
+		EndTime:   &end,
+		MetricDataQueries: []cwtypes.MetricDataQuery{{
+			Id: aws.String("duration"),
+			MetricStat: &cwtypes.MetricStat{
+				Metric: &cwtypes.Metric{
+					Namespace:  aws.String("AWS/Lambda"),
+					MetricName: aws.String("Duration"),
+					Dimensions: []cwtypes.Dimension{{Name: aws.String("FunctionName"), Value: &c.Config.ClientFunction}},
+				},
+				Period: aws.Int32(60),
+				Stat:   aws.String("Sum"),
+			},
+		}},
+	}
+	var ms float64
+	for {
+		out, err := c.Metrics.GetMetricData(ctx, in)
+		if err != nil {
+			return 0, fmt.Errorf("client function %s duration: %w", c.Config.ClientFunction, err)
+		}
+		for _, r := range out.MetricDataResults {
+			for _, v := range r.Values {
+				ms += v
+			}
+		}
+		if aws.ToString(out.NextToken) == "" {
+			break
+		}
+		in.NextToken = out.NextToken
+	}
+	return ms / float64(ConcurrencyWindow.Milliseconds()), nil
+}
+
+// Act does what d says against what s observed: the routes first, each
+// that points elsewhere than d wants, then the desired count. A scale-down
+// is left undone when a route failed to move, as it may still point at
+// the tier.
+func (c *Controller) Act(ctx context.Context, s State, d Decision) error {
+	want := target(c.Config.LambdaIntegrationID)
+	if d.Routes == OnTier {
+		want = target(c.Config.TierIntegrationID)
+	}
+	var errs []error
+	for _, id := range c.Config.RouteIDs {
+		if s.Targets[id] == want {
+			continue
+		}
+		_, err := c.Routes.UpdateRoute(ctx, &apigatewayv2.UpdateRouteInput{
+			ApiId:   &c.Config.APIID,
+			RouteId: aws.String(id),
+			Target:  aws.String(want),
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("route %s to %s: %w", id, want, err))
+		}
+	}
+	if d.Desired == s.Desired {
+		return errors.Join(errs...)
+	}
+	if d.Desired < s.Desired && len(errs) > 0 {
+		errs = append(errs, fmt.Errorf("sync tier left at %d tasks while a route may point to it", s.Desired))
+		return errors.Join(errs...)
+	}
+	_, err := c.ECS.UpdateService(ctx, &ecs.UpdateServiceInput{
+		Cluster:      &c.Config.Cluster,
+		Service:      &c.Config.Service,
+		DesiredCount: aws.Int32(int32(d.Desired)),
+	})
+	if err != nil {
+		errs = append(errs, fmt.Errorf("sync tier service %s to %d tasks: %w", c.Config.Service, d.Desired, err))
+	}
+	return errors.Join(errs...)
+}
