@@ -56,6 +56,10 @@ var eventTypes = map[string]func(sample []byte) any{
 		return new(events.SQSEvent)
 	},
 	"schedule": func([]byte) any { return new(events.EventBridgeEvent) },
+	// The sync tier's controller runs on its own schedule; it talks to
+	// ECS, API Gateway and CloudWatch, so its sample is decoded, not
+	// replayed (shared/synctier tests its runs).
+	"tier": func([]byte) any { return new(events.EventBridgeEvent) },
 }
 
 // isSNS reports whether a sample is an SNS notification: its first
