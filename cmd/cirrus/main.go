@@ -20,6 +20,8 @@ const usage = `cirrus: a serverless Matrix homeserver
 
 Usage:
   cirrus serve [-config FILE]   run the homeserver locally (client API, federation, queue)
+  cirrus sync-tier              serve only the /sync long-polls, configured from the
+                                environment as the Lambda functions are (the stack's sync tier)
   cirrus register [-c FILE] [-u NAME] [-admin] [URL]
                                 create a user on a running server (shared secret)
   cirrus reset-password -u NAME [URL]
@@ -54,6 +56,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stderr, nil)
+	case "sync-tier":
+		return syncTier(ctx, args[1:], stderr, nil)
 	case "register":
 		return register(ctx, args[1:], terminalIO(stderr))
 	case "reset-password":

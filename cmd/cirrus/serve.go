@@ -16,6 +16,9 @@ import (
 	"sync"
 	"time"
 
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
 	"github.com/cirrus-matrix/cirrus/shared/bigbody/fakes3"
 	"github.com/cirrus-matrix/cirrus/shared/config"
 	"github.com/cirrus-matrix/cirrus/shared/mail"
@@ -108,6 +111,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready chan<- li
 		folder.From = cfg.Email.NotifFrom
 	}
 	srv.SetMail(folder)
+	if cfg.Sync.NewsQueueURL != "" {
+		// A sync tier process (cirrus sync-tier) reads this table too: the
+		// news written here wakes its syncs through the queue.
+		awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+		if err != nil {
+			return fmt.Errorf("aws config: %w", err)
+		}
+		srv.SetNews(queue.New(sqs.NewFromConfig(awsCfg), cfg.Sync.NewsQueueURL))
+	}
 	// Several pollers, as Lambda runs several batches at once: a /send to a
 	// server that does not answer (up to 60 s) holds up one of them, not the
 	// inbound work and the other destinations. The jobs are safe in

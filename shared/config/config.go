@@ -517,6 +517,10 @@ func (c *Config) UnusedExpiration() time.Duration {
 type Sync struct {
 	PollIntervalMS int64 `yaml:"poll_interval_ms"`
 	MaxTimeoutMS   int64 `yaml:"max_timeout_ms"`
+	// NewsQueueURL is the SQS queue through which the processes that
+	// write news wake the sync tier's waiting syncs (cirrus sync-tier);
+	// empty when there is no tier.
+	NewsQueueURL string `yaml:"news_queue_url"`
 }
 
 var defaultSync = Sync{PollIntervalMS: 1000, MaxTimeoutMS: 25000}

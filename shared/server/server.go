@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -592,6 +593,12 @@ func (s *Server) newInbox() *federation.Inbox {
 // The signing key seed and the registration shared secret are read from
 // Secrets Manager when the environment names them by ARN (shared/secrets).
 func OpenLambda(ctx context.Context) (*Server, error) {
+	return OpenEnv(ctx, os.Stdout)
+}
+
+// OpenEnv is OpenLambda with the logs going to logs: the sync tier's
+// process (cirrus sync-tier) is configured as the functions are.
+func OpenEnv(ctx context.Context, logs io.Writer) (*Server, error) {
 	cfg, err := config.LoadLambda(os.LookupEnv)
 	if err != nil {
 		return nil, err
@@ -599,11 +606,11 @@ func OpenLambda(ctx context.Context) (*Server, error) {
 	if err := secrets.FillFromEnv(ctx, cfg, os.LookupEnv); err != nil {
 		return nil, err
 	}
-	srv, err := Open(ctx, cfg, NewLogger(cfg, os.Stdout))
+	srv, err := Open(ctx, cfg, NewLogger(cfg, logs))
 	if err != nil {
 		return nil, err
 	}
-	if cfg.QueueURL == "" && cfg.LongQueueURL == "" && cfg.Email == nil {
+	if cfg.QueueURL == "" && cfg.LongQueueURL == "" && cfg.Email == nil && cfg.Sync.NewsQueueURL == "" {
 		return srv, nil
 	}
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
@@ -616,12 +623,33 @@ func OpenLambda(ctx context.Context) (*Server, error) {
 	if cfg.LongQueueURL != "" {
 		srv.LongQueue = queue.New(sqs.NewFromConfig(awsCfg), cfg.LongQueueURL)
 	}
+	if cfg.Sync.NewsQueueURL != "" {
+		srv.SetNews(queue.New(sqs.NewFromConfig(awsCfg), cfg.Sync.NewsQueueURL))
+	}
 	if cfg.Email != nil {
 		ses := mail.NewSES(sesv2.NewFromConfig(awsCfg), cfg.Email.NotifFrom)
 		ses.ConfigurationSet = cfg.Email.SESConfigurationSet
 		srv.SetMail(ses)
 	}
 	return srv, nil
+}
+
+// SetNews sends the news this process writes to the sync tier's queue, whose
+// processes then wake the syncs waiting for it at once. A send that fails
+// is logged: the tier finds the news at its next poll.
+func (s *Server) SetNews(q *queue.Queue) {
+	s.Sync.Notify = func(ctx context.Context, keys []string) {
+		bodies, err := sync.NewsBodies(keys)
+		for _, b := range bodies {
+			if err == nil {
+				err = q.Send(ctx, sync.NewsKind, b)
+			}
+		}
+		if err != nil {
+			s.Logger.LogAttrs(ctx, slog.LevelWarn, "sync news not sent; the sync tier finds it at its next poll",
+				slog.Int("keys", len(keys)), slog.Any("error", err))
+		}
+	}
 }
 
 // SetMail makes m the server's mail sender (SES in Lambda, a folder in
@@ -752,6 +780,45 @@ func (s *Server) limitResponses(next http.Handler) http.Handler {
 		RequestLimit: config.LambdaPayloadLimit,
 		Bucket:       s.LargeResponses,
 	}, next)
+}
+
+// SyncPaths are the routes of the sync tier: the long-polls, which a
+// long-running process holds for much less than a Lambda function billed
+// for every second they wait.
+var SyncPaths = []string{
+	"/_matrix/client/v3/sync",
+	"/_matrix/client/r0/sync",
+	"/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+	"/_matrix/client/v4/sync",
+}
+
+// HealthPath answers 200 in the sync tier while it serves.
+const HealthPath = "/_cirrus/health"
+
+// SyncHandler is the sync tier's tree: SyncPaths as the client tree serves
+// them (the same auth, logging and CORS), HealthPath, and 404
+// M_UNRECOGNIZED for anything else, which API Gateway never routes there.
+func (s *Server) SyncHandler() http.Handler {
+	client := s.ClientHandler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case slices.Contains(SyncPaths, r.URL.Path):
+			client.ServeHTTP(w, r)
+		case r.URL.Path == HealthPath && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+			waiting, _ := s.Sync.Waiting()
+			httpapi.WriteJSON(w, http.StatusOK, map[string]int{"waiting": waiting})
+		default:
+			httpapi.WriteError(w, r, httpapi.Unrecognized(http.StatusNotFound, r))
+		}
+	})
+}
+
+// ListenNews wakes the syncs waiting here on the news other processes send
+// to the sync tier's queue (SetNews), until ctx ends.
+func (s *Server) ListenNews(ctx context.Context, api queue.API) {
+	d := &queue.Dispatcher{Logger: s.Logger}
+	d.Handle(sync.NewsKind, s.Sync.HandleNews)
+	d.Poll(ctx, api, s.Config.Sync.NewsQueueURL)
 }
 
 // FederationHandler is the tree API Gateway routes /_matrix/federation and

@@ -111,8 +111,25 @@ func (s *Service) write(ctx context.Context, items []any, keys []string) error {
 		return fmt.Errorf("sync fan-out: %w", err)
 	}
 	s.waiters.wake(keys)
+	if s.Notify != nil {
+		s.Notify(ctx, keys)
+	}
 	return nil
 }
+
+// Wake wakes the syncs waiting in this process on keys (user IDs, or
+// device keys), as news written here does: the sync tier calls it with the
+// keys other processes' Notify sent. A wake-up without news costs one read.
+func (s *Service) Wake(keys []string) { s.waiters.wake(keys) }
+
+// Drain answers every waiting sync at once, with what it has, and makes
+// later ones answer without waiting: a process that is stopping gives its
+// clients back to poll elsewhere instead of holding them to the end.
+func (s *Service) Drain() { s.waiters.drain() }
+
+// Waiting reports how many syncs wait in this process now, and the most
+// that waited at once since the last call.
+func (s *Service) Waiting() (now, peak int) { return s.waiters.count() }
 
 // toDevicePrefix marks the room field of to-device news: "~<device ID>" for
 // one device, "~*" for every device of the user. Room IDs begin with '!',
@@ -365,6 +382,10 @@ func (p position) fresh(n news) bool {
 type waiters struct {
 	mu    gosync.Mutex
 	chans map[string][]chan struct{}
+	// n is how many waits are open, peak the most since count was last
+	// called; draining makes every wait end at once.
+	n, peak  int
+	draining bool
 }
 
 // wait returns a channel that news on any of keys (a user ID, or a
@@ -376,12 +397,18 @@ func (w *waiters) wait(keys ...string) (<-chan struct{}, func()) {
 		w.chans = map[string][]chan struct{}{}
 	}
 	ch := make(chan struct{}, 1)
+	if w.draining {
+		ch <- struct{}{}
+	}
 	for _, k := range keys {
 		w.chans[k] = append(w.chans[k], ch)
 	}
+	w.n++
+	w.peak = max(w.peak, w.n)
 	return ch, func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
+		w.n--
 		for _, k := range keys {
 			list := w.chans[k]
 			for i, c := range list {
@@ -395,6 +422,38 @@ func (w *waiters) wait(keys ...string) (<-chan struct{}, func()) {
 			}
 		}
 	}
+}
+
+// count returns the open waits and the peak since the last count, and
+// starts the next peak from now.
+func (w *waiters) count() (now, peak int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now, peak = w.n, w.peak
+	w.peak = w.n
+	return now, peak
+}
+
+// drain wakes every wait and makes the later ones wake at once.
+func (w *waiters) drain() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.draining = true
+	for _, list := range w.chans {
+		for _, ch := range list {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// stopping reports whether drain was called.
+func (w *waiters) stopping() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.draining
 }
 
 func (w *waiters) wake(keys []string) {

@@ -58,6 +58,12 @@ type Service struct {
 	// RemoteRooms lists the rooms here a user of another server is joined
 	// to (e2ekeys.Service.RemoteRooms), for device_lists; nil: none.
 	RemoteRooms func(ctx context.Context, userID string) ([]string, error)
+	// Notify, when set, tells other processes of news written here, by
+	// the keys of the syncs it wakes (user IDs, device keys): the sync
+	// tier's processes wake them at once instead of at their next poll. It
+	// runs once the entries are stored; news it fails to carry is found
+	// at the next poll.
+	Notify func(ctx context.Context, keys []string)
 	// PollInterval is how often a waiting sync reads its stream.
 	PollInterval time.Duration
 	// MaxTimeout caps the timeout a client asks for.
@@ -373,7 +379,7 @@ func (s *Service) await(ctx context.Context, req Request, pos position, box *inb
 		for _, room := range due {
 			fresh = append(fresh, news{RoomID: room})
 		}
-		if messages || len(fresh) > 0 || !s.now().Before(deadline) {
+		if messages || len(fresh) > 0 || !s.now().Before(deadline) || s.waiters.stopping() {
 			return fresh, readAt, nil
 		}
 		wait := min(s.PollInterval, deadline.Sub(s.now()))

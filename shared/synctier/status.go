@@ -79,3 +79,13 @@ func ReadStatuses(ctx context.Context, st *store.Store, now time.Time) ([]Status
 		q.Cursor = next
 	}
 }
+
+// RemoveStatus deletes the report of instance: a process that stops says
+// so, and the controller gives its routes back to Lambda at its next run
+// instead of after StaleAfter.
+func RemoveStatus(ctx context.Context, st *store.Store, instance string) error {
+	if err := st.Delete(ctx, store.Key{PK: statusPK, SK: instance}); err != nil {
+		return fmt.Errorf("sync tier status: %w", err)
+	}
+	return nil
+}
