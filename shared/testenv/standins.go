@@ -149,6 +149,33 @@ type standin struct {
 	err   error    // a failed start, reported to every later caller
 }
 
+// logger is what installing needs of a test, which a program has too.
+type logger interface {
+	Logf(format string, args ...any)
+}
+
+// logf makes a function a logger.
+type logf func(format string, args ...any)
+
+func (f logf) Logf(format string, args ...any) { f(format, args...) }
+
+// RunSQS starts a fauxqs of its own for a program that is not a test (the
+// bench), installing the stand-ins as the tests do; progress goes to
+// progress. stop ends it.
+func RunSQS(progress func(format string, args ...any)) (endpoint string, stop func(), err error) {
+	dir, err := install(logf(progress))
+	if err != nil {
+		return "", nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	p, err := startProcess(ctx, dir, sqsStandin.pkg, sqsStandin.health)
+	if err != nil {
+		return "", nil, fmt.Errorf("start %s: %w", sqsStandin.pkg, err)
+	}
+	return p.endpoint, p.stop, nil
+}
+
 func (s *standin) start(t testing.TB) string {
 	t.Helper()
 	s.mu.Lock()
@@ -333,14 +360,14 @@ func (p *process) stop() {
 // running npm ci when it is missing or stale. It runs once per test binary;
 // a file lock keeps parallel test binaries (go test ./...) from installing
 // over each other.
-func install(t testing.TB) (string, error) {
+func install(t logger) (string, error) {
 	installOnce.Do(func() {
 		installDir, installErr = doInstall(t)
 	})
 	return installDir, installErr
 }
 
-func doInstall(t testing.TB) (string, error) {
+func doInstall(t logger) (string, error) {
 	return npmCI(t, StandinsDir, []string{sqsStandin.pkg, sesStandin.pkg})
 }
 
@@ -349,7 +376,7 @@ func doInstall(t testing.TB) (string, error) {
 // holds pkgs, running npm ci when it is missing or stale. It returns the
 // directory's absolute path. A file lock keeps parallel test binaries
 // (go test ./...) from installing over each other.
-func npmCI(t testing.TB, rel string, pkgs []string) (string, error) {
+func npmCI(t logger, rel string, pkgs []string) (string, error) {
 	root, err := repoRoot()
 	if err != nil {
 		return "", err
