@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -80,6 +81,9 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 		if id = strings.TrimSpace(id); id != "" {
 			c.RouteIDs = append(c.RouteIDs, id)
 		}
+	}
+	if len(c.RouteIDs) == 0 && !slices.Contains(missing, "CIRRUS_TIER_ROUTE_IDS") {
+		missing = append(missing, "CIRRUS_TIER_ROUTE_IDS")
 	}
 	c.DynamoDBEndpoint, _ = lookup("DYNAMODB_ENDPOINT")
 	if len(missing) > 0 {
