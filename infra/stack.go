@@ -122,13 +122,28 @@ type CirrusStackProps struct {
 	// media unused that long is deleted by an hourly run in the sender.
 	// Unset, media is kept, and the sender has no rights on the bucket.
 	MediaLocalLifetime, MediaRemoteLifetime string
+	// SyncTier is where /sync long-polls wait (context value syncTier):
+	// SyncTierLambda (the default) in the client function, as every other
+	// request; SyncTierFargate adds the sync tier (synctier.go): a
+	// long-running process on Fargate the routes switch to when enough
+	// clients wait at once.
+	SyncTier string
+	// SyncTierSpot runs the tier on Fargate Spot (context value
+	// syncTierSpot, default true); false, on Fargate at the on-demand price.
+	SyncTierSpot bool
+	// SyncImage is the digest (sha256:...) of the tier's image (context
+	// value syncImage); when empty, what `make image` wrote to
+	// <DistDir>/sync-image/digest. SyncImageRepository is the ECR repository
+	// holding it (context value syncImageRepository, default cirrus-sync),
+	// which the push makes: the stack only reads it.
+	SyncImage, SyncImageRepository string
 }
 
 // DefaultMediaRemoteCacheDays is MediaRemoteCacheDays when not given.
 const DefaultMediaRemoteCacheDays = 30
 
 // contextKeys are the context values the stack reads.
-var contextKeys = []string{"domainName", "serverName", "hostedZoneId", "hostedZoneName", "certificateArn", "mailFrom", "enableRegistration", "enableNotifs", "alarmEmail", "webClientLocation", "distDir", "turnUris", "turnSharedSecretArn", "mediaRemoteCacheDays", "mediaLocalLifetime", "mediaRemoteLifetime"}
+var contextKeys = []string{"domainName", "serverName", "hostedZoneId", "hostedZoneName", "certificateArn", "mailFrom", "enableRegistration", "enableNotifs", "alarmEmail", "webClientLocation", "distDir", "turnUris", "turnSharedSecretArn", "mediaRemoteCacheDays", "mediaLocalLifetime", "mediaRemoteLifetime", "syncTier", "syncTierSpot", "syncImage", "syncImageRepository"}
 
 // PropsFromContext reads the stack's context values (from -c key=value or
 // cdk.json). A value of the wrong type is an error; missing ones are left to
@@ -157,6 +172,9 @@ func PropsFromContext(app awscdk.App) (*CirrusStackProps, error) {
 		WebClientLocation:   str("webClientLocation"),
 		DistDir:             str("distDir"),
 		TurnSharedSecretArn: str("turnSharedSecretArn"),
+		SyncTier:            str("syncTier"),
+		SyncImage:           str("syncImage"),
+		SyncImageRepository: str("syncImageRepository"),
 	}
 	if uris := str("turnUris"); uris != "" {
 		// An empty list from a value such as "," is left to Validate, which
@@ -186,6 +204,8 @@ func PropsFromContext(app awscdk.App) (*CirrusStackProps, error) {
 	}
 	p.EnableRegistration = flag("enableRegistration")
 	p.EnableNotifs = flag("enableNotifs")
+	// Spot unless told otherwise.
+	p.SyncTierSpot = app.Node().TryGetContext(jsii.String("syncTierSpot")) == nil || flag("syncTierSpot")
 	// -c gives a string, cdk.json a number. Zero in the props means the
 	// default, but given here it is a mistake, as S3 expires after a day at
 	// the soonest.
@@ -310,6 +330,7 @@ func (p *CirrusStackProps) Validate() error {
 	if p.DistDir == "" {
 		p.DistDir = defaultDistDir()
 	}
+	errs = append(errs, p.validateSyncTier()...)
 	for _, fn := range Functions {
 		zip := filepath.Join(p.DistDir, fn+".zip")
 		if _, err := os.Stat(zip); err != nil {
@@ -352,9 +373,11 @@ func NewCirrusStack(scope constructs.Construct, id string, props *CirrusStackPro
 	s := &builder{stack: stack, p: &p}
 	s.data()
 	s.federationQueue()
+	s.syncNewsQueue()
 	s.mail()
 	s.functions()
 	s.httpAPI()
+	s.syncTier()
 	s.dns()
 	s.alarms()
 	s.outputs()
@@ -382,6 +405,12 @@ type builder struct {
 	alarmTopic             awssns.Topic
 	mailEvents             awssns.Topic
 	configurationSetArnStr *string
+
+	// The client function's API integration, which the sync routes start
+	// on; and the sync tier's parts, nil without it (synctier.go).
+	clientIntegration awsapigatewayv2integrations.HttpLambdaIntegration
+	news              awssqs.Queue
+	tier              *syncTier
 }
 
 func (s *builder) data() {
@@ -592,14 +621,21 @@ func allow(sid string, actions []string, resources ...*string) awsiam.PolicyStat
 	})
 }
 
+// commonEnv is the configuration every part of the server reads.
+func (s *builder) commonEnv() map[string]*string {
+	return map[string]*string{
+		"CIRRUS_SERVER_NAME":                 jsii.String(s.p.ServerName),
+		"CIRRUS_PUBLIC_BASEURL":              jsii.String("https://" + s.p.DomainName + "/"),
+		"CIRRUS_DYNAMODB_TABLE":              s.table.TableName(),
+		"CIRRUS_SIGNING_KEY_SEED_SECRET_ARN": s.seed.SecretArn(),
+	}
+}
+
 func (s *builder) functions() {
 	common := func() map[string]*string {
-		return map[string]*string{
-			"CIRRUS_SERVER_NAME":                 jsii.String(s.p.ServerName),
-			"CIRRUS_PUBLIC_BASEURL":              jsii.String("https://" + s.p.DomainName + "/"),
-			"CIRRUS_DYNAMODB_TABLE":              s.table.TableName(),
-			"CIRRUS_SIGNING_KEY_SEED_SECRET_ARN": s.seed.SecretArn(),
-		}
+		env := s.commonEnv()
+		s.newsEnv(env)
+		return env
 	}
 	clientEnv := common()
 	clientEnv["CIRRUS_QUEUE_URL"] = s.queue.QueueUrl()
@@ -696,6 +732,7 @@ func (s *builder) functions() {
 	for _, fn := range []awslambda.Function{s.sender, s.loader} {
 		fn.AddToRolePolicy(allow("FederationQueueSend", []string{"sqs:SendMessage"}, s.queue.QueueArn()))
 	}
+	s.newsSenders(s.client, s.federation, s.sender, s.loader)
 	for _, fn := range []awslambda.Function{s.client, s.sender} {
 		fn.AddToRolePolicy(allow("MailFromTheIdentity", []string{"ses:SendEmail"}, s.identity.EmailIdentityArn(), s.configurationSetArnStr))
 	}
@@ -849,7 +886,7 @@ func (s *builder) httpAPI() {
 		DestinationArn: accessLogs.LogGroupArn(),
 		Format:         jsii.String(accessLogFormat),
 	})
-	add := func(fn awslambda.Function, name string, paths []string) {
+	add := func(fn awslambda.Function, name string, paths []string) awsapigatewayv2integrations.HttpLambdaIntegration {
 		integration := awsapigatewayv2integrations.NewHttpLambdaIntegration(jsii.String(name+"Integration"), fn, &awsapigatewayv2integrations.HttpLambdaIntegrationProps{
 			PayloadFormatVersion: awsapigatewayv2.PayloadFormatVersion_VERSION_2_0(),
 		})
@@ -860,8 +897,9 @@ func (s *builder) httpAPI() {
 				Integration: integration,
 			})
 		}
+		return integration
 	}
-	add(s.client, "Client", ClientRoutes)
+	s.clientIntegration = add(s.client, "Client", ClientRoutes)
 	add(s.federation, "Federation", FederationRoutes)
 }
 
@@ -929,6 +967,11 @@ func (s *builder) alarms() {
 			f.fn.MetricErrors(&awscloudwatch.MetricOptions{Period: five, Statistic: jsii.String("Sum")}),
 			1, awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD)
 	}
+	if s.tier != nil {
+		alarm("TierErrorsAlarm", "The sync tier's controller failed in the last 5 minutes: the sync routes and the tier's size stay as they were",
+			s.tier.controller.MetricErrors(&awscloudwatch.MetricOptions{Period: five, Statistic: jsii.String("Sum")}),
+			1, awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD)
+	}
 	alarm("DeadLetterQueueAlarm", "Federation work failed "+strconv.Itoa(queueMaxReceiveCount)+" times and is in the dead-letter queue",
 		s.dlq.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{Period: five, Statistic: jsii.String("Maximum")}),
 		0, awscloudwatch.ComparisonOperator_GREATER_THAN_THRESHOLD)
@@ -971,4 +1014,5 @@ func (s *builder) outputs() {
 			jsii.String("cirrus register -secret-arn "), s.sharedSecret.SecretArn(),
 			jsii.String(" -admin -u admin https://" + s.p.DomainName),
 		}))
+	s.syncTierOutputs(out)
 }

@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	for _, fn := range Functions {
+	for _, fn := range append(slices.Clone(Functions), TierFunction) {
 		if err := os.WriteFile(filepath.Join(dir, fn+".zip"), []byte("PK\x05\x06"+strings.Repeat("\x00", 18)), 0o644); err != nil {
 			panic(err)
 		}
