@@ -55,6 +55,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/spaces"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 	"github.com/cirrus-matrix/cirrus/shared/sync"
+	"github.com/cirrus-matrix/cirrus/shared/synctier"
 	"github.com/cirrus-matrix/cirrus/shared/thirdparty"
 	"github.com/cirrus-matrix/cirrus/shared/threepid"
 	"github.com/cirrus-matrix/cirrus/shared/todevice"
@@ -70,6 +71,10 @@ type Server struct {
 	Store  *store.Store
 	Key    keys.Key
 	Logger *slog.Logger
+	// SyncDemand tallies how long sync requests hold the client tree
+	// (tallySyncWaits): set in a Lambda function of a stack with a sync
+	// tier, whose controller reads the tally.
+	SyncDemand bool
 	// Queue carries work for the sender (outbound federation); nil in a
 	// Lambda function without queue_url.
 	Queue *queue.Queue
@@ -593,7 +598,14 @@ func (s *Server) newInbox() *federation.Inbox {
 // The signing key seed and the registration shared secret are read from
 // Secrets Manager when the environment names them by ARN (shared/secrets).
 func OpenLambda(ctx context.Context) (*Server, error) {
-	return OpenEnv(ctx, os.Stdout)
+	srv, err := OpenEnv(ctx, os.Stdout)
+	if err != nil {
+		return nil, err
+	}
+	// A news queue means the stack has a sync tier, whose controller
+	// weighs what the syncs held here cost.
+	srv.SyncDemand = srv.Config.Sync.NewsQueueURL != ""
+	return srv, nil
 }
 
 // OpenEnv is OpenLambda with the logs going to logs: the sync tier's
@@ -766,7 +778,11 @@ func (s *Server) ClientHandler() http.Handler {
 		s.Previews.Register(rt, s.Accounts.RequireAuth)
 	}
 	// Uploads may be larger than other requests (max_upload_size).
-	return httpapi.Logging(s.Logger, httpapi.CORS(s.limitResponses(media.LimitBody(s.Config.MaxRequestSize, s.Config.MaxUploadSize, rt))))
+	h := httpapi.Logging(s.Logger, httpapi.CORS(s.limitResponses(media.LimitBody(s.Config.MaxRequestSize, s.Config.MaxUploadSize, rt))))
+	if s.SyncDemand {
+		h = s.tallySyncWaits(h)
+	}
+	return h
 }
 
 // limitResponses keeps answers within lambda_response_limit (shared/bigbody):
@@ -780,6 +796,24 @@ func (s *Server) limitResponses(next http.Handler) http.Handler {
 		RequestLimit: config.LambdaPayloadLimit,
 		Bucket:       s.LargeResponses,
 	}, next)
+}
+
+// tallySyncWaits records how long each sync request held the function
+// (synctier.RecordWait), which the tier's controller reads to decide when
+// the tier would cost less. A failed tally is logged; the answer stands.
+func (s *Server) tallySyncWaits(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !slices.Contains(SyncPaths, r.URL.Path) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		next.ServeHTTP(w, r)
+		end := time.Now()
+		if err := synctier.RecordWait(context.WithoutCancel(r.Context()), s.Store, end, end.Sub(start)); err != nil {
+			s.Logger.LogAttrs(r.Context(), slog.LevelWarn, "sync wait not tallied", slog.Any("error", err))
+		}
+	})
 }
 
 // SyncPaths are the routes of the sync tier: the long-polls, which a

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cirrus-matrix/cirrus/shared/queue"
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
+	"github.com/cirrus-matrix/cirrus/shared/synctier"
 	"github.com/cirrus-matrix/cirrus/shared/testenv"
 )
 
@@ -205,5 +206,38 @@ func TestSyncTier_ServesOnlySync(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode >= 300 || res.Header.Get("Access-Control-Allow-Origin") == "" {
 		t.Errorf("preflight of /sync: %d, headers %v", res.StatusCode, res.Header)
+	}
+}
+
+// In a Lambda function of a stack with a tier, each sync that waited adds
+// its hold to the tally the controller reads; an answer at once adds
+// nothing, and other requests are not tallied.
+func TestSyncTier_LambdaTalliesSyncWaits(t *testing.T) {
+	ctx := context.Background()
+	writer := servertest.Start(t)
+	lambda := writer.Twin(t)
+	lambda.Server.SyncDemand = true
+	hs := httptest.NewServer(lambda.Server.ClientHandler())
+	t.Cleanup(hs.Close)
+	alice := writer.Register(t, "alice")
+
+	first := servertest.Call(t, "GET", hs.URL+"/_matrix/client/v3/sync?timeout=0", alice.AccessToken, nil)
+	since, _ := first.Body["next_batch"].(string)
+	servertest.Call(t, "GET", hs.URL+"/_matrix/client/v3/account/whoami", alice.AccessToken, nil)
+	after := time.Now().Add(2 * time.Minute)
+	if got, err := synctier.Concurrency(ctx, lambda.Server.Store, after, 3*time.Minute); err != nil || got != 0 {
+		t.Fatalf("tally after an answer at once and a whoami: %v, %v; want 0", got, err)
+	}
+	r := servertest.Call(t, "GET", hs.URL+"/_matrix/client/r0/sync?timeout=1500&since="+url.QueryEscape(since), alice.AccessToken, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("waiting sync: %d %s", r.Status, r.Raw)
+	}
+	after = time.Now().Add(2 * time.Minute)
+	got, err := synctier.Concurrency(ctx, lambda.Server.Store, after, 3*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held := got * float64((3 * time.Minute).Milliseconds()); held < 1500 {
+		t.Fatalf("tally after a sync that waited 1.5 s: %.0f ms", held)
 	}
 }

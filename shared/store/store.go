@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -465,13 +466,18 @@ func (s *Store) Consume(ctx context.Context, k Key, out any) error {
 // and returns the new value: one UpdateItem, no read, so concurrent
 // increments never lose a count. Rate limits and registration tokens use it.
 func (s *Store) Increment(ctx context.Context, k Key, attr string, expires time.Time) (int64, error) {
+	return s.Add(ctx, k, attr, 1, expires)
+}
+
+// Add is Increment by n.
+func (s *Store) Add(ctx context.Context, k Key, attr string, n int64, expires time.Time) (int64, error) {
 	key, err := keyAV(k)
 	if err != nil {
 		return 0, fmt.Errorf("increment: %w", err)
 	}
 	update := "ADD #n :one"
 	names := map[string]string{"#n": attr}
-	values := map[string]types.AttributeValue{":one": &types.AttributeValueMemberN{Value: "1"}}
+	values := map[string]types.AttributeValue{":one": &types.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)}}
 	if !expires.IsZero() {
 		update += " SET #exp = if_not_exists(#exp, :exp)"
 		names["#exp"] = attrExpires
