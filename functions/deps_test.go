@@ -25,7 +25,7 @@ func TestLambdaBinariesLinkNoTestCode(t *testing.T) {
 		"testing",
 		"net/http/httptest",
 	}
-	for _, fn := range []string{"client", "federation", "sender"} {
+	for _, fn := range []string{"client", "federation", "sender", "tier"} {
 		t.Run(fn, func(t *testing.T) {
 			cmd := exec.Command("go", "list", "-deps", "-tags", "lambda.norpc", "./"+fn)
 			cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0")
