@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/smithy-go/encoding/cbor"
-
 	"github.com/cirrus-matrix/cirrus/shared/store"
 	"github.com/cirrus-matrix/cirrus/shared/store/embedded"
 	"github.com/cirrus-matrix/cirrus/shared/synctier"
@@ -24,11 +22,11 @@ import (
 
 // TestReplayTier builds the sync tier's controller as Lambda runs it,
 // starts it under the runtime interface emulator with a deployment's
-// configuration, the embedded DynamoDB as its table, and ECS, API Gateway
-// and CloudWatch answered on the wire (their JSON 1.1, REST JSON and
-// RPC v2 CBOR protocols) by one stand-in, and replays events/tier's
-// schedule tick: busy on Lambda, it asks for the tier; once the tier runs
-// and reports, it moves every sync route to the tier.
+// configuration, the embedded DynamoDB as its table, and ECS and API
+// Gateway answered on the wire (their JSON 1.1 and REST JSON protocols)
+// by one stand-in, and replays events/tier's schedule tick: with syncs
+// waiting in Lambda, it asks for the tier; once the tier runs and reports,
+// it moves every sync route to the tier.
 func TestReplayTier(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the function and the Lambda runtime interface emulator")
@@ -57,7 +55,6 @@ func TestReplayTier(t *testing.T) {
 		"CIRRUS_TIER_ROUTE_IDS=r1,r2,r3,r4",
 		"CIRRUS_TIER_LAMBDA_INTEGRATION_ID=lam",
 		"CIRRUS_TIER_FARGATE_INTEGRATION_ID=far",
-		"CIRRUS_TIER_CLIENT_FUNCTION=cirrus-client",
 		"AWS_ENDPOINT_URL=" + aws.URL,
 	}
 	url := testenv.StartRIE(t, testenv.BuildBootstrap(t, "./functions/tier"), env)
@@ -66,8 +63,16 @@ func TestReplayTier(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Three clients' worth of polls on Lambda: the tier is asked for.
-	aws.set(func() { aws.durationMs = 3 * 60_000 })
+	// Three clients waiting in Lambda, as the client function tallies
+	// them: the tier is asked for.
+	for m := range 6 {
+		end := time.Now().Add(-time.Duration(m) * time.Minute)
+		for range 6 {
+			if err := synctier.RecordWait(ctx, st, end, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	if got := testenv.Invoke(t, url, tick); strings.TrimSpace(string(got)) != "null" {
 		t.Fatalf("tick answered %s, want null", got)
 	}
@@ -96,16 +101,15 @@ func TestReplayTier(t *testing.T) {
 	}
 }
 
-// awsStandIn answers the controller's ECS, API Gateway and CloudWatch
-// calls on their wire protocols, for one service, one API and one function.
+// awsStandIn answers the controller's ECS and API Gateway calls on their
+// wire protocols, for one service and one API.
 type awsStandIn struct {
 	*httptest.Server
-	t          *testing.T
-	mu         sync.Mutex
-	desired    int
-	running    int
-	targets    map[string]string
-	durationMs float64 // each minute's Duration sum
+	t       *testing.T
+	mu      sync.Mutex
+	desired int
+	running int
+	targets map[string]string
 }
 
 func newAWSStandIn(t *testing.T) *awsStandIn {
@@ -131,8 +135,6 @@ func (a *awsStandIn) serve(w http.ResponseWriter, r *http.Request) {
 		a.ecs(w, strings.TrimPrefix(target, "AmazonEC2ContainerServiceV20141113."), body)
 	case strings.HasPrefix(r.URL.Path, "/v2/apis/"):
 		a.route(w, r, body)
-	case r.URL.Path == "/service/GraniteServiceVersion20100801/operation/GetMetricData":
-		a.metricData(w, body)
 	default:
 		a.t.Errorf("stand-in: unexpected %s %s (target %q)", r.Method, r.URL.Path, target)
 		http.Error(w, "unexpected request", http.StatusBadRequest)
@@ -193,43 +195,4 @@ func (a *awsStandIn) route(w http.ResponseWriter, r *http.Request, body []byte) 
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]string{"routeId": id, "routeKey": "ANY /_matrix/client/v3/sync", "target": a.targets[id]})
-}
-
-// metricData answers CloudWatch's RPC v2 CBOR GetMetricData with one sum
-// per minute of the window asked for.
-func (a *awsStandIn) metricData(w http.ResponseWriter, body []byte) {
-	v, err := cbor.Decode(body)
-	in, ok := v.(cbor.Map)
-	if err != nil || !ok {
-		a.t.Errorf("GetMetricData: body %x: %v", body, err)
-		return
-	}
-	start, _ := cbor.AsTime(in["StartTime"])
-	end, _ := cbor.AsTime(in["EndTime"])
-	queries, _ := in["MetricDataQueries"].(cbor.List)
-	if len(queries) != 1 || !end.After(start) {
-		a.t.Errorf("GetMetricData: %d queries from %v to %v", len(queries), start, end)
-		return
-	}
-	q := queries[0].(cbor.Map)
-	stat := q["MetricStat"].(cbor.Map)
-	metric := stat["Metric"].(cbor.Map)
-	dims := metric["Dimensions"].(cbor.List)
-	period, _ := cbor.AsInt64(stat["Period"])
-	if metric["Namespace"] != cbor.String("AWS/Lambda") || metric["MetricName"] != cbor.String("Duration") ||
-		stat["Stat"] != cbor.String("Sum") || period != 60 || len(dims) != 1 ||
-		dims[0].(cbor.Map)["Value"] != cbor.String("cirrus-client") {
-		a.t.Errorf("GetMetricData: query %v", q)
-	}
-	var stamps, values cbor.List
-	for at := start; at.Before(end); at = at.Add(time.Minute) {
-		stamps = append(stamps, &cbor.Tag{ID: 1, Value: cbor.Uint(at.Unix())})
-		values = append(values, cbor.Float64(a.durationMs))
-	}
-	w.Header().Set("Smithy-Protocol", "rpc-v2-cbor")
-	w.Header().Set("Content-Type", "application/cbor")
-	w.Write(cbor.Encode(cbor.Map{"MetricDataResults": cbor.List{cbor.Map{
-		"Id": q["Id"], "Label": cbor.String("Duration"), "StatusCode": cbor.String("Complete"),
-		"Timestamps": stamps, "Values": values,
-	}}}))
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/apigatewayv2"
-	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -48,11 +47,10 @@ func open(ctx context.Context) (*synctier.Controller, error) {
 		return nil, fmt.Errorf("aws config: %w", err)
 	}
 	return &synctier.Controller{
-		Config:  cfg,
-		Store:   st,
-		ECS:     ecs.NewFromConfig(awsCfg),
-		Routes:  apigatewayv2.NewFromConfig(awsCfg),
-		Metrics: cloudwatch.NewFromConfig(awsCfg),
-		Logger:  slog.New(slog.NewJSONHandler(os.Stdout, nil)),
+		Config: cfg,
+		Store:  st,
+		ECS:    ecs.NewFromConfig(awsCfg),
+		Routes: apigatewayv2.NewFromConfig(awsCfg),
+		Logger: slog.New(slog.NewJSONHandler(os.Stdout, nil)),
 	}, nil
 }

@@ -14,7 +14,6 @@ var tierEnv = map[string]string{
 	"CIRRUS_TIER_ROUTE_IDS":              "r1,r2,r3,r4",
 	"CIRRUS_TIER_LAMBDA_INTEGRATION_ID":  "lam",
 	"CIRRUS_TIER_FARGATE_INTEGRATION_ID": "far",
-	"CIRRUS_TIER_CLIENT_FUNCTION":        "cirrus-client",
 }
 
 func TestOpen(t *testing.T) {
@@ -26,7 +25,7 @@ func TestOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ctl.Store == nil || ctl.ECS == nil || ctl.Routes == nil || ctl.Metrics == nil || ctl.Logger == nil {
+	if ctl.Store == nil || ctl.ECS == nil || ctl.Routes == nil || ctl.Logger == nil {
 		t.Fatalf("controller %+v lacks a client", ctl)
 	}
 	if ctl.Config.Service != "sync-tier" || len(ctl.Config.RouteIDs) != 4 {
@@ -39,9 +38,9 @@ func TestOpen_MissingConfig(t *testing.T) {
 		t.Setenv(k, v)
 	}
 	t.Setenv("CIRRUS_TIER_API_ID", "")
-	t.Setenv("CIRRUS_TIER_CLIENT_FUNCTION", "")
+	t.Setenv("CIRRUS_TIER_SERVICE", "")
 	_, err := open(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "CIRRUS_TIER_API_ID") || !strings.Contains(err.Error(), "CIRRUS_TIER_CLIENT_FUNCTION") {
+	if err == nil || !strings.Contains(err.Error(), "CIRRUS_TIER_API_ID") || !strings.Contains(err.Error(), "CIRRUS_TIER_SERVICE") {
 		t.Fatalf("open: %v, want an error naming both missing variables", err)
 	}
 }

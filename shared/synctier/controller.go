@@ -2,7 +2,8 @@
 //
 // The tier function runs every minute. It observes the state of the tier
 // (the ECS service's desired and running tasks, the targets of the four
-// sync routes, the client function's mean concurrency, the tier's fresh
+// sync routes, the mean number of syncs waiting in Lambda from the tally
+// the client function keeps in the table (Concurrency), the tier's fresh
 // statuses and its own memory item), decides with Decide, a pure function
 // of that state, and acts: UpdateRoute Target on each sync route whose
 // target differs, UpdateService desiredCount. Its rules, in this order:
@@ -25,8 +26,8 @@
 //  6. Routes on Lambda, desired 1 or more, the tier not up for StartTimeout
 //     (no_status_since): desired 0, logged as an error: the tier cannot
 //     start or cannot reach the table.
-//  7. Routes on Lambda, desired 0, the client function's mean concurrency
-//     over ConcurrencyWindow at UpConcurrency or more: desired 1.
+//  7. Routes on Lambda, desired 0, the mean number of syncs waiting in
+//     Lambda over ConcurrencyWindow at UpConcurrency or more: desired 1.
 //
 // Each run logs its decision as one JSON line with the figures it was made
 // on. The memory item ("synctier|controller") holds the route position the
@@ -49,12 +50,14 @@
 // starts at a mean of 2 (UpConcurrency) and leaves below a peak of 2 held
 // for 30 minutes, so that a client that connects for a moment starts
 // nothing and the tier is not started and stopped around the break-even.
-// The figure on Lambda is the client function's whole concurrency, its
-// other requests included: they are short, and count little.
+// The figure on Lambda is the tally of sync holds of a second or more
+// (RecordWait): the client function's other requests do not count, and it
+// costs nothing while nobody syncs, where the client function's Duration
+// in CloudWatch (GetMetricData, $0.01 per 1,000 metrics) would cost
+// $0.43 a month for a query every minute and arrive minutes late.
 //
 // The controller itself: one 128 MB run a minute of well under a second
-// (cents a month), one GetMetricData metric a minute ($0.01 per 1,000:
-// $0.43 a month), one GetItem, one Query and at most one PutItem on the
+// (cents a month), one GetItem, two Queries and at most one PutItem on the
 // table a minute (about 130,000 read and 45,000 write units a month at the
 // most: well under $0.10 on demand). Prices: AWS's us-east-1 rates as
 // quoted in December 2026 by third-party pages (vantage.sh and fortem.dev
@@ -72,8 +75,8 @@ import (
 
 // The controller's rules; see the package doc.
 const (
-	// UpConcurrency is the client function's mean concurrency at which
-	// the tier starts.
+	// UpConcurrency is the mean number of syncs waiting in Lambda at
+	// which the tier starts.
 	UpConcurrency = 2.0
 	// ConcurrencyWindow is the span the mean concurrency is taken over.
 	ConcurrencyWindow = 5 * time.Minute
@@ -110,8 +113,8 @@ type State struct {
 	Routes Position
 	// Targets is each route's target as read, by route ID.
 	Targets map[string]string
-	// Concurrency is the client function's mean concurrency over
-	// ConcurrencyWindow.
+	// Concurrency is the mean number of syncs waiting in Lambda over
+	// ConcurrencyWindow (Concurrency).
 	Concurrency float64
 	// Statuses are the tier's fresh statuses (ReadStatuses).
 	Statuses []Status

@@ -11,8 +11,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/apigatewayv2"
-	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
-	cwtypes "github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -31,12 +29,6 @@ type Routes interface {
 	UpdateRoute(ctx context.Context, in *apigatewayv2.UpdateRouteInput, opts ...func(*apigatewayv2.Options)) (*apigatewayv2.UpdateRouteOutput, error)
 }
 
-// Metrics is the part of the CloudWatch API the controller uses
-// (*cloudwatch.Client).
-type Metrics interface {
-	GetMetricData(ctx context.Context, in *cloudwatch.GetMetricDataInput, opts ...func(*cloudwatch.Options)) (*cloudwatch.GetMetricDataOutput, error)
-}
-
 // Config says what the controller controls. LoadConfig reads it from the
 // tier function's environment.
 type Config struct {
@@ -51,9 +43,6 @@ type Config struct {
 	// LambdaIntegrationID and TierIntegrationID are the integrations the
 	// sync routes switch between: the client function's and the tier's.
 	LambdaIntegrationID, TierIntegrationID string
-	// ClientFunction is the client function's name, whose Duration
-	// metric gives the concurrency on Lambda.
-	ClientFunction string
 }
 
 // LoadConfig reads the tier function's configuration through lookup
@@ -75,7 +64,6 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 		APIID:               get("CIRRUS_TIER_API_ID"),
 		LambdaIntegrationID: get("CIRRUS_TIER_LAMBDA_INTEGRATION_ID"),
 		TierIntegrationID:   get("CIRRUS_TIER_FARGATE_INTEGRATION_ID"),
-		ClientFunction:      get("CIRRUS_TIER_CLIENT_FUNCTION"),
 	}
 	for _, id := range strings.Split(get("CIRRUS_TIER_ROUTE_IDS"), ",") {
 		if id = strings.TrimSpace(id); id != "" {
@@ -101,12 +89,11 @@ func target(integrationID string) string { return "integrations/" + integrationI
 // Controller switches the sync routes between Lambda and the tier and
 // scales the tier; see the package doc.
 type Controller struct {
-	Config  Config
-	Store   *store.Store
-	ECS     ECS
-	Routes  Routes
-	Metrics Metrics
-	Logger  *slog.Logger
+	Config Config
+	Store  *store.Store
+	ECS    ECS
+	Routes Routes
+	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -152,7 +139,7 @@ func (c *Controller) Observe(ctx context.Context) (State, error) {
 	if err := c.observeRoutes(ctx, &s); err != nil {
 		return State{}, err
 	}
-	if s.Concurrency, err = c.concurrency(ctx, s.Now); err != nil {
+	if s.Concurrency, err = Concurrency(ctx, c.Store, s.Now, ConcurrencyWindow); err != nil {
 		return State{}, err
 	}
 	return s, nil
@@ -204,49 +191,6 @@ func (c *Controller) observeRoutes(ctx context.Context, s *State) error {
 		s.Routes = OnTier
 	}
 	return nil
-}
-
-// concurrency is the client function's mean concurrency over the
-// ConcurrencyWindow that ended a minute before the minute of now: the sum
-// of its invocations' durations over the window's length. The last minute
-// is left out as Lambda's metrics arrive a little late and it would read
-// low.
-func (c *Controller) concurrency(ctx context.Context, now time.Time) (float64, error) {
-	end := now.Truncate(time.Minute).Add(-time.Minute)
-	start := end.Add(-ConcurrencyWindow)
-	in := &cloudwatch.GetMetricDataInput{
-		StartTime: &start,
-		EndTime:   &end,
-		MetricDataQueries: []cwtypes.MetricDataQuery{{
-			Id: aws.String("duration"),
-			MetricStat: &cwtypes.MetricStat{
-				Metric: &cwtypes.Metric{
-					Namespace:  aws.String("AWS/Lambda"),
-					MetricName: aws.String("Duration"),
-					Dimensions: []cwtypes.Dimension{{Name: aws.String("FunctionName"), Value: &c.Config.ClientFunction}},
-				},
-				Period: aws.Int32(60),
-				Stat:   aws.String("Sum"),
-			},
-		}},
-	}
-	var ms float64
-	for {
-		out, err := c.Metrics.GetMetricData(ctx, in)
-		if err != nil {
-			return 0, fmt.Errorf("client function %s duration: %w", c.Config.ClientFunction, err)
-		}
-		for _, r := range out.MetricDataResults {
-			for _, v := range r.Values {
-				ms += v
-			}
-		}
-		if aws.ToString(out.NextToken) == "" {
-			break
-		}
-		in.NextToken = out.NextToken
-	}
-	return ms / float64(ConcurrencyWindow.Milliseconds()), nil
 }
 
 // Act does what d says against what s observed: the routes first, each

@@ -47,24 +47,22 @@ func newStore(t *testing.T) *store.Store {
 // stack is a controller over a real store and fake AWS services, on a
 // clock the test moves.
 type stack struct {
-	t       *testing.T
-	ctl     *synctier.Controller
-	st      *store.Store
-	ecs     *fakeECS
-	api     *fakeAPI
-	metrics *fakeMetrics
-	log     *syncBuffer
-	now     time.Time
+	t   *testing.T
+	ctl *synctier.Controller
+	st  *store.Store
+	ecs *fakeECS
+	api *fakeAPI
+	log *syncBuffer
+	now time.Time
 }
 
 func newStack(t *testing.T) *stack {
 	s := &stack{
-		t:       t,
-		st:      newStore(t),
-		ecs:     &fakeECS{cluster: "cirrus", service: "sync-tier"},
-		api:     &fakeAPI{apiID: "api1", integrations: []string{"lambda-int", "tier-int"}, targets: map[string]string{}, failNext: map[string]error{}},
-		metrics: &fakeMetrics{function: "cirrus-client", duration: map[time.Time]float64{}},
-		log:     &syncBuffer{},
+		t:   t,
+		st:  newStore(t),
+		ecs: &fakeECS{cluster: "cirrus", service: "sync-tier"},
+		api: &fakeAPI{apiID: "api1", integrations: []string{"lambda-int", "tier-int"}, targets: map[string]string{}, failNext: map[string]error{}},
+		log: &syncBuffer{},
 		// 12:00:20, so that a run's minute is plain.
 		now: time.Unix(1_800_000_000, 0).Truncate(time.Hour).Add(20 * time.Second),
 	}
@@ -76,23 +74,27 @@ func newStack(t *testing.T) *stack {
 			Cluster: "cirrus", Service: "sync-tier",
 			APIID: "api1", RouteIDs: routeIDs,
 			LambdaIntegrationID: "lambda-int", TierIntegrationID: "tier-int",
-			ClientFunction: "cirrus-client",
 		},
-		Store:   s.st,
-		ECS:     s.ecs,
-		Routes:  s.api,
-		Metrics: s.metrics,
-		Logger:  slog.New(slog.NewJSONHandler(s.log, nil)),
-		Now:     func() time.Time { return s.now },
+		Store:  s.st,
+		ECS:    s.ecs,
+		Routes: s.api,
+		Logger: slog.New(slog.NewJSONHandler(s.log, nil)),
+		Now:    func() time.Time { return s.now },
 	}
 	return s
 }
 
-// busyLambda makes the client function's last minutes as busy as n
-// concurrent polls.
-func (s *stack) busyLambda(n float64) {
-	for m := range 10 {
-		s.metrics.set(s.now.Add(-time.Duration(m)*time.Minute), n*60_000)
+// busyLambda tallies, as the client function does, n clients waiting in
+// Lambda through the minutes before the next run.
+func (s *stack) busyLambda(n int) {
+	s.t.Helper()
+	for m := range 7 {
+		end := s.now.Truncate(time.Minute).Add(time.Duration(1-m) * time.Minute)
+		for range n * 2 {
+			if err := synctier.RecordWait(context.Background(), s.st, end, 30*time.Second); err != nil {
+				s.t.Fatal(err)
+			}
+		}
 	}
 }
 
@@ -182,6 +184,7 @@ func TestController_Lifecycle(t *testing.T) {
 
 	// Three clients poll through Lambda: the tier starts.
 	s.busyLambda(3)
+
 	s.mustRun(time.Minute)
 	s.wantDesired(1)
 	s.wantRoutes(lambdaTarget)
@@ -200,7 +203,6 @@ func TestController_Lifecycle(t *testing.T) {
 
 	// The clients leave; the tier reports one poll at most for 30
 	// minutes; then the routes leave it, and a minute later it stops.
-	s.busyLambda(0)
 	s.report(1)
 	s.mustRun(time.Minute)
 	lowFrom := s.now
@@ -276,8 +278,7 @@ func TestController_NoScaleDownWhileARouteMayPointAtTheTier(t *testing.T) {
 	s.mustRun(0)
 	s.ecs.setRunning(1)
 	s.report(1)
-	s.mustRun(time.Minute) // routes to the tier; the low window starts
-	s.busyLambda(0)
+	s.mustRun(time.Minute)                         // routes to the tier; the low window starts
 	for range synctier.LowWindow/time.Minute + 1 { // the first starts the window
 		s.report(1)
 		s.mustRun(time.Minute)
@@ -331,10 +332,11 @@ func TestController_Observe(t *testing.T) {
 	s := newStack(t)
 	ctx := context.Background()
 	s.now = time.Date(2027, 1, 15, 12, 7, 30, 0, time.UTC)
-	// The window is [12:01, 12:06): the minute before the current one is
-	// left out, as Lambda's metrics arrive late.
-	for m, ms := range map[int]float64{0: 999_999, 1: 30_000, 2: 90_000, 3: 60_000, 4: 60_000, 5: 210_000, 6: 999_999, 7: 999_999} {
-		s.metrics.set(time.Date(2027, 1, 15, 12, m, 0, 0, time.UTC), ms)
+	// 450 s of waits over the five whole minutes before now's: 1.5.
+	for m, held := range map[int]time.Duration{2: 30 * time.Second, 3: 90 * time.Second, 4: 2 * time.Minute, 6: 210 * time.Second, 7: time.Hour} {
+		if err := synctier.RecordWait(ctx, s.st, time.Date(2027, 1, 15, 12, m, 40, 0, time.UTC), held); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// Two processes: one fresh, one that stopped reporting 4 minutes ago.
 	if err := synctier.WriteStatus(ctx, s.st, "task-old", synctier.Status{Waiting: 9, Peak: 9}, s.now.Add(-4*time.Minute)); err != nil {
@@ -414,7 +416,6 @@ func TestLoadConfig(t *testing.T) {
 		"CIRRUS_TIER_ROUTE_IDS":              " r1, r2,,r3 ,r4",
 		"CIRRUS_TIER_LAMBDA_INTEGRATION_ID":  "lam",
 		"CIRRUS_TIER_FARGATE_INTEGRATION_ID": "far",
-		"CIRRUS_TIER_CLIENT_FUNCTION":        "cirrus-client",
 	}
 	lookup := func(env map[string]string) func(string) (string, bool) {
 		return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
@@ -424,7 +425,7 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Table != "cirrus" || c.Cluster != "cirrus-cluster" || c.Service != "sync-tier" || c.APIID != "a1b2c3" ||
-		strings.Join(c.RouteIDs, "|") != "r1|r2|r3|r4" || c.LambdaIntegrationID != "lam" || c.TierIntegrationID != "far" || c.ClientFunction != "cirrus-client" {
+		strings.Join(c.RouteIDs, "|") != "r1|r2|r3|r4" || c.LambdaIntegrationID != "lam" || c.TierIntegrationID != "far" {
 		t.Fatalf("config %+v", c)
 	}
 

@@ -5,13 +5,10 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/apigatewayv2"
 	apitypes "github.com/aws/aws-sdk-go-v2/service/apigatewayv2/types"
-	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
-	cwtypes "github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 )
@@ -150,58 +147,4 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// fakeMetrics holds one function's Duration datapoints, one a minute, and
-// answers GetMetricData's Sum over periods as CloudWatch does: datapoints
-// in [StartTime, EndTime), summed per period from StartTime; nothing for
-// another metric or function.
-type fakeMetrics struct {
-	mu       sync.Mutex
-	function string
-	duration map[time.Time]float64 // minute → ms
-}
-
-func (f *fakeMetrics) GetMetricData(_ context.Context, in *cloudwatch.GetMetricDataInput, _ ...func(*cloudwatch.Options)) (*cloudwatch.GetMetricDataOutput, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	start, end := aws.ToTime(in.StartTime), aws.ToTime(in.EndTime)
-	if !start.Before(end) {
-		return nil, fmt.Errorf("ValidationError: The parameter StartTime must be less than the parameter EndTime")
-	}
-	out := &cloudwatch.GetMetricDataOutput{}
-	for _, q := range in.MetricDataQueries {
-		r := cwResult(q.Id)
-		ms := q.MetricStat
-		if ms == nil || ms.Metric == nil || aws.ToString(ms.Stat) != "Sum" || ms.Period == nil || *ms.Period <= 0 {
-			return nil, fmt.Errorf("ValidationError: query %s: a metric, the Sum statistic and a period are needed here", aws.ToString(q.Id))
-		}
-		m := ms.Metric
-		if aws.ToString(m.Namespace) == "AWS/Lambda" && aws.ToString(m.MetricName) == "Duration" &&
-			len(m.Dimensions) == 1 && aws.ToString(m.Dimensions[0].Name) == "FunctionName" && aws.ToString(m.Dimensions[0].Value) == f.function {
-			period := time.Duration(*ms.Period) * time.Second
-			sums := map[time.Time]float64{}
-			for at, v := range f.duration {
-				if !at.Before(start) && at.Before(end) {
-					sums[start.Add(at.Sub(start)/period*period)] += v
-				}
-			}
-			for at, v := range sums {
-				r.Timestamps = append(r.Timestamps, at)
-				r.Values = append(r.Values, v)
-			}
-		}
-		out.MetricDataResults = append(out.MetricDataResults, r)
-	}
-	return out, nil
-}
-
-func (f *fakeMetrics) set(minute time.Time, ms float64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.duration[minute.Truncate(time.Minute)] = ms
-}
-
-func cwResult(id *string) cwtypes.MetricDataResult {
-	return cwtypes.MetricDataResult{Id: id, Label: aws.String("Duration"), StatusCode: cwtypes.StatusCodeComplete}
 }
