@@ -216,12 +216,12 @@ func (s *builder) syncNetwork() (awsec2.Vpc, awsec2.SecurityGroup, awsec2.Securi
 	})
 	linkSG := awsec2.NewSecurityGroup(s.stack, jsii.String("SyncVpcLinkSecurityGroup"), &awsec2.SecurityGroupProps{
 		Vpc:              vpc,
-		Description:      jsii.String("Cirrus: the HTTP API's VPC link to the sync tier"),
+		Description:      jsii.String("Cirrus: the HTTP API VPC link to the sync tier"),
 		AllowAllOutbound: jsii.Bool(false),
 	})
 	taskSG := awsec2.NewSecurityGroup(s.stack, jsii.String("SyncTaskSecurityGroup"), &awsec2.SecurityGroupProps{
 		Vpc:              vpc,
-		Description:      jsii.String("Cirrus: the sync tier's tasks"),
+		Description:      jsii.String("Cirrus: the sync tier tasks"),
 		AllowAllOutbound: jsii.Bool(false),
 	})
 	port := awsec2.Port_Tcp(jsii.Number(syncTierPort))
@@ -292,7 +292,8 @@ func (s *builder) syncService(t *syncTier, vpc awsec2.Vpc, taskSG awsec2.Securit
 	t.cluster = awsecs.NewCluster(s.stack, jsii.String("SyncCluster"), &awsecs.ClusterProps{
 		Vpc:                            vpc,
 		EnableFargateCapacityProviders: jsii.Bool(true),
-		ContainerInsights:              jsii.Bool(false),
+		// Container Insights bills its metrics.
+		ContainerInsightsV2: awsecs.ContainerInsights_DISABLED,
 	})
 	// Spot costs about a third of on-demand; an interruption sends the
 	// tier SIGTERM (it answers its polls, clients poll again) and the
