@@ -110,7 +110,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err := c.Act(ctx, s, d); err != nil {
 		// The memory stays as it was: the next run decides the same and
 		// finishes what failed.
-		c.Logger.ErrorContext(ctx, "sync tier action failed", "err", err)
+		c.Logger.ErrorContext(ctx, "sync tier action failed", "error", err)
 		return err
 	}
 	return WriteMemory(ctx, c.Store, d.Memory, s.Now)
