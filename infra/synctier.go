@@ -337,6 +337,13 @@ func (s *builder) syncService(t *syncTier, vpc awsec2.Vpc, taskSG awsec2.Securit
 	// A strategy may name only the cluster's capacity providers: the
 	// service waits for their association (a child of the cluster).
 	t.service.Node().AddDependency(t.cluster)
+	// No circuit breaker: at desired count 0, the tier's usual state, a
+	// deployment is done at once; at 1, a tier that cannot start is the
+	// controller's to end (desired 0 after 15 minutes without a status,
+	// which also ends a deployment waiting for it), and its routes stay on
+	// Lambda meanwhile.
+	awscdk.Annotations_Of(t.service).AcknowledgeWarning(jsii.String("@aws-cdk/aws-ecs:shouldUseCircuitBreaker"),
+		jsii.String("the sync tier's controller stops a tier that cannot start"))
 }
 
 // syncRoutes gives the four sync routes routes of their own, on the client
