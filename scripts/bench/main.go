@@ -26,6 +26,12 @@
 // until the other server's user sees it in a waiting /sync, Cirrus to Cirrus
 // beside Dendrite to Dendrite.
 //
+// The sync tier workload (tier.go; -tier=false skips it, -tier-only runs it
+// alone) runs last: -tier-polls idle long-polls held by one `cirrus
+// sync-tier` process beside a writer `cirrus serve` on one DynamoDB, woken
+// through an SQS news queue (fauxqs): the tier's memory, CPU and DynamoDB
+// units per minute while idle, and the wake-up from the writer.
+//
 // Both servers run at once on loopback ports in temp folders; each endpoint
 // is measured in rounds that alternate between them, so that the background
 // load of a shared machine weighs on both alike. They are stopped (SIGTERM,
@@ -65,6 +71,7 @@ Examples:
   go run ./scripts/bench -federation=false
   go run ./scripts/bench -federation-only -n 20
   make bench ARGS="-media-only"
+  go run ./scripts/bench -tier-only -tier-polls 1000 -tier-window 60s
   go run ./scripts/bench -n 100 -sync-poll 500ms
 
 Flags:
@@ -99,6 +106,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	federationOnly := fs.Bool("federation-only", false, "measure the federation workloads alone")
 	media := fs.Bool("media", true, "measure the media workloads (upload, download and a thumbnail of a megabyte)")
 	mediaOnly := fs.Bool("media-only", false, "measure the media workloads alone")
+	tier := fs.Bool("tier", true, "measure the sync tier workload: idle long-polls held by one cirrus sync-tier process (memory, CPU, DynamoDB units per minute) and the wake-up from a writer in another process")
+	tierOnly := fs.Bool("tier-only", false, "measure the sync tier workload alone")
+	tierPolls := fs.Int("tier-polls", 1000, "idle long-polls the sync tier holds in the tier workload")
+	tierWindow := fs.Duration("tier-window", time.Minute, "how long the tier workload measures the idle polls")
 	syncPoll := fs.Duration("sync-poll", time.Second, "Cirrus's sync poll `interval` (CIRRUS_SYNC_POLL_INTERVAL_MS), 50ms to 10s")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, usageText, dendriteVersion)
@@ -118,6 +129,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *mediaOnly && (!*media || *federationOnly) {
 		return errors.New("-media-only contradicts -media=false and -federation-only")
+	}
+	if *tierOnly && (!*tier || *mediaOnly || *federationOnly) {
+		return errors.New("-tier-only contradicts -tier=false, -media-only and -federation-only")
+	}
+	if *tierPolls < 1 || *tierWindow < 5*time.Second {
+		return errors.New("-tier-polls must be at least 1, -tier-window at least 5s")
 	}
 	if *requireBaseline && !*baseline {
 		return errors.New("-require-baseline and -baseline=false contradict each other")
@@ -144,9 +161,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Build the baseline before measuring anything, so the build does not
 	// compete with the servers for the CPUs.
 	var dendrite dendriteBuild
-	if !*baseline {
+	switch {
+	case *tierOnly:
+		rep.Baseline.Missing = "-tier-only (the sync tier workload is Cirrus's alone)"
+	case !*baseline:
 		rep.Baseline.Missing = "-baseline=false"
-	} else {
+	default:
 		dendrite, err = buildDendrite(ctx, *cacheDir)
 		rep.Baseline.CacheDir, rep.Baseline.Cached = dendrite.Dir, dendrite.Cached
 		rep.Baseline.BuildSeconds = dendrite.Took.Seconds()
@@ -171,7 +191,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			s.stop()
 		}
 	}()
-	if !*federationOnly {
+	if !*federationOnly && !*tierOnly {
 		servers, err := startServers(ctx, cirrusBin, dendrite, *syncPoll, rep, *requireBaseline, stderr)
 		started = append(started, servers...)
 		if err != nil {
@@ -246,7 +266,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	if *federation && !*mediaOnly {
+	if *federation && !*mediaOnly && !*tierOnly {
 		fed, rs, err := runFederation(ctx, cirrusBin, dendrite, *syncPoll, rep, *n, stderr)
 		started = append(started, fed...)
 		if err != nil {
@@ -255,6 +275,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rep.Results = append(rep.Results, rs...)
 		for _, s := range fed {
 			s.stop()
+		}
+	}
+	if *tier && !*mediaOnly && !*federationOnly {
+		rep.Tier = runTier(ctx, cirrusBin, tierOptions{Polls: *tierPolls, Window: *tierWindow, WakeUps: tierWakeUps}, stderr)
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 	}
 	rep.Ratios = ratios(rep.Results)

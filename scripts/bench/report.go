@@ -21,6 +21,7 @@ type report struct {
 	Ratios      []ratio       `json:"ratios,omitempty"`
 	Goals       []goal        `json:"goals"`
 	Sync        *syncSummary  `json:"sync,omitempty"`
+	Tier        *tierReport   `json:"tier,omitempty"`
 	Baseline    baselineState `json:"baseline"`
 }
 
@@ -87,6 +88,11 @@ func failure(r result) string {
 // printTable writes the results grouped by endpoint, Cirrus first, then
 // the goals.
 func printTable(w io.Writer, r *report) {
+	if len(r.Results) == 0 && r.Tier != nil { // -tier-only
+		fmt.Fprintf(w, "\n%s, %d CPUs\n", r.Go, r.CPUs)
+		printTier(w, r)
+		return
+	}
 	fmt.Fprintf(w, "\n%d requests per endpoint and server after %d warm-up, %d concurrent unless column c says otherwise, in %d rounds alternating between the servers; %s, %d CPUs\n",
 		r.Requests, r.Warmup, r.Concurrency, r.Rounds, r.Go, r.CPUs)
 	fmt.Fprintf(w, "client endpoints over HTTP/1.1, federation endpoints over HTTPS (h2, self-signed); latency measured by the client\n\n")
@@ -148,6 +154,7 @@ func printTable(w io.Writer, r *report) {
 	}
 	printSync(w, r)
 	printSliding(w, r)
+	printTier(w, r)
 	printGoals(w, r.Goals)
 }
 
