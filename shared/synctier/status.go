@@ -1,12 +1,3 @@
-// Package synctier holds what the sync tier and its controller share. The
-// sync tier is a long-running process of the same code (`cirrus sync-tier`)
-// that serves only the /sync long-polls, where one process holds thousands
-// of idle polls for the price of one small task; the controller (the tier
-// function) routes /sync to it while enough clients are connected for it to
-// cost less than Lambda, and back to Lambda when they are gone.
-//
-// Each tier process writes a status item every StatusEvery; the controller
-// reads them to know that the tier is up and how many polls it holds.
 package synctier
 
 import (
