@@ -1,6 +1,8 @@
 // Command infra is the CDK app that deploys Cirrus. Run it through the CDK
 // CLI from the repository root (cdk.json): `make synth`, `make deploy`, or
 // `npx --prefix infra cdk synth -c domainName=matrix.example.org`.
+// `-c syncTier=fargate` adds the sync tier (synctier.go), whose image
+// `make image` builds first.
 package main
 
 import (

@@ -1267,7 +1267,7 @@ func TestMedia(t *testing.T) {
 // wildcard S3 action; the buckets' TLS-only policies deny s3:*, which is
 // the one place it belongs.
 func TestIAM_NoS3Wildcard(t *testing.T) {
-	for name, ctx := range map[string]map[string]any{"full": fullContext, "bare": bareContext, "cert": certContext, "turn": turnContext, "retention": retentionContext} {
+	for name, ctx := range map[string]map[string]any{"full": fullContext, "bare": bareContext, "cert": certContext, "turn": turnContext, "retention": retentionContext, "tier": tierContext} {
 		s := synth(t, name, ctx)
 		var docs []any
 		for _, r := range s.resources("AWS::IAM::Policy") {

@@ -35,12 +35,16 @@ import (
 // points the four sync routes at the Lambda integration or at the tier, on
 // the measured concurrency, and scales the tier to zero when nobody waits.
 //
-// What the tier costs when it is scaled to zero: the Route 53 private hosted
-// zone of the Cloud Map namespace, $0.50 a month. The VPC (no NAT gateway),
-// its DynamoDB gateway endpoint, the ECS cluster and the HTTP API's VPC link
-// cost nothing; the controller's one invocation a minute fits in Lambda's
-// free tier. Running: the task (0.25 vCPU, 0.5 GB, ARM, Spot) and its public
-// IPv4 address ($0.005 an hour), and Cloud Map's discovery calls.
+// What the tier costs when it is scaled to zero, about $1 a month: the
+// Route 53 private hosted zone of the Cloud Map namespace ($0.50), the
+// controller's CloudWatch GetMetricData, one metric a minute ($0.01 per
+// 1,000 metrics, outside the free tier: $0.43), its errors alarm ($0.10),
+// and its one run a minute (within Lambda's free tier, else $0.07) with a
+// few table reads and writes. The VPC (no NAT gateway), its DynamoDB
+// gateway endpoint, the ECS cluster, the HTTP API's VPC link and the
+// schedule cost nothing. Running: the task (0.25 vCPU, 0.5 GB, ARM, Spot)
+// and its public IPv4 address ($0.005 an hour), and Cloud Map's discovery
+// calls from API Gateway ($1 a million).
 const (
 	SyncTierLambda  = "lambda"
 	SyncTierFargate = "fargate"
