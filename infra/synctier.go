@@ -237,9 +237,13 @@ func (s *builder) syncNetwork() (awsec2.Vpc, awsec2.SecurityGroup, awsec2.Securi
 }
 
 // syncService is the tier itself: an ECS service of desired count 0 in the
-// template (the controller sets it afterwards; CloudFormation sends only
-// changed properties, so a later deploy leaves the controller's count alone),
-// registered in Cloud Map for the API's integration to find.
+// template, which the controller sets afterwards, registered in Cloud Map
+// for the API's integration to find. CloudFormation sends DesiredCount with
+// every update of the service (a new image is one): a deploy while the tier
+// runs sets it back to 0, the controller sends the routes back to Lambda
+// within a minute (no fresh status) and scales up again on the next measure.
+// Leaving the count out of the template would keep the controller's, but
+// start a task when the stack is created.
 func (s *builder) syncService(t *syncTier, vpc awsec2.Vpc, taskSG awsec2.SecurityGroup) {
 	// The task's rights, and nothing else: the table as the client
 	// function has it, the signing key seed, sending federation work
