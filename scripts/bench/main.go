@@ -130,8 +130,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *mediaOnly && (!*media || *federationOnly) {
 		return errors.New("-media-only contradicts -media=false and -federation-only")
 	}
-	if *tierOnly && (!*tier || *mediaOnly || *federationOnly) {
-		return errors.New("-tier-only contradicts -tier=false, -media-only and -federation-only")
+	if *tierOnly && (!*tier || *mediaOnly || *federationOnly || *requireBaseline) {
+		return errors.New("-tier-only contradicts -tier=false, -media-only, -federation-only and -require-baseline")
 	}
 	if *tierPolls < 1 || *tierWindow < 5*time.Second {
 		return errors.New("-tier-polls must be at least 1, -tier-window at least 5s")

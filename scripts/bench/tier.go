@@ -64,6 +64,8 @@ const (
 	dollarsPerMillionWRU       = 0.625
 	lambdaDollarsPerClientHour = 0.012
 	taskDollarsPerHour         = 0.0099 + 0.005
+	// taskVCPU is the task's share of a core.
+	taskVCPU = 0.25
 )
 
 // tierTimeout is the timeout of the idle polls: the tier's longest
@@ -160,7 +162,7 @@ func measureTier(ctx context.Context, bin string, o tierOptions, rep *tierReport
 	}
 	defer db.Close()
 
-	queueEnv, stopQueue, err := newsQueue(ctx, progress)
+	queueEnv, stopQueue, err := startNewsQueue(ctx, progress)
 	if err != nil {
 		rep.NoQueue = err.Error()
 		progress("running without the news queue, the tier polling every %s: %v", tierPollWithout, err)
@@ -245,6 +247,9 @@ func measureTier(ctx context.Context, bin string, o tierOptions, rep *tierReport
 	}
 	return ctx.Err()
 }
+
+// startNewsQueue is newsQueue; tests replace it.
+var startNewsQueue = newsQueue
 
 // newsQueue starts fauxqs and creates the news queue as the stack does;
 // it returns the environment that points the AWS SDK of both processes at
@@ -754,7 +759,8 @@ func printTier(w io.Writer, r *report) {
 		}
 		fmt.Fprintf(w, "  memory: VmRSS %.1f MiB at the end (%.1f MiB before the polls: %+.1f KiB per poll), at most %.1f MiB in the window; VmHWM %.1f MiB\n",
 			mib(t.RSSBytes), mib(t.RSSBeforeBytes), perPoll, mib(t.RSSMaxBytes), mib(t.HWMBytes))
-		fmt.Fprintf(w, "  CPU while idle: %.1f%% of one core (utime+stime over the window)\n", t.CPUPercent)
+		fmt.Fprintf(w, "  CPU while idle: %.1f%% of one core (utime+stime over the window): %.0f%% of the Fargate task's %.2f vCPU, were its vCPU as fast as a core of this machine\n",
+			t.CPUPercent, t.CPUPercent/taskVCPU, taskVCPU)
 		rcuPerCall := 0.0
 		if t.Usage.Calls > 0 {
 			rcuPerCall = t.Usage.RCU / t.Usage.Calls

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -117,10 +118,11 @@ func TestTierReportFill(t *testing.T) {
 
 // The tier workload on real processes, with few polls and a short window:
 // a writer cirrus serve and a cirrus sync-tier on one DynamoDB, the news
-// queue on fauxqs. Its figures are filled and the wake-ups answered.
+// queue on fauxqs, and without it when it cannot start. Its figures are
+// filled and the wake-ups answered.
 func TestTierWorkload_Cirrus(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds cirrus and runs it twice")
+		t.Skip("builds cirrus and runs it")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -130,23 +132,54 @@ func TestTierWorkload_Cirrus(t *testing.T) {
 	}
 	defer func(d time.Duration) { tierTimeout = d }(tierTimeout)
 	tierTimeout = 5 * time.Second
-	var progress bytes.Buffer
-	rep := runTier(ctx, bin, tierOptions{Polls: 20, Window: 10 * time.Second, WakeUps: 3}, &progress)
-	t.Logf("progress:\n%s", progress.String())
-	if rep.Failed != "" || rep.NoQueue != "" || !rep.NewsQueue {
-		t.Fatalf("failed %q, without the queue %q", rep.Failed, rep.NoQueue)
+	run := func(t *testing.T) *tierReport {
+		var progress bytes.Buffer
+		rep := runTier(ctx, bin, tierOptions{Polls: 20, Window: 10 * time.Second, WakeUps: 3}, &progress)
+		t.Logf("progress:\n%s", progress.String())
+		if rep.Failed != "" {
+			t.Fatalf("failed: %s", rep.Failed)
+		}
+		if !rep.Measured || rep.Users != 1 || rep.RSSBytes <= 0 || rep.HWMBytes < rep.RSSBytes || rep.RSSBeforeBytes <= 0 || rep.CPUPercent < 0 {
+			t.Errorf("process figures: %+v", rep)
+		}
+		// 20 polls of 5 s over 10 s: dozens of request lines, each with a read.
+		if rep.Lines == 0 || rep.PollSeconds <= 0 || rep.PerMinute.RCU <= 0 || rep.PerPollMinute.RCU <= 0 || rep.ClientHour.DynamoDBDollars <= 0 {
+			t.Errorf("DynamoDB figures: lines %d, %.1f poll-seconds, per minute %+v, per poll-minute %+v", rep.Lines, rep.PollSeconds, rep.PerMinute, rep.PerPollMinute)
+		}
+		if rep.WaitingMax != 20 || rep.PollErrors != 0 {
+			t.Errorf("waiting %d to %d, %d poll errors (%s)", rep.WaitingMin, rep.WaitingMax, rep.PollErrors, rep.FirstPollError)
+		}
+		if w := rep.WakeUp; w.Failed != "" || w.Samples != 3 {
+			t.Errorf("wake-ups: %+v", w)
+		}
+		return rep
 	}
-	if !rep.Measured || rep.Users != 1 || rep.RSSBytes <= 0 || rep.HWMBytes < rep.RSSBytes || rep.RSSBeforeBytes <= 0 || rep.CPUPercent < 0 {
-		t.Errorf("process figures: %+v", rep)
-	}
-	// 20 polls of 5 s over 10 s: dozens of request lines, each with a read.
-	if rep.Lines == 0 || rep.PollSeconds <= 0 || rep.PerMinute.RCU <= 0 || rep.PerPollMinute.RCU <= 0 || rep.ClientHour.DynamoDBDollars <= 0 {
-		t.Errorf("DynamoDB figures: lines %d, %.1f poll-seconds, per minute %+v, per poll-minute %+v", rep.Lines, rep.PollSeconds, rep.PerMinute, rep.PerPollMinute)
-	}
-	if rep.WaitingMax != 20 || rep.PollErrors != 0 {
-		t.Errorf("waiting %d to %d, %d poll errors (%s)", rep.WaitingMin, rep.WaitingMax, rep.PollErrors, rep.FirstPollError)
-	}
-	if w := rep.WakeUp; w.Failed != "" || w.Samples != 3 || w.NewsMessages == 0 {
-		t.Errorf("wake-ups: %+v", w)
-	}
+
+	t.Run("news queue", func(t *testing.T) {
+		rep := run(t)
+		if rep.NoQueue != "" || !rep.NewsQueue || rep.PollIntervalMS != 5000 {
+			t.Errorf("queue %v (%q), poll interval %v ms; want the queue and 5000 ms", rep.NewsQueue, rep.NoQueue, rep.PollIntervalMS)
+		}
+		if w := rep.WakeUp; w.NewsMessages == 0 {
+			t.Errorf("wake-ups: %+v, want news messages through the queue", w)
+		}
+	})
+	t.Run("no queue", func(t *testing.T) {
+		defer func(f func(context.Context, func(string, ...any)) ([]string, func(), error)) { startNewsQueue = f }(startNewsQueue)
+		startNewsQueue = func(context.Context, func(string, ...any)) ([]string, func(), error) {
+			return nil, nil, errors.New("no fauxqs in this test")
+		}
+		rep := run(t)
+		if rep.NewsQueue || rep.NoQueue != "no fauxqs in this test" || rep.PollIntervalMS != 1000 {
+			t.Errorf("queue %v (%q), poll interval %v ms; want none, the reason, and 1000 ms", rep.NewsQueue, rep.NoQueue, rep.PollIntervalMS)
+		}
+		if w := rep.WakeUp; w.NewsMessages != 0 || w.ThroughQueue {
+			t.Errorf("wake-ups: %+v, want none through a queue", w)
+		}
+		var b bytes.Buffer
+		printTier(&b, &report{Tier: rep})
+		if !strings.Contains(b.String(), "WITHOUT the news queue (no fauxqs in this test)") || !strings.Contains(b.String(), "not through the queue") {
+			t.Errorf("the section without the queue:\n%s", b.String())
+		}
+	})
 }
