@@ -35,12 +35,12 @@ import (
 // points the four sync routes at the Lambda integration or at the tier, on
 // the measured concurrency, and scales the tier to zero when nobody waits.
 //
-// What the tier costs when it is scaled to zero, about $1 a month: the
+// What the tier costs when it is scaled to zero, under $1 a month: the
 // Route 53 private hosted zone of the Cloud Map namespace ($0.50), the
-// controller's CloudWatch GetMetricData, one metric a minute ($0.01 per
-// 1,000 metrics, outside the free tier: $0.43), its errors alarm ($0.10),
-// and its one run a minute (within Lambda's free tier, else $0.07) with a
-// few table reads and writes. The VPC (no NAT gateway), its DynamoDB
+// controller's errors alarm ($0.10), and its one run a minute (within
+// Lambda's free tier, else $0.07) with a few table reads and writes (the
+// Lambda functions tally the syncs waiting in them in the table, which the
+// controller reads instead of CloudWatch's metrics). The VPC (no NAT gateway), its DynamoDB
 // gateway endpoint, the ECS cluster, the HTTP API's VPC link and the
 // schedule cost nothing. Running: the task (0.25 vCPU, 0.5 GB, ARM, Spot)
 // and its public IPv4 address ($0.005 an hour), and Cloud Map's discovery
@@ -401,9 +401,9 @@ func (s *builder) integrationID(name string) *string {
 }
 
 // tierController is the function that sizes the tier and points the sync
-// routes, every minute. Its rights: its memory and the tier's statuses in
-// the table, the one service, the four routes, and CloudWatch's metrics
-// (GetMetricData has no resource-level permissions).
+// routes, every minute. Its rights: its memory, the tier's statuses and the
+// tally of syncs waiting in Lambda in the table (shared/synctier), the one
+// service, the four routes.
 func (s *builder) tierController(t *syncTier) {
 	var routeIDs []*string
 	var routeArns []*string
@@ -422,13 +422,11 @@ func (s *builder) tierController(t *syncTier) {
 		"CIRRUS_TIER_ROUTE_IDS":              awscdk.Fn_Join(jsii.String(","), &routeIDs),
 		"CIRRUS_TIER_LAMBDA_INTEGRATION_ID":  t.lambdaIntegration,
 		"CIRRUS_TIER_FARGATE_INTEGRATION_ID": t.tierIntegration,
-		"CIRRUS_TIER_CLIENT_FUNCTION":        s.client.FunctionName(),
 	}
 	t.controller = s.function(TierFunction, tierMemoryMB, tierTimeoutSeconds, env)
 	t.controller.AddToRolePolicy(allow("TierTable", []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"}, s.table.TableArn()))
 	t.controller.AddToRolePolicy(allow("TierService", []string{"ecs:DescribeServices", "ecs:UpdateService"}, t.service.ServiceArn()))
 	t.controller.AddToRolePolicy(allow("TierRoutes", []string{"apigateway:GET", "apigateway:PATCH"}, routeArns...))
-	t.controller.AddToRolePolicy(allow("TierMetrics", []string{"cloudwatch:GetMetricData"}, jsii.String("*")))
 	rule := awsevents.NewRule(s.stack, jsii.String("TierSchedule"), &awsevents.RuleProps{
 		Description: jsii.String("Cirrus: the sync tier's controller, every minute (functions/tier)"),
 		Schedule:    awsevents.Schedule_Rate(awscdk.Duration_Minutes(jsii.Number(1))),

@@ -455,7 +455,6 @@ func TestSyncTier_Controller(t *testing.T) {
 	cluster, _ := s.one(t, "AWS::ECS::Cluster", "SyncCluster")
 	service, _ := s.one(t, "AWS::ECS::Service", "SyncService")
 	apiID, _ := s.one(t, "AWS::ApiGatewayV2::Api", "Api")
-	clientID, _ := s.one(t, "AWS::Lambda::Function", "ClientFunction")
 	tierInteg, _ := s.one(t, "AWS::ApiGatewayV2::Integration", "SyncTierIntegration")
 	routeIDs := map[string]string{}
 	for id, r := range s.resources("AWS::ApiGatewayV2::Route") {
@@ -482,7 +481,6 @@ func TestSyncTier_Controller(t *testing.T) {
 		"CIRRUS_TIER_ROUTE_IDS":              map[string]any{"Fn::Join": []any{",", routes}},
 		"CIRRUS_TIER_LAMBDA_INTEGRATION_ID":  ref(lambdaInteg),
 		"CIRRUS_TIER_FARGATE_INTEGRATION_ID": ref(tierInteg),
-		"CIRRUS_TIER_CLIENT_FUNCTION":        ref(clientID),
 	}
 	if env := obj(obj(fn["Environment"])["Variables"]); !reflect.DeepEqual(env, want) {
 		t.Errorf("controller environment\n got %s\nwant %s", js(env), js(want))
@@ -493,8 +491,6 @@ func TestSyncTier_Controller(t *testing.T) {
 		[2]any{[]string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"}, getAttArn(table)},
 		[2]any{[]string{"ecs:DescribeServices", "ecs:UpdateService"}, ref(service)},
 		[2]any{[]string{"apigateway:GET", "apigateway:PATCH"}, routeArns},
-		// GetMetricData has no resource-level permissions.
-		[2]any{[]string{"cloudwatch:GetMetricData"}, "*"},
 	)
 	statements, managed := s.statements(t, "Tier")
 	var got []string
@@ -570,7 +566,7 @@ func TestSyncTier_Outputs(t *testing.T) {
 }
 
 // TestSyncTier_Template: goformation reads the tier's template, and no
-// statement allows anything on "*" but the two actions that have no
+// statement allows anything on "*" but ECR's token, which has no
 // resource-level permissions.
 func TestSyncTier_Template(t *testing.T) {
 	s := tier(t)
@@ -603,7 +599,7 @@ func TestSyncTier_Template(t *testing.T) {
 			if st["Resource"] != "*" {
 				continue
 			}
-			if a := st["Action"]; a != "ecr:GetAuthorizationToken" && a != "cloudwatch:GetMetricData" {
+			if a := st["Action"]; a != "ecr:GetAuthorizationToken" {
 				t.Errorf("a policy allows %v on everything", a)
 			}
 		}
