@@ -41,7 +41,7 @@ const (
 	// tierPollWithQueue and tierPollWithout are the tier's stream poll
 	// intervals with the news queue (a safety net) and without it, as the
 	// stack sets them.
-	tierPollWithQueue = 5 * time.Second
+	tierPollWithQueue = 25 * time.Second
 	tierPollWithout   = time.Second
 	// tierServerName is the writer's name (serve's default), which the tier
 	// must share to read the same users.

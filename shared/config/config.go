@@ -916,8 +916,11 @@ func (c *Config) Validate() error {
 			bad("media_retention.%s: %v", l.key, err)
 		}
 	}
-	if c.Sync.PollIntervalMS < 50 || c.Sync.PollIntervalMS > 10000 {
-		bad("sync.poll_interval_ms must be between 50 and 10000, got %d", c.Sync.PollIntervalMS)
+	// Up to the longest wait: with a news queue (the sync tier) the poll
+	// is only a safety net, and a wait may read its stream just at its
+	// start and its end.
+	if c.Sync.PollIntervalMS < 50 || c.Sync.PollIntervalMS > 29000 {
+		bad("sync.poll_interval_ms must be between 50 and 29000, got %d", c.Sync.PollIntervalMS)
 	}
 	if c.Sync.MaxTimeoutMS < 0 || c.Sync.MaxTimeoutMS > 29000 {
 		bad("sync.max_timeout_ms must be between 0 and 29000 (API Gateway ends requests at 30 s), got %d", c.Sync.MaxTimeoutMS)
