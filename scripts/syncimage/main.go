@@ -29,7 +29,7 @@ Usage:
   syncimage build [-arch arm64] [-o dist/sync-image] [-version V] [-binary FILE]
       build ./cmd/cirrus for linux/<arch> and write an OCI image layout to the
       -o folder; prints the image digest and writes it to <folder>/digest
-  syncimage push [-repository cirrus-sync] [-region R] [-o dist/sync-image] [-tag T]
+  syncimage push [-repository cirrus-sync] [-region R] [-o dist/sync-image] [-tag T] [-any-arch]
       push the layout's image by digest to the ECR repository (created if
       missing, scan on push) of the AWS account of the default credentials,
       and tag it with the version it was built with (or -tag)

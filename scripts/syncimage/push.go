@@ -20,6 +20,7 @@ type pushOptions struct {
 	Registry   string // a plain registry host[:port]; empty: the account's ECR registry
 	Region     string // AWS region of the ECR registry; empty: the SDK's default
 	Tag        string // tag to set; empty: the version the image was built with
+	AnyArch    bool   // push to ECR an image that is not linux/arm64
 }
 
 func pushCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -30,6 +31,7 @@ func pushCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.StringVar(&o.Registry, "registry", "", "push to this plain registry `host[:port]` instead of ECR (no AWS)")
 	fs.StringVar(&o.Region, "region", "", "AWS `region` of the ECR registry (default: AWS_REGION or the profile's)")
 	fs.StringVar(&o.Tag, "tag", "", "`tag` to set (default: the version the image was built with)")
+	fs.BoolVar(&o.AnyArch, "any-arch", false, "push to ECR an image that is not linux/arm64 (the stack's task runs arm64)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -59,11 +61,18 @@ func push(ctx context.Context, o pushOptions, progress io.Writer) (pushed, error
 	if err != nil {
 		return pushed{}, fmt.Errorf("push: %w", err)
 	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return pushed{}, fmt.Errorf("push: read the image config: %w", err)
+	}
+	// The stack's Fargate task is ARM64: an amd64 image would deploy and
+	// then fail every task start with "exec format error".
+	if o.Registry == "" && !o.AnyArch && (cf.OS != "linux" || cf.Architecture != "arm64") {
+		return pushed{}, fmt.Errorf("push: the image in %s is %s/%s, the stack's task runs linux/arm64: build it with -arch arm64 (make image), or push with -any-arch", o.Layout, cf.OS, cf.Architecture)
+	}
 	tag := o.Tag
 	if tag == "" {
-		if tag, err = imageVersion(img); err != nil {
-			return pushed{}, fmt.Errorf("push: %w", err)
-		}
+		tag = cf.Config.Labels[versionLabel]
 	}
 	var repo name.Repository
 	auth := authn.Anonymous
@@ -90,7 +99,9 @@ func pushImage(ctx context.Context, img v1.Image, repo name.Repository, tag stri
 		return pushed{}, fmt.Errorf("push: %w", err)
 	}
 	ref := repo.Digest(digest.String())
-	fmt.Fprintf(progress, "pushing %s\n", ref)
+	if size, err := imageSize(img); err == nil {
+		fmt.Fprintf(progress, "pushing %s (%.1f MB)\n", ref, float64(size)/(1<<20))
+	}
 	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth)}
 	if err := remote.Write(ref, img, opts...); err != nil {
 		return pushed{}, fmt.Errorf("push %s: %w", ref, err)
@@ -105,15 +116,6 @@ func pushImage(ctx context.Context, img v1.Image, repo name.Repository, tag stri
 	}
 	p.Tag = t.String()
 	return p, nil
-}
-
-// imageVersion is the version label build set.
-func imageVersion(img v1.Image) (string, error) {
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return "", fmt.Errorf("read the image config: %w", err)
-	}
-	return cf.Config.Labels[versionLabel], nil
 }
 
 // tagName turns a version (git describe output, which may hold "/" or "+")

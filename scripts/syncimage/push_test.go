@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -21,7 +24,7 @@ import (
 
 func TestPush_PlainRegistry(t *testing.T) {
 	dir, digest := buildLayout(t)
-	reg := httptest.NewServer(registry.New())
+	reg := httptest.NewServer(quietRegistry())
 	defer reg.Close()
 	host := strings.TrimPrefix(reg.URL, "http://")
 
@@ -36,6 +39,11 @@ func TestPush_PlainRegistry(t *testing.T) {
 	}
 	pullSame(t, host+"/cirrus-sync@"+digest.String(), digest, authn.Anonymous)
 	pullSame(t, host+"/cirrus-sync:"+testVersion, digest, authn.Anonymous)
+}
+
+// quietRegistry is an in-memory registry that does not log every request.
+func quietRegistry() http.Handler {
+	return registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 }
 
 // pullSame pulls ref back and checks it is the image built: same digest,
@@ -86,7 +94,7 @@ type fakeECR struct {
 const fakeECRPassword = "s3cret-token"
 
 func newFakeECR(t *testing.T) (*fakeECR, *httptest.Server) {
-	reg := registry.New()
+	reg := quietRegistry()
 	regSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if u, p, ok := r.BasicAuth(); !ok || u != "AWS" || p != fakeECRPassword {
 			w.Header().Set("WWW-Authenticate", `Basic realm="fake-ecr"`)
@@ -173,10 +181,20 @@ func TestPush_ECR(t *testing.T) {
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
 
+	// The stack's task is arm64: another arch needs -any-arch.
+	args := []string{"push", "-o", dir, "-repository", "cirrus-sync", "-region", "eu-west-1", "-tag", "release"}
+	if runtime.GOARCH != "arm64" {
+		var stdout, stderr strings.Builder
+		err := run(context.Background(), args, &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error(), "the stack's task runs linux/arm64") {
+			t.Fatalf("push of a linux/%s image to ECR: err = %v", runtime.GOARCH, err)
+		}
+		args = append(args, "-any-arch")
+	}
+
 	// Twice: the first run creates the repository, the second finds it.
 	for i := range 2 {
 		var stdout, stderr strings.Builder
-		args := []string{"push", "-o", dir, "-repository", "cirrus-sync", "-region", "eu-west-1", "-tag", "release"}
 		if err := run(context.Background(), args, &stdout, &stderr); err != nil {
 			t.Fatalf("push %d: %v\n%s", i, err, stderr.String())
 		}
@@ -202,7 +220,7 @@ func TestPush_ECR(t *testing.T) {
 func TestPush_SaysWhatIsMissing(t *testing.T) {
 	dir, _ := buildLayout(t)
 	isolateAWS(t)
-	args := []string{"push", "-o", dir, "-repository", "cirrus-sync"}
+	args := []string{"push", "-o", dir, "-repository", "cirrus-sync", "-any-arch"}
 	var stdout, stderr strings.Builder
 	err := run(context.Background(), args, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "no AWS region") || !strings.Contains(err.Error(), "AWS_REGION") {
