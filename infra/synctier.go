@@ -57,13 +57,13 @@ const (
 	// the tier's image to (scripts/syncimage push -repository).
 	DefaultSyncImageRepository = "cirrus-sync"
 
-	syncTierPort         = 8008 // CIRRUS_CLIENT_LISTEN; the image exposes it
-	syncTierCPU          = 256  // 0.25 vCPU, Fargate's smallest
-	syncTierMemoryMB     = 512  // the least Fargate allows with 0.25 vCPU
-	syncTierStopSeconds  = 30   // SIGTERM answers the waiting polls at once; the rest is margin
-	syncTierPollMS       = 5000 // with the news queue, reading a waiting user's stream is only a safety net
-	syncNewsRetention    = 60   // seconds, SQS's least: news is only worth something while a poll waits
-	syncNewsVisibility   = 30   // seconds
+	syncTierPort         = 8008  // CIRRUS_CLIENT_LISTEN; the image exposes it
+	syncTierCPU          = 256   // 0.25 vCPU, Fargate's smallest
+	syncTierMemoryMB     = 512   // the least Fargate allows with 0.25 vCPU
+	syncTierStopSeconds  = 30    // SIGTERM answers the waiting polls at once; the rest is margin
+	syncTierPollMS       = 25000 // woken through the news queue, a wait reads its user's stream when it begins and ends
+	syncNewsRetention    = 60    // seconds, SQS's least: news is only worth something while a poll waits
+	syncNewsVisibility   = 30    // seconds
 	tierMemoryMB         = 128
 	tierTimeoutSeconds   = 60 // one run a minute; a run never overlaps the next
 	syncNamespaceName    = "cirrus-sync.internal"
@@ -247,7 +247,8 @@ func (s *builder) syncNetwork() (awsec2.Vpc, awsec2.SecurityGroup, awsec2.Securi
 func (s *builder) syncService(t *syncTier, vpc awsec2.Vpc, taskSG awsec2.SecurityGroup) {
 	// The task's rights, and nothing else: the table as the client
 	// function has it, the signing key seed, sending federation work
-	// (presence that /sync's set_presence queues), reading the news queue.
+	// (presence that /sync's set_presence queues), reading the news queue,
+	// large answers.
 	role := awsiam.NewRole(s.stack, jsii.String("SyncTaskRole"), &awsiam.RoleProps{
 		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("ecs-tasks.amazonaws.com"), nil),
 		Description: jsii.String("Cirrus sync tier task"),
@@ -258,6 +259,10 @@ func (s *builder) syncService(t *syncTier, vpc awsec2.Vpc, taskSG awsec2.Securit
 	role.AddToPolicy(allow("SigningKeySeed", []string{"secretsmanager:GetSecretValue"}, s.seed.SecretArn()))
 	role.AddToPolicy(allow("FederationQueueSend", []string{"sqs:SendMessage"}, s.queue.QueueArn()))
 	role.AddToPolicy(allow("SyncNewsReceive", []string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}, s.news.QueueArn()))
+	// An initial sync over the limit goes to the large responses bucket as
+	// the client function's does (GetObject: its presigned URL acts with
+	// the task's rights).
+	role.AddToPolicy(allow("LargeResponses", []string{"s3:PutObject", "s3:GetObject"}, s.largeResponses.ArnForObjects(jsii.String(LargeResponsePrefix+"*"))))
 
 	task := awsecs.NewFargateTaskDefinition(s.stack, jsii.String("SyncTask"), &awsecs.FargateTaskDefinitionProps{
 		Cpu:            jsii.Number(syncTierCPU),
@@ -278,6 +283,7 @@ func (s *builder) syncService(t *syncTier, vpc awsec2.Vpc, taskSG awsec2.Securit
 	env["CIRRUS_QUEUE_URL"] = s.queue.QueueUrl()
 	s.newsEnv(env)
 	env["CIRRUS_SYNC_POLL_INTERVAL_MS"] = jsii.String(strconv.Itoa(syncTierPollMS))
+	env["CIRRUS_LARGE_RESPONSE_BUCKET"] = s.largeResponses.BucketName()
 	env["CIRRUS_CLIENT_LISTEN"] = jsii.String(":" + strconv.Itoa(syncTierPort))
 	// The same cap as the client function's (shared/config's default):
 	// the HTTP API ends the tier's requests at 30 s too.

@@ -150,6 +150,7 @@ func TestSyncTier_Task(t *testing.T) {
 	seed, _ := s.one(t, "AWS::SecretsManager::Secret", "SigningKeySeed")
 	queue, _ := s.one(t, "AWS::SQS::Queue", "FederationQueue")
 	news, _ := s.one(t, "AWS::SQS::Queue", "SyncNewsQueue")
+	large, _ := s.one(t, "AWS::S3::Bucket", "LargeResponses")
 	env := map[string]any{}
 	for _, kv := range c["Environment"].([]any) {
 		env[obj(kv)["Name"].(string)] = obj(kv)["Value"]
@@ -161,7 +162,8 @@ func TestSyncTier_Task(t *testing.T) {
 		"CIRRUS_SIGNING_KEY_SEED_SECRET_ARN": ref(seed),
 		"CIRRUS_QUEUE_URL":                   ref(queue),
 		"CIRRUS_SYNC_NEWS_QUEUE_URL":         ref(news),
-		"CIRRUS_SYNC_POLL_INTERVAL_MS":       "5000",
+		"CIRRUS_SYNC_POLL_INTERVAL_MS":       "25000",
+		"CIRRUS_LARGE_RESPONSE_BUCKET":       ref(large),
 		"CIRRUS_CLIENT_LISTEN":               ":8008",
 		"CIRRUS_SYNC_MAX_TIMEOUT_MS":         "25000",
 	}
@@ -178,6 +180,7 @@ func TestSyncTier_Rights(t *testing.T) {
 	seed, _ := s.one(t, "AWS::SecretsManager::Secret", "SigningKeySeed")
 	queue, _ := s.one(t, "AWS::SQS::Queue", "FederationQueue")
 	news, _ := s.one(t, "AWS::SQS::Queue", "SyncNewsQueue")
+	large, _ := s.one(t, "AWS::S3::Bucket", "LargeResponses")
 	_, task := s.one(t, "AWS::ECS::TaskDefinition", "SyncTask")
 	taskRole := obj(task["TaskRoleArn"])["Fn::GetAtt"].([]any)[0].(string)
 	execRole := obj(task["ExecutionRoleArn"])["Fn::GetAtt"].([]any)[0].(string)
@@ -191,6 +194,7 @@ func TestSyncTier_Rights(t *testing.T) {
 		[2]any{[]string{"secretsmanager:GetSecretValue"}, ref(seed)},
 		[2]any{[]string{"sqs:SendMessage"}, getAttArn(queue)},
 		[2]any{[]string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}, getAttArn(news)},
+		[2]any{[]string{"s3:PutObject", "s3:GetObject"}, map[string]any{"Fn::Join": []any{"", []any{getAttArn(large), "/" + LargeResponsePrefix + "*"}}}},
 	)
 	got, managed := s.roleStatements(t, taskRole)
 	if !reflect.DeepEqual(got, want) || managed != nil {
