@@ -23,13 +23,14 @@ const digestFile = "digest"
 // that dir never holds blobs of older builds nor half a layout; a dir that
 // is not an OCI layout is left alone.
 func writeLayout(dir string, img v1.Image, arch string) error {
+	dir = filepath.Clean(dir)
 	if err := checkReplaceable(dir); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(filepath.Clean(dir)), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return fmt.Errorf("layout: %w", err)
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dir)), "."+filepath.Base(dir)+"-")
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+"-")
 	if err != nil {
 		return fmt.Errorf("layout: %w", err)
 	}
