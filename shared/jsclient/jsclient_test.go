@@ -57,12 +57,17 @@ func TestLargeResponsesWithRustCrypto(t *testing.T) {
 // scenario too.
 func runScenario(t *testing.T, script string, timeout time.Duration, env ...string) {
 	st := servertest.Start(t, env...)
+	runScenarioOn(t, st, st.URL, script, timeout, env...)
+}
+
+// runScenarioOn is runScenario on st, whose clients talk to url.
+func runScenarioOn(t *testing.T, st *servertest.Stack, url, script string, timeout time.Duration, env ...string) {
 	alice := st.Register(t, "alice")
 	bob := st.Register(t, "bob")
 
 	began := time.Now()
 	out, err := testenv.RunJS(t, timeout+30*time.Second, script, append([]string{
-		"CIRRUS_URL=" + st.URL,
+		"CIRRUS_URL=" + url,
 		"CIRRUS_USERS=" + alice.ID + "," + bob.ID,
 		"CIRRUS_PASSWORD=" + password,
 		"CIRRUS_TIMEOUT_MS=" + strconv.FormatInt(timeout.Milliseconds(), 10),
