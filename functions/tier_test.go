@@ -26,7 +26,7 @@ import (
 // Gateway answered on the wire (their JSON 1.1 and REST JSON protocols)
 // by one stand-in, and replays events/tier's schedule tick: with syncs
 // waiting in Lambda, it asks for the tier; once the tier runs and reports,
-// it moves every sync route to the tier.
+// it moves every sync route to the tier once it answers through the API.
 func TestReplayTier(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the function and the Lambda runtime interface emulator")
@@ -55,6 +55,8 @@ func TestReplayTier(t *testing.T) {
 		"CIRRUS_TIER_ROUTE_IDS=r1,r2,r3,r4",
 		"CIRRUS_TIER_LAMBDA_INTEGRATION_ID=lam",
 		"CIRRUS_TIER_FARGATE_INTEGRATION_ID=far",
+		// The tier's health through the API: the stand-in answers for it.
+		"CIRRUS_TIER_HEALTH_URL=" + aws.URL + "/_cirrus/health",
 		"AWS_ENDPOINT_URL=" + aws.URL,
 	}
 	url := testenv.StartRIE(t, testenv.BuildBootstrap(t, "./functions/tier"), env)
@@ -131,6 +133,8 @@ func (a *awsStandIn) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	target := r.Header.Get("X-Amz-Target")
 	switch {
+	case r.URL.Path == "/_cirrus/health":
+		w.Write([]byte(`{"waiting":3}`))
 	case strings.HasPrefix(target, "AmazonEC2ContainerServiceV20141113."):
 		a.ecs(w, strings.TrimPrefix(target, "AmazonEC2ContainerServiceV20141113."), body)
 	case strings.HasPrefix(r.URL.Path, "/v2/apis/"):

@@ -82,6 +82,10 @@ var SyncRoutes = []string{
 	"/_matrix/client/v4/sync",
 }
 
+// SyncTierHealthPath is the tier's health check (shared/server.HealthPath),
+// routed to the tier alone.
+const SyncTierHealthPath = "/_cirrus/health"
+
 var (
 	imageDigestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 	// ECR's rule for repository names.
@@ -383,6 +387,15 @@ func (s *builder) syncRoutes(t *syncTier, vpc awsec2.Vpc, linkSG awsec2.Security
 		PayloadFormatVersion: awsapigatewayv2.PayloadFormatVersion_VERSION_1_0(),
 	})
 	t.tierIntegration = tier.IntegrationId()
+	// The tier's health check, always on the tier: the controller routes
+	// the syncs to the tier only once it answers 200 through the API, the
+	// whole path (VPC link, Cloud Map, task) working, and its requests
+	// wake a VPC link gone inactive after 60 days without traffic.
+	awsapigatewayv2.NewCfnRoute(s.stack, jsii.String("SyncTierHealthRoute"), &awsapigatewayv2.CfnRouteProps{
+		ApiId:    s.api.ApiId(),
+		RouteKey: jsii.String("GET " + SyncTierHealthPath),
+		Target:   awscdk.Fn_Join(jsii.String(""), &[]*string{jsii.String("integrations/"), t.tierIntegration}),
+	})
 	for _, path := range SyncRoutes {
 		routes := s.api.AddRoutes(&awsapigatewayv2.AddRoutesOptions{
 			Path:        jsii.String(path),
@@ -428,6 +441,7 @@ func (s *builder) tierController(t *syncTier) {
 		"CIRRUS_TIER_ROUTE_IDS":              awscdk.Fn_Join(jsii.String(","), &routeIDs),
 		"CIRRUS_TIER_LAMBDA_INTEGRATION_ID":  t.lambdaIntegration,
 		"CIRRUS_TIER_FARGATE_INTEGRATION_ID": t.tierIntegration,
+		"CIRRUS_TIER_HEALTH_URL":             jsii.String("https://" + s.p.DomainName + SyncTierHealthPath),
 	}
 	t.controller = s.function(TierFunction, tierMemoryMB, tierTimeoutSeconds, env)
 	t.controller.AddToRolePolicy(allow("TierTable", []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"}, s.table.TableArn()))

@@ -343,7 +343,8 @@ func TestSyncTier_Network(t *testing.T) {
 // TestSyncTier_Routes: the four sync routes are routes of their own on the
 // client function's integration (the one its other routes use), which API
 // Gateway may invoke on their paths; the tier's integration goes through
-// the VPC link to the Cloud Map service, and no route targets it yet.
+// the VPC link to the Cloud Map service, and only the health check's route
+// targets it in the template.
 func TestSyncTier_Routes(t *testing.T) {
 	s := tier(t)
 	apiID, _ := s.one(t, "AWS::ApiGatewayV2::Api", "Api")
@@ -372,8 +373,8 @@ func TestSyncTier_Routes(t *testing.T) {
 			t.Errorf("API Gateway may not invoke the client function on %s", path)
 		}
 	}
-	if n := len(targets); n != len(ClientRoutes)+len(FederationRoutes)+len(SyncRoutes) {
-		t.Errorf("%d routes, want %d", n, len(ClientRoutes)+len(FederationRoutes)+len(SyncRoutes))
+	if n := len(targets); n != len(ClientRoutes)+len(FederationRoutes)+len(SyncRoutes)+1 {
+		t.Errorf("%d routes, want %d", n, len(ClientRoutes)+len(FederationRoutes)+len(SyncRoutes)+1)
 	}
 	linkID, link := s.one(t, "AWS::ApiGatewayV2::VpcLink", "SyncVpcLink")
 	linkSG, _ := s.one(t, "AWS::EC2::SecurityGroup", "SyncVpcLinkSecurityGroup")
@@ -389,8 +390,13 @@ func TestSyncTier_Routes(t *testing.T) {
 		!reflect.DeepEqual(integ["ApiId"], ref(apiID)) || integ["PayloadFormatVersion"] != "1.0" {
 		t.Errorf("tier integration %s", js(integ))
 	}
+	health := targets["GET "+SyncTierHealthPath]
+	if want := map[string]any{"Fn::Join": []any{"", []any{"integrations/", ref(tierID)}}}; !reflect.DeepEqual(health, want) {
+		t.Errorf("the health route targets %s, want the tier's integration %s", js(health), js(want))
+	}
+	delete(targets, "GET "+SyncTierHealthPath)
 	if strings.Contains(js(targets), tierID) {
-		t.Errorf("a route targets the tier in the template: %s", js(targets))
+		t.Errorf("a route besides the health check targets the tier in the template: %s", js(targets))
 	}
 }
 
@@ -485,6 +491,7 @@ func TestSyncTier_Controller(t *testing.T) {
 		"CIRRUS_TIER_ROUTE_IDS":              map[string]any{"Fn::Join": []any{",", routes}},
 		"CIRRUS_TIER_LAMBDA_INTEGRATION_ID":  ref(lambdaInteg),
 		"CIRRUS_TIER_FARGATE_INTEGRATION_ID": ref(tierInteg),
+		"CIRRUS_TIER_HEALTH_URL":             "https://matrix.example.org/_cirrus/health",
 	}
 	if env := obj(obj(fn["Environment"])["Variables"]); !reflect.DeepEqual(env, want) {
 		t.Errorf("controller environment\n got %s\nwant %s", js(env), js(want))

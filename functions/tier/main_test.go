@@ -14,6 +14,7 @@ var tierEnv = map[string]string{
 	"CIRRUS_TIER_ROUTE_IDS":              "r1,r2,r3,r4",
 	"CIRRUS_TIER_LAMBDA_INTEGRATION_ID":  "lam",
 	"CIRRUS_TIER_FARGATE_INTEGRATION_ID": "far",
+	"CIRRUS_TIER_HEALTH_URL":             "https://matrix.example.org/_cirrus/health",
 }
 
 func TestOpen(t *testing.T) {

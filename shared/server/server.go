@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -839,12 +840,28 @@ func (s *Server) SyncHandler() http.Handler {
 		case slices.Contains(SyncPaths, r.URL.Path):
 			client.ServeHTTP(w, r)
 		case r.URL.Path == HealthPath && (r.Method == http.MethodGet || r.Method == http.MethodHead):
-			waiting, _ := s.Sync.Waiting()
-			httpapi.WriteJSON(w, http.StatusOK, map[string]int{"waiting": waiting})
+			// The stack routes the health check from the internet (the
+			// controller checks the tier through the API): how many wait
+			// is told only to the host itself.
+			body := map[string]int{}
+			if fromLoopback(r) {
+				body["waiting"], _ = s.Sync.Waiting()
+			}
+			httpapi.WriteJSON(w, http.StatusOK, body)
 		default:
 			httpapi.WriteError(w, r, httpapi.Unrecognized(http.StatusNotFound, r))
 		}
 	})
+}
+
+// fromLoopback reports whether r came from this host.
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // ListenNews wakes the syncs waiting here on the news other processes send

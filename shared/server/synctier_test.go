@@ -168,7 +168,7 @@ func TestSyncTier_DrainAnswersWaitingSyncs(t *testing.T) {
 // browser's preflight, and nothing else.
 func TestSyncTier_ServesOnlySync(t *testing.T) {
 	writer := servertest.Start(t)
-	_, tierURL := tierOf(t, writer)
+	tier, tierURL := tierOf(t, writer)
 	alice := writer.Register(t, "alice")
 
 	for _, path := range []string{"/_matrix/client/v3/sync?timeout=0", "/_matrix/client/r0/sync?timeout=0"} {
@@ -194,8 +194,17 @@ func TestSyncTier_ServesOnlySync(t *testing.T) {
 	if r := servertest.Call(t, "GET", tierURL+"/_cirrus/health", "", nil); r.Status != http.StatusOK || r.Body["waiting"] != float64(0) {
 		t.Errorf("health: %d %s", r.Status, r.Raw)
 	}
+	// Through API Gateway (from the VPC link's addresses) the health check
+	// says nothing of how many wait.
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/_cirrus/health", nil)
+	req.RemoteAddr = "10.0.1.17:40312"
+	tier.Server.SyncHandler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || strings.TrimSpace(rec.Body.String()) != "{}" {
+		t.Errorf("health from another host: %d %s, want 200 {}", rec.Code, rec.Body)
+	}
 
-	req, _ := http.NewRequest("OPTIONS", tierURL+"/_matrix/client/v3/sync", nil)
+	req, _ = http.NewRequest("OPTIONS", tierURL+"/_matrix/client/v3/sync", nil)
 	req.Header.Set("Origin", "https://app.example")
 	req.Header.Set("Access-Control-Request-Method", "GET")
 	req.Header.Set("Access-Control-Request-Headers", "authorization")

@@ -20,8 +20,9 @@
 //
 //  1. Routes on the tier but the service scaled to zero (by hand, or a
 //     deploy reset it): routes back to Lambda.
-//  2. Routes on the tier and the tier not up (no task running or no status
-//     within StaleAfter; a Spot interruption, say): routes back to Lambda at
+//  2. Routes on the tier and the tier not up (no task running, no status
+//     within StaleAfter, or no 200 from its health check through the API,
+//     /_cirrus/health: a Spot interruption, say): routes back to Lambda at
 //     once. The desired count stays: ECS replaces the task, and rule 5 moves
 //     the routes back when the replacement reports.
 //  3. Routes on the tier and up: the tier's load is the sum over its fresh
@@ -35,7 +36,9 @@
 //  5. Routes on Lambda, desired 1 or more, the tier up: routes to the tier.
 //  6. Routes on Lambda, desired 1 or more, the tier not up for StartTimeout
 //     (no_status_since): desired 0, logged as an error: the tier cannot
-//     start or cannot reach the table.
+//     start, cannot reach the table, or API Gateway cannot reach it. (A
+//     VPC link left without traffic for 60 days goes inactive and takes
+//     minutes to wake; the health checks are what wakes it.)
 //  7. Routes on Lambda, desired 0, the mean number of syncs waiting in
 //     Lambda over ConcurrencyWindow at UpConcurrency or more: desired 1.
 //
@@ -128,6 +131,10 @@ type State struct {
 	Concurrency float64
 	// Statuses are the tier's fresh statuses (ReadStatuses).
 	Statuses []Status
+	// Reachable says the tier answered its health check through the API;
+	// checked only when a task runs and reports. Unreachable says why not.
+	Reachable   bool
+	Unreachable string
 	// Memory is the controller's memory item as read.
 	Memory Memory
 }
@@ -160,11 +167,12 @@ type Decision struct {
 	Failed bool
 }
 
-// Up reports whether the tier serves: a task runs and a process reported
-// within StaleAfter. Both, because a stopped task's last status stays
-// fresh for a while and a task that runs but cannot reach the table does
-// not serve.
-func (s State) Up() bool { return s.Running > 0 && len(s.Statuses) > 0 }
+// Up reports whether the tier serves: a task runs, a process reported
+// within StaleAfter, and the tier answers through the API. All three,
+// because a stopped task's last status stays fresh for a while, a task
+// that runs but cannot reach the table does not serve, and one that API
+// Gateway cannot reach (a VPC link still waking) serves nobody.
+func (s State) Up() bool { return s.Running > 0 && len(s.Statuses) > 0 && s.Reachable }
 
 // Load is the tier's load: the sum over its fresh statuses of the most
 // polls each held since its last report.
@@ -276,6 +284,7 @@ func logDecision(ctx context.Context, log *slog.Logger, s State, d Decision) {
 		"routes", string(s.position()), "routes_observed", string(s.Routes), "routes_wanted", string(d.Routes),
 		"desired", s.Desired, "desired_wanted", d.Desired, "running", s.Running,
 		"concurrency", s.Concurrency, "statuses", len(s.Statuses), "load", s.Load(),
+		"reachable", s.Reachable, "unreachable", s.Unreachable,
 		"low_since", timeAttr(d.Memory.LowSince), "drain_from", timeAttr(d.Memory.DrainFrom),
 		"no_status_since", timeAttr(d.Memory.NoStatusSince),
 	)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -43,6 +45,12 @@ type Config struct {
 	// LambdaIntegrationID and TierIntegrationID are the integrations the
 	// sync routes switch between: the client function's and the tier's.
 	LambdaIntegrationID, TierIntegrationID string
+	// HealthURL is the tier's health check through the API
+	// (https://<domain>/_cirrus/health, a route always on the tier): it
+	// answers 200 only when the whole path works, API Gateway, VPC link,
+	// Cloud Map and task, and a request through it wakes a VPC link that
+	// went inactive after 60 days without traffic.
+	HealthURL string
 }
 
 // LoadConfig reads the tier function's configuration through lookup
@@ -64,6 +72,7 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 		APIID:               get("CIRRUS_TIER_API_ID"),
 		LambdaIntegrationID: get("CIRRUS_TIER_LAMBDA_INTEGRATION_ID"),
 		TierIntegrationID:   get("CIRRUS_TIER_FARGATE_INTEGRATION_ID"),
+		HealthURL:           get("CIRRUS_TIER_HEALTH_URL"),
 	}
 	for _, id := range strings.Split(get("CIRRUS_TIER_ROUTE_IDS"), ",") {
 		if id = strings.TrimSpace(id); id != "" {
@@ -94,9 +103,16 @@ type Controller struct {
 	ECS    ECS
 	Routes Routes
 	Logger *slog.Logger
+	// HTTP checks the tier's health through the API; nil means a client
+	// with healthTimeout.
+	HTTP *http.Client
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
+
+// healthTimeout bounds the health check: a run takes well under the
+// function's minute.
+const healthTimeout = 10 * time.Second
 
 // Run is one run: observe, decide, act, and remember the decision once
 // every action succeeded.
@@ -142,7 +158,34 @@ func (c *Controller) Observe(ctx context.Context) (State, error) {
 	if s.Concurrency, err = Concurrency(ctx, c.Store, s.Now, ConcurrencyWindow); err != nil {
 		return State{}, err
 	}
+	if s.Running > 0 && len(s.Statuses) > 0 {
+		s.Unreachable = c.checkHealth(ctx)
+		s.Reachable = s.Unreachable == ""
+	}
 	return s, nil
+}
+
+// checkHealth asks the tier's health through the API and says why it is
+// not reachable, "" when it answered 200.
+func (c *Controller) checkHealth(ctx context.Context) string {
+	hc := c.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: healthTimeout}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Config.HealthURL, nil)
+	if err != nil {
+		return err.Error()
+	}
+	res, err := hc.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer res.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(res.Body, 1<<16))
+	if res.StatusCode != http.StatusOK {
+		return "health check answered " + res.Status
+	}
+	return ""
 }
 
 // observeService reads the tier service's task counts.

@@ -6,9 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,6 +58,9 @@ type stack struct {
 	api *fakeAPI
 	log *syncBuffer
 	now time.Time
+	// health is the status the tier's health route answers through the
+	// API; 200 unless a test breaks the path.
+	health atomic.Int32
 }
 
 func newStack(t *testing.T) *stack {
@@ -69,11 +76,18 @@ func newStack(t *testing.T) *stack {
 	for _, id := range routeIDs {
 		s.api.targets[id] = lambdaTarget
 	}
+	s.health.Store(http.StatusOK)
+	health := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(int(s.health.Load()))
+		io.WriteString(w, `{"waiting":0}`)
+	}))
+	t.Cleanup(health.Close)
 	s.ctl = &synctier.Controller{
 		Config: synctier.Config{
 			Cluster: "cirrus", Service: "sync-tier",
 			APIID: "api1", RouteIDs: routeIDs,
 			LambdaIntegrationID: "lambda-int", TierIntegrationID: "tier-int",
+			HealthURL: health.URL + "/_cirrus/health",
 		},
 		Store:  s.st,
 		ECS:    s.ecs,
@@ -361,6 +375,17 @@ func TestController_Observe(t *testing.T) {
 	if st.Desired != 1 || st.Running != 1 || st.Routes != "" || st.Targets["r-v4"] != tierTarget || st.Targets["r-v3"] != lambdaTarget {
 		t.Errorf("state %+v, want desired 1, running 1, routes mixed", st)
 	}
+
+	// The path through the API broken: the tier runs and reports, but is
+	// not up.
+	s.health.Store(http.StatusServiceUnavailable)
+	st, err = s.ctl.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Reachable || st.Up() || !strings.Contains(st.Unreachable, "503") {
+		t.Errorf("with the health check answering 503: reachable %v, up %v, unreachable %q", st.Reachable, st.Up(), st.Unreachable)
+	}
 }
 
 func TestController_ObserveUnknownService(t *testing.T) {
@@ -416,6 +441,7 @@ func TestLoadConfig(t *testing.T) {
 		"CIRRUS_TIER_ROUTE_IDS":              " r1, r2,,r3 ,r4",
 		"CIRRUS_TIER_LAMBDA_INTEGRATION_ID":  "lam",
 		"CIRRUS_TIER_FARGATE_INTEGRATION_ID": "far",
+		"CIRRUS_TIER_HEALTH_URL":             "https://matrix.example.org/_cirrus/health",
 	}
 	lookup := func(env map[string]string) func(string) (string, bool) {
 		return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
@@ -425,7 +451,8 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Table != "cirrus" || c.Cluster != "cirrus-cluster" || c.Service != "sync-tier" || c.APIID != "a1b2c3" ||
-		strings.Join(c.RouteIDs, "|") != "r1|r2|r3|r4" || c.LambdaIntegrationID != "lam" || c.TierIntegrationID != "far" {
+		strings.Join(c.RouteIDs, "|") != "r1|r2|r3|r4" || c.LambdaIntegrationID != "lam" || c.TierIntegrationID != "far" ||
+		c.HealthURL != "https://matrix.example.org/_cirrus/health" {
 		t.Fatalf("config %+v", c)
 	}
 

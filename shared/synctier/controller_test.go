@@ -23,6 +23,7 @@ type world struct {
 	concurrency float64
 	mem         synctier.Memory
 	failed      bool // the last decision gave up on the tier
+	unreachable bool // the tier's health check through the API fails
 }
 
 func newWorld(t *testing.T) *world {
@@ -45,6 +46,8 @@ func (w *world) run(after time.Duration, want ...string) synctier.Decision {
 	}
 	if w.load >= 0 {
 		s.Statuses = []synctier.Status{{SK: "task-1", Peak: w.load, Waiting: w.load / 2, At: w.now.UnixMilli()}}
+		// The adapter checks the health only of a tier that runs and reports.
+		s.Reachable = w.running > 0 && !w.unreachable
 	}
 	d := synctier.Decide(s)
 	var got []string
@@ -234,11 +237,34 @@ func TestDecide_MemoryFinishesAHalfFlip(t *testing.T) {
 	// all there.
 	s := synctier.State{
 		Now: time.Unix(1_800_000_000, 0), Desired: 1, Running: 1, Routes: "",
-		Statuses: []synctier.Status{{SK: "task-1", Peak: 3}},
+		Statuses: []synctier.Status{{SK: "task-1", Peak: 3}}, Reachable: true,
 		Memory:   synctier.Memory{Routes: synctier.OnTier, Rev: 7},
 	}
 	d := synctier.Decide(s)
 	if d.Routes != synctier.OnTier || d.Desired != 1 || d.Memory.Rev != 7 {
 		t.Fatalf("decision %+v, want routes on the tier, desired 1, memory at revision 7", d)
+	}
+}
+
+// A tier that runs and reports but that API Gateway cannot reach (a VPC
+// link waking after 60 days without traffic, a security group that shuts
+// it out) gets no routes; once reachable it gets them, and losing the
+// path while routed sends them back to Lambda at once. Unreachable for
+// StartTimeout, it is given up on.
+func TestDecide_RoutesOnlyToAReachableTier(t *testing.T) {
+	w := newWorld(t)
+	w.concurrency = 3
+	w.run(time.Minute, "desired 1")
+	w.running, w.load, w.unreachable = 1, 4, true
+	w.run(time.Minute)
+	w.run(3 * time.Minute)
+	w.unreachable = false
+	w.run(time.Minute, "routes tier")
+	w.unreachable = true
+	w.run(time.Minute, "routes lambda")
+	w.run(5 * time.Minute)
+	w.run(10*time.Minute, "desired 0")
+	if !w.failed {
+		t.Fatal("a tier unreachable for the start timeout was not reported as failed")
 	}
 }
