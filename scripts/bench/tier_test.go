@@ -157,8 +157,8 @@ func TestTierWorkload_Cirrus(t *testing.T) {
 
 	t.Run("news queue", func(t *testing.T) {
 		rep := run(t)
-		if rep.NoQueue != "" || !rep.NewsQueue || rep.PollIntervalMS != 5000 {
-			t.Errorf("queue %v (%q), poll interval %v ms; want the queue and 5000 ms", rep.NewsQueue, rep.NoQueue, rep.PollIntervalMS)
+		if want := float64(tierPollWithQueue.Milliseconds()); rep.NoQueue != "" || !rep.NewsQueue || rep.PollIntervalMS != want {
+			t.Errorf("queue %v (%q), poll interval %v ms; want the queue and %v ms", rep.NewsQueue, rep.NoQueue, rep.PollIntervalMS, want)
 		}
 		if w := rep.WakeUp; w.NewsMessages == 0 {
 			t.Errorf("wake-ups: %+v, want news messages through the queue", w)
