@@ -238,7 +238,7 @@ func TestDecide_MemoryFinishesAHalfFlip(t *testing.T) {
 	s := synctier.State{
 		Now: time.Unix(1_800_000_000, 0), Desired: 1, Running: 1, Routes: "",
 		Statuses: []synctier.Status{{SK: "task-1", Peak: 3}}, Reachable: true,
-		Memory:   synctier.Memory{Routes: synctier.OnTier, Rev: 7},
+		Memory: synctier.Memory{Routes: synctier.OnTier, Rev: 7},
 	}
 	d := synctier.Decide(s)
 	if d.Routes != synctier.OnTier || d.Desired != 1 || d.Memory.Rev != 7 {
