@@ -57,7 +57,8 @@ func Logging(logger *slog.Logger, next http.Handler) http.Handler {
 				slog.Group("dynamodb",
 					slog.Int64("calls", u.Calls),
 					slog.Float64("rcu", u.ReadUnits),
-					slog.Float64("wcu", u.WriteUnits)),
+					slog.Float64("wcu", u.WriteUnits),
+					slog.Int64("round_trips", u.RoundTrips)),
 			)
 		}()
 		next.ServeHTTP(sw, r)

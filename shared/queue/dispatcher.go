@@ -207,7 +207,8 @@ func (d *Dispatcher) dispatch(ctx context.Context, kind, id string, body []byte)
 			slog.Group("dynamodb",
 				slog.Int64("calls", u.Calls),
 				slog.Float64("rcu", u.ReadUnits),
-				slog.Float64("wcu", u.WriteUnits)))
+				slog.Float64("wcu", u.WriteUnits),
+				slog.Int64("round_trips", u.RoundTrips)))
 	}()
 	defer func() {
 		if r := recover(); r != nil {

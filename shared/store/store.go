@@ -123,6 +123,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open store: aws config: %w", err)
 	}
 	db := dynamodb.NewFromConfig(cfg, func(opt *dynamodb.Options) {
+		opt.APIOptions = append(opt.APIOptions, timeCalls)
 		if o.Endpoint != "" {
 			opt.BaseEndpoint = aws.String(o.Endpoint)
 			// Local DynamoDB APIs send no CRC32 header.
