@@ -207,9 +207,9 @@ func TestPrintTable_RoomWorkloads(t *testing.T) {
 	printTable(&b, rep)
 	out := b.String()
 	for _, want := range []string{
-		"send c=8                                 cirrus      8 FAILED (see below)",
-		"send c=8                                 dendrite    8       50      0   20.000   40.000       390",
-		fmt.Sprintf("send c=1                                 cirrus      1       50      0    1.000    2.000       900        n/a      n/a %8.2f    0.25x    0.50x      3.00x", 4.5+indexWritesPerMessage),
+		"send c=8                                 cirrus       8 FAILED (see below)",
+		"send c=8                                 dendrite     8       50      0   20.000   40.000       390",
+		fmt.Sprintf("send c=1                                 cirrus       1       50      0    1.000    2.000       900        n/a     n/a      n/a %8.2f    0.25x    0.50x      3.00x", 4.5+indexWritesPerMessage),
 		"FAILED on cirrus send c=8: no bench room: create the room: POST http://x/_matrix/client/v3/createRoom: status 404 M_UNRECOGNIZED: Unrecognized request",
 		"FAILED on cirrus messages 100: all 50 requests failed, the first: GET x: status 500",
 		"send c=1: PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId} in a private room of two members",
@@ -233,7 +233,7 @@ func TestEndpointURL(t *testing.T) {
 		{endpoint{Path: "/_matrix/client/versions"}, "http://c/_matrix/client/versions"},
 		{endpoint{Path: "/_matrix/key/v2/server", Federation: true}, "https://f/_matrix/key/v2/server"},
 		{sendMessage(8), "http://c/_matrix/client/v3/rooms/%21abc%2Fdef:localhost/send/m.room.message/{txnId}"},
-		{roomMessages(), "http://c/_matrix/client/v3/rooms/%21abc%2Fdef:localhost/messages?dir=b&limit=100"},
+		{roomMessages(messagesLimit), "http://c/_matrix/client/v3/rooms/%21abc%2Fdef:localhost/messages?dir=b&limit=100"},
 	} {
 		if got := endpointURL(s, tt.ep); got != tt.want {
 			t.Errorf("endpointURL(%s) = %q, want %q", tt.ep.Path, got, tt.want)
@@ -348,7 +348,7 @@ func TestCheckMessages(t *testing.T) {
 		{"NotJSON", "<html>", "decode the answer"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			err := checkMessages([]byte(tt.body))
+			err := checkMessages([]byte(tt.body), messagesLimit)
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Errorf("checkMessages = %v, want nil", err)

@@ -42,6 +42,9 @@ type usage struct {
 	Calls float64 `json:"calls"`
 	RCU   float64 `json:"rcu"`
 	WCU   float64 `json:"wcu"`
+	// RoundTrips is the calls on the request's critical path, one after
+	// the other; nil when the log line does not count them.
+	RoundTrips *float64 `json:"round_trips,omitempty"`
 }
 
 // parseRequestLine reads one JSON log line; ok is false for lines that are

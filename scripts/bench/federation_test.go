@@ -147,9 +147,9 @@ func TestPrintTable_Federation(t *testing.T) {
 	printTable(&b, rep)
 	out := b.String()
 	for _, want := range []string{
-		"inbound /send (50 PDUs a txn)            cirrus      1        2      0   50.000   90.000        80       4.00     0.50    19.00    0.50x    1.00x      2.00x",
-		"inbound /send (50 PDUs a txn)            dendrite    1        2      0  100.000   90.000        40",
-		"federation delivery                      cirrus      1 FAILED (see below)",
+		"inbound /send (50 PDUs a txn)            cirrus       1        2      0   50.000   90.000        80       4.00       —     0.50    19.00    0.50x    1.00x      2.00x",
+		"inbound /send (50 PDUs a txn)            dendrite     1        2      0  100.000   90.000        40",
+		"federation delivery                      cirrus       1 FAILED (see below)",
 		"inbound /send (50 PDUs a txn) on cirrus: 100 PDUs in 2 transactions",
 		"inbound /send (50 PDUs a txn): a fake remote server in the bench",
 		"federation delivery: the bench user of one server sends a message",

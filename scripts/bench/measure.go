@@ -60,6 +60,9 @@ type endpoint struct {
 	// TwoInstances runs the endpoint on two Cirrus instances sharing one
 	// DynamoDB, not on the servers of the run (see measureTwoInstances).
 	TwoInstances bool
+	// Modelled measures the endpoint on the Cirrus of the DynamoDB latency
+	// model too (latency.go), when the run has one.
+	Modelled bool
 }
 
 // token is the access token a request for ep sends to s, "" for none.
@@ -115,10 +118,17 @@ var workload = []endpoint{
 	{Path: "/_matrix/key/v2/server", Federation: true},
 	{Path: "/_matrix/client/v3/login", Method: http.MethodPost, MaxRequests: 40,
 		Body: `{"type":"m.login.password","identifier":{"type":"m.id.user","user":"` + benchUser + `"},"password":"` + benchPassword + `"}`},
-	{Path: "/_matrix/client/v3/account/whoami", Auth: true},
+	whoami(),
 	sendMessage(1),
 	sendMessage(goalConcurrency),
-	roomMessages(),
+	roomMessages(20),
+	roomMessages(messagesLimit),
+}
+
+// whoami is GET /account/whoami with the bench user's token: the access
+// token's lookup and little else.
+func whoami() endpoint {
+	return endpoint{Path: "/_matrix/client/v3/account/whoami", Auth: true, Modelled: true}
 }
 
 // syncWorkload is measured after workload, on fresh servers.
@@ -170,6 +180,9 @@ type result struct {
 	Calls       *float64 `json:"dynamodb_calls_per_request"`
 	RCU         *float64 `json:"rcu_per_request"`
 	WCU         *float64 `json:"wcu_per_request"`
+	// RoundTrips is the DynamoDB calls one after the other per request,
+	// null unless every matched log line counts them.
+	RoundTrips *float64 `json:"dynamodb_round_trips_per_request,omitempty"`
 }
 
 // measureEndpoint measures ep on the servers ready for it, and reports it
@@ -304,6 +317,9 @@ func measure(ctx context.Context, servers []*server, ep endpoint, n, c, warmup, 
 			if matched > 0 {
 				per := func(v float64) *float64 { x := v / float64(matched); return &x }
 				r.Calls, r.RCU, r.WCU = per(sum.Calls), per(sum.RCU), per(sum.WCU)
+				if sum.RoundTrips != nil {
+					r.RoundTrips = per(*sum.RoundTrips)
+				}
 			}
 		}
 		results[i] = r
@@ -312,15 +328,25 @@ func measure(ctx context.Context, servers []*server, ep endpoint, n, c, warmup, 
 }
 
 // summarise adds up the DynamoDB usage of log entries and takes the median
-// of the durations the server measured itself (nil for no entries).
+// of the durations the server measured itself (nil for no entries). The
+// round trips are added up only when every entry counts them.
 func summarise(entries []logEntry) (usage, *float64) {
 	var sum usage
+	var trips float64
+	counted := 0
 	durations := make([]time.Duration, 0, len(entries))
 	for _, e := range entries {
 		sum.Calls += e.DynamoDB.Calls
 		sum.RCU += e.DynamoDB.RCU
 		sum.WCU += e.DynamoDB.WCU
+		if e.DynamoDB.RoundTrips != nil {
+			trips += *e.DynamoDB.RoundTrips
+			counted++
+		}
 		durations = append(durations, time.Duration(e.DurationMS*float64(time.Millisecond)))
+	}
+	if counted > 0 && counted == len(entries) {
+		sum.RoundTrips = &trips
 	}
 	if len(durations) == 0 {
 		return sum, nil

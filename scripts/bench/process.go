@@ -56,6 +56,12 @@ type server struct {
 	// startErr, when set, is why the server could not be started: every
 	// workload fails on it.
 	startErr error
+	// latency is what the DynamoDB latency model adds to each of its
+	// DynamoDB calls (latency.go); 0 for the other servers.
+	latency time.Duration
+	// release, when set, stops what the server runs on in the bench
+	// process (the modelled DynamoDB), once the server has stopped.
+	release func()
 }
 
 // startProcess starts bin and returns at once; s.done closes when it exits.
@@ -168,6 +174,10 @@ func (s *server) stop() {
 	}
 	if s.client != nil {
 		s.client.CloseIdleConnections()
+	}
+	if s.release != nil {
+		s.release()
+		s.release = nil
 	}
 	if s.dir != "" {
 		os.RemoveAll(s.dir)

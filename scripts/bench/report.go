@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -23,6 +24,9 @@ type report struct {
 	Sync        *syncSummary  `json:"sync,omitempty"`
 	Tier        *tierReport   `json:"tier,omitempty"`
 	Baseline    baselineState `json:"baseline"`
+	// DynamoDBLatencyMS is what the latency model adds to every DynamoDB
+	// call of its Cirrus (-dynamodb-latency), 0 when there is none.
+	DynamoDBLatencyMS float64 `json:"dynamodb_latency_ms"`
 }
 
 type serverInfo struct {
@@ -71,9 +75,9 @@ func hasFigures(r result) bool {
 // progressLine is the line bench writes to stderr for a result.
 func progressLine(r result) string {
 	if r.Failed != "" {
-		return fmt.Sprintf("%-8s %-31s FAILED: %s", r.Server, r.Endpoint, failure(r))
+		return fmt.Sprintf("%-10s %-31s FAILED: %s", r.Server, r.Endpoint, failure(r))
 	}
-	return fmt.Sprintf("%-8s %-31s p50 %.3f ms, p99 %.3f ms, %.0f req/s, %d errors",
+	return fmt.Sprintf("%-10s %-31s p50 %.3f ms, p99 %.3f ms, %.0f req/s, %d errors",
 		r.Server, r.Endpoint, r.P50MS, r.P99MS, r.PerSecond, r.Errors)
 }
 
@@ -96,20 +100,27 @@ func printTable(w io.Writer, r *report) {
 	fmt.Fprintf(w, "\n%d requests per endpoint and server after %d warm-up, %d concurrent unless column c says otherwise, in %d rounds alternating between the servers; %s, %d CPUs\n",
 		r.Requests, r.Warmup, r.Concurrency, r.Rounds, r.Go, r.CPUs)
 	fmt.Fprintf(w, "client endpoints over HTTP/1.1, federation endpoints over HTTPS (h2, self-signed); latency measured by the client\n\n")
-	header := fmt.Sprintf("%-40s %-9s %3s %8s %6s %8s %8s %9s %10s %8s %8s %8s %8s %10s",
-		"endpoint", "server", "c", "requests", "errors", "p50 ms", "p99 ms", "req/s", "DDB calls", "RCU", "WCU", "p50 C/D", "p99 C/D", "req/s C/D")
+	header := fmt.Sprintf("%-40s %-10s %3s %8s %6s %8s %8s %9s %10s %7s %8s %8s %8s %8s %10s",
+		"endpoint", "server", "c", "requests", "errors", "p50 ms", "p99 ms", "req/s", "DDB calls", "DDB RT", "RCU", "WCU", "p50 C/D", "p99 C/D", "req/s C/D")
 	fmt.Fprintln(w, header)
 	fmt.Fprintln(w, strings.Repeat("-", len(header)))
 	rs := ratios(r.Results)
+	servers := tableServers(r.Results)
 	for _, ep := range allWorkloads() {
-		for _, server := range []string{"cirrus", "dendrite"} {
+		for _, server := range servers {
 			if x, ok := findResult(r.Results, ep.name(), server); ok {
 				fmt.Fprintln(w, tableRow(x, rs))
 			}
 		}
 	}
-	fmt.Fprintln(w, "DDB calls, RCU, WCU: DynamoDB calls and capacity units per request, from Cirrus's request log")
-	fmt.Fprintln(w, "p50 C/D, p99 C/D: Cirrus latency / Dendrite latency (below 1: Cirrus faster); req/s C/D: Cirrus throughput / Dendrite throughput (above 1: Cirrus faster)")
+	fmt.Fprintln(w, "DDB calls, RCU, WCU: DynamoDB calls and capacity units per request, from Cirrus's request log; DDB RT: DynamoDB round trips per request, the calls one after the other on its critical path (— when the log does not count them)")
+	fmt.Fprintln(w, "p50 C/D, p99 C/D: Cirrus latency / Dendrite latency (below 1: Cirrus faster); req/s C/D: Cirrus throughput / Dendrite throughput (above 1: Cirrus faster); plain Cirrus only")
+	for _, name := range servers {
+		if isModelled(name) {
+			fmt.Fprintf(w, "%s: cirrus serve with every DynamoDB call held %s by a proxy in front of an embedded DynamoDB (-dynamodb-latency), measured in the same rounds and with as many requests, on the endpoints a user waits for only (see the latency model below)\n",
+				name, strings.TrimPrefix(name, "cirrus+"))
+		}
+	}
 	for _, ep := range allWorkloads() {
 		if ep.Label != "" {
 			fmt.Fprintf(w, "%s: %s\n", ep.Label, describe(ep))
@@ -124,10 +135,13 @@ func printTable(w io.Writer, r *report) {
 	fmt.Fprintln(w)
 	for _, s := range r.Servers {
 		note := ""
-		if s.Name == "cirrus" {
+		switch {
+		case s.Name == "cirrus":
 			note = " (embedded DynamoDB included)"
+		case isModelled(s.Name):
+			note = " (its DynamoDB runs in the bench process, not included)"
 		}
-		fmt.Fprintf(w, "peak RSS (VmHWM) %-9s %-16s %7.1f MiB%s\n", s.Name, s.Version, float64(s.PeakRSSBytes)/(1<<20), note)
+		fmt.Fprintf(w, "peak RSS (VmHWM) %-10s %-16s %7.1f MiB%s\n", s.Name, s.Version, float64(s.PeakRSSBytes)/(1<<20), note)
 	}
 	if len(r.Servers) > 0 {
 		fmt.Fprintln(w, "peak RSS: the larger of each server's two processes, the first for the endpoints and room workloads, the second (fresh) for the sync workloads")
@@ -155,13 +169,26 @@ func printTable(w io.Writer, r *report) {
 	printSync(w, r)
 	printSliding(w, r)
 	printTier(w, r)
+	printLatency(w, r)
 	printGoals(w, r.Goals)
+}
+
+// tableServers is the order of the servers in the results table: Cirrus,
+// the modelled Cirrus, Dendrite.
+func tableServers(results []result) []string {
+	names := []string{"cirrus"}
+	for _, x := range results {
+		if isModelled(x.Server) && !slices.Contains(names, x.Server) {
+			names = append(names, x.Server)
+		}
+	}
+	return append(names, "dendrite")
 }
 
 // tableRow is the row of one result, with its ratios when it is Cirrus's.
 func tableRow(x result, rs []ratio) string {
 	if x.Failed != "" {
-		return fmt.Sprintf("%-40s %-9s %3d %8s", x.Endpoint, x.Server, x.Concurrency, "FAILED (see below)")
+		return fmt.Sprintf("%-40s %-10s %3d %8s", x.Endpoint, x.Server, x.Concurrency, "FAILED (see below)")
 	}
 	p50r, p99r, rater := "", "", ""
 	for _, q := range rs {
@@ -169,9 +196,9 @@ func tableRow(x result, rs []ratio) string {
 			p50r, p99r, rater = fmt.Sprintf("%.2fx", q.P50), fmt.Sprintf("%.2fx", q.P99), fmt.Sprintf("%.2fx", q.PerSecond)
 		}
 	}
-	return fmt.Sprintf("%-40s %-9s %3d %8d %6d %8.3f %8.3f %9.0f %10s %8s %8s %8s %8s %10s",
+	return fmt.Sprintf("%-40s %-10s %3d %8d %6d %8.3f %8.3f %9.0f %10s %7s %8s %8s %8s %8s %10s",
 		x.Endpoint, x.Server, x.Concurrency, x.Requests, x.Errors, x.P50MS, x.P99MS, x.PerSecond,
-		perRequest(x.Calls), perRequest(x.RCU), perRequest(x.WCU), p50r, p99r, rater)
+		perRequest(x.Calls), roundTrips(x), perRequest(x.RCU), perRequest(x.WCU), p50r, p99r, rater)
 }
 
 // describe says what a labelled endpoint sends.
@@ -195,7 +222,7 @@ func printGoals(w io.Writer, gs []goal) {
 	if len(gs) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\ngoals (send: a plain message into a two-member room, its room WCU the table's WCU less the 2 WCU of telling both members' syncs and the search index's 1 WCU a distinct word; sync: the sync user's long-poll):")
+	fmt.Fprintln(w, "\ngoals (send: a plain message into a two-member room, its room WCU the table's WCU less the 2 WCU of telling both members' syncs and the search index's 1 WCU a distinct word; sync: the sync user's long-poll; p50 ms (cirrus+4ms): latency with 4 ms added to every DynamoDB call, as in AWS):")
 	for _, g := range gs {
 		value, verdict := "n/a", "NOT MEASURED: "+g.Missing
 		if g.Value != nil {

@@ -19,8 +19,8 @@ const (
 	// messageBody is a plain text message of a typical length.
 	messageBody = `{"msgtype":"m.text","body":"` + sentBody + `"}`
 	sentBody    = "A plain text message from the bench, about as long as a chat line."
-	// messagesLimit is how many events the messages workload asks for; the
-	// room is given that many messages before it is measured.
+	// messagesLimit is how many events the larger messages workload asks
+	// for (a smaller one asks for 20, a screen of a timeline).
 	messagesLimit = 100
 )
 
@@ -55,21 +55,24 @@ func sendMessage(c int) endpoint {
 	return endpoint{
 		Label: fmt.Sprintf("send c=%d", c), Method: http.MethodPut, Auth: true, Concurrency: c,
 		Path: "/_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId}", Body: messageBody,
+		Modelled: true,
 	}
 }
 
-// roomMessages is GET /rooms/{roomId}/messages backwards from the end of the
-// bench room, once it holds at least messagesLimit messages.
-func roomMessages() endpoint {
+// roomMessages is GET /rooms/{roomId}/messages of limit events backwards
+// from the end of the bench room, once it holds at least limit messages
+// (the room is given that many before it is measured).
+func roomMessages(limit int) endpoint {
 	return endpoint{
-		Label: fmt.Sprintf("messages %d", messagesLimit), Auth: true, Fill: messagesLimit, Check: func(_ *server, body []byte) error { return checkMessages(body) },
-		Path: fmt.Sprintf("/_matrix/client/v3/rooms/{roomId}/messages?dir=b&limit=%d", messagesLimit),
+		Label: fmt.Sprintf("messages %d", limit), Auth: true, Fill: limit, Modelled: true,
+		Check: func(_ *server, body []byte) error { return checkMessages(body, limit) },
+		Path:  fmt.Sprintf("/_matrix/client/v3/rooms/{roomId}/messages?dir=b&limit=%d", limit),
 	}
 }
 
-// checkMessages checks that a /messages answer holds the last messagesLimit
-// events of the room, all of them messages the bench has just sent.
-func checkMessages(body []byte) error {
+// checkMessages checks that a /messages answer holds the last limit events
+// of the room, all of them messages the bench has just sent.
+func checkMessages(body []byte, limit int) error {
 	var page struct {
 		Chunk []struct {
 			Type    string `json:"type"`
@@ -81,8 +84,8 @@ func checkMessages(body []byte) error {
 	if err := json.Unmarshal(body, &page); err != nil {
 		return fmt.Errorf("decode the answer: %w", err)
 	}
-	if len(page.Chunk) != messagesLimit {
-		return fmt.Errorf("the chunk holds %d events, want %d", len(page.Chunk), messagesLimit)
+	if len(page.Chunk) != limit {
+		return fmt.Errorf("the chunk holds %d events, want %d", len(page.Chunk), limit)
 	}
 	for i, e := range page.Chunk {
 		if e.Type != "m.room.message" || e.Content.Body != sentBody {

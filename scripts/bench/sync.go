@@ -335,7 +335,7 @@ func currentSince(ctx context.Context, s *server) (string, error) {
 func initialSync() endpoint {
 	return endpoint{
 		Label: fmt.Sprintf("initial sync (%d rooms)", syncRooms), Path: "/_matrix/client/v3/sync", SyncUser: true,
-		Concurrency: 1, MaxRequests: initialSyncRequests, NoWarmup: true, Setup: ensureSync, Run: runInitial,
+		Concurrency: 1, MaxRequests: initialSyncRequests, NoWarmup: true, Setup: ensureSync, Run: runInitial, Modelled: true,
 		Describe: fmt.Sprintf("GET /_matrix/client/v3/sync without since or filter (the server's default timeline limit), as a user in %d private rooms of two members with %d messages each", syncRooms, syncMessages),
 		Note:     func(s *server) string { return s.sync.timeline },
 	}
@@ -390,7 +390,7 @@ func checkInitialSync(s *server, body []byte) error {
 func incrementalSync() endpoint {
 	return endpoint{
 		Label: "incremental sync", Path: fmt.Sprintf("/_matrix/client/v3/sync?since={token}&timeout=%d", incrementalTimeout.Milliseconds()), SyncUser: true,
-		Concurrency: 1, MaxRequests: incrementalSyncRequests, Setup: ensureSync, Run: runIncremental,
+		Concurrency: 1, MaxRequests: incrementalSyncRequests, Setup: ensureSync, Run: runIncremental, Modelled: true,
 		Describe: fmt.Sprintf("the bench user sends a message into one of the sync user's rooms, then the sync user's GET /_matrix/client/v3/sync?since=<its previous next_batch>&timeout=%d is timed; its answer must hold the message (the timeout lets a server that makes a message visible to sync a moment after answering the send, as Dendrite does, answer when it is, instead of failing)", incrementalTimeout.Milliseconds()),
 	}
 }
@@ -448,7 +448,7 @@ func sendThenRead(ctx context.Context, s *server, what string, read func(context
 func wakeUp(twoInstances bool) endpoint {
 	ep := endpoint{
 		Label: "sync wake-up", Path: fmt.Sprintf("/_matrix/client/v3/sync?since={token}&timeout=%d", wakeUpTimeout.Milliseconds()), SyncUser: true,
-		Concurrency: 1, MaxRequests: wakeUpIterations, Setup: ensureSync, Note: wakeUpNote,
+		Concurrency: 1, MaxRequests: wakeUpIterations, Setup: ensureSync, Note: wakeUpNote, Modelled: true,
 		Run: func(ctx context.Context, s *server) (string, time.Duration, error) {
 			return runWakeUp(ctx, s, 0)
 		},
@@ -456,7 +456,7 @@ func wakeUp(twoInstances bool) endpoint {
 			wakeUpTimeout.Milliseconds(), wakeUpDelay.Milliseconds()),
 	}
 	if twoInstances {
-		ep.Label, ep.TwoInstances, ep.MaxRequests = "sync wake-up, 2 instances", true, twoInstanceIterations
+		ep.Label, ep.TwoInstances, ep.MaxRequests, ep.Modelled = "sync wake-up, 2 instances", true, twoInstanceIterations, false
 		ep.Run = func(ctx context.Context, s *server) (string, time.Duration, error) {
 			return runWakeUp(ctx, s, s.pollInterval)
 		}

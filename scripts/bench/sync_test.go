@@ -354,9 +354,9 @@ func TestPrintTable_Sync(t *testing.T) {
 	printTable(&b, rep)
 	out := b.String()
 	for _, want := range []string{
-		"initial sync (50 rooms)                  cirrus      1        5      0  900.000 1000.000         1     504.00   955.00     0.00    6.00x    5.00x      0.17x",
-		"sync wake-up                             dendrite    1       40      0    0.000   14.000         8        n/a",
-		"idle sync timeout=3000                   dendrite    1 FAILED (see below)",
+		"initial sync (50 rooms)                  cirrus       1        5      0  900.000 1000.000         1     504.00       —   955.00     0.00    6.00x    5.00x      0.17x",
+		"sync wake-up                             dendrite     1       40      0    0.000   14.000         8        n/a",
+		"idle sync timeout=3000                   dendrite     1 FAILED (see below)",
 		"initial sync (50 rooms) on cirrus: 50 joined rooms; timeline events per room: 50 with 10; 300000 bytes",
 		"sync wake-up on dendrite: the waiting sync answered before the send did in 30 of 51 wake-ups",
 		"sync wake-up, 2 instances: the same, with the sync waiting on one cirrus serve and the message sent to another",
