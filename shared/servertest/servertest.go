@@ -294,6 +294,31 @@ func CheckUsage(t testing.TB, what string, got store.Usage, want Cost) {
 	}
 }
 
+// CheckRoundTrips fails the test unless the last request whose route
+// contains route made want sequential DynamoDB round trips (store.Meter
+// says what they are); what names it in the log and the failure.
+func (s *Stack) CheckRoundTrips(t testing.TB, what, route string, want int64) {
+	t.Helper()
+	s.CheckRoundTripsWithin(t, what, route, want, want)
+}
+
+// CheckRoundTripsWithin is CheckRoundTrips for a request whose parallel
+// calls may or may not overlap as the scheduler decides: on the embedded
+// store a call takes a tenth of a millisecond, less than a goroutine may
+// take to start the call beside it. Its round trips are at least least,
+// the steps its code makes one after the other, and at most most.
+func (s *Stack) CheckRoundTripsWithin(t testing.TB, what, route string, least, most int64) {
+	t.Helper()
+	u := s.LastRequestTo(t, route).DynamoDB
+	t.Logf("%s: %d round trips (%d calls)", what, u.RoundTrips, u.Calls)
+	switch {
+	case least == most && u.RoundTrips != least:
+		t.Errorf("%s: %d round trips (%d calls), want %d", what, u.RoundTrips, u.Calls, least)
+	case u.RoundTrips < least || u.RoundTrips > most:
+		t.Errorf("%s: %d round trips (%d calls), want %d to %d", what, u.RoundTrips, u.Calls, least, most)
+	}
+}
+
 // Member is a registered user with a mautrix-go client logged in as them.
 type Member struct {
 	User
