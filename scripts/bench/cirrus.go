@@ -225,6 +225,20 @@ func (l *requestLog) lookup(id string) (logEntry, bool) {
 	return e, ok
 }
 
+// lastError is the last error line the server wrote ("" for none), such
+// as Cirrus's "request failed" with the error behind a 500.
+func (l *requestLog) lastError() string {
+	l.refresh()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.tail) - 1; i >= 0; i-- {
+		if strings.Contains(l.tail[i], `"level":"ERROR"`) {
+			return l.tail[i]
+		}
+	}
+	return ""
+}
+
 func (l *requestLog) recent() string {
 	l.refresh()
 	l.mu.Lock()

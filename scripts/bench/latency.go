@@ -41,7 +41,7 @@ func latencyGoals() []latencyGoal {
 	return []latencyGoal{
 		{"send c=1", sendMessage(1).name(), 12},
 		{"incremental sync", incrementalSync().name(), 15},
-		{"messages 20", roomMessages(20).name(), 12},
+		{"messages 20", screenMessages().name(), 12},
 		{"whoami", whoami().name(), 6},
 		{"initial sync (50 rooms)", initialSync().name(), 250},
 	}

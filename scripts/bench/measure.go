@@ -121,7 +121,7 @@ var workload = []endpoint{
 	whoami(),
 	sendMessage(1),
 	sendMessage(goalConcurrency),
-	roomMessages(20),
+	screenMessages(),
 	roomMessages(messagesLimit),
 }
 
@@ -305,6 +305,9 @@ func measure(ctx context.Context, servers []*server, ep endpoint, n, c, warmup, 
 		}
 		if l.firstErr != nil {
 			r.FirstError = l.firstErr.Error()
+			if line := serverError(s); line != "" {
+				r.FirstError += "; the server's last error line: " + line
+			}
 		}
 		if len(l.latencies) == 0 {
 			r.Failed = fmt.Sprintf("all %d requests failed", n)
@@ -325,6 +328,15 @@ func measure(ctx context.Context, servers []*server, ep endpoint, n, c, warmup, 
 		results[i] = r
 	}
 	return results
+}
+
+// serverError is the last error line in s's log, "" for none or for a
+// server without a log the bench reads.
+func serverError(s *server) string {
+	if s.Log == nil {
+		return ""
+	}
+	return s.Log.lastError()
 }
 
 // summarise adds up the DynamoDB usage of log entries and takes the median

@@ -70,6 +70,14 @@ func roomMessages(limit int) endpoint {
 	}
 }
 
+// screenMessages is /messages of 20 events, a screen of a timeline, from
+// one client: the request a user waits for on opening a room.
+func screenMessages() endpoint {
+	ep := roomMessages(20)
+	ep.Concurrency = 1
+	return ep
+}
+
 // checkMessages checks that a /messages answer holds the last limit events
 // of the room, all of them messages the bench has just sent.
 func checkMessages(body []byte, limit int) error {
