@@ -1,14 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -59,59 +59,94 @@ func isModelled(name string) bool { return strings.HasPrefix(name, "cirrus+") }
 // latencyProxy is a reverse proxy that holds every request for delay before
 // forwarding it, each in its own handler goroutine, so that concurrent calls
 // wait side by side as they would on a network. The connections to the
-// backend are kept alive.
+// backend are kept alive. A DynamoDB call is a small JSON request and
+// answer: each is read whole before it is passed on, and the call to the
+// backend, once started, is not cut short by the caller going away, so
+// that no answer reaches the caller truncated.
 type latencyProxy struct {
-	delay time.Duration
+	target *url.URL
+	delay  time.Duration
 	// wait holds a request for d; it returns early with ctx's error when
 	// the caller goes away. It is sleep in the bench, a stand-in in tests.
-	wait  func(ctx context.Context, d time.Duration) error
-	proxy *httputil.ReverseProxy
+	wait      func(ctx context.Context, d time.Duration) error
+	transport *http.Transport
 }
+
+// backendTimeout bounds one call to the backend.
+const backendTimeout = time.Minute
+
+// hopHeaders are the headers of one connection, not passed on (RFC 9110,
+// section 7.6.1).
+var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
 // newLatencyProxy forwards to target after wait(delay); a nil wait sleeps.
 func newLatencyProxy(target *url.URL, delay time.Duration, wait func(context.Context, time.Duration) error) *latencyProxy {
 	if wait == nil {
 		wait = sleep
 	}
-	transport := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        512,
-		MaxIdleConnsPerHost: 512,
-		IdleConnTimeout:     90 * time.Second,
-	}
 	return &latencyProxy{
-		delay: delay,
-		wait:  wait,
-		proxy: &httputil.ReverseProxy{
-			// Only the URL changes: the headers (the SDK's signature, Host)
-			// and the body reach the store as the client sent them, and no
-			// X-Forwarded-* is added.
-			Rewrite: func(r *httputil.ProxyRequest) {
-				r.Out.URL.Scheme, r.Out.URL.Host = target.Scheme, target.Host
-			},
-			Transport: transport,
-			// A call cut short when the servers stop is no news; one during
-			// a measurement fails Cirrus's request, which the bench reports.
-			ErrorLog: log.New(io.Discard, "", 0),
-			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-				http.Error(w, "latency proxy: "+err.Error(), http.StatusBadGateway)
-			},
+		target: target,
+		delay:  delay,
+		wait:   wait,
+		transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        512,
+			MaxIdleConnsPerHost: 512,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
 		},
 	}
 }
 
+// ServeHTTP reads the request, waits, sends it to the backend with its
+// method, path, query, headers (the SDK's signature, Host) and body as they
+// came, and answers with the backend's status, headers and body.
 func (p *latencyProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, "latency proxy: read the request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
 	if err := p.wait(r.Context(), p.delay); err != nil {
 		return // the caller is gone
 	}
-	p.proxy.ServeHTTP(w, r)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), backendTimeout)
+	defer cancel()
+	out, err := http.NewRequestWithContext(ctx, r.Method, p.target.Scheme+"://"+p.target.Host+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		http.Error(w, "latency proxy: "+err.Error(), http.StatusBadGateway)
+		return
+	}
+	out.Header = r.Header.Clone()
+	out.Host = r.Host
+	for _, h := range hopHeaders {
+		out.Header.Del(h)
+	}
+	res, err := p.transport.RoundTrip(out)
+	if err != nil {
+		http.Error(w, "latency proxy: "+err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer res.Body.Close()
+	answer, err := io.ReadAll(res.Body)
+	if err != nil {
+		http.Error(w, "latency proxy: read the answer: "+err.Error(), http.StatusBadGateway)
+		return
+	}
+	for k, v := range res.Header {
+		w.Header()[k] = v
+	}
+	for _, h := range hopHeaders {
+		w.Header().Del(h)
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(answer)))
+	w.WriteHeader(res.StatusCode)
+	w.Write(answer)
 }
 
 // close drops the idle connections to the backend.
 func (p *latencyProxy) close() {
-	if t, ok := p.proxy.Transport.(*http.Transport); ok {
-		t.CloseIdleConnections()
-	}
+	p.transport.CloseIdleConnections()
 }
 
 // sleep waits d, or until ctx is done.
