@@ -46,6 +46,12 @@ func TestRoundTrips_Costs(t *testing.T) {
 	if len(next.Rooms.Join[room.RoomID].Timeline.Events) == 0 {
 		t.Fatal("bob's incremental sync missed the message")
 	}
-	// 13 calls (the access token's read first), none beside another.
-	st.CheckRoundTrips(t, "bob's incremental sync after the message", "/sync", 13)
+	// 13 calls (the access token's read first). The room's unread counts
+	// (5 calls in a row) are read beside its timeline, and calls of two
+	// chains that keep one another in flight count as one round trip (the
+	// meter's lower bound): 5 to 10 in runs here, as the scheduler
+	// interleaves the chains on the embedded store, and 13 at worst, when
+	// one chain ends before the other begins. `make bench`'s cirrus+4ms
+	// measures what the overlap saves where a call takes milliseconds.
+	st.CheckRoundTripsWithin(t, "bob's incremental sync after the message", "/sync", 5, 13)
 }

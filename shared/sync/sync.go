@@ -535,6 +535,14 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 	}
 	for _, m := range ms {
 		f, changed := from[m.RoomID]
+		// The unread counts of a room the answer will show joined are read
+		// beside its timeline: they read other items, and a count that is
+		// one event ahead of the timeline is mended by the next sync, as
+		// when the counts were read after it.
+		var unread <-chan unreadCounts
+		if m.Membership == "join" && (changed || req.FullState || ephemeral[m.RoomID]) {
+			unread = s.countsAhead(ctx, req, m.RoomID)
+		}
 		switch {
 		case changed || (req.FullState && (m.Membership == "join" || req.Filter.IncludeLeave)):
 			upto := int64(-1)
@@ -558,13 +566,52 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 				return nil, position{}, err
 			}
 		}
-		if j, ok := resp.Rooms.Join[m.RoomID]; ok {
-			if err := s.counts(ctx, req, m.RoomID, j); err != nil {
-				return nil, position{}, err
+		j, joined := resp.Rooms.Join[m.RoomID]
+		var err error
+		switch {
+		case unread != nil:
+			// Waited for even when unused, so that its reads are over
+			// (and metered) before the answer goes.
+			c := <-unread
+			if err = c.err; joined {
+				c.apply(j)
 			}
+		case joined:
+			err = s.counts(ctx, req, m.RoomID, j)
+		}
+		if err != nil {
+			return nil, position{}, err
 		}
 	}
 	return resp, next, s.presenceOf(ctx, resp, present)
+}
+
+// unreadCounts is a room's unread counts read ahead (countsAhead).
+type unreadCounts struct {
+	main      *Unread
+	perThread map[string]Unread
+	err       error
+}
+
+func (c unreadCounts) apply(j *JoinedRoom) {
+	if c.main != nil {
+		j.Unread = c.main
+	}
+	if c.perThread != nil {
+		j.UnreadThreads = c.perThread
+	}
+}
+
+// countsAhead reads a room's unread counts, as counts does, in the
+// background; the channel gives them once read.
+func (s *Service) countsAhead(ctx context.Context, req Request, roomID string) <-chan unreadCounts {
+	out := make(chan unreadCounts, 1)
+	go func() {
+		var j JoinedRoom
+		err := s.counts(ctx, req, roomID, &j)
+		out <- unreadCounts{main: j.Unread, perThread: j.UnreadThreads, err: err}
+	}()
+	return out
 }
 
 // presenceOf adds to an incremental response the presence of the users
