@@ -83,12 +83,12 @@ func TestRequestLog_Match(t *testing.T) {
 
 func TestParseVmHWM(t *testing.T) {
 	status := "Name:\tcirrus\nVmPeak:\t 1300000 kB\nVmHWM:\t   21316 kB\nVmRSS:\t   20000 kB\n"
-	got, err := parseVmHWM([]byte(status))
+	got, err := parseStatusKB([]byte(status), "VmHWM")
 	if err != nil || got != 21316*1024 {
-		t.Errorf("parseVmHWM = %d, %v; want %d", got, err, 21316*1024)
+		t.Errorf("parseStatusKB VmHWM = %d, %v; want %d", got, err, 21316*1024)
 	}
-	if _, err := parseVmHWM([]byte("Name:\tx\n")); err == nil {
-		t.Error("parseVmHWM without VmHWM: no error")
+	if _, err := parseStatusKB([]byte("Name:\tx\n"), "VmHWM"); err == nil {
+		t.Error("parseStatusKB without VmHWM: no error")
 	}
 }
 

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -12,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -191,25 +188,7 @@ func peakRSS(pid int) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return parseVmHWM(data)
-}
-
-// parseVmHWM finds "VmHWM:  1234 kB" in the text of /proc/<pid>/status.
-func parseVmHWM(status []byte) (int64, error) {
-	sc := bufio.NewScanner(bytes.NewReader(status))
-	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("unexpected VmHWM line %q", sc.Text())
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
-		return kb * 1024, err
-	}
-	return 0, errors.New("no VmHWM in status")
+	return parseStatusKB(data, "VmHWM")
 }
 
 // freeAddr returns a loopback address with a port free at the time of asking.
