@@ -71,6 +71,10 @@ type Service struct {
 	// EmailBound, when set, runs after registration binds an address, for
 	// the email pusher of notif_for_new_users.
 	EmailBound func(ctx context.Context, userID, address string) error
+	// TokenKey signs the access tokens issued (TokenKey, signedtoken.go),
+	// so that their requests start before the token's read confirms them;
+	// nil issues unsigned tokens, whose requests wait for the read.
+	TokenKey []byte
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

@@ -42,7 +42,7 @@ type issued struct {
 // for a device, and the device item pointing at them.
 func (s *Service) tokenOps(userID string, dev deviceItem, refreshable bool, prevRefresh string) (issued, []store.Op) {
 	now := s.now()
-	out := issued{AccessToken: newToken()}
+	out := issued{AccessToken: signedToken(s.TokenKey, userID, dev.DeviceID)}
 	tok := tokenItem{PK: tokenPK(hashToken(out.AccessToken)), SK: "token", UserID: userID, DeviceID: dev.DeviceID}
 	dev.TokenHash, dev.RefreshHash = hashToken(out.AccessToken), ""
 	var ops []store.Op

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/cirrus-matrix/cirrus/shared/gate"
 )
 
 // ErrDomainNotAllowed is returned for a destination outside
@@ -41,6 +43,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if req.Body != nil {
 			req.Body.Close()
 		}
+	}
+	if err := gate.Wait(req.Context()); err != nil {
+		closeBody()
+		return nil, err
 	}
 	if req.URL.Scheme != "matrix" && req.URL.Scheme != "matrix-federation" {
 		closeBody()

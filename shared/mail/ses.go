@@ -7,6 +7,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sesv2"
 	"github.com/aws/aws-sdk-go-v2/service/sesv2/types"
+
+	"github.com/cirrus-matrix/cirrus/shared/gate"
 )
 
 // SendEmailAPI is the part of the SES v2 API that SES uses; *sesv2.Client
@@ -38,6 +40,9 @@ func NewSES(client SendEmailAPI, from string) *SES {
 // Send sends m with one SendEmail call.
 func (s *SES) Send(ctx context.Context, m Message) error {
 	if err := m.Validate(); err != nil {
+		return fmt.Errorf("send email: %w", err)
+	}
+	if err := gate.Wait(ctx); err != nil {
 		return fmt.Errorf("send email: %w", err)
 	}
 	from, err := parseAddress(s.From)

@@ -28,6 +28,8 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/fedclient"
 	"github.com/cirrus-matrix/cirrus/shared/objects"
 	"github.com/cirrus-matrix/cirrus/shared/store"
+
+	"github.com/cirrus-matrix/cirrus/shared/gate"
 )
 
 // RemoteError is a failure to fetch another server's media that a client
@@ -359,6 +361,9 @@ func (f *Fetcher) readBounded(r io.Reader, length int64) ([]byte, error) {
 // fetchLocation is the plain GET of a Location part: https or http, to an
 // address ip_range_blacklist allows, bounded as the rest of the fetch.
 func (f *Fetcher) fetchLocation(ctx context.Context, loc string) (fetched, error) {
+	if err := gate.Wait(ctx); err != nil {
+		return fetched{}, err
+	}
 	u, err := url.Parse(loc)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return fetched{}, fmt.Errorf("location %q is not an http(s) URL", loc)

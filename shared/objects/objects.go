@@ -19,6 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/cirrus-matrix/cirrus/shared/gate"
 )
 
 // ErrNotFound is an object that is not in the bucket.
@@ -98,6 +100,9 @@ func (b *Bucket) PutObject(ctx context.Context, key string, body []byte, m Meta)
 	if m.CacheControl != "" {
 		in.CacheControl = aws.String(m.CacheControl)
 	}
+	if err := gate.Wait(ctx); err != nil {
+		return fmt.Errorf("put object %s: %w", key, err)
+	}
 	if _, err := b.client.PutObject(ctx, in); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
@@ -129,6 +134,9 @@ func (b *Bucket) Head(ctx context.Context, key string) (Meta, error) {
 // Delete removes the object at key; removing a missing object is not an
 // error, as in S3.
 func (b *Bucket) Delete(ctx context.Context, key string) error {
+	if err := gate.Wait(ctx); err != nil {
+		return fmt.Errorf("delete object %s: %w", key, err)
+	}
 	if _, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.name), Key: aws.String(key)}); err != nil {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}

@@ -19,6 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/cirrus-matrix/cirrus/shared/gate"
 )
 
 // MaxMessageSize is the limit Cirrus keeps messages under: a body plus its
@@ -101,6 +103,9 @@ func (q *Queue) SendAfter(ctx context.Context, kind string, body []byte, delay t
 		return fmt.Errorf("send message: kind %q: %w", kind, err)
 	}
 	delay = min(max(delay, 0), MaxDelay)
+	if err := gate.Wait(ctx); err != nil {
+		return fmt.Errorf("send %s message: %w", kind, err)
+	}
 	_, err := q.api.SendMessage(ctx, &sqs.SendMessageInput{
 		QueueUrl:          aws.String(q.url),
 		MessageBody:       aws.String(string(body)),

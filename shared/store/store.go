@@ -123,7 +123,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open store: aws config: %w", err)
 	}
 	db := dynamodb.NewFromConfig(cfg, func(opt *dynamodb.Options) {
-		opt.APIOptions = append(opt.APIOptions, timeCalls)
+		// timeCalls first, then gateWrites before it: each goes to the
+		// front of the stack.
+		opt.APIOptions = append(opt.APIOptions, timeCalls, gateWrites)
 		if o.Endpoint != "" {
 			opt.BaseEndpoint = aws.String(o.Endpoint)
 			// Local DynamoDB APIs send no CRC32 header.

@@ -15,6 +15,8 @@ import (
 
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
 	"github.com/cirrus-matrix/cirrus/shared/store"
+
+	"github.com/cirrus-matrix/cirrus/shared/gate"
 )
 
 // identityTimeout bounds a call to an identity server, well within API
@@ -146,6 +148,9 @@ func (s *Service) unbindRemote(r *http.Request, userID string, body threepidBody
 // errNoSupport (an unbind reads it as "no-support"); an unreachable server
 // is 502 M_UNKNOWN saying so.
 func (s *Service) callIdentity(req *http.Request, idServer string, out any) error {
+	if err := gate.Wait(req.Context()); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(req.Context(), identityTimeout)
 	defer cancel()
 	resp, err := s.identityClient().Do(req.WithContext(ctx))

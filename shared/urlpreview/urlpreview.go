@@ -37,6 +37,8 @@ import (
 
 	"golang.org/x/net/html"
 	"golang.org/x/net/html/charset"
+
+	"github.com/cirrus-matrix/cirrus/shared/gate"
 )
 
 // Defaults for the zero values of Config.
@@ -256,6 +258,9 @@ func checkURL(u *url.URL) error {
 // of the map rather than failing the preview. Anything neither HTML nor an
 // image gives an empty map.
 func (p *Previewer) Preview(ctx context.Context, rawURL string) (map[string]any, *Image, error) {
+	if err := gate.Wait(ctx); err != nil {
+		return nil, nil, err
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrBadURL, err)

@@ -1,0 +1,135 @@
+package accounts_test
+
+import (
+	"encoding/base64"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+
+	"github.com/cirrus-matrix/cirrus/shared/accounts"
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
+)
+
+// A signed token's request runs before its read confirms it (RequireAuth's
+// speculation): these check that a token the read refuses has done nothing
+// and seen nothing, and that tokens that cannot speculate still work.
+func TestSpeculativeAuth_RefusedTokenWritesAndShowsNothing(t *testing.T) {
+	st := servertest.Start(t)
+	hs := &homeserver{URL: st.URL, srv: st.Server}
+	c := hs.user(t, "pam", "pw")
+	gone := login(t, c, "pam", "pw", mautrix.ReqLogin{}).AccessToken
+	other, _ := mautrix.NewClient(hs.URL, "", "")
+	kept := login(t, other, "pam", "pw", mautrix.ReqLogin{}).AccessToken
+	if parts := strings.Split(strings.TrimPrefix(gone, "cirrus_"), "."); !strings.HasPrefix(gone, "cirrus_") || len(parts) != 3 {
+		t.Fatalf("token %q is not of the signed form", redact(gone))
+	}
+
+	data := hs.URL + "/_matrix/client/v3/user/" + url.PathEscape("@pam:"+st.Server.Config.ServerName) + "/account_data/"
+	if code, body := raw(t, "PUT", data+"org.example.secret", kept, `{"pin":"1234"}`); code != 200 {
+		t.Fatalf("put account data: %d %v", code, body)
+	}
+	if code, body := raw(t, "GET", hs.URL+"/_matrix/client/v3/account/whoami", gone, ""); code != 200 || body["user_id"] != "@pam:"+st.Server.Config.ServerName {
+		t.Fatalf("whoami before logout: %d %v", code, body)
+	}
+	st.CheckRoundTrips(t, "whoami with a signed token", "/whoami", 1)
+	if code, _ := raw(t, "POST", hs.URL+"/_matrix/client/v3/logout", gone, ""); code != 200 {
+		t.Fatal("logout")
+	}
+
+	// A write: refused, and not made.
+	code, body := raw(t, "PUT", data+"org.example.after", gone, `{"x":1}`)
+	if code != 401 || body["errcode"] != "M_UNKNOWN_TOKEN" || body["soft_logout"] != false {
+		t.Fatalf("write with a logged-out token: %d %v, want 401 M_UNKNOWN_TOKEN", code, body)
+	}
+	if code, body := raw(t, "GET", data+"org.example.after", kept, ""); code != 404 {
+		t.Fatalf("account data the refused request would have written: %d %v, want 404", code, body)
+	}
+	// A read: refused, and what was read is not sent.
+	code, body = raw(t, "GET", data+"org.example.secret", gone, "")
+	if code != 401 || body["errcode"] != "M_UNKNOWN_TOKEN" || body["pin"] != nil {
+		t.Fatalf("read with a logged-out token: %d %v, want 401 M_UNKNOWN_TOKEN", code, body)
+	}
+	// A long-poll: answered at once with 401, not after its timeout.
+	code, body = raw(t, "GET", hs.URL+"/_matrix/client/v3/sync?timeout=600000", gone, "")
+	if code != 401 || body["errcode"] != "M_UNKNOWN_TOKEN" {
+		t.Fatalf("sync with a logged-out token: %d %v, want 401 M_UNKNOWN_TOKEN", code, body)
+	}
+}
+
+func TestSpeculativeAuth_ExpiredTokenIsSoftLogout(t *testing.T) {
+	st := servertest.Start(t)
+	hs := &homeserver{URL: st.URL, srv: st.Server}
+	st.Server.Accounts.Now = func() time.Time {
+		if hs.clock.IsZero() {
+			return time.Now()
+		}
+		return hs.clock
+	}
+	c := hs.user(t, "rae", "pw")
+	tok := login(t, c, "rae", "pw", mautrix.ReqLogin{RefreshToken: true}).AccessToken
+	hs.clock = time.Now().Add(accounts.RefreshableLifetime + time.Minute)
+	data := hs.URL + "/_matrix/client/v3/user/" + url.PathEscape("@rae:"+st.Server.Config.ServerName) + "/account_data/org.example.late"
+	code, body := raw(t, "PUT", data, tok, `{"x":1}`)
+	if code != 401 || body["errcode"] != "M_UNKNOWN_TOKEN" || body["soft_logout"] != true {
+		t.Fatalf("write with an expired token: %d %v, want 401 M_UNKNOWN_TOKEN soft_logout", code, body)
+	}
+	hs.clock = time.Time{}
+	fresh, _ := mautrix.NewClient(hs.URL, "", "")
+	kept := login(t, fresh, "rae", "pw", mautrix.ReqLogin{}).AccessToken
+	if code, body := raw(t, "GET", data, kept, ""); code != 404 {
+		t.Fatalf("account data the expired token's request would have written: %d %v, want 404", code, body)
+	}
+}
+
+func TestSpeculativeAuth_TokensThatCannotSpeculate(t *testing.T) {
+	st := servertest.Start(t)
+	hs := &homeserver{URL: st.URL, srv: st.Server}
+	c := hs.user(t, "ned", "pw")
+	key := st.Server.Accounts.TokenKey
+	// A token issued before tokens were signed is random alone; it waits
+	// for its read and works as it did.
+	st.Server.Accounts.TokenKey = nil
+	old := login(t, c, "ned", "pw", mautrix.ReqLogin{}).AccessToken
+	st.Server.Accounts.TokenKey = key
+	if strings.Contains(old, ".") {
+		t.Fatalf("unsigned token %q has the signed form", redact(old))
+	}
+	data := hs.URL + "/_matrix/client/v3/user/" + url.PathEscape("@ned:"+st.Server.Config.ServerName) + "/account_data/org.example.old"
+	if code, body := raw(t, "PUT", data, old, `{"x":1}`); code != 200 {
+		t.Fatalf("write with an unsigned token: %d %v", code, body)
+	}
+	if code, body := raw(t, "GET", data, old, ""); code != 200 || body["x"] != float64(1) {
+		t.Fatalf("read with an unsigned token: %d %v", code, body)
+	}
+	st.CheckRoundTrips(t, "account data read with an unsigned token (the token's read, then the item's)", "/account_data/", 2)
+
+	// A signed token whose claim is changed fails its signature: it is
+	// looked up like an unsigned one, and unknown.
+	signed := login(t, c, "ned", "pw", mautrix.ReqLogin{}).AccessToken
+	parts := strings.Split(strings.TrimPrefix(signed, "cirrus_"), ".")
+	parts[0] = base64.RawURLEncoding.EncodeToString([]byte("@ned:" + st.Server.Config.ServerName + "\x00OTHERDEVICE"))
+	forged := "cirrus_" + strings.Join(parts, ".")
+	code, body := raw(t, "PUT", data, forged, `{"x":2}`)
+	if code != 401 || body["errcode"] != "M_UNKNOWN_TOKEN" {
+		t.Fatalf("write with a forged claim: %d %v, want 401 M_UNKNOWN_TOKEN", code, body)
+	}
+	st.CheckRoundTrips(t, "a forged claim (the token's read alone)", "/account_data/", 1)
+	if code, body := raw(t, "GET", data, signed, ""); code != 200 || body["x"] != float64(1) {
+		t.Fatalf("account data after the forged write: %d %v, want x 1", code, body)
+	}
+	// The signed token's read runs beside the item's: one round trip
+	// where calls take milliseconds; on the embedded store the token's
+	// read may end before the handler's begins.
+	st.CheckRoundTripsWithin(t, "account data read with a signed token", "/account_data/", 1, 2)
+}
+
+// redact keeps a token out of a failure message.
+func redact(tok string) string {
+	if len(tok) > 12 {
+		return tok[:12] + "…"
+	}
+	return tok
+}
