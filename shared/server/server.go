@@ -220,6 +220,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	accts := &accounts.Service{
 		Store:      st,
 		ServerName: cfg.ServerName,
+		TokenKey:   accounts.TokenKey(key.Private.Seed()),
 		BaseURL:    cfg.PublicBaseURL,
 		Limiter:    &ratelimit.Limiter{Store: st},
 		Limits: accounts.PerMinute(cfg.RateLimits.LoginPerAddress,
