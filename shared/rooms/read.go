@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
@@ -119,9 +121,15 @@ func (s *Service) renderFor(ctx context.Context, v *viewer, evs []Event, opts ..
 	out := make([]json.RawMessage, 0, len(evs))
 	now := s.now()
 	device := deviceOf(ctx)
+	format := formatOf(ctx)
+	because, err := s.redactionsOf(ctx, evs, now)
+	if err != nil {
+		return nil, err
+	}
+	o := make([]events.Option, 0, len(opts)+4)
 	for _, e := range evs {
 		pdu := e.PDU
-		o := append([]events.Option(nil), opts...)
+		o = append(o[:0], opts...)
 		if v != nil {
 			o = append(o, events.WithMembership(v.membershipAt(e.Seq)))
 		}
@@ -137,19 +145,68 @@ func (s *Service) renderFor(ctx context.Context, v *viewer, evs []Event, opts ..
 			if pdu, err = events.Redact(pdu); err != nil {
 				return nil, err
 			}
-			if r, err := s.Event(ctx, "", e.RedactedBy); err == nil {
-				because, err := events.ClientEvent(r.PDU, events.FormatClient, now)
-				if err != nil {
-					return nil, err
-				}
-				o = append(o, events.WithRedactedBecause(because))
+			if r, ok := because[e.RedactedBy]; ok {
+				o = append(o, events.WithRedactedBecause(r))
 			}
 		}
-		raw, err := events.ClientEvent(pdu, formatOf(ctx), now, o...)
+		raw, err := events.ClientEvent(pdu, format, now, o...)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, raw)
+	}
+	return out, nil
+}
+
+// maxRedactionReads bounds the reads of redactions in flight for one page.
+const maxRedactionReads = 16
+
+// redactionsOf renders the redactions of the redacted events of evs, the
+// redacted_because of their targets, by redaction ID. A redaction in evs,
+// as it mostly is in a page going back from the live end, needs no read;
+// the others are read side by side, two round trips for a page however
+// many it holds. A redaction that cannot be read is left out, its targets
+// shown redacted without it.
+func (s *Service) redactionsOf(ctx context.Context, evs []Event, now time.Time) (map[string]json.RawMessage, error) {
+	var ids []string
+	for _, e := range evs {
+		if e.RedactedBy != "" && !slices.Contains(ids, e.RedactedBy) {
+			ids = append(ids, e.RedactedBy)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	found := make([]*Event, len(ids))
+	for i, id := range ids {
+		if j := slices.IndexFunc(evs, func(e Event) bool { return e.PDU.EventID() == id }); j >= 0 {
+			found[i] = &evs[j]
+		}
+	}
+	var g errgroup.Group
+	g.SetLimit(maxRedactionReads)
+	for i, id := range ids {
+		if found[i] != nil {
+			continue
+		}
+		g.Go(func() error {
+			if r, err := s.Event(ctx, "", id); err == nil {
+				found[i] = &r
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	out := make(map[string]json.RawMessage, len(ids))
+	for i, r := range found {
+		if r == nil {
+			continue
+		}
+		because, err := events.ClientEvent(r.PDU, events.FormatClient, now)
+		if err != nil {
+			return nil, err
+		}
+		out[ids[i]] = because
 	}
 	return out, nil
 }
@@ -184,28 +241,21 @@ type Page struct {
 	Gap bool `json:"-"`
 }
 
-// Messages pages through the room's timeline as userID may see it.
+// Messages pages through the room's timeline as userID may see it. In the
+// common case, a page from the live end or from a room token, it costs one
+// round trip: the viewer's reads and the first page of slots side by side
+// (pageOf).
 func (s *Service) Messages(ctx context.Context, userID, roomID string, q MessagesQuery) (Page, error) {
-	v, err := s.viewerOf(ctx, userID, roomID)
-	if err != nil {
-		return Page{}, err
-	}
-	v.news = q.News
 	if q.Limit <= 0 {
 		q.Limit = 10
 	}
 	q.Limit = min(q.Limit, 1000)
-	from, err := s.startOf(ctx, userID, roomID, q.From, q.Backward)
+	v, from, stop, first, err := s.pageOf(ctx, userID, roomID, q)
 	if err != nil {
 		return Page{}, err
 	}
-	stop := int64(-1)
-	if q.To != "" {
-		if stop, err = s.position(ctx, userID, roomID, q.To); err != nil {
-			return Page{}, err
-		}
-	}
-	evs, end, top, err := s.scan(ctx, roomID, v, from, stop, q)
+	v.news = q.News
+	evs, end, top, err := s.scanFirst(ctx, roomID, v, from, stop, q, first)
 	if err != nil {
 		return Page{}, err
 	}
@@ -254,6 +304,106 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 	return page, nil
 }
 
+// pageOf reads what a page needs before its events: the viewer and where
+// the page starts and stops. Where the tokens are room tokens (or none),
+// which need no read, the first read of the page goes beside the viewer's:
+// read as if the viewer may see up to the head, it is kept if they may,
+// which is what scan would read first, and discarded else, a refusal
+// included, unseen.
+func (s *Service) pageOf(ctx context.Context, userID, roomID string, q MessagesQuery) (v *viewer, from, stop int64, first *slotRead, err error) {
+	from, stop, plain := roomPositions(q)
+	if !plain {
+		// A /sync token is read after the viewer, as it always was: its
+		// errors come after a refusal.
+		if v, err = s.viewerOf(ctx, userID, roomID); err != nil {
+			return nil, 0, 0, nil, err
+		}
+		if from, err = s.startOf(ctx, userID, roomID, q.From, q.Backward); err != nil {
+			return nil, 0, 0, nil, err
+		}
+		stop = -1
+		if q.To != "" {
+			if stop, err = s.position(ctx, userID, roomID, q.To); err != nil {
+				return nil, 0, 0, nil, err
+			}
+		}
+		return v, from, stop, nil, nil
+	}
+	first = &slotRead{}
+	first.pos, first.n, first.ok = firstRead(from, stop, live, q)
+	v, err = s.viewerBeside(ctx, userID, roomID, func(ctx context.Context) error {
+		if !first.ok {
+			return nil
+		}
+		var err error
+		first.evs, err = s.slots(ctx, roomID, first.pos, q.Backward, first.n)
+		return err
+	})
+	if err != nil {
+		return nil, 0, 0, nil, err
+	}
+	return v, from, stop, first, nil
+}
+
+// roomPositions is where the page of q starts and stops (-1: no stop) when
+// its tokens are room tokens or none, which need no read; plain is false
+// for any other token, a /sync token or an invalid one.
+func roomPositions(q MessagesQuery) (from, stop int64, plain bool) {
+	from, stop = 0, -1
+	if q.Backward {
+		from = live
+	}
+	var err error
+	if q.From != "" {
+		if !strings.HasPrefix(q.From, "t") {
+			return 0, 0, false
+		}
+		if from, err = parseToken(q.From); err != nil {
+			return 0, 0, false
+		}
+	}
+	if q.To != "" {
+		if !strings.HasPrefix(q.To, "t") {
+			return 0, 0, false
+		}
+		if stop, err = parseToken(q.To); err != nil {
+			return 0, 0, false
+		}
+	}
+	return from, stop, true
+}
+
+// slotRead is one read of slots, made before the viewer was known.
+type slotRead struct {
+	pos int64
+	n   int
+	// ok is false where scan reads nothing first: the page starts past its
+	// end.
+	ok  bool
+	evs []Event
+}
+
+// firstRead is the first read of scan for a viewer who may see up to
+// limit: from pos, n slots; none (ok false) when the page starts past its
+// end.
+func firstRead(from, stop, limit int64, q MessagesQuery) (pos int64, n int, ok bool) {
+	pos = startPos(from, limit, q.Backward)
+	if pastStop(pos, stop, limit, q.Backward) && pos != live {
+		return pos, 0, false
+	}
+	return pos, readSize(pos, stop, q.Limit, q.Backward), true
+}
+
+// pastStop reports whether position seq is beyond where a page stops:
+// before the room or at stop going backwards, after stop or what the viewer
+// may see (limit) going forwards.
+func pastStop(seq, stop, limit int64, backward bool) bool {
+	if backward {
+		return seq < 1 || (stop >= 0 && seq <= stop)
+	}
+	return (stop >= 0 && seq > stop) || seq > limit
+}
+
 // reachesOne reports whether evs hold position 1, the first event of a
 // room created here.
 func reachesOne(evs []Event) bool {
@@ -282,29 +432,28 @@ func (s *Service) startOf(ctx context.Context, userID, roomID, from string, back
 // continue from (-1 at the end of the room) and the position of the first
 // slot read, which is the head when from is live.
 func (s *Service) scan(ctx context.Context, roomID string, v *viewer, from, stop int64, q MessagesQuery) (out []Event, end, top int64, err error) {
-	pos := from + 1
-	if q.Backward {
-		pos = min(from, v.limit())
-	}
+	return s.scanFirst(ctx, roomID, v, from, stop, q, nil)
+}
+
+// scanFirst is scan, with first, when not nil, a read made before v was
+// known: taken for scan's first read if that is the read scan makes first,
+// else dropped.
+func (s *Service) scanFirst(ctx context.Context, roomID string, v *viewer, from, stop int64, q MessagesQuery, first *slotRead) (out []Event, end, top int64, err error) {
+	limit := v.limit()
+	pos := startPos(from, limit, q.Backward)
 	top = -1
-	past := func(seq int64) bool {
-		if q.Backward {
-			return seq < 1 || (stop >= 0 && seq <= stop)
-		}
-		return (stop >= 0 && seq > stop) || seq > v.limit()
-	}
 	for len(out) < q.Limit {
-		if past(pos) && pos != live {
+		if pastStop(pos, stop, limit, q.Backward) && pos != live {
 			return out, -1, top, nil
 		}
-		n := max(q.Limit-len(out), 20)
-		if q.Backward && stop >= 0 && pos != live {
-			n = int(min(int64(n), pos-stop)) // read no slot at or before stop
-		}
-		page, err := s.slots(ctx, roomID, pos, q.Backward, n)
-		if err != nil {
+		n := readSize(pos, stop, q.Limit-len(out), q.Backward)
+		var page []Event
+		if first != nil && first.ok && first.pos == pos && first.n == n {
+			page = first.evs
+		} else if page, err = s.slots(ctx, roomID, pos, q.Backward, n); err != nil {
 			return nil, 0, 0, err
 		}
+		first = nil
 		if len(page) == 0 {
 			return out, -1, max(top, 0), nil
 		}
@@ -312,7 +461,7 @@ func (s *Service) scan(ctx context.Context, roomID string, v *viewer, from, stop
 			top = page[0].Seq
 		}
 		for _, e := range page {
-			if past(e.Seq) {
+			if pastStop(e.Seq, stop, limit, q.Backward) {
 				return out, -1, top, nil
 			}
 			if v.sees(e.Seq) && (q.Filter == nil || q.Filter.Match(e.PDU)) {
@@ -333,6 +482,26 @@ func (s *Service) scan(ctx context.Context, roomID string, v *viewer, from, stop
 		return out, pos, top, nil
 	}
 	return out, pos - 1, top, nil
+}
+
+// startPos is the first position a scan from token from reads, for a
+// viewer who may see up to limit.
+func startPos(from, limit int64, backward bool) int64 {
+	if backward {
+		return min(from, limit)
+	}
+	return from + 1
+}
+
+// readSize is how many slots a scan reads from pos for want events more:
+// at least 20, as some may be hidden, and none at or before stop going
+// backwards.
+func readSize(pos, stop int64, want int, backward bool) int {
+	n := max(want, 20)
+	if backward && stop >= 0 && pos != live {
+		n = int(min(int64(n), pos-stop))
+	}
+	return n
 }
 
 // slots reads up to n events starting at position pos in either direction.
