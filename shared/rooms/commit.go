@@ -114,7 +114,9 @@ func newPointer(roomID string, seq int64, ev events.PDU) pointer {
 // ID), its pointer and its relation; then the conditional write of the
 // slot, which decides the position. Losing the slot is errMoved; the
 // pointer and relation written for it name a slot that holds another
-// event, which readers check.
+// event, which readers check. So does a pointer written beside a record
+// found taken (a retry through another process, which does not read the
+// record first: txn.go): the slot it names is never claimed for its event.
 func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev events.PDU, c *txnClaim, loc *locals) (*head, func(context.Context) error, error) {
 	seq := h.Seq + 1
 	if err := s.checkTaken(ctx, c, seq); err != nil {

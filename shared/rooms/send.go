@@ -23,11 +23,40 @@ func (s *Service) Send(ctx context.Context, who Sent, roomID, evType string, sta
 		who.TxnID = "" // state PUTs are idempotent by their content, not a txn ID
 	}
 	t := claimFor(who, roomID, false)
-	if t != nil {
-		if id, err := s.awaitTxn(ctx, t); err != nil || id != "" {
-			return id, err
-		}
+	return s.once(ctx, t, func() (string, error) {
+		return s.sendEvent(ctx, who, t, roomID, evType, stateKey, content)
+	})
+}
+
+// once runs send, the append of a request whose transaction is t (nil
+// without a transaction ID). The record is not read first (txn.go): a
+// retry this process served is answered from memory, and any other
+// request goes on to append, where the record's create decides. A request
+// that fails before it wrote or read the record (a refusal, a bad body, a
+// read that failed) reads it then: a retry of a request that stored its
+// event gets that event's ID, as the spec has transaction IDs, even if
+// the sender could not send it now (they left the room since, say) or
+// sent another body the second time.
+func (s *Service) once(ctx context.Context, t *txnClaim, send func() (string, error)) (string, error) {
+	if t == nil {
+		return send()
 	}
+	if id := s.sent.get(t.key(), s.now().Unix()); id != "" {
+		return id, nil
+	}
+	id, err := send()
+	if err == nil || t.checked {
+		return id, err
+	}
+	prev, rerr := s.awaitTxn(ctx, t)
+	if rerr != nil || prev == "" {
+		return "", err
+	}
+	return prev, nil
+}
+
+// sendEvent is Send once the transaction is known to be new, or not known.
+func (s *Service) sendEvent(ctx context.Context, who Sent, t *txnClaim, roomID, evType string, stateKey *string, content json.RawMessage) (string, error) {
 	if evType == events.Create {
 		if hashRoomID(roomID) {
 			// Synapse's answer (MSC4291): the create event is the room's ID,
@@ -119,11 +148,14 @@ func sameState(cur events.PDU, sender string, content json.RawMessage) bool {
 // Redact sends a redaction of eventID.
 func (s *Service) Redact(ctx context.Context, who Sent, roomID, eventID, reason string) (string, error) {
 	t := claimFor(who, roomID, true)
-	if t != nil {
-		if id, err := s.awaitTxn(ctx, t); err != nil || id != "" {
-			return id, err
-		}
-	}
+	return s.once(ctx, t, func() (string, error) {
+		return s.redactEvent(ctx, who, t, roomID, eventID, reason)
+	})
+}
+
+// redactEvent is Redact once the transaction is known to be new, or not
+// known.
+func (s *Service) redactEvent(ctx context.Context, who Sent, t *txnClaim, roomID, eventID, reason string) (string, error) {
 	info, err := s.Info(ctx, roomID)
 	if err != nil {
 		return "", s.sendError(err)

@@ -14,7 +14,12 @@ import (
 // user, device, room and endpoint), at once or later, through one instance
 // or many on one table, store one event and all answer its ID. What
 // decides is a conditional write of the transaction's record, never a read
-// followed by a write:
+// followed by a write. A request does not read the record first: almost
+// every transaction ID is new, so the request builds its event and writes
+// the record as it appends it, and reads the record only when that write
+// finds it taken (or when the request fails before writing it: a retry of
+// a request that succeeded answers its event even if it would be refused
+// now). Retries this process served are answered from memory (sentTxns).
 //
 //   - A message creates its record, naming the event and the slot it is to
 //     take, before it claims that slot; the event is stored once the slot
@@ -65,6 +70,10 @@ type txnClaim struct {
 	// taken is the record as it was when this request took it over from an
 	// owner that stopped, while that owner's event may still land.
 	taken *txn
+	// checked: this request has read the record, or written (or tried to
+	// write) it; until then it does not know whether the transaction ID
+	// was used before.
+	checked bool
 }
 
 // claimFor is the transaction of a request, nil without a transaction ID.
@@ -99,6 +108,7 @@ func (s *Service) record(c *txnClaim, eventID, roomID string, seq int64) txn {
 // recordOp writes the record in a transaction: created, or over the event
 // this request named in it before.
 func (c *txnClaim) recordOp(r txn) store.Op {
+	c.checked = true
 	if c.owned {
 		return store.PutIfOp(r, "id", c.prev)
 	}
@@ -109,6 +119,7 @@ func (c *txnClaim) recordOp(r txn) store.Op {
 // create, or a PutIf over the event this request named before. Finding
 // it taken is errTxnTaken.
 func (s *Service) writeRecord(ctx context.Context, c *txnClaim, r txn) error {
+	c.checked = true
 	var err error
 	if c.owned {
 		err = s.Store.PutIf(ctx, r, "id", c.prev)
@@ -208,6 +219,9 @@ func (s *Service) readTxn(ctx context.Context, c *txnClaim) (string, int64, erro
 	for {
 		var r txn
 		err := s.Store.Get(ctx, c.key(), &r)
+		if err == nil || errors.Is(err, store.ErrNotFound) {
+			c.checked = true
+		}
 		if errors.Is(err, store.ErrNotFound) {
 			c.owned, c.prev, c.taken = false, "", nil
 			return "", 0, nil

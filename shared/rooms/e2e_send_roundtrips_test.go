@@ -1,0 +1,83 @@
+package rooms_test
+
+import (
+	"testing"
+
+	"maunium.net/go/mautrix"
+
+	"github.com/cirrus-matrix/cirrus/shared/servertest"
+)
+
+// TestRoundTrips_Send pins the sequential DynamoDB round trips of a
+// message sent into a room of two local members (issue 19: in AWS each
+// costs a few milliseconds): the access token's read (every write waits
+// for it); the transaction record's create beside the event's pointer;
+// the conditional create of the slot, which decides the position; the two
+// members' stream entries beside the search index, which name the slot
+// and so come after it. The record is not read first (txn.go). 4 when
+// both pairs overlap, as they do where a call takes milliseconds; on the
+// embedded store the first of a pair may end before the second begins.
+func TestRoundTrips_Send(t *testing.T) {
+	st := servertest.Start(t)
+	alice, bob := st.Member(t, "alice"), st.Member(t, "bob")
+	room := create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	must[*mautrix.RespJoinRoom](t, "join")(bob.JoinRoomByID(bg, room))
+	say(t, alice, room, "warm the room's cache")
+	since := must[*mautrix.RespSync](t, "sync")(bob.SyncRequest(bg, 0, "", "", false, "")).NextBatch
+
+	sent := say(t, alice, room, "hello bob")
+	st.CheckRoundTripsWithin(t, "message into a room of two members", "/send/", 4, 6)
+	if u := st.LastRequestTo(t, "/send/").DynamoDB; u.Calls != 6 {
+		t.Errorf("message into a room of two members: %d calls, want 6", u.Calls)
+	}
+
+	// The stream entry written after the slot: bob's next sync has it.
+	next := must[*mautrix.RespSync](t, "sync")(bob.SyncRequest(bg, 0, since, "", false, ""))
+	var got []string
+	for _, ev := range next.Rooms.Join[room].Timeline.Events {
+		got = append(got, ev.ID.String())
+	}
+	if len(got) != 1 || got[0] != sent.String() {
+		t.Fatalf("bob's incremental sync after the message: %v, want [%s]", got, sent)
+	}
+}
+
+// TestTxn_RetryOfAStoredEvent: a request whose transaction ID stored its
+// event before is answered with that event, through any process, even
+// when the sender could not send it now (they left the room) or sent
+// another body: the record, not read before the append, is read once the
+// request is refused. A new transaction ID is refused as it should be.
+func TestTxn_RetryOfAStoredEvent(t *testing.T) {
+	st := servertest.Start(t)
+	twin := st.Twin(t)
+	alice, bob := st.Register(t, "alice"), st.Register(t, "bob")
+	room := createRoom(t, st, bob, map[string]any{"preset": "public_chat"})
+	join(t, st, alice, room)
+	path := roomPath(room) + "/send/m.room.message/"
+	body := map[string]any{"msgtype": "m.text", "body": "before leaving"}
+	id, r := put(t, st, alice, path+"t1", body)
+	if id == "" {
+		t.Fatalf("send: %d %s", r.Status, r.Raw)
+	}
+	if r := st.Do(t, "POST", roomPath(room)+"/leave", alice.AccessToken, map[string]any{}); r.Status != 200 {
+		t.Fatalf("leave: %d %s", r.Status, r.Raw)
+	}
+	for _, via := range []struct {
+		name string
+		st   *servertest.Stack
+	}{{"the process that sent it", st}, {"another process", twin}} {
+		if again, r := put(t, via.st, alice, path+"t1", body); again != id {
+			t.Fatalf("retry after leaving, through %s: %d %s, want %s", via.name, r.Status, r.Raw, id)
+		}
+		other := map[string]any{"msgtype": "m.text", "body": "another body"}
+		if again, r := put(t, via.st, alice, path+"t1", other); again != id {
+			t.Fatalf("retry with another body, through %s: %d %s, want %s", via.name, r.Status, r.Raw, id)
+		}
+	}
+	if _, r := put(t, twin, alice, path+"t2", body); r.Status != 403 || r.Body["errcode"] != "M_FORBIDDEN" {
+		t.Fatalf("new transaction after leaving: %d %s, want 403 M_FORBIDDEN", r.Status, r.Raw)
+	}
+	if n := countTypes(t, st, bob, room)["m.room.message"]; n != 1 {
+		t.Fatalf("%d messages stored, want 1", n)
+	}
+}
