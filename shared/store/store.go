@@ -11,11 +11,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
@@ -96,6 +98,11 @@ type Options struct {
 	Endpoint string
 }
 
+// maxIdleConns is how many connections to DynamoDB the store keeps open
+// between calls: more than a request's parallel reads (sync reads up to 64
+// rooms at once, a few calls each).
+const maxIdleConns = 256
+
 // Store is a handle on the table. It is safe for concurrent use.
 type Store struct {
 	db    *dynamodb.Client
@@ -122,6 +129,14 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: aws config: %w", err)
 	}
+	// A request reads many items side by side (an initial sync, a room's
+	// timeline beside its counts); the SDK keeps 10 idle connections per
+	// host, so the 11th parallel call would dial, a TLS handshake in AWS,
+	// and its connection be closed after. Keep as many as parallel reads go.
+	cfg.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.MaxIdleConns = maxIdleConns
+		tr.MaxIdleConnsPerHost = maxIdleConns
+	})
 	db := dynamodb.NewFromConfig(cfg, func(opt *dynamodb.Options) {
 		// timeCalls first, then gateWrites before it: each goes to the
 		// front of the stack.
