@@ -41,6 +41,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cirrus-matrix/cirrus/shared/accountdata"
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -237,11 +239,15 @@ func (s *Service) Events(ctx context.Context, userID, roomID string, since time.
 	pk := roomPK(roomID)
 	var typing, receipts []item
 	if since.IsZero() || since.Before(now.Add(-recentKeep+time.Minute)) {
-		current, err := s.query(ctx, store.Query{PK: pk, Prefix: currentPrefix})
-		if err != nil {
-			return nil, time.Time{}, err
-		}
-		if typing, err = s.query(ctx, store.Query{PK: pk, Prefix: typingPrefix}); err != nil {
+		// The receipts and the typing are read side by side.
+		var current []item
+		var g errgroup.Group
+		g.Go(func() (err error) {
+			current, err = s.query(ctx, store.Query{PK: pk, Prefix: currentPrefix})
+			return err
+		})
+		g.Go(func() (err error) { typing, err = s.query(ctx, store.Query{PK: pk, Prefix: typingPrefix}); return err })
+		if err := g.Wait(); err != nil {
 			return nil, time.Time{}, err
 		}
 		for _, it := range current {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -254,26 +256,40 @@ func (s *Service) RemoteJoinedIn(ctx context.Context, roomIDs []string) ([]strin
 	if !s.Enabled {
 		return nil, nil
 	}
+	// The rooms are read side by side; the users come in the rooms' order.
+	per := make([][]string, len(roomIDs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(64)
+	for i, roomID := range roomIDs {
+		g.Go(func() error {
+			q := store.Query{PK: membersPK(roomID), Eventual: true}
+			for {
+				var page []roomItem
+				next, err := s.Store.QueryPage(gctx, q, &page)
+				if err != nil {
+					return fmt.Errorf("remote members of %s: %w", roomID, err)
+				}
+				for _, it := range page {
+					per[i] = append(per[i], it.SK)
+				}
+				if next == "" {
+					return nil
+				}
+				q.Cursor = next
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
 	seen := map[string]bool{}
 	var users []string
-	for _, roomID := range roomIDs {
-		q := store.Query{PK: membersPK(roomID), Eventual: true}
-		for {
-			var page []roomItem
-			next, err := s.Store.QueryPage(ctx, q, &page)
-			if err != nil {
-				return nil, fmt.Errorf("remote members of %s: %w", roomID, err)
+	for _, members := range per {
+		for _, u := range members {
+			if !seen[u] {
+				seen[u] = true
+				users = append(users, u)
 			}
-			for _, it := range page {
-				if !seen[it.SK] {
-					seen[it.SK] = true
-					users = append(users, it.SK)
-				}
-			}
-			if next == "" {
-				break
-			}
-			q.Cursor = next
 		}
 	}
 	return users, nil

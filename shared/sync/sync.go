@@ -141,6 +141,9 @@ type Response struct {
 	UnusedFallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
 
 	devices *deviceNews
+	// ignored is the user's ignore list when read ahead (readIgnored).
+	ignored     map[string]bool
+	ignoredRead bool
 }
 
 // RoomUpdates groups rooms by the user's membership.
@@ -273,36 +276,47 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			return nil, err
 		}
 	}
-	if err := s.presence(ctx, req, pos.Presence); err != nil {
-		return nil, err
-	}
+	// set_presence writes what nothing below reads (the user's own
+	// presence is not in their sync): it goes beside the rest.
+	side, sctx := errgroup.WithContext(ctx)
+	side.Go(func() error { return s.presence(sctx, req, pos.Presence) })
 	var resp *Response
 	var next position
 	var err error
 	box := openInbox(pos, req.DeviceID)
 	if req.Since == "" {
+		// The inbox and the key counts need nothing of the rooms.
 		if s.ToDevice != nil {
-			if _, err := s.readInbox(ctx, req, box, nil); err != nil {
-				return nil, err
-			}
+			side.Go(func() error { _, err := s.readInbox(sctx, req, box, nil); return err })
 		}
-		resp, next, err = s.initial(ctx, req, start)
+		keys := &Response{}
+		var keysNext position
+		side.Go(func() error { return s.keyCounts(sctx, req, pos, keys, &keysNext) })
+		resp, next, err = s.initial(sctx, req, start)
+		if werr := side.Wait(); werr != nil {
+			err = werr // the first: what the rest failed of, when canceled
+		}
+		if err == nil {
+			resp.OneTimeKeysCount, resp.UnusedFallbackKeyTypes, next.Keys = keys.OneTimeKeysCount, keys.UnusedFallbackKeyTypes, keysNext.Keys
+		}
 	} else {
 		var fresh []news
 		var readAt time.Time
-		if fresh, readAt, err = s.await(ctx, req, pos, box, start); err != nil {
-			return nil, err
+		if fresh, readAt, err = s.await(sctx, req, pos, box, start); err == nil {
+			resp, next, err = s.incremental(sctx, req, pos, fresh, s.now())
 		}
-		resp, next, err = s.incremental(ctx, req, pos, fresh, s.now())
 		if err == nil {
-			err = s.settleDevices(ctx, req, resp)
+			err = s.settleDevices(sctx, req, resp)
 		}
 		if err == nil && len(fresh) > 0 {
-			err = s.recheckCounts(ctx, req, pos, readAt, resp)
+			err = s.recheckCounts(sctx, req, pos, readAt, resp)
 		}
-	}
-	if err == nil {
-		err = s.keyCounts(ctx, req, pos, resp, &next)
+		if werr := side.Wait(); werr != nil {
+			err = werr // the first: what the rest failed of, when canceled
+		}
+		if err == nil {
+			err = s.keyCounts(ctx, req, pos, resp, &next)
+		}
 	}
 	if err == nil {
 		err = s.dropIgnoredInvites(ctx, req.UserID, resp)
@@ -328,9 +342,14 @@ func (s *Service) dropIgnoredInvites(ctx context.Context, userID string, resp *R
 	if s.Ignored == nil || len(resp.Rooms.Invite) == 0 {
 		return nil
 	}
-	ignored, err := s.Ignored(ctx, userID)
-	if err != nil || len(ignored) == 0 {
-		return err
+	if !resp.ignoredRead {
+		if err := s.readIgnored(ctx, userID, resp); err != nil {
+			return err
+		}
+	}
+	ignored := resp.ignored
+	if len(ignored) == 0 {
+		return nil
 	}
 	for roomID, inv := range resp.Rooms.Invite {
 		for _, ev := range inv.InviteState.Events {
@@ -339,6 +358,21 @@ func (s *Service) dropIgnoredInvites(ctx context.Context, userID string, resp *R
 			}
 		}
 	}
+	return nil
+}
+
+// readIgnored reads the user's ignore list into resp, for
+// dropIgnoredInvites: an initial sync reads it beside the rooms when the
+// user has an invite.
+func (s *Service) readIgnored(ctx context.Context, userID string, resp *Response) error {
+	if s.Ignored == nil {
+		return nil
+	}
+	ignored, err := s.Ignored(ctx, userID)
+	if err != nil {
+		return err
+	}
+	resp.ignored, resp.ignoredRead = ignored, true
 	return nil
 }
 
@@ -416,45 +450,70 @@ func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*R
 	resp := emptyResponse()
 	// Ephemeral data is read whole below: entries before now are old news.
 	next := position{User: userTag(req.UserID), Time: start.UnixMilli(), Sent: map[string][2]int64{}, Ephemeral: start.UnixMilli()}
-	ms, err := s.Rooms.Memberships(ctx, req.UserID)
-	if err != nil {
-		return nil, position{}, err
-	}
-	// Rooms are read side by side: an initial sync of many rooms waits on
-	// DynamoDB round trips, not on this process.
+	// Everything is read side by side: an initial sync of many rooms waits
+	// on DynamoDB round trips, not on this process. The global account
+	// data needs not even the memberships.
 	var mu gosync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(initialParallelism)
+	global := &Response{}
+	g.Go(func() error { return s.globalData(gctx, req.UserID, time.Time{}, global) })
+	ms, err := s.Rooms.Memberships(gctx, req.UserID)
+	if err != nil {
+		_ = g.Wait()
+		return nil, position{}, err
+	}
+	var joined []string
+	invited := false
 	for _, m := range ms {
-		g.Go(func() error { return s.initialRoom(gctx, req, resp, &next, &mu, m) })
+		switch {
+		case !req.Filter.wants(m.RoomID):
+		case m.Membership == "join":
+			joined = append(joined, m.RoomID)
+		case m.Membership == "invite":
+			invited = true
+		}
+	}
+	present := &Response{}
+	g.Go(func() error { return s.initialPresence(gctx, req.UserID, joined, present) })
+	if invited {
+		g.Go(func() error { return s.readIgnored(gctx, req.UserID, resp) })
+	}
+	slots := make(chan struct{}, initialParallelism)
+	for _, m := range ms {
+		slots <- struct{}{}
+		g.Go(func() error {
+			defer func() { <-slots }()
+			return s.initialRoom(gctx, req, resp, &next, &mu, m)
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, position{}, err
 	}
-	if err := s.globalData(ctx, req.UserID, time.Time{}, resp); err != nil {
-		return nil, position{}, err
-	}
-	if err := s.initialPresence(ctx, req.UserID, resp); err != nil {
-		return nil, position{}, err
-	}
+	resp.AccountData, resp.Presence = global.AccountData, present.Presence
 	return resp, next, nil
 }
 
 // initialRoom adds one room of an initial sync to resp and next, under mu:
-// the rooms of an initial sync are read side by side.
+// the rooms of an initial sync are read side by side, and the parts of a
+// joined room too.
 func (s *Service) initialRoom(ctx context.Context, req Request, resp *Response, next *position, mu *gosync.Mutex, m rooms.Membership) error {
 	part := emptyResponse()
 	sent := position{Time: next.Time, Sent: map[string][2]int64{}}
-	if err := s.room(ctx, req, part, &sent, m, -1, -1, true); err != nil {
+	var side roomSide
+	g, gctx := errgroup.WithContext(ctx)
+	if m.Membership == "join" && req.Filter.wants(m.RoomID) {
+		s.goSide(g, gctx, req, m.RoomID, time.Time{}, true, &side)
+	}
+	err := s.room(gctx, req, part, &sent, m, -1, -1, true)
+	if werr := g.Wait(); werr != nil {
+		err = werr
+	}
+	if err != nil {
 		return err
 	}
 	if j, ok := part.Rooms.Join[m.RoomID]; ok {
-		if err := s.extras(ctx, req.UserID, m.RoomID, time.Time{}, j, &sent); err != nil {
-			return err
-		}
-		if err := s.counts(ctx, req, m.RoomID, j); err != nil {
-			return err
-		}
+		side.extras.apply(m.RoomID, j, &sent)
+		side.counts.apply(j)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -781,6 +840,17 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 	if from >= 0 {
 		q.To = rooms.Token(from)
 	}
+	// At the live end the state after the head is the current state, one
+	// Query that needs nothing of the timeline: it is read beside it. An
+	// event landing meanwhile is in it a sync early, harmlessly.
+	var current func() ([]events.PDU, error)
+	if upto < 0 {
+		ahead := s.currentAhead(ctx, roomID)
+		current = ahead
+		// Waited for even when unused, so that its read is over (and
+		// metered) before the answer goes.
+		defer func() { _, _ = ahead() }()
+	}
 	page, err := s.Rooms.Messages(ctx, req.UserID, roomID, q)
 	if err != nil {
 		return nil, 0, nil, err
@@ -815,14 +885,20 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 	if req.useStateAfter() {
 		// The state at the end of the timeline: the timeline's own state
 		// events are in it, since the client takes no state from the
-		// timeline then.
+		// timeline then. The current state read ahead may be from just
+		// before the newest of them landed: then it is read again.
+		if current != nil && changesState(chunk) {
+			if ahead, err := current(); err == nil && !holdsState(ahead, chunk) {
+				current = func() ([]events.PDU, error) { return s.Rooms.CurrentState(ctx, roomID) }
+			}
+		}
 		if full || !whole || changesState(chunk) {
-			if state, all, err = s.stateAround(ctx, roomID, from, head, upto < 0, full, nil); err != nil {
+			if state, all, err = s.stateAround(ctx, roomID, from, head, current, full, nil); err != nil {
 				return nil, 0, nil, err
 			}
 		}
 	} else if full || !whole {
-		if state, all, err = s.stateAround(ctx, roomID, from, head, upto < 0, full, chunk); err != nil {
+		if state, all, err = s.stateAround(ctx, roomID, from, head, current, full, chunk); err != nil {
 			return nil, 0, nil, err
 		}
 	}
@@ -880,6 +956,26 @@ func changesState(timeline []json.RawMessage) bool {
 	return false
 }
 
+// holdsState reports whether state holds every state event of a timeline.
+// One that it lacks was replaced since, or is newer than the state.
+func holdsState(state []events.PDU, timeline []json.RawMessage) bool {
+	ids := make(map[string]bool, len(state))
+	for _, ev := range state {
+		ids[ev.EventID()] = true
+	}
+	for _, raw := range timeline {
+		var ev struct {
+			ID       string  `json:"event_id"`
+			StateKey *string `json:"state_key"`
+		}
+		_ = json.Unmarshal(raw, &ev)
+		if ev.StateKey != nil && !ids[ev.ID] {
+			return false
+		}
+	}
+	return true
+}
+
 // stateOf keeps the state the filter asks for; lazy-loading clients get the
 // member events of the timeline's senders and their own, not every member.
 func (f Filter) stateOf(state []events.PDU, userID string, timeline []json.RawMessage) []events.PDU {
@@ -926,19 +1022,18 @@ func (f Filter) fields(j *JoinedRoom) error {
 // state events the timeline carries itself. Taking it from the end rather
 // than the timeline's start covers state events that history visibility
 // hid from the timeline, and those in a gap a limited timeline skipped.
-func (s *Service) stateAround(ctx context.Context, roomID string, from, head int64, live, full bool, timeline []json.RawMessage) (changed, after []events.PDU, err error) {
+// current, when not nil, gives the room's current state: the timeline is
+// at the live end.
+func (s *Service) stateAround(ctx context.Context, roomID string, from, head int64, current func() ([]events.PDU, error), full bool, timeline []json.RawMessage) (changed, after []events.PDU, err error) {
 	if head <= 0 {
 		return nil, nil, nil
 	}
-	// At the live end the state after the head is the current state, one
-	// Query; an event landing meanwhile is in it a sync early, harmlessly.
-	stateAfter := s.Rooms.StateAfter
-	if live {
-		stateAfter = func(ctx context.Context, roomID string, _ int64) ([]events.PDU, error) {
-			return s.Rooms.CurrentState(ctx, roomID)
-		}
+	if current != nil {
+		after, err = current()
+	} else {
+		after, err = s.Rooms.StateAfter(ctx, roomID, head)
 	}
-	if after, err = stateAfter(ctx, roomID, head); err != nil {
+	if err != nil {
 		return nil, nil, err
 	}
 	skip := map[string]bool{}
@@ -1037,23 +1132,30 @@ func changesMembers(timeline []json.RawMessage) bool {
 }
 
 // initialPresence gives an initial sync the presence of the users, local
-// and of other servers, who share a joined room with the user.
-func (s *Service) initialPresence(ctx context.Context, userID string, resp *Response) error {
+// and of other servers, who share a joined room with the user: the local
+// and the remote ones are read side by side.
+func (s *Service) initialPresence(ctx context.Context, userID string, joined []string, resp *Response) error {
 	if s.Presence == nil {
 		return nil
 	}
-	joined := slices.Collect(maps.Keys(resp.Rooms.Join))
-	users, err := s.Rooms.LocalJoinedIn(ctx, joined, userID)
-	if err != nil {
+	var local, remote []string
+	var g errgroup.Group
+	g.Go(func() error {
+		var err error
+		local, err = s.localJoinedIn(ctx, joined, userID)
+		return err
+	})
+	if s.RemoteJoinedIn != nil {
+		g.Go(func() error {
+			var err error
+			remote, err = s.RemoteJoinedIn(ctx, joined)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
 		return err
 	}
-	if s.RemoteJoinedIn != nil {
-		remote, err := s.RemoteJoinedIn(ctx, joined)
-		if err != nil {
-			return err
-		}
-		users = append(users, remote...)
-	}
+	users := append(local, remote...)
 	if len(users) == 0 {
 		return nil
 	}
@@ -1065,8 +1167,10 @@ func (s *Service) initialPresence(ctx context.Context, userID string, resp *Resp
 	return nil
 }
 
-// initialParallelism is how many rooms an initial sync reads at once.
-const initialParallelism = 8
+// initialParallelism is how many rooms a sync reads at once: all of a
+// user's rooms, mostly, for each costs a few round trips that are better
+// in flight together.
+const initialParallelism = 64
 
 // mergeInto adds the rooms of r to into.
 func (r *Response) mergeInto(into *Response) {

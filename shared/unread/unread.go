@@ -8,6 +8,8 @@ import (
 	gosync "sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cirrus-matrix/cirrus/shared/ephemeral"
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/push"
@@ -24,8 +26,9 @@ type Service struct {
 	Push     *push.Service
 	Receipts *ephemeral.Service
 
-	mu    gosync.Mutex
-	rules map[string]cachedRules
+	mu      gosync.Mutex
+	rules   map[string]cachedRules
+	loading map[string]*rulesLoad
 }
 
 // rulesFor is how long a user's push rules are reused: a sync counts many
@@ -37,25 +40,56 @@ type cachedRules struct {
 	at    time.Time
 }
 
-// rulesOf reads the user's push rules, once for the rooms of one sync.
+// rulesOf reads the user's push rules, once for the rooms of one sync:
+// the rooms counted side by side wait for the one read under way.
 func (s *Service) rulesOf(ctx context.Context, userID string) (push.Ruleset, error) {
 	s.mu.Lock()
 	c, ok := s.rules[userID]
-	s.mu.Unlock()
 	if ok && time.Since(c.at) < rulesFor {
+		s.mu.Unlock()
 		return c.rules, nil
 	}
-	rules, err := s.Push.Rules(ctx, userID)
-	if err != nil {
-		return push.Ruleset{}, err
+	load, loading := s.loading[userID]
+	if !loading {
+		load = &rulesLoad{done: make(chan struct{})}
+		if s.loading == nil {
+			s.loading = map[string]*rulesLoad{}
+		}
+		s.loading[userID] = load
 	}
+	s.mu.Unlock()
+	if loading {
+		select {
+		case <-load.done:
+			if load.err == nil {
+				return load.rules, nil
+			}
+			// The read failed in its own request: this one reads anew.
+			return s.Push.Rules(ctx, userID)
+		case <-ctx.Done():
+			return push.Ruleset{}, ctx.Err()
+		}
+	}
+	load.rules, load.err = s.Push.Rules(ctx, userID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.loading, userID)
+	close(load.done)
+	if load.err != nil {
+		return push.Ruleset{}, load.err
+	}
 	if s.rules == nil || len(s.rules) > 10000 {
 		s.rules = map[string]cachedRules{}
 	}
-	s.rules[userID] = cachedRules{rules: rules, at: time.Now()}
-	return rules, nil
+	s.rules[userID] = cachedRules{rules: load.rules, at: time.Now()}
+	return load.rules, nil
+}
+
+// rulesLoad is a read of a user's push rules under way.
+type rulesLoad struct {
+	done  chan struct{} // closed once rules and err are set
+	rules push.Ruleset
+	err   error
 }
 
 // Counts are the spec's unread_notifications of a room.
@@ -84,17 +118,17 @@ func (s *Service) Count(ctx context.Context, userID, roomID string, threads bool
 	if err != nil || len(page.Chunk) == 0 {
 		return Counts{}, nil, err
 	}
-	rules, err := s.rulesOf(ctx, userID)
-	if err != nil {
-		return Counts{}, nil, err
-	}
-	c, err := s.context(ctx, userID, roomID)
-	if err != nil {
-		return Counts{}, nil, err
-	}
+	// The rules, the room's context and the threads' receipts are read
+	// side by side: each needs only the page.
 	evs := describe(page.Chunk, threads)
-	threadMarks, err := s.threadMarks(ctx, userID, roomID, evs)
-	if err != nil {
+	var rules push.Ruleset
+	var c *roomContext
+	var threadMarks map[string]ephemeral.Mark
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { rules, err = s.rulesOf(gctx, userID); return err })
+	g.Go(func() (err error) { c, err = s.context(gctx, userID, roomID); return err })
+	g.Go(func() (err error) { threadMarks, err = s.threadMarks(gctx, userID, roomID, evs); return err })
+	if err := g.Wait(); err != nil {
 		return Counts{}, nil, err
 	}
 	threadMarks["main"] = main
@@ -184,18 +218,23 @@ type roomContext struct {
 }
 
 func (s *Service) context(ctx context.Context, userID, roomID string) (*roomContext, error) {
-	info, err := s.Rooms.Info(ctx, roomID)
-	if err != nil {
-		return nil, err
-	}
-	c := &roomContext{EventContext: push.EventContext{UserID: userID, MemberCount: int(info.Joined)}}
 	me := events.StateKeyTuple{Type: events.Member, StateKey: userID}
 	pl := events.StateKeyTuple{Type: events.PowerLevels}
 	create := events.StateKeyTuple{Type: events.Create}
-	state, err := s.Rooms.StateEvents(ctx, roomID, []events.StateKeyTuple{me, pl, create})
-	if err != nil {
+	// The summary and the state are read side by side.
+	var info rooms.Info
+	var state map[events.StateKeyTuple]events.PDU
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { info, err = s.Rooms.Info(gctx, roomID); return err })
+	g.Go(func() (err error) {
+		state, err = s.Rooms.StateEvents(gctx, roomID, []events.StateKeyTuple{me, pl, create})
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	c := &roomContext{EventContext: push.EventContext{UserID: userID, MemberCount: int(info.Joined)}}
+	var err error
 	if ev := state[me]; ev != nil {
 		var m struct {
 			DisplayName string `json:"displayname"`

@@ -1,0 +1,143 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cirrus-matrix/cirrus/shared/events"
+)
+
+// A sync's latency in AWS is the number of DynamoDB round trips on its
+// critical path, not the number of calls: what does not depend on another
+// read is read beside it. The helpers here read a joined room's parts that
+// need nothing of its timeline (ephemeral events, account data, unread
+// counts) so that a room costs its longest chain, not the sum of them.
+
+// roomExtras is a joined room's ephemeral events and account data, read
+// beside its timeline (readExtras).
+type roomExtras struct {
+	ephemeral, data []json.RawMessage
+	typingEnds      time.Time
+	// typing says the ephemeral events were read, typing among them.
+	typing bool
+}
+
+// readExtras reads a joined room's ephemeral events and account data
+// written since the time given, side by side.
+func (s *Service) readExtras(ctx context.Context, userID, roomID string, since time.Time) (roomExtras, error) {
+	var out roomExtras
+	var g errgroup.Group
+	if s.Ephemeral != nil {
+		g.Go(func() error {
+			var err error
+			out.ephemeral, out.typingEnds, err = s.Ephemeral(ctx, userID, roomID, since)
+			out.typing = true
+			return err
+		})
+	}
+	if s.AccountData != nil {
+		g.Go(func() error {
+			var err error
+			out.data, err = s.AccountData(ctx, userID, roomID, since)
+			return err
+		})
+	}
+	return out, g.Wait()
+}
+
+// apply adds the extras to the room, and records in next when its typing
+// times out.
+func (x roomExtras) apply(roomID string, j *JoinedRoom, next *position) {
+	if x.typing {
+		j.Ephemeral.Events = append(j.Ephemeral.Events, x.ephemeral...)
+		next.typingStops(roomID, x.typingEnds)
+	}
+	j.AccountData.Events = append(j.AccountData.Events, x.data...)
+}
+
+// readCounts reads a joined room's unread counts (counts).
+func (s *Service) readCounts(ctx context.Context, req Request, roomID string) (unreadCounts, error) {
+	var j JoinedRoom
+	err := s.counts(ctx, req, roomID, &j)
+	return unreadCounts{main: j.Unread, perThread: j.UnreadThreads}, err
+}
+
+// roomSide is what is read of a joined room beside its timeline: its
+// extras when wanted, and its unread counts.
+type roomSide struct {
+	extras roomExtras
+	counts unreadCounts
+}
+
+// goSide starts reading a joined room's side parts in g: the extras since
+// the time given when withExtras, and the unread counts.
+func (s *Service) goSide(g *errgroup.Group, ctx context.Context, req Request, roomID string, since time.Time, withExtras bool, out *roomSide) {
+	if withExtras {
+		g.Go(func() error {
+			var err error
+			out.extras, err = s.readExtras(ctx, req.UserID, roomID, since)
+			return err
+		})
+	}
+	g.Go(func() error {
+		var err error
+		out.counts, err = s.readCounts(ctx, req, roomID)
+		return err
+	})
+}
+
+// currentAhead starts reading a room's current state, and returns what
+// waits for it: an initial sync (or a full_state one) shows the room's
+// state at its live end, which needs nothing of its timeline.
+func (s *Service) currentAhead(ctx context.Context, roomID string) func() ([]events.PDU, error) {
+	type result struct {
+		state []events.PDU
+		err   error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		state, err := s.Rooms.CurrentState(ctx, roomID)
+		ch <- result{state, err}
+	}()
+	var r *result
+	return func() ([]events.PDU, error) {
+		if r == nil {
+			got := <-ch
+			r = &got
+		}
+		return r.state, r.err
+	}
+}
+
+// localJoinedIn is rooms.Service.LocalJoinedIn with the rooms read side
+// by side: the joined local users of the rooms but except, each once, in
+// the rooms' order.
+func (s *Service) localJoinedIn(ctx context.Context, roomIDs []string, except string) ([]string, error) {
+	per := make([][]string, len(roomIDs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(initialParallelism)
+	for i, roomID := range roomIDs {
+		g.Go(func() error {
+			var err error
+			per[i], err = s.Rooms.LocalJoined(gctx, roomID)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{except: true}
+	var users []string
+	for _, members := range per {
+		for _, u := range members {
+			if !seen[u] {
+				seen[u] = true
+				users = append(users, u)
+			}
+		}
+	}
+	return users, nil
+}
