@@ -365,29 +365,57 @@ func (s *Service) keyCounts(ctx context.Context, req Request, pos position, resp
 	return nil
 }
 
-// recheckCounts makes resp read the device's key counts again when they
-// changed while resp was built: a sync with news takes a while, and a client
+// recheck makes a response read the device's key counts again when they
+// changed while it was built: a sync with news takes a while, and a client
 // that meanwhile uploaded keys, and heard the new counts from the upload,
-// would take the older counts that resp carries last, and upload again. An
-// upload writes its entry after its keys, and answers after that: one
-// strongly consistent read of the stream since the last read sees it.
-// Cost: that Query, about 1 RCU, for syncs with news only; a long-poll that
-// times out answers right after its last read.
-func (s *Service) recheckCounts(ctx context.Context, req Request, pos position, readAt time.Time, resp *Response) error {
-	if s.KeyCounts == nil || resp.devices == nil || resp.devices.counts {
+// would take the older counts that the response carries last, and upload
+// again. An upload writes its entry after its keys, and answers after
+// that: one strongly consistent read of the stream since the last read
+// sees it. It is made beside the rooms' last reads (after their
+// memberships), not after them: a round trip less, for an upload that
+// lands in the rooms' last round trip seen by the next sync only, as one
+// landing after the answer is. Cost: that Query, about 1 RCU, for syncs
+// with news only; a long-poll that times out answers right after its last
+// read.
+type recheck struct {
+	once    gosync.Once
+	done    chan struct{}
+	changed bool
+	err     error
+}
+
+// begin starts the read, once, when the sync has news other than of the
+// device's key counts (news of them has them read anyway).
+func (r *recheck) begin(ctx context.Context, s *Service, req Request, pos position, readAt time.Time, fresh []news) {
+	r.once.Do(func() {
+		if s.KeyCounts == nil || len(fresh) == 0 || slices.ContainsFunc(fresh, func(n news) bool { return n.RoomID == keyCountPrefix+req.DeviceID }) {
+			return
+		}
+		r.done = make(chan struct{})
+		go func() {
+			defer close(r.done)
+			since := readAt.Add(-deviceSkew).UnixMilli()
+			all, err := s.readStream(ctx, req.UserID, since, true)
+			if err != nil {
+				r.err = err
+				return
+			}
+			r.changed = slices.ContainsFunc(all, func(n news) bool { return n.RoomID == keyCountPrefix+req.DeviceID && pos.fresh(n) })
+		}()
+	})
+}
+
+// wait waits for the read begun, and marks resp's counts as changed when
+// it says so.
+func (r *recheck) wait(resp *Response) error {
+	if r.done == nil {
 		return nil
 	}
-	since := readAt.Add(-deviceSkew).UnixMilli()
-	all, err := s.readStream(ctx, req.UserID, since, true)
-	if err != nil {
-		return err
+	<-r.done
+	if r.err == nil && r.changed && resp != nil && resp.devices != nil {
+		resp.devices.counts = true
 	}
-	for _, n := range all {
-		if n.RoomID == keyCountPrefix+req.DeviceID && pos.fresh(n) {
-			resp.devices.counts = true
-		}
-	}
-	return nil
+	return r.err
 }
 
 // KeyChanges answers GET /keys/changes: the users whose device lists
@@ -415,7 +443,7 @@ func (s *Service) KeyChanges(ctx context.Context, userID, deviceID, from, to str
 	// A timeline of one event makes the room's state delta carry every
 	// membership change since from.
 	req := Request{UserID: userID, DeviceID: deviceID, Filter: Filter{TimelineLimit: 1}}
-	resp, _, err := s.incremental(ctx, req, start, fresh, time.UnixMilli(end.Time))
+	resp, _, err := s.incremental(ctx, req, start, fresh, time.UnixMilli(end.Time), nil)
 	if err == nil {
 		err = s.settleDevices(ctx, req, resp)
 	}

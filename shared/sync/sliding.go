@@ -905,7 +905,7 @@ func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Requ
 			}
 		}
 	} else {
-		if resp, next, err = s.incremental(ctx, ireq, pos.P, kept, now); err != nil {
+		if resp, next, err = s.incremental(ctx, ireq, pos.P, kept, now, nil); err != nil {
 			return nil, err
 		}
 		handled(&next, fresh, kept)

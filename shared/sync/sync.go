@@ -302,14 +302,20 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	} else {
 		var fresh []news
 		var readAt time.Time
+		var recheck recheck
 		if fresh, readAt, err = s.await(sctx, req, pos, box, start); err == nil {
-			resp, next, err = s.incremental(sctx, req, pos, fresh, s.now())
+			// The key counts are checked again beside the rooms' last
+			// reads, once the memberships are known, or after.
+			begin := func() { recheck.begin(sctx, s, req, pos, readAt, fresh) }
+			if resp, next, err = s.incremental(sctx, req, pos, fresh, s.now(), begin); err == nil {
+				begin()
+			}
 		}
 		if err == nil {
 			err = s.settleDevices(sctx, req, resp)
 		}
-		if err == nil && len(fresh) > 0 {
-			err = s.recheckCounts(sctx, req, pos, readAt, resp)
+		if rerr := recheck.wait(resp); err == nil {
+			err = rerr
 		}
 		if werr := side.Wait(); werr != nil {
 			err = werr // the first: what the rest failed of, when canceled
@@ -526,7 +532,10 @@ func (s *Service) initialRoom(ctx context.Context, req Request, resp *Response, 
 }
 
 // incremental answers with the rooms that fresh names.
-func (s *Service) incremental(ctx context.Context, req Request, pos position, fresh []news, now time.Time) (*Response, position, error) {
+//
+// afterMemberships, when not nil, is called once the user's memberships
+// of the rooms are read, while the rooms' reads go on.
+func (s *Service) incremental(ctx context.Context, req Request, pos position, fresh []news, now time.Time, afterMemberships func()) (*Response, position, error) {
 	resp := emptyResponse()
 	// Read up to the time the stream was last read: later entries come next.
 	next := position{User: pos.User, Time: now.UnixMilli(), Sent: map[string][2]int64{}, Ephemeral: pos.Ephemeral}
@@ -580,76 +589,163 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 		newest[n.RoomID] = max(newest[n.RoomID], n.TS)
 		next.Sent[n.RoomID] = [2]int64{max(next.Sent[n.RoomID][0], n.Seq), newest[n.RoomID]}
 	}
+	// What the news names is read beside the memberships, as if the user
+	// were still joined to its rooms: they mostly are, and a room they
+	// are not is read again below (roomAhead).
+	var wg gosync.WaitGroup
+	defer wg.Wait() // every read over (and metered) before the answer goes
+	global := &Response{}
+	var globalErr error
 	if ephemeral[""] {
-		if err := s.globalData(ctx, req.UserID, since, resp); err != nil {
-			return nil, position{}, err
-		}
+		wg.Go(func() { globalErr = s.globalData(ctx, req.UserID, since, global) })
 	}
 	if len(from) == 0 && len(ephemeral) == 0 && !req.FullState {
+		wg.Wait()
+		if globalErr != nil {
+			return nil, position{}, globalErr
+		}
+		resp.AccountData = global.AccountData
 		return resp, next, s.presenceOf(ctx, resp, present)
 	}
+	ahead := s.readAhead(ctx, &wg, req, from, ephemeral, next, since)
 	ms, err := s.memberships(ctx, req, from, ephemeral)
+	if afterMemberships != nil {
+		afterMemberships()
+	}
 	if err != nil {
 		return nil, position{}, err
 	}
 	for _, m := range ms {
-		f, changed := from[m.RoomID]
-		// The unread counts of a room the answer will show joined are read
-		// beside its timeline: they read other items, and a count that is
-		// one event ahead of the timeline is mended by the next sync, as
-		// when the counts were read after it.
-		var unread <-chan unreadCounts
-		if m.Membership == "join" && (changed || req.FullState || ephemeral[m.RoomID]) {
-			unread = s.countsAhead(ctx, req, m.RoomID)
-		}
-		switch {
-		case changed || (req.FullState && (m.Membership == "join" || req.Filter.IncludeLeave)):
-			upto := int64(-1)
-			if changed {
-				upto = next.Sent[m.RoomID][0]
-			} else {
-				f = -1
-			}
-			if err := s.room(ctx, req, resp, &next, m, f, upto, req.FullState); err != nil {
-				return nil, position{}, err
-			}
-		case ephemeral[m.RoomID] && m.Membership == "join":
-			j := emptyJoined()
-			req.moveStateAfter(j)
-			resp.Rooms.Join[m.RoomID] = j
-		}
-		// Timeline news alone brings no ephemeral data: that has entries of
-		// its own.
-		if j, ok := resp.Rooms.Join[m.RoomID]; ok && ephemeral[m.RoomID] {
-			if err := s.extras(ctx, req.UserID, m.RoomID, since, j, &next); err != nil {
-				return nil, position{}, err
-			}
-		}
-		j, joined := resp.Rooms.Join[m.RoomID]
-		var err error
-		switch {
-		case unread != nil:
-			// Waited for even when unused, so that its reads are over
-			// (and metered) before the answer goes.
-			c := <-unread
-			if err = c.err; joined {
-				c.apply(j)
-			}
-		case joined:
-			err = s.counts(ctx, req, m.RoomID, j)
-		}
-		if err != nil {
+		if err := s.incrementalRoom(ctx, req, resp, &next, m, from, ephemeral, since, ahead[m.RoomID]); err != nil {
 			return nil, position{}, err
 		}
 	}
+	wg.Wait()
+	if globalErr != nil {
+		return nil, position{}, globalErr
+	}
+	resp.AccountData = global.AccountData
 	return resp, next, s.presenceOf(ctx, resp, present)
 }
 
-// unreadCounts is a room's unread counts read ahead (countsAhead).
+// roomAhead is what an incremental sync reads of a room its news names
+// beside the user's memberships, as if the user were still joined: its
+// timeline and state since the token (when the room has timeline news),
+// its extras (when it has ephemeral news) and its unread counts. Each is
+// ready once done is closed.
+type roomAhead struct {
+	done chan struct{}
+
+	timeline bool
+	j        *JoinedRoom
+	head     int64
+	members  []memberEvent
+	err      error
+
+	side    roomSide
+	sideErr error
+}
+
+// readAhead starts reading, in wg, the rooms that the news names and an
+// answer shows joined: those of timeline news the filter wants, and those
+// of ephemeral news.
+func (s *Service) readAhead(ctx context.Context, wg *gosync.WaitGroup, req Request, from map[string]int64, ephemeral map[string]bool, next position, since time.Time) map[string]*roomAhead {
+	out := map[string]*roomAhead{}
+	add := func(roomID string) {
+		if _, ok := out[roomID]; ok || !strings.HasPrefix(roomID, "!") {
+			return
+		}
+		f, changed := from[roomID]
+		changed = changed && req.Filter.wants(roomID)
+		if !changed && !ephemeral[roomID] {
+			return
+		}
+		a := &roomAhead{done: make(chan struct{}), timeline: changed}
+		out[roomID] = a
+		wg.Go(func() {
+			defer close(a.done)
+			var g errgroup.Group
+			if changed {
+				g.Go(func() error {
+					a.j, a.head, a.members, a.err = s.joined(ctx, req, roomID, f, next.Sent[roomID][0], req.FullState)
+					return nil
+				})
+			}
+			g.Go(func() error {
+				var side errgroup.Group
+				s.goSide(&side, ctx, req, roomID, since, ephemeral[roomID], &a.side)
+				a.sideErr = side.Wait()
+				return nil
+			})
+			_ = g.Wait()
+		})
+	}
+	for roomID := range from {
+		add(roomID)
+	}
+	for roomID := range ephemeral {
+		add(roomID)
+	}
+	return out
+}
+
+// incrementalRoom adds a room the news names (or, in a full_state sync,
+// any room of the user's) to an incremental answer, with what was read of
+// it ahead when that holds for the user's membership.
+func (s *Service) incrementalRoom(ctx context.Context, req Request, resp *Response, next *position, m rooms.Membership, from map[string]int64, ephemeral map[string]bool, since time.Time, a *roomAhead) error {
+	if a != nil {
+		<-a.done
+	}
+	f, changed := from[m.RoomID]
+	switch {
+	// Read ahead as it would be now: the user is joined, and was when the
+	// token was made (a join since shows the room whole).
+	case changed && a != nil && a.timeline && m.Membership == "join" && (req.FullState || m.Seq <= f):
+		if a.err != nil {
+			return a.err
+		}
+		s.addJoined(req, resp, next, m, a.j, a.head, a.members, f)
+	case changed || (req.FullState && (m.Membership == "join" || req.Filter.IncludeLeave)):
+		upto := int64(-1)
+		if changed {
+			upto = next.Sent[m.RoomID][0]
+		} else {
+			f = -1
+		}
+		if err := s.room(ctx, req, resp, next, m, f, upto, req.FullState); err != nil {
+			return err
+		}
+	case ephemeral[m.RoomID] && m.Membership == "join":
+		j := emptyJoined()
+		req.moveStateAfter(j)
+		resp.Rooms.Join[m.RoomID] = j
+	}
+	j, joined := resp.Rooms.Join[m.RoomID]
+	if !joined {
+		return nil
+	}
+	// Timeline news alone brings no ephemeral data: that has entries of
+	// its own.
+	if a != nil {
+		if a.sideErr != nil {
+			return a.sideErr
+		}
+		a.side.extras.apply(m.RoomID, j, next)
+		a.side.counts.apply(j)
+		return nil
+	}
+	if ephemeral[m.RoomID] {
+		if err := s.extras(ctx, req.UserID, m.RoomID, since, j, next); err != nil {
+			return err
+		}
+	}
+	return s.counts(ctx, req, m.RoomID, j)
+}
+
+// unreadCounts is a room's unread counts read beside its timeline.
 type unreadCounts struct {
 	main      *Unread
 	perThread map[string]Unread
-	err       error
 }
 
 func (c unreadCounts) apply(j *JoinedRoom) {
@@ -659,18 +755,6 @@ func (c unreadCounts) apply(j *JoinedRoom) {
 	if c.perThread != nil {
 		j.UnreadThreads = c.perThread
 	}
-}
-
-// countsAhead reads a room's unread counts, as counts does, in the
-// background; the channel gives them once read.
-func (s *Service) countsAhead(ctx context.Context, req Request, roomID string) <-chan unreadCounts {
-	out := make(chan unreadCounts, 1)
-	go func() {
-		var j JoinedRoom
-		err := s.counts(ctx, req, roomID, &j)
-		out <- unreadCounts{main: j.Unread, perThread: j.UnreadThreads, err: err}
-	}()
-	return out
 }
 
 // presenceOf adds to an incremental response the presence of the users
@@ -771,15 +855,7 @@ func (s *Service) room(ctx context.Context, req Request, resp *Response, next *p
 		if err != nil {
 			return err
 		}
-		if resp.devices != nil {
-			resp.devices.members(req.UserID, members)
-		}
-		resp.Rooms.Join[m.RoomID] = j
-		// Rooms quiet for longer than the window have no entries the next
-		// sync could read again: the token need not name them.
-		if from >= 0 || newestTS(j.Timeline.Events) >= next.Time-window.Milliseconds() {
-			next.sent(m.RoomID, head)
-		}
+		s.addJoined(req, resp, next, m, j, head, members, from)
 	case "invite":
 		st, err := s.stripped(ctx, m.RoomID, req.UserID)
 		if err != nil {
@@ -820,6 +896,20 @@ func (s *Service) room(ctx context.Context, req Request, resp *Response, next *p
 		resp.Rooms.Leave[m.RoomID] = &LeftRoom{Timeline: j.Timeline, State: j.State, AccountData: j.AccountData, stateAfter: j.stateAfter}
 	}
 	return nil
+}
+
+// addJoined adds a joined room to resp, its timeline read after position
+// from and up to head.
+func (s *Service) addJoined(req Request, resp *Response, next *position, m rooms.Membership, j *JoinedRoom, head int64, members []memberEvent, from int64) {
+	if resp.devices != nil {
+		resp.devices.members(req.UserID, members)
+	}
+	resp.Rooms.Join[m.RoomID] = j
+	// Rooms quiet for longer than the window have no entries the next
+	// sync could read again: the token need not name them.
+	if from >= 0 || newestTS(j.Timeline.Events) >= next.Time-window.Milliseconds() {
+		next.sent(m.RoomID, head)
+	}
 }
 
 // sent records that the room was delivered up to head.
