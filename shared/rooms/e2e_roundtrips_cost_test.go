@@ -10,11 +10,15 @@ import (
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
 )
 
+// tokenRoundTrips is what the access token's read adds to a request's
+// round trips: 1 while it goes before the handler's reads, 0 once it goes
+// beside them (issue 19).
+const tokenRoundTrips = 1
+
 // messagesRoundTrips is the most sequential DynamoDB round trips a page of
 // /messages may take: the access token's read, then the room's info, the
-// reader's membership and the page of slots side by side. Lower it as the
-// token's read moves beside the handler's (issue 19).
-const messagesRoundTrips = 2
+// reader's membership and the page of slots side by side.
+const messagesRoundTrips = tokenRoundTrips + 1
 
 // TestRoundTrips_Messages pins the sequential DynamoDB round trips of
 // GET /rooms/{roomId}/messages, what its latency in AWS is made of, and
@@ -61,6 +65,21 @@ func TestRoundTrips_Messages(t *testing.T) {
 	// one chain's slot begins before another's pointer ended.
 	st.CheckRoundTripsWithin(t, "/messages with redactions read", "/messages", 2, messagesRoundTrips+2)
 	wantRedacted(t, page.Chunk, 3)
+
+	// One event, and one with its context: the event's reads go beside
+	// the viewer's, the pages around it beside each other, and the
+	// redactions of the events are among them.
+	ev := page.Chunk[2]
+	if err := raw(alice, "GET", nil, nil, "v3", "rooms", room, "event", ev.ID); err != nil {
+		t.Fatal(err)
+	}
+	st.CheckRoundTripsWithin(t, "/event", "/event/", 1, tokenRoundTrips+2)
+	if _, err := alice.Context(bg, room, ev.ID, nil, 10); err != nil {
+		t.Fatal(err)
+	}
+	// The event's pointer beside the viewer, its slot, the pages either
+	// side, the state at the last event (StateAt: three reads in a row).
+	st.CheckRoundTripsWithin(t, "/context", "/context/", 3, tokenRoundTrips+6)
 
 	// A user who may not read the room: refused as before, whatever was
 	// read beside their membership.

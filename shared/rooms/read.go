@@ -549,9 +549,16 @@ func (s *Service) senderMembers(ctx context.Context, roomID string, evs []Event)
 	return s.render(ctx, members)
 }
 
-// VisibleEvent reads one event of the room if userID may see it.
+// VisibleEvent reads one event of the room if userID may see it: the
+// event's reads go beside the viewer's, two round trips in all, and what
+// they read is dropped unseen if the viewer may not see it.
 func (s *Service) VisibleEvent(ctx context.Context, userID, roomID, eventID string) (json.RawMessage, error) {
-	v, err := s.viewerOf(ctx, userID, roomID)
+	var e Event
+	var eventErr error
+	v, err := s.viewerBeside(ctx, userID, roomID, func(ctx context.Context) error {
+		e, eventErr = s.Event(ctx, roomID, eventID)
+		return nil
+	})
 	if errors.Is(err, ErrForbidden) {
 		// The spec answers 404 for any event the user may not read, in a
 		// room they were never in too.
@@ -560,8 +567,7 @@ func (s *Service) VisibleEvent(ctx context.Context, userID, roomID, eventID stri
 	if err != nil {
 		return nil, err
 	}
-	e, err := s.visible(ctx, v, roomID, eventID)
-	if err != nil {
+	if e, err = v.visible(e, eventErr, eventID); err != nil {
 		return nil, err
 	}
 	out, err := s.renderFor(ctx, v, []Event{e})
@@ -573,6 +579,12 @@ func (s *Service) VisibleEvent(ctx context.Context, userID, roomID, eventID stri
 
 func (s *Service) visible(ctx context.Context, v *viewer, roomID, eventID string) (Event, error) {
 	e, err := s.Event(ctx, roomID, eventID)
+	return v.visible(e, err, eventID)
+}
+
+// visible is e, read with err, if v may see it: an event not held or
+// hidden is not found.
+func (v *viewer) visible(e Event, err error, eventID string) (Event, error) {
 	if errors.Is(err, ErrUnknownEvent) || (err == nil && !v.sees(e.Seq)) {
 		return Event{}, refuse(ErrNotFound, "event %s not found", eventID)
 	}
@@ -592,22 +604,34 @@ type Context struct {
 // ContextOf reads an event with the events around it, limit in all, and the
 // state at the event.
 func (s *Service) ContextOf(ctx context.Context, userID, roomID, eventID string, limit int, filter *events.RoomEventFilter) (Context, error) {
-	v, err := s.viewerOf(ctx, userID, roomID)
+	// The event's reads go beside the viewer's, the pages either side of
+	// it beside each other.
+	var e Event
+	var eventErr error
+	v, err := s.viewerBeside(ctx, userID, roomID, func(ctx context.Context) error {
+		e, eventErr = s.Event(ctx, roomID, eventID)
+		return nil
+	})
 	if err != nil {
 		return Context{}, err
 	}
-	e, err := s.visible(ctx, v, roomID, eventID)
-	if err != nil {
+	if e, err = v.visible(e, eventErr, eventID); err != nil {
 		return Context{}, err
 	}
 	// The limit is for events_before and events_after together.
 	limit = min(max(limit, 0), 100)
-	before, start, _, err := s.scan(ctx, roomID, v, e.Seq-1, -1, MessagesQuery{Backward: true, Limit: limit / 2, Filter: filter})
-	if err != nil {
-		return Context{}, err
-	}
-	after, end, _, err := s.scan(ctx, roomID, v, e.Seq, -1, MessagesQuery{Limit: limit - limit/2, Filter: filter})
-	if err != nil {
+	var before, after []Event
+	var start, end int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		before, start, _, err = s.scan(gctx, roomID, v, e.Seq-1, -1, MessagesQuery{Backward: true, Limit: limit / 2, Filter: filter})
+		return err
+	})
+	g.Go(func() (err error) {
+		after, end, _, err = s.scan(gctx, roomID, v, e.Seq, -1, MessagesQuery{Limit: limit - limit/2, Filter: filter})
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return Context{}, err
 	}
 	var c Context
@@ -623,17 +647,16 @@ func (s *Service) ContextOf(ctx context.Context, userID, roomID, eventID string,
 		}
 	}
 	c.Start, c.End = token(start), token(end)
-	rendered, err := s.renderFor(ctx, v, []Event{e})
+	// Rendered together, the events share their redactions' reads, and
+	// find the redactions among them.
+	all := append(append([]Event{e}, before...), after...)
+	rendered, err := s.renderFor(ctx, v, all)
 	if err != nil {
 		return Context{}, err
 	}
 	c.Event = rendered[0]
-	if c.Before, err = s.renderFor(ctx, v, before); err != nil {
-		return Context{}, err
-	}
-	if c.After, err = s.renderFor(ctx, v, after); err != nil {
-		return Context{}, err
-	}
+	c.Before = rendered[1 : 1+len(before) : 1+len(before)]
+	c.After = rendered[1+len(before):]
 	// The spec: the state at the last event returned, filtered like the
 	// events.
 	last := e
@@ -647,7 +670,7 @@ func (s *Service) ContextOf(ctx context.Context, userID, roomID, eventID string,
 	if filter != nil {
 		state = slices.DeleteFunc(state, func(ev events.PDU) bool { return !filter.Match(ev) })
 		if filter.LazyLoadMembers {
-			state = lazyMembers(state, append(append(before, e), after...))
+			state = lazyMembers(state, all)
 		}
 	}
 	c.State, err = s.renderPDUs(ctx, state)
