@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
@@ -216,13 +218,6 @@ func (s *Service) appendLocked(ctx context.Context, e *roomEntry, roomID string,
 		}
 		e.head, e.state = h, map[events.StateKeyTuple]events.PDU{}
 	}
-	if e.locals == nil {
-		l, err := s.readLocals(ctx, roomID)
-		if err != nil {
-			return nil, nil, err
-		}
-		e.locals = l
-	}
 	h := e.head
 	req.proto.RoomID = roomID
 	tuples, err := events.AuthStateNeeded(h.Version, req.proto)
@@ -234,7 +229,7 @@ func (s *Service) appendLocked(ctx context.Context, e *roomEntry, roomID string,
 		// The state replaced, for the new event's prev_content.
 		want = append(want, events.StateKeyTuple{Type: p.Type, StateKey: *p.StateKey})
 	}
-	if err := s.fill(ctx, roomID, e, want); err != nil {
+	if err := s.fillLocked(ctx, roomID, e, want); err != nil {
 		return nil, nil, err
 	}
 	if req.check != nil {
@@ -266,6 +261,31 @@ func (s *Service) appendLocked(ctx context.Context, e *roomEntry, roomID string,
 		s.sent.add(c.key(), ev.EventID(), s.now().Unix()+txnTTLSeconds)
 	}
 	return ev, finish, nil
+}
+
+// fillLocked reads, side by side, the room's local users if the entry does
+// not hold them, and the state tuples it does not hold yet. Both reads
+// begin once the head is read, so neither is older than the head: a state
+// or membership change written after it is newer than the head, which
+// stateFor reports as errMoved, or lands at a position the append then
+// loses.
+func (s *Service) fillLocked(ctx context.Context, roomID string, e *roomEntry, tuples []events.StateKeyTuple) error {
+	if e.locals != nil {
+		return s.fill(ctx, roomID, e, tuples)
+	}
+	var loc *locals
+	var g errgroup.Group
+	g.Go(func() error {
+		l, err := s.readLocals(ctx, roomID)
+		loc = l
+		return err
+	})
+	g.Go(func() error { return s.fill(ctx, roomID, e, tuples) })
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	e.locals = loc
+	return nil
 }
 
 // fill reads the state tuples the entry does not hold yet; absent state is

@@ -40,6 +40,27 @@ func TestRoundTrips_Send(t *testing.T) {
 	if len(got) != 1 || got[0] != sent.String() {
 		t.Fatalf("bob's incremental sync after the message: %v, want [%s]", got, sent)
 	}
+
+	// A process that never appended to the room (a new Lambda instance)
+	// reads its head beside the access token, then the local users beside
+	// the auth state (both after the head, so neither older than it): one
+	// round trip more than a warm send, 3 calls more (4 when the head's
+	// read and the token's keep one another in flight: the meter's lower
+	// bound).
+	twin := st.Twin(t)
+	if id, r := put(t, twin, bob.User, roomPath(room.String())+"/send/m.room.message/cold", map[string]any{"msgtype": "m.text", "body": "cold"}); id == "" {
+		t.Fatalf("send through another process: %d %s", r.Status, r.Raw)
+	}
+	twin.CheckRoundTripsWithin(t, "message from a process with nothing cached", "/send/", 4, 9)
+	if u := twin.LastRequestTo(t, "/send/").DynamoDB; u.Calls != 9 {
+		t.Errorf("message from a process with nothing cached: %d calls, want 9", u.Calls)
+	}
+
+	// The first process's cached head is now behind: its next send loses
+	// the slot, then reads the head, then the local users beside the auth
+	// state, and appends again.
+	say(t, alice, room, "after the other process")
+	st.CheckRoundTripsWithin(t, "message after another process appended", "/send/", 7, 12)
 }
 
 // TestTxn_RetryOfAStoredEvent: a request whose transaction ID stored its
