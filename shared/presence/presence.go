@@ -83,18 +83,36 @@ func (s *Service) Set(ctx context.Context, userID, presence, statusMsg string) e
 		return err
 	}
 	next := state{PK: k.PK, SK: k.SK, Presence: presence, StatusMsg: statusMsg, LastActive: s.now().UnixMilli()}
-	if err := s.Store.Put(ctx, next); err != nil {
-		return fmt.Errorf("set presence of %s: %w", userID, err)
+	put := func() error {
+		if err := s.Store.Put(ctx, next); err != nil {
+			return fmt.Errorf("set presence of %s: %w", userID, err)
+		}
+		return nil
 	}
 	if old.Presence == presence && old.StatusMsg == statusMsg {
-		return nil // only activity: nobody needs waking
+		return put() // only activity: nobody needs waking
 	}
-	joined, err := s.Rooms.JoinedRooms(ctx, userID)
-	if err != nil {
+	// Whom to tell is read beside the write; they are told after it, so
+	// that what wakes them reads the new presence.
+	var joined, users []string
+	var g errgroup.Group
+	g.Go(put)
+	g.Go(func() (err error) {
+		if joined, err = s.Rooms.JoinedRooms(ctx, userID); err != nil {
+			return err
+		}
+		// Not the user themselves: the sync that set their presence
+		// would wake itself.
+		users, err = s.localJoinedIn(ctx, joined, userID)
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return err
 	}
-	if err := s.tell(ctx, userID, joined); err != nil {
-		return err
+	if len(users) > 0 {
+		if err := s.Touch(ctx, userID, users); err != nil {
+			return err
+		}
 	}
 	return s.federate(ctx, userID, joined, s.status(next))
 }

@@ -3,11 +3,13 @@ package sync
 import (
 	"context"
 	"encoding/json"
+	gosync "sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/unread"
 )
 
 // A sync's latency in AWS is the number of DynamoDB round trips on its
@@ -74,7 +76,9 @@ type roomSide struct {
 
 // goSide starts reading a joined room's side parts in g: the extras since
 // the time given when withExtras, and the unread counts.
-func (s *Service) goSide(g *errgroup.Group, ctx context.Context, req Request, roomID string, since time.Time, withExtras bool, out *roomSide) {
+// newest, when not nil, gives the room's newest position (waiting for it
+// if need be), which spares the counts a round trip (unread.WithNewest).
+func (s *Service) goSide(g *errgroup.Group, ctx context.Context, req Request, roomID string, since time.Time, withExtras bool, newest func(context.Context) int64, out *roomSide) {
 	if withExtras {
 		g.Go(func() error {
 			var err error
@@ -83,10 +87,55 @@ func (s *Service) goSide(g *errgroup.Group, ctx context.Context, req Request, ro
 		})
 	}
 	g.Go(func() error {
+		cctx := ctx
+		if newest != nil {
+			cctx = unread.WithNewest(ctx, newest)
+		}
 		var err error
-		out.counts, err = s.readCounts(ctx, req, roomID)
+		out.counts, err = s.readCounts(cctx, req, roomID)
 		return err
 	})
+}
+
+// headPromise is a room's newest position, known once its timeline is
+// read: the unread counts read beside the timeline wait for it.
+type headPromise struct {
+	once gosync.Once
+	done chan struct{}
+	head int64
+}
+
+func newHeadPromise() *headPromise { return &headPromise{done: make(chan struct{})} }
+
+// set gives the position (0: unknown); the first call holds.
+func (p *headPromise) set(head int64) {
+	p.once.Do(func() {
+		p.head = head
+		close(p.done)
+	})
+}
+
+func (p *headPromise) wait(ctx context.Context) int64 {
+	select {
+	case <-p.done:
+		return p.head
+	case <-ctx.Done():
+		return 0
+	}
+}
+
+type headHookKey struct{}
+
+// withHeadHook is ctx under which joined tells report the room's newest
+// position as soon as its timeline is read.
+func withHeadHook(ctx context.Context, report func(int64)) context.Context {
+	return context.WithValue(ctx, headHookKey{}, report)
+}
+
+func reportHead(ctx context.Context, head int64) {
+	if report, ok := ctx.Value(headHookKey{}).(func(int64)); ok {
+		report(head)
+	}
 }
 
 // currentAhead starts reading a room's current state, and returns what

@@ -507,10 +507,12 @@ func (s *Service) initialRoom(ctx context.Context, req Request, resp *Response, 
 	sent := position{Time: next.Time, Sent: map[string][2]int64{}}
 	var side roomSide
 	g, gctx := errgroup.WithContext(ctx)
+	head := newHeadPromise()
 	if m.Membership == "join" && req.Filter.wants(m.RoomID) {
-		s.goSide(g, gctx, req, m.RoomID, time.Time{}, true, &side)
+		s.goSide(g, gctx, req, m.RoomID, time.Time{}, true, head.wait, &side)
 	}
-	err := s.room(gctx, req, part, &sent, m, -1, -1, true)
+	err := s.room(withHeadHook(gctx, head.set), req, part, &sent, m, -1, -1, true)
+	head.set(0) // unknown if the timeline was not read: nobody waits on
 	if werr := g.Wait(); werr != nil {
 		err = werr
 	}
@@ -662,18 +664,25 @@ func (s *Service) readAhead(ctx context.Context, wg *gosync.WaitGroup, req Reque
 		}
 		a := &roomAhead{done: make(chan struct{}), timeline: changed}
 		out[roomID] = a
+		// The stream names the newest event, mostly one the user has
+		// not read: the counts take it so.
+		upto := next.Sent[roomID][0]
+		var newest func(context.Context) int64
+		if changed {
+			newest = func(context.Context) int64 { return upto }
+		}
 		wg.Go(func() {
 			defer close(a.done)
 			var g errgroup.Group
 			if changed {
 				g.Go(func() error {
-					a.j, a.head, a.members, a.err = s.joined(ctx, req, roomID, f, next.Sent[roomID][0], req.FullState)
+					a.j, a.head, a.members, a.err = s.joined(ctx, req, roomID, f, upto, req.FullState)
 					return nil
 				})
 			}
 			g.Go(func() error {
 				var side errgroup.Group
-				s.goSide(&side, ctx, req, roomID, since, ephemeral[roomID], &a.side)
+				s.goSide(&side, ctx, req, roomID, since, ephemeral[roomID], newest, &a.side)
 				a.sideErr = side.Wait()
 				return nil
 			})
@@ -949,6 +958,7 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 	if err != nil {
 		return nil, 0, nil, err
 	}
+	reportHead(ctx, head)
 	chunk := slices.Clone(page.Chunk)
 	slices.Reverse(chunk)
 	j := emptyJoined()

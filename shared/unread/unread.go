@@ -114,19 +114,30 @@ func (s *Service) Count(ctx context.Context, userID, roomID string, threads bool
 	if threads {
 		from = marks[""].Seq
 	}
-	page, err := s.Rooms.Messages(ctx, userID, roomID, rooms.MessagesQuery{Backward: true, Limit: MaxCounted, To: rooms.Token(from)})
-	if err != nil || len(page.Chunk) == 0 {
-		return Counts{}, nil, err
-	}
-	// The rules, the room's context and the threads' receipts are read
-	// side by side: each needs only the page.
-	evs := describe(page.Chunk, threads)
+	// What evaluating the events takes is read beside them when the room
+	// is known to hold one after the receipt (WithNewest), else once
+	// they are read, and only if there are any.
 	var rules push.Ruleset
 	var c *roomContext
 	var threadMarks map[string]ephemeral.Mark
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) { rules, err = s.rulesOf(gctx, userID); return err })
-	g.Go(func() (err error) { c, err = s.context(gctx, userID, roomID); return err })
+	readContext := func() {
+		g.Go(func() (err error) { rules, err = s.rulesOf(gctx, userID); return err })
+		g.Go(func() (err error) { c, err = s.context(gctx, userID, roomID); return err })
+	}
+	ahead := newestAfter(ctx, from)
+	if ahead {
+		readContext()
+	}
+	page, err := s.Rooms.Messages(ctx, userID, roomID, rooms.MessagesQuery{Backward: true, Limit: MaxCounted, To: rooms.Token(from)})
+	if err != nil || len(page.Chunk) == 0 {
+		_ = g.Wait() // what was read ahead is unused
+		return Counts{}, nil, err
+	}
+	evs := describe(page.Chunk, threads)
+	if !ahead {
+		readContext()
+	}
 	g.Go(func() (err error) { threadMarks, err = s.threadMarks(gctx, userID, roomID, evs); return err })
 	if err := g.Wait(); err != nil {
 		return Counts{}, nil, err
@@ -155,6 +166,25 @@ func (s *Service) Count(ctx context.Context, userID, roomID string, threads bool
 	out = perThread["main"]
 	delete(perThread, "main")
 	return out, perThread, nil
+}
+
+type newestKey struct{}
+
+// WithNewest is ctx telling Count, for one room, the position of its
+// newest event: newest gives it, waiting if need be (0: unknown). A sync
+// knows it from its stream or its timeline. When it is after the user's
+// read receipt there are events to count, and Count reads the rules and
+// the room's context beside them, a round trip less; a wrong guess costs
+// those reads in vain, not a wrong count.
+func WithNewest(ctx context.Context, newest func(context.Context) int64) context.Context {
+	return context.WithValue(ctx, newestKey{}, newest)
+}
+
+// newestAfter reports whether ctx says the room's newest event is after
+// position seq.
+func newestAfter(ctx context.Context, seq int64) bool {
+	newest, _ := ctx.Value(newestKey{}).(func(context.Context) int64)
+	return newest != nil && newest(ctx) > seq
 }
 
 func later(a, b ephemeral.Mark) ephemeral.Mark {
