@@ -2,12 +2,19 @@ package rooms_test
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
+	"github.com/cirrus-matrix/cirrus/shared/store/embedded"
 )
 
 // tokenRoundTrips is what the access token's read adds to a request's
@@ -15,71 +22,112 @@ import (
 // beside them (issue 19).
 const tokenRoundTrips = 1
 
-// messagesRoundTrips is the most sequential DynamoDB round trips a page of
-// /messages may take: the access token's read, then the room's info, the
-// reader's membership and the page of slots side by side.
-const messagesRoundTrips = tokenRoundTrips + 1
+// callDelay stands for a DynamoDB call's latency in AWS, and more: calls
+// a request makes side by side overlap even when a goroutine of a loaded
+// machine is slow to begin its call, and calls made one after the other
+// never do, so the round trips counted are the request's chain of calls.
+const callDelay = 50 * time.Millisecond
+
+// slowStack is a stack whose DynamoDB calls go through a proxy that holds
+// each for callDelay while slow is set (the requests measured; the rest
+// of a test runs at the embedded store's speed).
+func slowStack(t *testing.T) (st *servertest.Stack, slow *atomic.Bool) {
+	db, err := embedded.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	target, err := url.Parse(db.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	slow = &atomic.Bool{}
+	ps := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if slow.Load() {
+			time.Sleep(callDelay)
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ps.Close)
+	return servertest.Start(t, "CIRRUS_DYNAMODB_ENDPOINT="+ps.URL), slow
+}
 
 // TestRoundTrips_Messages pins the sequential DynamoDB round trips of
-// GET /rooms/{roomId}/messages, what its latency in AWS is made of, and
-// that the reads made before the reader is known change nothing of what a
-// refused reader gets.
+// GET /rooms/{roomId}/messages, /event and /context, what their latency
+// in AWS is made of, and that the reads made before the reader is known
+// change nothing of what a refused reader gets. The figures are the most
+// a request may take; fewer are counted where the end of one step's calls
+// and the beginning of the next's overlap.
 func TestRoundTrips_Messages(t *testing.T) {
-	st := servertest.Start(t)
+	st, slow := slowStack(t)
 	alice, bob := st.Member(t, "alice"), st.Member(t, "bob")
 	room := create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	for i := range 30 {
 		say(t, alice, room, fmt.Sprint("message ", i))
 	}
+	measure := func(what, route string, most int, request func() error) {
+		t.Helper()
+		slow.Store(true)
+		err := request()
+		slow.Store(false)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		st.CheckRoundTripsWithin(t, what, route, 1, int64(most))
+	}
+	messages := func(from string, dir mautrix.Direction, limit int) (page *mautrix.RespMessages) {
+		t.Helper()
+		measure(fmt.Sprintf("/messages from %q, dir %c, limit %d", from, dir, limit), "/messages", tokenRoundTrips+1, func() (err error) {
+			page, err = alice.Messages(bg, room, from, "", dir, nil, limit)
+			return err
+		})
+		return page
+	}
 
-	// The live end, backwards: the common page of a client opening a room.
+	// The live end, backwards, the page a client opening a room asks
+	// for: the room's info, the reader's membership and the page of
+	// slots side by side.
 	for _, limit := range []int{20, 100} {
-		page := must[*mautrix.RespMessages](t, "messages")(alice.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, limit))
+		page := messages("", mautrix.DirectionBackward, limit)
 		if want := min(limit, 30); len(bodies(page.Chunk)) != want {
 			t.Fatalf("page of %d: %d messages, want %d", limit, len(bodies(page.Chunk)), want)
 		}
-		st.CheckRoundTripsWithin(t, fmt.Sprintf("/messages of %d from the live end", limit), "/messages", 1, messagesRoundTrips)
 	}
-
 	// From a token, either way.
-	first := must[*mautrix.RespMessages](t, "messages")(alice.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, 10))
-	back := must[*mautrix.RespMessages](t, "messages")(alice.Messages(bg, room, first.End, "", mautrix.DirectionBackward, nil, 10))
-	st.CheckRoundTripsWithin(t, "/messages backwards from a token", "/messages", 1, messagesRoundTrips)
+	first := messages("", mautrix.DirectionBackward, 10)
+	back := messages(first.End, mautrix.DirectionBackward, 10)
 	wantEqual(t, "the next page back", bodies(back.Chunk)[0], "message 19")
-	fwd := must[*mautrix.RespMessages](t, "messages")(alice.Messages(bg, room, back.End, "", mautrix.DirectionForward, nil, 10))
-	st.CheckRoundTripsWithin(t, "/messages forwards from a token", "/messages", 1, messagesRoundTrips)
+	fwd := messages(back.End, mautrix.DirectionForward, 10)
 	wantEqual(t, "the page forwards", bodies(fwd.Chunk)[0], "message 10")
 
 	// Redacted messages: their redactions are in the page, or read side
-	// by side (the pointer, then the slot) however many there are.
+	// by side (the pointers, then the slots) however many there are.
 	for _, ev := range first.Chunk[5:8] {
 		if _, err := alice.RedactEvent(bg, room, ev.ID); err != nil {
 			t.Fatal(err)
 		}
 	}
-	page := must[*mautrix.RespMessages](t, "messages")(alice.Messages(bg, room, "", "", mautrix.DirectionBackward, nil, 20))
-	st.CheckRoundTripsWithin(t, "/messages with its redactions in the page", "/messages", 1, messagesRoundTrips)
-	wantRedacted(t, page.Chunk, 3)
-	page = must[*mautrix.RespMessages](t, "messages")(alice.Messages(bg, room, first.Start, "", mautrix.DirectionBackward, nil, 10))
-	// The chains of reads overlap: 2 round trips more at most, 1 where
-	// one chain's slot begins before another's pointer ended.
-	st.CheckRoundTripsWithin(t, "/messages with redactions read", "/messages", 2, messagesRoundTrips+2)
+	wantRedacted(t, messages("", mautrix.DirectionBackward, 20).Chunk, 3)
+	var page *mautrix.RespMessages
+	measure("/messages with redactions read", "/messages", tokenRoundTrips+3, func() (err error) {
+		page, err = alice.Messages(bg, room, first.Start, "", mautrix.DirectionBackward, nil, 10)
+		return err
+	})
 	wantRedacted(t, page.Chunk, 3)
 
-	// One event, and one with its context: the event's reads go beside
-	// the viewer's, the pages around it beside each other, and the
-	// redactions of the events are among them.
+	// One event: its pointer beside the viewer's reads, then its slot.
 	ev := page.Chunk[2]
-	if err := raw(alice, "GET", nil, nil, "v3", "rooms", room, "event", ev.ID); err != nil {
-		t.Fatal(err)
-	}
-	st.CheckRoundTripsWithin(t, "/event", "/event/", 1, tokenRoundTrips+2)
-	if _, err := alice.Context(bg, room, ev.ID, nil, 10); err != nil {
-		t.Fatal(err)
-	}
-	// The event's pointer beside the viewer, its slot, the pages either
-	// side, the state at the last event (StateAt: three reads in a row).
-	st.CheckRoundTripsWithin(t, "/context", "/context/", 3, tokenRoundTrips+6)
+	measure("/event", "/event/", tokenRoundTrips+2, func() error {
+		return raw(alice, "GET", nil, nil, "v3", "rooms", room, "event", ev.ID)
+	})
+	// With its context: the same, then the pages either side of it side
+	// by side, their redactions among them, then the state at the last
+	// event (StateAt: three reads in a row).
+	measure("/context", "/context/", tokenRoundTrips+6, func() error {
+		_, err := alice.Context(bg, room, ev.ID, nil, 10)
+		return err
+	})
 
 	// A user who may not read the room: refused as before, whatever was
 	// read beside their membership.
