@@ -33,13 +33,14 @@ func TestCosts(t *testing.T) {
 	// auth: this process stored the event.
 	put(t, st, alice, sendPath+"c1", text)
 	st.CheckCost(t, "retry of the message", "/send/", want(1, 1, 0))
-	// + the relation, before the slot; after it, as the first reply of a
-	// thread: GetItem of the thread (none), the root's pointer and slot,
-	// a Create of the thread (and its gsi1 copy), PutItem of alice's
-	// participation (TestThreads_Cost).
+	// + the record's read first (a relation is keyed by the position its
+	// event is to take: send.go), the relation, before the slot; after it,
+	// as the first reply of a thread: GetItem of the thread (none), the
+	// root's pointer and slot, a Create of the thread (and its gsi1 copy),
+	// PutItem of alice's participation (TestThreads_Cost).
 	reply := map[string]any{"msgtype": "m.text", "body": "reply", "m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": id}}
 	put(t, st, alice, sendPath+"c2", reply)
-	st.CheckCost(t, "message with a relation", "/send/", want(12, 4, 10))
+	st.CheckCost(t, "message with a relation", "/send/", want(13, 5, 10))
 	// auth; the info (room version), the target's pointer and
 	// slot (the check), again under the room's lock; one transaction of
 	// the redaction's slot, pointer, record and the target's slot (2 WCU

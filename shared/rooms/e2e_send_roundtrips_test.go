@@ -1,6 +1,7 @@
 package rooms_test
 
 import (
+	"net/url"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -100,5 +101,36 @@ func TestTxn_RetryOfAStoredEvent(t *testing.T) {
 	}
 	if n := countTypes(t, st, bob, room)["m.room.message"]; n != 1 {
 		t.Fatalf("%d messages stored, want 1", n)
+	}
+}
+
+// TestTxn_RetryOfARelationThroughAStaleProcess: a relation item is keyed by
+// the position its event is to take, and written before the slot is
+// claimed. A retry of a stored reaction through a process whose cached
+// head is behind builds on that head: were the record not read first, it
+// would write its relation over the stored reaction's, which /relations
+// would then leave out.
+func TestTxn_RetryOfARelationThroughAStaleProcess(t *testing.T) {
+	st := servertest.Start(t)
+	twin := st.Twin(t)
+	alice := st.Register(t, "alice")
+	room := createRoom(t, st, alice, map[string]any{})
+	parent, err := send(t, twin, alice, room, "parent", "react to me") // the twin's cached head
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := roomPath(room) + "/send/m.reaction/r1"
+	body := map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": parent, "key": "👍"}}
+	id, r := put(t, st, alice, path, body)
+	if id == "" {
+		t.Fatalf("reaction: %d %s", r.Status, r.Raw)
+	}
+	if again, r := put(t, twin, alice, path, body); again != id {
+		t.Fatalf("retry through the other process: %d %s, want %s", r.Status, r.Raw, id)
+	}
+	r = st.Do(t, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(room)+"/relations/"+url.PathEscape(parent), alice.AccessToken, nil)
+	chunk, _ := r.Body["chunk"].([]any)
+	if r.Status != 200 || len(chunk) != 1 || chunk[0].(map[string]any)["event_id"] != id {
+		t.Fatalf("relations of the parent after the retry: %d %s, want [%s]", r.Status, r.Raw, id)
 	}
 }

@@ -23,9 +23,30 @@ func (s *Service) Send(ctx context.Context, who Sent, roomID, evType string, sta
 		who.TxnID = "" // state PUTs are idempotent by their content, not a txn ID
 	}
 	t := claimFor(who, roomID, false)
+	if t != nil && relates(content) {
+		// A message with a relation writes its relation item, keyed by the
+		// position it is to take, beside its record (commitMessage): a
+		// retry through a process whose cached head is behind would write
+		// it over the relation of the event at that position, were the
+		// record not read first, as every send did before.
+		if id, err := s.awaitTxn(ctx, t); err != nil || id != "" {
+			return id, err
+		}
+	}
 	return s.once(ctx, t, func() (string, error) {
 		return s.sendEvent(ctx, who, t, roomID, evType, stateKey, content)
 	})
+}
+
+// relates reports whether content carries a relation (m.relates_to with a
+// rel_type), which relationOf indexes.
+func relates(content json.RawMessage) bool {
+	var c struct {
+		RelatesTo *struct {
+			RelType string `json:"rel_type"`
+		} `json:"m.relates_to"`
+	}
+	return json.Unmarshal(content, &c) == nil && c.RelatesTo != nil && c.RelatesTo.RelType != ""
 }
 
 // once runs send, the append of a request whose transaction is t (nil
