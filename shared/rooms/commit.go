@@ -114,9 +114,13 @@ func newPointer(roomID string, seq int64, ev events.PDU) pointer {
 // ID), its pointer and its relation; then the conditional write of the
 // slot, which decides the position. Losing the slot is errMoved; the
 // pointer and relation written for it name a slot that holds another
-// event, which readers check. So does a pointer written beside a record
-// found taken (a retry through another process, which does not read the
-// record first: txn.go): the slot it names is never claimed for its event.
+// event, which readers check (and a relation written over the winner's,
+// of the same parent, is put back: restoreRelation). So does a pointer
+// written beside a record found taken (a retry through another process,
+// which does not read the record first: txn.go): the slot it names is
+// never claimed for its event. (A message with a relation reads its
+// record first, so that a retry does not write its relation over the
+// stored event's: send.go.)
 func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev events.PDU, c *txnClaim, loc *locals) (*head, func(context.Context) error, error) {
 	seq := h.Seq + 1
 	if err := s.checkTaken(ctx, c, seq); err != nil {
@@ -125,7 +129,8 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 	sl := s.newSlot(roomID, seq, ev, h.StateSeq)
 	sl.carry(h, ev)
 	before := []any{newPointer(roomID, seq, ev)}
-	if rel := relationOf(roomID, seq, ev); rel != nil {
+	rel := relationOf(roomID, seq, ev)
+	if rel != nil {
 		before = append(before, *rel)
 	}
 	errs := make(chan error, len(before)+1)
@@ -154,6 +159,11 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 	}
 	switch err := s.Store.Create(ctx, sl); {
 	case errors.Is(err, store.ErrExists):
+		if rel != nil {
+			if err := s.restoreRelation(ctx, roomID, seq, rel); err != nil {
+				return nil, nil, err
+			}
+		}
 		return nil, nil, errMoved
 	case err != nil:
 		return nil, nil, err
@@ -163,6 +173,34 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 	}
 	sl.Txn = ""
 	return headAt(sl, seq, ev), finish, nil
+}
+
+// restoreRelation puts back the relation item of the event that won the
+// slot at seq, which this request lost after writing rel for that
+// position: a relation item is keyed by its parent and position, so when
+// both events relate to one parent (two reactions to a message, sent
+// through processes whose cached heads differ) rel may have overwritten
+// the winner's. The winner wrote its item before it claimed the slot, and
+// this write comes after, so it is the last. A relation of a loser that
+// relates to another parent is left: readers skip an item whose position
+// holds another event.
+func (s *Service) restoreRelation(ctx context.Context, roomID string, seq int64, rel *relation) error {
+	var sl slot
+	pk, sk := slotKey(roomID, seq)
+	if err := s.Store.Get(ctx, store.Key{PK: pk, SK: sk}, &sl); err != nil {
+		return fmt.Errorf("restore the relation at %d of %s: %w", seq, roomID, err)
+	}
+	if sl.Hold {
+		return nil // a copy of the event above a gap, which has its own relation
+	}
+	won, err := sl.event()
+	if err != nil {
+		return fmt.Errorf("restore the relation at %d of %s: %w", seq, roomID, err)
+	}
+	if r := relationOf(roomID, seq, won.PDU); r != nil && r.SK == rel.SK && r.EventID != rel.EventID {
+		return s.Store.Put(ctx, *r)
+	}
+	return nil
 }
 
 // commitRedaction appends a redaction whose target, if this server holds

@@ -134,3 +134,40 @@ func TestTxn_RetryOfARelationThroughAStaleProcess(t *testing.T) {
 		t.Fatalf("relations of the parent after the retry: %d %s, want [%s]", r.Status, r.Raw, id)
 	}
 }
+
+// TestRelations_RaceOfTwoProcesses: two reactions to one message, the
+// second sent through a process whose cached head is behind. It builds on
+// that head and writes its relation item, keyed by the parent and the
+// position, before it loses the slot to the first reaction: it puts the
+// winner's item back, and /relations lists both.
+func TestRelations_RaceOfTwoProcesses(t *testing.T) {
+	st := servertest.Start(t)
+	twin := st.Twin(t)
+	alice, bob := st.Register(t, "alice"), st.Register(t, "bob")
+	room := createRoom(t, st, alice, map[string]any{"preset": "public_chat"})
+	join(t, st, bob, room)
+	parent, err := send(t, twin, alice, room, "parent", "react to me") // the twin's cached head
+	if err != nil {
+		t.Fatal(err)
+	}
+	react := func(via *servertest.Stack, u servertest.User, key string) string {
+		t.Helper()
+		body := map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": parent, "key": key}}
+		id, r := put(t, via, u, roomPath(room)+"/send/m.reaction/"+key, body)
+		if id == "" {
+			t.Fatalf("reaction %s: %d %s", key, r.Status, r.Raw)
+		}
+		return id
+	}
+	first := react(st, alice, "a")
+	second := react(twin, bob, "b")
+	r := st.Do(t, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(room)+"/relations/"+url.PathEscape(parent)+"?dir=f", alice.AccessToken, nil)
+	chunk, _ := r.Body["chunk"].([]any)
+	var got []any
+	for _, ev := range chunk {
+		got = append(got, ev.(map[string]any)["event_id"])
+	}
+	if r.Status != 200 || len(got) != 2 || got[0] != first || got[1] != second {
+		t.Fatalf("relations of the parent: %d %v, want [%s %s]", r.Status, got, first, second)
+	}
+}
