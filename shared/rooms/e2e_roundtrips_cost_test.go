@@ -123,8 +123,9 @@ func TestRoundTrips_Messages(t *testing.T) {
 	})
 	// With its context: the same, then the pages either side of it side
 	// by side, their redactions among them, then the state at the last
-	// event (StateAt: three reads in a row).
-	measure("/context", "/context/", tokenRoundTrips+6, func() error {
+	// event (StateAt: its snapshot, then the snapshot's blocks, the
+	// current state beside them).
+	measure("/context", "/context/", tokenRoundTrips+5, func() error {
 		_, err := alice.Context(bg, room, ev.ID, nil, 10)
 		return err
 	})

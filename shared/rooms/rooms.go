@@ -299,8 +299,29 @@ func (s *Service) StateEvent(ctx context.Context, roomID, evType, stateKey strin
 // StateAt reads the state of the room after the event at position seq,
 // without replaying the room: the snapshot named by the event's slot (or
 // the slot's own blocks, for an event received on a fork), its blocks,
-// then the events they list.
+// then the events they list. Most of those are current state, read beside
+// the snapshot and blocks: two round trips, not three.
 func (s *Service) StateAt(ctx context.Context, roomID string, ev Event) ([]events.PDU, error) {
+	var cur []events.PDU
+	var curErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cur, curErr = s.CurrentState(ctx, roomID)
+	}()
+	ids, err := s.stateIDsAt(ctx, roomID, ev)
+	<-done
+	if err != nil {
+		return nil, err
+	}
+	if curErr != nil {
+		return nil, curErr
+	}
+	return s.eventsByID(ctx, roomID, cur, ids)
+}
+
+// stateIDsAt is the IDs of the events of the state after ev.
+func (s *Service) stateIDsAt(ctx context.Context, roomID string, ev Event) (map[string]bool, error) {
 	blocks := ev.blocks
 	if len(blocks) == 0 {
 		var snap snapshot
@@ -319,17 +340,13 @@ func (s *Service) StateAt(ctx context.Context, roomID string, ev Event) ([]event
 			ids[id] = true
 		}
 	}
-	return s.eventsByID(ctx, roomID, ids)
+	return ids, nil
 }
 
-// eventsByID loads state events: most are still current state, read in one
-// query; the others through their pointers (and slots), outliers among
-// them (a gap's state names events held only as such).
-func (s *Service) eventsByID(ctx context.Context, roomID string, ids map[string]bool) ([]events.PDU, error) {
-	cur, err := s.CurrentState(ctx, roomID)
-	if err != nil {
-		return nil, err
-	}
+// eventsByID loads state events: most are still current state, cur; the
+// others through their pointers (and slots), outliers among them (a gap's
+// state names events held only as such).
+func (s *Service) eventsByID(ctx context.Context, roomID string, cur []events.PDU, ids map[string]bool) ([]events.PDU, error) {
 	var out []events.PDU
 	for _, ev := range cur {
 		if ids[ev.EventID()] {
