@@ -381,17 +381,24 @@ func waitable(sr SlidingRequest, c *conn) bool {
 // their news: the stream's week of entries, and the newest event of rooms
 // quiet for longer (one read each), on a connection's first request only.
 func (s *Service) buildConn(ctx context.Context, userID string, ver int64) (*conn, error) {
-	ms, err := s.Rooms.Memberships(ctx, userID)
-	if err != nil {
-		return nil, err
-	}
 	c := &conn{ver: ver, rooms: map[string]*connRoom{}, dms: map[string]bool{}, dirty: true, news: map[string]bool{}}
-	// The stream holds a week of news: one Query gives the bump stamps of
-	// the rooms active in it; only quieter rooms read their newest event.
-	all, err := s.readStream(ctx, userID, s.now().Add(-streamTTL).UnixMilli(), false)
-	if err != nil {
+	// The memberships, the stream and m.direct are read side by side. The
+	// stream holds a week of news: one Query gives the bump stamps of the
+	// rooms active in it; only quieter rooms read their newest event.
+	var ms []rooms.Membership
+	var all []news
+	dms := &conn{rooms: map[string]*connRoom{}, dms: map[string]bool{}}
+	first, fctx := errgroup.WithContext(ctx)
+	first.Go(func() (err error) { ms, err = s.Rooms.Memberships(fctx, userID); return err })
+	first.Go(func() (err error) {
+		all, err = s.readStream(fctx, userID, s.now().Add(-streamTTL).UnixMilli(), false)
+		return err
+	})
+	first.Go(func() error { return s.readDMs(fctx, userID, dms) })
+	if err := first.Wait(); err != nil {
 		return nil, err
 	}
+	c.dms = dms.dms
 	recent := map[string]int64{}
 	for _, n := range all {
 		if n.Seq > 0 && !n.NoBump && strings.HasPrefix(n.RoomID, "!") {
@@ -427,9 +434,6 @@ func (s *Service) buildConn(ctx context.Context, userID string, ver int64) (*con
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	if err := s.readDMs(ctx, userID, c); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -847,6 +851,26 @@ func (s *Service) spaceKids(ctx context.Context, sr SlidingRequest, c *conn) err
 	return nil
 }
 
+// wholeRooms reads the rooms new to the client (unknown) whole into resp
+// and next, side by side, each with its own config; it returns the user's
+// memberships of them.
+func (s *Service) wholeRooms(ctx context.Context, sr SlidingRequest, req Request, sel map[string]*selection, unknown []string, resp *Response, next *position) ([]rooms.Membership, error) {
+	ms, err := s.Rooms.MembershipsIn(ctx, sr.UserID, unknown)
+	if err != nil {
+		return nil, err
+	}
+	var mu gosync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(initialParallelism)
+	for _, m := range ms {
+		rreq := req
+		rreq.Filter.TimelineLimit = max(sel[m.RoomID].config.TimelineLimit, 1)
+		rreq.Filter.State = lazyFilter(sel, []string{m.RoomID})
+		g.Go(func() error { return s.initialRoom(gctx, rreq, resp, next, &mu, m) })
+	}
+	return ms, g.Wait()
+}
+
 // slidingAnswer builds the response once news (if any) is in.
 func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Request, key store.Key, c *conn, pos slidingPos, fresh []news, box *inbox, now time.Time) (*SlidingResponse, error) {
 
@@ -893,47 +917,53 @@ func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Requ
 	}
 	ireq.Filter.TimelineLimit = maxLimit
 	ireq.Filter.State = lazyFilter(sel, known)
+	// Rooms new to the client come whole, each with its own config: they
+	// are read beside the news of the others, into a response of their
+	// own merged after.
+	whole := emptyResponse()
+	wholeNext := position{Time: pos.P.Time, Sent: map[string][2]int64{}}
+	if sr.Pos != "" {
+		wholeNext.Time = now.UnixMilli() // as incremental's next
+	}
+	var ms []rooms.Membership
+	var wg gosync.WaitGroup
+	var wholeErr error
+	wg.Go(func() { ms, wholeErr = s.wholeRooms(ctx, sr, req, sel, unknown, whole, &wholeNext) })
 	var resp *Response
 	var next position
-	var err error
-	if sr.Pos == "" {
-		resp = emptyResponse()
-		next = pos.P
-		if sr.Extensions.AccountData {
-			if err := s.globalData(ctx, sr.UserID, time.Time{}, resp); err != nil {
-				return nil, err
+	err := func() error {
+		if sr.Pos == "" {
+			resp = emptyResponse()
+			next = pos.P
+			if sr.Extensions.AccountData {
+				return s.globalData(ctx, sr.UserID, time.Time{}, resp)
 			}
+			return nil
 		}
-	} else {
+		var err error
 		if resp, next, err = s.incremental(ctx, ireq, pos.P, kept, now, nil); err != nil {
-			return nil, err
+			return err
 		}
 		handled(&next, fresh, kept)
 		if err := s.lazyMembers(ctx, sel, resp); err != nil {
-			return nil, err
+			return err
 		}
 		if sr.Extensions.E2EE {
-			if err := s.settleDevices(ctx, req, resp); err != nil {
-				return nil, err
-			}
+			return s.settleDevices(ctx, req, resp)
 		}
+		return nil
+	}()
+	wg.Wait()
+	if err == nil {
+		err = wholeErr
 	}
-	// Rooms new to the client come whole, each with its own config.
-	ms, err := s.Rooms.MembershipsIn(ctx, sr.UserID, unknown)
 	if err != nil {
 		return nil, err
 	}
-	var mu gosync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(initialParallelism)
-	for _, m := range ms {
-		rreq := req
-		rreq.Filter.TimelineLimit = max(sel[m.RoomID].config.TimelineLimit, 1)
-		rreq.Filter.State = lazyFilter(sel, []string{m.RoomID})
-		g.Go(func() error { return s.initialRoom(gctx, rreq, resp, &next, &mu, m) })
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	whole.mergeInto(resp)
+	maps.Copy(next.Sent, wholeNext.Sent)
+	for room, ms := range wholeNext.Typing {
+		next.typingStops(room, time.UnixMilli(ms))
 	}
 	// An invite or knock shown whole is delivered up to its event: the
 	// stream entry that brought it is old news to the next request.
