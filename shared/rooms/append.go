@@ -167,6 +167,9 @@ func (s *Service) send(ctx context.Context, roomID string, req sendRequest) (eve
 				return nil, err
 			}
 			if id != "" {
+				if err := s.restoreOverwritten(ctx, roomID, req.txn); err != nil {
+					return nil, err
+				}
 				return nil, &sentBefore{eventID: id}
 			}
 			continue

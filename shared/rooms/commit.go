@@ -151,6 +151,12 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 			err = e
 		}
 	}
+	if errors.Is(err, errTxnTaken) && rel != nil {
+		// Another request of this transaction may store its event, with
+		// the same relation, at this position: once it has (send waits
+		// for it), its relation item is put back over this one.
+		c.overwrote = rel
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -187,7 +193,9 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 func (s *Service) restoreRelation(ctx context.Context, roomID string, seq int64, rel *relation) error {
 	var sl slot
 	pk, sk := slotKey(roomID, seq)
-	if err := s.Store.Get(ctx, store.Key{PK: pk, SK: sk}, &sl); err != nil {
+	if err := s.Store.Get(ctx, store.Key{PK: pk, SK: sk}, &sl); errors.Is(err, store.ErrNotFound) {
+		return nil // no event there yet, whose relation would come later
+	} else if err != nil {
 		return fmt.Errorf("restore the relation at %d of %s: %w", seq, roomID, err)
 	}
 	if sl.Hold {
@@ -715,4 +723,18 @@ func (s *Service) updateInfo(ctx context.Context, roomID string, change func(*in
 		return fmt.Errorf("update info of %s: %w", roomID, err)
 	}
 	return nil
+}
+
+// restoreOverwritten puts back, once the transaction's event is stored, the
+// relation item at the position where this request wrote its own beside a
+// record it found taken: the event stored there, if it relates to the same
+// parent (the transaction's event does), wrote its item before its slot,
+// maybe before this request's, and its slot is there by now.
+func (s *Service) restoreOverwritten(ctx context.Context, roomID string, c *txnClaim) error {
+	if c == nil || c.overwrote == nil {
+		return nil
+	}
+	rel := c.overwrote
+	c.overwrote = nil
+	return s.restoreRelation(ctx, roomID, rel.Seq, rel)
 }

@@ -1,6 +1,7 @@
 package rooms_test
 
 import (
+	"fmt"
 	"net/url"
 	"testing"
 
@@ -169,5 +170,38 @@ func TestRelations_RaceOfTwoProcesses(t *testing.T) {
 	}
 	if r.Status != 200 || len(got) != 2 || got[0] != first || got[1] != second {
 		t.Fatalf("relations of the parent: %d %v, want [%s %s]", r.Status, got, first, second)
+	}
+}
+
+// TestTxn_IdenticalReactionsAtOnce: identical reactions sent at once
+// through two processes store one event, and /relations lists it: a
+// request that found the record taken had written its relation item at
+// the position the stored event took, and puts the stored one's back.
+func TestTxn_IdenticalReactionsAtOnce(t *testing.T) {
+	st := servertest.Start(t)
+	stacks := []*servertest.Stack{st, st.Twin(t)}
+	alice := st.Register(t, "alice")
+	room := createRoom(t, st, alice, map[string]any{})
+	parent, err := send(t, st, alice, room, "parent", "react to me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range stacks[1:] {
+		if _, err := send(t, s, alice, room, "warm", "warm the other process"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := range 5 {
+		key := fmt.Sprint("r", round)
+		body := map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": parent, "key": key}}
+		ids := putAll(t, stacks, alice.AccessToken, roomPath(room)+"/send/m.reaction/"+key, body, 6)
+		if len(ids) != 6 || len(distinct(ids)) != 1 {
+			t.Fatalf("round %d: event IDs answered %v, want one ID 6 times", round, ids)
+		}
+		r := st.Do(t, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(room)+"/relations/"+url.PathEscape(parent)+"?dir=b&limit=1", alice.AccessToken, nil)
+		chunk, _ := r.Body["chunk"].([]any)
+		if r.Status != 200 || len(chunk) != 1 || chunk[0].(map[string]any)["event_id"] != ids[0] {
+			t.Fatalf("round %d: newest relation of the parent: %d %s, want %s", round, r.Status, r.Raw, ids[0])
+		}
 	}
 }

@@ -74,6 +74,10 @@ type txnClaim struct {
 	// write) it; until then it does not know whether the transaction ID
 	// was used before.
 	checked bool
+	// overwrote is the relation item this request wrote beside a record
+	// it then found taken (commitMessage), to be put back from the event
+	// at its position once the transaction's event is stored.
+	overwrote *relation
 }
 
 // claimFor is the transaction of a request, nil without a transaction ID.
