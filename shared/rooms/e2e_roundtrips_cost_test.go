@@ -130,11 +130,31 @@ func TestRoundTrips_Messages(t *testing.T) {
 		return err
 	})
 
+	// The member list a client reads on opening a room, at its last
+	// sync: whether the room still loads its members, the viewer's reads
+	// and the slot at the token side by side, then the state after it
+	// (StateAt).
+	sync, err := alice.SyncRequest(bg, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	measure("/members at a sync", "/members", tokenRoundTrips+3, func() error {
+		return rawQuery(alice, map[string]string{"at": sync.NextBatch, "not_membership": "leave"}, nil, "v3", "rooms", room, "members")
+	})
+	// The current members: the same, but for the viewer's reads then the
+	// current state.
+	measure("/members", "/members", tokenRoundTrips+2, func() error {
+		return raw(alice, "GET", nil, nil, "v3", "rooms", room, "members")
+	})
+	measure("/joined_members", "/joined_members", tokenRoundTrips+2, func() error {
+		return raw(alice, "GET", nil, nil, "v3", "rooms", room, "joined_members")
+	})
+
 	// A user who may not read the room: refused as before, whatever was
 	// read beside their membership.
 	private := create(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
 	say(t, alice, private, "secret")
-	_, err := bob.Messages(bg, private, "", "", mautrix.DirectionBackward, nil, 10)
+	_, err = bob.Messages(bg, private, "", "", mautrix.DirectionBackward, nil, 10)
 	wantErr(t, "a stranger's /messages of a private room", err, "M_FORBIDDEN", 403)
 	_, err = bob.Messages(bg, "!nowhere:localhost", "", "", mautrix.DirectionBackward, nil, 10)
 	wantErr(t, "/messages of a room that does not exist", err, "M_FORBIDDEN", 403)

@@ -724,6 +724,37 @@ func (s *Service) stateAtToken(ctx context.Context, roomID string, seq int64) ([
 	return s.StateAt(ctx, roomID, evs[0])
 }
 
+// membersAt is the state at token at that userID may see: at the token, or
+// where they left if that is before. The slot at the token is read beside
+// the viewer's reads, as if they may see up to it, and read again up to
+// where they may if they may not; its state after.
+func (s *Service) membersAt(ctx context.Context, userID, roomID, at string) ([]events.PDU, error) {
+	// The token is read first (a /sync token only in a room it did not
+	// deliver lately), its error told after a refusal.
+	seq, tokenErr := s.position(ctx, userID, roomID, at)
+	var top []Event
+	var topErr error
+	v, err := s.viewerBeside(ctx, userID, roomID, func(ctx context.Context) error {
+		if tokenErr == nil {
+			top, topErr = s.slots(ctx, roomID, seq, true, 1)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if tokenErr != nil {
+		return nil, tokenErr
+	}
+	if limit := v.limit(); seq > limit {
+		return s.stateAtToken(ctx, roomID, limit)
+	}
+	if topErr != nil || len(top) == 0 {
+		return nil, topErr
+	}
+	return s.StateAt(ctx, roomID, top[0])
+}
+
 // MembersQuery is GET /rooms/{roomId}/members.
 type MembersQuery struct {
 	At                        string
@@ -751,15 +782,7 @@ func (s *Service) MemberEvents(ctx context.Context, userID, roomID string, q Mem
 	var state []events.PDU
 	var err error
 	if q.At != "" {
-		v, verr := s.viewerOf(ctx, userID, roomID)
-		if verr != nil {
-			return nil, verr
-		}
-		seq, perr := s.position(ctx, userID, roomID, q.At)
-		if perr != nil {
-			return nil, perr
-		}
-		state, err = s.stateAtToken(ctx, roomID, min(seq, v.limit()))
+		state, err = s.membersAt(ctx, userID, roomID, q.At)
 	} else {
 		state, err = s.VisibleState(ctx, userID, roomID)
 	}

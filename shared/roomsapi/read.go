@@ -194,10 +194,9 @@ func (a *API) handleMembers(w http.ResponseWriter, r *http.Request) error {
 			return httpapi.InvalidParam("unknown membership %q", m)
 		}
 	}
-	if err := a.awaitMembers(r.Context(), id); err != nil {
-		return err
-	}
-	chunk, err := a.Rooms.MemberEvents(r.Context(), caller(r).UserID, id, mq)
+	chunk, err := besideMembers(r.Context(), a, id, func() ([]json.RawMessage, error) {
+		return a.Rooms.MemberEvents(r.Context(), caller(r).UserID, id, mq)
+	})
 	if err != nil {
 		return err
 	}
@@ -213,10 +212,9 @@ func (a *API) handleJoinedMembers(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	if err := a.awaitMembers(r.Context(), id); err != nil {
-		return err
-	}
-	joined, err := a.Rooms.JoinedMembers(r.Context(), caller(r).UserID, id)
+	joined, err := besideMembers(r.Context(), a, id, func() (map[string]rooms.JoinedMember, error) {
+		return a.Rooms.JoinedMembers(r.Context(), caller(r).UserID, id)
+	})
 	return reply(w, map[string]any{"joined": joined}, err)
 }
 
@@ -280,6 +278,34 @@ func (a *API) handleThreads(w http.ResponseWriter, r *http.Request) error {
 	}
 	page, err := a.Rooms.ThreadsOf(reading(r), caller(r).UserID, id, q)
 	return reply(w, page, err)
+}
+
+// besideMembers is read, a member list of roomID, once its members are
+// loaded (awaitMembers): read runs at once, beside the read that tells
+// whether the room is still loading them, and again after the wait only if
+// it is, so that a list costs no round trip more in the common case.
+func besideMembers[T any](ctx context.Context, a *API, roomID string, read func() (T, error)) (T, error) {
+	var partial []string
+	var partialErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		partial, partialErr = a.Rooms.PartialServers(ctx, roomID)
+	}()
+	out, err := read()
+	<-done
+	if partialErr != nil {
+		var zero T
+		return zero, partialErr
+	}
+	if partial == nil {
+		return out, err
+	}
+	if err := a.awaitMembers(ctx, roomID); err != nil {
+		var zero T
+		return zero, err
+	}
+	return read()
 }
 
 // memberWait bounds how long a member list waits for the members of a
