@@ -279,6 +279,8 @@ type uploads struct {
 	mu     gosync.Mutex
 	active map[string]int
 	ended  chan struct{} // closed and replaced whenever an upload ends
+	// changes counts the uploads begun and ended, of any device.
+	changes uint64
 }
 
 func (u *uploads) begin(key string) func() {
@@ -288,15 +290,25 @@ func (u *uploads) begin(key string) func() {
 		u.active, u.ended = map[string]int{}, make(chan struct{})
 	}
 	u.active[key]++
+	u.changes++
 	return func() {
 		u.mu.Lock()
 		defer u.mu.Unlock()
 		if u.active[key]--; u.active[key] == 0 {
 			delete(u.active, key)
 		}
+		u.changes++
 		close(u.ended)
 		u.ended = make(chan struct{})
 	}
+}
+
+// changed is how many uploads have begun or ended in this process: a sync
+// that read the counts early reads them again if it changed since.
+func (u *uploads) changed() uint64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.changes
 }
 
 // wait returns once no upload of key is under way, and reports whether it

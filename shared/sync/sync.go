@@ -285,18 +285,27 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	var err error
 	box := openInbox(pos, req.DeviceID)
 	if req.Since == "" {
-		// The inbox and the key counts need nothing of the rooms.
+		// The inbox and the key counts need nothing of the rooms. The
+		// counts are read again at the end if a key upload began or ended
+		// here meanwhile (keyCounts waits for it): a client uploads its
+		// keys as it makes its first sync, and would take older counts
+		// arriving after the upload's answer for the truth.
 		if s.ToDevice != nil {
 			side.Go(func() error { _, err := s.readInbox(sctx, req, box, nil); return err })
 		}
 		keys := &Response{}
 		var keysNext position
+		uploads := s.uploads.changed()
 		side.Go(func() error { return s.keyCounts(sctx, req, pos, keys, &keysNext) })
 		resp, next, err = s.initial(sctx, req, start)
 		if werr := side.Wait(); werr != nil {
 			err = werr // the first: what the rest failed of, when canceled
 		}
-		if err == nil {
+		switch {
+		case err != nil:
+		case s.uploads.changed() != uploads:
+			err = s.keyCounts(ctx, req, pos, resp, &next)
+		default:
 			resp.OneTimeKeysCount, resp.UnusedFallbackKeyTypes, next.Keys = keys.OneTimeKeysCount, keys.UnusedFallbackKeyTypes, keysNext.Keys
 		}
 	} else {
