@@ -618,7 +618,10 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 		resp.AccountData = global.AccountData
 		return resp, next, s.presenceOf(ctx, resp, present)
 	}
-	ahead := s.readAhead(ctx, &wg, req, from, ephemeral, next, since)
+	// An error below leaves what was read ahead unused: it stops.
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel() // before wg.Wait, deferred first
+	ahead := s.readAhead(actx, &wg, req, from, ephemeral, next, since)
 	ms, err := s.memberships(ctx, req, from, ephemeral)
 	if afterMemberships != nil {
 		afterMemberships()
@@ -662,6 +665,9 @@ type roomAhead struct {
 // of ephemeral news.
 func (s *Service) readAhead(ctx context.Context, wg *gosync.WaitGroup, req Request, from map[string]int64, ephemeral map[string]bool, next position, since time.Time) map[string]*roomAhead {
 	out := map[string]*roomAhead{}
+	// As many rooms at once as an initial sync reads: a token from long
+	// ago may name hundreds.
+	slots := make(chan struct{}, initialParallelism)
 	add := func(roomID string) {
 		if _, ok := out[roomID]; ok || !strings.HasPrefix(roomID, "!") {
 			return
@@ -682,6 +688,8 @@ func (s *Service) readAhead(ctx context.Context, wg *gosync.WaitGroup, req Reque
 		}
 		wg.Go(func() {
 			defer close(a.done)
+			slots <- struct{}{}
+			defer func() { <-slots }()
 			var g errgroup.Group
 			if changed {
 				g.Go(func() error {
