@@ -67,11 +67,12 @@ func (s *Service) speculate(w http.ResponseWriter, r *http.Request, token string
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	v := &verdict{done: make(chan struct{})}
+	// The read has its own context: it must end with a verdict even when
+	// the handler is done early, for the response waits on it.
+	readCtx := context.WithoutCancel(ctx)
 	go func() {
 		defer close(v.done)
-		// The read has its own context: it must end with a verdict even
-		// when the handler is done early, for the response waits on it.
-		sess, err := s.authenticate(context.WithoutCancel(ctx), token)
+		sess, err := s.authenticate(readCtx, token)
 		if err == nil && sess != claimed {
 			// Only a token this server signed gets here, and it signs
 			// what it stores: a mismatch is a fault, not a client's.
