@@ -10,6 +10,8 @@ import (
 	gosync "sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cirrus-matrix/cirrus/shared/accounts"
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/httpapi"
@@ -374,6 +376,42 @@ func (s *Service) keyCounts(ctx context.Context, req Request, pos position, resp
 	}
 	resp.OneTimeKeysCount, resp.UnusedFallbackKeyTypes = c.OneTime, c.Fallback
 	next.Keys = c
+	return nil
+}
+
+// keysAhead is the device's key counts read beside the rooms of a sync
+// that will need them (keyCounts): an initial sync, a token without them,
+// news of them.
+type keysAhead struct {
+	resp *Response
+	next position
+	// uploads is uploads.changed when the read began; news says the
+	// stream's news named the counts.
+	uploads uint64
+	news    bool
+}
+
+// keysAhead starts reading the counts in g.
+func (s *Service) keysAhead(g *errgroup.Group, ctx context.Context, req Request, pos position, news bool) *keysAhead {
+	k := &keysAhead{resp: &Response{}, uploads: s.uploads.changed(), news: news}
+	if news {
+		k.resp.devices = &deviceNews{counts: true}
+	}
+	g.Go(func() error { return s.keyCounts(ctx, req, pos, k.resp, &k.next) })
+	return k
+}
+
+// finish gives resp and next the counts read ahead (none: keyCounts). They
+// are read again if a key upload began or ended in this process meanwhile
+// (keyCounts waits for it), or the recheck found news of them: a client
+// uploads its keys as it syncs, and would take older counts arriving after
+// the upload's answer for the truth, and upload again.
+func (k *keysAhead) finish(ctx context.Context, s *Service, req Request, pos position, resp *Response, next *position) error {
+	rechecked := resp.devices != nil && resp.devices.counts
+	if k == nil || s.uploads.changed() != k.uploads || (rechecked && !k.news) {
+		return s.keyCounts(ctx, req, pos, resp, next)
+	}
+	resp.OneTimeKeysCount, resp.UnusedFallbackKeyTypes, next.Keys = k.resp.OneTimeKeysCount, k.resp.UnusedFallbackKeyTypes, k.next.Keys
 	return nil
 }
 

@@ -285,34 +285,29 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	var err error
 	box := openInbox(pos, req.DeviceID)
 	if req.Since == "" {
-		// The inbox and the key counts need nothing of the rooms. The
-		// counts are read again at the end if a key upload began or ended
-		// here meanwhile (keyCounts waits for it): a client uploads its
-		// keys as it makes its first sync, and would take older counts
-		// arriving after the upload's answer for the truth.
+		// The inbox and the key counts need nothing of the rooms.
 		if s.ToDevice != nil {
 			side.Go(func() error { _, err := s.readInbox(sctx, req, box, nil); return err })
 		}
-		keys := &Response{}
-		var keysNext position
-		uploads := s.uploads.changed()
-		side.Go(func() error { return s.keyCounts(sctx, req, pos, keys, &keysNext) })
+		keys := s.keysAhead(side, sctx, req, pos, false)
 		resp, next, err = s.initial(sctx, req, start)
 		if werr := side.Wait(); werr != nil {
 			err = werr // the first: what the rest failed of, when canceled
 		}
-		switch {
-		case err != nil:
-		case s.uploads.changed() != uploads:
-			err = s.keyCounts(ctx, req, pos, resp, &next)
-		default:
-			resp.OneTimeKeysCount, resp.UnusedFallbackKeyTypes, next.Keys = keys.OneTimeKeysCount, keys.UnusedFallbackKeyTypes, keysNext.Keys
+		if err == nil {
+			err = keys.finish(ctx, s, req, pos, resp, &next)
 		}
 	} else {
 		var fresh []news
 		var readAt time.Time
 		var recheck recheck
+		var keys *keysAhead
 		if fresh, readAt, err = s.await(sctx, req, pos, box, start); err == nil {
+			// Counts the token lacks, or news of them: read beside the rooms.
+			counts := slices.ContainsFunc(fresh, func(n news) bool { return n.RoomID == keyCountPrefix+req.DeviceID })
+			if c := pos.Keys; counts || c == nil || c.Device != deviceTag(req.DeviceID) {
+				keys = s.keysAhead(side, sctx, req, pos, counts)
+			}
 			// The key counts are checked again beside the rooms' last
 			// reads, once the memberships are known, or after.
 			begin := func() { recheck.begin(sctx, s, req, pos, readAt, fresh) }
@@ -330,7 +325,7 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			err = werr // the first: what the rest failed of, when canceled
 		}
 		if err == nil {
-			err = s.keyCounts(ctx, req, pos, resp, &next)
+			err = keys.finish(ctx, s, req, pos, resp, &next)
 		}
 	}
 	if err == nil {
