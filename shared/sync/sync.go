@@ -646,10 +646,13 @@ type roomAhead struct {
 	done chan struct{}
 
 	timeline bool
-	j        *JoinedRoom
-	head     int64
-	members  []memberEvent
-	err      error
+	// page is the timeline's page read, when it was (a join since the
+	// token shows the room whole, from the same page).
+	page    *rooms.Page
+	j       *JoinedRoom
+	head    int64
+	members []memberEvent
+	err     error
 
 	side    roomSide
 	sideErr error
@@ -688,7 +691,8 @@ func (s *Service) readAhead(ctx context.Context, wg *gosync.WaitGroup, req Reque
 			var g errgroup.Group
 			if changed {
 				g.Go(func() error {
-					a.j, a.head, a.members, a.err = s.joined(ctx, req, roomID, f, upto, req.FullState)
+					a.page = &rooms.Page{}
+					a.j, a.head, a.members, a.err = s.joined(context.WithValue(ctx, pageKey{}, a.page), req, roomID, f, upto, req.FullState)
 					return nil
 				})
 			}
@@ -726,6 +730,14 @@ func (s *Service) incrementalRoom(ctx context.Context, req Request, resp *Respon
 			return a.err
 		}
 		s.addJoined(req, resp, next, m, a.j, a.head, a.members, f)
+	case changed && a != nil && a.page != nil && a.page.Start != "" && m.Membership == "join" && req.Filter.wants(m.RoomID):
+		// Joined since the token: the room shows whole, its timeline
+		// from the page read ahead.
+		j, head, members, err := s.joinedPage(ctx, req, m.RoomID, f, next.Sent[m.RoomID][0], true, *a.page, nil)
+		if err != nil {
+			return err
+		}
+		s.addJoined(req, resp, next, m, j, head, members, f)
 	case changed || (req.FullState && (m.Membership == "join" || req.Filter.IncludeLeave)):
 		upto := int64(-1)
 		if changed {
@@ -966,6 +978,17 @@ func (s *Service) joined(ctx context.Context, req Request, roomID string, from, 
 	if err != nil {
 		return nil, 0, nil, err
 	}
+	if keep, ok := ctx.Value(pageKey{}).(*rooms.Page); ok {
+		*keep = page
+	}
+	return s.joinedPage(ctx, req, roomID, from, upto, full, page, current)
+}
+
+type pageKey struct{}
+
+// joinedPage is joined with the timeline's page read: the page a room was
+// read ahead with serves again when the room shows whole after all.
+func (s *Service) joinedPage(ctx context.Context, req Request, roomID string, from, upto int64, full bool, page rooms.Page, current func() ([]events.PDU, error)) (*JoinedRoom, int64, []memberEvent, error) {
 	head, err := rooms.ParseToken(page.Start)
 	if err != nil {
 		return nil, 0, nil, err
