@@ -233,7 +233,7 @@ type Info struct {
 // Info reads the room's summary.
 func (s *Service) Info(ctx context.Context, roomID string) (Info, error) {
 	var i info
-	if err := s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: infoSK}, &i); err != nil {
+	if err := getShared(ctx, s.Store, store.Key{PK: roomPK(roomID), SK: infoSK}, &i); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return Info{}, fmt.Errorf("%w %s", ErrUnknownRoom, roomID)
 		}
@@ -383,7 +383,7 @@ func (s *Service) Membership(ctx context.Context, userID, roomID string) (string
 
 func (s *Service) membership(ctx context.Context, userID, roomID string) (membership, error) {
 	var m membership
-	err := s.Store.Get(ctx, store.Key{PK: userPK(userID), SK: membershipPrefix + roomID}, &m)
+	err := getShared(ctx, s.Store, store.Key{PK: userPK(userID), SK: membershipPrefix + roomID}, &m)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return m, err
 	}

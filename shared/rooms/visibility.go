@@ -50,7 +50,7 @@ func (s *Service) viewerBeside(ctx context.Context, userID, roomID string, besid
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		infoErr = s.Store.Get(ctx, store.Key{PK: roomPK(roomID), SK: infoSK}, &v.info)
+		infoErr = getShared(ctx, s.Store, store.Key{PK: roomPK(roomID), SK: infoSK}, &v.info)
 	}()
 	go func() {
 		defer wg.Done()

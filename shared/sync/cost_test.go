@@ -69,4 +69,9 @@ func TestSync_Costs(t *testing.T) {
 	if u.ReadUnits > 20 || u.WriteUnits != 0 {
 		t.Fatalf("incremental sync: %+v", u)
 	}
+	// 10 calls: the room's info and alice's membership are read once for
+	// its timeline and its counts (rooms.WithReadsShared); 13 before.
+	if u.Calls != 10 {
+		t.Fatalf("incremental sync: %d calls, want 10", u.Calls)
+	}
 }

@@ -271,7 +271,9 @@ func (s *Service) SlidingSync(ctx context.Context, sr SlidingRequest) (*SlidingR
 			return nil, err
 		}
 	}
-	return s.slidingAnswer(ctx, sr, req, key, c, pos, fresh, box, s.now())
+	// The rooms' reads share their info and membership items
+	// (rooms.WithReadsShared), read once the wait is over.
+	return s.slidingAnswer(rooms.WithReadsShared(ctx), sr, req, key, c, pos, fresh, box, s.now())
 }
 
 // sinceInbox is what the request knows of the device's to-device inbox.

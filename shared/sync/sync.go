@@ -290,7 +290,7 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			side.Go(func() error { _, err := s.readInbox(sctx, req, box, nil); return err })
 		}
 		keys := s.keysAhead(side, sctx, req, pos, false)
-		resp, next, err = s.initial(sctx, req, start)
+		resp, next, err = s.initial(rooms.WithReadsShared(sctx), req, start)
 		if werr := side.Wait(); werr != nil {
 			err = werr // the first: what the rest failed of, when canceled
 		}
@@ -311,7 +311,9 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			// The key counts are checked again beside the rooms' last
 			// reads, once the memberships are known, or after.
 			begin := func() { recheck.begin(sctx, s, req, pos, readAt, fresh) }
-			if resp, next, err = s.incremental(sctx, req, pos, fresh, s.now(), begin); err == nil {
+			// The rooms' reads share their info and membership items
+			// (rooms.WithReadsShared), read once the wait is over.
+			if resp, next, err = s.incremental(rooms.WithReadsShared(sctx), req, pos, fresh, s.now(), begin); err == nil {
 				begin()
 			}
 		}
