@@ -103,7 +103,7 @@ func (s *Service) Set(ctx context.Context, userID, presence, statusMsg string) e
 		}
 		// Not the user themselves: the sync that set their presence
 		// would wake itself.
-		users, err = s.localJoinedIn(ctx, joined, userID)
+		users, err = s.Rooms.LocalJoinedIn(ctx, joined, userID)
 		return err
 	})
 	if err := g.Wait(); err != nil {
@@ -122,7 +122,7 @@ func (s *Service) Set(ctx context.Context, userID, presence, statusMsg string) e
 func (s *Service) tell(ctx context.Context, userID string, joined []string) error {
 	// Not the user themselves: the sync that set their presence would wake
 	// itself.
-	users, err := s.localJoinedIn(ctx, joined, userID)
+	users, err := s.Rooms.LocalJoinedIn(ctx, joined, userID)
 	if err != nil {
 		return err
 	}
@@ -130,34 +130,6 @@ func (s *Service) tell(ctx context.Context, userID string, joined []string) erro
 		return nil
 	}
 	return s.Touch(ctx, userID, users)
-}
-
-// localJoinedIn is rooms.Service.LocalJoinedIn with the rooms read side
-// by side, one round trip for all rather than one each.
-func (s *Service) localJoinedIn(ctx context.Context, roomIDs []string, except string) ([]string, error) {
-	per := make([][]string, len(roomIDs))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(64)
-	for i, roomID := range roomIDs {
-		g.Go(func() (err error) {
-			per[i], err = s.Rooms.LocalJoined(gctx, roomID)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{except: true}
-	var users []string
-	for _, members := range per {
-		for _, u := range members {
-			if !seen[u] {
-				seen[u] = true
-				users = append(users, u)
-			}
-		}
-	}
-	return users, nil
 }
 
 // Status is a user's presence as the spec's GET and m.presence show it.

@@ -7,6 +7,8 @@ import (
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/store"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // What /sync reads of rooms: a user's memberships, state at a position and
@@ -130,13 +132,23 @@ func ParseToken(t string) (int64, error) { return parseToken(t) }
 // once, but for except: whom news of except (presence, device keys) goes
 // to. One GetItem of each room's local users, cached with its head.
 func (s *Service) LocalJoinedIn(ctx context.Context, roomIDs []string, except string) ([]string, error) {
+	// The rooms are read side by side: one round trip for all, not one
+	// each (presence and sync ask this of every room a user is in).
+	per := make([][]string, len(roomIDs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(64)
+	for i, roomID := range roomIDs {
+		g.Go(func() (err error) {
+			per[i], err = s.LocalJoined(gctx, roomID)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
 	seen := map[string]bool{except: true}
 	var users []string
-	for _, roomID := range roomIDs {
-		members, err := s.LocalJoined(ctx, roomID)
-		if err != nil {
-			return nil, err
-		}
+	for _, members := range per {
 		for _, u := range members {
 			if !seen[u] {
 				seen[u] = true

@@ -161,32 +161,3 @@ func (s *Service) currentAhead(ctx context.Context, roomID string) func() ([]eve
 	}
 }
 
-// localJoinedIn is rooms.Service.LocalJoinedIn with the rooms read side
-// by side: the joined local users of the rooms but except, each once, in
-// the rooms' order.
-func (s *Service) localJoinedIn(ctx context.Context, roomIDs []string, except string) ([]string, error) {
-	per := make([][]string, len(roomIDs))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(initialParallelism)
-	for i, roomID := range roomIDs {
-		g.Go(func() error {
-			var err error
-			per[i], err = s.Rooms.LocalJoined(gctx, roomID)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{except: true}
-	var users []string
-	for _, members := range per {
-		for _, u := range members {
-			if !seen[u] {
-				seen[u] = true
-				users = append(users, u)
-			}
-		}
-	}
-	return users, nil
-}

@@ -1279,7 +1279,7 @@ func (s *Service) initialPresence(ctx context.Context, userID string, joined []s
 	var g errgroup.Group
 	g.Go(func() error {
 		var err error
-		local, err = s.localJoinedIn(ctx, joined, userID)
+		local, err = s.Rooms.LocalJoinedIn(ctx, joined, userID)
 		return err
 	})
 	if s.RemoteJoinedIn != nil {
