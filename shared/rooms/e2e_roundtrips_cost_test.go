@@ -2,11 +2,6 @@ package rooms_test
 
 import (
 	"fmt"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,7 +9,6 @@ import (
 	"maunium.net/go/mautrix/event"
 
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
-	"github.com/cirrus-matrix/cirrus/shared/store/embedded"
 )
 
 // tokenRoundTrips is what the access token's read adds to a request's
@@ -28,29 +22,13 @@ const tokenRoundTrips = 0
 // never do, so the round trips counted are the request's chain of calls.
 const callDelay = 50 * time.Millisecond
 
-// slowStack is a stack whose DynamoDB calls go through a proxy that holds
-// each for callDelay while slow is set (the requests measured; the rest
-// of a test runs at the embedded store's speed).
-func slowStack(t *testing.T) (st *servertest.Stack, slow *atomic.Bool) {
-	db, err := embedded.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	target, err := url.Parse(db.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	slow = &atomic.Bool{}
-	ps := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if slow.Load() {
-			time.Sleep(callDelay)
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(ps.Close)
-	return servertest.Start(t, "CIRRUS_DYNAMODB_ENDPOINT="+ps.URL), slow
+// slowStack is a stack whose DynamoDB calls are held callDelay while
+// slow holds them (the requests measured; the rest of a test runs at the
+// embedded store's speed).
+func slowStack(t *testing.T) (*servertest.Stack, *servertest.SlowStore) {
+	st, slow := servertest.StartSlow(t, callDelay)
+	slow.Hold(false)
+	return st, slow
 }
 
 // TestRoundTrips_Messages pins the sequential DynamoDB round trips of
@@ -68,9 +46,9 @@ func TestRoundTrips_Messages(t *testing.T) {
 	}
 	measure := func(what, route string, most int, request func() error) {
 		t.Helper()
-		slow.Store(true)
+		slow.Hold(true)
 		err := request()
-		slow.Store(false)
+		slow.Hold(false)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}

@@ -29,8 +29,8 @@ func TestRoundTrips_Send(t *testing.T) {
 	since := must[*mautrix.RespSync](t, "sync")(bob.SyncRequest(bg, 0, "", "", false, "")).NextBatch
 	slowly := func(send func() string) string {
 		t.Helper()
-		slow.Store(true)
-		defer slow.Store(false)
+		slow.Hold(true)
+		defer slow.Hold(false)
 		return send()
 	}
 

@@ -160,4 +160,3 @@ func (s *Service) currentAhead(ctx context.Context, roomID string) func() ([]eve
 		return r.state, r.err
 	}
 }
-

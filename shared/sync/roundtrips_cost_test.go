@@ -77,7 +77,7 @@ func TestRoundTrips_Costs(t *testing.T) {
 // what evaluating them takes and the stream's second read (recheck): 3 (it
 // was 8 to 13 round trips).
 func TestRoundTrips_InitialSync(t *testing.T) {
-	st, slow := startSlow(t, 10*time.Millisecond)
+	st, slow := servertest.StartSlow(t, 10*time.Millisecond)
 	alice := st.Client(t, st.Register(t, "alice"))
 	bob := st.Client(t, st.Register(t, "bob"))
 	var rooms []id.RoomID
@@ -92,9 +92,9 @@ func TestRoundTrips_InitialSync(t *testing.T) {
 		say(t, alice, room.RoomID, fmt.Sprint("hello ", i))
 		rooms = append(rooms, room.RoomID)
 	}
-	slow.reset()
+	slow.Reset()
 	first := sync(t, bob, "", 0, "")
-	chain, calls := slow.chain()
+	chain, calls := slow.Chain()
 	for _, r := range rooms {
 		if len(first.Rooms.Join[r].Timeline.Events) == 0 {
 			t.Fatalf("room %s missing from bob's initial sync", r)
@@ -107,9 +107,9 @@ func TestRoundTrips_InitialSync(t *testing.T) {
 	}
 
 	say(t, alice, rooms[3], "one more")
-	slow.reset()
+	slow.Reset()
 	next := sync(t, bob, first.NextBatch, 0, "")
-	chain, calls = slow.chain()
+	chain, calls = slow.Chain()
 	if len(next.Rooms.Join[rooms[3]].Timeline.Events) != 1 {
 		t.Fatalf("bob's incremental sync: %+v", next.Rooms.Join)
 	}
