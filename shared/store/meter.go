@@ -9,35 +9,35 @@ import (
 	"github.com/aws/smithy-go/middleware"
 )
 
-// Meter counts the DynamoDB calls, capacity units and sequential round trips
-// of one request. Cost per operation is a figure this project tracks, so
-// every store method records into the meter found in its context.
+// Meter counts the DynamoDB calls, capacity units and sequential round
+// trips of one request. Cost per operation is a figure this project
+// tracks, so every store method records into the meter found in its
+// context.
 //
 // Round trips are the DynamoDB calls on the request's critical path, what
 // its latency in AWS is made of (a few milliseconds each from Lambda).
 // Each call has an interval, from when the store hands it to the SDK to
-// when the SDK returns it (its retries included, like Calls). Sweep the
-// calls in the order they began: a new round trip begins at a call that
-// begins after every earlier call has ended; calls that overlap run side
-// by side and cost one round trip together. So two reads in sequence are
-// two round trips, two reads in an errgroup one, and a read in sequence
-// with a batch of 16 parallel writes two.
+// when the SDK returns it (its retries included, like Calls). A call's
+// depth is one more than the deepest call that ended before it began, or
+// one; the round trips are the deepest call's depth: the longest run of
+// calls each of which began after the one before it ended. So two reads
+// in sequence are two round trips, two reads in an errgroup one, a read
+// in sequence with a batch of 16 parallel writes two, and fifty rooms read
+// side by side, each a chain of three, three.
 //
-// The meter does not keep the intervals: a call begins a new round trip
-// exactly when no other call of the meter is in flight as it begins, so
-// the meter counts calls in flight and the times that count leaves zero.
-// Which came first, a call's end or another's beginning, is the order of
-// two atomic operations, not of clock readings: sequential code never
-// overlaps, whatever the clock's resolution.
-//
-// A chain of overlapping calls counts once even when it lasts longer than
-// one call, as PutMany's batches, 16 at a time, do: the figure is the
-// least number of call latencies a request waits, not an upper bound.
+// The meter does not keep the intervals: it keeps the deepest depth of
+// the calls that have ended, which a call reads as it begins. Which came
+// first, a call's end or another's beginning, is the order of two atomic
+// operations, not of clock readings: sequential code never overlaps,
+// whatever the clock's resolution. Where calls take a tenth of a
+// millisecond (the embedded store), independent chains interleave and may
+// count as one longer chain; where they take milliseconds, as in AWS or
+// behind `make bench`'s latency proxy, the count is the critical path.
 type Meter struct {
 	calls atomic.Int64
-	// inFlight is how many calls of this meter have begun and not
-	// ended; roundTrips counts the calls that began when it was zero.
-	inFlight   atomic.Int64
+	// ended is the deepest depth of the calls that have ended;
+	// roundTrips the deepest depth of any call begun.
+	ended      atomic.Int64
 	roundTrips atomic.Int64
 	// Units are kept in thousandths so that eventually consistent half units
 	// add up exactly.
@@ -87,21 +87,35 @@ func (m *Meter) Usage() Usage {
 }
 
 // callBegins marks the beginning of a DynamoDB call in ctx's meters, a
-// parent as well as its child: the parent sees the intervals of the
-// child's calls beside its own. callEnds marks the call's end; every
-// callBegins has one. Both are called by the SDK middleware timeCalls,
-// around every call of the client.
-func callBegins(ctx context.Context) {
+// parent as well as its child: the parent sees the child's calls beside
+// its own. It returns the call's depth in each, outermost last, which
+// callEnds takes when the call ends; every callBegins has one. Both are
+// called by the SDK middleware timeCalls, around every call of the client.
+func callBegins(ctx context.Context) []int64 {
+	var depths []int64
 	for m := MeterFrom(ctx); m != nil; m = m.parent {
-		if m.inFlight.Add(1) == 1 {
-			m.roundTrips.Add(1)
-		}
+		d := m.ended.Load() + 1
+		storeMax(&m.roundTrips, d)
+		depths = append(depths, d)
+	}
+	return depths
+}
+
+func callEnds(ctx context.Context, depths []int64) {
+	i := 0
+	for m := MeterFrom(ctx); m != nil && i < len(depths); m = m.parent {
+		storeMax(&m.ended, depths[i])
+		i++
 	}
 }
 
-func callEnds(ctx context.Context) {
-	for m := MeterFrom(ctx); m != nil; m = m.parent {
-		m.inFlight.Add(-1)
+// storeMax raises v to n unless it is already higher.
+func storeMax(v *atomic.Int64, n int64) {
+	for {
+		old := v.Load()
+		if old >= n || v.CompareAndSwap(old, n) {
+			return
+		}
 	}
 }
 
@@ -112,8 +126,8 @@ func callEnds(ctx context.Context) {
 func timeCalls(stack *middleware.Stack) error {
 	return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("CirrusMeterRoundTrips",
 		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
-			callBegins(ctx)
-			defer callEnds(ctx)
+			depths := callBegins(ctx)
+			defer callEnds(ctx, depths)
 			return next.HandleInitialize(ctx, in)
 		}), middleware.Before)
 }

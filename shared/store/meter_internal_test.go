@@ -16,11 +16,12 @@ type event struct {
 // play runs the events in order against the meters of ctx, as the SDK
 // middleware would for calls whose beginnings and ends fall in that order.
 func play(ctx context.Context, events []event) {
+	depths := map[int][]int64{}
 	for _, e := range events {
 		if e.begin {
-			callBegins(ctx)
+			depths[e.call] = callBegins(ctx)
 		} else {
-			callEnds(ctx)
+			callEnds(ctx, depths[e.call])
 		}
 	}
 }
@@ -39,8 +40,10 @@ func TestMeter_RoundTrips(t *testing.T) {
 		{"sequential", []event{b(1), e(1), b(2), e(2), b(3), e(3)}, 3},
 		{"overlapping", []event{b(1), b(2), e(1), e(2)}, 1},
 		{"nested", []event{b(1), b(2), b(3), e(3), e(2), e(1)}, 1},
-		// 3 begins after 1 ended but while 2 runs: one chain.
-		{"chained", []event{b(1), b(2), e(1), b(3), e(2), e(3)}, 1},
+		// 3 begins after 1 ended, while 2 runs: 3 waited for 1.
+		{"chained", []event{b(1), b(2), e(1), b(3), e(2), e(3)}, 2},
+		// Two chains of two side by side: two, not four.
+		{"two chains side by side", []event{b(1), b(3), e(1), b(2), e(3), b(4), e(2), e(4)}, 2},
 		{"parallel then sequential", []event{b(1), b(2), e(2), e(1), b(3), e(3)}, 2},
 		{"sequential then parallel", []event{b(1), e(1), b(2), b(3), b(4), e(3), e(4), e(2)}, 2},
 	} {
@@ -65,10 +68,10 @@ func TestMeter_RoundTripsParent(t *testing.T) {
 
 	play(jobCtx, []event{b(1), e(1)})
 	// The test's call overlaps the job's second one.
-	callBegins(jobCtx)
-	callBegins(testCtx)
-	callEnds(jobCtx)
-	callEnds(testCtx)
+	job2 := callBegins(jobCtx)
+	own := callBegins(testCtx)
+	callEnds(jobCtx, job2)
+	callEnds(testCtx, own)
 	play(testCtx, []event{b(3), e(3)})
 
 	if got := job.Usage().RoundTrips; got != 2 {
@@ -128,17 +131,21 @@ func intervals(events []event) [][2]int {
 	return out
 }
 
-// sweep is the definition of Meter: calls in the order they began, a new
-// round trip at one that begins after every earlier one has ended.
+// sweep is the definition of Meter: a call's depth is one more than the
+// deepest call that ended before it began; the round trips are the
+// deepest depth.
 func sweep(calls [][2]int) int64 {
+	var deepest int64
+	depth := make([]int64, len(calls))
 	slices.SortFunc(calls, func(a, b [2]int) int { return a[0] - b[0] })
-	var trips int64
-	lastEnd := -1
-	for _, c := range calls {
-		if c[0] > lastEnd {
-			trips++
+	for i, c := range calls {
+		depth[i] = 1
+		for j := range i {
+			if calls[j][1] < c[0] {
+				depth[i] = max(depth[i], depth[j]+1)
+			}
 		}
-		lastEnd = max(lastEnd, c[1])
+		deepest = max(deepest, depth[i])
 	}
-	return trips
+	return deepest
 }
