@@ -37,12 +37,32 @@ func WithReadsShared(ctx context.Context) context.Context {
 	return context.WithValue(ctx, memoKey{}, &memo{entries: map[store.Key]*memoEntry{}})
 }
 
+// Fresh returns ctx without the shared reads of WithReadsShared: for a
+// read that must see what landed since the request's first.
+func Fresh(ctx context.Context) context.Context {
+	return context.WithValue(ctx, memoKey{}, (*memo)(nil))
+}
+
 // getShared is Store.Get through ctx's memo, if any: the first caller of
 // a key reads it, the others wait for its answer.
 func getShared[T any](ctx context.Context, st *store.Store, k store.Key, out *T) error {
+	v, err := shared(ctx, k, func() (T, error) {
+		var v T
+		err := st.Get(ctx, k, &v)
+		return v, err
+	})
+	if err == nil {
+		*out = v
+	}
+	return err
+}
+
+// shared is read through ctx's memo under k, if any: the first caller of
+// k reads, the others wait for its answer.
+func shared[T any](ctx context.Context, k store.Key, read func() (T, error)) (T, error) {
 	m, _ := ctx.Value(memoKey{}).(*memo)
 	if m == nil {
-		return st.Get(ctx, k, out)
+		return read()
 	}
 	m.mu.Lock()
 	e, ok := m.entries[k]
@@ -52,20 +72,44 @@ func getShared[T any](ctx context.Context, st *store.Store, k store.Key, out *T)
 	}
 	m.mu.Unlock()
 	if !ok {
-		var v T
-		e.err = st.Get(ctx, k, &v)
-		e.val = v
+		e.val, e.err = read()
 		close(e.done)
-	} else {
-		select {
-		case <-e.done:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	}
+	return wait[T](ctx, e)
+}
+
+// sharedSoFar is what ctx's memo holds under k, waited for if its read is
+// under way; ok is false when no read of k was begun.
+func sharedSoFar[T any](ctx context.Context, k store.Key) (v T, ok bool, err error) {
+	m, _ := ctx.Value(memoKey{}).(*memo)
+	if m == nil {
+		return v, false, nil
+	}
+	m.mu.Lock()
+	e, ok := m.entries[k]
+	m.mu.Unlock()
+	if !ok {
+		return v, false, nil
+	}
+	v, err = wait[T](ctx, e)
+	return v, true, err
+}
+
+func wait[T any](ctx context.Context, e *memoEntry) (T, error) {
+	var zero T
+	select {
+	case <-e.done:
+	case <-ctx.Done():
+		return zero, ctx.Err()
 	}
 	if e.err != nil {
-		return e.err
+		return zero, e.err
 	}
-	*out = e.val.(T)
-	return nil
+	return e.val.(T), nil
+}
+
+// currentStateKey names a room's whole current state in the memo: the
+// unread counts' few state events come from it when the sync read it.
+func currentStateKey(roomID string) store.Key {
+	return store.Key{PK: roomPK(roomID), SK: "memo|current"}
 }

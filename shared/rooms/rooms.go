@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -253,7 +254,11 @@ func (i info) public(roomID string) Info {
 // CurrentState reads the whole current state of the room: one query of its
 // state items.
 func (s *Service) CurrentState(ctx context.Context, roomID string) ([]events.PDU, error) {
-	return s.currentWithPrefix(ctx, roomID, statePrefix)
+	state, err := shared(ctx, currentStateKey(roomID), func() ([]events.PDU, error) {
+		return s.currentWithPrefix(ctx, roomID, statePrefix)
+	})
+	// Each caller gets a slice of its own to filter or sort.
+	return slices.Clone(state), err
 }
 
 // Members reads the current member events of the room.

@@ -56,7 +56,32 @@ func (s *Service) Memberships(ctx context.Context, userID string) ([]Membership,
 // StateEvents reads pieces of the room's current state in one
 // BatchGetItem; unset ones are absent from the map.
 func (s *Service) StateEvents(ctx context.Context, roomID string, tuples []events.StateKeyTuple) (map[events.StateKeyTuple]events.PDU, error) {
+	// A request that read (or is reading) the room's whole current state
+	// takes them from it (WithReadsShared).
+	if state, ok, err := sharedSoFar[[]events.PDU](ctx, currentStateKey(roomID)); ok {
+		if err != nil {
+			return nil, err
+		}
+		return pick(state, tuples), nil
+	}
 	return s.stateFor(ctx, roomID, nil, tuples)
+}
+
+// pick is the events of state that the tuples name.
+func pick(state []events.PDU, tuples []events.StateKeyTuple) map[events.StateKeyTuple]events.PDU {
+	want := make(map[events.StateKeyTuple]bool, len(tuples))
+	for _, t := range tuples {
+		want[t] = true
+	}
+	out := make(map[events.StateKeyTuple]events.PDU, len(tuples))
+	for _, ev := range state {
+		if sk := ev.StateKey(); sk != nil {
+			if t := (events.StateKeyTuple{Type: ev.Type(), StateKey: *sk}); want[t] {
+				out[t] = ev
+			}
+		}
+	}
+	return out
 }
 
 // MembershipsIn reads a local user's memberships of the given rooms only:

@@ -1026,7 +1026,7 @@ func (s *Service) joinedPage(ctx context.Context, req Request, roomID string, fr
 		// before the newest of them landed: then it is read again.
 		if current != nil && changesState(chunk) {
 			if ahead, err := current(); err == nil && !holdsState(ahead, chunk) {
-				current = func() ([]events.PDU, error) { return s.Rooms.CurrentState(ctx, roomID) }
+				current = func() ([]events.PDU, error) { return s.Rooms.CurrentState(rooms.Fresh(ctx), roomID) }
 			}
 		}
 		if full || !whole || changesState(chunk) {
