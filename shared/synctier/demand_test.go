@@ -16,7 +16,9 @@ import (
 func TestDemand_Concurrency(t *testing.T) {
 	ctx := context.Background()
 	st := newStore(t)
-	now := time.Date(2026, 12, 5, 10, 30, 20, 0, time.UTC)
+	// Twenty seconds into the current minute: the tally's items expire
+	// (store TTL) by the wall clock, so the test's time is today's.
+	now := time.Now().UTC().Truncate(time.Minute).Add(20 * time.Second)
 	at := func(minutesAgo int) time.Time {
 		return now.Truncate(time.Minute).Add(time.Duration(-minutesAgo)*time.Minute + 10*time.Second)
 	}
