@@ -44,66 +44,7 @@ func (a *API) handleMessages(w http.ResponseWriter, r *http.Request) error {
 		q.Limit = q.Filter.Limit
 	}
 	page, err := a.Rooms.Messages(reading(r), caller(r).UserID, id, q)
-	if err != nil {
-		return err
-	}
-	body := appendPage(make([]byte, 0, pageSize(page)), page)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	w.Write(body)
-	return nil
-}
-
-// appendPage appends page as JSON, what json.Marshal makes of it, with its
-// events copied as they are: the engine renders them compact, and
-// json.Marshal would scan each again to compact it, a fifth of the CPU of
-// a page of 100 events.
-func appendPage(dst []byte, page rooms.Page) []byte {
-	dst = append(dst, `{"chunk":`...)
-	dst = appendEvents(dst, page.Chunk)
-	dst = append(dst, `,"start":`...)
-	dst = appendString(dst, page.Start)
-	if page.End != "" {
-		dst = append(dst, `,"end":`...)
-		dst = appendString(dst, page.End)
-	}
-	if len(page.State) > 0 {
-		dst = append(dst, `,"state":`...)
-		dst = appendEvents(dst, page.State)
-	}
-	return append(dst, '}')
-}
-
-func appendEvents(dst []byte, evs []json.RawMessage) []byte {
-	if evs == nil {
-		return append(dst, "null"...)
-	}
-	dst = append(dst, '[')
-	for i, ev := range evs {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = append(dst, ev...)
-	}
-	return append(dst, ']')
-}
-
-// appendString appends s as a JSON string, as json.Marshal writes it.
-func appendString(dst []byte, s string) []byte {
-	b, _ := json.Marshal(s) // a string always encodes
-	return append(dst, b...)
-}
-
-// pageSize is about the length of page as JSON.
-func pageSize(page rooms.Page) int {
-	n := 64 + len(page.Start) + len(page.End)
-	for _, ev := range page.Chunk {
-		n += len(ev) + 1
-	}
-	for _, ev := range page.State {
-		n += len(ev) + 1
-	}
-	return n
+	return reply(w, page, err)
 }
 
 func (a *API) handleContext(w http.ResponseWriter, r *http.Request) error {
