@@ -281,36 +281,37 @@ type uploads struct {
 	mu     gosync.Mutex
 	active map[string]int
 	ended  chan struct{} // closed and replaced whenever an upload ends
-	// changes counts the uploads begun and ended, of any device.
-	changes uint64
+	// gens counts the uploads begun and ended, by device: a sync that
+	// took its counts before a generation reads them again after it.
+	gens map[string]uint64
 }
 
 func (u *uploads) begin(key string) func() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.active == nil {
-		u.active, u.ended = map[string]int{}, make(chan struct{})
+		u.active, u.ended, u.gens = map[string]int{}, make(chan struct{}), map[string]uint64{}
 	}
 	u.active[key]++
-	u.changes++
+	u.gens[key]++
 	return func() {
 		u.mu.Lock()
 		defer u.mu.Unlock()
 		if u.active[key]--; u.active[key] == 0 {
 			delete(u.active, key)
 		}
-		u.changes++
+		u.gens[key]++
 		close(u.ended)
 		u.ended = make(chan struct{})
 	}
 }
 
-// changed is how many uploads have begun or ended in this process: a sync
-// that read the counts early reads them again if it changed since.
-func (u *uploads) changed() uint64 {
+// generation is how many uploads of key have begun or ended in this
+// process: counts taken at one generation are stale at another.
+func (u *uploads) generation(key string) uint64 {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.changes
+	return u.gens[key]
 }
 
 // wait returns once no upload of key is under way, and reports whether it
@@ -352,12 +353,19 @@ type keyCounts struct {
 // keyCounts adds the device's one-time key counts and unused fallback key
 // types to resp, and carries them in next. Every response has them, yet
 // they are read (one Query of the device's keys) only for an initial sync,
-// a token without them, or a stream entry that says they changed: else the
-// token's counts are still true, and an idle poll reads nothing more.
-func (s *Service) keyCounts(ctx context.Context, req Request, pos position, resp *Response, next *position) error {
+// a token without them, a stream entry that says they changed, or an
+// upload in this process since base (uploads.generation, taken before the
+// stream was read): else the token's counts are still true, and an idle
+// poll reads nothing more.
+func (s *Service) keyCounts(ctx context.Context, req Request, pos position, base uint64, resp *Response, next *position) error {
 	c := pos.Keys
+	key := deviceKey(req.UserID, req.DeviceID)
 	changed := resp.devices != nil && resp.devices.counts
-	changed = s.uploads.wait(ctx, deviceKey(req.UserID, req.DeviceID)) || changed
+	changed = s.uploads.wait(ctx, key) || changed
+	// An upload that began and ended since base, between the stream's
+	// read and this, has answered (or is about to) with its new counts:
+	// the token's would reach the client after them.
+	changed = changed || s.uploads.generation(key) != base
 	if s.KeyCounts != nil && (req.Since == "" || changed || c == nil || c.Device != deviceTag(req.DeviceID)) {
 		otk, fallback, err := s.KeyCounts(ctx, req.UserID, req.DeviceID)
 		if err != nil {
@@ -385,31 +393,35 @@ func (s *Service) keyCounts(ctx context.Context, req Request, pos position, resp
 type keysAhead struct {
 	resp *Response
 	next position
-	// uploads is uploads.changed when the read began; news says the
-	// stream's news named the counts.
+	// uploads is the device's uploads.generation when the read began;
+	// news says the stream's news named the counts.
 	uploads uint64
 	news    bool
 }
 
 // keysAhead starts reading the counts in g.
 func (s *Service) keysAhead(g *errgroup.Group, ctx context.Context, req Request, pos position, news bool) *keysAhead {
-	k := &keysAhead{resp: &Response{}, uploads: s.uploads.changed(), news: news}
+	k := &keysAhead{resp: &Response{}, uploads: s.uploads.generation(deviceKey(req.UserID, req.DeviceID)), news: news}
 	if news {
 		k.resp.devices = &deviceNews{counts: true}
 	}
-	g.Go(func() error { return s.keyCounts(ctx, req, pos, k.resp, &k.next) })
+	g.Go(func() error { return s.keyCounts(ctx, req, pos, k.uploads, k.resp, &k.next) })
 	return k
 }
 
-// finish gives resp and next the counts read ahead (none: keyCounts). They
-// are read again if a key upload began or ended in this process meanwhile
-// (keyCounts waits for it), or the recheck found news of them: a client
-// uploads its keys as it syncs, and would take older counts arriving after
-// the upload's answer for the truth, and upload again.
+// finish gives resp and next the counts read ahead (none: keyCounts, with
+// the request's uploadsBase).
+// They are read again if an upload of the device began or ended in this
+// process meanwhile (keyCounts waits for it), or the recheck found news of
+// them: a client uploads its keys as it syncs, and would take older counts
+// arriving after the upload's answer for the truth, and upload again.
 func (k *keysAhead) finish(ctx context.Context, s *Service, req Request, pos position, resp *Response, next *position) error {
 	rechecked := resp.devices != nil && resp.devices.counts
-	if k == nil || s.uploads.changed() != k.uploads || (rechecked && !k.news) {
-		return s.keyCounts(ctx, req, pos, resp, next)
+	if k == nil {
+		return s.keyCounts(ctx, req, pos, req.uploadsBase, resp, next)
+	}
+	if s.uploads.generation(deviceKey(req.UserID, req.DeviceID)) != k.uploads || (rechecked && !k.news) {
+		return s.keyCounts(ctx, req, pos, k.uploads, resp, next)
 	}
 	resp.OneTimeKeysCount, resp.UnusedFallbackKeyTypes, next.Keys = k.resp.OneTimeKeysCount, k.resp.UnusedFallbackKeyTypes, k.next.Keys
 	return nil
@@ -422,9 +434,10 @@ func (k *keysAhead) finish(ctx context.Context, s *Service, req Request, pos pos
 // again. An upload writes its entry after its keys, and answers after
 // that: one strongly consistent read of the stream since the last read
 // sees it. It is made beside the rooms' last reads (after their
-// memberships), not after them: a round trip less, for an upload that
-// lands in the rooms' last round trip seen by the next sync only, as one
-// landing after the answer is. Cost: that Query, about 1 RCU, for syncs
+// memberships), not after them: a round trip less. An upload to another
+// instance that lands in that last round trip is seen by the next sync
+// only; one to this instance has the counts read again (keyCounts' base).
+// Cost: that Query, about 1 RCU, for syncs
 // with news only; a long-poll that times out answers right after its last
 // read.
 type recheck struct {

@@ -210,6 +210,7 @@ func (s *Service) SlidingSync(ctx context.Context, sr SlidingRequest) (*SlidingR
 	start := s.now()
 	ctx = rooms.WithDevice(ctx, sr.DeviceID)
 	req := Request{UserID: sr.UserID, DeviceID: sr.DeviceID, SetPresence: sr.SetPresence, Timeout: sr.Timeout}
+	req.uploadsBase = s.uploads.generation(deviceKey(sr.UserID, sr.DeviceID))
 	req.Filter.IncludeLeave = true
 	// required_state is the state at the timeline's end, its own state
 	// events included, as /sync's use_state_after gives it.
@@ -975,7 +976,7 @@ func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Requ
 		}
 	}
 	if sr.Extensions.E2EE {
-		if err := s.keyCounts(ctx, req, pos.P, resp, &next); err != nil {
+		if err := s.keyCounts(ctx, req, pos.P, req.uploadsBase, resp, &next); err != nil {
 			return nil, err
 		}
 	}

@@ -96,6 +96,10 @@ type Request struct {
 	// UnstableStateAfter is the same asked under MSC4222's unstable name,
 	// answered under its unstable name too, as Synapse does.
 	StateAfter, UnstableStateAfter bool
+	// uploadsBase is the device's uploads.generation before the stream
+	// was read: an upload after it has the key counts read again
+	// (keyCounts).
+	uploadsBase uint64
 }
 
 // Filter is what of the client's filter this server applies.
@@ -278,6 +282,7 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	}
 	// set_presence writes what nothing below reads (the user's own
 	// presence is not in their sync): it goes beside the rest.
+	req.uploadsBase = s.uploads.generation(deviceKey(req.UserID, req.DeviceID))
 	side, sctx := errgroup.WithContext(ctx)
 	side.Go(func() error { return s.presence(sctx, req, pos.Presence) })
 	var resp *Response

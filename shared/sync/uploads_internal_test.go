@@ -32,3 +32,44 @@ func TestUploads_Wait(t *testing.T) {
 		t.Fatal("waited after the upload ended")
 	}
 }
+
+// TestKeyCounts_UploadSinceTheStreamRead: a sync whose token carries the
+// device's counts, and whose stream read showed no news of them, reads
+// them again when an upload of the device began and ended since it
+// started: that upload has answered with the new counts, and the token's
+// older ones, arriving after, would have the client upload again. Another
+// device's upload reads nothing.
+func TestKeyCounts_UploadSinceTheStreamRead(t *testing.T) {
+	onServer := 0
+	reads := 0
+	s := &Service{KeyCounts: func(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
+		reads++
+		return map[string]int{"signed_curve25519": onServer}, nil, nil
+	}}
+	req := Request{UserID: "@a:x", DeviceID: "PHONE", Since: "token"}
+	pos := position{Keys: &keyCounts{Device: deviceTag("PHONE"), OneTime: map[string]int{"signed_curve25519": 0}}}
+	counts := func() int {
+		t.Helper()
+		var resp Response
+		var next position
+		if err := s.keyCounts(context.Background(), req, pos, req.uploadsBase, &resp, &next); err != nil {
+			t.Fatal(err)
+		}
+		if next.Keys.OneTime["signed_curve25519"] != resp.OneTimeKeysCount["signed_curve25519"] {
+			t.Fatalf("the token carries %v, the response %v", next.Keys.OneTime, resp.OneTimeKeysCount)
+		}
+		return resp.OneTimeKeysCount["signed_curve25519"]
+	}
+
+	req.uploadsBase = s.uploads.generation(deviceKey("@a:x", "PHONE"))
+	s.uploads.begin(deviceKey("@a:x", "LAPTOP"))()
+	if n := counts(); n != 0 || reads != 0 {
+		t.Fatalf("with no upload of the device, got %d keys in %d reads; want the token's 0 and no read", n, reads)
+	}
+	done := s.uploads.begin(deviceKey("@a:x", "PHONE"))
+	onServer = 50
+	done()
+	if n := counts(); n != 50 || reads != 1 {
+		t.Fatalf("after the device's upload, got %d keys in %d reads; want the server's 50, read once", n, reads)
+	}
+}
