@@ -143,7 +143,7 @@ func TestJoin(t *testing.T) {
 	join := fill(t, f.rm, tmplReply)
 	ans := r.sendMember(t, f.rm, v2+"/send_join", join.EventID(), json.RawMessage(join.JSON()))
 	wantOK(t, "send_join", ans)
-	f.st.CheckCost(t, "send_join", "/send_join/", servertest.Want(19, 22, 16)) // with presence indexing the remote member (both ways)
+	f.st.CheckCost(t, "send_join", "/send_join/", servertest.Want(19, 22, 15)) // with presence indexing the remote member
 	current, err := f.st.Server.Rooms.CurrentState(background, string(r.id))
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +193,7 @@ func TestJoin(t *testing.T) {
 	}
 	left := r.sendMember(t, f.rm, v2+"/send_leave", leave.EventID(), json.RawMessage(leave.JSON()))
 	wantOK(t, "send_leave", left)
-	f.st.CheckCost(t, "send_leave", "/send_leave/", servertest.Want(14, 9, 16))
+	f.st.CheckCost(t, "send_leave", "/send_leave/", servertest.Want(13, 9, 15))
 	if string(left.Raw) != "{}" {
 		t.Errorf("send_leave answered %s, want {}", left.Raw)
 	}

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strings"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -28,16 +26,6 @@ var ErrRefused = errors.New("presence refused")
 // presence|room|<room ID> in partition user|<user ID>, while they are
 // joined. An inbound update reads it to find whom to tell.
 const roomPrefix = "presence|room|"
-
-// membersPK is the partition of the other index, the room's remote members
-// (sort key their user ID): an initial sync reads it to give the presence
-// of other servers' users who share a room with the syncing user.
-func membersPK(roomID string) string { return roomPrefix + roomID }
-
-// reverse is the members item of the room index item k.
-func reverse(k store.Key) store.Key {
-	return store.Key{PK: membersPK(strings.TrimPrefix(k.SK, roomPrefix)), SK: strings.TrimPrefix(k.PK, "user|")}
-}
 
 type roomItem struct {
 	PK string `dynamodbav:"pk"`
@@ -210,11 +198,10 @@ func (s *Service) MembersChanged(ctx context.Context, evs []rooms.Appended) erro
 	var puts []any
 	var dels []store.Key
 	for _, k := range order {
-		r := reverse(k)
 		if last[k] {
-			puts = append(puts, roomItem{PK: k.PK, SK: k.SK}, roomItem{PK: r.PK, SK: r.SK})
+			puts = append(puts, roomItem{PK: k.PK, SK: k.SK})
 		} else {
-			dels = append(dels, k, r)
+			dels = append(dels, k)
 		}
 	}
 	if len(puts) > 0 {
@@ -247,50 +234,4 @@ func (s *Service) indexRoom(ctx context.Context, join rooms.Appended, set func(u
 		}
 	}
 	return nil
-}
-
-// RemoteJoinedIn lists the other servers' users joined to any of the
-// rooms, each once: whose presence an initial sync gives beside the local
-// members'. One Query of each room's members index.
-func (s *Service) RemoteJoinedIn(ctx context.Context, roomIDs []string) ([]string, error) {
-	if !s.Enabled {
-		return nil, nil
-	}
-	// The rooms are read side by side; the users come in the rooms' order.
-	per := make([][]string, len(roomIDs))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(64)
-	for i, roomID := range roomIDs {
-		g.Go(func() error {
-			q := store.Query{PK: membersPK(roomID), Eventual: true}
-			for {
-				var page []roomItem
-				next, err := s.Store.QueryPage(gctx, q, &page)
-				if err != nil {
-					return fmt.Errorf("remote members of %s: %w", roomID, err)
-				}
-				for _, it := range page {
-					per[i] = append(per[i], it.SK)
-				}
-				if next == "" {
-					return nil
-				}
-				q.Cursor = next
-			}
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{}
-	var users []string
-	for _, members := range per {
-		for _, u := range members {
-			if !seen[u] {
-				seen[u] = true
-				users = append(users, u)
-			}
-		}
-	}
-	return users, nil
 }

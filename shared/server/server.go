@@ -275,9 +275,10 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		Event: backfiller.Event, Logger: logger}
 	syncs := &sync.Service{
 		Store: st, Rooms: rms,
-		PollInterval: time.Duration(cfg.Sync.PollIntervalMS) * time.Millisecond,
-		MaxTimeout:   time.Duration(cfg.Sync.MaxTimeoutMS) * time.Millisecond,
-		AccountData:  accountData(data, pushes),
+		PollInterval:     time.Duration(cfg.Sync.PollIntervalMS) * time.Millisecond,
+		MaxTimeout:       time.Duration(cfg.Sync.MaxTimeoutMS) * time.Millisecond,
+		AccountData:      accountData(data, pushes),
+		RoomsAccountData: roomsAccountData(data),
 	}
 	data.Changed = func(ctx context.Context, userID, roomID string) error {
 		return syncs.Touch(ctx, roomID, []string{userID})
@@ -316,7 +317,6 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 			return g.Wait()
 		}
 		syncs.Presence = pres.Events
-		syncs.RemoteJoinedIn = pres.RemoteJoinedIn
 		syncs.SetPresence = func(ctx context.Context, userID, p string) error { return pres.Set(ctx, userID, p, "") }
 	}
 	eph := &ephemeral.Service{Store: st, Rooms: rms, AccountData: data, Touch: syncs.Touch, Federate: snd.SendRoomEDU}
@@ -697,6 +697,24 @@ func accountData(data *accountdata.Service, pushes *push.Service) func(context.C
 		out := make([]json.RawMessage, 0, len(evs))
 		for _, ev := range evs {
 			out = append(out, mustJSON(ev))
+		}
+		return out, nil
+	}
+}
+
+// roomsAccountData is sync's RoomsAccountData: every room's account data of
+// a user, as account data events by room.
+func roomsAccountData(data *accountdata.Service) func(context.Context, string) (map[string][]json.RawMessage, error) {
+	return func(ctx context.Context, userID string) (map[string][]json.RawMessage, error) {
+		byRoom, err := data.Rooms(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		out := make(map[string][]json.RawMessage, len(byRoom))
+		for roomID, evs := range byRoom {
+			for _, ev := range evs {
+				out[roomID] = append(out[roomID], mustJSON(ev))
+			}
 		}
 		return out, nil
 	}

@@ -40,7 +40,17 @@ func (s *Service) readExtras(ctx context.Context, userID, roomID string, since t
 			return err
 		})
 	}
-	if s.AccountData != nil {
+	if data, ok := ctx.Value(roomsDataKey{}).(*roomsData); ok && since.IsZero() {
+		g.Go(func() error {
+			select {
+			case <-data.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			out.data = data.rooms[roomID]
+			return data.err
+		})
+	} else if s.AccountData != nil {
 		g.Go(func() error {
 			var err error
 			out.data, err = s.AccountData(ctx, userID, roomID, since)
@@ -49,6 +59,16 @@ func (s *Service) readExtras(ctx context.Context, userID, roomID string, since t
 	}
 	return out, g.Wait()
 }
+
+// roomsData is every room's account data of the user, read once for an
+// initial sync (RoomsAccountData) and taken by each room's extras.
+type roomsData struct {
+	done  chan struct{} // closed once rooms and err are set
+	rooms map[string][]json.RawMessage
+	err   error
+}
+
+type roomsDataKey struct{}
 
 // apply adds the extras to the room, and records in next when its typing
 // times out.

@@ -24,6 +24,10 @@ type Service struct {
 	// written since the time given (the zero time: all of it); nil leaves
 	// account data out.
 	AccountData func(ctx context.Context, userID, roomID string, since time.Time) ([]json.RawMessage, error)
+	// RoomsAccountData lists all of a user's per-room account data, by
+	// room: an initial sync reads it once (one Query per MB) instead of
+	// once per room; nil reads each room's through AccountData.
+	RoomsAccountData func(ctx context.Context, userID string) (map[string][]json.RawMessage, error)
 	// Ephemeral lists a room's ephemeral events for the user (typing, and
 	// receipts since the time given; all of them at the zero time), and when
 	// the first user typing stops by timeout (zero: nobody types); nil
@@ -33,9 +37,6 @@ type Service struct {
 	// sync's set_presence. nil: presence is off.
 	Presence    func(ctx context.Context, users []string) ([]json.RawMessage, error)
 	SetPresence func(ctx context.Context, userID, presence string) error
-	// RemoteJoinedIn lists the other servers' users joined to any of the
-	// rooms, whose presence an initial sync gives too; nil gives none.
-	RemoteJoinedIn func(ctx context.Context, roomIDs []string) ([]string, error)
 	// Unread counts the notifying events a user has not read in a room,
 	// with threads apart by thread root when threads is set; nil leaves
 	// unread_notifications out.
@@ -471,9 +472,22 @@ func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*R
 	// on DynamoDB round trips, not on this process. The global account
 	// data needs not even the memberships.
 	var mu gosync.Mutex
+	var data *roomsData
+	if s.RoomsAccountData != nil {
+		// The rooms' account data is read once, for every room's extras.
+		data = &roomsData{done: make(chan struct{})}
+		ctx = context.WithValue(ctx, roomsDataKey{}, data)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	global := &Response{}
 	g.Go(func() error { return s.globalData(gctx, req.UserID, time.Time{}, global) })
+	if data != nil {
+		g.Go(func() error {
+			defer close(data.done)
+			data.rooms, data.err = s.RoomsAccountData(gctx, req.UserID)
+			return data.err
+		})
+	}
 	ms, err := s.Rooms.Memberships(gctx, req.UserID)
 	if err != nil {
 		_ = g.Wait()
@@ -1274,30 +1288,27 @@ func changesMembers(timeline []json.RawMessage) bool {
 }
 
 // initialPresence gives an initial sync the presence of the users, local
-// and of other servers, who share a joined room with the user: the local
-// and the remote ones are read side by side.
+// and of other servers, who share a joined room with the user. Their members come from the rooms' current state, which
+// the sync reads whole for each joined room and shares
+// (rooms.WithReadsShared): no read of their own, where reading the rooms'
+// local and remote member lists cost two calls a room.
 func (s *Service) initialPresence(ctx context.Context, userID string, joined []string, resp *Response) error {
 	if s.Presence == nil {
 		return nil
 	}
-	var local, remote []string
-	var g errgroup.Group
-	g.Go(func() error {
-		var err error
-		local, err = s.Rooms.LocalJoinedIn(ctx, joined, userID)
-		return err
-	})
-	if s.RemoteJoinedIn != nil {
-		g.Go(func() error {
-			var err error
-			remote, err = s.RemoteJoinedIn(ctx, joined)
+	states := make([][]events.PDU, len(joined))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(initialParallelism)
+	for i, roomID := range joined {
+		g.Go(func() (err error) {
+			states[i], err = s.Rooms.CurrentState(gctx, roomID)
 			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	users := append(local, remote...)
+	users := s.joinedUsers(states, userID)
 	if len(users) == 0 {
 		return nil
 	}
@@ -1307,6 +1318,32 @@ func (s *Service) initialPresence(ctx context.Context, userID string, joined []s
 	}
 	resp.Presence = &EventList{Events: evs}
 	return nil
+}
+
+// joinedUsers lists the users joined in the rooms' states, each once,
+// except userID: the local ones, then those of other servers, each in the
+// rooms' order.
+func (s *Service) joinedUsers(states [][]events.PDU, userID string) []string {
+	seen := map[string]bool{userID: true}
+	var local, remote []string
+	for _, state := range states {
+		for _, ev := range state {
+			if ev.Type() != events.Member {
+				continue
+			}
+			u := *ev.StateKey()
+			if m, _ := ev.Membership(); m != "join" || seen[u] {
+				continue
+			}
+			seen[u] = true
+			if s.isLocal(u) {
+				local = append(local, u)
+			} else {
+				remote = append(remote, u)
+			}
+		}
+	}
+	return append(local, remote...)
 }
 
 // initialParallelism is how many rooms a sync reads at once: all of a
