@@ -133,3 +133,51 @@ func redact(tok string) string {
 	}
 	return tok
 }
+
+// TestSpeculativeAuth_RefusedMessageLeavesNoEvent: a message sent with a
+// logged-out token writes its pointer and transaction record beside the
+// token's read (gate.Ahead), never its slot: it gets 401, no member sees
+// it, and the room's next message takes the position it would have.
+func TestSpeculativeAuth_RefusedMessageLeavesNoEvent(t *testing.T) {
+	st := servertest.Start(t)
+	hs := &homeserver{URL: st.URL, srv: st.Server}
+	c := hs.user(t, "sam", "pw")
+	gone := login(t, c, "sam", "pw", mautrix.ReqLogin{}).AccessToken
+	other, _ := mautrix.NewClient(hs.URL, "", "")
+	kept := login(t, other, "sam", "pw", mautrix.ReqLogin{}).AccessToken
+	code, body := raw(t, "POST", hs.URL+"/_matrix/client/v3/createRoom", kept, `{"preset":"private_chat"}`)
+	if code != 200 {
+		t.Fatalf("createRoom: %d %v", code, body)
+	}
+	room := hs.URL + "/_matrix/client/v3/rooms/" + url.PathEscape(body["room_id"].(string))
+	send := func(token, txn, text string) (int, map[string]any) {
+		return raw(t, "PUT", room+"/send/m.room.message/"+txn, token, `{"msgtype":"m.text","body":"`+text+`"}`)
+	}
+	// The device that logs out has sent before: this process knows the
+	// room's head, and the next send writes ahead of the token's read.
+	if code, body := send(gone, "t1", "before"); code != 200 {
+		t.Fatalf("send before logout: %d %v", code, body)
+	}
+	if code, _ := raw(t, "POST", hs.URL+"/_matrix/client/v3/logout", gone, ""); code != 200 {
+		t.Fatal("logout")
+	}
+	if code, body := send(gone, "t2", "refused"); code != 401 || body["errcode"] != "M_UNKNOWN_TOKEN" {
+		t.Fatalf("send with a logged-out token: %d %v, want 401 M_UNKNOWN_TOKEN", code, body)
+	}
+	if code, body := send(kept, "t2", "after"); code != 200 {
+		t.Fatalf("send after: %d %v", code, body)
+	}
+	code, body = raw(t, "GET", room+"/messages?dir=b&limit=3", kept, "")
+	if code != 200 {
+		t.Fatalf("messages: %d %v", code, body)
+	}
+	var bodies []string
+	for _, ev := range body["chunk"].([]any) {
+		if content, _ := ev.(map[string]any)["content"].(map[string]any); content["body"] != nil {
+			bodies = append(bodies, content["body"].(string))
+		}
+	}
+	if strings.Join(bodies, ",") != "after,before" {
+		t.Fatalf("the room's newest messages: %q, want after, before", bodies)
+	}
+}

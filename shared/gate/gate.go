@@ -41,3 +41,13 @@ func Wait(ctx context.Context) error {
 	}
 	return open(ctx)
 }
+
+// Ahead returns ctx without its gate, for writes that nobody reads until a
+// later write that waits makes them part of something: an event's pointer
+// and its transaction's record, written before the event's slot. They may
+// go before the caller is known, beside the access token's read; a refused
+// caller leaves them as a request that stopped before its slot does,
+// which readers and retries already take for nothing.
+func Ahead(ctx context.Context) context.Context {
+	return context.WithValue(ctx, key{}, (func(context.Context) error)(nil))
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/cirrus-matrix/cirrus/shared/events"
+	"github.com/cirrus-matrix/cirrus/shared/gate"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
@@ -128,24 +129,28 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 	}
 	sl := s.newSlot(roomID, seq, ev, h.StateSeq)
 	sl.carry(h, ev)
-	before := []any{newPointer(roomID, seq, ev)}
-	rel := relationOf(roomID, seq, ev)
-	if rel != nil {
-		before = append(before, *rel)
-	}
-	errs := make(chan error, len(before)+1)
+	// The pointer and the record are read by nothing until the slot
+	// holds the event: they go beside the access token's read
+	// (gate.Ahead), the slot after it. A relation item may overwrite
+	// another event's (restoreRelation): it waits for the caller.
+	ahead := gate.Ahead(ctx)
+	errs := make(chan error, 3)
+	writes := 2
 	if c != nil {
 		sl.Txn = c.rec.tag
 		r := s.record(c, ev.EventID(), roomID, seq)
-		go func() { errs <- s.writeRecord(ctx, c, r) }()
+		go func() { errs <- s.writeRecord(ahead, c, r) }()
 	} else {
 		errs <- nil
 	}
-	for _, item := range before {
-		go func() { errs <- s.Store.Put(ctx, item) }()
+	go func() { errs <- s.Store.Put(ahead, newPointer(roomID, seq, ev)) }()
+	rel := relationOf(roomID, seq, ev)
+	if rel != nil {
+		writes++
+		go func() { errs <- s.Store.Put(ctx, *rel) }()
 	}
 	var err error
-	for range len(before) + 1 {
+	for range writes {
 		// errTxnTaken wins over any other failure: the request then waits.
 		if e := <-errs; e != nil && !errors.Is(err, errTxnTaken) {
 			err = e

@@ -232,6 +232,8 @@ type Page struct {
 	// Oldest is the position of the oldest event in Chunk (0 when empty):
 	// where state before the page is taken, whatever history hid.
 	Oldest int64 `json:"-"`
+	// Positions are the positions of Chunk's events, in its order.
+	Positions []int64 `json:"-"`
 	// Resolved reports that at an event of Chunk resolving forks changed
 	// the room's state other than by a state event of the timeline.
 	Resolved bool `json:"-"`
@@ -282,11 +284,12 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 	if from == live {
 		from = top
 	}
-	page := Page{Start: token(from)}
+	page := Page{Start: token(from), Positions: make([]int64, 0, len(evs))}
 	for _, e := range evs {
 		if page.Oldest == 0 || e.Seq < page.Oldest {
 			page.Oldest = e.Seq
 		}
+		page.Positions = append(page.Positions, e.Seq)
 		page.Resolved = page.Resolved || e.Resolved
 	}
 	page.Gap = v.news && gapAfter(v.gapped, stop, from)

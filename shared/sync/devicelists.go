@@ -433,11 +433,10 @@ func (k *keysAhead) finish(ctx context.Context, s *Service, req Request, pos pos
 // would take the older counts that the response carries last, and upload
 // again. An upload writes its entry after its keys, and answers after
 // that: one strongly consistent read of the stream since the last read
-// sees it. It is made beside the rooms' last reads (after their
-// memberships), not after them: a round trip less. An upload to another
-// instance that lands in that last round trip is seen by the next sync
-// only; one to this instance has the counts read again (keyCounts' base).
-// Cost: that Query, about 1 RCU, for syncs
+// sees it. It is made beside the rooms' reads, not after them: a round
+// trip less. An upload to another instance that lands during the rooms'
+// reads is seen by the next sync only; one to this instance has the counts
+// read again (keyCounts' base). Cost: that Query, about 1 RCU, for syncs
 // with news only; a long-poll that times out answers right after its last
 // read.
 type recheck struct {
@@ -506,7 +505,7 @@ func (s *Service) KeyChanges(ctx context.Context, userID, deviceID, from, to str
 	// A timeline of one event makes the room's state delta carry every
 	// membership change since from.
 	req := Request{UserID: userID, DeviceID: deviceID, Filter: Filter{TimelineLimit: 1}}
-	resp, _, err := s.incremental(ctx, req, start, fresh, time.UnixMilli(end.Time), nil)
+	resp, _, err := s.incremental(ctx, req, start, fresh, time.UnixMilli(end.Time))
 	if err == nil {
 		err = s.settleDevices(ctx, req, resp)
 	}

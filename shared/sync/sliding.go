@@ -944,7 +944,7 @@ func (s *Service) slidingAnswer(ctx context.Context, sr SlidingRequest, req Requ
 			return nil
 		}
 		var err error
-		if resp, next, err = s.incremental(ctx, ireq, pos.P, kept, now, nil); err != nil {
+		if resp, next, err = s.incremental(ctx, ireq, pos.P, kept, now); err != nil {
 			return err
 		}
 		handled(&next, fresh, kept)

@@ -314,14 +314,11 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			if c := pos.Keys; counts || c == nil || c.Device != deviceTag(req.DeviceID) {
 				keys = s.keysAhead(side, sctx, req, pos, counts)
 			}
-			// The key counts are checked again beside the rooms' last
-			// reads, once the memberships are known, or after.
-			begin := func() { recheck.begin(sctx, s, req, pos, readAt, fresh) }
+			// The key counts are checked again beside the rooms' reads.
+			recheck.begin(sctx, s, req, pos, readAt, fresh)
 			// The rooms' reads share their info and membership items
 			// (rooms.WithReadsShared), read once the wait is over.
-			if resp, next, err = s.incremental(rooms.WithReadsShared(sctx), req, pos, fresh, s.now(), begin); err == nil {
-				begin()
-			}
+			resp, next, err = s.incremental(rooms.WithReadsShared(sctx), req, pos, fresh, s.now())
 		}
 		if err == nil {
 			err = s.settleDevices(sctx, req, resp)
@@ -559,10 +556,7 @@ func (s *Service) initialRoom(ctx context.Context, req Request, resp *Response, 
 }
 
 // incremental answers with the rooms that fresh names.
-//
-// afterMemberships, when not nil, is called once the user's memberships
-// of the rooms are read, while the rooms' reads go on.
-func (s *Service) incremental(ctx context.Context, req Request, pos position, fresh []news, now time.Time, afterMemberships func()) (*Response, position, error) {
+func (s *Service) incremental(ctx context.Context, req Request, pos position, fresh []news, now time.Time) (*Response, position, error) {
 	resp := emptyResponse()
 	// Read up to the time the stream was last read: later entries come next.
 	next := position{User: pos.User, Time: now.UnixMilli(), Sent: map[string][2]int64{}, Ephemeral: pos.Ephemeral}
@@ -639,9 +633,6 @@ func (s *Service) incremental(ctx context.Context, req Request, pos position, fr
 	defer cancel() // before wg.Wait, deferred first
 	ahead := s.readAhead(actx, &wg, req, from, ephemeral, next, since)
 	ms, err := s.memberships(ctx, req, from, ephemeral)
-	if afterMemberships != nil {
-		afterMemberships()
-	}
 	if err != nil {
 		return nil, position{}, err
 	}

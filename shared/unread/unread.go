@@ -29,6 +29,7 @@ type Service struct {
 	mu      gosync.Mutex
 	rules   map[string]cachedRules
 	loading map[string]*rulesLoad
+	seen    receiptsSeen
 }
 
 // rulesFor is how long a user's push rules are reused: a sync counts many
@@ -102,9 +103,44 @@ type Counts struct {
 // their read receipts, newest first, up to MaxCounted of them. With
 // threads, events in a thread count apart, by thread root, from that
 // thread's receipt: the spec's unread_thread_notifications.
+//
+// The events are read after the receipt, which takes a read first; where
+// this process has seen the user's receipt in the room before
+// (receiptsSeen), the events after that one are read beside the receipts
+// instead, a round trip less. Receipts move forward, so that page holds
+// every event after the receipt now, and more, which are dropped; a
+// receipt that moved back has the page read again.
 func (s *Service) Count(ctx context.Context, userID, roomID string, threads bool) (Counts, map[string]Counts, error) {
-	marks, err := s.Receipts.ReadMarks(ctx, userID, roomID, []string{"", "main"})
-	if err != nil {
+	// What evaluating the events takes is read beside them when the room
+	// is known to hold one after the receipt (WithNewest), else once
+	// they are read, and only if there are any.
+	var rules push.Ruleset
+	var c *roomContext
+	var threadMarks map[string]ephemeral.Mark
+	g, gctx := errgroup.WithContext(ctx)
+	contextRead := false
+	readContext := func() {
+		contextRead = true
+		g.Go(func() (err error) { rules, err = s.rulesOf(gctx, userID); return err })
+		g.Go(func() (err error) { c, err = s.context(gctx, userID, roomID); return err })
+	}
+	seenKey := receiptKey{userID, roomID, threads}
+	guess, guessed := s.seen.get(seenKey)
+	var marks map[string]ephemeral.Mark
+	var page rooms.Page
+	first, fctx := errgroup.WithContext(ctx)
+	first.Go(func() (err error) {
+		marks, err = s.Receipts.ReadMarks(fctx, userID, roomID, []string{"", "main"})
+		return err
+	})
+	if guessed {
+		first.Go(func() (err error) { page, err = s.after(fctx, userID, roomID, guess); return err })
+		if newestAfter(ctx, guess) {
+			readContext()
+		}
+	}
+	if err := first.Wait(); err != nil {
+		_ = g.Wait() // what was read ahead is unused
 		return Counts{}, nil, err
 	}
 	// An unthreaded receipt reads everything before it; without threads a
@@ -114,28 +150,24 @@ func (s *Service) Count(ctx context.Context, userID, roomID string, threads bool
 	if threads {
 		from = marks[""].Seq
 	}
-	// What evaluating the events takes is read beside them when the room
-	// is known to hold one after the receipt (WithNewest), else once
-	// they are read, and only if there are any.
-	var rules push.Ruleset
-	var c *roomContext
-	var threadMarks map[string]ephemeral.Mark
-	g, gctx := errgroup.WithContext(ctx)
-	readContext := func() {
-		g.Go(func() (err error) { rules, err = s.rulesOf(gctx, userID); return err })
-		g.Go(func() (err error) { c, err = s.context(gctx, userID, roomID); return err })
+	s.seen.put(seenKey, from)
+	if !guessed || from < guess {
+		if !contextRead && newestAfter(ctx, from) {
+			readContext()
+		}
+		var err error
+		if page, err = s.after(ctx, userID, roomID, from); err != nil {
+			_ = g.Wait()
+			return Counts{}, nil, err
+		}
 	}
-	ahead := newestAfter(ctx, from)
-	if ahead {
-		readContext()
-	}
-	page, err := s.Rooms.Messages(ctx, userID, roomID, rooms.MessagesQuery{Backward: true, Limit: MaxCounted, To: rooms.Token(from)})
-	if err != nil || len(page.Chunk) == 0 {
+	chunk := eventsAfter(page, from)
+	if len(chunk) == 0 {
 		_ = g.Wait() // what was read ahead is unused
-		return Counts{}, nil, err
+		return Counts{}, nil, nil
 	}
-	evs := describe(page.Chunk, threads)
-	if !ahead {
+	evs := describe(chunk, threads)
+	if !contextRead {
 		readContext()
 	}
 	g.Go(func() (err error) { threadMarks, err = s.threadMarks(gctx, userID, roomID, evs); return err })
@@ -166,6 +198,55 @@ func (s *Service) Count(ctx context.Context, userID, roomID string, threads bool
 	out = perThread["main"]
 	delete(perThread, "main")
 	return out, perThread, nil
+}
+
+// after reads the newest MaxCounted events the user can see after
+// position from, newest first.
+func (s *Service) after(ctx context.Context, userID, roomID string, from int64) (rooms.Page, error) {
+	return s.Rooms.Messages(ctx, userID, roomID, rooms.MessagesQuery{Backward: true, Limit: MaxCounted, To: rooms.Token(from)})
+}
+
+// eventsAfter is the events of page after position from.
+func eventsAfter(page rooms.Page, from int64) []json.RawMessage {
+	for i, pos := range page.Positions {
+		if pos <= from {
+			return page.Chunk[:i]
+		}
+	}
+	return page.Chunk
+}
+
+// receiptKey names a user's receipt in a room, as Count takes it: with
+// threads apart, or not.
+type receiptKey struct {
+	userID, roomID string
+	threads        bool
+}
+
+// receiptsSeen holds the receipt position Count last read for each
+// receiptKey in this process: where to read the events from beside the
+// receipts, never what to count from. It forgets all past maxSeen.
+type receiptsSeen struct {
+	mu  gosync.Mutex
+	pos map[receiptKey]int64
+}
+
+const maxSeen = 100000
+
+func (r *receiptsSeen) get(k receiptKey) (int64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pos, ok := r.pos[k]
+	return pos, ok
+}
+
+func (r *receiptsSeen) put(k receiptKey, pos int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pos == nil || len(r.pos) >= maxSeen {
+		r.pos = map[receiptKey]int64{}
+	}
+	r.pos[k] = pos
 }
 
 type newestKey struct{}
