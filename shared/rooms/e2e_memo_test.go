@@ -74,3 +74,39 @@ func TestReadsShared(t *testing.T) {
 		}
 	}
 }
+
+// TestReadsShared_Memberships: within a request that shares its reads, the
+// memberships a Query of the user's rooms read serve the reads of each
+// room's membership item: a sync reads each room's after them.
+func TestReadsShared_Memberships(t *testing.T) {
+	st := servertest.Start(t)
+	alice := st.Member(t, "alice")
+	a := string(create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"}))
+	b := string(create(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"}))
+	rs := st.Server.Rooms
+
+	ctx, meter := store.WithMeter(rooms.WithReadsShared(bg))
+	ms, err := rs.Memberships(ctx, alice.ID)
+	if err != nil || len(ms) != 2 {
+		t.Fatalf("memberships: %v %v", ms, err)
+	}
+	for _, room := range []string{a, b} {
+		if m, err := rs.Membership(ctx, alice.ID, room); err != nil || m != "join" {
+			t.Fatalf("membership of %s: %q %v, want join", room, m, err)
+		}
+	}
+	if u := meter.Usage(); u.Calls != 1 {
+		t.Fatalf("the memberships, then each room's: %d calls, want the Query alone", u.Calls)
+	}
+	// Without shared reads each is read.
+	ctx, meter = store.WithMeter(bg)
+	if _, err := rs.Memberships(ctx, alice.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.Membership(ctx, alice.ID, a); err != nil {
+		t.Fatal(err)
+	}
+	if u := meter.Usage(); u.Calls != 2 {
+		t.Fatalf("without shared reads: %d calls, want 2", u.Calls)
+	}
+}

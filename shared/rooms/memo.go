@@ -78,6 +78,24 @@ func shared[T any](ctx context.Context, k store.Key, read func() (T, error)) (T,
 	return wait[T](ctx, e)
 }
 
+// seed gives ctx's memo, if any, v as the read of k, unless k was read
+// already: an item a Query of several read serves the later reads of it
+// alone.
+func seed[T any](ctx context.Context, k store.Key, v T) {
+	m, _ := ctx.Value(memoKey{}).(*memo)
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.entries[k]; ok {
+		return
+	}
+	e := &memoEntry{done: make(chan struct{}), val: v}
+	close(e.done)
+	m.entries[k] = e
+}
+
 // sharedSoFar is what ctx's memo holds under k, waited for if its read is
 // under way; ok is false when no read of k was begun.
 func sharedSoFar[T any](ctx context.Context, k store.Key) (v T, ok bool, err error) {

@@ -422,6 +422,11 @@ func (s *Service) memberships(ctx context.Context, userID string) ([]membership,
 		}
 		out = append(out, page...)
 		if next == "" {
+			// A sync reads each room's membership item again with the
+			// room (membership): this read serves them.
+			for _, m := range out {
+				seed(ctx, store.Key{PK: userPK(userID), SK: m.SK}, m)
+			}
 			return out, nil
 		}
 		cursor = next

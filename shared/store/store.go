@@ -354,9 +354,14 @@ func (s *Store) expired(item map[string]types.AttributeValue) bool {
 	if !ok {
 		return false
 	}
-	var ts int64
-	if _, err := fmt.Sscan(n.Value, &ts); err != nil {
-		return false
+	// Every item of every read passes here: strconv, not fmt's scanner.
+	ts, err := strconv.ParseInt(n.Value, 10, 64)
+	if err != nil {
+		f, err := strconv.ParseFloat(n.Value, 64)
+		if err != nil {
+			return false
+		}
+		ts = int64(f)
 	}
 	return ts > 0 && ts <= s.now().Unix()
 }
