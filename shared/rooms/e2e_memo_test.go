@@ -2,6 +2,7 @@ package rooms_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -97,6 +98,20 @@ func TestReadsShared_Memberships(t *testing.T) {
 	}
 	if u := meter.Usage(); u.Calls != 1 {
 		t.Fatalf("the memberships, then each room's: %d calls, want the Query alone", u.Calls)
+	}
+	// The rooms' summaries, read in one batch, serve each room's read;
+	// a room that does not exist is unknown, as its own read says.
+	rs.ShareInfos(ctx, []string{a, b, "!nowhere:example.org"})
+	for _, room := range []string{a, b} {
+		if i, err := rs.Info(ctx, room); err != nil || i.RoomID != room {
+			t.Fatalf("info of %s: %+v %v", room, i, err)
+		}
+	}
+	if _, err := rs.Info(ctx, "!nowhere:example.org"); !errors.Is(err, rooms.ErrUnknownRoom) {
+		t.Fatalf("info of a room that is not: %v, want ErrUnknownRoom", err)
+	}
+	if u := meter.Usage(); u.Calls != 2 {
+		t.Fatalf("the summaries shared, then each room's: %d calls, want one BatchGetItem more", u.Calls)
 	}
 	// Without shared reads each is read.
 	ctx, meter = store.WithMeter(bg)

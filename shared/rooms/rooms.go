@@ -231,10 +231,21 @@ type Info struct {
 	Joined                                                                               int64
 }
 
+// ShareInfos begins reading the rooms' summaries for ctx's shared reads
+// (WithReadsShared), in BatchGetItems of 100: a sync about to read each of
+// many rooms reads them in a call or two instead of one each.
+func (s *Service) ShareInfos(ctx context.Context, roomIDs []string) {
+	keys := make([]store.Key, 0, len(roomIDs))
+	for _, roomID := range roomIDs {
+		keys = append(keys, store.Key{PK: roomPK(roomID), SK: infoSK})
+	}
+	store.Prefetch[info](ctx, s.Store, keys)
+}
+
 // Info reads the room's summary.
 func (s *Service) Info(ctx context.Context, roomID string) (Info, error) {
 	var i info
-	if err := getShared(ctx, s.Store, store.Key{PK: roomPK(roomID), SK: infoSK}, &i); err != nil {
+	if err := store.GetShared(ctx, s.Store, store.Key{PK: roomPK(roomID), SK: infoSK}, &i); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return Info{}, fmt.Errorf("%w %s", ErrUnknownRoom, roomID)
 		}
@@ -254,7 +265,7 @@ func (i info) public(roomID string) Info {
 // CurrentState reads the whole current state of the room: one query of its
 // state items.
 func (s *Service) CurrentState(ctx context.Context, roomID string) ([]events.PDU, error) {
-	state, err := shared(ctx, currentStateKey(roomID), func() ([]events.PDU, error) {
+	state, err := store.Shared(ctx, currentStateKey(roomID), func() ([]events.PDU, error) {
 		return s.currentWithPrefix(ctx, roomID, statePrefix)
 	})
 	// Each caller gets a slice of its own to filter or sort.
@@ -388,7 +399,7 @@ func (s *Service) Membership(ctx context.Context, userID, roomID string) (string
 
 func (s *Service) membership(ctx context.Context, userID, roomID string) (membership, error) {
 	var m membership
-	err := getShared(ctx, s.Store, store.Key{PK: userPK(userID), SK: membershipPrefix + roomID}, &m)
+	err := store.GetShared(ctx, s.Store, store.Key{PK: userPK(userID), SK: membershipPrefix + roomID}, &m)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return m, err
 	}
@@ -425,7 +436,7 @@ func (s *Service) memberships(ctx context.Context, userID string) ([]membership,
 			// A sync reads each room's membership item again with the
 			// room (membership): this read serves them.
 			for _, m := range out {
-				seed(ctx, store.Key{PK: userPK(userID), SK: m.SK}, m)
+				store.Seed(ctx, store.Key{PK: userPK(userID), SK: m.SK}, m)
 			}
 			return out, nil
 		}

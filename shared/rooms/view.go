@@ -58,7 +58,7 @@ func (s *Service) Memberships(ctx context.Context, userID string) ([]Membership,
 func (s *Service) StateEvents(ctx context.Context, roomID string, tuples []events.StateKeyTuple) (map[events.StateKeyTuple]events.PDU, error) {
 	// A request that read (or is reading) the room's whole current state
 	// takes them from it (WithReadsShared).
-	if state, ok, err := sharedSoFar[[]events.PDU](ctx, currentStateKey(roomID)); ok {
+	if state, ok, err := store.SharedSoFar[[]events.PDU](ctx, currentStateKey(roomID)); ok {
 		if err != nil {
 			return nil, err
 		}

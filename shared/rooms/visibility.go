@@ -50,7 +50,7 @@ func (s *Service) viewerBeside(ctx context.Context, userID, roomID string, besid
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		infoErr = getShared(ctx, s.Store, store.Key{PK: roomPK(roomID), SK: infoSK}, &v.info)
+		infoErr = store.GetShared(ctx, s.Store, store.Key{PK: roomPK(roomID), SK: infoSK}, &v.info)
 	}()
 	go func() {
 		defer wg.Done()

@@ -321,6 +321,7 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	}
 	eph := &ephemeral.Service{Store: st, Rooms: rms, AccountData: data, Touch: syncs.Touch, Federate: snd.SendRoomEDU}
 	counter := &unread.Service{Rooms: rms, Push: pushes, Receipts: eph}
+	syncs.ShareReceipts = eph.ShareReadMarks
 	syncs.Unread = func(ctx context.Context, userID, roomID string, threads bool) (sync.Unread, map[string]sync.Unread, error) {
 		main, perThread, err := counter.Count(ctx, userID, roomID, threads)
 		out := map[string]sync.Unread{}

@@ -24,6 +24,10 @@ type Service struct {
 	// written since the time given (the zero time: all of it); nil leaves
 	// account data out.
 	AccountData func(ctx context.Context, userID, roomID string, since time.Time) ([]json.RawMessage, error)
+	// ShareReceipts begins reading the user's read receipts of the rooms
+	// for the request's shared reads (store.WithShared), which the unread
+	// counts of each then take; nil: each room's counts read their own.
+	ShareReceipts func(ctx context.Context, userID string, roomIDs []string)
 	// RoomsAccountData lists all of a user's per-room account data, by
 	// room: an initial sync reads it once (one Query per MB) instead of
 	// once per room; nil reads each room's through AccountData.
@@ -500,6 +504,13 @@ func (s *Service) initial(ctx context.Context, req Request, start time.Time) (*R
 		case m.Membership == "invite":
 			invited = true
 		}
+	}
+	// Each joined room's reads begin with its summary, and its counts
+	// with the user's receipts: all are read at once, in a call per 100
+	// items.
+	s.Rooms.ShareInfos(gctx, joined)
+	if s.ShareReceipts != nil {
+		s.ShareReceipts(gctx, req.UserID, joined)
 	}
 	present := &Response{}
 	g.Go(func() error { return s.initialPresence(gctx, req.UserID, joined, present) })
