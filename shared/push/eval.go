@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Evaluation follows content/client-server-api/modules/push.md of the
@@ -180,9 +181,13 @@ func (m *matcher) condition(c Condition) bool {
 	case "event_match":
 		return c.Pattern != nil && m.eventMatch(c.Key, *c.Pattern)
 	case "event_property_is":
+		// The value is decoded only for an event that has the property.
 		v, ok := lookup(m.event, c.Key)
+		if !ok {
+			return false
+		}
 		want, okWant := decodeScalar(c.Value)
-		return ok && okWant && sameScalar(v, want)
+		return okWant && sameScalar(v, want)
 	case "event_property_contains":
 		return m.propertyContains(c.Key, c.Value)
 	case "contains_display_name":
@@ -220,8 +225,11 @@ func (m *matcher) eventMatch(key, pattern string) bool {
 func (m *matcher) propertyContains(key string, value json.RawMessage) bool {
 	v, _ := lookup(m.event, key)
 	list, ok := v.([]any)
+	if !ok {
+		return false
+	}
 	want, okWant := decodeScalar(value)
-	if !ok || !okWant {
+	if !okWant {
 		return false
 	}
 	return slices.ContainsFunc(list, func(x any) bool { return sameScalar(x, want) })
@@ -371,6 +379,20 @@ func decodeScalar(raw json.RawMessage) (any, bool) {
 	if raw == nil {
 		return nil, false
 	}
+	// The values rules hold are mostly literals and plain strings, read
+	// for every event a rule is tried on: those need no decoder.
+	switch lit := string(raw); lit {
+	case "true":
+		return true, true
+	case "false":
+		return false, true
+	case "null":
+		return nil, true
+	default:
+		if plainString(lit) {
+			return lit[1 : len(lit)-1], true
+		}
+	}
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.UseNumber()
 	var v any
@@ -378,6 +400,22 @@ func decodeScalar(raw json.RawMessage) (any, bool) {
 		return nil, false
 	}
 	return v, isScalar(v)
+}
+
+// plainString reports whether lit is a JSON string without escapes or
+// control characters, valid UTF-8: its text is what lies between its
+// quotes.
+func plainString(lit string) bool {
+	if len(lit) < 2 || lit[0] != '"' || lit[len(lit)-1] != '"' {
+		return false
+	}
+	inner := lit[1 : len(lit)-1]
+	for i := 0; i < len(inner); i++ {
+		if c := inner[i]; c < 0x20 || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return utf8.ValidString(inner)
 }
 
 // isScalar reports whether v is a value event_property_is compares: a

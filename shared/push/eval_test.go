@@ -469,3 +469,21 @@ func TestEvaluate_PollsAndOwnEvents(t *testing.T) {
 		{name: "OwnMention", event: ownMention, ctx: inRoom(5)},
 	})
 }
+
+// TestDecodeScalar: the literals and plain strings read without a decoder
+// decode as the decoder reads them; anything else goes to the decoder.
+func TestDecodeScalar(t *testing.T) {
+	for _, raw := range []string{
+		`true`, `false`, `null`, `"m.room.message"`, `""`, `"héllo"`, `"a\"b"`, `"tab\there"`,
+		`"\u0041"`, `42`, `-7`, `1.5`, `9007199254740992`, `[1]`, `{"a":1}`, ` true`, `"unterminated`, "\"bad \xff\"",
+	} {
+		got, ok := decodeScalar(json.RawMessage(raw))
+		d := json.NewDecoder(strings.NewReader(raw))
+		d.UseNumber()
+		var want any
+		wantOK := d.Decode(&want) == nil && isScalar(want)
+		if ok != wantOK || (ok && !sameScalar(got, want)) || (ok && fmt.Sprintf("%T", got) != fmt.Sprintf("%T", want)) {
+			t.Errorf("decodeScalar(%s) = %#v, %v; the decoder reads %#v, %v", raw, got, ok, want, wantOK)
+		}
+	}
+}

@@ -185,7 +185,7 @@ func (s *Service) Count(ctx context.Context, userID, roomID string, threads bool
 		if read[ev.thread] {
 			continue
 		}
-		o := rules.Evaluate(ev.raw, c.forSender(ev.raw))
+		o := rules.Evaluate(ev.raw, c.forSenderID(ev.sender))
 		counts := perThread[ev.thread]
 		if o.Notify {
 			counts.Notifications++
@@ -280,6 +280,7 @@ func later(a, b ephemeral.Mark) ephemeral.Mark {
 type event struct {
 	raw    json.RawMessage
 	id     string
+	sender string
 	thread string
 }
 
@@ -288,6 +289,7 @@ func describe(chunk []json.RawMessage, threads bool) []event {
 	for _, raw := range chunk {
 		var ev struct {
 			ID      string `json:"event_id"`
+			Sender  string `json:"sender"`
 			Content struct {
 				RelatesTo struct {
 					RelType string `json:"rel_type"`
@@ -300,7 +302,7 @@ func describe(chunk []json.RawMessage, threads bool) []event {
 		if r := ev.Content.RelatesTo; threads && r.RelType == "m.thread" && r.EventID != "" {
 			thread = r.EventID
 		}
-		out = append(out, event{raw: raw, id: ev.ID, thread: thread})
+		out = append(out, event{raw: raw, id: ev.ID, sender: ev.Sender, thread: thread})
 	}
 	return out
 }
@@ -385,11 +387,16 @@ func (c *roomContext) forSender(raw json.RawMessage) push.EventContext {
 		Sender string `json:"sender"`
 	}
 	_ = json.Unmarshal(raw, &ev)
+	return c.forSenderID(ev.Sender)
+}
+
+// forSenderID is the rules' context for an event of sender.
+func (c *roomContext) forSenderID(sender string) push.EventContext {
 	out := c.EventContext
-	out.SenderLevel = events.UserLevel(c.levels, ev.Sender)
+	out.SenderLevel = events.UserLevel(c.levels, sender)
 	if c.create != nil && events.PrivilegedCreators(string(c.create.Version())) {
 		for _, u := range events.Creators(c.create) {
-			if u == ev.Sender {
+			if u == sender {
 				out.SenderLevel = 1 << 53 // creators outrank every level
 			}
 		}
