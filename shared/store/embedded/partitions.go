@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 )
@@ -427,33 +428,36 @@ func (p *partitions) query(op string, body []byte) ([]byte, bool) {
 		in.QueryFilter != nil || in.AttributesToGet != nil || (in.Limit != nil && *in.Limit < 1) {
 		return nil, false
 	}
-	pk, match, ok := in.condition(t)
+	pk, span, ok := in.condition(t)
 	if !ok {
 		return nil, false
 	}
-	keys := slices.Clone(t.keys[pk])
+	// The partition's keys are sorted: the condition's keys are a run of
+	// them, found by binary search, not by testing each.
+	keys := t.keys[pk]
+	lo, hi := span(keys)
 	forward := in.ScanIndexForward == nil || *in.ScanIndexForward
-	if !forward {
-		slices.Reverse(keys)
-	}
 	if in.ExclusiveStartKey != nil {
 		epk, ok1 := in.ExclusiveStartKey[t.hash].str()
 		esk, ok2 := in.ExclusiveStartKey[t.rng].str()
 		if !ok1 || !ok2 || epk != pk || len(in.ExclusiveStartKey) != 2 {
 			return nil, false
 		}
-		keys = slices.DeleteFunc(keys, func(sk string) bool {
-			return (forward && sk <= esk) || (!forward && sk >= esk)
-		})
+		if forward {
+			lo = max(lo, sort.Search(len(keys), func(i int) bool { return keys[i] > esk }))
+		} else {
+			hi = min(hi, sort.SearchStrings(keys, esk))
+		}
 	}
 	items := []json.RawMessage{}
 	var last string
-	for _, sk := range keys {
+	for n := range max(hi-lo, 0) {
 		if in.Limit != nil && len(items) == *in.Limit {
 			break
 		}
-		if !match(sk) {
-			continue
+		sk := keys[lo+n]
+		if !forward {
+			sk = keys[hi-1-n]
 		}
 		id, _ := t.keyID(map[string]attr{t.hash: stringAttr(pk), t.rng: stringAttr(sk)})
 		item, ok := t.items[id]
@@ -476,9 +480,10 @@ func stringAttr(s string) attr {
 	return attr{"S": raw}
 }
 
-// condition parses the key condition into the partition and a test of sort
-// keys; ok is false for any condition the store does not write.
-func (in *queryInput) condition(t *table) (pk string, match func(string) bool, ok bool) {
+// condition parses the key condition into the partition and the run of a
+// partition's sorted sort keys it holds, [lo, hi); ok is false for any
+// condition the store does not write.
+func (in *queryInput) condition(t *table) (pk string, span func(keys []string) (lo, hi int), ok bool) {
 	m := keyCondition.FindStringSubmatch(in.KeyConditionExpression)
 	if m == nil {
 		return "", nil, false
@@ -504,18 +509,24 @@ func (in *queryInput) condition(t *table) (pk string, match func(string) bool, o
 	}
 	switch {
 	case m[3] != "":
-		lo, ok1 := value(m[4])
-		hi, ok2 := value(m[5])
-		if name(m[3]) != t.rng || !ok1 || !ok2 || lo > hi {
+		from, ok1 := value(m[4])
+		to, ok2 := value(m[5])
+		if name(m[3]) != t.rng || !ok1 || !ok2 || from > to {
 			return "", nil, false
 		}
-		return pk, func(sk string) bool { return lo <= sk && sk <= hi }, true
+		return pk, func(keys []string) (int, int) {
+			return sort.SearchStrings(keys, from), sort.Search(len(keys), func(i int) bool { return keys[i] > to })
+		}, true
 	case m[6] != "":
 		prefix, ok := value(m[7])
 		if name(m[6]) != t.rng || !ok {
 			return "", nil, false
 		}
-		return pk, func(sk string) bool { return strings.HasPrefix(sk, prefix) }, true
+		return pk, func(keys []string) (int, int) {
+			lo := sort.SearchStrings(keys, prefix)
+			n := sort.Search(len(keys)-lo, func(i int) bool { return !strings.HasPrefix(keys[lo+i], prefix) })
+			return lo, lo + n
+		}, true
 	}
-	return pk, func(string) bool { return true }, true
+	return pk, func(keys []string) (int, int) { return 0, len(keys) }, true
 }
