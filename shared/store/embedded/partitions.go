@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -168,6 +169,16 @@ func (t *table) keyID(item map[string]attr) (string, bool) {
 		fmt.Fprintf(&b, "%s%d:%s", typ, len(text), text)
 	}
 	return b.String(), true
+}
+
+// stringKeyID is keyID of a key whose attributes are strings, made
+// without encoding them: a Query names every key it reads.
+func (t *table) stringKeyID(pk, sk string) string {
+	id := "S" + strconv.Itoa(len(pk)) + ":" + pk
+	if t.rng != "" {
+		id += "S" + strconv.Itoa(len(sk)) + ":" + sk
+	}
+	return id
 }
 
 // key keeps only the key attributes of item.
@@ -459,8 +470,7 @@ func (p *partitions) query(op string, body []byte) ([]byte, bool) {
 		if !forward {
 			sk = keys[hi-1-n]
 		}
-		id, _ := t.keyID(map[string]attr{t.hash: stringAttr(pk), t.rng: stringAttr(sk)})
-		item, ok := t.items[id]
+		item, ok := t.items[t.stringKeyID(pk, sk)]
 		if !ok {
 			continue
 		}

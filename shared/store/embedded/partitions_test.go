@@ -292,3 +292,15 @@ func TestPartitionsAnswerOtherQueriesThroughTheStandIn(t *testing.T) {
 		t.Fatalf("filtered query: %v", sks)
 	}
 }
+
+// TestStringKeyID: the key ID a Query makes of string keys is keyID's.
+func TestStringKeyID(t *testing.T) {
+	for _, tb := range []*table{{hash: "pk", rng: "sk"}, {hash: "pk"}} {
+		for _, k := range [][2]string{{"user|@a:x", "stream|1"}, {"p", ""}, {"é|ü", "a:b:c"}} {
+			want, ok := tb.keyID(map[string]attr{tb.hash: stringAttr(k[0]), tb.rng: stringAttr(k[1])})
+			if got := tb.stringKeyID(k[0], k[1]); !ok || got != want {
+				t.Errorf("stringKeyID(%q, %q) = %q, keyID %q", k[0], k[1], got, want)
+			}
+		}
+	}
+}
