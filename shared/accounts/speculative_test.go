@@ -181,3 +181,63 @@ func TestSpeculativeAuth_RefusedMessageLeavesNoEvent(t *testing.T) {
 		t.Fatalf("the room's newest messages: %q, want after, before", bodies)
 	}
 }
+
+// TestSpeculativeAuth_ExpiredSendRetriedAfterRefresh: a message sent with
+// an expired token gets 401 soft_logout and hands back the transaction
+// record it wrote beside the token's read; the client refreshes its token
+// and retries the transaction through the same device, which stores the
+// message once, at once, not after the record's lease.
+func TestSpeculativeAuth_ExpiredSendRetriedAfterRefresh(t *testing.T) {
+	st := servertest.Start(t)
+	hs := &homeserver{URL: st.URL, srv: st.Server}
+	st.Server.Accounts.Now = func() time.Time {
+		if hs.clock.IsZero() {
+			return time.Now()
+		}
+		return hs.clock
+	}
+	c := hs.user(t, "tia", "pw")
+	session := login(t, c, "tia", "pw", mautrix.ReqLogin{RefreshToken: true})
+	code, body := raw(t, "POST", hs.URL+"/_matrix/client/v3/createRoom", session.AccessToken, `{"preset":"private_chat"}`)
+	if code != 200 {
+		t.Fatalf("createRoom: %d %v", code, body)
+	}
+	room := hs.URL + "/_matrix/client/v3/rooms/" + url.PathEscape(body["room_id"].(string))
+	send := func(token, txn, text string) (int, map[string]any) {
+		return raw(t, "PUT", room+"/send/m.room.message/"+txn, token, `{"msgtype":"m.text","body":"`+text+`"}`)
+	}
+	if code, body := send(session.AccessToken, "t1", "first"); code != 200 {
+		t.Fatalf("first send: %d %v", code, body)
+	}
+	hs.clock = time.Now().Add(accounts.RefreshableLifetime + time.Minute)
+	if code, body := send(session.AccessToken, "t2", "later"); code != 401 || body["soft_logout"] != true {
+		t.Fatalf("send with the expired token: %d %v, want 401 soft_logout", code, body)
+	}
+	code, body = raw(t, "POST", hs.URL+"/_matrix/client/v3/refresh", "", `{"refresh_token":"`+session.RefreshToken+`"}`)
+	fresh, _ := body["access_token"].(string)
+	if code != 200 || fresh == "" {
+		t.Fatalf("refresh: %d %v", code, body)
+	}
+	hs.clock = time.Time{}
+	code, body = send(fresh, "t2", "later")
+	if code != 200 {
+		t.Fatalf("the retry: %d %v", code, body)
+	}
+	// The refused request handed its record back (or, refused before it
+	// got that far, wrote none): the retry takes it over at once, a read
+	// and a write more than a send from a cold cache (9 calls), instead of
+	// reading it again and again until its lease ends.
+	if u := st.LastRequestTo(t, "/send/").DynamoDB; u.Calls > 13 {
+		t.Fatalf("the retry after the refresh: %d calls, want at most 13 (it waited for the record's lease)", u.Calls)
+	}
+	code, page := raw(t, "GET", room+"/messages?dir=b&limit=3", fresh, "")
+	var bodies []string
+	for _, ev := range page["chunk"].([]any) {
+		if content, _ := ev.(map[string]any)["content"].(map[string]any); content["body"] != nil {
+			bodies = append(bodies, content["body"].(string))
+		}
+	}
+	if code != 200 || strings.Join(bodies, ",") != "later,first" || page["chunk"].([]any)[0].(map[string]any)["event_id"] != body["event_id"] {
+		t.Fatalf("the room's newest messages: %q (%d), want later, first, the retry's event first", bodies, code)
+	}
+}

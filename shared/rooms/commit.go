@@ -133,7 +133,10 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 	// holds the event: they go beside the access token's read
 	// (gate.Ahead), the slot after it. A relation item may overwrite
 	// another event's (restoreRelation): it waits for the caller.
-	ahead := gate.Ahead(ctx)
+	// They are not cut short when the request is (a refused token
+	// cancels it): a record left half-written would hold its transaction
+	// ID until its lease ends, where one written can be given up.
+	ahead := gate.Ahead(context.WithoutCancel(ctx))
 	errs := make(chan error, 3)
 	writes := 2
 	if c != nil {

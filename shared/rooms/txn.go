@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cirrus-matrix/cirrus/shared/gate"
 	"github.com/cirrus-matrix/cirrus/shared/store"
 )
 
@@ -190,12 +191,15 @@ func (s *Service) checkTaken(ctx context.Context, c *txnClaim, seq int64) error 
 
 // release hands the record back when the request that holds it fails: it
 // is marked as not renewed, so that a retry takes it over at once instead
-// of waiting for the lease. Only over this request's own event.
+// of waiting for the lease. Only over this request's own event. A request
+// whose access token was refused wrote its record beside the token's read
+// (gate.Ahead), and hands it back so too: its client retries the
+// transaction once it has refreshed the token.
 func (s *Service) release(ctx context.Context, c *txnClaim) {
 	if c == nil || !c.owned {
 		return
 	}
-	ctx = context.WithoutCancel(ctx)
+	ctx = gate.Ahead(context.WithoutCancel(ctx))
 	var r txn
 	if err := s.Store.Get(ctx, c.key(), &r); err != nil || r.EventID != c.prev || r.Seq == 0 {
 		return
