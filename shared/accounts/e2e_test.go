@@ -30,13 +30,18 @@ func startHomeserver(t *testing.T, openRegistration bool, env ...string) *homese
 	t.Helper()
 	st := servertest.Start(t, append(env, "CIRRUS_ENABLE_REGISTRATION="+strconv.FormatBool(openRegistration))...)
 	hs := &homeserver{URL: st.URL, srv: st.Server}
-	st.Server.Accounts.Now = func() time.Time {
+	hs.useClock()
+	return hs
+}
+
+// useClock has the server's accounts tell the time by hs.clock.
+func (hs *homeserver) useClock() {
+	hs.srv.Accounts.Now = func() time.Time {
 		if hs.clock.IsZero() {
 			return time.Now()
 		}
 		return hs.clock
 	}
-	return hs
 }
 
 // user creates an account directly and returns a logged-out client for it.

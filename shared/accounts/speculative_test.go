@@ -17,12 +17,7 @@ import (
 // speculation): these check that a token the read refuses has done nothing
 // and seen nothing, and that tokens that cannot speculate still work.
 func TestSpeculativeAuth_RefusedTokenWritesAndShowsNothing(t *testing.T) {
-	st := servertest.Start(t)
-	hs := &homeserver{URL: st.URL, srv: st.Server}
-	c := hs.user(t, "pam", "pw")
-	gone := login(t, c, "pam", "pw", mautrix.ReqLogin{}).AccessToken
-	other, _ := mautrix.NewClient(hs.URL, "", "")
-	kept := login(t, other, "pam", "pw", mautrix.ReqLogin{}).AccessToken
+	st, hs, gone, kept := twoSessions(t, "pam")
 	if parts := strings.Split(strings.TrimPrefix(gone, "cirrus_"), "."); !strings.HasPrefix(gone, "cirrus_") || len(parts) != 3 {
 		t.Fatalf("token %q is not of the signed form", redact(gone))
 	}
@@ -62,12 +57,7 @@ func TestSpeculativeAuth_RefusedTokenWritesAndShowsNothing(t *testing.T) {
 func TestSpeculativeAuth_ExpiredTokenIsSoftLogout(t *testing.T) {
 	st := servertest.Start(t)
 	hs := &homeserver{URL: st.URL, srv: st.Server}
-	st.Server.Accounts.Now = func() time.Time {
-		if hs.clock.IsZero() {
-			return time.Now()
-		}
-		return hs.clock
-	}
+	hs.useClock()
 	c := hs.user(t, "rae", "pw")
 	tok := login(t, c, "rae", "pw", mautrix.ReqLogin{RefreshToken: true}).AccessToken
 	hs.clock = time.Now().Add(accounts.RefreshableLifetime + time.Minute)
@@ -139,12 +129,7 @@ func redact(tok string) string {
 // token's read (gate.Ahead), never its slot: it gets 401, no member sees
 // it, and the room's next message takes the position it would have.
 func TestSpeculativeAuth_RefusedMessageLeavesNoEvent(t *testing.T) {
-	st := servertest.Start(t)
-	hs := &homeserver{URL: st.URL, srv: st.Server}
-	c := hs.user(t, "sam", "pw")
-	gone := login(t, c, "sam", "pw", mautrix.ReqLogin{}).AccessToken
-	other, _ := mautrix.NewClient(hs.URL, "", "")
-	kept := login(t, other, "sam", "pw", mautrix.ReqLogin{}).AccessToken
+	_, hs, gone, kept := twoSessions(t, "sam")
 	code, body := raw(t, "POST", hs.URL+"/_matrix/client/v3/createRoom", kept, `{"preset":"private_chat"}`)
 	if code != 200 {
 		t.Fatalf("createRoom: %d %v", code, body)
@@ -167,17 +152,7 @@ func TestSpeculativeAuth_RefusedMessageLeavesNoEvent(t *testing.T) {
 	if code, body := send(kept, "t2", "after"); code != 200 {
 		t.Fatalf("send after: %d %v", code, body)
 	}
-	code, body = raw(t, "GET", room+"/messages?dir=b&limit=3", kept, "")
-	if code != 200 {
-		t.Fatalf("messages: %d %v", code, body)
-	}
-	var bodies []string
-	for _, ev := range body["chunk"].([]any) {
-		if content, _ := ev.(map[string]any)["content"].(map[string]any); content["body"] != nil {
-			bodies = append(bodies, content["body"].(string))
-		}
-	}
-	if strings.Join(bodies, ",") != "after,before" {
+	if bodies, _ := newestBodies(t, room, kept); strings.Join(bodies, ",") != "after,before" {
 		t.Fatalf("the room's newest messages: %q, want after, before", bodies)
 	}
 }
@@ -190,12 +165,7 @@ func TestSpeculativeAuth_RefusedMessageLeavesNoEvent(t *testing.T) {
 func TestSpeculativeAuth_ExpiredSendRetriedAfterRefresh(t *testing.T) {
 	st := servertest.Start(t)
 	hs := &homeserver{URL: st.URL, srv: st.Server}
-	st.Server.Accounts.Now = func() time.Time {
-		if hs.clock.IsZero() {
-			return time.Now()
-		}
-		return hs.clock
-	}
+	hs.useClock()
 	c := hs.user(t, "tia", "pw")
 	session := login(t, c, "tia", "pw", mautrix.ReqLogin{RefreshToken: true})
 	code, body := raw(t, "POST", hs.URL+"/_matrix/client/v3/createRoom", session.AccessToken, `{"preset":"private_chat"}`)
@@ -230,14 +200,39 @@ func TestSpeculativeAuth_ExpiredSendRetriedAfterRefresh(t *testing.T) {
 	if u := st.LastRequestTo(t, "/send/").DynamoDB; u.Calls > 13 {
 		t.Fatalf("the retry after the refresh: %d calls, want at most 13 (it waited for the record's lease)", u.Calls)
 	}
-	code, page := raw(t, "GET", room+"/messages?dir=b&limit=3", fresh, "")
-	var bodies []string
-	for _, ev := range page["chunk"].([]any) {
-		if content, _ := ev.(map[string]any)["content"].(map[string]any); content["body"] != nil {
+	if bodies, ids := newestBodies(t, room, fresh); strings.Join(bodies, ",") != "later,first" || ids[0] != body["event_id"] {
+		t.Fatalf("the room's newest messages: %q %q, want later, first, the retry's event first", bodies, ids)
+	}
+}
+
+// newestBodies reads the bodies and event IDs of the newest messages of the
+// room (a /rooms/{roomId} URL), newest first.
+func newestBodies(t *testing.T, room, token string) (bodies []string, ids []any) {
+	t.Helper()
+	code, page := raw(t, "GET", room+"/messages?dir=b&limit=3", token, "")
+	chunk, _ := page["chunk"].([]any)
+	if code != 200 {
+		t.Fatalf("messages: %d %v", code, page)
+	}
+	for _, ev := range chunk {
+		ev := ev.(map[string]any)
+		if content, _ := ev["content"].(map[string]any); content["body"] != nil {
 			bodies = append(bodies, content["body"].(string))
+			ids = append(ids, ev["event_id"])
 		}
 	}
-	if code != 200 || strings.Join(bodies, ",") != "later,first" || page["chunk"].([]any)[0].(map[string]any)["event_id"] != body["event_id"] {
-		t.Fatalf("the room's newest messages: %q (%d), want later, first, the retry's event first", bodies, code)
-	}
+	return bodies, ids
+}
+
+// twoSessions starts a server with a user of the localpart given, logged
+// in twice: gone, a session the test ends, and kept.
+func twoSessions(t *testing.T, localpart string) (st *servertest.Stack, hs *homeserver, gone, kept string) {
+	t.Helper()
+	st = servertest.Start(t)
+	hs = &homeserver{URL: st.URL, srv: st.Server}
+	c := hs.user(t, localpart, "pw")
+	gone = login(t, c, localpart, "pw", mautrix.ReqLogin{}).AccessToken
+	other, _ := mautrix.NewClient(hs.URL, "", "")
+	kept = login(t, other, localpart, "pw", mautrix.ReqLogin{}).AccessToken
+	return st, hs, gone, kept
 }
