@@ -513,7 +513,7 @@ func (s *Service) slots(ctx context.Context, roomID string, pos int64, backward 
 	}
 	out := make([]Event, 0, len(page))
 	for _, sl := range page {
-		e, err := sl.event()
+		e, err := sl.sharedEvent(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -178,6 +178,24 @@ func (sl slot) event() (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
+	return sl.eventOf(ev)
+}
+
+// sharedEvent is event through ctx's shared reads (store.WithShared): a
+// sync pages a room's newest slots for its timeline and again for its
+// unread counts, and parses each event once.
+func (sl slot) sharedEvent(ctx context.Context) (Event, error) {
+	ev, err := store.Shared(ctx, store.Key{PK: sl.PK, SK: "memo|" + sl.SK + "|" + sl.EventID}, func() (events.PDU, error) {
+		return events.Parse(sl.Version, sl.EventID, []byte(sl.PDU))
+	})
+	if err != nil {
+		return Event{}, err
+	}
+	return sl.eventOf(ev)
+}
+
+// eventOf is the slot's Event, its PDU parsed.
+func (sl slot) eventOf(ev events.PDU) (Event, error) {
 	seq, err := seqOf(sl.SK)
 	if err != nil {
 		return Event{}, err
