@@ -66,10 +66,16 @@ type Outcome struct {
 // tried, because the spec forbids notifying users of what they sent. So
 // does an event that is not a JSON object: it has nothing to match.
 func (rs Ruleset) Evaluate(eventJSON []byte, c EventContext) Outcome {
-	ev, ok := decodeEvent(eventJSON)
+	ev, ok := DecodeEvent(eventJSON)
 	if !ok {
 		return Outcome{}
 	}
+	return rs.EvaluateDecoded(ev, c)
+}
+
+// EvaluateDecoded is Evaluate of an event DecodeEvent read: a caller that
+// reads the event's fields too decodes it once.
+func (rs Ruleset) EvaluateDecoded(ev map[string]any, c EventContext) Outcome {
 	if sender, _ := ev["sender"].(string); c.UserID != "" && sender == c.UserID {
 		return Outcome{}
 	}
@@ -84,9 +90,9 @@ func (rs Ruleset) Evaluate(eventJSON []byte, c EventContext) Outcome {
 	return Outcome{}
 }
 
-// decodeEvent reads an event keeping numbers as json.Number, so that
+// DecodeEvent reads an event keeping numbers as json.Number, so that
 // integers compare exactly instead of through float64.
-func decodeEvent(b []byte) (map[string]any, bool) {
+func DecodeEvent(b []byte) (map[string]any, bool) {
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.UseNumber()
 	var ev map[string]any

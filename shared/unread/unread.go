@@ -182,10 +182,10 @@ func (s *Service) Count(ctx context.Context, userID, roomID string, threads bool
 		if threadMarks[ev.thread].EventID == ev.id {
 			read[ev.thread] = true
 		}
-		if read[ev.thread] {
+		if read[ev.thread] || ev.doc == nil {
 			continue
 		}
-		o := rules.Evaluate(ev.raw, c.forSenderID(ev.sender))
+		o := rules.EvaluateDecoded(ev.doc, c.forSenderID(ev.sender))
 		counts := perThread[ev.thread]
 		if o.Notify {
 			counts.Notifications++
@@ -278,7 +278,7 @@ func later(a, b ephemeral.Mark) ephemeral.Mark {
 // event is a timeline event with the thread it counts in ("main" outside
 // threads, or when threads are not counted apart).
 type event struct {
-	raw    json.RawMessage
+	doc    map[string]any // push.DecodeEvent's
 	id     string
 	sender string
 	thread string
@@ -287,22 +287,17 @@ type event struct {
 func describe(chunk []json.RawMessage, threads bool) []event {
 	out := make([]event, 0, len(chunk))
 	for _, raw := range chunk {
-		var ev struct {
-			ID      string `json:"event_id"`
-			Sender  string `json:"sender"`
-			Content struct {
-				RelatesTo struct {
-					RelType string `json:"rel_type"`
-					EventID string `json:"event_id"`
-				} `json:"m.relates_to"`
-			} `json:"content"`
-		}
-		_ = json.Unmarshal(raw, &ev)
+		// Decoded once, for the fields here and for the push rules.
+		doc, _ := push.DecodeEvent(raw)
+		id, _ := doc["event_id"].(string)
+		sender, _ := doc["sender"].(string)
 		thread := "main"
-		if r := ev.Content.RelatesTo; threads && r.RelType == "m.thread" && r.EventID != "" {
-			thread = r.EventID
+		content, _ := doc["content"].(map[string]any)
+		rel, _ := content["m.relates_to"].(map[string]any)
+		if root, _ := rel["event_id"].(string); threads && rel["rel_type"] == "m.thread" && root != "" {
+			thread = root
 		}
-		out = append(out, event{raw: raw, id: ev.ID, sender: ev.Sender, thread: thread})
+		out = append(out, event{doc: doc, id: id, sender: sender, thread: thread})
 	}
 	return out
 }
