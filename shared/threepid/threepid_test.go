@@ -408,6 +408,10 @@ func TestBadRequests(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	st, _ := start(t, "CIRRUS_RC_3PID_VALIDATION_PER_SECOND=0.001", "CIRRUS_RC_3PID_VALIDATION_BURST_COUNT=2")
+	// One fixed instant: the requests must not straddle the end of a
+	// window, which would start the count again.
+	now := time.Now()
+	st.Server.ThreePIDs.Limiter.Now = func() time.Time { return now }
 	sid(t, requestToken(t, st, addPath, "rl", "limited@example.com", 1))
 	sid(t, requestToken(t, st, addPath, "rl", "limited@example.com", 2))
 	r := requestToken(t, st, addPath, "rl", "limited@example.com", 3)
