@@ -51,7 +51,7 @@ func TestTwoServers_InitialSyncPresence(t *testing.T) {
 	if got := initial(); len(got) != 1 || got[0] != want {
 		t.Errorf("presence of an initial sync on A: %q, want [%q]", got, want)
 	}
-	a.CheckCost(t, "an initial sync of one room with one remote member", "/sync", servertest.Want(15, 21.0, 0))
+	a.CheckCost(t, "an initial sync of one room with one remote member", "/sync", servertest.Want(15, 20.0, 0))
 
 	if _, err := bob.LeaveRoom(background, room); err != nil {
 		t.Fatal(err)

@@ -339,7 +339,7 @@ func (s *Service) pageOf(ctx context.Context, userID, roomID string, q MessagesQ
 			return nil
 		}
 		var err error
-		first.evs, err = s.slots(ctx, roomID, first.pos, q.Backward, first.n)
+		first.evs, err = s.slotsTo(ctx, roomID, first.pos, stop, q.Backward, first.n)
 		return err
 	})
 	if err != nil {
@@ -447,11 +447,15 @@ func (s *Service) scanFirst(ctx context.Context, roomID string, v *viewer, from,
 		var page []Event
 		if first != nil && first.ok && first.pos == pos && first.n == n {
 			page = first.evs
-		} else if page, err = s.slots(ctx, roomID, pos, q.Backward, n); err != nil {
+		} else if page, err = s.slotsTo(ctx, roomID, pos, stop, q.Backward, n); err != nil {
 			return nil, 0, 0, err
 		}
 		first = nil
 		if len(page) == 0 {
+			if top < 0 && q.Backward && stop >= 0 && pos == live {
+				// Nothing is newer than stop: the live end is there.
+				top = stop
+			}
 			return out, -1, max(top, 0), nil
 		}
 		if top < 0 {
@@ -503,10 +507,20 @@ func readSize(pos, stop int64, want int, backward bool) int {
 
 // slots reads up to n events starting at position pos in either direction.
 func (s *Service) slots(ctx context.Context, roomID string, pos int64, backward bool, n int) ([]Event, error) {
+	return s.slotsTo(ctx, roomID, pos, -1, backward, n)
+}
+
+// slotsTo is slots going no further back than the position after stop
+// (-1: no stop): a page back from the live end to a token reads only what
+// is newer, where the head is not known to bound the read by count.
+func (s *Service) slotsTo(ctx context.Context, roomID string, pos, stop int64, backward bool, n int) ([]Event, error) {
 	var page []slot
 	q := store.Query{PK: roomPK(roomID), Prefix: slotPrefix, Descending: backward, Limit: n}
 	if pos != live {
 		q.From = slotSK(pos)
+	}
+	if backward && stop >= 0 {
+		q.To = slotSK(stop + 1)
 	}
 	if _, err := s.Store.QueryPage(ctx, q, &page); err != nil {
 		return nil, err

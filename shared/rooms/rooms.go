@@ -247,6 +247,9 @@ type Info struct {
 	RoomID, Version, Creator, Name, Topic, Avatar, Alias, JoinRule, RoomType, Tombstoned string
 	Guests, Public                                                                       bool
 	Joined                                                                               int64
+	// Gaps: the timeline has open gaps, whose positions backfilled events
+	// may yet take, below newer events (gap.go).
+	Gaps bool
 }
 
 // ShareInfos begins reading the rooms' summaries for ctx's shared reads
@@ -277,6 +280,7 @@ func (i info) public(roomID string) Info {
 		RoomID: roomID, Version: i.Version, Creator: i.Creator, Name: i.Name, Topic: i.Topic,
 		Avatar: i.Avatar, Alias: i.Alias, JoinRule: i.JoinRule, RoomType: i.RoomType,
 		Tombstoned: i.Tombstoned, Guests: i.Guests, Public: i.GSI1PK != "", Joined: i.Joined,
+		Gaps: len(i.Gaps) > 0,
 	}
 }
 

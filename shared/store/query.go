@@ -25,6 +25,9 @@ type Query struct {
 	// From, when set, starts the page at this sort key (inclusive): the
 	// smallest key read when ascending, the largest when descending.
 	From string
+	// To, when set, ends the page at this sort key (inclusive): the
+	// largest key read when ascending, the smallest when descending.
+	To string
 	// Limit caps the items of one page; 0 means as many as fit in 1 MB.
 	Limit int
 	// Cursor continues after the page that returned it.
@@ -49,7 +52,7 @@ func (s *Store) QueryPage(ctx context.Context, q Query, out any) (string, error)
 		return "", fmt.Errorf("query: unknown index %q", q.Index)
 	}
 	// DynamoDB refuses key conditions on values longer than a key can be.
-	for _, c := range []struct{ name, value string }{{pkName, q.PK}, {skName, q.Prefix}, {skName, q.From}} {
+	for _, c := range []struct{ name, value string }{{pkName, q.PK}, {skName, q.Prefix}, {skName, q.From}, {skName, q.To}} {
 		if err := checkKeySize(c.name, c.value); err != nil {
 			return "", fmt.Errorf("query: %w", err)
 		}
@@ -58,12 +61,18 @@ func (s *Store) QueryPage(ctx context.Context, q Query, out any) (string, error)
 	names := map[string]string{"#pk": pkName}
 	values := map[string]types.AttributeValue{":pk": &types.AttributeValueMemberS{Value: q.PK}}
 	switch {
-	case q.From != "":
-		// One key condition per query: a range between From and the end of
-		// the prefix replaces begins_with.
-		lo, hi := q.From, q.Prefix+"\U0010FFFF"
+	case q.From != "" || q.To != "":
+		// One key condition per query: a range between From (or the
+		// prefix) and To (or the end of the prefix) replaces begins_with.
+		lo, hi := q.From, q.To
 		if q.Descending {
-			lo, hi = q.Prefix, q.From
+			lo, hi = q.To, q.From
+		}
+		if lo == "" {
+			lo = q.Prefix
+		}
+		if hi == "" {
+			hi = q.Prefix + "\U0010FFFF"
 		}
 		cond += " AND #sk BETWEEN :lo AND :hi"
 		names["#sk"] = skName

@@ -5,6 +5,7 @@ package unread
 import (
 	"context"
 	"encoding/json"
+	"hash/fnv"
 	gosync "sync"
 	"time"
 
@@ -29,21 +30,34 @@ type Service struct {
 	mu      gosync.Mutex
 	rules   map[string]cachedRules
 	loading map[string]*rulesLoad
-	seen    receiptsSeen
+	counted memo
 }
 
 // rulesFor is how long a user's push rules are reused: a sync counts many
 // rooms at once, and a rule changed a moment ago may count a moment late.
 const rulesFor = 2 * time.Second
 
+// rules are a user's push rules with their fingerprint, which tells a
+// count whether outcomes evaluated before were evaluated on the same rules.
+type rules struct {
+	push.Ruleset
+	print uint64
+}
+
+func rulesWithPrint(rs push.Ruleset) rules {
+	h := fnv.New64a()
+	_ = json.NewEncoder(h).Encode(rs)
+	return rules{Ruleset: rs, print: h.Sum64()}
+}
+
 type cachedRules struct {
-	rules push.Ruleset
+	rules rules
 	at    time.Time
 }
 
 // rulesOf reads the user's push rules, once for the rooms of one sync:
 // the rooms counted side by side wait for the one read under way.
-func (s *Service) rulesOf(ctx context.Context, userID string) (push.Ruleset, error) {
+func (s *Service) rulesOf(ctx context.Context, userID string) (rules, error) {
 	s.mu.Lock()
 	c, ok := s.rules[userID]
 	if ok && time.Since(c.at) < rulesFor {
@@ -66,18 +80,20 @@ func (s *Service) rulesOf(ctx context.Context, userID string) (push.Ruleset, err
 				return load.rules, nil
 			}
 			// The read failed in its own request: this one reads anew.
-			return s.Push.Rules(ctx, userID)
+			rs, err := s.Push.Rules(ctx, userID)
+			return rulesWithPrint(rs), err
 		case <-ctx.Done():
-			return push.Ruleset{}, ctx.Err()
+			return rules{}, ctx.Err()
 		}
 	}
-	load.rules, load.err = s.Push.Rules(ctx, userID)
+	rs, err := s.Push.Rules(ctx, userID)
+	load.rules, load.err = rulesWithPrint(rs), err
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.loading, userID)
 	close(load.done)
 	if load.err != nil {
-		return push.Ruleset{}, load.err
+		return rules{}, load.err
 	}
 	if s.rules == nil || len(s.rules) > 10000 {
 		s.rules = map[string]cachedRules{}
@@ -89,7 +105,7 @@ func (s *Service) rulesOf(ctx context.Context, userID string) (push.Ruleset, err
 // rulesLoad is a read of a user's push rules under way.
 type rulesLoad struct {
 	done  chan struct{} // closed once rules and err are set
-	rules push.Ruleset
+	rules rules
 	err   error
 }
 
@@ -105,27 +121,14 @@ type Counts struct {
 // thread's receipt: the spec's unread_thread_notifications.
 //
 // The events are read after the receipt, which takes a read first; where
-// this process has seen the user's receipt in the room before
-// (receiptsSeen), the events after that one are read beside the receipts
-// instead, a round trip less. Receipts move forward, so that page holds
-// every event after the receipt now, and more, which are dropped; a
-// receipt that moved back has the page read again.
+// this process counted the user's receipt in the room before (counted),
+// only the events after the newest one it read are read, beside the
+// receipts, a round trip less, and only those are evaluated.
 func (s *Service) Count(ctx context.Context, userID, roomID string, threads bool) (Counts, map[string]Counts, error) {
-	// What evaluating the events takes is read beside them when the room
-	// is known to hold one after the receipt (WithNewest), else once
-	// they are read, and only if there are any.
-	var rules push.Ruleset
-	var c *roomContext
-	var threadMarks map[string]ephemeral.Mark
-	g, gctx := errgroup.WithContext(ctx)
-	contextRead := false
-	readContext := func() {
-		contextRead = true
-		g.Go(func() (err error) { rules, err = s.rulesOf(gctx, userID); return err })
-		g.Go(func() (err error) { c, err = s.context(gctx, userID, roomID); return err })
-	}
-	seenKey := receiptKey{userID, roomID, threads}
-	guess, guessed := s.seen.get(seenKey)
+	key := receiptKey{userID, roomID, threads}
+	prev, known := s.counted.get(key)
+	k := &count{s: s, userID: userID, roomID: roomID}
+	k.g, k.gctx = errgroup.WithContext(ctx)
 	var marks map[string]ephemeral.Mark
 	var page rooms.Page
 	first, fctx := errgroup.WithContext(ctx)
@@ -133,14 +136,17 @@ func (s *Service) Count(ctx context.Context, userID, roomID string, threads bool
 		marks, err = s.Receipts.ReadMarks(fctx, userID, roomID, []string{"", "main"})
 		return err
 	})
-	if guessed {
-		first.Go(func() (err error) { page, err = s.after(fctx, userID, roomID, guess); return err })
-		if newestAfter(ctx, guess) {
-			readContext()
+	if known {
+		first.Go(func() (err error) { page, err = s.after(fctx, userID, roomID, prev.upTo); return err })
+		// What evaluating new events takes is read beside them when the
+		// room is known to hold some (WithNewest), else once they are
+		// read, and only if there are any.
+		if newestAfter(ctx, prev.upTo) {
+			k.readContext()
 		}
 	}
 	if err := first.Wait(); err != nil {
-		_ = g.Wait() // what was read ahead is unused
+		_ = k.g.Wait() // what was read ahead is unused
 		return Counts{}, nil, err
 	}
 	// An unthreaded receipt reads everything before it; without threads a
@@ -150,103 +156,137 @@ func (s *Service) Count(ctx context.Context, userID, roomID string, threads bool
 	if threads {
 		from = marks[""].Seq
 	}
-	s.seen.put(seenKey, from)
-	if !guessed || from < guess {
-		if !contextRead && newestAfter(ctx, from) {
-			readContext()
+	readFrom := prev.upTo
+	var kept []outcome
+	if known && from >= prev.from {
+		kept = prev.after(from)
+	} else { // a receipt that moved back (it cannot) reads all again
+		readFrom = from
+		if !k.contextRead && newestAfter(ctx, from) {
+			k.readContext()
 		}
 		var err error
 		if page, err = s.after(ctx, userID, roomID, from); err != nil {
-			_ = g.Wait()
+			_ = k.g.Wait()
 			return Counts{}, nil, err
 		}
 	}
-	chunk := eventsAfter(page, from)
-	if len(chunk) == 0 {
-		_ = g.Wait() // what was read ahead is unused
+	upTo := max(from, readFrom)
+	fresh := describe(page, upTo, threads)
+	if len(fresh) > 0 {
+		upTo = fresh[0].pos
+	}
+	if len(fresh) == 0 && len(kept) == 0 {
+		_ = k.g.Wait() // what was read ahead is unused
+		s.counted.put(key, counted{from: from, upTo: upTo})
 		return Counts{}, nil, nil
 	}
-	evs := describe(chunk, threads)
-	if !contextRead {
-		readContext()
+	switch {
+	case len(fresh) > 0 && !k.contextRead:
+		k.readContext()
+	case len(fresh) == 0 && !k.contextRead:
+		// Nothing new: what the outcomes kept depend on in the room would
+		// have come as an event; only the rules may have changed.
+		k.readRules()
 	}
-	g.Go(func() (err error) { threadMarks, err = s.threadMarks(gctx, userID, roomID, evs); return err })
-	if err := g.Wait(); err != nil {
+	k.g.Go(func() (err error) { k.marks, err = s.threadMarks(k.gctx, userID, roomID, fresh, kept); return err })
+	if err := k.g.Wait(); err != nil {
 		return Counts{}, nil, err
 	}
-	threadMarks["main"] = main
-	var out Counts
-	perThread := map[string]Counts{}
-	read := map[string]bool{}
-	for _, ev := range evs { // newest first: a receipt's event ends its thread's count
-		if threadMarks[ev.thread].EventID == ev.id {
-			read[ev.thread] = true
+	b := prev.basis
+	b.rules = k.rules.print
+	if k.c != nil {
+		b = basis{rules: k.rules.print, members: k.c.MemberCount, displayName: k.c.DisplayName, levels: k.c.levelsID}
+	}
+	if len(kept) > 0 && (b != prev.basis || redacts(fresh)) {
+		// The outcomes kept may differ now: count all again.
+		var err error
+		if k.c == nil {
+			if k.c, err = s.context(ctx, userID, roomID); err != nil {
+				return Counts{}, nil, err
+			}
+			b = basis{rules: k.rules.print, members: k.c.MemberCount, displayName: k.c.DisplayName, levels: k.c.levelsID}
 		}
-		if read[ev.thread] || ev.doc == nil {
+		if page, err = s.after(ctx, userID, roomID, from); err != nil {
+			return Counts{}, nil, err
+		}
+		kept, fresh = nil, describe(page, from, threads)
+		if len(fresh) > 0 {
+			upTo = fresh[0].pos
+		}
+		if k.marks, err = s.threadMarks(ctx, userID, roomID, fresh, nil); err != nil {
+			return Counts{}, nil, err
+		}
+	}
+	k.marks["main"] = main
+	window := make([]outcome, 0, min(len(fresh)+len(kept), MaxCounted))
+	for _, ev := range fresh {
+		window = append(window, k.evaluate(ev))
+	}
+	window = append(window, kept...)
+	window = window[:min(len(window), MaxCounted)]
+	if k.c != nil && k.c.gaps { // a backfilled event may yet take a position below upTo
+		s.counted.put(key, counted{from: from, upTo: from})
+	} else {
+		s.counted.put(key, counted{from: from, upTo: upTo, basis: b, evs: window})
+	}
+	perThread := map[string]Counts{}
+	for _, o := range window {
+		if o.pos <= k.marks[o.thread].Seq { // read: at or before its thread's receipt
 			continue
 		}
-		o := rules.EvaluateDecoded(ev.doc, c.forSenderID(ev.sender))
-		counts := perThread[ev.thread]
-		if o.Notify {
+		counts := perThread[o.thread]
+		if o.notify {
 			counts.Notifications++
 		}
-		if o.Highlight {
+		if o.highlight {
 			counts.Highlights++
 		}
-		perThread[ev.thread] = counts
+		perThread[o.thread] = counts
 	}
-	out = perThread["main"]
+	out := perThread["main"]
 	delete(perThread, "main")
 	return out, perThread, nil
+}
+
+// count is one Count's reads of what evaluating events takes.
+type count struct {
+	s              *Service
+	userID, roomID string
+	g              *errgroup.Group // the reads beside the events'
+	gctx           context.Context
+	contextRead    bool
+	rules          rules
+	c              *roomContext // nil where no new event needed it
+	marks          map[string]ephemeral.Mark
+}
+
+// readContext reads the rules and the room's context beside what else is
+// under way.
+func (k *count) readContext() {
+	k.contextRead = true
+	k.readRules()
+	k.g.Go(func() (err error) { k.c, err = k.s.context(k.gctx, k.userID, k.roomID); return err })
+}
+
+func (k *count) readRules() {
+	k.g.Go(func() (err error) { k.rules, err = k.s.rulesOf(k.gctx, k.userID); return err })
+}
+
+// evaluate is the rules' outcome for ev.
+func (k *count) evaluate(ev event) outcome {
+	o := outcome{pos: ev.pos, thread: ev.thread}
+	if ev.doc != nil {
+		r := k.rules.EvaluateDecoded(ev.doc, k.c.forSenderID(ev.sender))
+		o.notify, o.highlight = r.Notify, r.Highlight
+	}
+	return o
 }
 
 // after reads the newest MaxCounted events the user can see after
 // position from, newest first.
 func (s *Service) after(ctx context.Context, userID, roomID string, from int64) (rooms.Page, error) {
 	return s.Rooms.Messages(ctx, userID, roomID, rooms.MessagesQuery{Backward: true, Limit: MaxCounted, To: rooms.Token(from)})
-}
-
-// eventsAfter is the events of page after position from.
-func eventsAfter(page rooms.Page, from int64) []json.RawMessage {
-	for i, pos := range page.Positions {
-		if pos <= from {
-			return page.Chunk[:i]
-		}
-	}
-	return page.Chunk
-}
-
-// receiptKey names a user's receipt in a room, as Count takes it: with
-// threads apart, or not.
-type receiptKey struct {
-	userID, roomID string
-	threads        bool
-}
-
-// receiptsSeen holds the receipt position Count last read for each
-// receiptKey in this process: where to read the events from beside the
-// receipts, never what to count from. It forgets all past maxSeen.
-type receiptsSeen struct {
-	mu  gosync.Mutex
-	pos map[receiptKey]int64
-}
-
-const maxSeen = 100000
-
-func (r *receiptsSeen) get(k receiptKey) (int64, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	pos, ok := r.pos[k]
-	return pos, ok
-}
-
-func (r *receiptsSeen) put(k receiptKey, pos int64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.pos == nil || len(r.pos) >= maxSeen {
-		r.pos = map[receiptKey]int64{}
-	}
-	r.pos[k] = pos
 }
 
 type newestKey struct{}
@@ -279,17 +319,23 @@ func later(a, b ephemeral.Mark) ephemeral.Mark {
 // threads, or when threads are not counted apart).
 type event struct {
 	doc    map[string]any // push.DecodeEvent's
-	id     string
+	pos    int64
+	typ    string
 	sender string
 	thread string
 }
 
-func describe(chunk []json.RawMessage, threads bool) []event {
-	out := make([]event, 0, len(chunk))
-	for _, raw := range chunk {
+// describe decodes the events of page after position from, newest first.
+func describe(page rooms.Page, from int64, threads bool) []event {
+	var out []event
+	for i, raw := range page.Chunk {
+		pos := page.Positions[i]
+		if pos <= from {
+			break
+		}
 		// Decoded once, for the fields here and for the push rules.
 		doc, _ := push.DecodeEvent(raw)
-		id, _ := doc["event_id"].(string)
+		typ, _ := doc["type"].(string)
 		sender, _ := doc["sender"].(string)
 		thread := "main"
 		content, _ := doc["content"].(map[string]any)
@@ -297,20 +343,37 @@ func describe(chunk []json.RawMessage, threads bool) []event {
 		if root, _ := rel["event_id"].(string); threads && rel["rel_type"] == "m.thread" && root != "" {
 			thread = root
 		}
-		out = append(out, event{doc: doc, id: id, sender: sender, thread: thread})
+		out = append(out, event{doc: doc, pos: pos, typ: typ, sender: sender, thread: thread})
 	}
 	return out
 }
 
+// redacts reports whether one of evs is a redaction: the event it redacts
+// now reads otherwise, and may be one whose outcome is kept.
+func redacts(evs []event) bool {
+	for _, ev := range evs {
+		if ev.typ == events.Redaction {
+			return true
+		}
+	}
+	return false
+}
+
 // threadMarks reads the receipts of the threads the events are in.
-func (s *Service) threadMarks(ctx context.Context, userID, roomID string, evs []event) (map[string]ephemeral.Mark, error) {
+func (s *Service) threadMarks(ctx context.Context, userID, roomID string, evs []event, kept []outcome) (map[string]ephemeral.Mark, error) {
 	var roots []string
 	seen := map[string]bool{"main": true}
-	for _, ev := range evs {
-		if !seen[ev.thread] {
-			seen[ev.thread] = true
-			roots = append(roots, ev.thread)
+	add := func(thread string) {
+		if !seen[thread] {
+			seen[thread] = true
+			roots = append(roots, thread)
 		}
+	}
+	for _, ev := range evs {
+		add(ev.thread)
+	}
+	for _, o := range kept {
+		add(o.thread)
 	}
 	if len(roots) == 0 {
 		return map[string]ephemeral.Mark{}, nil
@@ -321,8 +384,10 @@ func (s *Service) threadMarks(ctx context.Context, userID, roomID string, evs []
 // roomContext is what the rules need of the room, read once per count.
 type roomContext struct {
 	push.EventContext
-	levels *events.PowerLevelContent
-	create events.PDU
+	levels   *events.PowerLevelContent
+	levelsID string
+	create   events.PDU
+	gaps     bool // the timeline has gaps (Info.Gaps)
 }
 
 func (s *Service) context(ctx context.Context, userID, roomID string) (*roomContext, error) {
@@ -341,7 +406,7 @@ func (s *Service) context(ctx context.Context, userID, roomID string) (*roomCont
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	c := &roomContext{EventContext: push.EventContext{UserID: userID, MemberCount: int(info.Joined)}}
+	c := &roomContext{EventContext: push.EventContext{UserID: userID, MemberCount: int(info.Joined)}, gaps: info.Gaps}
 	var err error
 	if ev := state[me]; ev != nil {
 		var m struct {
@@ -349,6 +414,9 @@ func (s *Service) context(ctx context.Context, userID, roomID string) (*roomCont
 		}
 		_ = json.Unmarshal(ev.Content(), &m)
 		c.DisplayName = m.DisplayName
+	}
+	if ev := state[pl]; ev != nil {
+		c.levelsID = ev.EventID()
 	}
 	if c.levels, err = events.PowerLevelsOf(state[pl]); err != nil {
 		return nil, err
@@ -361,7 +429,8 @@ func (s *Service) context(ctx context.Context, userID, roomID string) (*roomCont
 // Rules reads the user's push rules, reused for rulesFor as a sync's
 // count reuses them.
 func (s *Service) Rules(ctx context.Context, userID string) (push.Ruleset, error) {
-	return s.rulesOf(ctx, userID)
+	rs, err := s.rulesOf(ctx, userID)
+	return rs.Ruleset, err
 }
 
 // Context is what evaluating userID's push rules on eventJSON, an event of
