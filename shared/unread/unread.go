@@ -196,7 +196,7 @@ func (s *Service) Count(ctx context.Context, userID, roomID string, threads bool
 	b := prev.basis
 	b.rules = k.rules.print
 	if k.c != nil {
-		b = basis{rules: k.rules.print, members: k.c.MemberCount, displayName: k.c.DisplayName, levels: k.c.levelsID}
+		b = k.basis()
 	}
 	if len(kept) > 0 && (b != prev.basis || redacts(fresh)) {
 		// The outcomes kept may differ now: count all again.
@@ -205,7 +205,7 @@ func (s *Service) Count(ctx context.Context, userID, roomID string, threads bool
 			if k.c, err = s.context(ctx, userID, roomID); err != nil {
 				return Counts{}, nil, err
 			}
-			b = basis{rules: k.rules.print, members: k.c.MemberCount, displayName: k.c.DisplayName, levels: k.c.levelsID}
+			b = k.basis()
 		}
 		if page, err = s.after(ctx, userID, roomID, from); err != nil {
 			return Counts{}, nil, err
@@ -271,6 +271,11 @@ func (k *count) readContext() {
 
 func (k *count) readRules() {
 	k.g.Go(func() (err error) { k.rules, err = k.s.rulesOf(k.gctx, k.userID); return err })
+}
+
+// basis is what the outcomes evaluated now depend on besides the events.
+func (k *count) basis() basis {
+	return basis{rules: k.rules.print, members: k.c.MemberCount, displayName: k.c.DisplayName, levels: k.c.levelsID}
 }
 
 // evaluate is the rules' outcome for ev.
