@@ -27,6 +27,12 @@ type memoEntry struct {
 	err  error
 }
 
+// memoOf is ctx's memo, nil outside WithShared.
+func memoOf(ctx context.Context) *memo {
+	m, _ := ctx.Value(memoKey{}).(*memo)
+	return m
+}
+
 // WithShared returns a context in which the reads made through it (Shared,
 // GetShared, Prefetch, Seed) are made once and shared, for a request that
 // reads one item several ways side by side (a sync).
@@ -57,7 +63,7 @@ func GetShared[T any](ctx context.Context, st *Store, k Key, out *T) error {
 // Shared is read through ctx's memo under k, if any: the first caller of
 // k reads, the others wait for its answer.
 func Shared[T any](ctx context.Context, k Key, read func() (T, error)) (T, error) {
-	m, _ := ctx.Value(memoKey{}).(*memo)
+	m := memoOf(ctx)
 	if m == nil {
 		return read()
 	}
@@ -79,7 +85,7 @@ func Shared[T any](ctx context.Context, k Key, read func() (T, error)) (T, error
 // already: an item a Query of several read serves the later reads of it
 // alone.
 func Seed[T any](ctx context.Context, k Key, v T) {
-	m, _ := ctx.Value(memoKey{}).(*memo)
+	m := memoOf(ctx)
 	if m == nil {
 		return
 	}
@@ -99,7 +105,7 @@ func Seed[T any](ctx context.Context, k Key, v T) {
 // read many rooms' items one by one waits for one round trip instead of
 // making a call each.
 func Prefetch[T any](ctx context.Context, st *Store, keys []Key) {
-	m, _ := ctx.Value(memoKey{}).(*memo)
+	m := memoOf(ctx)
 	if m == nil {
 		return
 	}
@@ -145,7 +151,7 @@ func Prefetch[T any](ctx context.Context, st *Store, keys []Key) {
 // where their reads are under way, items not found left out; ok is false
 // unless every key's read was begun (Prefetch), and the caller reads them.
 func SharedMany[T any](ctx context.Context, keys []Key) (found []T, ok bool, err error) {
-	m, _ := ctx.Value(memoKey{}).(*memo)
+	m := memoOf(ctx)
 	if m == nil {
 		return nil, false, nil
 	}
@@ -176,7 +182,7 @@ func SharedMany[T any](ctx context.Context, keys []Key) (found []T, ok bool, err
 // SharedSoFar is what ctx's memo holds under k, waited for if its read is
 // under way; ok is false when no read of k was begun.
 func SharedSoFar[T any](ctx context.Context, k Key) (v T, ok bool, err error) {
-	m, _ := ctx.Value(memoKey{}).(*memo)
+	m := memoOf(ctx)
 	if m == nil {
 		return v, false, nil
 	}

@@ -181,6 +181,7 @@ func TestStore_KeyLimits(t *testing.T) {
 		{"query pk", func() error { _, err := s.QueryPage(ctx, store.Query{PK: pk + "x"}, &page); return err }},
 		{"query prefix", func() error { _, err := s.QueryPage(ctx, store.Query{PK: "p", Prefix: sk + "x"}, &page); return err }},
 		{"query from", func() error { _, err := s.QueryPage(ctx, store.Query{PK: "p", From: sk + "x"}, &page); return err }},
+		{"query to", func() error { _, err := s.QueryPage(ctx, store.Query{PK: "p", To: sk + "x"}, &page); return err }},
 		{"index query", func() error {
 			_, err := s.QueryPage(ctx, store.Query{Index: "gsi1", PK: pk + "x"}, &page)
 			return err
@@ -469,6 +470,19 @@ func TestStore_QueryFrom(t *testing.T) {
 	}
 	if got := sks(store.Query{PK: "room|f", Prefix: "ev|", From: "ev|05", Descending: true, Limit: 2}); got != "05,04" {
 		t.Errorf("descending from 05 limit 2 = %s", got)
+	}
+	// To ends the page, inclusive, at either end, with or without From.
+	if got := sks(store.Query{PK: "room|f", Prefix: "ev|", To: "ev|07", Descending: true, Limit: 20}); got != "09,08,07" {
+		t.Errorf("descending from the end to 07 = %s", got)
+	}
+	if got := sks(store.Query{PK: "room|f", Prefix: "ev|", From: "ev|06", To: "ev|04", Descending: true}); got != "06,05,04" {
+		t.Errorf("descending from 06 to 04 = %s", got)
+	}
+	if got := sks(store.Query{PK: "room|f", Prefix: "ev|", To: "ev|02"}); got != "00,01,02" {
+		t.Errorf("ascending to 02 = %s", got)
+	}
+	if got := sks(store.Query{PK: "room|f", Prefix: "ev|", To: "ev|99", Descending: true}); got != "" {
+		t.Errorf("descending to past the last = %q, want none", got)
 	}
 }
 
