@@ -171,10 +171,31 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 	if s.halted("slot") {
 		return nil, nil, errHalted
 	}
-	switch err := s.Store.Create(ctx, sl); {
+	a := Appended{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined(), StateSeq: sl.StateSeq, Servers: loc.Partial}
+	if s.halted("landed") {
+		if s.Landing != nil {
+			_ = s.Landing(ctx, a)
+		}
+		return nil, nil, errHalted
+	}
+	// The stream entries and the search index go beside the slot (Landing).
+	landed := make(chan error, 1)
+	if s.Landing != nil {
+		go func() { landed <- s.Landing(ctx, a) }()
+	} else {
+		landed <- errNoLanding
+	}
+	err = s.Store.Create(ctx, sl)
+	landErr := <-landed
+	switch {
 	case errors.Is(err, store.ErrExists):
 		if rel != nil {
 			if err := s.restoreRelation(ctx, roomID, seq, rel); err != nil {
+				return nil, nil, err
+			}
+		}
+		if landErr != errNoLanding {
+			if err := s.reland(ctx, roomID, seq, loc); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -182,11 +203,32 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 	case err != nil:
 		return nil, nil, err
 	}
-	finish := func(ctx context.Context) error {
-		return s.notify(ctx, []Appended{{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined(), StateSeq: sl.StateSeq, Servers: loc.Partial}})
-	}
+	// What Landing failed to write is written after the slot, as for any
+	// other event.
+	a.Landed = landErr == nil
+	finish := func(ctx context.Context) error { return s.notify(ctx, []Appended{a}) }
 	sl.Txn = ""
 	return headAt(sl, seq, ev), finish, nil
+}
+
+// errNoLanding stands for a Landing that was not called.
+var errNoLanding = errors.New("no landing hook")
+
+// reland calls Landing with the event that won position seq, which a
+// message lost after Landing wrote for it there: the loser's search index
+// items, keyed by word and position, may have replaced the winner's. The
+// loser's writes are over, so the winner's put back now are the last.
+func (s *Service) reland(ctx context.Context, roomID string, seq int64, loc *locals) error {
+	pk, sk := slotKey(roomID, seq)
+	won, err := s.slotsAt(ctx, []store.Key{{PK: pk, SK: sk}})
+	if err != nil {
+		return fmt.Errorf("read the event that won position %d: %w", seq, err)
+	}
+	e, ok := won[seq]
+	if !ok {
+		return nil
+	}
+	return s.Landing(ctx, Appended{RoomID: roomID, Seq: seq, Event: e.PDU, To: loc.joined(), StateSeq: e.StateSeq})
 }
 
 // restoreRelation puts back the relation item of the event that won the

@@ -241,6 +241,12 @@ type Page struct {
 	// (gap.go) lies after To: events are missing from it, whatever was
 	// filled since, so its timeline is limited.
 	Gap bool `json:"-"`
+	// Newest is, for a /sync page (News) read back from a position, the
+	// newest position held at or before it, where the reader may see
+	// that far: below it while the message a stream entry named is still
+	// on its way to its slot (Service.Landing), and the page's To when
+	// nothing after To is held yet. Else it is the position read from.
+	Newest int64 `json:"-"`
 }
 
 // Messages pages through the room's timeline as userID may see it. In the
@@ -281,10 +287,14 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 			}
 		}
 	}
-	if from == live {
-		from = top
+	newest := from
+	if v.news && q.Backward && from != live && top < from && v.limit() >= from {
+		newest = max(top, stop, 0)
 	}
-	page := Page{Start: token(from), Positions: make([]int64, 0, len(evs))}
+	if from == live {
+		from, newest = top, top
+	}
+	page := Page{Start: token(from), Newest: newest, Positions: make([]int64, 0, len(evs))}
 	for _, e := range evs {
 		if page.Oldest == 0 || e.Seq < page.Oldest {
 			page.Oldest = e.Seq

@@ -32,6 +32,17 @@ type Service struct {
 	// Appended is told of every event appended, after it is stored, with
 	// the local users whose sync streams it goes to; nil does nothing.
 	Appended func(ctx context.Context, evs []Appended) error
+	// Landing, when set, writes what the local users' syncs and search
+	// read of a lone message (its stream entries, its search index) beside
+	// the write of its slot, not after it: a send then waits one round
+	// trip less. Its writes may come before the slot or without it (the
+	// slot went to another event, or the process died): what reads them
+	// takes an entry whose slot is not there yet for news still to come,
+	// and an index item for a hit only where the slot holds its event.
+	// Losing the slot, the append calls Landing again with the event that
+	// won it, to put back index items the loser's replaced. The event then
+	// reaches Appended with Landed set.
+	Landing func(ctx context.Context, a Appended) error
 	// SyncPosition reads a /sync token of userID as the position in roomID
 	// it stands just after (sync.Service.RoomPosition), for the endpoints
 	// that take a sync token for a pagination token; nil accepts room
@@ -63,9 +74,10 @@ type Service struct {
 	sent  sentTxns
 	// halt, set by tests, is asked at the points where a process can die
 	// during an append ("slot": a message's record and pointer are
-	// written, its slot not yet; "appended": the event is stored, the
-	// local users not yet told). true stops the append there as a death
-	// would: nothing more is written.
+	// written, its slot not yet; "landed": that, and what Landing writes;
+	// "appended": the event is stored, the local users not yet told).
+	// true stops the append there as a death would: nothing more is
+	// written.
 	halt func(point string) bool
 }
 
@@ -99,6 +111,10 @@ type Appended struct {
 	// its member state does not show yet (partial.go): the sender sends to
 	// them too. Nil in a room whose state is whole.
 	Servers []string
+	// Landed reports that Landing wrote the event's stream entries and
+	// search index beside its slot: Appended's hooks only wake the syncs
+	// waiting for it.
+	Landed bool
 }
 
 // notify records the thread replies among appended events and passes the

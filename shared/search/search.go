@@ -177,13 +177,19 @@ func countTokens(text string, key int) []counted {
 // Index writes the index items of the appended events that have searchable
 // text, in BatchWriteItem calls of up to 25 items: one write unit per
 // distinct token of each. It is rooms.Service.Appended's second task,
-// run beside the sync fan-out.
+// run beside the sync fan-out, and Landing's, beside a message's slot:
+// an event Landed is indexed already. Items written for a message that
+// lost its position to another event name it by ID, and search finds
+// them only where the slot holds that event (rooms.SearchView.Load).
 func (s *Service) Index(ctx context.Context, evs []rooms.Appended) error {
 	if s.Disabled {
 		return nil
 	}
 	var items []any
 	for _, a := range evs {
+		if a.Landed {
+			continue
+		}
 		for _, c := range eventTokens(a.Event) {
 			items = append(items, entry{
 				PK: indexPK(a.RoomID), SK: entrySK(c.token, a.Seq),

@@ -302,6 +302,14 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 		g.Go(func() error { return snd.Appended(ctx, evs) })
 		return g.Wait()
 	}
+	// A lone message's entries and index go beside its slot instead: a
+	// send waits for one round trip for the slot and both.
+	rms.Landing = func(ctx context.Context, a rooms.Appended) error {
+		var g errgroup.Group
+		g.Go(func() error { return syncs.Land(ctx, a) })
+		g.Go(func() error { return searches.Index(ctx, []rooms.Appended{a}) })
+		return g.Wait()
+	}
 	rms.SyncPosition = syncs.RoomPosition
 	pres := &presence.Service{Store: st, Rooms: rms, Enabled: cfg.Presence.Enabled, Touch: func(ctx context.Context, userID string, users []string) error {
 		return syncs.Touch(ctx, userID, users)

@@ -82,20 +82,49 @@ func (s *Service) Touch(ctx context.Context, roomID string, users []string) erro
 
 // Fanout writes a stream entry for each user each appended event concerns,
 // and wakes their waiting syncs in this process. It is the rooms service's
-// Appended hook.
+// Appended hook. An event Landed has its entries already (Land): its
+// users are only woken.
 func (s *Service) Fanout(ctx context.Context, evs []rooms.Appended) error {
-	now := s.now()
 	var items []any
-	var users []string
+	var users, landed []string
 	for _, ev := range evs {
-		for _, u := range ev.To {
-			e := s.entry(now, u, ev.RoomID, ev.Seq)
-			e.NoBump = ev.Event != nil && !slidingBumps(ev.Event, u)
-			items = append(items, e)
-			users = append(users, u)
+		if ev.Landed {
+			landed = append(landed, ev.To...)
+			continue
 		}
+		items = append(items, s.entries(ev)...)
+		users = append(users, ev.To...)
 	}
-	return s.write(ctx, items, users)
+	if err := s.write(ctx, items, users); err != nil {
+		return err
+	}
+	s.wake(ctx, landed)
+	return nil
+}
+
+// Land writes the stream entries of a message beside its slot (the rooms
+// service's Landing hook), without waking anyone: the slot may not be
+// there yet. Fanout wakes them once it is. A sync that reads such an
+// entry before its slot delivers the room up to the event before it
+// (rooms.Page.Newest) and reads the entry again.
+func (s *Service) Land(ctx context.Context, a rooms.Appended) error {
+	if err := s.Store.PutMany(ctx, s.entries(a)); err != nil {
+		return fmt.Errorf("sync fan-out: %w", err)
+	}
+	return nil
+}
+
+// entries are the stream entries of one appended event, one for each
+// user it concerns.
+func (s *Service) entries(a rooms.Appended) []any {
+	now := s.now()
+	items := make([]any, 0, len(a.To))
+	for _, u := range a.To {
+		e := s.entry(now, u, a.RoomID, a.Seq)
+		e.NoBump = a.Event != nil && !slidingBumps(a.Event, u)
+		items = append(items, e)
+	}
+	return items
 }
 
 func (s *Service) entry(now time.Time, userID, room string, seq int64) entry {
@@ -110,11 +139,20 @@ func (s *Service) write(ctx context.Context, items []any, keys []string) error {
 	if err := s.Store.PutMany(ctx, items); err != nil {
 		return fmt.Errorf("sync fan-out: %w", err)
 	}
+	s.wake(ctx, keys)
+	return nil
+}
+
+// wake wakes the syncs waiting on keys, in this process and, through
+// Notify, in others.
+func (s *Service) wake(ctx context.Context, keys []string) {
+	if len(keys) == 0 {
+		return
+	}
 	s.waiters.wake(keys)
 	if s.Notify != nil {
 		s.Notify(ctx, keys)
 	}
-	return nil
 }
 
 // Wake wakes the syncs waiting in this process on keys (user IDs, or
@@ -197,6 +235,13 @@ type position struct {
 	User string              `json:"u"`
 	Time int64               `json:"t"`
 	Sent map[string][2]int64 `json:"r,omitempty"` // room → {position delivered, newest entry's ms}
+	// Pending names, by room, the position of news the response could not
+	// deliver: a message whose stream entry came before its slot
+	// (rooms.Service.Landing). Its entry is news again, but the next sync
+	// waits a poll (or a wake-up) before it answers for such news alone,
+	// so that an entry whose slot never comes (its process died) costs a
+	// sync a poll, not a client's every request, until the window passes.
+	Pending map[string]int64 `json:"pn,omitempty"`
 	// Ephemeral is the time of the newest ephemeral entry delivered.
 	Ephemeral int64 `json:"e,omitempty"`
 	// Presence is the set_presence last applied, so that polling does not
@@ -330,6 +375,11 @@ func (p position) valid() bool {
 			return false
 		}
 	}
+	for room, seq := range p.Pending {
+		if !rooms.ValidRoomID(room) || seq < 0 {
+			return false
+		}
+	}
 	for _, ms := range p.DeviceSeen {
 		if !ok(ms) {
 			return false
@@ -366,6 +416,17 @@ func (s *Service) RoomPosition(ctx context.Context, userID, roomID, token string
 		return sent[0], nil
 	}
 	return s.Rooms.PositionAt(ctx, roomID, time.UnixMilli(p.Time))
+}
+
+// pending reports whether all of fresh is news the token's response found
+// not there yet (Pending).
+func (p position) pending(fresh []news) bool {
+	for _, n := range fresh {
+		if n.Seq == 0 || n.Seq > p.Pending[n.RoomID] {
+			return false
+		}
+	}
+	return len(fresh) > 0
 }
 
 // fresh is news the token has not delivered.

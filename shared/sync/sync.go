@@ -416,7 +416,7 @@ func (s *Service) await(ctx context.Context, req Request, pos position, box *inb
 	}
 	woken, done := s.waiters.wait(req.UserID, deviceKey(req.UserID, req.DeviceID))
 	defer done()
-	for {
+	for first := true; ; first = false {
 		readAt := s.now()
 		all, err := s.readStream(ctx, req.UserID, pos.Time-window.Milliseconds(), false)
 		if err != nil {
@@ -432,7 +432,8 @@ func (s *Service) await(ctx context.Context, req Request, pos position, box *inb
 		for _, room := range due {
 			fresh = append(fresh, news{RoomID: room})
 		}
-		if messages || len(fresh) > 0 || !s.now().Before(deadline) || s.waiters.stopping() {
+		news := len(fresh) > 0 && !(first && pos.pending(fresh))
+		if messages || news || !s.now().Before(deadline) || s.waiters.stopping() {
 			return fresh, readAt, nil
 		}
 		wait := min(s.PollInterval, deadline.Sub(s.now()))
@@ -961,6 +962,17 @@ func (s *Service) addJoined(req Request, resp *Response, next *position, m rooms
 		resp.devices.members(req.UserID, members)
 	}
 	resp.Rooms.Join[m.RoomID] = j
+	if named := next.Sent[m.RoomID][0]; from >= 0 && head < named {
+		// The news named a message whose slot was not there yet
+		// (rooms.Page.Newest): delivered up to the event before it, the
+		// entry is news again.
+		next.Sent[m.RoomID] = [2]int64{head, next.Sent[m.RoomID][1]}
+		if next.Pending == nil {
+			next.Pending = map[string]int64{}
+		}
+		next.Pending[m.RoomID] = named
+		return
+	}
 	// Rooms quiet for longer than the window have no entries the next
 	// sync could read again: the token need not name them.
 	if from >= 0 || newestTS(j.Timeline.Events) >= next.Time-window.Milliseconds() {
@@ -1016,6 +1028,7 @@ func (s *Service) joinedPage(ctx context.Context, req Request, roomID string, fr
 	if err != nil {
 		return nil, 0, nil, err
 	}
+	head = min(head, page.Newest)
 	reportHead(ctx, head)
 	chunk := slices.Clone(page.Chunk)
 	slices.Reverse(chunk)
