@@ -82,7 +82,7 @@ func scan(t *testing.T, db *dynamodb.Client) string {
 		for _, it := range res.Items {
 			m := map[string]string{}
 			for k, v := range it {
-				m[k] = v.(*types.AttributeValueMemberS).Value
+				m[k] = text(v)
 			}
 			items = append(items, m)
 		}

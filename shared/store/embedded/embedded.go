@@ -41,7 +41,7 @@ type Options struct {
 // Start listens on addr (such as "127.0.0.1:0") and serves the DynamoDB API
 // from memory: the tables end with the server.
 func Start(addr string) (*Server, error) {
-	return start(addr, newPartitions(miniserver.NewServer()))
+	return start(addr, newPartitions(newShards(miniserver.NewServer())))
 }
 
 // Open restores the tables kept in o.Dir (see durable.go for the files),
@@ -59,7 +59,7 @@ func Open(addr string, o Options) (*Server, error) {
 	if o.SnapshotBytes <= 0 {
 		o.SnapshotBytes = DefaultSnapshotBytes
 	}
-	p := newPartitions(miniserver.NewServer())
+	p := newPartitions(newShards(miniserver.NewServer()))
 	log, err := p.recover(o.Dir, o.SnapshotBytes, o.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("embedded dynamodb: restore: %w", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -24,21 +25,37 @@ import (
 // (and a test suite's time) would otherwise reflect the stand-in, not the
 // design.
 //
-// Writes still go to the stand-in, so conditions, transactions and updates
-// keep its semantics; after each, the written keys are read back from it,
-// and what changed updates the copy and, when the server keeps a journal,
-// is journaled (durable.go). Queries of any other shape (an index, a
-// filter, a projection) go to the stand-in as before.
+// Writes still go to the stand-in (in shards: shards.go), so conditions,
+// transactions and updates keep its semantics; after each, what it changed
+// (the items a put or a delete names, or read back from the stand-in)
+// updates the copy and, when the server keeps a journal, is journaled
+// (durable.go). The copy also answers the Queries of an index (index.go)
+// and Scans of whole items; reads of other shapes are refused.
 //
-// Writes run one at a time and queries beside each other, which also gives
-// transactions the isolation the stand-in lacks: it applies one item by item
-// and, when one fails, restores a snapshot of the whole table taken before,
-// undoing a write of another request that landed in between.
+// Writes of different items run side by side, as DynamoDB runs them (a
+// message's slot, its stream entries and its search words are written at
+// once), and writes of one item one after the other: the copy then takes
+// their changes in the order the stand-in did. The stand-in applies each
+// request whole, under its one lock; the copy takes a request's changes
+// at once, so that no query sees half a transaction.
 type partitions struct {
 	next http.Handler
 
+	// mu guards the copy: queries hold it to read, writes only to apply
+	// what they changed, all of a request's changes at once.
 	mu     sync.RWMutex
 	tables map[string]*table
+	// tableMu is held to change a table (which no item write may see
+	// half done) and read-held by every item write.
+	tableMu sync.RWMutex
+	// items serializes the writes of one item: writes of different items
+	// run side by side, as DynamoDB runs them, and the stand-in, holding
+	// its own lock for each request, applies each whole.
+	items [256]sync.Mutex
+	// pause, set by tests, runs between a write's request to the stand-in
+	// and its change to the copy, where writes of one item must not
+	// overtake each other.
+	pause func()
 
 	// log, when set, makes every change durable before any response
 	// that could reflect it goes out.
@@ -60,6 +77,9 @@ type table struct {
 	// partition's sort keys in byte order, as DynamoDB sorts strings;
 	// queries of other tables go to the stand-in.
 	keys map[string][]string
+	// indexes are the table's global secondary indexes whose keys are
+	// strings, by name (index.go).
+	indexes map[string]*index
 }
 
 func newPartitions(next http.Handler) *partitions {
@@ -95,11 +115,15 @@ func (p *partitions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		seq = p.log.last()
 		p.mu.RUnlock()
+	} else if itemWrites[op] {
+		seq = p.writeItems(op, body, r, rec)
 	} else {
+		p.tableMu.Lock()
 		p.mu.Lock()
 		p.next.ServeHTTP(rec, r)
-		seq = p.log.append(p.wrote(op, body, rec.Code == http.StatusOK))
+		seq = p.log.append(p.wroteTable(op, body, rec.Code == http.StatusOK))
 		p.mu.Unlock()
+		p.tableMu.Unlock()
 	}
 	// Nothing goes out, a write's success or a read of one, before the
 	// writes it could reflect are on disk.
@@ -196,6 +220,7 @@ func (t *table) set(key map[string]attr, item json.RawMessage) {
 	if !ok {
 		return
 	}
+	t.indexItems(id, t.items[id], item)
 	if item == nil {
 		delete(t.items, id)
 	} else {
@@ -221,34 +246,114 @@ func (t *table) set(key map[string]attr, item json.RawMessage) {
 	}
 }
 
-// wrote reads back what the write request op may have changed, keeps the
-// copy up to date, and returns what changed for the journal: nil when
-// nothing did. A request that failed may still have changed items (a
-// batch stops at its first failing put), so its keys are read back too;
-// a table changes only with a successful request.
-func (p *partitions) wrote(op string, body []byte, ok bool) *record {
+// itemWrites are the operations that write items.
+var itemWrites = map[string]bool{"PutItem": true, "UpdateItem": true, "DeleteItem": true,
+	"BatchWriteItem": true, "TransactWriteItems": true}
+
+// wroteTable applies a request that changed a table to the copy and
+// returns it for the journal: nil when it failed.
+func (p *partitions) wroteTable(op string, body []byte, ok bool) *record {
 	switch op {
 	case "CreateTable", "UpdateTable", "DeleteTable":
-		var in struct{ TableName string }
-		if !ok || json.Unmarshal(body, &in) != nil {
-			return nil
-		}
-		t := tableOp{Op: op, Table: in.TableName, Body: json.RawMessage(slices.Clone(body))}
-		if err := p.applyTable(t); err != nil {
-			return nil
-		}
-		return &record{Table: &t}
+	default:
+		return nil
 	}
+	var in struct{ TableName string }
+	if !ok || json.Unmarshal(body, &in) != nil {
+		return nil
+	}
+	t := tableOp{Op: op, Table: in.TableName, Body: json.RawMessage(slices.Clone(body))}
+	if err := p.applyTable(t); err != nil {
+		return nil
+	}
+	return &record{Table: &t}
+}
+
+// writeItems sends a request that writes items to the stand-in, holding
+// the locks of the items it names, and brings the copy up to date with
+// what it changed; it returns the journal's sequence number of the change
+// (that of the last record when nothing changed). A successful put or
+// delete leaves the item it names as it named it (or absent); what an
+// update leaves is read back from the stand-in. A request refused changes
+// nothing, but for a batch, which stops at its first failing put, and a
+// failure of the stand-in itself: their items are read back.
+func (p *partitions) writeItems(op string, body []byte, r *http.Request, rec *httptest.ResponseRecorder) uint64 {
+	p.tableMu.RLock()
+	defer p.tableMu.RUnlock()
+	ws := p.identify(writtenKeys(op, body))
+	unlock := p.lockItems(ws)
+	defer unlock()
+	p.next.ServeHTTP(rec, r)
+	if p.pause != nil {
+		p.pause()
+	}
+	ok := rec.Code == http.StatusOK
+	readBack := !ok && (op == "BatchWriteItem" || rec.Code >= 500)
+	if !ok && !readBack {
+		ws = nil
+	}
+	if ok && op == "BatchWriteItem" {
+		var out struct{ UnprocessedItems map[string][]json.RawMessage }
+		json.Unmarshal(rec.Body.Bytes(), &out)
+		readBack = len(out.UnprocessedItems) > 0
+	}
+	for i := range ws {
+		if readBack || !ws[i].known {
+			ws[i].after, _ = p.get(ws[i].table, ws[i].key)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	var changes []change
-	for _, k := range writtenKeys(op, body) {
-		if c, ok := p.refresh(k.table, k.key); ok {
+	for _, w := range ws {
+		if c, ok := p.refresh(w); ok {
 			changes = append(changes, c)
 		}
 	}
 	if len(changes) == 0 {
-		return nil
+		return p.log.append(nil)
 	}
-	return &record{Changes: changes}
+	return p.log.append(&record{Changes: changes})
+}
+
+// identify keeps the written items of tables the copy holds, each with its
+// keyID and its key alone.
+func (p *partitions) identify(ws []written) []written {
+	out := ws[:0]
+	for _, w := range ws {
+		t, ok := p.tables[w.table]
+		if !ok {
+			continue
+		}
+		if w.id, ok = t.keyID(w.key); ok {
+			w.key = t.key(w.key)
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// lockItems locks the items ws names, in one order, and returns the
+// function that unlocks them.
+func (p *partitions) lockItems(ws []written) func() {
+	var held []int
+	for _, w := range ws {
+		h := fnv.New32a()
+		io.WriteString(h, w.table)
+		io.WriteString(h, "\x00")
+		io.WriteString(h, w.id)
+		held = append(held, int(h.Sum32()%uint32(len(p.items))))
+	}
+	slices.Sort(held)
+	held = slices.Compact(held)
+	for _, i := range held {
+		p.items[i].Lock()
+	}
+	return func() {
+		for _, i := range held {
+			p.items[i].Unlock()
+		}
+	}
 }
 
 // applyTable applies a request that changed a table to the copy.
@@ -263,6 +368,7 @@ func (p *partitions) applyTable(op tableOp) error {
 	case "UpdateTable":
 		if t, ok := p.tables[op.Table]; ok {
 			t.defs = append(t.defs, op)
+			t.updateIndexes(op.Body)
 		}
 	case "DeleteTable":
 		delete(p.tables, op.Table)
@@ -302,39 +408,59 @@ func newTable(op tableOp) (*table, error) {
 	}
 	if t.rng != "" && types[t.hash] == "S" && types[t.rng] == "S" {
 		t.keys = map[string][]string{}
+		t.indexes = indexDefs(op.Body, types)
 	}
 	return t, nil
 }
 
-type tableKey struct {
+// written is an item a write request may have created, changed or
+// deleted: its key (or the whole item), and, when the request says what
+// the item is once it succeeds (a put, a delete), that (nil: absent).
+type written struct {
 	table string
 	key   map[string]attr
+	known bool
+	after json.RawMessage
+	// id is the item's keyID (identify).
+	id string
 }
 
 // writtenKeys lists the items a write request may have created, changed or
 // deleted.
-func writtenKeys(op string, body []byte) []tableKey {
-	type write struct {
+func writtenKeys(op string, body []byte) []written {
+	type item struct {
 		TableName string
-		Item, Key map[string]attr
+		Key       map[string]attr
+		Item      json.RawMessage
 	}
-	keyOf := func(w write) tableKey {
-		if w.Item != nil {
-			return tableKey{w.TableName, w.Item}
+	put := func(table string, raw json.RawMessage) (written, bool) {
+		var key map[string]attr
+		if json.Unmarshal(raw, &key) != nil {
+			return written{}, false
 		}
-		return tableKey{w.TableName, w.Key}
+		return written{table: table, key: key, known: true, after: raw}, true
 	}
-	var out []tableKey
+	var out []written
+	add := func(w written, ok bool) {
+		if ok {
+			out = append(out, w)
+		}
+	}
 	switch op {
-	case "PutItem", "UpdateItem", "DeleteItem":
-		var w write
-		if json.Unmarshal(body, &w) == nil {
-			out = append(out, keyOf(w))
+	case "PutItem":
+		var in item
+		if json.Unmarshal(body, &in) == nil {
+			add(put(in.TableName, in.Item))
+		}
+	case "UpdateItem", "DeleteItem":
+		var in item
+		if json.Unmarshal(body, &in) == nil {
+			add(written{table: in.TableName, key: in.Key, known: op == "DeleteItem"}, true)
 		}
 	case "BatchWriteItem":
 		var in struct {
 			RequestItems map[string][]struct {
-				PutRequest    *struct{ Item map[string]attr }
+				PutRequest    *struct{ Item json.RawMessage }
 				DeleteRequest *struct{ Key map[string]attr }
 			}
 		}
@@ -342,50 +468,45 @@ func writtenKeys(op string, body []byte) []tableKey {
 		for name, reqs := range in.RequestItems {
 			for _, r := range reqs {
 				if r.PutRequest != nil {
-					out = append(out, tableKey{name, r.PutRequest.Item})
+					add(put(name, r.PutRequest.Item))
 				}
 				if r.DeleteRequest != nil {
-					out = append(out, tableKey{name, r.DeleteRequest.Key})
+					add(written{table: name, key: r.DeleteRequest.Key, known: true}, true)
 				}
 			}
 		}
 	case "TransactWriteItems":
 		var in struct {
-			TransactItems []struct{ Put, Update, Delete *write }
+			TransactItems []struct{ Put, Update, Delete *item }
 		}
 		_ = json.Unmarshal(body, &in)
 		for _, it := range in.TransactItems {
-			for _, w := range []*write{it.Put, it.Update, it.Delete} {
-				if w != nil {
-					out = append(out, keyOf(*w))
-				}
+			switch {
+			case it.Put != nil:
+				add(put(it.Put.TableName, it.Put.Item))
+			case it.Update != nil:
+				add(written{table: it.Update.TableName, key: it.Update.Key}, true)
+			case it.Delete != nil:
+				add(written{table: it.Delete.TableName, key: it.Delete.Key, known: true}, true)
 			}
 		}
 	}
 	return out
 }
 
-// refresh reads a written key back from the stand-in and, when the item
-// differs from the copy, updates the copy and returns the change.
-func (p *partitions) refresh(name string, item map[string]attr) (change, bool) {
-	t, ok := p.tables[name]
+// refresh puts a written item into the copy as the request left it (nil:
+// absent) and returns the change, unless the copy holds it so already.
+func (p *partitions) refresh(w written) (change, bool) {
+	t, ok := p.tables[w.table]
 	if !ok {
 		return change{}, false
 	}
-	id, ok := t.keyID(item)
-	if !ok {
+	before, had := t.items[w.id]
+	if had == (w.after != nil) && bytes.Equal(before, w.after) {
 		return change{}, false
 	}
-	key := t.key(item)
-	now, exists := p.get(name, key)
-	if !exists {
-		now = nil
-	}
-	if before, had := t.items[id]; had == exists && bytes.Equal(before, now) {
-		return change{}, false
-	}
-	t.set(key, now)
-	return change{Table: name, Key: key, Item: now}, true
+	t.set(w.key, w.after)
+	return change{Table: w.table, Key: w.key, Item: w.after}, true
 }
 
 // get reads one item from the stand-in.
@@ -429,17 +550,23 @@ type queryInput struct {
 // query answers a Query from the copy, or reports that it cannot and the
 // stand-in must.
 func (p *partitions) query(op string, body []byte) ([]byte, bool) {
+	if op == "Scan" {
+		return p.scan(body)
+	}
 	var in queryInput
 	if op != "Query" || json.Unmarshal(body, &in) != nil {
 		return nil, false
 	}
 	t, ok := p.tables[in.TableName]
-	if !ok || t.keys == nil || in.IndexName != "" || in.FilterExpression != "" || in.ProjectionExpression != "" ||
-		(in.Select != "" && in.Select != "ALL_ATTRIBUTES") || in.KeyConditions != nil ||
+	if !ok || t.keys == nil || in.FilterExpression != "" || in.ProjectionExpression != "" ||
+		(in.Select != "" && in.Select != "ALL_ATTRIBUTES" && in.Select != "ALL_PROJECTED_ATTRIBUTES") || in.KeyConditions != nil ||
 		in.QueryFilter != nil || in.AttributesToGet != nil || (in.Limit != nil && *in.Limit < 1) {
 		return nil, false
 	}
-	pk, span, ok := in.condition(t)
+	if in.IndexName != "" {
+		return t.queryIndex(&in)
+	}
+	pk, span, ok := in.condition(t.hash, t.rng)
 	if !ok {
 		return nil, false
 	}
@@ -490,10 +617,10 @@ func stringAttr(s string) attr {
 	return attr{"S": raw}
 }
 
-// condition parses the key condition into the partition and the run of a
-// partition's sorted sort keys it holds, [lo, hi); ok is false for any
-// condition the store does not write.
-func (in *queryInput) condition(t *table) (pk string, span func(keys []string) (lo, hi int), ok bool) {
+// condition parses the key condition on the keys hash and rng into the
+// partition and the run of a partition's sorted sort keys it holds, [lo,
+// hi); ok is false for any condition the store does not write.
+func (in *queryInput) condition(hash, rng string) (pk string, span func(keys []string) (lo, hi int), ok bool) {
 	m := keyCondition.FindStringSubmatch(in.KeyConditionExpression)
 	if m == nil {
 		return "", nil, false
@@ -511,7 +638,7 @@ func (in *queryInput) condition(t *table) (pk string, span func(keys []string) (
 		}
 		return a.str()
 	}
-	if name(m[1]) != t.hash {
+	if name(m[1]) != hash {
 		return "", nil, false
 	}
 	if pk, ok = value(m[2]); !ok {
@@ -521,7 +648,7 @@ func (in *queryInput) condition(t *table) (pk string, span func(keys []string) (
 	case m[3] != "":
 		from, ok1 := value(m[4])
 		to, ok2 := value(m[5])
-		if name(m[3]) != t.rng || !ok1 || !ok2 || from > to {
+		if name(m[3]) != rng || !ok1 || !ok2 || from > to {
 			return "", nil, false
 		}
 		return pk, func(keys []string) (int, int) {
@@ -529,7 +656,7 @@ func (in *queryInput) condition(t *table) (pk string, span func(keys []string) (
 		}, true
 	case m[6] != "":
 		prefix, ok := value(m[7])
-		if name(m[6]) != t.rng || !ok {
+		if name(m[6]) != rng || !ok {
 			return "", nil, false
 		}
 		return pk, func(keys []string) (int, int) {
