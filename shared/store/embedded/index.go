@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"maps"
@@ -95,7 +96,7 @@ func (ix *index) update(id string, before, after map[string]attr) {
 // indexItems keeps t's indexes up to date with the item at id changing from
 // before to after (either nil).
 func (t *table) indexItems(id string, before, after json.RawMessage) {
-	if len(t.indexes) == 0 {
+	if len(t.indexes) == 0 || !(t.mayIndex(before) || t.mayIndex(after)) {
 		return
 	}
 	var b, a map[string]attr
@@ -294,4 +295,15 @@ func (t *table) updateIndexes(body []byte) {
 			}
 		}
 	}
+}
+
+// mayIndex reports whether an item's JSON may hold the partition key of
+// one of t's indexes: most items are in none, and are not decoded.
+func (t *table) mayIndex(item json.RawMessage) bool {
+	for _, ix := range t.indexes {
+		if bytes.Contains(item, []byte(`"`+ix.hash+`"`)) {
+			return true
+		}
+	}
+	return false
 }

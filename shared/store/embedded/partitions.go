@@ -325,6 +325,9 @@ func (p *partitions) identify(ws []written) []written {
 		if !ok {
 			continue
 		}
+		if w.attrs != nil {
+			w.key = pick(w.attrs, [2]string{t.hash, t.rng})
+		}
 		if w.id, ok = t.keyID(w.key); ok {
 			w.key = t.key(w.key)
 			out = append(out, w)
@@ -423,6 +426,9 @@ type written struct {
 	after json.RawMessage
 	// id is the item's keyID (identify).
 	id string
+	// attrs are a put item's attributes, not decoded: identify decodes
+	// its key.
+	attrs map[string]json.RawMessage
 }
 
 // writtenKeys lists the items a write request may have created, changed or
@@ -434,11 +440,11 @@ func writtenKeys(op string, body []byte) []written {
 		Item      json.RawMessage
 	}
 	put := func(table string, raw json.RawMessage) (written, bool) {
-		var key map[string]attr
-		if json.Unmarshal(raw, &key) != nil {
+		var attrs map[string]json.RawMessage
+		if json.Unmarshal(raw, &attrs) != nil {
 			return written{}, false
 		}
-		return written{table: table, key: key, known: true, after: raw}, true
+		return written{table: table, attrs: attrs, known: true, after: raw}, true
 	}
 	var out []written
 	add := func(w written, ok bool) {

@@ -16,7 +16,7 @@ import (
 )
 
 // shardCount is how many tables of the stand-in hold one table.
-const shardCount = 64
+const shardCount = 256
 
 // shards sits between partitions and the stand-in and keeps each table as
 // shardCount tables of the stand-in, an item in the one its key picks. The
@@ -24,7 +24,7 @@ const shardCount = 64
 // whole table for each transaction, holding its one lock: a write's time
 // grows with the table (a millisecond and more at 20,000 items), where
 // DynamoDB's does not. Sharded, each write touches a table of a
-// sixty-fourth the size. The key picks the shard, not the partition: the
+// 256th the size. The key picks the shard, not the partition: the
 // items of one busy partition (a room's timeline, a user's stream) spread
 // over all.
 //
@@ -49,6 +49,19 @@ func newShards(next http.Handler) *shards {
 }
 
 func shardName(table string, i int) string { return table + "." + strconv.Itoa(i) }
+
+// pick decodes the attributes names of an item whose attributes are not
+// decoded: the key of an item, without decoding the rest.
+func pick(item map[string]json.RawMessage, names [2]string) map[string]attr {
+	out := make(map[string]attr, 2)
+	for _, name := range names {
+		var a attr
+		if raw, ok := item[name]; ok && name != "" && json.Unmarshal(raw, &a) == nil {
+			out[name] = a
+		}
+	}
+	return out
+}
 
 // shardOf is the shard of the item with key attributes names in item.
 func shardOf(item map[string]attr, names [2]string) int {
@@ -271,9 +284,9 @@ func (s *shards) oneItem(w http.ResponseWriter, target, op string, in map[string
 	if op == "PutItem" {
 		field = "Item"
 	}
-	var key map[string]attr
-	json.Unmarshal(in[field], &key)
-	shard := shardName(name, shardOf(key, names))
+	var item map[string]json.RawMessage
+	json.Unmarshal(in[field], &item)
+	shard := shardName(name, shardOf(pick(item, names), names))
 	s.forward(w, target, renamed(in, shard), map[string]string{shard: name})
 }
 
@@ -295,28 +308,27 @@ func (s *shards) batch(w http.ResponseWriter, target, op string, in map[string]j
 			continue
 		}
 		if op == "BatchWriteItem" {
-			var reqs []struct {
-				PutRequest    *struct{ Item map[string]attr }
-				DeleteRequest *struct{ Key map[string]attr }
-			}
 			var rawReqs []json.RawMessage
-			json.Unmarshal(raw, &reqs)
-			json.Unmarshal(raw, &rawReqs)
-			if len(reqs) != len(rawReqs) {
+			if json.Unmarshal(raw, &rawReqs) != nil {
 				validation(w, "embedded dynamodb: bad RequestItems")
 				return
 			}
 			byShard := map[int][]json.RawMessage{}
-			for j, r := range reqs {
-				var key map[string]attr
+			for _, rr := range rawReqs {
+				var r struct {
+					PutRequest    *struct{ Item map[string]json.RawMessage }
+					DeleteRequest *struct{ Key map[string]json.RawMessage }
+				}
+				json.Unmarshal(rr, &r)
+				var item map[string]json.RawMessage
 				switch {
 				case r.PutRequest != nil:
-					key = r.PutRequest.Item
+					item = r.PutRequest.Item
 				case r.DeleteRequest != nil:
-					key = r.DeleteRequest.Key
+					item = r.DeleteRequest.Key
 				}
-				i := shardOf(key, attrs)
-				byShard[i] = append(byShard[i], rawReqs[j])
+				i := shardOf(pick(item, attrs), attrs)
+				byShard[i] = append(byShard[i], rr)
 			}
 			for i, rs := range byShard {
 				split[shardName(table, i)], _ = json.Marshal(rs)
@@ -436,13 +448,13 @@ func (s *shards) transact(w http.ResponseWriter, target string, in map[string]js
 			if !ok {
 				continue
 			}
-			var key map[string]attr
+			var item map[string]json.RawMessage
 			if kind == "Put" {
-				json.Unmarshal(action["Item"], &key)
+				json.Unmarshal(action["Item"], &item)
 			} else {
-				json.Unmarshal(action["Key"], &key)
+				json.Unmarshal(action["Key"], &item)
 			}
-			shard := shardName(table, shardOf(key, keys))
+			shard := shardName(table, shardOf(pick(item, keys), keys))
 			action["TableName"], _ = json.Marshal(shard)
 			names[shard] = table
 		}
