@@ -48,6 +48,22 @@ func haltOnce(point string) func(string) bool {
 	return func(p string) bool { return p == point && done.CompareAndSwap(false, true) }
 }
 
+// blockAtSlot stops the first append of a server at its slot claim (before
+// what Landing writes beside it) until release is closed; reached closes
+// when it is there.
+func blockAtSlot(s *rooms.Service) (reached, release chan struct{}) {
+	reached, release = make(chan struct{}), make(chan struct{})
+	var once atomic.Bool
+	rooms.SetHalt(s, func(p string) bool {
+		if p == "slot" && once.CompareAndSwap(false, true) {
+			close(reached)
+			<-release
+		}
+		return false
+	})
+	return reached, release
+}
+
 // newest is the newest event of the room.
 func newest(t *testing.T, st *servertest.Stack, u servertest.User, room string) map[string]any {
 	t.Helper()
@@ -192,22 +208,8 @@ func TestTxn_TakeoverOfALateOwner(t *testing.T) {
 	path := roomPath(room) + "/send/m.room.message/late"
 	body := map[string]any{"msgtype": "m.text", "body": "late"}
 
-	// block stops the first append of a server at its slot claim until
-	// released.
-	block := func(s *rooms.Service) (reached, release chan struct{}) {
-		reached, release = make(chan struct{}), make(chan struct{})
-		var once atomic.Bool
-		rooms.SetHalt(s, func(p string) bool {
-			if p == "slot" && once.CompareAndSwap(false, true) {
-				close(reached)
-				<-release
-			}
-			return false
-		})
-		return reached, release
-	}
-	ownerAt, ownerGo := block(st.Server.Rooms)
-	takerAt, takerGo := block(twin.Server.Rooms)
+	ownerAt, ownerGo := blockAtSlot(st.Server.Rooms)
+	takerAt, takerGo := blockAtSlot(twin.Server.Rooms)
 	twin.Server.Rooms.Now = func() time.Time { return time.Now().Add(11 * time.Second) }
 
 	answers := make(chan string, 2)

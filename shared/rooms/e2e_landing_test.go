@@ -3,7 +3,6 @@ package rooms_test
 import (
 	"net/url"
 	"slices"
-	"sync/atomic"
 	"testing"
 
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
@@ -91,22 +90,8 @@ func TestLanding_LoserPutsBackTheWinnersIndex(t *testing.T) {
 	// The twin has not seen the room: it reads the head st holds.
 	twin := st.Twin(t)
 
-	// block stops the first append of a process before its slot (and
-	// what Landing writes beside it) until released.
-	block := func(s *rooms.Service) (reached, release chan struct{}) {
-		reached, release = make(chan struct{}), make(chan struct{})
-		var once atomic.Bool
-		rooms.SetHalt(s, func(p string) bool {
-			if p == "slot" && once.CompareAndSwap(false, true) {
-				close(reached)
-				<-release
-			}
-			return false
-		})
-		return reached, release
-	}
-	loserAt, loserGo := block(st.Server.Rooms)
-	winnerAt, winnerGo := block(twin.Server.Rooms)
+	loserAt, loserGo := blockAtSlot(st.Server.Rooms)
+	winnerAt, winnerGo := blockAtSlot(twin.Server.Rooms)
 	loser, winner := make(chan error, 1), make(chan error, 1)
 	go func() { _, err := send(t, st, alice, room, "l", "apple banana"); loser <- err }()
 	<-loserAt

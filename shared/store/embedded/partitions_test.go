@@ -233,31 +233,41 @@ func randomQuery(r *rand.Rand) *dynamodb.QueryInput {
 		ScanIndexForward:          aws.Bool(r.IntN(2) == 0),
 		ConsistentRead:            aws.Bool(r.IntN(2) == 0),
 	}
+	randomRange(r, in, "sk")
+	return in
+}
+
+// randomRange adds to in a condition on its sort key name, none, a prefix
+// or a range, and maybe a limit; match reports which sort keys it holds.
+func randomRange(r *rand.Rand, in *dynamodb.QueryInput, name string) (match func(string) bool) {
+	match = func(string) bool { return true }
 	switch r.IntN(3) {
 	case 1:
-		*in.KeyConditionExpression += " AND begins_with(#sk, :prefix)"
-		in.ExpressionAttributeNames["#sk"] = "sk"
-		in.ExpressionAttributeValues[":prefix"] = s(parts[r.IntN(len(parts))])
+		prefix := parts[r.IntN(len(parts))]
+		*in.KeyConditionExpression += " AND begins_with(#r, :prefix)"
+		in.ExpressionAttributeNames["#r"] = name
+		in.ExpressionAttributeValues[":prefix"] = s(prefix)
+		match = func(v string) bool { return strings.HasPrefix(v, prefix) }
 	case 2:
 		lo, hi := randomSK(r), randomSK(r)
 		if lo > hi {
 			lo, hi = hi, lo
 		}
-		*in.KeyConditionExpression += " AND #sk BETWEEN :lo AND :hi"
-		in.ExpressionAttributeNames["#sk"] = "sk"
+		*in.KeyConditionExpression += " AND #r BETWEEN :lo AND :hi"
+		in.ExpressionAttributeNames["#r"] = name
 		in.ExpressionAttributeValues[":lo"] = s(lo)
 		in.ExpressionAttributeValues[":hi"] = s(hi)
+		match = func(v string) bool { return lo <= v && v <= hi }
 	}
 	if r.IntN(3) > 0 {
 		in.Limit = aws.Int32(int32(1 + r.IntN(6)))
 	}
-	return in
+	return match
 }
 
 // randomIndexQuery is a query of the index, in the shapes the store makes,
 // and the index sort keys its condition holds.
 func randomIndexQuery(r *rand.Rand) (*dynamodb.QueryInput, func(h string) bool) {
-	match := func(string) bool { return true }
 	in := &dynamodb.QueryInput{
 		TableName:                 aws.String(testTable),
 		IndexName:                 aws.String(testIndex),
@@ -266,27 +276,7 @@ func randomIndexQuery(r *rand.Rand) (*dynamodb.QueryInput, func(h string) bool) 
 		ExpressionAttributeValues: map[string]types.AttributeValue{":g": s(gs[r.IntN(len(gs))])},
 		ScanIndexForward:          aws.Bool(r.IntN(2) == 0),
 	}
-	switch r.IntN(3) {
-	case 1:
-		prefix := parts[r.IntN(len(parts))]
-		*in.KeyConditionExpression += " AND begins_with(#h, :prefix)"
-		in.ExpressionAttributeNames["#h"] = "h"
-		in.ExpressionAttributeValues[":prefix"] = s(prefix)
-		match = func(h string) bool { return strings.HasPrefix(h, prefix) }
-	case 2:
-		lo, hi := randomSK(r), randomSK(r)
-		if lo > hi {
-			lo, hi = hi, lo
-		}
-		*in.KeyConditionExpression += " AND #h BETWEEN :lo AND :hi"
-		in.ExpressionAttributeNames["#h"] = "h"
-		in.ExpressionAttributeValues[":lo"] = s(lo)
-		in.ExpressionAttributeValues[":hi"] = s(hi)
-		match = func(h string) bool { return lo <= h && h <= hi }
-	}
-	if r.IntN(3) > 0 {
-		in.Limit = aws.Int32(int32(1 + r.IntN(6)))
-	}
+	match := randomRange(r, in, "h")
 	return in, match
 }
 
