@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/rooms"
 	"github.com/cirrus-matrix/cirrus/shared/servertest"
@@ -23,6 +24,12 @@ func syncBodies(t *testing.T, st *servertest.Stack, u servertest.User, room, sin
 	if r.Status != 200 || next == "" {
 		t.Fatalf("sync: %d %s", r.Status, r.Raw)
 	}
+	return timelineBodies(r, room), next
+}
+
+// timelineBodies are the bodies of the messages in room's timeline in a
+// sync's answer.
+func timelineBodies(r servertest.Reply, room string) []string {
 	var out []string
 	rms, _ := r.Body["rooms"].(map[string]any)
 	join, _ := rms["join"].(map[string]any)
@@ -35,17 +42,18 @@ func syncBodies(t *testing.T, st *servertest.Stack, u servertest.User, room, sin
 			out = append(out, ev["content"].(map[string]any)["body"].(string))
 		}
 	}
-	return out, next
+	return out
 }
 
 // TestLanding_EntryBeforeItsSlot: a message's stream entries are written
 // beside its slot, so a sync may read an entry whose slot is not there
 // yet, or never will be (its process died between the writes). Such a
-// sync delivers the room up to the event before it; the next message,
-// which takes the position, reaches the member's next sync. A sync that
-// took the entry for delivered would never show it.
+// sync delivers the room up to the event before it; a sync that may wait
+// waits on instead of answering with nothing; the next message, which
+// takes the position, reaches the member's sync. A sync that took the
+// entry for delivered would never show it.
 func TestLanding_EntryBeforeItsSlot(t *testing.T) {
-	st := servertest.Start(t)
+	st := servertest.Start(t, "CIRRUS_SYNC_POLL_INTERVAL_MS=100")
 	twin := st.Twin(t)
 	alice := st.Register(t, "alice")
 	bob := st.Register(t, "bob")
@@ -60,14 +68,30 @@ func TestLanding_EntryBeforeItsSlot(t *testing.T) {
 	if _, r := put(t, st, alice, roomPath(room)+"/send/m.room.message/lost", map[string]any{"msgtype": "m.text", "body": "never stored"}); r.Status != 500 {
 		t.Fatalf("send halted between its entries and its slot: %d %s", r.Status, r.Raw)
 	}
-	got, since := syncBodies(t, twin, bob, room, since)
+	got, next := syncBodies(t, twin, bob, room, since)
 	if len(got) != 0 {
 		t.Fatalf("sync after an entry without its slot shows %q, want nothing", got)
+	}
+	// A long-poll from before the entry does not answer with nothing: it
+	// waits on, and answers with the next message.
+	polled := make(chan servertest.Reply, 1)
+	go func() {
+		polled <- twin.Do(t, "GET", "/_matrix/client/v3/sync?timeout=30000&since="+url.QueryEscape(since), bob.AccessToken, nil)
+	}()
+	for waiting := 0; waiting != 1; waiting, _ = twin.Server.Sync.Waiting() {
+		select {
+		case r := <-polled:
+			t.Fatalf("the long-poll answered before the next message: %d %s", r.Status, r.Raw)
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 	if _, err := send(t, st, alice, room, "next", "stored"); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := syncBodies(t, twin, bob, room, since); !slices.Equal(got, []string{"stored"}) {
+	if got := timelineBodies(<-polled, room); !slices.Equal(got, []string{"stored"}) {
+		t.Fatalf("the long-poll shows %q, want [stored]", got)
+	}
+	if got, _ := syncBodies(t, twin, bob, room, next); !slices.Equal(got, []string{"stored"}) {
 		t.Fatalf("sync after the next message shows %q, want [stored]", got)
 	}
 	if n := countTypes(t, st, alice, room)["m.room.message"]; n != 2 {

@@ -242,6 +242,9 @@ type position struct {
 	// so that an entry whose slot never comes (its process died) costs a
 	// sync a poll, not a client's every request, until the window passes.
 	Pending map[string]int64 `json:"pn,omitempty"`
+	// shownPending reports that an answer showed events of a room it
+	// names in Pending, those before the one on its way.
+	shownPending bool
 	// Ephemeral is the time of the newest ephemeral entry delivered.
 	Ephemeral int64 `json:"e,omitempty"`
 	// Presence is the set_presence last applied, so that polling does not
@@ -416,6 +419,13 @@ func (s *Service) RoomPosition(ctx context.Context, userID, roomID, token string
 		return sent[0], nil
 	}
 	return s.Rooms.PositionAt(ctx, roomID, time.UnixMilli(p.Time))
+}
+
+// nothingYet reports whether next, the position after an answer to fresh,
+// delivered nothing: all of fresh was news of messages whose slots were not
+// there yet, and no event before them was shown.
+func (p position) nothingYet(fresh []news) bool {
+	return !p.shownPending && p.pending(fresh)
 }
 
 // pending reports whether all of fresh is news the token's response found

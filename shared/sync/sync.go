@@ -270,6 +270,22 @@ func emptyResponse() *Response {
 // its token, waiting up to its timeout for something to change.
 func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	start := s.now()
+	for {
+		resp, again, err := s.syncFrom(ctx, req, start)
+		if err != nil || !again {
+			return resp, err
+		}
+		// The news named only messages whose slots were not there yet,
+		// and nothing was delivered: the wait goes on from the answer's
+		// token, which names them (position.Pending), to the same end.
+		req.Since = resp.NextBatch
+	}
+}
+
+// syncFrom is Sync from its start; again reports an answer that delivers
+// nothing, for news whose events were on their way, which the sync does
+// not give the client while it may wait on.
+func (s *Service) syncFrom(ctx context.Context, req Request, start time.Time) (resp *Response, again bool, err error) {
 	if req.Filter.Format != "" {
 		ctx = rooms.WithFormat(ctx, req.Filter.Format)
 	}
@@ -282,7 +298,7 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	if req.Since != "" {
 		var err error
 		if pos, err = sincePosition(req.Since, req.UserID); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	// set_presence writes what nothing below reads (the user's own
@@ -290,9 +306,7 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	req.uploadsBase = s.uploads.generation(deviceKey(req.UserID, req.DeviceID))
 	side, sctx := errgroup.WithContext(ctx)
 	side.Go(func() error { return s.presence(sctx, req, pos.Presence) })
-	var resp *Response
 	var next position
-	var err error
 	box := openInbox(pos, req.DeviceID)
 	if req.Since == "" {
 		// The inbox and the key counts need nothing of the rooms.
@@ -323,6 +337,8 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			// The rooms' reads share their info and membership items
 			// (rooms.WithReadsShared), read once the wait is over.
 			resp, next, err = s.incremental(rooms.WithReadsShared(sctx), req, pos, fresh, s.now())
+			again = err == nil && next.nothingYet(fresh) && !req.FullState &&
+				s.now().Before(start.Add(min(req.Timeout, s.MaxTimeout)))
 		}
 		if err == nil {
 			err = s.settleDevices(sctx, req, resp)
@@ -341,17 +357,18 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 		err = s.dropIgnoredInvites(ctx, req.UserID, resp)
 	}
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	next.Presence = req.SetPresence
 	if s.ToDevice != nil {
 		box.save(&next, req.DeviceID)
 		if len(box.events) > 0 {
 			resp.ToDevice = &EventList{Events: box.events}
+			again = false
 		}
 	}
 	resp.NextBatch = next.encode()
-	return resp, nil
+	return resp, again, nil
 }
 
 // dropIgnoredInvites leaves out invites from users the user ignores, as
@@ -971,6 +988,7 @@ func (s *Service) addJoined(req Request, resp *Response, next *position, m rooms
 			next.Pending = map[string]int64{}
 		}
 		next.Pending[m.RoomID] = named
+		next.shownPending = next.shownPending || head > from
 		return
 	}
 	// Rooms quiet for longer than the window have no entries the next
