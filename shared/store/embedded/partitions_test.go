@@ -37,6 +37,19 @@ func client(t *testing.T, url string) *dynamodb.Client {
 	})
 }
 
+// started starts a server with the test table, closed when the test ends,
+// and a client of it.
+func started(t *testing.T) (*Server, *dynamodb.Client) {
+	srv, err := Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	db := client(t, srv.URL())
+	createTable(t, db)
+	return srv, db
+}
+
 // plain serves the stand-in alone, as the reference the index must agree
 // with; the test's requests come one at a time.
 func plain(t *testing.T) string {
@@ -416,13 +429,8 @@ func pages(ctx context.Context, db *dynamodb.Client, in dynamodb.QueryInput) (st
 // alike, page by page.
 func TestPartitionsAgreeWithTheStandIn(t *testing.T) {
 	ctx := context.Background()
-	srv, err := Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	fast, ref := client(t, srv.URL()), client(t, plain(t))
-	createTable(t, fast)
+	srv, fast := started(t)
+	ref := client(t, plain(t))
 	createTable(t, ref)
 	r := rand.New(rand.NewPCG(1, 2))
 	queries, indexQueries := 0, 0
@@ -503,20 +511,14 @@ func TestPartitionsAgreeWithTheStandIn(t *testing.T) {
 // says what is answered, not answered from one shard.
 func TestPartitionsRefuseOtherReads(t *testing.T) {
 	ctx := context.Background()
-	srv, err := Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	db := client(t, srv.URL())
-	createTable(t, db)
+	_, db := started(t)
 	for i, v := range []string{"x", "y", "x"} {
 		if _, err := db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(testTable),
 			Item: map[string]types.AttributeValue{"pk": s("p"), "sk": s(fmt.Sprint(i)), "v": s(v)}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err = db.Query(ctx, &dynamodb.QueryInput{
+	_, err := db.Query(ctx, &dynamodb.QueryInput{
 		TableName:                 aws.String(testTable),
 		KeyConditionExpression:    aws.String("pk = :pk"),
 		FilterExpression:          aws.String("v = :v"),
@@ -561,13 +563,7 @@ func TestStringKeyID(t *testing.T) {
 // GetItem).
 func TestPartitionsConcurrentWritesKeepTheCopy(t *testing.T) {
 	ctx := context.Background()
-	srv, err := Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	db := client(t, srv.URL())
-	createTable(t, db)
+	srv, db := started(t)
 	// A write that waits before its change to the copy is overtaken,
 	// unless the locks of its items hold the next write of them back.
 	var pauses atomic.Int64
