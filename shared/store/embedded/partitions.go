@@ -100,7 +100,7 @@ func (p *partitions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	if err := p.log.broken(); err != nil {
-		internalError(w, err)
+		apiError(w, http.StatusInternalServerError, "InternalServerError", err.Error())
 		return
 	}
 	rec := httptest.NewRecorder()
@@ -128,7 +128,7 @@ func (p *partitions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Nothing goes out, a write's success or a read of one, before the
 	// writes it could reflect are on disk.
 	if err := p.log.wait(seq); err != nil {
-		internalError(w, err)
+		apiError(w, http.StatusInternalServerError, "InternalServerError", err.Error())
 		return
 	}
 	p.maybeCut()
@@ -139,14 +139,15 @@ func (p *partitions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Write(rec.Body.Bytes())
 }
 
-// internalError answers as DynamoDB does when it fails: the SDK retries a
-// 500 a few times, then reports it.
-func internalError(w http.ResponseWriter, err error) {
+// apiError answers as DynamoDB answers an error of type kind (such as
+// ValidationException, or InternalServerError, which the SDK retries a few
+// times before it reports it).
+func apiError(w http.ResponseWriter, status int, kind, msg string) {
 	w.Header().Set("Content-Type", "application/x-amz-json-1.0")
-	w.WriteHeader(http.StatusInternalServerError)
+	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(map[string]string{
-		"__type":  "com.amazonaws.dynamodb.v20120810#InternalServerError",
-		"message": "embedded dynamodb: " + err.Error(),
+		"__type":  "com.amazonaws.dynamodb.v20120810#" + kind,
+		"message": "embedded dynamodb: " + msg,
 	})
 }
 

@@ -108,7 +108,7 @@ func (s *shards) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var name string
 		json.Unmarshal(in["TableName"], &name)
 		if s.sharded(name) {
-			validation(w, "embedded dynamodb: a "+op+" of this shape is not supported: a Query of a partition or an index by its key, with a prefix or a range of sort keys, and a Scan of whole items, are")
+			apiError(w, http.StatusBadRequest, "ValidationException", "a "+op+" of this shape is not supported: a Query of a partition or an index by its key, with a prefix or a range of sort keys, and a Scan of whole items, are")
 			return
 		}
 		s.forward(w, target, body, nil)
@@ -160,16 +160,6 @@ func reply(w http.ResponseWriter, rec *httptest.ResponseRecorder, body []byte) {
 	}
 	w.WriteHeader(rec.Code)
 	w.Write(body)
-}
-
-// validation answers as DynamoDB does a request it will not serve.
-func validation(w http.ResponseWriter, msg string) {
-	w.Header().Set("Content-Type", "application/x-amz-json-1.0")
-	w.WriteHeader(http.StatusBadRequest)
-	json.NewEncoder(w).Encode(map[string]string{
-		"__type":  "com.amazonaws.dynamodb.v20120810#ValidationException",
-		"message": msg,
-	})
 }
 
 // unname gives the table's name back for its shards' in an answer: the
@@ -310,7 +300,7 @@ func (s *shards) batch(w http.ResponseWriter, target, op string, in map[string]j
 		if op == "BatchWriteItem" {
 			var rawReqs []json.RawMessage
 			if json.Unmarshal(raw, &rawReqs) != nil {
-				validation(w, "embedded dynamodb: bad RequestItems")
+				apiError(w, http.StatusBadRequest, "ValidationException", "bad RequestItems")
 				return
 			}
 			byShard := map[int][]json.RawMessage{}
