@@ -554,11 +554,16 @@ type queryInput struct {
 	ExclusiveStartKey         map[string]attr
 }
 
-// query answers a Query from the copy, or reports that it cannot and the
-// stand-in must.
+// query answers a read (a Query, a Scan, a GetItem or BatchGetItem) from
+// the copy, or reports that it cannot and the stand-in must.
 func (p *partitions) query(op string, body []byte) ([]byte, bool) {
-	if op == "Scan" {
+	switch op {
+	case "Scan":
 		return p.scan(body)
+	case "GetItem":
+		return p.getItem(body)
+	case "BatchGetItem":
+		return p.batchGet(body)
 	}
 	var in queryInput
 	if op != "Query" || json.Unmarshal(body, &in) != nil {

@@ -397,6 +397,15 @@ func batchGet(ctx context.Context, db *dynamodb.Client, keys []map[string]types.
 	return plainItems(res.Responses[testTable]), nil
 }
 
+// getItem reads one item, as text ("null" when absent).
+func getItem(ctx context.Context, db *dynamodb.Client, key map[string]types.AttributeValue) (string, error) {
+	res, err := db.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(testTable), Key: key, ConsistentRead: aws.Bool(true)})
+	if err != nil || res.Item == nil {
+		return "null", err
+	}
+	return plainItems([]map[string]types.AttributeValue{res.Item}), nil
+}
+
 // pages runs a query to its end and returns every page's items and the key
 // it ended at.
 func pages(ctx context.Context, db *dynamodb.Client, in dynamodb.QueryInput) (string, error) {
@@ -497,6 +506,13 @@ func TestPartitionsAgreeWithTheStandIn(t *testing.T) {
 		if want, err := batchGet(ctx, ref, keys); err != nil || got != want {
 			t.Fatalf("after %d writes, batch get:\nbehind the copy %s\nalone           %s (%v)", n+1, got, want, err)
 		}
+		for _, k := range keys[:min(len(keys), 2)] {
+			got, errGot := getItem(ctx, fast, k)
+			want, errWant := getItem(ctx, ref, k)
+			if errGot != nil || errWant != nil || got != want {
+				t.Fatalf("after %d writes, get %v:\nbehind the copy %s (%v)\nalone           %s (%v)", n+1, k, got, errGot, want, errWant)
+			}
+		}
 	}
 	idx := srv.http.Handler.(*partitions)
 	if len(idx.tables[testTable].keys) == 0 {
@@ -541,6 +557,68 @@ func TestPartitionsRefuseOtherReads(t *testing.T) {
 	})
 	if err != nil || len(res.Items) != 3 {
 		t.Fatalf("query: %v, %d items", err, len(res.Items))
+	}
+}
+
+// TestPartitionsAnswerGetsFromTheCopy: a GetItem or BatchGetItem of whole
+// items by their keys does not reach the stand-in, where it would wait for
+// its lock behind the writes in flight; one of another shape does.
+func TestPartitionsAnswerGetsFromTheCopy(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	reached := map[string]int{}
+	shards := newShards(miniserver.NewServer())
+	p := newPartitions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		op := r.Header.Get("X-Amz-Target")
+		mu.Lock()
+		reached[op[strings.LastIndex(op, ".")+1:]]++
+		mu.Unlock()
+		shards.ServeHTTP(w, r)
+	}))
+	srv, err := start("127.0.0.1:0", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	db := client(t, srv.URL())
+	createTable(t, db)
+	item := map[string]types.AttributeValue{"pk": s("p"), "sk": s("a"), "v": s("x"),
+		"n": &types.AttributeValueMemberN{Value: "7"}}
+	if _, err := db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(testTable), Item: item}); err != nil {
+		t.Fatal(err)
+	}
+	key := func(sk string) map[string]types.AttributeValue {
+		return map[string]types.AttributeValue{"pk": s("p"), "sk": s(sk)}
+	}
+	if got, err := getItem(ctx, db, key("a")); err != nil || got != plainItems([]map[string]types.AttributeValue{item}) {
+		t.Fatalf("get: %s %v", got, err)
+	}
+	if got, err := getItem(ctx, db, key("b")); err != nil || got != "null" {
+		t.Fatalf("get of a missing item: %s %v", got, err)
+	}
+	if got, err := batchGet(ctx, db, []map[string]types.AttributeValue{key("a"), key("b")}); err != nil || got != plainItems([]map[string]types.AttributeValue{item}) {
+		t.Fatalf("batch get: %s %v", got, err)
+	}
+	mu.Lock()
+	if reached["GetItem"]+reached["BatchGetItem"] != 0 {
+		t.Fatalf("the stand-in answered gets: %v", reached)
+	}
+	mu.Unlock()
+	// A projection is the stand-in's to apply.
+	res, err := db.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(testTable), Key: key("a"), ProjectionExpression: aws.String("v")})
+	if err != nil || len(res.Item) != 1 || text(res.Item["v"]) != "x" {
+		t.Fatalf("projected get: %v %v", res, err)
+	}
+	// So is a key that is not the table's.
+	_, err = db.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(testTable), Key: map[string]types.AttributeValue{"pk": s("p")}})
+	var refused *smithy.GenericAPIError
+	if !errors.As(err, &refused) || refused.Code != "ValidationException" {
+		t.Fatalf("get without the sort key: %v, want a ValidationException", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if reached["GetItem"] != 2 {
+		t.Fatalf("the stand-in answered %d gets, want the projected one and the bad key", reached["GetItem"])
 	}
 }
 
