@@ -177,11 +177,25 @@ func countTokens(text string, key int) []counted {
 // Index writes the index items of the appended events that have searchable
 // text, in BatchWriteItem calls of up to 25 items: one write unit per
 // distinct token of each. It is rooms.Service.Appended's second task,
-// run beside the sync fan-out, and Landing's, beside a message's slot:
-// an event Landed is indexed already. Items written for a message that
-// lost its position to another event name it by ID, and search finds
-// them only where the slot holds that event (rooms.SearchView.Load).
+// run beside the sync fan-out; a message's items go beside its slot
+// instead (Items, in the Landing hook), and an event Landed is indexed
+// already. Items written for a message that lost its position to another
+// event name it by ID, and search finds them only where the slot holds
+// that event (rooms.SearchView.Load).
 func (s *Service) Index(ctx context.Context, evs []rooms.Appended) error {
+	items := s.Items(evs)
+	if len(items) == 0 {
+		return nil
+	}
+	if err := s.Store.PutMany(ctx, items); err != nil {
+		return fmt.Errorf("index for search: %w", err)
+	}
+	return nil
+}
+
+// Items is the index items of the appended events not Landed yet: none
+// when search is disabled.
+func (s *Service) Items(evs []rooms.Appended) []any {
 	if s.Disabled {
 		return nil
 	}
@@ -198,11 +212,5 @@ func (s *Service) Index(ctx context.Context, evs []rooms.Appended) error {
 			})
 		}
 	}
-	if len(items) == 0 {
-		return nil
-	}
-	if err := s.Store.PutMany(ctx, items); err != nil {
-		return fmt.Errorf("index for search: %w", err)
-	}
-	return nil
+	return items
 }

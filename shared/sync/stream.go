@@ -102,17 +102,12 @@ func (s *Service) Fanout(ctx context.Context, evs []rooms.Appended) error {
 	return nil
 }
 
-// Land writes the stream entries of a message beside its slot (the rooms
-// service's Landing hook), without waking anyone: the slot may not be
-// there yet. Fanout wakes them once it is. A sync that reads such an
-// entry before its slot delivers the room up to the event before it
-// (rooms.Page.Newest) and reads the entry again.
-func (s *Service) Land(ctx context.Context, a rooms.Appended) error {
-	if err := s.Store.PutMany(ctx, s.entries(a)); err != nil {
-		return fmt.Errorf("sync fan-out: %w", err)
-	}
-	return nil
-}
+// Landing is the stream entries of a message, to be written beside its
+// slot (the rooms service's Landing hook), without waking anyone: the
+// slot may not be there yet. Fanout wakes them once it is. A sync that
+// reads such an entry before its slot delivers the room up to the event
+// before it (rooms.Page.Newest) and reads the entry again.
+func (s *Service) Landing(a rooms.Appended) []any { return s.entries(a) }
 
 // entries are the stream entries of one appended event, one for each
 // user it concerns.
