@@ -7,7 +7,6 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -27,7 +26,7 @@ func TestLatencyProxy(t *testing.T) {
 		defer mu.Unlock()
 		events = append(events, e)
 	}
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	backend := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		record("backend " + string(body))
 		for _, h := range []string{"Authorization", "X-Amz-Target", "X-Amz-Date", "Content-Type"} {
@@ -37,14 +36,11 @@ func TestLatencyProxy(t *testing.T) {
 		w.Header().Set("Echo-Forwarded", r.Header.Get("X-Forwarded-For"))
 		w.WriteHeader(http.StatusTeapot)
 		fmt.Fprintf(w, "%s %s?%s %s", r.Method, r.URL.Path, r.URL.RawQuery, body)
-	}))
-	defer backend.Close()
-	target, _ := url.Parse(backend.URL)
-	p := newLatencyProxy(target, 4*time.Millisecond, func(_ context.Context, d time.Duration) error {
+	})
+	p := newLatencyProxy(backend, 4*time.Millisecond, func(_ context.Context, d time.Duration) error {
 		record("wait " + d.String())
 		return nil
 	})
-	defer p.close()
 	front := httptest.NewServer(p)
 	defer front.Close()
 
@@ -88,15 +84,13 @@ func TestLatencyProxy(t *testing.T) {
 // are waiting, so a proxy that held one request at a time would hang.
 func TestLatencyProxy_Concurrent(t *testing.T) {
 	const n = 8
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	backend := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(w, r.Body)
-	}))
-	defer backend.Close()
-	target, _ := url.Parse(backend.URL)
+	})
 	var mu sync.Mutex
 	waiting := 0
 	all := make(chan struct{})
-	p := newLatencyProxy(target, time.Millisecond, func(ctx context.Context, _ time.Duration) error {
+	p := newLatencyProxy(backend, time.Millisecond, func(ctx context.Context, _ time.Duration) error {
 		mu.Lock()
 		if waiting++; waiting == n {
 			close(all)
@@ -111,7 +105,6 @@ func TestLatencyProxy_Concurrent(t *testing.T) {
 			return ctx.Err()
 		}
 	})
-	defer p.close()
 	front := httptest.NewServer(p)
 	defer front.Close()
 	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: n, MaxIdleConnsPerHost: n}}

@@ -90,6 +90,11 @@ func start(addr string, p *partitions) (*Server, error) {
 // URL is the endpoint to give the DynamoDB client.
 func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
 
+// Handler serves the API in the caller's goroutine, as the server does for
+// a request on its listener: for a front in the same process (the bench's
+// latency model) that would otherwise add a loopback exchange.
+func (s *Server) Handler() http.Handler { return s.p }
+
 // Close stops the server and waits for it. Requests in flight get a moment
 // to finish; then connections are closed, including ones a client dialed
 // and never used, which Shutdown alone would wait five seconds for. A

@@ -33,16 +33,23 @@ func onlyFields(raw json.RawMessage, allowed ...string) (map[string]json.RawMess
 // t: exactly its key attributes, as strings (the tables whose partitions
 // the copy keeps; a number key is the stand-in's, which normalizes it).
 func (t *table) lookup(key map[string]attr) (item json.RawMessage, found, ok bool) {
-	if t.keys == nil || len(key) != 2 {
-		return nil, false, false
-	}
-	pk, ok1 := key[t.hash].str()
-	sk, ok2 := key[t.rng].str()
-	if !ok1 || !ok2 || pk == "" || sk == "" {
+	pk, sk, ok := t.stringKey(key)
+	if !ok {
 		return nil, false, false
 	}
 	item, found = t.items[t.stringKeyID(pk, sk)]
 	return item, found, true
+}
+
+// stringKey is the partition and sort key of key, when it is exactly the
+// key attributes of t, as non-empty strings.
+func (t *table) stringKey(key map[string]attr) (pk, sk string, ok bool) {
+	if t.keys == nil || len(key) != 2 {
+		return "", "", false
+	}
+	pk, ok1 := key[t.hash].str()
+	sk, ok2 := key[t.rng].str()
+	return pk, sk, ok1 && ok2 && pk != "" && sk != ""
 }
 
 // getItem answers a GetItem of a whole item by its key from the copy.
