@@ -133,7 +133,7 @@ func TestServerNotices(t *testing.T) {
 	}
 
 	second := send(t, st, "POST", sendPath, root.AccessToken, notice(alice.User.ID, "second"))
-	st.CheckCost(t, "a notice into the existing room", "send_server_notice", servertest.Want(9, 5, 5))
+	st.CheckCost(t, "a notice into the existing room", "send_server_notice", servertest.Want(8, 5, 5))
 	sync2, err := alice.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
 	if err != nil {
 		t.Fatal(err)

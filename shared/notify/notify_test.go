@@ -433,7 +433,7 @@ func TestPush_Cost(t *testing.T) {
 	gw.next(t, "alice-key")
 	sendEvent(t, bob, room.RoomID, event.EventMessage, text) // job 4
 	gw.next(t, "alice-key")
-	st.CheckCost(t, "message, two members, queue on", "/send/", servertest.Want(6, 1, 15))
+	st.CheckCost(t, "message, two members, queue on", "/send/", servertest.Want(5, 1, 15))
 	js := waitJobs(t, st, notify.Kind, 4)
 	// The event's pointer and slot; bob's pushers (a Query: none).
 	checkJob(t, "push job, a recipient without pushers", js[1], servertest.Want(3, 3, 0))

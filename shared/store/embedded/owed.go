@@ -3,6 +3,8 @@ package embedded
 import (
 	"encoding/json"
 	"fmt"
+	"math/big"
+	"regexp"
 )
 
 // A write that needs neither a condition nor an update evaluated (a put or
@@ -214,4 +216,76 @@ func (p *partitions) pay(table string, key map[string]attr) error {
 		return fmt.Errorf("bring the stand-in up to date: %w", err)
 	}
 	return nil
+}
+
+// The store creates an item, or replaces one past its expiry, with one
+// condition (store.absentCondition); the copy decides it, as it holds the
+// item. Any other condition is the stand-in's to evaluate.
+var absentCondition = regexp.MustCompile(`^attribute_not_exists\((#\w+)\) OR (#\w+) < (:\w+)$`)
+
+// absentCheck is a put's condition that the item be absent or expire
+// before now.
+type absentCheck struct {
+	expires string
+	now     *big.Rat
+}
+
+// putIfAbsent reads a PutItem into t whose only condition is the store's
+// absent condition.
+func putIfAbsent(body []byte, t *table) (absentCheck, bool) {
+	if t == nil {
+		return absentCheck{}, false
+	}
+	var in struct {
+		ConditionExpression       string
+		ExpressionAttributeNames  map[string]string
+		ExpressionAttributeValues map[string]attr
+	}
+	if _, ok := onlyFields(body, "TableName", "Item", "ConditionExpression", "ExpressionAttributeNames",
+		"ExpressionAttributeValues", "ReturnConsumedCapacity"); !ok || json.Unmarshal(body, &in) != nil {
+		return absentCheck{}, false
+	}
+	m := absentCondition.FindStringSubmatch(in.ConditionExpression)
+	if m == nil || len(in.ExpressionAttributeNames) != 2 || len(in.ExpressionAttributeValues) != 1 {
+		return absentCheck{}, false
+	}
+	key, expires := in.ExpressionAttributeNames[m[1]], in.ExpressionAttributeNames[m[2]]
+	if (key != t.hash && key != t.rng) || expires == "" || expires == t.hash || expires == t.rng {
+		return absentCheck{}, false
+	}
+	now, ok := number(in.ExpressionAttributeValues[m[3]])
+	if !ok {
+		return absentCheck{}, false
+	}
+	return absentCheck{expires: expires, now: now}, true
+}
+
+// number is the value of a number attribute.
+func number(a attr) (*big.Rat, bool) {
+	raw, ok := a["N"]
+	if !ok || len(a) != 1 {
+		return nil, false
+	}
+	var text string
+	if json.Unmarshal(raw, &text) != nil {
+		return nil, false
+	}
+	return new(big.Rat).SetString(text)
+}
+
+// holds reports whether c holds for the item w names as the copy has it:
+// absent, or with an expiry, a number, before c's now.
+func (p *partitions) holds(w written, c absentCheck) bool {
+	p.mu.RLock()
+	item, found, _ := p.tables[w.table].lookup(w.key)
+	p.mu.RUnlock()
+	if !found {
+		return true
+	}
+	var attrs map[string]attr
+	if json.Unmarshal(item, &attrs) != nil {
+		return false
+	}
+	exp, ok := number(attrs[c.expires])
+	return ok && exp.Cmp(c.now) < 0
 }

@@ -310,6 +310,12 @@ func (p *partitions) writeItems(op string, body []byte, r *http.Request, rec *ht
 	defer p.tableMu.RUnlock()
 	ws := p.identify(writtenKeys(op, body))
 	n, blind := blindWrite(op, body)
+	var check *absentCheck
+	if op == "PutItem" && !blind && len(ws) == 1 {
+		if c, ok := putIfAbsent(body, p.tables[ws[0].table]); ok {
+			check, n, blind = &c, 1, true
+		}
+	}
 	blind = blind && p.blindKeys(ws, n)
 	touched := ws
 	if !blind {
@@ -317,7 +323,9 @@ func (p *partitions) writeItems(op string, body []byte, r *http.Request, rec *ht
 	}
 	unlock := p.lockItems(touched)
 	defer unlock()
-	if blind {
+	if blind && check != nil && !p.holds(ws[0], *check) {
+		apiError(rec, http.StatusBadRequest, "ConditionalCheckFailedException", "the conditional request failed")
+	} else if blind {
 		rec.Header().Set("Content-Type", "application/x-amz-json-1.0")
 		rec.Write(blindAnswer(op))
 	} else if err := p.settle(touched); err != nil {

@@ -161,6 +161,18 @@ func randomWriteOf(r *rand.Rand, n int, randomKey func(*rand.Rand) map[string]ty
 			return err
 		}
 	case 1:
+		if r.IntN(2) == 0 {
+			// The store's create: absent, or past its expiry (here n,
+			// which a third of the items carry).
+			now := fmt.Sprint(r.IntN(1000))
+			return func(ctx context.Context, db *dynamodb.Client) error {
+				_, err := db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(testTable), Item: item,
+					ConditionExpression:       aws.String("attribute_not_exists(#pk) OR #exp < :now"),
+					ExpressionAttributeNames:  map[string]string{"#pk": "pk", "#exp": "n"},
+					ExpressionAttributeValues: map[string]types.AttributeValue{":now": &types.AttributeValueMemberN{Value: now}}})
+				return err
+			}
+		}
 		return func(ctx context.Context, db *dynamodb.Client) error {
 			_, err := db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(testTable), Item: item,
 				ConditionExpression: aws.String("attribute_not_exists(pk)")})
