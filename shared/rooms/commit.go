@@ -152,6 +152,10 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 		writes++
 		go func() { errs <- s.Store.Put(ctx, *rel) }()
 	}
+	// What goes beside the slot is encoded while those writes are on
+	// their way.
+	a := Appended{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined(), StateSeq: sl.StateSeq, Servers: loc.Partial}
+	land := s.prepareLanding(a)
 	var err error
 	for range writes {
 		// errTxnTaken wins over any other failure: the request then waits.
@@ -171,20 +175,13 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 	if s.halted("slot") {
 		return nil, nil, errHalted
 	}
-	a := Appended{RoomID: roomID, Seq: seq, Event: ev, To: loc.joined(), StateSeq: sl.StateSeq, Servers: loc.Partial}
 	if s.halted("landed") {
-		if s.Landing != nil {
-			_ = s.Landing(ctx, a)
-		}
+		_ = land(ctx)
 		return nil, nil, errHalted
 	}
 	// The stream entries and the search index go beside the slot (Landing).
 	landed := make(chan error, 1)
-	if s.Landing != nil {
-		go func() { landed <- s.Landing(ctx, a) }()
-	} else {
-		landed <- errNoLanding
-	}
+	go func() { landed <- land(ctx) }()
 	err = s.Store.Create(ctx, sl)
 	landErr := <-landed
 	switch {
@@ -214,6 +211,19 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 // errNoLanding stands for a Landing that was not called.
 var errNoLanding = errors.New("no landing hook")
 
+// prepareLanding encodes what Landing writes of a and returns the write:
+// errNoLanding without the hook, the encoding's error if it failed.
+func (s *Service) prepareLanding(a Appended) func(context.Context) error {
+	if s.Landing == nil {
+		return func(context.Context) error { return errNoLanding }
+	}
+	write, err := s.Landing(a)
+	if err != nil {
+		return func(context.Context) error { return err }
+	}
+	return write
+}
+
 // reland calls Landing with the event that won position seq, which a
 // message lost after Landing wrote for it there: the loser's search index
 // items, keyed by word and position, may have replaced the winner's. The
@@ -228,7 +238,11 @@ func (s *Service) reland(ctx context.Context, roomID string, seq int64, loc *loc
 	if !ok {
 		return nil
 	}
-	return s.Landing(ctx, Appended{RoomID: roomID, Seq: seq, Event: e.PDU, To: loc.joined(), StateSeq: e.StateSeq})
+	write, err := s.Landing(Appended{RoomID: roomID, Seq: seq, Event: e.PDU, To: loc.joined(), StateSeq: e.StateSeq})
+	if err != nil {
+		return err
+	}
+	return write(ctx)
 }
 
 // restoreRelation puts back the relation item of the event that won the

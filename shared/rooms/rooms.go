@@ -32,17 +32,18 @@ type Service struct {
 	// Appended is told of every event appended, after it is stored, with
 	// the local users whose sync streams it goes to; nil does nothing.
 	Appended func(ctx context.Context, evs []Appended) error
-	// Landing, when set, writes what the local users' syncs and search
-	// read of a lone message (its stream entries, its search index) beside
-	// the write of its slot, not after it: a send then waits one round
-	// trip less. Its writes may come before the slot or without it (the
+	// Landing, when set, prepares the write of what the local users' syncs
+	// and search read of a lone message (its stream entries, its search
+	// index), which the append encodes while its first writes are on
+	// their way and sends beside the write of its slot, not after it: a
+	// send then waits one round trip less. Its writes may come before the slot or without it (the
 	// slot went to another event, or the process died): what reads them
 	// takes an entry whose slot is not there yet for news still to come,
 	// and an index item for a hit only where the slot holds its event.
 	// Losing the slot, the append calls Landing again with the event that
 	// won it, to put back index items the loser's replaced. The event then
 	// reaches Appended with Landed set.
-	Landing func(ctx context.Context, a Appended) error
+	Landing func(a Appended) (write func(ctx context.Context) error, err error)
 	// SyncPosition reads a /sync token of userID as the position in roomID
 	// it stands just after (sync.Service.RoomPosition), for the endpoints
 	// that take a sync token for a pagination token; nil accepts room

@@ -306,15 +306,17 @@ func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Server
 	// one BatchWriteItem where they fit (25 items: two members and a
 	// chat line's words): a send waits for one round trip for the slot
 	// and both, and pays for one call fewer.
-	rms.Landing = func(ctx context.Context, a rooms.Appended) error {
-		items := append(syncs.Landing(a), searches.Items([]rooms.Appended{a})...)
-		if len(items) == 0 {
+	rms.Landing = func(a rooms.Appended) (func(context.Context) error, error) {
+		puts, err := st.Prepare(append(syncs.Landing(a), searches.Items([]rooms.Appended{a})...))
+		if err != nil {
+			return nil, fmt.Errorf("stream entries and search index: %w", err)
+		}
+		return func(ctx context.Context) error {
+			if err := puts.Put(ctx); err != nil {
+				return fmt.Errorf("stream entries and search index: %w", err)
+			}
 			return nil
-		}
-		if err := st.PutMany(ctx, items); err != nil {
-			return fmt.Errorf("stream entries and search index: %w", err)
-		}
-		return nil
+		}, nil
 	}
 	rms.SyncPosition = syncs.RoomPosition
 	pres := &presence.Service{Store: st, Rooms: rms, Enabled: cfg.Presence.Enabled, Touch: func(ctx context.Context, userID string, users []string) error {

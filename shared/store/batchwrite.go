@@ -23,28 +23,52 @@ const putParallel = 16
 // none: each item is written on its own, in no set order, and throttled
 // ones are sent again.
 func (s *Store) PutMany(ctx context.Context, items []any) error {
-	var batches [][]types.WriteRequest
-	var units []float64
+	p, err := s.Prepare(items)
+	if err != nil {
+		return err
+	}
+	return p.Put(ctx)
+}
+
+// Puts are items encoded for PutMany, to be written later: a request that
+// waits for a write anyway encodes them meanwhile.
+type Puts struct {
+	s       *Store
+	batches [][]types.WriteRequest
+	units   []float64
+}
+
+// Prepare encodes items for PutMany.
+func (s *Store) Prepare(items []any) (*Puts, error) {
+	p := &Puts{s: s}
 	for i, item := range items {
 		av, size, err := s.marshalItem(item)
 		if err != nil {
-			return fmt.Errorf("put many: item %d: %w", i, err)
+			return nil, fmt.Errorf("put many: item %d: %w", i, err)
 		}
 		if i%MaxBatchWrite == 0 {
-			batches = append(batches, make([]types.WriteRequest, 0, MaxBatchWrite))
-			units = append(units, 0)
+			p.batches = append(p.batches, make([]types.WriteRequest, 0, MaxBatchWrite))
+			p.units = append(p.units, 0)
 		}
-		b := len(batches) - 1
-		batches[b] = append(batches[b], types.WriteRequest{PutRequest: &types.PutRequest{Item: av}})
-		units[b] += putUnits(av, size)
+		b := len(p.batches) - 1
+		p.batches[b] = append(p.batches[b], types.WriteRequest{PutRequest: &types.PutRequest{Item: av}})
+		p.units[b] += putUnits(av, size)
 	}
-	if len(batches) == 1 {
-		return s.putBatch(ctx, batches[0], units[0])
+	return p, nil
+}
+
+// Put writes the items, as PutMany does.
+func (p *Puts) Put(ctx context.Context) error {
+	switch len(p.batches) {
+	case 0:
+		return nil
+	case 1:
+		return p.s.putBatch(ctx, p.batches[0], p.units[0])
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(putParallel)
-	for i, b := range batches {
-		g.Go(func() error { return s.putBatch(gctx, b, units[i]) })
+	for i, b := range p.batches {
+		g.Go(func() error { return p.s.putBatch(gctx, b, p.units[i]) })
 	}
 	return g.Wait()
 }
