@@ -244,7 +244,7 @@ func printLatency(w io.Writer, r *report) {
 	}
 	latency := time.Duration(r.DynamoDBLatencyMS * float64(time.Millisecond))
 	name := modelledName(latency)
-	fmt.Fprintf(w, "\nDynamoDB latency model (-dynamodb-latency %s): %s is cirrus serve on an embedded DynamoDB behind a proxy that holds every DynamoDB call %s before forwarding it (its own goroutine each, so parallel calls overlap); p50 ms, and DynamoDB calls and round trips (calls one after the other) per request:\n",
+	fmt.Fprintf(w, "\nDynamoDB latency model (-dynamodb-latency %s): %s is cirrus serve on an embedded DynamoDB behind a proxy that holds every DynamoDB call %s before handing it to the store in its process (its own goroutine each, so parallel calls overlap); p50 ms, and DynamoDB calls and round trips (calls one after the other) per request:\n",
 		latency, name, latency)
 	cell := func(endpoint, server string) string {
 		x, ok := findResult(r.Results, endpoint, server)
