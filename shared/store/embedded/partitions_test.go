@@ -634,6 +634,57 @@ func TestPartitionsAnswerGetsFromTheCopy(t *testing.T) {
 	}
 }
 
+// TestPartitionsBlindWritesRefuseWhatDynamoDBRefuses: the writes the copy
+// decides alone (owed.go) are refused as DynamoDB refuses them when they
+// are malformed: the copy leaves those to the stand-in. (The stand-in
+// itself takes an empty key string and a batch naming one item twice,
+// which DynamoDB refuses; the store makes neither.)
+func TestPartitionsBlindWritesRefuseWhatDynamoDBRefuses(t *testing.T) {
+	ctx := context.Background()
+	_, db := started(t)
+	item := func(sk string) map[string]types.AttributeValue {
+		return map[string]types.AttributeValue{"pk": s("p"), "sk": s(sk), "v": s("x")}
+	}
+	put := func(it map[string]types.AttributeValue) types.WriteRequest {
+		return types.WriteRequest{PutRequest: &types.PutRequest{Item: it}}
+	}
+	var tooMany []types.WriteRequest
+	for i := range 26 {
+		tooMany = append(tooMany, put(item(fmt.Sprint(i))))
+	}
+	withSet := item("set")
+	withSet["ss"] = &types.AttributeValueMemberSS{Value: []string{"a", "a"}}
+	for what, write := range map[string]func() error{
+		"no sort key": func() error {
+			_, err := db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(testTable),
+				Item: map[string]types.AttributeValue{"pk": s("p"), "v": s("x")}})
+			return err
+		},
+		"a set with a value twice": func() error {
+			_, err := db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(testTable), Item: withSet})
+			return err
+		},
+		"a batch of 26": func() error {
+			_, err := db.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: map[string][]types.WriteRequest{testTable: tooMany}})
+			return err
+		},
+		"a delete without the sort key": func() error {
+			_, err := db.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(testTable),
+				Key: map[string]types.AttributeValue{"pk": s("p")}})
+			return err
+		},
+	} {
+		var refused *smithy.GenericAPIError
+		if err := write(); !errors.As(err, &refused) || refused.Code != "ValidationException" {
+			t.Errorf("%s: %v, want a ValidationException", what, err)
+		}
+	}
+	res, err := db.Scan(ctx, &dynamodb.ScanInput{TableName: aws.String(testTable)})
+	if err != nil || len(res.Items) != 0 {
+		t.Fatalf("after refused writes, the table holds %d items (%v)", len(res.Items), err)
+	}
+}
+
 // TestStringKeyID: the key ID a Query makes of string keys is keyID's.
 func TestStringKeyID(t *testing.T) {
 	for _, tb := range []*table{{hash: "pk", rng: "sk"}, {hash: "pk"}} {
