@@ -120,6 +120,19 @@ func (p *partitions) blindKeys(ws []written, n int) bool {
 	return true
 }
 
+// copyDecides reports whether the copy decides a write of the items ws
+// alone: a blind write, or a put under the store's create condition,
+// which it returns to be checked.
+func (p *partitions) copyDecides(op string, body []byte, ws []written) (check *absentCheck, ok bool) {
+	n, ok := blindWrite(op, body)
+	if op == "PutItem" && !ok && len(ws) == 1 {
+		if c, absent := putIfAbsent(body, p.tables[ws[0].table]); absent {
+			check, n, ok = &c, 1, true
+		}
+	}
+	return check, ok && p.blindKeys(ws, n)
+}
+
 // blindAnswer is DynamoDB's answer to a blind write that succeeded.
 func blindAnswer(op string) []byte {
 	if op == "BatchWriteItem" {
@@ -132,20 +145,22 @@ func blindAnswer(op string) []byte {
 func (p *partitions) owe(cs []change) {
 	p.oweMu.Lock()
 	defer p.oweMu.Unlock()
+	for _, c := range cs {
+		if id, ok := p.tables[c.Table].keyID(c.Key); ok {
+			p.oweLocked(c.Table, id, c.Key)
+		}
+	}
+}
+
+// oweLocked records one item owed; oweMu is held.
+func (p *partitions) oweLocked(table, id string, key map[string]attr) {
 	if p.owed == nil {
 		p.owed = map[string]map[string]map[string]attr{}
 	}
-	for _, c := range cs {
-		t := p.tables[c.Table]
-		id, ok := t.keyID(c.Key)
-		if !ok {
-			continue
-		}
-		if p.owed[c.Table] == nil {
-			p.owed[c.Table] = map[string]map[string]attr{}
-		}
-		p.owed[c.Table][id] = c.Key
+	if p.owed[table] == nil {
+		p.owed[table] = map[string]map[string]attr{}
 	}
+	p.owed[table][id] = key
 }
 
 // settle puts into the stand-in the items of ws it is owed, as the copy
@@ -162,7 +177,7 @@ func (p *partitions) settle(ws []written) error {
 		}
 		if err := p.pay(w.table, w.key); err != nil {
 			p.oweMu.Lock()
-			p.owed[w.table][w.id] = w.key
+			p.oweLocked(w.table, w.id, w.key)
 			p.oweMu.Unlock()
 			return err
 		}
@@ -180,16 +195,11 @@ func (p *partitions) settleAll() error {
 	for table, keys := range owed {
 		for id, key := range keys {
 			if err := p.pay(table, key); err != nil {
+				// What is left stays owed.
 				p.oweMu.Lock()
-				if p.owed == nil {
-					p.owed = map[string]map[string]map[string]attr{}
-				}
 				for t, ks := range owed {
-					if p.owed[t] == nil {
-						p.owed[t] = map[string]map[string]attr{}
-					}
 					for id, k := range ks {
-						p.owed[t][id] = k
+						p.oweLocked(t, id, k)
 					}
 				}
 				p.oweMu.Unlock()

@@ -309,14 +309,7 @@ func (p *partitions) writeItems(op string, body []byte, r *http.Request, rec *ht
 	p.tableMu.RLock()
 	defer p.tableMu.RUnlock()
 	ws := p.identify(writtenKeys(op, body))
-	n, blind := blindWrite(op, body)
-	var check *absentCheck
-	if op == "PutItem" && !blind && len(ws) == 1 {
-		if c, ok := putIfAbsent(body, p.tables[ws[0].table]); ok {
-			check, n, blind = &c, 1, true
-		}
-	}
-	blind = blind && p.blindKeys(ws, n)
+	check, blind := p.copyDecides(op, body, ws)
 	touched := ws
 	if !blind {
 		touched = slices.Concat(ws, p.identify(checkedKeys(op, body)))
