@@ -203,20 +203,12 @@ func (p *partitions) scan(body []byte) ([]byte, bool) {
 		ConsistentRead    *bool
 		Select            string
 	}
-	var all map[string]json.RawMessage
-	if json.Unmarshal(body, &in) != nil || json.Unmarshal(body, &all) != nil {
+	all, ok := onlyFields(body, "TableName", "ExclusiveStartKey", "Limit", "ConsistentRead", "ReturnConsumedCapacity", "Select")
+	if !ok || json.Unmarshal(body, &in) != nil {
 		return nil, false
 	}
-	for k := range all {
-		switch k {
-		case "TableName", "ExclusiveStartKey", "Limit", "ConsistentRead", "ReturnConsumedCapacity":
-		case "Select":
-			if in.Select != "ALL_ATTRIBUTES" {
-				return nil, false
-			}
-		default:
-			return nil, false
-		}
+	if _, ok := all["Select"]; ok && in.Select != "ALL_ATTRIBUTES" {
+		return nil, false
 	}
 	t, ok := p.tables[in.TableName]
 	if !ok || (in.Limit != nil && *in.Limit < 1) {
