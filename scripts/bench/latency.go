@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/shared/store/embedded"
@@ -72,6 +73,33 @@ type latencyProxy struct {
 	// wait holds a request for d; it returns early with ctx's error when
 	// the caller goes away. It is sleep in the bench, a stand-in in tests.
 	wait func(ctx context.Context, d time.Duration) error
+	// held, when not nil, adds up how long wait really held each call, for
+	// the report: the model is only as good as its holds are close to d.
+	held *holdMeter
+}
+
+// holdMeter adds up the holds of a run's latency proxies.
+type holdMeter struct {
+	mu    sync.Mutex
+	total time.Duration
+	calls int64
+}
+
+func (m *holdMeter) add(d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.total += d
+	m.calls++
+}
+
+// mean is the average hold of a call; 0 before any.
+func (m *holdMeter) mean() time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.calls == 0 {
+		return 0
+	}
+	return m.total / time.Duration(m.calls)
 }
 
 // hopHeaders are the headers of one connection, not passed on (RFC 9110,
@@ -79,12 +107,12 @@ type latencyProxy struct {
 var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
 // newLatencyProxy hands requests to backend after wait(delay); a nil wait
-// sleeps.
-func newLatencyProxy(backend http.Handler, delay time.Duration, wait func(context.Context, time.Duration) error) *latencyProxy {
+// sleeps. held, when not nil, adds up the holds.
+func newLatencyProxy(backend http.Handler, delay time.Duration, wait func(context.Context, time.Duration) error, held *holdMeter) *latencyProxy {
 	if wait == nil {
 		wait = sleep
 	}
-	return &latencyProxy{backend: backend, delay: delay, wait: wait}
+	return &latencyProxy{backend: backend, delay: delay, wait: wait, held: held}
 }
 
 // ServeHTTP reads the request, waits, hands it to the backend with its
@@ -96,8 +124,12 @@ func (p *latencyProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "latency proxy: read the request: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	start := time.Now()
 	if err := p.wait(r.Context(), p.delay); err != nil {
 		return // the caller is gone
+	}
+	if p.held != nil {
+		p.held.add(time.Since(start))
 	}
 	out := r.Clone(context.WithoutCancel(r.Context()))
 	out.Body = io.NopCloser(bytes.NewReader(body))
@@ -118,8 +150,8 @@ func (p *latencyProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Write(rec.Body.Bytes())
 }
 
-// sleep waits d, or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
+// timerSleep waits d on a Go timer, or until ctx is done.
+func timerSleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -140,8 +172,9 @@ type modelledDynamoDB struct {
 }
 
 // startModelledDynamoDB starts the embedded store and the proxy in front,
-// which holds each call with wait (nil: sleep) for latency.
-func startModelledDynamoDB(latency time.Duration, wait func(context.Context, time.Duration) error) (*modelledDynamoDB, error) {
+// which holds each call with wait (nil: sleep) for latency and adds the
+// holds to held (when not nil).
+func startModelledDynamoDB(latency time.Duration, wait func(context.Context, time.Duration) error, held *holdMeter) (*modelledDynamoDB, error) {
 	db, err := embedded.Start("127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("embedded DynamoDB: %w", err)
@@ -151,7 +184,7 @@ func startModelledDynamoDB(latency time.Duration, wait func(context.Context, tim
 		db.Close()
 		return nil, fmt.Errorf("latency proxy: %w", err)
 	}
-	m := &modelledDynamoDB{db: db, proxy: newLatencyProxy(db.Handler(), latency, wait), url: "http://" + ln.Addr().String()}
+	m := &modelledDynamoDB{db: db, proxy: newLatencyProxy(db.Handler(), latency, wait, held), url: "http://" + ln.Addr().String()}
 	m.srv = &http.Server{Handler: m.proxy, ReadHeaderTimeout: time.Minute}
 	go func() { _ = m.srv.Serve(ln) }() // ErrServerClosed once close is called
 	return m, nil
@@ -163,9 +196,10 @@ func (m *modelledDynamoDB) close() {
 }
 
 // startModelledCirrus starts a `cirrus serve` on a modelled DynamoDB with
-// latency added to every call; the store and the proxy stop with it.
-func startModelledCirrus(ctx context.Context, bin string, pollInterval, latency time.Duration) (*server, error) {
-	ddb, err := startModelledDynamoDB(latency, nil)
+// latency added to every call, the holds added to held; the store and the
+// proxy stop with it.
+func startModelledCirrus(ctx context.Context, bin string, pollInterval, latency time.Duration, held *holdMeter) (*server, error) {
+	ddb, err := startModelledDynamoDB(latency, nil, held)
 	if err != nil {
 		return nil, err
 	}
@@ -244,8 +278,12 @@ func printLatency(w io.Writer, r *report) {
 	}
 	latency := time.Duration(r.DynamoDBLatencyMS * float64(time.Millisecond))
 	name := modelledName(latency)
-	fmt.Fprintf(w, "\nDynamoDB latency model (-dynamodb-latency %s): %s is cirrus serve on an embedded DynamoDB behind a proxy that holds every DynamoDB call %s before handing it to the store in its process (its own goroutine each, so parallel calls overlap); p50 ms, and DynamoDB calls and round trips (calls one after the other) per request:\n",
-		latency, name, latency)
+	held := ""
+	if r.DynamoDBHeldMS > 0 {
+		held = fmt.Sprintf(" (held %.2f ms per call on average, as measured)", r.DynamoDBHeldMS)
+	}
+	fmt.Fprintf(w, "\nDynamoDB latency model (-dynamodb-latency %s): %s is cirrus serve on an embedded DynamoDB behind a proxy that holds every DynamoDB call %s%s before handing it to the store in its process (its own goroutine each, so parallel calls overlap); p50 ms, and DynamoDB calls and round trips (calls one after the other) per request:\n",
+		latency, name, latency, held)
 	cell := func(endpoint, server string) string {
 		x, ok := findResult(r.Results, endpoint, server)
 		if m := unmeasured(x, ok, server); m != "" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -40,7 +41,7 @@ func TestLatencyProxy(t *testing.T) {
 	p := newLatencyProxy(backend, 4*time.Millisecond, func(_ context.Context, d time.Duration) error {
 		record("wait " + d.String())
 		return nil
-	})
+	}, nil)
 	front := httptest.NewServer(p)
 	defer front.Close()
 
@@ -104,7 +105,7 @@ func TestLatencyProxy_Concurrent(t *testing.T) {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	})
+	}, nil)
 	front := httptest.NewServer(p)
 	defer front.Close()
 	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: n, MaxIdleConnsPerHost: n}}
@@ -136,12 +137,13 @@ func TestLatencyProxy_Concurrent(t *testing.T) {
 func TestModelledDynamoDB_Cirrus(t *testing.T) {
 	var mu sync.Mutex
 	var waits []time.Duration
+	held := &holdMeter{}
 	ddb, err := startModelledDynamoDB(defaultDynamoDBLatency, func(_ context.Context, d time.Duration) error {
 		mu.Lock()
 		defer mu.Unlock()
 		waits = append(waits, d)
 		return nil
-	})
+	}, held)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,6 +177,30 @@ func TestModelledDynamoDB_Cirrus(t *testing.T) {
 		if d != defaultDynamoDBLatency {
 			t.Fatalf("wait %d was for %s, want %s", i, d, defaultDynamoDBLatency)
 		}
+	}
+	held.mu.Lock()
+	defer held.mu.Unlock()
+	if held.calls != int64(len(waits)) {
+		t.Errorf("the hold meter counted %d holds, the proxy held %d requests", held.calls, len(waits))
+	}
+}
+
+// TestSleep: the proxy's hold lasts at least what it is asked for, and
+// ends early, with the context's error, once the caller goes away.
+func TestSleep(t *testing.T) {
+	for range 3 {
+		start := time.Now()
+		if err := sleep(context.Background(), 2*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d < 2*time.Millisecond {
+			t.Fatalf("a 2ms hold ended after %s", d)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(10*time.Millisecond, cancel)
+	if err := sleep(ctx, time.Hour); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a hold whose caller went away: %v, want context.Canceled", err)
 	}
 }
 

@@ -166,6 +166,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Go: runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH, CPUs: runtime.NumCPU(),
 		Baseline:          baselineState{Module: dendriteModule + "@" + dendriteVersion},
 		DynamoDBLatencyMS: ms(*ddbLatency),
+		held:              &holdMeter{},
 	}
 
 	tmp, err := os.MkdirTemp("", "cirrus-bench-bin-")
@@ -304,6 +305,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	rep.Ratios = ratios(rep.Results)
+	rep.DynamoDBHeldMS = ms(rep.held.mean())
 	rep.Sync = summariseSync(rep.Results, *syncPoll)
 	rep.Goals = append(goals(rep.Results), syncGoals(rep.Results, rep.Sync)...)
 	if !*federationOnly && !*mediaOnly && !*tierOnly {
@@ -337,7 +339,7 @@ func startServers(ctx context.Context, cirrusBin string, dendrite dendriteBuild,
 	}
 	servers = append(servers, cirrus)
 	if latency > 0 {
-		m, err := startModelledCirrus(ctx, cirrusBin, syncPoll, latency)
+		m, err := startModelledCirrus(ctx, cirrusBin, syncPoll, latency, rep.held)
 		if err != nil {
 			return servers, fmt.Errorf("%s: %w", modelledName(latency), err)
 		}

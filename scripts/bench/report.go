@@ -27,6 +27,10 @@ type report struct {
 	// DynamoDBLatencyMS is what the latency model adds to every DynamoDB
 	// call of its Cirrus (-dynamodb-latency), 0 when there is none.
 	DynamoDBLatencyMS float64 `json:"dynamodb_latency_ms"`
+	// DynamoDBHeldMS is how long the proxy held a call on average, as
+	// measured: the latency the model really added.
+	DynamoDBHeldMS float64 `json:"dynamodb_held_ms,omitempty"`
+	held           *holdMeter
 }
 
 type serverInfo struct {
