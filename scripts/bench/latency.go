@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -73,33 +74,49 @@ type latencyProxy struct {
 	// wait holds a request for d; it returns early with ctx's error when
 	// the caller goes away. It is sleep in the bench, a stand-in in tests.
 	wait func(ctx context.Context, d time.Duration) error
-	// held, when not nil, adds up how long wait really held each call, for
-	// the report: the model is only as good as its holds are close to d.
+	// held, when not nil, counts how long wait really held each call, for
+	// the report.
 	held *holdMeter
 }
 
-// holdMeter adds up the holds of a run's latency proxies.
+// holdMeter counts the holds of a run's latency proxies by length, in
+// holdBucket steps: the model is only as good as its holds are close to
+// the latency it says it adds.
 type holdMeter struct {
-	mu    sync.Mutex
-	total time.Duration
-	calls int64
+	mu      sync.Mutex
+	buckets [holdBuckets]int64 // the last one holds all longer holds
+	calls   int64
 }
 
+const (
+	holdBucket  = 10 * time.Microsecond
+	holdBuckets = 10_000 // up to 100 ms
+)
+
 func (m *holdMeter) add(d time.Duration) {
+	i := min(max(int(d/holdBucket), 0), holdBuckets-1)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.total += d
+	m.buckets[i]++
 	m.calls++
 }
 
-// mean is the average hold of a call; 0 before any.
-func (m *holdMeter) mean() time.Duration {
+// quantile is the hold that a share q of the holds are no longer than, to
+// the bucket's upper end; 0 before any hold.
+func (m *holdMeter) quantile(q float64) time.Duration {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.calls == 0 {
 		return 0
 	}
-	return m.total / time.Duration(m.calls)
+	rank := int64(math.Ceil(q * float64(m.calls)))
+	var seen int64
+	for i, n := range m.buckets {
+		if seen += n; seen >= max(rank, 1) {
+			return time.Duration(i+1) * holdBucket
+		}
+	}
+	return holdBuckets * holdBucket
 }
 
 // hopHeaders are the headers of one connection, not passed on (RFC 9110,
@@ -107,7 +124,7 @@ func (m *holdMeter) mean() time.Duration {
 var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
 // newLatencyProxy hands requests to backend after wait(delay); a nil wait
-// sleeps. held, when not nil, adds up the holds.
+// sleeps. held, when not nil, counts the holds.
 func newLatencyProxy(backend http.Handler, delay time.Duration, wait func(context.Context, time.Duration) error, held *holdMeter) *latencyProxy {
 	if wait == nil {
 		wait = sleep
@@ -172,8 +189,8 @@ type modelledDynamoDB struct {
 }
 
 // startModelledDynamoDB starts the embedded store and the proxy in front,
-// which holds each call with wait (nil: sleep) for latency and adds the
-// holds to held (when not nil).
+// which holds each call with wait (nil: sleep) for latency and counts the
+// holds in held (when not nil).
 func startModelledDynamoDB(latency time.Duration, wait func(context.Context, time.Duration) error, held *holdMeter) (*modelledDynamoDB, error) {
 	db, err := embedded.Start("127.0.0.1:0")
 	if err != nil {
@@ -196,7 +213,7 @@ func (m *modelledDynamoDB) close() {
 }
 
 // startModelledCirrus starts a `cirrus serve` on a modelled DynamoDB with
-// latency added to every call, the holds added to held; the store and the
+// latency added to every call, the holds counted in held; the store and the
 // proxy stop with it.
 func startModelledCirrus(ctx context.Context, bin string, pollInterval, latency time.Duration, held *holdMeter) (*server, error) {
 	ddb, err := startModelledDynamoDB(latency, nil, held)
@@ -279,8 +296,8 @@ func printLatency(w io.Writer, r *report) {
 	latency := time.Duration(r.DynamoDBLatencyMS * float64(time.Millisecond))
 	name := modelledName(latency)
 	held := ""
-	if r.DynamoDBHeldMS > 0 {
-		held = fmt.Sprintf(" (held %.2f ms per call on average, as measured)", r.DynamoDBHeldMS)
+	if r.DynamoDBHeldP50MS > 0 {
+		held = fmt.Sprintf(" (as measured: p50 %.2f ms, p99 %.2f ms; a hold ends late when the machine is busy, as under send c=8 and the initial syncs)", r.DynamoDBHeldP50MS, r.DynamoDBHeldP99MS)
 	}
 	fmt.Fprintf(w, "\nDynamoDB latency model (-dynamodb-latency %s): %s is cirrus serve on an embedded DynamoDB behind a proxy that holds every DynamoDB call %s%s before handing it to the store in its process (its own goroutine each, so parallel calls overlap); p50 ms, and DynamoDB calls and round trips (calls one after the other) per request:\n",
 		latency, name, latency, held)

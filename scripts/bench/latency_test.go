@@ -368,3 +368,27 @@ func TestServersFor(t *testing.T) {
 		}
 	}
 }
+
+// TestHoldMeter: the report's hold percentiles come from the holds
+// counted, to the upper end of their 10 µs bucket; a hold past the last
+// bucket counts in it.
+func TestHoldMeter(t *testing.T) {
+	var m holdMeter
+	if got := m.quantile(0.5); got != 0 {
+		t.Fatalf("p50 before any hold: %s, want 0", got)
+	}
+	for range 97 {
+		m.add(4010 * time.Microsecond)
+	}
+	m.add(9 * time.Millisecond)
+	m.add(9 * time.Millisecond)
+	m.add(time.Second)
+	for _, tt := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 4020 * time.Microsecond}, {0.97, 4020 * time.Microsecond}, {0.99, 9010 * time.Microsecond}, {1, 100 * time.Millisecond}} {
+		if got := m.quantile(tt.q); got != tt.want {
+			t.Errorf("quantile(%v) = %s, want %s", tt.q, got, tt.want)
+		}
+	}
+}

@@ -305,7 +305,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	rep.Ratios = ratios(rep.Results)
-	rep.DynamoDBHeldMS = ms(rep.held.mean())
+	rep.DynamoDBHeldP50MS, rep.DynamoDBHeldP99MS = ms(rep.held.quantile(0.5)), ms(rep.held.quantile(0.99))
 	rep.Sync = summariseSync(rep.Results, *syncPoll)
 	rep.Goals = append(goals(rep.Results), syncGoals(rep.Results, rep.Sync)...)
 	if !*federationOnly && !*mediaOnly && !*tierOnly {

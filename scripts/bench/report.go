@@ -27,10 +27,11 @@ type report struct {
 	// DynamoDBLatencyMS is what the latency model adds to every DynamoDB
 	// call of its Cirrus (-dynamodb-latency), 0 when there is none.
 	DynamoDBLatencyMS float64 `json:"dynamodb_latency_ms"`
-	// DynamoDBHeldMS is how long the proxy held a call on average, as
+	// DynamoDBHeldP50MS and P99 are how long the proxy held a call, as
 	// measured: the latency the model really added.
-	DynamoDBHeldMS float64 `json:"dynamodb_held_ms,omitempty"`
-	held           *holdMeter
+	DynamoDBHeldP50MS float64 `json:"dynamodb_held_p50_ms,omitempty"`
+	DynamoDBHeldP99MS float64 `json:"dynamodb_held_p99_ms,omitempty"`
+	held              *holdMeter
 }
 
 type serverInfo struct {
