@@ -151,11 +151,22 @@ type sendRequest struct {
 // again from a fresh head while other events win the race. A request
 // whose transaction ID another one holds waits for that one's event, and
 // ends with *sentBefore naming it.
-func (s *Service) send(ctx context.Context, roomID string, req sendRequest) (events.PDU, error) {
+func (s *Service) send(ctx context.Context, roomID string, req sendRequest) (ev events.PDU, err error) {
+	// The repairs of the slots lost on the way run beside the attempts
+	// after them; the request ends once they have.
+	var repairs errgroup.Group
+	defer func() {
+		if rerr := repairs.Wait(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("put back what a lost slot's writes replaced: %w", rerr))
+		}
+	}()
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		ev, finish, err := s.trySend(ctx, roomID, req)
 		switch {
 		case errors.Is(err, errMoved):
+			if lost := (*lostSlot)(nil); errors.As(err, &lost) {
+				repairs.Go(func() error { return lost.repair(context.WithoutCancel(ctx)) })
+			}
 			if err := raceBackoff.Wait(ctx, attempt); err != nil {
 				s.release(ctx, req.txn)
 				return nil, err

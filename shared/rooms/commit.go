@@ -115,8 +115,9 @@ func newPointer(roomID string, seq int64, ev events.PDU) pointer {
 // ID), its pointer and its relation; then the conditional write of the
 // slot, which decides the position. Losing the slot is errMoved; the
 // pointer and relation written for it name a slot that holds another
-// event, which readers check (and a relation written over the winner's,
-// of the same parent, is put back: restoreRelation). So does a pointer
+// event, which readers check (and a relation or search index written
+// over the winner's is put back, beside the next attempt: lostSlot,
+// restoreRelation, reland). So does a pointer
 // written beside a record found taken (a retry through another process,
 // which does not read the record first: txn.go): the slot it names is
 // never claimed for its event. (A message with a relation reads its
@@ -186,17 +187,20 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 	landErr := <-landed
 	switch {
 	case errors.Is(err, store.ErrExists):
-		if rel != nil {
-			if err := s.restoreRelation(ctx, roomID, seq, rel); err != nil {
-				return nil, nil, err
-			}
+		relanding := landErr != errNoLanding
+		if rel == nil && !relanding {
+			return nil, nil, errMoved
 		}
-		if landErr != errNoLanding {
-			if err := s.reland(ctx, roomID, seq, loc); err != nil {
-				return nil, nil, err
+		return nil, nil, &lostSlot{repair: func(ctx context.Context) error {
+			var errs []error
+			if rel != nil {
+				errs = append(errs, s.restoreRelation(ctx, roomID, seq, rel))
 			}
-		}
-		return nil, nil, errMoved
+			if relanding {
+				errs = append(errs, s.reland(ctx, roomID, seq, loc))
+			}
+			return errors.Join(errs...)
+		}}
 	case err != nil:
 		return nil, nil, err
 	}
@@ -207,6 +211,21 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 	sl.Txn = ""
 	return headAt(sl, seq, ev), finish, nil
 }
+
+// lostSlot is errMoved for a message that lost its slot after writing
+// beside it: repair puts back what those writes may have replaced of the
+// winner's (its relation item, its search index), all keyed by the lost
+// position. The message is built again at a later position meanwhile,
+// whose writes never touch the lost one's: send runs the repair beside
+// the new attempt, not before it, and waits for both.
+type lostSlot struct {
+	repair func(context.Context) error
+}
+
+func (e *lostSlot) Error() string {
+	return errMoved.Error() + " (what was written beside it to be put back)"
+}
+func (e *lostSlot) Unwrap() error { return errMoved }
 
 // errNoLanding stands for a Landing that was not called.
 var errNoLanding = errors.New("no landing hook")
