@@ -13,9 +13,10 @@ import (
 // sleep holds for d on a timerfd, which the runtime's poller waits on:
 // the kernel wakes it when the timer fires, a few tens of microseconds
 // after d. A Go timer is late by up to a millisecond, as the poller waits
-// for timers in whole milliseconds and rounds a remainder up to one; a
-// 4 ms hold took 4.2 to 4.5 ms, and the model added that to every call
-// instead of d. Without a timerfd it falls back to a Go timer.
+// for timers in whole milliseconds and rounds a remainder up to one: a
+// 4 ms hold took 4.5 ms on average on the bench's 2-CPU machine, and the
+// model added that to every call instead of d (4.1 on a timerfd). Without
+// a timerfd it falls back to a Go timer.
 func sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
