@@ -164,7 +164,8 @@ func (s *Service) send(ctx context.Context, roomID string, req sendRequest) (ev 
 		ev, finish, err := s.trySend(ctx, roomID, req)
 		switch {
 		case errors.Is(err, errMoved):
-			if lost := (*lostSlot)(nil); errors.As(err, &lost) {
+			var lost *lostSlot
+			if errors.As(err, &lost) {
 				repairs.Go(func() error { return lost.repair(context.WithoutCancel(ctx)) })
 			}
 			if err := raceBackoff.Wait(ctx, attempt); err != nil {
