@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cirrus-matrix/cirrus/shared/events"
 	"github.com/cirrus-matrix/cirrus/shared/gate"
 	"github.com/cirrus-matrix/cirrus/shared/store"
@@ -117,7 +119,7 @@ func newPointer(roomID string, seq int64, ev events.PDU) pointer {
 // pointer and relation written for it name a slot that holds another
 // event, which readers check (and a relation or search index written
 // over the winner's is put back, beside the next attempt: lostSlot,
-// restoreRelation, reland). So does a pointer
+// repairLost). So does a pointer
 // written beside a record found taken (a retry through another process,
 // which does not read the record first: txn.go): the slot it names is
 // never claimed for its event. (A message with a relation reads its
@@ -192,14 +194,7 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 			return nil, nil, errMoved
 		}
 		return nil, nil, &lostSlot{repair: func(ctx context.Context) error {
-			var errs []error
-			if rel != nil {
-				errs = append(errs, s.restoreRelation(ctx, roomID, seq, rel))
-			}
-			if relanding {
-				errs = append(errs, s.reland(ctx, roomID, seq, loc))
-			}
-			return errors.Join(errs...)
+			return s.repairLost(ctx, roomID, seq, rel, relanding, loc)
 		}}
 	case err != nil:
 		return nil, nil, err
@@ -243,51 +238,75 @@ func (s *Service) prepareLanding(a Appended) func(context.Context) error {
 	return write
 }
 
-// reland calls Landing with the event that won position seq, which a
-// message lost after Landing wrote for it there: the loser's search index
-// items, keyed by word and position, may have replaced the winner's. The
-// loser's writes are over, so the winner's put back now are the last.
-func (s *Service) reland(ctx context.Context, roomID string, seq int64, loc *locals) error {
-	pk, sk := slotKey(roomID, seq)
-	won, err := s.slotsAt(ctx, []store.Key{{PK: pk, SK: sk}})
-	if err != nil {
-		return fmt.Errorf("read the event that won position %d: %w", seq, err)
-	}
-	e, ok := won[seq]
-	if !ok {
-		return nil
-	}
-	write, err := s.Landing(Appended{RoomID: roomID, Seq: seq, Event: e.PDU, To: loc.joined(), StateSeq: e.StateSeq})
-	if err != nil {
+// repairLost puts back what a message that lost position seq wrote over
+// the winner's there: its relation item rel (nil without one; see
+// putBackRelation) and, relanding, the search index Landing wrote, whose
+// items are keyed by word and position. The winner's slot is read once,
+// then the writes go side by side. The loser's writes are over, and the
+// winner's came before its slot, so these are the last.
+func (s *Service) repairLost(ctx context.Context, roomID string, seq int64, rel *relation, relanding bool, loc *locals) error {
+	sl, found, err := s.slotAt(ctx, roomID, seq)
+	if err != nil || !found {
 		return err
 	}
-	return write(ctx)
+	won, err := sl.event()
+	if err != nil {
+		return fmt.Errorf("read the event that won position %d of %s: %w", seq, roomID, err)
+	}
+	var g errgroup.Group
+	if rel != nil && !sl.Hold {
+		g.Go(func() error { return s.putBackRelation(ctx, roomID, seq, won, rel) })
+	}
+	if relanding {
+		g.Go(func() error {
+			write, err := s.Landing(Appended{RoomID: roomID, Seq: seq, Event: won.PDU, To: loc.joined(), StateSeq: won.StateSeq})
+			if err != nil {
+				return err
+			}
+			return write(ctx)
+		})
+	}
+	return g.Wait()
 }
 
-// restoreRelation puts back the relation item of the event that won the
-// slot at seq, which this request lost after writing rel for that
-// position: a relation item is keyed by its parent and position, so when
-// both events relate to one parent (two reactions to a message, sent
-// through processes whose cached heads differ) rel may have overwritten
-// the winner's. The winner wrote its item before it claimed the slot, and
-// this write comes after, so it is the last. A relation of a loser that
-// relates to another parent is left: readers skip an item whose position
-// holds another event.
-func (s *Service) restoreRelation(ctx context.Context, roomID string, seq int64, rel *relation) error {
-	var sl slot
+// slotAt reads the slot at position seq of roomID; found is false when
+// no event is there yet (its own writes would come later).
+func (s *Service) slotAt(ctx context.Context, roomID string, seq int64) (sl slot, found bool, err error) {
 	pk, sk := slotKey(roomID, seq)
-	if err := s.Store.Get(ctx, store.Key{PK: pk, SK: sk}, &sl); errors.Is(err, store.ErrNotFound) {
-		return nil // no event there yet, whose relation would come later
-	} else if err != nil {
-		return fmt.Errorf("restore the relation at %d of %s: %w", seq, roomID, err)
+	err = s.Store.Get(ctx, store.Key{PK: pk, SK: sk}, &sl)
+	if errors.Is(err, store.ErrNotFound) {
+		return sl, false, nil
 	}
-	if sl.Hold {
-		return nil // a copy of the event above a gap, which has its own relation
+	if err != nil {
+		return sl, false, fmt.Errorf("read position %d of %s: %w", seq, roomID, err)
+	}
+	return sl, true, nil
+}
+
+// restoreRelation puts back the relation item of the event at position
+// seq, for a request that wrote rel for that position and did not store
+// its event there (putBackRelation).
+func (s *Service) restoreRelation(ctx context.Context, roomID string, seq int64, rel *relation) error {
+	sl, found, err := s.slotAt(ctx, roomID, seq)
+	if err != nil || !found || sl.Hold {
+		return err
 	}
 	won, err := sl.event()
 	if err != nil {
 		return fmt.Errorf("restore the relation at %d of %s: %w", seq, roomID, err)
 	}
+	return s.putBackRelation(ctx, roomID, seq, won, rel)
+}
+
+// putBackRelation writes the relation item of won, the event at position
+// seq, over rel, which a request wrote for that position: a relation item
+// is keyed by its parent and position, so when both events relate to one
+// parent (two reactions to a message, sent through processes whose cached
+// heads differ) rel may have overwritten won's. A relation of a loser that
+// relates to another parent is left: readers skip an item whose position
+// holds another event. A copy of an event above a gap (a slot's Hold) has
+// its own relation: callers leave it.
+func (s *Service) putBackRelation(ctx context.Context, roomID string, seq int64, won Event, rel *relation) error {
 	if r := relationOf(roomID, seq, won.PDU); r != nil && r.SK == rel.SK && r.EventID != rel.EventID {
 		return s.Store.Put(ctx, *r)
 	}

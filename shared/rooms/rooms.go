@@ -36,12 +36,13 @@ type Service struct {
 	// and search read of a lone message (its stream entries, its search
 	// index), which the append encodes while its first writes are on
 	// their way and sends beside the write of its slot, not after it: a
-	// send then waits one round trip less. Its writes may come before the slot or without it (the
-	// slot went to another event, or the process died): what reads them
-	// takes an entry whose slot is not there yet for news still to come,
-	// and an index item for a hit only where the slot holds its event.
-	// Losing the slot, the append calls Landing again with the event that
-	// won it, to put back index items the loser's replaced. The event then
+	// send then waits one round trip less. Its writes may come before the
+	// slot or without it (the slot went to another event, or the process
+	// died): what reads them takes an entry whose slot is not there yet
+	// for news still to come, and an index item for a hit only where the
+	// slot holds its event. Losing the slot, the append calls Landing
+	// again with the event that won it, beside its next attempt, to put
+	// back index items the loser's replaced (repairLost). The event then
 	// reaches Appended with Landed set.
 	Landing func(a Appended) (write func(ctx context.Context) error, err error)
 	// SyncPosition reads a /sync token of userID as the position in roomID
