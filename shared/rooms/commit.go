@@ -135,7 +135,7 @@ func (s *Service) commitMessage(ctx context.Context, roomID string, h *head, ev 
 	// The pointer and the record are read by nothing until the slot
 	// holds the event: they go beside the access token's read
 	// (gate.Ahead), the slot after it. A relation item may overwrite
-	// another event's (restoreRelation): it waits for the caller.
+	// another event's (repairLost): it waits for the caller.
 	// They are not cut short when the request is (a refused token
 	// cancels it): a record left half-written would hold its transaction
 	// ID until its lease ends, where one written can be given up.
